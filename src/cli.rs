@@ -1,0 +1,123 @@
+//! Command-line definitions (clap derive) and their conversion into validated requests.
+//! Nothing here touches the network or the disk beyond reading the config file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, PermissionPolicy, StoreLocation};
+use crate::error::{Error, Result};
+
+/// Ship Barman and gpbackup backups to S3-compatible object storage and back.
+#[derive(Debug, Parser)]
+#[command(name = "barmans3", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: $BARMANS3_CONFIG or /etc/barmans3/barmans3.yaml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Use this store instead of the configured one (s3://bucket/prefix or file:///dir)
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+    /// More log output (-v info, -vv debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print the run summary as JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Object-level operations on the store (verified, parallel, resumable)
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config, reach the bucket, print the effective config (secrets redacted)
+    Check,
+}
+
+/// `store` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Upload a local file (or - for stdin) to KEY under the configured prefix
+    Put {
+        /// Local file, or - for standard input
+        source: String,
+        /// Object key, relative to the prefix
+        key: String,
+    },
+    /// Download KEY to a local file (or - for stdout), verified
+    Get {
+        /// Object key, relative to the prefix
+        key: String,
+        /// Local file, or - for standard output
+        dest: String,
+    },
+    /// List objects under a prefix
+    Ls {
+        /// Key prefix, relative to the configured prefix
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// List incomplete multipart uploads; with --abort-older-than, abort the stale ones
+    Uploads {
+        /// Abort uploads started longer ago than this (e.g. 24h)
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        abort_older_than: Option<Duration>,
+    },
+}
+
+fn parse_age(s: &str) -> std::result::Result<Duration, String> {
+    crate::units::parse_duration(s)
+}
+
+impl Global {
+    /// Loads and validates the configuration these options point at.
+    pub fn load_config(&self) -> Result<Config> {
+        let path = Config::resolve_path(self.config.as_deref());
+        let explicit =
+            self.config.is_some() || std::env::var_os(crate::config::CONFIG_ENV).is_some();
+        let mut cfg = match Config::load(&path, PermissionPolicy::Refuse) {
+            // With --store and no config anywhere, run on defaults: the demo and first steps.
+            Err(Error::Config(_)) if self.store.is_some() && !explicit && !path.exists() => {
+                let loc = self
+                    .store_location()?
+                    .ok_or_else(|| Error::Usage("--store missing".into()))?;
+                Config::for_location(loc)
+            }
+            other => other?,
+        };
+        if let Some(loc) = self.store_location()? {
+            cfg.location = loc;
+        }
+        Ok(cfg)
+    }
+
+    fn store_location(&self) -> Result<Option<StoreLocation>> {
+        self.store
+            .as_deref()
+            .map(|u| StoreLocation::parse(u).map_err(|e| Error::Usage(format!("--store: {e}"))))
+            .transpose()
+    }
+}

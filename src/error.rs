@@ -1,0 +1,235 @@
+//! Library error type, its retryable/permanent class, and the one exit-code table.
+//!
+//! Every failure the library can report is an [`Error`]. The transfer engine asks
+//! [`Error::is_retryable`] before it retries a request, and the binaries turn an error into a
+//! process exit code through [`Error::exit_code`], so the table in the README has exactly one
+//! source in the code.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// The process exit codes of both binaries. Documented in the README and the man page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked for was done and verified.
+    Success = 0,
+    /// The operation failed (network, storage, verification, a task that failed).
+    Failed = 1,
+    /// Usage or configuration error: nothing was attempted.
+    Config = 2,
+    /// Unknown gpbackup plugin command (gpbackup / urfave-cli convention).
+    UnknownCommand = 3,
+    /// Another run holds the lock for the same work; this run did nothing.
+    Busy = 75,
+    /// Interrupted by SIGINT/SIGTERM; in-flight uploads were aborted.
+    Interrupted = 130,
+}
+
+impl Exit {
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e.code())
+    }
+}
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong talking to a store, classified for the retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFailure {
+    /// Operation name as in S3 (`PutObject`, `UploadPart`, ...).
+    pub op: &'static str,
+    /// Object key (or prefix) the request was about.
+    pub key: String,
+    /// HTTP status when the server answered.
+    pub status: Option<u16>,
+    /// S3 error code (`SlowDown`, `AccessDenied`, ...) when the server sent one.
+    pub code: Option<String>,
+    /// Human-readable reason, one line, never containing credentials.
+    pub message: String,
+    /// Whether repeating the same request may succeed.
+    pub retryable: bool,
+}
+
+impl fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: ", self.op, self.key)?;
+        match (&self.code, self.status) {
+            (Some(code), Some(status)) => write!(f, "{code} (HTTP {status}): ")?,
+            (Some(code), None) => write!(f, "{code}: ")?,
+            (None, Some(status)) => write!(f, "HTTP {status}: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every error the library reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad configuration file, key, flag or environment variable. Exit 2.
+    #[error("{0}")]
+    Config(String),
+    /// Bad command-line usage. Exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The object does not exist.
+    #[error("object not found: {key}")]
+    NotFound {
+        /// The missing key.
+        key: String,
+    },
+    /// A store request failed.
+    #[error("{0}")]
+    Store(StoreFailure),
+    /// Data read back does not match what was written or recorded.
+    #[error("checksum mismatch for {key}: expected {expected}, got {actual}")]
+    Checksum {
+        /// Object key or local path.
+        key: String,
+        /// What the record says.
+        expected: String,
+        /// What the bytes say.
+        actual: String,
+    },
+    /// Local filesystem error, with the path or action that failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing (includes the path).
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another process holds the lock for this work.
+    #[error("{0}")]
+    Busy(String),
+    /// SIGINT or SIGTERM arrived.
+    #[error("interrupted")]
+    Interrupted,
+    /// Any other failed operation, with a complete one-line reason.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether the same request may succeed when repeated (5xx, throttling, timeouts, resets,
+    /// truncated bodies). Everything else fails fast.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store(f) => f.retryable,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the error says the credentials, bucket or endpoint are wrong: a configuration
+    /// problem rather than a transient one.
+    pub fn is_access_problem(&self) -> bool {
+        match self {
+            Error::Store(f) => {
+                matches!(f.status, Some(401 | 403))
+                    || matches!(
+                        f.code.as_deref(),
+                        Some(
+                            "NoSuchBucket"
+                                | "AccessDenied"
+                                | "InvalidAccessKeyId"
+                                | "SignatureDoesNotMatch"
+                                | "InvalidBucketName"
+                                | "AuthorizationHeaderMalformed"
+                        )
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Config(_) | Error::Usage(_) => Exit::Config,
+            Error::Busy(_) => Exit::Busy,
+            Error::Interrupted => Exit::Interrupted,
+            _ => Exit::Failed,
+        }
+    }
+
+    /// One line, whatever the underlying message contained.
+    pub fn one_line(&self) -> String {
+        one_line(&self.to_string())
+    }
+}
+
+/// Collapses a message onto one line (error texts from YAML parsers and servers can span lines).
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(status: Option<u16>, code: Option<&str>, retryable: bool) -> Error {
+        Error::Store(StoreFailure {
+            op: "PutObject",
+            key: "k".into(),
+            status,
+            code: code.map(str::to_string),
+            message: "m".into(),
+            retryable,
+        })
+    }
+
+    #[test]
+    fn exit_codes_follow_the_table() {
+        assert_eq!(Error::Config("x".into()).exit().code(), 2);
+        assert_eq!(Error::Usage("x".into()).exit().code(), 2);
+        assert_eq!(Error::Interrupted.exit().code(), 130);
+        assert_eq!(Error::Busy("x".into()).exit().code(), 75);
+        assert_eq!(store(Some(500), None, true).exit().code(), 1);
+        assert_eq!(Exit::UnknownCommand.code(), 3);
+    }
+
+    #[test]
+    fn access_problems_are_recognised_by_status_and_code() {
+        assert!(store(Some(403), None, false).is_access_problem());
+        assert!(store(Some(404), Some("NoSuchBucket"), false).is_access_problem());
+        assert!(!store(Some(404), Some("NoSuchKey"), false).is_access_problem());
+        assert!(!store(Some(503), Some("SlowDown"), true).is_access_problem());
+    }
+
+    #[test]
+    fn one_line_collapses_newlines() {
+        assert_eq!(one_line("a\n  b\tc\n"), "a b c");
+    }
+
+    #[test]
+    fn io_timeouts_are_retryable_but_not_found_is_not() {
+        let t = Error::io("x", std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let n = Error::io("x", std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(t.is_retryable());
+        assert!(!n.is_retryable());
+    }
+}

@@ -1,0 +1,19 @@
+//! barmans3: ship PostgreSQL (Barman) and Greenplum (gpbackup) backups to S3-compatible object
+//! storage and back, verified, resumable and with bounded memory.
+//!
+//! Layers, from the bottom: [`store`] (one trait, S3 and `file://` backends), [`transfer`]
+//! (parallel, verified, retried multipart transfers), then the producers that know their
+//! domain. Binaries stay thin; everything testable lives here.
+
+pub mod app;
+pub mod checksum;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod progress;
+pub mod store;
+pub mod transfer;
+pub mod units;
+
+pub use error::{Error, Exit, Result};

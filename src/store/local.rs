@@ -1,0 +1,635 @@
+//! The local `file://` backend: a directory that behaves like a bucket.
+//!
+//! Objects are plain files at `<root>/<key>`, so the tree stays readable with `ls` and `cp`.
+//! What S3 keeps beside an object (checksum, ETag, user metadata) lives in a sidecar under
+//! `<root>/.barmans3/meta/`, multipart uploads are emulated under `<root>/.barmans3/multipart/`,
+//! and every write goes to `<root>/.barmans3/tmp/` first and is renamed into place, so readers
+//! never see half an object. Keys beginning with `.barmans3/` are reserved.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, GetResponse, Integrity, ListPage,
+    ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
+    page_from_sorted,
+};
+use crate::checksum;
+use crate::error::{Error, Result, StoreFailure};
+use crate::fsutil;
+
+const RESERVED: &str = ".barmans3";
+const READ_CHUNK: usize = 1 << 20;
+
+/// A directory standing in for a bucket.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Sidecar {
+    size: u64,
+    etag: String,
+    crc32c: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UploadRecord {
+    key: String,
+    initiated: u64,
+    crc32c: bool,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PartRecord {
+    etag: String,
+    crc32c: u32,
+    size: u64,
+}
+
+fn fail(op: &'static str, key: &str, code: &str, message: impl Into<String>) -> Error {
+    Error::Store(StoreFailure {
+        op,
+        key: key.to_string(),
+        status: None,
+        code: Some(code.to_string()),
+        message: message.into(),
+        retryable: false,
+    })
+}
+
+fn io(op: &'static str, key: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return Error::NotFound {
+            key: key.to_string(),
+        };
+    }
+    Error::io(format!("{op} {key}"), e)
+}
+
+fn system_time_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl LocalStore {
+    /// Opens (and creates) a store rooted at `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        for sub in ["tmp", "meta", "multipart"] {
+            let d = root.join(RESERVED).join(sub);
+            fs::create_dir_all(&d).map_err(|e| {
+                Error::Config(format!(
+                    "store file://{}: cannot create {}: {}",
+                    root.display(),
+                    d.display(),
+                    e.kind()
+                ))
+            })?;
+        }
+        Ok(LocalStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn check_key(&self, op: &'static str, key: &str) -> Result<PathBuf> {
+        let bad = key.is_empty()
+            || key.starts_with('/')
+            || key.ends_with('/')
+            || key
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+            || key.split('/').next() == Some(RESERVED)
+            || key.contains('\0');
+        if bad {
+            return Err(fail(
+                op,
+                key,
+                "InvalidKey",
+                "key not representable in a file:// store",
+            ));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn sidecar_path(&self, key: &str) -> PathBuf {
+        self.root
+            .join(RESERVED)
+            .join("meta")
+            .join(format!("{key}.json"))
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> Result<PathBuf> {
+        if upload_id.is_empty() || !upload_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::NotFound {
+                key: format!("upload {upload_id}"),
+            });
+        }
+        Ok(self.root.join(RESERVED).join("multipart").join(upload_id))
+    }
+
+    fn temp_file(&self) -> Result<(PathBuf, fs::File)> {
+        let name = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let p = self.root.join(RESERVED).join("tmp").join(name);
+        let f = fs::File::create_new(&p)
+            .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
+        Ok((p, f))
+    }
+
+    /// Writes the sidecar, then moves the data file into place.
+    fn install(&self, key: &str, tmp: &Path, sidecar: &Sidecar) -> Result<()> {
+        let dest = self.check_key("PutObject", key)?;
+        let side = self.sidecar_path(key);
+        for p in [&dest, &side] {
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+            }
+        }
+        let json = serde_json::to_vec(sidecar).map_err(|e| Error::Failed(e.to_string()))?;
+        fsutil::write_atomic(&side, &json)?;
+        fsutil::persist(tmp, &dest)
+    }
+
+    fn read_meta(&self, op: &'static str, key: &str) -> Result<ObjectMeta> {
+        let path = self.check_key(op, key)?;
+        let st = fs::metadata(&path).map_err(|e| io(op, key, e))?;
+        if !st.is_file() {
+            return Err(Error::NotFound { key: key.into() });
+        }
+        let mut meta = ObjectMeta::listed(key, st.len());
+        meta.last_modified = st.modified().ok();
+        // A sidecar whose size disagrees belongs to an older version of the file.
+        if let Ok(raw) = fs::read(self.sidecar_path(key))
+            && let Ok(side) = serde_json::from_slice::<Sidecar>(&raw)
+            && side.size == st.len()
+        {
+            meta.etag = Some(side.etag);
+            meta.crc32c = Some(side.crc32c);
+            meta.metadata = side.metadata;
+        }
+        Ok(meta)
+    }
+
+    fn walk(&self, prefix: &str) -> Vec<ObjectMeta> {
+        // Start at the deepest directory the prefix names, not at the root.
+        let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
+        let mut out = Vec::new();
+        let walker = walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| !(e.depth() == 1 && start == self.root && e.file_name() == RESERVED));
+        for entry in walker.flatten() {
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(&self.root) else {
+                continue;
+            };
+            let Some(key) = rel.to_str() else { continue };
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            let Ok(st) = entry.metadata() else { continue };
+            let mut m = ObjectMeta::listed(key, st.len());
+            m.last_modified = st.modified().ok();
+            out.push(m);
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    fn remove_empty_parents(&self, mut p: &Path, stop: &Path) {
+        while let Some(parent) = p.parent() {
+            if parent == stop || !parent.starts_with(stop) || fs::remove_dir(parent).is_err() {
+                break;
+            }
+            p = parent;
+        }
+    }
+}
+
+fn verify_integrity(op: &'static str, key: &str, body: &[u8], integrity: Integrity) -> Result<u32> {
+    let crc = checksum::crc32c(body);
+    match integrity {
+        Integrity::Crc32c(want) if want != crc => Err(fail(
+            op,
+            key,
+            "InvalidDigest",
+            "CRC32C does not match the body",
+        )),
+        Integrity::Md5(want) if want != checksum::md5(body) => Err(fail(
+            op,
+            key,
+            "BadDigest",
+            "Content-MD5 does not match the body",
+        )),
+        _ => Ok(crc),
+    }
+}
+
+#[derive(Debug)]
+struct FileBody {
+    file: Option<fs::File>,
+    remaining: u64,
+    key: String,
+}
+
+#[async_trait]
+impl BodyReader for FileBody {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let Some(mut file) = self.file.take() else {
+            return Ok(None);
+        };
+        let want = self.remaining.min(READ_CHUNK as u64) as usize;
+        let key = self.key.clone();
+        let (file, res) = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            let r = file.read_exact(&mut buf).map(|_| buf);
+            (file, r)
+        })
+        .await
+        .map_err(|e| Error::Failed(format!("read task failed: {e}")))?;
+        let buf = res.map_err(|e| Error::io(format!("read {key}"), e))?;
+        self.remaining -= buf.len() as u64;
+        self.file = Some(file);
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        integrity: Integrity,
+        opts: &PutOptions,
+    ) -> Result<PutReceipt> {
+        self.check_key("PutObject", key)?;
+        let crc = verify_integrity("PutObject", key, &body, integrity)?;
+        let (tmp, mut f) = self.temp_file()?;
+        f.write_all(&body)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        let etag = format!("{crc:08x}{:016x}", body.len());
+        let side = Sidecar {
+            size: body.len() as u64,
+            etag: etag.clone(),
+            crc32c: checksum::crc32c_header(crc),
+            metadata: opts.metadata.clone(),
+        };
+        self.install(key, &tmp, &side)?;
+        Ok(PutReceipt { etag: Some(etag) })
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
+        let meta = self.read_meta("GetObject", key)?;
+        let path = self.check_key("GetObject", key)?;
+        let mut file = fs::File::open(&path).map_err(|e| io("GetObject", key, e))?;
+        let (start, end) = match range {
+            None => (0, meta.size),
+            Some(r) => {
+                if r.start >= meta.size || r.is_empty() {
+                    return Err(Error::Store(StoreFailure {
+                        op: "GetObject",
+                        key: key.into(),
+                        status: Some(416),
+                        code: Some("InvalidRange".into()),
+                        message: "the requested range is not satisfiable".into(),
+                        retryable: false,
+                    }));
+                }
+                (r.start, r.end.min(meta.size))
+            }
+        };
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| io("GetObject", key, e))?;
+        Ok(GetResponse {
+            meta,
+            body: Box::new(FileBody {
+                file: Some(file),
+                remaining: end - start,
+                key: key.into(),
+            }),
+        })
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.read_meta("HeadObject", key)
+    }
+
+    async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
+        let this = self.clone();
+        let prefix = req.prefix.clone();
+        let entries = tokio::task::spawn_blocking(move || this.walk(&prefix))
+            .await
+            .map_err(|e| Error::Failed(format!("listing task failed: {e}")))?;
+        Ok(page_from_sorted(&entries, req, token))
+    }
+
+    async fn delete_batch(&self, keys: &[String]) -> Result<Vec<DeleteFailure>> {
+        let mut failures = Vec::new();
+        for key in keys {
+            let path = match self.check_key("DeleteObjects", key) {
+                Ok(p) => p,
+                Err(e) => {
+                    failures.push(DeleteFailure {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            match fs::remove_file(&path) {
+                Ok(()) => self.remove_empty_parents(&path, &self.root),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    failures.push(DeleteFailure {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            }
+            let side = self.sidecar_path(key);
+            if fs::remove_file(&side).is_ok() {
+                self.remove_empty_parents(&side, &self.root.join(RESERVED).join("meta"));
+            }
+        }
+        Ok(failures)
+    }
+
+    async fn create_multipart(
+        &self,
+        key: &str,
+        algorithm: Option<ChecksumAlgorithm>,
+        opts: &PutOptions,
+    ) -> Result<String> {
+        self.check_key("CreateMultipartUpload", key)?;
+        let id = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let dir = self.upload_dir(&id)?;
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let rec = UploadRecord {
+            key: key.into(),
+            initiated: system_time_secs(SystemTime::now()),
+            crc32c: algorithm.is_some(),
+            metadata: opts.metadata.clone(),
+        };
+        let json = serde_json::to_vec(&rec).map_err(|e| Error::Failed(e.to_string()))?;
+        fsutil::write_atomic(&dir.join("upload.json"), &json)?;
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+        integrity: Integrity,
+    ) -> Result<PartReceipt> {
+        let dir = self.upload_dir(upload_id)?;
+        let rec = read_upload(&dir, key)?;
+        if !(1..=10_000).contains(&part_number) {
+            return Err(fail(
+                "UploadPart",
+                key,
+                "InvalidArgument",
+                "part number must be 1..=10000",
+            ));
+        }
+        if rec.crc32c && !matches!(integrity, Integrity::Crc32c(_)) {
+            return Err(fail(
+                "UploadPart",
+                key,
+                "InvalidRequest",
+                "upload was created with CRC32C; the part has none",
+            ));
+        }
+        let crc = verify_integrity("UploadPart", key, &body, integrity)?;
+        let etag = format!("{crc:08x}{:016x}", body.len());
+        let part = dir.join(format!("part-{part_number:05}"));
+        let tmp = fsutil::temp_path_for(&part);
+        fs::write(&tmp, &body).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        fs::rename(&tmp, &part).map_err(|e| Error::io(format!("rename {}", part.display()), e))?;
+        let pr = PartRecord {
+            etag: etag.clone(),
+            crc32c: crc,
+            size: body.len() as u64,
+        };
+        let json = serde_json::to_vec(&pr).map_err(|e| Error::Failed(e.to_string()))?;
+        fsutil::write_atomic(&dir.join(format!("part-{part_number:05}.json")), &json)?;
+        Ok(PartReceipt {
+            part_number,
+            etag,
+            crc32c: rec.crc32c.then_some(crc),
+            size: body.len() as u64,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[PartReceipt],
+    ) -> Result<PutReceipt> {
+        let dir = self.upload_dir(upload_id)?;
+        let rec = read_upload(&dir, key)?;
+        if parts.is_empty() {
+            return Err(fail(
+                "CompleteMultipartUpload",
+                key,
+                "MalformedXML",
+                "no parts given",
+            ));
+        }
+        let (tmp, mut out) = self.temp_file()?;
+        let mut crcs = Vec::with_capacity(parts.len());
+        let mut total = 0u64;
+        let mut prev = 0;
+        for (i, p) in parts.iter().enumerate() {
+            if p.part_number <= prev {
+                let _ = fs::remove_file(&tmp);
+                return Err(fail(
+                    "CompleteMultipartUpload",
+                    key,
+                    "InvalidPartOrder",
+                    "parts must be in ascending order",
+                ));
+            }
+            prev = p.part_number;
+            let stored: PartRecord = fs::read(dir.join(format!("part-{:05}.json", p.part_number)))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    fail(
+                        "CompleteMultipartUpload",
+                        key,
+                        "InvalidPart",
+                        format!("part {} was not uploaded", p.part_number),
+                    )
+                })?;
+            if stored.etag != p.etag || (rec.crc32c && p.crc32c != Some(stored.crc32c)) {
+                let _ = fs::remove_file(&tmp);
+                return Err(fail(
+                    "CompleteMultipartUpload",
+                    key,
+                    "InvalidPart",
+                    format!("part {} does not match", p.part_number),
+                ));
+            }
+            if i + 1 < parts.len() && stored.size < crate::config::MIN_PART_SIZE {
+                let _ = fs::remove_file(&tmp);
+                return Err(fail(
+                    "CompleteMultipartUpload",
+                    key,
+                    "EntityTooSmall",
+                    format!("part {} is smaller than 5 MiB", p.part_number),
+                ));
+            }
+            let mut src = fs::File::open(dir.join(format!("part-{:05}", p.part_number)))
+                .map_err(|e| Error::io("open part", e))?;
+            std::io::copy(&mut src, &mut out)
+                .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+            crcs.push(stored.crc32c);
+            total += stored.size;
+        }
+        out.sync_all()
+            .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+        let composite = checksum::composite_crc32c(&crcs);
+        let etag = format!(
+            "{}-{}",
+            checksum::hex(&checksum::md5(composite.as_bytes())),
+            parts.len()
+        );
+        let side = Sidecar {
+            size: total,
+            etag: etag.clone(),
+            crc32c: composite,
+            metadata: rec.metadata,
+        };
+        self.install(key, &tmp, &side)?;
+        let _ = fs::remove_dir_all(&dir);
+        Ok(PutReceipt { etag: Some(etag) })
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
+        let dir = self.upload_dir(upload_id)?;
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
+        }
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
+        let dir = self.upload_dir(upload_id)?;
+        let rec = read_upload(&dir, key)?;
+        let mut out = Vec::new();
+        let rd = fs::read_dir(&dir).map_err(|e| io("ListParts", key, e))?;
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(num) = name
+                .strip_prefix("part-")
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let Ok(part_number) = num.parse::<u32>() else {
+                continue;
+            };
+            let Some(pr) = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<PartRecord>(&b).ok())
+            else {
+                continue;
+            };
+            out.push(PartReceipt {
+                part_number,
+                etag: pr.etag,
+                crc32c: rec.crc32c.then_some(pr.crc32c),
+                size: pr.size,
+            });
+        }
+        out.sort_by_key(|p| p.part_number);
+        Ok(out)
+    }
+
+    async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        let base = self.root.join(RESERVED).join("multipart");
+        let mut out = Vec::new();
+        let rd =
+            fs::read_dir(&base).map_err(|e| Error::io(format!("list {}", base.display()), e))?;
+        for entry in rd.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let Some(rec) = fs::read(entry.path().join("upload.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<UploadRecord>(&b).ok())
+            else {
+                continue;
+            };
+            if rec.key.starts_with(prefix) {
+                out.push(MultipartUpload {
+                    key: rec.key,
+                    upload_id: id,
+                    initiated: Some(
+                        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(rec.initiated),
+                    ),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(out)
+    }
+}
+
+fn read_upload(dir: &Path, key: &str) -> Result<UploadRecord> {
+    let rec: UploadRecord = fs::read(dir.join("upload.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| Error::NotFound {
+            key: format!("{key} (upload {})", dir.display()),
+        })?;
+    if rec.key != key {
+        return Err(fail(
+            "UploadPart",
+            key,
+            "NoSuchUpload",
+            "upload belongs to another key",
+        ));
+    }
+    Ok(rec)
+}

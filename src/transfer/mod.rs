@@ -1,0 +1,231 @@
+//! The transfer engine: every byte between local data and the store goes through here.
+//!
+//! [`Transfer`] owns the run's store handle (wrapped in the request counter), the retry policy,
+//! one semaphore that bounds requests with bodies in flight (`concurrency` from config), the
+//! cancellation flag and the progress sink. Uploads and downloads live in [`upload`] and
+//! [`download`]; this module adds the metadata operations producers need (list, head, delete,
+//! stale multipart clean-up), all retried and counted the same way.
+
+pub mod download;
+pub mod plan;
+pub mod retry;
+pub mod stats;
+pub mod upload;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::config::TransferConfig;
+use crate::error::{Error, Result};
+use crate::progress::{Progress, Silent};
+use crate::store::{ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, SharedStore};
+pub use download::{Downloaded, Expect};
+use retry::RetryPolicy;
+pub use stats::{Op, Stats, StatsSnapshot};
+pub use upload::{FileJournal, ResumeState, UploadJournal, Uploaded};
+
+/// Run-wide cancellation (Ctrl-C, SIGTERM). Cheap to clone through an `Arc`.
+#[derive(Debug, Default)]
+pub struct Cancel {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    /// Marks the run cancelled and wakes every waiter.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+    /// Whether the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+    /// Resolves once the run is cancelled.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The engine for one run.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    store: SharedStore,
+    cfg: TransferConfig,
+    retry: RetryPolicy,
+    permits: Arc<Semaphore>,
+    stats: Arc<Stats>,
+    cancel: Arc<Cancel>,
+    progress: Arc<dyn Progress>,
+}
+
+impl Transfer {
+    /// An engine over a store with the given settings; counts into a fresh [`Stats`].
+    pub fn new(store: SharedStore, cfg: TransferConfig) -> Self {
+        let stats = Arc::new(Stats::default());
+        let counted: SharedStore = Arc::new(stats::CountingStore::new(store, stats.clone()));
+        Transfer {
+            store: counted,
+            retry: RetryPolicy::with_attempts(cfg.max_attempts),
+            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            cfg,
+            stats,
+            cancel: Arc::new(Cancel::default()),
+            progress: Arc::new(Silent),
+        }
+    }
+
+    /// Uses this progress sink.
+    pub fn with_progress(mut self, p: Arc<dyn Progress>) -> Self {
+        self.progress = p;
+        self
+    }
+
+    /// Uses this cancellation flag (shared with the signal handler).
+    pub fn with_cancel(mut self, c: Arc<Cancel>) -> Self {
+        self.cancel = c;
+        self
+    }
+
+    /// Overrides the retry policy (tests use short delays).
+    pub fn with_retry(mut self, r: RetryPolicy) -> Self {
+        self.retry = r;
+        self
+    }
+
+    /// The run's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The engine settings.
+    pub fn config(&self) -> &TransferConfig {
+        &self.cfg
+    }
+
+    /// The cancellation flag.
+    pub fn cancel_flag(&self) -> &Arc<Cancel> {
+        &self.cancel
+    }
+
+    /// Where the store is, for messages.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Metadata of one object, retried. A missing key is [`Error::NotFound`] at once.
+    pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.retry
+            .run(&self.stats, &self.cancel, || self.store.head(key))
+            .await
+    }
+
+    /// Metadata of one object, or `None` when it does not exist.
+    pub async fn head_opt(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        match self.head(key).await {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Calls `f` for each page of a listing until it returns `false` or the listing ends. A
+    /// failed page (after retries) is an error: callers must never mistake it for "empty".
+    pub async fn list_pages<F>(&self, req: &ListRequest, mut f: F) -> Result<()>
+    where
+        F: FnMut(Vec<ObjectMeta>, Vec<String>) -> bool,
+    {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retry
+                .run(&self.stats, &self.cancel, || {
+                    self.store.list_page(req, token.as_deref())
+                })
+                .await?;
+            let more = f(page.objects, page.prefixes);
+            match page.next {
+                Some(t) if more => token = Some(t),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Every object under a request's prefix (all pages).
+    pub async fn list_all(&self, req: &ListRequest) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        self.list_pages(req, |objs, _| {
+            out.extend(objs);
+            true
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Deletes keys in batches of at most 1000; any key that could not be deleted is an error.
+    pub async fn delete_keys(&self, keys: &[String]) -> Result<()> {
+        for batch in keys.chunks(MAX_DELETE_BATCH) {
+            let failures = self
+                .retry
+                .run(&self.stats, &self.cancel, || self.store.delete_batch(batch))
+                .await?;
+            if let Some(f) = failures.first() {
+                return Err(Error::Failed(format!(
+                    "could not delete {} of {} keys, first {}: {}",
+                    failures.len(),
+                    batch.len(),
+                    f.key,
+                    f.message
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Incomplete multipart uploads under a prefix.
+    pub async fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        self.retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.list_multipart(prefix)
+            })
+            .await
+    }
+
+    /// Aborts incomplete uploads under a prefix that started more than `older_than` ago
+    /// (uploads without a start time count as old). Returns what was aborted.
+    pub async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        older_than: Duration,
+    ) -> Result<Vec<MultipartUpload>> {
+        let now = SystemTime::now();
+        let mut aborted = Vec::new();
+        for u in self.incomplete_uploads(prefix).await? {
+            let age = u.initiated.and_then(|t| now.duration_since(t).ok());
+            if age.is_none_or(|a| a >= older_than) {
+                self.abort(&u.key, &u.upload_id).await?;
+                aborted.push(u);
+            }
+        }
+        Ok(aborted)
+    }
+
+    pub(crate) async fn abort(&self, key: &str, upload_id: &str) -> Result<()> {
+        // Abort even when the run is cancelled: it is the clean-up of a cancelled run.
+        let never = Cancel::default();
+        self.retry
+            .run(&self.stats, &never, || {
+                self.store.abort_multipart(key, upload_id)
+            })
+            .await
+    }
+}

@@ -1,0 +1,636 @@
+//! Uploads: files of known size (single PUT or parallel multipart from positioned reads, with an
+//! optional resume journal) and streams of unknown length (a lazily filled pool of at most
+//! `concurrency` part buffers, part size growing so 10 000 parts reach past 5 TiB).
+//!
+//! Every part carries a checksum the server verifies; after a multipart completes, a HEAD
+//! checks size and composite checksum. Failure aborts the upload, except one recorded in a
+//! journal, which the next run resumes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
+
+use super::Transfer;
+use super::plan::{self, GROWTH_EVERY, LAYOUT_META, MAX_PARTS};
+use crate::checksum;
+use crate::config::ChecksumMode;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::store::{ChecksumAlgorithm, Integrity, PartReceipt, PutOptions};
+
+/// What an upload produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Bytes in the object.
+    pub size: u64,
+    /// CRC32C of the whole object, computed from the bytes sent.
+    pub crc32c: u32,
+    /// ETag the server gave.
+    pub etag: Option<String>,
+    /// Parts (1 for a single PUT).
+    pub parts: u32,
+    /// Parts that a resumed upload did not need to send again.
+    pub parts_reused: u32,
+}
+
+/// The state of a resumable multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// Object key.
+    pub key: String,
+    /// Multipart upload id.
+    pub upload_id: String,
+    /// Source file size.
+    pub size: u64,
+    /// Source file mtime (ns since the epoch), so a changed file is not resumed.
+    pub mtime_ns: i128,
+    /// Part size used.
+    pub part_size: u64,
+    /// Completed parts: number, ETag, CRC32C of the part's bytes, size.
+    pub parts: Vec<(u32, String, u32, u64)>,
+}
+
+/// Where a caller keeps the resume state of one upload.
+pub trait UploadJournal: Send + Sync + std::fmt::Debug {
+    /// The recorded state, if any.
+    fn load(&self) -> Option<ResumeState>;
+    /// Records the state (after the upload is created and after each part).
+    fn save(&self, state: &ResumeState) -> Result<()>;
+    /// Forgets the state (the upload completed or was aborted).
+    fn clear(&self) -> Result<()>;
+}
+
+/// A journal in a JSON file, written atomically.
+#[derive(Debug, Clone)]
+pub struct FileJournal(pub PathBuf);
+
+impl UploadJournal for FileJournal {
+    fn load(&self) -> Option<ResumeState> {
+        std::fs::read(&self.0)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+    fn save(&self, state: &ResumeState) -> Result<()> {
+        let json = serde_json::to_vec(state).map_err(|e| Error::Failed(e.to_string()))?;
+        fsutil::write_atomic(&self.0, &json)
+    }
+    fn clear(&self) -> Result<()> {
+        match std::fs::remove_file(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("remove {}", self.0.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A part ready to send.
+struct PartJob {
+    number: u32,
+    body: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// CRC32C of a part and the integrity header to send with it.
+fn integrity_for(mode: ChecksumMode, body: &[u8]) -> (u32, Integrity) {
+    let crc = checksum::crc32c(body);
+    match mode {
+        ChecksumMode::WhenSupported => (crc, Integrity::Crc32c(crc)),
+        ChecksumMode::WhenRequired => (crc, Integrity::Md5(checksum::md5(body))),
+    }
+}
+
+fn combine(parts: &[(u32, u64)]) -> u32 {
+    parts.iter().fold(0u32, |acc, &(crc, len)| {
+        if len == 0 {
+            acc
+        } else {
+            checksum::crc32c_combine(acc, crc, len)
+        }
+    })
+}
+
+impl Transfer {
+    fn algorithm(&self) -> Option<ChecksumAlgorithm> {
+        (self.cfg.checksum == ChecksumMode::WhenSupported).then_some(ChecksumAlgorithm::Crc32c)
+    }
+
+    pub(crate) async fn permit(&self) -> Result<OwnedSemaphorePermit> {
+        tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.map_err(|_| Error::Failed("engine closed".into())),
+            _ = self.cancel.cancelled() => Err(Error::Interrupted),
+        }
+    }
+
+    /// Writes a small object from memory in one PUT (manifests, metadata files).
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Uploaded> {
+        let _permit = self.permit().await?;
+        let (crc, integrity) = integrity_for(self.cfg.checksum, &body);
+        let size = body.len() as u64;
+        let opts = PutOptions { metadata };
+        self.progress.object_started(key, size);
+        let receipt = self
+            .retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.put(key, body.clone(), integrity, &opts)
+            })
+            .await;
+        self.progress.object_done(key);
+        let receipt = receipt?;
+        self.progress.bytes_done(size);
+        Ok(Uploaded {
+            size,
+            crc32c: crc,
+            etag: receipt.etag,
+            parts: 1,
+            parts_reused: 0,
+        })
+    }
+
+    /// Uploads a local file. Up to the configured part size it is one PUT; above, a parallel
+    /// multipart upload reading each part once with positioned reads. With a journal, progress
+    /// is recorded after every part and a matching earlier upload is resumed.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        key: &str,
+        journal: Option<&dyn UploadJournal>,
+    ) -> Result<Uploaded> {
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        let size = meta.len();
+        if size <= self.cfg.part_size {
+            let buf = read_at(Arc::new(file), 0, size as usize, path).await?;
+            if buf.len() as u64 != size {
+                return Err(Error::Failed(format!(
+                    "{} changed size while being read",
+                    path.display()
+                )));
+            }
+            return self.put_bytes(key, buf, BTreeMap::new()).await;
+        }
+        let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let part_size = plan::part_size_for(size, self.cfg.part_size);
+        let layout = plan::layout(size, part_size, 0);
+        let file = Arc::new(file);
+
+        let mut state = self
+            .resume_or_create(key, size, mtime_ns, part_size, journal)
+            .await?;
+        let reused = state.parts.len() as u32;
+        self.progress.object_started(key, size);
+        self.progress
+            .bytes_done(state.parts.iter().map(|p| p.3).sum());
+
+        let result = self
+            .send_file_parts(&file, path, key, &layout, &mut state, journal)
+            .await;
+        let result = match result {
+            Ok(()) => {
+                self.finish(key, &state.upload_id, &state.parts, size, part_size, 0)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.progress.object_done(key);
+        match result {
+            Ok(etag) => {
+                if let Some(j) = journal {
+                    j.clear()?;
+                }
+                let crcs: Vec<_> = state.parts.iter().map(|p| (p.2, p.3)).collect();
+                Ok(Uploaded {
+                    size,
+                    crc32c: combine(&crcs),
+                    etag,
+                    parts: layout.len() as u32,
+                    parts_reused: reused,
+                })
+            }
+            Err(e) => {
+                // A journaled upload stays for the next run to resume, unless it can never
+                // complete (our data or the server refuses it); anything else is aborted now.
+                let resumable =
+                    journal.is_some() && (e.is_retryable() || matches!(e, Error::Interrupted));
+                if !resumable {
+                    let _ = self.abort(key, &state.upload_id).await;
+                    if let Some(j) = journal {
+                        let _ = j.clear();
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn resume_or_create(
+        &self,
+        key: &str,
+        size: u64,
+        mtime_ns: i128,
+        part_size: u64,
+        journal: Option<&dyn UploadJournal>,
+    ) -> Result<ResumeState> {
+        if let Some(old) = journal.and_then(|j| j.load()) {
+            let same = old.key == key
+                && old.size == size
+                && old.mtime_ns == mtime_ns
+                && old.part_size == part_size;
+            if same {
+                match self
+                    .retry
+                    .run(&self.stats, &self.cancel, || {
+                        self.store.list_parts(key, &old.upload_id)
+                    })
+                    .await
+                {
+                    Ok(server) => {
+                        // Keep only parts the server has with the ETag we recorded.
+                        let mut st = old.clone();
+                        st.parts.retain(|p| {
+                            server.iter().any(|s| s.part_number == p.0 && s.etag == p.1)
+                        });
+                        tracing::info!(key, upload_id = %st.upload_id, parts = st.parts.len(), "resuming upload");
+                        return Ok(st);
+                    }
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            } else {
+                let _ = self.abort(&old.key, &old.upload_id).await;
+            }
+        }
+        let mut metadata = BTreeMap::new();
+        metadata.insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
+        let opts = PutOptions { metadata };
+        let upload_id = self
+            .retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.create_multipart(key, self.algorithm(), &opts)
+            })
+            .await?;
+        let st = ResumeState {
+            key: key.into(),
+            upload_id,
+            size,
+            mtime_ns,
+            part_size,
+            parts: Vec::new(),
+        };
+        if let Some(j) = journal {
+            j.save(&st)?;
+        }
+        Ok(st)
+    }
+
+    async fn send_file_parts(
+        &self,
+        file: &Arc<File>,
+        path: &Path,
+        key: &str,
+        layout: &[crate::store::ByteRange],
+        state: &mut ResumeState,
+        journal: Option<&dyn UploadJournal>,
+    ) -> Result<()> {
+        let mut set: JoinSet<Result<(PartReceipt, u32)>> = JoinSet::new();
+        let todo: Vec<u32> = (1..=layout.len() as u32)
+            .filter(|n| !state.parts.iter().any(|p| p.0 == *n))
+            .collect();
+        let mut next = 0;
+        loop {
+            // Keep at most `concurrency` parts in flight; capacity is taken before spawning.
+            while next < todo.len() {
+                let permit = tokio::select! {
+                    p = self.permit() => p?,
+                    Some(done) = set.join_next(), if !set.is_empty() => {
+                        self.record_part(done, state, journal)?;
+                        continue;
+                    }
+                };
+                let number = todo[next];
+                let r = layout[number as usize - 1];
+                next += 1;
+                let this = self.clone();
+                let (file, path, key, upload_id) = (
+                    file.clone(),
+                    path.to_path_buf(),
+                    key.to_string(),
+                    state.upload_id.clone(),
+                );
+                set.spawn(async move {
+                    let body = read_at(file, r.start, r.len() as usize, &path).await?;
+                    if body.len() as u64 != r.len() {
+                        return Err(Error::Failed(format!(
+                            "{} changed size while being read",
+                            path.display()
+                        )));
+                    }
+                    this.send_part(
+                        PartJob {
+                            number,
+                            body,
+                            _permit: permit,
+                        },
+                        &key,
+                        &upload_id,
+                    )
+                    .await
+                });
+            }
+            match set.join_next().await {
+                None => return Ok(()),
+                Some(done) => self.record_part(done, state, journal)?,
+            }
+        }
+    }
+
+    fn record_part(
+        &self,
+        done: std::result::Result<Result<(PartReceipt, u32)>, tokio::task::JoinError>,
+        state: &mut ResumeState,
+        journal: Option<&dyn UploadJournal>,
+    ) -> Result<()> {
+        let (receipt, crc) =
+            done.map_err(|e| Error::Failed(format!("part task failed: {e}")))??;
+        self.progress.bytes_done(receipt.size);
+        state
+            .parts
+            .push((receipt.part_number, receipt.etag, crc, receipt.size));
+        state.parts.sort_by_key(|p| p.0);
+        if let Some(j) = journal {
+            j.save(state)?;
+        }
+        Ok(())
+    }
+
+    async fn send_part(
+        &self,
+        job: PartJob,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(PartReceipt, u32)> {
+        let (crc, integrity) = integrity_for(self.cfg.checksum, &job.body);
+        let receipt = self
+            .retry
+            .run(&self.stats, &self.cancel, || {
+                self.store
+                    .upload_part(key, upload_id, job.number, job.body.clone(), integrity)
+            })
+            .await?;
+        Ok((receipt, crc))
+    }
+
+    /// Completes an upload and checks what the server now holds: size, and composite checksum
+    /// or part count.
+    async fn finish(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String, u32, u64)],
+        size: u64,
+        first: u64,
+        growth: u64,
+    ) -> Result<Option<String>> {
+        let with_crc = self.cfg.checksum == ChecksumMode::WhenSupported;
+        let receipts: Vec<PartReceipt> = parts
+            .iter()
+            .map(|p| PartReceipt {
+                part_number: p.0,
+                etag: p.1.clone(),
+                crc32c: with_crc.then_some(p.2),
+                size: p.3,
+            })
+            .collect();
+        let receipt = self
+            .retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.complete_multipart(key, upload_id, &receipts)
+            })
+            .await?;
+        let head = self.head(key).await?;
+        if head.size != size {
+            return Err(Error::Checksum {
+                key: key.into(),
+                expected: format!("{size} bytes"),
+                actual: format!("{} bytes", head.size),
+            });
+        }
+        let expected = checksum::composite_crc32c(&parts.iter().map(|p| p.2).collect::<Vec<_>>());
+        if let Some(c) = head.crc32c.as_deref()
+            && c.contains('-')
+            && c != expected
+        {
+            return Err(Error::Checksum {
+                key: key.into(),
+                expected,
+                actual: c.to_string(),
+            });
+        }
+        if let Some(etag) = head.etag.as_deref()
+            && let Some((_, n)) = etag.rsplit_once('-')
+            && n.parse::<usize>().is_ok_and(|n| n != parts.len())
+        {
+            return Err(Error::Checksum {
+                key: key.into(),
+                expected: format!("{} parts", parts.len()),
+                actual: format!("ETag {etag}"),
+            });
+        }
+        debug_assert_eq!(plan::layout(size, first, growth).len(), parts.len());
+        Ok(receipt.etag.or(head.etag))
+    }
+
+    /// Uploads a stream of unknown length (stdin). Buffers are allocated only as data arrives,
+    /// at most `concurrency` of them; a stream that ends within the first part is a single PUT,
+    /// an empty stream a zero-byte object.
+    pub async fn upload_stream<R: AsyncRead + Unpin + Send>(
+        &self,
+        mut reader: R,
+        key: &str,
+    ) -> Result<Uploaded> {
+        let first = self.cfg.part_size.max(crate::config::MIN_PART_SIZE);
+        let permit = self.permit().await?;
+        let body = fill(&mut reader, first as usize, true).await?;
+        if (body.len() as u64) < first {
+            drop(permit);
+            return self.put_bytes(key, body, BTreeMap::new()).await;
+        }
+        let mut metadata = BTreeMap::new();
+        metadata.insert(
+            LAYOUT_META.to_string(),
+            plan::encode_layout(first, GROWTH_EVERY),
+        );
+        let opts = PutOptions { metadata };
+        let upload_id = self
+            .retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.create_multipart(key, self.algorithm(), &opts)
+            })
+            .await?;
+        self.progress.object_started(key, 0);
+        let result = self
+            .send_stream_parts(
+                &mut reader,
+                key,
+                &upload_id,
+                PartJob {
+                    number: 1,
+                    body,
+                    _permit: permit,
+                },
+                first,
+            )
+            .await;
+        let result = match result {
+            Ok(parts) => {
+                let size = parts.iter().map(|p| p.3).sum();
+                self.finish(key, &upload_id, &parts, size, first, GROWTH_EVERY)
+                    .await
+                    .map(|etag| (parts, size, etag))
+            }
+            Err(e) => Err(e),
+        };
+        self.progress.object_done(key);
+        match result {
+            Ok((parts, size, etag)) => {
+                let crcs: Vec<_> = parts.iter().map(|p| (p.2, p.3)).collect();
+                Ok(Uploaded {
+                    size,
+                    crc32c: combine(&crcs),
+                    etag,
+                    parts: parts.len() as u32,
+                    parts_reused: 0,
+                })
+            }
+            Err(e) => {
+                let _ = self.abort(key, &upload_id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_stream_parts<R: AsyncRead + Unpin + Send>(
+        &self,
+        reader: &mut R,
+        key: &str,
+        upload_id: &str,
+        first_job: PartJob,
+        first: u64,
+    ) -> Result<Vec<(u32, String, u32, u64)>> {
+        let mut set: JoinSet<Result<(PartReceipt, u32)>> = JoinSet::new();
+        let mut parts = Vec::new();
+        let mut job = Some(first_job);
+        let mut number = 1u32;
+        let collect =
+            |done: std::result::Result<Result<(PartReceipt, u32)>, tokio::task::JoinError>,
+             parts: &mut Vec<(u32, String, u32, u64)>|
+             -> Result<()> {
+                let (r, crc) =
+                    done.map_err(|e| Error::Failed(format!("part task failed: {e}")))??;
+                self.progress.bytes_done(r.size);
+                parts.push((r.part_number, r.etag, crc, r.size));
+                Ok(())
+            };
+        loop {
+            if let Some(j) = job.take() {
+                let this = self.clone();
+                let (key, upload_id) = (key.to_string(), upload_id.to_string());
+                set.spawn(async move { this.send_part(j, &key, &upload_id).await });
+            }
+            // Reap finished parts without waiting, so a failure stops the reading early.
+            while let Some(done) = set.try_join_next() {
+                collect(done, &mut parts)?;
+            }
+            let permit = tokio::select! {
+                p = self.permit() => p?,
+                Some(done) = set.join_next(), if !set.is_empty() => {
+                    collect(done, &mut parts)?;
+                    continue;
+                }
+            };
+            let size = plan::part_size_at(first, GROWTH_EVERY, u64::from(number));
+            let body = fill(reader, size as usize, false).await?;
+            if body.is_empty() {
+                drop(permit);
+                break;
+            }
+            number += 1;
+            if u64::from(number) > MAX_PARTS {
+                return Err(Error::Failed(format!(
+                    "{key}: stream longer than {MAX_PARTS} parts can hold"
+                )));
+            }
+            job = Some(PartJob {
+                number,
+                body,
+                _permit: permit,
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            collect(done, &mut parts)?;
+        }
+        parts.sort_by_key(|p| p.0);
+        Ok(parts)
+    }
+}
+
+/// Reads `len` bytes at `offset` without moving a shared cursor (parts read in parallel).
+async fn read_at(file: Arc<File>, offset: u64, len: usize, path: &Path) -> Result<Bytes> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+            }
+        }
+        buf.truncate(done);
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("read task failed: {e}")))?
+}
+
+/// Reads up to `limit` bytes. With `lazy`, the buffer grows with the data (a 10 KiB stream
+/// never allocates a whole part); otherwise the part is allocated at once (it will be filled).
+async fn fill<R: AsyncRead + Unpin>(reader: &mut R, limit: usize, lazy: bool) -> Result<Bytes> {
+    let mut buf = Vec::with_capacity(if lazy { limit.min(1 << 20) } else { limit });
+    let mut taken = reader.take(limit as u64);
+    loop {
+        if buf.len() == buf.capacity() {
+            if buf.len() >= limit {
+                break;
+            }
+            let grow = buf.capacity().max(1 << 16).min(limit - buf.len());
+            buf.reserve_exact(grow);
+        }
+        let n = taken
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| Error::io("read input stream", e))?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(Bytes::from(buf))
+}

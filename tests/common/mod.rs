@@ -1,0 +1,141 @@
+//! Test support: a real Garage started through `scripts/s3-server` (once per test binary, stopped
+//! when the test process exits), stores for both backends, unique prefixes.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use barmans3::config::{Config, StoreLocation, TransferConfig};
+use barmans3::store::{self, SharedStore};
+
+/// A running Garage and the client environment it printed.
+#[derive(Debug)]
+pub struct Garage {
+    pub dir: PathBuf,
+    pub env: HashMap<String, String>,
+}
+
+impl Garage {
+    pub fn endpoint(&self) -> &str {
+        &self.env["BARMANS3_TEST_S3_ENDPOINT"]
+    }
+    pub fn bucket(&self) -> &str {
+        &self.env["BARMANS3_TEST_S3_BUCKET"]
+    }
+    pub fn key_id(&self) -> &str {
+        &self.env["BARMANS3_TEST_S3_ACCESS_KEY_ID"]
+    }
+    pub fn secret(&self) -> &str {
+        &self.env["BARMANS3_TEST_S3_SECRET_ACCESS_KEY"]
+    }
+    /// A barmans3 YAML config for this server with a key prefix.
+    pub fn yaml(&self, prefix: &str) -> String {
+        format!(
+            "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: 5MiB\n  concurrency: 4\n  max_attempts: 3\n  connect_timeout: 2s\n  read_timeout: 20s\n",
+            self.endpoint(),
+            self.bucket(),
+            self.key_id(),
+            self.secret()
+        )
+    }
+    pub fn config(&self, prefix: &str) -> Config {
+        Config::parse(&self.yaml(prefix), None).expect("test config is valid")
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Garage of this test process. A missing server is a failure with the remedy, never a skip.
+pub fn garage() -> &'static Garage {
+    static G: OnceLock<Garage> = OnceLock::new();
+    G.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("garage-{}-{}", std::process::id(), rand::random::<u32>()));
+        let out = std::process::Command::new(repo().join("scripts/s3-server"))
+            .arg("start")
+            .arg(&dir)
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("run scripts/s3-server");
+        assert!(
+            out.status.success(),
+            "could not start the test S3 server (Garage): {}\nInstall it with: scripts/s3-server install (cargo install --locked garage --version 2.5.0)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        Garage { dir, env }
+    })
+}
+
+pub fn unique(name: &str) -> String {
+    format!("t-{name}-{:08x}", rand::random::<u32>())
+}
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Local,
+    Garage,
+}
+
+/// A store of the given backend, a prefix unique to the test, and the temp dir that must live
+/// as long as the store.
+pub async fn open(
+    backend: Backend,
+    name: &str,
+) -> (SharedStore, String, Option<tempfile::TempDir>) {
+    let prefix = unique(name);
+    match backend {
+        Backend::Local => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cfg = Config::for_location(StoreLocation::Local {
+                root: dir.path().to_path_buf(),
+            });
+            (
+                store::open(&cfg).await.expect("open local"),
+                prefix,
+                Some(dir),
+            )
+        }
+        Backend::Garage => {
+            let cfg = garage().config(&prefix);
+            (store::open(&cfg).await.expect("open garage"), prefix, None)
+        }
+    }
+}
+
+pub fn small_transfer() -> TransferConfig {
+    TransferConfig {
+        part_size: 5 << 20,
+        concurrency: 4,
+        max_attempts: 3,
+        ..TransferConfig::default()
+    }
+}
+
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    // Deterministic, incompressible enough, cheap.
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn shared(s: SharedStore) -> Arc<dyn barmans3::store::Store> {
+    s
+}

@@ -1,0 +1,359 @@
+//! One conformance suite for every store backend: the same cases run on `file://` and on a real
+//! Garage, so the local backend can stand in for S3 only where it behaves the same.
+
+mod common;
+
+use barmans3::Error;
+use barmans3::checksum;
+use barmans3::store::{
+    ByteRange, ChecksumAlgorithm, Integrity, ListRequest, PutOptions, SharedStore, join_key,
+};
+use bytes::Bytes;
+use common::{Backend, data, open};
+
+async fn read_all(
+    s: &SharedStore,
+    key: &str,
+    range: Option<ByteRange>,
+) -> barmans3::Result<Vec<u8>> {
+    let mut r = s.get(key, range).await?;
+    let mut out = Vec::new();
+    while let Some(c) = r.body.next_chunk().await? {
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+async fn put(s: &SharedStore, key: &str, body: &[u8]) {
+    let crc = checksum::crc32c(body);
+    s.put(
+        key,
+        Bytes::copy_from_slice(body),
+        Integrity::Crc32c(crc),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("put {key}: {e}"));
+}
+
+async fn list_keys(s: &SharedStore, req: &ListRequest) -> (Vec<String>, usize) {
+    let (mut keys, mut pages, mut token) = (Vec::new(), 0, None::<String>);
+    loop {
+        let p = s.list_page(req, token.as_deref()).await.expect("list page");
+        pages += 1;
+        keys.extend(p.objects.into_iter().map(|o| o.key));
+        match p.next {
+            Some(t) => token = Some(t),
+            None => return (keys, pages),
+        }
+    }
+}
+
+async fn empty_object(b: Backend) {
+    let (s, p, _d) = open(b, "empty").await;
+    let k = join_key(&p, "empty");
+    put(&s, &k, b"").await;
+    assert_eq!(s.head(&k).await.expect("head").size, 0);
+    assert!(read_all(&s, &k, None).await.expect("get").is_empty());
+}
+
+async fn one_byte_with_checksum(b: Backend) {
+    let (s, p, _d) = open(b, "one").await;
+    let k = join_key(&p, "one");
+    put(&s, &k, b"x").await;
+    let m = s.head(&k).await.expect("head");
+    assert_eq!(m.size, 1);
+    assert_eq!(
+        m.crc32c.as_deref(),
+        Some(checksum::crc32c_header(checksum::crc32c(b"x")).as_str())
+    );
+    assert_eq!(read_all(&s, &k, None).await.expect("get"), b"x");
+}
+
+async fn key_with_spaces_and_utf8(b: Backend) {
+    let (s, p, _d) = open(b, "utf8").await;
+    let k = join_key(&p, "dir with space/ünïcødé ✓ file.bin");
+    put(&s, &k, b"hello").await;
+    assert_eq!(read_all(&s, &k, None).await.expect("get"), b"hello");
+    let (keys, _) = list_keys(
+        &s,
+        &ListRequest {
+            prefix: format!("{p}/"),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(keys, [k]);
+}
+
+async fn many_keys_page_and_batch_delete(b: Backend) {
+    let (s, p, _d) = open(b, "many").await;
+    let n = 1500;
+    let keys: Vec<String> = (0..n).map(|i| join_key(&p, &format!("k{i:05}"))).collect();
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in keys.chunks(100) {
+        let (s, chunk) = (s.clone(), chunk.to_vec());
+        set.spawn(async move {
+            for k in chunk {
+                put(&s, &k, b"v").await;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("put task");
+    }
+    let req = ListRequest {
+        prefix: format!("{p}/"),
+        ..Default::default()
+    };
+    let (listed, pages) = list_keys(&s, &req).await;
+    assert_eq!(listed, keys, "all keys, in order");
+    assert!(
+        pages >= 2,
+        "more than 1000 keys need more than one page, got {pages}"
+    );
+
+    let first = s.delete_batch(&keys[..1000]).await.expect("delete 1000");
+    let second = s.delete_batch(&keys[1000..]).await.expect("delete 500");
+    assert!(first.is_empty() && second.is_empty());
+    assert!(list_keys(&s, &req).await.0.is_empty());
+}
+
+async fn start_after_and_delimiter(b: Backend) {
+    let (s, p, _d) = open(b, "sa").await;
+    for k in ["a/1", "a/2", "a/x/1", "a/x/2", "a/y", "b"] {
+        put(&s, &join_key(&p, k), b"1").await;
+    }
+    let req = ListRequest {
+        prefix: format!("{p}/a/"),
+        start_after: Some(join_key(&p, "a/2")),
+        ..Default::default()
+    };
+    let (keys, _) = list_keys(&s, &req).await;
+    let rel: Vec<_> = keys.iter().map(|k| &k[p.len() + 1..]).collect();
+    assert_eq!(rel, ["a/x/1", "a/x/2", "a/y"]);
+
+    let req = ListRequest {
+        prefix: format!("{p}/a/"),
+        delimiter: Some("/".into()),
+        ..Default::default()
+    };
+    let page = s.list_page(&req, None).await.expect("list");
+    let objs: Vec<_> = page.objects.iter().map(|o| &o.key[p.len() + 1..]).collect();
+    assert_eq!(objs, ["a/1", "a/2", "a/y"]);
+    assert_eq!(page.prefixes, [format!("{p}/a/x/")]);
+}
+
+async fn ranged_get(b: Backend) {
+    let (s, p, _d) = open(b, "range").await;
+    let k = join_key(&p, "r");
+    let body = data(1000, 1);
+    put(&s, &k, &body).await;
+    let first = read_all(&s, &k, Some(ByteRange { start: 0, end: 1 }))
+        .await
+        .expect("first");
+    assert_eq!(first, &body[..1]);
+    let last = read_all(
+        &s,
+        &k,
+        Some(ByteRange {
+            start: 999,
+            end: 1000,
+        }),
+    )
+    .await
+    .expect("last");
+    assert_eq!(last, &body[999..]);
+    let tail = read_all(
+        &s,
+        &k,
+        Some(ByteRange {
+            start: 990,
+            end: 5000,
+        }),
+    )
+    .await
+    .expect("clamped");
+    assert_eq!(tail, &body[990..], "a range past the end is cut at the end");
+    let past = read_all(
+        &s,
+        &k,
+        Some(ByteRange {
+            start: 1000,
+            end: 1001,
+        }),
+    )
+    .await;
+    assert!(past.is_err(), "a range starting past the end is refused");
+    let meta = s
+        .get(&k, Some(ByteRange { start: 10, end: 20 }))
+        .await
+        .expect("get")
+        .meta;
+    assert_eq!(
+        meta.size, 1000,
+        "a ranged get reports the whole object's size"
+    );
+}
+
+async fn head_and_delete_missing(b: Backend) {
+    let (s, p, _d) = open(b, "missing").await;
+    let k = join_key(&p, "nope");
+    assert!(matches!(s.head(&k).await, Err(Error::NotFound { .. })));
+    assert!(matches!(s.get(&k, None).await, Err(Error::NotFound { .. })));
+    assert!(
+        s.delete_batch(&[k])
+            .await
+            .expect("delete missing")
+            .is_empty()
+    );
+}
+
+async fn bad_checksum_is_refused(b: Backend) {
+    let (s, p, _d) = open(b, "bad").await;
+    let k = join_key(&p, "bad");
+    let r = s
+        .put(
+            &k,
+            Bytes::from_static(b"abc"),
+            Integrity::Crc32c(1),
+            &PutOptions::default(),
+        )
+        .await;
+    let e = r.expect_err("wrong CRC32C must be refused");
+    assert!(
+        !e.is_retryable(),
+        "a bad digest is our bug, not a transient failure: {e}"
+    );
+    assert!(matches!(s.head(&k).await, Err(Error::NotFound { .. })));
+    let r = s
+        .put(
+            &k,
+            Bytes::from_static(b"abc"),
+            Integrity::Md5([0; 16]),
+            &PutOptions::default(),
+        )
+        .await;
+    assert!(r.is_err(), "wrong Content-MD5 must be refused");
+}
+
+async fn multipart_three_parts(b: Backend) {
+    let (s, p, _d) = open(b, "mp").await;
+    let k = join_key(&p, "mp");
+    let body = data((10 << 20) + 1, 2);
+    let id = s
+        .create_multipart(&k, Some(ChecksumAlgorithm::Crc32c), &PutOptions::default())
+        .await
+        .expect("create");
+    let mut receipts = Vec::new();
+    let mut crcs = Vec::new();
+    for (i, chunk) in body.chunks(5 << 20).enumerate() {
+        let crc = checksum::crc32c(chunk);
+        crcs.push(crc);
+        let r = s
+            .upload_part(
+                &k,
+                &id,
+                i as u32 + 1,
+                Bytes::copy_from_slice(chunk),
+                Integrity::Crc32c(crc),
+            )
+            .await
+            .expect("part");
+        receipts.push(r);
+    }
+    assert_eq!(receipts.len(), 3);
+    let listed = s.list_parts(&k, &id).await.expect("list parts");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| (r.part_number, r.etag.clone()))
+            .collect::<Vec<_>>(),
+        receipts
+            .iter()
+            .map(|r| (r.part_number, r.etag.clone()))
+            .collect::<Vec<_>>()
+    );
+    s.complete_multipart(&k, &id, &receipts)
+        .await
+        .expect("complete");
+    assert_eq!(read_all(&s, &k, None).await.expect("get"), body);
+    let head = s.head(&k).await.expect("head");
+    assert_eq!(head.size, body.len() as u64);
+    assert_eq!(
+        head.crc32c.as_deref(),
+        Some(checksum::composite_crc32c(&crcs).as_str())
+    );
+    assert!(s.list_multipart(&p).await.expect("list uploads").is_empty());
+}
+
+async fn abort_and_list_in_progress(b: Backend) {
+    let (s, p, _d) = open(b, "abort").await;
+    let k1 = join_key(&p, "u1");
+    let k2 = join_key(&p, "u2");
+    let id1 = s
+        .create_multipart(&k1, Some(ChecksumAlgorithm::Crc32c), &PutOptions::default())
+        .await
+        .expect("create");
+    let id2 = s
+        .create_multipart(&k2, None, &PutOptions::default())
+        .await
+        .expect("create");
+    let part = data(1024, 3);
+    s.upload_part(
+        &k1,
+        &id1,
+        1,
+        Bytes::from(part.clone()),
+        Integrity::Crc32c(checksum::crc32c(&part)),
+    )
+    .await
+    .expect("part");
+    let mut listed: Vec<_> = s
+        .list_multipart(&p)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| (u.key, u.upload_id))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [(k1.clone(), id1.clone()), (k2.clone(), id2.clone())]
+    );
+    s.abort_multipart(&k1, &id1).await.expect("abort");
+    s.abort_multipart(&k2, &id2).await.expect("abort");
+    s.abort_multipart(&k2, &id2)
+        .await
+        .expect("aborting twice is fine");
+    assert!(s.list_multipart(&p).await.expect("list").is_empty());
+    assert!(matches!(s.head(&k1).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        s.list_parts(&k1, &id1).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod local {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Local).await })*
+        }
+        mod garage {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Garage).await })*
+        }
+    };
+}
+
+conformance!(
+    empty_object,
+    one_byte_with_checksum,
+    key_with_spaces_and_utf8,
+    many_keys_page_and_batch_delete,
+    start_after_and_delimiter,
+    ranged_get,
+    head_and_delete_missing,
+    bad_checksum_is_refused,
+    multipart_three_parts,
+    abort_and_list_in_progress,
+);
