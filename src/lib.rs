@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod gpplugin;
 pub mod progress;
 pub mod store;
 pub mod transfer;
