@@ -292,16 +292,7 @@ impl Transfer {
             .await;
         self.progress.object_done(key);
         let result = result.and_then(|(crc, piece_info)| {
-            let verified = verify(
-                key,
-                &meta,
-                &check,
-                expect,
-                crc,
-                &pieces,
-                n_units,
-                &piece_info,
-            )?;
+            let verified = verify(key, &check, expect, crc, &pieces, n_units, &piece_info)?;
             file.sync_all()
                 .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
             Ok(Downloaded {
@@ -337,7 +328,7 @@ impl Transfer {
             .await;
         self.progress.object_done(key);
         let (crc, info) = result?;
-        let verified = verify(key, &meta, &check, expect, crc, &pieces, n_units, &info)?;
+        let verified = verify(key, &check, expect, crc, &pieces, n_units, &info)?;
         Ok(Downloaded {
             size: meta.size,
             crc32c: crc,
@@ -478,10 +469,8 @@ async fn write_at(file: Arc<File>, offset: u64, data: Bytes) -> Result<()> {
 }
 
 /// Checks the fetched bytes against the caller's record and the object's own checksum.
-#[allow(clippy::too_many_arguments)] // One call site; the pieces of one verification.
 fn verify(
     key: &str,
-    meta: &ObjectMeta,
     check: &Check,
     expect: Expect,
     crc: u32,
@@ -546,7 +535,6 @@ fn verify(
         }
         Check::SizeOnly => Verified::SizeOnly,
     };
-    let _ = meta;
     Ok(if expect.crc32c.is_some() {
         Verified::CallerCrc32c
     } else {

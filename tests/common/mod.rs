@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use barmans3::config::{Config, StoreLocation, TransferConfig};
 use barmans3::store::{self, SharedStore};
@@ -134,8 +134,4 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
-}
-
-pub fn shared(s: SharedStore) -> Arc<dyn barmans3::store::Store> {
-    s
 }
