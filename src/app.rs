@@ -33,6 +33,12 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 
 /// Parses nothing, runs everything: the body of `main` after argument parsing.
 pub fn main_with(cli: Cli) -> Exit {
+    if let Command::GpPlugin { args } = &cli.command {
+        let argv: Vec<String> = std::iter::once(crate::gpplugin::log::PROGRAM.to_string())
+            .chain(args.iter().cloned())
+            .collect();
+        return crate::gpplugin::run(&argv, &mut std::io::stdout(), &mut std::io::stderr());
+    }
     init_logging(cli.global.verbose, cli.global.quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,6 +92,7 @@ async fn run(cli: Cli, cancel: Arc<Cancel>) -> Result<Exit> {
     match &cli.command {
         Command::Config(ConfigCommand::Check) => config_check(g, cancel).await,
         Command::Store(cmd) => store_command(g, cmd, cancel).await,
+        Command::GpPlugin { .. } => Err(Error::Usage("gp-plugin runs without the runtime".into())),
     }
 }
 

@@ -48,6 +48,14 @@ pub enum Command {
     /// Object-level operations on the store (verified, parallel, resumable)
     #[command(subcommand)]
     Store(StoreCommand),
+    /// The gpbackup storage plugin, same as the gpbackup_s3_plugin binary:
+    /// gp-plugin <command> <config.yaml> [args...]
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    GpPlugin {
+        /// Plugin command and its arguments, passed through as gpbackup sends them
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 /// `config` subcommands.

@@ -60,6 +60,9 @@ pub enum Addressing {
     Path,
     /// `https://bucket.endpoint/key`.
     Virtual,
+    /// `https://endpoint/key`: the endpoint already names the bucket (gpbackup plugin's
+    /// `remove_duplicate_bucket`).
+    BucketInEndpoint,
 }
 
 /// Server-side encryption requested on writes.
@@ -308,7 +311,7 @@ pub fn normalize_prefix(p: &str) -> String {
         .join("/")
 }
 
-fn validate_bucket(b: &str) -> std::result::Result<(), String> {
+pub(crate) fn validate_bucket(b: &str) -> std::result::Result<(), String> {
     let ok = (3..=63).contains(&b.len())
         && b.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
@@ -669,7 +672,7 @@ impl Config {
     }
 }
 
-fn default_s3() -> S3Config {
+pub(crate) fn default_s3() -> S3Config {
     S3Config {
         endpoint: None,
         region: None,

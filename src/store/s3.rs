@@ -228,11 +228,14 @@ impl S3Store {
             b = b.endpoint_url(e.trim_end_matches('/'));
         }
         let path_style = match cfg.addressing {
-            Addressing::Path => true,
+            Addressing::Path | Addressing::BucketInEndpoint => true,
             Addressing::Virtual => false,
             Addressing::Auto => cfg.endpoint.is_some(),
         };
         b = b.force_path_style(path_style);
+        if cfg.addressing == Addressing::BucketInEndpoint {
+            b = b.interceptor(StripBucket(format!("/{bucket}")));
+        }
         Ok(S3Store {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
@@ -250,6 +253,42 @@ impl S3Store {
             Sse::Aes256 => (Some(ServerSideEncryption::Aes256), None),
             Sse::Kms(k) => (Some(ServerSideEncryption::AwsKms), k.clone()),
         }
+    }
+}
+
+/// Removes the `/<bucket>` path segment of path-style requests, for endpoints that already
+/// point at the bucket. Runs before signing, so the signature covers the final path.
+#[derive(Debug)]
+struct StripBucket(String);
+
+impl aws_sdk_s3::config::Intercept for StripBucket {
+    fn name(&self) -> &'static str {
+        "StripBucket"
+    }
+
+    fn modify_before_signing(
+        &self,
+        ctx: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _rc: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let req = ctx.request_mut();
+        let uri: http::Uri = req.uri().parse()?;
+        let path = uri.path();
+        let rest = match path.strip_prefix(self.0.as_str()) {
+            Some(r) if r.is_empty() || r.starts_with('/') => r,
+            _ => return Ok(()),
+        };
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let pq = match uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        let mut parts = uri.into_parts();
+        parts.path_and_query = Some(pq.parse()?);
+        let new = http::Uri::from_parts(parts)?;
+        req.set_uri(new.to_string())?;
+        Ok(())
     }
 }
 

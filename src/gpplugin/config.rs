@@ -1,0 +1,503 @@
+//! The gpbackup plugin config file (`executablepath` + `options:`), read exactly as gpbackup
+//! writes it, validated with every problem reported at once, and turned into engine configs.
+//!
+//! Every option value is taken as the text of its YAML scalar (`2`, `true`, `1.3` and `"5432"`
+//! all arrive as strings, as in the reference plugin). Size strings follow go-bytesize: a number,
+//! optional spaces, a unit (`B`, `KB`, `MB`, ... or `byte[s]`, `kilobyte[s]`, ...), all binary,
+//! case-insensitive; a bare number, `M` or `MiB` is refused.
+
+use std::path::Path;
+
+use serde_yaml_ng::Value;
+
+use crate::config::{
+    Addressing, ChecksumMode, Config, MAX_PART_SIZE, MIN_PART_SIZE, Secret, StaticCredentials,
+    StoreLocation, TransferConfig, default_s3, normalize_prefix, validate_bucket,
+    validate_endpoint,
+};
+use crate::error::{Error, Result};
+
+/// Default part and range size of the reference plugin: `500MB`.
+pub const DEFAULT_CHUNK: u64 = 500 << 20;
+/// Default parallel requests of the reference plugin.
+pub const DEFAULT_CONCURRENCY: usize = 6;
+/// Signing region used when only an endpoint is given (the reference signs for `unused`, which
+/// servers that check the region refuse; `us-east-1` is what S3-compatible servers accept).
+pub const FALLBACK_REGION: &str = "us-east-1";
+
+/// Options the plugin understands; anything else under `options:` is an error, as in the
+/// reference (`logger_verbosity` is the GreengageDB fork's).
+const KNOWN: &[&str] = &[
+    "region",
+    "endpoint",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "bucket",
+    "folder",
+    "encryption",
+    "http_proxy",
+    "backup_max_concurrent_requests",
+    "backup_multipart_chunksize",
+    "restore_max_concurrent_requests",
+    "restore_multipart_chunksize",
+    "remove_duplicate_bucket",
+    "logger_verbosity",
+    "pgport",
+    "backup_plugin_version",
+];
+
+/// How much goes to the log file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Errors only.
+    Error,
+    /// Errors, warnings and one line per operation (default).
+    Info,
+    /// Also per-object detail.
+    Verbose,
+    /// Everything, including per-request detail.
+    Debug,
+}
+
+/// Parallelism and part size for one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Direction {
+    /// Parallel part uploads or ranged GETs.
+    pub concurrency: usize,
+    /// Part size (upload) or range size (download).
+    pub chunk: u64,
+}
+
+/// A validated plugin config.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// The file it came from.
+    pub path: std::path::PathBuf,
+    /// `executablepath` (not checked for existence, like the reference).
+    pub executable: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// `folder`, normalised: no leading, trailing or doubled `/`.
+    pub folder: String,
+    /// Endpoint URL with its scheme decided by `encryption`; `None` means AWS.
+    pub endpoint: Option<String>,
+    /// Signing region.
+    pub region: String,
+    /// Static keys, or `None` for the AWS credential chain.
+    pub credentials: Option<StaticCredentials>,
+    /// `encryption: on` (default) means HTTPS for scheme-less endpoints.
+    pub tls: bool,
+    /// Proxy for all requests.
+    pub proxy: Option<Secret>,
+    /// Upload settings.
+    pub backup: Direction,
+    /// Download settings.
+    pub restore: Direction,
+    /// Requests go to `<endpoint>/<key>`.
+    pub bucket_in_endpoint: bool,
+    /// Log file verbosity.
+    pub verbosity: Verbosity,
+}
+
+/// Parses a go-bytesize size string (`500MB`, `1.5 GB`, `10gb`, `2 megabytes`).
+pub fn parse_gp_size(s: &str) -> std::result::Result<u64, String> {
+    let bad = || format!("invalid size {s:?}: use a number and a unit such as 5MB, 500MB, 1GB");
+    let t = s.trim();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(end);
+    if num.is_empty() || num.matches('.').count() > 1 || num == "." {
+        return Err(bad());
+    }
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim_start().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix('s')
+        .filter(|u| u.ends_with("byte"))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "b" | "byte" => 0,
+        "kb" | "kilobyte" => 10,
+        "mb" | "megabyte" => 20,
+        "gb" | "gigabyte" => 30,
+        "tb" | "terabyte" => 40,
+        "pb" | "petabyte" => 50,
+        "eb" | "exabyte" => 60,
+        _ => return Err(bad()),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+/// The text of a YAML scalar, as gpbackup's Go YAML library would hand it over.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl PluginConfig {
+    /// Reads and validates the config file. No network access.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read plugin config file {}: {}",
+                path.display(),
+                e.kind()
+            ))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates the text of a config file; `path` only names it in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let fail = |problems: Vec<String>| {
+            Error::Config(format!(
+                "plugin config {}: {}",
+                path.display(),
+                problems.join("; ")
+            ))
+        };
+        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            fail(vec![format!(
+                "not valid YAML: {}",
+                crate::error::one_line(&e.to_string())
+            )])
+        })?;
+        let Value::Mapping(top) = doc else {
+            return Err(fail(vec![
+                "expected a mapping with executablepath and options".into(),
+            ]));
+        };
+        let mut problems = Vec::new();
+        let mut executable = None;
+        let mut options = None;
+        for (k, v) in &top {
+            match k.as_str() {
+                Some("executablepath") => executable = scalar_text(v),
+                Some("options") => options = Some(v),
+                Some(other) => problems.push(format!(
+                    "unknown top-level key {other:?} (only executablepath and options are allowed)"
+                )),
+                None => problems.push("top-level keys must be strings".into()),
+            }
+        }
+        let executable = executable.unwrap_or_default();
+        if executable.trim().is_empty() {
+            problems.push("executablepath is missing or empty".into());
+        }
+        let mut opts = std::collections::BTreeMap::new();
+        match options {
+            None => problems.push("options is missing".into()),
+            Some(Value::Mapping(m)) => {
+                for (k, v) in m {
+                    let Some(name) = k.as_str() else {
+                        problems.push("option names must be strings".into());
+                        continue;
+                    };
+                    if !KNOWN.contains(&name) {
+                        problems.push(format!("unknown option {name:?}"));
+                        continue;
+                    }
+                    match scalar_text(v) {
+                        Some(t) => {
+                            opts.insert(name.to_string(), t);
+                        }
+                        None => problems.push(format!("option {name} must be a single value")),
+                    }
+                }
+            }
+            Some(_) => problems.push("options must be a mapping of key: value".into()),
+        }
+        let get = |k: &str| opts.get(k).map(String::as_str).filter(|v| !v.is_empty());
+
+        let bucket = get("bucket").unwrap_or_default().to_string();
+        if bucket.is_empty() {
+            problems.push("option bucket is required".into());
+        } else if let Err(e) = validate_bucket(&bucket) {
+            problems.push(format!("option bucket: {e}"));
+        }
+        let folder = match get("folder") {
+            None => {
+                problems.push("option folder is required".into());
+                String::new()
+            }
+            Some(f) => {
+                let n = normalize_prefix(f);
+                if n.is_empty() {
+                    problems.push("option folder must name a key prefix, not only '/'".into());
+                }
+                n
+            }
+        };
+        if get("region").is_none() && get("endpoint").is_none() {
+            problems.push("set option region (AWS) or endpoint (S3-compatible server)".into());
+        }
+        let tls = match opts.get("encryption").map(String::as_str) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(o) => {
+                problems.push(format!("option encryption: {o:?}: use on or off"));
+                true
+            }
+        };
+        let endpoint = get("endpoint").map(|e| {
+            let e = e.trim_end_matches('/');
+            let url = if e.contains("://") {
+                e.to_string()
+            } else if tls {
+                format!("https://{e}")
+            } else {
+                format!("http://{e}")
+            };
+            if let Err(m) = validate_endpoint(&url) {
+                problems.push(format!("option endpoint: {m}"));
+            }
+            url
+        });
+        let credentials = match (get("aws_access_key_id"), get("aws_secret_access_key")) {
+            (Some(id), Some(secret)) => Some(StaticCredentials {
+                access_key_id: Secret::new(id),
+                secret_access_key: Secret::new(secret),
+                session_token: get("aws_session_token").map(Secret::new),
+            }),
+            (None, None) => None,
+            _ => {
+                problems.push(
+                    "set both aws_access_key_id and aws_secret_access_key, or neither (then the AWS credential chain is used)"
+                        .into(),
+                );
+                None
+            }
+        };
+        let proxy = get("http_proxy").map(|p| {
+            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                problems.push("option http_proxy must be an http:// or https:// URL".into());
+            }
+            Secret::new(p)
+        });
+        let mut direction = |which: &str| {
+            let ckey = format!("{which}_max_concurrent_requests");
+            let concurrency = match get(&ckey) {
+                None => DEFAULT_CONCURRENCY,
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => n,
+                    _ => {
+                        problems.push(format!(
+                            "option {ckey}: {v:?}: use a whole number from 1 to 256"
+                        ));
+                        DEFAULT_CONCURRENCY
+                    }
+                },
+            };
+            let skey = format!("{which}_multipart_chunksize");
+            let chunk = match get(&skey) {
+                None => DEFAULT_CHUNK,
+                Some(v) => match parse_gp_size(v) {
+                    Ok(n) if (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&n) => n,
+                    Ok(_) => {
+                        problems.push(format!("option {skey}: {v:?}: must be from 5MB to 5GB"));
+                        DEFAULT_CHUNK
+                    }
+                    Err(e) => {
+                        problems.push(format!("option {skey}: {e}"));
+                        DEFAULT_CHUNK
+                    }
+                },
+            };
+            Direction { concurrency, chunk }
+        };
+        let backup = direction("backup");
+        let restore = direction("restore");
+        let bucket_in_endpoint = match opts.get("remove_duplicate_bucket").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(o) => {
+                problems.push(format!(
+                    "option remove_duplicate_bucket: {o:?}: use true or false"
+                ));
+                false
+            }
+        };
+        if bucket_in_endpoint && endpoint.is_none() {
+            problems.push("option remove_duplicate_bucket needs an endpoint".into());
+        }
+        let verbosity = match opts.get("logger_verbosity").map(String::as_str) {
+            None | Some("info") => Verbosity::Info,
+            Some("error") => Verbosity::Error,
+            Some("verbose") => Verbosity::Verbose,
+            Some("debug") => Verbosity::Debug,
+            Some(o) => {
+                problems.push(format!(
+                    "option logger_verbosity: {o:?}: use error, info, verbose or debug"
+                ));
+                Verbosity::Info
+            }
+        };
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        Ok(PluginConfig {
+            path: path.to_path_buf(),
+            executable,
+            bucket,
+            folder,
+            region: get("region").unwrap_or(FALLBACK_REGION).to_string(),
+            endpoint,
+            credentials,
+            tls,
+            proxy,
+            backup,
+            restore,
+            bucket_in_endpoint,
+            verbosity,
+        })
+    }
+
+    /// The engine config for one direction. The location prefix is empty: plugin keys are
+    /// computed in full (folder included) by the key rules.
+    pub fn engine_config(&self, d: Direction) -> Config {
+        let mut s3 = default_s3();
+        s3.endpoint = self.endpoint.clone();
+        s3.region = Some(self.region.clone());
+        s3.addressing = if self.bucket_in_endpoint {
+            Addressing::BucketInEndpoint
+        } else {
+            Addressing::Path
+        };
+        s3.credentials = self.credentials.clone();
+        s3.http_proxy = self.proxy.clone();
+        s3.https_proxy = self.proxy.clone();
+        if self.endpoint.is_none() && !self.tls {
+            s3.endpoint = Some(format!("http://s3.{}.amazonaws.com", self.region));
+            s3.addressing = Addressing::Path;
+        }
+        let mut cfg = Config::for_location(StoreLocation::S3 {
+            bucket: self.bucket.clone(),
+            prefix: String::new(),
+        });
+        cfg.source = Some(self.path.clone());
+        cfg.s3 = s3;
+        cfg.transfer = TransferConfig {
+            part_size: d.chunk,
+            concurrency: d.concurrency,
+            max_attempts: 6,
+            checksum: ChecksumMode::WhenSupported,
+        };
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(options: &str) -> Result<PluginConfig> {
+        let text =
+            format!("executablepath: /usr/local/bin/gpbackup_s3_plugin\noptions:\n{options}");
+        PluginConfig::parse(&text, Path::new("/tmp/x.yaml"))
+    }
+
+    const BASE: &str = "  endpoint: http://127.0.0.1:9000/\n  bucket: b1-test\n  folder: f\n";
+
+    #[test]
+    fn sizes_follow_go_bytesize() {
+        assert_eq!(parse_gp_size("5MB"), Ok(5_242_880));
+        assert_eq!(parse_gp_size("1.5GB"), Ok(1_610_612_736));
+        assert_eq!(parse_gp_size("10gb"), Ok(10 << 30));
+        assert_eq!(parse_gp_size("500 MB"), Ok(500 << 20));
+        assert_eq!(parse_gp_size("2 megabytes"), Ok(2 << 20));
+        assert_eq!(parse_gp_size("1 byte"), Ok(1));
+        assert_eq!(parse_gp_size("7B"), Ok(7));
+        for bad in ["100M", "500", "5MiB", "", "MB", "1..5MB", "-5MB", "5 XB"] {
+            assert!(parse_gp_size(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn typed_scalars_and_injected_keys_parse() {
+        let c = parse(&format!(
+            "{BASE}  backup_max_concurrent_requests: 2\n  remove_duplicate_bucket: false\n  backup_plugin_version: 1.3\n  pgport: \"5432\"\n  backup_multipart_chunksize: 5MB\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.backup.concurrency, 2);
+        assert_eq!(c.backup.chunk, 5 << 20);
+        assert_eq!(c.restore.chunk, DEFAULT_CHUNK);
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.region, FALLBACK_REGION);
+        let c = parse(&format!("{BASE}  backup_plugin_version:\n")).expect("null value");
+        assert_eq!(c.folder, "f");
+    }
+
+    #[test]
+    fn encryption_decides_scheme_only_when_missing() {
+        let opts = |enc: &str, ep: &str| {
+            parse(&format!(
+                "  endpoint: {ep}\n  bucket: bkt\n  folder: f\n  encryption: {enc}\n"
+            ))
+        };
+        let e = |c: Result<PluginConfig>| c.expect("valid").endpoint.expect("endpoint");
+        assert_eq!(e(opts("off", "minio:9000")), "http://minio:9000");
+        assert_eq!(e(opts("on", "minio:9000")), "https://minio:9000");
+        assert_eq!(e(opts("off", "https://minio:9000")), "https://minio:9000");
+        let err = opts("On", "minio:9000")
+            .expect_err("capital On")
+            .to_string();
+        assert!(err.contains("encryption"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_listed_on_one_line() {
+        let text = "executablepath: \"\"\noptions:\n  aws_access_key_id: AKIAEXAMPLE\n  restore_subset: \"on\"\n  backup_multipart_chunksize: 100M\n";
+        let err = PluginConfig::parse(text, Path::new("/tmp/c.yaml"))
+            .expect_err("invalid")
+            .to_string();
+        for want in [
+            "executablepath",
+            "restore_subset",
+            "bucket is required",
+            "folder is required",
+            "region",
+            "aws_secret_access_key",
+            "100M",
+        ] {
+            assert!(err.contains(want), "{want} missing from {err}");
+        }
+        assert!(!err.contains('\n'));
+        assert!(!err.contains("AKIAEXAMPLE"));
+    }
+
+    #[test]
+    fn malformed_documents_are_refused() {
+        let p = Path::new("/tmp/c.yaml");
+        for text in [
+            "executablepath: /x\n",
+            "executablepath: /x\noptions:\n  - a\n  - b\n",
+            "executablepath: /x\noptions:\n  bucket: a\n  bucket: b\n",
+            "executablepath: /x\noptions: [unclosed\n",
+            "executablepath: /x\nextra: 1\noptions:\n  bucket: abc\n  folder: f\n  region: r\n",
+            "executablepath: /x\noptions:\n  bucket: abc\n  folder: f\n  region: r\n  backup_max_concurrent_requests: 0\n",
+            "executablepath: /x\noptions:\n  bucket: abc\n  folder: f\n  region: r\n  restore_multipart_chunksize: 0MB\n",
+            "executablepath: /x\noptions:\n  bucket: abc\n  folder: f\n  region: r\n  remove_duplicate_bucket: yes\n",
+        ] {
+            assert!(PluginConfig::parse(text, p).is_err(), "accepted: {text}");
+        }
+    }
+
+    #[test]
+    fn folder_is_normalised() {
+        for f in ["a/b/", "/a/b", "a//b"] {
+            let c = parse(&format!("  region: r\n  bucket: bkt\n  folder: {f}\n")).expect("ok");
+            assert_eq!(c.folder, "a/b");
+        }
+    }
+}
