@@ -40,6 +40,9 @@ pub fn main_with(cli: Cli) -> Exit {
         return crate::gpplugin::run(&argv, &mut std::io::stdout(), &mut std::io::stderr());
     }
     init_logging(cli.global.verbose, cli.global.quiet);
+    if let Command::QueueAdd = &cli.command {
+        return crate::barman::cmd::queue_add_main(|| cli.global.load_config());
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,7 +95,10 @@ async fn run(cli: Cli, cancel: Arc<Cancel>) -> Result<Exit> {
     match &cli.command {
         Command::Config(ConfigCommand::Check) => config_check(g, cancel).await,
         Command::Store(cmd) => store_command(g, cmd, cancel).await,
-        Command::GpPlugin { .. } => Err(Error::Usage("gp-plugin runs without the runtime".into())),
+        Command::GpPlugin { .. } | Command::QueueAdd => {
+            Err(Error::Usage("this command runs without the runtime".into()))
+        }
+        other => barman_command(g, other, cancel).await,
     }
 }
 
@@ -182,6 +188,88 @@ async fn store_command(g: &Global, cmd: &StoreCommand, cancel: Arc<Cancel>) -> R
     }
     summary(g, &t);
     Ok(Exit::Success)
+}
+
+async fn barman_command(g: &Global, cmd: &Command, cancel: Arc<Cancel>) -> Result<Exit> {
+    use crate::barman::cmd::{Request, parse_tablespaces, run};
+    use crate::barman::fullsync::FullSyncOptions;
+    use crate::barman::restore::RestoreOptions;
+    let cfg = g.load_config()?;
+    let req = match cmd.clone() {
+        Command::BaseSync => Request::BaseSync,
+        Command::WalSync { server, all, full } => Request::WalSync { server, all, full },
+        Command::BaseLs { server } => Request::BaseLs {
+            server,
+            json: g.json,
+        },
+        Command::FullSync {
+            server,
+            no_delete,
+            dry_run,
+            force,
+        } => Request::FullSync {
+            server,
+            opts: FullSyncOptions {
+                no_delete,
+                dry_run,
+                force,
+            },
+        },
+        Command::BaseRestore {
+            server,
+            backup_id,
+            dest,
+            tablespaces,
+            recovery,
+        } => {
+            let restore_command = recovery.then(|| restore_command(g, &cfg, &server));
+            Request::BaseRestore {
+                server,
+                id: backup_id,
+                dest,
+                opts: RestoreOptions {
+                    tablespaces: parse_tablespaces(&tablespaces)?,
+                    restore_command,
+                },
+            }
+        }
+        Command::WalRestore {
+            server,
+            wal_name,
+            dest,
+        } => Request::WalRestore {
+            server,
+            name: wal_name,
+            dest,
+        },
+        _ => return Err(Error::Usage("not a Barman command".into())),
+    };
+    let quiet_summary = matches!(req, Request::WalRestore { .. } | Request::BaseLs { .. });
+    let t = engine(&cfg, cancel).await?;
+    let exit = run(&cfg, &t, req).await?;
+    if !quiet_summary {
+        summary(g, &t);
+    }
+    Ok(exit)
+}
+
+/// The restore_command base-restore --recovery writes: this binary, this config, this server.
+fn restore_command(g: &Global, cfg: &Config, server: &str) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "barmans3".into());
+    let config = cfg
+        .source
+        .as_ref()
+        .or(g.config.as_ref())
+        .map(|p| format!(" --config {}", p.display()))
+        .unwrap_or_default();
+    let store = g
+        .store
+        .as_ref()
+        .map(|s| format!(" --store {s}"))
+        .unwrap_or_default();
+    format!("{exe}{config}{store} wal-restore {server} %f %p")
 }
 
 fn summary(g: &Global, t: &Transfer) {

@@ -40,8 +40,67 @@ pub struct Global {
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
+    /// Barman post_backup_script / post_backup_retry_script: queue the backup (never uploads)
+    QueueAdd,
+    /// Upload queued backups once Barman marks them DONE (cron)
+    BaseSync,
+    /// Upload new WAL files of a Barman server (cron, every few minutes)
+    WalSync {
+        /// Barman server name
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        server: Option<String>,
+        /// Every server in Barman's configuration
+        #[arg(long)]
+        all: bool,
+        /// Compare the whole archive with the bucket, not only the newest WAL directories
+        #[arg(long)]
+        full: bool,
+    },
+    /// List a server's backups in the bucket
+    BaseLs {
+        /// Barman server name
+        server: String,
+    },
+    /// Upload every DONE backup and every WAL, then delete remotely what Barman deleted
+    FullSync {
+        /// Barman server name
+        server: String,
+        /// Upload only (initial sync); never delete
+        #[arg(long)]
+        no_delete: bool,
+        /// Print what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow more deletions than barman.max_deletes
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a backup from the bucket into a new data directory, verifying every file
+    BaseRestore {
+        /// Barman server name
+        server: String,
+        /// Backup id (see base-ls)
+        backup_id: String,
+        /// New (or empty) data directory
+        dest: PathBuf,
+        /// Put tablespace OID in DIR [default: DEST_tblspc/OID]
+        #[arg(long = "tablespace", value_name = "OID=DIR")]
+        tablespaces: Vec<String>,
+        /// Write recovery.signal and a restore_command that fetches WALs with wal-restore
+        #[arg(long)]
+        recovery: bool,
+    },
+    /// Fetch one WAL file: restore_command = 'barmans3 wal-restore SERVER %f %p'
+    WalRestore {
+        /// Barman server name
+        server: String,
+        /// WAL file name (%f)
+        wal_name: String,
+        /// Destination path (%p)
+        dest: PathBuf,
+    },
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -59,14 +118,14 @@ pub enum Command {
 }
 
 /// `config` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the config, reach the bucket, print the effective config (secrets redacted)
     Check,
 }
 
 /// `store` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum StoreCommand {
     /// Upload a local file (or - for stdin) to KEY under the configured prefix
     Put {

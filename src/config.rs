@@ -220,8 +220,18 @@ pub struct BarmanConfig {
     pub config: PathBuf,
     /// Persistent task queue directory.
     pub queue_dir: PathBuf,
+    /// Persistent state (WAL sync high-water marks, locks, upload journals).
+    pub state_dir: PathBuf,
     /// Optional log directory (a file per run, reopened each run).
     pub log_dir: Option<PathBuf>,
+    /// Remote DONE backups `full-sync` always keeps.
+    pub min_remote_backups: usize,
+    /// Remote backups one `full-sync` may delete without `--force`.
+    pub max_deletes: usize,
+    /// How long a `WAITING_FOR_WALS` backup may wait before its task goes to `.error`.
+    pub wait_for_wals_max: Duration,
+    /// How often `wal-sync` re-lists the whole remote archive (besides `--full`).
+    pub wal_reconcile_every: Duration,
 }
 
 impl Default for BarmanConfig {
@@ -229,7 +239,12 @@ impl Default for BarmanConfig {
         BarmanConfig {
             config: PathBuf::from("/etc/barman.conf"),
             queue_dir: PathBuf::from("/var/lib/barmans3/queue"),
+            state_dir: PathBuf::from("/var/lib/barmans3/state"),
             log_dir: None,
+            min_remote_backups: 1,
+            max_deletes: 3,
+            wait_for_wals_max: Duration::from_secs(7 * 86400),
+            wal_reconcile_every: Duration::from_secs(86400),
         }
     }
 }
@@ -291,7 +306,12 @@ struct RawS3 {
 struct RawBarman {
     config: Option<PathBuf>,
     queue_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     log_dir: Option<PathBuf>,
+    min_remote_backups: Option<usize>,
+    max_deletes: Option<usize>,
+    wait_for_wals_max: Option<String>,
+    wal_reconcile_every: Option<String>,
 }
 
 /// How strictly to treat a config file readable by others.
@@ -554,6 +574,23 @@ impl Config {
 
         let b = raw.barman;
         let bdef = BarmanConfig::default();
+        let min_remote_backups = b.min_remote_backups.unwrap_or(bdef.min_remote_backups);
+        if min_remote_backups == 0 {
+            return Err(err(
+                "barman.min_remote_backups",
+                &"must be at least 1 (full-sync never empties the bucket)",
+            ));
+        }
+        let wait_for_wals_max = duration(
+            "barman.wait_for_wals_max",
+            &b.wait_for_wals_max,
+            bdef.wait_for_wals_max.as_secs(),
+        )?;
+        let wal_reconcile_every = duration(
+            "barman.wal_reconcile_every",
+            &b.wal_reconcile_every,
+            bdef.wal_reconcile_every.as_secs(),
+        )?;
         Ok(Config {
             source: path.map(Path::to_path_buf),
             location,
@@ -581,7 +618,12 @@ impl Config {
             barman: BarmanConfig {
                 config: b.config.unwrap_or(bdef.config),
                 queue_dir: b.queue_dir.unwrap_or(bdef.queue_dir),
+                state_dir: b.state_dir.unwrap_or(bdef.state_dir),
                 log_dir: b.log_dir,
+                min_remote_backups,
+                max_deletes: b.max_deletes.unwrap_or(bdef.max_deletes),
+                wait_for_wals_max,
+                wal_reconcile_every,
             },
         })
     }
@@ -661,8 +703,29 @@ impl Config {
         );
         put(
             &mut barman,
+            "state_dir",
+            Some(b.state_dir.display().to_string()),
+        );
+        put(
+            &mut barman,
             "log_dir",
             b.log_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        put(
+            &mut barman,
+            "min_remote_backups",
+            Some(b.min_remote_backups.to_string()),
+        );
+        put(&mut barman, "max_deletes", Some(b.max_deletes.to_string()));
+        put(
+            &mut barman,
+            "wait_for_wals_max",
+            Some(format!("{}s", b.wait_for_wals_max.as_secs())),
+        );
+        put(
+            &mut barman,
+            "wal_reconcile_every",
+            Some(format!("{}s", b.wal_reconcile_every.as_secs())),
         );
         let mut top = Mapping::new();
         put(&mut top, "store", Some(self.location.to_string()));
@@ -711,130 +774,4 @@ pub fn check_permissions(path: &Path, policy: PermissionPolicy) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(y: &str) -> Result<Config> {
-        Config::parse(y, Some(Path::new("/x.yaml")))
-    }
-
-    #[test]
-    fn minimal_s3_config_gets_defaults() {
-        let c = parse("s3:\n  bucket: backups\n  prefix: /pg//main/\n").expect("valid");
-        assert_eq!(
-            c.location,
-            StoreLocation::S3 {
-                bucket: "backups".into(),
-                prefix: "pg/main".into()
-            }
-        );
-        assert_eq!(c.transfer.part_size, 64 << 20);
-        assert_eq!(c.barman.queue_dir, PathBuf::from("/var/lib/barmans3/queue"));
-        assert!(c.s3.credentials.is_none());
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let e = parse("s3:\n  bucket: b12\n  buckit: x\n").expect_err("unknown");
-        let m = e.to_string();
-        assert!(m.contains("buckit") && m.contains("/x.yaml"), "{m}");
-        assert_eq!(e.exit().code(), 2);
-        assert!(!m.contains('\n'));
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            ("s3:\n  bucket: bkt\n  part_size: 5X\n", "s3.part_size"),
-            ("s3:\n  bucket: bkt\n  part_size: 1M\n", "s3.part_size"),
-            ("s3:\n  bucket: bkt\n  endpoint: ftp://x\n", "s3.endpoint"),
-            ("s3:\n  bucket: bkt\n  endpoint: 'http://'\n", "s3.endpoint"),
-            ("s3:\n  region: x\n", "s3.bucket"),
-            (
-                "s3:\n  bucket: bkt\n  access_key_id: a\n",
-                "s3.access_key_id",
-            ),
-            ("s3:\n  bucket: bkt\n  sse: rot13\n", "s3.sse"),
-            ("s3:\n  bucket: bkt\n  concurrency: 0\n", "s3.concurrency"),
-            (
-                "s3:\n  bucket: bkt\n  read_timeout: soon\n",
-                "s3.read_timeout",
-            ),
-            ("s3:\n  bucket: Bad_Bucket\n", "s3.bucket"),
-            ("store: ftp://x\n", "store"),
-            ("store: s3://bkt/p\ns3:\n  bucket: bkt\n", "s3.bucket"),
-        ];
-        for (y, key) in cases {
-            let m = parse(y).expect_err(y).to_string();
-            assert!(m.contains(key), "{y}: {m}");
-        }
-    }
-
-    #[test]
-    fn wrong_type_is_a_config_error() {
-        let e = parse("s3:\n  bucket: bkt\n  concurrency: many\n").expect_err("type");
-        assert!(e.to_string().contains("concurrency"), "{e}");
-    }
-
-    #[test]
-    fn store_urls() {
-        assert_eq!(
-            StoreLocation::parse("s3://bkt/a/b/").expect("ok"),
-            StoreLocation::S3 {
-                bucket: "bkt".into(),
-                prefix: "a/b".into()
-            }
-        );
-        assert_eq!(
-            StoreLocation::parse("file:///srv/x").expect("ok"),
-            StoreLocation::Local {
-                root: "/srv/x".into()
-            }
-        );
-        assert!(StoreLocation::parse("file://rel").is_err());
-        assert_eq!(
-            StoreLocation::parse("s3://bkt/a").expect("ok").to_string(),
-            "s3://bkt/a"
-        );
-    }
-
-    #[test]
-    fn redacted_yaml_hides_secrets() {
-        let c = parse(
-            "s3:\n  bucket: bkt\n  access_key_id: AKIDSECRETVALUE\n  secret_access_key: s3cr3tVALUE\n  https_proxy: http://u:pw@proxy:3128\n",
-        )
-        .expect("ok");
-        let y = c.to_redacted_yaml();
-        assert!(!y.contains("AKIDSECRETVALUE") && !y.contains("s3cr3tVALUE") && !y.contains("pw@"));
-        assert!(y.contains("<redacted>"));
-        assert!(!format!("{c:?}").contains("s3cr3tVALUE"));
-    }
-
-    #[test]
-    fn world_readable_secrets_are_refused_or_warned() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let p = dir.path().join("c.yaml");
-        std::fs::write(
-            &p,
-            "s3:\n  bucket: bkt\n  access_key_id: a\n  secret_access_key: b\n",
-        )
-        .expect("write");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let e = Config::load(&p, PermissionPolicy::Refuse).expect_err("refused");
-        assert!(e.to_string().contains("chmod 600"), "{e}");
-        assert!(Config::load(&p, PermissionPolicy::Warn).is_ok());
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert!(Config::load(&p, PermissionPolicy::Refuse).is_ok());
-    }
-
-    #[test]
-    fn missing_file_names_path_and_remedy() {
-        let e = Config::load(Path::new("/nonexistent/b.yaml"), PermissionPolicy::Refuse)
-            .expect_err("missing");
-        let m = e.to_string();
-        assert!(
-            m.contains("/nonexistent/b.yaml") && m.contains("--config"),
-            "{m}"
-        );
-    }
-}
+mod tests;

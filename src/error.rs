@@ -19,6 +19,8 @@ pub enum Exit {
     Config = 2,
     /// Unknown gpbackup plugin command (gpbackup / urfave-cli convention).
     UnknownCommand = 3,
+    /// Barman retry hook: give up on this hook and let Barman carry on (ABORT_CONTINUE).
+    HookAbortContinue = 62,
     /// Another run holds the lock for the same work; this run did nothing.
     Busy = 75,
     /// Interrupted by SIGINT/SIGTERM; in-flight uploads were aborted.

@@ -6,6 +6,7 @@
 //! domain. Binaries stay thin; everything testable lives here.
 
 pub mod app;
+pub mod barman;
 pub mod checksum;
 pub mod cli;
 pub mod config;

@@ -75,6 +75,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Formats bytes for humans, binary units, one decimal.
+/// A duration for messages: `7d`, `36h`, `90s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 86400 && s.is_multiple_of(86400) {
+        format!("{}d", s / 86400)
+    } else if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const NAMES: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

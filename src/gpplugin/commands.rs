@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
-use tokio::task::JoinSet;
 
 use super::config::{Direction, PluginConfig};
 use crate::error::{Error, Result};
 use crate::store::{self, ByteRange, ListRequest};
-use crate::transfer::{Cancel, Expect, Transfer};
+use crate::transfer::{Cancel, Expect, Transfer, bounded};
 use crate::units::human_bytes;
 
 /// `<folder>/` + the last four `/`-separated components of `path` (for gpbackup paths:
@@ -272,7 +271,7 @@ impl Plugin {
             let key = crate::config::normalize_prefix(&path.to_string_lossy());
             (path, key)
         });
-        run_bounded(jobs, workers, move |(path, key)| {
+        bounded(jobs, workers, move |(path, key)| {
             let t = t.clone();
             async move {
                 let up = t.upload_file(&path, &key, None).await?;
@@ -281,6 +280,7 @@ impl Plugin {
             }
         })
         .await
+        .map(drop)
     }
 
     /// `restore_directory[_parallel]`: downloads every object under `prefix` into the local
@@ -312,7 +312,7 @@ impl Plugin {
         std::fs::create_dir_all(prefix)
             .map_err(|e| Error::io(format!("create directory {prefix}"), e))?;
         let dest = PathBuf::from(prefix);
-        run_bounded(seen.into_iter(), workers, move |(base, (key, size))| {
+        bounded(seen, workers, move |(base, (key, size))| {
             let (t, path) = (t.clone(), dest.join(base));
             async move {
                 let expect = Expect {
@@ -325,45 +325,8 @@ impl Plugin {
             }
         })
         .await
+        .map(drop)
     }
-}
-
-/// Runs `f` over `jobs` with at most `workers` at once; stops starting new jobs after the first
-/// failure and returns it once the running ones have ended.
-async fn run_bounded<J, F, Fut>(jobs: impl Iterator<Item = J>, workers: usize, f: F) -> Result<()>
-where
-    F: Fn(J) -> Fut,
-    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
-{
-    let mut set = JoinSet::new();
-    let mut first_err = None;
-    for job in jobs {
-        while set.len() >= workers.max(1) {
-            if let Some(r) = set.join_next().await {
-                keep_first(&mut first_err, r);
-            }
-        }
-        if first_err.is_some() {
-            break;
-        }
-        set.spawn(f(job));
-    }
-    while let Some(r) = set.join_next().await {
-        keep_first(&mut first_err, r);
-    }
-    first_err.map_or(Ok(()), Err)
-}
-
-fn keep_first(
-    slot: &mut Option<Error>,
-    r: std::result::Result<Result<()>, tokio::task::JoinError>,
-) {
-    let e = match r {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e,
-        Err(e) => Error::Failed(format!("worker failed: {e}")),
-    };
-    slot.get_or_insert(e);
 }
 
 #[cfg(test)]

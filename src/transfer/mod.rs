@@ -229,3 +229,54 @@ impl Transfer {
             .await
     }
 }
+
+/// Runs `f` over `jobs` with at most `workers` at once and collects the results (in completion
+/// order). After the first failure no new job starts; the running ones finish and the first
+/// error is returned.
+pub async fn bounded<J, T, F, Fut>(
+    jobs: impl IntoIterator<Item = J>,
+    workers: usize,
+    f: F,
+) -> Result<Vec<T>>
+where
+    F: Fn(J) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut out = Vec::new();
+    let mut first_err = None;
+    fn take<T>(
+        r: std::result::Result<Result<T>, tokio::task::JoinError>,
+        out: &mut Vec<T>,
+        first_err: &mut Option<Error>,
+    ) {
+        match r {
+            Ok(Ok(v)) => out.push(v),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(Error::Failed(format!("worker failed: {e}")));
+            }
+        }
+    }
+    for job in jobs {
+        while set.len() >= workers.max(1) {
+            if let Some(r) = set.join_next().await {
+                take(r, &mut out, &mut first_err);
+            }
+        }
+        if first_err.is_some() {
+            break;
+        }
+        set.spawn(f(job));
+    }
+    while let Some(r) = set.join_next().await {
+        take(r, &mut out, &mut first_err);
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}

@@ -1,0 +1,218 @@
+//! Uploading one Barman base backup: the eligibility decision from backup.info at sync time,
+//! Barman's per-backup lock, the data files (never following symlinks), our manifest, and
+//! backup.info last so its presence in the bucket means "complete".
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::conf::ServerDirs;
+use super::info::{self, BackupInfo};
+use super::queue::{now, try_lock_file};
+use super::remote::{Entry, INFO, MANIFEST, Manifest, Remote};
+use crate::error::{Error, Result};
+use crate::transfer::{FileJournal, Transfer, bounded};
+
+/// What uploading a backup produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupUpload {
+    /// Files uploaded.
+    pub files: usize,
+    /// Bytes uploaded.
+    pub bytes: u64,
+}
+
+/// Why a backup was not uploaded now.
+#[derive(Debug)]
+pub enum NotNow {
+    /// Not ready yet (still `WAITING_FOR_WALS`, Barman holds the lock): a later run uploads it.
+    Wait(String),
+    /// A transient failure (network, server, local I/O): a later run retries.
+    Retry(String),
+    /// Will never work (Barman says FAILED, backup gone, being deleted, refused by the store).
+    Never(String),
+    /// Interrupted by a signal.
+    Interrupted,
+}
+
+impl From<Error> for NotNow {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Interrupted => NotNow::Interrupted,
+            Error::Store(ref f) if !f.retryable => NotNow::Never(e.one_line()),
+            e => NotNow::Retry(e.one_line()),
+        }
+    }
+}
+
+/// Reads the backup's current backup.info and decides: `Ok` when it is `DONE`.
+pub fn check_eligible(
+    dirs: &ServerDirs,
+    id: &str,
+    waiting_since: u64,
+    max_wait: std::time::Duration,
+) -> std::result::Result<(PathBuf, BackupInfo), NotNow> {
+    let Some(path) = info::locate(dirs, id) else {
+        return Err(NotNow::Never(format!(
+            "backup {id} is gone: no backup.info in {} or {}",
+            dirs.meta_dir().display(),
+            dirs.base_dir.join(id).display()
+        )));
+    };
+    if info::being_deleted(dirs, id) {
+        return Err(NotNow::Never(format!(
+            "backup {id} is being deleted by Barman"
+        )));
+    }
+    let bi = info::read(&path)
+        .map_err(|e| NotNow::Retry(format!("cannot read {}: {}", path.display(), e.kind())))?;
+    match bi.status() {
+        "DONE" => Ok((path, bi)),
+        "FAILED" => Err(NotNow::Never(format!(
+            "Barman reports backup {id} FAILED: {}",
+            bi.get("error").unwrap_or("no error recorded")
+        ))),
+        "WAITING_FOR_WALS" if now().saturating_sub(waiting_since) > max_wait.as_secs() => {
+            Err(NotNow::Never(format!(
+                "backup {id} is still WAITING_FOR_WALS after {}; check `barman check-backup`",
+                crate::units::human_duration(max_wait)
+            )))
+        }
+        other => Err(NotNow::Wait(format!(
+            "backup {id} is {}: will upload once Barman marks it DONE",
+            if other.is_empty() {
+                "without status"
+            } else {
+                other
+            }
+        ))),
+    }
+}
+
+/// Scans `base/<id>/` without following symlinks: files to upload and the tree entries. The
+/// backup.info (old layout) and Barman's `annotations/` are not data.
+/// A file to upload: local path, path relative to the backup, mode.
+type FileJob = (PathBuf, String, u32);
+
+fn scan(dir: &Path) -> Result<(Vec<FileJob>, Vec<Entry>)> {
+    let mut files = Vec::new();
+    let mut entries = Vec::new();
+    for e in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name()
+    {
+        let e = e.map_err(|e| Error::Failed(format!("cannot walk {}: {e}", dir.display())))?;
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .map_err(|_| Error::Failed("walk left the backup directory".into()))?
+            .to_string_lossy()
+            .into_owned();
+        if rel == INFO || rel == MANIFEST || rel == "annotations" || rel.starts_with("annotations/")
+        {
+            continue;
+        }
+        let meta = e
+            .path()
+            .symlink_metadata()
+            .map_err(|err| Error::io(format!("stat {}", e.path().display()), err))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = std::fs::read_link(e.path())
+                .map_err(|err| Error::io(format!("readlink {}", e.path().display()), err))?;
+            entries.push(Entry::Symlink {
+                path: rel,
+                target: target.to_string_lossy().into_owned(),
+            });
+        } else if ft.is_dir() {
+            entries.push(Entry::Dir { path: rel, mode });
+        } else if ft.is_file() {
+            files.push((e.path().to_path_buf(), rel, mode));
+        }
+    }
+    Ok((files, entries))
+}
+
+/// Uploads backup `id` (which must be `DONE`) while holding Barman's lock on it: data files in
+/// parallel, then the manifest, then backup.info. Also refreshes `identity.json`.
+pub async fn upload_backup(
+    t: &Transfer,
+    remote: &Remote,
+    dirs: &ServerDirs,
+    id: &str,
+    journal_dir: &Path,
+) -> std::result::Result<BackupUpload, NotNow> {
+    let _lock = match try_lock_file(&dirs.backup_lock(id), "Barman operation on this backup") {
+        Ok(l) => l,
+        Err(Error::Busy(m)) => return Err(NotNow::Wait(m)),
+        Err(e) => return Err(e.into()),
+    };
+    // Re-read under the lock: Barman cannot delete it now, and the status is final.
+    let (info_path, _) = check_eligible(dirs, id, now(), std::time::Duration::MAX)?;
+    let dir = dirs.base_dir.join(id);
+    let (files, mut entries) = scan(&dir)?;
+    std::fs::create_dir_all(journal_dir)
+        .map_err(|e| Error::io(format!("create {}", journal_dir.display()), e))?;
+    let big = t.config().part_size;
+    let jobs = files.into_iter().enumerate().map(|(i, (path, rel, mode))| {
+        let key = remote.backup_key(id, &rel);
+        let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));
+        (path, rel, mode, key, journal)
+    });
+    let uploaded = bounded(
+        jobs,
+        t.config().concurrency.max(1) * 2,
+        |(path, rel, mode, key, journal)| {
+            let t = t.clone();
+            async move {
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let j = (size > big).then_some(&journal as &dyn crate::transfer::UploadJournal);
+                let up = t.upload_file(&path, &key, j).await?;
+                Ok(Entry::File {
+                    path: rel,
+                    size: up.size,
+                    mode,
+                    crc32c: format!("{:08x}", up.crc32c),
+                })
+            }
+        },
+    )
+    .await?;
+    let bytes = uploaded
+        .iter()
+        .map(|e| match e {
+            Entry::File { size, .. } => *size,
+            _ => 0,
+        })
+        .sum();
+    let files = uploaded.len();
+    entries.extend(uploaded);
+    entries.sort_by(|a, b| a.path().cmp(b.path()));
+    let manifest = Manifest {
+        version: 1,
+        server: dirs.name.clone(),
+        backup_id: id.to_string(),
+        created_at: now(),
+        total_bytes: bytes,
+        entries,
+    };
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| Error::Failed(format!("encode manifest: {e}")))?;
+    t.put_bytes(
+        &remote.backup_key(id, MANIFEST),
+        Bytes::from(json),
+        Default::default(),
+    )
+    .await?;
+    let identity = dirs.backup_dir.join("identity.json");
+    if identity.is_file() {
+        t.upload_file(&identity, &remote.identity_key(), None)
+            .await?;
+    }
+    t.upload_file(&info_path, &remote.backup_key(id, INFO), None)
+        .await?;
+    Ok(BackupUpload { files, bytes })
+}

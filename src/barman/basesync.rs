@@ -1,0 +1,192 @@
+//! `queue-add` (Barman's post-backup hook: record a task, never upload) and `base-sync` (work
+//! the queue `.run → .running → .done | .error`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::backup::{NotNow, check_eligible, upload_backup};
+use super::conf::BarmanConf;
+use super::queue::{Queue, State, Task, now};
+use super::remote::Remote;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::transfer::Transfer;
+
+/// What `queue-add` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Backup id.
+    pub backup_id: String,
+    /// State the task was written in.
+    pub state: State,
+}
+
+/// Validates the hook environment and writes `<queue>/<id>.run` (or `.error` for a backup
+/// Barman reports FAILED), replacing any earlier task of the same id.
+pub fn queue_add(queue_dir: &Path, env: &BTreeMap<String, String>) -> Result<Queued> {
+    let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("");
+    let (phase, hook) = (get("BARMAN_PHASE"), get("BARMAN_HOOK"));
+    if phase != "post" || !matches!(hook, "backup_script" | "backup_retry_script") {
+        return Err(Error::Usage(format!(
+            "queue-add runs as Barman's post_backup_script or post_backup_retry_script; got BARMAN_PHASE={phase:?} BARMAN_HOOK={hook:?}"
+        )));
+    }
+    let id = get("BARMAN_BACKUP_ID");
+    if !super::info::is_backup_id(id) {
+        return Err(Error::Usage(format!(
+            "BARMAN_BACKUP_ID={id:?} is missing or not a Barman backup id (YYYYMMDDTHHMMSS)"
+        )));
+    }
+    let server = get("BARMAN_SERVER");
+    if server.is_empty() || server.contains('/') {
+        return Err(Error::Usage(format!(
+            "BARMAN_SERVER={server:?} is missing or invalid"
+        )));
+    }
+    let failed = get("BARMAN_STATUS") == "FAILED";
+    let task = Task {
+        backup_id: id.to_string(),
+        server: server.to_string(),
+        backup_dir: get("BARMAN_BACKUP_DIR").to_string(),
+        hook_env: env
+            .iter()
+            .filter(|(k, _)| k.starts_with("BARMAN_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        enqueued_at: now(),
+        last_error: failed
+            .then(|| format!("Barman reported the backup FAILED: {}", get("BARMAN_ERROR"))),
+        ..Task::default()
+    };
+    let state = if failed { State::Error } else { State::Run };
+    Queue::open(queue_dir)?.save(&task, state)?;
+    Ok(Queued {
+        backup_id: id.to_string(),
+        state,
+    })
+}
+
+/// Counts of one `base-sync` run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Tasks uploaded and moved to `.done`.
+    pub done: usize,
+    /// Tasks left in `.run` to retry later (waiting for WALs, lock busy).
+    pub waiting: usize,
+    /// Tasks that failed this run (moved to `.error`, or transient failures left in `.run`).
+    pub failed: usize,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// One line per failed task.
+    pub errors: Vec<String>,
+}
+
+/// Works every `.run` task, oldest first. One base-sync per queue at a time (the queue lock);
+/// holding it, any `.running` task belongs to a run that died and goes back to `.run`.
+pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
+    let queue = Queue::open(&cfg.barman.queue_dir)?;
+    let _lock = queue.lock()?;
+    let mut report = SyncReport::default();
+    let mut confs: BTreeMap<String, BarmanConf> = BTreeMap::new();
+    for entry in queue.tasks()? {
+        let mut task = entry.task;
+        match entry.state {
+            State::Running => {
+                tracing::warn!(
+                    "{}: a previous run stopped while uploading; retrying",
+                    task.backup_id
+                );
+            }
+            State::Run => {}
+            State::Done | State::Error => continue,
+        }
+        let conf_path = task
+            .hook_env
+            .get("BARMAN_CONFIGURATION")
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| cfg.barman.config.clone(), std::path::PathBuf::from);
+        let key = conf_path.display().to_string();
+        if !confs.contains_key(&key) {
+            confs.insert(key.clone(), BarmanConf::load(&conf_path)?);
+        }
+        let dirs = confs[&key].server(&task.server)?;
+        if task.hook_status() == "FAILED" {
+            task.last_error = Some("Barman reported the backup FAILED".into());
+            queue.save(&task, State::Error)?;
+            report.failed += 1;
+            continue;
+        }
+        // Decide before taking the task: a backup still waiting for WALs is not touched.
+        match check_eligible(
+            &dirs,
+            &task.backup_id,
+            task.enqueued_at,
+            cfg.barman.wait_for_wals_max,
+        ) {
+            Ok(_) => {}
+            Err(why) => {
+                settle(&queue, &mut task, why, &mut report)?;
+                continue;
+            }
+        }
+        task.attempts += 1;
+        task.last_attempt_at = Some(now());
+        task.pid = Some(std::process::id());
+        queue.save(&task, State::Running)?;
+        let remote = Remote::new(cfg.location.prefix(), &task.server);
+        let journals = cfg.barman.state_dir.join("journal");
+        let started = std::time::Instant::now();
+        match upload_backup(t, &remote, &dirs, &task.backup_id, &journals).await {
+            Ok(up) => {
+                tracing::info!(
+                    "{} {}: uploaded {} files, {} in {:.1?}",
+                    task.server,
+                    task.backup_id,
+                    up.files,
+                    crate::units::human_bytes(up.bytes),
+                    started.elapsed()
+                );
+                task.last_error = None;
+                task.uploaded_bytes = Some(up.bytes);
+                task.pid = None;
+                queue.save(&task, State::Done)?;
+                report.done += 1;
+                report.bytes += up.bytes;
+            }
+            Err(why) => settle(&queue, &mut task, why, &mut report)?,
+        }
+    }
+    Ok(report)
+}
+
+/// Records why a task did not finish and puts it where it belongs.
+fn settle(queue: &Queue, task: &mut Task, why: NotNow, report: &mut SyncReport) -> Result<()> {
+    task.pid = None;
+    match why {
+        NotNow::Interrupted => {
+            task.last_error = Some("interrupted".into());
+            queue.save(task, State::Run)?;
+            Err(Error::Interrupted)
+        }
+        NotNow::Never(msg) => {
+            tracing::error!("{}: {msg}", task.backup_id);
+            report.errors.push(format!("{}: {msg}", task.backup_id));
+            task.last_error = Some(msg);
+            report.failed += 1;
+            queue.save(task, State::Error)
+        }
+        NotNow::Retry(msg) => {
+            tracing::error!("{}: {msg} (will retry)", task.backup_id);
+            report.errors.push(format!("{}: {msg}", task.backup_id));
+            report.failed += 1;
+            task.last_error = Some(msg);
+            queue.save(task, State::Run)
+        }
+        NotNow::Wait(msg) => {
+            tracing::info!("{}: {msg}", task.backup_id);
+            report.waiting += 1;
+            task.last_error = Some(msg);
+            queue.save(task, State::Run)
+        }
+    }
+}

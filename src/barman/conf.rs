@@ -1,0 +1,256 @@
+//! Barman's own configuration (`barman.conf` and `configuration_files_directory/*.conf`), read
+//! as data to find each server's directories and the lock directory. Read-only; nothing of
+//! Barman's is ever written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The directories of one Barman server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDirs {
+    /// Server name (config section).
+    pub name: String,
+    /// `backup_directory` (holds `meta/` and `identity.json`).
+    pub backup_dir: PathBuf,
+    /// `basebackups_directory` (`base/`).
+    pub base_dir: PathBuf,
+    /// `wals_directory`.
+    pub wals_dir: PathBuf,
+    /// `barman_lock_directory`, where `.<SERVER>-<id>.lock` lives.
+    pub lock_dir: PathBuf,
+}
+
+impl ServerDirs {
+    /// `meta/` (Barman ≥ 3.13.2 keeps backup.info there).
+    pub fn meta_dir(&self) -> PathBuf {
+        self.backup_dir.join("meta")
+    }
+
+    /// Barman's per-backup lock file.
+    pub fn backup_lock(&self, id: &str) -> PathBuf {
+        self.lock_dir.join(format!(".{}-{id}.lock", self.name))
+    }
+}
+
+/// A parsed Barman configuration.
+#[derive(Debug, Clone, Default)]
+pub struct BarmanConf {
+    sections: BTreeMap<String, BTreeMap<String, String>>,
+    source: PathBuf,
+}
+
+fn parse_ini(text: &str, into: &mut BTreeMap<String, BTreeMap<String, String>>) {
+    let mut section = String::new();
+    let mut last_key: Option<String> = None;
+    for raw in text.lines() {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        // ConfigParser continuation line: indented text extends the previous value.
+        if raw.starts_with([' ', '\t'])
+            && let Some(k) = &last_key
+        {
+            if let Some(v) = into.get_mut(&section).and_then(|s| s.get_mut(k)) {
+                v.push(' ');
+                v.push_str(trimmed);
+            }
+            continue;
+        }
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = name.trim().to_string();
+            into.entry(section.clone()).or_default();
+            last_key = None;
+            continue;
+        }
+        if let Some((k, v)) = trimmed.split_once(['=', ':']) {
+            let key = k.trim().to_ascii_lowercase();
+            into.entry(section.clone())
+                .or_default()
+                .insert(key.clone(), v.trim().to_string());
+            last_key = Some(key);
+        }
+    }
+}
+
+impl BarmanConf {
+    /// Reads the main file and every `*.conf` in `configuration_files_directory`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read Barman config {}: {}; set barman.config in the barmans3 config",
+                path.display(),
+                e.kind()
+            ))
+        })?;
+        let mut sections = BTreeMap::new();
+        parse_ini(&text, &mut sections);
+        if let Some(dir) = sections
+            .get("barman")
+            .and_then(|b| b.get("configuration_files_directory"))
+        {
+            let dir = PathBuf::from(dir);
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                let mut files: Vec<_> = rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                    .collect();
+                files.sort();
+                for f in files {
+                    let t = std::fs::read_to_string(&f).map_err(|e| {
+                        Error::Config(format!("cannot read {}: {}", f.display(), e.kind()))
+                    })?;
+                    parse_ini(&t, &mut sections);
+                }
+            }
+        }
+        Ok(BarmanConf {
+            sections,
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// Parses text (tests).
+    pub fn parse(text: &str) -> Self {
+        let mut sections = BTreeMap::new();
+        parse_ini(text, &mut sections);
+        BarmanConf {
+            sections,
+            source: PathBuf::from("<text>"),
+        }
+    }
+
+    /// Configured server names (every section but `[barman]`), skipping `active = false`.
+    pub fn servers(&self) -> Vec<String> {
+        self.sections
+            .iter()
+            .filter(|(name, s)| {
+                name.as_str() != "barman"
+                    && !name.is_empty()
+                    && !matches!(
+                        s.get("active").map(|v| v.to_ascii_lowercase()).as_deref(),
+                        Some("false" | "off" | "0" | "no")
+                    )
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn value(&self, server: &str, key: &str) -> Option<String> {
+        let raw = self
+            .sections
+            .get(server)
+            .and_then(|s| s.get(key))
+            .or_else(|| self.sections.get("barman").and_then(|s| s.get(key)))?;
+        Some(self.interpolate(server, raw))
+    }
+
+    /// Expands `%(name)s` from the server section, then `[barman]`.
+    fn interpolate(&self, server: &str, raw: &str) -> String {
+        let mut out = String::new();
+        let mut rest = raw;
+        while let Some(i) = rest.find("%(") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            match after.find(")s") {
+                Some(j) => {
+                    let name = after[..j].to_ascii_lowercase();
+                    let v = self
+                        .sections
+                        .get(server)
+                        .and_then(|s| s.get(&name))
+                        .or_else(|| self.sections.get("barman").and_then(|s| s.get(&name)));
+                    out.push_str(v.map_or("", String::as_str));
+                    rest = &after[j + 2..];
+                }
+                None => {
+                    out.push_str(&rest[i..]);
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The directories of `server`, with Barman's defaults. Refuses unknown servers and
+    /// servers whose directories are cloud URLs (Barman already stores those remotely).
+    pub fn server(&self, server: &str) -> Result<ServerDirs> {
+        if server == "barman" || !self.sections.contains_key(server) {
+            let known = self.servers().join(", ");
+            return Err(Error::Usage(format!(
+                "unknown Barman server {server:?} in {} (configured: {})",
+                self.source.display(),
+                if known.is_empty() { "none" } else { &known }
+            )));
+        }
+        let home = PathBuf::from(
+            self.value(server, "barman_home")
+                .unwrap_or_else(|| "/var/lib/barman".into()),
+        );
+        let backup_dir = self
+            .value(server, "backup_directory")
+            .filter(|_| self.sections[server].contains_key("backup_directory"))
+            .map_or_else(|| home.join(server), PathBuf::from);
+        let dir = |key: &str, default: &str| -> Result<PathBuf> {
+            let v = self
+                .sections
+                .get(server)
+                .and_then(|s| s.get(key))
+                .map(|raw| self.interpolate(server, raw));
+            match v {
+                Some(v) if v.contains("://") => Err(Error::Usage(format!(
+                    "server {server}: {key} = {v} is a cloud URL; Barman already ships this server to object storage"
+                ))),
+                Some(v) => Ok(PathBuf::from(v)),
+                None => Ok(backup_dir.join(default)),
+            }
+        };
+        Ok(ServerDirs {
+            name: server.to_string(),
+            base_dir: dir("basebackups_directory", "base")?,
+            wals_dir: dir("wals_directory", "wals")?,
+            lock_dir: self
+                .value(server, "barman_lock_directory")
+                .map_or_else(|| home.clone(), PathBuf::from),
+            backup_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_follow_barman_defaults_and_overrides() {
+        let c = BarmanConf::parse(
+            "[barman]\nbarman_home = /srv/barman\nbarman_lock_directory = /run/barman\n\n[pg]\nconninfo = x\n\n[pg2]\nbackup_directory = /data/pg2\nwals_directory = %(backup_directory)s/xlog\n\n[off]\nactive = false\n",
+        );
+        assert_eq!(c.servers(), vec!["pg", "pg2"]);
+        let pg = c.server("pg").expect("pg");
+        assert_eq!(pg.base_dir, PathBuf::from("/srv/barman/pg/base"));
+        assert_eq!(pg.meta_dir(), PathBuf::from("/srv/barman/pg/meta"));
+        assert_eq!(
+            pg.backup_lock("20261121T220933"),
+            PathBuf::from("/run/barman/.pg-20261121T220933.lock")
+        );
+        let pg2 = c.server("pg2").expect("pg2");
+        assert_eq!(pg2.wals_dir, PathBuf::from("/data/pg2/xlog"));
+        assert_eq!(pg2.base_dir, PathBuf::from("/data/pg2/base"));
+        assert!(
+            c.server("nope")
+                .expect_err("unknown")
+                .to_string()
+                .contains("pg, pg2")
+        );
+    }
+
+    #[test]
+    fn cloud_directories_are_refused() {
+        let c = BarmanConf::parse("[pg]\nwals_directory = s3://bucket/wals\n");
+        assert!(c.server("pg").is_err());
+    }
+}

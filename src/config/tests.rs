@@ -1,0 +1,126 @@
+//! Unit tests of the configuration model.
+use super::*;
+
+fn parse(y: &str) -> Result<Config> {
+    Config::parse(y, Some(Path::new("/x.yaml")))
+}
+
+#[test]
+fn minimal_s3_config_gets_defaults() {
+    let c = parse("s3:\n  bucket: backups\n  prefix: /pg//main/\n").expect("valid");
+    assert_eq!(
+        c.location,
+        StoreLocation::S3 {
+            bucket: "backups".into(),
+            prefix: "pg/main".into()
+        }
+    );
+    assert_eq!(c.transfer.part_size, 64 << 20);
+    assert_eq!(c.barman.queue_dir, PathBuf::from("/var/lib/barmans3/queue"));
+    assert!(c.s3.credentials.is_none());
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = parse("s3:\n  bucket: b12\n  buckit: x\n").expect_err("unknown");
+    let m = e.to_string();
+    assert!(m.contains("buckit") && m.contains("/x.yaml"), "{m}");
+    assert_eq!(e.exit().code(), 2);
+    assert!(!m.contains('\n'));
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("s3:\n  bucket: bkt\n  part_size: 5X\n", "s3.part_size"),
+        ("s3:\n  bucket: bkt\n  part_size: 1M\n", "s3.part_size"),
+        ("s3:\n  bucket: bkt\n  endpoint: ftp://x\n", "s3.endpoint"),
+        ("s3:\n  bucket: bkt\n  endpoint: 'http://'\n", "s3.endpoint"),
+        ("s3:\n  region: x\n", "s3.bucket"),
+        (
+            "s3:\n  bucket: bkt\n  access_key_id: a\n",
+            "s3.access_key_id",
+        ),
+        ("s3:\n  bucket: bkt\n  sse: rot13\n", "s3.sse"),
+        ("s3:\n  bucket: bkt\n  concurrency: 0\n", "s3.concurrency"),
+        (
+            "s3:\n  bucket: bkt\n  read_timeout: soon\n",
+            "s3.read_timeout",
+        ),
+        ("s3:\n  bucket: Bad_Bucket\n", "s3.bucket"),
+        ("store: ftp://x\n", "store"),
+        ("store: s3://bkt/p\ns3:\n  bucket: bkt\n", "s3.bucket"),
+    ];
+    for (y, key) in cases {
+        let m = parse(y).expect_err(y).to_string();
+        assert!(m.contains(key), "{y}: {m}");
+    }
+}
+
+#[test]
+fn wrong_type_is_a_config_error() {
+    let e = parse("s3:\n  bucket: bkt\n  concurrency: many\n").expect_err("type");
+    assert!(e.to_string().contains("concurrency"), "{e}");
+}
+
+#[test]
+fn store_urls() {
+    assert_eq!(
+        StoreLocation::parse("s3://bkt/a/b/").expect("ok"),
+        StoreLocation::S3 {
+            bucket: "bkt".into(),
+            prefix: "a/b".into()
+        }
+    );
+    assert_eq!(
+        StoreLocation::parse("file:///srv/x").expect("ok"),
+        StoreLocation::Local {
+            root: "/srv/x".into()
+        }
+    );
+    assert!(StoreLocation::parse("file://rel").is_err());
+    assert_eq!(
+        StoreLocation::parse("s3://bkt/a").expect("ok").to_string(),
+        "s3://bkt/a"
+    );
+}
+
+#[test]
+fn redacted_yaml_hides_secrets() {
+    let c = parse(
+        "s3:\n  bucket: bkt\n  access_key_id: AKIDSECRETVALUE\n  secret_access_key: s3cr3tVALUE\n  https_proxy: http://u:pw@proxy:3128\n",
+    )
+    .expect("ok");
+    let y = c.to_redacted_yaml();
+    assert!(!y.contains("AKIDSECRETVALUE") && !y.contains("s3cr3tVALUE") && !y.contains("pw@"));
+    assert!(y.contains("<redacted>"));
+    assert!(!format!("{c:?}").contains("s3cr3tVALUE"));
+}
+
+#[test]
+fn world_readable_secrets_are_refused_or_warned() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("c.yaml");
+    std::fs::write(
+        &p,
+        "s3:\n  bucket: bkt\n  access_key_id: a\n  secret_access_key: b\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let e = Config::load(&p, PermissionPolicy::Refuse).expect_err("refused");
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    assert!(Config::load(&p, PermissionPolicy::Warn).is_ok());
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert!(Config::load(&p, PermissionPolicy::Refuse).is_ok());
+}
+
+#[test]
+fn missing_file_names_path_and_remedy() {
+    let e = Config::load(Path::new("/nonexistent/b.yaml"), PermissionPolicy::Refuse)
+        .expect_err("missing");
+    let m = e.to_string();
+    assert!(
+        m.contains("/nonexistent/b.yaml") && m.contains("--config"),
+        "{m}"
+    );
+}
