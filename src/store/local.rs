@@ -32,6 +32,9 @@ const READ_CHUNK: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// The sorted walk of the last listing, reused by its continuation pages so a listing of
+    /// n keys walks the tree once, not n/1000 times.
+    last_walk: std::sync::Arc<std::sync::Mutex<Option<(String, std::sync::Arc<Vec<ObjectMeta>>)>>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,6 +104,7 @@ impl LocalStore {
         }
         Ok(LocalStore {
             root: root.to_path_buf(),
+            last_walk: Default::default(),
         })
     }
 
@@ -348,11 +352,28 @@ impl Store for LocalStore {
     }
 
     async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
-        let this = self.clone();
-        let prefix = req.prefix.clone();
-        let entries = tokio::task::spawn_blocking(move || this.walk(&prefix))
-            .await
-            .map_err(|e| Error::Failed(format!("listing task failed: {e}")))?;
+        let cached = match (token, self.last_walk.lock()) {
+            (Some(_), Ok(slot)) => slot
+                .as_ref()
+                .filter(|(p, _)| *p == req.prefix)
+                .map(|(_, w)| w.clone()),
+            _ => None,
+        };
+        let entries = match cached {
+            Some(w) => w,
+            None => {
+                let this = self.clone();
+                let prefix = req.prefix.clone();
+                let walked = tokio::task::spawn_blocking(move || this.walk(&prefix))
+                    .await
+                    .map_err(|e| Error::Failed(format!("listing task failed: {e}")))?;
+                let walked = std::sync::Arc::new(walked);
+                if let Ok(mut slot) = self.last_walk.lock() {
+                    *slot = Some((req.prefix.clone(), walked.clone()));
+                }
+                walked
+            }
+        };
         Ok(page_from_sorted(&entries, req, token))
     }
 
