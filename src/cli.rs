@@ -37,6 +37,12 @@ pub struct Global {
     /// Print the run summary as JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
+    /// Show a progress bar on stderr even when it is not a terminal
+    #[arg(long, global = true, conflicts_with = "no_progress")]
+    pub progress: bool,
+    /// Never show a progress bar (the default when stderr is not a terminal, e.g. under cron)
+    #[arg(long, global = true)]
+    pub no_progress: bool,
 }
 
 /// Subcommands.
@@ -101,6 +107,28 @@ pub enum Command {
         /// Destination path (%p)
         dest: PathBuf,
     },
+    /// Queue, running tasks, WAL shipping lag per server, last successful syncs
+    Status,
+    /// Monitoring check (Nagios plugin convention): exit 0 OK, 1 WARNING, 2 CRITICAL
+    Check {
+        /// WARNING when a WAL has waited longer than this to be shipped
+        #[arg(long, default_value = "30m", value_parser = parse_age)]
+        wal_warning: Duration,
+        /// CRITICAL when a WAL has waited longer than this to be shipped
+        #[arg(long, default_value = "2h", value_parser = parse_age)]
+        wal_critical: Duration,
+        /// CRITICAL when a task has been running longer than this
+        #[arg(long, default_value = "12h", value_parser = parse_age)]
+        stuck_after: Duration,
+    },
+    /// Inspect and manage the base-backup queue
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// Shell
+        shell: clap_complete::Shell,
+    },
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -122,6 +150,53 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate the config, reach the bucket, print the effective config (secrets redacted)
     Check,
+    /// Write a commented example config (to stdout, or to FILE with mode 600)
+    Init {
+        /// Write here instead of stdout (refuses to overwrite)
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Convert a BarmanS3 barmans3.conf into this tool's YAML (stdout) and explain the changes
+    ImportLegacy {
+        /// The BarmanS3 configuration file
+        file: PathBuf,
+    },
+}
+
+/// `queue` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum QueueCommand {
+    /// List tasks with state, age, attempts and last error
+    Ls,
+    /// Put a failed task back to .run for the next base-sync
+    Retry {
+        /// Backup id
+        backup_id: String,
+    },
+    /// Delete .done tasks older than AGE (e.g. 30d)
+    Prune {
+        /// Age
+        #[arg(long, value_parser = parse_age)]
+        older_than: Duration,
+    },
+}
+
+/// Man pages for the binary and every subcommand: (file name, roff text).
+pub fn man_pages() -> Vec<(String, Vec<u8>)> {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, name: String, out: &mut Vec<(String, Vec<u8>)>) {
+        let cmd = cmd.clone().name(name.clone()).display_name(name.clone());
+        let mut buf = Vec::new();
+        if clap_mangen::Man::new(cmd.clone()).render(&mut buf).is_ok() {
+            out.push((format!("{name}.1"), buf));
+        }
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+            walk(sub, format!("{name}-{}", sub.get_name()), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Cli::command(), "barmans3".into(), &mut out);
+    out
 }
 
 /// `store` subcommands.
@@ -160,6 +235,16 @@ fn parse_age(s: &str) -> std::result::Result<Duration, String> {
 }
 
 impl Global {
+    /// Whether to draw progress bars: `--progress`, or stderr is a terminal and not `--no-progress`.
+    pub fn show_progress(&self) -> bool {
+        use std::io::IsTerminal;
+        self.progress
+            || (!self.no_progress
+                && !self.quiet
+                && std::io::stderr().is_terminal()
+                && std::env::var("TERM").map_or(true, |t| t != "dumb"))
+    }
+
     /// Loads and validates the configuration these options point at.
     pub fn load_config(&self) -> Result<Config> {
         let path = Config::resolve_path(self.config.as_deref());

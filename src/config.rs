@@ -773,5 +773,7 @@ pub fn check_permissions(path: &Path, policy: PermissionPolicy) -> Result<()> {
     Ok(())
 }
 
+pub mod legacy;
+
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,10 @@ impl Site {
         }
         std::fs::write(
             dir.path().join("barman.conf"),
-            format!("[barman]\nbarman_home = {}\n[pg]\nconninfo = x\n", home.display()),
+            format!(
+                "[barman]\nbarman_home = {}\n[pg]\nconninfo = x\n",
+                home.display()
+            ),
         )
         .expect("barman.conf");
         let cfg = dir.path().join("barmans3.yaml");
@@ -47,7 +50,11 @@ impl Site {
         let bucket = s.dir.path().join("bucket");
         std::fs::create_dir_all(&bucket).expect("bucket");
         let text = std::fs::read_to_string(&s.cfg).expect("cfg");
-        std::fs::write(&s.cfg, format!("store: file://{}\n{text}", bucket.display())).expect("w");
+        std::fs::write(
+            &s.cfg,
+            format!("store: file://{}\n{text}", bucket.display()),
+        )
+        .expect("w");
         s
     }
 
@@ -70,8 +77,16 @@ impl Site {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.run(&all, &[]);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
         let v: serde_json::Value = serde_json::from_str(&line).expect("summary JSON");
         let by: BTreeMap<String, u64> = v["requests"]
             .as_object()
@@ -127,7 +142,14 @@ fn no_change_wal_sync_over_100000_wals_is_one_listing() {
     make_archive(&site.wals(), 100_001, 1);
     let (total, by) = site.requests(&["wal-sync", "pg"]);
     assert_eq!((total, by.get("put").copied()), (2, Some(1)), "{by:?}");
-    assert!(site.dir.path().join("bucket/pg/wals").join(&wal_name(100_001)[..16]).join(wal_name(100_001)).is_file());
+    assert!(
+        site.dir
+            .path()
+            .join("bucket/pg/wals")
+            .join(&wal_name(100_001)[..16])
+            .join(wal_name(100_001))
+            .is_file()
+    );
     assert!(!site.dir.path().join("bucket/pg/wals/xlog.db").exists());
 }
 
@@ -165,8 +187,14 @@ fn a_different_remote_wal_is_an_error_and_is_not_overwritten() {
     let out = site.run(&["wal-sync", "pg"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("differ from the bucket") && err.contains(&name), "{err}");
-    assert_eq!(std::fs::read(remote.join(&name)).expect("r"), b"other bytes, other size");
+    assert!(
+        err.contains("differ from the bucket") && err.contains(&name),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(remote.join(&name)).expect("r"),
+        b"other bytes, other size"
+    );
 }
 
 #[test]
@@ -180,8 +208,14 @@ fn overlapping_wal_syncs_leave_the_second_idle() {
     let out = site.run(&["wal-sync", "pg"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
-    assert!(err.contains("another wal-sync for server pg is running"), "{err}");
-    assert!(!site.dir.path().join("bucket/pg").exists(), "uploaded while busy");
+    assert!(
+        err.contains("another wal-sync for server pg is running"),
+        "{err}"
+    );
+    assert!(
+        !site.dir.path().join("bucket/pg").exists(),
+        "uploaded while busy"
+    );
     drop(lock);
     assert!(site.run(&["wal-sync", "pg"], &[]).status.success());
     let out = site.run(&["wal-sync", "nosuch"], &[]);
@@ -189,7 +223,11 @@ fn overlapping_wal_syncs_leave_the_second_idle() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown Barman server \"nosuch\""));
 }
 
-fn hook_env<'a>(id: &'a str, status: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+fn hook_env<'a>(
+    id: &'a str,
+    status: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
     let mut v = vec![
         ("BARMAN_PHASE", "post"),
         ("BARMAN_HOOK", "backup_script"),
@@ -237,58 +275,126 @@ fn the_queue_follows_barman_status_at_sync_time() {
     write_backup(&site, a, "WAITING_FOR_WALS");
     write_backup(&site, b, "FAILED");
     for (id, st) in [(a, "WAITING_FOR_WALS"), (b, "FAILED")] {
-        let out = site.run(&["queue-add"], &hook_env(id, st, &[("BARMAN_ERROR", "it's \"$HOME\" broken")]));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = site.run(
+            &["queue-add"],
+            &hook_env(id, st, &[("BARMAN_ERROR", "it's \"$HOME\" broken")]),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    assert_eq!(queue_files(&site), vec![format!("{a}.run"), format!("{b}.error")]);
+    assert_eq!(
+        queue_files(&site),
+        vec![format!("{a}.run"), format!("{b}.error")]
+    );
     // Waiting for WALs: nothing uploaded, task kept, exit 0.
     let out = site.run(&["base-sync"], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(queue_files(&site), vec![format!("{a}.run"), format!("{b}.error")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        queue_files(&site),
+        vec![format!("{a}.run"), format!("{b}.error")]
+    );
     assert!(!site.dir.path().join("bucket/pg/base").exists());
     // Barman marks it DONE: the next base-sync uploads it, backup.info last.
     write_backup(&site, a, "DONE");
     assert!(site.run(&["base-sync"], &[]).status.success());
-    assert_eq!(queue_files(&site), vec![format!("{a}.done"), format!("{b}.error")]);
+    assert_eq!(
+        queue_files(&site),
+        vec![format!("{a}.done"), format!("{b}.error")]
+    );
     let remote = site.dir.path().join("bucket/pg/base").join(a);
     for f in ["data/PG_VERSION", "barmans3.manifest", "backup.info"] {
         assert!(remote.join(f).is_file(), "{f}");
     }
     // Not a marker file in Barman's directories.
-    assert!(!site.dir.path().join("barman/pg/base").join(a).join("data/pg_wal/.barmans3").exists());
+    assert!(
+        !site
+            .dir
+            .path()
+            .join("barman/pg/base")
+            .join(a)
+            .join("data/pg_wal/.barmans3")
+            .exists()
+    );
     // A backup Barman removed before the sync: the task goes to .error and the run fails.
     let out = site.run(&["queue-add"], &hook_env(c, "DONE", &[]));
     assert!(out.status.success());
     let out = site.run(&["base-sync"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is gone"));
-    let task = std::fs::read_to_string(site.dir.path().join(format!("queue/{c}.error"))).expect("error task");
-    assert!(task.contains("is gone") && task.contains("\"attempts\": 0"), "{task}");
+    let task = std::fs::read_to_string(site.dir.path().join(format!("queue/{c}.error")))
+        .expect("error task");
+    assert!(
+        task.contains("is gone") && task.contains("\"attempts\": 0"),
+        "{task}"
+    );
 }
 
 #[test]
 fn queue_add_refuses_wrong_hooks_with_barman_exit_codes() {
     let site = Site::local();
     let id = "20261121T100000";
-    let cases: &[(&[(&str, &str)], Option<i32>, &str)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<i32>, &'a str);
+    let cases: &[Case] = &[
         (&[("BARMAN_PHASE", "pre")], Some(2), "post_backup_script"),
         (&[("BARMAN_HOOK", "archive_script")], Some(2), "BARMAN_HOOK"),
         (&[("BARMAN_BACKUP_ID", "")], Some(2), "BARMAN_BACKUP_ID"),
-        (&[("BARMAN_BACKUP_ID", "../../x")], Some(2), "BARMAN_BACKUP_ID"),
-        (&[("BARMAN_RETRY", "1"), ("BARMAN_HOOK", "backup_retry_script"), ("BARMAN_PHASE", "pre")], Some(62), "post_backup_script"),
+        (
+            &[("BARMAN_BACKUP_ID", "../../x")],
+            Some(2),
+            "BARMAN_BACKUP_ID",
+        ),
+        (
+            &[
+                ("BARMAN_RETRY", "1"),
+                ("BARMAN_HOOK", "backup_retry_script"),
+                ("BARMAN_PHASE", "pre"),
+            ],
+            Some(62),
+            "post_backup_script",
+        ),
     ];
     for (extra, code, msg) in cases {
         let out = site.run(&["queue-add"], &hook_env(id, "DONE", extra));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), *code, "{extra:?}: {err}");
-        assert!(err.contains(msg) && err.lines().count() == 1, "{extra:?}: {err}");
+        assert!(
+            err.contains(msg) && err.lines().count() == 1,
+            "{extra:?}: {err}"
+        );
     }
     assert!(queue_files(&site).is_empty());
     // The retry hook with a good environment queues and exits 0.
-    let out = site.run(&["queue-add"], &hook_env(id, "DONE", &[("BARMAN_RETRY", "1"), ("BARMAN_HOOK", "backup_retry_script")]));
+    let out = site.run(
+        &["queue-add"],
+        &hook_env(
+            id,
+            "DONE",
+            &[
+                ("BARMAN_RETRY", "1"),
+                ("BARMAN_HOOK", "backup_retry_script"),
+            ],
+        ),
+    );
     assert!(out.status.success());
     // A broken config as a retry hook: 62, so Barman is never blocked.
     std::fs::write(&site.cfg, "s3: [").expect("w");
-    let out = site.run(&["queue-add"], &hook_env(id, "DONE", &[("BARMAN_RETRY", "1"), ("BARMAN_HOOK", "backup_retry_script")]));
+    let out = site.run(
+        &["queue-add"],
+        &hook_env(
+            id,
+            "DONE",
+            &[
+                ("BARMAN_RETRY", "1"),
+                ("BARMAN_HOOK", "backup_retry_script"),
+            ],
+        ),
+    );
     assert_eq!(out.status.code(), Some(62));
 }

@@ -157,6 +157,11 @@ pub async fn upload_backup(
     std::fs::create_dir_all(journal_dir)
         .map_err(|e| Error::io(format!("create {}", journal_dir.display()), e))?;
     let big = t.config().part_size;
+    let total: u64 = files
+        .iter()
+        .filter_map(|(p, _, _)| std::fs::metadata(p).ok().map(|m| m.len()))
+        .sum();
+    t.progress().add_work(files.len() as u64, total);
     let jobs = files.into_iter().enumerate().map(|(i, (path, rel, mode))| {
         let key = remote.backup_key(id, &rel);
         let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));

@@ -2,6 +2,7 @@
 //! restore, on the shared transfer engine. Each submodule owns one piece; [`cmd`] runs them
 //! for the CLI.
 
+pub mod admin;
 pub mod backup;
 pub mod basesync;
 pub mod cmd;

@@ -153,6 +153,8 @@ pub async fn base_restore(
         })
         .collect();
     let files = jobs.len();
+    t.progress()
+        .add_work(files as u64, jobs.iter().map(|j| j.2).sum());
     let sizes = bounded(
         jobs,
         t.config().concurrency.max(1) * 2,

@@ -24,11 +24,24 @@ use crate::transfer::{Transfer, bounded};
 
 /// Per-server sync state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct WalState {
+pub struct WalState {
     /// Hash directories before this one are complete in the bucket.
-    window: Option<String>,
+    pub window: Option<String>,
     /// Last full reconcile (seconds since the epoch).
-    last_full: u64,
+    pub last_full: u64,
+    /// Last run that finished without error (seconds since the epoch).
+    #[serde(default)]
+    pub last_success: u64,
+}
+
+impl WalState {
+    /// The recorded state of a server (default when none).
+    pub fn load(cfg: &Config, server: &str) -> Self {
+        std::fs::read(state_path(cfg, server))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// What one run did.
@@ -54,7 +67,7 @@ fn is_hash_dir(name: &str) -> bool {
 
 /// Local WAL files (relative path → absolute path) in hash directories ≥ `from` (all when
 /// `None`), plus top-level history files. Also returns the hash directories seen, sorted.
-fn scan_local(wals: &Path, from: Option<&str>) -> Result<(BTreeMap<String, PathBuf>, Vec<String>)> {
+pub fn scan_local(wals: &Path, from: Option<&str>) -> Result<(BTreeMap<String, PathBuf>, Vec<String>)> {
     let mut files = BTreeMap::new();
     let mut dirs = Vec::new();
     let rd = std::fs::read_dir(wals)
@@ -109,10 +122,7 @@ pub async fn wal_sync(
         &format!("wal-sync for server {}", dirs.name),
     )?;
     let spath = state_path(cfg, &dirs.name);
-    let state: WalState = std::fs::read(&spath)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let state = WalState::load(cfg, &dirs.name);
     let full = full
         || state.window.is_none()
         || now().saturating_sub(state.last_full) > cfg.barman.wal_reconcile_every.as_secs();
@@ -157,6 +167,11 @@ pub async fn wal_sync(
         }
     }
     let checked = local.len();
+    let pending: u64 = todo
+        .iter()
+        .filter_map(|(_, p)| std::fs::metadata(p).ok().map(|m| m.len()))
+        .sum();
+    t.progress().add_work(todo.len() as u64, pending);
     let uploads = bounded(todo, t.config().concurrency.max(1) * 2, |(rel, path)| {
         let (t, key) = (t.clone(), remote.wal_key(&rel));
         async move { t.upload_file(&path, &key, None).await.map(|u| u.size) }
@@ -186,6 +201,7 @@ pub async fn wal_sync(
     let new_state = WalState {
         window: new_window,
         last_full: if full { now() } else { state.last_full },
+        last_success: now(),
     };
     let json =
         serde_json::to_vec(&new_state).map_err(|e| Error::Failed(format!("encode state: {e}")))?;

@@ -34,8 +34,11 @@ pub struct LocalStore {
     root: PathBuf,
     /// The sorted walk of the last listing, reused by its continuation pages so a listing of
     /// n keys walks the tree once, not n/1000 times.
-    last_walk: std::sync::Arc<std::sync::Mutex<Option<(String, std::sync::Arc<Vec<ObjectMeta>>)>>>,
+    last_walk: std::sync::Arc<std::sync::Mutex<Option<Walk>>>,
 }
+
+/// A listing prefix and the sorted objects under it.
+type Walk = (String, std::sync::Arc<Vec<ObjectMeta>>);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Sidecar {

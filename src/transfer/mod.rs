@@ -84,6 +84,11 @@ impl Transfer {
         }
     }
 
+    /// The progress sink (callers announce the work they are about to do).
+    pub fn progress(&self) -> &Arc<dyn Progress> {
+        &self.progress
+    }
+
     /// Uses this progress sink.
     pub fn with_progress(mut self, p: Arc<dyn Progress>) -> Self {
         self.progress = p;

@@ -1,0 +1,312 @@
+//! Operator views and actions: `status` (queue, running tasks, WAL lag, last syncs), `check`
+//! (the same as a monitoring plugin: 0 OK, 1 WARNING, 2 CRITICAL) and queue administration
+//! (`queue ls|retry|prune`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::conf::BarmanConf;
+use super::queue::{Queue, State, now};
+use super::remote::Remote;
+use super::wal::{self, WalKind};
+use super::walsync::{WalState, scan_local};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::ListRequest;
+use crate::transfer::Transfer;
+use crate::units::human_duration;
+
+/// One task as `status` and `queue ls` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    /// Backup id.
+    pub backup_id: String,
+    /// Server.
+    pub server: String,
+    /// State.
+    pub state: State,
+    /// Seconds since it was queued.
+    pub age_s: u64,
+    /// Sync attempts.
+    pub attempts: u32,
+    /// pid of the run working it, and whether that process is alive.
+    pub pid: Option<(u32, bool)>,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+/// WAL shipping of one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerView {
+    /// Server.
+    pub server: String,
+    /// Newest WAL segment in Barman's archive.
+    pub newest_local: Option<String>,
+    /// Newest WAL segment in the bucket.
+    pub newest_remote: Option<String>,
+    /// Local WAL files not in the bucket yet.
+    pub pending: usize,
+    /// Seconds the oldest pending WAL has waited.
+    pub pending_age_s: Option<u64>,
+    /// Seconds since the last successful wal-sync.
+    pub last_wal_sync_age_s: Option<u64>,
+    /// Why the view is incomplete (unreadable directory).
+    pub problem: Option<String>,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Tasks by state: run, running, done, error.
+    pub queue: [usize; 4],
+    /// Tasks not done (run, running, error).
+    pub tasks: Vec<TaskView>,
+    /// Per-server WAL view.
+    pub servers: Vec<ServerView>,
+    /// Seconds since the last base-sync without failures.
+    pub last_base_sync_age_s: Option<u64>,
+    /// Whether the bucket answered a listing, with the error otherwise.
+    pub bucket: std::result::Result<(), String>,
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Queue entries as views.
+pub fn queue_views(cfg: &Config) -> Result<Vec<TaskView>> {
+    let q = Queue::open(&cfg.barman.queue_dir)?;
+    Ok(q.tasks()?
+        .into_iter()
+        .map(|e| TaskView {
+            age_s: now().saturating_sub(e.task.enqueued_at),
+            pid: e.task.pid.map(|p| (p, alive(p))),
+            backup_id: e.task.backup_id,
+            server: e.task.server,
+            state: e.state,
+            attempts: e.task.attempts,
+            last_error: e.task.last_error,
+        })
+        .collect())
+}
+
+async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) -> ServerView {
+    let st = WalState::load(cfg, name);
+    let mut v = ServerView {
+        server: name.to_string(),
+        newest_local: None,
+        newest_remote: None,
+        pending: 0,
+        pending_age_s: None,
+        last_wal_sync_age_s: (st.last_success > 0).then(|| now().saturating_sub(st.last_success)),
+        problem: None,
+    };
+    let dirs = match conf.server(name) {
+        Ok(d) => d,
+        Err(e) => {
+            v.problem = Some(e.one_line());
+            return v;
+        }
+    };
+    let (local, _) = match scan_local(&dirs.wals_dir, st.window.as_deref()) {
+        Ok(x) => x,
+        Err(e) => {
+            v.problem = Some(e.one_line());
+            return v;
+        }
+    };
+    let remote = Remote::new(cfg.location.prefix(), name);
+    let prefix = remote.wals_prefix();
+    let req = ListRequest {
+        prefix: prefix.clone(),
+        start_after: st.window.as_ref().map(|w| format!("{prefix}{w}")),
+        ..Default::default()
+    };
+    let mut remote_names = BTreeSet::new();
+    if let Err(e) = t
+        .list_pages(&req, |objs, _| {
+            remote_names.extend(objs.iter().filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string)));
+            true
+        })
+        .await
+    {
+        v.problem = Some(e.one_line());
+        return v;
+    }
+    let segment = |rel: &&String| {
+        let n = rel.rsplit('/').next().unwrap_or("");
+        wal::classify(n) == Some(WalKind::Segment)
+    };
+    v.newest_local = local.keys().filter(segment).max().map(|r| r[17..].to_string());
+    v.newest_remote = remote_names.iter().filter(segment).max().map(|r| r[17..].to_string());
+    let mut oldest: Option<u64> = None;
+    for (rel, path) in &local {
+        if remote_names.contains(rel) {
+            continue;
+        }
+        v.pending += 1;
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(now(), |d| d.as_secs());
+        oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
+    }
+    v.pending_age_s = oldest.map(|o| now().saturating_sub(o));
+    v
+}
+
+/// Gathers the status: queue, tasks, every configured server, bucket reachability.
+pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
+    let views = queue_views(cfg)?;
+    let mut queue = [0usize; 4];
+    for v in &views {
+        queue[v.state as usize] += 1;
+    }
+    let tasks = views.into_iter().filter(|v| v.state != State::Done).collect();
+    let req = ListRequest {
+        prefix: cfg.location.prefix().to_string(),
+        max_keys: Some(1),
+        ..Default::default()
+    };
+    let bucket = t.list_pages(&req, |_, _| false).await.map_err(|e| e.one_line());
+    let mut servers = Vec::new();
+    if bucket.is_ok() {
+        let conf = BarmanConf::load(&cfg.barman.config)?;
+        for name in conf.servers() {
+            servers.push(server_view(cfg, t, &conf, &name).await);
+        }
+    }
+    let last_base_sync_age_s = std::fs::read(cfg.barman.state_dir.join("base-sync.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["last_success"].as_u64())
+        .map(|t| now().saturating_sub(t));
+    Ok(Status {
+        queue,
+        tasks,
+        servers,
+        last_base_sync_age_s,
+        bucket,
+    })
+}
+
+/// Thresholds of `check`.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// Oldest pending WAL older than this: WARNING.
+    pub wal_warning: Duration,
+    /// Oldest pending WAL older than this: CRITICAL.
+    pub wal_critical: Duration,
+    /// A `.running` task whose process is gone, or older than this: CRITICAL.
+    pub stuck: Duration,
+}
+
+/// Nagios plugin states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// 0.
+    Ok = 0,
+    /// 1.
+    Warning = 1,
+    /// 2.
+    Critical = 2,
+}
+
+/// Judges a status: the worst level and the one-line plugin output with perfdata.
+pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
+    let mut level = Level::Ok;
+    let mut notes: Vec<String> = Vec::new();
+    let mut raise = |l: Level, note: String| {
+        level = level.max(l);
+        notes.push(note);
+    };
+    if let Err(e) = &s.bucket {
+        raise(Level::Critical, format!("bucket unreachable: {e}"));
+    }
+    for t in &s.tasks {
+        match t.state {
+            State::Error => raise(
+                Level::Warning,
+                format!("task {} in .error: {}", t.backup_id, t.last_error.as_deref().unwrap_or("?")),
+            ),
+            State::Running if t.pid.is_some_and(|(_, a)| !a) => raise(
+                Level::Critical,
+                format!("task {} stuck in .running (its process is gone)", t.backup_id),
+            ),
+            State::Running if t.age_s > th.stuck.as_secs() => raise(
+                Level::Critical,
+                format!("task {} running for {}", t.backup_id, human_duration(Duration::from_secs(t.age_s))),
+            ),
+            _ => {}
+        }
+    }
+    for v in &s.servers {
+        if let Some(p) = &v.problem {
+            raise(Level::Critical, format!("{}: {p}", v.server));
+        }
+        if let Some(age) = v.pending_age_s {
+            let d = Duration::from_secs(age);
+            let note = format!("{}: {} WAL(s) not shipped, oldest {}", v.server, v.pending, human_duration(d));
+            if d > th.wal_critical {
+                raise(Level::Critical, note);
+            } else if d > th.wal_warning {
+                raise(Level::Warning, note);
+            }
+        }
+    }
+    let word = ["OK", "WARNING", "CRITICAL"][level as usize];
+    let summary = if notes.is_empty() {
+        format!(
+            "queue {} run, {} running, {} done, {} error; {} server(s) shipping",
+            s.queue[0], s.queue[1], s.queue[2], s.queue[3], s.servers.len()
+        )
+    } else {
+        notes.join("; ")
+    };
+    let mut perf = format!("queue_run={} queue_running={} queue_error={}", s.queue[0], s.queue[1], s.queue[3]);
+    for v in &s.servers {
+        perf.push_str(&format!(
+            " wal_pending_{}={} wal_pending_age_{}={}s",
+            v.server,
+            v.pending,
+            v.server,
+            v.pending_age_s.unwrap_or(0)
+        ));
+    }
+    (level, format!("BARMANS3 {word} - {summary} | {perf}"))
+}
+
+/// `queue retry ID`: an `.error` (or stuck `.run`) task goes back to `.run` for the next base-sync.
+pub fn queue_retry(cfg: &Config, id: &str) -> Result<()> {
+    let q = Queue::open(&cfg.barman.queue_dir)?;
+    let entry = q
+        .tasks()?
+        .into_iter()
+        .find(|e| e.task.backup_id == id)
+        .ok_or_else(|| Error::Usage(format!("no task for backup {id:?} in {}", q.dir().display())))?;
+    if entry.state == State::Running {
+        return Err(Error::Usage(format!("task {id} is running; wait for it or for base-sync to recover it")));
+    }
+    let mut task = entry.task;
+    task.last_error = None;
+    task.enqueued_at = now();
+    q.save(&task, State::Run)
+}
+
+/// `queue prune --older-than AGE`: deletes `.done` tasks queued longer ago than `age`.
+pub fn queue_prune(cfg: &Config, age: Duration) -> Result<usize> {
+    let q = Queue::open(&cfg.barman.queue_dir)?;
+    let mut n = 0;
+    for e in q.tasks()? {
+        if e.state == State::Done && now().saturating_sub(e.task.enqueued_at) > age.as_secs() {
+            let p = q.dir().join(format!("{}.done", e.task.backup_id));
+            std::fs::remove_file(&p).map_err(|err| Error::io(format!("remove {}", p.display()), err))?;
+            n += 1;
+        }
+    }
+    crate::fsutil::sync_dir(q.dir())?;
+    Ok(n)
+}
