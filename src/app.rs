@@ -7,11 +7,11 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 use crate::cli::{Cli, Command, ConfigCommand, Global, QueueCommand, StoreCommand};
-use std::os::unix::fs::OpenOptionsExt;
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::store::{self, ListRequest, join_key};
 use crate::transfer::{Cancel, Expect, Transfer};
+use std::os::unix::fs::OpenOptionsExt;
 
 /// The optional log file (`barman.log_dir`), opened once per run so logrotate can move it.
 static LOG_FILE: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
@@ -212,6 +212,9 @@ async fn store_command(g: &Global, cmd: &StoreCommand, cancel: Arc<Cancel>) -> R
     match cmd {
         StoreCommand::Put { source, key } => {
             let key = join_key(&prefix, key);
+            if let Ok(m) = std::fs::metadata(source) {
+                t.progress().add_work(1, m.len());
+            }
             let up = if source == "-" {
                 t.upload_stream(tokio::io::stdin(), &key).await?
             } else {
@@ -274,24 +277,25 @@ fn config_init(output: Option<&std::path::Path>) -> Result<Exit> {
                 .mode(0o600)
                 .open(p)
                 .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::AlreadyExists => Error::Usage(format!(
-                        "{} exists; not overwriting it",
-                        p.display()
-                    )),
+                    std::io::ErrorKind::AlreadyExists => {
+                        Error::Usage(format!("{} exists; not overwriting it", p.display()))
+                    }
                     _ => Error::io(format!("create {}", p.display()), e),
                 })?;
             std::io::Write::write_all(&mut f, text.as_bytes())
                 .map_err(|e| Error::io(format!("write {}", p.display()), e))?;
-            eprintln!("barmans3: wrote {}; edit the s3 section, then run barmans3 config check", p.display());
+            eprintln!(
+                "barmans3: wrote {}; edit the s3 section, then run barmans3 config check",
+                p.display()
+            );
         }
     }
     Ok(Exit::Success)
 }
 
 fn import_legacy(file: &std::path::Path) -> Result<Exit> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        Error::Config(format!("cannot read {}: {}", file.display(), e.kind()))
-    })?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::Config(format!("cannot read {}: {}", file.display(), e.kind())))?;
     let imported = crate::config::legacy::import_legacy(&text, &file.display().to_string())?;
     print!("{}", imported.yaml);
     for n in &imported.notes {
@@ -307,9 +311,15 @@ async fn admin_command(g: &Global, cmd: &Command, cancel: Arc<Cancel>) -> Result
         Command::Queue(QueueCommand::Ls) => {
             let views = admin::queue_views(&cfg)?;
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&views).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&views).unwrap_or_default()
+                );
             } else {
-                println!("{:<16} {:<8} {:<8} {:>9} {:>8}  LAST ERROR", "ID", "SERVER", "STATE", "AGE", "ATTEMPTS");
+                println!(
+                    "{:<16} {:<8} {:<8} {:>9} {:>8}  LAST ERROR",
+                    "ID", "SERVER", "STATE", "AGE", "ATTEMPTS"
+                );
                 for v in views {
                     println!(
                         "{:<16} {:<8} {:<8} {:>9} {:>8}  {}",
@@ -372,7 +382,11 @@ async fn admin_command(g: &Global, cmd: &Command, cancel: Arc<Cancel>) -> Result
 
 fn render_status(s: &crate::barman::admin::Status) -> String {
     use crate::units::human_duration;
-    let age = |a: Option<u64>| a.map_or("never".into(), |s| format!("{} ago", human_duration(std::time::Duration::from_secs(s))));
+    let age = |a: Option<u64>| {
+        a.map_or("never".into(), |s| {
+            format!("{} ago", human_duration(std::time::Duration::from_secs(s)))
+        })
+    };
     let mut out = format!(
         "bucket: {}
 queue: {} run, {} running, {} done, {} error; last good base-sync {}
@@ -394,8 +408,13 @@ queue: {} run, {} running, {} done, {} error; last good base-sync {}
             t.backup_id,
             t.state,
             t.attempts,
-            t.pid.map_or(String::new(), |(p, alive)| format!(" pid={p}{}", if alive { "" } else { " (gone)" })),
-            t.last_error.as_ref().map_or(String::new(), |e| format!(" error: {e}"))
+            t.pid.map_or(String::new(), |(p, alive)| format!(
+                " pid={p}{}",
+                if alive { "" } else { " (gone)" }
+            )),
+            t.last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" error: {e}"))
         ));
     }
     for v in &s.servers {

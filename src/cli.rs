@@ -190,7 +190,10 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
         if clap_mangen::Man::new(cmd.clone()).render(&mut buf).is_ok() {
             out.push((format!("{name}.1"), buf));
         }
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
             walk(sub, format!("{name}-{}", sub.get_name()), out);
         }
     }

@@ -74,7 +74,6 @@ impl Bars {
             self.objects_total.load(Relaxed)
         ));
     }
-
 }
 
 impl Progress for Bars {

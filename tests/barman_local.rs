@@ -4,115 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_barmans3");
-
-/// A Barman home with one server `pg`, a barmans3 config pointing at `store`, queue and state.
-struct Site {
-    dir: tempfile::TempDir,
-    cfg: PathBuf,
-}
-
-impl Site {
-    fn new(store_yaml: &str) -> Site {
-        let dir = tempfile::tempdir().expect("tmp");
-        let home = dir.path().join("barman");
-        for d in ["pg/base", "pg/meta", "pg/wals"] {
-            std::fs::create_dir_all(home.join(d)).expect("mkdir");
-        }
-        std::fs::write(
-            dir.path().join("barman.conf"),
-            format!(
-                "[barman]\nbarman_home = {}\n[pg]\nconninfo = x\n",
-                home.display()
-            ),
-        )
-        .expect("barman.conf");
-        let cfg = dir.path().join("barmans3.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "{store_yaml}barman:\n  config: {d}/barman.conf\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n",
-                d = dir.path().display()
-            ),
-        )
-        .expect("config");
-        std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod");
-        Site { dir, cfg }
-    }
-
-    fn local() -> Site {
-        let s = Site::new("");
-        let bucket = s.dir.path().join("bucket");
-        std::fs::create_dir_all(&bucket).expect("bucket");
-        let text = std::fs::read_to_string(&s.cfg).expect("cfg");
-        std::fs::write(
-            &s.cfg,
-            format!("store: file://{}\n{text}", bucket.display()),
-        )
-        .expect("w");
-        s
-    }
-
-    fn wals(&self) -> PathBuf {
-        self.dir.path().join("barman/pg/wals")
-    }
-
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&self.cfg)
-            .args(args)
-            .envs(env.iter().copied())
-            .output()
-            .expect("run barmans3")
-    }
-
-    /// Runs with `--json` and returns the run summary's request counts.
-    fn requests(&self, args: &[&str]) -> (u64, BTreeMap<String, u64>) {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.run(&all, &[]);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_string();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("summary JSON");
-        let by: BTreeMap<String, u64> = v["requests"]
-            .as_object()
-            .expect("requests")
-            .iter()
-            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
-            .collect();
-        (v["total_requests"].as_u64().expect("total"), by)
-    }
-}
-
-fn wal_name(seg: u64) -> String {
-    format!("{:08X}{:08X}{:08X}", 1, seg / 256, seg % 256)
-}
-
-/// Writes `n` small WAL files (segments 1..=n on timeline 1) into `wals/`.
-fn make_archive(wals: &Path, from: u64, n: u64) {
-    for seg in from..from + n {
-        let name = wal_name(seg);
-        let dir = wals.join(&name[..16]);
-        if seg == from || seg % 256 == 0 {
-            std::fs::create_dir_all(&dir).expect("hash dir");
-        }
-        std::fs::write(dir.join(&name), name.as_bytes()).expect("wal");
-    }
-}
+use common::site::{Site, make_archive, wal_name, write_backup};
 
 #[test]
 fn no_change_wal_sync_over_100000_wals_is_one_listing() {
@@ -242,17 +136,6 @@ fn hook_env<'a>(
         v.push((k, val));
     }
     v
-}
-
-fn write_backup(site: &Site, id: &str, status: &str) {
-    let base = site.dir.path().join("barman/pg/base").join(id);
-    std::fs::create_dir_all(base.join("data/pg_wal")).expect("mkdir");
-    std::fs::write(base.join("data/PG_VERSION"), "15\n").expect("w");
-    std::fs::write(
-        site.dir.path().join(format!("barman/pg/meta/{id}-backup.info")),
-        format!("begin_wal=000000010000000000000003\nend_wal=000000010000000000000003\nstatus={status}\n"),
-    )
-    .expect("info");
 }
 
 fn queue_files(site: &Site) -> Vec<String> {

@@ -127,7 +127,10 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
     let mut remote_names = BTreeSet::new();
     if let Err(e) = t
         .list_pages(&req, |objs, _| {
-            remote_names.extend(objs.iter().filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string)));
+            remote_names.extend(
+                objs.iter()
+                    .filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string)),
+            );
             true
         })
         .await
@@ -139,8 +142,16 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
         let n = rel.rsplit('/').next().unwrap_or("");
         wal::classify(n) == Some(WalKind::Segment)
     };
-    v.newest_local = local.keys().filter(segment).max().map(|r| r[17..].to_string());
-    v.newest_remote = remote_names.iter().filter(segment).max().map(|r| r[17..].to_string());
+    v.newest_local = local
+        .keys()
+        .filter(segment)
+        .max()
+        .map(|r| r[17..].to_string());
+    v.newest_remote = remote_names
+        .iter()
+        .filter(segment)
+        .max()
+        .map(|r| r[17..].to_string());
     let mut oldest: Option<u64> = None;
     for (rel, path) in &local {
         if remote_names.contains(rel) {
@@ -165,13 +176,19 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
     for v in &views {
         queue[v.state as usize] += 1;
     }
-    let tasks = views.into_iter().filter(|v| v.state != State::Done).collect();
+    let tasks = views
+        .into_iter()
+        .filter(|v| v.state != State::Done)
+        .collect();
     let req = ListRequest {
         prefix: cfg.location.prefix().to_string(),
         max_keys: Some(1),
         ..Default::default()
     };
-    let bucket = t.list_pages(&req, |_, _| false).await.map_err(|e| e.one_line());
+    let bucket = t
+        .list_pages(&req, |_, _| false)
+        .await
+        .map_err(|e| e.one_line());
     let mut servers = Vec::new();
     if bucket.is_ok() {
         let conf = BarmanConf::load(&cfg.barman.config)?;
@@ -230,15 +247,26 @@ pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
         match t.state {
             State::Error => raise(
                 Level::Warning,
-                format!("task {} in .error: {}", t.backup_id, t.last_error.as_deref().unwrap_or("?")),
+                format!(
+                    "task {} in .error: {}",
+                    t.backup_id,
+                    t.last_error.as_deref().unwrap_or("?")
+                ),
             ),
             State::Running if t.pid.is_some_and(|(_, a)| !a) => raise(
                 Level::Critical,
-                format!("task {} stuck in .running (its process is gone)", t.backup_id),
+                format!(
+                    "task {} stuck in .running (its process is gone)",
+                    t.backup_id
+                ),
             ),
             State::Running if t.age_s > th.stuck.as_secs() => raise(
                 Level::Critical,
-                format!("task {} running for {}", t.backup_id, human_duration(Duration::from_secs(t.age_s))),
+                format!(
+                    "task {} running for {}",
+                    t.backup_id,
+                    human_duration(Duration::from_secs(t.age_s))
+                ),
             ),
             _ => {}
         }
@@ -249,7 +277,12 @@ pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
         }
         if let Some(age) = v.pending_age_s {
             let d = Duration::from_secs(age);
-            let note = format!("{}: {} WAL(s) not shipped, oldest {}", v.server, v.pending, human_duration(d));
+            let note = format!(
+                "{}: {} WAL(s) not shipped, oldest {}",
+                v.server,
+                v.pending,
+                human_duration(d)
+            );
             if d > th.wal_critical {
                 raise(Level::Critical, note);
             } else if d > th.wal_warning {
@@ -261,12 +294,19 @@ pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
     let summary = if notes.is_empty() {
         format!(
             "queue {} run, {} running, {} done, {} error; {} server(s) shipping",
-            s.queue[0], s.queue[1], s.queue[2], s.queue[3], s.servers.len()
+            s.queue[0],
+            s.queue[1],
+            s.queue[2],
+            s.queue[3],
+            s.servers.len()
         )
     } else {
         notes.join("; ")
     };
-    let mut perf = format!("queue_run={} queue_running={} queue_error={}", s.queue[0], s.queue[1], s.queue[3]);
+    let mut perf = format!(
+        "queue_run={} queue_running={} queue_error={}",
+        s.queue[0], s.queue[1], s.queue[3]
+    );
     for v in &s.servers {
         perf.push_str(&format!(
             " wal_pending_{}={} wal_pending_age_{}={}s",
@@ -286,9 +326,16 @@ pub fn queue_retry(cfg: &Config, id: &str) -> Result<()> {
         .tasks()?
         .into_iter()
         .find(|e| e.task.backup_id == id)
-        .ok_or_else(|| Error::Usage(format!("no task for backup {id:?} in {}", q.dir().display())))?;
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "no task for backup {id:?} in {}",
+                q.dir().display()
+            ))
+        })?;
     if entry.state == State::Running {
-        return Err(Error::Usage(format!("task {id} is running; wait for it or for base-sync to recover it")));
+        return Err(Error::Usage(format!(
+            "task {id} is running; wait for it or for base-sync to recover it"
+        )));
     }
     let mut task = entry.task;
     task.last_error = None;
@@ -301,9 +348,10 @@ pub fn queue_prune(cfg: &Config, age: Duration) -> Result<usize> {
     let q = Queue::open(&cfg.barman.queue_dir)?;
     let mut n = 0;
     for e in q.tasks()? {
-        if e.state == State::Done && now().saturating_sub(e.task.enqueued_at) > age.as_secs() {
+        if e.state == State::Done && now().saturating_sub(e.task.enqueued_at) >= age.as_secs() {
             let p = q.dir().join(format!("{}.done", e.task.backup_id));
-            std::fs::remove_file(&p).map_err(|err| Error::io(format!("remove {}", p.display()), err))?;
+            std::fs::remove_file(&p)
+                .map_err(|err| Error::io(format!("remove {}", p.display()), err))?;
             n += 1;
         }
     }

@@ -160,7 +160,10 @@ pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
         let stamp = serde_json::json!({ "last_success": now() }).to_string();
         std::fs::create_dir_all(&cfg.barman.state_dir)
             .map_err(|e| Error::io("create state directory", e))?;
-        crate::fsutil::write_atomic(&cfg.barman.state_dir.join("base-sync.json"), stamp.as_bytes())?;
+        crate::fsutil::write_atomic(
+            &cfg.barman.state_dir.join("base-sync.json"),
+            stamp.as_bytes(),
+        )?;
     }
     Ok(report)
 }

@@ -67,7 +67,10 @@ fn is_hash_dir(name: &str) -> bool {
 
 /// Local WAL files (relative path → absolute path) in hash directories ≥ `from` (all when
 /// `None`), plus top-level history files. Also returns the hash directories seen, sorted.
-pub fn scan_local(wals: &Path, from: Option<&str>) -> Result<(BTreeMap<String, PathBuf>, Vec<String>)> {
+pub fn scan_local(
+    wals: &Path,
+    from: Option<&str>,
+) -> Result<(BTreeMap<String, PathBuf>, Vec<String>)> {
     let mut files = BTreeMap::new();
     let mut dirs = Vec::new();
     let rd = std::fs::read_dir(wals)

@@ -44,9 +44,14 @@ fn quote(s: &str) -> String {
 pub fn import_legacy(text: &str, file: &str) -> Result<Imported> {
     let vars = parse_vars(text);
     let mut notes = Vec::new();
-    let bucket_uri = vars.get("S3_BUCKET_URI").filter(|v| !v.is_empty()).ok_or_else(|| {
-        Error::Config(format!("{file}: S3_BUCKET_URI is missing; it names the bucket (s3://bucket/path)"))
-    })?;
+    let bucket_uri = vars
+        .get("S3_BUCKET_URI")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{file}: S3_BUCKET_URI is missing; it names the bucket (s3://bucket/path)"
+            ))
+        })?;
     let (bucket, prefix) = match StoreLocation::parse(bucket_uri.trim_end_matches('/')) {
         Ok(StoreLocation::S3 { bucket, prefix }) => (bucket, prefix),
         Ok(_) | Err(_) => {
@@ -55,12 +60,17 @@ pub fn import_legacy(text: &str, file: &str) -> Result<Imported> {
             )));
         }
     };
-    let mut yaml = String::from("# Imported from a BarmanS3 configuration by `barmans3 config import-legacy`.\ns3:\n");
+    let mut yaml = String::from(
+        "# Imported from a BarmanS3 configuration by `barmans3 config import-legacy`.\ns3:\n",
+    );
     if let Some(ep) = vars.get("S3_ENDPOINT_URI").filter(|v| !v.is_empty()) {
-        validate_endpoint(ep).map_err(|e| Error::Config(format!("{file}: S3_ENDPOINT_URI: {e}")))?;
+        validate_endpoint(ep)
+            .map_err(|e| Error::Config(format!("{file}: S3_ENDPOINT_URI: {e}")))?;
         yaml.push_str(&format!("  endpoint: {}\n", quote(ep)));
     } else {
-        notes.push("S3_ENDPOINT_URI not set: AWS S3 is used, region from the AWS configuration".into());
+        notes.push(
+            "S3_ENDPOINT_URI not set: AWS S3 is used, region from the AWS configuration".into(),
+        );
     }
     yaml.push_str(&format!("  bucket: {}\n", quote(&bucket)));
     if !prefix.is_empty() {
@@ -88,10 +98,22 @@ pub fn import_legacy(text: &str, file: &str) -> Result<Imported> {
         Some(q) => q.clone(),
         None => "/var/lib/barmans3/queue".to_string(),
     };
-    yaml.push_str(&format!("  queue_dir: {}\n  state_dir: /var/lib/barmans3/state\n", quote(&queue)));
+    yaml.push_str(&format!(
+        "  queue_dir: {}\n  state_dir: /var/lib/barmans3/state\n",
+        quote(&queue)
+    ));
     for k in vars.keys() {
-        if !["S3_ENDPOINT_URI", "S3_BUCKET_URI", "BARMAN_ROOTPATH", "BASESYNC_QUEUE"].contains(&k.as_str()) {
-            notes.push(format!("{k} ignored: not a BarmanS3 setting barmans3 knows"));
+        if ![
+            "S3_ENDPOINT_URI",
+            "S3_BUCKET_URI",
+            "BARMAN_ROOTPATH",
+            "BASESYNC_QUEUE",
+        ]
+        .contains(&k.as_str())
+        {
+            notes.push(format!(
+                "{k} ignored: not a BarmanS3 setting barmans3 knows"
+            ));
         }
     }
     // The result must load: the same validation as any config file.
@@ -111,11 +133,25 @@ mod tests {
         )
         .expect("imports");
         let c = super::super::Config::parse(&i.yaml, None).expect("valid");
-        assert_eq!(c.location, StoreLocation::S3 { bucket: "backups".into(), prefix: "barman".into() });
+        assert_eq!(
+            c.location,
+            StoreLocation::S3 {
+                bucket: "backups".into(),
+                prefix: "barman".into()
+            }
+        );
         assert_eq!(c.s3.endpoint.as_deref(), Some("https://s3.example.com"));
-        assert_eq!(c.barman.queue_dir, std::path::PathBuf::from("/var/lib/barmans3/queue"));
+        assert_eq!(
+            c.barman.queue_dir,
+            std::path::PathBuf::from("/var/lib/barmans3/queue")
+        );
         let notes = i.notes.join("\n");
-        for want in ["tmpfs", "BARMAN_ROOTPATH", "FOO ignored", "credential chain"] {
+        for want in [
+            "tmpfs",
+            "BARMAN_ROOTPATH",
+            "FOO ignored",
+            "credential chain",
+        ] {
             assert!(notes.contains(want), "{want}: {notes}");
         }
         assert!(import_legacy("S3_ENDPOINT_URI=x\n", "f").is_err());

@@ -2,6 +2,8 @@
 //! when the test process exits), stores for both backends, unique prefixes.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod site;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
