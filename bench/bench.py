@@ -93,6 +93,8 @@ class Env:
             f"[default]\nregion = {REGION}\ns3 =\n  max_concurrent_requests = 24\n  multipart_chunksize = 128MB\n"
         )
         self.env = dict(os.environ)
+        # A CA bundle variable makes rclone's S3 backend refuse to start; the local server is HTTP.
+        self.env.pop("AWS_CA_BUNDLE", None)
         self.env.update(
             AWS_CONFIG_FILE=str(aws_cfg),
             AWS_SHARED_CREDENTIALS_FILE=str(self.tmp / "none"),
