@@ -210,7 +210,12 @@ impl Transfer {
                     let mut crc = 0u32;
                     let mut md5 = want_md5.then(Md5State::default);
                     let mut got = 0u64;
-                    let mut batch = BytesMut::new();
+                    // One batch buffer per piece, reused: fresh 4 MiB allocations per batch
+                    // cost page faults and compaction (seen in a profile of a 2 GiB download).
+                    let mut batch = match &sink {
+                        Sink::File(_) => Vec::with_capacity(WRITE_BATCH.min(range.len() as usize)),
+                        Sink::Memory => Vec::new(),
+                    };
                     let mut mem = BytesMut::new();
                     while let Some(chunk) = body.next_chunk().await? {
                         crc = checksum::crc32c_append(crc, &chunk);
@@ -227,7 +232,7 @@ impl Transfer {
                                 batch.extend_from_slice(&chunk);
                                 if batch.len() >= WRITE_BATCH {
                                     let off = range.start + got - batch.len() as u64;
-                                    write_at(f.clone(), off, batch.split().freeze()).await?;
+                                    batch = write_at(f.clone(), off, batch).await?;
                                 }
                             }
                         }
@@ -251,7 +256,7 @@ impl Transfer {
                         && !batch.is_empty()
                     {
                         let off = range.start + got - batch.len() as u64;
-                        write_at(f.clone(), off, batch.freeze()).await?;
+                        write_at(f.clone(), off, batch).await?;
                     }
                     self.progress.bytes_done(got);
                     let data = matches!(sink, Sink::Memory).then(|| mem.freeze());
@@ -461,11 +466,17 @@ async fn flush<W: AsyncWrite + Unpin + Send>(
     Ok(())
 }
 
-async fn write_at(file: Arc<File>, offset: u64, data: Bytes) -> Result<()> {
-    tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
-        .await
-        .map_err(|e| Error::Failed(format!("write task failed: {e}")))?
-        .map_err(|e| Error::io("write downloaded data", e))
+/// Writes `data` at `offset` and hands the buffer back, emptied, for the next batch.
+async fn write_at(file: Arc<File>, offset: u64, mut data: Vec<u8>) -> Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        file.write_all_at(&data, offset).map(|()| {
+            data.clear();
+            data
+        })
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("write task failed: {e}")))?
+    .map_err(|e| Error::io("write downloaded data", e))
 }
 
 /// Checks the fetched bytes against the caller's record and the object's own checksum.
