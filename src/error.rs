@@ -62,7 +62,11 @@ pub struct StoreFailure {
 
 impl fmt::Display for StoreFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: ", self.op, self.key)?;
+        if self.key.is_empty() {
+            write!(f, "{}: ", self.op)?;
+        } else {
+            write!(f, "{} {}: ", self.op, self.key)?;
+        }
         match (&self.code, self.status) {
             (Some(code), Some(status)) => write!(f, "{code} (HTTP {status}): ")?,
             (Some(code), None) => write!(f, "{code}: ")?,

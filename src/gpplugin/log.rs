@@ -116,8 +116,8 @@ pub fn log_path() -> Option<PathBuf> {
 pub fn init(verbosity: Verbosity) -> LogTarget {
     let filter = match verbosity {
         Verbosity::Error => "error",
-        Verbosity::Info => "barmans3=info,warn",
-        Verbosity::Verbose => "barmans3=debug,warn",
+        Verbosity::Info => "barmans3=info,aws_config=error,warn",
+        Verbosity::Verbose => "barmans3=debug,aws_config=error,warn",
         Verbosity::Debug => "debug",
     };
     let file = log_path().and_then(|p| {

@@ -24,7 +24,6 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
 use super::{
@@ -45,6 +44,21 @@ pub struct S3Store {
     acl: Option<ObjectCannedAcl>,
     sse: Sse,
     read_timeout: Duration,
+}
+
+/// The chain of causes of an error as one line (`a: b: c`), without the debug dump that the
+/// SDK's context display appends, and without repeating a cause already included.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    one_line(&parts.join(": "))
 }
 
 fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
@@ -78,21 +92,13 @@ where
             } else {
                 "request could not be sent to"
             };
-            (
-                !d.is_user(),
-                format!(
-                    "{why} {endpoint}: {}",
-                    one_line(&DisplayErrorContext(&err).to_string())
-                ),
-            )
+            (!d.is_user(), format!("{why} {endpoint}: {}", causes(&err)))
         }
         SdkError::ResponseError(_) => (
             true,
             format!("incomplete or invalid response from {endpoint}"),
         ),
-        SdkError::ConstructionFailure(_) => {
-            (false, one_line(&DisplayErrorContext(&err).to_string()))
-        }
+        SdkError::ConstructionFailure(_) => (false, causes(&err)),
         _ => {
             let retryable = matches!(status, Some(408 | 429 | 500..=599))
                 || matches!(
@@ -323,7 +329,7 @@ impl BodyReader for S3Body {
             Ok(Some(Err(e))) => Err(lost(format!(
                 "body truncated from {}: {}",
                 self.endpoint,
-                one_line(&DisplayErrorContext(&e).to_string())
+                causes(&e)
             ))),
         }
     }
