@@ -281,3 +281,50 @@ fn queue_add_refuses_wrong_hooks_with_barman_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(62));
 }
+
+#[test]
+fn two_base_syncs_at_once_process_each_task_once() {
+    let site = Site::local();
+    let ids = ["20261121T100000", "20261121T110000", "20261121T120000"];
+    for id in ids {
+        write_backup(&site, id, "DONE");
+        let out = site.run(&["queue-add"], &hook_env(id, "DONE", &[]));
+        assert!(out.status.success());
+    }
+    // Two runs started together: one works the queue, the other finds the lock held and
+    // exits 75 without touching anything (or, if it came second, finds nothing left to do).
+    let spawn = || {
+        Command::new(common::site::BIN)
+            .arg("--config")
+            .arg(&site.cfg)
+            .arg("base-sync")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    let codes = [a.status.code(), b.status.code()];
+    assert!(codes.contains(&Some(0)), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| matches!(c, Some(0) | Some(75))),
+        "{codes:?}"
+    );
+    for id in ids {
+        let task = std::fs::read_to_string(site.dir.path().join(format!("queue/{id}.done")))
+            .expect("done once");
+        assert!(
+            task.contains("\"attempts\": 1"),
+            "{id} worked more than once: {task}"
+        );
+    }
+    // A held queue lock: the second run reports it.
+    let lock = std::fs::File::create(site.dir.path().join("queue/.base-sync.lock")).expect("f");
+    lock.lock().expect("hold");
+    let out = site.run(&["base-sync"], &[]);
+    assert_eq!(out.status.code(), Some(75));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another base-sync is running"));
+}

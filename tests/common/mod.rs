@@ -2,6 +2,7 @@
 //! when the test process exits), stores for both backends, unique prefixes.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod faults;
 pub mod site;
 
 use std::collections::HashMap;

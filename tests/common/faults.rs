@@ -1,0 +1,193 @@
+//! A fault-injecting HTTP proxy for tests: sits on 127.0.0.1 between a client and the test S3
+//! server, handles one request per connection (it answers `Connection: close`), and with a
+//! seeded probability answers 503 SlowDown or 500, drops the connection mid-request or
+//! mid-response, or stalls past the client's timeout. Counts what it injected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A running proxy.
+pub struct FaultProxy {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// Requests seen.
+    pub requests: Arc<AtomicU64>,
+    /// Faults injected.
+    pub faults: Arc<AtomicU64>,
+    _rt: tokio::runtime::Runtime,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    SlowDown,
+    Internal,
+    DropRequest,
+    DropResponse,
+    Stall,
+}
+
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(p + 4);
+        }
+        let mut chunk = [0u8; 16384];
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// Rewrites a head's Connection header to `close`.
+fn close_head(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+async fn error_response(c: &mut TcpStream, status: &str, code: &str) {
+    let body = format!(
+        "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+    );
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = c.write_all(resp.as_bytes()).await;
+    let _ = c.shutdown().await;
+}
+
+async fn handle(mut c: TcpStream, upstream: String, fault: Option<Fault>, stall: Duration) {
+    let mut buf = Vec::new();
+    let Some(head_len) = read_head(&mut c, &mut buf).await else {
+        return;
+    };
+    let body_len = content_length(&buf[..head_len]);
+    match fault {
+        Some(Fault::SlowDown) => return error_response(&mut c, "503 Slow Down", "SlowDown").await,
+        Some(Fault::Internal) => {
+            return error_response(&mut c, "500 Internal Server Error", "InternalError").await;
+        }
+        Some(Fault::DropRequest) => return,
+        Some(Fault::Stall) => {
+            tokio::time::sleep(stall).await;
+            return;
+        }
+        _ => {}
+    }
+    while buf.len() < head_len + body_len {
+        let mut chunk = vec![0u8; 1 << 16];
+        match c.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let Ok(mut u) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let mut req = close_head(&buf[..head_len]);
+    req.extend_from_slice(&buf[head_len..]);
+    if u.write_all(&req).await.is_err() {
+        return;
+    }
+    let mut resp = Vec::new();
+    let Some(rhead) = read_head(&mut u, &mut resp).await else {
+        return;
+    };
+    let mut out = close_head(&resp[..rhead]);
+    out.extend_from_slice(&resp[rhead..]);
+    let rbody = content_length(&resp[..rhead]);
+    if let Some(Fault::DropResponse) = fault {
+        // Send the head and at most half the body, then drop the connection.
+        let keep = (rhead.min(out.len())) + rbody / 2;
+        let _ = c.write_all(&out[..keep.min(out.len())]).await;
+        return;
+    }
+    if c.write_all(&out).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy(&mut u, &mut c).await;
+    let _ = c.shutdown().await;
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (`http://host:port`) injecting a fault into `rate` of the
+    /// requests (0.0..1.0), chosen by `seed`. Stalls last `stall`.
+    pub fn start(upstream: &str, rate: f64, seed: u64, stall: Duration) -> FaultProxy {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        let listener = rt
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let (requests, faults) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (r, f) = (requests.clone(), faults.clone());
+        rt.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed);
+            loop {
+                let Ok((c, _)) = listener.accept().await else {
+                    return;
+                };
+                r.fetch_add(1, Ordering::Relaxed);
+                let fault = rng
+                    .random_bool(rate)
+                    .then(|| match rng.random_range(0..10) {
+                        0..=2 => Fault::SlowDown,
+                        3..=4 => Fault::Internal,
+                        5..=6 => Fault::DropRequest,
+                        7..=8 => Fault::DropResponse,
+                        _ => Fault::Stall,
+                    });
+                if fault.is_some() {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::spawn(handle(c, upstream.clone(), fault, stall));
+            }
+        });
+        FaultProxy {
+            endpoint,
+            requests,
+            faults,
+            _rt: rt,
+        }
+    }
+
+    /// (requests, faults) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.faults.load(Ordering::Relaxed),
+        )
+    }
+}
