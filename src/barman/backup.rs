@@ -92,8 +92,8 @@ pub fn check_eligible(
 
 /// Scans `base/<id>/` without following symlinks: files to upload and the tree entries. The
 /// backup.info (old layout) and Barman's `annotations/` are not data.
-/// A file to upload: local path, path relative to the backup, mode.
-type FileJob = (PathBuf, String, u32);
+/// A file to upload: local path, path relative to the backup, mode, size.
+type FileJob = (PathBuf, String, u32, u64);
 
 fn scan(dir: &Path) -> Result<(Vec<FileJob>, Vec<Entry>)> {
     let mut files = Vec::new();
@@ -130,7 +130,7 @@ fn scan(dir: &Path) -> Result<(Vec<FileJob>, Vec<Entry>)> {
         } else if ft.is_dir() {
             entries.push(Entry::Dir { path: rel, mode });
         } else if ft.is_file() {
-            files.push((e.path().to_path_buf(), rel, mode));
+            files.push((e.path().to_path_buf(), rel, mode, meta.len()));
         }
     }
     Ok((files, entries))
@@ -157,23 +157,22 @@ pub async fn upload_backup(
     std::fs::create_dir_all(journal_dir)
         .map_err(|e| Error::io(format!("create {}", journal_dir.display()), e))?;
     let big = t.config().part_size;
-    let total: u64 = files
-        .iter()
-        .filter_map(|(p, _, _)| std::fs::metadata(p).ok().map(|m| m.len()))
-        .sum();
+    let total: u64 = files.iter().map(|f| f.3).sum();
     t.progress().add_work(files.len() as u64, total);
-    let jobs = files.into_iter().enumerate().map(|(i, (path, rel, mode))| {
-        let key = remote.backup_key(id, &rel);
-        let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));
-        (path, rel, mode, key, journal)
-    });
+    let jobs = files
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, rel, mode, size))| {
+            let key = remote.backup_key(id, &rel);
+            let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));
+            (path, rel, mode, size, key, journal)
+        });
     let uploaded = bounded(
         jobs,
         t.config().concurrency.max(1) * 2,
-        |(path, rel, mode, key, journal)| {
+        |(path, rel, mode, size, key, journal)| {
             let t = t.clone();
             async move {
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 let j = (size > big).then_some(&journal as &dyn crate::transfer::UploadJournal);
                 let up = t.upload_file(&path, &key, j).await?;
                 Ok(Entry::File {

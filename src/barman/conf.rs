@@ -190,10 +190,11 @@ impl BarmanConf {
             self.value(server, "barman_home")
                 .unwrap_or_else(|| "/var/lib/barman".into()),
         );
-        let backup_dir = self
-            .value(server, "backup_directory")
-            .filter(|_| self.sections[server].contains_key("backup_directory"))
-            .map_or_else(|| home.join(server), PathBuf::from);
+        // Per server only: a backup_directory in [barman] would be shared by every server.
+        let backup_dir = self.sections[server].get("backup_directory").map_or_else(
+            || home.join(server),
+            |raw| PathBuf::from(self.interpolate(server, raw)),
+        );
         let dir = |key: &str, default: &str| -> Result<PathBuf> {
             let v = self
                 .sections

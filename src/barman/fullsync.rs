@@ -62,14 +62,12 @@ pub async fn remote_backups(t: &Transfer, remote: &Remote) -> Result<Vec<RemoteB
     let mut out = Vec::new();
     for id in ids {
         let info_key = remote.backup_key(&id, INFO);
-        let bi = match t.head_opt(&info_key).await? {
-            Some(_) => {
-                let mut buf = Vec::new();
-                t.download_to(&info_key, &mut buf, Expect::default())
-                    .await?;
-                Some(BackupInfo::parse(&String::from_utf8_lossy(&buf)))
-            }
-            None => None,
+        // One GET (which heads the object itself); a missing backup.info means incomplete.
+        let mut buf = Vec::new();
+        let bi = match t.download_to(&info_key, &mut buf, Expect::default()).await {
+            Ok(_) => Some(BackupInfo::parse(&String::from_utf8_lossy(&buf))),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
         };
         let manifest = t
             .head_opt(&remote.backup_key(&id, MANIFEST))
@@ -275,16 +273,11 @@ async fn plan_and_delete(
     for id in &report.deleted_backups {
         // backup.info first: from then on the backup reads as incomplete, never as valid.
         t.delete_keys(&[remote.backup_key(id, INFO)]).await?;
-        let req = ListRequest {
-            prefix: remote.backup_prefix(id),
-            ..Default::default()
-        };
-        let keys: Vec<String> = t.list_all(&req).await?.into_iter().map(|o| o.key).collect();
-        t.delete_keys(&keys).await?;
+        let n = t.delete_prefix(&remote.backup_prefix(id)).await?;
         tracing::info!(
             "{}: deleted remote backup {id} ({} objects)",
             dirs.name,
-            keys.len() + 1
+            n + 1
         );
     }
     t.delete_keys(&wal_keys).await?;

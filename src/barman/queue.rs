@@ -89,20 +89,8 @@ impl Task {
         if text.trim_start().starts_with('{') {
             return serde_json::from_str(text).map_err(|e| bad(e.to_string()));
         }
-        let mut env = BTreeMap::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|s| s.strip_suffix('"'))
-                .unwrap_or(v);
-            if k.starts_with("BARMAN_") {
-                env.insert(k.trim().to_string(), v.to_string());
-            }
-        }
+        let mut env = crate::config::legacy::shell_vars(text);
+        env.retain(|k, _| k.starts_with("BARMAN_"));
         let get = |k: &str| env.get(k).cloned().unwrap_or_default();
         let task = Task {
             backup_id: get("BARMAN_BACKUP_ID"),

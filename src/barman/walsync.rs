@@ -166,16 +166,13 @@ pub async fn wal_sync(
         match remote_sizes.get(rel) {
             Some(&s) if s == size => {}
             Some(&s) => conflicts.push(format!("{rel}: {size} bytes here, {s} in the bucket")),
-            None => todo.push((rel.clone(), path.clone())),
+            None => todo.push((rel.clone(), path.clone(), size)),
         }
     }
     let checked = local.len();
-    let pending: u64 = todo
-        .iter()
-        .filter_map(|(_, p)| std::fs::metadata(p).ok().map(|m| m.len()))
-        .sum();
+    let pending: u64 = todo.iter().map(|j| j.2).sum();
     t.progress().add_work(todo.len() as u64, pending);
-    let uploads = bounded(todo, t.config().concurrency.max(1) * 2, |(rel, path)| {
+    let uploads = bounded(todo, t.config().concurrency.max(1) * 2, |(rel, path, _)| {
         let (t, key) = (t.clone(), remote.wal_key(&rel));
         async move { t.upload_file(&path, &key, None).await.map(|u| u.size) }
     })

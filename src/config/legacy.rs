@@ -19,7 +19,9 @@ pub struct Imported {
     pub notes: Vec<String>,
 }
 
-fn parse_vars(text: &str) -> BTreeMap<String, String> {
+/// The variables of a BarmanS3 file (`barmans3.conf`, queue task files): `NAME="value"`
+/// lines, optionally `export`ed or single-quoted, read as data and never executed.
+pub fn shell_vars(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -42,7 +44,7 @@ fn quote(s: &str) -> String {
 
 /// Converts the text of a BarmanS3 `barmans3.conf`.
 pub fn import_legacy(text: &str, file: &str) -> Result<Imported> {
-    let vars = parse_vars(text);
+    let vars = shell_vars(text);
     let mut notes = Vec::new();
     let bucket_uri = vars
         .get("S3_BUCKET_URI")

@@ -92,8 +92,8 @@ impl Plugin {
     }
 
     async fn engine(&self, d: Direction) -> Result<Transfer> {
-        let store = store::open(&self.cfg.engine_config(d)).await?;
-        let t = Transfer::new(store, self.cfg.engine_config(d).transfer);
+        let cfg = self.cfg.engine_config(d);
+        let t = Transfer::new(store::open(&cfg).await?, cfg.transfer);
         Ok(t.with_cancel(self.cancel.clone()))
     }
 
@@ -209,14 +209,10 @@ impl Plugin {
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
-        let t = self.engine(self.cfg.backup).await?;
-        let req = ListRequest {
-            prefix: prefix.to_string(),
-            ..Default::default()
-        };
-        let keys: Vec<String> = t.list_all(&req).await?.into_iter().map(|o| o.key).collect();
-        t.delete_keys(&keys).await?;
-        Ok(keys.len())
+        self.engine(self.cfg.backup)
+            .await?
+            .delete_prefix(prefix)
+            .await
     }
 
     /// `list_directory`: every object under the prefix (default: the folder), all pages.

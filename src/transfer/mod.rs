@@ -196,6 +196,22 @@ impl Transfer {
         Ok(())
     }
 
+    /// Deletes every object under `prefix` (all pages); returns how many there were.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
+        let req = ListRequest {
+            prefix: prefix.to_string(),
+            ..Default::default()
+        };
+        let keys: Vec<String> = self
+            .list_all(&req)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        self.delete_keys(&keys).await?;
+        Ok(keys.len())
+    }
+
     /// Incomplete multipart uploads under a prefix.
     pub async fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
         self.retry
