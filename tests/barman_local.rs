@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::site::{Site, make_archive, wal_name, write_backup};
+use common::site::{Site, hook_env, make_archive, wal_name, write_backup};
 
 #[test]
 fn no_change_wal_sync_over_100000_wals_is_one_listing() {
@@ -115,27 +115,6 @@ fn overlapping_wal_syncs_leave_the_second_idle() {
     let out = site.run(&["wal-sync", "nosuch"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown Barman server \"nosuch\""));
-}
-
-fn hook_env<'a>(
-    id: &'a str,
-    status: &'a str,
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut v = vec![
-        ("BARMAN_PHASE", "post"),
-        ("BARMAN_HOOK", "backup_script"),
-        ("BARMAN_RETRY", "0"),
-        ("BARMAN_SERVER", "pg"),
-        ("BARMAN_BACKUP_ID", id),
-        ("BARMAN_STATUS", status),
-        ("BARMAN_ERROR", ""),
-    ];
-    for (k, val) in extra {
-        v.retain(|(key, _)| key != k);
-        v.push((k, val));
-    }
-    v
 }
 
 fn queue_files(site: &Site) -> Vec<String> {

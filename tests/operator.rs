@@ -97,14 +97,7 @@ fn check_reports_each_state_with_monitoring_codes() {
     // A task in .error: WARNING; queue retry puts it back.
     let id = "20261121T100000";
     write_backup(&site, id, "FAILED");
-    let env = [
-        ("BARMAN_PHASE", "post"),
-        ("BARMAN_HOOK", "backup_script"),
-        ("BARMAN_SERVER", "pg"),
-        ("BARMAN_BACKUP_ID", id),
-        ("BARMAN_STATUS", "DONE"),
-    ];
-    assert!(site.run(&["queue-add"], &env).status.success());
+    site.queue(id, "DONE");
     assert_eq!(site.run(&["base-sync"], &[]).status.code(), Some(1));
     let (code, line) = check(&site, &[]);
     assert_eq!(code, 1, "{line}");

@@ -69,6 +69,16 @@ impl Site {
             .expect("run barmans3")
     }
 
+    /// Queues backup `id` as Barman's post-backup hook would, with the hook seeing `status`.
+    pub fn queue(&self, id: &str, status: &str) {
+        let out = self.run(&["queue-add"], &hook_env(id, status, &[]));
+        assert!(
+            out.status.success(),
+            "queue-add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs with `--json` and returns the run summary's request counts.
     pub fn requests(&self, args: &[&str]) -> (u64, BTreeMap<String, u64>) {
         let mut all = vec!["--json"];
@@ -120,4 +130,27 @@ pub fn write_backup(site: &Site, id: &str, status: &str) {
         format!("begin_wal=000000010000000000000003\nend_wal=000000010000000000000003\nstatus={status}\n"),
     )
     .expect("info");
+}
+
+/// The environment Barman gives a `post_backup_script` for backup `id` of server `pg`, with
+/// `extra` variables replacing or adding to it.
+pub fn hook_env<'a>(
+    id: &'a str,
+    status: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut v = vec![
+        ("BARMAN_PHASE", "post"),
+        ("BARMAN_HOOK", "backup_script"),
+        ("BARMAN_RETRY", "0"),
+        ("BARMAN_SERVER", "pg"),
+        ("BARMAN_BACKUP_ID", id),
+        ("BARMAN_STATUS", status),
+        ("BARMAN_ERROR", ""),
+    ];
+    for (k, val) in extra {
+        v.retain(|(key, _)| key != k);
+        v.push((k, val));
+    }
+    v
 }
