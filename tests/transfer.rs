@@ -1,6 +1,7 @@
 //! Transfer engine on both backends: byte-identical round trips across part boundaries (files
 //! and pipes), verification catching changed bytes, resume of an interrupted upload, abort of
-//! one that is not resumed, and the request counter.
+//! one that is not resumed, supersession of one a killed run left behind, and the request
+//! counter.
 
 mod common;
 
@@ -260,6 +261,52 @@ async fn interrupted_upload_without_journal_is_aborted(b: Backend) {
     }
 }
 
+/// An upload left behind by a killed run (created, never aborted or journaled) is aborted when
+/// the key is uploaded again, for files and streams; uploads of other keys are left alone.
+async fn orphaned_upload_is_superseded(b: Backend) {
+    let (store, prefix, _d) = open(b, "orphan").await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("big");
+    let body = data(11 * MIB, 6);
+    std::fs::write(&src, &body).expect("write");
+    let other = join_key(&prefix, "other");
+    let kept = store
+        .create_multipart(&other, None, &Default::default())
+        .await
+        .expect("create other");
+    for stream in [false, true] {
+        let key = join_key(&prefix, if stream { "stream" } else { "file" });
+        for _ in 0..2 {
+            store
+                .create_multipart(&key, None, &Default::default())
+                .await
+                .expect("orphan");
+        }
+        let t = Transfer::new(store.clone(), small_transfer());
+        let up = if stream {
+            t.upload_stream(pipe_of(&src).await, &key).await
+        } else {
+            t.upload_file(&src, &key, None).await
+        }
+        .expect("upload");
+        assert_eq!(up.crc32c, checksum::crc32c(&body));
+        assert_eq!(
+            t.stats().count(Op::AbortMultipartUpload),
+            2,
+            "stream={stream}"
+        );
+    }
+    let left = Transfer::new(store.clone(), small_transfer())
+        .incomplete_uploads(&prefix)
+        .await
+        .expect("list");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (left[0].key.as_str(), left[0].upload_id.as_str()),
+        (other.as_str(), kept.as_str())
+    );
+}
+
 macro_rules! on_both {
     ($($case:ident),* $(,)?) => {
         mod local {
@@ -277,4 +324,5 @@ on_both!(
     changed_bytes_are_detected,
     interrupted_upload_resumes_only_missing_parts,
     interrupted_upload_without_journal_is_aborted,
+    orphaned_upload_is_superseded,
 );

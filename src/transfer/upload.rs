@@ -279,12 +279,7 @@ impl Transfer {
         let mut metadata = BTreeMap::new();
         metadata.insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
         let opts = PutOptions { metadata };
-        let upload_id = self
-            .retry
-            .run(&self.stats, &self.cancel, || {
-                self.store.create_multipart(key, self.algorithm(), &opts)
-            })
-            .await?;
+        let upload_id = self.create_upload(key, &opts).await?;
         let st = ResumeState {
             key: key.into(),
             upload_id,
@@ -297,6 +292,24 @@ impl Transfer {
             j.save(&st)?;
         }
         Ok(st)
+    }
+
+    /// Starts a multipart upload of `key`. A new upload supersedes any incomplete earlier one
+    /// of the same key: those are left-overs of a run that was killed before it could abort
+    /// them or record them for resuming, and they are aborted first, so a crash never leaves
+    /// orphaned parts behind once the key has been uploaded again.
+    async fn create_upload(&self, key: &str, opts: &PutOptions) -> Result<String> {
+        for old in self.incomplete_uploads(key).await? {
+            if old.key == key {
+                tracing::info!(key, upload_id = %old.upload_id, "aborting an incomplete earlier upload");
+                self.abort(key, &old.upload_id).await?;
+            }
+        }
+        self.retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.create_multipart(key, self.algorithm(), opts)
+            })
+            .await
     }
 
     async fn send_file_parts(
@@ -477,12 +490,7 @@ impl Transfer {
             plan::encode_layout(first, GROWTH_EVERY),
         );
         let opts = PutOptions { metadata };
-        let upload_id = self
-            .retry
-            .run(&self.stats, &self.cancel, || {
-                self.store.create_multipart(key, self.algorithm(), &opts)
-            })
-            .await?;
+        let upload_id = self.create_upload(key, &opts).await?;
         self.progress.object_started(key, 0);
         let result = self
             .send_stream_parts(
