@@ -295,8 +295,13 @@ fn config_init(output: Option<&std::path::Path>) -> Result<Exit> {
 }
 
 fn import_legacy(file: &std::path::Path) -> Result<Exit> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Error::Config(format!("cannot read {}: {}", file.display(), e.kind())))?;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Error::Config(format!(
+            "cannot read {}: {}",
+            file.display(),
+            crate::error::reason(&e)
+        ))
+    })?;
     let imported = crate::config::legacy::import_legacy(&text, &file.display().to_string())?;
     print!("{}", imported.yaml);
     for n in &imported.notes {

@@ -393,7 +393,7 @@ impl Config {
             Error::Config(format!(
                 "cannot read config file {}: {}; {hint}",
                 path.display(),
-                e.kind()
+                crate::error::reason(&e)
             ))
         })?;
         let cfg = Self::parse(&text, Some(path))?;
@@ -755,8 +755,13 @@ pub(crate) fn default_s3() -> S3Config {
 
 /// Refuses (or warns about) a secrets-holding file that group or others can read.
 pub fn check_permissions(path: &Path, policy: PermissionPolicy) -> Result<()> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::Config(format!("cannot stat {}: {}", path.display(), e.kind())))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot stat {}: {}",
+            path.display(),
+            crate::error::reason(&e)
+        ))
+    })?;
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         let msg = format!(

@@ -73,7 +73,30 @@ impl fmt::Display for StoreFailure {
             (None, Some(status)) => write!(f, "HTTP {status}: ")?,
             (None, None) => {}
         }
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        if let Some(hint) = self.hint() {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl StoreFailure {
+    /// What to do about an answer that means the settings are wrong.
+    fn hint(&self) -> Option<&'static str> {
+        match (self.code.as_deref(), self.status) {
+            (Some("NoSuchBucket"), _) => Some("the bucket does not exist: check the bucket name"),
+            (Some("InvalidAccessKeyId"), _) => {
+                Some("the access key is unknown to the server: check the access key id")
+            }
+            (Some("SignatureDoesNotMatch"), _) => {
+                Some("the signature was refused: check the secret access key and the region")
+            }
+            (_, Some(401 | 403)) => Some(
+                "the credentials were refused or may not use this bucket: check the access key, the secret and the bucket's permissions",
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -191,6 +214,16 @@ impl Error {
 /// Collapses a message onto one line (error texts from YAML parsers and servers can span lines).
 pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The reason of an I/O error for a message: the system's wording without the `(os error N)`
+/// suffix ("No such file or directory", "Is a directory").
+pub fn reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 #[cfg(test)]

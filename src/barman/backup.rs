@@ -65,8 +65,13 @@ pub fn check_eligible(
             "backup {id} is being deleted by Barman"
         )));
     }
-    let bi = info::read(&path)
-        .map_err(|e| NotNow::Retry(format!("cannot read {}: {}", path.display(), e.kind())))?;
+    let bi = info::read(&path).map_err(|e| {
+        NotNow::Retry(format!(
+            "cannot read {}: {}",
+            path.display(),
+            crate::error::reason(&e)
+        ))
+    })?;
     match bi.status() {
         "DONE" => Ok((path, bi)),
         "FAILED" => Err(NotNow::Never(format!(

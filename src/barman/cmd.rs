@@ -72,7 +72,11 @@ pub fn queue_add_main(load: impl FnOnce() -> Result<Config>) -> Exit {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("BARMAN_"))
         .collect();
-    let retry_hook = env.get("BARMAN_RETRY").is_some_and(|v| v == "1");
+    // As a retry hook every refusal must be 62 (ABORT_CONTINUE), or Barman retries forever.
+    let retry_hook = env.get("BARMAN_RETRY").is_some_and(|v| v == "1")
+        || env
+            .get("BARMAN_HOOK")
+            .is_some_and(|h| h.ends_with("_retry_script"));
     let result = load().and_then(|cfg| {
         let mut last = None;
         // A queue directory that is briefly unwritable gets three tries over ~2 s.

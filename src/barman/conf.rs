@@ -82,7 +82,7 @@ impl BarmanConf {
             Error::Config(format!(
                 "cannot read Barman config {}: {}; set barman.config in the barmans3 config",
                 path.display(),
-                e.kind()
+                crate::error::reason(&e)
             ))
         })?;
         let mut sections = BTreeMap::new();
@@ -100,7 +100,11 @@ impl BarmanConf {
                 files.sort();
                 for f in files {
                     let t = std::fs::read_to_string(&f).map_err(|e| {
-                        Error::Config(format!("cannot read {}: {}", f.display(), e.kind()))
+                        Error::Config(format!(
+                            "cannot read {}: {}",
+                            f.display(),
+                            crate::error::reason(&e)
+                        ))
                     })?;
                     parse_ini(&t, &mut sections);
                 }

@@ -89,17 +89,6 @@ pub async fn base_restore(
     opts: &RestoreOptions,
 ) -> Result<Restored> {
     let m = manifest(t, remote, id).await?;
-    if dest.exists()
-        && std::fs::read_dir(dest)
-            .map_err(|e| Error::io(format!("list {}", dest.display()), e))?
-            .next()
-            .is_some()
-    {
-        return Err(Error::Usage(format!(
-            "{} is not empty; restore into a new or empty directory",
-            dest.display()
-        )));
-    }
     let mut tbs = BTreeMap::new();
     for e in &m.entries {
         if let Entry::Dir { path, .. } = e
@@ -119,6 +108,89 @@ pub async fn base_restore(
             )));
         }
     }
+    let mut claimed = Claimed::default();
+    claimed.claim(dest)?;
+    for dir in tbs.values() {
+        claimed.claim(dir)?;
+    }
+    let result = write_tree(t, remote, id, dest, &m, &tbs, opts).await;
+    if result.is_err() {
+        // Only what this restore wrote is there: leave the destinations as they were, so a
+        // half-restored directory can never be started and the restore can simply be rerun.
+        claimed.undo();
+    }
+    result
+}
+
+/// Destination directories a restore may write into, each absent or empty beforehand.
+#[derive(Debug, Default)]
+struct Claimed(Vec<(PathBuf, Option<PathBuf>)>);
+
+impl Claimed {
+    /// Refuses a non-empty `dir`; remembers what to remove on failure (its contents when it
+    /// exists, else the topmost missing ancestor the restore will create).
+    fn claim(&mut self, dir: &Path) -> Result<()> {
+        if dir.exists() {
+            let mut entries = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+            if entries.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "{} is not empty; restore into a new or empty directory",
+                    dir.display()
+                )));
+            }
+            self.0.push((dir.to_path_buf(), None));
+        } else {
+            let mut top = dir.to_path_buf();
+            while let Some(parent) = top.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if parent.exists() {
+                    break;
+                }
+                top = parent.to_path_buf();
+            }
+            self.0.push((dir.to_path_buf(), Some(top)));
+        }
+        Ok(())
+    }
+
+    fn undo(&self) {
+        for (dir, created) in self.0.iter().rev() {
+            let gone = match created {
+                Some(top) => remove_all(top),
+                None => std::fs::read_dir(dir).and_then(|mut entries| {
+                    entries.try_for_each(|e| e.and_then(|e| remove_all(&e.path())))
+                }),
+            };
+            match gone {
+                Ok(()) => tracing::warn!("removed the incomplete restore from {}", dir.display()),
+                Err(e) => tracing::error!(
+                    "could not remove the incomplete restore from {}: {e}; delete it before starting PostgreSQL",
+                    dir.display()
+                ),
+            }
+        }
+    }
+}
+
+fn remove_all(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the manifest's tree into the claimed destinations.
+async fn write_tree(
+    t: &Transfer,
+    remote: &Remote,
+    id: &str,
+    dest: &Path,
+    m: &Manifest,
+    tbs: &BTreeMap<String, PathBuf>,
+    opts: &RestoreOptions,
+) -> Result<Restored> {
     std::fs::create_dir_all(dest)
         .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
     for dir in tbs.values() {
@@ -129,7 +201,7 @@ pub async fn base_restore(
     let mut modes = Vec::new();
     for e in &m.entries {
         if let Entry::Dir { path, mode } = e
-            && let Some(p) = target(path, dest, &tbs)
+            && let Some(p) = target(path, dest, tbs)
         {
             std::fs::create_dir_all(&p)
                 .map_err(|err| Error::io(format!("create {}", p.display()), err))?;
@@ -149,7 +221,7 @@ pub async fn base_restore(
             _ => None,
         })
         .filter_map(|(path, size, mode, crc)| {
-            target(&path, dest, &tbs).map(|p| (remote.backup_key(id, &path), p, size, mode, crc))
+            target(&path, dest, tbs).map(|p| (remote.backup_key(id, &path), p, size, mode, crc))
         })
         .collect();
     let files = jobs.len();
@@ -179,7 +251,7 @@ pub async fn base_restore(
     .await?;
     for e in &m.entries {
         if let Entry::Symlink { path, target: to } = e {
-            let Some(link) = target(path, dest, &tbs) else {
+            let Some(link) = target(path, dest, tbs) else {
                 continue;
             };
             // data/pg_tblspc/<oid> points at the tablespace's new home, not Barman's copy.
@@ -208,7 +280,7 @@ pub async fn base_restore(
     Ok(Restored {
         files,
         bytes: sizes.iter().sum(),
-        tablespaces: tbs,
+        tablespaces: tbs.clone(),
     })
 }
 

@@ -152,7 +152,7 @@ impl PluginConfig {
             Error::Config(format!(
                 "cannot read plugin config file {}: {}",
                 path.display(),
-                e.kind()
+                crate::error::reason(&e)
             ))
         })?;
         Self::parse(&text, path)

@@ -101,7 +101,7 @@ impl LocalStore {
                     "store file://{}: cannot create {}: {}",
                     root.display(),
                     d.display(),
-                    e.kind()
+                    crate::error::reason(&e)
                 ))
             })?;
         }

@@ -156,7 +156,7 @@ impl S3Store {
                 Error::Config(format!(
                     "s3.ca_bundle: cannot read {}: {}",
                     ca.display(),
-                    e.kind()
+                    crate::error::reason(&e)
                 ))
             })?;
             trust = trust.with_pem_certificate(pem);

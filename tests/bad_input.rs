@@ -1,0 +1,804 @@
+//! One table of bad input for every entry point: configuration files, command lines, Barman hook
+//! environments, gpbackup plugin calls and hostile bucket content. Each case states its exit
+//! code and a fragment of its message, and is checked to have written and deleted nothing:
+//! neither in the bucket (every key, size and ETag under the prefix) nor on disk (every path,
+//! size and mtime under the site), apart from the one effect a case may name.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use barmans3::barman::remote::{Entry, Manifest};
+use barmans3::checksum;
+use barmans3::store::{self, ListRequest};
+use barmans3::transfer::Transfer;
+use bytes::Bytes;
+use common::site::{BIN, Site, hook_env, make_archive, wal_name, write_backup};
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
+const GOOD_ID: &str = "20261122T010000";
+
+/// How a case is run.
+enum Call {
+    /// barmans3 with the site's config and these arguments and extra environment.
+    Barmans3(Vec<String>, Vec<(&'static str, String)>),
+    /// barmans3 with a config file of this text and mode (written fresh) and these arguments.
+    WithConfig(String, u32, Vec<String>),
+    /// gpbackup_s3_plugin with these arguments (`{cfg}` is the plugin config, `{bad}` a config
+    /// of the case's own text).
+    Plugin(Vec<String>, Option<String>),
+}
+
+struct Case {
+    name: &'static str,
+    call: Call,
+    code: i32,
+    fragment: &'static str,
+    /// A path under the site that this case is expected to create (its only effect).
+    creates: Option<&'static str>,
+}
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+fn barmans3(a: &str) -> Call {
+    Call::Barmans3(args(a), Vec::new())
+}
+
+fn hook(extra: &[(&'static str, &'static str)]) -> Call {
+    let env = hook_env("20261122T070000", "DONE", extra)
+        .into_iter()
+        .filter(|(_, v)| *v != "<unset>")
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    Call::Barmans3(args("queue-add"), env)
+}
+
+fn case(name: &'static str, call: Call, code: i32, fragment: &'static str) -> Case {
+    Case {
+        name,
+        call,
+        code,
+        fragment,
+        creates: None,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn transfer() -> Transfer {
+    let st = store::open(&common::garage().config(""))
+        .await
+        .expect("open store");
+    Transfer::new(st, common::small_transfer())
+}
+
+/// Every key under `prefix` with its size and ETag.
+fn bucket_snapshot(prefix: &str) -> BTreeMap<String, (u64, Option<String>)> {
+    rt().block_on(async {
+        transfer()
+            .await
+            .list_all(&ListRequest {
+                prefix: prefix.to_string(),
+                start_after: None,
+                delimiter: None,
+                max_keys: None,
+            })
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| (o.key, (o.size, o.etag)))
+            .collect()
+    })
+}
+
+/// Every path under `root` with its size and mtime, skipping the plugin's log directory.
+fn disk_snapshot(root: &Path) -> BTreeMap<PathBuf, (u64, i128)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("ls") {
+            let p = e.expect("entry").path();
+            if p.ends_with("gpAdminLogs") {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).expect("stat");
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i128);
+            if m.is_dir() {
+                stack.push(p.clone());
+                out.insert(p, (0, 0));
+            } else {
+                out.insert(p, (m.len(), mtime));
+            }
+        }
+    }
+    out
+}
+
+/// Puts a backup under `id` whose manifest holds `entries` and whose objects are `files`.
+fn put_backup(prefix: &str, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u8>)], info: bool) {
+    let m = Manifest {
+        version: 1,
+        server: "pg".into(),
+        backup_id: id.into(),
+        created_at: 0,
+        total_bytes: files.iter().map(|f| f.1.len() as u64).sum(),
+        entries,
+    };
+    rt().block_on(async {
+        let t = transfer().await;
+        let key = |rel: &str| format!("{prefix}/pg/base/{id}/{rel}");
+        for (rel, body) in files {
+            t.put_bytes(&key(rel), Bytes::from(body.clone()), BTreeMap::new())
+                .await
+                .expect("put file");
+        }
+        let json = serde_json::to_vec(&m).expect("manifest");
+        t.put_bytes(
+            &key("barmans3.manifest"),
+            Bytes::from(json),
+            BTreeMap::new(),
+        )
+        .await
+        .expect("put manifest");
+        if info {
+            t.put_bytes(
+                &key("backup.info"),
+                Bytes::from_static(b"status=DONE\nbegin_wal=000000010000000000000003\n"),
+                BTreeMap::new(),
+            )
+            .await
+            .expect("put info");
+        }
+    });
+}
+
+fn file(path: &str, body: &[u8]) -> Entry {
+    Entry::File {
+        path: path.into(),
+        size: body.len() as u64,
+        mode: 0o600,
+        crc32c: format!("{:08x}", checksum::crc32c(body)),
+    }
+}
+
+fn dir(path: &str) -> Entry {
+    Entry::Dir {
+        path: path.into(),
+        mode: 0o700,
+    }
+}
+
+/// A synced site, a plugin config and hostile content in the bucket.
+struct Fixture {
+    site: Site,
+    prefix: String,
+    plugin_cfg: PathBuf,
+    good_yaml: String,
+}
+
+fn fixture() -> Fixture {
+    let g = common::garage();
+    let prefix = common::unique("bad");
+    let good_yaml = g.yaml(&prefix);
+    let site = Site::new(&good_yaml);
+    write_backup(&site, GOOD_ID, "DONE");
+    let data = site
+        .dir
+        .path()
+        .join("barman/pg/base")
+        .join(GOOD_ID)
+        .join("data");
+    std::fs::write(data.join("big"), common::data(6 << 20, 1)).expect("big");
+    site.queue(GOOD_ID, "DONE");
+    make_archive(&site.wals(), 1, 3);
+    for a in [&["base-sync"][..], &["wal-sync", "pg"][..]] {
+        let out = site.run(a, &[]);
+        assert!(
+            out.status.success(),
+            "{a:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Hostile backups: paths escaping the restore directory, a truncated object, a checksum
+    // mismatch, and one without backup.info.
+    let body = common::data(100_000, 2);
+    let good = |id| {
+        (
+            vec![dir("data"), file("data/f", &body)],
+            vec![("data/f", body.clone())],
+            id,
+        )
+    };
+    let (mut e, f, _) = good("");
+    e.push(file("data/../../escaped", b"x"));
+    put_backup(&prefix, "20261122T020000", e, &f, true);
+    let (mut e, f, _) = good("");
+    e.push(file("/tmp/barmans3-absolute", b"x"));
+    put_backup(&prefix, "20261122T030000", e, &f, true);
+    let (e, _, _) = good("");
+    put_backup(
+        &prefix,
+        "20261122T040000",
+        e,
+        &[("data/f", body[..50_000].to_vec())],
+        true,
+    );
+    let (e, _, _) = good("");
+    let mut flipped = body.clone();
+    flipped[4242] ^= 0x40;
+    put_backup(&prefix, "20261122T050000", e, &[("data/f", flipped)], true);
+    let (e, f, _) = good("");
+    put_backup(&prefix, "20261122T060000", e, &f, false);
+
+    // A WAL that is in the bucket with other bytes than the local one.
+    let conflict = wal_name(4);
+    rt().block_on(async {
+        transfer()
+            .await
+            .put_bytes(
+                &format!("{prefix}/pg/wals/{}/{conflict}", &conflict[..16]),
+                Bytes::from_static(b"other bytes"),
+                BTreeMap::new(),
+            )
+            .await
+            .expect("put wal");
+    });
+    make_archive(&site.wals(), 4, 1);
+
+    let plugin_cfg = site.dir.path().join("gp.yaml");
+    std::fs::write(
+        &plugin_cfg,
+        format!(
+            "executablepath: {PLUGIN}\noptions:\n  endpoint: {}\n  region: garage\n  aws_access_key_id: {}\n  aws_secret_access_key: {}\n  bucket: {}\n  folder: {prefix}/gp\n",
+            g.endpoint(),
+            g.key_id(),
+            g.secret(),
+            g.bucket()
+        ),
+    )
+    .expect("plugin config");
+    std::fs::create_dir_all(site.dir.path().join("gphome")).expect("home");
+    Fixture {
+        site,
+        prefix,
+        plugin_cfg,
+        good_yaml,
+    }
+}
+
+fn run(fx: &Fixture, call: &Call) -> Output {
+    let d = fx.site.dir.path();
+    let fill = |a: &[String]| -> Vec<String> {
+        a.iter()
+            .map(|s| {
+                s.replace("{cfg}", fx.plugin_cfg.to_str().expect("utf8"))
+                    .replace("{bad}", d.join("bad-gp.yaml").to_str().expect("utf8"))
+                    .replace("{dir}", d.to_str().expect("utf8"))
+            })
+            .collect()
+    };
+    match call {
+        Call::Barmans3(a, env) => fx.site.run(
+            &fill(a).iter().map(String::as_str).collect::<Vec<_>>(),
+            &env.iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        ),
+        Call::WithConfig(text, mode, a) => {
+            let p = d.join("bad.yaml");
+            let _ = std::fs::remove_file(&p);
+            let _ = std::fs::remove_dir(&p);
+            if text == "<directory>" {
+                std::fs::create_dir(&p).expect("mkdir");
+            } else if text != "<missing>" {
+                std::fs::write(&p, text).expect("write");
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
+                    .expect("chmod");
+            }
+            let out = Command::new(BIN)
+                .arg("--config")
+                .arg(&p)
+                .args(fill(a))
+                .env_remove("BARMANS3_CONFIG")
+                .output()
+                .expect("run");
+            let _ = std::fs::remove_file(&p);
+            let _ = std::fs::remove_dir(&p);
+            out
+        }
+        Call::Plugin(a, bad) => {
+            let p = d.join("bad-gp.yaml");
+            if let Some(text) = bad {
+                std::fs::write(&p, text).expect("write");
+            }
+            let out = Command::new(PLUGIN)
+                .args(fill(a))
+                .env("HOME", d.join("gphome"))
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run plugin");
+            let _ = std::fs::remove_file(&p);
+            out
+        }
+    }
+}
+
+fn cases(fx: &Fixture) -> Vec<Case> {
+    let good = fx.good_yaml.clone();
+    let cfg = |from: &str, to: &str| {
+        assert!(good.contains(from), "{from:?} not in the config");
+        Call::WithConfig(
+            fx.site_cfg_text().replace(from, to),
+            0o600,
+            args("wal-sync pg"),
+        )
+    };
+    let g = common::garage();
+    let barman_part = std::fs::read_to_string(&fx.site.cfg)
+        .expect("cfg")
+        .split_once("barman:")
+        .map(|(_, b)| format!("barman:{b}"))
+        .expect("barman section");
+    let full =
+        |s3: String| Call::WithConfig(format!("{s3}{barman_part}"), 0o600, args("wal-sync pg"));
+    let gp = std::fs::read_to_string(&fx.plugin_cfg).expect("gp cfg");
+    let gp_bad = |from: &str, to: &str| {
+        assert!(gp.contains(from), "{from:?} not in the plugin config");
+        Call::Plugin(
+            args("backup_file {bad} /a/b/c/d/e"),
+            Some(gp.replace(from, to)),
+        )
+    };
+    let ts = "/data/backups/20261122/20261122010101/gpbackup_0_20261122010101_1";
+    vec![
+        // Configuration.
+        case(
+            "config missing",
+            Call::WithConfig("<missing>".into(), 0o600, args("wal-sync pg")),
+            2,
+            "bad.yaml",
+        ),
+        case(
+            "config unreadable",
+            Call::WithConfig("<directory>".into(), 0o600, args("wal-sync pg")),
+            2,
+            "bad.yaml",
+        ),
+        case(
+            "config bad YAML",
+            Call::WithConfig("s3: [unclosed\n".into(), 0o600, args("wal-sync pg")),
+            2,
+            "invalid YAML",
+        ),
+        case("config unknown key", cfg("region:", "regoin:"), 2, "regoin"),
+        case(
+            "config wrong type",
+            cfg("concurrency: 4", "concurrency: many"),
+            2,
+            "s3.concurrency",
+        ),
+        case(
+            "config zero concurrency",
+            cfg("concurrency: 4", "concurrency: 0"),
+            2,
+            "s3.concurrency",
+        ),
+        case(
+            "config bad size",
+            cfg("part_size: 5MiB", "part_size: 5 parsecs"),
+            2,
+            "s3.part_size",
+        ),
+        case(
+            "config size below S3 minimum",
+            cfg("part_size: 5MiB", "part_size: 1MiB"),
+            2,
+            "s3.part_size",
+        ),
+        case(
+            "config bad duration",
+            cfg("connect_timeout: 2s", "connect_timeout: soon"),
+            2,
+            "s3.connect_timeout",
+        ),
+        case(
+            "config bad URL",
+            cfg(g.endpoint(), "ftp//nowhere"),
+            2,
+            "s3.endpoint",
+        ),
+        case(
+            "config missing bucket",
+            full(good.replace(&format!("  bucket: {}\n", g.bucket()), "")),
+            2,
+            "s3.bucket",
+        ),
+        case(
+            "config nonexistent bucket",
+            cfg(
+                &format!("bucket: {}", g.bucket()),
+                "bucket: no-such-bucket-here",
+            ),
+            1,
+            "no-such-bucket-here",
+        ),
+        case(
+            "config wrong keys",
+            cfg(g.secret(), &"0".repeat(64)),
+            1,
+            "check the access key",
+        ),
+        case(
+            "config group-readable secrets",
+            Call::WithConfig(good.clone() + &barman_part, 0o640, args("wal-sync pg")),
+            2,
+            "chmod 600",
+        ),
+        case(
+            "config missing barman.conf",
+            Call::WithConfig(
+                fx.site_cfg_text().replace("/barman.conf", "/nowhere.conf"),
+                0o600,
+                args("wal-sync pg"),
+            ),
+            2,
+            "nowhere.conf",
+        ),
+        case(
+            "config bad store URL",
+            Call::WithConfig(
+                format!("store: ftp://x/y\n{barman_part}"),
+                0o600,
+                args("wal-sync pg"),
+            ),
+            2,
+            "store",
+        ),
+        // Command lines.
+        case(
+            "cli unknown server",
+            barmans3("wal-sync nosuch"),
+            2,
+            "nosuch",
+        ),
+        case("cli server missing", barmans3("wal-sync"), 2, "SERVER"),
+        case(
+            "cli extra argument",
+            barmans3("wal-sync pg extra"),
+            2,
+            "extra",
+        ),
+        case(
+            "cli unknown subcommand",
+            barmans3("frobnicate"),
+            2,
+            "frobnicate",
+        ),
+        case(
+            "cli bad backup id",
+            barmans3("base-restore pg latest-ish {dir}/r1"),
+            2,
+            "latest-ish",
+        ),
+        case(
+            "cli backup id not in bucket",
+            barmans3("base-restore pg 20200101T000000 {dir}/r2"),
+            1,
+            "20200101T000000",
+        ),
+        case(
+            "cli restore destination missing",
+            barmans3("base-restore pg 20261122T010000"),
+            2,
+            "DEST",
+        ),
+        case(
+            "cli restore into non-empty dir",
+            barmans3("base-restore pg 20261122T010000 {dir}/barman"),
+            2,
+            "not empty",
+        ),
+        case(
+            "cli bad --tablespace",
+            Call::Barmans3(
+                vec![
+                    "base-restore".into(),
+                    "pg".into(),
+                    GOOD_ID.into(),
+                    "{dir}/r3".into(),
+                    "--tablespace".into(),
+                    "nonsense".into(),
+                ],
+                vec![],
+            ),
+            2,
+            "--tablespace",
+        ),
+        case(
+            "cli bad WAL name",
+            barmans3("wal-restore pg ../../etc/passwd {dir}/w1"),
+            2,
+            "not a WAL file name",
+        ),
+        case(
+            "cli bad duration",
+            barmans3("check --wal-warning soon"),
+            2,
+            "--wal-warning",
+        ),
+        case(
+            "cli queue retry bad id",
+            barmans3("queue retry ../x"),
+            2,
+            "../x",
+        ),
+        case(
+            "cli queue prune bad age",
+            barmans3("queue prune --older-than forever"),
+            2,
+            "--older-than",
+        ),
+        // Barman hook environment.
+        case(
+            "hook missing BARMAN_BACKUP_ID",
+            hook(&[("BARMAN_BACKUP_ID", "<unset>")]),
+            2,
+            "BARMAN_BACKUP_ID",
+        ),
+        case(
+            "hook traversal in BARMAN_BACKUP_ID",
+            hook(&[("BARMAN_BACKUP_ID", "../../etc")]),
+            2,
+            "BARMAN_BACKUP_ID",
+        ),
+        case(
+            "hook wrong phase",
+            hook(&[("BARMAN_PHASE", "pre")]),
+            2,
+            "BARMAN_PHASE",
+        ),
+        case(
+            "hook wrong hook",
+            hook(&[("BARMAN_HOOK", "archive_script")]),
+            2,
+            "BARMAN_HOOK",
+        ),
+        case(
+            "hook missing server",
+            hook(&[("BARMAN_SERVER", "<unset>")]),
+            2,
+            "BARMAN_SERVER",
+        ),
+        case(
+            "hook retry script, bad id",
+            hook(&[
+                ("BARMAN_HOOK", "backup_retry_script"),
+                ("BARMAN_BACKUP_ID", "x"),
+            ]),
+            62,
+            "BARMAN_BACKUP_ID",
+        ),
+        case(
+            "hook retry script in the pre phase",
+            hook(&[
+                ("BARMAN_HOOK", "backup_retry_script"),
+                ("BARMAN_RETRY", "1"),
+                ("BARMAN_PHASE", "pre"),
+            ]),
+            62,
+            "BARMAN_PHASE",
+        ),
+        Case {
+            name: "hook FAILED with quotes and $ in BARMAN_ERROR",
+            call: hook(&[
+                ("BARMAN_STATUS", "FAILED"),
+                (
+                    "BARMAN_ERROR",
+                    "it's \"bad\" $(touch /tmp/pwned) `id` $HOME",
+                ),
+            ]),
+            code: 0,
+            fragment: "",
+            creates: Some("queue/20261122T070000.error"),
+        },
+        // gpbackup plugin calls.
+        case(
+            "plugin unknown command",
+            Call::Plugin(args("frobnicate {cfg}"), None),
+            3,
+            "No help topic for 'frobnicate'",
+        ),
+        case(
+            "plugin too few arguments",
+            Call::Plugin(args("backup_file {cfg}"), None),
+            1,
+            "backup_file",
+        ),
+        case(
+            "plugin too many arguments",
+            Call::Plugin(args("delete_backup {cfg} 20261122010101 extra"), None),
+            1,
+            "delete_backup",
+        ),
+        case(
+            "plugin bad timestamp",
+            Call::Plugin(args("delete_backup {cfg} 2026"), None),
+            1,
+            "2026",
+        ),
+        case(
+            "plugin missing config",
+            Call::Plugin(args("backup_file {dir}/nope.yaml /a/b/c/d/e"), None),
+            1,
+            "nope.yaml",
+        ),
+        case(
+            "plugin bad chunk size",
+            gp_bad("folder:", "backup_multipart_chunksize: 100M\n  folder:"),
+            1,
+            "backup_multipart_chunksize",
+        ),
+        case(
+            "plugin unknown option",
+            gp_bad("folder:", "regoin: x\n  folder:"),
+            1,
+            "regoin",
+        ),
+        case(
+            "plugin missing bucket option",
+            gp_bad(&format!("  bucket: {}\n", g.bucket()), ""),
+            1,
+            "bucket",
+        ),
+        case(
+            "plugin restore of a missing object",
+            Call::Plugin(vec!["restore_data".into(), "{cfg}".into(), ts.into()], None),
+            1,
+            "gpbackup_0_20261122010101_1",
+        ),
+        case(
+            "plugin short path",
+            Call::Plugin(args("backup_file {cfg} /a/b"), None),
+            1,
+            "/a/b",
+        ),
+        // Hostile bucket content.
+        case(
+            "bucket manifest with ..",
+            barmans3("base-restore pg 20261122T020000 {dir}/r4"),
+            1,
+            "refusing entry",
+        ),
+        case(
+            "bucket manifest with absolute path",
+            barmans3("base-restore pg 20261122T030000 {dir}/r5"),
+            1,
+            "refusing entry",
+        ),
+        case(
+            "bucket truncated object",
+            barmans3("base-restore pg 20261122T040000 {dir}/r6"),
+            1,
+            "data/f",
+        ),
+        case(
+            "bucket checksum mismatch",
+            barmans3("base-restore pg 20261122T050000 {dir}/r7"),
+            1,
+            "checksum mismatch",
+        ),
+        case(
+            "bucket backup without backup.info",
+            barmans3("base-restore pg 20261122T060000 {dir}/r8"),
+            1,
+            "not complete",
+        ),
+        case(
+            "bucket WAL with other bytes",
+            barmans3("wal-sync pg"),
+            1,
+            "differ",
+        ),
+    ]
+}
+
+impl Fixture {
+    fn site_cfg_text(&self) -> String {
+        std::fs::read_to_string(&self.site.cfg).expect("cfg")
+    }
+}
+
+#[test]
+fn every_bad_input_fails_clearly_and_changes_nothing() {
+    let fx = fixture();
+    let g = common::garage();
+    let all = cases(&fx);
+    assert!(all.len() >= 40, "{} cases", all.len());
+    let mut failures = Vec::new();
+    for c in &all {
+        let bucket = bucket_snapshot(&format!("{}/", fx.prefix));
+        let disk = disk_snapshot(fx.site.dir.path());
+        let out = run(&fx, &c.call);
+        let code = out.status.code().unwrap_or(-1);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "{:<48} exit {code:>2}: {}",
+            c.name,
+            err.lines().last().unwrap_or("")
+        );
+        let mut problems = Vec::new();
+        if code != c.code {
+            problems.push(format!("exit {code}, want {}", c.code));
+        }
+        if !err.contains(c.fragment) {
+            problems.push(format!("message lacks {:?}", c.fragment));
+        }
+        if c.code != 0 && err.trim().is_empty() {
+            problems.push("no message".into());
+        }
+        if err.contains(g.secret()) || stdout.contains(g.secret()) {
+            problems.push("secret in the output".into());
+        }
+        if bucket_snapshot(&format!("{}/", fx.prefix)) != bucket {
+            problems.push("the bucket changed".into());
+        }
+        let mut after = disk_snapshot(fx.site.dir.path());
+        if let Some(rel) = c.creates {
+            let p = fx.site.dir.path().join(rel);
+            if after.remove(&p).is_none() {
+                problems.push(format!("{rel} was not created"));
+            } else if c.name.contains("BARMAN_ERROR") {
+                let task = std::fs::read_to_string(&p).expect("task");
+                if !task.contains("$(touch /tmp/pwned) `id` $HOME") {
+                    problems.push(format!("BARMAN_ERROR not kept literally: {task}"));
+                }
+            }
+            std::fs::remove_file(&p).expect("undo the expected effect");
+        }
+        if after != disk {
+            let changed: Vec<_> = after
+                .keys()
+                .filter(|k| disk.get(*k) != after.get(*k))
+                .chain(disk.keys().filter(|k| !after.contains_key(*k)))
+                .collect();
+            problems.push(format!("disk changed: {changed:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{}: {}\n    stderr: {}",
+                c.name,
+                problems.join("; "),
+                err.trim().replace('\n', "\n            ")
+            ));
+        }
+    }
+    assert!(
+        !Path::new("/tmp/pwned").exists(),
+        "BARMAN_ERROR was executed"
+    );
+    eprintln!("{} bad inputs tried", all.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
+}
