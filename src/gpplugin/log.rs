@@ -4,6 +4,7 @@
 //! stderr instead: the plugin never fails because of its log. stdout is never touched.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -118,7 +119,9 @@ pub fn init(verbosity: Verbosity) -> LogTarget {
         Verbosity::Error => "error",
         Verbosity::Info => "barmans3=info,aws_config=error,warn",
         Verbosity::Verbose => "barmans3=debug,aws_config=error,warn",
-        Verbosity::Debug => "debug",
+        // The SDK's own debug output names the access key and is noise to a DBA: it stays
+        // at warnings here as everywhere.
+        Verbosity::Debug => "barmans3=trace,aws_config=error,warn",
     };
     let file = log_path().and_then(|p| {
         let dir = p.parent()?;
@@ -126,12 +129,17 @@ pub fn init(verbosity: Verbosity) -> LogTarget {
         let f = OpenOptions::new().create(true).append(true).open(&p).ok()?;
         Some((p, f))
     });
-    let (target, writer) = match file {
-        Some((p, f)) => (LogTarget::File(p), BoxMakeWriter::new(Mutex::new(f))),
-        None => (LogTarget::Stderr, BoxMakeWriter::new(std::io::stderr)),
+    let (target, writer, ansi) = match file {
+        Some((p, f)) => (LogTarget::File(p), BoxMakeWriter::new(Mutex::new(f)), false),
+        None => (
+            LogTarget::Stderr,
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(ansi)
         .with_writer(writer)
         .event_format(GpFormat { prefix: prefix() })
         .try_init();
