@@ -85,6 +85,16 @@ where
     let (retryable, message) = match &err {
         SdkError::TimeoutError(_) => (true, format!("timed out talking to {endpoint}")),
         SdkError::DispatchFailure(d) => {
+            let chain = causes(&err);
+            if let Some(i) = chain.find("invalid peer certificate") {
+                // Not transient: retrying cannot make the certificate trusted.
+                let reason = chain[i + "invalid peer certificate".len()..]
+                    .trim_start_matches(':')
+                    .trim();
+                return Error::Config(format!(
+                    "{op}: the TLS certificate of {endpoint} is not trusted ({reason}): name the PEM file of the CA that signed it in s3.ca_bundle, or add that CA to the system's trust store"
+                ));
+            }
             let why = if d.is_timeout() {
                 "timed out connecting to"
             } else if d.is_io() {
@@ -92,7 +102,7 @@ where
             } else {
                 "request could not be sent to"
             };
-            (!d.is_user(), format!("{why} {endpoint}: {}", causes(&err)))
+            (!d.is_user(), format!("{why} {endpoint}: {chain}"))
         }
         SdkError::ResponseError(_) => (
             true,
