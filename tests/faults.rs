@@ -1,6 +1,7 @@
 //! Every transfer path through a proxy that breaks 10 % of the requests (503 SlowDown, 500,
 //! dropped requests and responses, stalls past the timeout): each finishes with byte-identical
-//! results, and the retries show in the run summary.
+//! results, and the retries show in the run summary. Two wal-syncs at once: the second exits 75
+//! without sending a single request.
 
 mod common;
 
@@ -188,4 +189,78 @@ fn plugin_streams_survive_a_ten_percent_fault_rate() {
     eprintln!("fault proxy (plugin): {faults} faults injected in {requests} requests");
     assert!(faults > 0);
     let _ = BIN;
+}
+
+#[test]
+fn a_second_wal_sync_while_one_runs_exits_75_without_a_request() {
+    // The first run talks to Garage directly; the second goes through a counting proxy that
+    // injects nothing, so the proxy's count proves it sent no request at all.
+    let g = common::garage();
+    let proxy = FaultProxy::start(g.endpoint(), 0.0, 1, Duration::from_secs(3));
+    let prefix = common::unique("two-wal-syncs");
+    let site = Site::new(&g.yaml(&prefix));
+    let wals = site.wals().join("0000000100000000");
+    std::fs::create_dir_all(&wals).expect("mkdir");
+    for seg in 1..=24u64 {
+        let name = format!("{:08X}{:08X}{:08X}", 1, 0, seg);
+        std::fs::write(wals.join(name), common::data(8 << 20, seg)).expect("wal");
+    }
+    let second_cfg = site.dir.path().join("second.yaml");
+    let text = std::fs::read_to_string(&site.cfg).expect("cfg");
+    std::fs::write(&second_cfg, text.replace(g.endpoint(), &proxy.endpoint)).expect("w");
+    std::fs::set_permissions(
+        &second_cfg,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+
+    let first = Command::new(BIN)
+        .arg("--config")
+        .arg(&site.cfg)
+        .args(["wal-sync", "pg"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("first");
+    // Wait until the first run holds the server's lock.
+    let lock_path = site.dir.path().join("state/pg.wal-sync.lock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never took the lock"
+        );
+        if let Ok(f) = std::fs::File::open(&lock_path)
+            && matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = Command::new(BIN)
+        .arg("--config")
+        .arg(&second_cfg)
+        .args(["--json", "wal-sync", "pg"])
+        .output()
+        .expect("second");
+    let first = first.wait_with_output().expect("first");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains("another wal-sync for server pg is running"),
+        "{err}"
+    );
+    assert_eq!(proxy.counts().0, 0, "the second run sent requests");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let (requests, _) = site.requests(&["wal-sync", "pg", "--full"]);
+    assert!(requests >= 1);
+    let listed = site.run(&["store", "ls", "pg/wals/"], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        24,
+        "the first run uploaded every WAL"
+    );
 }
