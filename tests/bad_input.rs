@@ -13,8 +13,6 @@ use std::process::{Command, Output};
 
 use barmans3::barman::remote::{Entry, Manifest};
 use barmans3::checksum;
-use barmans3::store::{self, ListRequest};
-use barmans3::transfer::Transfer;
 use bytes::Bytes;
 use common::site::{BIN, Site, hook_env, make_archive, wal_name, write_backup};
 
@@ -68,34 +66,12 @@ fn case(name: &'static str, call: Call, code: i32, fragment: &'static str) -> Ca
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn transfer() -> Transfer {
-    let st = store::open(&common::garage().config(""))
-        .await
-        .expect("open store");
-    Transfer::new(st, common::small_transfer())
-}
-
 /// Every key under `prefix` with its size and ETag.
 fn bucket_snapshot(prefix: &str) -> BTreeMap<String, (u64, Option<String>)> {
-    rt().block_on(async {
-        transfer()
+    common::block_on(async {
+        let t = common::garage_transfer().await;
+        common::list_garage(&t, prefix)
             .await
-            .list_all(&ListRequest {
-                prefix: prefix.to_string(),
-                start_after: None,
-                delimiter: None,
-                max_keys: None,
-            })
-            .await
-            .expect("list")
             .into_iter()
             .map(|o| (o.key, (o.size, o.etag)))
             .collect()
@@ -139,8 +115,8 @@ fn put_backup(prefix: &str, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u
         total_bytes: files.iter().map(|f| f.1.len() as u64).sum(),
         entries,
     };
-    rt().block_on(async {
-        let t = transfer().await;
+    common::block_on(async {
+        let t = common::garage_transfer().await;
         let key = |rel: &str| format!("{prefix}/pg/base/{id}/{rel}");
         for (rel, body) in files {
             t.put_bytes(&key(rel), Bytes::from(body.clone()), BTreeMap::new())
@@ -248,8 +224,8 @@ fn fixture() -> Fixture {
 
     // A WAL that is in the bucket with other bytes than the local one.
     let conflict = wal_name(4);
-    rt().block_on(async {
-        transfer()
+    common::block_on(async {
+        common::garage_transfer()
             .await
             .put_bytes(
                 &format!("{prefix}/pg/wals/{}/{conflict}", &conflict[..16]),

@@ -16,8 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use barmans3::store::{self, ListRequest};
-use barmans3::transfer::{Expect, Transfer};
+use barmans3::transfer::Expect;
 use common::site::{BIN, Site, make_archive, wal_name, write_backup};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -110,34 +109,12 @@ fn garage_yaml(prefix: &str, part_size: &str) -> String {
     )
 }
 
-async fn transfer() -> Transfer {
-    let cfg = common::garage().config("");
-    let st = store::open(&cfg).await.expect("open store");
-    Transfer::new(st, common::small_transfer())
-}
-
-fn run_async<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
-
 /// Keys under `prefix` (all pages) and the incomplete multipart uploads there.
 fn bucket_state(prefix: &str) -> (BTreeSet<String>, usize) {
-    run_async(async {
-        let t = transfer().await;
-        let keys = t
-            .list_all(&ListRequest {
-                prefix: prefix.to_string(),
-                start_after: None,
-                delimiter: None,
-                max_keys: None,
-            })
+    common::block_on(async {
+        let t = common::garage_transfer().await;
+        let keys = common::list_garage(&t, prefix)
             .await
-            .expect("list")
             .into_iter()
             .map(|o| o.key)
             .collect();
@@ -257,8 +234,8 @@ fn base_sync_of_a_two_gib_backup_survives_kill_9() {
             // (objects deleted, task queued again) so every kill hits real work.
             if queue.join(format!("{id}.done")).exists() {
                 cycles += 1;
-                run_async(async {
-                    transfer()
+                common::block_on(async {
+                    common::garage_transfer()
                         .await
                         .delete_prefix(&format!("{prefix}/pg/"))
                         .await
@@ -368,8 +345,8 @@ fn wal_sync_of_a_growing_archive_survives_kill_9() {
         .collect();
     assert_eq!(keys, want, "objects in the bucket");
     assert_eq!(uploads, 0, "incomplete multipart uploads under the prefix");
-    run_async(async {
-        let t = transfer().await;
+    common::block_on(async {
+        let t = common::garage_transfer().await;
         for r in &local {
             let mut got = Vec::new();
             t.download_to(

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use barmans3::config::{Config, StoreLocation, TransferConfig};
-use barmans3::store::{self, SharedStore};
+use barmans3::store::{self, ListRequest, ObjectMeta, SharedStore};
+use barmans3::transfer::Transfer;
 
 /// A running Garage and the client environment it printed.
 #[derive(Debug)]
@@ -137,4 +138,32 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
+}
+
+/// Runs a future to completion on a fresh runtime, for tests that are not async themselves.
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A transfer engine on the test Garage's bucket, without a prefix (keys are full keys).
+pub async fn garage_transfer() -> Transfer {
+    let st = store::open(&garage().config("")).await.expect("open store");
+    Transfer::new(st, small_transfer())
+}
+
+/// Every object under `prefix` in the test Garage's bucket.
+pub async fn list_garage(t: &Transfer, prefix: &str) -> Vec<ObjectMeta> {
+    t.list_all(&ListRequest {
+        prefix: prefix.to_string(),
+        start_after: None,
+        delimiter: None,
+        max_keys: None,
+    })
+    .await
+    .expect("list")
 }
