@@ -129,7 +129,7 @@ pub enum Error {
         actual: String,
     },
     /// Local filesystem error, with the path or action that failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", reason(source))]
     Io {
         /// What we were doing (includes the path).
         context: String,
@@ -262,6 +262,14 @@ mod tests {
     #[test]
     fn one_line_collapses_newlines() {
         assert_eq!(one_line("a\n  b\tc\n"), "a b c");
+    }
+
+    #[test]
+    fn io_errors_read_in_the_systems_words_without_the_code() {
+        let e = Error::io("open /x", std::io::Error::from_raw_os_error(2));
+        assert_eq!(e.to_string(), "open /x: No such file or directory");
+        let plain = std::io::Error::other("short read");
+        assert_eq!(reason(&plain), "short read");
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub async fn base_restore(
     for dir in tbs.values() {
         claimed.claim(dir)?;
     }
-    let result = write_tree(t, remote, id, dest, &m, &tbs, opts).await;
+    let result = write_tree(t, remote, id, dest, &m, tbs, opts).await;
     if result.is_err() {
         // Only what this restore wrote is there: leave the destinations as they were, so a
         // half-restored directory can never be started and the restore can simply be rerun.
@@ -188,7 +188,7 @@ async fn write_tree(
     id: &str,
     dest: &Path,
     m: &Manifest,
-    tbs: &BTreeMap<String, PathBuf>,
+    tbs: BTreeMap<String, PathBuf>,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
     std::fs::create_dir_all(dest)
@@ -201,7 +201,7 @@ async fn write_tree(
     let mut modes = Vec::new();
     for e in &m.entries {
         if let Entry::Dir { path, mode } = e
-            && let Some(p) = target(path, dest, tbs)
+            && let Some(p) = target(path, dest, &tbs)
         {
             std::fs::create_dir_all(&p)
                 .map_err(|err| Error::io(format!("create {}", p.display()), err))?;
@@ -221,7 +221,7 @@ async fn write_tree(
             _ => None,
         })
         .filter_map(|(path, size, mode, crc)| {
-            target(&path, dest, tbs).map(|p| (remote.backup_key(id, &path), p, size, mode, crc))
+            target(&path, dest, &tbs).map(|p| (remote.backup_key(id, &path), p, size, mode, crc))
         })
         .collect();
     let files = jobs.len();
@@ -251,7 +251,7 @@ async fn write_tree(
     .await?;
     for e in &m.entries {
         if let Entry::Symlink { path, target: to } = e {
-            let Some(link) = target(path, dest, tbs) else {
+            let Some(link) = target(path, dest, &tbs) else {
                 continue;
             };
             // data/pg_tblspc/<oid> points at the tablespace's new home, not Barman's copy.
@@ -280,7 +280,7 @@ async fn write_tree(
     Ok(Restored {
         files,
         bytes: sizes.iter().sum(),
-        tablespaces: tbs.clone(),
+        tablespaces: tbs,
     })
 }
 
