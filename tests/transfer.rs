@@ -5,12 +5,15 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use barmans3::Error;
 use barmans3::checksum;
+use barmans3::progress::Progress;
 use barmans3::store::join_key;
-use barmans3::transfer::{Expect, FileJournal, Op, Transfer, UploadJournal};
+use barmans3::transfer::{Cancel, Expect, FileJournal, Op, Transfer, UploadJournal};
 use common::{Backend, data, open, small_transfer};
 
 const MIB: usize = 1 << 20;
@@ -216,30 +219,44 @@ async fn interrupted_upload_resumes_only_missing_parts(b: Backend) {
     );
 }
 
+/// Sets the cancellation flag when the `after`-th part has been recorded.
+#[derive(Debug)]
+struct CancelAfterParts {
+    parts: AtomicU64,
+    after: u64,
+    cancel: Arc<Cancel>,
+}
+
+impl Progress for CancelAfterParts {
+    fn bytes_done(&self, _bytes: u64) {
+        if self.parts.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
+            self.cancel.cancel();
+        }
+    }
+}
+
 async fn interrupted_upload_without_journal_is_aborted(b: Backend) {
     let (store, prefix, _d) = open(b, "abort").await;
     let tmp = tempfile::tempdir().expect("tmp");
     let src = tmp.path().join("big");
     std::fs::write(&src, data(40 * MIB, 4)).expect("write");
     for stream in [false, true] {
-        let t = Transfer::new(store.clone(), small_transfer());
-        let cancel = t.cancel_flag().clone();
-        let stats = t.stats().clone();
-        let watcher = async move {
-            while stats.count(Op::UploadPart) < 2 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            cancel.cancel();
-        };
+        // Cancelled from inside the engine as the second part is recorded, so the upload is
+        // always mid-way, however fast the store is.
+        let cancel = Arc::new(Cancel::default());
+        let t = Transfer::new(store.clone(), small_transfer())
+            .with_cancel(cancel.clone())
+            .with_progress(Arc::new(CancelAfterParts {
+                parts: AtomicU64::new(0),
+                after: 2,
+                cancel,
+            }));
         let key = join_key(&prefix, if stream { "stream" } else { "file" });
-        let upload = async {
-            if stream {
-                t.upload_stream(pipe_of(&src).await, &key).await
-            } else {
-                t.upload_file(&src, &key, None).await
-            }
+        let r = if stream {
+            t.upload_stream(pipe_of(&src).await, &key).await
+        } else {
+            t.upload_file(&src, &key, None).await
         };
-        let (r, ()) = tokio::join!(upload, watcher);
         assert!(
             matches!(r, Err(Error::Interrupted)),
             "stream={stream}: {r:?}"
