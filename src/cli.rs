@@ -1,13 +1,22 @@
-//! Command-line definitions (clap derive) and their conversion into validated requests.
-//! Nothing here touches the network or the disk beyond reading the config file.
+//! Command-line definitions (clap derive) and their conversion into a validated
+//! [`Invocation`]. clap's types stop here: the application layer only sees the invocation.
+//! Nothing here touches the network or the disk.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, PermissionPolicy, StoreLocation};
+use crate::app::invocation::{
+    Action, AdminAction, BarmanAction, ConfigAction, Invocation, Options, Servers, Sink, Source,
+    StoreAction,
+};
+use crate::barman::admin::Thresholds;
+use crate::barman::fullsync::FullSyncOptions;
+use crate::config::StoreLocation;
 use crate::error::{Error, Result};
+use crate::logging::Verbosity;
 
 /// Ship Barman and gpbackup backups to S3-compatible object storage and back.
 #[derive(Debug, Parser)]
@@ -237,42 +246,245 @@ fn parse_age(s: &str) -> std::result::Result<Duration, String> {
     crate::units::parse_duration(s)
 }
 
+/// Why the command line did not yield an invocation.
+#[derive(Debug)]
+pub enum Rejected {
+    /// clap's own outcome (usage error, `--help`, `--version`): print it, exit with its code.
+    Clap(clap::Error),
+    /// A value clap accepted but that is not valid.
+    Invalid(Error),
+}
+
+impl Rejected {
+    /// Prints the outcome the way the user expects (help on stdout, errors on stderr).
+    pub fn print(&self) {
+        match self {
+            Rejected::Clap(e) => {
+                let _ = e.print();
+            }
+            Rejected::Invalid(e) => eprintln!("barmans3: {}", e.one_line()),
+        }
+    }
+
+    /// The exit code clap or the error asks for (0 for `--help`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Rejected::Clap(e) => e.exit_code(),
+            Rejected::Invalid(e) => i32::from(e.exit().code()),
+        }
+    }
+}
+
+/// Parses and validates a command line (`args[0]` is the program).
+pub fn parse(args: Vec<OsString>) -> std::result::Result<Invocation, Rejected> {
+    let cli = Cli::try_parse_from(args).map_err(Rejected::Clap)?;
+    Invocation::try_from(cli).map_err(Rejected::Invalid)
+}
+
+/// The subcommand a command line names, parsed or not: the first argument that is not an
+/// option or an option's value. Lets the caller pick the exit code of a rejected command line
+/// (a mistyped `restore_command` must abort recovery; a retry hook must exit 62).
+pub fn subcommand_name(args: &[OsString]) -> Option<String> {
+    let mut it = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "--store" => {
+                it.next();
+            }
+            s if s.starts_with('-') => {}
+            s => return Some(s.to_string()),
+        }
+    }
+    None
+}
+
+impl TryFrom<Cli> for Invocation {
+    type Error = Error;
+
+    fn try_from(cli: Cli) -> Result<Invocation> {
+        let options = cli.global.options()?;
+        let action = match cli.command {
+            Command::GpPlugin { args } => Action::GpPlugin(args),
+            Command::QueueAdd => Action::QueueAdd,
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                let mut out = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "barmans3", &mut out);
+                Action::Completions(out)
+            }
+            Command::Config(c) => Action::Config(match c {
+                ConfigCommand::Check => ConfigAction::Check,
+                ConfigCommand::Init { output } => ConfigAction::Init { output },
+                ConfigCommand::ImportLegacy { file } => ConfigAction::ImportLegacy { file },
+            }),
+            Command::Store(c) => Action::Store(store_action(c)),
+            Command::Status => Action::Admin(AdminAction::Status),
+            Command::Check {
+                wal_warning,
+                wal_critical,
+                stuck_after,
+            } => Action::Admin(AdminAction::Check(Thresholds {
+                wal_warning,
+                wal_critical,
+                stuck: stuck_after,
+            })),
+            Command::Queue(QueueCommand::Ls) => Action::Admin(AdminAction::QueueLs),
+            Command::Queue(QueueCommand::Retry { backup_id }) => {
+                Action::Admin(AdminAction::QueueRetry(backup_id))
+            }
+            Command::Queue(QueueCommand::Prune { older_than }) => {
+                Action::Admin(AdminAction::QueuePrune(older_than))
+            }
+            other => Action::Barman(barman_action(other)?),
+        };
+        Ok(Invocation { options, action })
+    }
+}
+
+fn store_action(c: StoreCommand) -> StoreAction {
+    match c {
+        StoreCommand::Put { source, key } => StoreAction::Put {
+            source: if source == "-" {
+                Source::Stdin
+            } else {
+                Source::File(PathBuf::from(source))
+            },
+            key,
+        },
+        StoreCommand::Get { key, dest } => StoreAction::Get {
+            key,
+            dest: if dest == "-" {
+                Sink::Stdout
+            } else {
+                Sink::File(PathBuf::from(dest))
+            },
+        },
+        StoreCommand::Ls { prefix } => StoreAction::Ls { prefix },
+        StoreCommand::Uploads { abort_older_than } => StoreAction::Uploads { abort_older_than },
+    }
+}
+
+fn barman_action(c: Command) -> Result<BarmanAction> {
+    Ok(match c {
+        Command::BaseSync => BarmanAction::BaseSync,
+        Command::WalSync { server, all, full } => BarmanAction::WalSync {
+            servers: match (server, all) {
+                (Some(s), false) => Servers::One(s),
+                _ => Servers::All,
+            },
+            full,
+        },
+        Command::BaseLs { server } => BarmanAction::BaseLs { server },
+        Command::FullSync {
+            server,
+            no_delete,
+            dry_run,
+            force,
+        } => BarmanAction::FullSync {
+            server,
+            opts: FullSyncOptions {
+                no_delete,
+                dry_run,
+                force,
+            },
+        },
+        Command::BaseRestore {
+            server,
+            backup_id,
+            dest,
+            tablespaces,
+            recovery,
+        } => BarmanAction::BaseRestore {
+            id: backup_id_arg(backup_id)?,
+            tablespaces: parse_tablespaces(&tablespaces)?,
+            server,
+            dest,
+            recovery,
+        },
+        Command::WalRestore {
+            server,
+            wal_name,
+            dest,
+        } => {
+            if crate::barman::wal::relative_path(&wal_name).is_none() {
+                return Err(Error::Usage(format!(
+                    "{wal_name:?} is not a WAL file name (segment, .partial, .backup or .history)"
+                )));
+            }
+            BarmanAction::WalRestore {
+                server,
+                name: wal_name,
+                dest,
+            }
+        }
+        other => {
+            return Err(Error::Usage(format!("{other:?} is not a Barman command")));
+        }
+    })
+}
+
+fn backup_id_arg(id: String) -> Result<String> {
+    if crate::barman::info::is_backup_id(&id) {
+        Ok(id)
+    } else {
+        Err(Error::Usage(format!(
+            "invalid backup id {id:?}: expected YYYYMMDDTHHMMSS (see base-ls)"
+        )))
+    }
+}
+
+/// Parses `OID=DIR` tablespace mappings.
+pub fn parse_tablespaces(specs: &[String]) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (oid, dir) = s.split_once('=').ok_or_else(|| {
+                Error::Usage(format!("--tablespace {s:?}: use OID=DIRECTORY"))
+            })?;
+            if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) || dir.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--tablespace {s:?}: use OID=DIRECTORY (the oid is the directory name in the backup)"
+                )));
+            }
+            Ok((oid.to_string(), PathBuf::from(dir)))
+        })
+        .collect()
+}
+
 impl Global {
+    fn options(self) -> Result<Options> {
+        let progress = self.show_progress();
+        let store = self
+            .store
+            .map(|u| {
+                StoreLocation::parse(&u)
+                    .map(|loc| (loc, u))
+                    .map_err(|e| Error::Usage(format!("--store: {e}")))
+            })
+            .transpose()?;
+        Ok(Options {
+            config: self.config,
+            store,
+            verbosity: match (self.quiet, self.verbose) {
+                (true, _) => Verbosity::Quiet,
+                (false, 0) => Verbosity::Normal,
+                _ => Verbosity::Verbose,
+            },
+            json: self.json,
+            progress,
+        })
+    }
+
     /// Whether to draw progress bars: `--progress`, or stderr is a terminal and not `--no-progress`.
-    pub fn show_progress(&self) -> bool {
+    fn show_progress(&self) -> bool {
         use std::io::IsTerminal;
         self.progress
             || (!self.no_progress
                 && !self.quiet
                 && std::io::stderr().is_terminal()
                 && std::env::var("TERM").map_or(true, |t| t != "dumb"))
-    }
-
-    /// Loads and validates the configuration these options point at.
-    pub fn load_config(&self) -> Result<Config> {
-        let path = Config::resolve_path(self.config.as_deref());
-        let explicit =
-            self.config.is_some() || std::env::var_os(crate::config::CONFIG_ENV).is_some();
-        let mut cfg = match Config::load(&path, PermissionPolicy::Refuse) {
-            // With --store and no config anywhere, run on defaults: the demo and first steps.
-            Err(Error::Config(_)) if self.store.is_some() && !explicit && !path.exists() => {
-                let loc = self
-                    .store_location()?
-                    .ok_or_else(|| Error::Usage("--store missing".into()))?;
-                Config::for_location(loc)
-            }
-            other => other?,
-        };
-        if let Some(loc) = self.store_location()? {
-            cfg.location = loc;
-        }
-        Ok(cfg)
-    }
-
-    fn store_location(&self) -> Result<Option<StoreLocation>> {
-        self.store
-            .as_deref()
-            .map(|u| StoreLocation::parse(u).map_err(|e| Error::Usage(format!("--store: {e}"))))
-            .transpose()
     }
 }

@@ -12,25 +12,65 @@ use std::process::ExitCode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Everything asked for was done and verified.
-    Success = 0,
+    Success,
     /// The operation failed (network, storage, verification, a task that failed).
-    Failed = 1,
+    Failed,
     /// Usage or configuration error: nothing was attempted.
-    Config = 2,
+    Config,
     /// Unknown gpbackup plugin command (gpbackup / urfave-cli convention).
-    UnknownCommand = 3,
+    UnknownCommand,
+    /// `check`: the monitoring plugin's state (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Check(CheckLevel),
     /// Barman retry hook: give up on this hook and let Barman carry on (ABORT_CONTINUE).
-    HookAbortContinue = 62,
+    HookAbortContinue,
     /// Another run holds the lock for the same work; this run did nothing.
-    Busy = 75,
+    Busy,
+    /// `wal-restore` failed for a reason other than "the file is not in the bucket": a status
+    /// above 125 makes PostgreSQL abort recovery instead of ending it and promoting.
+    RecoveryAbort,
     /// Interrupted by SIGINT/SIGTERM; in-flight uploads were aborted.
-    Interrupted = 130,
+    Interrupted,
+}
+
+/// The states of a monitoring check (Nagios plugin convention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CheckLevel {
+    /// 0.
+    Ok,
+    /// 1.
+    Warning,
+    /// 2.
+    Critical,
+    /// 3: the check could not tell.
+    Unknown,
+}
+
+impl CheckLevel {
+    /// The plugin output's word.
+    pub fn word(self) -> &'static str {
+        match self {
+            CheckLevel::Ok => "OK",
+            CheckLevel::Warning => "WARNING",
+            CheckLevel::Critical => "CRITICAL",
+            CheckLevel::Unknown => "UNKNOWN",
+        }
+    }
 }
 
 impl Exit {
     /// The numeric code.
     pub fn code(self) -> u8 {
-        self as u8
+        match self {
+            Exit::Success => 0,
+            Exit::Failed => 1,
+            Exit::Config => 2,
+            Exit::UnknownCommand => 3,
+            Exit::Check(l) => l as u8,
+            Exit::HookAbortContinue => 62,
+            Exit::Busy => 75,
+            Exit::Interrupted => 130,
+            Exit::RecoveryAbort => 200,
+        }
     }
 }
 

@@ -1,8 +1,5 @@
-//! `barmans3`: parse arguments, run, exit with the documented code.
-
-use clap::Parser;
+//! `barmans3`: hand the arguments to the application, exit with the documented code.
 
 fn main() -> std::process::ExitCode {
-    let cli = barmans3::cli::Cli::parse();
-    barmans3::app::main_with(cli).into()
+    barmans3::app::main(std::env::args_os().collect()).into()
 }

@@ -506,10 +506,11 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             2,
             "--tablespace",
         ),
+        // A restore_command that is wrong must stop recovery, never read as "end of archive".
         case(
             "cli bad WAL name",
             barmans3("wal-restore pg ../../etc/passwd {dir}/w1"),
-            2,
+            200,
             "not a WAL file name",
         ),
         case(

@@ -13,7 +13,7 @@ use super::remote::Remote;
 use super::wal::{self, WalKind};
 use super::walsync::{WalState, scan_local};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{CheckLevel, Error, Result};
 use crate::store::ListRequest;
 use crate::transfer::Transfer;
 use crate::units::human_duration;
@@ -56,11 +56,36 @@ pub struct ServerView {
     pub problem: Option<String>,
 }
 
+/// How many tasks are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    /// `.run`.
+    pub run: usize,
+    /// `.running`.
+    pub running: usize,
+    /// `.done`.
+    pub done: usize,
+    /// `.error`.
+    pub error: usize,
+}
+
+impl QueueCounts {
+    /// Counts one task in `state`.
+    pub fn add(&mut self, state: State) {
+        match state {
+            State::Run => self.run += 1,
+            State::Running => self.running += 1,
+            State::Done => self.done += 1,
+            State::Error => self.error += 1,
+        }
+    }
+}
+
 /// Everything `status` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    /// Tasks by state: run, running, done, error.
-    pub queue: [usize; 4],
+    /// Tasks by state.
+    pub queue: QueueCounts,
     /// Tasks not done (run, running, error).
     pub tasks: Vec<TaskView>,
     /// Per-server WAL view.
@@ -172,9 +197,9 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
 /// Gathers the status: queue, tasks, every configured server, bucket reachability.
 pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
     let views = queue_views(cfg)?;
-    let mut queue = [0usize; 4];
+    let mut queue = QueueCounts::default();
     for v in &views {
-        queue[v.state as usize] += 1;
+        queue.add(v.state);
     }
     let tasks = views
         .into_iter()
@@ -221,32 +246,21 @@ pub struct Thresholds {
     pub stuck: Duration,
 }
 
-/// Nagios plugin states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// 0.
-    Ok = 0,
-    /// 1.
-    Warning = 1,
-    /// 2.
-    Critical = 2,
-}
-
 /// Judges a status: the worst level and the one-line plugin output with perfdata.
-pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
-    let mut level = Level::Ok;
+pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
+    let mut level = CheckLevel::Ok;
     let mut notes: Vec<String> = Vec::new();
-    let mut raise = |l: Level, note: String| {
+    let mut raise = |l: CheckLevel, note: String| {
         level = level.max(l);
         notes.push(note);
     };
     if let Err(e) = &s.bucket {
-        raise(Level::Critical, format!("bucket unreachable: {e}"));
+        raise(CheckLevel::Critical, format!("bucket unreachable: {e}"));
     }
     for t in &s.tasks {
         match t.state {
             State::Error => raise(
-                Level::Warning,
+                CheckLevel::Warning,
                 format!(
                     "task {} in .error: {}",
                     t.backup_id,
@@ -254,14 +268,14 @@ pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
                 ),
             ),
             State::Running if t.pid.is_some_and(|(_, a)| !a) => raise(
-                Level::Critical,
+                CheckLevel::Critical,
                 format!(
                     "task {} stuck in .running (its process is gone)",
                     t.backup_id
                 ),
             ),
             State::Running if t.age_s > th.stuck.as_secs() => raise(
-                Level::Critical,
+                CheckLevel::Critical,
                 format!(
                     "task {} running for {}",
                     t.backup_id,
@@ -273,7 +287,7 @@ pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
     }
     for v in &s.servers {
         if let Some(p) = &v.problem {
-            raise(Level::Critical, format!("{}: {p}", v.server));
+            raise(CheckLevel::Critical, format!("{}: {p}", v.server));
         }
         if let Some(age) = v.pending_age_s {
             let d = Duration::from_secs(age);
@@ -284,20 +298,20 @@ pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
                 human_duration(d)
             );
             if d > th.wal_critical {
-                raise(Level::Critical, note);
+                raise(CheckLevel::Critical, note);
             } else if d > th.wal_warning {
-                raise(Level::Warning, note);
+                raise(CheckLevel::Warning, note);
             }
         }
     }
-    let word = ["OK", "WARNING", "CRITICAL"][level as usize];
+    let word = level.word();
     let summary = if notes.is_empty() {
         format!(
             "queue {} run, {} running, {} done, {} error; {} server(s) shipping",
-            s.queue[0],
-            s.queue[1],
-            s.queue[2],
-            s.queue[3],
+            s.queue.run,
+            s.queue.running,
+            s.queue.done,
+            s.queue.error,
             s.servers.len()
         )
     } else {
@@ -305,7 +319,7 @@ pub fn judge(s: &Status, th: Thresholds) -> (Level, String) {
     };
     let mut perf = format!(
         "queue_run={} queue_running={} queue_error={}",
-        s.queue[0], s.queue[1], s.queue[3]
+        s.queue.run, s.queue.running, s.queue.error
     );
     for v in &s.servers {
         perf.push_str(&format!(

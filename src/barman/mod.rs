@@ -1,11 +1,10 @@
 //! The Barman companion: hook, queue, base and WAL sync, listing, safe remote deletion and
-//! restore, on the shared transfer engine. Each submodule owns one piece; [`cmd`] runs them
-//! for the CLI.
+//! restore, on the shared transfer engine. Each submodule owns one piece; `crate::app` runs them
+//! for the CLI. Nothing here prints to stdout or knows an exit code.
 
 pub mod admin;
 pub mod backup;
 pub mod basesync;
-pub mod cmd;
 pub mod conf;
 pub mod fullsync;
 pub mod info;

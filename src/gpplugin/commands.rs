@@ -92,8 +92,9 @@ impl Plugin {
     }
 
     async fn engine(&self, d: Direction) -> Result<Transfer> {
-        let cfg = self.cfg.engine_config(d);
-        let t = Transfer::new(store::open(&cfg).await?, cfg.transfer);
+        let (location, s3) = self.cfg.store_settings();
+        let store = store::open(&location, &s3).await?;
+        let t = Transfer::new(store, self.cfg.transfer_config(d));
         Ok(t.with_cancel(self.cancel.clone()))
     }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_yaml_ng::Value;
 
 use crate::config::{
-    Addressing, ChecksumMode, Config, MAX_PART_SIZE, MIN_PART_SIZE, Secret, StaticCredentials,
+    Addressing, ChecksumMode, MAX_PART_SIZE, MIN_PART_SIZE, S3Config, Secret, StaticCredentials,
     StoreLocation, TransferConfig, default_s3, normalize_prefix, validate_bucket,
     validate_endpoint,
 };
@@ -363,9 +363,9 @@ impl PluginConfig {
         })
     }
 
-    /// The engine config for one direction. The location prefix is empty: plugin keys are
-    /// computed in full (folder included) by the key rules.
-    pub fn engine_config(&self, d: Direction) -> Config {
+    /// Where the plugin's objects live and how to reach them. The location prefix is empty:
+    /// plugin keys are computed in full (folder included) by the key rules.
+    pub fn store_settings(&self) -> (StoreLocation, S3Config) {
         let mut s3 = default_s3();
         s3.endpoint = self.endpoint.clone();
         s3.region = Some(self.region.clone());
@@ -381,19 +381,21 @@ impl PluginConfig {
             s3.endpoint = Some(format!("http://s3.{}.amazonaws.com", self.region));
             s3.addressing = Addressing::Path;
         }
-        let mut cfg = Config::for_location(StoreLocation::S3 {
+        let location = StoreLocation::S3 {
             bucket: self.bucket.clone(),
             prefix: String::new(),
-        });
-        cfg.source = Some(self.path.clone());
-        cfg.s3 = s3;
-        cfg.transfer = TransferConfig {
+        };
+        (location, s3)
+    }
+
+    /// The engine settings for one direction.
+    pub fn transfer_config(&self, d: Direction) -> TransferConfig {
+        TransferConfig {
             part_size: d.chunk,
             concurrency: d.concurrency,
             max_attempts: 6,
             checksum: ChecksumMode::WhenSupported,
-        };
-        cfg
+        }
     }
 }
 

@@ -12,10 +12,8 @@ pub mod log;
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::error::{Error, Exit, Result};
-use crate::transfer::Cancel;
 use commands::Plugin;
 use config::{PluginConfig, Verbosity};
 
@@ -184,13 +182,8 @@ fn workers(arg: Option<&String>) -> Result<usize> {
 }
 
 fn execute(cfg: PluginConfig, cmd: &str, a: &[String], out: &mut dyn Write) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start the runtime", e))?;
-    let cancel = Arc::new(Cancel::default());
-    let plugin = Plugin::new(cfg, cancel.clone());
-    let work = async {
+    crate::runtime::block_on(|cancel| async move {
+        let plugin = Plugin::new(cfg, cancel);
         match cmd {
             "setup_plugin_for_backup" => plugin.setup_backup(&a[0]).await,
             "setup_plugin_for_restore" => plugin.setup_restore().await,
@@ -214,8 +207,7 @@ fn execute(cfg: PluginConfig, cmd: &str, a: &[String], out: &mut dyn Write) -> R
             }
             other => Err(Error::Usage(format!("{other}: not a data command"))),
         }
-    };
-    rt.block_on(crate::app::with_signals(cancel, work))
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::{Config, StoreLocation};
+use crate::config::{S3Config, StoreLocation};
 use crate::error::Result;
 
 /// Largest number of keys one batch delete may carry (S3's limit).
@@ -245,13 +245,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;
 
-/// Opens the store a configuration points at.
-pub async fn open(config: &Config) -> Result<SharedStore> {
-    Ok(match &config.location {
+/// Opens the store at `location`; `s3` says how to reach it when it is a bucket.
+pub async fn open(location: &StoreLocation, s3: &S3Config) -> Result<SharedStore> {
+    Ok(match location {
         StoreLocation::Local { root } => Arc::new(local::LocalStore::open(root)?),
-        StoreLocation::S3 { bucket, .. } => {
-            Arc::new(s3::S3Store::connect(&config.s3, bucket).await?)
-        }
+        StoreLocation::S3 { bucket, .. } => Arc::new(s3::S3Store::connect(s3, bucket).await?),
     })
 }
 

@@ -102,14 +102,22 @@ pub async fn open(
                 root: dir.path().to_path_buf(),
             });
             (
-                store::open(&cfg).await.expect("open local"),
+                store::open(&cfg.location, &cfg.s3)
+                    .await
+                    .expect("open local"),
                 prefix,
                 Some(dir),
             )
         }
         Backend::Garage => {
             let cfg = garage().config(&prefix);
-            (store::open(&cfg).await.expect("open garage"), prefix, None)
+            (
+                store::open(&cfg.location, &cfg.s3)
+                    .await
+                    .expect("open garage"),
+                prefix,
+                None,
+            )
         }
     }
 }
@@ -152,7 +160,9 @@ pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// A transfer engine on the test Garage's bucket, without a prefix (keys are full keys).
 pub async fn garage_transfer() -> Transfer {
-    let st = store::open(&garage().config("")).await.expect("open store");
+    let st = store::open(&garage().config("").location, &garage().config("").s3)
+        .await
+        .expect("open store");
     Transfer::new(st, small_transfer())
 }
 

@@ -3,6 +3,8 @@
 # PostgreSQL runs as postgres, Barman and barmans3's hooks and syncs as barman, the restore's
 # restore_command as postgres. Needs: BARMANS3_BIN and the BARMANS3_TEST_S3_* variables of a
 # running Garage. Prints "E2E OK" at the end; any failed step exits non-zero with its name.
+# Output is matched with here-strings, never `cmd | grep -q`: under pipefail grep's early exit
+# can fail the writer with SIGPIPE.
 set -euo pipefail
 
 PGBIN=/usr/lib/postgresql/15/bin
@@ -105,7 +107,7 @@ step "base-sync while Barman still says WAITING_FOR_WALS: task stays queued, not
 if grep -q '^status=WAITING_FOR_WALS' "$INFO1"; then
   b3 base-sync
   [ -f "$BASE/b3/queue/$ID1.run" ] || fail "task left .run while waiting for WALs"
-  b3 base-ls $SRV | grep -q "$ID1" && fail "backup uploaded before DONE"
+  grep -q "$ID1" <<<"$(b3 base-ls $SRV)" && fail "backup uploaded before DONE"
 else
   echo "(Barman already marked $ID1 DONE)" >&2
 fi
@@ -127,9 +129,9 @@ step "tablespace uploaded once: under base/$ID1/<oid>/, and pg_tblspc holds only
 OBJECTS=$(b3 store ls "$SRV/base/$ID1/")
 OID=$(ls "$BASE/barman/$SRV/base/$ID1" | grep -E '^[0-9]+$' | head -1)
 [ -n "$OID" ] || fail "no tablespace directory in the Barman backup"
-echo "$OBJECTS" | grep -q "/base/$ID1/$OID/" || fail "tablespace files missing"
-if echo "$OBJECTS" | grep -q "/base/$ID1/data/pg_tblspc/$OID/"; then fail "tablespace uploaded twice (symlink followed)"; fi
-echo "$OBJECTS" | grep -q "/base/$ID1/barmans3.manifest" || fail "manifest missing"
+grep -q "/base/$ID1/$OID/" <<<"$OBJECTS" || fail "tablespace files missing"
+if grep -q "/base/$ID1/data/pg_tblspc/$OID/" <<<"$OBJECTS"; then fail "tablespace uploaded twice (symlink followed)"; fi
+grep -q "/base/$ID1/barmans3.manifest" <<<"$OBJECTS" || fail "manifest missing"
 
 step "wal-sync, more rows after the backup, switch-wal, wal-sync again"
 b3 wal-sync $SRV
@@ -167,12 +169,12 @@ for i in $(seq 1 20); do
 done
 [ ! -e "$BASE/barman/$SRV/base/$ID1" ] || fail "Barman retention did not delete $ID1"
 PLAN=$(b3 full-sync --dry-run $SRV)
-echo "$PLAN" | grep -q "delete backup $ID1" || fail "dry run does not plan $ID1: $PLAN"
-b3 base-ls $SRV | grep -q "$ID1" || fail "dry run deleted something"
+grep -q "delete backup $ID1" <<<"$PLAN" || fail "dry run does not plan $ID1: $PLAN"
+grep -q "$ID1" <<<"$(b3 base-ls $SRV)" || fail "dry run deleted something"
 b3 full-sync $SRV
 LS=$(b3 --json base-ls $SRV)
-echo "$LS" | grep -q "\"$ID1\"" && fail "remote $ID1 not deleted: $LS"
-echo "$LS" | grep -q "\"$ID2\"" || fail "remote $ID2 missing: $LS"
+grep -q "\"$ID1\"" <<<"$LS" && fail "remote $ID1 not deleted: $LS"
+grep -q "\"$ID2\"" <<<"$LS" || fail "remote $ID2 missing: $LS"
 BEGIN2=$(echo "$LS" | python3 -c 'import json,sys; print([b["begin_wal"] for b in json.load(sys.stdin)][0])')
 for key in $(b3 store ls "$SRV/wals/" | awk '{print $2}'); do
   name=${key##*/}
@@ -187,7 +189,7 @@ sed -e "s#$BASE/barman.conf#$BASE/barman-empty.conf#" -e "s#$BASE/b3/state#$BASE
 chown barman: "$BASE/barman-empty.conf" "$BASE/b3/empty.yaml"; chmod 600 "$BASE/b3/empty.yaml"
 COUNT_BEFORE=$(b3 store ls "$SRV/" | wc -l)
 if OUT=$(as_barman "$BIN --config $BASE/b3/empty.yaml full-sync $SRV" 2>&1); then fail "full-sync on an empty home succeeded: $OUT"; fi
-echo "$OUT" | grep -q "refusing to delete anything" || fail "unclear message: $OUT"
+grep -q "refusing to delete anything" <<<"$OUT" || fail "unclear message: $OUT"
 [ "$(b3 store ls "$SRV/" | wc -l)" = "$COUNT_BEFORE" ] || fail "objects changed after the refused full-sync"
 
 echo "E2E OK: backups $ID1 (restored, then retired) and $ID2, prefix $PREFIX" >&2

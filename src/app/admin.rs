@@ -1,0 +1,122 @@
+//! Operator commands: `status` and `check` (rendered here from [`crate::barman::admin`]'s
+//! views) and the queue administration commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::invocation::{AdminAction, Options};
+use super::{bare_engine, load_config};
+use crate::barman::admin::{self, Status};
+use crate::error::{Exit, Result};
+use crate::transfer::Cancel;
+use crate::units::human_duration;
+
+pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) -> Result<Exit> {
+    let cfg = load_config(&o)?;
+    match action {
+        AdminAction::QueueLs => {
+            let views = admin::queue_views(&cfg)?;
+            if o.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&views).unwrap_or_default()
+                );
+                return Ok(Exit::Success);
+            }
+            println!(
+                "{:<16} {:<8} {:<8} {:>9} {:>8}  LAST ERROR",
+                "ID", "SERVER", "STATE", "AGE", "ATTEMPTS"
+            );
+            for v in views {
+                println!(
+                    "{:<16} {:<8} {:<8} {:>9} {:>8}  {}",
+                    v.backup_id,
+                    v.server,
+                    format!("{:?}", v.state).to_lowercase(),
+                    human_duration(Duration::from_secs(v.age_s)),
+                    v.attempts,
+                    v.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        AdminAction::QueueRetry(id) => {
+            admin::queue_retry(&cfg, &id)?;
+            eprintln!("barmans3: {id} queued again; the next base-sync works it");
+        }
+        AdminAction::QueuePrune(age) => {
+            let n = admin::queue_prune(&cfg, age)?;
+            eprintln!("barmans3: pruned {n} done task(s)");
+        }
+        AdminAction::Status => {
+            let t = bare_engine(&cfg, cancel).await?;
+            let s = admin::status(&cfg, &t).await?;
+            if o.json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                print!("{}", render_status(&s));
+            }
+        }
+        AdminAction::Check(th) => {
+            let t = bare_engine(&cfg, cancel).await?;
+            let s = admin::status(&cfg, &t).await?;
+            let (level, line) = admin::judge(&s, th);
+            println!("{line}");
+            return Ok(Exit::Check(level));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn render_status(s: &Status) -> String {
+    let age = |a: Option<u64>| {
+        a.map_or("never".into(), |s| {
+            format!("{} ago", human_duration(Duration::from_secs(s)))
+        })
+    };
+    let mut out = format!(
+        "bucket: {}\nqueue: {} run, {} running, {} done, {} error; last good base-sync {}\n",
+        match &s.bucket {
+            Ok(()) => "reachable".to_string(),
+            Err(e) => format!("UNREACHABLE: {e}"),
+        },
+        s.queue.run,
+        s.queue.running,
+        s.queue.done,
+        s.queue.error,
+        age(s.last_base_sync_age_s)
+    );
+    for t in &s.tasks {
+        out.push_str(&format!(
+            "  task {} {} {:?} attempts={}{}{}\n",
+            t.server,
+            t.backup_id,
+            t.state,
+            t.attempts,
+            t.pid.map_or(String::new(), |(p, alive)| format!(
+                " pid={p}{}",
+                if alive { "" } else { " (gone)" }
+            )),
+            t.last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" error: {e}"))
+        ));
+    }
+    for v in &s.servers {
+        out.push_str(&format!(
+            "server {}: newest WAL here {}, in the bucket {}; {} pending{}; last good wal-sync {}{}\n",
+            v.server,
+            v.newest_local.as_deref().unwrap_or("-"),
+            v.newest_remote.as_deref().unwrap_or("-"),
+            v.pending,
+            v.pending_age_s.map_or(String::new(), |a| format!(
+                " (oldest {})",
+                human_duration(Duration::from_secs(a))
+            )),
+            age(v.last_wal_sync_age_s),
+            v.problem
+                .as_ref()
+                .map_or(String::new(), |p| format!("; PROBLEM: {p}"))
+        ));
+    }
+    out
+}

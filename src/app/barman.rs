@@ -1,0 +1,278 @@
+//! The Barman commands as the CLI runs them: configuration and engine in, reports on stdout
+//! (data) or stderr (logs), an [`Exit`] out. The work itself is in [`crate::barman`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::invocation::{BarmanAction, Options, Servers};
+use super::{engine, finish, load_config, summary};
+use crate::barman::basesync::{base_sync, queue_add as enqueue};
+use crate::barman::conf::BarmanConf;
+use crate::barman::fullsync::{full_sync, remote_backups};
+use crate::barman::remote::Remote;
+use crate::barman::restore::{RestoreOptions, base_restore, wal_restore};
+use crate::barman::walsync::wal_sync;
+use crate::config::Config;
+use crate::error::{Error, Exit, Result};
+use crate::transfer::{Cancel, Transfer};
+use crate::units::human_bytes;
+
+/// Whether the hook environment says Barman runs us as a `*_retry_script`.
+pub(super) fn retry_hook() -> bool {
+    std::env::var("BARMAN_RETRY").is_ok_and(|v| v == "1")
+        || std::env::var("BARMAN_HOOK").is_ok_and(|h| h.ends_with("_retry_script"))
+}
+
+/// `queue-add`: runs without a runtime or a store, in milliseconds. As a retry hook, every
+/// failure exits 62 (ABORT_CONTINUE) so Barman is never blocked; `full-sync` catches any backup
+/// that was not queued.
+pub(super) fn queue_add(load: impl FnOnce() -> Result<Config>) -> Exit {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("BARMAN_"))
+        .collect();
+    let result = load().and_then(|cfg| {
+        let mut last = None;
+        // A queue directory that is briefly unwritable gets three tries over ~2 s.
+        for attempt in 0..3 {
+            match enqueue(&cfg.barman.queue_dir, &env) {
+                Ok(q) => return Ok(q),
+                Err(e @ (Error::Usage(_) | Error::Config(_))) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300 << attempt));
+        }
+        Err(last.unwrap_or(Error::Failed("queue-add failed".into())))
+    });
+    match result {
+        Ok(q) => {
+            tracing::info!("queued backup {} ({:?})", q.backup_id, q.state);
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("barmans3 queue-add: {}", e.one_line());
+            // As a retry hook every refusal must be 62, or Barman retries forever.
+            if retry_hook() {
+                Exit::HookAbortContinue
+            } else {
+                e.exit()
+            }
+        }
+    }
+}
+
+/// Runs a Barman command. `wal-restore` maps every failure but "not in the bucket" to
+/// [`Exit::RecoveryAbort`], whatever stage it failed at.
+pub(super) fn run(o: &Options, action: BarmanAction) -> Exit {
+    let restore_command = matches!(action, BarmanAction::WalRestore { .. });
+    let result = load_config(o).and_then(|cfg| {
+        crate::runtime::block_on(|cancel| with_engine(o.clone(), cfg, action, cancel))
+    });
+    match result {
+        Err(e) if restore_command => {
+            eprintln!("barmans3 wal-restore: {}; aborting recovery", e.one_line());
+            Exit::RecoveryAbort
+        }
+        other => finish(other),
+    }
+}
+
+async fn with_engine(
+    o: Options,
+    cfg: Config,
+    action: BarmanAction,
+    cancel: Arc<Cancel>,
+) -> Result<Exit> {
+    let quiet_summary = matches!(
+        action,
+        BarmanAction::WalRestore { .. } | BarmanAction::BaseLs { .. }
+    );
+    let t = engine(&o, &cfg, cancel).await?;
+    let exit = dispatch(&o, &cfg, &t, action).await;
+    t.progress().finish();
+    let exit = exit?;
+    if !quiet_summary {
+        summary(&o, &t);
+    }
+    Ok(exit)
+}
+
+async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction) -> Result<Exit> {
+    match action {
+        BarmanAction::BaseSync => run_base_sync(cfg, t).await,
+        BarmanAction::WalSync { servers, full } => run_wal_sync(cfg, t, servers, full).await,
+        BarmanAction::BaseLs { server } => base_ls(o, cfg, t, &server).await,
+        BarmanAction::FullSync { server, opts } => {
+            let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
+            let r = full_sync(cfg, t, &dirs, opts).await?;
+            let verb = if opts.dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            };
+            eprintln!(
+                "barmans3 full-sync {server}: {} backup(s) uploaded, {} WAL(s) uploaded, {verb} {} backup(s) and {} WAL object(s){}",
+                r.uploaded_backups.len(),
+                r.wal.uploaded,
+                r.deleted_backups.len(),
+                r.deleted_wals.len(),
+                if r.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; skipped: {}", r.skipped.join(", "))
+                }
+            );
+            if opts.dry_run {
+                for id in &r.deleted_backups {
+                    println!("delete backup {id}");
+                }
+                for k in &r.deleted_wals {
+                    println!("delete {k}");
+                }
+            }
+            Ok(Exit::Success)
+        }
+        BarmanAction::BaseRestore {
+            server,
+            id,
+            dest,
+            tablespaces,
+            recovery,
+        } => {
+            let opts = RestoreOptions {
+                tablespaces,
+                restore_command: recovery.then(|| restore_command(o, cfg, &server)),
+            };
+            let remote = Remote::new(cfg.location.prefix(), &server);
+            let r = base_restore(t, &remote, &id, &dest, &opts).await?;
+            eprintln!(
+                "barmans3 base-restore {server} {id}: {} files, {} verified into {}",
+                r.files,
+                human_bytes(r.bytes),
+                dest.display()
+            );
+            for (oid, dir) in &r.tablespaces {
+                eprintln!("  tablespace {oid} -> {}", dir.display());
+            }
+            Ok(Exit::Success)
+        }
+        BarmanAction::WalRestore { server, name, dest } => {
+            let remote = Remote::new(cfg.location.prefix(), &server);
+            match wal_restore(t, &remote, &name, &dest).await {
+                Ok(n) => {
+                    tracing::info!("{name}: {n} bytes to {}", dest.display());
+                    Ok(Exit::Success)
+                }
+                // PostgreSQL asks for files that may not exist (the next timeline's history,
+                // the end of the archive): a quiet exit 1 is the answer, and the only one that
+                // lets it end recovery.
+                Err(Error::NotFound { .. }) => {
+                    tracing::debug!("{name}: not in the bucket");
+                    Ok(Exit::Failed)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+async fn run_base_sync(cfg: &Config, t: &Transfer) -> Result<Exit> {
+    let r = base_sync(cfg, t).await?;
+    eprintln!(
+        "barmans3 base-sync: {} done, {} waiting, {} failed, {} uploaded",
+        r.done,
+        r.waiting,
+        r.failed,
+        human_bytes(r.bytes)
+    );
+    if r.failed > 0 {
+        return Err(Error::Failed(format!(
+            "{} task(s) failed: {}",
+            r.failed,
+            r.errors.join("; ")
+        )));
+    }
+    Ok(Exit::Success)
+}
+
+async fn run_wal_sync(cfg: &Config, t: &Transfer, servers: Servers, full: bool) -> Result<Exit> {
+    let conf = BarmanConf::load(&cfg.barman.config)?;
+    let (names, all) = match servers {
+        Servers::All => (conf.servers(), true),
+        Servers::One(s) => (vec![s], false),
+    };
+    let mut failures = Vec::new();
+    for s in names {
+        let dirs = conf.server(&s)?;
+        match wal_sync(cfg, t, &dirs, full).await {
+            Ok(r) => eprintln!(
+                "barmans3 wal-sync {s}: {} uploaded ({}), {} checked{}",
+                r.uploaded,
+                human_bytes(r.bytes),
+                r.checked,
+                if r.full { ", full reconcile" } else { "" }
+            ),
+            Err(e @ (Error::Busy(_) | Error::Interrupted)) if !all => return Err(e),
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => {
+                tracing::error!("wal-sync {s}: {}", e.one_line());
+                failures.push(format!("{s}: {}", e.one_line()));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Failed(failures.join("; ")));
+    }
+    Ok(Exit::Success)
+}
+
+async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Result<Exit> {
+    let remote = Remote::new(cfg.location.prefix(), server);
+    let list = remote_backups(t, &remote).await?;
+    if o.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(Exit::Success);
+    }
+    println!(
+        "{:<16} {:<17} {:<32} {:<32} {:>10}  {:<49} COMPLETE",
+        "ID", "STATUS", "BEGIN", "END", "SIZE", "WAL RANGE"
+    );
+    for b in list {
+        let range = match (&b.begin_wal, &b.end_wal) {
+            (Some(a), Some(z)) => format!("{a}-{z}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<16} {:<17} {:<32} {:<32} {:>10}  {:<49} {}",
+            b.id,
+            if b.status.is_empty() { "-" } else { &b.status },
+            b.begin_time.as_deref().unwrap_or("-"),
+            b.end_time.as_deref().unwrap_or("-"),
+            b.size.map_or("-".into(), human_bytes),
+            range,
+            if b.complete { "yes" } else { "no" }
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// The restore_command base-restore --recovery writes: this binary, this config, this server.
+fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "barmans3".into());
+    let config = cfg
+        .source
+        .as_ref()
+        .or(o.config.as_ref())
+        .map(|p| format!(" --config {}", p.display()))
+        .unwrap_or_default();
+    let store = o
+        .store
+        .as_ref()
+        .map(|(_, url)| format!(" --store {url}"))
+        .unwrap_or_default();
+    format!("{exe}{config}{store} wal-restore {server} %f %p")
+}

@@ -1,0 +1,191 @@
+//! What the command line asked for, validated: the one typed entrance between `cli` (which
+//! builds it from clap's parse) and the application layer (which runs it). Nothing here knows
+//! clap; every value is already parsed (ids checked, durations and tablespace maps built).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::barman::admin::Thresholds;
+use crate::barman::fullsync::FullSyncOptions;
+use crate::config::StoreLocation;
+use crate::logging::Verbosity;
+
+/// A complete, validated command line.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// Options every command takes.
+    pub options: Options,
+    /// What to do.
+    pub action: Action,
+}
+
+/// Global options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--store URL`, parsed, with the text as given (for the restore_command we write).
+    pub store: Option<(StoreLocation, String)>,
+    /// Log level.
+    pub verbosity: Verbosity,
+    /// `--json`: the run summary (and reports) as JSON on stdout.
+    pub json: bool,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+}
+
+/// Every command.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// The gpbackup plugin, argv as gpbackup sends it (without the program name).
+    GpPlugin(Vec<String>),
+    /// Barman's post-backup hook.
+    QueueAdd,
+    /// The Barman sync and restore commands.
+    Barman(BarmanAction),
+    /// Operator views and queue administration.
+    Admin(AdminAction),
+    /// Object-level commands.
+    Store(StoreAction),
+    /// Configuration helpers.
+    Config(ConfigAction),
+    /// A shell completion script, already rendered.
+    Completions(Vec<u8>),
+}
+
+/// Which Barman servers a command covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Servers {
+    /// One named server.
+    One(String),
+    /// Every active server in Barman's configuration.
+    All,
+}
+
+/// The Barman commands.
+#[derive(Debug, Clone)]
+pub enum BarmanAction {
+    /// `base-sync`.
+    BaseSync,
+    /// `wal-sync SERVER|--all [--full]`.
+    WalSync {
+        /// Servers to sync.
+        servers: Servers,
+        /// Compare the whole archive with the bucket.
+        full: bool,
+    },
+    /// `base-ls SERVER`.
+    BaseLs {
+        /// Server.
+        server: String,
+    },
+    /// `full-sync SERVER`.
+    FullSync {
+        /// Server.
+        server: String,
+        /// Options.
+        opts: FullSyncOptions,
+    },
+    /// `base-restore SERVER ID DEST`.
+    BaseRestore {
+        /// Server.
+        server: String,
+        /// Backup id (checked: `YYYYMMDDTHHMMSS`).
+        id: String,
+        /// Destination data directory.
+        dest: PathBuf,
+        /// Tablespace oid → directory.
+        tablespaces: BTreeMap<String, PathBuf>,
+        /// Write recovery.signal and a restore_command.
+        recovery: bool,
+    },
+    /// `wal-restore SERVER %f %p`.
+    WalRestore {
+        /// Server.
+        server: String,
+        /// WAL file name (checked).
+        name: String,
+        /// Destination path.
+        dest: PathBuf,
+    },
+}
+
+/// Operator commands.
+#[derive(Debug, Clone)]
+pub enum AdminAction {
+    /// `status`.
+    Status,
+    /// `check`.
+    Check(Thresholds),
+    /// `queue ls`.
+    QueueLs,
+    /// `queue retry ID`.
+    QueueRetry(String),
+    /// `queue prune --older-than AGE`.
+    QueuePrune(Duration),
+}
+
+/// Where `store put` reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Standard input.
+    Stdin,
+    /// A local file.
+    File(PathBuf),
+}
+
+/// Where `store get` writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// Standard output.
+    Stdout,
+    /// A local file (written atomically).
+    File(PathBuf),
+}
+
+/// Object-level commands.
+#[derive(Debug, Clone)]
+pub enum StoreAction {
+    /// `store put`.
+    Put {
+        /// What to upload.
+        source: Source,
+        /// Key relative to the prefix.
+        key: String,
+    },
+    /// `store get`.
+    Get {
+        /// Key relative to the prefix.
+        key: String,
+        /// Where to write.
+        dest: Sink,
+    },
+    /// `store ls`.
+    Ls {
+        /// Key prefix relative to the configured prefix.
+        prefix: String,
+    },
+    /// `store uploads`.
+    Uploads {
+        /// Abort uploads older than this.
+        abort_older_than: Option<Duration>,
+    },
+}
+
+/// Configuration helpers.
+#[derive(Debug, Clone)]
+pub enum ConfigAction {
+    /// `config check`.
+    Check,
+    /// `config init [--output FILE]`.
+    Init {
+        /// Write here instead of stdout.
+        output: Option<PathBuf>,
+    },
+    /// `config import-legacy FILE`.
+    ImportLegacy {
+        /// The BarmanS3 config.
+        file: PathBuf,
+    },
+}

@@ -1,0 +1,129 @@
+//! The application layer: turns a validated [`Invocation`] into work and an [`Exit`]. It owns
+//! what the library below it must not: reading the configuration for a command, building the
+//! engine with its progress display, printing reports on stdout and the run summary, and the
+//! exit code of each outcome. One dispatch here; a file per command family.
+
+pub mod invocation;
+
+mod admin;
+mod barman;
+mod store;
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use crate::cli;
+use crate::config::{Config, PermissionPolicy};
+use crate::error::{Error, Exit, Result};
+use crate::transfer::{Cancel, Transfer};
+use invocation::{Action, Invocation, Options};
+
+/// The whole `barmans3` program after the OS hands over the arguments.
+pub fn main(args: Vec<OsString>) -> Exit {
+    match cli::parse(args.clone()) {
+        Ok(inv) => run(inv),
+        Err(rejected) => {
+            rejected.print();
+            match cli::subcommand_name(&args).as_deref() {
+                Some("wal-restore") if rejected.exit_code() != 0 => Exit::RecoveryAbort,
+                Some("queue-add") if rejected.exit_code() != 0 && barman::retry_hook() => {
+                    Exit::HookAbortContinue
+                }
+                _ if rejected.exit_code() == 0 => Exit::Success,
+                _ => Exit::Config,
+            }
+        }
+    }
+}
+
+/// Runs a validated invocation.
+pub fn run(inv: Invocation) -> Exit {
+    let Invocation { options, action } = inv;
+    match action {
+        Action::GpPlugin(args) => {
+            let argv: Vec<String> = std::iter::once(crate::gpplugin::log::PROGRAM.to_string())
+                .chain(args)
+                .collect();
+            return crate::gpplugin::run(&argv, &mut std::io::stdout(), &mut std::io::stderr());
+        }
+        Action::Completions(script) => return store::print_bytes(&script),
+        _ => {}
+    }
+    crate::logging::init(options.verbosity);
+    match action {
+        Action::QueueAdd => barman::queue_add(|| load_config(&options)),
+        Action::Config(c) => store::config_command(&options, c),
+        Action::Barman(b) => barman::run(&options, b),
+        Action::Admin(a) => finish(crate::runtime::block_on(|cancel| {
+            admin::run(options.clone(), a, cancel)
+        })),
+        Action::Store(s) => finish(crate::runtime::block_on(|cancel| {
+            store::run(options.clone(), s, cancel)
+        })),
+        Action::GpPlugin(_) | Action::Completions(_) => Exit::Success,
+    }
+}
+
+/// Reports a failed run in one line and picks its exit code.
+fn finish(result: Result<Exit>) -> Exit {
+    match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("barmans3: {}", e.one_line());
+            e.exit()
+        }
+    }
+}
+
+/// Loads and validates the configuration the options point at. With `--store` and no config
+/// file anywhere, runs on defaults: the demo and first steps.
+pub fn load_config(o: &Options) -> Result<Config> {
+    let path = Config::resolve_path(o.config.as_deref());
+    let explicit = o.config.is_some() || std::env::var_os(crate::config::CONFIG_ENV).is_some();
+    let mut cfg = match Config::load(&path, PermissionPolicy::Refuse) {
+        Err(Error::Config(_)) if o.store.is_some() && !explicit && !path.exists() => {
+            Config::for_location(
+                o.store
+                    .as_ref()
+                    .map(|s| s.0.clone())
+                    .ok_or_else(|| Error::Usage("--store missing".into()))?,
+            )
+        }
+        other => other?,
+    };
+    if let Some((loc, _)) = &o.store {
+        cfg.location = loc.clone();
+    }
+    Ok(cfg)
+}
+
+/// The engine on the store the config names, with the run's cancel flag; no display, no log
+/// file (monitoring and config checks run as other users, from NRPE or by hand).
+async fn bare_engine(cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
+    let store = crate::store::open(&cfg.location, &cfg.s3).await?;
+    Ok(Transfer::new(store, cfg.transfer.clone()).with_cancel(cancel))
+}
+
+/// The engine for a command that moves data: [`bare_engine`], progress bars when the options
+/// ask for them, and the log file when one is configured.
+async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
+    if let Some(dir) = &cfg.barman.log_dir {
+        crate::logging::open_log_file(dir)?;
+    }
+    let t = bare_engine(cfg, cancel).await?;
+    Ok(if o.progress {
+        t.with_progress(Arc::new(crate::progress::Bars::new()))
+    } else {
+        t
+    })
+}
+
+/// The run summary: JSON on stdout with `--json`, else one info line.
+fn summary(o: &Options, t: &Transfer) {
+    let s = t.stats().snapshot();
+    if o.json {
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+    } else {
+        tracing::info!("done: {s}");
+    }
+}

@@ -1,0 +1,164 @@
+//! Object-level commands (`store put|get|ls|uploads`) and the configuration helpers
+//! (`config check|init|import-legacy`).
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+
+use super::invocation::{ConfigAction, Options, Sink, Source, StoreAction};
+use super::{bare_engine, engine, finish, load_config, summary};
+use crate::error::{Error, Exit, Result};
+use crate::store::{ListRequest, join_key};
+use crate::transfer::{Cancel, Expect};
+
+pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) -> Result<Exit> {
+    let cfg = load_config(&o)?;
+    let t = engine(&o, &cfg, cancel).await?;
+    let prefix = cfg.location.prefix().to_string();
+    match action {
+        StoreAction::Put { source, key } => {
+            let key = join_key(&prefix, &key);
+            let up = match source {
+                Source::Stdin => t.upload_stream(tokio::io::stdin(), &key).await?,
+                Source::File(path) => {
+                    if let Ok(m) = std::fs::metadata(&path) {
+                        t.progress().add_work(1, m.len());
+                    }
+                    t.upload_file(&path, &key, None).await?
+                }
+            };
+            tracing::info!(key, size = up.size, parts = up.parts, "uploaded");
+        }
+        StoreAction::Get { key, dest } => {
+            let key = join_key(&prefix, &key);
+            match dest {
+                Sink::Stdout => {
+                    let mut out = tokio::io::stdout();
+                    t.download_to(&key, &mut out, Expect::default()).await?;
+                    out.flush()
+                        .await
+                        .map_err(|e| Error::io("write stdout", e))?;
+                }
+                Sink::File(path) => {
+                    t.download_file(&key, &path, Expect::default()).await?;
+                }
+            }
+        }
+        StoreAction::Ls { prefix: p } => {
+            let req = ListRequest {
+                prefix: join_key(&prefix, &p),
+                ..Default::default()
+            };
+            let mut lines = String::new();
+            t.list_pages(&req, |objs, _| {
+                for o in objs {
+                    lines.push_str(&format!("{:>14} {}\n", o.size, o.key));
+                }
+                true
+            })
+            .await?;
+            print!("{lines}");
+        }
+        StoreAction::Uploads { abort_older_than } => {
+            let list = match abort_older_than {
+                Some(age) => t.abort_stale_uploads(&prefix, age).await?,
+                None => t.incomplete_uploads(&prefix).await?,
+            };
+            for u in list {
+                println!("{} {}", u.upload_id, u.key);
+            }
+        }
+    }
+    summary(&o, &t);
+    Ok(Exit::Success)
+}
+
+/// Writes bytes to stdout (completion scripts).
+pub(super) fn print_bytes(bytes: &[u8]) -> Exit {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Exit::Success,
+        Err(_) => Exit::Failed,
+    }
+}
+
+pub(super) fn config_command(o: &Options, action: ConfigAction) -> Exit {
+    finish(match action {
+        ConfigAction::Check => {
+            let o = o.clone();
+            crate::runtime::block_on(|cancel| config_check(o, cancel))
+        }
+        ConfigAction::Init { output } => config_init(output.as_deref()),
+        ConfigAction::ImportLegacy { file } => import_legacy(&file),
+    })
+}
+
+async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
+    let cfg = load_config(&o)?;
+    let t = bare_engine(&cfg, cancel).await?;
+    let req = ListRequest {
+        prefix: cfg.location.prefix().to_string(),
+        max_keys: Some(1),
+        ..Default::default()
+    };
+    if let Err(e) = t.list_pages(&req, |_, _| false).await {
+        let what = if e.is_access_problem() {
+            "the bucket is not usable with these settings"
+        } else {
+            "cannot reach the store"
+        };
+        return Err(Error::Config(format!(
+            "{}: {what}: {}",
+            cfg.location,
+            e.one_line()
+        )));
+    }
+    print!("{}", cfg.to_redacted_yaml());
+    eprintln!("barmans3: config OK, {} reachable", t.describe());
+    Ok(Exit::Success)
+}
+
+fn config_init(output: Option<&Path>) -> Result<Exit> {
+    let text = crate::config::legacy::EXAMPLE;
+    let Some(p) = output else {
+        print!("{text}");
+        return Ok(Exit::Success);
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                Error::Usage(format!("{} exists; not overwriting it", p.display()))
+            }
+            _ => Error::io(format!("create {}", p.display()), e),
+        })?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .map_err(|e| Error::io(format!("write {}", p.display()), e))?;
+    eprintln!(
+        "barmans3: wrote {}; edit the s3 section, then run barmans3 config check",
+        p.display()
+    );
+    Ok(Exit::Success)
+}
+
+fn import_legacy(file: &Path) -> Result<Exit> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Error::Config(format!(
+            "cannot read {}: {}",
+            file.display(),
+            crate::error::reason(&e)
+        ))
+    })?;
+    let imported = crate::config::legacy::import_legacy(&text, &file.display().to_string())?;
+    print!("{}", imported.yaml);
+    for n in &imported.notes {
+        eprintln!("note: {n}");
+    }
+    Ok(Exit::Success)
+}
