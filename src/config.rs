@@ -232,6 +232,12 @@ pub struct BarmanConfig {
     pub wait_for_wals_max: Duration,
     /// How often `wal-sync` re-lists the whole remote archive (besides `--full`).
     pub wal_reconcile_every: Duration,
+    /// Decompresses WALs of Barman's `custom` compression (stdin to stdout, no shell).
+    pub custom_decompression: Option<crate::codec::Filter>,
+    /// Magic bytes of the custom compression (Barman's `custom_compression_magic`).
+    pub custom_compression_magic: Option<Vec<u8>>,
+    /// Decrypts GPG-encrypted WALs (stdin to stdout, no shell).
+    pub decryption_command: Option<crate::codec::Filter>,
 }
 
 impl Default for BarmanConfig {
@@ -245,6 +251,9 @@ impl Default for BarmanConfig {
             max_deletes: 3,
             wait_for_wals_max: Duration::from_secs(7 * 86400),
             wal_reconcile_every: Duration::from_secs(86400),
+            custom_decompression: None,
+            custom_compression_magic: None,
+            decryption_command: None,
         }
     }
 }
@@ -312,6 +321,9 @@ struct RawBarman {
     max_deletes: Option<usize>,
     wait_for_wals_max: Option<String>,
     wal_reconcile_every: Option<String>,
+    custom_decompression: Option<String>,
+    custom_compression_magic: Option<String>,
+    decryption_command: Option<String>,
 }
 
 /// How strictly to treat a config file readable by others.
@@ -360,6 +372,21 @@ pub fn validate_endpoint(e: &str) -> std::result::Result<(), String> {
         return Err(bad("it has no host"));
     }
     Ok(())
+}
+
+/// Parses Barman's `custom_compression_magic` notation: `0x` and hex digits.
+fn parse_magic(v: &str) -> std::result::Result<Vec<u8>, String> {
+    let hex = v
+        .strip_prefix("0x")
+        .or_else(|| v.strip_prefix("0X"))
+        .ok_or_else(|| format!("{v:?}: write the magic bytes as hex, e.g. 0x28b52ffd"))?;
+    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{v:?}: an even number of hex digits after 0x"));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
 }
 
 fn key_err(path: &Path, key: &str, why: impl fmt::Display) -> Error {
@@ -591,6 +618,12 @@ impl Config {
             &b.wal_reconcile_every,
             bdef.wal_reconcile_every.as_secs(),
         )?;
+        let custom_compression_magic = b
+            .custom_compression_magic
+            .as_deref()
+            .map(parse_magic)
+            .transpose()
+            .map_err(|e| err("barman.custom_compression_magic", &e))?;
         Ok(Config {
             source: path.map(Path::to_path_buf),
             location,
@@ -624,6 +657,15 @@ impl Config {
                 max_deletes: b.max_deletes.unwrap_or(bdef.max_deletes),
                 wait_for_wals_max,
                 wal_reconcile_every,
+                custom_decompression: b
+                    .custom_decompression
+                    .as_deref()
+                    .and_then(|c| crate::codec::Filter::parse(c, "barman.custom_decompression")),
+                custom_compression_magic,
+                decryption_command: b
+                    .decryption_command
+                    .as_deref()
+                    .and_then(|c| crate::codec::Filter::parse(c, "barman.decryption_command")),
             },
         })
     }

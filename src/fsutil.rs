@@ -20,6 +20,15 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// The directory a path lives in: its parent, or `.` for a bare file name (`RECOVERYXLOG`
+/// given relative to the current directory has the parent `""`).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Fsyncs a directory so a rename inside it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -57,14 +66,14 @@ pub fn persist(tmp: &Path, path: &Path) -> Result<()> {
             e,
         ));
     }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(path))
 }
 
 /// Renames `from` to `to` durably (both in the same directory or filesystem).
 pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to)
         .map_err(|e| Error::io(format!("rename {} to {}", from.display(), to.display()), e))?;
-    sync_dir(to.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(to))
 }
 
 #[cfg(test)]

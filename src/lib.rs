@@ -9,6 +9,7 @@ pub mod app;
 pub mod barman;
 pub mod checksum;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod fsutil;

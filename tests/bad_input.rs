@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use barmans3::barman::remote::{Entry, Manifest};
+use barmans3::barman::manifest::{Entry, Manifest};
 use barmans3::checksum;
 use bytes::Bytes;
 use common::site::{BIN, Site, hook_env, make_archive, wal_name, write_backup};
@@ -146,6 +146,7 @@ fn put_backup(prefix: &str, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u
 fn file(path: &str, body: &[u8]) -> Entry {
     Entry::File {
         path: path.into(),
+        raw: None,
         size: body.len() as u64,
         mode: 0o600,
         crc32c: format!("{:08x}", checksum::crc32c(body)),
@@ -155,6 +156,7 @@ fn file(path: &str, body: &[u8]) -> Entry {
 fn dir(path: &str) -> Entry {
     Entry::Dir {
         path: path.into(),
+        raw: None,
         mode: 0o700,
     }
 }
@@ -194,12 +196,32 @@ fn fixture() -> Fixture {
     // Hostile backups: paths escaping the restore directory, a truncated object, a checksum
     // mismatch, and one without backup.info.
     let body = common::data(100_000, 2);
+    // A data directory PostgreSQL could start from: PG_VERSION and pg_control besides data/f.
+    let version = b"15\n".to_vec();
     let good = |id| {
         (
-            vec![dir("data"), file("data/f", &body)],
-            vec![("data/f", body.clone())],
+            vec![
+                dir("data"),
+                dir("data/global"),
+                file("data/PG_VERSION", &version),
+                file("data/f", &body),
+                file("data/global/pg_control", &version),
+            ],
+            vec![
+                ("data/PG_VERSION", version.clone()),
+                ("data/f", body.clone()),
+                ("data/global/pg_control", version.clone()),
+            ],
             id,
         )
+    };
+    // Every object as the manifest says, but data/f's replaced.
+    let with_f = |f: Vec<u8>| {
+        vec![
+            ("data/PG_VERSION", version.clone()),
+            ("data/f", f),
+            ("data/global/pg_control", version.clone()),
+        ]
     };
     let (mut e, f, _) = good("");
     e.push(file("data/../../escaped", b"x"));
@@ -212,13 +234,13 @@ fn fixture() -> Fixture {
         &prefix,
         "20261122T040000",
         e,
-        &[("data/f", body[..50_000].to_vec())],
+        &with_f(body[..50_000].to_vec()),
         true,
     );
     let (e, _, _) = good("");
     let mut flipped = body.clone();
     flipped[4242] ^= 0x40;
-    put_backup(&prefix, "20261122T050000", e, &[("data/f", flipped)], true);
+    put_backup(&prefix, "20261122T050000", e, &with_f(flipped), true);
     let (e, f, _) = good("");
     put_backup(&prefix, "20261122T060000", e, &f, false);
 

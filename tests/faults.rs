@@ -47,11 +47,7 @@ fn barman_paths_survive_a_ten_percent_fault_rate() {
     std::fs::create_dir_all(&wals).expect("mkdir");
     for seg in 1..=24u64 {
         let name = format!("{:08X}{:08X}{:08X}", 1, 0, seg);
-        std::fs::write(
-            wals.join(&name),
-            common::data(300_000 + seg as usize * 1000, seg),
-        )
-        .expect("wal");
+        std::fs::write(wals.join(&name), common::site::wal_segment(&name, seg)).expect("wal");
     }
     let id = "20261121T100000";
     write_backup(&site, id, "DONE");

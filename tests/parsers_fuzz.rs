@@ -117,7 +117,7 @@ fn wal_names_backup_info_and_barman_config() {
         }
         let _ = barmans3::barman::wal::segment_number(&s, 256);
         let _ = barmans3::barman::wal::timeline(&s);
-        let _ = barmans3::barman::wal::sniff(s.as_bytes());
+        let _ = barmans3::codec::Codec::sniff(s.as_bytes());
         let info = barmans3::barman::info::BackupInfo::parse(&s);
         let _ = (info.status(), info.size(), info.begin_wal());
         let conf = barmans3::barman::conf::BarmanConf::parse(&s);
@@ -144,9 +144,9 @@ fn task_files_manifests_and_offsets() {
     for _ in 0..ROUNDS {
         let s = input(&mut rng, &seeds);
         let _ = barmans3::barman::queue::Task::parse(&s, Path::new("t.run"));
-        if let Ok(m) = barmans3::barman::remote::Manifest::parse(s.as_bytes(), "k") {
+        if let Ok(m) = barmans3::barman::manifest::Manifest::parse(s.as_bytes(), "k") {
             for e in &m.entries {
-                assert!(barmans3::barman::remote::check_relative(e.path()).is_ok());
+                assert!(barmans3::barman::manifest::check_relative(e.path()).is_ok());
             }
         }
         if let Ok(ranges) = barmans3::gpplugin::commands::parse_offsets(&s) {

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::site::{BIN, Site, hook_env, make_archive, write_backup};
+use common::site::{BIN, Site, hook_env, make_real_archive, write_backup};
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
 const ID: &str = "20261122T080000";
@@ -93,7 +93,7 @@ fn no_command_prints_a_secret_at_any_verbosity() {
     let text = std::fs::read_to_string(&site.cfg).expect("cfg");
     with_mode_600(&site.cfg, &format!("{text}  log_dir: {}\n", logs.display()));
     write_backup(&site, ID, "DONE");
-    make_archive(&site.wals(), 1, 3);
+    make_real_archive(&site.wals(), 1, 3);
     let real = [g.secret(), g.key_id()];
     let all = [
         g.secret(),

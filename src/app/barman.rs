@@ -10,7 +10,8 @@ use crate::barman::basesync::{base_sync, queue_add as enqueue};
 use crate::barman::conf::BarmanConf;
 use crate::barman::fullsync::{full_sync, remote_backups};
 use crate::barman::remote::Remote;
-use crate::barman::restore::{RestoreOptions, base_restore, wal_restore};
+use crate::barman::restore::{RestoreOptions, base_restore};
+use crate::barman::walrestore::{Decoding, wal_restore};
 use crate::barman::walsync::wal_sync;
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
@@ -153,13 +154,26 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
             for (oid, dir) in &r.tablespaces {
                 eprintln!("  tablespace {oid} -> {}", dir.display());
             }
+            for n in &r.notes {
+                eprintln!("  note: {n}");
+            }
             Ok(Exit::Success)
         }
         BarmanAction::WalRestore { server, name, dest } => {
             let remote = Remote::new(cfg.location.prefix(), &server);
-            match wal_restore(t, &remote, &name, &dest).await {
-                Ok(n) => {
-                    tracing::info!("{name}: {n} bytes to {}", dest.display());
+            let decoding = Decoding {
+                custom: cfg.barman.custom_decompression.clone(),
+                custom_magic: cfg.barman.custom_compression_magic.clone(),
+                decrypt: cfg.barman.decryption_command.clone(),
+            };
+            match wal_restore(t, &remote, &name, &dest, &decoding).await {
+                Ok(s) => {
+                    tracing::info!(
+                        "{name}: {} bytes ({}) to {}",
+                        s.bytes,
+                        s.stored_as,
+                        dest.display()
+                    );
                     Ok(Exit::Success)
                 }
                 // PostgreSQL asks for files that may not exist (the next timeline's history,
@@ -258,21 +272,25 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
     Ok(Exit::Success)
 }
 
-/// The restore_command base-restore --recovery writes: this binary, this config, this server.
+/// The restore_command base-restore --recovery writes: this binary, this config, this server,
+/// each word quoted for the shell PostgreSQL runs it with.
 fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
+    use crate::barman::restore::recovery::shell_quote;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "barmans3".into());
-    let config = cfg
-        .source
-        .as_ref()
-        .or(o.config.as_ref())
-        .map(|p| format!(" --config {}", p.display()))
-        .unwrap_or_default();
-    let store = o
-        .store
-        .as_ref()
-        .map(|(_, url)| format!(" --store {url}"))
-        .unwrap_or_default();
-    format!("{exe}{config}{store} wal-restore {server} %f %p")
+    let mut words = vec![shell_quote(&exe)];
+    if let Some(p) = cfg.source.as_ref().or(o.config.as_ref()) {
+        words.extend(["--config".into(), shell_quote(&p.display().to_string())]);
+    }
+    if let Some((_, url)) = &o.store {
+        words.extend(["--store".into(), shell_quote(url)]);
+    }
+    words.extend([
+        "wal-restore".into(),
+        shell_quote(server),
+        "%f".into(),
+        "%p".into(),
+    ]);
+    words.join(" ")
 }

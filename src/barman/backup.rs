@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use super::conf::ServerDirs;
 use super::info::{self, BackupInfo};
+use super::manifest::{Entry, Manifest, check_unique, encode_path};
 use super::queue::{now, try_lock_file};
-use super::remote::{Entry, INFO, MANIFEST, Manifest, Remote};
+use super::remote::{INFO, MANIFEST, Remote};
 use crate::error::{Error, Result};
 use crate::transfer::{FileJournal, Transfer, bounded};
 
@@ -97,8 +98,8 @@ pub fn check_eligible(
 
 /// Scans `base/<id>/` without following symlinks: files to upload and the tree entries. The
 /// backup.info (old layout) and Barman's `annotations/` are not data.
-/// A file to upload: local path, path relative to the backup, mode, size.
-type FileJob = (PathBuf, String, u32, u64);
+/// A file to upload: local path, key tail, raw path bytes, mode, size.
+type FileJob = (PathBuf, String, Option<String>, u32, u64);
 
 fn scan(dir: &Path) -> Result<(Vec<FileJob>, Vec<Entry>)> {
     let mut files = Vec::new();
@@ -109,12 +110,12 @@ fn scan(dir: &Path) -> Result<(Vec<FileJob>, Vec<Entry>)> {
         .sort_by_file_name()
     {
         let e = e.map_err(|e| Error::Failed(format!("cannot walk {}: {e}", dir.display())))?;
-        let rel = e
-            .path()
-            .strip_prefix(dir)
-            .map_err(|_| Error::Failed("walk left the backup directory".into()))?
-            .to_string_lossy()
-            .into_owned();
+        let (rel, raw) = encode_path(
+            e.path()
+                .strip_prefix(dir)
+                .map_err(|_| Error::Failed("walk left the backup directory".into()))?
+                .as_os_str(),
+        );
         if rel == INFO || rel == MANIFEST || rel == "annotations" || rel.starts_with("annotations/")
         {
             continue;
@@ -130,14 +131,25 @@ fn scan(dir: &Path) -> Result<(Vec<FileJob>, Vec<Entry>)> {
                 .map_err(|err| Error::io(format!("readlink {}", e.path().display()), err))?;
             entries.push(Entry::Symlink {
                 path: rel,
+                raw,
                 target: target.to_string_lossy().into_owned(),
             });
         } else if ft.is_dir() {
-            entries.push(Entry::Dir { path: rel, mode });
+            entries.push(Entry::Dir {
+                path: rel,
+                raw,
+                mode,
+            });
         } else if ft.is_file() {
-            files.push((e.path().to_path_buf(), rel, mode, meta.len()));
+            files.push((e.path().to_path_buf(), rel, raw, mode, meta.len()));
         }
     }
+    check_unique(
+        files
+            .iter()
+            .map(|f| f.1.as_str())
+            .chain(entries.iter().map(Entry::path)),
+    )?;
     Ok((files, entries))
 }
 
@@ -162,26 +174,27 @@ pub async fn upload_backup(
     std::fs::create_dir_all(journal_dir)
         .map_err(|e| Error::io(format!("create {}", journal_dir.display()), e))?;
     let big = t.config().part_size;
-    let total: u64 = files.iter().map(|f| f.3).sum();
+    let total: u64 = files.iter().map(|f| f.4).sum();
     t.progress().add_work(files.len() as u64, total);
     let jobs = files
         .into_iter()
         .enumerate()
-        .map(|(i, (path, rel, mode, size))| {
+        .map(|(i, (path, rel, raw, mode, size))| {
             let key = remote.backup_key(id, &rel);
             let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));
-            (path, rel, mode, size, key, journal)
+            (path, rel, raw, mode, size, key, journal)
         });
     let uploaded = bounded(
         jobs,
-        t.config().concurrency.max(1) * 2,
-        |(path, rel, mode, size, key, journal)| {
+        t.file_workers(),
+        |(path, rel, raw, mode, size, key, journal)| {
             let t = t.clone();
             async move {
                 let j = (size > big).then_some(&journal as &dyn crate::transfer::UploadJournal);
                 let up = t.upload_file(&path, &key, j).await?;
                 Ok(Entry::File {
                     path: rel,
+                    raw,
                     size: up.size,
                     mode,
                     crc32c: format!("{:08x}", up.crc32c),

@@ -1,5 +1,5 @@
 //! WAL file names: what each kind is, where it lives (`wals/<hash>/` or `wals/`), how segments
-//! order, and which compression a stored file uses (sniffed from its magic bytes).
+//! order. (Which compression a stored file uses is [`crate::codec`]'s business.)
 
 use std::cmp::Ordering;
 
@@ -68,38 +68,6 @@ pub fn compare(a: &str, b: &str) -> Ordering {
     a.get(..24).cmp(&b.get(..24))
 }
 
-/// Compression of a stored WAL, sniffed from its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Not compressed.
-    None,
-    /// gzip (Barman `compression = gzip` or `pygzip`).
-    Gzip,
-    /// Another algorithm barmans3 cannot expand yet (named).
-    Other(&'static str),
-}
-
-/// Sniffs the compression from magic bytes.
-pub fn sniff(head: &[u8]) -> Compression {
-    const MAGIC: &[(&[u8], &str)] = &[
-        (&[0x42, 0x5a, 0x68], "bzip2"),
-        (&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"),
-        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
-        (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
-        (
-            &[0xff, 0x06, 0x00, 0x00, 0x73, 0x4e, 0x61, 0x50, 0x70, 0x59],
-            "snappy",
-        ),
-    ];
-    if head.starts_with(&[0x1f, 0x8b, 0x08]) {
-        return Compression::Gzip;
-    }
-    MAGIC
-        .iter()
-        .find(|(m, _)| head.starts_with(m))
-        .map_or(Compression::None, |(_, n)| Compression::Other(n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,14 +105,8 @@ mod tests {
     }
 
     #[test]
-    fn positions_and_magic() {
+    fn positions() {
         assert_eq!(segment_number("0000000100000001000000FF", 256), Some(511));
         assert_eq!(timeline("0000000A0000000000000001"), Some(10));
-        assert_eq!(sniff(&[0x1f, 0x8b, 0x08, 0]), Compression::Gzip);
-        assert_eq!(
-            sniff(&[0x28, 0xb5, 0x2f, 0xfd, 1]),
-            Compression::Other("zstd")
-        );
-        assert_eq!(sniff(b"\x00\x00\x00\x00"), Compression::None);
     }
 }

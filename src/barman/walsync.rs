@@ -172,7 +172,7 @@ pub async fn wal_sync(
     let checked = local.len();
     let pending: u64 = todo.iter().map(|j| j.2).sum();
     t.progress().add_work(todo.len() as u64, pending);
-    let uploads = bounded(todo, t.config().concurrency.max(1) * 2, |(rel, path, _)| {
+    let uploads = bounded(todo, t.file_workers(), |(rel, path, _)| {
         let (t, key) = (t.clone(), remote.wal_key(&rel));
         async move { t.upload_file(&path, &key, None).await.map(|u| u.size) }
     })

@@ -112,6 +112,13 @@ impl Transfer {
         &self.stats
     }
 
+    /// How many whole-file transfers to run at once when moving many files. Twice the request
+    /// concurrency: a small file spends much of its time on local I/O and round trips without a
+    /// body in flight, and the permit semaphore still bounds what is sent or received at once.
+    pub fn file_workers(&self) -> usize {
+        self.cfg.concurrency.max(1) * 2
+    }
+
     /// The engine settings.
     pub fn config(&self) -> &TransferConfig {
         &self.cfg

@@ -121,10 +121,42 @@ pub fn make_archive(wals: &Path, from: u64, n: u64) {
     }
 }
 
+/// A WAL segment as PostgreSQL writes it with 1 MiB segments (`initdb --wal-segsize=1`): the
+/// first page's long header names this segment (address, segment size), the rest is data.
+/// `wal-restore` checks that header, so stand-ins of other bytes are refused.
+pub fn wal_segment(name: &str, seed: u64) -> Vec<u8> {
+    const SEG: u64 = 1 << 20;
+    let tli = u32::from_str_radix(&name[..8], 16).expect("tli");
+    let log = u64::from_str_radix(&name[8..16], 16).expect("log");
+    let seg = u64::from_str_radix(&name[16..24], 16).expect("seg");
+    let addr = (log * ((1u64 << 32) / SEG) + seg) * SEG;
+    let mut v = super::data(SEG as usize, seed);
+    v[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    v[2..4].copy_from_slice(&2u16.to_le_bytes());
+    v[4..8].copy_from_slice(&tli.to_le_bytes());
+    v[8..16].copy_from_slice(&addr.to_le_bytes());
+    v[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
+    v[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    v
+}
+
+/// Writes `n` real 1 MiB WAL segments (segments from..from+n on timeline 1, `from + n` < 256)
+/// into `wals/`.
+pub fn make_real_archive(wals: &Path, from: u64, n: u64) {
+    for seg in from..from + n {
+        let name = wal_name(seg);
+        let dir = wals.join(&name[..16]);
+        std::fs::create_dir_all(&dir).expect("hash dir");
+        std::fs::write(dir.join(&name), wal_segment(&name, seg)).expect("wal");
+    }
+}
+
 pub fn write_backup(site: &Site, id: &str, status: &str) {
     let base = site.dir.path().join("barman/pg/base").join(id);
     std::fs::create_dir_all(base.join("data/pg_wal")).expect("mkdir");
+    std::fs::create_dir_all(base.join("data/global")).expect("mkdir");
     std::fs::write(base.join("data/PG_VERSION"), "15\n").expect("w");
+    std::fs::write(base.join("data/global/pg_control"), [7u8; 8192]).expect("w");
     std::fs::write(
         site.dir.path().join(format!("barman/pg/meta/{id}-backup.info")),
         format!("begin_wal=000000010000000000000003\nend_wal=000000010000000000000003\nstatus={status}\n"),

@@ -1,0 +1,284 @@
+//! `base-restore`: rebuild a data directory (and its tablespaces) from the bucket alone, every
+//! byte verified. The plan ([`plan`]) decides everything before a byte is written; then the
+//! files of a plain backup download in parallel, or the archives of a tar backup stream into
+//! place ([`tar`]); then the recovery settings ([`recovery`]); `global/pg_control` comes last.
+//!
+//! A restore that fails removes what it wrote and leaves the destinations as they were, so a
+//! half-restored directory is never started. A restore killed outright leaves no
+//! `global/pg_control`, which PostgreSQL refuses to start without.
+
+pub mod plan;
+pub mod recovery;
+pub mod tar;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::info::BackupInfo;
+use super::manifest::Manifest;
+use super::remote::{INFO, MANIFEST, Remote};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::transfer::{Expect, Transfer, bounded};
+use plan::{FileJob, Layout, PG_CONTROL, Plan};
+
+/// Options of `base-restore`.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Where each tablespace goes (oid → directory); default `<DEST>_tblspc/<oid>`.
+    pub tablespaces: BTreeMap<String, PathBuf>,
+    /// `restore_command` to write with `recovery.signal` (None: leave recovery to the user).
+    pub restore_command: Option<String>,
+}
+
+/// What a restore produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Files written.
+    pub files: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Tablespace oid → directory.
+    pub tablespaces: BTreeMap<String, PathBuf>,
+    /// Notes for the operator.
+    pub notes: Vec<String>,
+}
+
+async fn fetch_small(t: &Transfer, key: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    t.download_to(key, &mut buf, Expect::default()).await?;
+    Ok(buf)
+}
+
+/// Reads a backup's backup.info and manifest; the backup must be complete (backup.info
+/// present) and of a kind a single restore can rebuild.
+pub async fn manifest(t: &Transfer, remote: &Remote, id: &str) -> Result<(BackupInfo, Manifest)> {
+    let info_key = remote.backup_key(id, INFO);
+    let info = match fetch_small(t, &info_key).await {
+        Ok(b) => BackupInfo::parse(&String::from_utf8_lossy(&b)),
+        Err(Error::NotFound { .. }) => {
+            return Err(Error::Failed(format!(
+                "backup {id} is not complete in the bucket ({info_key} is missing); see base-ls"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(parent) = info.get("parent_backup_id") {
+        return Err(Error::Failed(format!(
+            "backup {id} is an incremental backup (parent {parent}): it restores only together with its chain, combined by pg_combinebackup"
+        )));
+    }
+    if info.get("mode").is_some_and(|m| m.starts_with("snapshot")) {
+        return Err(Error::Failed(format!(
+            "backup {id} is a snapshot backup: its data lives in cloud disk snapshots, not in the bucket"
+        )));
+    }
+    let key = remote.backup_key(id, MANIFEST);
+    let bytes = fetch_small(t, &key).await?;
+    let m = Manifest::parse(&bytes, &key)?;
+    if m.backup_id != id {
+        return Err(Error::Failed(format!(
+            "{key} describes backup {}, not {id}",
+            m.backup_id
+        )));
+    }
+    Ok((info, m))
+}
+
+/// Restores backup `id` into `dest` (absent or empty), verifying every file's size and CRC32C.
+pub async fn base_restore(
+    t: &Transfer,
+    remote: &Remote,
+    id: &str,
+    dest: &Path,
+    opts: &RestoreOptions,
+) -> Result<Restored> {
+    let (_, m) = manifest(t, remote, id).await?;
+    let plan = plan::plan(&m, dest, &opts.tablespaces)?;
+    let mut claimed = Claimed::default();
+    claimed.claim(&plan.dest)?;
+    for dir in plan.tablespaces.values() {
+        claimed.claim(dir)?;
+    }
+    let result = write(t, remote, id, &plan, opts).await;
+    if result.is_err() {
+        // Only what this restore wrote is there: leave the destinations as they were, so a
+        // half-restored directory can never be started and the restore can simply be rerun.
+        claimed.undo();
+    }
+    result
+}
+
+async fn write(
+    t: &Transfer,
+    remote: &Remote,
+    id: &str,
+    p: &Plan,
+    opts: &RestoreOptions,
+) -> Result<Restored> {
+    for dir in std::iter::once(&p.dest).chain(p.tablespaces.values()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    for (dir, _) in &p.dirs {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    let (mut files, last): (Vec<FileJob>, Option<FileJob>) = {
+        let mut f = p.files.clone();
+        let last = f
+            .last()
+            .filter(|j| j.to == p.dest.join(PG_CONTROL))
+            .cloned();
+        if last.is_some() {
+            f.pop();
+        }
+        (f, last)
+    };
+    let (mut count, mut bytes) = (0, 0);
+    let mut modes = p.dirs.clone();
+    if let Layout::Tar { base, tablespaces } = &p.layout {
+        let x = tar::write(
+            t,
+            remote,
+            id,
+            tar::roots(base, tablespaces, &p.dest, &p.tablespaces),
+        )
+        .await?;
+        count += x.files;
+        bytes += x.bytes;
+        modes.extend(x.dirs);
+    }
+    t.progress().add_work(
+        files.len() as u64 + u64::from(last.is_some()),
+        files.iter().chain(&last).map(|j| j.size).sum(),
+    );
+    let done = download(t, remote, id, std::mem::take(&mut files)).await?;
+    count += done.len();
+    bytes += done.iter().sum::<u64>();
+    for (link, to) in &p.links {
+        std::os::unix::fs::symlink(to, link)
+            .map_err(|err| Error::io(format!("symlink {}", link.display()), err))?;
+    }
+    // Deepest first, so a directory is closed only after everything below it was written.
+    modes.sort_by(|a, b| b.0.cmp(&a.0));
+    for (dir, mode) in &modes {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+    }
+    if let Some(cmd) = &opts.restore_command {
+        recovery::write(&p.dest, cmd)?;
+    }
+    // Last: pg_control, the file without which PostgreSQL will not start.
+    let control = p.dest.join(PG_CONTROL);
+    match (&p.layout, last) {
+        (Layout::Plain, Some(job)) => {
+            bytes += download(t, remote, id, vec![job])
+                .await?
+                .iter()
+                .sum::<u64>();
+            count += 1;
+        }
+        (Layout::Tar { .. }, _) => {
+            fsutil::rename_durable(&p.dest.join(tar::PG_CONTROL_PENDING), &control)?;
+        }
+        (Layout::Plain, None) => {}
+    }
+    for must in ["PG_VERSION", PG_CONTROL] {
+        if !p.dest.join(must).is_file() {
+            return Err(Error::Failed(format!(
+                "backup {id} restored without {must}: {} would not be a startable data directory",
+                p.dest.display()
+            )));
+        }
+    }
+    Ok(Restored {
+        files: count,
+        bytes,
+        tablespaces: p.tablespaces.clone(),
+        notes: p.notes.clone(),
+    })
+}
+
+/// Downloads files in parallel, each verified against its manifest entry, with its mode.
+async fn download(t: &Transfer, remote: &Remote, id: &str, jobs: Vec<FileJob>) -> Result<Vec<u64>> {
+    bounded(jobs, t.file_workers(), |job| {
+        let t = t.clone();
+        let key = remote.backup_key(id, &job.rel);
+        async move {
+            if let Some(parent) = job.to.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+            }
+            let expect = Expect {
+                size: Some(job.size),
+                crc32c: job.crc32c,
+            };
+            t.download_file(&key, &job.to, expect).await?;
+            std::fs::set_permissions(&job.to, std::fs::Permissions::from_mode(job.mode))
+                .map_err(|e| Error::io(format!("chmod {}", job.to.display()), e))?;
+            Ok(job.size)
+        }
+    })
+    .await
+}
+
+/// Destination directories a restore may write into, each absent or empty beforehand.
+#[derive(Debug, Default)]
+struct Claimed(Vec<(PathBuf, Option<PathBuf>)>);
+
+impl Claimed {
+    /// Refuses a non-empty `dir`; remembers what to remove on failure (its contents when it
+    /// exists, else the topmost missing ancestor the restore will create).
+    fn claim(&mut self, dir: &Path) -> Result<()> {
+        if dir.exists() {
+            let mut entries = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+            if entries.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "{} is not empty; restore into a new or empty directory",
+                    dir.display()
+                )));
+            }
+            self.0.push((dir.to_path_buf(), None));
+        } else {
+            let mut top = dir.to_path_buf();
+            while let Some(parent) = top.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if parent.exists() {
+                    break;
+                }
+                top = parent.to_path_buf();
+            }
+            self.0.push((dir.to_path_buf(), Some(top)));
+        }
+        Ok(())
+    }
+
+    fn undo(&self) {
+        for (dir, created) in self.0.iter().rev() {
+            let gone = match created {
+                Some(top) => remove_all(top),
+                None => std::fs::read_dir(dir).and_then(|mut entries| {
+                    entries.try_for_each(|e| e.and_then(|e| remove_all(&e.path())))
+                }),
+            };
+            match gone {
+                Ok(()) => tracing::warn!("removed the incomplete restore from {}", dir.display()),
+                Err(e) => tracing::error!(
+                    "could not remove the incomplete restore from {}: {e}; delete it before starting PostgreSQL",
+                    dir.display()
+                ),
+            }
+        }
+    }
+}
+
+fn remove_all(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,325 @@
+//! Restoring a tar-format backup (`backup_method = postgres` with `backup_compression`): each
+//! archive streams from the bucket through its decoder into the tar reader, which writes the
+//! entries under the data directory or the tablespace's home. No copy of the archive touches
+//! the disk; the download verifies the stored object's size and CRC32C as it streams, and a
+//! mismatch fails the restore (whose caller then removes what was written).
+//!
+//! The same rules as the plain restore hold: no entry outside its root, no link (tablespace
+//! links come from the plan, `tablespace_map` and `recovery.conf` are left out as Barman does),
+//! no device, FIFO or hard link, and `global/pg_control` lands under a temporary name that only
+//! the very last step of the restore renames.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tokio_util::io::SyncIoBridge;
+
+use super::plan::{Archive, PG_CONTROL};
+use crate::barman::remote::Remote;
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::transfer::{Expect, Transfer, bounded};
+
+/// Where `global/pg_control` waits until the restore is otherwise complete.
+pub const PG_CONTROL_PENDING: &str = "global/pg_control.barmans3-pending";
+
+/// Bytes buffered between the download and the extraction.
+const PIPE: usize = 4 << 20;
+
+/// What the extraction of one archive wrote.
+#[derive(Debug, Default)]
+pub struct Extracted {
+    /// Regular files written.
+    pub files: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Directories with the modes the archive gave them (applied at the end).
+    pub dirs: Vec<(PathBuf, u32)>,
+}
+
+/// Streams every archive into its root: the base archive into `dest`, each tablespace archive
+/// into its home. Archives are restored in parallel.
+pub async fn write(
+    t: &Transfer,
+    remote: &Remote,
+    id: &str,
+    archives: Vec<(Archive, PathBuf)>,
+) -> Result<Extracted> {
+    let jobs = archives.into_iter().map(|(a, root)| {
+        let key = remote.backup_key(id, &a.path);
+        (a, root, key)
+    });
+    let parts = bounded(jobs, 4, |(a, root, key)| {
+        let t = t.clone();
+        async move { restore_archive(&t, &key, &a, root).await }
+    })
+    .await?;
+    let mut all = Extracted::default();
+    for p in parts {
+        all.files += p.files;
+        all.bytes += p.bytes;
+        all.dirs.extend(p.dirs);
+    }
+    Ok(all)
+}
+
+async fn restore_archive(t: &Transfer, key: &str, a: &Archive, root: PathBuf) -> Result<Extracted> {
+    let (mut writer, reader) = tokio::io::duplex(PIPE);
+    let bridge = SyncIoBridge::new(reader);
+    let (codec, base, what) = (a.codec, a.oid.is_none(), key.to_string());
+    let extract = tokio::task::spawn_blocking(move || extract(bridge, codec, &root, base, &what));
+    let expect = Expect {
+        size: Some(a.size),
+        crc32c: a.crc32c,
+    };
+    let downloaded = t.download_to(key, &mut writer, expect).await;
+    // End of input for the extractor (or, after a failed download, a short stream it reports).
+    drop(writer);
+    let extracted = extract
+        .await
+        .map_err(|e| Error::Failed(format!("extraction task failed: {e}")))?;
+    match (downloaded, extracted) {
+        (Ok(_), x) => x,
+        // The extractor stopped reading (a refused entry, damaged data): its reason is the
+        // cause, the download's broken pipe only the symptom.
+        (Err(Error::Io { context, .. }), Err(x)) if context == "write output" => Err(x),
+        // A failed or unverified download is the cause whatever the extractor made of it.
+        (Err(d), _) => Err(d),
+    }
+}
+
+/// Reads a (compressed) tar stream and writes its entries under `root`.
+pub fn extract(
+    input: impl Read + Send,
+    codec: Option<Codec>,
+    root: &Path,
+    base: bool,
+    what: &str,
+) -> Result<Extracted> {
+    let reader: Box<dyn Read + Send> = match codec {
+        Some(c) => c.decoder(input)?,
+        None => Box::new(input),
+    };
+    let bad = |why: String| Error::Failed(format!("{what}: {why}"));
+    let mut archive = ::tar::Archive::new(reader);
+    let mut out = Extracted::default();
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {}", crate::error::reason(&e))))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| bad(format!("damaged archive: {}", crate::error::reason(&e))))?;
+        let raw = entry.path_bytes().into_owned();
+        let Some(rel) = relative(&raw).map_err(|why| {
+            bad(format!(
+                "refusing entry {:?}: {why}",
+                String::from_utf8_lossy(&raw)
+            ))
+        })?
+        else {
+            continue;
+        };
+        let kind = entry.header().entry_type();
+        let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
+        let name = String::from_utf8_lossy(rel.as_os_str().as_bytes()).into_owned();
+        if base && (name == "tablespace_map" || name == "recovery.conf") {
+            continue;
+        }
+        if base && kind.is_symlink() && name.starts_with("pg_tblspc/") {
+            continue;
+        }
+        let to = root.join(&rel);
+        if kind.is_dir() {
+            std::fs::create_dir_all(&to)
+                .map_err(|e| Error::io(format!("create {}", to.display()), e))?;
+            out.dirs.push((to, mode));
+        } else if kind.is_file() || kind == ::tar::EntryType::Continuous {
+            let to = if base && name == PG_CONTROL {
+                root.join(PG_CONTROL_PENDING)
+            } else {
+                to
+            };
+            out.bytes += write_file(&mut entry, &to, mode)?;
+            out.files += 1;
+        } else {
+            return Err(bad(format!(
+                "refusing entry {name:?}: a {kind:?} entry where PostgreSQL keeps regular files and directories only"
+            )));
+        }
+    }
+    // Read to the end (the archive's padding, the codec's trailer): the download verifies the
+    // whole object and must not find its reader gone.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| {
+        bad(format!(
+            "damaged data after the archive: {}",
+            crate::error::reason(&e)
+        ))
+    })?;
+    Ok(out)
+}
+
+/// The entry path relative to its root, `None` for the root itself (`./`). Refuses absolute
+/// paths and `..`.
+fn relative(raw: &[u8]) -> std::result::Result<Option<PathBuf>, &'static str> {
+    let trimmed: Vec<&[u8]> = raw
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    if raw.starts_with(b"/") {
+        return Err("absolute path");
+    }
+    if trimmed.iter().any(|c| *c == b"..") {
+        return Err("path with '..'");
+    }
+    if raw.contains(&0) {
+        return Err("path with a NUL byte");
+    }
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(PathBuf::from(std::ffi::OsStr::from_bytes(
+        &trimmed.join(&b'/'),
+    ))))
+}
+
+/// Writes one regular file; it must not exist yet (`create_new` also never follows a link).
+fn write_file(input: &mut impl Read, to: &Path, mode: u32) -> Result<u64> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(|e| Error::io(format!("create {}", to.display()), e))?;
+    let n = std::io::copy(input, &mut f).map_err(|e| {
+        Error::Failed(format!(
+            "{}: damaged archive data: {}",
+            to.display(),
+            crate::error::reason(&e)
+        ))
+    })?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("fsync {}", to.display()), e))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("chmod {}", to.display()), e))?;
+    Ok(n)
+}
+
+/// Tablespace oid → home, for the archives of a plan.
+pub fn roots(
+    base: &Archive,
+    tablespaces: &[Archive],
+    dest: &Path,
+    homes: &BTreeMap<String, PathBuf>,
+) -> Vec<(Archive, PathBuf)> {
+    std::iter::once((base.clone(), dest.to_path_buf()))
+        .chain(tablespaces.iter().filter_map(|a| {
+            let home = homes.get(a.oid.as_deref()?)?;
+            Some((a.clone(), home.clone()))
+        }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive(entries: &[(&str, ::tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = ::tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = ::tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o600);
+            h.set_size(data.len() as u64);
+            if kind.is_symlink() {
+                h.set_link_name("/etc").expect("link");
+            }
+            // Write the name bytes directly: set_path refuses '..', a hostile archive does not.
+            let name = &mut h.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    use ::tar::EntryType as T;
+
+    #[test]
+    fn a_base_archive_restores_with_pg_control_pending() {
+        let tar = archive(&[
+            ("./", T::Directory, b""),
+            ("PG_VERSION", T::Regular, b"15\n"),
+            ("global/", T::Directory, b""),
+            ("global/pg_control", T::Regular, b"ctl"),
+            ("tablespace_map", T::Regular, b"16386 /old/place\n"),
+            ("pg_tblspc/16386", T::Symlink, b""),
+        ]);
+        let d = tempfile::tempdir().expect("tmp");
+        let x = extract(tar.as_slice(), None, d.path(), true, "t").expect("extract");
+        assert_eq!(x.files, 2);
+        assert_eq!(
+            std::fs::read(d.path().join("PG_VERSION")).expect("v"),
+            b"15\n"
+        );
+        assert!(!d.path().join("global/pg_control").exists());
+        assert!(d.path().join(PG_CONTROL_PENDING).exists());
+        assert!(!d.path().join("tablespace_map").exists());
+        assert!(!d.path().join("pg_tblspc/16386").exists());
+    }
+
+    #[test]
+    fn hostile_archives_write_nothing_outside_their_root() {
+        let outside = tempfile::tempdir().expect("tmp");
+        let escape = format!(
+            "../{}/x",
+            outside.path().file_name().expect("n").to_string_lossy()
+        );
+        for entries in [
+            vec![(escape.as_str(), T::Regular, b"x".as_slice())],
+            vec![("/etc/evil", T::Regular, b"x".as_slice())],
+            vec![("esc", T::Symlink, b"".as_slice())],
+            vec![("hard", T::Link, b"".as_slice())],
+            vec![("dev", T::Char, b"".as_slice())],
+            vec![
+                ("a", T::Regular, b"1".as_slice()),
+                ("a", T::Regular, b"2".as_slice()),
+            ],
+        ] {
+            let d = tempfile::tempdir().expect("tmp");
+            let root = d.path().join("root");
+            std::fs::create_dir(&root).expect("root");
+            let tar = archive(&entries);
+            assert!(
+                extract(tar.as_slice(), None, &root, false, "t").is_err(),
+                "{entries:?}"
+            );
+            assert!(
+                std::fs::read_dir(outside.path())
+                    .expect("ls")
+                    .next()
+                    .is_none()
+            );
+        }
+    }
+
+    #[test]
+    fn a_truncated_compressed_archive_is_an_error() {
+        let tar = archive(&[("PG_VERSION", T::Regular, &[7u8; 100_000])]);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("zstd");
+        std::io::Write::write_all(&mut enc, &tar).expect("w");
+        let z = enc.finish().expect("zstd");
+        let d = tempfile::tempdir().expect("tmp");
+        let e = extract(&z[..z.len() / 2], Some(Codec::Zstd), d.path(), true, "t")
+            .expect_err("truncated");
+        assert!(
+            e.to_string().contains("t:") || e.to_string().contains("damaged"),
+            "{e}"
+        );
+    }
+}
