@@ -182,6 +182,10 @@ pub enum Error {
     /// SIGINT or SIGTERM arrived.
     #[error("interrupted")]
     Interrupted,
+    /// The reader of our standard output went away (`barmans3 store ls | head -1`): the run
+    /// ends quietly, as `ls | head` does.
+    #[error("standard output was closed by its reader")]
+    StdoutClosed,
     /// Any other failed operation, with a complete one-line reason.
     #[error("{0}")]
     Failed(String),
@@ -241,6 +245,7 @@ impl Error {
             Error::Config(_) | Error::Usage(_) => Exit::Config,
             Error::Busy(_) => Exit::Busy,
             Error::Interrupted => Exit::Interrupted,
+            Error::StdoutClosed => Exit::Success,
             _ => Exit::Failed,
         }
     }

@@ -17,18 +17,22 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
         AdminAction::QueueLs => {
             let views = admin::queue_views(&cfg)?;
             if o.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&views).unwrap_or_default()
-                );
+                )?;
                 return Ok(Exit::Success);
             }
-            println!(
+            outln!(
                 "{:<16} {:<8} {:<8} {:>9} {:>8}  LAST ERROR",
-                "ID", "SERVER", "STATE", "AGE", "ATTEMPTS"
-            );
+                "ID",
+                "SERVER",
+                "STATE",
+                "AGE",
+                "ATTEMPTS"
+            )?;
             for v in views {
-                println!(
+                outln!(
                     "{:<16} {:<8} {:<8} {:>9} {:>8}  {}",
                     v.backup_id,
                     v.server,
@@ -36,7 +40,7 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
                     human_duration(Duration::from_secs(v.age_s)),
                     v.attempts,
                     v.last_error.as_deref().unwrap_or("")
-                );
+                )?;
             }
         }
         AdminAction::QueueRetry(id) => {
@@ -51,16 +55,16 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
             let t = bare_engine(&cfg, cancel).await?;
             let s = admin::status(&cfg, &t).await?;
             if o.json {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default())?;
             } else {
-                print!("{}", render_status(&s));
+                out!("{}", render_status(&s))?;
             }
         }
         AdminAction::Check(th) => {
             let t = bare_engine(&cfg, cancel).await?;
             let s = admin::status(&cfg, &t).await?;
             let (level, line) = admin::judge(&s, th);
-            println!("{line}");
+            outln!("{line}")?;
             return Ok(Exit::Check(level));
         }
     }

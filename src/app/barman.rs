@@ -92,7 +92,7 @@ async fn with_engine(
     t.progress().finish();
     let exit = exit?;
     if !quiet_summary {
-        summary(&o, &t);
+        summary(&o, &t)?;
     }
     Ok(exit)
 }
@@ -124,10 +124,10 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
             );
             if opts.dry_run {
                 for id in &r.deleted_backups {
-                    println!("delete backup {id}");
+                    outln!("delete backup {id}")?;
                 }
                 for k in &r.deleted_wals {
-                    println!("delete {k}");
+                    outln!("delete {k}")?;
                 }
             }
             Ok(Exit::Success)
@@ -211,7 +211,12 @@ async fn run_base_sync(cfg: &Config, t: &Transfer) -> Result<Exit> {
 async fn run_wal_sync(cfg: &Config, t: &Transfer, servers: Servers, full: bool) -> Result<Exit> {
     let conf = BarmanConf::load(&cfg.barman.config)?;
     let (names, all) = match servers {
-        Servers::All => (conf.servers(), true),
+        Servers::All => {
+            for s in conf.inactive_servers() {
+                tracing::info!("wal-sync {s}: skipped, the server is inactive (active = false)");
+            }
+            (conf.servers(), true)
+        }
         Servers::One(s) => (vec![s], false),
     };
     let mut failures = Vec::new();
@@ -243,22 +248,27 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
     let remote = Remote::new(cfg.location.prefix(), server);
     let list = remote_backups(t, &remote).await?;
     if o.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
+        )?;
         return Ok(Exit::Success);
     }
-    println!(
+    outln!(
         "{:<16} {:<17} {:<32} {:<32} {:>10}  {:<49} COMPLETE",
-        "ID", "STATUS", "BEGIN", "END", "SIZE", "WAL RANGE"
-    );
+        "ID",
+        "STATUS",
+        "BEGIN",
+        "END",
+        "SIZE",
+        "WAL RANGE"
+    )?;
     for b in list {
         let range = match (&b.begin_wal, &b.end_wal) {
             (Some(a), Some(z)) => format!("{a}-{z}"),
             _ => "-".into(),
         };
-        println!(
+        outln!(
             "{:<16} {:<17} {:<32} {:<32} {:>10}  {:<49} {}",
             b.id,
             if b.status.is_empty() { "-" } else { &b.status },
@@ -267,7 +277,7 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
             b.size.map_or("-".into(), human_bytes),
             range,
             if b.complete { "yes" } else { "no" }
-        );
+        )?;
     }
     Ok(Exit::Success)
 }

@@ -5,6 +5,16 @@
 
 pub mod invocation;
 
+/// Writes formatted data to stdout, `?`-able (see [`emit`]).
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::app::emit(&format!($($arg)*)) };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::app::emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 mod admin;
 mod barman;
 mod store;
@@ -46,7 +56,9 @@ pub fn run(inv: Invocation) -> Exit {
                 .collect();
             return crate::gpplugin::run(&argv, &mut std::io::stdout(), &mut std::io::stderr());
         }
-        Action::Completions(script) => return store::print_bytes(&script),
+        Action::Completions(script) => {
+            return finish(emit(&String::from_utf8_lossy(&script)).map(|()| Exit::Success));
+        }
         _ => {}
     }
     crate::logging::init(options.verbosity);
@@ -64,10 +76,24 @@ pub fn run(inv: Invocation) -> Exit {
     }
 }
 
+/// Writes data to stdout and flushes it. stdout is data only (logs and progress go to stderr);
+/// a reader that went away is [`Error::StdoutClosed`], which ends the run quietly.
+pub(crate) fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Error::StdoutClosed,
+            _ => Error::io("write stdout", e),
+        })
+}
+
 /// Reports a failed run in one line and picks its exit code.
 fn finish(result: Result<Exit>) -> Exit {
     match result {
         Ok(exit) => exit,
+        Err(Error::StdoutClosed) => Exit::Success,
         Err(e) => {
             eprintln!("barmans3: {}", e.one_line());
             e.exit()
@@ -119,11 +145,12 @@ async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transf
 }
 
 /// The run summary: JSON on stdout with `--json`, else one info line.
-fn summary(o: &Options, t: &Transfer) {
+fn summary(o: &Options, t: &Transfer) -> Result<()> {
     let s = t.stats().snapshot();
     if o.json {
-        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&s).unwrap_or_default())?;
     } else {
         tracing::info!("done: {s}");
     }
+    Ok(())
 }

@@ -36,10 +36,20 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
             match dest {
                 Sink::Stdout => {
                     let mut out = tokio::io::stdout();
-                    t.download_to(&key, &mut out, Expect::default()).await?;
+                    let closed = |e: Error| match e {
+                        Error::Io { ref source, .. }
+                            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                        {
+                            Error::StdoutClosed
+                        }
+                        e => e,
+                    };
+                    t.download_to(&key, &mut out, Expect::default())
+                        .await
+                        .map_err(closed)?;
                     out.flush()
                         .await
-                        .map_err(|e| Error::io("write stdout", e))?;
+                        .map_err(|e| closed(Error::io("write stdout", e)))?;
                 }
                 Sink::File(path) => {
                     t.download_file(&key, &path, Expect::default()).await?;
@@ -59,7 +69,7 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
                 true
             })
             .await?;
-            print!("{lines}");
+            out!("{lines}")?;
         }
         StoreAction::Uploads { abort_older_than } => {
             let list = match abort_older_than {
@@ -67,22 +77,12 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
                 None => t.incomplete_uploads(&prefix).await?,
             };
             for u in list {
-                println!("{} {}", u.upload_id, u.key);
+                outln!("{} {}", u.upload_id, u.key)?;
             }
         }
     }
-    summary(&o, &t);
+    summary(&o, &t)?;
     Ok(Exit::Success)
-}
-
-/// Writes bytes to stdout (completion scripts).
-pub(super) fn print_bytes(bytes: &[u8]) -> Exit {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => Exit::Success,
-        Err(_) => Exit::Failed,
-    }
 }
 
 pub(super) fn config_command(o: &Options, action: ConfigAction) -> Exit {
@@ -116,7 +116,7 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
             e.one_line()
         )));
     }
-    print!("{}", cfg.to_redacted_yaml());
+    out!("{}", cfg.to_redacted_yaml())?;
     eprintln!("barmans3: config OK, {} reachable", t.describe());
     Ok(Exit::Success)
 }
@@ -124,7 +124,7 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
 fn config_init(output: Option<&Path>) -> Result<Exit> {
     let text = crate::config::legacy::EXAMPLE;
     let Some(p) = output else {
-        print!("{text}");
+        out!("{text}")?;
         return Ok(Exit::Success);
     };
     let mut f = std::fs::OpenOptions::new()
@@ -156,7 +156,7 @@ fn import_legacy(file: &Path) -> Result<Exit> {
         ))
     })?;
     let imported = crate::config::legacy::import_legacy(&text, &file.display().to_string())?;
-    print!("{}", imported.yaml);
+    out!("{}", imported.yaml)?;
     for n in &imported.notes {
         eprintln!("note: {n}");
     }

@@ -1,11 +1,22 @@
 //! Barman's own configuration (`barman.conf` and `configuration_files_directory/*.conf`), read
-//! as data to find each server's directories and the lock directory. Read-only; nothing of
-//! Barman's is ever written.
+//! as data, the way Barman reads it, to find each server's directories and the lock directory:
+//! included files are the directory's `*.conf` files that are not hidden, in sorted order;
+//! a section with `model = true` is a model, not a server; `active = false` marks a server
+//! that `--all` skips. Read-only; nothing of Barman's is ever written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// Barman's `parse_boolean`: true/yes/on/1 and false/no/off/0, in any case.
+fn boolean(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
 
 /// The directories of one Barman server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,10 +103,22 @@ impl BarmanConf {
             .and_then(|b| b.get("configuration_files_directory"))
         {
             let dir = PathBuf::from(dir);
+            if !dir.is_dir() {
+                tracing::warn!(
+                    "{}: configuration_files_directory {} is not a directory; ignored, as Barman does",
+                    path.display(),
+                    dir.display()
+                );
+            }
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 let mut files: Vec<_> = rd
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                    .filter(|p| {
+                        p.extension().is_some_and(|x| x == "conf")
+                            && p.file_name()
+                                .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
+                            && p.is_file()
+                    })
                     .collect();
                 files.sort();
                 for f in files {
@@ -126,20 +149,42 @@ impl BarmanConf {
         }
     }
 
-    /// Configured server names (every section but `[barman]`), skipping `active = false`.
+    /// Whether a section is a Barman server: not `[barman]`, not a model (`model = true`).
+    fn is_server(&self, name: &str) -> bool {
+        name != "barman"
+            && !name.is_empty()
+            && self
+                .sections
+                .get(name)
+                .is_some_and(|s| s.get("model").is_none_or(|v| boolean(v) != Some(true)))
+    }
+
+    /// Active server names (what `--all` covers): every server section not marked
+    /// `active = false`.
     pub fn servers(&self) -> Vec<String> {
+        self.server_names(true)
+    }
+
+    /// Servers marked `active = false` (Barman's cron skips them, and so does `--all`).
+    pub fn inactive_servers(&self) -> Vec<String> {
+        self.server_names(false)
+    }
+
+    fn server_names(&self, active: bool) -> Vec<String> {
         self.sections
             .iter()
-            .filter(|(name, s)| {
-                name.as_str() != "barman"
-                    && !name.is_empty()
-                    && !matches!(
-                        s.get("active").map(|v| v.to_ascii_lowercase()).as_deref(),
-                        Some("false" | "off" | "0" | "no")
-                    )
-            })
+            .filter(|(name, _)| self.is_server(name))
+            .filter(|(_, s)| s.get("active").and_then(|v| boolean(v)).unwrap_or(true) == active)
             .map(|(n, _)| n.clone())
             .collect()
+    }
+
+    /// The system user Barman runs as (`barman_user`, default `barman`).
+    pub fn barman_user(&self) -> String {
+        self.sections
+            .get("barman")
+            .and_then(|b| b.get("barman_user"))
+            .map_or_else(|| "barman".to_string(), |u| u.trim().to_string())
     }
 
     fn value(&self, server: &str, key: &str) -> Option<String> {
@@ -182,8 +227,11 @@ impl BarmanConf {
     /// The directories of `server`, with Barman's defaults. Refuses unknown servers and
     /// servers whose directories are cloud URLs (Barman already stores those remotely).
     pub fn server(&self, server: &str) -> Result<ServerDirs> {
-        if server == "barman" || !self.sections.contains_key(server) {
-            let known = self.servers().join(", ");
+        if !self.is_server(server) {
+            let mut known = self.servers();
+            known.extend(self.inactive_servers());
+            known.sort();
+            let known = known.join(", ");
             return Err(Error::Usage(format!(
                 "unknown Barman server {server:?} in {} (configured: {})",
                 self.source.display(),
@@ -250,6 +298,48 @@ mod tests {
                 .expect_err("unknown")
                 .to_string()
                 .contains("pg, pg2")
+        );
+    }
+
+    #[test]
+    fn models_are_not_servers_and_inactive_servers_are_apart() {
+        let c = BarmanConf::parse(
+            "[barman]\nbarman_home = /b\nbarman_user = bm\n[pg]\nconninfo = x\n[pg:switchover]\nmodel = true\ncluster = pg\nconninfo = y\n[pg2]\nmodel = false\n[old]\nactive = OFF\n",
+        );
+        assert_eq!(c.servers(), vec!["pg", "pg2"]);
+        assert_eq!(c.inactive_servers(), vec!["old"]);
+        assert!(c.server("pg:switchover").is_err());
+        assert!(
+            c.server("old").is_ok(),
+            "an inactive server can still be named"
+        );
+        assert_eq!(c.barman_user(), "bm");
+        assert_eq!(BarmanConf::parse("").barman_user(), "barman");
+    }
+
+    #[test]
+    fn included_files_are_sorted_visible_conf_files() {
+        let d = tempfile::tempdir().expect("tmp");
+        let inc = d.path().join("barman.d");
+        std::fs::create_dir(&inc).expect("mkdir");
+        std::fs::write(inc.join("b.conf"), "[pg]\nbackup_directory = /from-b\n").expect("w");
+        std::fs::write(inc.join("a.conf"), "[pg]\nbackup_directory = /from-a\n").expect("w");
+        std::fs::write(inc.join(".hidden.conf"), "[hidden]\nconninfo = x\n").expect("w");
+        std::fs::write(inc.join("notes.txt"), "[txt]\nconninfo = x\n").expect("w");
+        let main = d.path().join("barman.conf");
+        std::fs::write(
+            &main,
+            format!(
+                "[barman]\nconfiguration_files_directory = {}\n",
+                inc.display()
+            ),
+        )
+        .expect("w");
+        let c = BarmanConf::load(&main).expect("load");
+        assert_eq!(c.servers(), vec!["pg"]);
+        assert_eq!(
+            c.server("pg").expect("pg").backup_dir,
+            PathBuf::from("/from-b")
         );
     }
 

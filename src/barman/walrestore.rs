@@ -332,6 +332,103 @@ mod tests {
         );
     }
 
+    /// The segment `scripts/make-wal-fixtures` compresses: a long header for
+    /// 000000010000000000000003 with 1 MiB segments, a byte pattern, zeros.
+    fn fixture_segment() -> Vec<u8> {
+        let mut v = segment("000000010000000000000003", 1 << 20);
+        v[4..8].copy_from_slice(&1u32.to_le_bytes());
+        v[24..32].copy_from_slice(&7311111111111111111u64.to_le_bytes());
+        v[100] = 0;
+        for i in 0..65536usize {
+            v[40 + i] = ((i * 31 + 7) % 251) as u8;
+        }
+        v
+    }
+
+    /// Every fixture, made by the real tools: the command-line programs and Barman's own
+    /// Python writers.
+    const FIXTURES: &[(&str, &[u8])] = &[
+        (
+            "gzip",
+            include_bytes!("../../tests/fixtures/wal/segment.gzip-cli"),
+        ),
+        (
+            "bzip2",
+            include_bytes!("../../tests/fixtures/wal/segment.bzip2-cli"),
+        ),
+        (
+            "xz",
+            include_bytes!("../../tests/fixtures/wal/segment.xz-cli"),
+        ),
+        (
+            "zstd",
+            include_bytes!("../../tests/fixtures/wal/segment.zstd-cli"),
+        ),
+        (
+            "zstd",
+            include_bytes!("../../tests/fixtures/wal/segment.zstd-barman"),
+        ),
+        (
+            "lz4",
+            include_bytes!("../../tests/fixtures/wal/segment.lz4-cli"),
+        ),
+        (
+            "lz4",
+            include_bytes!("../../tests/fixtures/wal/segment.lz4-barman"),
+        ),
+        (
+            "snappy",
+            include_bytes!("../../tests/fixtures/wal/segment.snappy-barman"),
+        ),
+    ];
+
+    #[test]
+    fn every_fixture_decodes_to_the_segment() {
+        let want = fixture_segment();
+        for (i, (codec, stored)) in FIXTURES.iter().enumerate() {
+            let (got, how) = decode(
+                WalKind::Segment,
+                "000000010000000000000003".into(),
+                stored.to_vec(),
+                &Decoding::default(),
+                "w",
+            )
+            .unwrap_or_else(|e| panic!("fixture {i} ({codec}): {e}"));
+            assert_eq!(how, *codec, "fixture {i}");
+            assert!(got == want, "fixture {i} ({codec}) decodes to other bytes");
+        }
+    }
+
+    #[test]
+    fn truncated_or_corrupt_fixtures_are_clear_errors() {
+        for (i, (codec, stored)) in FIXTURES.iter().enumerate() {
+            let magic = Codec::sniff(stored).expect("magic").magic().len();
+            let mut corrupt = stored.to_vec();
+            for b in &mut corrupt[magic..magic + 8] {
+                *b = !*b;
+            }
+            for (what, bytes) in [
+                ("truncated", stored[..stored.len() / 2].to_vec()),
+                ("corrupt", corrupt),
+            ] {
+                let e = decode(
+                    WalKind::Segment,
+                    "000000010000000000000003".into(),
+                    bytes,
+                    &Decoding::default(),
+                    "WAL file 000000010000000000000003",
+                )
+                .expect_err(&format!("fixture {i} ({codec}) {what}"));
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with("WAL file 000000010000000000000003: ") && !msg.contains('\n'),
+                    "fixture {i} ({codec}) {what}: {msg}"
+                );
+                assert!(matches!(e, Error::Failed(_)), "{msg}");
+            }
+        }
+    }
+
     #[test]
     fn encrypted_without_a_command_names_the_setting() {
         let e = decode(

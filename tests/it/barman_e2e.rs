@@ -1,8 +1,6 @@
 //! The Barman path end to end on real parts: PostgreSQL 15, Barman (Debian package) and Garage.
-//! The steps live in `tests/e2e/barman.sh`; this test checks the prerequisites (a missing one
+//! The steps live in `tests/it/e2e/barman.sh`; this test checks the prerequisites (a missing one
 //! is a failure that says how to install it, never a skip) and runs the script.
-
-mod common;
 
 use std::process::Command;
 
@@ -32,13 +30,13 @@ fn backup_sync_restore_and_retention_on_real_postgresql_and_barman() {
         Some("0"),
         "the Barman end-to-end test runs PostgreSQL as postgres and Barman as barman: run it as root (CI does)"
     );
-    let g = common::garage();
+    let g = crate::common::garage();
     let out = Command::new("bash")
-        .arg(common::repo().join("tests/e2e/barman.sh"))
+        .arg(crate::common::repo().join("tests/it/e2e/barman.sh"))
         .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
         .envs(g.env.iter())
         .output()
-        .expect("run tests/e2e/barman.sh");
+        .expect("run tests/it/e2e/barman.sh");
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert!(

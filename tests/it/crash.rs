@@ -8,19 +8,16 @@
 //! unfinished upload once a newer upload of the same key completes; that the engine aborts such
 //! left-overs on its own (as AWS needs) is proven in `tests/transfer.rs` by counting aborts.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::site::{BIN, PLUGIN, Site, make_archive, wal_name, write_backup};
 use barmans3::transfer::Expect;
-use common::site::{BIN, Site, make_archive, wal_name, write_backup};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
 const MIB: usize = 1 << 20;
 const KILLS: usize = 20;
 /// Attempts allowed to reach `KILLS` kills (a run that ends before its kill does not count).
@@ -99,7 +96,7 @@ fn kill_loop(
 }
 
 fn garage_yaml(prefix: &str, part_size: &str) -> String {
-    let g = common::garage();
+    let g = crate::common::garage();
     format!(
         "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: {part_size}\n  concurrency: 4\n  max_attempts: 3\n  connect_timeout: 2s\n  read_timeout: 20s\n",
         g.endpoint(),
@@ -111,9 +108,9 @@ fn garage_yaml(prefix: &str, part_size: &str) -> String {
 
 /// Keys under `prefix` (all pages) and the incomplete multipart uploads there.
 fn bucket_state(prefix: &str) -> (BTreeSet<String>, usize) {
-    common::block_on(async {
-        let t = common::garage_transfer().await;
-        let keys = common::list_garage(&t, prefix)
+    crate::common::block_on(async {
+        let t = crate::common::garage_transfer().await;
+        let keys = crate::common::list_garage(&t, prefix)
             .await
             .into_iter()
             .map(|o| o.key)
@@ -155,7 +152,7 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
 /// Writes `len` bytes of distinct, incompressible content (a random block stamped per MiB).
 fn write_big(path: &Path, len: usize, seed: u64) {
     use std::io::Write;
-    let block = common::data(MIB, seed);
+    let block = crate::common::data(MIB, seed);
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
     let mut left = len;
     let mut i = 0u64;
@@ -190,7 +187,7 @@ fn files_under(root: &Path) -> BTreeSet<String> {
 
 #[test]
 fn base_sync_of_a_two_gib_backup_survives_kill_9() {
-    let prefix = common::unique("crash-base");
+    let prefix = crate::common::unique("crash-base");
     let site = Site::new(&garage_yaml(&prefix, "16MiB"));
     let id = "20261122T030000";
     write_backup(&site, id, "DONE");
@@ -203,7 +200,7 @@ fn base_sync_of_a_two_gib_backup_survives_kill_9() {
     for i in 0..200 {
         std::fs::write(
             rel.join(format!("{}", 20000 + i)),
-            common::data(8192 * (i % 4 + 1), i as u64),
+            crate::common::data(8192 * (i % 4 + 1), i as u64),
         )
         .expect("small");
     }
@@ -234,8 +231,8 @@ fn base_sync_of_a_two_gib_backup_survives_kill_9() {
             // (objects deleted, task queued again) so every kill hits real work.
             if queue.join(format!("{id}.done")).exists() {
                 cycles += 1;
-                common::block_on(async {
-                    common::garage_transfer()
+                crate::common::block_on(async {
+                    crate::common::garage_transfer()
                         .await
                         .delete_prefix(&format!("{prefix}/pg/"))
                         .await
@@ -303,7 +300,7 @@ fn base_sync_of_a_two_gib_backup_survives_kill_9() {
 
 #[test]
 fn wal_sync_of_a_growing_archive_survives_kill_9() {
-    let prefix = common::unique("crash-wal");
+    let prefix = crate::common::unique("crash-wal");
     let site = Site::new(&garage_yaml(&prefix, "5MiB"));
     let wals = site.wals();
     // Small WALs from earlier, then 12 MiB segments (3 parts each) arriving between runs.
@@ -314,7 +311,7 @@ fn wal_sync_of_a_growing_archive_survives_kill_9() {
             let name = wal_name(seg);
             let dir = wals.join(&name[..16]);
             std::fs::create_dir_all(&dir).expect("hash dir");
-            std::fs::write(dir.join(&name), common::data(12 * MIB, seg)).expect("wal");
+            std::fs::write(dir.join(&name), crate::common::data(12 * MIB, seg)).expect("wal");
         }
         *next += n;
     };
@@ -345,8 +342,8 @@ fn wal_sync_of_a_growing_archive_survives_kill_9() {
         .collect();
     assert_eq!(keys, want, "objects in the bucket");
     assert_eq!(uploads, 0, "incomplete multipart uploads under the prefix");
-    common::block_on(async {
-        let t = common::garage_transfer().await;
+    crate::common::block_on(async {
+        let t = crate::common::garage_transfer().await;
         for r in &local {
             let mut got = Vec::new();
             t.download_to(
@@ -370,9 +367,9 @@ fn wal_sync_of_a_growing_archive_survives_kill_9() {
 
 #[test]
 fn plugin_backup_data_survives_kill_9() {
-    let g = common::garage();
+    let g = crate::common::garage();
     let dir = tempfile::tempdir().expect("tmp");
-    let folder = common::unique("crash-gp");
+    let folder = crate::common::unique("crash-gp");
     let cfg = dir.path().join("gp.yaml");
     std::fs::write(
         &cfg,

@@ -2,14 +2,11 @@
 //! and on failure, with recognisable credentials in the config files, the AWS environment and a
 //! proxy URL; stdout, stderr and every log file are searched for them. Zero hits.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::site::{BIN, Site, hook_env, make_real_archive, write_backup};
+use crate::common::site::{BIN, PLUGIN, Site, hook_env, make_real_archive, write_backup};
 
-const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
 const ID: &str = "20261122T080000";
 /// Recognisable values that must never be printed anywhere.
 const WRONG_SECRET: &str = "WRONGSECRETf00dfeedfacecafe0123456789abcdef0123456789abcdef01234";
@@ -85,8 +82,8 @@ fn with_mode_600(path: &Path, text: &str) {
 
 #[test]
 fn no_command_prints_a_secret_at_any_verbosity() {
-    let g = common::garage();
-    let prefix = common::unique("secrets");
+    let g = crate::common::garage();
+    let prefix = crate::common::unique("secrets");
     let site = Site::new(&g.yaml(&prefix));
     let d = site.dir.path().to_path_buf();
     let logs = d.join("logs");
@@ -247,7 +244,7 @@ fn no_command_prints_a_secret_at_any_verbosity() {
     let home = d.join("gphome");
     std::fs::create_dir_all(&home).expect("home");
     let src = d.join("gpfile");
-    std::fs::write(&src, common::data(70_000, 3)).expect("src");
+    std::fs::write(&src, crate::common::data(70_000, 3)).expect("src");
     let key_dir = d.join("backups/20261122/20261122080000");
     std::fs::create_dir_all(&key_dir).expect("key dir");
     let file = key_dir.join("gpbackup_20261122080000_report");

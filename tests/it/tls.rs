@@ -3,11 +3,9 @@
 //! with a message that names the certificate problem and the fix; with the right bundle the same
 //! commands work, bytes verified.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::site::{Site, make_real_archive, wal_segment};
+use crate::common::site::{Site, make_real_archive, wal_segment};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types};
@@ -87,7 +85,7 @@ fn tls_proxy(server: rustls::ServerConfig, upstream: String) -> String {
 
 #[test]
 fn https_endpoint_is_verified_against_the_configured_ca_only() {
-    let g = common::garage();
+    let g = crate::common::garage();
     let upstream = g
         .endpoint()
         .trim_start_matches("http://")
@@ -95,7 +93,7 @@ fn https_endpoint_is_verified_against_the_configured_ca_only() {
         .to_string();
     let pki = pki();
     let endpoint = tls_proxy(pki.server, upstream);
-    let prefix = common::unique("tls");
+    let prefix = crate::common::unique("tls");
     let yaml = g
         .yaml(&prefix)
         .replace(g.endpoint(), &endpoint)

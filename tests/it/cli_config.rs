@@ -1,8 +1,6 @@
 //! `barmans3 config check` through the real binary: a good config reaches Garage; each kind of
 //! bad config exits 2 with one line that names the problem, and never prints a secret.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -31,7 +29,7 @@ fn write(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
 
 #[test]
 fn good_config_reaches_garage_and_redacts_secrets() {
-    let g = common::garage();
+    let g = crate::common::garage();
     let dir = tempfile::tempdir().expect("tmp");
     let p = write(dir.path(), "ok.yaml", &g.yaml("check"), 0o600);
     let (code, out, err) = check(&p);
@@ -46,7 +44,7 @@ fn good_config_reaches_garage_and_redacts_secrets() {
 
 #[test]
 fn each_bad_config_exits_2_with_one_line_naming_it() {
-    let g = common::garage();
+    let g = crate::common::garage();
     let dir = tempfile::tempdir().expect("tmp");
     let good = g.yaml("check");
     let cases: Vec<(&str, String, u32, &str)> = vec![

@@ -2,9 +2,7 @@
 //! bounded retries with one line naming the endpoint, and a queued backup stays retryable for
 //! transient causes but goes to `.error` for permanent ones, with the reason in the task.
 
-mod common;
-
-use common::site::{Site, make_archive, write_backup};
+use crate::common::site::{Site, make_archive, write_backup};
 
 const DOWN: &str = "http://127.0.0.1:1";
 
@@ -71,7 +69,7 @@ fn a_transient_failure_keeps_the_task_and_a_refusal_parks_it() {
     );
 
     // Wrong keys (403) and a missing bucket: permanent, the task goes to .error with the reason.
-    let g = common::garage();
+    let g = crate::common::garage();
     for (name, bucket, key) in [
         ("forbidden", g.bucket(), "GKnotakey000000000000000"),
         ("nobucket", "no-such-bucket-b3", g.key_id()),

@@ -1,6 +1,5 @@
-//! Test support: a real Garage started through `scripts/s3-server` (once per test binary, stopped
-//! when the test process exits), stores for both backends, unique prefixes.
-#![allow(dead_code)] // Each test binary uses a different subset.
+//! Test support: a real Garage started through `scripts/s3-server` (once for the whole run,
+//! stopped when the test process exits), stores for both backends, unique prefixes.
 
 pub mod faults;
 pub mod site;
@@ -16,7 +15,6 @@ use barmans3::transfer::Transfer;
 /// A running Garage and the client environment it printed.
 #[derive(Debug)]
 pub struct Garage {
-    pub dir: PathBuf,
     pub env: HashMap<String, String>,
 }
 
@@ -73,13 +71,27 @@ pub fn garage() -> &'static Garage {
             .lines()
             .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
-        Garage { dir, env }
+        Garage { env }
     })
 }
 
 pub fn unique(name: &str) -> String {
     format!("t-{name}-{:08x}", rand::random::<u32>())
 }
+
+/// Runs each case (an `async fn(Backend)`) against both backends: one test per case in
+/// `mod local` and one in `mod garage`.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod local {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Local).await })*
+        }
+        mod garage {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Garage).await })*
+        }
+    };
+}
+pub(crate) use on_both;
 
 /// Which backend a test runs on.
 #[derive(Debug, Clone, Copy)]

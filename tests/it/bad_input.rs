@@ -4,19 +4,16 @@
 //! neither in the bucket (every key, size and ETag under the prefix) nor on disk (every path,
 //! size and mtime under the site), apart from the one effect a case may name.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::site::{BIN, PLUGIN, Site, hook_env, make_archive, wal_name, write_backup};
 use barmans3::barman::manifest::{Entry, Manifest};
 use barmans3::checksum;
 use bytes::Bytes;
-use common::site::{BIN, Site, hook_env, make_archive, wal_name, write_backup};
 
-const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
 const GOOD_ID: &str = "20261122T010000";
 
 /// How a case is run.
@@ -68,9 +65,9 @@ fn case(name: &'static str, call: Call, code: i32, fragment: &'static str) -> Ca
 
 /// Every key under `prefix` with its size and ETag.
 fn bucket_snapshot(prefix: &str) -> BTreeMap<String, (u64, Option<String>)> {
-    common::block_on(async {
-        let t = common::garage_transfer().await;
-        common::list_garage(&t, prefix)
+    crate::common::block_on(async {
+        let t = crate::common::garage_transfer().await;
+        crate::common::list_garage(&t, prefix)
             .await
             .into_iter()
             .map(|o| (o.key, (o.size, o.etag)))
@@ -115,8 +112,8 @@ fn put_backup(prefix: &str, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u
         total_bytes: files.iter().map(|f| f.1.len() as u64).sum(),
         entries,
     };
-    common::block_on(async {
-        let t = common::garage_transfer().await;
+    crate::common::block_on(async {
+        let t = crate::common::garage_transfer().await;
         let key = |rel: &str| format!("{prefix}/pg/base/{id}/{rel}");
         for (rel, body) in files {
             t.put_bytes(&key(rel), Bytes::from(body.clone()), BTreeMap::new())
@@ -170,8 +167,8 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let g = common::garage();
-    let prefix = common::unique("bad");
+    let g = crate::common::garage();
+    let prefix = crate::common::unique("bad");
     let good_yaml = g.yaml(&prefix);
     let site = Site::new(&good_yaml);
     write_backup(&site, GOOD_ID, "DONE");
@@ -181,7 +178,7 @@ fn fixture() -> Fixture {
         .join("barman/pg/base")
         .join(GOOD_ID)
         .join("data");
-    std::fs::write(data.join("big"), common::data(6 << 20, 1)).expect("big");
+    std::fs::write(data.join("big"), crate::common::data(6 << 20, 1)).expect("big");
     site.queue(GOOD_ID, "DONE");
     make_archive(&site.wals(), 1, 3);
     for a in [&["base-sync"][..], &["wal-sync", "pg"][..]] {
@@ -195,7 +192,7 @@ fn fixture() -> Fixture {
 
     // Hostile backups: paths escaping the restore directory, a truncated object, a checksum
     // mismatch, and one without backup.info.
-    let body = common::data(100_000, 2);
+    let body = crate::common::data(100_000, 2);
     // A data directory PostgreSQL could start from: PG_VERSION and pg_control besides data/f.
     let version = b"15\n".to_vec();
     let good = |id| {
@@ -246,8 +243,8 @@ fn fixture() -> Fixture {
 
     // A WAL that is in the bucket with other bytes than the local one.
     let conflict = wal_name(4);
-    common::block_on(async {
-        common::garage_transfer()
+    crate::common::block_on(async {
+        crate::common::garage_transfer()
             .await
             .put_bytes(
                 &format!("{prefix}/pg/wals/{}/{conflict}", &conflict[..16]),
@@ -347,7 +344,7 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             args("wal-sync pg"),
         )
     };
-    let g = common::garage();
+    let g = crate::common::garage();
     let barman_part = std::fs::read_to_string(&fx.site.cfg)
         .expect("cfg")
         .split_once("barman:")
@@ -726,7 +723,7 @@ impl Fixture {
 #[test]
 fn every_bad_input_fails_clearly_and_changes_nothing() {
     let fx = fixture();
-    let g = common::garage();
+    let g = crate::common::garage();
     let all = cases(&fx);
     assert!(all.len() >= 40, "{} cases", all.len());
     let mut failures = Vec::new();

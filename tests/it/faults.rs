@@ -3,18 +3,14 @@
 //! results, and the retries show in the run summary. Two wal-syncs at once: the second exits 75
 //! without sending a single request.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::faults::FaultProxy;
-use common::site::{BIN, Site, write_backup};
-
-const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
+use crate::common::faults::FaultProxy;
+use crate::common::site::{BIN, PLUGIN, Site, write_backup};
 
 fn faulty_site(proxy: &FaultProxy, prefix: &str) -> Site {
-    let g = common::garage();
+    let g = crate::common::garage();
     Site::new(&format!(
         "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: 5MiB\n  concurrency: 4\n  max_attempts: 10\n  connect_timeout: 2s\n  read_timeout: 2s\n",
         proxy.endpoint,
@@ -38,25 +34,29 @@ fn retries(out: &std::process::Output) -> u64 {
 
 #[test]
 fn barman_paths_survive_a_ten_percent_fault_rate() {
-    let g = common::garage();
+    let g = crate::common::garage();
     let proxy = FaultProxy::start(g.endpoint(), 0.10, 20261121, Duration::from_secs(3));
-    let prefix = common::unique("faults");
+    let prefix = crate::common::unique("faults");
     let site = faulty_site(&proxy, &prefix);
     // WALs with real content, and a backup with a multipart file and many small ones.
     let wals = site.wals().join("0000000100000000");
     std::fs::create_dir_all(&wals).expect("mkdir");
     for seg in 1..=24u64 {
         let name = format!("{:08X}{:08X}{:08X}", 1, 0, seg);
-        std::fs::write(wals.join(&name), common::site::wal_segment(&name, seg)).expect("wal");
+        std::fs::write(
+            wals.join(&name),
+            crate::common::site::wal_segment(&name, seg),
+        )
+        .expect("wal");
     }
     let id = "20261121T100000";
     write_backup(&site, id, "DONE");
     let data = site.dir.path().join("barman/pg/base").join(id).join("data");
-    std::fs::write(data.join("big"), common::data(13 << 20, 77)).expect("big");
+    std::fs::write(data.join("big"), crate::common::data(13 << 20, 77)).expect("big");
     for i in 0..40 {
         std::fs::write(
             data.join(format!("small{i}")),
-            common::data(4096 + i * 100, i as u64),
+            crate::common::data(4096 + i * 100, i as u64),
         )
         .expect("small");
     }
@@ -133,7 +133,7 @@ fn barman_paths_survive_a_ten_percent_fault_rate() {
 
 #[test]
 fn plugin_streams_survive_a_ten_percent_fault_rate() {
-    let g = common::garage();
+    let g = crate::common::garage();
     let proxy = FaultProxy::start(g.endpoint(), 0.10, 7, Duration::from_secs(3));
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = dir.path().join("gp.yaml");
@@ -145,7 +145,7 @@ fn plugin_streams_survive_a_ten_percent_fault_rate() {
             g.key_id(),
             g.secret(),
             g.bucket(),
-            common::unique("gpfaults")
+            crate::common::unique("gpfaults")
         ),
     )
     .expect("config");
@@ -153,7 +153,7 @@ fn plugin_streams_survive_a_ten_percent_fault_rate() {
         .into_iter()
         .enumerate()
     {
-        let data = common::data(size, i as u64 + 5);
+        let data = crate::common::data(size, i as u64 + 5);
         let src = dir.path().join(format!("in{i}"));
         std::fs::write(&src, &data).expect("w");
         let key = format!("/d/backups/20261121/20261121000000/gpbackup_0_20261121000000_{i}");
@@ -191,15 +191,15 @@ fn plugin_streams_survive_a_ten_percent_fault_rate() {
 fn a_second_wal_sync_while_one_runs_exits_75_without_a_request() {
     // The first run talks to Garage directly; the second goes through a counting proxy that
     // injects nothing, so the proxy's count proves it sent no request at all.
-    let g = common::garage();
+    let g = crate::common::garage();
     let proxy = FaultProxy::start(g.endpoint(), 0.0, 1, Duration::from_secs(3));
-    let prefix = common::unique("two-wal-syncs");
+    let prefix = crate::common::unique("two-wal-syncs");
     let site = Site::new(&g.yaml(&prefix));
     let wals = site.wals().join("0000000100000000");
     std::fs::create_dir_all(&wals).expect("mkdir");
     for seg in 1..=24u64 {
         let name = format!("{:08X}{:08X}{:08X}", 1, 0, seg);
-        std::fs::write(wals.join(name), common::data(8 << 20, seg)).expect("wal");
+        std::fs::write(wals.join(name), crate::common::data(8 << 20, seg)).expect("wal");
     }
     let second_cfg = site.dir.path().join("second.yaml");
     let text = std::fs::read_to_string(&site.cfg).expect("cfg");

@@ -3,13 +3,11 @@
 //! the server is the project's Garage. Covers every command and the edge cases of the plugin
 //! spec (§9), each with its exit code and message.
 
-mod common;
-
+use crate::common::site::PLUGIN;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
 const CHUNK: usize = 5 << 20;
 
 /// One plugin config in /tmp, a HOME for the logs, and a local backup tree.
@@ -27,7 +25,7 @@ impl Drop for Gp {
 }
 
 fn garage_options(folder: &str) -> String {
-    let g = common::garage();
+    let g = crate::common::garage();
     format!(
         "  endpoint: {}\n  region: garage\n  aws_access_key_id: {}\n  aws_secret_access_key: {}\n  bucket: {}\n  folder: {folder}\n",
         g.endpoint(),
@@ -44,7 +42,7 @@ fn timestamp() -> String {
 impl Gp {
     /// A config with the Garage connection, `extra` option lines, and a unique folder.
     fn new(name: &str, extra: &str) -> Gp {
-        let folder = common::unique(name);
+        let folder = crate::common::unique(name);
         Gp::with_text(
             name,
             &format!(
@@ -205,7 +203,7 @@ fn setup_and_cleanup_accept_every_scope_and_content_id() {
 fn files_round_trip_and_a_failed_restore_keeps_the_local_file() {
     let gp = Gp::new("files", "");
     let dir = gp.dir(-1);
-    let data = common::data(3 * CHUNK / 2, 7);
+    let data = crate::common::data(3 * CHUNK / 2, 7);
     let name = format!("gpbackup_{}_metadata.sql", gp.ts);
     let path = write_file(&dir, &name, &data);
     gp.ok(&format!("backup_file $C {}", path.display()), None);
@@ -245,7 +243,7 @@ fn streams_round_trip_at_every_part_boundary() {
         .into_iter()
         .enumerate()
     {
-        let data = common::data(size, i as u64 + 100);
+        let data = crate::common::data(size, i as u64 + 100);
         let src = write_file(input.path(), &format!("in{i}"), &data);
         let key = format!("{}/gpbackup_0_{}_{}", dir.display(), gp.ts, 16384 + i);
         let out = gp.ok(&format!("backup_data $C {key}"), Some(&src));
@@ -256,7 +254,7 @@ fn streams_round_trip_at_every_part_boundary() {
 
     // restore_data_subset: ranges inside one part, across a part boundary, empty, in any order.
     let key = format!("{}/gpbackup_0_{}_{}", dir.display(), gp.ts, 16384 + 5);
-    let data = common::data(3 * CHUNK + 7, 105);
+    let data = crate::common::data(3 * CHUNK + 7, 105);
     let ranges = [
         (3, 10),
         (CHUNK - 5, CHUNK + 5),
@@ -350,7 +348,7 @@ fn directories_list_and_delete_inside_the_folder_only() {
     let tree = src.path().join("tree");
     std::fs::create_dir_all(tree.join("sub")).expect("mkdir");
     write_file(&tree, "a", b"alpha");
-    write_file(&tree.join("sub"), "b", &common::data(CHUNK + 3, 9));
+    write_file(&tree.join("sub"), "b", &crate::common::data(CHUNK + 3, 9));
     gp.ok(
         &format!("backup_directory_parallel $C {} 2", tree.display()),
         None,
@@ -366,7 +364,7 @@ fn directories_list_and_delete_inside_the_folder_only() {
     assert_eq!(std::fs::read(tree.join("a")).expect("a"), b"alpha");
     assert_eq!(
         std::fs::read(tree.join("b")).expect("b flattened"),
-        common::data(CHUNK + 3, 9)
+        crate::common::data(CHUNK + 3, 9)
     );
     let _ = restored;
 
@@ -545,7 +543,7 @@ fn bad_configs_fail_before_any_network_call() {
 #[test]
 fn typed_scalars_odd_folders_and_short_paths() {
     for (i, folder) in ["a/b/", "/a/b", "a//b"].into_iter().enumerate() {
-        let unique = common::unique("typed");
+        let unique = crate::common::unique("typed");
         let text = format!(
             "executablepath: {PLUGIN}\noptions:\n{}  backup_max_concurrent_requests: 2\n  remove_duplicate_bucket: false\n  backup_plugin_version: 1.3\n  pgport: \"5432\"\n  restore_max_concurrent_requests: 4\n",
             garage_options(&format!("{unique}/{folder}"))
@@ -580,14 +578,14 @@ fn typed_scalars_odd_folders_and_short_paths() {
 
 #[test]
 fn encryption_and_missing_bucket() {
-    let g = common::garage();
+    let g = crate::common::garage();
     let hostport = g.endpoint().trim_start_matches("http://");
     let base = |enc: &str, endpoint: &str, bucket: &str| {
         format!(
             "executablepath: {PLUGIN}\noptions:\n  endpoint: {endpoint}\n  region: garage\n  aws_access_key_id: {}\n  aws_secret_access_key: {}\n  bucket: {bucket}\n  folder: {}\n  encryption: {enc}\n",
             g.key_id(),
             g.secret(),
-            common::unique("enc")
+            crate::common::unique("enc")
         )
     };
     let input = tempfile::tempdir().expect("tmp");
@@ -727,8 +725,8 @@ fn parallel_streams_with_default_chunking_allocate_lazily() {
     // stream costs what it carries. 8 processes at once, as gpbackup runs one per segment.
     let gp = Gp::new("rss", "");
     let input = tempfile::tempdir().expect("tmp");
-    let small = write_file(input.path(), "small", &common::data(10 << 10, 1));
-    let medium = write_file(input.path(), "medium", &common::data(24 << 20, 2));
+    let small = write_file(input.path(), "small", &crate::common::data(10 << 10, 1));
+    let medium = write_file(input.path(), "medium", &crate::common::data(24 << 20, 2));
     let dir = gp.dir(0);
     let peaks: Vec<u64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)

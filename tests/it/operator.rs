@@ -1,12 +1,10 @@
 //! Operator experience: progress bars only on a terminal, `status`/`check` exit codes in each
 //! state, queue administration, config helpers, log file, and the `--help`/man page snapshots.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::site::{BIN, Site, make_archive, write_backup};
+use crate::common::site::{BIN, Site, make_archive, write_backup};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -227,7 +225,7 @@ fn config_helpers_and_the_log_file() {
 }
 
 fn snapshot_dir() -> PathBuf {
-    common::repo()
+    crate::common::repo()
 }
 
 #[test]
@@ -238,7 +236,7 @@ fn help_and_man_pages_match_the_committed_snapshots() {
         .env("COLUMNS", "100")
         .output()
         .expect("help");
-    let help_path = snapshot_dir().join("tests/snapshots/help.txt");
+    let help_path = snapshot_dir().join("tests/it/snapshots/help.txt");
     let mut stale = Vec::new();
     if update {
         std::fs::create_dir_all(help_path.parent().expect("dir")).expect("mkdir");
@@ -264,4 +262,36 @@ fn help_and_man_pages_match_the_committed_snapshots() {
         "out of date: {stale:?} ({committed} pages in man/, {} generated); regenerate with UPDATE_SNAPSHOTS=1 cargo test --test operator",
         pages.len()
     );
+}
+
+#[test]
+fn data_commands_end_quietly_when_their_reader_goes_away() {
+    let site = Site::local();
+    let bucket = site.dir.path().join("bucket");
+    for i in 0..3000 {
+        let dir = bucket.join(format!("k{}", i % 10));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("object-{i:05}")), b"x").expect("object");
+    }
+    std::fs::write(bucket.join("big"), vec![9u8; 8 << 20]).expect("big");
+    let cfg = site.cfg.display();
+    for cmd in [
+        format!("{BIN} --config {cfg} store ls"),
+        format!("{BIN} --config {cfg} store get big -"),
+        format!("{BIN} --config {cfg} completions bash"),
+    ] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{cmd} | head -c 10 >/dev/null; echo \"status=${{PIPESTATUS[0]}}\" >&2"
+            ))
+            .output()
+            .expect("bash");
+        let err = stderr(&out);
+        assert!(err.contains("status=0"), "{cmd}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{cmd}: {err}"
+        );
+    }
 }

@@ -3,18 +3,16 @@
 //! one that is not resumed, supersession of one a killed run left behind, and the request
 //! counter.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::{Backend, data, open, small_transfer};
 use barmans3::Error;
 use barmans3::checksum;
 use barmans3::progress::Progress;
 use barmans3::store::join_key;
 use barmans3::transfer::{Cancel, Expect, FileJournal, Op, Transfer, UploadJournal};
-use common::{Backend, data, open, small_transfer};
 
 const MIB: usize = 1 << 20;
 const SIZES: [usize; 6] = [0, 1, 5 * MIB - 1, 5 * MIB, 5 * MIB + 1, 16 * MIB];
@@ -324,18 +322,7 @@ async fn orphaned_upload_is_superseded(b: Backend) {
     );
 }
 
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
-        mod local {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Local).await })*
-        }
-        mod garage {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Garage).await })*
-        }
-    };
-}
-
-on_both!(
+crate::common::on_both!(
     boundary_sizes,
     odd_hundred_mib_many_parts,
     changed_bytes_are_detected,

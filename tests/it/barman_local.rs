@@ -2,11 +2,9 @@
 //! archives (100 000 WALs on a `file://` store, 10 000 on Garage), conflicts, locks, and the
 //! queue's decisions for each hook situation.
 
-mod common;
-
 use std::process::Command;
 
-use common::site::{Site, hook_env, make_archive, wal_name, write_backup};
+use crate::common::site::{Site, hook_env, make_archive, wal_name, write_backup};
 
 #[test]
 fn no_change_wal_sync_over_100000_wals_is_one_listing() {
@@ -49,8 +47,8 @@ fn no_change_wal_sync_over_100000_wals_is_one_listing() {
 
 #[test]
 fn no_change_wal_sync_on_garage_with_10000_wals() {
-    let g = common::garage();
-    let prefix = common::unique("walreq");
+    let g = crate::common::garage();
+    let prefix = crate::common::unique("walreq");
     let site = Site::new(&format!(
         "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  concurrency: 16\n",
         g.endpoint(),
@@ -273,7 +271,7 @@ fn two_base_syncs_at_once_process_each_task_once() {
     // Two runs started together: one works the queue, the other finds the lock held and
     // exits 75 without touching anything (or, if it came second, finds nothing left to do).
     let spawn = || {
-        Command::new(common::site::BIN)
+        Command::new(crate::common::site::BIN)
             .arg("--config")
             .arg(&site.cfg)
             .arg("base-sync")

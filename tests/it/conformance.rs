@@ -1,15 +1,13 @@
 //! One conformance suite for every store backend: the same cases run on `file://` and on a real
 //! Garage, so the local backend can stand in for S3 only where it behaves the same.
 
-mod common;
-
+use crate::common::{Backend, data, open};
 use barmans3::Error;
 use barmans3::checksum;
 use barmans3::store::{
     ByteRange, ChecksumAlgorithm, Integrity, ListRequest, PutOptions, SharedStore, join_key,
 };
 use bytes::Bytes;
-use common::{Backend, data, open};
 
 async fn read_all(
     s: &SharedStore,
@@ -334,18 +332,7 @@ async fn abort_and_list_in_progress(b: Backend) {
     ));
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod local {
-            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Local).await })*
-        }
-        mod garage {
-            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Garage).await })*
-        }
-    };
-}
-
-conformance!(
+crate::common::on_both!(
     empty_object,
     one_byte_with_checksum,
     key_with_spaces_and_utf8,

@@ -1,0 +1,22 @@
+//! barmans3's integration tests: one binary, so one Garage serves the whole run and the
+//! helpers in [`common`] are compiled once. Each module is one area; the real servers (Garage,
+//! PostgreSQL, Barman) are started by the tests themselves on 127.0.0.1, and a missing one is
+//! a failure that says how to install it, never a skip.
+
+mod common;
+
+mod bad_input;
+mod barman_e2e;
+mod barman_local;
+mod cli_config;
+mod conformance;
+mod crash;
+mod faults;
+mod gpplugin;
+mod memory;
+mod operator;
+mod parsers_fuzz;
+mod secrets;
+mod server_down;
+mod tls;
+mod transfer;

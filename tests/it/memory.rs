@@ -1,0 +1,82 @@
+//! Peak memory of a 2 GiB stream upload from a pipe: the `barmans3 store put -` process, its
+//! VmHWM read from `/proc` while it runs.
+
+use crate::common::site::BIN;
+
+/// The peak RSS (VmHWM) of a running process; it only grows, so the last reading before the
+/// process exits is its peak.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[test]
+fn streaming_two_gib_from_a_pipe_stays_within_the_buffer_bound() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir(&bucket).expect("bucket");
+    let (part_size, concurrency) = (8u64 << 20, 4u64);
+    let cfg = dir.path().join("b3.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store: file://{}\ns3:\n  part_size: 8MiB\n  concurrency: {concurrency}\n",
+            bucket.display()
+        ),
+    )
+    .expect("cfg");
+    let bound_kib = (concurrency * part_size + (64 << 20)) / 1024;
+    // The real binary, reading a 2 GiB pipe, measured from outside: nothing else runs in it.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 2147483648 /dev/urandom | exec {} --config {} --json store put - big-stream",
+            BIN,
+            cfg.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The shell execs barmans3 last in the pipeline: find it among the shell's children.
+    let mut peak = 0;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        for pid in children(child.id()) {
+            if let Some(k) = vm_hwm_kib(pid) {
+                peak = peak.max(k);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(status.success(), "store put failed");
+    let mut summary = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("out"), &mut summary)
+        .expect("summary");
+    eprintln!(
+        "peak RSS while streaming 2 GiB: {} MiB (bound {} MiB)",
+        peak / 1024,
+        bound_kib / 1024
+    );
+    assert!(peak > 0, "the upload was never seen running");
+    assert!(
+        peak <= bound_kib,
+        "peak RSS {peak} KiB exceeds concurrency x part size + 64 MiB = {bound_kib} KiB"
+    );
+    // And the object is exactly 2 GiB, as the run summary and the store both say.
+    assert!(summary.contains("\"bytes_up\":2147483648"), "{summary}");
+    let stored = std::fs::metadata(bucket.join("big-stream")).expect("object");
+    assert_eq!(stored.len(), 2 << 30);
+}
+
+/// The pid itself (after `exec`) and its children.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        out.extend(t.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
