@@ -1,6 +1,7 @@
-//! The Barman path end to end on real parts: PostgreSQL 15, Barman (Debian package) and Garage.
-//! The steps live in `tests/it/e2e/barman.sh`; this test checks the prerequisites (a missing one
-//! is a failure that says how to install it, never a skip) and runs the script.
+//! The Barman path end to end on real parts: PostgreSQL 15, Garage, and two Barmans: the Debian
+//! package (3.4) and a current one from PyPI (3.20, or 3.19 where no Python 3.12 exists). The
+//! steps live in `tests/it/e2e/*.sh`; these tests check the prerequisites (a missing one is a
+//! failure that says how to install it, never a skip) and run the scripts.
 
 use std::process::Command;
 
@@ -37,6 +38,37 @@ fn backup_sync_restore_and_retention_on_real_postgresql_and_barman() {
         .envs(g.env.iter())
         .output()
         .expect("run tests/it/e2e/barman.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stderr.contains("E2E OK"),
+        "end-to-end script failed (exit {:?})\nstdout: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Where scripts/test-deps installs Barman from PyPI.
+const MODERN_BARMAN: &str = "/opt/barmans3-test/barman-venv/bin/barman";
+
+#[test]
+fn current_barman_restores_every_compression_tar_and_point_in_time_and_never_promotes_on_failure() {
+    assert!(
+        std::path::Path::new("/usr/lib/postgresql/15/bin/initdb").exists(),
+        "missing postgresql-15: install with `apt-get install -y postgresql-15` (scripts/test-deps does this)"
+    );
+    assert!(
+        std::path::Path::new(MODERN_BARMAN).exists(),
+        "missing {MODERN_BARMAN}: run scripts/test-deps as root (Barman 3.20 from PyPI in a venv)"
+    );
+    let g = crate::common::garage();
+    let out = Command::new("bash")
+        .arg(crate::common::repo().join("tests/it/e2e/barman-modern.sh"))
+        .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
+        .env("BARMAN", MODERN_BARMAN)
+        .envs(g.env.iter())
+        .output()
+        .expect("run tests/it/e2e/barman-modern.sh");
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert!(

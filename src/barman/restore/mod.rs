@@ -158,6 +158,10 @@ async fn write(
     count += done.len();
     bytes += done.iter().sum::<u64>();
     for (link, to) in &p.links {
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        }
         std::os::unix::fs::symlink(to, link)
             .map_err(|err| Error::io(format!("symlink {}", link.display()), err))?;
     }

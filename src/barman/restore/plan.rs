@@ -118,6 +118,12 @@ pub fn plan(m: &Manifest, dest: &Path, requested: &BTreeMap<String, PathBuf>) ->
                 .chain(tablespaces.iter().map(|a| a.path.as_str()))
                 .collect();
             p.dirs.push((p.dest.clone(), 0o700));
+            // The base archive's own pg_tblspc links (and its tablespace_map) name the old
+            // homes; the restore makes its own.
+            for (oid, home) in &p.tablespaces {
+                p.links
+                    .push((p.dest.join("pg_tblspc").join(oid), home.clone()));
+            }
             for e in &m.entries {
                 if let Entry::File {
                     path,
@@ -524,6 +530,13 @@ mod tests {
         assert_eq!((base.codec, tablespaces.len()), (Some(Codec::Gzip), 1));
         assert_eq!(p.tablespaces["16386"], PathBuf::from("/r/pg_tblspc/16386"));
         assert_eq!(p.files.len(), 1, "backup_manifest beside the archives");
+        assert_eq!(
+            p.links,
+            vec![(
+                PathBuf::from("/r/pg/pg_tblspc/16386"),
+                PathBuf::from("/r/pg_tblspc/16386")
+            )]
+        );
         for (bad, why) in [
             (vec![dir("data"), file("data/base.tar.gz.gpg")], "GPG"),
             (
