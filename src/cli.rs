@@ -93,6 +93,15 @@ pub enum Command {
         force: bool,
     },
     /// Restore a backup from the bucket into a new data directory, verifying every file
+    ///
+    /// Restores copies of PGDATA (backup_method = postgres or rsync) and pg_basebackup's tar
+    /// format (backup_compression gzip, lz4, zstd or none: data/base.tar[.gz|.lz4|.zst] and one
+    /// archive per tablespace, streamed into place without a temporary copy). Before anything is
+    /// written the whole plan is checked: only pg_tblspc/<oid> may be a symbolic link, and it is
+    /// made to point at the tablespace's new directory. global/pg_control is written last and a
+    /// failed restore removes what it wrote, so a directory PostgreSQL could start on exists only
+    /// after a complete restore. GPG-encrypted, snapshot and PostgreSQL 17+ incremental backups
+    /// are refused with a message naming the kind.
     BaseRestore {
         /// Barman server name
         server: String,
@@ -108,6 +117,19 @@ pub enum Command {
         recovery: bool,
     },
     /// Fetch one WAL file: restore_command = 'barmans3 wal-restore SERVER %f %p'
+    ///
+    /// Reads every WAL Barman writes: gzip, pigz, bzip2, xz, zstd, lz4, snappy and uncompressed
+    /// segments, closed .partial segments (served for a missing segment), backup labels and
+    /// .history files; Barman's custom compression through barman.custom_decompression and GPG
+    /// encryption through barman.decryption_command. A segment is handed over only after its
+    /// first page proves it is that segment; %p is written atomically.
+    ///
+    /// Exit status: 0, the file is at %p. 1, the file is not in the bucket under any name it
+    /// may have (PostgreSQL then ends recovery). 200, anything else: network or store errors
+    /// after retries, checksum or decoding errors, a gap in the archive (a later segment of the
+    /// timeline is there), a bad configuration or command line. PostgreSQL treats a status
+    /// above 125 as fatal and stops recovery instead of promoting: fix the cause and start it
+    /// again, and recovery continues where it stopped.
     WalRestore {
         /// Barman server name
         server: String,

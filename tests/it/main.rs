@@ -20,3 +20,4 @@ mod secrets;
 mod server_down;
 mod tls;
 mod transfer;
+mod walrestore;

@@ -259,7 +259,7 @@ fn help_and_man_pages_match_the_committed_snapshots() {
     let committed = std::fs::read_dir(&man).map(|rd| rd.count()).unwrap_or(0);
     assert!(
         stale.is_empty() && committed == pages.len(),
-        "out of date: {stale:?} ({committed} pages in man/, {} generated); regenerate with UPDATE_SNAPSHOTS=1 cargo test --test operator",
+        "out of date: {stale:?} ({committed} pages in man/, {} generated); regenerate with UPDATE_SNAPSHOTS=1 cargo test --test it help_and_man",
         pages.len()
     );
 }
