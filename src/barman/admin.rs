@@ -10,8 +10,9 @@ use serde::Serialize;
 use super::conf::BarmanConf;
 use super::queue::{Queue, State, now};
 use super::remote::Remote;
+use super::state::LocalState;
 use super::wal::{self, WalKind};
-use super::walsync::{WalState, scan_local};
+use super::walsync::scan_local;
 use crate::config::Config;
 use crate::error::{CheckLevel, Error, Result};
 use crate::store::ListRequest;
@@ -118,7 +119,7 @@ pub fn queue_views(cfg: &Config) -> Result<Vec<TaskView>> {
 }
 
 async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) -> ServerView {
-    let st = WalState::load(cfg, name);
+    let st = LocalState::new(cfg).wal_state(name);
     let mut v = ServerView {
         server: name.to_string(),
         newest_local: None,
@@ -126,7 +127,10 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
         pending: 0,
         pending_age_s: None,
         last_wal_sync_age_s: (st.last_success > 0).then(|| now().saturating_sub(st.last_success)),
-        problem: None,
+        problem: st
+            .last_error
+            .as_ref()
+            .map(|e| format!("last wal-sync failed: {e}")),
     };
     let dirs = match conf.server(name) {
         Ok(d) => d,
@@ -168,7 +172,8 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
         wal::classify(n) == Some(WalKind::Segment)
     };
     v.newest_local = local
-        .keys()
+        .iter()
+        .map(|f| &f.rel)
         .filter(segment)
         .max()
         .map(|r| r[17..].to_string());
@@ -178,16 +183,12 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
         .max()
         .map(|r| r[17..].to_string());
     let mut oldest: Option<u64> = None;
-    for (rel, path) in &local {
-        if remote_names.contains(rel) {
+    for f in &local {
+        if remote_names.contains(&f.rel) {
             continue;
         }
         v.pending += 1;
-        let mtime = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(now(), |d| d.as_secs());
+        let mtime = u64::try_from(f.mtime_ns / 1_000_000_000).unwrap_or(0);
         oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
     }
     v.pending_age_s = oldest.map(|o| now().saturating_sub(o));
@@ -221,10 +222,8 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
             servers.push(server_view(cfg, t, &conf, &name).await);
         }
     }
-    let last_base_sync_age_s = std::fs::read(cfg.barman.state_dir.join("base-sync.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["last_success"].as_u64())
+    let last_base_sync_age_s = LocalState::new(cfg)
+        .last_base_sync()
         .map(|t| now().saturating_sub(t));
     Ok(Status {
         queue,

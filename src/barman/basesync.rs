@@ -8,6 +8,7 @@ use super::backup::{NotNow, check_eligible, upload_backup};
 use super::conf::BarmanConf;
 use super::queue::{Queue, State, Task, now};
 use super::remote::Remote;
+use super::state::LocalState;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transfer::Transfer;
@@ -134,7 +135,7 @@ pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
         task.pid = Some(std::process::id());
         queue.save(&task, State::Running)?;
         let remote = Remote::new(cfg.location.prefix(), &task.server);
-        let journals = cfg.barman.state_dir.join("journal");
+        let journals = LocalState::new(cfg).journal_dir();
         let started = std::time::Instant::now();
         match upload_backup(t, &remote, &dirs, &task.backup_id, &journals).await {
             Ok(up) => {
@@ -157,13 +158,7 @@ pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
         }
     }
     if report.failed == 0 {
-        let stamp = serde_json::json!({ "last_success": now() }).to_string();
-        std::fs::create_dir_all(&cfg.barman.state_dir)
-            .map_err(|e| Error::io("create state directory", e))?;
-        crate::fsutil::write_atomic(
-            &cfg.barman.state_dir.join("base-sync.json"),
-            stamp.as_bytes(),
-        )?;
+        LocalState::new(cfg).record_base_sync()?;
     }
     Ok(report)
 }

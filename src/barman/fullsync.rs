@@ -140,7 +140,7 @@ pub async fn full_sync(
         .filter(|b| b.complete)
         .map(|b| b.id.as_str())
         .collect();
-    let journals = cfg.barman.state_dir.join("journal");
+    let journals = super::state::LocalState::new(cfg).journal_dir();
     for id in &local {
         if complete.contains(id.as_str()) {
             continue;

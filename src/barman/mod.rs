@@ -12,6 +12,8 @@ pub mod manifest;
 pub mod queue;
 pub mod remote;
 pub mod restore;
+pub mod state;
 pub mod wal;
+pub mod walplan;
 pub mod walrestore;
 pub mod walsync;

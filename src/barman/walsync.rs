@@ -1,48 +1,30 @@
 //! `wal-sync`: ships Barman's WAL archive (`wals/`) to the bucket.
 //!
-//! Cost grows with the new WALs, not the archive: a state file remembers the oldest hash
-//! directory not yet known to be complete remotely (the window). A run scans only the local
-//! hash directories from the window on and lists the bucket with `start_after` at the window's
-//! start, normally one request. A full reconcile (first run, `--full`, or every
-//! `wal_reconcile_every`) scans and lists everything. A remote WAL with the same name and other
-//! content is an error, never overwritten. One run per server at a time (lock file).
+//! Cost grows with the new WALs, not the archive: the state remembers the oldest hash directory
+//! not yet known to be complete remotely (the window). A run scans only the local hash
+//! directories from the window on and lists the bucket with `start_after` at the window's
+//! start, normally one request. A full reconcile (first run against a store, `--full`, or
+//! every `wal_reconcile_every`) scans and lists everything. Which files go is decided by
+//! [`super::walplan`]: a file in the bucket with the same size counts only once its content
+//! was compared (or it was uploaded from this very file); other content is an error, never
+//! overwritten. State and ledger are kept per store ([`super::state`]). One run per server at
+//! a time (lock file).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt;
 
 use super::conf::ServerDirs;
 use super::queue::{now, try_lock_file};
 use super::remote::Remote;
+use super::state::{Ledger, LocalState, WalState};
 use super::wal::{self, WalKind};
+use super::walplan::{self, LocalWal};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::store::ListRequest;
 use crate::transfer::{Transfer, bounded};
-
-/// Per-server sync state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct WalState {
-    /// Hash directories before this one are complete in the bucket.
-    pub window: Option<String>,
-    /// Last full reconcile (seconds since the epoch).
-    pub last_full: u64,
-    /// Last run that finished without error (seconds since the epoch).
-    #[serde(default)]
-    pub last_success: u64,
-}
-
-impl WalState {
-    /// The recorded state of a server (default when none).
-    pub fn load(cfg: &Config, server: &str) -> Self {
-        std::fs::read(state_path(cfg, server))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-}
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,21 +39,14 @@ pub struct WalReport {
     pub full: bool,
 }
 
-fn state_path(cfg: &Config, server: &str) -> PathBuf {
-    cfg.barman.state_dir.join(format!("{server}.wal-sync.json"))
-}
-
 fn is_hash_dir(name: &str) -> bool {
     name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Local WAL files (relative path → absolute path) in hash directories ≥ `from` (all when
-/// `None`), plus top-level history files. Also returns the hash directories seen, sorted.
-pub fn scan_local(
-    wals: &Path,
-    from: Option<&str>,
-) -> Result<(BTreeMap<String, PathBuf>, Vec<String>)> {
-    let mut files = BTreeMap::new();
+/// Local WAL files in hash directories ≥ `from` (all when `None`), plus the history files at
+/// the top of `wals/`, sorted by path; and the hash directories seen, sorted.
+pub fn scan_local(wals: &Path, from: Option<&str>) -> Result<(Vec<LocalWal>, Vec<String>)> {
+    let mut files = Vec::new();
     let mut dirs = Vec::new();
     let rd = std::fs::read_dir(wals)
         .map_err(|e| Error::io(format!("list WAL directory {}", wals.display()), e))?;
@@ -84,7 +59,7 @@ pub fn scan_local(
         if ft.is_dir() && is_hash_dir(&name) {
             dirs.push(name);
         } else if ft.is_file() && wal::classify(&name) == Some(WalKind::History) {
-            files.insert(name, e.path());
+            files.push(local_wal(name, e.path())?);
         }
     }
     dirs.sort();
@@ -98,11 +73,23 @@ pub fn scan_local(
             if wal::classify(&name).is_some_and(|k| k != WalKind::History)
                 && e.file_type().is_ok_and(|t| t.is_file())
             {
-                files.insert(format!("{d}/{name}"), e.path());
+                files.push(local_wal(format!("{d}/{name}"), e.path())?);
             }
         }
     }
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok((files, dirs))
+}
+
+fn local_wal(rel: String, path: PathBuf) -> Result<LocalWal> {
+    let m = std::fs::symlink_metadata(&path)
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    Ok(LocalWal {
+        rel,
+        path,
+        size: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
 }
 
 /// Syncs one server's WAL archive. Takes the server's wal-sync lock (busy ⇒ [`Error::Busy`]).
@@ -112,20 +99,36 @@ pub async fn wal_sync(
     dirs: &ServerDirs,
     full: bool,
 ) -> Result<WalReport> {
-    std::fs::create_dir_all(&cfg.barman.state_dir).map_err(|e| {
-        Error::io(
-            format!("create state directory {}", cfg.barman.state_dir.display()),
-            e,
-        )
-    })?;
+    let st = LocalState::new(cfg);
+    st.ensure()?;
     let _lock = try_lock_file(
-        &cfg.barman
-            .state_dir
-            .join(format!("{}.wal-sync.lock", dirs.name)),
+        &st.wal_lock(&dirs.name),
         &format!("wal-sync for server {}", dirs.name),
     )?;
-    let spath = state_path(cfg, &dirs.name);
-    let state = WalState::load(cfg, &dirs.name);
+    let result = sync_locked(cfg, t, dirs, full, &st).await;
+    if let Err(e) = &result
+        && !matches!(e, Error::Interrupted)
+    {
+        // Remembered for status and check: a wal-sync that keeps failing must not look quiet.
+        let mut state = st.wal_state(&dirs.name);
+        state.last_error = Some(e.one_line());
+        st.save_wal_state(&dirs.name, state)?;
+    }
+    result
+}
+
+async fn sync_locked(
+    cfg: &Config,
+    t: &Transfer,
+    dirs: &ServerDirs,
+    full: bool,
+    st: &LocalState,
+) -> Result<WalReport> {
+    let state = st.wal_state(&dirs.name);
+    if state.window.is_none() {
+        // Nothing recorded for this store: what any earlier ledger says cannot be trusted.
+        st.forget_ledgers(&dirs.name)?;
+    }
     let full = full
         || state.window.is_none()
         || now().saturating_sub(state.last_full) > cfg.barman.wal_reconcile_every.as_secs();
@@ -135,54 +138,53 @@ pub async fn wal_sync(
     let remote = Remote::new(cfg.location.prefix(), &dirs.name);
     let prefix = remote.wals_prefix();
     let start_after = window.as_ref().map(|w| format!("{prefix}{w}"));
-    let mut remote_sizes: BTreeMap<String, u64> = BTreeMap::new();
-    let req = ListRequest {
-        prefix: prefix.clone(),
-        start_after: start_after.clone(),
-        ..Default::default()
-    };
-    t.list_pages(&req, |objs, _| {
-        for o in objs {
-            if let Some(rel) = o.key.strip_prefix(&prefix) {
-                remote_sizes.insert(rel.to_string(), o.size);
-            }
+    let remote_sizes = list_remote(t, &prefix, start_after.clone()).await?;
+    let mut ledgers: BTreeMap<String, Ledger> = BTreeMap::new();
+    for f in &local {
+        if !ledgers.contains_key(f.hash_dir()) {
+            ledgers.insert(
+                f.hash_dir().to_string(),
+                st.ledger(&dirs.name, f.hash_dir()),
+            );
         }
-        true
+    }
+    let rel_after = window.as_deref();
+    let p = walplan::plan(&local, &remote_sizes, &ledgers, rel_after);
+    let mut conflicts = p.conflicts;
+    let mut changed = BTreeSet::new();
+    let verified = bounded(p.verify, t.file_workers(), |f| {
+        let (t, key) = (t.clone(), remote.wal_key(&f.rel));
+        async move { t.same_as_local(&key, &f.path).await.map(|crc| (f, crc)) }
     })
     .await?;
-
-    let mut conflicts = Vec::new();
-    let mut todo = Vec::new();
-    for (rel, path) in &local {
-        // Files sorting before the listing's start were settled by earlier runs.
-        if let Some(sa) = &start_after
-            && format!("{prefix}{rel}").as_str() <= sa.as_str()
-        {
-            continue;
-        }
-        let size = std::fs::symlink_metadata(path)
-            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
-            .len();
-        match remote_sizes.get(rel) {
-            Some(&s) if s == size => {}
-            Some(&s) => conflicts.push(format!("{rel}: {size} bytes here, {s} in the bucket")),
-            None => todo.push((rel.clone(), path.clone(), size)),
+    for (f, crc) in verified {
+        match crc {
+            Some(crc) => {
+                remember(&mut ledgers, &mut changed, &f, crc);
+            }
+            None => conflicts.push(format!("{}: same size, other content in the bucket", f.rel)),
         }
     }
     let checked = local.len();
-    let pending: u64 = todo.iter().map(|j| j.2).sum();
-    t.progress().add_work(todo.len() as u64, pending);
-    let uploads = bounded(todo, t.file_workers(), |(rel, path, _)| {
-        let (t, key) = (t.clone(), remote.wal_key(&rel));
-        async move { t.upload_file(&path, &key, None).await.map(|u| u.size) }
+    t.progress()
+        .add_work(p.upload.len() as u64, p.upload.iter().map(|f| f.size).sum());
+    let uploads = bounded(p.upload, t.file_workers(), |f| {
+        let (t, key) = (t.clone(), remote.wal_key(&f.rel));
+        async move { t.upload_file(&f.path, &key, None).await.map(|u| (f, u)) }
     })
     .await?;
     let report = WalReport {
         uploaded: uploads.len(),
-        bytes: uploads.iter().sum(),
+        bytes: uploads.iter().map(|(_, u)| u.size).sum(),
         checked,
         full,
     };
+    for (f, u) in &uploads {
+        remember(&mut ledgers, &mut changed, f, u.crc32c);
+    }
+    for dir in &changed {
+        st.save_ledger(&dirs.name, dir, &ledgers[dir])?;
+    }
     if !conflicts.is_empty() {
         return Err(Error::Failed(format!(
             "server {}: {} WAL file(s) differ from the bucket and were not overwritten, first: {}",
@@ -191,20 +193,51 @@ pub async fn wal_sync(
             conflicts[0]
         )));
     }
-    // Everything before the second-newest hash directory is now known complete remotely; keep
-    // the newest two in the window (late .backup/.partial files land in the previous one).
-    let new_window = match hash_dirs.len() {
-        0 => window,
-        1 => Some(hash_dirs[0].clone()),
-        n => Some(hash_dirs[n - 2].clone()),
-    };
-    let new_state = WalState {
-        window: new_window,
-        last_full: if full { now() } else { state.last_full },
-        last_success: now(),
-    };
-    let json =
-        serde_json::to_vec(&new_state).map_err(|e| Error::Failed(format!("encode state: {e}")))?;
-    fsutil::write_atomic(&spath, &json)?;
+    st.save_wal_state(
+        &dirs.name,
+        WalState {
+            window: walplan::next_window(&hash_dirs, window),
+            last_full: if full { now() } else { state.last_full },
+            last_success: now(),
+            ..WalState::default()
+        },
+    )?;
     Ok(report)
+}
+
+fn remember(
+    ledgers: &mut BTreeMap<String, Ledger>,
+    changed: &mut BTreeSet<String>,
+    f: &LocalWal,
+    crc: u32,
+) {
+    ledgers
+        .entry(f.hash_dir().to_string())
+        .or_default()
+        .insert(f.name().to_string(), f.known(crc));
+    changed.insert(f.hash_dir().to_string());
+}
+
+/// Sizes of the remote WAL objects after `start_after`, by path relative to `wals/`.
+async fn list_remote(
+    t: &Transfer,
+    prefix: &str,
+    start_after: Option<String>,
+) -> Result<BTreeMap<String, u64>> {
+    let mut sizes = BTreeMap::new();
+    let req = ListRequest {
+        prefix: prefix.to_string(),
+        start_after,
+        ..Default::default()
+    };
+    t.list_pages(&req, |objs, _| {
+        for o in objs {
+            if let Some(rel) = o.key.strip_prefix(prefix) {
+                sizes.insert(rel.to_string(), o.size);
+            }
+        }
+        true
+    })
+    .await?;
+    Ok(sizes)
 }

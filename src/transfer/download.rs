@@ -67,7 +67,7 @@ pub struct Downloaded {
 /// The check the object's metadata allows, decided before any byte is fetched because it
 /// shapes the ranges.
 #[derive(Debug, Clone)]
-enum Check {
+pub(crate) enum Check {
     Full(u32),
     Composite {
         parts: Vec<ByteRange>,
@@ -87,7 +87,7 @@ fn is_md5_hex(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn decide(meta: &ObjectMeta) -> Check {
+pub(crate) fn decide(meta: &ObjectMeta) -> Check {
     let layout = meta
         .metadata
         .get(LAYOUT_META)

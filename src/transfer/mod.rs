@@ -6,6 +6,7 @@
 //! [`download`]; this module adds the metadata operations producers need (list, head, delete,
 //! stale multipart clean-up), all retried and counted the same way.
 
+pub mod compare;
 pub mod download;
 pub mod plan;
 pub mod retry;

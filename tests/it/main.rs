@@ -21,3 +21,4 @@ mod server_down;
 mod tls;
 mod transfer;
 mod walrestore;
+mod walsync;
