@@ -3,6 +3,7 @@ tool with repeats in alternating order, measures wall time, client CPU, throughp
 (GNU time) and barmans3's request counts, and writes the markdown report."""
 
 import datetime
+import getpass
 import json
 import os
 import random
@@ -113,7 +114,7 @@ class Env:
     def b3_config(self, prefix, home):
         d = self.tmp / prefix.replace("/", "_")
         d.mkdir(parents=True, exist_ok=True)
-        (d / "barman.conf").write_text(f"[barman]\nbarman_home = {home}\n[pg]\nconninfo = x\n")
+        (d / "barman.conf").write_text(f"[barman]\nbarman_user = {getpass.getuser()}\nbarman_home = {home}\n[pg]\nconninfo = x\n")
         cfg = d / "barmans3.yaml"
         cfg.write_text(
             f"s3:\n  endpoint: {EP}\n  region: {REGION}\n  bucket: {BUCKET}\n  prefix: {prefix}\n"

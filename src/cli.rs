@@ -140,7 +140,7 @@ pub enum Command {
     },
     /// Queue, running tasks, WAL shipping lag per server, last successful syncs
     Status,
-    /// Monitoring check (Nagios plugin convention): exit 0 OK, 1 WARNING, 2 CRITICAL
+    /// Monitoring check (Nagios plugin convention): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     Check {
         /// WARNING when a WAL has waited longer than this to be shipped
         #[arg(long, default_value = "30m", value_parser = parse_age)]
@@ -151,6 +151,9 @@ pub enum Command {
         /// CRITICAL when a task has been running longer than this
         #[arg(long, default_value = "12h", value_parser = parse_age)]
         stuck_after: Duration,
+        /// Answer UNKNOWN if the check cannot tell within this time (NRPE gives up at 10s)
+        #[arg(long, default_value = "10s", value_parser = parse_age)]
+        timeout: Duration,
     },
     /// Inspect and manage the base-backup queue
     #[command(subcommand)]
@@ -348,11 +351,15 @@ impl TryFrom<Cli> for Invocation {
                 wal_warning,
                 wal_critical,
                 stuck_after,
-            } => Action::Admin(AdminAction::Check(Thresholds {
-                wal_warning,
-                wal_critical,
-                stuck: stuck_after,
-            })),
+                timeout,
+            } => Action::Check(
+                Thresholds {
+                    wal_warning,
+                    wal_critical,
+                    stuck: stuck_after,
+                },
+                timeout,
+            ),
             Command::Queue(QueueCommand::Ls) => Action::Admin(AdminAction::QueueLs),
             Command::Queue(QueueCommand::Retry { backup_id }) => {
                 Action::Admin(AdminAction::QueueRetry(backup_id))

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use super::invocation::{AdminAction, Options};
 use super::{bare_engine, load_config};
-use crate::barman::admin::{self, Status};
-use crate::error::{Exit, Result};
+use crate::barman::admin::{self, Status, Thresholds};
+use crate::error::{CheckLevel, Exit, Result};
 use crate::transfer::Cancel;
 use crate::units::human_duration;
 
 pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
+    if let AdminAction::QueueRetry(_) | AdminAction::QueuePrune(_) = &action {
+        let conf = crate::barman::conf::BarmanConf::load(&cfg.barman.config)?;
+        crate::barman::conf::require_barman_user(&conf, "queue")?;
+    }
     match action {
         AdminAction::QueueLs => {
             let views = admin::queue_views(&cfg)?;
@@ -60,15 +64,42 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
                 out!("{}", render_status(&s))?;
             }
         }
-        AdminAction::Check(th) => {
-            let t = bare_engine(&cfg, cancel).await?;
-            let s = admin::status(&cfg, &t).await?;
-            let (level, line) = admin::judge(&s, th);
-            outln!("{line}")?;
-            return Ok(Exit::Check(level));
-        }
     }
     Ok(Exit::Success)
+}
+
+/// `check`: always one line on stdout and a Nagios state, whatever happens. Anything that
+/// stops it from telling (a bad config, a store that does not answer within `timeout`) is
+/// UNKNOWN, never silence.
+pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
+    let judged = crate::runtime::block_on(|cancel| async move {
+        let work = async {
+            let cfg = load_config(o)?;
+            let t = bare_engine(&cfg, cancel).await?;
+            let s = admin::status(&cfg, &t).await?;
+            Ok(admin::judge(&s, th))
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Ok((
+                CheckLevel::Unknown,
+                format!(
+                    "BARMANS3 UNKNOWN - no answer within {} (the store or the disks are too slow to tell)",
+                    human_duration(timeout)
+                ),
+            )),
+        }
+    });
+    let (level, line) = judged.unwrap_or_else(|e| {
+        (
+            CheckLevel::Unknown,
+            format!("BARMANS3 UNKNOWN - {}", e.one_line()),
+        )
+    });
+    match outln!("{line}") {
+        Ok(()) | Err(crate::error::Error::StdoutClosed) => Exit::Check(level),
+        Err(_) => Exit::Check(CheckLevel::Unknown),
+    }
 }
 
 fn render_status(s: &Status) -> String {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::invocation::{BarmanAction, Options, Servers};
 use super::{engine, finish, load_config, summary};
 use crate::barman::basesync::{base_sync, queue_add as enqueue};
-use crate::barman::conf::BarmanConf;
-use crate::barman::fullsync::{full_sync, remote_backups};
+use crate::barman::conf::{BarmanConf, require_barman_user};
+use crate::barman::fullsync::{FullSyncReport, full_sync, remote_backups};
 use crate::barman::remote::Remote;
 use crate::barman::restore::{RestoreOptions, base_restore};
 use crate::barman::walrestore::{Decoding, wal_restore};
@@ -32,6 +32,7 @@ pub(super) fn queue_add(load: impl FnOnce() -> Result<Config>) -> Exit {
         .filter(|(k, _)| k.starts_with("BARMAN_"))
         .collect();
     let result = load().and_then(|cfg| {
+        require_barman_user(&BarmanConf::load(&cfg.barman.config)?, "queue-add")?;
         let mut last = None;
         // A queue directory that is briefly unwritable gets three tries over ~2 s.
         for attempt in 0..3 {
@@ -65,7 +66,17 @@ pub(super) fn queue_add(load: impl FnOnce() -> Result<Config>) -> Exit {
 /// [`Exit::RecoveryAbort`], whatever stage it failed at.
 pub(super) fn run(o: &Options, action: BarmanAction) -> Exit {
     let restore_command = matches!(action, BarmanAction::WalRestore { .. });
+    let as_barman = match &action {
+        BarmanAction::BaseSync => Some("base-sync"),
+        BarmanAction::WalSync { .. } => Some("wal-sync"),
+        BarmanAction::FullSync { .. } => Some("full-sync"),
+        _ => None,
+    };
     let result = load_config(o).and_then(|cfg| {
+        // Commands that write into Barman's tree or our queue and state run as Barman does.
+        if let Some(command) = as_barman {
+            require_barman_user(&BarmanConf::load(&cfg.barman.config)?, command)?;
+        }
         crate::runtime::block_on(|cancel| with_engine(o.clone(), cfg, action, cancel))
     });
     match result {
@@ -105,31 +116,7 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
         BarmanAction::FullSync { server, opts } => {
             let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
             let r = full_sync(cfg, t, &dirs, opts).await?;
-            let verb = if opts.dry_run {
-                "would delete"
-            } else {
-                "deleted"
-            };
-            eprintln!(
-                "barmans3 full-sync {server}: {} backup(s) uploaded, {} WAL(s) uploaded, {verb} {} backup(s) and {} WAL object(s){}",
-                r.uploaded_backups.len(),
-                r.wal.uploaded,
-                r.deleted_backups.len(),
-                r.deleted_wals.len(),
-                if r.skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!("; skipped: {}", r.skipped.join(", "))
-                }
-            );
-            if opts.dry_run {
-                for id in &r.deleted_backups {
-                    outln!("delete backup {id}")?;
-                }
-                for k in &r.deleted_wals {
-                    outln!("delete {k}")?;
-                }
-            }
+            report_full_sync(&server, opts.dry_run, &r)?;
             Ok(Exit::Success)
         }
         BarmanAction::BaseRestore {
@@ -187,6 +174,45 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
             }
         }
     }
+}
+
+/// The full-sync report: a summary line on stderr; with `--dry-run`, the plan on stdout, one
+/// line per object (`upload backup ID`, `delete backup ID`, `delete KEY`).
+fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport) -> Result<()> {
+    let (up, del) = if dry_run {
+        ("would upload", "would delete")
+    } else {
+        ("uploaded", "deleted")
+    };
+    eprintln!(
+        "barmans3 full-sync {server}: {up} {} backup(s) and {} WAL(s), {del} {} backup(s) and {} WAL object(s){}{}",
+        r.uploaded_backups.len(),
+        r.wal.uploaded,
+        r.deleted_backups.len(),
+        r.deleted_wals.len(),
+        if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped: {}", r.skipped.join(", "))
+        },
+        if r.spared.is_empty() {
+            String::new()
+        } else {
+            format!("; kept: {}", r.spared.join(", "))
+        }
+    );
+    if dry_run {
+        for id in &r.uploaded_backups {
+            outln!("upload backup {id}")?;
+        }
+        for id in &r.deleted_backups {
+            outln!("delete backup {id}")?;
+        }
+        for k in &r.deleted_wals {
+            outln!("delete {k}")?;
+        }
+    }
+    Ok(())
 }
 
 async fn run_base_sync(cfg: &Config, t: &Transfer) -> Result<Exit> {

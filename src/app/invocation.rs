@@ -46,6 +46,8 @@ pub enum Action {
     Barman(BarmanAction),
     /// Operator views and queue administration.
     Admin(AdminAction),
+    /// The monitoring check, with its deadline.
+    Check(Thresholds, Duration),
     /// Object-level commands.
     Store(StoreAction),
     /// Configuration helpers.
@@ -116,8 +118,6 @@ pub enum BarmanAction {
 pub enum AdminAction {
     /// `status`.
     Status,
-    /// `check`.
-    Check(Thresholds),
     /// `queue ls`.
     QueueLs,
     /// `queue retry ID`.

@@ -66,6 +66,7 @@ pub fn run(inv: Invocation) -> Exit {
         Action::QueueAdd => barman::queue_add(|| load_config(&options)),
         Action::Config(c) => store::config_command(&options, c),
         Action::Barman(b) => barman::run(&options, b),
+        Action::Check(th, timeout) => admin::check(&options, th, timeout),
         Action::Admin(a) => finish(crate::runtime::block_on(|cancel| {
             admin::run(options.clone(), a, cancel)
         })),

@@ -104,17 +104,25 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
         max_keys: Some(1),
         ..Default::default()
     };
-    if let Err(e) = t.list_pages(&req, |_, _| false).await {
-        let what = if e.is_access_problem() {
-            "the bucket is not usable with these settings"
-        } else {
-            "cannot reach the store"
-        };
-        return Err(Error::Config(format!(
-            "{}: {what}: {}",
-            cfg.location,
-            e.one_line()
-        )));
+    match t.list_pages(&req, |_, _| false).await {
+        Ok(()) => {}
+        // Settings the store refuses are configuration errors (exit 2)...
+        Err(e @ Error::Config(_)) => return Err(e),
+        Err(e) if e.is_access_problem() => {
+            return Err(Error::Config(format!(
+                "{}: the bucket is not usable with these settings: {}",
+                cfg.location,
+                e.one_line()
+            )));
+        }
+        // ...a store that cannot be reached is an operation that failed (exit 1).
+        Err(e) => {
+            return Err(Error::Failed(format!(
+                "{}: cannot reach the store: {}",
+                cfg.location,
+                e.one_line()
+            )));
+        }
     }
     out!("{}", cfg.to_redacted_yaml())?;
     eprintln!("barmans3: config OK, {} reachable", t.describe());

@@ -36,6 +36,8 @@ pub struct TaskView {
     pub pid: Option<(u32, bool)>,
     /// Last error.
     pub last_error: Option<String>,
+    /// Whether the task file could not be read.
+    pub damaged: bool,
 }
 
 /// WAL shipping of one server.
@@ -114,6 +116,7 @@ pub fn queue_views(cfg: &Config) -> Result<Vec<TaskView>> {
             state: e.state,
             attempts: e.task.attempts,
             last_error: e.task.last_error,
+            damaged: e.damaged.is_some(),
         })
         .collect())
 }
@@ -257,6 +260,17 @@ pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
         raise(CheckLevel::Critical, format!("bucket unreachable: {e}"));
     }
     for t in &s.tasks {
+        if t.damaged {
+            raise(
+                CheckLevel::Warning,
+                format!(
+                    "task {} unreadable: {}",
+                    t.backup_id,
+                    t.last_error.as_deref().unwrap_or("?")
+                ),
+            );
+            continue;
+        }
         match t.state {
             State::Error => raise(
                 CheckLevel::Warning,
@@ -348,6 +362,11 @@ pub fn queue_retry(cfg: &Config, id: &str) -> Result<()> {
     if entry.state == State::Running {
         return Err(Error::Usage(format!(
             "task {id} is running; wait for it or for base-sync to recover it"
+        )));
+    }
+    if let Some(why) = &entry.damaged {
+        return Err(Error::Usage(format!(
+            "task {id} cannot be retried: its file is unreadable ({why}); queue the backup again with barmans3 full-sync SERVER --no-delete"
         )));
     }
     let mut task = entry.task;

@@ -96,12 +96,60 @@ pub fn check_eligible(
     }
 }
 
+/// A file of the backup to upload, as it was when the backup was scanned.
+#[derive(Debug, Clone)]
+struct LocalFile {
+    /// Local path.
+    path: PathBuf,
+    /// Key tail (path relative to the backup directory).
+    rel: String,
+    /// The local path's bytes (base64) when they are not UTF-8.
+    raw: Option<String>,
+    /// Permission bits.
+    mode: u32,
+    /// What must not change while the file is read: size, mtime and ctime (ns).
+    stamp: Stamp,
+}
+
+/// Size, modification and change time of a file: any write changes one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Stamp {
+            size: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Fails when `f` is no longer what the scan saw: bytes read from a file being written are
+/// neither the old nor the new version, and must never be called verified.
+fn unchanged(f: &LocalFile) -> Result<()> {
+    let now = std::fs::symlink_metadata(&f.path)
+        .map(|m| Stamp::of(&m))
+        .map_err(|e| Error::io(format!("stat {}", f.path.display()), e))?;
+    if now == f.stamp {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!(
+            "{} changed while it was being uploaded (size, modification or change time); the backup is being modified: it will be uploaded again once it is quiet",
+            f.path.display()
+        )))
+    }
+}
+
 /// Scans `base/<id>/` without following symlinks: files to upload and the tree entries. The
 /// backup.info (old layout) and Barman's `annotations/` are not data.
-/// A file to upload: local path, key tail, raw path bytes, mode, size.
-type FileJob = (PathBuf, String, Option<String>, u32, u64);
-
-fn scan(dir: &Path) -> Result<(Vec<FileJob>, Vec<Entry>)> {
+fn scan(dir: &Path) -> Result<(Vec<LocalFile>, Vec<Entry>)> {
     let mut files = Vec::new();
     let mut entries = Vec::new();
     for e in walkdir::WalkDir::new(dir)
@@ -141,13 +189,19 @@ fn scan(dir: &Path) -> Result<(Vec<FileJob>, Vec<Entry>)> {
                 mode,
             });
         } else if ft.is_file() {
-            files.push((e.path().to_path_buf(), rel, raw, mode, meta.len()));
+            files.push(LocalFile {
+                path: e.path().to_path_buf(),
+                rel,
+                raw,
+                mode,
+                stamp: Stamp::of(&meta),
+            });
         }
     }
     check_unique(
         files
             .iter()
-            .map(|f| f.1.as_str())
+            .map(|f| f.rel.as_str())
             .chain(entries.iter().map(Entry::path)),
     )?;
     Ok((files, entries))
@@ -168,40 +222,42 @@ pub async fn upload_backup(
         Err(e) => return Err(e.into()),
     };
     // Re-read under the lock: Barman cannot delete it now, and the status is final.
-    let (info_path, _) = check_eligible(dirs, id, now(), std::time::Duration::MAX)?;
+    check_eligible(dirs, id, now(), std::time::Duration::MAX)?;
     let dir = dirs.base_dir.join(id);
     let (files, mut entries) = scan(&dir)?;
     std::fs::create_dir_all(journal_dir)
         .map_err(|e| Error::io(format!("create {}", journal_dir.display()), e))?;
     let big = t.config().part_size;
-    let total: u64 = files.iter().map(|f| f.4).sum();
+    let total: u64 = files.iter().map(|f| f.stamp.size).sum();
     t.progress().add_work(files.len() as u64, total);
-    let jobs = files
-        .into_iter()
-        .enumerate()
-        .map(|(i, (path, rel, raw, mode, size))| {
-            let key = remote.backup_key(id, &rel);
-            let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));
-            (path, rel, raw, mode, size, key, journal)
-        });
-    let uploaded = bounded(
-        jobs,
-        t.file_workers(),
-        |(path, rel, raw, mode, size, key, journal)| {
-            let t = t.clone();
-            async move {
-                let j = (size > big).then_some(&journal as &dyn crate::transfer::UploadJournal);
-                let up = t.upload_file(&path, &key, j).await?;
-                Ok(Entry::File {
-                    path: rel,
-                    raw,
-                    size: up.size,
-                    mode,
-                    crc32c: format!("{:08x}", up.crc32c),
-                })
+    let jobs = files.into_iter().enumerate().map(|(i, f)| {
+        let key = remote.backup_key(id, &f.rel);
+        let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));
+        (f, key, journal)
+    });
+    let uploaded = bounded(jobs, t.file_workers(), |(f, key, journal)| {
+        let t = t.clone();
+        async move {
+            let j = (f.stamp.size > big).then_some(&journal as &dyn crate::transfer::UploadJournal);
+            let up = t.upload_file(&f.path, &key, j).await?;
+            unchanged(&f)?;
+            if up.size != f.stamp.size {
+                return Err(Error::Failed(format!(
+                    "{}: uploaded {} bytes of {}",
+                    f.path.display(),
+                    up.size,
+                    f.stamp.size
+                )));
             }
-        },
-    )
+            Ok(Entry::File {
+                path: f.rel,
+                raw: f.raw,
+                size: up.size,
+                mode: f.mode,
+                crc32c: format!("{:08x}", up.crc32c),
+            })
+        }
+    })
     .await?;
     let bytes = uploaded
         .iter()
@@ -234,6 +290,9 @@ pub async fn upload_backup(
         t.upload_file(&identity, &remote.identity_key(), None)
             .await?;
     }
+    // backup.info goes last and says "complete": read it again now, so a backup Barman marked
+    // FAILED (or deleted) while we uploaded is never published as complete.
+    let (info_path, _) = check_eligible(dirs, id, now(), std::time::Duration::MAX)?;
     t.upload_file(&info_path, &remote.backup_key(id, INFO), None)
         .await?;
     Ok(BackupUpload { files, bytes })

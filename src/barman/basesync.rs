@@ -90,6 +90,17 @@ pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
     let mut report = SyncReport::default();
     let mut confs: BTreeMap<String, BarmanConf> = BTreeMap::new();
     for entry in queue.tasks()? {
+        if let Some(why) = &entry.damaged {
+            if matches!(entry.state, State::Run | State::Running) {
+                tracing::error!("{}: {why}; set aside", entry.task.backup_id);
+                queue.set_aside(&entry)?;
+                report.failed += 1;
+                report
+                    .errors
+                    .push(format!("{}: unreadable task file", entry.task.backup_id));
+            }
+            continue;
+        }
         let mut task = entry.task;
         match entry.state {
             State::Running => {

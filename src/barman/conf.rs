@@ -273,6 +273,52 @@ impl BarmanConf {
     }
 }
 
+/// The numeric id of a system user, asked of the system (`id -u`, so LDAP and other name
+/// services count), `None` when the user does not exist.
+fn uid_of(user: &str) -> Option<u32> {
+    let out = std::process::Command::new("id")
+        .arg("-u")
+        .arg(user)
+        .output()
+        .ok()?;
+    out.status.success().then_some(())?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The effective user id of this process.
+fn effective_uid() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Refuses to run `command` as anyone but Barman's `barman_user`: files it creates in Barman's
+/// tree (Barman's per-backup lock) and in the queue and state directories must stay usable by
+/// Barman and by the next run, as Barman itself insists.
+pub fn require_barman_user(conf: &BarmanConf, command: &str) -> Result<()> {
+    let user = conf.barman_user();
+    let want = uid_of(&user).ok_or_else(|| {
+        Error::Config(format!(
+            "{}: barman_user {user:?} is not a user on this system",
+            conf.source.display()
+        ))
+    })?;
+    match effective_uid() {
+        Some(uid) if uid == want => Ok(()),
+        Some(uid) => Err(Error::Usage(format!(
+            "{command} must run as Barman's user {user} (barman_user in {}), not as uid {uid}: run it as sudo -u {user} barmans3 {command}",
+            conf.source.display()
+        ))),
+        None => Err(Error::Failed(
+            "cannot tell which user this process runs as (/proc/self/status)".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +387,36 @@ mod tests {
             c.server("pg").expect("pg").backup_dir,
             PathBuf::from("/from-b")
         );
+    }
+
+    #[test]
+    fn only_barmans_user_may_touch_barmans_tree() {
+        let me = effective_uid().expect("uid");
+        let name = String::from_utf8_lossy(
+            &std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .expect("id")
+                .stdout,
+        )
+        .trim()
+        .to_string();
+        let ok = BarmanConf::parse(&format!("[barman]\nbarman_user = {name}\n"));
+        assert!(require_barman_user(&ok, "base-sync").is_ok(), "uid {me}");
+        let missing = BarmanConf::parse("[barman]\nbarman_user = no-such-user-b3\n");
+        assert!(matches!(
+            require_barman_user(&missing, "base-sync"),
+            Err(Error::Config(_))
+        ));
+        if me == 0 {
+            // Running as root for a tree that belongs to "nobody": the sudo line to use.
+            let other = BarmanConf::parse("[barman]\nbarman_user = nobody\n");
+            let e = require_barman_user(&other, "wal-sync").expect_err("root");
+            assert!(
+                e.to_string().contains("sudo -u nobody barmans3 wal-sync"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use super::backup::{NotNow, upload_backup};
 use super::conf::ServerDirs;
 use super::info::{self, BackupInfo};
 use super::remote::{INFO, MANIFEST, Remote};
-use super::wal::{self, WalKind};
-use super::walsync::{WalReport, wal_sync};
+use super::retention::{self, Held};
+use super::walsync::{WalReport, pending_wals, wal_sync};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
@@ -35,6 +35,8 @@ pub struct RemoteBackup {
     pub end_wal: Option<String>,
     /// Timeline.
     pub timeline: Option<String>,
+    /// The backup this one is an increment of (PostgreSQL 17+), if any.
+    pub parent: Option<String>,
     /// Manifest and backup.info both present.
     pub complete: bool,
 }
@@ -83,6 +85,7 @@ pub async fn remote_backups(t: &Transfer, remote: &Remote) -> Result<Vec<RemoteB
             begin_wal: field("begin_wal"),
             end_wal: field("end_wal"),
             timeline: field("timeline"),
+            parent: field("parent_backup_id"),
             complete: manifest && bi.is_some(),
             id,
         });
@@ -95,7 +98,7 @@ pub async fn remote_backups(t: &Transfer, remote: &Remote) -> Result<Vec<RemoteB
 pub struct FullSyncOptions {
     /// Upload only; never delete.
     pub no_delete: bool,
-    /// Print the deletion plan, delete nothing.
+    /// Print what would be uploaded and deleted; change nothing.
     pub dry_run: bool,
     /// Allow more deletions than `max_deletes`.
     pub force: bool,
@@ -104,22 +107,24 @@ pub struct FullSyncOptions {
 /// What `full-sync` did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Default)]
 pub struct FullSyncReport {
-    /// Backups uploaded.
+    /// Backups uploaded (or to upload).
     pub uploaded_backups: Vec<String>,
     /// Backups still waiting (not DONE) or skipped for now, with the reason.
     pub skipped: Vec<String>,
-    /// The WAL sync.
+    /// The WAL sync (with `--dry-run`: how many would be uploaded).
     pub wal: WalReport,
     /// Remote backups deleted (or planned).
     pub deleted_backups: Vec<String>,
     /// Remote WAL objects deleted (or planned).
     pub deleted_wals: Vec<String>,
+    /// Remote backups Barman deleted that are kept, with the reason.
+    pub spared: Vec<String>,
 }
 
 /// Uploads every local DONE backup missing from the bucket, syncs WALs, then deletes remote
-/// backups and WALs Barman no longer has, under the rules of the spec: never from an empty or
-/// unlistable local directory, always keeping `min_remote_backups` DONE backups and the newest,
-/// WALs only before the oldest remaining backup, capped unless `force`.
+/// backups and WALs Barman no longer has, under the rules of [`retention`]: never from an empty
+/// or unlistable local directory. With `dry_run` nothing is uploaded or deleted: the report
+/// says what would be.
 pub async fn full_sync(
     cfg: &Config,
     t: &Transfer,
@@ -153,6 +158,10 @@ pub async fn full_sync(
             report.skipped.push(format!("{id}: status {status:?}"));
             continue;
         }
+        if opts.dry_run {
+            report.uploaded_backups.push(id.clone());
+            continue;
+        }
         match upload_backup(t, &remote, dirs, id, &journals).await {
             Ok(_) => report.uploaded_backups.push(id.clone()),
             Err(NotNow::Interrupted) => return Err(Error::Interrupted),
@@ -162,7 +171,11 @@ pub async fn full_sync(
             }
         }
     }
-    report.wal = wal_sync(cfg, t, dirs, false).await?;
+    report.wal = if opts.dry_run {
+        pending_wals(cfg, t, dirs).await?
+    } else {
+        wal_sync(cfg, t, dirs, false).await?
+    };
     if opts.no_delete {
         return Ok(report);
     }
@@ -172,103 +185,58 @@ pub async fn full_sync(
             dirs.base_dir.display()
         )));
     }
-    plan_and_delete(cfg, t, dirs, &remote, &local, opts, &mut report).await?;
-    Ok(report)
-}
-
-async fn plan_and_delete(
-    cfg: &Config,
-    t: &Transfer,
-    dirs: &ServerDirs,
-    remote: &Remote,
-    local: &[String],
-    opts: FullSyncOptions,
-    report: &mut FullSyncReport,
-) -> Result<()> {
-    let remote_list = remote_backups(t, remote).await?;
-    let newest = remote_list.iter().map(|b| b.id.clone()).max();
-    let local: BTreeSet<&str> = local.iter().map(String::as_str).collect();
-    // Candidates: gone locally and older than the newest remote backup, oldest first.
-    let mut doomed: Vec<&RemoteBackup> = remote_list
-        .iter()
-        .filter(|b| !local.contains(b.id.as_str()) && Some(&b.id) < newest.as_ref())
-        .collect();
-    let done_total = remote_list
-        .iter()
-        .filter(|b| b.complete && b.status == "DONE")
-        .count();
-    let min_keep = cfg.barman.min_remote_backups;
-    while done_total
-        - doomed
-            .iter()
-            .filter(|b| b.complete && b.status == "DONE")
-            .count()
-        < min_keep
-    {
-        // Spare the newest candidate that still counts as a DONE backup.
-        match doomed
-            .iter()
-            .rposition(|b| b.complete && b.status == "DONE")
-        {
-            Some(i) => {
-                doomed.remove(i);
-            }
-            None => break,
+    let mut held: Vec<Held> = if opts.dry_run {
+        before.iter().map(held).collect()
+    } else {
+        remote_backups(t, &remote).await?.iter().map(held).collect()
+    };
+    if opts.dry_run {
+        // What this run would have uploaded counts as there.
+        for id in &report.uploaded_backups {
+            held.retain(|h| &h.id != id);
+            let bi = info::locate(dirs, id).and_then(|p| info::read(&p).ok());
+            held.push(Held {
+                id: id.clone(),
+                complete: true,
+                status: "DONE".into(),
+                begin_wal: bi.as_ref().and_then(|b| b.begin_wal().map(str::to_string)),
+                parent: bi.and_then(|b| b.get("parent_backup_id").map(str::to_string)),
+            });
         }
+        held.sort_by(|a, b| a.id.cmp(&b.id));
     }
-    if doomed.len() > cfg.barman.max_deletes && !opts.force && !opts.dry_run {
-        return Err(Error::Failed(format!(
-            "full-sync would delete {} remote backups of server {} (more than max_deletes = {}): {}; check with --dry-run, then run with --force",
-            doomed.len(),
-            dirs.name,
-            cfg.barman.max_deletes,
-            doomed
-                .iter()
-                .map(|b| b.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    let doomed_ids: BTreeSet<&str> = doomed.iter().map(|b| b.id.as_str()).collect();
-    // WALs: only before the begin_wal of the oldest remaining complete DONE backup.
-    let oldest_kept = remote_list
-        .iter()
-        .filter(|b| !doomed_ids.contains(b.id.as_str()) && b.complete && b.status == "DONE")
-        .filter_map(|b| b.begin_wal.clone())
-        .min_by(|a, b| wal::compare(a, b));
-    let mut wal_keys = Vec::new();
-    if let Some(begin) = &oldest_kept {
-        let (tli, begin_seg) = (
-            wal::timeline(begin).unwrap_or(0),
-            wal::segment_number(begin, 256).unwrap_or(0),
-        );
-        let prefix = remote.wals_prefix();
-        let req = ListRequest {
+    let prefix = remote.wals_prefix();
+    let objects: Vec<(String, String)> = t
+        .list_all(&ListRequest {
             prefix: prefix.clone(),
             ..Default::default()
-        };
-        let objs = t.list_all(&req).await?;
-        for o in objs {
-            let Some(rel) = o.key.strip_prefix(&prefix) else {
-                continue;
-            };
-            let name = rel.rsplit('/').next().unwrap_or(rel);
-            let old = match wal::classify(name) {
-                None | Some(WalKind::History) => false,
-                Some(_) => {
-                    wal::timeline(name).is_some_and(|x| x <= tli)
-                        && wal::segment_number(name, 256).is_some_and(|s| s < begin_seg)
-                }
-            };
-            if old && !dirs.wals_dir.join(rel).exists() {
-                wal_keys.push(o.key);
-            }
-        }
-    }
-    report.deleted_backups = doomed.iter().map(|b| b.id.clone()).collect();
-    report.deleted_wals = wal_keys.clone();
+        })
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let rel = o.key.strip_prefix(&prefix)?.to_string();
+            Some((o.key, rel))
+        })
+        .collect();
+    let local_set: BTreeSet<String> = local.iter().cloned().collect();
+    let rules = retention::Rules {
+        min_keep: cfg.barman.min_remote_backups,
+        max_deletes: cfg.barman.max_deletes,
+        force: opts.force || opts.dry_run,
+    };
+    let plan = retention::plan(
+        &held,
+        &local_set,
+        &objects,
+        |rel| dirs.wals_dir.join(rel).exists(),
+        rules,
+    )
+    .map_err(|e| Error::Failed(format!("server {}: {e}", dirs.name)))?;
+    report.deleted_backups = plan.backups;
+    report.deleted_wals = plan.wals;
+    report.spared = plan.spared;
     if opts.dry_run {
-        return Ok(());
+        return Ok(report);
     }
     for id in &report.deleted_backups {
         // backup.info first: from then on the backup reads as incomplete, never as valid.
@@ -280,6 +248,16 @@ async fn plan_and_delete(
             n + 1
         );
     }
-    t.delete_keys(&wal_keys).await?;
-    Ok(())
+    t.delete_keys(&report.deleted_wals).await?;
+    Ok(report)
+}
+
+fn held(b: &RemoteBackup) -> Held {
+    Held {
+        id: b.id.clone(),
+        complete: b.complete,
+        status: b.status.clone(),
+        begin_wal: b.begin_wal.clone(),
+        parent: b.parent.clone(),
+    }
 }

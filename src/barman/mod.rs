@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod queue;
 pub mod remote;
 pub mod restore;
+pub mod retention;
 pub mod state;
 pub mod wal;
 pub mod walplan;

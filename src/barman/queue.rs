@@ -108,13 +108,15 @@ impl Task {
     }
 }
 
-/// A task as found on disk.
+/// A task file as found on disk.
 #[derive(Debug, Clone)]
-pub struct Entry {
-    /// The task.
+pub struct TaskFile {
+    /// The task (for a damaged file: its id from the file name, and the reason).
     pub task: Task,
     /// Its state.
     pub state: State,
+    /// Why the file could not be read, when it could not (truncated, not a task).
+    pub damaged: Option<String>,
 }
 
 /// The queue directory.
@@ -166,9 +168,10 @@ impl Queue {
     }
 
     /// Every task, one per id (the most advanced state wins if a crash left two), oldest id
-    /// first. Unreadable files are reported, not skipped silently.
-    pub fn tasks(&self) -> Result<Vec<Entry>> {
-        let mut by_id: BTreeMap<String, Entry> = BTreeMap::new();
+    /// first. A file that cannot be read comes back marked damaged with the reason, so one bad
+    /// file never hides the others; files that are not named after a backup id are ignored.
+    pub fn tasks(&self) -> Result<Vec<TaskFile>> {
+        let mut by_id: BTreeMap<String, TaskFile> = BTreeMap::new();
         let rd = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::io(format!("list queue {}", self.dir.display()), e))?;
         for e in rd {
@@ -180,22 +183,61 @@ impl Queue {
             let Some(state) = State::ALL.into_iter().find(|s| s.suffix() == suffix) else {
                 continue;
             };
-            if id.starts_with('.') {
+            if !super::info::is_backup_id(id) {
                 continue;
             }
             let path = e.path();
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-            let mut task = Task::parse(&text, &path)?;
-            if task.backup_id.is_empty() {
-                task.backup_id = id.to_string();
-            }
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))
+                .and_then(|text| Task::parse(&text, &path));
+            let found = match parsed {
+                Ok(mut task) => {
+                    if task.backup_id.is_empty() {
+                        task.backup_id = id.to_string();
+                    }
+                    TaskFile {
+                        task,
+                        state,
+                        damaged: None,
+                    }
+                }
+                Err(err) => {
+                    let why = err.one_line();
+                    TaskFile {
+                        task: Task {
+                            backup_id: id.to_string(),
+                            last_error: Some(why.clone()),
+                            ..Task::default()
+                        },
+                        state,
+                        damaged: Some(why),
+                    }
+                }
+            };
             let keep = by_id.get(id).is_none_or(|old| state > old.state);
             if keep {
-                by_id.insert(id.to_string(), Entry { task, state });
+                by_id.insert(id.to_string(), found);
             }
         }
         Ok(by_id.into_values().collect())
+    }
+
+    /// Puts a damaged task aside: its file is kept as `<id>.<state>.damaged` for a look, and
+    /// the task goes to `.error` with the reason, so the queue goes on without it.
+    pub fn set_aside(&self, f: &TaskFile) -> Result<()> {
+        let path = self.path(&f.task.backup_id, f.state);
+        let kept = self
+            .dir
+            .join(format!("{}.{}.damaged", f.task.backup_id, f.state.suffix()));
+        std::fs::copy(&path, &kept)
+            .map_err(|e| Error::io(format!("keep {}", path.display()), e))?;
+        let mut task = f.task.clone();
+        task.last_error = Some(format!(
+            "unreadable task file ({}); kept as {}: queue the backup again (barmans3 full-sync SERVER --no-delete)",
+            f.damaged.as_deref().unwrap_or("damaged"),
+            kept.display()
+        ));
+        self.save(&task, State::Error)
     }
 
     /// Takes the queue's worker lock without waiting: one base-sync at a time per queue.
@@ -207,10 +249,13 @@ impl Queue {
 /// Opens (creating) a lock file and takes an exclusive lock without waiting; busy ⇒
 /// [`Error::Busy`] naming `what`.
 pub fn try_lock_file(path: &Path, what: &str) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // 0600, as Barman creates its own locks: one owner, nobody else's business.
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)
         .map_err(|e| Error::io(format!("open lock {}", path.display()), e))?;
     match f.try_lock() {

@@ -139,15 +139,7 @@ async fn sync_locked(
     let prefix = remote.wals_prefix();
     let start_after = window.as_ref().map(|w| format!("{prefix}{w}"));
     let remote_sizes = list_remote(t, &prefix, start_after.clone()).await?;
-    let mut ledgers: BTreeMap<String, Ledger> = BTreeMap::new();
-    for f in &local {
-        if !ledgers.contains_key(f.hash_dir()) {
-            ledgers.insert(
-                f.hash_dir().to_string(),
-                st.ledger(&dirs.name, f.hash_dir()),
-            );
-        }
-    }
+    let mut ledgers = load_ledgers(st, &dirs.name, &local);
     let rel_after = window.as_deref();
     let p = walplan::plan(&local, &remote_sizes, &ledgers, rel_after);
     let mut conflicts = p.conflicts;
@@ -203,6 +195,44 @@ async fn sync_locked(
         },
     )?;
     Ok(report)
+}
+
+/// What a wal-sync would send now, without sending or recording anything (`full-sync
+/// --dry-run`): files absent from the bucket, and those whose content would be compared.
+pub async fn pending_wals(cfg: &Config, t: &Transfer, dirs: &ServerDirs) -> Result<WalReport> {
+    let st = LocalState::new(cfg);
+    let window = st.wal_state(&dirs.name).window;
+    let (local, _) = scan_local(&dirs.wals_dir, window.as_deref())?;
+    let remote = Remote::new(cfg.location.prefix(), &dirs.name);
+    let prefix = remote.wals_prefix();
+    let start_after = window.as_ref().map(|w| format!("{prefix}{w}"));
+    let sizes = list_remote(t, &prefix, start_after).await?;
+    let ledgers = load_ledgers(&st, &dirs.name, &local);
+    let p = walplan::plan(&local, &sizes, &ledgers, window.as_deref());
+    if let Some(c) = p.conflicts.first() {
+        return Err(Error::Failed(format!(
+            "server {}: {} WAL file(s) differ from the bucket, first: {c}",
+            dirs.name,
+            p.conflicts.len()
+        )));
+    }
+    Ok(WalReport {
+        uploaded: p.upload.len(),
+        bytes: p.upload.iter().map(|f| f.size).sum(),
+        checked: local.len(),
+        full: window.is_none(),
+    })
+}
+
+/// The ledgers of the hash directories `local` touches.
+fn load_ledgers(st: &LocalState, server: &str, local: &[LocalWal]) -> BTreeMap<String, Ledger> {
+    let mut ledgers = BTreeMap::new();
+    for f in local {
+        if !ledgers.contains_key(f.hash_dir()) {
+            ledgers.insert(f.hash_dir().to_string(), st.ledger(server, f.hash_dir()));
+        }
+    }
+    ledgers
 }
 
 fn remember(

@@ -45,6 +45,7 @@ const KNOWN: &[&str] = &[
     "logger_verbosity",
     "pgport",
     "backup_plugin_version",
+    "restore_subset",
 ];
 
 /// How much goes to the log file.
@@ -330,6 +331,13 @@ impl PluginConfig {
         };
         if bucket_in_endpoint && endpoint.is_none() {
             problems.push("option remove_duplicate_bucket needs an endpoint".into());
+        }
+        // gprestore reads `restore_subset` itself (utils/plugin.go CanRestoreSubset) to decide
+        // whether to call restore_data_subset; the plugin only checks the value.
+        if let Some(v) = opts.get("restore_subset")
+            && !matches!(v.as_str(), "on" | "off")
+        {
+            problems.push(format!("option restore_subset: {v:?}: use on or off"));
         }
         let verbosity = match opts.get("logger_verbosity").map(String::as_str) {
             None | Some("info") => Verbosity::Info,

@@ -86,6 +86,13 @@ where
         SdkError::TimeoutError(_) => (true, format!("timed out talking to {endpoint}")),
         SdkError::DispatchFailure(d) => {
             let chain = causes(&err);
+            if chain.contains("no providers in chain provided credentials")
+                || chain.contains("failed to load credentials")
+            {
+                return Error::Config(format!(
+                    "{op}: no credentials found: set s3.access_key_id and s3.secret_access_key, or s3.profile / AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a web identity or instance role provides them"
+                ));
+            }
             if let Some(i) = chain.find("invalid peer certificate") {
                 // Not transient: retrying cannot make the certificate trusted.
                 let reason = chain[i + "invalid peer certificate".len()..]
@@ -95,8 +102,11 @@ where
                     "{op}: the TLS certificate of {endpoint} is not trusted ({reason}): name the PEM file of the CA that signed it in s3.ca_bundle, or add that CA to the system's trust store"
                 ));
             }
-            let why = if d.is_timeout() {
-                "timed out connecting to"
+            let why = if d.is_timeout() && chain.contains("read timeout") {
+                // Connected, then no answer: a stalled server, not an unreachable one.
+                "no answer within s3.read_timeout from"
+            } else if d.is_timeout() {
+                "timed out connecting (s3.connect_timeout) to"
             } else if d.is_io() {
                 "connection failed to"
             } else {

@@ -427,8 +427,8 @@ fn bad_configs_fail_before_any_network_call() {
         ),
         (
             "unknown",
-            format!("executablepath: /x\noptions:\n{ok}  restore_subset: \"on\"\n"),
-            "unknown option \"restore_subset\"",
+            format!("executablepath: /x\noptions:\n{ok}  restore_subsets: \"on\"\n"),
+            "unknown option \"restore_subsets\"",
         ),
         (
             "duplicate",
@@ -765,4 +765,38 @@ fn parallel_streams_with_default_chunking_allocate_lazily() {
         );
         assert_eq!(got.len(), want);
     }
+}
+
+#[test]
+fn a_filtered_restore_with_restore_subset_on_reads_exactly_its_ranges() {
+    // gprestore calls restore_data_subset only when the plugin config says restore_subset: "on"
+    // (gpbackup utils/plugin.go CanRestoreSubset); the helper writes the offsets file as
+    // `N s1 e1 s2 e2 …` without a newline.
+    let gp = Gp::new(
+        "subset",
+        "  restore_subset: \"on\"\n  backup_multipart_chunksize: 5MB\n  restore_multipart_chunksize: 5MB\n",
+    );
+    let dir = gp.dir(0);
+    let input = tempfile::tempdir().expect("tmp");
+    let data = crate::common::data(12 << 20, 1212);
+    let src = write_file(input.path(), "stream", &data);
+    let key = format!("{}/gpbackup_0_{}_17000", dir.display(), gp.ts);
+    gp.ok(&format!("backup_data $C {key}"), Some(&src));
+    let offsets = write_file(
+        input.path(),
+        "offsets",
+        b"3 0 100 6000000 6000100 12000000 12582912",
+    );
+    let got = gp.ok(
+        &format!("restore_data_subset $C {key} {}", offsets.display()),
+        None,
+    );
+    let mut want = data[0..100].to_vec();
+    want.extend_from_slice(&data[6_000_000..6_000_100]);
+    want.extend_from_slice(&data[12_000_000..12_582_912]);
+    assert!(got == want, "{} bytes, want {}", got.len(), want.len());
+    // Every other command accepts the option too; a bad value is one clear line.
+    gp.ok("list_directory $C", None);
+    let bad = Gp::new("subset-bad", "  restore_subset: maybe\n");
+    fails(&bad.sh("list_directory $C", None), "restore_subset");
 }

@@ -14,6 +14,7 @@ mod crash;
 mod faults;
 mod gpplugin;
 mod memory;
+mod never_wrong;
 mod operator;
 mod parsers_fuzz;
 mod secrets;

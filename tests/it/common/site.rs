@@ -24,7 +24,7 @@ impl Site {
         std::fs::write(
             dir.path().join("barman.conf"),
             format!(
-                "[barman]\nbarman_home = {}\n[pg]\nconninfo = x\n",
+                "[barman]\nbarman_user = root\nbarman_home = {}\n[pg]\nconninfo = x\n",
                 home.display()
             ),
         )
