@@ -105,11 +105,24 @@ pub async fn wal_sync(
         &st.wal_lock(&dirs.name),
         &format!("wal-sync for server {}", dirs.name),
     )?;
-    let result = sync_locked(cfg, t, dirs, full, &st).await;
+    if st.wal_state(&dirs.name).window.is_none() {
+        // Nothing recorded for this store: what any earlier ledger says cannot be trusted.
+        st.forget_ledgers(&dirs.name)?;
+    }
+    let s = survey(cfg, t, dirs, &st, full).await?;
+    let result = ship(
+        t,
+        dirs,
+        &st,
+        &Remote::new(cfg.location.prefix(), &dirs.name),
+        s,
+    )
+    .await;
     if let Err(e) = &result
         && !matches!(e, Error::Interrupted)
     {
         // Remembered for status and check: a wal-sync that keeps failing must not look quiet.
+        // (A run that could not even list the bucket attempted nothing and records nothing.)
         let mut state = st.wal_state(&dirs.name);
         state.last_error = Some(e.one_line());
         st.save_wal_state(&dirs.name, state)?;
@@ -117,31 +130,68 @@ pub async fn wal_sync(
     result
 }
 
-async fn sync_locked(
+/// One run's starting point: the state, the local files, what the bucket lists, what the
+/// ledgers know, and the plan made of them.
+#[derive(Debug)]
+struct Survey {
+    state: WalState,
+    full: bool,
+    window: Option<String>,
+    local: Vec<LocalWal>,
+    hash_dirs: Vec<String>,
+    ledgers: BTreeMap<String, Ledger>,
+    plan: walplan::WalPlan,
+}
+
+/// Scans, lists and plans; changes nothing. `full` forces a full reconcile; without state for
+/// this store, or past `wal_reconcile_every`, it is one anyway.
+async fn survey(
     cfg: &Config,
     t: &Transfer,
     dirs: &ServerDirs,
-    full: bool,
     st: &LocalState,
-) -> Result<WalReport> {
+    full: bool,
+) -> Result<Survey> {
     let state = st.wal_state(&dirs.name);
-    if state.window.is_none() {
-        // Nothing recorded for this store: what any earlier ledger says cannot be trusted.
-        st.forget_ledgers(&dirs.name)?;
-    }
     let full = full
         || state.window.is_none()
         || now().saturating_sub(state.last_full) > cfg.barman.wal_reconcile_every.as_secs();
     let window = if full { None } else { state.window.clone() };
     let (local, hash_dirs) = scan_local(&dirs.wals_dir, window.as_deref())?;
-
-    let remote = Remote::new(cfg.location.prefix(), &dirs.name);
-    let prefix = remote.wals_prefix();
+    let prefix = Remote::new(cfg.location.prefix(), &dirs.name).wals_prefix();
     let start_after = window.as_ref().map(|w| format!("{prefix}{w}"));
-    let remote_sizes = list_remote(t, &prefix, start_after.clone()).await?;
-    let mut ledgers = load_ledgers(st, &dirs.name, &local);
-    let rel_after = window.as_deref();
-    let p = walplan::plan(&local, &remote_sizes, &ledgers, rel_after);
+    let remote_sizes = list_remote(t, &prefix, start_after).await?;
+    let ledgers = load_ledgers(st, &dirs.name, &local);
+    let plan = walplan::plan(&local, &remote_sizes, &ledgers, window.as_deref());
+    Ok(Survey {
+        state,
+        full,
+        window,
+        local,
+        hash_dirs,
+        ledgers,
+        plan,
+    })
+}
+
+/// Compares what the plan says to compare, uploads what it says to upload, records what is
+/// now known, and moves the window when nothing differs.
+async fn ship(
+    t: &Transfer,
+    dirs: &ServerDirs,
+    st: &LocalState,
+    remote: &Remote,
+    s: Survey,
+) -> Result<WalReport> {
+    let Survey {
+        state,
+        full,
+        window,
+        local,
+        hash_dirs,
+        mut ledgers,
+        plan: p,
+    } = s;
     let mut conflicts = p.conflicts;
     let mut changed = BTreeSet::new();
     let verified = bounded(p.verify, t.file_workers(), |f| {
@@ -151,13 +201,10 @@ async fn sync_locked(
     .await?;
     for (f, crc) in verified {
         match crc {
-            Some(crc) => {
-                remember(&mut ledgers, &mut changed, &f, crc);
-            }
+            Some(crc) => remember(&mut ledgers, &mut changed, &f, crc),
             None => conflicts.push(format!("{}: same size, other content in the bucket", f.rel)),
         }
     }
-    let checked = local.len();
     t.progress()
         .add_work(p.upload.len() as u64, p.upload.iter().map(|f| f.size).sum());
     let uploads = bounded(p.upload, t.file_workers(), |f| {
@@ -165,12 +212,6 @@ async fn sync_locked(
         async move { t.upload_file(&f.path, &key, None).await.map(|u| (f, u)) }
     })
     .await?;
-    let report = WalReport {
-        uploaded: uploads.len(),
-        bytes: uploads.iter().map(|(_, u)| u.size).sum(),
-        checked,
-        full,
-    };
     for (f, u) in &uploads {
         remember(&mut ledgers, &mut changed, f, u.crc32c);
     }
@@ -179,10 +220,11 @@ async fn sync_locked(
     }
     if !conflicts.is_empty() {
         return Err(Error::Failed(format!(
-            "server {}: {} WAL file(s) differ from the bucket and were not overwritten, first: {}",
+            "server {}: {} WAL file(s) differ from the bucket and were not overwritten: {}{}",
             dirs.name,
             conflicts.len(),
-            conflicts[0]
+            conflicts[..conflicts.len().min(5)].join("; "),
+            if conflicts.len() > 5 { "; ..." } else { "" }
         )));
     }
     st.save_wal_state(
@@ -194,33 +236,30 @@ async fn sync_locked(
             ..WalState::default()
         },
     )?;
-    Ok(report)
+    Ok(WalReport {
+        uploaded: uploads.len(),
+        bytes: uploads.iter().map(|(_, u)| u.size).sum(),
+        checked: local.len(),
+        full,
+    })
 }
 
 /// What a wal-sync would send now, without sending or recording anything (`full-sync
 /// --dry-run`): files absent from the bucket, and those whose content would be compared.
 pub async fn pending_wals(cfg: &Config, t: &Transfer, dirs: &ServerDirs) -> Result<WalReport> {
-    let st = LocalState::new(cfg);
-    let window = st.wal_state(&dirs.name).window;
-    let (local, _) = scan_local(&dirs.wals_dir, window.as_deref())?;
-    let remote = Remote::new(cfg.location.prefix(), &dirs.name);
-    let prefix = remote.wals_prefix();
-    let start_after = window.as_ref().map(|w| format!("{prefix}{w}"));
-    let sizes = list_remote(t, &prefix, start_after).await?;
-    let ledgers = load_ledgers(&st, &dirs.name, &local);
-    let p = walplan::plan(&local, &sizes, &ledgers, window.as_deref());
-    if let Some(c) = p.conflicts.first() {
+    let s = survey(cfg, t, dirs, &LocalState::new(cfg), false).await?;
+    if let Some(c) = s.plan.conflicts.first() {
         return Err(Error::Failed(format!(
             "server {}: {} WAL file(s) differ from the bucket, first: {c}",
             dirs.name,
-            p.conflicts.len()
+            s.plan.conflicts.len()
         )));
     }
     Ok(WalReport {
-        uploaded: p.upload.len(),
-        bytes: p.upload.iter().map(|f| f.size).sum(),
-        checked: local.len(),
-        full: window.is_none(),
+        uploaded: s.plan.upload.len(),
+        bytes: s.plan.upload.iter().map(|f| f.size).sum(),
+        checked: s.local.len(),
+        full: s.full,
     })
 }
 

@@ -467,7 +467,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed_on_one_line() {
-        let text = "executablepath: \"\"\noptions:\n  aws_access_key_id: AKIAEXAMPLE\n  restore_subset: \"on\"\n  backup_multipart_chunksize: 100M\n";
+        let text = "executablepath: \"\"\noptions:\n  aws_access_key_id: AKIAEXAMPLE\n  restore_subset: \"maybe\"\n  backup_multipart_chunksize: 100M\n";
         let err = PluginConfig::parse(text, Path::new("/tmp/c.yaml"))
             .expect_err("invalid")
             .to_string();

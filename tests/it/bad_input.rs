@@ -34,6 +34,9 @@ struct Case {
     fragment: &'static str,
     /// A path under the site that this case is expected to create (its only effect).
     creates: Option<&'static str>,
+    /// A directory under the site whose files this case may change (a run recording its own
+    /// failure for monitoring), and a fragment the changed files must hold.
+    records: Option<(&'static str, &'static str)>,
 }
 
 fn args(s: &str) -> Vec<String> {
@@ -60,6 +63,7 @@ fn case(name: &'static str, call: Call, code: i32, fragment: &'static str) -> Ca
         code,
         fragment,
         creates: None,
+        records: None,
     }
 }
 
@@ -148,6 +152,11 @@ fn file(path: &str, body: &[u8]) -> Entry {
         mode: 0o600,
         crc32c: format!("{:08x}", checksum::crc32c(body)),
     }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn dir(path: &str) -> Entry {
@@ -255,6 +264,48 @@ fn fixture() -> Fixture {
             .expect("put wal");
     });
     make_archive(&site.wals(), 4, 1);
+    // WAL 5: the same size as the local one, other bytes.
+    let same_size = wal_name(5);
+    crate::common::block_on(async {
+        crate::common::garage_transfer()
+            .await
+            .put_bytes(
+                &format!("{prefix}/pg/wals/{}/{same_size}", &same_size[..16]),
+                Bytes::from(vec![b'X'; same_size.len()]),
+                BTreeMap::new(),
+            )
+            .await
+            .expect("put wal");
+    });
+    make_archive(&site.wals(), 5, 1);
+
+    // Links that lead outside DEST, an entry under a link, names that collide.
+    let outside = site.dir.path().join("outside");
+    let link = |path: &str, target: &str| Entry::Symlink {
+        path: path.into(),
+        raw: None,
+        target: target.into(),
+    };
+    let (mut e, f, _) = good("");
+    e.push(link("data/esc", &outside.display().to_string()));
+    e.push(link("data/esc/planted", "/etc/shadow"));
+    put_backup(&prefix, "20261122T130000", e, &f, true);
+    let (mut e, f, _) = good("");
+    e.push(link("data/pg_hba.conf", "/etc/passwd"));
+    put_backup(&prefix, "20261122T140000", e, &f, true);
+    let (mut e, f, _) = good("");
+    e.push(dir("16386"));
+    e.push(link("data/pg_tblspc/16386", "/srv/tbs"));
+    e.push(file("data/pg_tblspc/16386/planted", b"x"));
+    put_backup(&prefix, "20261122T150000", e, &f, true);
+    let (mut e, f, _) = good("");
+    e.push(Entry::Dir {
+        path: "data/caf%E9".into(),
+        raw: Some(base64_of(b"data/caf\xe9")),
+        mode: 0o700,
+    });
+    e.push(dir("data/caf%E9"));
+    put_backup(&prefix, "20261122T160000", e, &f, true);
 
     let plugin_cfg = site.dir.path().join("gp.yaml");
     std::fs::write(
@@ -612,6 +663,7 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             code: 0,
             fragment: "",
             creates: Some("queue/20261122T070000.error"),
+            records: None,
         },
         // gpbackup plugin calls.
         case(
@@ -705,12 +757,50 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             1,
             "not complete",
         ),
+        Case {
+            records: Some(("state/wal", "differ from the bucket")),
+            ..case(
+                "bucket WAL with other bytes",
+                barmans3("wal-sync pg"),
+                1,
+                "differ",
+            )
+        },
+        // Hostile bucket content, second round: links that would lead a restore (run as root)
+        // outside DEST, names that are not UTF-8, a WAL of the same size with other bytes.
         case(
-            "bucket WAL with other bytes",
-            barmans3("wal-sync pg"),
+            "bucket link chain out of DEST",
+            barmans3("base-restore pg 20261122T130000 {dir}/r9"),
             1,
-            "differ",
+            "only pg_tblspc/<oid> may be a link",
         ),
+        case(
+            "bucket link to an absolute path",
+            barmans3("base-restore pg 20261122T140000 {dir}/r10"),
+            1,
+            "where PostgreSQL keeps none",
+        ),
+        case(
+            "bucket entry under a tablespace link",
+            barmans3("base-restore pg 20261122T150000 {dir}/r11"),
+            1,
+            "under the link",
+        ),
+        case(
+            "bucket names that are not UTF-8, colliding",
+            barmans3("base-restore pg 20261122T160000 {dir}/r12"),
+            1,
+            "same key",
+        ),
+        Case {
+            records: Some(("state/wal", "other content")),
+            ..case(
+                "bucket WAL of the same size with other bytes",
+                barmans3("wal-sync pg --full"),
+                1,
+                "same size, other content",
+            )
+        },
     ]
 }
 
@@ -756,6 +846,23 @@ fn every_bad_input_fails_clearly_and_changes_nothing() {
             problems.push("the bucket changed".into());
         }
         let mut after = disk_snapshot(fx.site.dir.path());
+        if let Some((dir, fragment)) = c.records {
+            let root = fx.site.dir.path().join(dir);
+            let recorded: Vec<PathBuf> = after
+                .keys()
+                .filter(|k| k.starts_with(&root) && disk.get(*k) != after.get(*k))
+                .cloned()
+                .collect();
+            if !recorded
+                .iter()
+                .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(fragment)))
+            {
+                problems.push(format!("no record holding {fragment:?} under {dir}"));
+            }
+            for p in recorded {
+                after.insert(p.clone(), disk.get(&p).cloned().unwrap_or_default());
+            }
+        }
         if let Some(rel) = c.creates {
             let p = fx.site.dir.path().join(rel);
             if after.remove(&p).is_none() {

@@ -270,3 +270,172 @@ fn a_dry_run_changes_nothing() {
     assert!(out.status.success(), "{}", err(&out));
     assert!(bucket.join(format!("pg/base/{id}/backup.info")).exists());
 }
+
+#[test]
+fn names_that_are_not_utf8_round_trip_byte_for_byte_or_the_backup_is_refused() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let site = Site::local();
+    let id = "20261122T130000";
+    write_backup(&site, id, "DONE");
+    let data = site.dir.path().join(format!("barman/pg/base/{id}/data"));
+    let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(data.join(latin1), b"latin-1 name").expect("latin1");
+    std::fs::write(data.join("caf\u{e9}.txt"), b"utf-8 name").expect("utf8");
+    std::fs::create_dir(data.join(OsStr::from_bytes(b"dir\xff"))).expect("dir");
+    site.queue(id, "DONE");
+    let out = site.run(&["base-sync"], &[]);
+    assert!(out.status.success(), "{}", err(&out));
+    let dest = site.dir.path().join("restored");
+    let out = site.run(
+        &["base-restore", "pg", id, dest.to_str().expect("utf8")],
+        &[],
+    );
+    assert!(out.status.success(), "{}", err(&out));
+    assert_eq!(
+        std::fs::read(dest.join(latin1)).expect("latin1"),
+        b"latin-1 name"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("caf\u{e9}.txt")).expect("utf8"),
+        b"utf-8 name"
+    );
+    assert!(dest.join(OsStr::from_bytes(b"dir\xff")).is_dir());
+
+    // A name that would share its key with another: refused, never .done.
+    let id2 = "20261122T140000";
+    write_backup(&site, id2, "DONE");
+    let data2 = site.dir.path().join(format!("barman/pg/base/{id2}/data"));
+    std::fs::write(data2.join(OsStr::from_bytes(b"x\xe9")), b"one").expect("one");
+    std::fs::write(data2.join("x%E9"), b"two").expect("two");
+    site.queue(id2, "DONE");
+    let out = site.run(&["base-sync"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(err(&out).contains("same key"), "{}", err(&out));
+    let queue = site.dir.path().join("queue");
+    assert!(!queue.join(format!("{id2}.done")).exists());
+    assert!(
+        !site
+            .dir
+            .path()
+            .join(format!("bucket/pg/base/{id2}/backup.info"))
+            .exists()
+    );
+}
+
+#[test]
+fn a_killed_restore_leaves_nothing_postgresql_would_start() {
+    let prefix = crate::common::unique("killed-restore");
+    let site = Site::new(&crate::common::garage().yaml(&prefix));
+    let id = "20261122T150000";
+    write_backup(&site, id, "DONE");
+    let data = site.dir.path().join(format!("barman/pg/base/{id}/data"));
+    std::fs::create_dir_all(data.join("base/1")).expect("mkdir");
+    std::fs::write(data.join("base/1/big"), crate::common::data(200 << 20, 9)).expect("big");
+    site.queue(id, "DONE");
+    assert!(site.run(&["base-sync"], &[]).status.success());
+    let dest = site.dir.path().join("restored");
+    let mut child = std::process::Command::new(crate::common::site::BIN)
+        .args(["--config", site.cfg.to_str().expect("utf8")])
+        .args(["base-restore", "pg", id, dest.to_str().expect("utf8")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("restore");
+    wait_for(&dest.join("PG_VERSION"));
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    assert!(
+        !dest.join("global/pg_control").exists(),
+        "a killed restore left pg_control: PostgreSQL could start on a partial directory"
+    );
+}
+
+#[test]
+fn the_restore_command_works_through_the_shell_with_spaces_in_paths() {
+    let site = Site::local();
+    let id = "20261122T160000";
+    write_backup(&site, id, "DONE");
+    crate::common::site::make_real_archive(&site.wals(), 1, 1);
+    site.queue(id, "DONE");
+    assert!(site.run(&["base-sync"], &[]).status.success());
+    assert!(site.run(&["wal-sync", "pg"], &[]).status.success());
+    // The config lives in a directory with a space and a quote in its name.
+    let odd = site.dir.path().join("my conf's dir");
+    std::fs::create_dir(&odd).expect("mkdir");
+    let cfg = odd.join("b3.yaml");
+    std::fs::copy(&site.cfg, &cfg).expect("copy");
+    let dest = site.dir.path().join("pgdata");
+    let out = std::process::Command::new(crate::common::site::BIN)
+        .args(["--config", cfg.to_str().expect("utf8")])
+        .args([
+            "base-restore",
+            "--recovery",
+            "pg",
+            id,
+            dest.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("restore");
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(dest.join("recovery.signal").exists());
+    let auto = std::fs::read_to_string(dest.join("postgresql.auto.conf")).expect("auto");
+    let line = auto
+        .lines()
+        .rfind(|l| l.starts_with("restore_command = '"))
+        .expect("restore_command");
+    // Undo postgresql.conf's quoting, substitute %f and %p as PostgreSQL does, run with sh -c.
+    let value = line["restore_command = '".len()..line.len() - 1].replace("''", "'");
+    let cmd = value
+        .replace("%f", "000000010000000000000001")
+        .replace("%p", "pg_wal/RECOVERYXLOG");
+    std::fs::create_dir_all(dest.join("pg_wal")).expect("pg_wal");
+    let run = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .current_dir(&dest)
+        .output()
+        .expect("sh");
+    assert!(run.status.success(), "{cmd}: {}", err(&run));
+    assert!(dest.join("pg_wal/RECOVERYXLOG").exists());
+    assert!(auto.contains("archive_mode = 'off'"), "{auto}");
+}
+
+#[test]
+fn config_check_tells_unreachable_from_misconfigured() {
+    // Nothing listens on port 9: the store cannot be reached, an operation that failed (1).
+    let site = Site::new(
+        "s3:\n  endpoint: http://127.0.0.1:9\n  region: garage\n  bucket: somebucket\n  access_key_id: GK00\n  secret_access_key: x\n  max_attempts: 1\n  connect_timeout: 1s\n",
+    );
+    let out = site.run(&["config", "check"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(
+        err(&out).contains("cannot reach the store"),
+        "{}",
+        err(&out)
+    );
+    // No credentials anywhere: a configuration error (2) that says where to put them. (The
+    // instance-metadata lookup is switched off: nothing leaves the machine.)
+    let site = Site::new(
+        "s3:\n  endpoint: http://127.0.0.1:9\n  region: garage\n  bucket: somebucket\n  max_attempts: 1\n",
+    );
+    let home = site.dir.path().join("home");
+    std::fs::create_dir(&home).expect("home");
+    let out = std::process::Command::new(crate::common::site::BIN)
+        .args([
+            "--config",
+            site.cfg.to_str().expect("utf8"),
+            "config",
+            "check",
+        ])
+        .env_clear()
+        .env("HOME", &home)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(
+        err(&out).contains("no credentials found: set s3.access_key_id"),
+        "{}",
+        err(&out)
+    );
+}

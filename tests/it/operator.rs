@@ -199,9 +199,7 @@ fn config_helpers_and_the_log_file() {
         "--config",
         yaml.to_str().expect("utf8"),
         "queue",
-        "prune",
-        "--older-than",
-        "1d",
+        "ls",
     ]);
     // It parses; the queue directory it names (/var/lib/barmans3/queue) may not be creatable,
     // but any failure must not be a config error.
