@@ -89,6 +89,22 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// A size as the config file writes it, exactly: `64MiB`, `5GiB`, or bytes when no binary unit
+/// divides it (so it parses back to the same number).
+pub fn human_bytes_exact(n: u64) -> String {
+    for (unit, size) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    n.to_string()
+}
+
 pub fn human_bytes(n: u64) -> String {
     const NAMES: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

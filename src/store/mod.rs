@@ -5,6 +5,7 @@
 //! stream, head, paged listing with `start_after` and delimiter, and batch delete. No SDK type
 //! crosses this boundary. The store does no retries and no part scheduling; that is the engine's.
 
+pub mod limits;
 pub mod local;
 pub mod s3;
 
@@ -19,8 +20,7 @@ use bytes::Bytes;
 use crate::config::{S3Config, StoreLocation};
 use crate::error::Result;
 
-/// Largest number of keys one batch delete may carry (S3's limit).
-pub const MAX_DELETE_BATCH: usize = 1000;
+pub use limits::MAX_DELETE_BATCH;
 
 /// Integrity value sent with a request body; the server verifies it and refuses a mismatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,11 +6,10 @@
 //! of a 5 MiB start cover more than 5 TiB. The layout is recorded in the object's metadata so a
 //! reader can cut the same parts again.
 
-use crate::config::{MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::store::ByteRange;
+pub use crate::store::limits::MAX_PARTS;
+use crate::store::limits::{MAX_PART_SIZE, MIN_PART_SIZE};
 
-/// S3's part-count limit.
-pub const MAX_PARTS: u64 = 10_000;
 /// Streams double their part size after this many parts.
 pub const GROWTH_EVERY: u64 = 900;
 /// Metadata key recording the layout (`<first part size>:<growth interval or 0>`).

@@ -195,12 +195,7 @@ fn config_helpers_and_the_log_file() {
     );
     let yaml = dir.path().join("imported.yaml");
     std::fs::write(&yaml, &out.stdout).expect("w");
-    let ls = run(&[
-        "--config",
-        yaml.to_str().expect("utf8"),
-        "queue",
-        "ls",
-    ]);
+    let ls = run(&["--config", yaml.to_str().expect("utf8"), "queue", "ls"]);
     // It parses; the queue directory it names (/var/lib/barmans3/queue) may not be creatable,
     // but any failure must not be a config error.
     assert_ne!(ls.status.code(), Some(2), "{}", stderr(&ls));

@@ -1,0 +1,413 @@
+//! The configuration file as written: the raw model (strings, strict: unknown keys are errors),
+//! its validation into [`Config`], and the other way round, the effective values as a raw
+//! model for `config check` to print. The raw structs are the one place key names are written:
+//! messages take them from the field names ([`field!`]), and the printed view is these structs
+//! serialized.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Addressing, BarmanConfig, ChecksumMode, Config, MAX_PART_SIZE, MIN_PART_SIZE, S3Config, Secret,
+    Sse, StaticCredentials, StoreLocation, TransferConfig, normalize_prefix, validate_bucket,
+    validate_endpoint,
+};
+use crate::codec::Filter;
+use crate::error::{Error, Result};
+use crate::units::{human_bytes_exact, parse_duration, parse_size};
+
+/// A field of a raw section and its key name, `section.field`, taken from the identifiers.
+macro_rules! field {
+    ($sec:ident . $f:ident) => {
+        (&$sec.$f, concat!(stringify!($sec), ".", stringify!($f)))
+    };
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    store: Option<String>,
+    #[serde(default)]
+    s3: RawS3,
+    #[serde(default)]
+    barman: RawBarman,
+}
+
+/// `s3:`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    endpoint: Option<String>,
+    region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    addressing: Option<String>,
+    profile: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_token: Option<String>,
+    ca_bundle: Option<PathBuf>,
+    http_proxy: Option<String>,
+    https_proxy: Option<String>,
+    storage_class: Option<String>,
+    acl: Option<String>,
+    sse: Option<String>,
+    sse_kms_key_id: Option<String>,
+    request_checksum: Option<String>,
+    part_size: Option<String>,
+    concurrency: Option<u32>,
+    max_attempts: Option<u32>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+}
+
+/// `barman:`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawBarman {
+    config: Option<PathBuf>,
+    queue_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+    min_remote_backups: Option<usize>,
+    max_deletes: Option<usize>,
+    wait_for_wals_max: Option<String>,
+    wal_reconcile_every: Option<String>,
+    custom_decompression: Option<String>,
+    custom_compression_magic: Option<String>,
+    decryption_command: Option<String>,
+}
+
+/// Builds the error of one key.
+struct Keyed<'a>(&'a Path);
+
+impl Keyed<'_> {
+    fn err(&self, key: &str, why: impl fmt::Display) -> Error {
+        Error::Config(format!("{}: {key}: {why}", self.0.display()))
+    }
+
+    /// A positive duration, or the default.
+    fn duration(&self, (v, key): (&Option<String>, &str), default: Duration) -> Result<Duration> {
+        match v {
+            Some(v) => match parse_duration(v) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(self.err(key, "must be greater than zero")),
+                Err(e) => Err(self.err(key, e)),
+            },
+            None => Ok(default),
+        }
+    }
+
+    /// One of `choices` (name, value), or the default when absent.
+    fn choice<T: Copy>(
+        &self,
+        (v, key): (&Option<String>, &str),
+        choices: &[(&str, T)],
+    ) -> Result<T> {
+        let name = v.as_deref().unwrap_or(choices[0].0);
+        choices
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                self.err(key, format!("{name:?}: use {}", names.join(", ")))
+            })
+    }
+}
+
+/// Validates a raw file into the typed configuration; every error names its key.
+pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
+    let label = path.unwrap_or(Path::new("<config>"));
+    let k = Keyed(label);
+    let location = location(&k, &raw)?;
+    let (s3, transfer) = s3(&k, raw.s3)?;
+    let barman = barman(&k, raw.barman)?;
+    Ok(Config {
+        source: path.map(Path::to_path_buf),
+        location,
+        s3,
+        transfer,
+        barman,
+    })
+}
+
+fn location(k: &Keyed, raw: &RawConfig) -> Result<StoreLocation> {
+    let RawConfig { store, s3, .. } = raw;
+    let (bucket, bucket_key) = field!(s3.bucket);
+    let (prefix, prefix_key) = field!(s3.prefix);
+    match (store, bucket) {
+        (Some(url), None) => {
+            let loc = StoreLocation::parse(url).map_err(|e| k.err("store", e))?;
+            if matches!(loc, StoreLocation::S3 { .. }) && prefix.is_some() {
+                return Err(k.err(
+                    prefix_key,
+                    "also given in store; set the prefix in one place",
+                ));
+            }
+            Ok(loc)
+        }
+        (Some(_), Some(_)) => Err(k.err(
+            bucket_key,
+            "also given in store; set the bucket in one place",
+        )),
+        (None, Some(b)) => {
+            validate_bucket(b).map_err(|e| k.err(bucket_key, e))?;
+            Ok(StoreLocation::S3 {
+                bucket: b.clone(),
+                prefix: normalize_prefix(prefix.as_deref().unwrap_or("")),
+            })
+        }
+        (None, None) => Err(k.err(
+            bucket_key,
+            "missing: set s3.bucket (or store: s3://bucket/prefix or file:///dir)",
+        )),
+    }
+}
+
+fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
+    let (endpoint, key) = field!(s3.endpoint);
+    if let Some(e) = endpoint {
+        validate_endpoint(e).map_err(|m| k.err(key, m))?;
+    }
+    let addressing = k.choice(
+        field!(s3.addressing),
+        &[
+            ("auto", Addressing::Auto),
+            ("path", Addressing::Path),
+            ("virtual", Addressing::Virtual),
+        ],
+    )?;
+    let credentials = credentials(k, &s3)?;
+    let sse = sse(k, &s3)?;
+    let checksum = k.choice(
+        field!(s3.request_checksum),
+        &[
+            ("when_supported", ChecksumMode::WhenSupported),
+            ("when_required", ChecksumMode::WhenRequired),
+        ],
+    )?;
+    let defaults = TransferConfig::default();
+    let (part_size, key) = field!(s3.part_size);
+    let part_size = match part_size {
+        Some(v) => parse_size(v).map_err(|e| k.err(key, e))?,
+        None => defaults.part_size,
+    };
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+        return Err(k.err(key, "must be between 5MiB and 5GiB"));
+    }
+    let (concurrency, key) = field!(s3.concurrency);
+    let concurrency = concurrency.unwrap_or(defaults.concurrency as u32);
+    if !(1..=256).contains(&concurrency) {
+        return Err(k.err(key, "must be between 1 and 256"));
+    }
+    let (max_attempts, key) = field!(s3.max_attempts);
+    let max_attempts = max_attempts.unwrap_or(defaults.max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(k.err(key, "must be between 1 and 100"));
+    }
+    let base = super::default_s3();
+    let connect_timeout = k.duration(field!(s3.connect_timeout), base.connect_timeout)?;
+    let read_timeout = k.duration(field!(s3.read_timeout), base.read_timeout)?;
+    for (v, key) in [field!(s3.http_proxy), field!(s3.https_proxy)] {
+        // The proxy URL may carry a password: never echo it.
+        if v.as_ref()
+            .is_some_and(|p| !(p.starts_with("http://") || p.starts_with("https://")))
+        {
+            return Err(k.err(key, "must be an http:// or https:// URL"));
+        }
+    }
+    let (ca, key) = field!(s3.ca_bundle);
+    if let Some(ca) = ca
+        && !ca.is_file()
+    {
+        return Err(k.err(key, format!("{} is not a readable file", ca.display())));
+    }
+    Ok((
+        S3Config {
+            endpoint: s3.endpoint,
+            region: s3.region,
+            addressing,
+            profile: s3.profile,
+            credentials,
+            ca_bundle: s3.ca_bundle,
+            http_proxy: s3.http_proxy.map(Secret::new),
+            https_proxy: s3.https_proxy.map(Secret::new),
+            storage_class: s3.storage_class,
+            acl: s3.acl,
+            sse,
+            connect_timeout,
+            read_timeout,
+        },
+        TransferConfig {
+            part_size,
+            concurrency: concurrency as usize,
+            max_attempts,
+            checksum,
+        },
+    ))
+}
+
+fn credentials(k: &Keyed, s3: &RawS3) -> Result<Option<StaticCredentials>> {
+    let (id, key) = field!(s3.access_key_id);
+    let (secret, _) = field!(s3.secret_access_key);
+    match (id, secret) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+            Ok(Some(StaticCredentials {
+                access_key_id: Secret::new(id),
+                secret_access_key: Secret::new(secret),
+                session_token: s3.session_token.as_ref().map(Secret::new),
+            }))
+        }
+        (None, None) => Ok(None),
+        _ => Err(k.err(
+            key,
+            "set both access_key_id and secret_access_key, or neither (then the AWS credential chain is used)",
+        )),
+    }
+}
+
+fn sse(k: &Keyed, s3: &RawS3) -> Result<Sse> {
+    let (sse, sse_key) = field!(s3.sse);
+    let (kms, kms_key) = field!(s3.sse_kms_key_id);
+    match (sse.as_deref(), kms) {
+        (None | Some("none"), None) => Ok(Sse::None),
+        (Some("AES256"), None) => Ok(Sse::Aes256),
+        (Some("aws:kms"), kms) => Ok(Sse::Kms(kms.clone())),
+        (None | Some("none") | Some("AES256"), Some(_)) => {
+            Err(k.err(kms_key, "only valid with sse: aws:kms"))
+        }
+        (Some(o), _) => Err(k.err(sse_key, format!("{o:?}: use none, AES256 or aws:kms"))),
+    }
+}
+
+fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
+    let d = BarmanConfig::default();
+    let (min_keep, key) = field!(barman.min_remote_backups);
+    let min_remote_backups = min_keep.unwrap_or(d.min_remote_backups);
+    if min_remote_backups == 0 {
+        return Err(k.err(
+            key,
+            "must be at least 1 (full-sync never empties the bucket)",
+        ));
+    }
+    let wait_for_wals_max = k.duration(field!(barman.wait_for_wals_max), d.wait_for_wals_max)?;
+    let wal_reconcile_every =
+        k.duration(field!(barman.wal_reconcile_every), d.wal_reconcile_every)?;
+    let (magic, key) = field!(barman.custom_compression_magic);
+    let custom_compression_magic = magic
+        .as_deref()
+        .map(parse_magic)
+        .transpose()
+        .map_err(|e| k.err(key, e))?;
+    let filter = |(v, key): (&Option<String>, &'static str)| {
+        v.as_deref().and_then(|c| Filter::parse(c, key))
+    };
+    Ok(BarmanConfig {
+        custom_decompression: filter(field!(barman.custom_decompression)),
+        decryption_command: filter(field!(barman.decryption_command)),
+        config: barman.config.unwrap_or(d.config),
+        queue_dir: barman.queue_dir.unwrap_or(d.queue_dir),
+        state_dir: barman.state_dir.unwrap_or(d.state_dir),
+        log_dir: barman.log_dir,
+        min_remote_backups,
+        max_deletes: barman.max_deletes.unwrap_or(d.max_deletes),
+        wait_for_wals_max,
+        wal_reconcile_every,
+        custom_compression_magic,
+    })
+}
+
+/// Parses Barman's `custom_compression_magic` notation: `0x` and hex digits.
+fn parse_magic(v: &str) -> std::result::Result<Vec<u8>, String> {
+    let hex = v
+        .strip_prefix("0x")
+        .or_else(|| v.strip_prefix("0X"))
+        .ok_or_else(|| format!("{v:?}: write the magic bytes as hex, e.g. 0x28b52ffd"))?;
+    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{v:?}: an even number of hex digits after 0x"));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl RawConfig {
+    /// The effective configuration in the file's own shape, secrets as `<redacted>`.
+    pub(super) fn effective(c: &Config) -> RawConfig {
+        let s = &c.s3;
+        let t = &c.transfer;
+        let b = &c.barman;
+        let redacted = |present: bool| present.then(|| "<redacted>".to_string());
+        let secs = |d: Duration| Some(format!("{}s", d.as_secs_f64()));
+        let (sse, kms) = match &s.sse {
+            Sse::None => ("none", None),
+            Sse::Aes256 => ("AES256", None),
+            Sse::Kms(k) => ("aws:kms", k.clone()),
+        };
+        let addressing = match s.addressing {
+            Addressing::Auto | Addressing::BucketInEndpoint => "auto",
+            Addressing::Path => "path",
+            Addressing::Virtual => "virtual",
+        };
+        let checksum = match t.checksum {
+            ChecksumMode::WhenSupported => "when_supported",
+            ChecksumMode::WhenRequired => "when_required",
+        };
+        RawConfig {
+            store: Some(c.location.to_string()),
+            s3: RawS3 {
+                endpoint: s.endpoint.clone(),
+                region: s.region.clone(),
+                bucket: None,
+                prefix: None,
+                addressing: Some(addressing.into()),
+                profile: s.profile.clone(),
+                access_key_id: redacted(s.credentials.is_some()),
+                secret_access_key: redacted(s.credentials.is_some()),
+                session_token: redacted(
+                    s.credentials
+                        .as_ref()
+                        .is_some_and(|c| c.session_token.is_some()),
+                ),
+                ca_bundle: s.ca_bundle.clone(),
+                http_proxy: redacted(s.http_proxy.is_some()),
+                https_proxy: redacted(s.https_proxy.is_some()),
+                storage_class: s.storage_class.clone(),
+                acl: s.acl.clone(),
+                sse: Some(sse.into()),
+                sse_kms_key_id: kms,
+                request_checksum: Some(checksum.into()),
+                part_size: Some(human_bytes_exact(t.part_size)),
+                concurrency: Some(t.concurrency as u32),
+                max_attempts: Some(t.max_attempts),
+                connect_timeout: secs(s.connect_timeout),
+                read_timeout: secs(s.read_timeout),
+            },
+            barman: RawBarman {
+                config: Some(b.config.clone()),
+                queue_dir: Some(b.queue_dir.clone()),
+                state_dir: Some(b.state_dir.clone()),
+                log_dir: b.log_dir.clone(),
+                min_remote_backups: Some(b.min_remote_backups),
+                max_deletes: Some(b.max_deletes),
+                wait_for_wals_max: secs(b.wait_for_wals_max),
+                wal_reconcile_every: secs(b.wal_reconcile_every),
+                custom_decompression: b.custom_decompression.as_ref().map(|f| f.argv.join(" ")),
+                custom_compression_magic: b
+                    .custom_compression_magic
+                    .as_ref()
+                    .map(|m| format!("0x{}", crate::checksum::hex(m))),
+                decryption_command: b.decryption_command.as_ref().map(|f| f.argv.join(" ")),
+            },
+        }
+    }
+}
