@@ -1,29 +1,24 @@
-//! The S3 backend on aws-sdk-s3: client construction (endpoint, region, addressing, credential
-//! chain, CA bundle, proxy, timeouts) and the mapping of every SDK error to our classified
-//! [`StoreFailure`]. This is the only module that sees SDK types.
+//! The S3 backend on aws-sdk-s3: the [`Store`] operations as S3 requests. Client construction
+//! is in [`client`], the classification of SDK errors in [`errors`]. This directory is the only
+//! place that sees SDK types.
 //!
-//! The SDK's own retries are off (one attempt per call) and its automatic checksums are set to
-//! "when required": the transfer engine retries and supplies checksums itself, so every retry is
-//! counted and no byte is hashed twice.
+//! Every body carries the integrity value the engine computed (CRC32C in
+//! `x-amz-checksum-crc32c`, or `Content-MD5`), so the server refuses a corrupted upload; HEAD
+//! and GET ask for the stored checksum (`ChecksumMode::Enabled`) so downloads can be verified
+//! against it.
 
-use std::time::{Duration, SystemTime};
+mod client;
+mod errors;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, ObjectCannedAcl,
     ObjectIdentifier, ServerSideEncryption, StorageClass,
 };
-use aws_smithy_http_client::proxy::ProxyConfig;
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use bytes::Bytes;
 
 use super::{
@@ -31,8 +26,9 @@ use super::{
     ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
 };
 use crate::checksum;
-use crate::config::{Addressing, S3Config, Sse};
-use crate::error::{Error, Result, StoreFailure, one_line};
+use crate::config::Sse;
+use crate::error::{Error, Result, StoreFailure};
+use errors::{causes, map_err, strip_quotes, to_system_time};
 
 /// An S3 bucket reached through aws-sdk-s3.
 #[derive(Debug, Clone)]
@@ -46,275 +42,13 @@ pub struct S3Store {
     read_timeout: Duration,
 }
 
-/// The chain of causes of an error as one line (`a: b: c`), without the debug dump that the
-/// SDK's context display appends, and without repeating a cause already included.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = e.source();
-    }
-    one_line(&parts.join(": "))
-}
-
-fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
-    t.and_then(|d| SystemTime::try_from(*d).ok())
-}
-
-fn strip_quotes(s: &str) -> String {
-    s.trim_matches('"').to_string()
-}
-
-/// Turns any SDK error into our classified error. A 404 becomes [`Error::NotFound`] unless the
-/// bucket itself is missing.
-fn map_err<E>(
-    op: &'static str,
-    key: &str,
-    endpoint: &str,
-    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code().map(str::to_string);
-    let (retryable, message) = match &err {
-        SdkError::TimeoutError(_) => (true, format!("timed out talking to {endpoint}")),
-        SdkError::DispatchFailure(d) => {
-            let chain = causes(&err);
-            if chain.contains("no providers in chain provided credentials")
-                || chain.contains("failed to load credentials")
-            {
-                return Error::Config(format!(
-                    "{op}: no credentials found: set s3.access_key_id and s3.secret_access_key, or s3.profile / AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a web identity or instance role provides them"
-                ));
-            }
-            if let Some(i) = chain.find("invalid peer certificate") {
-                // Not transient: retrying cannot make the certificate trusted.
-                let reason = chain[i + "invalid peer certificate".len()..]
-                    .trim_start_matches(':')
-                    .trim();
-                return Error::Config(format!(
-                    "{op}: the TLS certificate of {endpoint} is not trusted ({reason}): name the PEM file of the CA that signed it in s3.ca_bundle, or add that CA to the system's trust store"
-                ));
-            }
-            let why = if d.is_timeout() && chain.contains("read timeout") {
-                // Connected, then no answer: a stalled server, not an unreachable one.
-                "no answer within s3.read_timeout from"
-            } else if d.is_timeout() {
-                "timed out connecting (s3.connect_timeout) to"
-            } else if d.is_io() {
-                "connection failed to"
-            } else {
-                "request could not be sent to"
-            };
-            (!d.is_user(), format!("{why} {endpoint}: {chain}"))
-        }
-        SdkError::ResponseError(_) => (
-            true,
-            format!("incomplete or invalid response from {endpoint}"),
-        ),
-        SdkError::ConstructionFailure(_) => (false, causes(&err)),
-        _ => {
-            let retryable = matches!(status, Some(408 | 429 | 500..=599))
-                || matches!(
-                    code.as_deref(),
-                    Some(
-                        "SlowDown"
-                            | "Throttling"
-                            | "ThrottlingException"
-                            | "RequestTimeout"
-                            | "InternalError"
-                            | "ServiceUnavailable"
-                            | "RequestTimeTooSkewed"
-                    )
-                );
-            let msg = err
-                .message()
-                .map(one_line)
-                .unwrap_or_else(|| "request refused".to_string());
-            (retryable, msg)
-        }
-    };
-    if status == Some(404) && !matches!(code.as_deref(), Some("NoSuchBucket" | "NoSuchUpload")) {
-        return Error::NotFound {
-            key: key.to_string(),
-        };
-    }
-    if code.as_deref() == Some("NoSuchUpload") {
-        return Error::NotFound {
-            key: format!("{key} (multipart upload)"),
-        };
-    }
-    Error::Store(StoreFailure {
-        op,
-        key: key.to_string(),
-        status,
-        code,
-        message,
-        retryable,
-    })
-}
-
 impl S3Store {
-    /// Builds a client from the configuration. Fails only on local problems (CA bundle, proxy
-    /// URL); credentials and reachability are checked by the first request.
-    pub async fn connect(cfg: &S3Config, bucket: &str) -> Result<Self> {
-        let endpoint_desc = cfg.endpoint.clone().unwrap_or_else(|| "AWS S3".to_string());
-        let https = cfg
-            .endpoint
-            .as_deref()
-            .is_none_or(|e| e.starts_with("https://"));
-
-        let mut trust = TrustStore::default();
-        if let Some(ca) = &cfg.ca_bundle {
-            let pem = std::fs::read(ca).map_err(|e| {
-                Error::Config(format!(
-                    "s3.ca_bundle: cannot read {}: {}",
-                    ca.display(),
-                    crate::error::reason(&e)
-                ))
-            })?;
-            trust = trust.with_pem_certificate(pem);
-        }
-        let tls_ctx = TlsContext::builder()
-            .with_trust_store(trust)
-            .build()
-            .map_err(|e| Error::Config(format!("s3.ca_bundle: {}", one_line(&e.to_string()))))?;
-        let proxy_setting = if https {
-            &cfg.https_proxy
-        } else {
-            &cfg.http_proxy
-        };
-        let proxy = match proxy_setting {
-            Some(p) => {
-                let key = if https {
-                    "s3.https_proxy"
-                } else {
-                    "s3.http_proxy"
-                };
-                ProxyConfig::all(p.expose())
-                    .map_err(|_| Error::Config(format!("{key}: not a valid proxy URL")))?
-            }
-            None => ProxyConfig::from_env(),
-        };
-        let http_client = aws_smithy_http_client::Builder::new().build_with_connector_fn(
-            move |settings, components| {
-                let mut b = aws_smithy_http_client::Connector::builder();
-                b.set_connector_settings(settings.cloned());
-                if let Some(c) = components {
-                    b.set_sleep_impl(c.sleep_impl());
-                }
-                b.proxy_config(proxy.clone())
-                    .tls_provider(tls::Provider::Rustls(
-                        tls::rustls_provider::CryptoMode::AwsLc,
-                    ))
-                    .tls_context(tls_ctx.clone())
-                    .build()
-            },
-        );
-
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(cfg.connect_timeout)
-                    .read_timeout(cfg.read_timeout)
-                    .build(),
-            );
-        if let Some(p) = &cfg.profile {
-            loader = loader.profile_name(p);
-        }
-        if let Some(c) = &cfg.credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                c.access_key_id.expose(),
-                c.secret_access_key.expose(),
-                c.session_token.as_ref().map(|t| t.expose().to_string()),
-                None,
-                "barmans3-config",
-            ));
-        }
-        if let Some(r) = &cfg.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
-        let sdk = loader.load().await;
-        let mut b = aws_sdk_s3::config::Builder::from(&sdk)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if sdk.region().is_none() {
-            // S3-compatible servers rarely care; AWS needs a real region from config or env.
-            b = b.region(Region::new("us-east-1"));
-        }
-        if let Some(e) = &cfg.endpoint {
-            b = b.endpoint_url(e.trim_end_matches('/'));
-        }
-        let path_style = match cfg.addressing {
-            Addressing::Path | Addressing::BucketInEndpoint => true,
-            Addressing::Virtual => false,
-            Addressing::Auto => cfg.endpoint.is_some(),
-        };
-        b = b.force_path_style(path_style);
-        if cfg.addressing == Addressing::BucketInEndpoint {
-            b = b.interceptor(StripBucket(format!("/{bucket}")));
-        }
-        Ok(S3Store {
-            client: Client::from_conf(b.build()),
-            bucket: bucket.to_string(),
-            endpoint: endpoint_desc,
-            storage_class: cfg.storage_class.as_deref().map(StorageClass::from),
-            acl: cfg.acl.as_deref().map(ObjectCannedAcl::from),
-            sse: cfg.sse.clone(),
-            read_timeout: cfg.read_timeout,
-        })
-    }
-
     fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
         match &self.sse {
             Sse::None => (None, None),
             Sse::Aes256 => (Some(ServerSideEncryption::Aes256), None),
             Sse::Kms(k) => (Some(ServerSideEncryption::AwsKms), k.clone()),
         }
-    }
-}
-
-/// Removes the `/<bucket>` path segment of path-style requests, for endpoints that already
-/// point at the bucket. Runs before signing, so the signature covers the final path.
-#[derive(Debug)]
-struct StripBucket(String);
-
-impl aws_sdk_s3::config::Intercept for StripBucket {
-    fn name(&self) -> &'static str {
-        "StripBucket"
-    }
-
-    fn modify_before_signing(
-        &self,
-        ctx: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
-        _rc: &aws_sdk_s3::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
-        let req = ctx.request_mut();
-        let uri: http::Uri = req.uri().parse()?;
-        let path = uri.path();
-        let rest = match path.strip_prefix(self.0.as_str()) {
-            Some(r) if r.is_empty() || r.starts_with('/') => r,
-            _ => return Ok(()),
-        };
-        let rest = if rest.is_empty() { "/" } else { rest };
-        let pq = match uri.query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_string(),
-        };
-        let mut parts = uri.into_parts();
-        parts.path_and_query = Some(pq.parse()?);
-        let new = http::Uri::from_parts(parts)?;
-        req.set_uri(new.to_string())?;
-        Ok(())
     }
 }
 

@@ -25,6 +25,8 @@ use crate::checksum;
 use crate::error::{Error, Result, StoreFailure};
 use crate::fsutil;
 
+mod multipart;
+
 const RESERVED: &str = ".barmans3";
 const READ_CHUNK: usize = 1 << 20;
 
@@ -47,22 +49,6 @@ struct Sidecar {
     crc32c: String,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct UploadRecord {
-    key: String,
-    initiated: u64,
-    crc32c: bool,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct PartRecord {
-    etag: String,
-    crc32c: u32,
-    size: u64,
 }
 
 fn fail(op: &'static str, key: &str, code: &str, message: impl Into<String>) -> Error {
@@ -170,6 +156,9 @@ impl LocalStore {
             }
         }
         let json = serde_json::to_vec(sidecar).map_err(|e| Error::Failed(e.to_string()))?;
+        // Sidecar first, then the object: a crash between them leaves the old object with a
+        // sidecar whose size disagrees, which read_meta ignores (no checksum rather than a
+        // wrong one).
         fsutil::write_atomic(&side, &json)?;
         fsutil::persist(tmp, &dest)
     }
@@ -194,6 +183,9 @@ impl LocalStore {
         Ok(meta)
     }
 
+    /// Every object under `prefix`, sorted by key as S3 sorts them (byte order of the UTF-8
+    /// key), so paging, `start_after` and delimiters behave as on a bucket. Directories are
+    /// not objects; the reserved tree and names that are not UTF-8 are not keys.
     fn walk(&self, prefix: &str) -> Vec<ObjectMeta> {
         // Start at the deepest directory the prefix names, not at the root.
         let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
@@ -418,23 +410,7 @@ impl Store for LocalStore {
         algorithm: Option<ChecksumAlgorithm>,
         opts: &PutOptions,
     ) -> Result<String> {
-        self.check_key("CreateMultipartUpload", key)?;
-        let id = format!(
-            "{:016x}{:016x}",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        );
-        let dir = self.upload_dir(&id)?;
-        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let rec = UploadRecord {
-            key: key.into(),
-            initiated: system_time_secs(SystemTime::now()),
-            crc32c: algorithm.is_some(),
-            metadata: opts.metadata.clone(),
-        };
-        let json = serde_json::to_vec(&rec).map_err(|e| Error::Failed(e.to_string()))?;
-        fsutil::write_atomic(&dir.join("upload.json"), &json)?;
-        Ok(id)
+        self.mp_create(key, algorithm, opts)
     }
 
     async fn upload_part(
@@ -445,43 +421,7 @@ impl Store for LocalStore {
         body: Bytes,
         integrity: Integrity,
     ) -> Result<PartReceipt> {
-        let dir = self.upload_dir(upload_id)?;
-        let rec = read_upload(&dir, key)?;
-        if !(1..=10_000).contains(&part_number) {
-            return Err(fail(
-                "UploadPart",
-                key,
-                "InvalidArgument",
-                "part number must be 1..=10000",
-            ));
-        }
-        if rec.crc32c && !matches!(integrity, Integrity::Crc32c(_)) {
-            return Err(fail(
-                "UploadPart",
-                key,
-                "InvalidRequest",
-                "upload was created with CRC32C; the part has none",
-            ));
-        }
-        let crc = verify_integrity("UploadPart", key, &body, integrity)?;
-        let etag = format!("{crc:08x}{:016x}", body.len());
-        let part = dir.join(format!("part-{part_number:05}"));
-        let tmp = fsutil::temp_path_for(&part);
-        fs::write(&tmp, &body).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-        fs::rename(&tmp, &part).map_err(|e| Error::io(format!("rename {}", part.display()), e))?;
-        let pr = PartRecord {
-            etag: etag.clone(),
-            crc32c: crc,
-            size: body.len() as u64,
-        };
-        let json = serde_json::to_vec(&pr).map_err(|e| Error::Failed(e.to_string()))?;
-        fsutil::write_atomic(&dir.join(format!("part-{part_number:05}.json")), &json)?;
-        Ok(PartReceipt {
-            part_number,
-            etag,
-            crc32c: rec.crc32c.then_some(crc),
-            size: body.len() as u64,
-        })
+        self.mp_upload_part(key, upload_id, part_number, body, integrity)
     }
 
     async fn complete_multipart(
@@ -490,170 +430,18 @@ impl Store for LocalStore {
         upload_id: &str,
         parts: &[PartReceipt],
     ) -> Result<PutReceipt> {
-        let dir = self.upload_dir(upload_id)?;
-        let rec = read_upload(&dir, key)?;
-        if parts.is_empty() {
-            return Err(fail(
-                "CompleteMultipartUpload",
-                key,
-                "MalformedXML",
-                "no parts given",
-            ));
-        }
-        let (tmp, mut out) = self.temp_file()?;
-        let mut crcs = Vec::with_capacity(parts.len());
-        let mut total = 0u64;
-        let mut prev = 0;
-        for (i, p) in parts.iter().enumerate() {
-            if p.part_number <= prev {
-                let _ = fs::remove_file(&tmp);
-                return Err(fail(
-                    "CompleteMultipartUpload",
-                    key,
-                    "InvalidPartOrder",
-                    "parts must be in ascending order",
-                ));
-            }
-            prev = p.part_number;
-            let stored: PartRecord = fs::read(dir.join(format!("part-{:05}.json", p.part_number)))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| {
-                    fail(
-                        "CompleteMultipartUpload",
-                        key,
-                        "InvalidPart",
-                        format!("part {} was not uploaded", p.part_number),
-                    )
-                })?;
-            if stored.etag != p.etag || (rec.crc32c && p.crc32c != Some(stored.crc32c)) {
-                let _ = fs::remove_file(&tmp);
-                return Err(fail(
-                    "CompleteMultipartUpload",
-                    key,
-                    "InvalidPart",
-                    format!("part {} does not match", p.part_number),
-                ));
-            }
-            if i + 1 < parts.len() && stored.size < crate::config::MIN_PART_SIZE {
-                let _ = fs::remove_file(&tmp);
-                return Err(fail(
-                    "CompleteMultipartUpload",
-                    key,
-                    "EntityTooSmall",
-                    format!("part {} is smaller than 5 MiB", p.part_number),
-                ));
-            }
-            let mut src = fs::File::open(dir.join(format!("part-{:05}", p.part_number)))
-                .map_err(|e| Error::io("open part", e))?;
-            std::io::copy(&mut src, &mut out)
-                .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-            crcs.push(stored.crc32c);
-            total += stored.size;
-        }
-        out.sync_all()
-            .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
-        let composite = checksum::composite_crc32c(&crcs);
-        let etag = format!(
-            "{}-{}",
-            checksum::hex(&checksum::md5(composite.as_bytes())),
-            parts.len()
-        );
-        let side = Sidecar {
-            size: total,
-            etag: etag.clone(),
-            crc32c: composite,
-            metadata: rec.metadata,
-        };
-        self.install(key, &tmp, &side)?;
-        let _ = fs::remove_dir_all(&dir);
-        Ok(PutReceipt { etag: Some(etag) })
+        self.mp_complete(key, upload_id, parts)
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
-        let dir = self.upload_dir(upload_id)?;
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
-        }
+        self.mp_abort(upload_id)
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
-        let dir = self.upload_dir(upload_id)?;
-        let rec = read_upload(&dir, key)?;
-        let mut out = Vec::new();
-        let rd = fs::read_dir(&dir).map_err(|e| io("ListParts", key, e))?;
-        for entry in rd.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(num) = name
-                .strip_prefix("part-")
-                .and_then(|n| n.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            let Ok(part_number) = num.parse::<u32>() else {
-                continue;
-            };
-            let Some(pr) = fs::read(entry.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<PartRecord>(&b).ok())
-            else {
-                continue;
-            };
-            out.push(PartReceipt {
-                part_number,
-                etag: pr.etag,
-                crc32c: rec.crc32c.then_some(pr.crc32c),
-                size: pr.size,
-            });
-        }
-        out.sort_by_key(|p| p.part_number);
-        Ok(out)
+        self.mp_list_parts(key, upload_id)
     }
 
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
-        let base = self.root.join(RESERVED).join("multipart");
-        let mut out = Vec::new();
-        let rd =
-            fs::read_dir(&base).map_err(|e| Error::io(format!("list {}", base.display()), e))?;
-        for entry in rd.flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let Some(rec) = fs::read(entry.path().join("upload.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<UploadRecord>(&b).ok())
-            else {
-                continue;
-            };
-            if rec.key.starts_with(prefix) {
-                out.push(MultipartUpload {
-                    key: rec.key,
-                    upload_id: id,
-                    initiated: Some(
-                        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(rec.initiated),
-                    ),
-                });
-            }
-        }
-        out.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
-        Ok(out)
+        self.mp_list(prefix)
     }
-}
-
-fn read_upload(dir: &Path, key: &str) -> Result<UploadRecord> {
-    let rec: UploadRecord = fs::read(dir.join("upload.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| Error::NotFound {
-            key: format!("{key} (upload {})", dir.display()),
-        })?;
-    if rec.key != key {
-        return Err(fail(
-            "UploadPart",
-            key,
-            "NoSuchUpload",
-            "upload belongs to another key",
-        ));
-    }
-    Ok(rec)
 }
