@@ -26,7 +26,7 @@ use crate::store::{ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, S
 pub use download::{Downloaded, Expect};
 use retry::RetryPolicy;
 pub use stats::{Op, Stats, StatsSnapshot};
-pub use upload::{FileJournal, ResumeState, UploadJournal, Uploaded};
+pub use upload::{FileJournal, ResumeState, SentPart, UploadJournal, Uploaded};
 
 /// Run-wide cancellation (Ctrl-C, SIGTERM). Cheap to clone through an `Arc`.
 #[derive(Debug, Default)]

@@ -18,11 +18,15 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 use super::Transfer;
-use super::plan::{self, LAYOUT_META};
+
+pub(crate) mod verify;
+use super::plan;
 use crate::checksum::{self, Md5State};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{ByteRange, ObjectMeta};
+use verify::verify;
+pub(crate) use verify::{Check, decide};
 
 /// Largest range one GET asks for; bounds the memory a stream download holds per request.
 const MAX_PIECE: u64 = 16 << 20;
@@ -62,73 +66,6 @@ pub struct Downloaded {
     pub crc32c: u32,
     /// Strongest check that passed.
     pub verified: Verified,
-}
-
-/// The check the object's metadata allows, decided before any byte is fetched because it
-/// shapes the ranges.
-#[derive(Debug, Clone)]
-pub(crate) enum Check {
-    Full(u32),
-    Composite {
-        parts: Vec<ByteRange>,
-        expected: String,
-    },
-    Md5 {
-        etag: String,
-    },
-    CompositeMd5 {
-        parts: Vec<ByteRange>,
-        etag: String,
-    },
-    SizeOnly,
-}
-
-fn is_md5_hex(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-pub(crate) fn decide(meta: &ObjectMeta) -> Check {
-    let layout = meta
-        .metadata
-        .get(LAYOUT_META)
-        .and_then(|v| plan::decode_layout(v))
-        .map(|(f, g)| plan::layout(meta.size, f, g));
-    if let Some(c) = meta.crc32c.as_deref() {
-        match c.split_once('-') {
-            None => {
-                if let Some(v) = checksum::parse_crc32c_header(c) {
-                    return Check::Full(v);
-                }
-            }
-            Some((_, n)) => {
-                if let Some(parts) = layout.clone()
-                    && n.parse::<usize>().is_ok_and(|n| n == parts.len())
-                {
-                    return Check::Composite {
-                        parts,
-                        expected: c.to_string(),
-                    };
-                }
-            }
-        }
-    }
-    match meta.etag.as_deref() {
-        Some(e) if is_md5_hex(e) => Check::Md5 {
-            etag: e.to_ascii_lowercase(),
-        },
-        Some(e) => match (e.split_once('-'), layout) {
-            (Some((h, n)), Some(parts))
-                if is_md5_hex(h) && n.parse::<usize>().is_ok_and(|n| n == parts.len()) =>
-            {
-                Check::CompositeMd5 {
-                    parts,
-                    etag: e.to_ascii_lowercase(),
-                }
-            }
-            _ => Check::SizeOnly,
-        },
-        None => Check::SizeOnly,
-    }
 }
 
 /// One fetched piece: its place, CRC32C and (when the check needs it) MD5.
@@ -206,67 +143,9 @@ impl Transfer {
                         .store
                         .get(key, if whole { None } else { Some(range) })
                         .await?;
-                    let mut body = resp.body;
-                    let mut crc = 0u32;
-                    let mut md5 = want_md5.then(Md5State::default);
-                    let mut got = 0u64;
-                    // Received chunks are written as they are (no copy into a batch buffer, no
-                    // fresh allocation per batch: both showed in a profile of a 2 GiB download),
-                    // gathered until WRITE_BATCH bytes so one blocking task writes many.
-                    let mut batch: Vec<Bytes> = Vec::new();
-                    let mut batched = 0usize;
-                    let mut mem = BytesMut::new();
-                    while let Some(chunk) = body.next_chunk().await? {
-                        crc = checksum::crc32c_append(crc, &chunk);
-                        if let Some(m) = md5.as_mut() {
-                            m.update(&chunk);
-                        }
-                        got += chunk.len() as u64;
-                        if got > range.len() {
-                            break;
-                        }
-                        match &sink {
-                            Sink::Memory => mem.extend_from_slice(&chunk),
-                            Sink::File(f) => {
-                                batched += chunk.len();
-                                batch.push(chunk);
-                                if batched >= WRITE_BATCH {
-                                    let off = range.start + got - batched as u64;
-                                    write_at(f.clone(), off, std::mem::take(&mut batch)).await?;
-                                    batched = 0;
-                                }
-                            }
-                        }
-                    }
-                    if got != range.len() {
-                        // Too short is a truncated body (retryable); too long is a broken server.
-                        return Err(Error::Store(crate::error::StoreFailure {
-                            op: "GetObject",
-                            key: key.to_string(),
-                            status: None,
-                            code: None,
-                            message: format!(
-                                "expected {} bytes at offset {}, got {got}",
-                                range.len(),
-                                range.start
-                            ),
-                            retryable: got < range.len(),
-                        }));
-                    }
-                    if let Sink::File(f) = &sink
-                        && !batch.is_empty()
-                    {
-                        let off = range.start + got - batched as u64;
-                        write_at(f.clone(), off, batch).await?;
-                    }
-                    self.progress.bytes_done(got);
-                    let data = matches!(sink, Sink::Memory).then(|| mem.freeze());
-                    Ok(Piece {
-                        index,
-                        crc,
-                        md5: md5.map(Md5State::finish),
-                        data,
-                    })
+                    let piece = receive(resp.body, key, index, range, &sink, want_md5).await?;
+                    self.progress.bytes_done(range.len());
+                    Ok(piece)
                 }
             })
             .await
@@ -467,6 +346,75 @@ async fn flush<W: AsyncWrite + Unpin + Send>(
     Ok(())
 }
 
+/// Reads one GET's body into the sink: the whole range, checksummed as it arrives. A short body
+/// is a retryable truncation; a long one a broken server.
+async fn receive(
+    mut body: Box<dyn crate::store::BodyReader>,
+    key: &str,
+    index: usize,
+    range: ByteRange,
+    sink: &Sink,
+    want_md5: bool,
+) -> Result<Piece> {
+    let mut crc = 0u32;
+    let mut md5 = want_md5.then(Md5State::default);
+    let mut got = 0u64;
+    // Received chunks are written as they are (no copy into a batch buffer, no fresh
+    // allocation per batch: both showed in a profile of a 2 GiB download), gathered until
+    // WRITE_BATCH bytes so one blocking task writes many.
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
+    let mut mem = BytesMut::new();
+    while let Some(chunk) = body.next_chunk().await? {
+        crc = checksum::crc32c_append(crc, &chunk);
+        if let Some(m) = md5.as_mut() {
+            m.update(&chunk);
+        }
+        got += chunk.len() as u64;
+        if got > range.len() {
+            break;
+        }
+        match sink {
+            Sink::Memory => mem.extend_from_slice(&chunk),
+            Sink::File(f) => {
+                batched += chunk.len();
+                batch.push(chunk);
+                if batched >= WRITE_BATCH {
+                    let off = range.start + got - batched as u64;
+                    write_at(f.clone(), off, std::mem::take(&mut batch)).await?;
+                    batched = 0;
+                }
+            }
+        }
+    }
+    if got != range.len() {
+        return Err(Error::Store(crate::error::StoreFailure {
+            op: "GetObject",
+            key: key.to_string(),
+            status: None,
+            code: None,
+            message: format!(
+                "expected {} bytes at offset {}, got {got}",
+                range.len(),
+                range.start
+            ),
+            retryable: got < range.len(),
+        }));
+    }
+    if let Sink::File(f) = sink
+        && !batch.is_empty()
+    {
+        let off = range.start + got - batched as u64;
+        write_at(f.clone(), off, batch).await?;
+    }
+    Ok(Piece {
+        index,
+        crc,
+        md5: md5.map(Md5State::finish),
+        data: matches!(sink, Sink::Memory).then(|| mem.freeze()),
+    })
+}
+
 /// Writes consecutive chunks starting at `offset`.
 async fn write_at(file: Arc<File>, offset: u64, chunks: Vec<Bytes>) -> Result<()> {
     tokio::task::spawn_blocking(move || {
@@ -480,129 +428,4 @@ async fn write_at(file: Arc<File>, offset: u64, chunks: Vec<Bytes>) -> Result<()
     .await
     .map_err(|e| Error::Failed(format!("write task failed: {e}")))?
     .map_err(|e| Error::io("write downloaded data", e))
-}
-
-/// Checks the fetched bytes against the caller's record and the object's own checksum.
-fn verify(
-    key: &str,
-    check: &Check,
-    expect: Expect,
-    crc: u32,
-    pieces: &[(usize, ByteRange)],
-    n_units: usize,
-    info: &[(u32, Option<[u8; 16]>)],
-) -> Result<Verified> {
-    let mismatch = |expected: String, actual: String| Error::Checksum {
-        key: key.into(),
-        expected,
-        actual,
-    };
-    if let Some(want) = expect.crc32c
-        && want != crc
-    {
-        return Err(mismatch(
-            format!("crc32c {want:08x}"),
-            format!("crc32c {crc:08x}"),
-        ));
-    }
-    // Per-unit (part) CRCs, combined from the pieces cut out of each unit.
-    let mut unit_crc = vec![0u32; n_units];
-    for ((u, r), (c, _)) in pieces.iter().zip(info) {
-        unit_crc[*u] = checksum::crc32c_combine(unit_crc[*u], *c, r.len());
-    }
-    let verified = match check {
-        Check::Full(want) if *want != crc => {
-            return Err(mismatch(
-                format!("crc32c {want:08x}"),
-                format!("crc32c {crc:08x}"),
-            ));
-        }
-        Check::Full(_) => Verified::ObjectCrc32c,
-        Check::Composite { expected, .. } => {
-            let got = checksum::composite_crc32c(&unit_crc);
-            if &got != expected {
-                return Err(mismatch(expected.clone(), got));
-            }
-            Verified::CompositeCrc32c
-        }
-        Check::Md5 { etag } => {
-            let got = info
-                .first()
-                .and_then(|i| i.1)
-                .map(|d| checksum::hex(&d))
-                .unwrap_or_else(|| checksum::hex(&checksum::md5(b"")));
-            if &got != etag {
-                return Err(mismatch(format!("md5 {etag}"), format!("md5 {got}")));
-            }
-            Verified::Md5
-        }
-        Check::CompositeMd5 { etag, .. } => {
-            let mut cat = Vec::with_capacity(info.len() * 16);
-            for (_, d) in info {
-                cat.extend_from_slice(&d.unwrap_or_default());
-            }
-            let got = format!("{}-{}", checksum::hex(&checksum::md5(&cat)), info.len());
-            if &got != etag {
-                return Err(mismatch(format!("etag {etag}"), format!("etag {got}")));
-            }
-            Verified::Md5
-        }
-        Check::SizeOnly => Verified::SizeOnly,
-    };
-    Ok(if expect.crc32c.is_some() {
-        Verified::CallerCrc32c
-    } else {
-        verified
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(size: u64, crc: Option<&str>, etag: Option<&str>, layout: Option<&str>) -> ObjectMeta {
-        let mut m = ObjectMeta::listed("k", size);
-        m.crc32c = crc.map(str::to_string);
-        m.etag = etag.map(str::to_string);
-        if let Some(l) = layout {
-            m.metadata.insert(LAYOUT_META.into(), l.into());
-        }
-        m
-    }
-
-    #[test]
-    fn check_prefers_full_crc_then_composite_then_md5() {
-        let c = checksum::crc32c_header(5);
-        assert!(matches!(
-            decide(&meta(10, Some(&c), None, None)),
-            Check::Full(5)
-        ));
-        assert!(matches!(
-            decide(&meta(12, Some("AAAAAA==-3"), None, Some("5:0"))),
-            Check::Composite { .. }
-        ));
-        // A composite without our layout cannot be recomputed: fall back to the ETag.
-        assert!(matches!(
-            decide(&meta(12, Some("AAAAAA==-3"), Some("x-3"), None)),
-            Check::SizeOnly
-        ));
-        assert!(matches!(
-            decide(&meta(
-                3,
-                None,
-                Some("D41D8CD98F00B204E9800998ECF8427E"),
-                None
-            )),
-            Check::Md5 { .. }
-        ));
-        assert!(matches!(
-            decide(&meta(
-                12,
-                None,
-                Some("d41d8cd98f00b204e9800998ecf8427e-3"),
-                Some("5:0")
-            )),
-            Check::CompositeMd5 { .. }
-        ));
-    }
 }

@@ -1,6 +1,5 @@
-//! Uploads: files of known size (single PUT or parallel multipart from positioned reads, with an
-//! optional resume journal) and streams of unknown length (a lazily filled pool of at most
-//! `concurrency` part buffers, part size growing so 10 000 parts reach past 5 TiB).
+//! Uploads of files of known size: a single PUT, or a parallel multipart upload from positioned
+//! reads with an optional resume journal. Streams of unknown length are in [`stream`].
 //!
 //! Every part carries a checksum the server verifies; after a multipart completes, a HEAD
 //! checks size and composite checksum. Failure aborts the upload, except one recorded in a
@@ -14,17 +13,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::Transfer;
-use super::plan::{self, GROWTH_EVERY, LAYOUT_META, MAX_PARTS};
+use super::plan::{self, LAYOUT_META};
 use crate::checksum;
 use crate::config::ChecksumMode;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{ChecksumAlgorithm, Integrity, PartReceipt, PutOptions};
+
+mod stream;
 
 /// What an upload produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +54,32 @@ pub struct ResumeState {
     pub mtime_ns: i128,
     /// Part size used.
     pub part_size: u64,
-    /// Completed parts: number, ETag, CRC32C of the part's bytes, size.
-    pub parts: Vec<(u32, String, u32, u64)>,
+    /// Completed parts.
+    pub parts: Vec<SentPart>,
+}
+
+/// A part the server accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentPart {
+    /// 1-based part number.
+    pub number: u32,
+    /// ETag the server gave it.
+    pub etag: String,
+    /// CRC32C of the bytes sent.
+    pub crc32c: u32,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl SentPart {
+    fn from_receipt(r: PartReceipt, crc32c: u32) -> Self {
+        SentPart {
+            number: r.part_number,
+            etag: r.etag,
+            crc32c,
+            size: r.size,
+        }
+    }
 }
 
 /// Where a caller keeps the resume state of one upload.
@@ -196,7 +220,7 @@ impl Transfer {
         let reused = state.parts.len() as u32;
         self.progress.object_started(key, size);
         self.progress
-            .bytes_done(state.parts.iter().map(|p| p.3).sum());
+            .bytes_done(state.parts.iter().map(|p| p.size).sum());
 
         let result = self
             .send_file_parts(&file, path, key, &layout, &mut state, journal)
@@ -214,7 +238,7 @@ impl Transfer {
                 if let Some(j) = journal {
                     j.clear()?;
                 }
-                let crcs: Vec<_> = state.parts.iter().map(|p| (p.2, p.3)).collect();
+                let crcs: Vec<_> = state.parts.iter().map(|p| (p.crc32c, p.size)).collect();
                 Ok(Uploaded {
                     size,
                     crc32c: combine(&crcs),
@@ -264,7 +288,9 @@ impl Transfer {
                         // Keep only parts the server has with the ETag we recorded.
                         let mut st = old.clone();
                         st.parts.retain(|p| {
-                            server.iter().any(|s| s.part_number == p.0 && s.etag == p.1)
+                            server
+                                .iter()
+                                .any(|s| s.part_number == p.number && s.etag == p.etag)
                         });
                         tracing::info!(key, upload_id = %st.upload_id, parts = st.parts.len(), "resuming upload");
                         return Ok(st);
@@ -323,7 +349,7 @@ impl Transfer {
     ) -> Result<()> {
         let mut set: JoinSet<Result<(PartReceipt, u32)>> = JoinSet::new();
         let todo: Vec<u32> = (1..=layout.len() as u32)
-            .filter(|n| !state.parts.iter().any(|p| p.0 == *n))
+            .filter(|n| !state.parts.iter().any(|p| p.number == *n))
             .collect();
         let mut next = 0;
         loop {
@@ -382,10 +408,8 @@ impl Transfer {
         let (receipt, crc) =
             done.map_err(|e| Error::Failed(format!("part task failed: {e}")))??;
         self.progress.bytes_done(receipt.size);
-        state
-            .parts
-            .push((receipt.part_number, receipt.etag, crc, receipt.size));
-        state.parts.sort_by_key(|p| p.0);
+        state.parts.push(SentPart::from_receipt(receipt, crc));
+        state.parts.sort_by_key(|p| p.number);
         if let Some(j) = journal {
             j.save(state)?;
         }
@@ -415,7 +439,7 @@ impl Transfer {
         &self,
         key: &str,
         upload_id: &str,
-        parts: &[(u32, String, u32, u64)],
+        parts: &[SentPart],
         size: u64,
         first: u64,
         growth: u64,
@@ -424,10 +448,10 @@ impl Transfer {
         let receipts: Vec<PartReceipt> = parts
             .iter()
             .map(|p| PartReceipt {
-                part_number: p.0,
-                etag: p.1.clone(),
-                crc32c: with_crc.then_some(p.2),
-                size: p.3,
+                part_number: p.number,
+                etag: p.etag.clone(),
+                crc32c: with_crc.then_some(p.crc32c),
+                size: p.size,
             })
             .collect();
         let receipt = self
@@ -444,7 +468,8 @@ impl Transfer {
                 actual: format!("{} bytes", head.size),
             });
         }
-        let expected = checksum::composite_crc32c(&parts.iter().map(|p| p.2).collect::<Vec<_>>());
+        let expected =
+            checksum::composite_crc32c(&parts.iter().map(|p| p.crc32c).collect::<Vec<_>>());
         if let Some(c) = head.crc32c.as_deref()
             && c.contains('-')
             && c != expected
@@ -468,134 +493,6 @@ impl Transfer {
         debug_assert_eq!(plan::layout(size, first, growth).len(), parts.len());
         Ok(receipt.etag.or(head.etag))
     }
-
-    /// Uploads a stream of unknown length (stdin). Buffers are allocated only as data arrives,
-    /// at most `concurrency` of them; a stream that ends within the first part is a single PUT,
-    /// an empty stream a zero-byte object.
-    pub async fn upload_stream<R: AsyncRead + Unpin + Send>(
-        &self,
-        mut reader: R,
-        key: &str,
-    ) -> Result<Uploaded> {
-        let first = self.cfg.part_size.max(crate::config::MIN_PART_SIZE);
-        let permit = self.permit().await?;
-        let body = fill(&mut reader, first as usize, true).await?;
-        if (body.len() as u64) < first {
-            drop(permit);
-            return self.put_bytes(key, body, BTreeMap::new()).await;
-        }
-        let mut metadata = BTreeMap::new();
-        metadata.insert(
-            LAYOUT_META.to_string(),
-            plan::encode_layout(first, GROWTH_EVERY),
-        );
-        let opts = PutOptions { metadata };
-        let upload_id = self.create_upload(key, &opts).await?;
-        self.progress.object_started(key, 0);
-        let result = self
-            .send_stream_parts(
-                &mut reader,
-                key,
-                &upload_id,
-                PartJob {
-                    number: 1,
-                    body,
-                    _permit: permit,
-                },
-                first,
-            )
-            .await;
-        let result = match result {
-            Ok(parts) => {
-                let size = parts.iter().map(|p| p.3).sum();
-                self.finish(key, &upload_id, &parts, size, first, GROWTH_EVERY)
-                    .await
-                    .map(|etag| (parts, size, etag))
-            }
-            Err(e) => Err(e),
-        };
-        self.progress.object_done(key);
-        match result {
-            Ok((parts, size, etag)) => {
-                let crcs: Vec<_> = parts.iter().map(|p| (p.2, p.3)).collect();
-                Ok(Uploaded {
-                    size,
-                    crc32c: combine(&crcs),
-                    etag,
-                    parts: parts.len() as u32,
-                    parts_reused: 0,
-                })
-            }
-            Err(e) => {
-                let _ = self.abort(key, &upload_id).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn send_stream_parts<R: AsyncRead + Unpin + Send>(
-        &self,
-        reader: &mut R,
-        key: &str,
-        upload_id: &str,
-        first_job: PartJob,
-        first: u64,
-    ) -> Result<Vec<(u32, String, u32, u64)>> {
-        let mut set: JoinSet<Result<(PartReceipt, u32)>> = JoinSet::new();
-        let mut parts = Vec::new();
-        let mut job = Some(first_job);
-        let mut number = 1u32;
-        let collect =
-            |done: std::result::Result<Result<(PartReceipt, u32)>, tokio::task::JoinError>,
-             parts: &mut Vec<(u32, String, u32, u64)>|
-             -> Result<()> {
-                let (r, crc) =
-                    done.map_err(|e| Error::Failed(format!("part task failed: {e}")))??;
-                self.progress.bytes_done(r.size);
-                parts.push((r.part_number, r.etag, crc, r.size));
-                Ok(())
-            };
-        loop {
-            if let Some(j) = job.take() {
-                let this = self.clone();
-                let (key, upload_id) = (key.to_string(), upload_id.to_string());
-                set.spawn(async move { this.send_part(j, &key, &upload_id).await });
-            }
-            // Reap finished parts without waiting, so a failure stops the reading early.
-            while let Some(done) = set.try_join_next() {
-                collect(done, &mut parts)?;
-            }
-            let permit = tokio::select! {
-                p = self.permit() => p?,
-                Some(done) = set.join_next(), if !set.is_empty() => {
-                    collect(done, &mut parts)?;
-                    continue;
-                }
-            };
-            let size = plan::part_size_at(first, GROWTH_EVERY, u64::from(number));
-            let body = fill(reader, size as usize, false).await?;
-            if body.is_empty() {
-                drop(permit);
-                break;
-            }
-            number += 1;
-            if u64::from(number) > MAX_PARTS {
-                return Err(Error::Failed(format!(
-                    "{key}: stream longer than {MAX_PARTS} parts can hold"
-                )));
-            }
-            job = Some(PartJob {
-                number,
-                body,
-                _permit: permit,
-            });
-        }
-        while let Some(done) = set.join_next().await {
-            collect(done, &mut parts)?;
-        }
-        parts.sort_by_key(|p| p.0);
-        Ok(parts)
-    }
 }
 
 /// Reads `len` bytes at `offset` without moving a shared cursor (parts read in parallel).
@@ -617,28 +514,4 @@ async fn read_at(file: Arc<File>, offset: u64, len: usize, path: &Path) -> Resul
     })
     .await
     .map_err(|e| Error::Failed(format!("read task failed: {e}")))?
-}
-
-/// Reads up to `limit` bytes. With `lazy`, the buffer grows with the data (a 10 KiB stream
-/// never allocates a whole part); otherwise the part is allocated at once (it will be filled).
-async fn fill<R: AsyncRead + Unpin>(reader: &mut R, limit: usize, lazy: bool) -> Result<Bytes> {
-    let mut buf = Vec::with_capacity(if lazy { limit.min(1 << 20) } else { limit });
-    let mut taken = reader.take(limit as u64);
-    loop {
-        if buf.len() == buf.capacity() {
-            if buf.len() >= limit {
-                break;
-            }
-            let grow = buf.capacity().max(1 << 16).min(limit - buf.len());
-            buf.reserve_exact(grow);
-        }
-        let n = taken
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| Error::io("read input stream", e))?;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(Bytes::from(buf))
 }

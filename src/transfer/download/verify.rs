@@ -1,0 +1,204 @@
+//! What a download is checked against: the caller's record (size, CRC32C from a manifest or a
+//! local file) and the object's own checksum, the strongest its metadata allows: a full-object
+//! CRC32C, a composite CRC32C over the parts recorded in our layout metadata, an MD5 ETag (one
+//! GET per part, since MD5s cannot be combined), or, for objects written by tools that record
+//! nothing, the size alone. The check is decided before any byte is fetched because it shapes
+//! the ranges.
+
+use super::{Expect, Verified};
+use crate::checksum;
+use crate::error::{Error, Result};
+use crate::store::{ByteRange, ObjectMeta};
+use crate::transfer::plan::{self, LAYOUT_META};
+
+/// The check the object's metadata allows, decided before any byte is fetched because it
+/// shapes the ranges.
+#[derive(Debug, Clone)]
+pub(crate) enum Check {
+    Full(u32),
+    Composite {
+        parts: Vec<ByteRange>,
+        expected: String,
+    },
+    Md5 {
+        etag: String,
+    },
+    CompositeMd5 {
+        parts: Vec<ByteRange>,
+        etag: String,
+    },
+    SizeOnly,
+}
+
+fn is_md5_hex(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub(crate) fn decide(meta: &ObjectMeta) -> Check {
+    let layout = meta
+        .metadata
+        .get(LAYOUT_META)
+        .and_then(|v| plan::decode_layout(v))
+        .map(|(f, g)| plan::layout(meta.size, f, g));
+    if let Some(c) = meta.crc32c.as_deref() {
+        match c.split_once('-') {
+            None => {
+                if let Some(v) = checksum::parse_crc32c_header(c) {
+                    return Check::Full(v);
+                }
+            }
+            Some((_, n)) => {
+                if let Some(parts) = layout.clone()
+                    && n.parse::<usize>().is_ok_and(|n| n == parts.len())
+                {
+                    return Check::Composite {
+                        parts,
+                        expected: c.to_string(),
+                    };
+                }
+            }
+        }
+    }
+    match meta.etag.as_deref() {
+        Some(e) if is_md5_hex(e) => Check::Md5 {
+            etag: e.to_ascii_lowercase(),
+        },
+        Some(e) => match (e.split_once('-'), layout) {
+            (Some((h, n)), Some(parts))
+                if is_md5_hex(h) && n.parse::<usize>().is_ok_and(|n| n == parts.len()) =>
+            {
+                Check::CompositeMd5 {
+                    parts,
+                    etag: e.to_ascii_lowercase(),
+                }
+            }
+            _ => Check::SizeOnly,
+        },
+        None => Check::SizeOnly,
+    }
+}
+
+/// Checks the fetched bytes against the caller's record and the object's own checksum.
+pub(super) fn verify(
+    key: &str,
+    check: &Check,
+    expect: Expect,
+    crc: u32,
+    pieces: &[(usize, ByteRange)],
+    n_units: usize,
+    info: &[(u32, Option<[u8; 16]>)],
+) -> Result<Verified> {
+    let mismatch = |expected: String, actual: String| Error::Checksum {
+        key: key.into(),
+        expected,
+        actual,
+    };
+    if let Some(want) = expect.crc32c
+        && want != crc
+    {
+        return Err(mismatch(
+            format!("crc32c {want:08x}"),
+            format!("crc32c {crc:08x}"),
+        ));
+    }
+    // Per-unit (part) CRCs, combined from the pieces cut out of each unit.
+    let mut unit_crc = vec![0u32; n_units];
+    for ((u, r), (c, _)) in pieces.iter().zip(info) {
+        unit_crc[*u] = checksum::crc32c_combine(unit_crc[*u], *c, r.len());
+    }
+    let verified = match check {
+        Check::Full(want) if *want != crc => {
+            return Err(mismatch(
+                format!("crc32c {want:08x}"),
+                format!("crc32c {crc:08x}"),
+            ));
+        }
+        Check::Full(_) => Verified::ObjectCrc32c,
+        Check::Composite { expected, .. } => {
+            let got = checksum::composite_crc32c(&unit_crc);
+            if &got != expected {
+                return Err(mismatch(expected.clone(), got));
+            }
+            Verified::CompositeCrc32c
+        }
+        Check::Md5 { etag } => {
+            let got = info
+                .first()
+                .and_then(|i| i.1)
+                .map(|d| checksum::hex(&d))
+                .unwrap_or_else(|| checksum::hex(&checksum::md5(b"")));
+            if &got != etag {
+                return Err(mismatch(format!("md5 {etag}"), format!("md5 {got}")));
+            }
+            Verified::Md5
+        }
+        Check::CompositeMd5 { etag, .. } => {
+            let mut cat = Vec::with_capacity(info.len() * 16);
+            for (_, d) in info {
+                cat.extend_from_slice(&d.unwrap_or_default());
+            }
+            let got = format!("{}-{}", checksum::hex(&checksum::md5(&cat)), info.len());
+            if &got != etag {
+                return Err(mismatch(format!("etag {etag}"), format!("etag {got}")));
+            }
+            Verified::Md5
+        }
+        Check::SizeOnly => Verified::SizeOnly,
+    };
+    Ok(if expect.crc32c.is_some() {
+        Verified::CallerCrc32c
+    } else {
+        verified
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: u64, crc: Option<&str>, etag: Option<&str>, layout: Option<&str>) -> ObjectMeta {
+        let mut m = ObjectMeta::listed("k", size);
+        m.crc32c = crc.map(str::to_string);
+        m.etag = etag.map(str::to_string);
+        if let Some(l) = layout {
+            m.metadata.insert(LAYOUT_META.into(), l.into());
+        }
+        m
+    }
+
+    #[test]
+    fn check_prefers_full_crc_then_composite_then_md5() {
+        let c = checksum::crc32c_header(5);
+        assert!(matches!(
+            decide(&meta(10, Some(&c), None, None)),
+            Check::Full(5)
+        ));
+        assert!(matches!(
+            decide(&meta(12, Some("AAAAAA==-3"), None, Some("5:0"))),
+            Check::Composite { .. }
+        ));
+        // A composite without our layout cannot be recomputed: fall back to the ETag.
+        assert!(matches!(
+            decide(&meta(12, Some("AAAAAA==-3"), Some("x-3"), None)),
+            Check::SizeOnly
+        ));
+        assert!(matches!(
+            decide(&meta(
+                3,
+                None,
+                Some("D41D8CD98F00B204E9800998ECF8427E"),
+                None
+            )),
+            Check::Md5 { .. }
+        ));
+        assert!(matches!(
+            decide(&meta(
+                12,
+                None,
+                Some("d41d8cd98f00b204e9800998ecf8427e-3"),
+                Some("5:0")
+            )),
+            Check::CompositeMd5 { .. }
+        ));
+    }
+}
