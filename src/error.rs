@@ -33,9 +33,10 @@ pub enum Exit {
 }
 
 /// The states of a monitoring check (Nagios plugin convention).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum CheckLevel {
     /// 0.
+    #[default]
     Ok,
     /// 1.
     Warning,

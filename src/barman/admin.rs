@@ -250,75 +250,17 @@ pub struct Thresholds {
 
 /// Judges a status: the worst level and the one-line plugin output with perfdata.
 pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
-    let mut level = CheckLevel::Ok;
-    let mut notes: Vec<String> = Vec::new();
-    let mut raise = |l: CheckLevel, note: String| {
-        level = level.max(l);
-        notes.push(note);
-    };
+    let mut notes = Notes::default();
     if let Err(e) = &s.bucket {
-        raise(CheckLevel::Critical, format!("bucket unreachable: {e}"));
+        notes.raise(CheckLevel::Critical, format!("bucket unreachable: {e}"));
     }
     for t in &s.tasks {
-        if t.damaged {
-            raise(
-                CheckLevel::Warning,
-                format!(
-                    "task {} unreadable: {}",
-                    t.backup_id,
-                    t.last_error.as_deref().unwrap_or("?")
-                ),
-            );
-            continue;
-        }
-        match t.state {
-            State::Error => raise(
-                CheckLevel::Warning,
-                format!(
-                    "task {} in .error: {}",
-                    t.backup_id,
-                    t.last_error.as_deref().unwrap_or("?")
-                ),
-            ),
-            State::Running if t.pid.is_some_and(|(_, a)| !a) => raise(
-                CheckLevel::Critical,
-                format!(
-                    "task {} stuck in .running (its process is gone)",
-                    t.backup_id
-                ),
-            ),
-            State::Running if t.age_s > th.stuck.as_secs() => raise(
-                CheckLevel::Critical,
-                format!(
-                    "task {} running for {}",
-                    t.backup_id,
-                    human_duration(Duration::from_secs(t.age_s))
-                ),
-            ),
-            _ => {}
-        }
+        judge_task(t, th, &mut notes);
     }
     for v in &s.servers {
-        if let Some(p) = &v.problem {
-            raise(CheckLevel::Critical, format!("{}: {p}", v.server));
-        }
-        if let Some(age) = v.pending_age_s {
-            let d = Duration::from_secs(age);
-            let note = format!(
-                "{}: {} WAL(s) not shipped, oldest {}",
-                v.server,
-                v.pending,
-                human_duration(d)
-            );
-            if d > th.wal_critical {
-                raise(CheckLevel::Critical, note);
-            } else if d > th.wal_warning {
-                raise(CheckLevel::Warning, note);
-            }
-        }
+        judge_server(v, th, &mut notes);
     }
-    let word = level.word();
-    let summary = if notes.is_empty() {
+    let summary = if notes.lines.is_empty() {
         format!(
             "queue {} run, {} running, {} done, {} error; {} server(s) shipping",
             s.queue.run,
@@ -328,7 +270,7 @@ pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
             s.servers.len()
         )
     } else {
-        notes.join("; ")
+        notes.lines.join("; ")
     };
     let mut perf = format!(
         "queue_run={} queue_running={} queue_error={}",
@@ -343,7 +285,75 @@ pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
             v.pending_age_s.unwrap_or(0)
         ));
     }
-    (level, format!("BARMANS3 {word} - {summary} | {perf}"))
+    let word = notes.level.word();
+    (notes.level, format!("BARMANS3 {word} - {summary} | {perf}"))
+}
+
+/// The worst level seen and why.
+#[derive(Debug, Default)]
+struct Notes {
+    level: CheckLevel,
+    lines: Vec<String>,
+}
+
+impl Notes {
+    fn raise(&mut self, level: CheckLevel, note: String) {
+        self.level = self.level.max(level);
+        self.lines.push(note);
+    }
+}
+
+fn judge_task(t: &TaskView, th: Thresholds, notes: &mut Notes) {
+    let why = || t.last_error.as_deref().unwrap_or("?");
+    if t.damaged {
+        notes.raise(
+            CheckLevel::Warning,
+            format!("task {} unreadable: {}", t.backup_id, why()),
+        );
+        return;
+    }
+    match t.state {
+        State::Error => notes.raise(
+            CheckLevel::Warning,
+            format!("task {} in .error: {}", t.backup_id, why()),
+        ),
+        State::Running if t.pid.is_some_and(|(_, alive)| !alive) => notes.raise(
+            CheckLevel::Critical,
+            format!(
+                "task {} stuck in .running (its process is gone)",
+                t.backup_id
+            ),
+        ),
+        State::Running if t.age_s > th.stuck.as_secs() => notes.raise(
+            CheckLevel::Critical,
+            format!(
+                "task {} running for {}",
+                t.backup_id,
+                human_duration(Duration::from_secs(t.age_s))
+            ),
+        ),
+        _ => {}
+    }
+}
+
+fn judge_server(v: &ServerView, th: Thresholds, notes: &mut Notes) {
+    if let Some(p) = &v.problem {
+        notes.raise(CheckLevel::Critical, format!("{}: {p}", v.server));
+    }
+    if let Some(age) = v.pending_age_s {
+        let d = Duration::from_secs(age);
+        let note = format!(
+            "{}: {} WAL(s) not shipped, oldest {}",
+            v.server,
+            v.pending,
+            human_duration(d)
+        );
+        if d > th.wal_critical {
+            notes.raise(CheckLevel::Critical, note);
+        } else if d > th.wal_warning {
+            notes.raise(CheckLevel::Warning, note);
+        }
+    }
 }
 
 /// `queue retry ID`: an `.error` (or stuck `.run`) task goes back to `.run` for the next base-sync.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::conf::ServerDirs;
+use super::eligibility::{self, Decision, Seen};
 use super::info::{self, BackupInfo};
 use super::manifest::{Entry, Manifest, check_unique, encode_path};
 use super::queue::{now, try_lock_file};
@@ -47,52 +48,43 @@ impl From<Error> for NotNow {
     }
 }
 
-/// Reads the backup's current backup.info and decides: `Ok` when it is `DONE`.
+/// Reads the backup's current backup.info and decides ([`eligibility::decide`]): `Ok` when it
+/// is uploaded now. `parent_done` says whether the parent of an incremental backup is complete
+/// in the bucket (`None`: not asked).
 pub fn check_eligible(
     dirs: &ServerDirs,
     id: &str,
     waiting_since: u64,
     max_wait: std::time::Duration,
+    parent_done: Option<bool>,
 ) -> std::result::Result<(PathBuf, BackupInfo), NotNow> {
-    let Some(path) = info::locate(dirs, id) else {
-        return Err(NotNow::Never(format!(
-            "backup {id} is gone: no backup.info in {} or {}",
-            dirs.meta_dir().display(),
-            dirs.base_dir.join(id).display()
-        )));
+    let path = info::locate(dirs, id);
+    let bi = match &path {
+        Some(p) => Some(info::read(p).map_err(|e| {
+            NotNow::Retry(format!(
+                "cannot read {}: {}",
+                p.display(),
+                crate::error::reason(&e)
+            ))
+        })?),
+        None => None,
     };
-    if info::being_deleted(dirs, id) {
-        return Err(NotNow::Never(format!(
-            "backup {id} is being deleted by Barman"
-        )));
-    }
-    let bi = info::read(&path).map_err(|e| {
-        NotNow::Retry(format!(
-            "cannot read {}: {}",
-            path.display(),
-            crate::error::reason(&e)
-        ))
-    })?;
-    match bi.status() {
-        "DONE" => Ok((path, bi)),
-        "FAILED" => Err(NotNow::Never(format!(
-            "Barman reports backup {id} FAILED: {}",
-            bi.get("error").unwrap_or("no error recorded")
-        ))),
-        "WAITING_FOR_WALS" if now().saturating_sub(waiting_since) > max_wait.as_secs() => {
-            Err(NotNow::Never(format!(
-                "backup {id} is still WAITING_FOR_WALS after {}; check `barman check-backup`",
-                crate::units::human_duration(max_wait)
-            )))
-        }
-        other => Err(NotNow::Wait(format!(
-            "backup {id} is {}: will upload once Barman marks it DONE",
-            if other.is_empty() {
-                "without status"
-            } else {
-                other
-            }
-        ))),
+    let seen = Seen {
+        hook_status: "",
+        info_found: bi.is_some(),
+        being_deleted: info::being_deleted(dirs, id),
+        status: bi.as_ref().map_or("", BackupInfo::status),
+        error: bi.as_ref().and_then(|b| b.get("error")),
+        parent: bi
+            .as_ref()
+            .and_then(|b| b.get("parent_backup_id"))
+            .zip(parent_done),
+        waited: now().saturating_sub(waiting_since),
+    };
+    match eligibility::decide(id, &seen, max_wait) {
+        Decision::Upload => Ok((path.unwrap_or_default(), bi.unwrap_or_default())),
+        Decision::Wait(w) => Err(NotNow::Wait(w)),
+        Decision::Never(w) => Err(NotNow::Never(w)),
     }
 }
 
@@ -222,11 +214,41 @@ pub async fn upload_backup(
         Err(e) => return Err(e.into()),
     };
     // Re-read under the lock: Barman cannot delete it now, and the status is final.
-    check_eligible(dirs, id, now(), std::time::Duration::MAX)?;
-    let dir = dirs.base_dir.join(id);
-    let (files, mut entries) = scan(&dir)?;
+    check_eligible(dirs, id, now(), std::time::Duration::MAX, None)?;
+    let (files, mut entries) = scan(&dirs.base_dir.join(id))?;
     std::fs::create_dir_all(journal_dir)
         .map_err(|e| Error::io(format!("create {}", journal_dir.display()), e))?;
+    let uploaded = upload_files(t, remote, id, files, journal_dir).await?;
+    let bytes = uploaded
+        .iter()
+        .map(|e| match e {
+            Entry::File { size, .. } => *size,
+            _ => 0,
+        })
+        .sum();
+    let files = uploaded.len();
+    entries.extend(uploaded);
+    entries.sort_by(|a, b| a.path().cmp(b.path()));
+    let manifest = Manifest {
+        version: 1,
+        server: dirs.name.clone(),
+        backup_id: id.to_string(),
+        created_at: now(),
+        total_bytes: bytes,
+        entries,
+    };
+    publish(t, remote, dirs, id, &manifest).await?;
+    Ok(BackupUpload { files, bytes })
+}
+
+/// Uploads the data files in parallel, each checked unchanged afterwards; their manifest entries.
+async fn upload_files(
+    t: &Transfer,
+    remote: &Remote,
+    id: &str,
+    files: Vec<LocalFile>,
+    journal_dir: &Path,
+) -> Result<Vec<Entry>> {
     let big = t.config().part_size;
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
     t.progress().add_work(files.len() as u64, total);
@@ -235,7 +257,7 @@ pub async fn upload_backup(
         let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));
         (f, key, journal)
     });
-    let uploaded = bounded(jobs, t.file_workers(), |(f, key, journal)| {
+    bounded(jobs, t.file_workers(), |(f, key, journal)| {
         let t = t.clone();
         async move {
             let j = (f.stamp.size > big).then_some(&journal as &dyn crate::transfer::UploadJournal);
@@ -258,26 +280,20 @@ pub async fn upload_backup(
             })
         }
     })
-    .await?;
-    let bytes = uploaded
-        .iter()
-        .map(|e| match e {
-            Entry::File { size, .. } => *size,
-            _ => 0,
-        })
-        .sum();
-    let files = uploaded.len();
-    entries.extend(uploaded);
-    entries.sort_by(|a, b| a.path().cmp(b.path()));
-    let manifest = Manifest {
-        version: 1,
-        server: dirs.name.clone(),
-        backup_id: id.to_string(),
-        created_at: now(),
-        total_bytes: bytes,
-        entries,
-    };
-    let json = serde_json::to_vec_pretty(&manifest)
+    .await
+}
+
+/// Makes the backup complete in the bucket: the manifest, identity.json, and backup.info last,
+/// read again just before, so a backup Barman marked FAILED (or deleted) meanwhile is never
+/// published as complete.
+async fn publish(
+    t: &Transfer,
+    remote: &Remote,
+    dirs: &ServerDirs,
+    id: &str,
+    manifest: &Manifest,
+) -> std::result::Result<(), NotNow> {
+    let json = serde_json::to_vec_pretty(manifest)
         .map_err(|e| Error::Failed(format!("encode manifest: {e}")))?;
     t.put_bytes(
         &remote.backup_key(id, MANIFEST),
@@ -290,10 +306,8 @@ pub async fn upload_backup(
         t.upload_file(&identity, &remote.identity_key(), None)
             .await?;
     }
-    // backup.info goes last and says "complete": read it again now, so a backup Barman marked
-    // FAILED (or deleted) while we uploaded is never published as complete.
-    let (info_path, _) = check_eligible(dirs, id, now(), std::time::Duration::MAX)?;
+    let (info_path, _) = check_eligible(dirs, id, now(), std::time::Duration::MAX, None)?;
     t.upload_file(&info_path, &remote.backup_key(id, INFO), None)
         .await?;
-    Ok(BackupUpload { files, bytes })
+    Ok(())
 }

@@ -2,12 +2,12 @@
 //! the queue `.run → .running → .done | .error`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::backup::{NotNow, check_eligible, upload_backup};
-use super::conf::BarmanConf;
+use super::conf::{BarmanConf, ServerDirs};
 use super::queue::{Queue, State, Task, now};
-use super::remote::Remote;
+use super::remote::{INFO, MANIFEST, Remote};
 use super::state::LocalState;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -88,7 +88,7 @@ pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
     let queue = Queue::open(&cfg.barman.queue_dir)?;
     let _lock = queue.lock()?;
     let mut report = SyncReport::default();
-    let mut confs: BTreeMap<String, BarmanConf> = BTreeMap::new();
+    let mut confs: BTreeMap<PathBuf, BarmanConf> = BTreeMap::new();
     for entry in queue.tasks()? {
         if let Some(why) = &entry.damaged {
             if matches!(entry.state, State::Run | State::Running) {
@@ -101,77 +101,109 @@ pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
             }
             continue;
         }
-        let mut task = entry.task;
         match entry.state {
-            State::Running => {
-                tracing::warn!(
-                    "{}: a previous run stopped while uploading; retrying",
-                    task.backup_id
-                );
-            }
+            State::Running => tracing::warn!(
+                "{}: a previous run stopped while uploading; retrying",
+                entry.task.backup_id
+            ),
             State::Run => {}
             State::Done | State::Error => continue,
         }
-        let conf_path = task
+        // The task names the Barman config its hook ran under; the main one otherwise.
+        let conf_path = entry
+            .task
             .hook_env
             .get("BARMAN_CONFIGURATION")
             .filter(|p| !p.is_empty())
-            .map_or_else(|| cfg.barman.config.clone(), std::path::PathBuf::from);
-        let key = conf_path.display().to_string();
-        if !confs.contains_key(&key) {
-            confs.insert(key.clone(), BarmanConf::load(&conf_path)?);
+            .map_or_else(|| cfg.barman.config.clone(), PathBuf::from);
+        if !confs.contains_key(&conf_path) {
+            confs.insert(conf_path.clone(), BarmanConf::load(&conf_path)?);
         }
-        let dirs = confs[&key].server(&task.server)?;
-        if task.hook_status() == "FAILED" {
-            task.last_error = Some("Barman reported the backup FAILED".into());
-            queue.save(&task, State::Error)?;
-            report.failed += 1;
-            continue;
-        }
-        // Decide before taking the task: a backup still waiting for WALs is not touched.
-        match check_eligible(
-            &dirs,
-            &task.backup_id,
-            task.enqueued_at,
-            cfg.barman.wait_for_wals_max,
-        ) {
-            Ok(_) => {}
-            Err(why) => {
-                settle(&queue, &mut task, why, &mut report)?;
-                continue;
-            }
-        }
-        task.attempts += 1;
-        task.last_attempt_at = Some(now());
-        task.pid = Some(std::process::id());
-        queue.save(&task, State::Running)?;
-        let remote = Remote::new(cfg.location.prefix(), &task.server);
-        let journals = LocalState::new(cfg).journal_dir();
-        let started = std::time::Instant::now();
-        match upload_backup(t, &remote, &dirs, &task.backup_id, &journals).await {
-            Ok(up) => {
-                tracing::info!(
-                    "{} {}: uploaded {} files, {} in {:.1?}",
-                    task.server,
-                    task.backup_id,
-                    up.files,
-                    crate::units::human_bytes(up.bytes),
-                    started.elapsed()
-                );
-                task.last_error = None;
-                task.uploaded_bytes = Some(up.bytes);
-                task.pid = None;
-                queue.save(&task, State::Done)?;
-                report.done += 1;
-                report.bytes += up.bytes;
-            }
-            Err(why) => settle(&queue, &mut task, why, &mut report)?,
-        }
+        let dirs = confs[&conf_path].server(&entry.task.server)?;
+        work_task(cfg, t, &queue, &dirs, entry.task, &mut report).await?;
     }
     if report.failed == 0 {
         LocalState::new(cfg).record_base_sync()?;
     }
     Ok(report)
+}
+
+/// Decides one task and, when its backup is ready, uploads it under Barman's lock.
+async fn work_task(
+    cfg: &Config,
+    t: &Transfer,
+    queue: &Queue,
+    dirs: &ServerDirs,
+    mut task: Task,
+    report: &mut SyncReport,
+) -> Result<()> {
+    if task.hook_status() == "FAILED" {
+        task.last_error = Some("Barman reported the backup FAILED".into());
+        queue.save(&task, State::Error)?;
+        report.failed += 1;
+        return Ok(());
+    }
+    let remote = Remote::new(cfg.location.prefix(), &task.server);
+    let id = task.backup_id.clone();
+    let parent_done = match parent_complete(t, &remote, dirs, &id).await {
+        Ok(p) => p,
+        Err(e) => return settle(queue, &mut task, e.into(), report),
+    };
+    // Decide before taking the task: a backup still waiting for WALs is not touched.
+    if let Err(why) = check_eligible(
+        dirs,
+        &id,
+        task.enqueued_at,
+        cfg.barman.wait_for_wals_max,
+        parent_done,
+    ) {
+        return settle(queue, &mut task, why, report);
+    }
+    task.attempts += 1;
+    task.last_attempt_at = Some(now());
+    task.pid = Some(std::process::id());
+    queue.save(&task, State::Running)?;
+    let journals = LocalState::new(cfg).journal_dir();
+    let started = std::time::Instant::now();
+    match upload_backup(t, &remote, dirs, &id, &journals).await {
+        Ok(up) => {
+            tracing::info!(
+                "{} {id}: uploaded {} files, {} in {:.1?}",
+                task.server,
+                up.files,
+                crate::units::human_bytes(up.bytes),
+                started.elapsed()
+            );
+            task.last_error = None;
+            task.uploaded_bytes = Some(up.bytes);
+            task.pid = None;
+            queue.save(&task, State::Done)?;
+            report.done += 1;
+            report.bytes += up.bytes;
+            Ok(())
+        }
+        Err(why) => settle(queue, &mut task, why, report),
+    }
+}
+
+/// For an incremental backup (PostgreSQL 17+), whether its parent is complete in the bucket: a
+/// child is worthless without its chain, so it is uploaded only after its parent. `None` for a
+/// backup that has no parent.
+async fn parent_complete(
+    t: &Transfer,
+    remote: &Remote,
+    dirs: &ServerDirs,
+    id: &str,
+) -> Result<Option<bool>> {
+    let parent = super::info::locate(dirs, id)
+        .and_then(|p| super::info::read(&p).ok())
+        .and_then(|b| b.get("parent_backup_id").map(str::to_string));
+    let Some(parent) = parent else {
+        return Ok(None);
+    };
+    let info = t.head_opt(&remote.backup_key(&parent, INFO)).await?;
+    let manifest = t.head_opt(&remote.backup_key(&parent, MANIFEST)).await?;
+    Ok(Some(info.is_some() && manifest.is_some()))
 }
 
 /// Records why a task did not finish and puts it where it belongs.

@@ -132,7 +132,6 @@ pub async fn full_sync(
     opts: FullSyncOptions,
 ) -> Result<FullSyncReport> {
     let remote = Remote::new(cfg.location.prefix(), &dirs.name);
-    let mut report = FullSyncReport::default();
     let local = info::local_backup_ids(dirs).map_err(|e| {
         Error::Failed(format!(
             "cannot list {}: {e}; nothing was uploaded or deleted",
@@ -140,37 +139,7 @@ pub async fn full_sync(
         ))
     })?;
     let before = remote_backups(t, &remote).await?;
-    let complete: BTreeSet<&str> = before
-        .iter()
-        .filter(|b| b.complete)
-        .map(|b| b.id.as_str())
-        .collect();
-    let journals = super::state::LocalState::new(cfg).journal_dir();
-    for id in &local {
-        if complete.contains(id.as_str()) {
-            continue;
-        }
-        let status = info::locate(dirs, id)
-            .and_then(|p| info::read(&p).ok())
-            .map(|b| b.status().to_string())
-            .unwrap_or_default();
-        if status != "DONE" {
-            report.skipped.push(format!("{id}: status {status:?}"));
-            continue;
-        }
-        if opts.dry_run {
-            report.uploaded_backups.push(id.clone());
-            continue;
-        }
-        match upload_backup(t, &remote, dirs, id, &journals).await {
-            Ok(_) => report.uploaded_backups.push(id.clone()),
-            Err(NotNow::Interrupted) => return Err(Error::Interrupted),
-            Err(NotNow::Wait(m)) => report.skipped.push(format!("{id}: {m}")),
-            Err(NotNow::Retry(m) | NotNow::Never(m)) => {
-                return Err(Error::Failed(format!("backup {id}: {m}")));
-            }
-        }
-    }
+    let mut report = upload_missing(cfg, t, dirs, &remote, &local, &before, opts.dry_run).await?;
     report.wal = if opts.dry_run {
         pending_wals(cfg, t, dirs).await?
     } else {
@@ -185,48 +154,22 @@ pub async fn full_sync(
             dirs.base_dir.display()
         )));
     }
-    let mut held: Vec<Held> = if opts.dry_run {
-        before.iter().map(held).collect()
+    let held = if opts.dry_run {
+        // What this run would have uploaded counts as there.
+        would_hold(dirs, &before, &report.uploaded_backups)
     } else {
         remote_backups(t, &remote).await?.iter().map(held).collect()
     };
-    if opts.dry_run {
-        // What this run would have uploaded counts as there.
-        for id in &report.uploaded_backups {
-            held.retain(|h| &h.id != id);
-            let bi = info::locate(dirs, id).and_then(|p| info::read(&p).ok());
-            held.push(Held {
-                id: id.clone(),
-                complete: true,
-                status: "DONE".into(),
-                begin_wal: bi.as_ref().and_then(|b| b.begin_wal().map(str::to_string)),
-                parent: bi.and_then(|b| b.get("parent_backup_id").map(str::to_string)),
-            });
-        }
-        held.sort_by(|a, b| a.id.cmp(&b.id));
-    }
-    let prefix = remote.wals_prefix();
-    let objects: Vec<(String, String)> = t
-        .list_all(&ListRequest {
-            prefix: prefix.clone(),
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let rel = o.key.strip_prefix(&prefix)?.to_string();
-            Some((o.key, rel))
-        })
-        .collect();
-    let local_set: BTreeSet<String> = local.iter().cloned().collect();
     let rules = retention::Rules {
         min_keep: cfg.barman.min_remote_backups,
         max_deletes: cfg.barman.max_deletes,
         force: opts.force || opts.dry_run,
     };
+    let objects = wal_objects(t, &remote).await?;
+    let local: BTreeSet<String> = local.into_iter().collect();
     let plan = retention::plan(
         &held,
-        &local_set,
+        &local,
         &objects,
         |rel| dirs.wals_dir.join(rel).exists(),
         rules,
@@ -235,21 +178,101 @@ pub async fn full_sync(
     report.deleted_backups = plan.backups;
     report.deleted_wals = plan.wals;
     report.spared = plan.spared;
-    if opts.dry_run {
-        return Ok(report);
+    if !opts.dry_run {
+        delete(t, &remote, &dirs.name, &report).await?;
     }
-    for id in &report.deleted_backups {
+    Ok(report)
+}
+
+/// Uploads every local DONE backup not complete in the bucket (with `dry_run`, only lists
+/// them).
+async fn upload_missing(
+    cfg: &Config,
+    t: &Transfer,
+    dirs: &ServerDirs,
+    remote: &Remote,
+    local: &[String],
+    before: &[RemoteBackup],
+    dry_run: bool,
+) -> Result<FullSyncReport> {
+    let mut report = FullSyncReport::default();
+    let complete: BTreeSet<&str> = before
+        .iter()
+        .filter(|b| b.complete)
+        .map(|b| b.id.as_str())
+        .collect();
+    let journals = super::state::LocalState::new(cfg).journal_dir();
+    for id in local.iter().filter(|id| !complete.contains(id.as_str())) {
+        let status = info::locate(dirs, id)
+            .and_then(|p| info::read(&p).ok())
+            .map(|b| b.status().to_string())
+            .unwrap_or_default();
+        if status != "DONE" {
+            report.skipped.push(format!("{id}: status {status:?}"));
+            continue;
+        }
+        if dry_run {
+            report.uploaded_backups.push(id.clone());
+            continue;
+        }
+        match upload_backup(t, remote, dirs, id, &journals).await {
+            Ok(_) => report.uploaded_backups.push(id.clone()),
+            Err(NotNow::Interrupted) => return Err(Error::Interrupted),
+            Err(NotNow::Wait(m)) => report.skipped.push(format!("{id}: {m}")),
+            Err(NotNow::Retry(m) | NotNow::Never(m)) => {
+                return Err(Error::Failed(format!("backup {id}: {m}")));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The bucket as it would be after uploading `uploaded`.
+fn would_hold(dirs: &ServerDirs, before: &[RemoteBackup], uploaded: &[String]) -> Vec<Held> {
+    let mut held: Vec<Held> = before
+        .iter()
+        .filter(|b| !uploaded.contains(&b.id))
+        .map(held)
+        .collect();
+    for id in uploaded {
+        let bi = info::locate(dirs, id).and_then(|p| info::read(&p).ok());
+        held.push(Held {
+            id: id.clone(),
+            complete: true,
+            status: "DONE".into(),
+            begin_wal: bi.as_ref().and_then(|b| b.begin_wal().map(str::to_string)),
+            parent: bi.and_then(|b| b.get("parent_backup_id").map(str::to_string)),
+        });
+    }
+    held.sort_by(|a, b| a.id.cmp(&b.id));
+    held
+}
+
+/// Every remote WAL object: (key, path relative to `wals/`).
+async fn wal_objects(t: &Transfer, remote: &Remote) -> Result<Vec<(String, String)>> {
+    let prefix = remote.wals_prefix();
+    Ok(t.list_all(&ListRequest {
+        prefix: prefix.clone(),
+        ..Default::default()
+    })
+    .await?
+    .into_iter()
+    .filter_map(|o| {
+        let rel = o.key.strip_prefix(&prefix)?.to_string();
+        Some((o.key, rel))
+    })
+    .collect())
+}
+
+/// Carries out the deletions of a plan.
+async fn delete(t: &Transfer, remote: &Remote, server: &str, r: &FullSyncReport) -> Result<()> {
+    for id in &r.deleted_backups {
         // backup.info first: from then on the backup reads as incomplete, never as valid.
         t.delete_keys(&[remote.backup_key(id, INFO)]).await?;
         let n = t.delete_prefix(&remote.backup_prefix(id)).await?;
-        tracing::info!(
-            "{}: deleted remote backup {id} ({} objects)",
-            dirs.name,
-            n + 1
-        );
+        tracing::info!("{server}: deleted remote backup {id} ({} objects)", n + 1);
     }
-    t.delete_keys(&report.deleted_wals).await?;
-    Ok(report)
+    t.delete_keys(&r.deleted_wals).await
 }
 
 fn held(b: &RemoteBackup) -> Held {

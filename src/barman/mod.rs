@@ -6,6 +6,7 @@ pub mod admin;
 pub mod backup;
 pub mod basesync;
 pub mod conf;
+pub mod eligibility;
 pub mod fullsync;
 pub mod info;
 pub mod manifest;

@@ -73,42 +73,8 @@ pub fn plan(
         .iter()
         .filter(|b| !local.contains(&b.id) && Some(b.id.as_str()) < newest)
         .collect();
-    // A parent stays while any remaining backup is built on it (repeat: sparing a child may
-    // spare its own parent).
-    loop {
-        let staying: Vec<&Held> = remote
-            .iter()
-            .filter(|b| !doomed.iter().any(|d| d.id == b.id))
-            .collect();
-        let before = doomed.len();
-        doomed.retain(|d| {
-            let needed = staying
-                .iter()
-                .find(|s| s.parent.as_deref() == Some(d.id.as_str()));
-            if let Some(child) = needed {
-                out.spared.push(format!(
-                    "{}: incremental backup {} depends on it",
-                    d.id, child.id
-                ));
-            }
-            needed.is_none()
-        });
-        if doomed.len() == before {
-            break;
-        }
-    }
-    let total = remote.iter().filter(|b| b.counts()).count();
-    while total - doomed.iter().filter(|b| b.counts()).count() < rules.min_keep {
-        // Spare the newest candidate that still counts as a DONE backup.
-        match doomed.iter().rposition(|b| b.counts()) {
-            Some(i) => {
-                out.spared
-                    .push(format!("{}: kept for min_remote_backups", doomed[i].id));
-                doomed.remove(i);
-            }
-            None => break,
-        }
-    }
+    spare_parents(remote, &mut doomed, &mut out.spared);
+    spare_for_min_keep(remote, &mut doomed, rules.min_keep, &mut out.spared);
     if doomed.len() > rules.max_deletes && !rules.force {
         return Err(Error::Failed(format!(
             "{} remote backups would be deleted (more than max_deletes = {}): {}; check with --dry-run, then run with --force",
@@ -127,10 +93,73 @@ pub fn plan(
         .filter(|b| !gone.contains(b.id.as_str()) && b.counts())
         .filter_map(|b| b.begin_wal.as_deref())
         .min_by(|a, b| wal::compare(a, b));
-    if let Some(begin) = oldest_kept
-        && let (Some(tli), Some(first)) = (wal::timeline(begin), wal::segment_number(begin, 256))
-    {
-        for (key, rel) in wal_objects {
+    if let Some(begin) = oldest_kept {
+        out.wals = old_wals(begin, wal_objects, local_wal);
+    }
+    out.backups = doomed.iter().map(|b| b.id.clone()).collect();
+    Ok(out)
+}
+
+/// A parent stays while any remaining backup is built on it (repeated: sparing a child may
+/// spare its own parent).
+fn spare_parents(remote: &[Held], doomed: &mut Vec<&Held>, spared: &mut Vec<String>) {
+    loop {
+        let staying: Vec<&Held> = remote
+            .iter()
+            .filter(|b| !doomed.iter().any(|d| d.id == b.id))
+            .collect();
+        let before = doomed.len();
+        doomed.retain(|d| {
+            let child = staying
+                .iter()
+                .find(|s| s.parent.as_deref() == Some(d.id.as_str()));
+            if let Some(child) = child {
+                spared.push(format!(
+                    "{}: incremental backup {} depends on it",
+                    d.id, child.id
+                ));
+            }
+            child.is_none()
+        });
+        if doomed.len() == before {
+            return;
+        }
+    }
+}
+
+/// At least `min_keep` complete DONE backups remain: the newest candidates that count are
+/// spared.
+fn spare_for_min_keep(
+    remote: &[Held],
+    doomed: &mut Vec<&Held>,
+    min_keep: usize,
+    spared: &mut Vec<String>,
+) {
+    let total = remote.iter().filter(|b| b.counts()).count();
+    while total - doomed.iter().filter(|b| b.counts()).count() < min_keep {
+        match doomed.iter().rposition(|b| b.counts()) {
+            Some(i) => {
+                spared.push(format!("{}: kept for min_remote_backups", doomed[i].id));
+                doomed.remove(i);
+            }
+            None => return,
+        }
+    }
+}
+
+/// The WAL objects older than `begin` (on its timeline or an older one), not history files,
+/// that Barman no longer has.
+fn old_wals(
+    begin: &str,
+    wal_objects: &[(String, String)],
+    local_wal: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let (Some(tli), Some(first)) = (wal::timeline(begin), wal::segment_number(begin, 256)) else {
+        return Vec::new();
+    };
+    wal_objects
+        .iter()
+        .filter(|(_, rel)| {
             let name = rel.rsplit('/').next().unwrap_or(rel);
             let old = match wal::classify(name) {
                 None | Some(WalKind::History) => false,
@@ -139,13 +168,10 @@ pub fn plan(
                         && wal::segment_number(name, 256).is_some_and(|s| s < first)
                 }
             };
-            if old && !local_wal(rel) {
-                out.wals.push(key.clone());
-            }
-        }
-    }
-    out.backups = doomed.iter().map(|b| b.id.clone()).collect();
-    Ok(out)
+            old && !local_wal(rel)
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 #[cfg(test)]

@@ -194,25 +194,7 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
             ("when_required", ChecksumMode::WhenRequired),
         ],
     )?;
-    let defaults = TransferConfig::default();
-    let (part_size, key) = field!(s3.part_size);
-    let part_size = match part_size {
-        Some(v) => parse_size(v).map_err(|e| k.err(key, e))?,
-        None => defaults.part_size,
-    };
-    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
-        return Err(k.err(key, "must be between 5MiB and 5GiB"));
-    }
-    let (concurrency, key) = field!(s3.concurrency);
-    let concurrency = concurrency.unwrap_or(defaults.concurrency as u32);
-    if !(1..=256).contains(&concurrency) {
-        return Err(k.err(key, "must be between 1 and 256"));
-    }
-    let (max_attempts, key) = field!(s3.max_attempts);
-    let max_attempts = max_attempts.unwrap_or(defaults.max_attempts);
-    if !(1..=100).contains(&max_attempts) {
-        return Err(k.err(key, "must be between 1 and 100"));
-    }
+    let transfer = transfer(k, &s3, checksum)?;
     let base = super::default_s3();
     let connect_timeout = k.duration(field!(s3.connect_timeout), base.connect_timeout)?;
     let read_timeout = k.duration(field!(s3.read_timeout), base.read_timeout)?;
@@ -246,13 +228,37 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
             connect_timeout,
             read_timeout,
         },
-        TransferConfig {
-            part_size,
-            concurrency: concurrency as usize,
-            max_attempts,
-            checksum,
-        },
+        transfer,
     ))
+}
+
+/// The engine's settings from the `s3:` section: part size, concurrency, attempts.
+fn transfer(k: &Keyed, s3: &RawS3, checksum: ChecksumMode) -> Result<TransferConfig> {
+    let defaults = TransferConfig::default();
+    let (part_size, key) = field!(s3.part_size);
+    let part_size = match part_size {
+        Some(v) => parse_size(v).map_err(|e| k.err(key, e))?,
+        None => defaults.part_size,
+    };
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+        return Err(k.err(key, "must be between 5MiB and 5GiB"));
+    }
+    let (concurrency, key) = field!(s3.concurrency);
+    let concurrency = concurrency.unwrap_or(defaults.concurrency as u32);
+    if !(1..=256).contains(&concurrency) {
+        return Err(k.err(key, "must be between 1 and 256"));
+    }
+    let (max_attempts, key) = field!(s3.max_attempts);
+    let max_attempts = max_attempts.unwrap_or(defaults.max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(k.err(key, "must be between 1 and 100"));
+    }
+    Ok(TransferConfig {
+        part_size,
+        concurrency: concurrency as usize,
+        max_attempts,
+        checksum,
+    })
 }
 
 fn credentials(k: &Keyed, s3: &RawS3) -> Result<Option<StaticCredentials>> {

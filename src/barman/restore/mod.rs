@@ -117,35 +117,27 @@ async fn write(
     p: &Plan,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
-    for dir in std::iter::once(&p.dest).chain(p.tablespaces.values()) {
+    for dir in std::iter::once(&p.dest)
+        .chain(p.tablespaces.values())
+        .chain(p.dirs.iter().map(|(d, _)| d))
+    {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     }
-    for (dir, _) in &p.dirs {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    // pg_control of a plain backup is held back for the very end.
+    let mut files = p.files.clone();
+    let last = files
+        .last()
+        .filter(|j| j.to == p.dest.join(PG_CONTROL))
+        .cloned();
+    if last.is_some() {
+        files.pop();
     }
-    let (mut files, last): (Vec<FileJob>, Option<FileJob>) = {
-        let mut f = p.files.clone();
-        let last = f
-            .last()
-            .filter(|j| j.to == p.dest.join(PG_CONTROL))
-            .cloned();
-        if last.is_some() {
-            f.pop();
-        }
-        (f, last)
-    };
     let (mut count, mut bytes) = (0, 0);
     let mut modes = p.dirs.clone();
     if let Layout::Tar { base, tablespaces } = &p.layout {
-        let x = tar::write(
-            t,
-            remote,
-            id,
-            tar::roots(base, tablespaces, &p.dest, &p.tablespaces),
-        )
-        .await?;
+        let roots = tar::roots(base, tablespaces, &p.dest, &p.tablespaces);
+        let x = tar::write(t, remote, id, roots).await?;
         count += x.files;
         bytes += x.bytes;
         modes.extend(x.dirs);
@@ -154,28 +146,14 @@ async fn write(
         files.len() as u64 + u64::from(last.is_some()),
         files.iter().chain(&last).map(|j| j.size).sum(),
     );
-    let done = download(t, remote, id, std::mem::take(&mut files)).await?;
+    let done = download(t, remote, id, files).await?;
     count += done.len();
     bytes += done.iter().sum::<u64>();
-    for (link, to) in &p.links {
-        if let Some(parent) = link.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
-        }
-        std::os::unix::fs::symlink(to, link)
-            .map_err(|err| Error::io(format!("symlink {}", link.display()), err))?;
-    }
-    // Deepest first, so a directory is closed only after everything below it was written.
-    modes.sort_by(|a, b| b.0.cmp(&a.0));
-    for (dir, mode) in &modes {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
-            .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
-    }
+    link_and_close(p, modes)?;
     if let Some(cmd) = &opts.restore_command {
         recovery::write(&p.dest, cmd)?;
     }
     // Last: pg_control, the file without which PostgreSQL will not start.
-    let control = p.dest.join(PG_CONTROL);
     match (&p.layout, last) {
         (Layout::Plain, Some(job)) => {
             bytes += download(t, remote, id, vec![job])
@@ -184,9 +162,10 @@ async fn write(
                 .sum::<u64>();
             count += 1;
         }
-        (Layout::Tar { .. }, _) => {
-            fsutil::rename_durable(&p.dest.join(tar::PG_CONTROL_PENDING), &control)?;
-        }
+        (Layout::Tar { .. }, _) => fsutil::rename_durable(
+            &p.dest.join(tar::PG_CONTROL_PENDING),
+            &p.dest.join(PG_CONTROL),
+        )?,
         (Layout::Plain, None) => {}
     }
     for must in ["PG_VERSION", PG_CONTROL] {
@@ -203,6 +182,25 @@ async fn write(
         tablespaces: p.tablespaces.clone(),
         notes: p.notes.clone(),
     })
+}
+
+/// Creates the plan's links, then gives every directory its mode, deepest first, so a
+/// directory is closed only after everything below it was written.
+fn link_and_close(p: &Plan, mut modes: Vec<(PathBuf, u32)>) -> Result<()> {
+    for (link, to) in &p.links {
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        }
+        std::os::unix::fs::symlink(to, link)
+            .map_err(|err| Error::io(format!("symlink {}", link.display()), err))?;
+    }
+    modes.sort_by(|a, b| b.0.cmp(&a.0));
+    for (dir, mode) in &modes {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Downloads files in parallel, each verified against its manifest entry, with its mode.
