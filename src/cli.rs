@@ -138,6 +138,15 @@ pub enum Command {
         /// Destination path (%p)
         dest: PathBuf,
     },
+    /// The background prefetcher wal-restore starts during recovery (not for direct use)
+    #[command(hide = true)]
+    WalPrefetch {
+        /// Barman server name
+        server: String,
+        /// The spool directory wal-restore chose
+        #[arg(long)]
+        spool: PathBuf,
+    },
     /// Queue, running tasks, WAL shipping lag per server, last successful syncs
     Status,
     /// Monitoring check (Nagios plugin convention): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
@@ -407,6 +416,7 @@ fn barman_action(c: Command) -> Result<BarmanAction> {
             full,
         },
         Command::BaseLs { server } => BarmanAction::BaseLs { server },
+        Command::WalPrefetch { server, spool } => BarmanAction::WalPrefetch { server, spool },
         Command::FullSync {
             server,
             no_delete,

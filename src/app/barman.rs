@@ -11,7 +11,6 @@ use crate::barman::conf::{BarmanConf, require_barman_user};
 use crate::barman::fullsync::{FullSyncReport, full_sync, remote_backups};
 use crate::barman::remote::Remote;
 use crate::barman::restore::{RestoreOptions, base_restore};
-use crate::barman::walrestore::{Decoding, wal_restore};
 use crate::barman::walsync::wal_sync;
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
@@ -96,7 +95,9 @@ async fn with_engine(
 ) -> Result<Exit> {
     let quiet_summary = matches!(
         action,
-        BarmanAction::WalRestore { .. } | BarmanAction::BaseLs { .. }
+        BarmanAction::WalRestore { .. }
+            | BarmanAction::WalPrefetch { .. }
+            | BarmanAction::BaseLs { .. }
     );
     let t = engine(&o, &cfg, cancel).await?;
     let exit = dispatch(&o, &cfg, &t, action).await;
@@ -147,31 +148,10 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
             Ok(Exit::Success)
         }
         BarmanAction::WalRestore { server, name, dest } => {
-            let remote = Remote::new(cfg.location.prefix(), &server);
-            let decoding = Decoding {
-                custom: cfg.barman.custom_decompression.clone(),
-                custom_magic: cfg.barman.custom_compression_magic.clone(),
-                decrypt: cfg.barman.decryption_command.clone(),
-            };
-            match wal_restore(t, &remote, &name, &dest, &decoding).await {
-                Ok(s) => {
-                    tracing::info!(
-                        "{name}: {} bytes ({}) to {}",
-                        s.bytes,
-                        s.stored_as,
-                        dest.display()
-                    );
-                    Ok(Exit::Success)
-                }
-                // PostgreSQL asks for files that may not exist (the next timeline's history,
-                // the end of the archive): a quiet exit 1 is the answer, and the only one that
-                // lets it end recovery.
-                Err(Error::NotFound { .. }) => {
-                    tracing::debug!("{name}: not in the bucket");
-                    Ok(Exit::Failed)
-                }
-                Err(e) => Err(e),
-            }
+            super::walrestore::restore(o, cfg, t, &server, &name, &dest).await
+        }
+        BarmanAction::WalPrefetch { server, spool } => {
+            super::walrestore::prefetcher(cfg, t, &server, spool).await
         }
     }
 }
@@ -312,16 +292,10 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
 /// each word quoted for the shell PostgreSQL runs it with.
 fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
     use crate::barman::restore::recovery::shell_quote;
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "barmans3".into());
-    let mut words = vec![shell_quote(&exe)];
-    if let Some(p) = cfg.source.as_ref().or(o.config.as_ref()) {
-        words.extend(["--config".into(), shell_quote(&p.display().to_string())]);
-    }
-    if let Some((_, url)) = &o.store {
-        words.extend(["--store".into(), shell_quote(url)]);
-    }
+    let mut words: Vec<String> = super::walrestore::self_args(o, cfg)
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect();
     words.extend([
         "wal-restore".into(),
         shell_quote(server),

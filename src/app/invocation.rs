@@ -102,6 +102,13 @@ pub enum BarmanAction {
         /// Write recovery.signal and a restore_command.
         recovery: bool,
     },
+    /// The background prefetcher of `wal-restore`.
+    WalPrefetch {
+        /// Server.
+        server: String,
+        /// The spool directory.
+        spool: PathBuf,
+    },
     /// `wal-restore SERVER %f %p`.
     WalRestore {
         /// Server.

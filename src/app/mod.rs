@@ -18,6 +18,7 @@ macro_rules! outln {
 mod admin;
 mod barman;
 mod store;
+mod walrestore;
 
 use std::ffi::OsString;
 use std::sync::Arc;

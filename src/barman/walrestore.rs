@@ -44,6 +44,8 @@ pub struct Served {
     pub key: String,
     /// The format it was stored in (`plain`, `zstd`, `gpg+zstd`, `custom`, ...).
     pub stored_as: String,
+    /// The cluster's WAL segment size, as the first page of a segment says.
+    pub seg_size: Option<u64>,
 }
 
 /// Fetches WAL file `name` into `dest` (PostgreSQL's `%f` and `%p`).
@@ -53,23 +55,100 @@ pub async fn wal_restore(
     name: &str,
     dest: &Path,
     decoding: &Decoding,
+    system: Option<u64>,
 ) -> Result<Served> {
+    let (served, plain) = fetch_decoded(t, remote, name, decoding, system).await?;
+    fsutil::write_atomic(dest, &plain)?;
+    Ok(served)
+}
+
+/// Fetches WAL file `name` and turns it back into PostgreSQL's bytes, checked: decoded, its
+/// first page naming it, and (with `system`) its system identifier that of the cluster the
+/// bucket's identity.json names, so another cluster's segment of the same name is never served.
+pub async fn fetch_decoded(
+    t: &Transfer,
+    remote: &Remote,
+    name: &str,
+    decoding: &Decoding,
+    system: Option<u64>,
+) -> Result<(Served, Vec<u8>)> {
     let (key, stored) = fetch(t, remote, name).await?;
     // The file served may be the segment's closed partial: check it as what it is.
     let served = name_of(&key);
     let kind = wal::classify(&served).ok_or_else(|| not_a_wal_name(&served))?;
     let what = format!("WAL file {name} ({key})");
     let decoding = decoding.clone();
-    let (plain, stored_as) =
-        tokio::task::spawn_blocking(move || decode(kind, served, stored, &decoding, &what))
-            .await
-            .map_err(|e| Error::Failed(format!("decode task failed: {e}")))??;
-    fsutil::write_atomic(dest, &plain)?;
-    Ok(Served {
-        bytes: plain.len() as u64,
-        key,
-        stored_as,
+    let (plain, stored_as) = tokio::task::spawn_blocking(move || {
+        let (plain, how) = decode(kind, served, stored, &decoding, &what)?;
+        check_system(kind, &plain, system, &what)?;
+        Ok::<_, Error>((plain, how))
     })
+    .await
+    .map_err(|e| Error::Failed(format!("decode task failed: {e}")))??;
+    let seg_size = matches!(kind, WalKind::Segment | WalKind::Partial)
+        .then(|| plain.get(32..36))
+        .flatten()
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(|b| u64::from(u32::from_le_bytes(b)))
+        .filter(|s| s.is_power_of_two());
+    Ok((
+        Served {
+            bytes: plain.len() as u64,
+            key,
+            stored_as,
+            seg_size,
+        },
+        plain,
+    ))
+}
+
+/// The system identifier of the cluster the bucket holds (`identity.json`, written by
+/// base-sync), if the bucket has one.
+pub async fn bucket_system(t: &Transfer, remote: &Remote) -> Result<Option<u64>> {
+    let mut buf = Vec::new();
+    match t
+        .download_to(&remote.identity_key(), &mut buf, Expect::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let v: serde_json::Value = serde_json::from_slice(&buf)
+        .map_err(|e| Error::Failed(format!("{}: not JSON: {e}", remote.identity_key())))?;
+    Ok(match &v["systemid"] {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    })
+}
+
+/// The system identifier in a segment's long page header (`xlp_sysid`), read in the byte
+/// order the header check accepted.
+fn segment_system(data: &[u8]) -> Option<(u64, u64)> {
+    let b: [u8; 8] = data.get(24..32)?.try_into().ok()?;
+    Some((u64::from_le_bytes(b), u64::from_be_bytes(b)))
+}
+
+/// Whether a segment belongs to database system `system` (any, when `None`).
+pub fn is_system(plain: &[u8], system: Option<u64>) -> bool {
+    match (system, segment_system(plain)) {
+        (Some(want), Some((le, be))) => le == want || be == want,
+        _ => true,
+    }
+}
+
+fn check_system(kind: WalKind, plain: &[u8], system: Option<u64>, what: &str) -> Result<()> {
+    let (Some(want), WalKind::Segment | WalKind::Partial) = (system, kind) else {
+        return Ok(());
+    };
+    match segment_system(plain) {
+        Some((le, be)) if le == want || be == want => Ok(()),
+        Some((le, _)) => Err(Error::Failed(format!(
+            "{what} belongs to database system {le}, not to {want} (the cluster identity.json names); refusing to hand PostgreSQL another cluster's WAL"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn not_a_wal_name(name: &str) -> Error {
@@ -266,7 +345,7 @@ fn check_segment(name: &str, data: &[u8], partial: bool) -> std::result::Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A WAL segment as PostgreSQL writes it: a long page header for `name`, then zeros.

@@ -232,6 +232,12 @@ pub struct BarmanConfig {
     pub custom_compression_magic: Option<Vec<u8>>,
     /// Decrypts GPG-encrypted WALs (stdin to stdout, no shell).
     pub decryption_command: Option<crate::codec::Filter>,
+    /// Segments `wal-restore` fetches ahead during recovery (0: none).
+    pub wal_prefetch: usize,
+    /// Where prefetched segments wait (default: `.barmans3-spool` in `pg_wal`).
+    pub wal_spool_dir: Option<PathBuf>,
+    /// Bytes the spool may hold.
+    pub wal_spool_bytes: u64,
 }
 
 impl Default for BarmanConfig {
@@ -248,6 +254,9 @@ impl Default for BarmanConfig {
             custom_decompression: None,
             custom_compression_magic: None,
             decryption_command: None,
+            wal_prefetch: 8,
+            wal_spool_dir: None,
+            wal_spool_bytes: 1 << 30,
         }
     }
 }

@@ -83,6 +83,9 @@ struct RawBarman {
     custom_decompression: Option<String>,
     custom_compression_magic: Option<String>,
     decryption_command: Option<String>,
+    wal_prefetch: Option<usize>,
+    wal_spool_dir: Option<PathBuf>,
+    wal_spool_bytes: Option<String>,
 }
 
 /// Builds the error of one key.
@@ -316,6 +319,16 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
     let filter = |(v, key): (&Option<String>, &'static str)| {
         v.as_deref().and_then(|c| Filter::parse(c, key))
     };
+    let (prefetch, key) = field!(barman.wal_prefetch);
+    let wal_prefetch = prefetch.unwrap_or(d.wal_prefetch);
+    if wal_prefetch > 64 {
+        return Err(k.err(key, "at most 64 segments ahead"));
+    }
+    let (spool_bytes, key) = field!(barman.wal_spool_bytes);
+    let wal_spool_bytes = match spool_bytes {
+        Some(v) => parse_size(v).map_err(|e| k.err(key, e))?,
+        None => d.wal_spool_bytes,
+    };
     Ok(BarmanConfig {
         custom_decompression: filter(field!(barman.custom_decompression)),
         decryption_command: filter(field!(barman.decryption_command)),
@@ -328,6 +341,9 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         wait_for_wals_max,
         wal_reconcile_every,
         custom_compression_magic,
+        wal_prefetch,
+        wal_spool_dir: barman.wal_spool_dir,
+        wal_spool_bytes,
     })
 }
 
@@ -413,6 +429,9 @@ impl RawConfig {
                     .as_ref()
                     .map(|m| format!("0x{}", crate::checksum::hex(m))),
                 decryption_command: b.decryption_command.as_ref().map(|f| f.argv.join(" ")),
+                wal_prefetch: Some(b.wal_prefetch),
+                wal_spool_dir: b.wal_spool_dir.clone(),
+                wal_spool_bytes: Some(human_bytes_exact(b.wal_spool_bytes)),
             },
         }
     }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::config::{Direction, PluginConfig};
 use crate::error::{Error, Result};
@@ -171,12 +171,14 @@ impl Plugin {
         Ok(())
     }
 
-    /// `restore_data`: writes the object's bytes to stdout, in order.
-    pub async fn restore_data(&self, filekey: &str) -> Result<()> {
+    /// `restore_data`: writes the object's bytes to `out` (the plugin's stdout), in order.
+    pub async fn restore_data<W>(&self, filekey: &str, out: &mut W) -> Result<()>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
         let key = self.key(filekey)?;
         let t = self.engine(self.cfg.restore).await?;
-        let mut out = tokio::io::stdout();
-        let d = t.download_to(&key, &mut out, Expect::default()).await?;
+        let d = t.download_to(&key, out, Expect::default()).await?;
         out.flush()
             .await
             .map_err(|e| Error::io("write stdout", e))?;
@@ -184,15 +186,23 @@ impl Plugin {
         Ok(())
     }
 
-    /// `restore_data_subset`: writes the ranges listed in the offsets file to stdout.
-    pub async fn restore_data_subset(&self, filekey: &str, offsets: &str) -> Result<()> {
+    /// `restore_data_subset`: writes the ranges listed in the offsets file to `out` (the
+    /// plugin's stdout).
+    pub async fn restore_data_subset<W>(
+        &self,
+        filekey: &str,
+        offsets: &str,
+        out: &mut W,
+    ) -> Result<()>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
         let key = self.key(filekey)?;
         let text = std::fs::read_to_string(offsets)
             .map_err(|e| Error::io(format!("read offsets file {offsets}"), e))?;
         let ranges = parse_offsets(&text)?;
         let t = self.engine(self.cfg.restore).await?;
-        let mut out = tokio::io::stdout();
-        let n = t.download_ranges(&key, &ranges, &mut out).await?;
+        let n = t.download_ranges(&key, &ranges, out).await?;
         out.flush()
             .await
             .map_err(|e| Error::io("write stdout", e))?;

@@ -6,9 +6,10 @@
 //! optional spaces, a unit (`B`, `KB`, `MB`, ... or `byte[s]`, `kilobyte[s]`, ...), all binary,
 //! case-insensitive; a bare number, `M` or `MiB` is refused.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_yaml_ng::Value;
+use serde_yaml_ng::{Mapping, Value};
 
 use crate::config::{
     Addressing, ChecksumMode, MAX_PART_SIZE, MIN_PART_SIZE, S3Config, Secret, StaticCredentials,
@@ -168,207 +169,16 @@ impl PluginConfig {
                 problems.join("; ")
             ))
         };
-        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-            fail(vec![format!(
-                "not valid YAML: {}",
-                crate::error::one_line(&e.to_string())
-            )])
-        })?;
-        let Value::Mapping(top) = doc else {
-            return Err(fail(vec![
-                "expected a mapping with executablepath and options".into(),
-            ]));
-        };
+        let top = top_mapping(text).map_err(|p| fail(vec![p]))?;
+        // Every problem is collected, in the order of the checks below, and reported at once.
         let mut problems = Vec::new();
-        let mut executable = None;
-        let mut options = None;
-        for (k, v) in &top {
-            match k.as_str() {
-                Some("executablepath") => executable = scalar_text(v),
-                Some("options") => options = Some(v),
-                Some(other) => problems.push(format!(
-                    "unknown top-level key {other:?} (only executablepath and options are allowed)"
-                )),
-                None => problems.push("top-level keys must be strings".into()),
-            }
-        }
-        let executable = executable.unwrap_or_default();
-        if executable.trim().is_empty() {
-            problems.push("executablepath is missing or empty".into());
-        }
-        let mut opts = std::collections::BTreeMap::new();
-        match options {
-            None => problems.push("options is missing".into()),
-            Some(Value::Mapping(m)) => {
-                for (k, v) in m {
-                    let Some(name) = k.as_str() else {
-                        problems.push("option names must be strings".into());
-                        continue;
-                    };
-                    if !KNOWN.contains(&name) {
-                        problems.push(format!("unknown option {name:?}"));
-                        continue;
-                    }
-                    match scalar_text(v) {
-                        Some(t) => {
-                            opts.insert(name.to_string(), t);
-                        }
-                        None => problems.push(format!("option {name} must be a single value")),
-                    }
-                }
-            }
-            Some(_) => problems.push("options must be a mapping of key: value".into()),
-        }
-        let get = |k: &str| opts.get(k).map(String::as_str).filter(|v| !v.is_empty());
-
-        let bucket = get("bucket").unwrap_or_default().to_string();
-        if bucket.is_empty() {
-            problems.push("option bucket is required".into());
-        } else if let Err(e) = validate_bucket(&bucket) {
-            problems.push(format!("option bucket: {e}"));
-        }
-        let folder = match get("folder") {
-            None => {
-                problems.push("option folder is required".into());
-                String::new()
-            }
-            Some(f) => {
-                let n = normalize_prefix(f);
-                if n.is_empty() {
-                    problems.push("option folder must name a key prefix, not only '/'".into());
-                }
-                n
-            }
-        };
-        if get("region").is_none() && get("endpoint").is_none() {
-            problems.push("set option region (AWS) or endpoint (S3-compatible server)".into());
-        }
-        let tls = match opts.get("encryption").map(String::as_str) {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(o) => {
-                problems.push(format!("option encryption: {o:?}: use on or off"));
-                true
-            }
-        };
-        let endpoint = get("endpoint").map(|e| {
-            let e = e.trim_end_matches('/');
-            let url = if e.contains("://") {
-                e.to_string()
-            } else if tls {
-                format!("https://{e}")
-            } else {
-                format!("http://{e}")
-            };
-            if let Err(m) = validate_endpoint(&url) {
-                problems.push(format!("option endpoint: {m}"));
-            }
-            url
-        });
-        let credentials = match (get("aws_access_key_id"), get("aws_secret_access_key")) {
-            (Some(id), Some(secret)) => Some(StaticCredentials {
-                access_key_id: Secret::new(id),
-                secret_access_key: Secret::new(secret),
-                session_token: get("aws_session_token").map(Secret::new),
-            }),
-            (None, None) => None,
-            _ => {
-                problems.push(
-                    "set both aws_access_key_id and aws_secret_access_key, or neither (then the AWS credential chain is used)"
-                        .into(),
-                );
-                None
-            }
-        };
-        let proxy = get("http_proxy").map(|p| {
-            if !(p.starts_with("http://") || p.starts_with("https://")) {
-                problems.push("option http_proxy must be an http:// or https:// URL".into());
-            }
-            Secret::new(p)
-        });
-        let mut direction = |which: &str| {
-            let ckey = format!("{which}_max_concurrent_requests");
-            let concurrency = match get(&ckey) {
-                None => DEFAULT_CONCURRENCY,
-                Some(v) => match v.parse::<usize>() {
-                    Ok(n) if (1..=256).contains(&n) => n,
-                    _ => {
-                        problems.push(format!(
-                            "option {ckey}: {v:?}: use a whole number from 1 to 256"
-                        ));
-                        DEFAULT_CONCURRENCY
-                    }
-                },
-            };
-            let skey = format!("{which}_multipart_chunksize");
-            let chunk = match get(&skey) {
-                None => DEFAULT_CHUNK,
-                Some(v) => match parse_gp_size(v) {
-                    Ok(n) if (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&n) => n,
-                    Ok(_) => {
-                        problems.push(format!("option {skey}: {v:?}: must be from 5MB to 5GB"));
-                        DEFAULT_CHUNK
-                    }
-                    Err(e) => {
-                        problems.push(format!("option {skey}: {e}"));
-                        DEFAULT_CHUNK
-                    }
-                },
-            };
-            Direction { concurrency, chunk }
-        };
-        let backup = direction("backup");
-        let restore = direction("restore");
-        let bucket_in_endpoint = match opts.get("remove_duplicate_bucket").map(String::as_str) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(o) => {
-                problems.push(format!(
-                    "option remove_duplicate_bucket: {o:?}: use true or false"
-                ));
-                false
-            }
-        };
-        if bucket_in_endpoint && endpoint.is_none() {
-            problems.push("option remove_duplicate_bucket needs an endpoint".into());
-        }
-        // gprestore reads `restore_subset` itself (utils/plugin.go CanRestoreSubset) to decide
-        // whether to call restore_data_subset; the plugin only checks the value.
-        if let Some(v) = opts.get("restore_subset")
-            && !matches!(v.as_str(), "on" | "off")
-        {
-            problems.push(format!("option restore_subset: {v:?}: use on or off"));
-        }
-        let verbosity = match opts.get("logger_verbosity").map(String::as_str) {
-            None | Some("info") => Verbosity::Info,
-            Some("error") => Verbosity::Error,
-            Some("verbose") => Verbosity::Verbose,
-            Some("debug") => Verbosity::Debug,
-            Some(o) => {
-                problems.push(format!(
-                    "option logger_verbosity: {o:?}: use error, info, verbose or debug"
-                ));
-                Verbosity::Info
-            }
-        };
+        let (executable, options) = top_level(&top, &mut problems);
+        let opts = option_values(options, &mut problems);
+        let cfg = from_options(path, executable, &opts, &mut problems);
         if !problems.is_empty() {
             return Err(fail(problems));
         }
-        Ok(PluginConfig {
-            path: path.to_path_buf(),
-            executable,
-            bucket,
-            folder,
-            region: get("region").unwrap_or(FALLBACK_REGION).to_string(),
-            endpoint,
-            credentials,
-            tls,
-            proxy,
-            backup,
-            restore,
-            bucket_in_endpoint,
-            verbosity,
-        })
+        Ok(cfg)
     }
 
     /// Where the plugin's objects live and how to reach them. The location prefix is empty:
@@ -403,6 +213,263 @@ impl PluginConfig {
             concurrency: d.concurrency,
             max_attempts: 6,
             checksum: ChecksumMode::WhenSupported,
+        }
+    }
+}
+
+/// The `options:` values as text, by name.
+struct Options(BTreeMap<String, String>);
+
+impl Options {
+    /// A value, an empty one counting as not set.
+    fn get(&self, k: &str) -> Option<&str> {
+        self.raw(k).filter(|v| !v.is_empty())
+    }
+
+    /// A value as written: for the switches an empty value is a wrong one, not a missing one.
+    fn raw(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+}
+
+/// The document's top-level mapping, or the one problem that it is none.
+fn top_mapping(text: &str) -> std::result::Result<Mapping, String> {
+    let doc: Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| format!("not valid YAML: {}", crate::error::one_line(&e.to_string())))?;
+    match doc {
+        Value::Mapping(top) => Ok(top),
+        _ => Err("expected a mapping with executablepath and options".into()),
+    }
+}
+
+/// `executablepath` and the value of `options`; any other top-level key is a problem.
+fn top_level<'a>(top: &'a Mapping, problems: &mut Vec<String>) -> (String, Option<&'a Value>) {
+    let mut executable = None;
+    let mut options = None;
+    for (k, v) in top {
+        match k.as_str() {
+            Some("executablepath") => executable = scalar_text(v),
+            Some("options") => options = Some(v),
+            Some(other) => problems.push(format!(
+                "unknown top-level key {other:?} (only executablepath and options are allowed)"
+            )),
+            None => problems.push("top-level keys must be strings".into()),
+        }
+    }
+    let executable = executable.unwrap_or_default();
+    if executable.trim().is_empty() {
+        problems.push("executablepath is missing or empty".into());
+    }
+    (executable, options)
+}
+
+/// The known options under `options:`, each a single value.
+fn option_values(options: Option<&Value>, problems: &mut Vec<String>) -> Options {
+    let mut opts = BTreeMap::new();
+    match options {
+        None => problems.push("options is missing".into()),
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                let Some(name) = k.as_str() else {
+                    problems.push("option names must be strings".into());
+                    continue;
+                };
+                if !KNOWN.contains(&name) {
+                    problems.push(format!("unknown option {name:?}"));
+                    continue;
+                }
+                match scalar_text(v) {
+                    Some(t) => {
+                        opts.insert(name.to_string(), t);
+                    }
+                    None => problems.push(format!("option {name} must be a single value")),
+                }
+            }
+        }
+        Some(_) => problems.push("options must be a mapping of key: value".into()),
+    }
+    Options(opts)
+}
+
+/// The config the options describe; what is wrong goes to `problems` and its field gets a
+/// default, so that every later check still runs.
+fn from_options(
+    path: &Path,
+    executable: String,
+    o: &Options,
+    problems: &mut Vec<String>,
+) -> PluginConfig {
+    let (bucket, folder) = bucket_and_folder(o, problems);
+    if o.get("region").is_none() && o.get("endpoint").is_none() {
+        problems.push("set option region (AWS) or endpoint (S3-compatible server)".into());
+    }
+    let tls = switch(o, "encryption", ["on", "off"], true, problems);
+    let endpoint = endpoint(o, tls, problems);
+    let credentials = credentials(o, problems);
+    let proxy = o.get("http_proxy").map(|p| {
+        if !(p.starts_with("http://") || p.starts_with("https://")) {
+            problems.push("option http_proxy must be an http:// or https:// URL".into());
+        }
+        Secret::new(p)
+    });
+    let backup = direction(o, "backup", problems);
+    let restore = direction(o, "restore", problems);
+    let bucket_in_endpoint = switch(
+        o,
+        "remove_duplicate_bucket",
+        ["true", "false"],
+        false,
+        problems,
+    );
+    if bucket_in_endpoint && endpoint.is_none() {
+        problems.push("option remove_duplicate_bucket needs an endpoint".into());
+    }
+    // gprestore reads `restore_subset` itself (utils/plugin.go CanRestoreSubset) to decide
+    // whether to call restore_data_subset; the plugin only checks the value.
+    switch(o, "restore_subset", ["on", "off"], false, problems);
+    let verbosity = verbosity(o, problems);
+    PluginConfig {
+        path: path.to_path_buf(),
+        executable,
+        bucket,
+        folder,
+        region: o.get("region").unwrap_or(FALLBACK_REGION).to_string(),
+        endpoint,
+        credentials,
+        tls,
+        proxy,
+        backup,
+        restore,
+        bucket_in_endpoint,
+        verbosity,
+    }
+}
+
+/// `bucket` and the normalised `folder`, both required.
+fn bucket_and_folder(o: &Options, problems: &mut Vec<String>) -> (String, String) {
+    let bucket = o.get("bucket").unwrap_or_default().to_string();
+    if bucket.is_empty() {
+        problems.push("option bucket is required".into());
+    } else if let Err(e) = validate_bucket(&bucket) {
+        problems.push(format!("option bucket: {e}"));
+    }
+    let folder = match o.get("folder") {
+        None => {
+            problems.push("option folder is required".into());
+            String::new()
+        }
+        Some(f) => {
+            let n = normalize_prefix(f);
+            if n.is_empty() {
+                problems.push("option folder must name a key prefix, not only '/'".into());
+            }
+            n
+        }
+    };
+    (bucket, folder)
+}
+
+/// A two-word switch: `yes` is true, `no` false, unset `default`; anything else is a problem.
+fn switch(
+    o: &Options,
+    name: &str,
+    [yes, no]: [&str; 2],
+    default: bool,
+    problems: &mut Vec<String>,
+) -> bool {
+    match o.raw(name) {
+        None => default,
+        Some(v) if v == yes => true,
+        Some(v) if v == no => false,
+        Some(v) => {
+            problems.push(format!("option {name}: {v:?}: use {yes} or {no}"));
+            default
+        }
+    }
+}
+
+/// The endpoint URL; without a scheme, `tls` (option `encryption`) decides it.
+fn endpoint(o: &Options, tls: bool, problems: &mut Vec<String>) -> Option<String> {
+    o.get("endpoint").map(|e| {
+        let e = e.trim_end_matches('/');
+        let url = if e.contains("://") {
+            e.to_string()
+        } else if tls {
+            format!("https://{e}")
+        } else {
+            format!("http://{e}")
+        };
+        if let Err(m) = validate_endpoint(&url) {
+            problems.push(format!("option endpoint: {m}"));
+        }
+        url
+    })
+}
+
+/// Static keys, both or neither; neither means the AWS credential chain.
+fn credentials(o: &Options, problems: &mut Vec<String>) -> Option<StaticCredentials> {
+    match (o.get("aws_access_key_id"), o.get("aws_secret_access_key")) {
+        (Some(id), Some(secret)) => Some(StaticCredentials {
+            access_key_id: Secret::new(id),
+            secret_access_key: Secret::new(secret),
+            session_token: o.get("aws_session_token").map(Secret::new),
+        }),
+        (None, None) => None,
+        _ => {
+            problems.push(
+                "set both aws_access_key_id and aws_secret_access_key, or neither (then the AWS credential chain is used)"
+                    .into(),
+            );
+            None
+        }
+    }
+}
+
+/// `<which>_max_concurrent_requests` and `<which>_multipart_chunksize`.
+fn direction(o: &Options, which: &str, problems: &mut Vec<String>) -> Direction {
+    let ckey = format!("{which}_max_concurrent_requests");
+    let concurrency = match o.get(&ckey) {
+        None => DEFAULT_CONCURRENCY,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => n,
+            _ => {
+                problems.push(format!(
+                    "option {ckey}: {v:?}: use a whole number from 1 to 256"
+                ));
+                DEFAULT_CONCURRENCY
+            }
+        },
+    };
+    let skey = format!("{which}_multipart_chunksize");
+    let chunk = match o.get(&skey) {
+        None => DEFAULT_CHUNK,
+        Some(v) => match parse_gp_size(v) {
+            Ok(n) if (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&n) => n,
+            Ok(_) => {
+                problems.push(format!("option {skey}: {v:?}: must be from 5MB to 5GB"));
+                DEFAULT_CHUNK
+            }
+            Err(e) => {
+                problems.push(format!("option {skey}: {e}"));
+                DEFAULT_CHUNK
+            }
+        },
+    };
+    Direction { concurrency, chunk }
+}
+
+/// `logger_verbosity`, `info` when unset.
+fn verbosity(o: &Options, problems: &mut Vec<String>) -> Verbosity {
+    match o.raw("logger_verbosity") {
+        None | Some("info") => Verbosity::Info,
+        Some("error") => Verbosity::Error,
+        Some("verbose") => Verbosity::Verbose,
+        Some("debug") => Verbosity::Debug,
+        Some(v) => {
+            problems.push(format!(
+                "option logger_verbosity: {v:?}: use error, info, verbose or debug"
+            ));
+            Verbosity::Info
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The gpbackup/gprestore storage plugin: `gpbackup_s3_plugin <command> <config> ...` (also
-//! `barmans3 gp-plugin <command> ...`). This module owns argv handling, argument counts, the
-//! exit codes of the plugin protocol (0 ok, 1 error, 3 unknown command) and the runtime; the
-//! command bodies are in [`commands`], the config file in [`config`], the log in [`log`].
+//! `barmans3 gp-plugin <command> ...`). This module owns one invocation from argv to exit code:
+//! the exit codes of the plugin protocol (0 ok, 1 error, 3 unknown command), where errors go,
+//! config and log set-up, the runtime, and the dispatch of each command. The command table is
+//! in [`protocol`], the command bodies in [`commands`], the config file in [`config`], the log
+//! in [`log`], the path from the engine to the caller's stdout in [`output`].
 //!
 //! stdout carries only the two version answers, `list_directory`'s table, and the data of
 //! `restore_data` / `restore_data_subset`. Errors are one line on stderr and in the log.
@@ -9,142 +11,100 @@
 pub mod commands;
 pub mod config;
 pub mod log;
+pub mod output;
+pub mod protocol;
 
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Exit, Result};
 use commands::Plugin;
 use config::{PluginConfig, Verbosity};
+use protocol::{PluginCommand, Request, USAGE};
 
 /// The plugin API version this plugin speaks.
 pub const API_VERSION: &str = "0.5.0";
 
-/// Default worker count of the `*_directory_parallel` commands.
-const DEFAULT_WORKERS: usize = 5;
-
-/// Accepted argument counts (after the command) of every command.
-const COMMANDS: &[(&str, usize, usize)] = &[
-    ("setup_plugin_for_backup", 3, 4),
-    ("setup_plugin_for_restore", 3, 4),
-    ("cleanup_plugin_for_backup", 3, 4),
-    ("cleanup_plugin_for_restore", 3, 4),
-    ("backup_file", 2, 2),
-    ("restore_file", 2, 2),
-    ("backup_data", 2, 2),
-    ("restore_data", 2, 2),
-    ("restore_data_subset", 3, 3),
-    ("delete_backup", 2, 2),
-    ("list_directory", 1, 2),
-    ("delete_directory", 2, 2),
-    ("backup_directory", 2, 3),
-    ("backup_directory_parallel", 2, 3),
-    ("restore_directory", 2, 3),
-    ("restore_directory_parallel", 2, 3),
-];
-
-const USAGE: &str = "usage: gpbackup_s3_plugin <command> <config.yaml> [args...]
-
-Commands (gpbackup/gprestore storage plugin API 0.5.0):
-  --version, plugin_api_version
-  setup_plugin_for_backup|setup_plugin_for_restore <config> <local_dir> <scope> [<content>]
-  cleanup_plugin_for_backup|cleanup_plugin_for_restore <config> <local_dir> <scope> [<content>]
-  backup_file|restore_file <config> <path>
-  backup_data <config> <data_filekey>            (reads stdin)
-  restore_data <config> <data_filekey>           (writes stdout)
-  restore_data_subset <config> <data_filekey> <offsets_file>
-  delete_backup <config> <YYYYMMDDHHMMSS>
-  list_directory <config> [<prefix>]
-  delete_directory <config> <prefix inside folder>
-";
-
 /// Runs one plugin invocation. `argv[0]` is the program path, `argv[1]` the command.
 pub fn run(argv: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Exit {
-    let name = argv
-        .first()
+    let request = match Request::parse(argv.get(1..).unwrap_or_default()) {
+        Ok(r) => r,
+        Err(e) => return fail(err, &e.one_line()),
+    };
+    match request {
+        Request::Usage => print(out, USAGE),
+        Request::Version => print(
+            out,
+            &format!("{} version {}\n", program(argv), env!("CARGO_PKG_VERSION")),
+        ),
+        Request::ApiVersion => print(out, &format!("{API_VERSION}\n")),
+        Request::Unknown(name) => {
+            let _ = writeln!(err, "No help topic for '{name}'");
+            Exit::UnknownCommand
+        }
+        // Commands with nothing to do on this host: the reference answers these without
+        // reading the config.
+        Request::Command { command, .. } if command.is_no_op() => Exit::Success,
+        Request::Command { config, command } => {
+            // A command has a name (argv[1]) and a config (argv[2]), so both slices exist.
+            let (name, operands) = (&argv[1], &argv[3..]);
+            let Some((cfg, target)) = load_config(&config, err) else {
+                return Exit::Failed;
+            };
+            tracing::debug!("{name} {}", operands.join(" "));
+            match execute(cfg, command, out) {
+                Ok(()) => Exit::Success,
+                Err(e) => {
+                    let msg = format!("{name}: {}", e.one_line());
+                    tracing::error!("{msg}");
+                    if target != log::LogTarget::Stderr {
+                        let _ = writeln!(err, "{}", log::line("ERROR", &msg));
+                    }
+                    Exit::Failed
+                }
+            }
+        }
+    }
+}
+
+/// The program's file name, for `--version`.
+fn program(argv: &[String]) -> String {
+    argv.first()
         .and_then(|p| Path::new(p).file_name())
-        .map_or(log::PROGRAM.into(), |n| n.to_string_lossy().into_owned());
-    let print = |out: &mut dyn Write, s: &str| {
-        if out
-            .write_all(s.as_bytes())
-            .and_then(|()| out.flush())
-            .is_ok()
-        {
-            Exit::Success
-        } else {
-            Exit::Failed
-        }
-    };
-    let Some(cmd) = argv.get(1).map(String::as_str) else {
-        return print(out, USAGE);
-    };
-    let args = &argv[2..];
-    let fail = |err: &mut dyn Write, msg: &str| {
-        let _ = writeln!(err, "{}", log::line("ERROR", msg));
-        Exit::Failed
-    };
-    match cmd {
-        "--version" => {
-            return print(
-                out,
-                &format!("{name} version {}\n", env!("CARGO_PKG_VERSION")),
-            );
-        }
-        "help" | "h" | "--help" | "-h" => return print(out, USAGE),
-        "plugin_api_version" if args.is_empty() => return print(out, &format!("{API_VERSION}\n")),
-        "plugin_api_version" => {
-            return fail(
-                err,
-                &format!(
-                    "Invalid number of arguments to plugin command. Expected 0 arguments. Got {} arguments",
-                    args.len()
-                ),
-            );
-        }
-        _ => {}
-    }
-    let Some(&(_, min, max)) = COMMANDS.iter().find(|(c, _, _)| *c == cmd) else {
-        let _ = writeln!(err, "No help topic for '{cmd}'");
-        return Exit::UnknownCommand;
-    };
-    if !(min..=max).contains(&args.len()) {
-        let expected = if min == max {
-            min.to_string()
-        } else {
-            format!("{min} or {max}")
-        };
-        return fail(
-            err,
-            &format!(
-                "Invalid number of arguments to plugin command {cmd}. Expected {expected} arguments. Got {} arguments",
-                args.len()
-            ),
-        );
-    }
-    // Commands that need no config: the reference answers these without reading it.
-    let bucket_scope = || matches!(args[2].as_str(), "master" | "coordinator" | "segment_host");
-    let no_op = match cmd {
-        "cleanup_plugin_for_backup" | "cleanup_plugin_for_restore" => true,
-        "setup_plugin_for_backup" | "setup_plugin_for_restore" => !bucket_scope(),
-        _ => false,
-    };
-    if no_op {
-        return Exit::Success;
-    }
-    if cmd == "delete_backup"
-        && let Err(e) = commands::check_timestamp(&args[1])
+        .map_or(log::PROGRAM.into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Writes one of the plugin's answers to stdout.
+fn print(out: &mut dyn Write, s: &str) -> Exit {
+    if out
+        .write_all(s.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
     {
-        return fail(err, &e.one_line());
+        Exit::Success
+    } else {
+        Exit::Failed
     }
-    let cfg = match PluginConfig::load(Path::new(&args[0])) {
+}
+
+/// Writes `msg` to stderr as one gplog `ERROR` line; the invocation fails (exit 1).
+fn fail(err: &mut dyn Write, msg: &str) -> Exit {
+    let _ = writeln!(err, "{}", log::line("ERROR", msg));
+    Exit::Failed
+}
+
+/// Reads the config and sets up the log at its verbosity. On a bad config the error goes to the
+/// log at `info`, and also to stderr when the log is a file; `None` then means exit 1.
+fn load_config(path: &Path, err: &mut dyn Write) -> Option<(PluginConfig, log::LogTarget)> {
+    let cfg = match PluginConfig::load(path) {
         Ok(c) => c,
         Err(e) => {
             let target = log::init(Verbosity::Info);
             tracing::error!("{}", e.one_line());
             if target != log::LogTarget::Stderr {
-                return fail(err, &e.one_line());
+                fail(err, &e.one_line());
             }
-            return Exit::Failed;
+            return None;
         }
     };
     let target = log::init(cfg.verbosity);
@@ -154,58 +114,43 @@ pub fn run(argv: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     {
         tracing::warn!("{}", e.one_line());
     }
-    tracing::debug!("{cmd} {}", args[1..].join(" "));
-    let result = execute(cfg, cmd, &args[1..], out);
-    match result {
-        Ok(()) => Exit::Success,
-        Err(e) => {
-            let msg = format!("{cmd}: {}", e.one_line());
-            tracing::error!("{msg}");
-            if target != log::LogTarget::Stderr {
-                let _ = writeln!(err, "{}", log::line("ERROR", &msg));
-            }
-            Exit::Failed
-        }
-    }
+    Some((cfg, target))
 }
 
-fn workers(arg: Option<&String>) -> Result<usize> {
-    match arg {
-        None => Ok(DEFAULT_WORKERS),
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=256).contains(&n) => Ok(n),
-            _ => Err(Error::Usage(format!(
-                "worker count {s:?}: use a whole number from 1 to 256"
-            ))),
-        },
-    }
-}
-
-fn execute(cfg: PluginConfig, cmd: &str, a: &[String], out: &mut dyn Write) -> Result<()> {
+/// Runs one command on the bucket. Data for stdout goes to `out`.
+fn execute(cfg: PluginConfig, command: PluginCommand, out: &mut dyn Write) -> Result<()> {
+    use PluginCommand as C;
     crate::runtime::block_on(|cancel| async move {
-        let plugin = Plugin::new(cfg, cancel);
-        match cmd {
-            "setup_plugin_for_backup" => plugin.setup_backup(&a[0]).await,
-            "setup_plugin_for_restore" => plugin.setup_restore().await,
-            "backup_file" => plugin.backup_file(&a[0]).await,
-            "restore_file" => plugin.restore_file(&a[0]).await,
-            "backup_data" => plugin.backup_data(&a[0]).await,
-            "restore_data" => plugin.restore_data(&a[0]).await,
-            "restore_data_subset" => plugin.restore_data_subset(&a[0], &a[1]).await,
-            "delete_backup" => plugin.delete_backup(&a[0]).await,
-            "list_directory" => {
-                plugin
-                    .list_directory(a.first().map(String::as_str), out)
-                    .await
+        let plugin = &Plugin::new(cfg, cancel);
+        match command {
+            C::SetupBackup { local_dir, .. } => plugin.setup_backup(&local_dir).await,
+            C::SetupRestore { .. } => plugin.setup_restore().await,
+            // Answered in `run` before the config is read; nothing to do here either.
+            C::CleanupBackup | C::CleanupRestore => Ok(()),
+            C::BackupFile { path } => plugin.backup_file(&path).await,
+            C::RestoreFile { path } => plugin.restore_file(&path).await,
+            C::BackupData { key } => plugin.backup_data(&key).await,
+            C::RestoreData { key } => {
+                output::piped(out, |mut pipe| async move {
+                    plugin.restore_data(&key, &mut pipe).await
+                })
+                .await
             }
-            "delete_directory" => plugin.delete_directory(&a[0]).await,
-            "backup_directory" => plugin.backup_directory(&a[0], 1).await,
-            "backup_directory_parallel" => plugin.backup_directory(&a[0], workers(a.get(1))?).await,
-            "restore_directory" => plugin.restore_directory(&a[0], 1).await,
-            "restore_directory_parallel" => {
-                plugin.restore_directory(&a[0], workers(a.get(1))?).await
+            C::RestoreDataSubset { key, offsets } => {
+                output::piped(out, |mut pipe| async move {
+                    plugin.restore_data_subset(&key, &offsets, &mut pipe).await
+                })
+                .await
             }
-            other => Err(Error::Usage(format!("{other}: not a data command"))),
+            C::DeleteBackup { timestamp } => plugin.delete_backup(&timestamp).await,
+            C::ListDirectory { prefix } => plugin.list_directory(prefix.as_deref(), out).await,
+            C::DeleteDirectory { prefix } => plugin.delete_directory(&prefix).await,
+            C::BackupDirectory { dir, workers } => {
+                plugin.backup_directory(&dir, workers.count()?).await
+            }
+            C::RestoreDirectory { prefix, workers } => {
+                plugin.restore_directory(&prefix, workers.count()?).await
+            }
         }
     })
 }

@@ -53,6 +53,7 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn every_compression_restores_the_same_segment_and_damage_aborts_recovery() {
     let site = Site::local();
+    with_prefetch(&site, 0);
     let pg_wal = site.dir.path().join("pg_wal");
     std::fs::create_dir(&pg_wal).expect("pg_wal");
     let mut restored: Option<Vec<u8>> = None;
@@ -137,6 +138,7 @@ fn only_a_verifiably_absent_file_is_not_found() {
 #[test]
 fn a_bare_destination_name_is_written_in_the_current_directory() {
     let site = Site::local();
+    with_prefetch(&site, 0);
     put(&site, &wal_key(&wal_name(1)), &wal_segment(&wal_name(1), 1));
     let cwd = site.dir.path().join("cwd");
     std::fs::create_dir(&cwd).expect("cwd");
@@ -195,4 +197,190 @@ fn encrypted_and_custom_wals_need_their_commands() {
     assert!(std::fs::read(&dest).expect("w") == seg);
     let out = restore(&site, &wal_name(2), &dest);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+}
+
+/// A data directory as PostgreSQL runs restore_command in it: cwd = PGDATA, %p relative.
+fn pgdata(site: &Site) -> std::path::PathBuf {
+    let d = site.dir.path().join("pgdata");
+    std::fs::create_dir_all(d.join("pg_wal")).expect("pg_wal");
+    d
+}
+
+/// Runs wal-restore as PostgreSQL does during recovery.
+fn recover(site: &Site, pgdata: &Path, name: &str) -> Output {
+    std::process::Command::new(crate::common::site::BIN)
+        .current_dir(pgdata)
+        .args(["--config", site.cfg.to_str().expect("utf8")])
+        .args(["wal-restore", "pg", name, "pg_wal/RECOVERYXLOG"])
+        .output()
+        .expect("run")
+}
+
+/// Stops the prefetchers working on `dir` (they otherwise exit on their own when idle).
+fn stop_prefetchers(dir: &Path) {
+    let needle = dir.display().to_string();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("wal-prefetch") && cmd.contains(&needle) {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        }
+    }
+}
+
+/// The spool directories under a base.
+fn spools(base: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(base)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn with_prefetch(site: &Site, depth: usize) {
+    let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
+    std::fs::write(
+        &site.cfg,
+        cfg.replace("barman:\n", &format!("barman:\n  wal_prefetch: {depth}\n")),
+    )
+    .expect("cfg");
+}
+
+#[test]
+fn recovery_takes_prefetched_segments_from_the_spool() {
+    let site = Site::local();
+    with_prefetch(&site, 4);
+    for seg in 1..=12 {
+        put(
+            &site,
+            &wal_key(&wal_name(seg)),
+            &wal_segment(&wal_name(seg), seg),
+        );
+    }
+    let pg = pgdata(&site);
+    let base = pg.join("pg_wal/.barmans3-spool");
+    let mut from_spool = 0;
+    for seg in 1..=12 {
+        let out = recover(&site, &pg, &wal_name(seg));
+        assert_eq!(out.status.code(), Some(0), "{seg}: {}", err(&out));
+        if err(&out).contains("from the prefetch spool") {
+            from_spool += 1;
+        }
+        let got = std::fs::read(pg.join("pg_wal/RECOVERYXLOG")).expect("restored");
+        assert!(
+            got == wal_segment(&wal_name(seg), seg),
+            "segment {seg} differs"
+        );
+        std::fs::remove_file(pg.join("pg_wal/RECOVERYXLOG")).expect("rm");
+        // Let the prefetcher run ahead, as replay would.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        from_spool >= 8,
+        "only {from_spool} of 12 segments came from the spool"
+    );
+    // The end of the archive is still exit 1.
+    let out = recover(&site, &pg, &wal_name(13));
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    stop_prefetchers(&base);
+}
+
+#[test]
+fn a_killed_prefetch_leaves_nothing_a_later_call_could_serve() {
+    let prefix = crate::common::unique("prefetch-kill");
+    let site = Site::new(&crate::common::garage().yaml(&prefix));
+    with_prefetch(&site, 8);
+    for seg in 1..=10 {
+        let out = site.run(
+            &["store", "put", "/dev/stdin", &wal_key(&wal_name(seg))],
+            &[],
+        );
+        let _ = out;
+    }
+    // Upload real segments through the binary (Garage, so fetches take a moment).
+    let src = site.dir.path().join("src");
+    std::fs::create_dir(&src).expect("src");
+    for seg in 1..=10 {
+        let f = src.join(wal_name(seg));
+        std::fs::write(&f, wal_segment(&wal_name(seg), seg)).expect("seg");
+        let out = site.run(
+            &[
+                "store",
+                "put",
+                f.to_str().expect("utf8"),
+                &wal_key(&wal_name(seg)),
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", err(&out));
+    }
+    let pg = pgdata(&site);
+    let base = pg.join("pg_wal/.barmans3-spool");
+    let out = recover(&site, &pg, &wal_name(1));
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    // Kill the prefetcher in the middle of its downloads.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    stop_prefetchers(&base);
+    for spool in spools(&base) {
+        for e in std::fs::read_dir(&spool).expect("ls").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let seg = u64::from_str_radix(&name[16..], 16).expect("seg");
+                assert!(
+                    std::fs::read(e.path()).expect("spooled") == wal_segment(&name, seg),
+                    "{name} in the spool is not the whole segment"
+                );
+            }
+        }
+    }
+    // Every later call gives the exact segment, from the spool or the bucket.
+    for seg in 2..=10 {
+        let out = recover(&site, &pg, &wal_name(seg));
+        assert_eq!(out.status.code(), Some(0), "{seg}: {}", err(&out));
+        let got = std::fs::read(pg.join("pg_wal/RECOVERYXLOG")).expect("restored");
+        assert!(
+            got == wal_segment(&wal_name(seg), seg),
+            "segment {seg} differs"
+        );
+    }
+    stop_prefetchers(&base);
+}
+
+#[test]
+fn a_spool_of_another_server_or_timeline_is_never_served() {
+    let site = Site::local();
+    with_prefetch(&site, 2);
+    put(&site, &wal_key(&wal_name(5)), &wal_segment(&wal_name(5), 5));
+    let pg = pgdata(&site);
+    let base = pg.join("pg_wal/.barmans3-spool");
+    // What an earlier recovery of another server left, and a segment of another timeline:
+    // valid-looking files under names this recovery could ask for.
+    let other = base.join("other-00000000");
+    std::fs::create_dir_all(&other).expect("other");
+    std::fs::write(other.join(wal_name(5)), wal_segment(&wal_name(5), 999)).expect("planted");
+    // First call: the real segment, and this server's spool comes into being.
+    let out = recover(&site, &pg, &wal_name(5));
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert!(
+        std::fs::read(pg.join("pg_wal/RECOVERYXLOG")).expect("wal") == wal_segment(&wal_name(5), 5)
+    );
+    stop_prefetchers(&base);
+    let mine = spools(&base)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pg-"))
+        })
+        .expect("this server's spool");
+    let tli2 = "000000020000000000000006";
+    std::fs::write(mine.join(tli2), wal_segment(tli2, 6)).expect("planted");
+    let out = recover(&site, &pg, "000000010000000000000006");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "another timeline's file was served: {}",
+        err(&out)
+    );
+    stop_prefetchers(&base);
 }

@@ -122,6 +122,9 @@ pub fn make_archive(wals: &Path, from: u64, n: u64) {
     }
 }
 
+/// The database system identifier of the test cluster (identity.json and every WAL segment).
+pub const SYSTEM_ID: u64 = 7311111111111111111;
+
 /// A WAL segment as PostgreSQL writes it with 1 MiB segments (`initdb --wal-segsize=1`): the
 /// first page's long header names this segment (address, segment size), the rest is data.
 /// `wal-restore` checks that header, so stand-ins of other bytes are refused.
@@ -136,6 +139,7 @@ pub fn wal_segment(name: &str, seed: u64) -> Vec<u8> {
     v[2..4].copy_from_slice(&2u16.to_le_bytes());
     v[4..8].copy_from_slice(&tli.to_le_bytes());
     v[8..16].copy_from_slice(&addr.to_le_bytes());
+    v[24..32].copy_from_slice(&SYSTEM_ID.to_le_bytes());
     v[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
     v[36..40].copy_from_slice(&8192u32.to_le_bytes());
     v
