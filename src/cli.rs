@@ -138,6 +138,22 @@ pub enum Command {
         /// Destination path (%p)
         dest: PathBuf,
     },
+    /// Rebuild a lost Barman server's directory from the bucket (backups, WAL archive), then
+    /// run `barman rebuild-xlogdb SERVER`
+    CatalogRestore {
+        /// Barman server name
+        server: String,
+        /// Only this backup (repeatable); WALs from the oldest one's first WAL on
+        #[arg(long = "backup", value_name = "ID")]
+        backups: Vec<String>,
+        /// Only WALs from this backup's first WAL, or from this WAL file, on
+        #[arg(long, value_name = "ID|WAL")]
+        wals_since: Option<String>,
+        /// Where backup.info goes: meta (Barman 3.13.2 and later) or base [default: what the
+        /// installed barman reads]
+        #[arg(long, value_parser = ["meta", "base"])]
+        layout: Option<String>,
+    },
     /// The background prefetcher wal-restore starts during recovery (not for direct use)
     #[command(hide = true)]
     WalPrefetch {
@@ -417,6 +433,12 @@ fn barman_action(c: Command) -> Result<BarmanAction> {
         },
         Command::BaseLs { server } => BarmanAction::BaseLs { server },
         Command::WalPrefetch { server, spool } => BarmanAction::WalPrefetch { server, spool },
+        Command::CatalogRestore {
+            server,
+            backups,
+            wals_since,
+            layout,
+        } => catalog_action(server, backups, wals_since, layout)?,
         Command::FullSync {
             server,
             no_delete,
@@ -462,6 +484,29 @@ fn barman_action(c: Command) -> Result<BarmanAction> {
         other => {
             return Err(Error::Usage(format!("{other:?} is not a Barman command")));
         }
+    })
+}
+
+fn catalog_action(
+    server: String,
+    backups: Vec<String>,
+    wals_since: Option<String>,
+    layout: Option<String>,
+) -> Result<BarmanAction> {
+    use crate::barman::catalog::{CatalogOptions, InfoLayout};
+    for id in &backups {
+        backup_id_arg(id.clone())?;
+    }
+    Ok(BarmanAction::CatalogRestore {
+        server,
+        opts: CatalogOptions {
+            backups,
+            wals_since,
+            layout: layout.map(|l| match l.as_str() {
+                "base" => InfoLayout::Base,
+                _ => InfoLayout::Meta,
+            }),
+        },
     })
 }
 

@@ -69,6 +69,7 @@ pub(super) fn run(o: &Options, action: BarmanAction) -> Exit {
         BarmanAction::BaseSync => Some("base-sync"),
         BarmanAction::WalSync { .. } => Some("wal-sync"),
         BarmanAction::FullSync { .. } => Some("full-sync"),
+        BarmanAction::CatalogRestore { .. } => Some("catalog-restore"),
         _ => None,
     };
     let result = load_config(o).and_then(|cfg| {
@@ -130,6 +131,8 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
             let opts = RestoreOptions {
                 tablespaces,
                 restore_command: recovery.then(|| restore_command(o, cfg, &server)),
+                pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
+                staging: cfg.barman.restore_staging_dir.clone(),
             };
             let remote = Remote::new(cfg.location.prefix(), &server);
             let r = base_restore(t, &remote, &id, &dest, &opts).await?;
@@ -149,6 +152,24 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
         }
         BarmanAction::WalRestore { server, name, dest } => {
             super::walrestore::restore(o, cfg, t, &server, &name, &dest).await
+        }
+        BarmanAction::CatalogRestore { server, opts } => {
+            let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
+            let remote = Remote::new(cfg.location.prefix(), &server);
+            let r = crate::barman::catalog::catalog_restore(t, &remote, &dirs, &opts).await?;
+            eprintln!(
+                "barmans3 catalog-restore {server}: {} backup(s) ({}), {} WAL file(s), {} files, {} into {}",
+                r.backups.len(),
+                r.backups.join(", "),
+                r.wals,
+                r.files,
+                human_bytes(r.bytes),
+                dirs.backup_dir.display()
+            );
+            for step in crate::barman::catalog::next_steps(&server, &r) {
+                eprintln!("  next: {step}");
+            }
+            Ok(Exit::Success)
         }
         BarmanAction::WalPrefetch { server, spool } => {
             super::walrestore::prefetcher(cfg, t, &server, spool).await

@@ -102,6 +102,13 @@ pub enum BarmanAction {
         /// Write recovery.signal and a restore_command.
         recovery: bool,
     },
+    /// `catalog-restore SERVER`.
+    CatalogRestore {
+        /// Server.
+        server: String,
+        /// What to rebuild.
+        opts: crate::barman::catalog::CatalogOptions,
+    },
     /// The background prefetcher of `wal-restore`.
     WalPrefetch {
         /// Server.

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod backup;
 pub mod basesync;
+pub mod catalog;
 pub mod conf;
 pub mod eligibility;
 pub mod fullsync;

@@ -238,6 +238,11 @@ pub struct BarmanConfig {
     pub wal_spool_dir: Option<PathBuf>,
     /// Bytes the spool may hold.
     pub wal_spool_bytes: u64,
+    /// pg_combinebackup for restoring incremental backups (default: found by version, then PATH).
+    pub pg_combinebackup: Option<PathBuf>,
+    /// Where the chain of an incremental backup is staged before it is combined (default: beside
+    /// the destination).
+    pub restore_staging_dir: Option<PathBuf>,
 }
 
 impl Default for BarmanConfig {
@@ -257,6 +262,8 @@ impl Default for BarmanConfig {
             wal_prefetch: 8,
             wal_spool_dir: None,
             wal_spool_bytes: 1 << 30,
+            pg_combinebackup: None,
+            restore_staging_dir: None,
         }
     }
 }

@@ -86,6 +86,8 @@ struct RawBarman {
     wal_prefetch: Option<usize>,
     wal_spool_dir: Option<PathBuf>,
     wal_spool_bytes: Option<String>,
+    pg_combinebackup: Option<PathBuf>,
+    restore_staging_dir: Option<PathBuf>,
 }
 
 /// Builds the error of one key.
@@ -344,6 +346,8 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         wal_prefetch,
         wal_spool_dir: barman.wal_spool_dir,
         wal_spool_bytes,
+        pg_combinebackup: barman.pg_combinebackup,
+        restore_staging_dir: barman.restore_staging_dir,
     })
 }
 
@@ -432,6 +436,8 @@ impl RawConfig {
                 wal_prefetch: Some(b.wal_prefetch),
                 wal_spool_dir: b.wal_spool_dir.clone(),
                 wal_spool_bytes: Some(human_bytes_exact(b.wal_spool_bytes)),
+                pg_combinebackup: b.pg_combinebackup.clone(),
+                restore_staging_dir: b.restore_staging_dir.clone(),
             },
         }
     }

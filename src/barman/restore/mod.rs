@@ -7,6 +7,7 @@
 //! half-restored directory is never started. A restore killed outright leaves no
 //! `global/pg_control`, which PostgreSQL refuses to start without.
 
+pub mod chain;
 pub mod plan;
 pub mod recovery;
 pub mod tar;
@@ -30,6 +31,10 @@ pub struct RestoreOptions {
     pub tablespaces: BTreeMap<String, PathBuf>,
     /// `restore_command` to write with `recovery.signal` (None: leave recovery to the user).
     pub restore_command: Option<String>,
+    /// pg_combinebackup for incremental backups (None: look for it).
+    pub pg_combinebackup: Option<PathBuf>,
+    /// Where an incremental chain is staged (None: beside DEST).
+    pub staging: Option<PathBuf>,
 }
 
 /// What a restore produced.
@@ -64,11 +69,6 @@ pub async fn manifest(t: &Transfer, remote: &Remote, id: &str) -> Result<(Backup
         }
         Err(e) => return Err(e),
     };
-    if let Some(parent) = info.get("parent_backup_id") {
-        return Err(Error::Failed(format!(
-            "backup {id} is an incremental backup (parent {parent}): it restores only together with its chain, combined by pg_combinebackup"
-        )));
-    }
     if info.get("mode").is_some_and(|m| m.starts_with("snapshot")) {
         return Err(Error::Failed(format!(
             "backup {id} is a snapshot backup: its data lives in cloud disk snapshots, not in the bucket"
@@ -87,6 +87,8 @@ pub async fn manifest(t: &Transfer, remote: &Remote, id: &str) -> Result<(Backup
 }
 
 /// Restores backup `id` into `dest` (absent or empty), verifying every file's size and CRC32C.
+/// An incremental backup (PostgreSQL 17+) is restored with its whole chain and combined by
+/// pg_combinebackup ([`chain`]).
 pub async fn base_restore(
     t: &Transfer,
     remote: &Remote,
@@ -94,8 +96,23 @@ pub async fn base_restore(
     dest: &Path,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
-    let (_, m) = manifest(t, remote, id).await?;
-    let plan = plan::plan(&m, dest, &opts.tablespaces)?;
+    let (info, m) = manifest(t, remote, id).await?;
+    if info.get("parent_backup_id").is_some() {
+        return chain::restore(t, remote, id, info, dest, opts).await;
+    }
+    restore_one(t, remote, &m, dest, opts).await
+}
+
+/// Restores one backup whose manifest is `m`.
+async fn restore_one(
+    t: &Transfer,
+    remote: &Remote,
+    m: &Manifest,
+    dest: &Path,
+    opts: &RestoreOptions,
+) -> Result<Restored> {
+    let id = m.backup_id.as_str();
+    let plan = plan::plan(m, dest, &opts.tablespaces)?;
     let mut claimed = Claimed::default();
     claimed.claim(&plan.dest)?;
     for dir in plan.tablespaces.values() {

