@@ -12,7 +12,9 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod filesync;
 pub mod fsutil;
+pub mod gluster;
 pub mod gpplugin;
 pub mod logging;
 pub mod progress;
@@ -20,5 +22,6 @@ pub mod runtime;
 pub mod store;
 pub mod transfer;
 pub mod units;
+pub mod volume;
 
 pub use error::{Error, Exit, Result};

@@ -33,6 +33,8 @@ pub struct Options {
     pub json: bool,
     /// Draw progress bars on stderr.
     pub progress: bool,
+    /// `--request-log FILE [--request-log-format F]`.
+    pub request_log: Option<crate::store::reqlog::RequestLog>,
 }
 
 /// Every command.
@@ -50,6 +52,12 @@ pub enum Action {
     Check(Thresholds, Duration),
     /// Object-level commands.
     Store(StoreAction),
+    /// `sync SRC_DIR KEY_PREFIX`.
+    Sync(crate::filesync::SyncOptions),
+    /// `archive BRICK --mount MNT`.
+    Archive(crate::gluster::ArchiveOptions),
+    /// `volume put|get|ls|status|rm`.
+    Volume(crate::volume::VolumeAction),
     /// Configuration helpers.
     Config(ConfigAction),
     /// A shell completion script, already rendered.

@@ -16,8 +16,11 @@ macro_rules! outln {
 }
 
 mod admin;
+mod archive;
 mod barman;
 mod store;
+mod sync;
+mod volume;
 mod walrestore;
 
 use std::ffi::OsString;
@@ -74,6 +77,15 @@ pub fn run(inv: Invocation) -> Exit {
         Action::Store(s) => finish(crate::runtime::block_on(|cancel| {
             store::run(options.clone(), s, cancel)
         })),
+        Action::Sync(s) => finish(crate::runtime::block_on(|cancel| {
+            sync::run(options.clone(), s, cancel)
+        })),
+        Action::Archive(a) => finish(crate::runtime::block_on(|cancel| {
+            archive::run(options.clone(), a, cancel)
+        })),
+        Action::Volume(v) => finish(crate::runtime::block_on(|cancel| {
+            volume::run(options.clone(), v, cancel)
+        })),
         Action::GpPlugin(_) | Action::Completions(_) => Exit::Success,
     }
 }
@@ -122,6 +134,7 @@ pub fn load_config(o: &Options) -> Result<Config> {
     if let Some((loc, _)) = &o.store {
         cfg.location = loc.clone();
     }
+    cfg.request_log = o.request_log.clone();
     Ok(cfg)
 }
 
@@ -129,6 +142,7 @@ pub fn load_config(o: &Options) -> Result<Config> {
 /// file (monitoring and config checks run as other users, from NRPE or by hand).
 async fn bare_engine(cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
     let store = crate::store::open(&cfg.location, &cfg.s3).await?;
+    let store = crate::store::reqlog::wrap(store, cfg.request_log.as_ref());
     Ok(Transfer::new(store, cfg.transfer.clone()).with_cancel(cancel))
 }
 

@@ -18,6 +18,10 @@ use crate::config::StoreLocation;
 use crate::error::{Error, Result};
 use crate::logging::Verbosity;
 
+mod archive;
+mod sync;
+mod volume;
+
 /// Ship Barman and gpbackup backups to S3-compatible object storage and back.
 #[derive(Debug, Parser)]
 #[command(name = "barmans3", version, about, long_about = None, propagate_version = true)]
@@ -52,6 +56,14 @@ pub struct Global {
     /// Never show a progress bar (the default when stderr is not a terminal, e.g. under cron)
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Append one CSV line per store request to FILE (cost accounting; never secrets)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub request_log: Option<PathBuf>,
+    /// Format of --request-log: droplet (Bareos droplet's pricing lines) or extended (CSV with
+    /// header, status, attempt and key)
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "droplet",
+          value_parser = ["droplet", "extended"], requires = "request_log")]
+    pub request_log_format: String,
 }
 
 /// Subcommands.
@@ -180,6 +192,13 @@ pub enum Command {
         #[arg(long, default_value = "10s", value_parser = parse_age)]
         timeout: Duration,
     },
+    /// Sync a directory to the bucket, from a crawl or a file list (glusterfind)
+    Sync(sync::SyncArgs),
+    /// Archive cold files of a Gluster brick for cloudsync (uploaded, verified, then truncated)
+    Archive(archive::ArchiveArgs),
+    /// Bareos droplet-compatible chunked volumes: put, get, ls, status, rm
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Inspect and manage the base-backup queue
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -371,6 +390,9 @@ impl TryFrom<Cli> for Invocation {
                 ConfigCommand::ImportLegacy { file } => ConfigAction::ImportLegacy { file },
             }),
             Command::Store(c) => Action::Store(store_action(c)),
+            Command::Sync(a) => Action::Sync(a.validate()?),
+            Command::Archive(a) => Action::Archive(a.validate()?),
+            Command::Volume(c) => Action::Volume(c.validate()?),
             Command::Status => Action::Admin(AdminAction::Status),
             Command::Check {
                 wal_warning,
@@ -549,7 +571,15 @@ impl Global {
                     .map_err(|e| Error::Usage(format!("--store: {e}")))
             })
             .transpose()?;
+        let request_log = self.request_log.map(|path| crate::store::reqlog::RequestLog {
+            path,
+            format: match self.request_log_format.as_str() {
+                "extended" => crate::store::reqlog::LogFormat::Extended,
+                _ => crate::store::reqlog::LogFormat::Droplet,
+            },
+        });
         Ok(Options {
+            request_log,
             config: self.config,
             store,
             verbosity: match (self.quiet, self.verbose) {

@@ -281,6 +281,8 @@ pub struct Config {
     pub transfer: TransferConfig,
     /// Barman settings.
     pub barman: BarmanConfig,
+    /// The request log of this run (`--request-log`; not a file key).
+    pub request_log: Option<crate::store::reqlog::RequestLog>,
 }
 
 /// How strictly to treat a config file readable by others.
@@ -393,6 +395,7 @@ impl Config {
             s3: default_s3(),
             transfer: TransferConfig::default(),
             barman: BarmanConfig::default(),
+            request_log: None,
         }
     }
 

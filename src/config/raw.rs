@@ -141,6 +141,7 @@ pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
         s3,
         transfer,
         barman,
+        request_log: None,
     })
 }
 

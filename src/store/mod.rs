@@ -7,6 +7,7 @@
 
 pub mod limits;
 pub mod local;
+pub mod reqlog;
 pub mod s3;
 
 use std::collections::BTreeMap;
@@ -240,6 +241,32 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// In-progress uploads under a prefix, all pages.
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>>;
+
+    /// Copies a whole object inside the store (`src` to `dst`) without sending its bytes
+    /// through this host. Objects above the single-copy limit use [`Store::upload_part_copy`].
+    async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
+        let _ = (dst, opts);
+        Err(crate::error::Error::Failed(format!(
+            "{}: server-side copy of {src} is not supported",
+            self.describe()
+        )))
+    }
+
+    /// Copies `range` of `src` as one part of a multipart upload to `dst`.
+    async fn upload_part_copy(
+        &self,
+        dst: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        range: ByteRange,
+    ) -> Result<PartReceipt> {
+        let _ = (dst, upload_id, part_number, range);
+        Err(crate::error::Error::Failed(format!(
+            "{}: server-side copy of {src} is not supported",
+            self.describe()
+        )))
+    }
 }
 
 /// A shared store handle.

@@ -33,9 +33,11 @@ pub enum Op {
     AbortMultipartUpload,
     ListParts,
     ListMultipartUploads,
+    CopyObject,
+    UploadPartCopy,
 }
 
-const OPS: [(Op, &str); 11] = [
+const OPS: [(Op, &str); 13] = [
     (Op::PutObject, "put"),
     (Op::GetObject, "get"),
     (Op::HeadObject, "head"),
@@ -47,12 +49,14 @@ const OPS: [(Op, &str); 11] = [
     (Op::AbortMultipartUpload, "abort_multipart"),
     (Op::ListParts, "list_parts"),
     (Op::ListMultipartUploads, "list_multipart"),
+    (Op::CopyObject, "copy"),
+    (Op::UploadPartCopy, "upload_part_copy"),
 ];
 
 /// Counters of one run.
 #[derive(Debug)]
 pub struct Stats {
-    requests: [AtomicU64; 11],
+    requests: [AtomicU64; 13],
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     retries: AtomicU64,
@@ -259,5 +263,22 @@ impl Store for CountingStore {
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
         self.stats.request(Op::ListMultipartUploads);
         self.inner.list_multipart(prefix).await
+    }
+    async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
+        self.stats.request(Op::CopyObject);
+        self.inner.copy(src, dst, opts).await
+    }
+    async fn upload_part_copy(
+        &self,
+        dst: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        range: ByteRange,
+    ) -> Result<PartReceipt> {
+        self.stats.request(Op::UploadPartCopy);
+        self.inner
+            .upload_part_copy(dst, upload_id, part_number, src, range)
+            .await
     }
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod archive;
 mod bad_input;
 mod barman_e2e;
 mod barman_local;
@@ -17,9 +18,12 @@ mod memory;
 mod never_wrong;
 mod operator;
 mod parsers_fuzz;
+mod reqlog;
 mod secrets;
 mod server_down;
+mod sync;
 mod tls;
 mod transfer;
+mod volume;
 mod walrestore;
 mod walsync;

@@ -193,6 +193,18 @@ impl Transfer {
         key: &str,
         journal: Option<&dyn UploadJournal>,
     ) -> Result<Uploaded> {
+        self.upload_file_with(path, key, journal, &PutOptions::default())
+            .await
+    }
+
+    /// [`Transfer::upload_file`] with user metadata on the object.
+    pub async fn upload_file_with(
+        &self,
+        path: &Path,
+        key: &str,
+        journal: Option<&dyn UploadJournal>,
+        opts: &PutOptions,
+    ) -> Result<Uploaded> {
         let file =
             File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         let meta = file
@@ -207,7 +219,7 @@ impl Transfer {
                     path.display()
                 )));
             }
-            return self.put_bytes(key, buf, BTreeMap::new()).await;
+            return self.put_bytes(key, buf, opts.metadata.clone()).await;
         }
         let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
         let part_size = plan::part_size_for(size, self.cfg.part_size);
@@ -215,7 +227,7 @@ impl Transfer {
         let file = Arc::new(file);
 
         let mut state = self
-            .resume_or_create(key, size, mtime_ns, part_size, journal)
+            .resume_or_create(key, size, mtime_ns, part_size, journal, opts)
             .await?;
         let reused = state.parts.len() as u32;
         self.progress.object_started(key, size);
@@ -270,6 +282,7 @@ impl Transfer {
         mtime_ns: i128,
         part_size: u64,
         journal: Option<&dyn UploadJournal>,
+        user: &PutOptions,
     ) -> Result<ResumeState> {
         if let Some(old) = journal.and_then(|j| j.load()) {
             let same = old.key == key
@@ -302,7 +315,7 @@ impl Transfer {
                 let _ = self.abort(&old.key, &old.upload_id).await;
             }
         }
-        let mut metadata = BTreeMap::new();
+        let mut metadata = user.metadata.clone();
         metadata.insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
         let opts = PutOptions { metadata };
         let upload_id = self.create_upload(key, &opts).await?;

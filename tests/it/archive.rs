@@ -1,0 +1,1 @@
+//! `archive` against Garage and file:// (being written).

@@ -1,0 +1,1 @@
+//! `reqlog` against Garage and file:// (being written).

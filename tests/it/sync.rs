@@ -1,0 +1,1 @@
+//! `sync` against Garage and file:// (being written).

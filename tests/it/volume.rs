@@ -1,0 +1,1 @@
+//! `volume` against Garage and file:// (being written).
