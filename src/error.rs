@@ -187,6 +187,9 @@ pub enum Error {
     /// ends quietly, as `ls | head` does.
     #[error("standard output was closed by its reader")]
     StdoutClosed,
+    /// The store refused a server-side copy, or made one it cannot vouch for: upload instead.
+    #[error("server-side copy refused: {0}")]
+    CopyRefused(String),
     /// Any other failed operation, with a complete one-line reason.
     #[error("{0}")]
     Failed(String),

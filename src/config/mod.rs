@@ -194,6 +194,9 @@ pub struct TransferConfig {
     pub max_attempts: u32,
     /// Integrity mechanism for uploads.
     pub checksum: ChecksumMode,
+    /// Objects above this size are copied server-side part by part (S3's single-copy limit;
+    /// lowered only by tests).
+    pub copy_limit: u64,
 }
 
 impl Default for TransferConfig {
@@ -203,6 +206,7 @@ impl Default for TransferConfig {
             concurrency: 8,
             max_attempts: 5,
             checksum: ChecksumMode::WhenSupported,
+            copy_limit: crate::store::limits::MAX_COPY_SIZE,
         }
     }
 }

@@ -264,6 +264,7 @@ fn transfer(k: &Keyed, s3: &RawS3, checksum: ChecksumMode) -> Result<TransferCon
         concurrency: concurrency as usize,
         max_attempts,
         checksum,
+        ..TransferConfig::default()
     })
 }
 

@@ -213,6 +213,7 @@ impl PluginConfig {
             concurrency: d.concurrency,
             max_attempts: 6,
             checksum: ChecksumMode::WhenSupported,
+            ..TransferConfig::default()
         }
     }
 }

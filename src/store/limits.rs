@@ -9,3 +9,5 @@ pub const MAX_PART_SIZE: u64 = 5 << 30;
 pub const MAX_PARTS: u64 = 10_000;
 /// Most keys one DeleteObjects request may carry.
 pub const MAX_DELETE_BATCH: usize = 1000;
+/// Largest object one CopyObject request may copy; larger ones are copied part by part.
+pub const MAX_COPY_SIZE: u64 = 5 << 30;

@@ -7,6 +7,7 @@
 //! stale multipart clean-up), all retried and counted the same way.
 
 pub mod compare;
+pub mod copy;
 pub mod download;
 pub mod plan;
 pub mod retry;
@@ -23,6 +24,7 @@ use crate::config::TransferConfig;
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Silent};
 use crate::store::{ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, SharedStore};
+pub use copy::CopyExpect;
 pub use download::{Downloaded, Expect};
 use retry::RetryPolicy;
 pub use stats::{Op, Stats, StatsSnapshot};

@@ -59,6 +59,7 @@ pub struct Stats {
     requests: [AtomicU64; 13],
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    bytes_copied: AtomicU64,
     retries: AtomicU64,
     started: Instant,
 }
@@ -69,6 +70,7 @@ impl Default for Stats {
             requests: Default::default(),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            bytes_copied: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             started: Instant::now(),
         }
@@ -86,6 +88,8 @@ pub struct StatsSnapshot {
     pub bytes_up: u64,
     /// Body bytes received.
     pub bytes_down: u64,
+    /// Bytes of objects the store copied server-side (never sent by this host).
+    pub bytes_copied: u64,
     /// Requests repeated after a retryable failure.
     pub retries: u64,
     /// Milliseconds since the run started.
@@ -102,7 +106,15 @@ impl fmt::Display for StatsSnapshot {
             crate::units::human_bytes(self.bytes_down),
             self.retries,
             self.elapsed_ms as f64 / 1000.0
-        )
+        )?;
+        if self.bytes_copied > 0 {
+            write!(
+                f,
+                " copied-server-side={}",
+                crate::units::human_bytes(self.bytes_copied)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -119,6 +131,10 @@ impl Stats {
     /// Counts sent body bytes.
     pub fn up(&self, n: u64) {
         self.bytes_up.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts bytes the store copied server-side.
+    pub fn copied(&self, n: u64) {
+        self.bytes_copied.fetch_add(n, Ordering::Relaxed);
     }
     /// Counts received body bytes.
     pub fn down(&self, n: u64) {
@@ -141,6 +157,7 @@ impl Stats {
         }
         s.bytes_up = self.bytes_up.load(Ordering::Relaxed);
         s.bytes_down = self.bytes_down.load(Ordering::Relaxed);
+        s.bytes_copied = self.bytes_copied.load(Ordering::Relaxed);
         s.retries = self.retries.load(Ordering::Relaxed);
         s.elapsed_ms = self.started.elapsed().as_millis() as u64;
         s

@@ -12,7 +12,7 @@ use barmans3::Error;
 use barmans3::checksum;
 use barmans3::progress::Progress;
 use barmans3::store::join_key;
-use barmans3::transfer::{Cancel, Expect, FileJournal, Op, Transfer, UploadJournal};
+use barmans3::transfer::{Cancel, CopyExpect, Expect, FileJournal, Op, Transfer, UploadJournal};
 
 const MIB: usize = 1 << 20;
 const SIZES: [usize; 6] = [0, 1, 5 * MIB - 1, 5 * MIB, 5 * MIB + 1, 16 * MIB];
@@ -322,7 +322,72 @@ async fn orphaned_upload_is_superseded(b: Backend) {
     );
 }
 
+/// A server-side copy is verified against the expected CRC32C and counted apart from uploads;
+/// a wrong expectation (the source is not what the manifest says) is a checksum error. Above the
+/// copy limit the copy goes part by part: verified from the parts' CRC32C where the server
+/// reports them (file://), refused as unverifiable where it does not (Garage), so the caller
+/// uploads instead.
+async fn server_side_copies_are_verified(b: Backend) {
+    let (store, prefix, _dir) = open(b, "copy").await;
+    let mut cfg = small_transfer();
+    cfg.copy_limit = 6 * MIB as u64;
+    let t = Transfer::new(store, cfg);
+    let tmp = tempfile::tempdir().expect("tmp");
+    for (name, size) in [("small", 2 * MIB), ("big", 11 * MIB + 7)] {
+        let body = data(size, 11);
+        let src_path = tmp.path().join(name);
+        std::fs::write(&src_path, &body).expect("write");
+        let src = join_key(&prefix, &format!("{name}-src"));
+        let up = t.upload_file(&src_path, &src, None).await.expect("upload");
+        let sent = t.stats().snapshot().bytes_up;
+        let dst = join_key(&prefix, &format!("{name}-dst"));
+        let expect = CopyExpect {
+            size: size as u64,
+            crc32c: up.crc32c,
+        };
+        let copied = t.copy_object(&src, &dst, expect, Default::default()).await;
+        match (name, b) {
+            ("big", Backend::Garage) => {
+                let e = copied.expect_err("Garage reports no part checksums");
+                assert!(matches!(e, Error::CopyRefused(_)), "{e}");
+                assert!(
+                    t.incomplete_uploads(&dst).await.expect("list").is_empty(),
+                    "a refused part copy is aborted"
+                );
+                continue;
+            }
+            _ => copied.expect("copy"),
+        }
+        assert_eq!(t.stats().snapshot().bytes_up, sent, "a copy sends no body");
+        let mut out = Vec::new();
+        t.download_to(
+            &dst,
+            &mut out,
+            Expect {
+                size: Some(size as u64),
+                crc32c: Some(up.crc32c),
+            },
+        )
+        .await
+        .expect("download");
+        assert!(out == body, "{name}: copied bytes differ");
+        let wrong = CopyExpect {
+            crc32c: up.crc32c ^ 1,
+            ..expect
+        };
+        let e = t
+            .copy_object(&src, &join_key(&prefix, "wrong"), wrong, Default::default())
+            .await
+            .expect_err("a wrong expectation must fail");
+        assert!(matches!(e, Error::Checksum { .. }), "{e}");
+    }
+    let s = t.stats().snapshot();
+    assert!(s.requests.get("copy").copied().unwrap_or(0) > 0);
+    assert!(s.bytes_copied >= 2 * MIB as u64);
+}
+
 crate::common::on_both!(
+    server_side_copies_are_verified,
     boundary_sizes,
     odd_hundred_mib_many_parts,
     changed_bytes_are_detected,

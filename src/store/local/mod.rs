@@ -25,6 +25,7 @@ use crate::checksum;
 use crate::error::{Error, Result, StoreFailure};
 use crate::fsutil;
 
+mod copy;
 mod multipart;
 
 const RESERVED: &str = ".barmans3";
@@ -443,5 +444,20 @@ impl Store for LocalStore {
 
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
         self.mp_list(prefix)
+    }
+
+    async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
+        self.copy_object(src, dst, opts)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        dst: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        range: ByteRange,
+    ) -> Result<PartReceipt> {
+        self.mp_upload_part_copy(dst, upload_id, part_number, src, range)
     }
 }

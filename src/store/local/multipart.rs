@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::limits::{MAX_PARTS, MIN_PART_SIZE};
 use crate::store::{
-    ChecksumAlgorithm, Integrity, MultipartUpload, PartReceipt, PutOptions, PutReceipt,
+    ByteRange, ChecksumAlgorithm, Integrity, MultipartUpload, PartReceipt, PutOptions, PutReceipt,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,15 +92,63 @@ impl LocalStore {
             ));
         }
         let crc = verify_integrity("UploadPart", key, &body, integrity)?;
-        let etag = format!("{crc:08x}{:016x}", body.len());
+        self.store_part(&dir, &rec, part_number, |f| {
+            f.write_all(&body)
+                .map_err(|e| Error::io("write part", e))
+                .map(|()| (crc, body.len() as u64))
+        })
+    }
+
+    pub(super) fn mp_upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        range: ByteRange,
+    ) -> Result<PartReceipt> {
+        let dir = self.upload_dir(upload_id)?;
+        let rec = read_upload(&dir, key)?;
+        if !(1..=MAX_PARTS).contains(&u64::from(part_number)) {
+            return Err(fail(
+                "UploadPartCopy",
+                key,
+                "InvalidArgument",
+                "part number must be 1..=10000",
+            ));
+        }
+        self.store_part(&dir, &rec, part_number, |f| {
+            self.copy_range(src, range, f).map(|crc| (crc, range.len()))
+        })
+    }
+
+    /// Writes a part through `write` (which returns its CRC32C and size) to a temp name,
+    /// renames it into place and records it.
+    fn store_part(
+        &self,
+        dir: &Path,
+        rec: &UploadRecord,
+        part_number: u32,
+        write: impl FnOnce(&mut fs::File) -> Result<(u32, u64)>,
+    ) -> Result<PartReceipt> {
         let part = dir.join(format!("part-{part_number:05}"));
         let tmp = fsutil::temp_path_for(&part);
-        fs::write(&tmp, &body).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        let mut f = fs::File::create(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let (crc, size) = match write(&mut f) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        drop(f);
         fs::rename(&tmp, &part).map_err(|e| Error::io(format!("rename {}", part.display()), e))?;
+        let etag = format!("{crc:08x}{size:016x}");
         let pr = PartRecord {
             etag: etag.clone(),
             crc32c: crc,
-            size: body.len() as u64,
+            size,
         };
         let json = serde_json::to_vec(&pr).map_err(|e| Error::Failed(e.to_string()))?;
         fsutil::write_atomic(&dir.join(format!("part-{part_number:05}.json")), &json)?;
@@ -107,7 +156,7 @@ impl LocalStore {
             part_number,
             etag,
             crc32c: rec.crc32c.then_some(crc),
-            size: body.len() as u64,
+            size,
         })
     }
 

@@ -132,7 +132,8 @@ fn integrity_for(mode: ChecksumMode, body: &[u8]) -> (u32, Integrity) {
     }
 }
 
-fn combine(parts: &[(u32, u64)]) -> u32 {
+/// CRC32C of a whole object from its parts' CRC32C and sizes.
+pub(crate) fn combine(parts: &[(u32, u64)]) -> u32 {
     parts.iter().fold(0u32, |acc, &(crc, len)| {
         if len == 0 {
             acc
@@ -448,7 +449,7 @@ impl Transfer {
 
     /// Completes an upload and checks what the server now holds: size, and composite checksum
     /// or part count.
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         key: &str,
         upload_id: &str,

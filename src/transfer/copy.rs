@@ -1,0 +1,226 @@
+//! Server-side copies: an object made from another object of the same store without its bytes
+//! passing through this host (CopyObject, or UploadPartCopy part by part above the single-copy
+//! limit), verified like an upload: the server's checksum of the new object must equal the
+//! CRC32C the caller expects (from the manifest that recorded the source when it was uploaded).
+//!
+//! A copy that cannot be verified (the server keeps no checksum of copies) or that the server
+//! refuses is reported as [`Error::CopyRefused`], so the caller can upload instead.
+
+use std::collections::BTreeMap;
+
+use super::Transfer;
+use super::plan::{self, LAYOUT_META};
+use crate::checksum;
+use crate::error::{Error, Result};
+use crate::store::limits::MAX_COPY_SIZE;
+use crate::store::{ChecksumAlgorithm, PartReceipt, PutOptions};
+
+/// What a copy must produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyExpect {
+    /// Bytes.
+    pub size: u64,
+    /// CRC32C of the whole object.
+    pub crc32c: u32,
+}
+
+/// Whether a store error means "this server does not do (verifiable) copies" rather than a
+/// failure of this one request.
+fn refused(e: &Error) -> bool {
+    match e {
+        Error::Store(f) => {
+            matches!(f.status, Some(400 | 403 | 405 | 501))
+                || matches!(
+                    f.code.as_deref(),
+                    Some("NotImplemented" | "InvalidRequest" | "AccessDenied")
+                )
+        }
+        _ => false,
+    }
+}
+
+impl Transfer {
+    /// Copies `src` to `dst` inside the store and verifies the result against `expect`. `meta`
+    /// replaces the source's user metadata when not empty.
+    pub async fn copy_object(
+        &self,
+        src: &str,
+        dst: &str,
+        expect: CopyExpect,
+        meta: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let result = if expect.size <= self.cfg.copy_limit.min(MAX_COPY_SIZE) {
+            self.copy_whole(src, dst, expect, meta).await
+        } else {
+            self.copy_parts(src, dst, expect, meta).await
+        };
+        match result {
+            Ok(()) => {
+                self.stats.copied(expect.size);
+                Ok(())
+            }
+            Err(e) if refused(&e) => Err(Error::CopyRefused(e.one_line())),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn copy_whole(
+        &self,
+        src: &str,
+        dst: &str,
+        expect: CopyExpect,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let _permit = self.permit().await?;
+        let opts = PutOptions { metadata };
+        self.retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.copy(src, dst, &opts)
+            })
+            .await?;
+        let head = self.head(dst).await?;
+        if head.size != expect.size {
+            return Err(Error::Checksum {
+                key: dst.into(),
+                expected: format!("{} bytes", expect.size),
+                actual: format!("{} bytes", head.size),
+            });
+        }
+        match head.crc32c.as_deref() {
+            Some(c) if !c.contains('-') => {
+                let want = checksum::crc32c_header(expect.crc32c);
+                if c == want {
+                    Ok(())
+                } else {
+                    Err(Error::Checksum {
+                        key: dst.into(),
+                        expected: want,
+                        actual: c.to_string(),
+                    })
+                }
+            }
+            other => Err(Error::CopyRefused(format!(
+                "{}: the copy {dst} has no full-object CRC32C ({}), so it cannot be verified",
+                self.describe(),
+                other.unwrap_or("none")
+            ))),
+        }
+    }
+
+    /// A copy above the single-copy limit: a multipart upload whose parts are ranges of the
+    /// source. The server reports each part's CRC32C; combined, they must equal the expected one.
+    async fn copy_parts(
+        &self,
+        src: &str,
+        dst: &str,
+        expect: CopyExpect,
+        mut metadata: BTreeMap<String, String>,
+    ) -> Result<()> {
+        // Big parts: fewer requests, and a copied part costs this host nothing.
+        let part_size = plan::part_size_for(
+            expect.size,
+            self.cfg.part_size.max(self.cfg.copy_limit.min(1 << 30)),
+        );
+        metadata.insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
+        let opts = PutOptions { metadata };
+        let id = self
+            .retry
+            .run(&self.stats, &self.cancel, || {
+                self.store
+                    .create_multipart(dst, Some(ChecksumAlgorithm::Crc32c), &opts)
+            })
+            .await?;
+        let result = self.copy_ranges(src, dst, &id, expect, part_size).await;
+        if result.is_err() {
+            let _ = self.abort(dst, &id).await;
+        }
+        result
+    }
+
+    async fn copy_ranges(
+        &self,
+        src: &str,
+        dst: &str,
+        id: &str,
+        expect: CopyExpect,
+        part_size: u64,
+    ) -> Result<()> {
+        let ranges = plan::layout(expect.size, part_size, 0);
+        let jobs = ranges.into_iter().enumerate();
+        let parts: Vec<PartReceipt> = super::bounded(jobs, self.cfg.concurrency, |(i, r)| {
+            let t = self.clone();
+            let (src, dst, id) = (src.to_string(), dst.to_string(), id.to_string());
+            async move {
+                let _permit = t.permit().await?;
+                t.retry
+                    .run(&t.stats, &t.cancel, || {
+                        t.store.upload_part_copy(&dst, &id, i as u32 + 1, &src, r)
+                    })
+                    .await
+            }
+        })
+        .await?;
+        let mut parts = parts;
+        parts.sort_by_key(|p| p.part_number);
+        let crcs: Vec<(u32, u64)> = parts
+            .iter()
+            .map(|p| {
+                p.crc32c.map(|c| (c, p.size)).ok_or_else(|| {
+                    Error::CopyRefused(format!(
+                        "{}: part {} of the copy {dst} has no CRC32C, so it cannot be verified",
+                        self.describe(),
+                        p.part_number
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let combined = super::upload::combine(&crcs);
+        if combined != expect.crc32c {
+            return Err(Error::Checksum {
+                key: dst.into(),
+                expected: checksum::crc32c_header(expect.crc32c),
+                actual: checksum::crc32c_header(combined),
+            });
+        }
+        let sent: Vec<_> = parts
+            .into_iter()
+            .zip(&crcs)
+            .map(|(p, (crc, _))| super::SentPart {
+                number: p.part_number,
+                etag: p.etag,
+                crc32c: *crc,
+                size: p.size,
+            })
+            .collect();
+        self.finish(dst, id, &sent, expect.size, part_size, 0)
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::StoreFailure;
+
+    fn store_err(status: Option<u16>, code: Option<&str>) -> Error {
+        Error::Store(StoreFailure {
+            op: "CopyObject",
+            key: "k".into(),
+            status,
+            code: code.map(str::to_string),
+            message: "m".into(),
+            retryable: false,
+        })
+    }
+
+    #[test]
+    fn refusals_are_told_apart_from_failures() {
+        assert!(refused(&store_err(Some(501), None)));
+        assert!(refused(&store_err(None, Some("NotImplemented"))));
+        assert!(refused(&store_err(Some(403), Some("AccessDenied"))));
+        assert!(!refused(&store_err(Some(500), Some("InternalError"))));
+        assert!(!refused(&Error::NotFound { key: "k".into() }));
+        assert!(!refused(&Error::Interrupted));
+    }
+}
