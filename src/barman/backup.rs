@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -13,8 +14,9 @@ use super::info::{self, BackupInfo};
 use super::manifest::{Entry, Manifest, check_unique, encode_path};
 use super::queue::{now, try_lock_file};
 use super::remote::{INFO, MANIFEST, Remote};
+use super::reuse::{self, Previous, Reuse};
 use crate::error::{Error, Result};
-use crate::transfer::{FileJournal, Transfer, bounded};
+use crate::transfer::{CopyExpect, FileJournal, Transfer, bounded};
 
 /// What uploading a backup produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +25,10 @@ pub struct BackupUpload {
     pub files: usize,
     /// Bytes uploaded.
     pub bytes: u64,
+    /// Files made by a server-side copy of the previous backup's object.
+    pub copied_files: usize,
+    /// Bytes of those files (never sent by this host).
+    pub copied_bytes: u64,
 }
 
 /// Why a backup was not uploaded now.
@@ -93,6 +99,8 @@ pub fn check_eligible(
 struct LocalFile {
     /// Local path.
     path: PathBuf,
+    /// Local path relative to the backup directory.
+    local_rel: PathBuf,
     /// Key tail (path relative to the backup directory).
     rel: String,
     /// The local path's bytes (base64) when they are not UTF-8.
@@ -150,12 +158,12 @@ fn scan(dir: &Path) -> Result<(Vec<LocalFile>, Vec<Entry>)> {
         .sort_by_file_name()
     {
         let e = e.map_err(|e| Error::Failed(format!("cannot walk {}: {e}", dir.display())))?;
-        let (rel, raw) = encode_path(
-            e.path()
-                .strip_prefix(dir)
-                .map_err(|_| Error::Failed("walk left the backup directory".into()))?
-                .as_os_str(),
-        );
+        let local_rel = e
+            .path()
+            .strip_prefix(dir)
+            .map_err(|_| Error::Failed("walk left the backup directory".into()))?
+            .to_path_buf();
+        let (rel, raw) = encode_path(local_rel.as_os_str());
         if rel == INFO || rel == MANIFEST || rel == "annotations" || rel.starts_with("annotations/")
         {
             continue;
@@ -183,6 +191,7 @@ fn scan(dir: &Path) -> Result<(Vec<LocalFile>, Vec<Entry>)> {
         } else if ft.is_file() {
             files.push(LocalFile {
                 path: e.path().to_path_buf(),
+                local_rel,
                 rel,
                 raw,
                 mode,
@@ -218,37 +227,44 @@ pub async fn upload_backup(
     let (files, mut entries) = scan(&dirs.base_dir.join(id))?;
     std::fs::create_dir_all(journal_dir)
         .map_err(|e| Error::io(format!("create {}", journal_dir.display()), e))?;
-    let uploaded = upload_files(t, remote, id, files, journal_dir).await?;
-    let bytes = uploaded
-        .iter()
-        .map(|e| match e {
-            Entry::File { size, .. } => *size,
-            _ => 0,
-        })
-        .sum();
-    let files = uploaded.len();
-    entries.extend(uploaded);
+    let prev = super::reuse::previous(t, remote, dirs, id).await;
+    let sent = upload_files(t, remote, id, files, journal_dir, prev.map(Arc::new)).await?;
+    let mut up = BackupUpload::default();
+    for (entry, copied) in sent {
+        if let Entry::File { size, .. } = &entry {
+            let (n, b) = match copied {
+                true => (&mut up.copied_files, &mut up.copied_bytes),
+                false => (&mut up.files, &mut up.bytes),
+            };
+            *n += 1;
+            *b += size;
+        }
+        entries.push(entry);
+    }
     entries.sort_by(|a, b| a.path().cmp(b.path()));
     let manifest = Manifest {
         version: 1,
         server: dirs.name.clone(),
         backup_id: id.to_string(),
         created_at: now(),
-        total_bytes: bytes,
+        total_bytes: up.bytes + up.copied_bytes,
         entries,
     };
     publish(t, remote, dirs, id, &manifest).await?;
-    Ok(BackupUpload { files, bytes })
+    Ok(up)
 }
 
-/// Uploads the data files in parallel, each checked unchanged afterwards; their manifest entries.
+/// Sends the data files in parallel (copied server-side from the previous backup where
+/// [`reuse`](super::reuse) allows, else uploaded), each checked unchanged afterwards: their
+/// manifest entries, and whether each was copied.
 async fn upload_files(
     t: &Transfer,
     remote: &Remote,
     id: &str,
     files: Vec<LocalFile>,
     journal_dir: &Path,
-) -> Result<Vec<Entry>> {
+    prev: Option<Arc<Previous>>,
+) -> Result<Vec<(Entry, bool)>> {
     let big = t.config().part_size;
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
     t.progress().add_work(files.len() as u64, total);
@@ -258,29 +274,104 @@ async fn upload_files(
         (f, key, journal)
     });
     bounded(jobs, t.file_workers(), |(f, key, journal)| {
-        let t = t.clone();
+        let (t, remote, prev) = (t.clone(), remote.clone(), prev.clone());
         async move {
             let j = (f.stamp.size > big).then_some(&journal as &dyn crate::transfer::UploadJournal);
-            let up = t.upload_file(&f.path, &key, j).await?;
+            let copied = match &prev {
+                Some(p) => try_copy(&t, &remote, p, &f, &key).await?,
+                None => None,
+            };
+            let crc = match copied {
+                Some(crc) => {
+                    t.progress().bytes_done(f.stamp.size);
+                    crc
+                }
+                None => upload_one(&t, &f, &key, j).await?,
+            };
             unchanged(&f)?;
-            if up.size != f.stamp.size {
-                return Err(Error::Failed(format!(
-                    "{}: uploaded {} bytes of {}",
-                    f.path.display(),
-                    up.size,
-                    f.stamp.size
-                )));
-            }
-            Ok(Entry::File {
+            let entry = Entry::File {
                 path: f.rel,
                 raw: f.raw,
-                size: up.size,
+                size: f.stamp.size,
                 mode: f.mode,
-                crc32c: format!("{:08x}", up.crc32c),
-            })
+                crc32c: format!("{crc:08x}"),
+                mtime_ns: i64::try_from(f.stamp.mtime_ns).ok(),
+            };
+            Ok((entry, copied.is_some()))
         }
     })
     .await
+}
+
+async fn upload_one(
+    t: &Transfer,
+    f: &LocalFile,
+    key: &str,
+    journal: Option<&dyn crate::transfer::UploadJournal>,
+) -> Result<u32> {
+    let up = t.upload_file(&f.path, key, journal).await?;
+    if up.size != f.stamp.size {
+        return Err(Error::Failed(format!(
+            "{}: uploaded {} bytes of {}",
+            f.path.display(),
+            up.size,
+            f.stamp.size
+        )));
+    }
+    Ok(up.crc32c)
+}
+
+/// Makes `key` with a verified server-side copy of the previous backup's object when the file
+/// is the same ([`reuse::decide`]); the CRC32C on success, `None` when it must be uploaded.
+async fn try_copy(
+    t: &Transfer,
+    remote: &Remote,
+    prev: &Previous,
+    f: &LocalFile,
+    key: &str,
+) -> Result<Option<u32>> {
+    if !prev.copies_work() {
+        return Ok(None);
+    }
+    let meta = std::fs::symlink_metadata(&f.path)
+        .map_err(|e| Error::io(format!("stat {}", f.path.display()), e))?;
+    let now = reuse::Current {
+        size: f.stamp.size,
+        mtime_ns: i64::try_from(f.stamp.mtime_ns).unwrap_or(i64::MIN),
+        same_inode: prev.same_inode(&f.local_rel, &meta),
+    };
+    let crc = match reuse::decide(&now, prev.prior(&f.rel)) {
+        Reuse::Upload => return Ok(None),
+        Reuse::Copy(crc) => crc,
+        Reuse::CopyIfCrc(crc) => match reuse::file_crc(&f.path).await? {
+            (local, size) if local == crc && size == f.stamp.size => crc,
+            _ => return Ok(None),
+        },
+    };
+    let src = remote.backup_key(&prev.id, &f.rel);
+    let expect = CopyExpect {
+        size: f.stamp.size,
+        crc32c: crc,
+    };
+    match t.copy_object(&src, key, expect, Default::default()).await {
+        Ok(()) => Ok(Some(crc)),
+        Err(Error::CopyRefused(why)) => {
+            prev.copy_refused(&why);
+            Ok(None)
+        }
+        // Deleted meanwhile (retention): upload it.
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e @ Error::Checksum { .. }) => {
+            tracing::warn!(
+                "{src} does not match the manifest of backup {} ({}); uploading {} instead",
+                prev.id,
+                e.one_line(),
+                f.rel
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Makes the backup complete in the bucket: the manifest, identity.json, and backup.info last,

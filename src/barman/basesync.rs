@@ -168,10 +168,12 @@ async fn work_task(
     match upload_backup(t, &remote, dirs, &id, &journals).await {
         Ok(up) => {
             tracing::info!(
-                "{} {id}: uploaded {} files, {} in {:.1?}",
+                "{} {id}: uploaded {} files, {}; copied {} unchanged files, {} server-side; in {:.1?}",
                 task.server,
                 up.files,
                 crate::units::human_bytes(up.bytes),
+                up.copied_files,
+                crate::units::human_bytes(up.copied_bytes),
                 started.elapsed()
             );
             task.last_error = None;

@@ -34,6 +34,10 @@ pub enum Entry {
         mode: u32,
         /// CRC32C of the content, 8 hex digits.
         crc32c: String,
+        /// Modification time when uploaded (ns since the epoch), so a later backup can tell a
+        /// hard link to this very file, unchanged since, without reading it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime_ns: Option<i64>,
     },
     /// A directory (kept so empty ones come back).
     Dir {

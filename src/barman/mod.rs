@@ -16,6 +16,7 @@ pub mod queue;
 pub mod remote;
 pub mod restore;
 pub mod retention;
+pub mod reuse;
 pub mod spool;
 pub mod state;
 pub mod timeline;

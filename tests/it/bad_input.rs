@@ -151,6 +151,7 @@ fn file(path: &str, body: &[u8]) -> Entry {
         size: body.len() as u64,
         mode: 0o600,
         crc32c: format!("{:08x}", checksum::crc32c(body)),
+        mtime_ns: None,
     }
 }
 

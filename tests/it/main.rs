@@ -19,6 +19,7 @@ mod never_wrong;
 mod operator;
 mod parsers_fuzz;
 mod reqlog;
+mod reuse;
 mod secrets;
 mod server_down;
 mod sync;

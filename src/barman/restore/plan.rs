@@ -379,6 +379,7 @@ mod tests {
             size: 1,
             mode: 0o600,
             crc32c: "00000001".into(),
+            mtime_ns: None,
         }
     }
     fn dir(path: &str) -> Entry {

@@ -84,12 +84,25 @@ async fn error_response(c: &mut TcpStream, status: &str, code: &str) {
     let _ = c.shutdown().await;
 }
 
-async fn handle(mut c: TcpStream, upstream: String, fault: Option<Fault>, stall: Duration) {
+async fn handle(
+    mut c: TcpStream,
+    upstream: String,
+    fault: Option<Fault>,
+    stall: Duration,
+    refuse_copies: bool,
+) {
     let mut buf = Vec::new();
     let Some(head_len) = read_head(&mut c, &mut buf).await else {
         return;
     };
     let body_len = content_length(&buf[..head_len]);
+    if refuse_copies
+        && String::from_utf8_lossy(&buf[..head_len])
+            .to_ascii_lowercase()
+            .contains("\r\nx-amz-copy-source:")
+    {
+        return error_response(&mut c, "501 Not Implemented", "NotImplemented").await;
+    }
     match fault {
         Some(Fault::SlowDown) => return error_response(&mut c, "503 Slow Down", "SlowDown").await,
         Some(Fault::Internal) => {
@@ -141,6 +154,22 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` (`http://host:port`) injecting a fault into `rate` of the
     /// requests (0.0..1.0), chosen by `seed`. Stalls last `stall`.
     pub fn start(upstream: &str, rate: f64, seed: u64, stall: Duration) -> FaultProxy {
+        Self::start_with(upstream, rate, seed, stall, false)
+    }
+
+    /// A proxy that injects nothing but answers every server-side copy (CopyObject,
+    /// UploadPartCopy) with 501 NotImplemented, as stores without copies do.
+    pub fn refusing_copies(upstream: &str) -> FaultProxy {
+        Self::start_with(upstream, 0.0, 0, Duration::ZERO, true)
+    }
+
+    fn start_with(
+        upstream: &str,
+        rate: f64,
+        seed: u64,
+        stall: Duration,
+        refuse_copies: bool,
+    ) -> FaultProxy {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -172,7 +201,7 @@ impl FaultProxy {
                 if fault.is_some() {
                     f.fetch_add(1, Ordering::Relaxed);
                 }
-                tokio::spawn(handle(c, upstream.clone(), fault, stall));
+                tokio::spawn(handle(c, upstream.clone(), fault, stall, refuse_copies));
             }
         });
         FaultProxy {

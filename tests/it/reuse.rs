@@ -1,0 +1,187 @@
+//! Unchanged files of a new backup are copied server-side from the previous backup instead of
+//! uploaded: hard links (Barman's `reuse_backup = link`) without reading them, same-content
+//! files after a local CRC32C check; changed files are uploaded; both backups restore byte for
+//! byte; a store that refuses copies gets uploads after one info line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::common::faults::FaultProxy;
+use crate::common::site::Site;
+use crate::common::{data, garage, unique};
+
+const A: &str = "20261101T010000";
+const B: &str = "20261102T010000";
+const KIB: usize = 1024;
+
+/// Which backend, and whether the S3 endpoint refuses copies.
+#[derive(Clone, Copy, PartialEq)]
+enum Where {
+    Local,
+    Garage,
+    GarageNoCopies,
+}
+
+fn site(w: Where) -> (Site, Option<FaultProxy>) {
+    if w == Where::Local {
+        return (Site::local(), None);
+    }
+    let g = garage();
+    let proxy = (w == Where::GarageNoCopies).then(|| FaultProxy::refusing_copies(g.endpoint()));
+    let endpoint = proxy.as_ref().map_or(g.endpoint(), |p| p.endpoint.as_str());
+    let yaml = format!(
+        "s3:\n  endpoint: {endpoint}\n  region: garage\n  bucket: {}\n  prefix: {}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: 5MiB\n  concurrency: 4\n",
+        g.bucket(),
+        unique("reuse"),
+        g.key_id(),
+        g.secret()
+    );
+    (Site::new(&yaml), proxy)
+}
+
+fn base(site: &Site, id: &str) -> PathBuf {
+    site.dir.path().join("barman/pg/base").join(id)
+}
+
+fn write_info(site: &Site, id: &str) {
+    std::fs::write(
+        site.dir
+            .path()
+            .join(format!("barman/pg/meta/{id}-backup.info")),
+        "begin_wal=000000010000000000000003\nend_wal=000000010000000000000003\nstatus=DONE\n",
+    )
+    .expect("info");
+}
+
+fn put(path: &Path, body: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, body).expect("write");
+}
+
+/// Runs `base-sync --json` and returns (bytes_up, bytes_copied, stderr).
+fn base_sync(site: &Site) -> (u64, u64, String) {
+    let out = site.run(&["--json", "-v", "base-sync"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "base-sync: {err}");
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).expect("summary JSON");
+    (
+        v["bytes_up"].as_u64().expect("bytes_up"),
+        v["bytes_copied"].as_u64().expect("bytes_copied"),
+        err,
+    )
+}
+
+fn files_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.expect("walk"))
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).expect("rel").to_path_buf();
+            (rel, std::fs::read(e.path()).expect("read"))
+        })
+        .collect()
+}
+
+fn restore_matches(site: &Site, id: &str) {
+    let dest = site.dir.path().join(format!("restore-{id}"));
+    let out = site.run(
+        &["base-restore", "pg", id, dest.to_str().expect("utf8")],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "restore {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        files_of(&dest) == files_of(&base(site, id).join("data")),
+        "restore of {id} differs"
+    );
+}
+
+fn second_backup_sends_only_what_changed(w: Where) {
+    let (site, _proxy) = site(w);
+    let a = base(&site, A);
+    put(&a.join("data/PG_VERSION"), b"15\n");
+    put(&a.join("data/global/pg_control"), &data(8 * KIB, 1));
+    for i in 0..12u64 {
+        put(
+            &a.join(format!("data/base/1/{}", 1000 + i)),
+            &data(256 * KIB, 10 + i),
+        );
+    }
+    put(&a.join("data/base/1/big"), &data(11 << 20, 99));
+    write_info(&site, A);
+    site.queue(A, "DONE");
+    let (up_a, copied_a, _) = base_sync(&site);
+    assert_eq!(copied_a, 0, "nothing to reuse for the first backup");
+    assert!(up_a > (11 << 20), "{up_a}");
+
+    // The second backup as Barman's reuse_backup = link makes it: hard links to A's files,
+    // new files where they changed.
+    let b = base(&site, B);
+    let mut unchanged = 0u64;
+    for (rel, body) in files_of(&a) {
+        let to = b.join(&rel);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::hard_link(a.join(&rel), &to).expect("link");
+        unchanged += body.len() as u64;
+    }
+    let relink = |rel: &str, body: &[u8]| {
+        std::fs::remove_file(b.join(rel)).expect("unlink");
+        put(&b.join(rel), body);
+    };
+    // Changed in place (same size), grown, and new: uploaded.
+    relink("data/global/pg_control", &data(8 * KIB, 2));
+    relink("data/base/1/1003", &data(300 * KIB, 3));
+    put(&b.join("data/base/1/2000"), &data(100 * KIB, 4));
+    // Same bytes in a new inode (a copy, not a link): read, found equal, copied.
+    relink("data/base/1/1005", &data(256 * KIB, 15));
+    let changed = (8 + 300 + 100) as u64 * KIB as u64;
+    unchanged -= (8 + 256) as u64 * KIB as u64;
+    write_info(&site, B);
+    site.queue(B, "DONE");
+    let (up_b, copied_b, err) = base_sync(&site);
+    if w == Where::GarageNoCopies {
+        assert_eq!(copied_b, 0);
+        assert!(up_b >= changed + unchanged, "everything uploaded: {up_b}");
+        assert_eq!(
+            err.matches("server-side copies unavailable").count(),
+            1,
+            "one info line, then uploads: {err}"
+        );
+    } else {
+        assert_eq!(
+            copied_b, unchanged,
+            "every unchanged file copied server-side"
+        );
+        // The changed files plus our manifest and backup.info.
+        assert!(
+            up_b >= changed && up_b < changed + 64 * KIB as u64,
+            "sent {up_b}, changed {changed}"
+        );
+    }
+    restore_matches(&site, A);
+    restore_matches(&site, B);
+}
+
+#[test]
+fn local_second_backup_sends_only_what_changed() {
+    second_backup_sends_only_what_changed(Where::Local);
+}
+
+#[test]
+fn garage_second_backup_sends_only_what_changed() {
+    second_backup_sends_only_what_changed(Where::Garage);
+}
+
+#[test]
+fn garage_refusing_copies_falls_back_to_uploads() {
+    second_backup_sends_only_what_changed(Where::GarageNoCopies);
+}
