@@ -9,8 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::invocation::{
-    Action, AdminAction, BarmanAction, ConfigAction, Invocation, Options, Servers, Sink, Source,
-    StoreAction,
+    Action, AdminAction, BarmanAction, ConfigAction, Invocation, Options, Servers,
 };
 use crate::barman::admin::Thresholds;
 use crate::barman::fullsync::FullSyncOptions;
@@ -19,8 +18,11 @@ use crate::error::{Error, Result};
 use crate::logging::Verbosity;
 
 mod archive;
+mod store;
 mod sync;
 mod volume;
+
+use store::{StoreCommand, store_action};
 
 /// Ship Barman and gpbackup backups to S3-compatible object storage and back.
 #[derive(Debug, Parser)]
@@ -280,37 +282,6 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// `store` subcommands.
-#[derive(Debug, Clone, Subcommand)]
-pub enum StoreCommand {
-    /// Upload a local file (or - for stdin) to KEY under the configured prefix
-    Put {
-        /// Local file, or - for standard input
-        source: String,
-        /// Object key, relative to the prefix
-        key: String,
-    },
-    /// Download KEY to a local file (or - for stdout), verified
-    Get {
-        /// Object key, relative to the prefix
-        key: String,
-        /// Local file, or - for standard output
-        dest: String,
-    },
-    /// List objects under a prefix
-    Ls {
-        /// Key prefix, relative to the configured prefix
-        #[arg(default_value = "")]
-        prefix: String,
-    },
-    /// List incomplete multipart uploads; with --abort-older-than, abort the stale ones
-    Uploads {
-        /// Abort uploads started longer ago than this (e.g. 24h)
-        #[arg(long, value_name = "AGE", value_parser = parse_age)]
-        abort_older_than: Option<Duration>,
-    },
-}
-
 fn parse_age(s: &str) -> std::result::Result<Duration, String> {
     crate::units::parse_duration(s)
 }
@@ -417,29 +388,6 @@ impl TryFrom<Cli> for Invocation {
             other => Action::Barman(barman_action(other)?),
         };
         Ok(Invocation { options, action })
-    }
-}
-
-fn store_action(c: StoreCommand) -> StoreAction {
-    match c {
-        StoreCommand::Put { source, key } => StoreAction::Put {
-            source: if source == "-" {
-                Source::Stdin
-            } else {
-                Source::File(PathBuf::from(source))
-            },
-            key,
-        },
-        StoreCommand::Get { key, dest } => StoreAction::Get {
-            key,
-            dest: if dest == "-" {
-                Sink::Stdout
-            } else {
-                Sink::File(PathBuf::from(dest))
-            },
-        },
-        StoreCommand::Ls { prefix } => StoreAction::Ls { prefix },
-        StoreCommand::Uploads { abort_older_than } => StoreAction::Uploads { abort_older_than },
     }
 }
 
