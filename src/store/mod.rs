@@ -100,6 +100,37 @@ impl ByteRange {
     }
 }
 
+/// A byte range of a local file used as a request body: sent from the file in small buffers,
+/// never held whole in memory. The caller computed its integrity value from the same bytes
+/// just before; if the file changes in between, the server refuses the body.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    /// The file (opened again by backends that stream it, so parallel parts never share a
+    /// file offset).
+    pub path: std::path::PathBuf,
+    /// The open file, for positioned reads.
+    pub file: Arc<std::fs::File>,
+    /// Which bytes.
+    pub range: ByteRange,
+}
+
+impl FileRange {
+    /// Reads the range into memory (backends without a streaming path). A file that is now
+    /// shorter is an error.
+    pub async fn read(&self) -> Result<Bytes> {
+        let (file, range, path) = (self.file.clone(), self.range, self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; range.len() as usize];
+            file.read_exact_at(&mut buf, range.start)
+                .map_err(|e| crate::Error::io(format!("read {}", path.display()), e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| crate::Error::Failed(format!("read task failed: {e}")))?
+    }
+}
+
 /// A body being received.
 #[async_trait]
 pub trait BodyReader: Send + fmt::Debug {
@@ -194,6 +225,32 @@ pub trait Store: Send + Sync + fmt::Debug {
         integrity: Integrity,
         opts: &PutOptions,
     ) -> Result<PutReceipt>;
+
+    /// [`Store::put`] from a file range, streamed. The default reads the range into memory.
+    async fn put_file(
+        &self,
+        key: &str,
+        body: &FileRange,
+        integrity: Integrity,
+        opts: &PutOptions,
+    ) -> Result<PutReceipt> {
+        let bytes = body.read().await?;
+        self.put(key, bytes, integrity, opts).await
+    }
+
+    /// [`Store::upload_part`] from a file range, streamed. The default reads it into memory.
+    async fn upload_part_file(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: &FileRange,
+        integrity: Integrity,
+    ) -> Result<PartReceipt> {
+        let bytes = body.read().await?;
+        self.upload_part(key, upload_id, part_number, bytes, integrity)
+            .await
+    }
 
     /// Reads an object, or a range of it. A missing key is [`crate::Error::NotFound`].
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse>;

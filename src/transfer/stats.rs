@@ -13,9 +13,9 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::store::{
-    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, GetResponse, Integrity, ListPage,
-    ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, SharedStore,
-    Store,
+    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity,
+    ListPage, ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt,
+    SharedStore, Store,
 };
 
 /// Request types, in S3's names.
@@ -211,6 +211,34 @@ impl Store for CountingStore {
         let n = body.len() as u64;
         let r = self.inner.put(key, body, integrity, opts).await?;
         self.stats.up(n);
+        Ok(r)
+    }
+    async fn put_file(
+        &self,
+        key: &str,
+        body: &FileRange,
+        integrity: Integrity,
+        opts: &PutOptions,
+    ) -> Result<PutReceipt> {
+        self.stats.request(Op::PutObject);
+        let r = self.inner.put_file(key, body, integrity, opts).await?;
+        self.stats.up(body.range.len());
+        Ok(r)
+    }
+    async fn upload_part_file(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: &FileRange,
+        integrity: Integrity,
+    ) -> Result<PartReceipt> {
+        self.stats.request(Op::UploadPart);
+        let r = self
+            .inner
+            .upload_part_file(key, upload_id, part_number, body, integrity)
+            .await?;
+        self.stats.up(body.range.len());
         Ok(r)
     }
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {

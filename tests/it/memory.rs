@@ -1,5 +1,5 @@
-//! Peak memory of a 2 GiB stream upload from a pipe: the `barmans3 store put -` process, its
-//! VmHWM read from `/proc` while it runs.
+//! Peak memory of uploads, measured on the `barmans3 store put` process (its VmHWM read from
+//! `/proc` while it runs): a 2 GiB stream from a pipe, and a 1 GiB file.
 
 use crate::common::site::BIN;
 
@@ -79,4 +79,71 @@ fn children(pid: u32) -> Vec<u32> {
         out.extend(t.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
     }
     out
+}
+
+/// A file upload sends parts from the file: with 64 MiB parts and 8 in flight, its peak stays
+/// far below one part per request in flight (512 MiB): read buffers only, bounded by
+/// concurrency x 2 MiB plus the process's 64 MiB.
+#[test]
+fn a_file_upload_holds_read_buffers_not_parts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir(&bucket).expect("bucket");
+    let concurrency = 8u64;
+    let cfg = dir.path().join("b3.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store: file://{}\ns3:\n  part_size: 64MiB\n  concurrency: {concurrency}\n",
+            bucket.display()
+        ),
+    )
+    .expect("cfg");
+    let src = dir.path().join("big");
+    let body = crate::common::data(4 << 20, 5);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&src).expect("create");
+        for _ in 0..256 {
+            f.write_all(&body).expect("write");
+        }
+    }
+    let bound_kib = (concurrency * (2 << 20) + (64 << 20)) / 1024;
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--json",
+            "store",
+            "put",
+        ])
+        .arg(&src)
+        .arg("big")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut peak = 0;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if let Some(k) = vm_hwm_kib(child.id()) {
+            peak = peak.max(k);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(status.success(), "store put failed");
+    eprintln!(
+        "peak RSS uploading a 1 GiB file: {} MiB (bound {} MiB)",
+        peak / 1024,
+        bound_kib / 1024
+    );
+    assert!(peak > 0, "the upload was never seen running");
+    assert!(
+        peak <= bound_kib,
+        "peak RSS {peak} KiB exceeds {bound_kib} KiB"
+    );
+    assert!(
+        std::fs::read(bucket.join("big")).expect("object") == std::fs::read(&src).expect("src")
+    );
 }

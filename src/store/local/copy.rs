@@ -1,7 +1,9 @@
-//! Server-side copies on the `file://` backend: a reflink where the filesystem has them (the copy
-//! shares the source's blocks and costs no I/O), else a plain copy. Like S3 asked for a checksum
-//! on a copy, the "server" computes the CRC32C of what it wrote, so a copy is verified against
-//! the caller's expectation exactly as an upload is.
+//! Bodies that are not in memory on the `file://` backend. Server-side copies: a reflink where
+//! the filesystem has them (the copy shares the source's blocks and costs no I/O), else a plain
+//! copy; like S3 asked for a checksum on a copy, the "server" computes the CRC32C of what it
+//! wrote, so a copy is verified against the caller's expectation exactly as an upload is. File
+//! ranges sent as bodies: streamed into place and checked against their integrity value, as a
+//! server checks a body.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,7 +12,7 @@ use std::path::Path;
 use super::{LocalStore, READ_CHUNK, Sidecar, fail};
 use crate::checksum;
 use crate::error::{Error, Result};
-use crate::store::{ByteRange, PutOptions, PutReceipt};
+use crate::store::{ByteRange, FileRange, Integrity, PutOptions, PutReceipt};
 
 impl LocalStore {
     pub(super) fn copy_object(
@@ -103,6 +105,54 @@ impl LocalStore {
             left -= n as u64;
         }
         Ok(crc)
+    }
+}
+
+/// Streams a file range into `out`, checking it against `integrity` as a server checks a body:
+/// its CRC32C and length.
+pub(super) fn write_range(
+    op: &'static str,
+    key: &str,
+    body: &FileRange,
+    integrity: Integrity,
+    out: &mut fs::File,
+) -> Result<(u32, u64)> {
+    let read_err = |e| Error::io(format!("read {}", body.path.display()), e);
+    let mut f = fs::File::open(&body.path).map_err(read_err)?;
+    f.seek(SeekFrom::Start(body.range.start))
+        .map_err(read_err)?;
+    let mut left = body.range.len();
+    let (mut crc, mut md5) = (0u32, checksum::Md5State::default());
+    let mut buf = vec![0u8; READ_CHUNK];
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = f.read(&mut buf[..want]).map_err(read_err)?;
+        if n == 0 {
+            return Err(fail(op, key, "IncompleteBody", "the body ended early"));
+        }
+        crc = checksum::crc32c_append(crc, &buf[..n]);
+        if matches!(integrity, Integrity::Md5(_)) {
+            md5.update(&buf[..n]);
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("write body", e))?;
+        left -= n as u64;
+    }
+    out.sync_all().map_err(|e| Error::io("fsync body", e))?;
+    match integrity {
+        Integrity::Crc32c(want) if want != crc => Err(fail(
+            op,
+            key,
+            "InvalidDigest",
+            "CRC32C does not match the body",
+        )),
+        Integrity::Md5(want) if want != md5.finish() => Err(fail(
+            op,
+            key,
+            "BadDigest",
+            "Content-MD5 does not match the body",
+        )),
+        _ => Ok((crc, body.range.len())),
     }
 }
 

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, GetResponse, Integrity, ListPage,
-    ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
+    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity,
+    ListPage, ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
     page_from_sorted,
 };
 use crate::checksum;
@@ -144,6 +144,33 @@ impl LocalStore {
         let f = fs::File::create_new(&p)
             .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
         Ok((p, f))
+    }
+
+    /// Writes an object through `write` (which returns its CRC32C and size) into a temp file,
+    /// then installs it.
+    fn put_with(
+        &self,
+        key: &str,
+        opts: &PutOptions,
+        write: impl FnOnce(&mut fs::File) -> Result<(u32, u64)>,
+    ) -> Result<PutReceipt> {
+        let (tmp, mut f) = self.temp_file()?;
+        let (crc, size) = match write(&mut f) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let etag = format!("{crc:08x}{size:016x}");
+        let side = Sidecar {
+            size,
+            etag: etag.clone(),
+            crc32c: checksum::crc32c_header(crc),
+            metadata: opts.metadata.clone(),
+        };
+        self.install(key, &tmp, &side)?;
+        Ok(PutReceipt { etag: Some(etag) })
     }
 
     /// Writes the sidecar, then moves the data file into place.
@@ -296,19 +323,36 @@ impl Store for LocalStore {
     ) -> Result<PutReceipt> {
         self.check_key("PutObject", key)?;
         let crc = verify_integrity("PutObject", key, &body, integrity)?;
-        let (tmp, mut f) = self.temp_file()?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-        let etag = format!("{crc:08x}{:016x}", body.len());
-        let side = Sidecar {
-            size: body.len() as u64,
-            etag: etag.clone(),
-            crc32c: checksum::crc32c_header(crc),
-            metadata: opts.metadata.clone(),
-        };
-        self.install(key, &tmp, &side)?;
-        Ok(PutReceipt { etag: Some(etag) })
+        self.put_with(key, opts, |f| {
+            f.write_all(&body)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| Error::io("write body", e))
+                .map(|()| (crc, body.len() as u64))
+        })
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        body: &FileRange,
+        integrity: Integrity,
+        opts: &PutOptions,
+    ) -> Result<PutReceipt> {
+        self.check_key("PutObject", key)?;
+        self.put_with(key, opts, |f| {
+            copy::write_range("PutObject", key, body, integrity, f)
+        })
+    }
+
+    async fn upload_part_file(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: &FileRange,
+        integrity: Integrity,
+    ) -> Result<PartReceipt> {
+        self.mp_upload_part_file(key, upload_id, part_number, body, integrity)
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {

@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::limits::{MAX_PARTS, MIN_PART_SIZE};
 use crate::store::{
-    ByteRange, ChecksumAlgorithm, Integrity, MultipartUpload, PartReceipt, PutOptions, PutReceipt,
+    ByteRange, ChecksumAlgorithm, FileRange, Integrity, MultipartUpload, PartReceipt, PutOptions,
+    PutReceipt,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,27 +76,28 @@ impl LocalStore {
     ) -> Result<PartReceipt> {
         let dir = self.upload_dir(upload_id)?;
         let rec = read_upload(&dir, key)?;
-        if !(1..=MAX_PARTS).contains(&u64::from(part_number)) {
-            return Err(fail(
-                "UploadPart",
-                key,
-                "InvalidArgument",
-                "part number must be 1..=10000",
-            ));
-        }
-        if rec.crc32c && !matches!(integrity, Integrity::Crc32c(_)) {
-            return Err(fail(
-                "UploadPart",
-                key,
-                "InvalidRequest",
-                "upload was created with CRC32C; the part has none",
-            ));
-        }
+        check_part(key, &rec, part_number, integrity)?;
         let crc = verify_integrity("UploadPart", key, &body, integrity)?;
         self.store_part(&dir, &rec, part_number, |f| {
             f.write_all(&body)
                 .map_err(|e| Error::io("write part", e))
                 .map(|()| (crc, body.len() as u64))
+        })
+    }
+
+    pub(super) fn mp_upload_part_file(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: &FileRange,
+        integrity: Integrity,
+    ) -> Result<PartReceipt> {
+        let dir = self.upload_dir(upload_id)?;
+        let rec = read_upload(&dir, key)?;
+        check_part(key, &rec, part_number, integrity)?;
+        self.store_part(&dir, &rec, part_number, |f| {
+            super::copy::write_range("UploadPart", key, body, integrity, f)
         })
     }
 
@@ -283,6 +285,28 @@ impl LocalStore {
         out.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
         Ok(out)
     }
+}
+
+/// Refuses a part S3 would refuse before reading its body: a number outside 1..=10000, or no
+/// CRC32C for an upload created with one.
+fn check_part(key: &str, rec: &UploadRecord, part_number: u32, integrity: Integrity) -> Result<()> {
+    if !(1..=MAX_PARTS).contains(&u64::from(part_number)) {
+        return Err(fail(
+            "UploadPart",
+            key,
+            "InvalidArgument",
+            "part number must be 1..=10000",
+        ));
+    }
+    if rec.crc32c && !matches!(integrity, Integrity::Crc32c(_)) {
+        return Err(fail(
+            "UploadPart",
+            key,
+            "InvalidRequest",
+            "upload was created with CRC32C; the part has none",
+        ));
+    }
+    Ok(())
 }
 
 fn read_upload(dir: &Path, key: &str) -> Result<UploadRecord> {

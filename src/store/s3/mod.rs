@@ -9,6 +9,9 @@
 
 mod client;
 mod errors;
+mod write;
+
+use write::file_stream;
 
 use std::time::Duration;
 
@@ -22,8 +25,8 @@ use aws_sdk_s3::types::{
 use bytes::Bytes;
 
 use super::{
-    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, GetResponse, Integrity, ListPage,
-    ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
+    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity,
+    ListPage, ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
 };
 use crate::checksum;
 use crate::config::Sse;
@@ -107,37 +110,21 @@ impl Store for S3Store {
         integrity: Integrity,
         opts: &PutOptions,
     ) -> Result<PutReceipt> {
-        let (sse, kms) = self.sse();
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(body.len() as i64)
-            .body(ByteStream::from(body))
-            .set_storage_class(self.storage_class.clone())
-            .set_acl(self.acl.clone())
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms);
-        for (k, v) in &opts.metadata {
-            req = req.metadata(k, v);
-        }
-        req = match integrity {
-            Integrity::None => req,
-            Integrity::Crc32c(c) => req.checksum_crc32_c(checksum::crc32c_header(c)),
-            Integrity::Md5(d) => req.content_md5(checksum::md5_header(&d)),
-        };
-        // The body is protected by the signed checksum header; hashing it for SigV4 would
-        // cost a second pass over every byte.
-        let out = req
-            .customize()
-            .disable_payload_signing()
-            .send()
+        let len = body.len() as u64;
+        self.put_stream(key, ByteStream::from(body), len, integrity, opts)
             .await
-            .map_err(|e| map_err("PutObject", key, &self.endpoint, e))?;
-        Ok(PutReceipt {
-            etag: out.e_tag().map(strip_quotes),
-        })
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        body: &FileRange,
+        integrity: Integrity,
+        opts: &PutOptions,
+    ) -> Result<PutReceipt> {
+        let stream = file_stream(body, "PutObject", key).await?;
+        self.put_stream(key, stream, body.range.len(), integrity, opts)
+            .await
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
@@ -323,41 +310,30 @@ impl Store for S3Store {
         body: Bytes,
         integrity: Integrity,
     ) -> Result<PartReceipt> {
-        let size = body.len() as u64;
-        let mut req = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(part_number as i32)
-            .content_length(size as i64)
-            .body(ByteStream::from(body));
-        let mut crc = None;
-        req = match integrity {
-            Integrity::None => req,
-            Integrity::Crc32c(c) => {
-                crc = Some(c);
-                req.checksum_crc32_c(checksum::crc32c_header(c))
-            }
-            Integrity::Md5(d) => req.content_md5(checksum::md5_header(&d)),
-        };
-        let out = req
-            .customize()
-            .disable_payload_signing()
-            .send()
+        let len = body.len() as u64;
+        let stream = ByteStream::from(body);
+        self.part_stream(key, upload_id, part_number, stream, len, integrity)
             .await
-            .map_err(|e| map_err("UploadPart", key, &self.endpoint, e))?;
-        let etag = out
-            .e_tag()
-            .map(strip_quotes)
-            .ok_or_else(|| Error::Failed(format!("UploadPart {key}: no ETag in the answer")))?;
-        Ok(PartReceipt {
+    }
+
+    async fn upload_part_file(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: &FileRange,
+        integrity: Integrity,
+    ) -> Result<PartReceipt> {
+        let stream = file_stream(body, "UploadPart", key).await?;
+        self.part_stream(
+            key,
+            upload_id,
             part_number,
-            etag,
-            crc32c: crc,
-            size,
-        })
+            stream,
+            body.range.len(),
+            integrity,
+        )
+        .await
     }
 
     async fn complete_multipart(
@@ -486,35 +462,7 @@ impl Store for S3Store {
     }
 
     async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
-        let (sse, kms) = self.sse();
-        let mut req = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(dst)
-            .copy_source(copy_source(&self.bucket, src))
-            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
-            .set_storage_class(self.storage_class.clone())
-            .set_acl(self.acl.clone())
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms);
-        // Metadata given replaces the source's; none given keeps it.
-        if !opts.metadata.is_empty() {
-            req = req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
-            for (k, v) in &opts.metadata {
-                req = req.metadata(k, v);
-            }
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| map_err("CopyObject", dst, &self.endpoint, e))?;
-        Ok(PutReceipt {
-            etag: out
-                .copy_object_result()
-                .and_then(|r| r.e_tag())
-                .map(strip_quotes),
-        })
+        self.copy_object(src, dst, opts).await
     }
 
     async fn upload_part_copy(
@@ -525,55 +473,14 @@ impl Store for S3Store {
         src: &str,
         range: ByteRange,
     ) -> Result<PartReceipt> {
-        let out = self
-            .client
-            .upload_part_copy()
-            .bucket(&self.bucket)
-            .key(dst)
-            .upload_id(upload_id)
-            .part_number(part_number as i32)
-            .copy_source(copy_source(&self.bucket, src))
-            .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
+        self.part_copy(dst, upload_id, part_number, src, range)
             .await
-            .map_err(|e| map_err("UploadPartCopy", dst, &self.endpoint, e))?;
-        let result = out.copy_part_result();
-        let etag = result
-            .and_then(|r| r.e_tag())
-            .map(strip_quotes)
-            .ok_or_else(|| Error::Failed(format!("UploadPartCopy {dst}: no ETag in the answer")))?;
-        Ok(PartReceipt {
-            part_number,
-            etag,
-            crc32c: result
-                .and_then(|r| r.checksum_crc32_c())
-                .and_then(checksum::parse_crc32c_header),
-            size: range.len(),
-        })
     }
-}
-
-/// The `x-amz-copy-source` value: bucket and key, the key percent-encoded except for `/`.
-fn copy_source(bucket: &str, key: &str) -> String {
-    let mut out = format!("{bucket}/");
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_source_encodes_the_key() {
-        assert_eq!(copy_source("b", "p/a b+ü"), "b/p/a%20b%2B%C3%BC");
-    }
 
     #[test]
     fn content_range_total() {

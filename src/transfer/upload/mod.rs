@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,9 +22,12 @@ use crate::checksum;
 use crate::config::ChecksumMode;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::store::{ChecksumAlgorithm, Integrity, PartReceipt, PutOptions};
+use crate::store::{ByteRange, ChecksumAlgorithm, FileRange, Integrity, PartReceipt, PutOptions};
 
+mod file;
 mod stream;
+
+use file::{SMALL, hash_range, integrity_for, read_range};
 
 /// What an upload produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,20 +119,19 @@ impl UploadJournal for FileJournal {
     }
 }
 
+/// The body of a single PUT.
+enum PutBody {
+    /// Bytes in memory.
+    Memory(Bytes),
+    /// A file range, sent from the file.
+    File(FileRange),
+}
+
 /// A part ready to send.
 struct PartJob {
     number: u32,
     body: Bytes,
     _permit: OwnedSemaphorePermit,
-}
-
-/// CRC32C of a part and the integrity header to send with it.
-fn integrity_for(mode: ChecksumMode, body: &[u8]) -> (u32, Integrity) {
-    let crc = checksum::crc32c(body);
-    match mode {
-        ChecksumMode::WhenSupported => (crc, Integrity::Crc32c(crc)),
-        ChecksumMode::WhenRequired => (crc, Integrity::Md5(checksum::md5(body))),
-    }
 }
 
 /// CRC32C of a whole object from its parts' CRC32C and sizes.
@@ -164,13 +166,32 @@ impl Transfer {
     ) -> Result<Uploaded> {
         let _permit = self.permit().await?;
         let (crc, integrity) = integrity_for(self.cfg.checksum, &body);
-        let size = body.len() as u64;
         let opts = PutOptions { metadata };
+        self.put_once(key, PutBody::Memory(body), crc, integrity, &opts)
+            .await
+    }
+
+    /// One PUT with retries, under a permit the caller holds.
+    async fn put_once(
+        &self,
+        key: &str,
+        body: PutBody,
+        crc: u32,
+        integrity: Integrity,
+        opts: &PutOptions,
+    ) -> Result<Uploaded> {
+        let size = match &body {
+            PutBody::Memory(b) => b.len() as u64,
+            PutBody::File(f) => f.range.len(),
+        };
         self.progress.object_started(key, size);
         let receipt = self
             .retry
-            .run(&self.stats, &self.cancel, || {
-                self.store.put(key, body.clone(), integrity, &opts)
+            .run(&self.stats, &self.cancel, || async {
+                match &body {
+                    PutBody::Memory(b) => self.store.put(key, b.clone(), integrity, opts).await,
+                    PutBody::File(f) => self.store.put_file(key, f, integrity, opts).await,
+                }
             })
             .await;
         self.progress.object_done(key);
@@ -183,6 +204,39 @@ impl Transfer {
             parts: 1,
             parts_reused: 0,
         })
+    }
+
+    /// A file of at most one part in one PUT. The permit is taken before any byte is read, so
+    /// files read at once never exceed the concurrency; a file above [`SMALL`] is sent from
+    /// disk after the hashing pre-pass.
+    async fn put_file_whole(
+        &self,
+        file: File,
+        path: &Path,
+        key: &str,
+        size: u64,
+        opts: &PutOptions,
+    ) -> Result<Uploaded> {
+        let _permit = self.permit().await?;
+        let file = Arc::new(file);
+        let range = ByteRange {
+            start: 0,
+            end: size,
+        };
+        let (body, crc, integrity) = if size <= SMALL {
+            let buf = read_range(file, range, path).await?;
+            let (crc, integrity) = integrity_for(self.cfg.checksum, &buf);
+            (PutBody::Memory(buf), crc, integrity)
+        } else {
+            let fr = FileRange {
+                path: path.to_path_buf(),
+                file,
+                range,
+            };
+            let (crc, integrity) = hash_range(&fr, self.cfg.checksum).await?;
+            (PutBody::File(fr), crc, integrity)
+        };
+        self.put_once(key, body, crc, integrity, opts).await
     }
 
     /// Uploads a local file. Up to the configured part size it is one PUT; above, a parallel
@@ -213,14 +267,7 @@ impl Transfer {
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let size = meta.len();
         if size <= self.cfg.part_size {
-            let buf = read_at(Arc::new(file), 0, size as usize, path).await?;
-            if buf.len() as u64 != size {
-                return Err(Error::Failed(format!(
-                    "{} changed size while being read",
-                    path.display()
-                )));
-            }
-            return self.put_bytes(key, buf, opts.metadata.clone()).await;
+            return self.put_file_whole(file, path, key, size, opts).await;
         }
         let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
         let part_size = plan::part_size_for(size, self.cfg.part_size);
@@ -387,23 +434,21 @@ impl Transfer {
                     state.upload_id.clone(),
                 );
                 set.spawn(async move {
-                    let body = read_at(file, r.start, r.len() as usize, &path).await?;
-                    if body.len() as u64 != r.len() {
-                        return Err(Error::Failed(format!(
-                            "{} changed size while being read",
-                            path.display()
-                        )));
-                    }
-                    this.send_part(
-                        PartJob {
-                            number,
-                            body,
-                            _permit: permit,
-                        },
-                        &key,
-                        &upload_id,
-                    )
-                    .await
+                    let body = FileRange {
+                        path,
+                        file,
+                        range: r,
+                    };
+                    let (crc, integrity) = hash_range(&body, this.cfg.checksum).await?;
+                    let receipt = this
+                        .retry
+                        .run(&this.stats, &this.cancel, || {
+                            this.store
+                                .upload_part_file(&key, &upload_id, number, &body, integrity)
+                        })
+                        .await?;
+                    drop(permit);
+                    Ok((receipt, crc))
                 });
             }
             match set.join_next().await {
@@ -507,25 +552,4 @@ impl Transfer {
         debug_assert_eq!(plan::layout(size, first, growth).len(), parts.len());
         Ok(receipt.etag.or(head.etag))
     }
-}
-
-/// Reads `len` bytes at `offset` without moving a shared cursor (parts read in parallel).
-async fn read_at(file: Arc<File>, offset: u64, len: usize, path: &Path) -> Result<Bytes> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-            }
-        }
-        buf.truncate(done);
-        Ok(Bytes::from(buf))
-    })
-    .await
-    .map_err(|e| Error::Failed(format!("read task failed: {e}")))?
 }
