@@ -152,6 +152,18 @@ fn render_status(s: &Status) -> String {
                 .as_ref()
                 .map_or(String::new(), |p| format!("; PROBLEM: {p}"))
         ));
+        if let Some(f) = &v.follower {
+            out.push_str(&format!(
+                "  following: pid {}{}, last cycle {} ago, {} shipped{}\n",
+                f.pid,
+                if f.alive { "" } else { " (gone)" },
+                human_duration(Duration::from_secs(f.last_cycle_age_s)),
+                f.shipped,
+                f.last_lag_ms.map_or(String::new(), |l| format!(
+                    ", last WAL in the bucket {l} ms after it was written"
+                ))
+            ));
+        }
     }
     out
 }

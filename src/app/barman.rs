@@ -113,7 +113,12 @@ async fn with_engine(
 async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction) -> Result<Exit> {
     match action {
         BarmanAction::BaseSync => run_base_sync(cfg, t).await,
-        BarmanAction::WalSync { servers, full } => run_wal_sync(cfg, t, servers, full).await,
+        BarmanAction::WalSync {
+            servers,
+            follow: Some(opts),
+            ..
+        } => run_follow(cfg, t, servers, opts).await,
+        BarmanAction::WalSync { servers, full, .. } => run_wal_sync(cfg, t, servers, full).await,
         BarmanAction::BaseLs { server } => base_ls(o, cfg, t, &server).await,
         BarmanAction::FullSync { server, opts } => {
             let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
@@ -235,6 +240,26 @@ async fn run_base_sync(cfg: &Config, t: &Transfer) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+async fn run_follow(
+    cfg: &Config,
+    t: &Transfer,
+    servers: Servers,
+    opts: crate::barman::follow::FollowOptions,
+) -> Result<Exit> {
+    let conf = BarmanConf::load(&cfg.barman.config)?;
+    let names = match servers {
+        Servers::All => conf.servers(),
+        Servers::One(s) => vec![s],
+    };
+    let dirs = names
+        .iter()
+        .map(|s| conf.server(s))
+        .collect::<Result<Vec<_>>>()?;
+    crate::barman::follow::follow(cfg, t, dirs, opts).await?;
+    eprintln!("barmans3 wal-sync --follow: stopped");
+    Ok(Exit::Success)
+}
+
 async fn run_wal_sync(cfg: &Config, t: &Transfer, servers: Servers, full: bool) -> Result<Exit> {
     let conf = BarmanConf::load(&cfg.barman.config)?;
     let (names, all) = match servers {
@@ -249,7 +274,7 @@ async fn run_wal_sync(cfg: &Config, t: &Transfer, servers: Servers, full: bool) 
     let mut failures = Vec::new();
     for s in names {
         let dirs = conf.server(&s)?;
-        match wal_sync(cfg, t, &dirs, full).await {
+        match wal_sync(cfg, t, &dirs, full, None).await {
             Ok(r) => eprintln!(
                 "barmans3 wal-sync {s}: {} uploaded ({}), {} checked{}",
                 r.uploaded,

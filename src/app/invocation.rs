@@ -84,6 +84,8 @@ pub enum BarmanAction {
         servers: Servers,
         /// Compare the whole archive with the bucket.
         full: bool,
+        /// `--follow`: keep running and ship WALs as they appear.
+        follow: Option<crate::barman::follow::FollowOptions>,
     },
     /// `base-ls SERVER`.
     BaseLs {

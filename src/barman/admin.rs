@@ -57,6 +57,23 @@ pub struct ServerView {
     pub last_wal_sync_age_s: Option<u64>,
     /// Why the view is incomplete (unreadable directory).
     pub problem: Option<String>,
+    /// The `wal-sync --follow` serving this server, if one ran.
+    pub follower: Option<FollowerView>,
+}
+
+/// A `wal-sync --follow` as `status` and `check` see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FollowerView {
+    /// Its process id.
+    pub pid: u32,
+    /// Whether that process is alive.
+    pub alive: bool,
+    /// Seconds since its last cycle.
+    pub last_cycle_age_s: u64,
+    /// WAL files it shipped since it started.
+    pub shipped: u64,
+    /// Milliseconds from the last shipped file's modification to its verified upload.
+    pub last_lag_ms: Option<u64>,
 }
 
 /// How many tasks are in each state.
@@ -121,6 +138,16 @@ pub fn queue_views(cfg: &Config) -> Result<Vec<TaskView>> {
         .collect())
 }
 
+fn follower_view(cfg: &Config, server: &str) -> Option<FollowerView> {
+    super::follow::heartbeat(cfg, server).map(|h| FollowerView {
+        pid: h.pid,
+        alive: alive(h.pid),
+        last_cycle_age_s: now().saturating_sub(h.last_cycle),
+        shipped: h.shipped,
+        last_lag_ms: h.last_lag_ms,
+    })
+}
+
 async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) -> ServerView {
     let st = LocalState::new(cfg).wal_state(name);
     let mut v = ServerView {
@@ -134,6 +161,7 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
             .last_error
             .as_ref()
             .map(|e| format!("last wal-sync failed: {e}")),
+        follower: follower_view(cfg, name),
     };
     let dirs = match conf.server(name) {
         Ok(d) => d,
@@ -339,6 +367,13 @@ fn judge_task(t: &TaskView, th: Thresholds, notes: &mut Notes) {
 fn judge_server(v: &ServerView, th: Thresholds, notes: &mut Notes) {
     if let Some(p) = &v.problem {
         notes.raise(CheckLevel::Critical, format!("{}: {p}", v.server));
+    }
+    if let Some(f) = v.follower.as_ref().filter(|f| !f.alive) {
+        // It removes its heartbeat when stopped; one left behind means it died.
+        notes.raise(
+            CheckLevel::Warning,
+            format!("{}: wal-sync --follow (pid {}) is gone", v.server, f.pid),
+        );
     }
     if let Some(age) = v.pending_age_s {
         let d = Duration::from_secs(age);

@@ -143,7 +143,7 @@ pub async fn full_sync(
     report.wal = if opts.dry_run {
         pending_wals(cfg, t, dirs).await?
     } else {
-        wal_sync(cfg, t, dirs, false).await?
+        wal_sync(cfg, t, dirs, false, None).await?
     };
     if opts.no_delete {
         return Ok(report);

@@ -8,6 +8,7 @@ pub mod basesync;
 pub mod catalog;
 pub mod conf;
 pub mod eligibility;
+pub mod follow;
 pub mod fullsync;
 pub mod info;
 pub mod manifest;

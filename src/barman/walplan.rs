@@ -109,6 +109,33 @@ pub fn next_window(hash_dirs: &[String], old: Option<String>) -> Option<String> 
     }
 }
 
+/// Whether a file absent from the bucket may be shipped now by `wal-sync --follow`, which
+/// reacts within milliseconds: its writer announced it finished (closed it, or renamed it into
+/// place, as Barman does), or it has not been modified for `settle_ns`. A file still being
+/// written (a copy across filesystems) waits, so the bucket never gets half of it.
+pub fn settled(f: &LocalWal, announced: bool, now_ns: i128, settle_ns: i128) -> bool {
+    announced || now_ns.saturating_sub(f.mtime_ns) >= settle_ns
+}
+
+/// [`next_window`], held back to the hash directory of the oldest file left for a later run:
+/// that directory is not complete in the bucket yet.
+pub fn window_keeping(
+    hash_dirs: &[String],
+    old: Option<String>,
+    deferred: &[LocalWal],
+) -> Option<String> {
+    let next = next_window(hash_dirs, old);
+    match deferred
+        .iter()
+        .map(LocalWal::hash_dir)
+        .filter(|d| !d.is_empty())
+        .min()
+    {
+        Some(d) => Some(next.map_or(d.to_string(), |n| n.min(d.to_string()))),
+        None => next,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +278,39 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn follow_ships_announced_or_quiet_files_only() {
+        let f = wal(A, 10, 1_000);
+        assert!(settled(&f, true, 1_000, 2_000), "announced: at once");
+        assert!(!settled(&f, false, 2_999, 2_000), "still fresh");
+        assert!(settled(&f, false, 3_000, 2_000), "quiet long enough");
+        assert!(
+            !settled(&wal(A, 10, 5_000), false, 1_000, 2_000),
+            "mtime ahead of the clock"
+        );
+    }
+
+    #[test]
+    fn a_deferred_file_holds_the_window_at_its_directory() {
+        let d = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let dirs = d(&["0000000100000000", "0000000100000001", "0000000100000002"]);
+        assert_eq!(
+            window_keeping(&dirs, None, &[]),
+            Some("0000000100000001".into())
+        );
+        let late = wal("0000000100000000/000000010000000000000009", 1, 0);
+        assert_eq!(
+            window_keeping(&dirs, None, &[late]),
+            Some("0000000100000000".into())
+        );
+        let newest = wal("0000000100000002/000000010000000200000001", 1, 0);
+        assert_eq!(
+            window_keeping(&dirs, None, &[newest, wal(H, 1, 0)]),
+            Some("0000000100000001".into()),
+            "a deferred file after the window, or a history file, changes nothing"
+        );
     }
 
     #[test]

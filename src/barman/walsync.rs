@@ -37,7 +37,15 @@ pub struct WalReport {
     pub checked: usize,
     /// Whether this run was a full reconcile.
     pub full: bool,
+    /// Files left for a later run because they may still be being written (`--follow`).
+    pub deferred: usize,
+    /// Modification time of the newest file uploaded (ns since the epoch), for lag figures.
+    pub newest_mtime_ns: Option<i128>,
 }
+
+/// Which absent files a run may ship: all (cron), or only those a predicate calls settled
+/// (`--follow`, see [`super::walplan::settled`]).
+pub type Ready<'a> = Option<&'a (dyn Fn(&LocalWal) -> bool + Sync)>;
 
 fn is_hash_dir(name: &str) -> bool {
     name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
@@ -98,6 +106,7 @@ pub async fn wal_sync(
     t: &Transfer,
     dirs: &ServerDirs,
     full: bool,
+    ready: Ready<'_>,
 ) -> Result<WalReport> {
     let st = LocalState::new(cfg);
     st.ensure()?;
@@ -116,6 +125,7 @@ pub async fn wal_sync(
         &st,
         &Remote::new(cfg.location.prefix(), &dirs.name),
         s,
+        ready,
     )
     .await;
     if let Err(e) = &result
@@ -182,6 +192,7 @@ async fn ship(
     st: &LocalState,
     remote: &Remote,
     s: Survey,
+    ready: Ready<'_>,
 ) -> Result<WalReport> {
     let Survey {
         state,
@@ -205,9 +216,13 @@ async fn ship(
             None => conflicts.push(format!("{}: same size, other content in the bucket", f.rel)),
         }
     }
+    let (upload, deferred): (Vec<_>, Vec<_>) = p
+        .upload
+        .into_iter()
+        .partition(|f| ready.is_none_or(|r| r(f)));
     t.progress()
-        .add_work(p.upload.len() as u64, p.upload.iter().map(|f| f.size).sum());
-    let uploads = bounded(p.upload, t.file_workers(), |f| {
+        .add_work(upload.len() as u64, upload.iter().map(|f| f.size).sum());
+    let uploads = bounded(upload, t.file_workers(), |f| {
         let (t, key) = (t.clone(), remote.wal_key(&f.rel));
         async move { t.upload_file(&f.path, &key, None).await.map(|u| (f, u)) }
     })
@@ -230,7 +245,7 @@ async fn ship(
     st.save_wal_state(
         &dirs.name,
         WalState {
-            window: walplan::next_window(&hash_dirs, window),
+            window: walplan::window_keeping(&hash_dirs, window, &deferred),
             last_full: if full { now() } else { state.last_full },
             last_success: now(),
             ..WalState::default()
@@ -241,6 +256,8 @@ async fn ship(
         bytes: uploads.iter().map(|(_, u)| u.size).sum(),
         checked: local.len(),
         full,
+        deferred: deferred.len(),
+        newest_mtime_ns: uploads.iter().map(|(f, _)| f.mtime_ns).max(),
     })
 }
 
@@ -260,6 +277,8 @@ pub async fn pending_wals(cfg: &Config, t: &Transfer, dirs: &ServerDirs) -> Resu
         bytes: s.plan.upload.iter().map(|f| f.size).sum(),
         checked: s.local.len(),
         full: s.full,
+        deferred: 0,
+        newest_mtime_ns: None,
     })
 }
 

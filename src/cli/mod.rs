@@ -12,6 +12,7 @@ use crate::app::invocation::{
     Action, AdminAction, BarmanAction, ConfigAction, Invocation, Options, Servers,
 };
 use crate::barman::admin::Thresholds;
+use crate::barman::follow::FollowOptions;
 use crate::barman::fullsync::FullSyncOptions;
 use crate::config::StoreLocation;
 use crate::error::{Error, Result};
@@ -84,8 +85,15 @@ pub enum Command {
         #[arg(long)]
         all: bool,
         /// Compare the whole archive with the bucket, not only the newest WAL directories
-        #[arg(long)]
+        #[arg(long, conflicts_with = "follow")]
         full: bool,
+        /// Keep running and ship each WAL as soon as Barman has written it (inotify), instead
+        /// of once; stops cleanly on SIGTERM (see etc/systemd/)
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: also look for new WALs this often without an event
+        #[arg(long, value_name = "AGE", default_value = "60s", value_parser = parse_age, requires = "follow")]
+        poll: Duration,
     },
     /// List a server's backups in the bucket
     BaseLs {
@@ -394,12 +402,22 @@ impl TryFrom<Cli> for Invocation {
 fn barman_action(c: Command) -> Result<BarmanAction> {
     Ok(match c {
         Command::BaseSync => BarmanAction::BaseSync,
-        Command::WalSync { server, all, full } => BarmanAction::WalSync {
+        Command::WalSync {
+            server,
+            all,
+            full,
+            follow,
+            poll,
+        } => BarmanAction::WalSync {
             servers: match (server, all) {
                 (Some(s), false) => Servers::One(s),
                 _ => Servers::All,
             },
             full,
+            follow: follow.then(|| FollowOptions {
+                poll,
+                ..FollowOptions::default()
+            }),
         },
         Command::BaseLs { server } => BarmanAction::BaseLs { server },
         Command::WalPrefetch { server, spool } => BarmanAction::WalPrefetch { server, spool },

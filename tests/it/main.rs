@@ -13,6 +13,7 @@ mod cli_config;
 mod conformance;
 mod crash;
 mod faults;
+mod follow;
 mod gpplugin;
 mod memory;
 mod never_wrong;
