@@ -477,3 +477,7 @@ async fn delete(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;
