@@ -2,6 +2,7 @@
 //! directory, the stamp that tells a changed file, and the Gluster cloudsync mark that says a
 //! file's data is in the archive and reading it would recall it.
 
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -81,7 +82,10 @@ pub enum Probe {
 pub fn probe(path: &Path, ns: XattrNs) -> Probe {
     let m = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Probe::Missing,
+        // ENOTDIR: a component above is a file now, so nothing of this name exists.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+            return Probe::Missing;
+        }
         Err(e) => {
             return Probe::Error(format!(
                 "stat {}: {}",
@@ -104,6 +108,28 @@ pub fn probe(path: &Path, ns: XattrNs) -> Probe {
     } else {
         Probe::Special
     }
+}
+
+/// Whether `src/rel` would be reached through a symbolic link above it (`lstat` follows every
+/// component but the last, and sync never follows a link). Directories already seen real are
+/// remembered in `real`.
+pub fn via_link(src: &Path, rel: &str, real: &mut HashSet<String>) -> bool {
+    let mut at = 0;
+    while let Some(i) = rel[at..].find('/') {
+        let dir = &rel[..at + i];
+        at += i + 1;
+        if real.contains(dir) {
+            continue;
+        }
+        match std::fs::symlink_metadata(src.join(dir)) {
+            Ok(m) if m.file_type().is_symlink() => return true,
+            Ok(m) if m.is_dir() => {
+                real.insert(dir.to_string());
+            }
+            _ => return false, // missing or not a directory: the probe says so
+        }
+    }
+    false
 }
 
 /// Whether Gluster's cloudsync holds this file's data remotely (`cs.remote` is set). A
@@ -247,5 +273,11 @@ mod tests {
         let want: Vec<(String, &str)> = want.iter().map(|(r, k)| (r.to_string(), *k)).collect();
         assert_eq!(got, want);
         assert_eq!(probe(&src.join("nothing"), XattrNs::User), Probe::Missing);
+        assert_eq!(probe(&src.join("top/below"), XattrNs::User), Probe::Missing);
+        let mut real = HashSet::new();
+        assert!(via_link(src, "a/link/passwd", &mut real));
+        assert!(!via_link(src, "a/b/f", &mut real));
+        assert!(real.contains("a/b"));
+        assert!(!via_link(src, "gone/x", &mut real));
     }
 }

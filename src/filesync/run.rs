@@ -243,6 +243,7 @@ fn expand(
         })
         .collect();
     let mut seen = HashSet::new();
+    let mut real = HashSet::new();
     let mut jobs = Vec::new();
     let mut deletions = Vec::new();
     for line in lines {
@@ -263,6 +264,15 @@ fn expand(
             }
         };
         let path = src.join(target);
+        if local::via_link(src, target, &mut real) {
+            tracing::warn!(
+                "line {}: {} is under a symbolic link, not followed",
+                line.number,
+                path.display()
+            );
+            report.symlinks += 1;
+            continue;
+        }
         match local::probe(&path, ns) {
             Probe::Missing if removed_by_list(target, &gone) => {}
             Probe::Missing => {
@@ -310,8 +320,14 @@ async fn listed_deletions(
     report: &mut SyncReport,
 ) -> Result<Vec<String>> {
     let mut keys = Vec::new();
+    let mut real = HashSet::new();
     for p in paths {
-        match local::probe(&o.src.join(&p), o.xattr_ns) {
+        let probe = if local::via_link(&o.src, &p, &mut real) {
+            Probe::Symlink // reached through a link: not known to be gone
+        } else {
+            local::probe(&o.src.join(&p), o.xattr_ns)
+        };
+        match probe {
             Probe::Missing => {}
             Probe::Error(m) => {
                 report.failed.push(m);

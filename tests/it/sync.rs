@@ -412,16 +412,24 @@ async fn archived_files_are_never_read(b: Backend) {
         "{s}"
     );
     assert_eq!(f.keys(), set(&["warm"]));
-    // The same from a list naming it.
+    // The same from a list naming it, and a file reached through a linked directory.
+    let outside = f.site.dir.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    std::fs::write(outside.join("secret"), b"not ours").expect("w");
+    std::os::unix::fs::symlink(&outside, f.src.join("linkdir")).expect("ln");
     let list = f.site.dir.path().join("list");
-    std::fs::write(&list, "NEW cold\n").expect("w");
+    std::fs::write(&list, "NEW cold\nNEW linkdir/secret\n").expect("w");
     let s = f.sync_ok(&[
         "--files-from",
         list.to_str().expect("utf8"),
         "--files-format",
         "glusterfind",
     ]);
-    assert_eq!(s["archived"], 1);
+    assert_eq!(
+        (s["archived"].as_u64(), s["symlinks"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
     assert_eq!(f.keys(), set(&["warm"]));
 }
 
