@@ -192,25 +192,6 @@ pub enum Command {
         #[arg(long, default_value = "10s", value_parser = parse_age)]
         timeout: Duration,
     },
-    /// Sync a directory to the bucket, from a crawl or a file list (glusterfind)
-    ///
-    /// SRC_DIR/PATH goes to the key <store prefix>/KEY_PREFIX/PATH. Without --files-from, SRC_DIR
-    /// is walked (symbolic links and special files are counted, never
-    /// followed) and each file is uploaded unless the bucket holds its size and modification time
-    /// (stored in the object's metadata at upload, so an unchanged file costs one HEAD and is never
-    /// read; objects written by another tool are compared by content). Files go in parallel,
-    /// bounded by transfer.concurrency; every upload is verified. A file that changes while it is
-    /// uploaded is sent again once, then reported as failed.
-    ///
-    /// With --files-from, only the listed paths are handled: glusterfind's NEW and MODIFY upload the
-    /// file (a directory: everything under it), RENAME OLD NEW uploads NEW, DELETE and the old name
-    /// of a RENAME are deleted with --delete once they are gone locally. The whole list is checked
-    /// before the first request: a malformed line exits 2 naming it, and nothing was sent.
-    /// Files with Gluster cloudsync's trusted.glusterfs.cs.remote are archived: never read (reading
-    /// would recall them), counted as archived. Run glusterfind post only after exit 0.
-    ///
-    /// Exit status: 0, every path was handled; 1, a path failed or is missing, or --delete
-    /// refused; 2, bad arguments or a malformed list (nothing was sent); 130, interrupted.
     Sync(sync::SyncArgs),
     /// Archive cold files of a Gluster brick for cloudsync (uploaded, verified, then truncated)
     Archive(archive::ArchiveArgs),
