@@ -16,6 +16,7 @@ use crate::transfer::{Transfer, bounded};
 /// One file to compare and maybe send.
 #[derive(Debug, Clone)]
 struct FileJob {
+    rel: String,
     path: PathBuf,
     key: String,
     stamp: Stamp,
@@ -177,6 +178,7 @@ fn classify(
                 return None;
             }
             return Some(FileJob {
+                rel: rel.to_string(),
                 path,
                 key,
                 stamp,
@@ -364,16 +366,16 @@ async fn send(
     let (compare, dry_run, ns) = (o.compare, o.dry_run, o.xattr_ns);
     let listed = o.files_from.is_some();
     let outcomes = bounded(
-        jobs.into_iter().map(|j| (j.path.clone(), j)),
+        jobs.into_iter().map(|j| (j.rel.clone(), j)),
         t.file_workers(),
-        |(path, job)| {
+        |(rel, job)| {
             let t = t.clone();
-            async move { Ok((path, sync_file(&t, job, compare, dry_run, ns).await?)) }
+            async move { Ok((rel, sync_file(&t, job, compare, dry_run, ns).await?)) }
         },
     )
     .await?;
     let mut uploaded = HashSet::new();
-    for (path, outcome) in outcomes {
+    for (rel, outcome) in outcomes {
         match outcome {
             Outcome::Uploaded { key, bytes } => {
                 report.uploaded += 1;
@@ -386,7 +388,7 @@ async fn send(
                 report.would_upload.push(key);
             }
             Outcome::Unchanged => report.unchanged += 1,
-            Outcome::Vanished if listed => report.missing.push(path.display().to_string()),
+            Outcome::Vanished if listed => report.missing.push(rel),
             Outcome::Vanished => report.vanished += 1,
             Outcome::Failed(m) => {
                 tracing::error!("{m}");

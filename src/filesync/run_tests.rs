@@ -110,6 +110,7 @@ fn job(path: &Path) -> FileJob {
         panic!("not a file");
     };
     FileJob {
+        rel: "f".into(),
         path: path.to_path_buf(),
         key: "k".into(),
         stamp,
