@@ -27,8 +27,10 @@ REGION = os.environ.get("BENCH_S3_REGION", "us-east-1")
 AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
-    "BENCH_CASES", "wal,upload,small,resync,stream,download,walnochange,replay,restore"
+    "BENCH_CASES", "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync"
 ).split(",")
+# `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
+CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
 PLUGIN = REPO / "target/release/gpbackup_s3_plugin"
 GIB = 1 << 30
@@ -242,6 +244,21 @@ def run_case(case, tool, e, data, rep):
         }[tool]
         res = measure(cmd, env)
         prefix = base if case == "resync" else None  # the resync case reuses the small upload
+    elif case in ("sync", "sync-nochange"):
+        # A directory tree to a prefix, as `aws s3 sync` in screen did for BarmanS3 users: the
+        # 5000 small files; the resync (nothing changed) reuses the first sync's prefix.
+        src = data / f"small/barman/pg/base/{ID}/data"
+        size = tree_bytes(src)
+        base = f"bench/sync-{rep}/{tool}"
+        turl = f"s3://{BUCKET}/{base}/tree/"
+        cmd = {
+            "aws": aws + ["sync", src, turl],
+            "s5cmd": s5c + ["sync", f"{src}/", turl],
+            "rclone": ["rclone", "sync", src, f"G:{BUCKET}/{base}/tree"],
+            "barmans3": [B3, "--config", e.b3_config(base, data / "small/barman"), "--json", "sync", src, "tree"],
+        }[tool]
+        res = measure(cmd, env)
+        prefix = None  # the resync case reuses the upload; main() cleans up after it
     elif case == "stream":
         src = data / "big.bin"
         size = src.stat().st_size
@@ -422,6 +439,10 @@ def main():
             for rep in range(REPEATS):
                 for tool in TOOLS:
                     cleanup(e.env, f"bench/small-{rep}/{tool}")
+        if case == "sync-nochange":
+            for rep in range(REPEATS):
+                for tool in TOOLS:
+                    cleanup(e.env, f"bench/sync-{rep}/{tool}")
     report({c: r for c, r in results.items() if c not in ("replay", "restore")}, extra)
 
 

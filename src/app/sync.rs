@@ -1,16 +1,85 @@
-//! Runs `sync`: config, engine, report, exit code. (Being built.)
+//! Runs `sync`: config, the change list read and checked before the engine exists, the sync,
+//! the report (`--dry-run` keys or the `--json` summary on stdout), the exit code.
 
 use std::sync::Arc;
 
-use super::invocation::Options;
-use crate::error::{Error, Exit, Result};
-use crate::transfer::Cancel;
+use serde::Serialize;
 
-pub(super) async fn run(
-    o: Options,
-    action: crate::filesync::SyncOptions,
-    cancel: Arc<Cancel>,
-) -> Result<Exit> {
-    let _ = (o, action, cancel);
-    Err(Error::Usage("sync is not available yet".into()))
+use super::invocation::Options;
+use super::{engine, load_config};
+use crate::error::{Error, Exit, Result};
+use crate::filesync::{self, SyncOptions, SyncReport};
+use crate::transfer::{Cancel, StatsSnapshot};
+
+/// The `--json` summary: the report and the run's request counters in one object.
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    #[serde(flatten)]
+    report: &'a SyncReport,
+    #[serde(flatten)]
+    stats: StatsSnapshot,
+}
+
+pub(super) async fn run(o: Options, action: SyncOptions, cancel: Arc<Cancel>) -> Result<Exit> {
+    let cfg = load_config(&o)?;
+    // A malformed list is refused before the first request (exit 2).
+    let lines = match &action.files_from {
+        Some(f) => Some(filesync::list::read(
+            &f.path,
+            f.format,
+            &f.separator,
+            &action.src,
+        )?),
+        None => None,
+    };
+    let t = engine(&o, &cfg, cancel).await?;
+    let result = filesync::sync(&t, &action, cfg.location.prefix(), lines).await;
+    t.progress().finish();
+    let report = result?;
+    if o.json {
+        let s = Summary {
+            report: &report,
+            stats: t.stats().snapshot(),
+        };
+        outln!("{}", serde_json::to_string(&s).unwrap_or_default())?;
+    } else {
+        if report.dry_run {
+            let mut text = String::new();
+            for k in &report.would_upload {
+                text.push_str(&format!("upload {k}\n"));
+            }
+            for k in &report.deleted {
+                text.push_str(&format!("delete {k}\n"));
+            }
+            out!("{text}")?;
+        }
+        tracing::info!("sync: {}; {}", report.line(), t.stats().snapshot());
+    }
+    let allow_missing = action.files_from.as_ref().is_some_and(|f| f.allow_missing);
+    if report.complete(allow_missing) {
+        return Ok(Exit::Success);
+    }
+    let mut line = failure_line(&report, allow_missing);
+    if action.files_from.is_some() {
+        line.push_str("; do not run glusterfind post for this list");
+    }
+    Err(Error::Failed(line))
+}
+
+/// The one line that says why the run is not a success.
+fn failure_line(r: &SyncReport, allow_missing: bool) -> String {
+    let mut parts = Vec::new();
+    if let Some(first) = r.failed.first() {
+        parts.push(format!("{} paths failed (first: {first})", r.failed.len()));
+    }
+    if !allow_missing && let Some(first) = r.missing.first() {
+        parts.push(format!(
+            "{} listed paths do not exist (first: {first}; --allow-missing accepts that)",
+            r.missing.len()
+        ));
+    }
+    if let Some(refused) = &r.delete_refused {
+        parts.push(refused.clone());
+    }
+    format!("sync incomplete: {}", parts.join("; "))
 }

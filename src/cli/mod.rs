@@ -202,7 +202,6 @@ pub enum Command {
         #[arg(long, default_value = "10s", value_parser = parse_age)]
         timeout: Duration,
     },
-    /// Sync a directory to the bucket, from a crawl or a file list (glusterfind)
     Sync(sync::SyncArgs),
     /// Archive cold files of a Gluster brick for cloudsync (uploaded, verified, then truncated)
     Archive(archive::ArchiveArgs),

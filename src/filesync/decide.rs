@@ -1,0 +1,347 @@
+//! The decisions of a sync, as pure functions over plain data: whether a file must be sent,
+//! which remote keys have no local file any more, and whether deleting them is allowed now.
+//! Everything that can lose data or skip a changed file is here, under table tests.
+//!
+//! A file is unchanged when the object holds its size and the modification time we stored in
+//! the object's metadata when we uploaded it (a HEAD, no read of the file); `--checksum`, or an
+//! object another tool wrote without that metadata, compares content instead. Deletions follow
+//! `full-sync`'s rules: never from an empty source, never after any failure (an unread
+//! directory or a failed upload leaves the local side unknown), never a key uploaded in this
+//! run, and no more than `--max-deletes` without `--force`.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::local::Stamp;
+use crate::store::ObjectMeta;
+
+/// User metadata: the source file's modification time (`SECONDS.NANOSECONDS`).
+pub const META_MTIME: &str = "barmans3-mtime";
+/// User metadata: the source file's size in bytes.
+pub const META_SIZE: &str = "barmans3-size";
+
+/// How files are compared with objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compare {
+    /// Size and the modification time stored in the object's metadata.
+    #[default]
+    SizeMtime,
+    /// Size and content (CRC32C or the object's own checksum).
+    Checksum,
+}
+
+/// What the bucket listing said about a key before any per-object request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// The prefix was listed: the object's size, or `None` when it is absent.
+    Listed(Option<u64>),
+    /// Not listed (change lists): a HEAD tells.
+    Unknown,
+}
+
+/// The next step for a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it.
+    Upload,
+    /// The object already holds it.
+    Unchanged,
+    /// HEAD the object, then decide with [`by_metadata`].
+    Head,
+    /// Compare the file's content with the object's checksum (reads the file, not the object
+    /// when the object carries a checksum we can recompute).
+    CompareContent,
+}
+
+/// The metadata an upload stores so the next run can compare without reading the file.
+pub fn metadata_for(stamp: &Stamp) -> std::collections::BTreeMap<String, String> {
+    [
+        (META_MTIME.to_string(), stamp.mtime_text()),
+        (META_SIZE.to_string(), stamp.size.to_string()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The decision the listing allows: absent or of another size means send.
+pub fn by_listing(stamp: &Stamp, known: Known) -> Verdict {
+    match known {
+        Known::Listed(None) => Verdict::Upload,
+        Known::Listed(Some(size)) if size != stamp.size => Verdict::Upload,
+        _ => Verdict::Head,
+    }
+}
+
+/// The decision after a HEAD (`None`: no such object).
+pub fn by_metadata(stamp: &Stamp, head: Option<&ObjectMeta>, compare: Compare) -> Verdict {
+    let Some(meta) = head else {
+        return Verdict::Upload;
+    };
+    if meta.size != stamp.size {
+        return Verdict::Upload;
+    }
+    if compare == Compare::Checksum {
+        return Verdict::CompareContent;
+    }
+    match (meta.metadata.get(META_MTIME), meta.metadata.get(META_SIZE)) {
+        (Some(m), Some(s)) if *m == stamp.mtime_text() && *s == stamp.size.to_string() => {
+            Verdict::Unchanged
+        }
+        (Some(_), _) | (_, Some(_)) => Verdict::Upload,
+        // Written by another tool (an earlier `aws s3 sync`): the content decides.
+        (None, None) => Verdict::CompareContent,
+    }
+}
+
+/// What the local side holds, by relative path: directories, and everything else that exists
+/// (files, links, special and archived files).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalIndex {
+    /// Directories.
+    pub dirs: HashSet<String>,
+    /// Non-directories.
+    pub others: HashSet<String>,
+}
+
+/// The remote relative keys with nothing local behind them. A key ending in `/` (a folder
+/// marker) stays while the directory exists; a plain key stays while a non-directory of that
+/// name exists (a file, but also a link or archived file we did not send).
+pub fn orphans(remote: &[String], local: &LocalIndex) -> Vec<String> {
+    remote
+        .iter()
+        .filter(|rel| match rel.strip_suffix('/') {
+            _ if rel.is_empty() => false, // the marker of KEY_PREFIX itself
+            Some("") => false,
+            Some(dir) => !local.dirs.contains(dir),
+            None => !local.others.contains(rel.as_str()),
+        })
+        .cloned()
+        .collect()
+}
+
+/// The state a deletion decision depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    /// SRC_DIR has no entries at all.
+    pub source_empty: bool,
+    /// Failed files, unreadable directories, unmappable names, missing listed paths.
+    pub failures: usize,
+    /// At most this many keys without `force`.
+    pub max_deletes: usize,
+    /// `--force`.
+    pub force: bool,
+}
+
+/// Why nothing is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// SRC_DIR is empty: an unmounted filesystem looks exactly like this.
+    EmptySource,
+    /// Something failed: the local side is not fully known.
+    Failures(usize),
+    /// More keys than `--max-deletes`; they are listed for `--dry-run`.
+    TooMany {
+        /// The keys that would go.
+        keys: Vec<String>,
+        /// The cap.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::EmptySource => write!(
+                f,
+                "refusing to delete: SRC_DIR is empty (an unmounted filesystem?)"
+            ),
+            Refusal::Failures(n) => write!(
+                f,
+                "refusing to delete: {n} paths failed or are missing, so the source is not fully known; fix them and run again"
+            ),
+            Refusal::TooMany { keys, max } => write!(
+                f,
+                "refusing to delete {} keys (more than --max-deletes {max}); check with --dry-run, then run with --force or a higher --max-deletes",
+                keys.len()
+            ),
+        }
+    }
+}
+
+/// The keys to delete, sorted, without duplicates and without any key uploaded in this run, or
+/// why none may be.
+pub fn plan_deletes(
+    candidates: impl IntoIterator<Item = String>,
+    uploaded: &HashSet<String>,
+    g: Guard,
+) -> Result<Vec<String>, Refusal> {
+    if g.source_empty {
+        return Err(Refusal::EmptySource);
+    }
+    if g.failures > 0 {
+        return Err(Refusal::Failures(g.failures));
+    }
+    let keys: Vec<String> = candidates
+        .into_iter()
+        .filter(|k| !uploaded.contains(k))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if keys.len() > g.max_deletes && !g.force {
+        return Err(Refusal::TooMany {
+            keys,
+            max: g.max_deletes,
+        });
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(size: u64, mtime_ns: i128) -> Stamp {
+        Stamp {
+            size,
+            mtime_ns,
+            ctime_ns: 0,
+            ino: (1, 1),
+        }
+    }
+    fn object(size: u64, meta: &[(&str, &str)]) -> ObjectMeta {
+        let mut o = ObjectMeta::listed("k", size);
+        o.metadata = meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        o
+    }
+
+    #[test]
+    fn the_listing_decides_absent_and_resized_objects() {
+        use Verdict::*;
+        let s = stamp(10, 5);
+        let cases = [
+            (Known::Listed(None), Upload),
+            (Known::Listed(Some(9)), Upload),
+            (Known::Listed(Some(10)), Head),
+            (Known::Unknown, Head),
+        ];
+        for (known, want) in cases {
+            assert_eq!(by_listing(&s, known), want, "{known:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_decides_without_reading_the_file() {
+        use Verdict::*;
+        let s = stamp(10, 1_700_000_000_000_000_001);
+        let m = s.mtime_text();
+        let cases: Vec<(Option<ObjectMeta>, Compare, Verdict)> = vec![
+            (None, Compare::SizeMtime, Upload),
+            (
+                Some(object(10, &[(META_MTIME, &m), (META_SIZE, "10")])),
+                Compare::SizeMtime,
+                Unchanged,
+            ),
+            // One nanosecond later is a change (a touch -d of the same second too).
+            (
+                Some(object(
+                    10,
+                    &[(META_MTIME, "1700000000.000000002"), (META_SIZE, "10")],
+                )),
+                Compare::SizeMtime,
+                Upload,
+            ),
+            (
+                Some(object(10, &[(META_MTIME, &m), (META_SIZE, "11")])),
+                Compare::SizeMtime,
+                Upload,
+            ),
+            (
+                Some(object(10, &[(META_MTIME, &m)])),
+                Compare::SizeMtime,
+                Upload,
+            ),
+            (
+                Some(object(11, &[(META_MTIME, &m), (META_SIZE, "10")])),
+                Compare::SizeMtime,
+                Upload,
+            ),
+            // Another tool's object: compare bytes rather than send them again.
+            (Some(object(10, &[])), Compare::SizeMtime, CompareContent),
+            (
+                Some(object(10, &[(META_MTIME, &m), (META_SIZE, "10")])),
+                Compare::Checksum,
+                CompareContent,
+            ),
+            (Some(object(3, &[])), Compare::Checksum, Upload),
+        ];
+        for (head, compare, want) in cases {
+            assert_eq!(
+                by_metadata(&s, head.as_ref(), compare),
+                want,
+                "{head:?} {compare:?}"
+            );
+        }
+        assert_eq!(metadata_for(&s)[META_MTIME], m);
+    }
+
+    #[test]
+    fn orphans_are_keys_without_a_local_entry_of_their_kind() {
+        let local = LocalIndex {
+            dirs: ["d", "d/e"].iter().map(|s| s.to_string()).collect(),
+            others: ["f", "d/g", "link", "archived"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let remote: Vec<String> = [
+            "f", "d/g", "link", "archived", "gone", "d/gone", "d", "d/e/", "x/", "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // "d" was a file and is a directory now: the file is gone.
+        assert_eq!(orphans(&remote, &local), ["gone", "d/gone", "d", "x/"]);
+    }
+
+    #[test]
+    fn deletions_follow_full_syncs_refusal_rules() {
+        let up: HashSet<String> = ["p/new".to_string()].into();
+        let cands = || ["p/b", "p/a", "p/new", "p/a"].map(String::from);
+        let g = |source_empty, failures, max_deletes, force| Guard {
+            source_empty,
+            failures,
+            max_deletes,
+            force,
+        };
+        let ab = Ok(vec!["p/a".to_string(), "p/b".to_string()]);
+        let too_many = Err(Refusal::TooMany {
+            keys: vec!["p/a".into(), "p/b".into()],
+            max: 1,
+        });
+        let cases = [
+            (g(false, 0, 1000, false), ab.clone()),
+            (g(true, 0, 1000, true), Err(Refusal::EmptySource)),
+            (g(false, 2, 1000, true), Err(Refusal::Failures(2))),
+            (g(false, 0, 2, false), ab.clone()),
+            (g(false, 0, 1, false), too_many),
+            (g(false, 0, 1, true), ab.clone()),
+            (
+                g(false, 0, 0, false),
+                Err(Refusal::TooMany {
+                    keys: vec!["p/a".into(), "p/b".into()],
+                    max: 0,
+                }),
+            ),
+        ];
+        for (guard, want) in cases {
+            assert_eq!(plan_deletes(cands(), &up, guard), want, "{guard:?}");
+        }
+        // Nothing to delete is never a refusal for the cap.
+        assert_eq!(
+            plan_deletes(Vec::new(), &up, g(false, 0, 0, false)),
+            Ok(vec![])
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! The engine side of `sync`: the crawl (SRC_DIR walked while the prefix is listed), the change
+//! list (each listed path probed, directories walked), files compared and uploaded in parallel
+//! under the engine's bounds, and deletions last, only when every path was handled.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::decide::{self, Compare, Guard, Known, LocalIndex, Verdict};
+use super::list::{Change, Line};
+use super::local::{self, Probe, Stamp, XattrNs};
+use super::{MAX_KEY_BYTES, SyncOptions, SyncReport};
+use crate::error::{Error, Result};
+use crate::store::{ListRequest, PutOptions, join_key};
+use crate::transfer::{Transfer, bounded};
+
+/// One file to compare and maybe send.
+#[derive(Debug, Clone)]
+struct FileJob {
+    rel: String,
+    path: PathBuf,
+    key: String,
+    stamp: Stamp,
+    known: Known,
+}
+
+/// What became of one file.
+#[derive(Debug)]
+enum Outcome {
+    Uploaded {
+        key: String,
+        bytes: u64,
+    },
+    Unchanged,
+    WouldUpload {
+        key: String,
+        bytes: u64,
+    },
+    /// It is gone (or no longer a regular file) since it was looked at.
+    Vanished,
+    Failed(String),
+}
+
+/// Runs a sync. `root` is the store's key prefix; `lines` the parsed `--files-from` list.
+pub async fn sync(
+    t: &Transfer,
+    o: &SyncOptions,
+    root: &str,
+    lines: Option<Vec<Line>>,
+) -> Result<SyncReport> {
+    match std::fs::metadata(&o.src) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(usage_src(&o.src, "is not a directory")),
+        Err(e) => return Err(usage_src(&o.src, &crate::error::reason(&e))),
+    }
+    let base = join_key(root, &o.key_prefix);
+    let mut report = SyncReport {
+        dry_run: o.dry_run,
+        ..Default::default()
+    };
+    let (jobs, candidates) = match lines {
+        None => crawl(t, o, &base, &mut report).await?,
+        Some(lines) => from_list(o, &base, lines, &mut report).await?,
+    };
+    let uploaded = send(t, o, jobs, &mut report).await?;
+    if let Some(limits) = o.delete {
+        let allow_missing = o.files_from.as_ref().is_some_and(|f| f.allow_missing);
+        let failures = report.failed.len()
+            + if allow_missing {
+                0
+            } else {
+                report.missing.len()
+            };
+        let guard = Guard {
+            source_empty: local::is_empty_dir(&o.src).unwrap_or(true),
+            failures,
+            max_deletes: limits.max_deletes,
+            force: limits.force,
+        };
+        let candidates = match candidates {
+            Candidates::Keys(k) => k,
+            Candidates::Paths(p) if failures == 0 => {
+                listed_deletions(t, o, &base, p, &mut report).await?
+            }
+            Candidates::Paths(_) => Vec::new(),
+        };
+        delete(
+            t,
+            o.dry_run,
+            decide::plan_deletes(candidates, &uploaded, guard),
+            &mut report,
+        )
+        .await?;
+    }
+    Ok(report)
+}
+
+fn usage_src(src: &Path, why: &str) -> Error {
+    Error::Usage(format!("SRC_DIR {}: {why}", src.display()))
+}
+
+/// What `--delete` may remove: remote keys already known to be orphans (crawl), or listed
+/// paths whose keys are looked up only if the path is gone locally (change list).
+enum Candidates {
+    Keys(Vec<String>),
+    Paths(Vec<String>),
+}
+
+/// Walks SRC_DIR while listing the prefix; the files to compare and the orphaned keys.
+async fn crawl(
+    t: &Transfer,
+    o: &SyncOptions,
+    base: &str,
+    report: &mut SyncReport,
+) -> Result<(Vec<FileJob>, Candidates)> {
+    let (src, ns) = (o.src.clone(), o.xattr_ns);
+    let walk = tokio::task::spawn_blocking(move || local::walk(&src, &src, ns));
+    let dir = format!("{base}/");
+    let (entries, remote) = tokio::join!(walk, list_sizes(t, &dir));
+    let entries = entries.map_err(|e| Error::Failed(format!("walk task failed: {e}")))?;
+    let remote = remote?;
+    let mut index = LocalIndex::default();
+    let mut jobs = Vec::new();
+    for e in entries {
+        if matches!(e.kind, Probe::Dir) {
+            index.dirs.insert(e.rel.clone());
+        } else if !matches!(e.kind, Probe::Error(_)) {
+            index.others.insert(e.rel.clone());
+        }
+        let known = Known::Listed(remote.get(&e.rel).copied());
+        if let Some(job) = classify(e.kind, e.path, &e.rel, base, report) {
+            jobs.push(FileJob { known, ..job });
+        }
+    }
+    let rels: Vec<String> = remote.into_keys().collect();
+    let orphans = decide::orphans(&rels, &index)
+        .into_iter()
+        .map(|rel| format!("{dir}{rel}"))
+        .collect();
+    Ok((jobs, Candidates::Keys(orphans)))
+}
+
+/// Sizes of every object under `dir`, by key relative to it.
+async fn list_sizes(t: &Transfer, dir: &str) -> Result<BTreeMap<String, u64>> {
+    let req = ListRequest {
+        prefix: dir.to_string(),
+        ..Default::default()
+    };
+    let mut out = BTreeMap::new();
+    t.list_pages(&req, |objs, _| {
+        for o in objs {
+            if let Some(rel) = o.key.strip_prefix(dir) {
+                out.insert(rel.to_string(), o.size);
+            }
+        }
+        true
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Counts what is not a file to send and turns a file into a job (its key checked).
+fn classify(
+    kind: Probe,
+    path: PathBuf,
+    rel: &str,
+    base: &str,
+    report: &mut SyncReport,
+) -> Option<FileJob> {
+    match kind {
+        Probe::File(stamp) => {
+            let key = join_key(base, rel);
+            if key.len() > MAX_KEY_BYTES {
+                report.failed.push(format!(
+                    "{}: its key would be {} bytes, more than S3's {MAX_KEY_BYTES}",
+                    path.display(),
+                    key.len()
+                ));
+                return None;
+            }
+            return Some(FileJob {
+                rel: rel.to_string(),
+                path,
+                key,
+                stamp,
+                known: Known::Unknown,
+            });
+        }
+        Probe::Symlink => {
+            tracing::warn!("{}: a symbolic link, not followed", path.display());
+            report.symlinks += 1;
+        }
+        Probe::Special => {
+            tracing::warn!("{}: not a regular file, skipped", path.display());
+            report.special += 1;
+        }
+        Probe::Archived => {
+            tracing::info!(
+                "{}: archived by Gluster cloudsync, not read",
+                path.display()
+            );
+            report.archived += 1;
+        }
+        Probe::Error(m) => {
+            tracing::error!("{m}");
+            report.failed.push(m);
+        }
+        Probe::Dir | Probe::Missing => {}
+    }
+    None
+}
+
+/// Expands a change list: files to compare (listed, or under listed directories, each once)
+/// and the paths `--delete` may remove.
+async fn from_list(
+    o: &SyncOptions,
+    base: &str,
+    lines: Vec<Line>,
+    report: &mut SyncReport,
+) -> Result<(Vec<FileJob>, Candidates)> {
+    let (src, ns, base_owned) = (o.src.clone(), o.xattr_ns, base.to_string());
+    let mut r = std::mem::take(report);
+    let (jobs, paths, r) = tokio::task::spawn_blocking(move || {
+        let (jobs, paths) = expand(&src, ns, &base_owned, &lines, &mut r);
+        (jobs, paths, r)
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("list task failed: {e}")))?;
+    *report = r;
+    Ok((jobs, Candidates::Paths(paths)))
+}
+
+fn expand(
+    src: &Path,
+    ns: XattrNs,
+    base: &str,
+    lines: &[Line],
+    report: &mut SyncReport,
+) -> (Vec<FileJob>, Vec<String>) {
+    // Paths the list itself removes: a missing path under one of them is accounted for.
+    let gone: HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| match &l.change {
+            Change::Delete(p) | Change::Rename { old: p, .. } => Some(p.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut real = HashSet::new();
+    let mut jobs = Vec::new();
+    let mut deletions = Vec::new();
+    for line in lines {
+        let target = match &line.change {
+            Change::Upload(p) => p,
+            Change::Rename { old, new } => {
+                deletions.push(old.clone());
+                new
+            }
+            Change::Delete(p) => {
+                deletions.push(p.clone());
+                continue;
+            }
+            Change::Unmappable(m) => {
+                tracing::error!("line {}: {m}", line.number);
+                report.failed.push(format!("line {}: {m}", line.number));
+                continue;
+            }
+        };
+        let path = src.join(target);
+        if local::via_link(src, target, &mut real) {
+            tracing::warn!(
+                "line {}: {} is under a symbolic link, not followed",
+                line.number,
+                path.display()
+            );
+            report.symlinks += 1;
+            continue;
+        }
+        match local::probe(&path, ns) {
+            Probe::Missing if removed_by_list(target, &gone) => {}
+            Probe::Missing => {
+                tracing::warn!("line {}: {} does not exist", line.number, path.display());
+                report.missing.push(target.clone());
+            }
+            Probe::Dir => {
+                for e in local::walk(src, &path, ns) {
+                    if seen.insert(e.rel.clone()) {
+                        jobs.extend(classify(e.kind, e.path, &e.rel, base, report));
+                    }
+                }
+            }
+            kind => {
+                if seen.insert(target.clone()) {
+                    jobs.extend(classify(kind, path, target, base, report));
+                }
+            }
+        }
+    }
+    let mut once = HashSet::new();
+    deletions.retain(|p| once.insert(p.clone()));
+    (jobs, deletions)
+}
+
+/// Whether the list deletes or renames away `p` or a directory above it.
+fn removed_by_list(p: &str, gone: &HashSet<&str>) -> bool {
+    let mut at = Some(p);
+    while let Some(q) = at {
+        if gone.contains(q) {
+            return true;
+        }
+        at = q.rsplit_once('/').map(|(parent, _)| parent);
+    }
+    false
+}
+
+/// The keys of listed paths that no longer exist locally: the object of that name and every
+/// object under `name/`. A path that exists (or cannot be looked at) keeps its keys.
+async fn listed_deletions(
+    t: &Transfer,
+    o: &SyncOptions,
+    base: &str,
+    paths: Vec<String>,
+    report: &mut SyncReport,
+) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut real = HashSet::new();
+    for p in paths {
+        let probe = if local::via_link(&o.src, &p, &mut real) {
+            Probe::Symlink // reached through a link: not known to be gone
+        } else {
+            local::probe(&o.src.join(&p), o.xattr_ns)
+        };
+        match probe {
+            Probe::Missing => {}
+            Probe::Error(m) => {
+                report.failed.push(m);
+                continue;
+            }
+            _ => {
+                tracing::info!("{p} exists locally: its keys stay");
+                continue;
+            }
+        }
+        let key = join_key(base, &p);
+        if t.head_opt(&key).await?.is_some() {
+            keys.push(key.clone());
+        }
+        let under = format!("{key}/");
+        keys.extend(
+            list_sizes(t, &under)
+                .await?
+                .into_keys()
+                .map(|rel| format!("{under}{rel}")),
+        );
+    }
+    Ok(keys)
+}
+
+/// Compares and sends the files in parallel (the engine's file workers); returns the keys
+/// uploaded.
+async fn send(
+    t: &Transfer,
+    o: &SyncOptions,
+    jobs: Vec<FileJob>,
+    report: &mut SyncReport,
+) -> Result<HashSet<String>> {
+    let (compare, dry_run, ns) = (o.compare, o.dry_run, o.xattr_ns);
+    let listed = o.files_from.is_some();
+    let outcomes = bounded(
+        jobs.into_iter().map(|j| (j.rel.clone(), j)),
+        t.file_workers(),
+        |(rel, job)| {
+            let t = t.clone();
+            async move { Ok((rel, sync_file(&t, job, compare, dry_run, ns).await?)) }
+        },
+    )
+    .await?;
+    let mut uploaded = HashSet::new();
+    for (rel, outcome) in outcomes {
+        match outcome {
+            Outcome::Uploaded { key, bytes } => {
+                report.uploaded += 1;
+                report.uploaded_bytes += bytes;
+                uploaded.insert(key);
+            }
+            Outcome::WouldUpload { key, bytes } => {
+                report.uploaded += 1;
+                report.uploaded_bytes += bytes;
+                report.would_upload.push(key);
+            }
+            Outcome::Unchanged => report.unchanged += 1,
+            Outcome::Vanished if listed => report.missing.push(rel),
+            Outcome::Vanished => report.vanished += 1,
+            Outcome::Failed(m) => {
+                tracing::error!("{m}");
+                report.failed.push(m);
+            }
+        }
+    }
+    report.would_upload.sort();
+    Ok(uploaded)
+}
+
+/// One file: decide from the listing, the object's metadata or its content, then send it.
+async fn sync_file(
+    t: &Transfer,
+    job: FileJob,
+    compare: Compare,
+    dry_run: bool,
+    ns: XattrNs,
+) -> Result<Outcome> {
+    let mut verdict = decide::by_listing(&job.stamp, job.known);
+    if verdict == Verdict::Head {
+        let head = t.head_opt(&job.key).await?;
+        verdict = decide::by_metadata(&job.stamp, head.as_ref(), compare);
+    }
+    if verdict == Verdict::CompareContent {
+        verdict = match t.same_as_local(&job.key, &job.path).await {
+            Ok(Some(_)) => Verdict::Unchanged,
+            Ok(None) => Verdict::Upload,
+            Err(e @ Error::Io { .. }) => return Ok(Outcome::Failed(e.one_line())),
+            Err(e) => return Err(e),
+        };
+    }
+    match verdict {
+        Verdict::Unchanged => Ok(Outcome::Unchanged),
+        _ if dry_run => Ok(Outcome::WouldUpload {
+            key: job.key,
+            bytes: job.stamp.size,
+        }),
+        _ => upload_stable(t, job, ns).await,
+    }
+}
+
+/// Uploads a file with its stamp in the object's metadata, then checks it did not change
+/// meanwhile. The stamp is taken before the read, so an object of a file that changed carries
+/// an old mtime and the next run sends it again; here it is sent once more, and a second change
+/// is a failure of this file.
+async fn upload_stable(t: &Transfer, job: FileJob, ns: XattrNs) -> Result<Outcome> {
+    let mut before = job.stamp;
+    for attempt in 0..2 {
+        t.progress().add_work(1, before.size);
+        let opts = PutOptions {
+            metadata: decide::metadata_for(&before),
+        };
+        let sent = t.upload_file_with(&job.path, &job.key, None, &opts).await;
+        let after = match local::probe(&job.path, ns) {
+            Probe::File(s) => s,
+            _ => return Ok(Outcome::Vanished),
+        };
+        if after == before {
+            return match sent {
+                Ok(up) => Ok(Outcome::Uploaded {
+                    key: job.key,
+                    bytes: up.size,
+                }),
+                Err(e @ Error::Io { .. }) => Ok(Outcome::Failed(e.one_line())),
+                Err(e) => Err(e),
+            };
+        }
+        if attempt == 0 {
+            tracing::warn!(
+                "{} changed while being uploaded; sending it again",
+                job.path.display()
+            );
+        }
+        before = after;
+    }
+    Ok(Outcome::Failed(format!(
+        "{} changed while being uploaded, twice; a later run sends it once it is quiet",
+        job.path.display()
+    )))
+}
+
+/// Carries out (or, with `dry_run`, only reports) a deletion plan.
+async fn delete(
+    t: &Transfer,
+    dry_run: bool,
+    plan: std::result::Result<Vec<String>, decide::Refusal>,
+    report: &mut SyncReport,
+) -> Result<()> {
+    match plan {
+        Ok(keys) => {
+            if !dry_run && !keys.is_empty() {
+                t.delete_keys(&keys).await?;
+                tracing::info!("deleted {} keys", keys.len());
+            }
+            report.deleted = keys;
+        }
+        Err(refusal) => {
+            if let (true, decide::Refusal::TooMany { keys, .. }) = (dry_run, &refusal) {
+                report.deleted = keys.clone();
+            }
+            report.delete_refused = Some(refusal.to_string());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;
