@@ -18,196 +18,39 @@ fn file(size: u64) -> BrickFacts {
     }
 }
 
+/// A 4 KiB file changed by `f`.
+fn with(f: impl FnOnce(&mut BrickFacts)) -> BrickFacts {
+    let mut b = file(4096);
+    f(&mut b);
+    b
+}
+
 #[test]
 fn brick_verdicts_follow_the_never_archive_table() {
-    let ok = file(4096);
+    use Reason::*;
+    let big_sparse = |f: &mut BrickFacts| (f.size, f.blocks) = (8 << 20, 8);
+    #[rustfmt::skip]
     let cases: Vec<(&str, BrickFacts, bool, bool, Option<Reason>)> = vec![
-        ("plain file", ok.clone(), true, false, None),
-        (
-            "no handle link",
-            BrickFacts {
-                nlink: 1,
-                ..ok.clone()
-            },
-            true,
-            false,
-            None,
-        ),
-        (
-            "symlink",
-            BrickFacts {
-                regular: false,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::NotRegular),
-        ),
-        (
-            "dht.linkto",
-            BrickFacts {
-                linkto: true,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::Linkto),
-        ),
-        (
-            "sticky and empty",
-            BrickFacts {
-                mode: 0o101000,
-                size: 0,
-                blocks: 0,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::Linkto),
-        ),
-        (
-            "sticky with data is a file",
-            BrickFacts {
-                mode: 0o101644,
-                ..ok.clone()
-            },
-            true,
-            false,
-            None,
-        ),
-        (
-            "cs.remote wins over empty",
-            BrickFacts {
-                cs_remote: Some("a".into()),
-                size: 0,
-                blocks: 0,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::Archived),
-        ),
-        (
-            "downloading",
-            BrickFacts {
-                cs_downloading: true,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::Downloading),
-        ),
-        (
-            "stale object size",
-            BrickFacts {
-                cs_object_size: Some("100".into()),
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::StaleSize),
-        ),
-        (
-            "unparsable object size",
-            BrickFacts {
-                cs_object_size: Some("x".into()),
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::StaleSize),
-        ),
-        (
-            "object size equal to the brick size",
-            BrickFacts {
-                cs_object_size: Some("4096".into()),
-                ..ok.clone()
-            },
-            true,
-            false,
-            None,
-        ),
-        (
-            "sharded",
-            BrickFacts {
-                sharded: true,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::Sharded),
-        ),
-        (
-            "afr pending",
-            BrickFacts {
-                afr_pending: true,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::AfrPending),
-        ),
-        (
-            "third link",
-            BrickFacts {
-                nlink: 3,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::Hardlink),
-        ),
-        (
-            "no gfid",
-            BrickFacts {
-                gfid: None,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::NoGfid),
-        ),
-        (
-            "bad name",
-            ok.clone(),
-            false,
-            false,
-            Some(Reason::UnrecallableName),
-        ),
-        ("empty", file(0), true, false, Some(Reason::Empty)),
-        (
-            "sparse",
-            BrickFacts {
-                size: 8 << 20,
-                blocks: 8,
-                ..ok.clone()
-            },
-            true,
-            false,
-            Some(Reason::Sparse),
-        ),
-        (
-            "sparse allowed",
-            BrickFacts {
-                size: 8 << 20,
-                blocks: 8,
-                ..ok.clone()
-            },
-            true,
-            true,
-            None,
-        ),
-        (
-            "a hole under 1 MiB is not sparse",
-            BrickFacts {
-                size: 8 << 20,
-                blocks: (7 << 20) / 512 + 1,
-                ..ok.clone()
-            },
-            true,
-            false,
-            None,
-        ),
+        ("plain file", file(4096), true, false, None),
+        ("no handle link", with(|f| f.nlink = 1), true, false, None),
+        ("symlink", with(|f| f.regular = false), true, false, Some(NotRegular)),
+        ("dht.linkto", with(|f| f.linkto = true), true, false, Some(Linkto)),
+        ("sticky and empty", with(|f| (f.mode, f.size, f.blocks) = (0o101000, 0, 0)), true, false, Some(Linkto)),
+        ("sticky with data is a file", with(|f| f.mode = 0o101644), true, false, None),
+        ("cs.remote wins over empty", with(|f| (f.cs_remote, f.size) = (Some("a".into()), 0)), true, false, Some(Archived)),
+        ("downloading", with(|f| f.cs_downloading = true), true, false, Some(Downloading)),
+        ("stale object size", with(|f| f.cs_object_size = Some("100".into())), true, false, Some(StaleSize)),
+        ("unparsable object size", with(|f| f.cs_object_size = Some("x".into())), true, false, Some(StaleSize)),
+        ("object size equal to the brick size", with(|f| f.cs_object_size = Some("4096".into())), true, false, None),
+        ("sharded", with(|f| f.sharded = true), true, false, Some(Sharded)),
+        ("afr pending", with(|f| f.afr_pending = true), true, false, Some(AfrPending)),
+        ("third link", with(|f| f.nlink = 3), true, false, Some(Hardlink)),
+        ("no gfid", with(|f| f.gfid = None), true, false, Some(NoGfid)),
+        ("bad name", file(4096), false, false, Some(UnrecallableName)),
+        ("empty", file(0), true, false, Some(Empty)),
+        ("sparse", with(big_sparse), true, false, Some(Sparse)),
+        ("sparse allowed", with(big_sparse), true, true, None),
+        ("a hole under 1 MiB is not sparse", with(|f| (f.size, f.blocks) = (8 << 20, (7 << 20) / 512 + 1)), true, false, None),
     ];
     for (name, facts, name_ok, allow_sparse, want) in cases {
         assert_eq!(brick_verdict(&facts, name_ok, allow_sparse), want, "{name}");

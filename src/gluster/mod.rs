@@ -223,9 +223,12 @@ async fn drive(ctx: Arc<Ctx>, mut on_plan: impl FnMut(&Planned) -> Result<()>) -
         max_bytes: ctx.opts.max_bytes,
         ..Default::default()
     };
-    let workers = ctx.t.file_workers();
     let mut output_error = None;
+    // The first file is archived alone: a setup problem that shows only at the mark (Gluster
+    // recording another path, or not acting on it) then stops the run after one file.
+    let mut proven = false;
     loop {
+        let workers = if proven { ctx.t.file_workers() } else { 1 };
         let take = rx.is_some() && set.len() < workers;
         let event = tokio::select! {
             item = next(&mut rx), if take => Event::Item(item),
@@ -256,6 +259,7 @@ async fn drive(ctx: Arc<Ctx>, mut on_plan: impl FnMut(&Planned) -> Result<()>) -
                 false
             }
             Event::Done(Ok(outcome)) => {
+                proven |= matches!(outcome, Outcome::Archived { .. } | Outcome::Planned(_));
                 if let Outcome::Planned(p) = &outcome
                     && output_error.is_none()
                     && let Err(e) = on_plan(p)

@@ -74,6 +74,10 @@ fn fd_inode(pid: &str, fd: &str, link: &std::path::Path) -> Option<u64> {
         .or_else(|| std::fs::metadata(link).ok().map(|m| m.ino()))
 }
 
+/// How old a scan the crawl and S0 may reuse; the check right before the mark always asks for
+/// a scan started after the upload.
+const REUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Scans shared by the crawl and the workers of one run.
 #[derive(Debug, Default)]
 pub struct OpenFiles {
@@ -81,6 +85,15 @@ pub struct OpenFiles {
 }
 
 impl OpenFiles {
+    /// A scan at most a few seconds old. Blocking.
+    pub fn recent(&self) -> Arc<Scan> {
+        self.since(
+            Instant::now()
+                .checked_sub(REUSE)
+                .unwrap_or_else(Instant::now),
+        )
+    }
+
     /// A scan started at or after `since`, running one if the last is older. Blocking.
     pub fn since(&self, since: Instant) -> Arc<Scan> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());

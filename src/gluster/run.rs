@@ -187,8 +187,7 @@ async fn s0(ctx: &Arc<Ctx>, p: &Paths) -> Result<std::result::Result<Snapshot, R
         if let Some(r) = brick_verdict(&f, name_ok, c.opts.allow_sparse) {
             return Ok(Err(r));
         }
-        let scan = c.open.since(Instant::now());
-        let s = facts::snapshot(c.ns, &p.brick, &p.mnt, &scan)?;
+        let s = facts::snapshot(c.ns, &p.brick, &p.mnt, &c.open.recent())?;
         Ok(
             match snapshot_verdict(&s, facts::now_ns(), c.opts.older_than) {
                 Some(r) => Err(r),
@@ -413,17 +412,15 @@ fn remote_differs(p: &Paths, remote: &str, copied: &Result<String>) -> Error {
         "/{}: Gluster recorded cs.remote {remote:?} instead of {:?} (a mount of a subdirectory, or a bucketid or prefix that does not match?)",
         p.rel, p.rel
     );
-    let error = match copied {
+    match copied {
         Ok(dst) => Error::Failed(format!(
             "{what}; the object was copied to {dst} and verified, so the file recalls; fix the setup before the next run"
         )),
         Err(e) => Error::Failed(format!(
-            "{what}; copying the object there failed: {}",
+            "{what}; copying the object there failed, so the file cannot be recalled until it is copied by hand: {}",
             e.one_line()
         )),
-    };
-    tracing::error!("{error}");
-    error
+    }
 }
 
 /// Step 9: the journal line, fsynced, for the object at `key`.

@@ -7,7 +7,6 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Sender;
 
@@ -17,10 +16,6 @@ use super::run::Ctx;
 
 /// Top-level brick directories that hold Gluster's internals, not volume files.
 const INTERNAL: [&str; 3] = [".glusterfs", ".trashcan", ".shard"];
-
-/// How old an open-files scan the crawl may reuse (the check before the mark always scans
-/// afresh).
-const SCAN_REUSE: Duration = Duration::from_secs(5);
 
 /// What the crawl found.
 #[derive(Debug)]
@@ -88,8 +83,7 @@ fn classify(ctx: &Ctx, path: &Path, rel: &Path) -> Item {
     }
     // recallable() admitted only ASCII bytes.
     let rel = String::from_utf8_lossy(rel_bytes).into_owned();
-    let recent = Instant::now().checked_sub(SCAN_REUSE);
-    let scan = ctx.open.since(recent.unwrap_or_else(Instant::now));
+    let scan = ctx.open.recent();
     let snap = match facts::snapshot(ctx.ns, path, &ctx.mount.join(&rel), &scan) {
         Ok(s) => s,
         Err(e) if facts::is_gone(&e) => return Item::Skip(Reason::Changed),
