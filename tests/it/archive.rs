@@ -5,258 +5,18 @@
 //! the upload (a stalled part, or the pause hook between upload and mark), a kill between upload
 //! and mark, a key in use, a `cs.remote` Gluster recorded elsewhere, dry runs and limits.
 
+mod fixture;
+mod setup;
+
 use std::fs::{File, FileTimes};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::os::unix::fs::MetadataExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use crate::common::faults::FaultProxy;
-use crate::common::site::{BIN, Site};
+use crate::common::site::Site;
 use crate::common::{Backend, on_both};
-
-const ROOT_GFID: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const DAY: Duration = Duration::from_secs(86400);
-
-/// `user.` name of a Gluster `trusted.` xattr (the tests run with `--xattr-ns user`).
-fn user(trusted: &str) -> String {
-    format!("user.{}", trusted.trim_start_matches("trusted."))
-}
-
-fn attr(path: &Path, trusted: &str) -> Option<String> {
-    xattr::get(path, user(trusted))
-        .expect("getxattr")
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-}
-
-fn set_attr(path: &Path, trusted: &str, value: &[u8]) {
-    xattr::set(path, user(trusted), value).expect("setxattr");
-}
-
-fn gfid_string(g: &[u8]) -> String {
-    let h: String = g.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-/// A fake brick: the root's gfid, `.glusterfs/` with a handle link per file, `.trashcan/`.
-struct Brick {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Brick {
-    fn new() -> Brick {
-        let dir = tempfile::tempdir().expect("tmp");
-        let root = dir.path().join("brick");
-        std::fs::create_dir_all(root.join(".glusterfs")).expect("mkdir");
-        std::fs::create_dir_all(root.join(".trashcan")).expect("mkdir");
-        // Extended attributes are the whole protocol: without them there is no test.
-        if let Err(e) = xattr::set(&root, "user.barmans3-probe", b"1") {
-            panic!(
-                "extended attributes are not supported on {} ({e}): run the tests on ext4 or xfs (tmpfs has user xattrs only since Linux 6.6)",
-                root.display()
-            );
-        }
-        set_attr(&root, "trusted.gfid", &ROOT_GFID);
-        Brick { _dir: dir, root }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    /// A volume file: content, a random gfid, its `.glusterfs` handle, mtime 60 days ago.
-    fn add(&self, rel: &str, data: &[u8]) -> PathBuf {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&p, data).expect("write");
-        self.adopt(rel);
-        backdate(&p);
-        p
-    }
-
-    /// Gives an existing file a gfid and its handle link.
-    fn adopt(&self, rel: &str) -> [u8; 16] {
-        let p = self.path(rel);
-        let g: [u8; 16] = rand::random();
-        set_attr(&p, "trusted.gfid", &g);
-        let s = gfid_string(&g);
-        let h = self.root.join(".glusterfs").join(&s[..2]).join(&s[2..4]);
-        std::fs::create_dir_all(&h).expect("mkdir");
-        std::fs::hard_link(&p, h.join(&s)).expect("handle link");
-        g
-    }
-}
-
-fn backdate(p: &Path) {
-    File::options()
-        .write(true)
-        .open(p)
-        .and_then(|f| f.set_times(FileTimes::new().set_modified(SystemTime::now() - 60 * DAY)))
-        .expect("backdate");
-}
-
-/// A brick, a site on the backend, and the bucketid the volume would have.
-struct Case {
-    site: Site,
-    brick: Brick,
-    bucketid: String,
-}
-
-impl Case {
-    fn new(backend: Backend) -> Case {
-        let (site, bucketid) = match backend {
-            Backend::Local => (Site::local(), "bucket".to_string()),
-            Backend::Garage => {
-                let g = crate::common::garage();
-                let prefix = crate::common::unique("archive");
-                (
-                    Site::new(&g.yaml(&prefix)),
-                    format!("{}/{prefix}", g.bucket()),
-                )
-            }
-        };
-        Case {
-            site,
-            brick: Brick::new(),
-            bucketid,
-        }
-    }
-
-    fn command(&self, extra: &[&str], env: &[(&str, &str)]) -> Command {
-        let root = self.brick.root.to_str().expect("utf-8");
-        let mut c = Command::new(BIN);
-        c.arg("--config").arg(&self.site.cfg);
-        c.args(["--json", "archive", root, "--mount", root]);
-        if !extra.contains(&"--older-than") {
-            c.args(["--older-than", "0s"]);
-        }
-        c.args([
-            "--bucketid",
-            &self.bucketid,
-            "--xattr-ns",
-            "user",
-            "--emulate-cloudsync",
-        ]);
-        c.args(extra)
-            .env("BARMANS3_TEST", "1")
-            .envs(env.iter().copied());
-        c
-    }
-
-    fn archive(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
-        self.command(extra, env).output().expect("run archive")
-    }
-
-    /// Starts an archive that pauses after its upload; returns once it is paused there.
-    fn paused(&self, flag: &Path) -> Child {
-        let flag_s = flag.to_str().expect("utf-8");
-        let mut child = self
-            .command(&[], &[("BARMANS3_TEST_ARCHIVE_PAUSE", flag_s)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn archive");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !flag.exists() {
-            if let Some(st) = child.try_wait().expect("wait") {
-                let out = child.wait_with_output().expect("output");
-                panic!(
-                    "archive ended ({st}) before its upload was done: {}",
-                    text(&out.stderr)
-                );
-            }
-            assert!(Instant::now() < deadline, "archive never reached the pause");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child
-    }
-
-    /// The object at `key` (relative to the prefix), or `None`.
-    fn object(&self, key: &str) -> Option<Vec<u8>> {
-        let dest = self
-            .site
-            .dir
-            .path()
-            .join(format!("got-{}", rand::random::<u32>()));
-        let out = self
-            .site
-            .run(&["store", "get", key, dest.to_str().expect("utf-8")], &[]);
-        out.status
-            .success()
-            .then(|| std::fs::read(&dest).expect("read"))
-    }
-
-    /// Recall as cloudsync's `cs_download_task` does: GET `<bucketid>/<cs.remote>`, write the
-    /// body into the file, drop `cs.remote` (the size xattrs stay, as in Gluster).
-    fn recall(&self, rel: &str) -> Vec<u8> {
-        let p = self.brick.path(rel);
-        let remote = attr(&p, "trusted.glusterfs.cs.remote").expect("archived file has cs.remote");
-        let body = self
-            .object(&remote)
-            .unwrap_or_else(|| panic!("no object at <bucketid>/{remote}"));
-        std::fs::write(&p, &body).expect("write back");
-        xattr::remove(&p, user("trusted.glusterfs.cs.remote")).expect("drop cs.remote");
-        body
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The run summary (`--json`, the last line of stdout).
-fn summary(out: &Output) -> serde_json::Value {
-    let stdout = text(&out.stdout);
-    let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("summary {line:?}: {e}; stderr: {}", text(&out.stderr)))
-}
-
-fn ok(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "archive failed: {}",
-        text(&out.stderr)
-    );
-    summary(out)
-}
-
-fn len(p: &Path) -> u64 {
-    std::fs::symlink_metadata(p).expect("stat").len()
-}
-
-/// Asserts that `rel` is archived as Gluster leaves it: empty on the brick, the size stat
-/// reports in `cs.object_size`, `cs.remote` the volume path.
-fn assert_archived(case: &Case, rel: &str, size: usize) {
-    let p = case.brick.path(rel);
-    assert_eq!(len(&p), 0, "{rel} truncated");
-    assert_eq!(
-        attr(&p, "trusted.glusterfs.cs.object_size"),
-        Some(size.to_string())
-    );
-    assert_eq!(
-        attr(&p, "trusted.glusterfs.cs.remote").as_deref(),
-        Some(rel)
-    );
-}
-
-fn assert_untouched(case: &Case, rel: &str, data: &[u8]) {
-    let p = case.brick.path(rel);
-    assert_eq!(std::fs::read(&p).expect("read"), data, "{rel} unchanged");
-    assert_eq!(
-        attr(&p, "trusted.glusterfs.cs.remote"),
-        None,
-        "{rel} not marked"
-    );
-}
+use fixture::*;
 
 async fn archives_and_recalls_identical_bytes(b: Backend) {
     let case = Case::new(b);
@@ -303,94 +63,6 @@ async fn archives_and_recalls_identical_bytes(b: Backend) {
         std::fs::read(case.brick.path("docs/deep/dir/big.bin")).expect("read"),
         big
     );
-}
-
-/// One file per reason of spec §1.4 (and `no-gfid`), plus one file that is archived.
-fn never_archive_fixture(case: &Case) -> (File, Vec<(&'static str, u64)>) {
-    let br = &case.brick;
-    br.add("data/good.bin", &crate::common::data(100_000, 3));
-    br.add("data/linked", b"linked");
-    std::fs::hard_link(br.path("data/linked"), br.path("data/linked-too")).expect("link");
-    File::create(br.path("data/sparse"))
-        .and_then(|f| f.set_len(8 << 20))
-        .expect("sparse");
-    br.adopt("data/sparse");
-    br.add("data/linkto", b"");
-    std::fs::set_permissions(
-        br.path("data/linkto"),
-        std::fs::Permissions::from_mode(0o1000),
-    )
-    .expect("chmod");
-    set_attr(
-        &br.path("data/linkto"),
-        "trusted.glusterfs.dht.linkto",
-        b"vol-client-1\0",
-    );
-    set_attr(
-        &br.add("data/sharded", b"s"),
-        "trusted.glusterfs.shard.block-size",
-        &[0, 0, 0, 0, 4, 0, 0, 0],
-    );
-    let afr = br.add("data/afr", b"heal me");
-    set_attr(
-        &afr,
-        "trusted.afr.vol-client-0",
-        &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
-    );
-    set_attr(&afr, "trusted.afr.vol-client-1", &[0; 12]);
-    let remote = br.add("data/remote", b"");
-    set_attr(&remote, "trusted.glusterfs.cs.remote", b"data/remote");
-    set_attr(&remote, "trusted.glusterfs.cs.object_size", b"5000");
-    set_attr(
-        &br.add("data/downloading", b"x"),
-        "trusted.glusterfs.cs.downloading",
-        b"1",
-    );
-    set_attr(
-        &br.add("data/stale", b"recalled"),
-        "trusted.glusterfs.cs.object_size",
-        b"999",
-    );
-    br.add("data/empty", b"");
-    std::os::unix::fs::symlink("good.bin", br.path("data/symlink")).expect("symlink");
-    br.add("data/a b", b"space");
-    std::fs::write(br.path("data/nogfid"), b"made on the brick").expect("w");
-    backdate(&br.path("data/nogfid"));
-    let held = File::open(br.add("data/open", b"in use")).expect("hold open");
-    br.add(".trashcan/deleted", b"old");
-    let counts = vec![
-        ("hardlink", 2),
-        ("sparse", 1),
-        ("linkto", 1),
-        ("sharded", 1),
-        ("afr-pending", 1),
-        ("archived", 1),
-        ("downloading", 1),
-        ("stale-size", 1),
-        ("empty", 1),
-        ("not-regular", 1),
-        ("unrecallable-name", 1),
-        ("no-gfid", 1),
-        ("open", 1),
-        ("changed", 0),
-        ("key-in-use", 0),
-        ("too-young", 0),
-    ];
-    (held, counts)
-}
-
-fn contents(root: &Path) -> Vec<(PathBuf, Vec<u8>, Option<String>)> {
-    walkdir::WalkDir::new(root)
-        .sort_by_file_name()
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let p = e.path().to_path_buf();
-            let remote = attr(&p, "trusted.glusterfs.cs.remote");
-            (p.clone(), std::fs::read(&p).expect("read"), remote)
-        })
-        .collect()
 }
 
 async fn every_never_archive_reason_is_skipped_and_counted(b: Backend) {
@@ -673,6 +345,7 @@ on_both!(
     every_never_archive_reason_is_skipped_and_counted,
     a_write_after_the_upload_is_not_marked_and_the_next_run_archives,
     a_same_size_rewrite_with_its_mtime_put_back_is_caught_by_ctime,
+    a_file_opened_before_the_mark_is_left_alone,
     a_key_in_use_is_refused_and_nothing_is_truncated,
     killed_between_upload_and_mark_the_next_run_reuses_the_object,
     a_cs_remote_gluster_recorded_elsewhere_gets_a_copy_and_exit_1,
@@ -729,173 +402,26 @@ fn a_write_while_a_part_is_stalled_is_not_marked_and_the_next_run_archives() {
     assert_eq!(case.recall("images/disk.img"), now);
 }
 
-/// A `gluster` stand-in on PATH that prints `volume get` output with these option lines and
-/// records its arguments.
-fn fake_gluster(dir: &Path, options: &str) -> String {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    let script = format!(
-        "#!/bin/sh\necho \"$@\" > {args}\ncat <<'EOF'\nOption                                   Value\n------                                   -----\n{options}EOF\n",
-        args = dir.join("gluster-args").display()
+async fn a_file_opened_before_the_mark_is_left_alone(b: Backend) {
+    let case = Case::new(b);
+    let data = crate::common::data(40_000, 11);
+    let p = case.brick.add("db/table.dat", &data);
+    let flag = case.site.dir.path().join("paused");
+    let child = case.paused(&flag);
+    let reader = File::open(&p).expect("open");
+    std::fs::remove_file(&flag).expect("resume");
+    let v = ok(&child.wait_with_output().expect("wait"));
+    drop(reader);
+    assert_eq!(
+        (v["archived"].as_u64(), v["skipped"]["changed"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
     );
-    std::fs::write(bin.join("gluster"), script).expect("script");
-    std::fs::set_permissions(bin.join("gluster"), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
-    format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
-/// `archive` on a file:// site with `--volume VOL` instead of `--bucketid`.
-fn with_volume(case: &Case, path_env: &str) -> Output {
-    let root = case.brick.root.to_str().expect("utf-8");
-    Command::new(BIN)
-        .arg("--config")
-        .arg(&case.site.cfg)
-        .args([
-            "--json",
-            "archive",
-            root,
-            "--mount",
-            root,
-            "--older-than",
-            "0s",
-        ])
-        .args([
-            "--volume",
-            "vol",
-            "--xattr-ns",
-            "user",
-            "--emulate-cloudsync",
-        ])
-        .env("BARMANS3_TEST", "1")
-        .env("PATH", path_env)
-        .output()
-        .expect("run")
-}
-
-#[test]
-fn the_volume_settings_from_gluster_are_checked_before_anything() {
-    let good = "features.cloudsync                       on\nfeatures.cloudsync-storetype             cloudsyncs3\nfeatures.s3plugin-seckey                 TOPSECRETKEY\nfeatures.s3plugin-bucketid               bucket\nfeatures.cloudsync-remote-read           off (DEFAULT)\n";
-    let refusals = [
-        (
-            good.replace(
-                "cloudsync                       on",
-                "cloudsync                       off",
-            ),
-            "features.cloudsync is not on",
-        ),
-        (good.replace("cloudsyncs3", "amazons3"), "not cloudsyncs3"),
-        (good.replace("off (DEFAULT)", "on"), "remote-read is on"),
-        (
-            good.replace(
-                "bucketid               bucket",
-                "bucketid               bucket/sub",
-            ),
-            "s3plugin-bucketid",
-        ),
-    ];
-    for (opts, want) in refusals {
-        let case = Case::new(Backend::Local);
-        case.brick.add("a.txt", b"cold");
-        let path = fake_gluster(case.site.dir.path(), &opts);
-        let out = with_volume(&case, &path);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{want}: {err}");
-        assert!(
-            err.contains(want) && err.lines().count() == 1,
-            "{want}: {err}"
-        );
-        assert!(!err.contains("TOPSECRETKEY") && !text(&out.stdout).contains("TOPSECRETKEY"));
-        assert_untouched(&case, "a.txt", b"cold");
-    }
-    let case = Case::new(Backend::Local);
-    case.brick.add("a.txt", b"cold");
-    let path = fake_gluster(case.site.dir.path(), good);
-    let v = ok(&with_volume(&case, &path));
-    assert_eq!(v["archived"], 1, "{v}");
-    let args = std::fs::read_to_string(case.site.dir.path().join("gluster-args")).expect("args");
-    assert_eq!(args.trim(), "--mode=script volume get vol all");
-}
-
-#[test]
-fn without_gluster_installed_volume_is_refused_in_one_line() {
-    let case = Case::new(Backend::Local);
-    case.brick.add("a.txt", b"cold");
-    let out = with_volume(&case, "/nonexistent");
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("gluster command") && err.contains("--bucketid"),
-        "{err}"
+    assert_untouched(&case, "db/table.dat", &data);
+    let v = ok(&case.archive(&[], &[]));
+    assert_eq!(
+        (v["archived"].as_u64(), v["reused"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
     );
-    assert_untouched(&case, "a.txt", b"cold");
-}
-
-#[test]
-fn setups_that_would_archive_unrecallably_are_refused() {
-    let g = crate::common::garage();
-    let case = Case::new(Backend::Garage);
-    case.brick.add("a.txt", b"cold");
-    let root = case.brick.root.to_str().expect("utf-8");
-    let sub = case.brick.path("sub");
-    std::fs::create_dir_all(&sub).expect("mkdir");
-    set_attr(&sub, "trusted.gfid", &[9; 16]);
-    let base = [
-        "archive",
-        root,
-        "--older-than",
-        "0s",
-        "--xattr-ns",
-        "user",
-        "--emulate-cloudsync",
-    ];
-    let test = [("BARMANS3_TEST", "1")];
-    let cases: Vec<(Vec<&str>, &[(&str, &str)], &str)> = vec![
-        (
-            vec!["--mount", root, "--bucketid", g.bucket()],
-            &test,
-            "does not name this store",
-        ),
-        (
-            vec![
-                "--mount",
-                sub.to_str().expect("utf-8"),
-                "--bucketid",
-                &case.bucketid,
-            ],
-            &test,
-            "not the volume's root",
-        ),
-        (
-            vec!["--mount", root, "--bucketid", &case.bucketid],
-            &[],
-            "BARMANS3_TEST=1",
-        ),
-        (
-            vec![
-                "--mount",
-                root,
-                "--bucketid",
-                &case.bucketid,
-                "--max-files",
-                "0",
-            ],
-            &test,
-            "above 0",
-        ),
-    ];
-    for (extra, env, want) in cases {
-        let mut args = base.to_vec();
-        args.extend(extra);
-        let out = case.site.run(&args, env);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{want}: {err}");
-        assert!(err.contains(want), "{want}: {err}");
-    }
-    assert_untouched(&case, "a.txt", b"cold");
-    assert!(case.object("a.txt").is_none());
 }
