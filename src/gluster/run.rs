@@ -159,7 +159,14 @@ async fn steps(ctx: &Arc<Ctx>, p: &Paths) -> Result<Outcome> {
     }
     let (crc, reused) = match (rule, head) {
         (KeyRule::Ours, Some(h)) => {
-            let same = ctx.t.same_as_local(&p.key, &p.mnt).await?;
+            // Read the file only when the object's record describes S0's file.
+            let recorded = h.metadata.get(decide::meta::CRC32C);
+            let same = match recorded.and_then(|c| checksum::parse_crc32c_header(c)) {
+                Some(c) if reusable(&h, &s0, Some(c)) => {
+                    ctx.t.same_as_local(&p.key, &p.mnt).await?
+                }
+                _ => None,
+            };
             if reusable(&h, &s0, same) {
                 (same, true)
             } else {
