@@ -1,16 +1,52 @@
-//! Runs `archive`: config, engine, report, exit code. (Being built.)
+//! Runs `archive`: config, engine (and the same store again for server-side copies), the dry
+//! run's plan on stdout, the summary, and the exit code from [`crate::gluster::Report::exit`].
 
 use std::sync::Arc;
 
 use super::invocation::Options;
-use crate::error::{Error, Exit, Result};
-use crate::transfer::Cancel;
+use crate::error::{Exit, Result};
+use crate::gluster::{ArchiveOptions, Env, Planned};
+use crate::transfer::stats::CountingStore;
+use crate::transfer::{Cancel, Transfer};
 
-pub(super) async fn run(
-    o: Options,
-    action: crate::gluster::ArchiveOptions,
-    cancel: Arc<Cancel>,
-) -> Result<Exit> {
-    let _ = (o, action, cancel);
-    Err(Error::Usage("archive is not available yet".into()))
+pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
+    let cfg = super::load_config(&o)?;
+    if let Some(dir) = &cfg.barman.log_dir {
+        crate::logging::open_log_file(dir)?;
+    }
+    let store = crate::store::open(&cfg.location, &cfg.s3).await?;
+    let store = crate::store::reqlog::wrap(store, cfg.request_log.as_ref());
+    let mut t = Transfer::new(store.clone(), cfg.transfer.clone()).with_cancel(cancel);
+    if o.progress {
+        t = t.with_progress(Arc::new(crate::progress::Bars::new()));
+    }
+    let env = Env {
+        copier: Arc::new(CountingStore::new(store, t.stats().clone())),
+        transfer: t.clone(),
+        location: cfg.location.clone(),
+        s3: cfg.s3.clone(),
+        state_dir: cfg.barman.state_dir.clone(),
+    };
+    let json = o.json;
+    let plan = |p: &Planned| {
+        if json {
+            Ok(())
+        } else {
+            outln!("{}\t{}\t{}", p.size, p.path, p.key)
+        }
+    };
+    let report = crate::gluster::archive(action, env, plan).await?;
+    if o.json {
+        let stats = t.stats().snapshot();
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        if let (Some(obj), Ok(serde_json::Value::Object(s))) =
+            (v.as_object_mut(), serde_json::to_value(&stats))
+        {
+            obj.extend(s);
+        }
+        outln!("{v}")?;
+    } else {
+        tracing::info!("archive: {report}");
+    }
+    Ok(report.exit())
 }

@@ -20,7 +20,38 @@ pub struct FaultProxy {
     pub requests: Arc<AtomicU64>,
     /// Faults injected.
     pub faults: Arc<AtomicU64>,
+    /// A request to hold back on purpose (see [`FaultProxy::hold`]).
+    pub hold: Arc<Hold>,
     _rt: tokio::runtime::Runtime,
+}
+
+/// Holds the first request whose request line contains a pattern, after its body arrived and
+/// before it is forwarded, until released: a deterministic "stalled part".
+#[derive(Debug, Default)]
+pub struct Hold {
+    pattern: std::sync::Mutex<Option<String>>,
+    held: std::sync::atomic::AtomicBool,
+    released: tokio::sync::Notify,
+}
+
+impl Hold {
+    async fn wait_if_matches(&self, head: &[u8]) {
+        let line =
+            String::from_utf8_lossy(head.split(|b| *b == b'\n').next().unwrap_or(&[])).into_owned();
+        let take = {
+            let mut p = self.pattern.lock().expect("hold");
+            let hit = p.as_deref().is_some_and(|pat| line.contains(pat));
+            if hit {
+                *p = None;
+            }
+            hit
+        };
+        if take {
+            let released = self.released.notified();
+            self.held.store(true, Ordering::SeqCst);
+            released.await;
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +121,7 @@ async fn handle(
     fault: Option<Fault>,
     stall: Duration,
     refuse_copies: bool,
+    hold: Arc<Hold>,
 ) {
     let mut buf = Vec::new();
     let Some(head_len) = read_head(&mut c, &mut buf).await else {
@@ -122,6 +154,7 @@ async fn handle(
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+    hold.wait_if_matches(&buf[..head_len]).await;
     let Ok(mut u) = TcpStream::connect(&upstream).await else {
         return;
     };
@@ -182,6 +215,8 @@ impl FaultProxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let (requests, faults) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (r, f) = (requests.clone(), faults.clone());
+        let hold = Arc::new(Hold::default());
+        let h = hold.clone();
         rt.spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);
             loop {
@@ -201,15 +236,39 @@ impl FaultProxy {
                 if fault.is_some() {
                     f.fetch_add(1, Ordering::Relaxed);
                 }
-                tokio::spawn(handle(c, upstream.clone(), fault, stall, refuse_copies));
+                tokio::spawn(handle(
+                    c,
+                    upstream.clone(),
+                    fault,
+                    stall,
+                    refuse_copies,
+                    h.clone(),
+                ));
             }
         });
         FaultProxy {
             endpoint,
             requests,
             faults,
+            hold,
             _rt: rt,
         }
+    }
+
+    /// Holds the next request whose request line contains `pattern` (e.g. `partNumber=2`)
+    /// until [`FaultProxy::release`].
+    pub fn hold(&self, pattern: &str) {
+        *self.hold.pattern.lock().expect("hold") = Some(pattern.to_string());
+    }
+
+    /// Whether the held request has arrived.
+    pub fn holding(&self) -> bool {
+        self.hold.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets the held request through.
+    pub fn release(&self) {
+        self.hold.released.notify_waiters();
     }
 
     /// (requests, faults) so far.

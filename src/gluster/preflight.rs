@@ -1,0 +1,331 @@
+//! Preflight of `archive` (spec §1.2): before any file is touched, prove that what we upload
+//! is what Gluster will recall. The volume's cloudsync settings (`gluster volume get VOL all`,
+//! unless `--bucketid` replaces them) must name the S3 plugin and our bucket and prefix; the
+//! store must serve plain GETs (no Glacier classes, no SSE-KMS, which V2-signed requests cannot
+//! read); the mount must be the volume's root and the brick a brick's root, so that
+//! volume-relative paths are the ones posix writes into `cs.remote`.
+//!
+//! The checks are pure functions over the parsed settings; running `gluster` and reading the
+//! root xattrs is the thin part at the end.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::xattrs::{self, XattrNs};
+use crate::config::{S3Config, Sse, StoreLocation};
+use crate::error::{Error, Result};
+
+/// The volume options the checks read. Only these are kept from gluster's output, which also
+/// prints `features.s3plugin-seckey`.
+const WANTED: [&str; 4] = [
+    "features.cloudsync",
+    "features.cloudsync-storetype",
+    "features.cloudsync-remote-read",
+    "features.s3plugin-bucketid",
+];
+
+/// Parses `gluster volume get VOL all`: a header `Option  Value`, a dash line, then one
+/// `key  value` line per option (`cli-rpc-ops.c`, `%-40s %-39s`). Values glusterd fills from
+/// the translator's default end in ` (DEFAULT)`, which is dropped.
+pub fn parse_volume_get(out: &str) -> BTreeMap<String, String> {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with("Option"));
+    lines.next();
+    lines
+        .filter_map(|l| {
+            let l = l.trim();
+            let (k, v) = l.split_once(char::is_whitespace)?;
+            WANTED.contains(&k).then(|| {
+                let v = v.trim();
+                let v = v.strip_suffix("(DEFAULT)").map_or(v, str::trim_end);
+                (k.to_string(), v.to_string())
+            })
+        })
+        .collect()
+}
+
+/// Gluster's boolean spellings (`gf_string2boolean`).
+fn gluster_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" | "enable" | "1" => Some(true),
+        "off" | "no" | "false" | "disable" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether `bucketid` names our store: `bucket` or `bucket/prefix` exactly as the S3 plugin
+/// pastes it into its URL. A `file://` store stands in for one bucket, so any single name is
+/// accepted there.
+pub fn bucketid_matches(location: &StoreLocation, bucketid: &str) -> bool {
+    match location {
+        StoreLocation::S3 { bucket, prefix } if prefix.is_empty() => bucketid == bucket,
+        StoreLocation::S3 { bucket, prefix } => bucketid == format!("{bucket}/{prefix}"),
+        StoreLocation::Local { .. } => !bucketid.is_empty() && !bucketid.contains('/'),
+    }
+}
+
+/// What `s3plugin-bucketid` must be for this store, for messages.
+pub fn expected_bucketid(location: &StoreLocation) -> String {
+    match location {
+        StoreLocation::S3 { bucket, prefix } if prefix.is_empty() => bucket.clone(),
+        StoreLocation::S3 { bucket, prefix } => format!("{bucket}/{prefix}"),
+        StoreLocation::Local { .. } => "any single name (a file:// store is one bucket)".into(),
+    }
+}
+
+/// Checks the volume's cloudsync options; returns its `s3plugin-bucketid`.
+pub fn check_volume(
+    vol: &str,
+    opts: &BTreeMap<String, String>,
+    location: &StoreLocation,
+) -> std::result::Result<String, String> {
+    let get = |k: &str| opts.get(k).map(String::as_str);
+    if get("features.cloudsync").and_then(gluster_bool) != Some(true) {
+        return Err(format!(
+            "volume {vol}: features.cloudsync is not on; without it nothing is ever recalled"
+        ));
+    }
+    if get("features.cloudsync-storetype") != Some("cloudsyncs3") {
+        return Err(format!(
+            "volume {vol}: features.cloudsync-storetype is {:?}, not cloudsyncs3: posix would truncate files that no plugin can recall",
+            get("features.cloudsync-storetype").unwrap_or("unset")
+        ));
+    }
+    if get("features.cloudsync-remote-read").and_then(gluster_bool) == Some(true) {
+        return Err(format!(
+            "volume {vol}: features.cloudsync-remote-read is on, which the cloudsyncs3 plugin cannot serve (cloudsync fails to start)"
+        ));
+    }
+    let id = get("features.s3plugin-bucketid").unwrap_or("");
+    if !bucketid_matches(location, id) {
+        return Err(format!(
+            "volume {vol}: features.s3plugin-bucketid is {id:?} but this store needs {} ({location}): files would be recalled from another place",
+            expected_bucketid(location)
+        ));
+    }
+    Ok(id.to_string())
+}
+
+/// Checks that objects we write can be fetched by the plugin's plain V2-signed GET.
+pub fn check_store(s3: &S3Config, location: &StoreLocation) -> std::result::Result<(), String> {
+    if !matches!(location, StoreLocation::S3 { .. }) {
+        return Ok(());
+    }
+    if let Some(class) = s3.storage_class.as_deref()
+        && matches!(
+            class.to_ascii_uppercase().as_str(),
+            "GLACIER" | "DEEP_ARCHIVE"
+        )
+    {
+        return Err(format!(
+            "s3.storage_class {class} needs a restore before any GET: Gluster could not recall archived files"
+        ));
+    }
+    if matches!(s3.sse, Sse::Kms(_)) {
+        return Err(
+            "s3.sse aws:kms objects cannot be read with V2 signatures, the only ones Gluster's S3 plugin makes"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks that a directory's gfid (from `read`) is the volume root's.
+pub fn check_root(what: &str, dir: &Path, gfid: Option<[u8; 16]>) -> Result<()> {
+    match gfid {
+        Some(g) if g == xattrs::ROOT_GFID => Ok(()),
+        Some(g) => Err(Error::Config(format!(
+            "{what} {} is not the volume's root (gfid {}): paths under it would not match what Gluster records",
+            dir.display(),
+            super::decide::gfid_string(&g)
+        ))),
+        None => Err(Error::Config(format!(
+            "{what} {} has no Gluster gfid: give the brick directory and a FUSE mount of the whole volume",
+            dir.display()
+        ))),
+    }
+}
+
+/// The gfid of the mount's root as the mount reports it (`glusterfs.gfid.string`). With the
+/// test emulator, the mount is a plain directory whose root carries the gfid xattr instead.
+pub fn mount_root_gfid(ns: XattrNs, mnt: &Path, emulated: bool) -> Result<Option<[u8; 16]>> {
+    if emulated {
+        return Ok(xattrs::gfid_of(ns.get(mnt, xattrs::GFID)?));
+    }
+    match xattr::get(mnt, xattrs::MOUNT_GFID_STRING) {
+        Ok(Some(v)) => Ok(parse_gfid_string(&String::from_utf8_lossy(&v))),
+        Ok(None) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(95) => Ok(None),
+        Err(e) => Err(Error::io(
+            format!("read {} of {}", xattrs::MOUNT_GFID_STRING, mnt.display()),
+            e,
+        )),
+    }
+}
+
+/// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub fn parse_gfid_string(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s
+        .trim_end_matches('\0')
+        .trim()
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut g = [0u8; 16];
+    for (i, b) in g.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(g)
+}
+
+/// Runs `gluster volume get VOL all` and returns the options the checks need.
+pub async fn volume_options(vol: &str) -> Result<BTreeMap<String, String>> {
+    let out = tokio::process::Command::new("gluster")
+        .args(["--mode=script", "volume", "get", vol, "all"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Config(
+                "--volume needs the gluster command, which is not installed here: run archive on a Gluster server, or give --bucketid with the volume's features.s3plugin-bucketid".into(),
+            ),
+            _ => Error::io("run gluster volume get", e),
+        })?;
+    if !out.status.success() {
+        // stderr only: stdout holds every option, the S3 secret key among them.
+        return Err(Error::Config(format!(
+            "gluster volume get {vol} all failed ({}): {}",
+            out.status,
+            crate::error::one_line(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(parse_volume_get(&String::from_utf8_lossy(&out.stdout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = "Option                                   Value                                  \n\
+------                                   -----                                  \n\
+cluster.lookup-unhashed                  on                                     \n\
+features.cloudsync                       on                                     \n\
+features.cloudsync-storetype             cloudsyncs3                            \n\
+features.s3plugin-seckey                 SECRETSECRET                           \n\
+features.s3plugin-bucketid               bkt/arch                               \n\
+features.cloudsync-remote-read           off (DEFAULT)                          \n";
+
+    fn s3(bucket: &str, prefix: &str) -> StoreLocation {
+        StoreLocation::S3 {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn volume_get_is_parsed_without_keeping_the_secret() {
+        let m = parse_volume_get(OUT);
+        assert_eq!(m["features.cloudsync"], "on");
+        assert_eq!(m["features.cloudsync-remote-read"], "off");
+        assert_eq!(m["features.s3plugin-bucketid"], "bkt/arch");
+        assert!(!format!("{m:?}").contains("SECRET"));
+        assert_eq!(
+            check_volume("v", &m, &s3("bkt", "arch")),
+            Ok("bkt/arch".into())
+        );
+    }
+
+    #[test]
+    fn each_unsafe_volume_setting_is_refused() {
+        let base = parse_volume_get(OUT);
+        let with = |k: &str, v: Option<&str>| {
+            let mut m = base.clone();
+            match v {
+                Some(v) => m.insert(k.into(), v.into()),
+                None => m.remove(k),
+            };
+            m
+        };
+        let cases = [
+            (
+                with("features.cloudsync", Some("off")),
+                "cloudsync is not on",
+            ),
+            (with("features.cloudsync", None), "cloudsync is not on"),
+            (
+                with("features.cloudsync-storetype", Some("amazons3")),
+                "not cloudsyncs3",
+            ),
+            (
+                with("features.cloudsync-storetype", None),
+                "not cloudsyncs3",
+            ),
+            (
+                with("features.cloudsync-remote-read", Some("on")),
+                "remote-read is on",
+            ),
+            (
+                with("features.s3plugin-bucketid", Some("bkt")),
+                "needs bkt/arch",
+            ),
+            (
+                with("features.s3plugin-bucketid", Some("bkt/arch/")),
+                "needs bkt/arch",
+            ),
+            (with("features.s3plugin-bucketid", None), "needs bkt/arch"),
+        ];
+        for (opts, want) in cases {
+            let e = check_volume("v", &opts, &s3("bkt", "arch")).expect_err(want);
+            assert!(e.contains(want), "{e}");
+        }
+        assert!(
+            check_volume(
+                "v",
+                &with("features.cloudsync-remote-read", None),
+                &s3("bkt", "arch")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn bucketids_match_bucket_and_prefix_exactly() {
+        assert!(bucketid_matches(&s3("b", ""), "b"));
+        assert!(!bucketid_matches(&s3("b", ""), "b/"));
+        assert!(bucketid_matches(&s3("b", "p/q"), "b/p/q"));
+        assert!(!bucketid_matches(&s3("b", "p"), "b"));
+        let local = StoreLocation::Local { root: "/x".into() };
+        assert!(bucketid_matches(&local, "anything"));
+        assert!(!bucketid_matches(&local, "a/b"));
+        assert!(!bucketid_matches(&local, ""));
+    }
+
+    #[test]
+    fn stores_gluster_cannot_read_from_are_refused() {
+        let mut c = crate::config::default_s3();
+        assert!(check_store(&c, &s3("b", "")).is_ok());
+        c.storage_class = Some("DEEP_ARCHIVE".into());
+        assert!(check_store(&c, &s3("b", "")).is_err());
+        c.storage_class = Some("STANDARD_IA".into());
+        assert!(check_store(&c, &s3("b", "")).is_ok());
+        c.sse = Sse::Kms(None);
+        assert!(check_store(&c, &s3("b", "")).is_err());
+        assert!(check_store(&c, &StoreLocation::Local { root: "/x".into() }).is_ok());
+    }
+
+    #[test]
+    fn the_roots_must_be_the_volume_root() {
+        let p = Path::new("/m");
+        assert!(check_root("mount", p, Some(xattrs::ROOT_GFID)).is_ok());
+        assert!(check_root("mount", p, Some([7; 16])).is_err());
+        assert!(check_root("mount", p, None).is_err());
+        assert_eq!(
+            parse_gfid_string("00000000-0000-0000-0000-000000000001\0"),
+            Some(xattrs::ROOT_GFID)
+        );
+        assert_eq!(parse_gfid_string("0000"), None);
+    }
+}
