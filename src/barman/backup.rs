@@ -335,18 +335,30 @@ async fn try_copy(
     }
     let meta = std::fs::symlink_metadata(&f.path)
         .map_err(|e| Error::io(format!("stat {}", f.path.display()), e))?;
-    let now = reuse::Current {
+    let now = reuse::Stat {
         size: f.stamp.size,
         mtime_ns: i64::try_from(f.stamp.mtime_ns).unwrap_or(i64::MIN),
-        same_inode: prev.same_inode(&f.local_rel, &meta),
     };
-    let crc = match reuse::decide(&now, prev.prior(&f.rel)) {
+    let local = prev.local(&f.local_rel, &meta);
+    let decision = reuse::decide(
+        &now,
+        prev.prior(&f.rel),
+        local.as_ref().map(|(s, _)| s),
+        local.is_some_and(|(_, same)| same),
+    );
+    let crc = match decision {
         Reuse::Upload => return Ok(None),
         Reuse::Copy(crc) => crc,
-        Reuse::CopyIfCrc(crc) => match reuse::file_crc(&f.path).await? {
-            (local, size) if local == crc && size == f.stamp.size => crc,
-            _ => return Ok(None),
-        },
+        Reuse::CopyIfSame(crc) => {
+            let other = prev.local_path(&f.local_rel);
+            let same = reuse::same_content(&f.path, &other).await?;
+            // The previous file must not have changed while it was compared.
+            let still = prev.local(&f.local_rel, &meta).map(|(s, _)| s);
+            if !same || still != local.map(|(s, _)| s) {
+                return Ok(None);
+            }
+            crc
+        }
     };
     let src = remote.backup_key(&prev.id, &f.rel);
     let expect = CopyExpect {

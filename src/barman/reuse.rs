@@ -2,10 +2,13 @@
 //! of the server's previous complete backup in the bucket is made with a server-side copy of
 //! that object (the bucket stays a plain mirror: every backup prefix is complete on its own).
 //!
-//! "The same" is decided by [`decide`], a pure function: the very file Barman hard-linked
-//! (`reuse_backup = link`: same inode, unchanged since it was uploaded) is copied outright; a
-//! file of the same size is read locally and copied only if its CRC32C equals the recorded
-//! one; anything else is uploaded. The copy itself is verified against that CRC32C.
+//! "The same" is decided by [`decide`], a pure function, against the previous backup's own
+//! local file, which must still be what was uploaded (its size and mtime as the manifest
+//! recorded them): the very file Barman hard-linked (`reuse_backup = link`: same inode) is
+//! copied outright; another file of the same size is compared byte for byte with it. Never by
+//! checksum alone: PostgreSQL's `pg_control` and `pg_filenode.map` end with a CRC-32C of their
+//! own content, so every valid version of them has the same CRC32C and size. The copy itself
+//! is verified against the recorded CRC32C.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -30,16 +33,13 @@ pub struct Prior {
     pub mtime_ns: Option<i64>,
 }
 
-/// What the new backup's file is now.
+/// Size and modification time of a local file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Current {
+pub struct Stat {
     /// Bytes.
     pub size: u64,
     /// Modification time (ns since the epoch).
     pub mtime_ns: i64,
-    /// Whether it is the same inode as the previous backup's file at the same path (a hard
-    /// link Barman made).
-    pub same_inode: bool,
 }
 
 /// How a file of the new backup gets into the bucket.
@@ -47,20 +47,29 @@ pub struct Current {
 pub enum Reuse {
     /// Server-side copy of the previous object, whose CRC32C this is.
     Copy(u32),
-    /// Server-side copy if the file's CRC32C, read locally, equals this; else upload.
-    CopyIfCrc(u32),
+    /// Server-side copy if the file is byte for byte the previous backup's local file; else
+    /// upload.
+    CopyIfSame(u32),
     /// Upload.
     Upload,
 }
 
-/// The decision for one file. Never copies on a size difference; copies without reading only
-/// the same inode unchanged since its upload.
-pub fn decide(now: &Current, prior: Option<&Prior>) -> Reuse {
-    match prior {
-        None => Reuse::Upload,
-        Some(p) if p.size != now.size || now.size == 0 => Reuse::Upload,
-        Some(p) if now.same_inode && p.mtime_ns == Some(now.mtime_ns) => Reuse::Copy(p.crc32c),
-        Some(p) => Reuse::CopyIfCrc(p.crc32c),
+/// The decision for one file: `now` is the new file, `prior` the manifest's record of the same
+/// path in the previous backup, `prev` that backup's local file as it is now (`None`: gone),
+/// `same_inode` whether the two are one inode. Copies only when the previous local file is
+/// still what was uploaded; never on a size difference.
+pub fn decide(now: &Stat, prior: Option<&Prior>, prev: Option<&Stat>, same_inode: bool) -> Reuse {
+    let (Some(p), Some(local)) = (prior, prev) else {
+        return Reuse::Upload;
+    };
+    let uploaded_as_is = p.mtime_ns == Some(local.mtime_ns) && p.size == local.size;
+    if !uploaded_as_is || p.size != now.size || now.size == 0 {
+        return Reuse::Upload;
+    }
+    if same_inode {
+        Reuse::Copy(p.crc32c)
+    } else {
+        Reuse::CopyIfSame(p.crc32c)
     }
 }
 
@@ -83,10 +92,22 @@ impl Previous {
         self.files.get(rel)
     }
 
-    /// Whether the previous backup's local file at `local_rel` is the same inode as `meta`.
-    pub fn same_inode(&self, local_rel: &Path, meta: &std::fs::Metadata) -> bool {
-        std::fs::symlink_metadata(self.dir.join(local_rel))
-            .is_ok_and(|m| m.is_file() && m.dev() == meta.dev() && m.ino() == meta.ino())
+    /// The previous backup's local file at `local_rel`: its size and mtime, and whether it is
+    /// the same inode as `meta`. `None` when it is gone or not a regular file.
+    pub fn local(&self, local_rel: &Path, meta: &std::fs::Metadata) -> Option<(Stat, bool)> {
+        let m = std::fs::symlink_metadata(self.dir.join(local_rel)).ok()?;
+        m.is_file().then(|| {
+            let st = Stat {
+                size: m.len(),
+                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            };
+            (st, m.dev() == meta.dev() && m.ino() == meta.ino())
+        })
+    }
+
+    /// Path of the previous backup's local file at `local_rel`.
+    pub fn local_path(&self, local_rel: &Path) -> PathBuf {
+        self.dir.join(local_rel)
     }
 
     /// Whether copies are still worth trying in this run.
@@ -191,28 +212,45 @@ async fn find(
     Ok(None)
 }
 
-/// CRC32C and size of a local file, read in small buffers off the async threads.
-pub async fn file_crc(path: &Path) -> Result<(u32, u64)> {
-    let path = path.to_path_buf();
+/// Whether two local files hold the same bytes, read side by side in small buffers off the
+/// async threads.
+pub async fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    let (a, b) = (a.to_path_buf(), b.to_path_buf());
     tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&path)
-            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let (mut crc, mut size) = (0u32, 0u64);
+        let open = |p: &Path| {
+            std::fs::File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))
+        };
+        let (mut fa, mut fb) = (open(&a)?, open(&b)?);
+        let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
         loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-            if n == 0 {
-                return Ok((crc, size));
+            let n = read_full(&mut fa, &mut ba)
+                .map_err(|e| Error::io(format!("read {}", a.display()), e))?;
+            let m = read_full(&mut fb, &mut bb)
+                .map_err(|e| Error::io(format!("read {}", b.display()), e))?;
+            if n != m || ba[..n] != bb[..m] {
+                return Ok(false);
             }
-            crc = crate::checksum::crc32c_append(crc, &buf[..n]);
-            size += n as u64;
+            if n == 0 {
+                return Ok(true);
+            }
         }
     })
     .await
     .map_err(|e| Error::Failed(format!("read task failed: {e}")))?
+}
+
+/// Fills `buf` as far as the file allows; the bytes read (short only at the end).
+fn read_full(f: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -221,6 +259,9 @@ mod tests {
 
     const T: i64 = 1_700_000_000_000_000_000;
 
+    fn st(size: u64, mtime_ns: i64) -> Stat {
+        Stat { size, mtime_ns }
+    }
     fn prior(size: u64, mtime_ns: Option<i64>) -> Prior {
         Prior {
             size,
@@ -228,49 +269,83 @@ mod tests {
             mtime_ns,
         }
     }
-    fn now(size: u64, mtime_ns: i64, same_inode: bool) -> Current {
-        Current {
-            size,
-            mtime_ns,
-            same_inode,
+
+    #[test]
+    fn copies_only_from_a_previous_file_still_as_uploaded() {
+        let p = Some(prior(10, Some(T)));
+        let cases = [
+            // The hard link Barman made: copied unread.
+            (st(10, T), p, Some(st(10, T)), true, Reuse::Copy(0xabc)),
+            // Another inode of the same size: compared byte for byte first.
+            (
+                st(10, T + 5),
+                p,
+                Some(st(10, T)),
+                false,
+                Reuse::CopyIfSame(0xabc),
+            ),
+            // Nothing recorded, or the previous local file gone: upload.
+            (st(10, T), None, Some(st(10, T)), true, Reuse::Upload),
+            (st(10, T), p, None, false, Reuse::Upload),
+            // The previous local file changed since its upload (mtime or size): upload.
+            (st(10, T + 1), p, Some(st(10, T + 1)), true, Reuse::Upload),
+            (st(11, T), p, Some(st(11, T)), true, Reuse::Upload),
+            // An older manifest without mtimes: nothing proves the local file is what went.
+            (
+                st(10, T),
+                Some(prior(10, None)),
+                Some(st(10, T)),
+                true,
+                Reuse::Upload,
+            ),
+            // Any size difference, and empty files (a copy saves nothing).
+            (st(9, T), p, Some(st(10, T)), false, Reuse::Upload),
+            (
+                st(0, T),
+                Some(prior(0, Some(T))),
+                Some(st(0, T)),
+                true,
+                Reuse::Upload,
+            ),
+        ];
+        for (i, (now, pr, prev, same, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                decide(now, pr.as_ref(), prev.as_ref(), *same),
+                *want,
+                "case {i}"
+            );
         }
     }
 
+    /// Why content is compared, never CRC32C alone: a file ending in a CRC-32C of its own
+    /// content (pg_control, pg_filenode.map) has the same CRC32C whatever that content is.
     #[test]
-    fn only_the_same_unchanged_inode_is_copied_unread() {
-        let cases = [
-            (now(10, T, true), None, Reuse::Upload),
-            (
-                now(10, T, true),
-                Some(prior(10, Some(T))),
-                Reuse::Copy(0xabc),
-            ),
-            // Same inode but touched since the upload: read it first.
-            (
-                now(10, T + 1, true),
-                Some(prior(10, Some(T))),
-                Reuse::CopyIfCrc(0xabc),
-            ),
-            // An older manifest without mtimes: read it first.
-            (
-                now(10, T, true),
-                Some(prior(10, None)),
-                Reuse::CopyIfCrc(0xabc),
-            ),
-            // Another inode of the same size (a copy, or rewritten in place): read it first.
-            (
-                now(10, T, false),
-                Some(prior(10, Some(T))),
-                Reuse::CopyIfCrc(0xabc),
-            ),
-            // Any size difference: upload, whatever else matches.
-            (now(11, T, true), Some(prior(10, Some(T))), Reuse::Upload),
-            (now(9, T, false), Some(prior(10, None)), Reuse::Upload),
-            // Empty files: a copy saves nothing.
-            (now(0, T, true), Some(prior(0, Some(T))), Reuse::Upload),
-        ];
-        for (i, (n, p, want)) in cases.iter().enumerate() {
-            assert_eq!(decide(n, p.as_ref()), *want, "case {i}");
-        }
+    fn self_checksummed_files_share_one_crc32c() {
+        let control = |seed: u8| {
+            let mut v: Vec<u8> = (0..296u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
+            let crc = crate::checksum::crc32c(&v);
+            v.extend_from_slice(&crc.to_le_bytes());
+            v.resize(8192, 0);
+            v
+        };
+        let (a, b) = (control(3), control(7));
+        assert_ne!(a, b);
+        assert_eq!(crate::checksum::crc32c(&a), crate::checksum::crc32c(&b));
+    }
+
+    #[tokio::test]
+    async fn same_content_compares_every_byte() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&a, &body).expect("a");
+        std::fs::write(&b, &body).expect("b");
+        let mut other = body.clone();
+        other[2_999_999] ^= 1;
+        std::fs::write(&c, &other).expect("c");
+        assert!(same_content(&a, &b).await.expect("cmp"));
+        assert!(!same_content(&a, &c).await.expect("cmp"));
+        std::fs::write(&c, &body[..10]).expect("short");
+        assert!(!same_content(&a, &c).await.expect("cmp"));
     }
 }

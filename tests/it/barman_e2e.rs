@@ -111,3 +111,41 @@ fn postgresql_18_incremental_backups_restore_and_a_lost_barman_host_is_rebuilt()
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn rsync_backups_with_reuse_link_send_only_changed_files_and_restore_identical() {
+    let missing: Vec<&str> = [
+        ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
+        ("/usr/sbin/sshd", "openssh-server"),
+        ("/usr/bin/rsync", "rsync"),
+    ]
+    .into_iter()
+    .filter(|(p, _)| !std::path::Path::new(p).exists())
+    .map(|(_, pkg)| pkg)
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}: install with `apt-get install -y {}` (scripts/test-deps does this)",
+        missing.join(" ")
+    );
+    assert!(
+        std::path::Path::new(MODERN_BARMAN).exists(),
+        "missing {MODERN_BARMAN}: run scripts/test-deps as root (Barman 3.20 from PyPI in a venv)"
+    );
+    let g = crate::common::garage();
+    let out = Command::new("bash")
+        .arg(crate::common::repo().join("tests/it/e2e/barman-rsync.sh"))
+        .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
+        .env("BARMAN", MODERN_BARMAN)
+        .envs(g.env.iter())
+        .output()
+        .expect("run tests/it/e2e/barman-rsync.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stderr.contains("E2E OK"),
+        "end-to-end script failed (exit {:?})\nstdout: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

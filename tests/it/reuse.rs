@@ -76,6 +76,16 @@ fn base_sync(site: &Site) -> (u64, u64, String) {
     )
 }
 
+/// A pg_control-like file: content followed by its own CRC-32C, then zeros. Every such file has
+/// the same CRC32C, so only the bytes tell two versions apart.
+fn control(seed: u64) -> Vec<u8> {
+    let mut v = data(296, seed);
+    let crc = barmans3::checksum::crc32c(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    v.resize(8 * KIB, 0);
+    v
+}
+
 fn files_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     walkdir::WalkDir::new(dir)
         .into_iter()
@@ -109,7 +119,7 @@ fn second_backup_sends_only_what_changed(w: Where) {
     let (site, _proxy) = site(w);
     let a = base(&site, A);
     put(&a.join("data/PG_VERSION"), b"15\n");
-    put(&a.join("data/global/pg_control"), &data(8 * KIB, 1));
+    put(&a.join("data/global/pg_control"), &control(1));
     for i in 0..12u64 {
         put(
             &a.join(format!("data/base/1/{}", 1000 + i)),
@@ -138,7 +148,8 @@ fn second_backup_sends_only_what_changed(w: Where) {
         put(&b.join(rel), body);
     };
     // Changed in place (same size), grown, and new: uploaded.
-    relink("data/global/pg_control", &data(8 * KIB, 2));
+    // A new pg_control: same size and same CRC32C as the old one, other bytes.
+    relink("data/global/pg_control", &control(2));
     relink("data/base/1/1003", &data(300 * KIB, 3));
     put(&b.join("data/base/1/2000"), &data(100 * KIB, 4));
     // Same bytes in a new inode (a copy, not a link): read, found equal, copied.
