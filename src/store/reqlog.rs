@@ -1,4 +1,5 @@
-//! `--request-log FILE`: a store wrapper that appends one line per request, for cost accounting.
+//! Watching a store's requests ([`observe`], [`Observer`]), and the observer behind
+//! `--request-log FILE` ([`wrap`]): one line per request, for cost accounting.
 //!
 //! Two formats. `droplet` writes what Bareos' droplet library writes to its pricing file
 //! (`unix_time;TYPE;SUBTYPE;bytes`, successful requests only), so scripts made for droplet's CSV
@@ -77,11 +78,43 @@ pub fn current_attempt() -> Option<u32> {
 pub fn wrap(store: SharedStore, log: Option<&RequestLog>) -> SharedStore {
     match log {
         None => store,
-        Some(log) => Arc::new(LoggingStore {
-            inner: store,
-            sink: Arc::new(Sink::open(log, command_of(std::env::args()))),
-        }),
+        Some(log) => observe(
+            store,
+            Arc::new(FileLog::open(log, command_of(std::env::args()))),
+        ),
     }
+}
+
+/// Wraps `store` so that `observer` sees every request it forwards.
+pub fn observe(store: SharedStore, observer: Arc<dyn Observer>) -> SharedStore {
+    Arc::new(ObservedStore {
+        inner: store,
+        observer,
+    })
+}
+
+/// Something that watches the requests a store makes: the request log, a volume's status.
+pub trait Observer: Send + Sync + fmt::Debug {
+    /// A request is about to be sent.
+    fn sending(&self, _req: &Request<'_>) {}
+    /// A request ended: with the HTTP status of its answer, or `None` when no answer came back
+    /// (see the module's note on what the status can know); `received` body bytes.
+    fn answered(&self, req: &Request<'_>, status: Option<u16>, received: u64);
+}
+
+/// One request as observers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The operation.
+    pub op: Op,
+    /// The key (a listing's prefix; a batch delete's first key).
+    pub key: &'a str,
+    /// 1-based attempt, from the retry loop.
+    pub attempt: u32,
+    /// Body bytes sent.
+    pub sent: u64,
+    /// Whether a GET asked for a range.
+    pub ranged: bool,
 }
 
 /// The barmans3 command a process runs, from its arguments: the first word that is not an
@@ -109,9 +142,10 @@ fn command_of(args: impl IntoIterator<Item = String>) -> String {
     words.join(" ")
 }
 
-/// S3 operations, as the extended format names them.
+/// S3 operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+#[allow(missing_docs)] // The names are S3's operation names.
+pub enum Op {
     Put,
     Get,
     Head,
@@ -128,7 +162,8 @@ enum Op {
 }
 
 impl Op {
-    fn name(self) -> &'static str {
+    /// S3's name of the operation.
+    pub fn name(self) -> &'static str {
         match self {
             Op::Put => "PutObject",
             Op::Get => "GetObject",
@@ -159,22 +194,11 @@ impl Op {
     }
 }
 
-/// One answered request.
-#[derive(Debug, Clone, Copy)]
-struct Record<'a> {
-    op: Op,
-    status: u16,
-    attempt: u32,
-    sent: u64,
-    received: u64,
-    key: &'a str,
-}
-
 /// The HTTP status an outcome stands for, or `None` when no answer came back.
-fn status_of<T>(op: Op, r: &Result<T>, ranged: bool) -> Option<u16> {
+fn status_of<T>(req: &Request<'_>, r: &Result<T>) -> Option<u16> {
     match r {
-        Ok(_) if op == Op::AbortMultipart => Some(204),
-        Ok(_) if ranged => Some(206),
+        Ok(_) if req.op == Op::AbortMultipart => Some(204),
+        Ok(_) if req.ranged => Some(206),
         Ok(_) => Some(200),
         Err(Error::NotFound { .. }) => Some(404),
         Err(Error::Store(f)) => f.status,
@@ -196,39 +220,48 @@ fn field(s: &str) -> String {
     }
 }
 
-/// The line for a record, or `None` when the format leaves it out.
-fn line(format: LogFormat, command: &str, now: SystemTime, r: &Record<'_>) -> Option<String> {
+/// The line for an answered request, or `None` when the format leaves it out.
+fn line(
+    format: LogFormat,
+    command: &str,
+    now: SystemTime,
+    req: &Request<'_>,
+    status: u16,
+    received: u64,
+) -> Option<String> {
     let since = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     match format {
         LogFormat::Droplet => {
-            if !(200..300).contains(&r.status) {
+            if !(200..300).contains(&status) {
                 return None;
             }
-            let bytes = match r.op {
-                Op::Put | Op::UploadPart => r.sent,
-                Op::Get => r.received,
+            let bytes = match req.op {
+                Op::Put | Op::UploadPart => req.sent,
+                Op::Get => received,
                 _ => 0,
             };
-            Some(format!("{};{};{bytes}\n", since.as_secs(), r.op.droplet()))
+            Some(format!(
+                "{};{};{bytes}\n",
+                since.as_secs(),
+                req.op.droplet()
+            ))
         }
         LogFormat::Extended => Some(format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{status},{},{},{received},{}\n",
             since.as_millis(),
             field(command),
-            r.op.name(),
-            r.status,
-            r.attempt,
-            r.sent,
-            r.received,
-            quoted(r.key)
+            req.op.name(),
+            req.attempt,
+            req.sent,
+            quoted(req.key)
         )),
     }
 }
 
-/// The open log file.
-struct Sink {
+/// The request log file.
+struct FileLog {
     path: PathBuf,
     file: Option<File>,
     format: LogFormat,
@@ -236,15 +269,15 @@ struct Sink {
     warned: AtomicBool,
 }
 
-impl fmt::Debug for Sink {
+impl fmt::Debug for FileLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "request log {} ({:?})", self.path.display(), self.format)
     }
 }
 
-impl Sink {
-    fn open(log: &RequestLog, command: String) -> Sink {
-        let mut sink = Sink {
+impl FileLog {
+    fn open(log: &RequestLog, command: String) -> FileLog {
+        let mut sink = FileLog {
             path: log.path.clone(),
             file: None,
             format: log.format,
@@ -267,10 +300,15 @@ impl Sink {
             );
         }
     }
+}
 
-    fn record(&self, r: Record<'_>) {
-        let Some(file) = &self.file else { return };
-        let Some(text) = line(self.format, &self.command, SystemTime::now(), &r) else {
+impl Observer for FileLog {
+    fn answered(&self, req: &Request<'_>, status: Option<u16>, received: u64) {
+        let (Some(file), Some(status)) = (&self.file, status) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let Some(text) = line(self.format, &self.command, now, req, status, received) else {
             return;
         };
         if let Err(e) = append(file, text.as_bytes()) {
@@ -313,92 +351,91 @@ fn append(mut file: &File, line: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A store that logs every request it forwards.
+/// A store that shows every request it forwards to an observer.
 #[derive(Debug)]
-struct LoggingStore {
+struct ObservedStore {
     inner: SharedStore,
-    sink: Arc<Sink>,
+    observer: Arc<dyn Observer>,
 }
 
-impl LoggingStore {
-    /// Awaits a request and logs it when it got an answer.
-    async fn logged<T>(
+impl ObservedStore {
+    /// Announces a request, awaits it and reports its outcome.
+    async fn observed<T>(
         &self,
         op: Op,
         key: &str,
         sent: u64,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let attempt = current_attempt().unwrap_or(1);
+        let req = Request {
+            op,
+            key,
+            attempt: current_attempt().unwrap_or(1),
+            sent,
+            ranged: false,
+        };
+        self.observer.sending(&req);
         let r = fut.await;
-        if let Some(status) = status_of(op, &r, false) {
-            self.sink.record(Record {
-                op,
-                status,
-                attempt,
-                sent,
-                received: 0,
-                key,
-            });
-        }
+        self.observer.answered(&req, status_of(&req, &r), 0);
         r
     }
 }
 
-/// A GET body that logs its request once the body ends, fails or is dropped, with the bytes
-/// actually received.
-struct LoggedBody {
+/// A GET body that reports its request once the body ends, fails or is dropped, with the
+/// bytes actually received.
+struct ObservedBody {
     inner: Box<dyn BodyReader>,
-    sink: Arc<Sink>,
+    observer: Arc<dyn Observer>,
     key: String,
-    status: u16,
     attempt: u32,
+    ranged: bool,
     received: u64,
-    logged: bool,
+    reported: bool,
 }
 
-impl fmt::Debug for LoggedBody {
+impl fmt::Debug for ObservedBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "logged body of {}", self.key)
+        write!(f, "observed body of {}", self.key)
     }
 }
 
-impl LoggedBody {
-    fn log(&mut self) {
-        if !self.logged {
-            self.logged = true;
-            self.sink.record(Record {
+impl ObservedBody {
+    fn report(&mut self) {
+        if !self.reported {
+            self.reported = true;
+            let req = Request {
                 op: Op::Get,
-                status: self.status,
+                key: &self.key,
                 attempt: self.attempt,
                 sent: 0,
-                received: self.received,
-                key: &self.key,
-            });
+                ranged: self.ranged,
+            };
+            let status = status_of(&req, &Ok(()));
+            self.observer.answered(&req, status, self.received);
         }
     }
 }
 
-impl Drop for LoggedBody {
+impl Drop for ObservedBody {
     fn drop(&mut self) {
-        self.log();
+        self.report();
     }
 }
 
 #[async_trait]
-impl BodyReader for LoggedBody {
+impl BodyReader for ObservedBody {
     async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         let c = self.inner.next_chunk().await;
         match &c {
             Ok(Some(b)) => self.received += b.len() as u64,
-            Ok(None) | Err(_) => self.log(),
+            Ok(None) | Err(_) => self.report(),
         }
         c
     }
 }
 
 #[async_trait]
-impl Store for LoggingStore {
+impl Store for ObservedStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -411,52 +448,50 @@ impl Store for LoggingStore {
     ) -> Result<PutReceipt> {
         let n = body.len() as u64;
         let fut = self.inner.put(key, body, integrity, opts);
-        self.logged(Op::Put, key, n, fut).await
+        self.observed(Op::Put, key, n, fut).await
     }
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
-        let attempt = current_attempt().unwrap_or(1);
-        let r = self.inner.get(key, range).await;
-        match r {
+        let req = Request {
+            op: Op::Get,
+            key,
+            attempt: current_attempt().unwrap_or(1),
+            sent: 0,
+            ranged: range.is_some(),
+        };
+        self.observer.sending(&req);
+        match self.inner.get(key, range).await {
+            // The answer is reported when its body has been read.
             Ok(mut resp) => {
-                resp.body = Box::new(LoggedBody {
+                resp.body = Box::new(ObservedBody {
                     inner: resp.body,
-                    sink: self.sink.clone(),
+                    observer: self.observer.clone(),
                     key: key.to_string(),
-                    status: if range.is_some() { 206 } else { 200 },
-                    attempt,
+                    attempt: req.attempt,
+                    ranged: req.ranged,
                     received: 0,
-                    logged: false,
+                    reported: false,
                 });
                 Ok(resp)
             }
             Err(e) => {
                 let r = Err(e);
-                if let Some(status) = status_of(Op::Get, &r, false) {
-                    self.sink.record(Record {
-                        op: Op::Get,
-                        status,
-                        attempt,
-                        sent: 0,
-                        received: 0,
-                        key,
-                    });
-                }
+                self.observer.answered(&req, status_of(&req, &r), 0);
                 r
             }
         }
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.logged(Op::Head, key, 0, self.inner.head(key)).await
+        self.observed(Op::Head, key, 0, self.inner.head(key)).await
     }
     async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
         let fut = self.inner.list_page(req, token);
-        self.logged(Op::List, &req.prefix, 0, fut).await
+        self.observed(Op::List, &req.prefix, 0, fut).await
     }
     async fn delete_batch(&self, keys: &[String]) -> Result<Vec<DeleteFailure>> {
         // One request, one line: the key column names the batch's first key.
         let first = keys.first().map(String::as_str).unwrap_or("");
         let fut = self.inner.delete_batch(keys);
-        self.logged(Op::Delete, first, 0, fut).await
+        self.observed(Op::Delete, first, 0, fut).await
     }
     async fn create_multipart(
         &self,
@@ -465,7 +500,7 @@ impl Store for LoggingStore {
         opts: &PutOptions,
     ) -> Result<String> {
         let fut = self.inner.create_multipart(key, algorithm, opts);
-        self.logged(Op::CreateMultipart, key, 0, fut).await
+        self.observed(Op::CreateMultipart, key, 0, fut).await
     }
     async fn upload_part(
         &self,
@@ -479,7 +514,7 @@ impl Store for LoggingStore {
         let fut = self
             .inner
             .upload_part(key, upload_id, part_number, body, integrity);
-        self.logged(Op::UploadPart, key, n, fut).await
+        self.observed(Op::UploadPart, key, n, fut).await
     }
     async fn complete_multipart(
         &self,
@@ -488,23 +523,23 @@ impl Store for LoggingStore {
         parts: &[PartReceipt],
     ) -> Result<PutReceipt> {
         let fut = self.inner.complete_multipart(key, upload_id, parts);
-        self.logged(Op::CompleteMultipart, key, 0, fut).await
+        self.observed(Op::CompleteMultipart, key, 0, fut).await
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         let fut = self.inner.abort_multipart(key, upload_id);
-        self.logged(Op::AbortMultipart, key, 0, fut).await
+        self.observed(Op::AbortMultipart, key, 0, fut).await
     }
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
         let fut = self.inner.list_parts(key, upload_id);
-        self.logged(Op::ListParts, key, 0, fut).await
+        self.observed(Op::ListParts, key, 0, fut).await
     }
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
         let fut = self.inner.list_multipart(prefix);
-        self.logged(Op::ListMultipart, prefix, 0, fut).await
+        self.observed(Op::ListMultipart, prefix, 0, fut).await
     }
     async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
         let fut = self.inner.copy(src, dst, opts);
-        self.logged(Op::Copy, dst, 0, fut).await
+        self.observed(Op::Copy, dst, 0, fut).await
     }
     async fn upload_part_copy(
         &self,
@@ -517,7 +552,7 @@ impl Store for LoggingStore {
         let fut = self
             .inner
             .upload_part_copy(dst, upload_id, part_number, src, range);
-        self.logged(Op::UploadPartCopy, dst, 0, fut).await
+        self.observed(Op::UploadPartCopy, dst, 0, fut).await
     }
 }
 

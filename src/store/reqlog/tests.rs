@@ -3,15 +3,15 @@
 use super::*;
 use crate::store::local::LocalStore;
 
-fn rec(op: Op, status: u16, sent: u64, received: u64, key: &str) -> Record<'_> {
-    Record {
+fn rec(op: Op, status: u16, sent: u64, received: u64, key: &str) -> (Request<'_>, u16, u64) {
+    let req = Request {
         op,
-        status,
+        key,
         attempt: 2,
         sent,
-        received,
-        key,
-    }
+        ranged: false,
+    };
+    (req, status, received)
 }
 
 #[test]
@@ -70,9 +70,9 @@ fn droplet_lines_follow_droplets_pricing_table() {
         (rec(Op::Head, 404, 0, 0, "k"), None),
         (rec(Op::Put, 503, 42, 0, "k"), None),
     ];
-    for (r, want) in cases {
+    for ((r, status, received), want) in cases {
         assert_eq!(
-            line(LogFormat::Droplet, "x", t, &r).as_deref(),
+            line(LogFormat::Droplet, "x", t, &r, status, received).as_deref(),
             want,
             "{r:?}"
         );
@@ -84,7 +84,7 @@ fn extended_lines_quote_keys_as_rfc4180_says() {
     let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
     let r = rec(Op::Put, 503, 5, 0, "a,b \"c\"\nd");
     assert_eq!(
-        line(LogFormat::Extended, "volume put", t, &r).as_deref(),
+        line(LogFormat::Extended, "volume put", t, &r.0, r.1, r.2).as_deref(),
         Some("1700000000123,volume put,PutObject,503,2,5,0,\"a,b \"\"c\"\"\nd\"\n")
     );
     assert_eq!(field("a,b"), "\"a,b\"");
@@ -109,10 +109,20 @@ fn the_command_is_read_past_global_options() {
 fn statuses_come_from_our_errors() {
     let nf: Result<()> = Err(Error::NotFound { key: "k".into() });
     let io: Result<()> = Err(Error::io("x", std::io::Error::other("reset")));
-    assert_eq!(status_of(Op::Head, &nf, false), Some(404));
-    assert_eq!(status_of(Op::Head, &io, false), None);
-    assert_eq!(status_of(Op::Get, &Ok(()), true), Some(206));
-    assert_eq!(status_of(Op::AbortMultipart, &Ok(()), false), Some(204));
+    let req = |op, ranged| Request {
+        op,
+        key: "k",
+        attempt: 1,
+        sent: 0,
+        ranged,
+    };
+    assert_eq!(status_of(&req(Op::Head, false), &nf), Some(404));
+    assert_eq!(status_of(&req(Op::Head, false), &io), None);
+    assert_eq!(status_of(&req(Op::Get, true), &Ok(())), Some(206));
+    assert_eq!(
+        status_of(&req(Op::AbortMultipart, false), &Ok(())),
+        Some(204)
+    );
 }
 
 async fn logged_store(format: LogFormat) -> (tempfile::TempDir, SharedStore, PathBuf) {
