@@ -78,10 +78,7 @@ pub fn current_attempt() -> Option<u32> {
 pub fn wrap(store: SharedStore, log: Option<&RequestLog>) -> SharedStore {
     match log {
         None => store,
-        Some(log) => observe(
-            store,
-            Arc::new(FileLog::open(log, command_of(std::env::args()))),
-        ),
+        Some(log) => observe(store, Arc::new(FileLog::open(log, command_of(args())))),
     }
 }
 
@@ -115,6 +112,13 @@ pub struct Request<'a> {
     pub sent: u64,
     /// Whether a GET asked for a range.
     pub ranged: bool,
+}
+
+/// This process's arguments (lossy: a name that is not UTF-8 must not stop the run).
+fn args() -> Vec<String> {
+    std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// The barmans3 command a process runs, from its arguments: the first word that is not an
