@@ -41,9 +41,11 @@ pub enum VolumeCommand {
         /// Volume name
         volume: Option<String>,
     },
-    /// What a running (or the last) put of VOL is doing, as Bareos' `status storage` shows a
-    /// chunked device: pending and in-flight chunks with their tries; --json prints the state
-    /// file as it is
+    /// Show what a running (or the last) put of VOL is doing, as Bareos' `status storage` does
+    ///
+    /// The chunks read and not yet verified in the store, in flight or waiting, each with its
+    /// failed tries so far, and whether the backend answers, from <state_dir>/volume/<VOL>.json,
+    /// which a running put keeps current. --json prints that file as it is.
     Status {
         /// Volume name [default: every volume put from this host]
         volume: Option<String>,
