@@ -202,3 +202,54 @@ async fn the_header_is_written_once_and_a_dead_log_only_warns() {
         .await
         .expect("still works");
 }
+
+/// Records what it is shown.
+#[derive(Debug, Default)]
+struct Seen(std::sync::Mutex<Vec<(Op, String, Option<u16>)>>);
+
+impl Observer for Seen {
+    fn answered(&self, req: &Request<'_>, status: Option<u16>, _received: u64) {
+        let mut v = self.0.lock().expect("lock");
+        v.push((req.op, req.key.to_string(), status));
+    }
+}
+
+#[tokio::test]
+async fn copies_and_multipart_calls_are_observed_too() {
+    let d = tempfile::tempdir().expect("tmp");
+    let store: SharedStore = Arc::new(LocalStore::open(d.path()).expect("open"));
+    let seen = Arc::new(Seen::default());
+    let s = observe(store, seen.clone());
+    let o = PutOptions::default();
+    let range = ByteRange { start: 0, end: 1 };
+    // Whatever the backend answers (file:// may not copy yet), the wrapper sees the request.
+    let _ = s.copy("a", "b", &o).await;
+    let _ = s.upload_part_copy("b", "id", 1, "a", range).await;
+    let id = s.create_multipart("m", None, &o).await.expect("create");
+    let body = Bytes::from_static(b"part");
+    let part = s
+        .upload_part("m", &id, 1, body, Integrity::None)
+        .await
+        .expect("part");
+    s.list_parts("m", &id).await.expect("parts");
+    s.list_multipart("").await.expect("uploads");
+    s.complete_multipart("m", &id, &[part])
+        .await
+        .expect("complete");
+    let ops: Vec<Op> = seen.0.lock().expect("lock").iter().map(|x| x.0).collect();
+    let want = [
+        Op::Copy,
+        Op::UploadPartCopy,
+        Op::CreateMultipart,
+        Op::UploadPart,
+        Op::ListParts,
+        Op::ListMultipart,
+        Op::CompleteMultipart,
+    ];
+    assert_eq!(ops, want);
+    assert_eq!(
+        seen.0.lock().expect("lock")[0].1,
+        "b",
+        "a copy is named by its destination"
+    );
+}
