@@ -6,11 +6,7 @@ use super::invocation::Options;
 use crate::error::{Error, Exit, Result};
 use crate::transfer::Cancel;
 
-pub(super) async fn run(
-    o: Options,
-    action: crate::filesync::SyncOptions,
-    cancel: Arc<Cancel>,
-) -> Result<Exit> {
+pub(super) async fn run(o: Options, action: crate::filesync::SyncOptions, cancel: Arc<Cancel>) -> Result<Exit> {
     let _ = (o, action, cancel);
     Err(Error::Usage("sync is not available yet".into()))
 }

@@ -571,15 +571,13 @@ impl Global {
                     .map_err(|e| Error::Usage(format!("--store: {e}")))
             })
             .transpose()?;
-        let request_log = self
-            .request_log
-            .map(|path| crate::store::reqlog::RequestLog {
-                path,
-                format: match self.request_log_format.as_str() {
-                    "extended" => crate::store::reqlog::LogFormat::Extended,
-                    _ => crate::store::reqlog::LogFormat::Droplet,
-                },
-            });
+        let request_log = self.request_log.map(|path| crate::store::reqlog::RequestLog {
+            path,
+            format: match self.request_log_format.as_str() {
+                "extended" => crate::store::reqlog::LogFormat::Extended,
+                _ => crate::store::reqlog::LogFormat::Droplet,
+            },
+        });
         Ok(Options {
             request_log,
             config: self.config,
