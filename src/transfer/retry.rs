@@ -1,5 +1,7 @@
 //! Retry policy: repeat only retryable failures, with full-jitter exponential backoff and a
-//! bounded number of attempts; stop early when the run is cancelled.
+//! bounded number of attempts; stop early when the run is cancelled. Each attempt runs with its
+//! number announced to the store layer ([`crate::store::reqlog::attempt_scope`]), so store
+//! wrappers (the request log, a volume's status) can tell a first request from a repeat.
 
 use std::future::Future;
 use std::time::Duration;
@@ -50,7 +52,7 @@ impl RetryPolicy {
             if cancel.is_cancelled() {
                 return Err(Error::Interrupted);
             }
-            match f().await {
+            match crate::store::reqlog::attempt_scope(attempt, f()).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && attempt < self.max_attempts => {
                     let ceiling = self.ceiling(attempt);
@@ -138,6 +140,20 @@ mod tests {
             .await;
         assert!(r.expect_err("gives up").is_retryable());
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn each_attempt_is_announced_with_its_number() {
+        use crate::store::reqlog::current_attempt;
+        let seen = std::sync::Mutex::new(Vec::new());
+        let _ = fast(3)
+            .run(&Stats::default(), &Cancel::default(), || async {
+                seen.lock().expect("lock").push(current_attempt());
+                Err::<(), _>(failure(true))
+            })
+            .await;
+        assert_eq!(*seen.lock().expect("lock"), [Some(1), Some(2), Some(3)]);
+        assert_eq!(current_attempt(), None);
     }
 
     #[test]

@@ -1,1 +1,295 @@
-//! `reqlog` against Garage and file:// (being written).
+//! `--request-log` on Garage and file://: droplet's pricing lines summing to the bytes a volume
+//! put sent and a get received, HEADs as `DATA;GET;0`; the extended format read back by a CSV
+//! parser (odd keys included); only answered successes in the droplet format and failed
+//! attempts in the extended one under injected faults; concurrent runs appending to one log
+//! leaving whole lines and one header; an unwritable log costing only a warning; and the
+//! gpbackup plugin entrance untouched.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::common::faults::FaultProxy;
+use crate::common::site::{BIN, Site};
+use crate::common::{Backend, data, garage, on_both, unique};
+use crate::volume::{Vt, stderr};
+
+const MIB: u64 = 1 << 20;
+const HEADER: [&str; 8] = [
+    "unix_ms",
+    "command",
+    "operation",
+    "http_status",
+    "attempt",
+    "bytes_sent",
+    "bytes_received",
+    "key",
+];
+
+/// Droplet lines: (unix time, "TYPE;SUBTYPE", bytes); panics on any other line.
+fn droplet_lines(path: &Path) -> Vec<(u64, String, u64)> {
+    let text = std::fs::read_to_string(path).expect("read log");
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(';').collect();
+            assert_eq!(f.len(), 4, "{l:?}");
+            let kind = format!("{};{}", f[1], f[2]);
+            let known = [
+                "REQUEST;LIST",
+                "DATA;IN",
+                "DATA;OUT",
+                "DATA;GET",
+                "DATA;PUT",
+                "DATA;DELETE",
+            ];
+            assert!(known.contains(&kind.as_str()), "{l:?}");
+            (
+                f[0].parse().expect("time"),
+                kind,
+                f[3].parse().expect("bytes"),
+            )
+        })
+        .collect()
+}
+
+fn sum(lines: &[(u64, String, u64)], kind: &str) -> u64 {
+    lines.iter().filter(|l| l.1 == kind).map(|l| l.2).sum()
+}
+
+/// Extended records, checked against the header; panics if the file is not CSV.
+fn extended_records(path: &Path) -> Vec<csv::StringRecord> {
+    let mut r = csv::Reader::from_path(path).expect("open log");
+    assert_eq!(
+        r.headers().expect("header").iter().collect::<Vec<_>>(),
+        HEADER
+    );
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.expect("CSV record")).collect();
+    for row in &rows {
+        assert_eq!(row.len(), 8, "{row:?}");
+        let _: u64 = row[0].parse().expect("unix_ms");
+        let _: u16 = row[3].parse().expect("status");
+        assert!(row[4].parse::<u32>().expect("attempt") >= 1);
+        let _: u64 = row[5].parse().expect("sent");
+        let _: u64 = row[6].parse().expect("received");
+    }
+    rows
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+async fn droplet_lines_sum_to_the_bytes_moved(b: Backend) {
+    let v = Vt::new(b, "reqlog-droplet");
+    let log = v.path("droplet.csv");
+    let l = log.to_str().expect("utf8");
+    let src = v.file("src", &data(25 * MIB as usize, 1));
+    let before = unix_now();
+    v.ok(&["--request-log", l, "volume", "put", "V", &src]);
+    let lines = droplet_lines(&log);
+    let manifest = v.objects("V").await["barmans3.volume.json"];
+    assert_eq!(sum(&lines, "DATA;IN"), 26_214_400 + manifest, "{lines:?}");
+    // One HEAD per chunk checks it after its PUT.
+    let heads = lines.iter().filter(|l| l.1 == "DATA;GET").count();
+    assert_eq!(heads, 3, "{lines:?}");
+    assert!(lines.iter().all(|l| l.1 != "DATA;GET" || l.2 == 0));
+    assert!(lines.iter().any(|l| l.1 == "REQUEST;LIST"));
+    assert!(lines.iter().all(|l| (before..=unix_now()).contains(&l.0)));
+
+    // The get appends its lines: the bytes received, manifest included.
+    let n = lines.len();
+    v.ok(&["--request-log", l, "volume", "get", "V", "-"]);
+    let lines = droplet_lines(&log);
+    assert_eq!(sum(&lines[n..], "DATA;OUT"), 26_214_400 + manifest);
+    assert_eq!(sum(&lines[n..], "DATA;IN"), 0);
+}
+
+async fn the_extended_format_is_csv(b: Backend) {
+    let v = Vt::new(b, "reqlog-extended");
+    let log = v.path("extended.csv");
+    let l = log.to_str().expect("utf8");
+    let ext = ["--request-log", l, "--request-log-format", "extended"];
+    let src = v.file("src", &data(25 * MIB as usize, 2));
+    v.ok(&[&ext[..], &["volume", "put", "V", &src]].concat());
+    let odd = "odd,\"key\" with, commas";
+    v.ok(&[&ext[..], &["store", "put", &src, odd]].concat());
+    let out = v.run(&[&ext[..], &["store", "get", "nothing-here", "-"]].concat());
+    assert!(!out.status.success());
+    let rows = extended_records(&log);
+    let dir = v.key("V/");
+    let is_chunk = |k: &str| k.strip_prefix(&dir).is_some_and(|n| n.len() == 4);
+    let chunk_bytes: u64 = rows
+        .iter()
+        .filter(|r| &r[2] == "PutObject" && &r[3] == "200" && is_chunk(&r[7]))
+        .map(|r| r[5].parse::<u64>().expect("sent"))
+        .sum();
+    assert_eq!(chunk_bytes, 26_214_400);
+    assert!(
+        rows.iter()
+            .any(|r| &r[1] == "volume put" && &r[2] == "HeadObject")
+    );
+    // The odd key comes back exactly, and the missing object as a 404.
+    let key = v.key(odd);
+    let sent: u64 = rows
+        .iter()
+        .filter(|r| r[7] == *key && &r[1] == "store put")
+        .filter(|r| &r[2] == "PutObject" || &r[2] == "UploadPart")
+        .map(|r| r[5].parse::<u64>().expect("sent"))
+        .sum();
+    assert_eq!(sent, 26_214_400, "the odd key's rows carry its bytes");
+    assert!(rows.iter().any(|r| &r[1] == "store get" && &r[3] == "404"));
+    let ops: BTreeSet<&str> = rows.iter().map(|r| &r[2]).collect();
+    let known = [
+        "ListObjectsV2",
+        "PutObject",
+        "HeadObject",
+        "GetObject",
+        "DeleteObjects",
+        "ListMultipartUploads",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+    ];
+    assert!(ops.iter().all(|o| known.contains(o)), "{ops:?}");
+}
+
+on_both!(
+    droplet_lines_sum_to_the_bytes_moved,
+    the_extended_format_is_csv
+);
+
+#[test]
+fn concurrent_runs_leave_whole_lines_and_one_header() {
+    let v = Vt::new(Backend::Local, "reqlog-concurrent");
+    let src = v.file("src", &data(MIB as usize, 3));
+    for format in ["extended", "droplet"] {
+        let log = v.path(&format!("{format}.csv"));
+        let children: Vec<std::process::Child> = (0..6)
+            .map(|i| {
+                std::process::Command::new(BIN)
+                    .arg("--config")
+                    .arg(&v.site.cfg)
+                    .args(["--request-log", log.to_str().expect("utf8")])
+                    .args(["--request-log-format", format])
+                    .args(["volume", "put", &format!("{format}-{i}"), &src])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().expect("wait");
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        if format == "extended" {
+            let text = std::fs::read_to_string(&log).expect("log");
+            assert_eq!(text.matches("unix_ms,").count(), 1, "one header:\n{text}");
+            let rows = extended_records(&log);
+            let chunk_puts = rows
+                .iter()
+                .filter(|r| &r[2] == "PutObject" && r[7].ends_with("/0000"))
+                .count();
+            assert_eq!(chunk_puts, 6, "{rows:?}");
+        } else {
+            let lines = droplet_lines(&log);
+            let chunk_ins = lines
+                .iter()
+                .filter(|l| l.1 == "DATA;IN" && l.2 == MIB)
+                .count();
+            assert_eq!(chunk_ins, 6, "{lines:?}");
+        }
+    }
+}
+
+#[test]
+fn under_faults_droplet_logs_successes_and_extended_logs_every_answer() {
+    let g = garage();
+    let proxy = FaultProxy::start(g.endpoint(), 0.2, 20261129, Duration::from_secs(3));
+    let prefix = unique("reqlog-faults");
+    let site = Site::new(&format!(
+        "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  concurrency: 4\n  max_attempts: 10\n  connect_timeout: 2s\n  read_timeout: 2s\n",
+        proxy.endpoint,
+        g.bucket(),
+        g.key_id(),
+        g.secret()
+    ));
+    let src = site.dir.path().join("src");
+    std::fs::write(&src, data(25 * MIB as usize, 4)).expect("src");
+    let src = src.to_str().expect("utf8");
+    let small = ["--chunk-size", "1MiB", "--allow-small-chunks"];
+    let (droplet, extended) = (site.dir.path().join("d.csv"), site.dir.path().join("e.csv"));
+    for (vol, log, format) in [("V1", &droplet, "droplet"), ("V2", &extended, "extended")] {
+        let l = log.to_str().expect("utf8");
+        let mut args = vec!["--request-log", l, "--request-log-format", format];
+        args.extend(["volume", "put", vol, src]);
+        args.extend(small);
+        let out = site.run(&args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(proxy.counts().1 > 0, "faults were injected");
+    let lines = droplet_lines(&droplet);
+    let ins: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.1 == "DATA;IN")
+        .map(|l| l.2)
+        .collect();
+    // 25 chunks of 1 MiB, each logged once however often it was tried, and the manifest.
+    assert_eq!(ins.iter().filter(|&&n| n == MIB).count(), 25, "{ins:?}");
+    assert_eq!(
+        ins.iter().filter(|&&n| n != MIB && n != 0).count(),
+        1,
+        "{ins:?}"
+    );
+    let rows = extended_records(&extended);
+    let failed = rows.iter().filter(|r| r[3].starts_with('5')).count();
+    let repeats = rows.iter().filter(|r| &r[4] != "1").count();
+    assert!(
+        failed > 0 && repeats > 0,
+        "{failed} failed answers, {repeats} repeats"
+    );
+    let stored_chunks = rows
+        .iter()
+        .filter(|r| &r[2] == "PutObject" && r[3].starts_with('2') && r[5] == *"1048576")
+        .count();
+    assert_eq!(stored_chunks, 25);
+}
+
+#[test]
+fn an_unwritable_log_is_a_warning_and_the_plugin_is_untouched() {
+    let site = Site::local();
+    let bad = site.dir.path().join("no/such/dir/log.csv");
+    let out = site.run(
+        &["--request-log", bad.to_str().expect("utf8"), "store", "ls"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("request log") && stderr(&out).contains("WARN"),
+        "{}",
+        stderr(&out)
+    );
+
+    let log = site.dir.path().join("plugin.csv");
+    let plain = std::process::Command::new(BIN)
+        .args(["gp-plugin", "plugin_api_version"])
+        .output()
+        .expect("plugin");
+    let logged = std::process::Command::new(BIN)
+        .args([
+            "--request-log",
+            log.to_str().expect("utf8"),
+            "gp-plugin",
+            "plugin_api_version",
+        ])
+        .output()
+        .expect("plugin");
+    assert!(plain.status.success() && logged.status.success());
+    assert_eq!(plain.stdout, logged.stdout);
+    assert!(
+        !log.exists(),
+        "the plugin's own command line decides what it does"
+    );
+}

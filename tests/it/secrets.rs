@@ -105,6 +105,19 @@ fn no_command_prints_a_secret_at_any_verbosity() {
         hits: Vec::new(),
     };
 
+    // Request logs of both formats, on success and on failure: keys and sizes, never secrets.
+    let reqlogs = d.join("reqlogs");
+    std::fs::create_dir_all(&reqlogs).expect("mkdir");
+    let droplet_log = reqlogs.join("droplet.csv");
+    let extended_log = reqlogs.join("extended.csv");
+    let (droplet_log, extended_log) = (
+        droplet_log.to_str().expect("utf8"),
+        extended_log.to_str().expect("utf8"),
+    );
+    let volume_src = d.join("volume-src");
+    std::fs::write(&volume_src, crate::common::data(100_000, 5)).expect("volume src");
+    let volume_src = volume_src.to_str().expect("utf8");
+
     // Every command on a working setup, at every verbosity.
     let mut n = 0;
     for level in ["-q", "", "-v", "-vv"] {
@@ -134,6 +147,27 @@ fn no_command_prints_a_secret_at_any_verbosity() {
             vec!["store", "uploads"],
             vec!["queue", "ls"],
             vec!["--json", "wal-sync", "pg"],
+            vec![
+                "--request-log",
+                droplet_log,
+                "volume",
+                "put",
+                "--resume",
+                "V",
+                volume_src,
+            ],
+            vec![
+                "--request-log",
+                extended_log,
+                "--request-log-format",
+                "extended",
+                "volume",
+                "get",
+                "V",
+                "-",
+            ],
+            vec!["volume", "status", "V"],
+            vec!["volume", "ls"],
         ];
         for mut args in runs {
             if !level.is_empty() {
@@ -161,6 +195,7 @@ fn no_command_prints_a_secret_at_any_verbosity() {
         "status",
         "check",
         "queue",
+        "volume",
         "completions",
         "config",
         "store",
@@ -209,6 +244,14 @@ fn no_command_prints_a_secret_at_any_verbosity() {
                 &["base-ls", "pg"],
                 &["store", "ls"],
                 &["base-sync"],
+                &[
+                    "--request-log",
+                    extended_log,
+                    "--request-log-format",
+                    "extended",
+                    "volume",
+                    "ls",
+                ],
             ] {
                 let mut args: Vec<&str> = cmd.to_vec();
                 let mut extra = Vec::new();
@@ -312,7 +355,9 @@ fn no_command_prints_a_secret_at_any_verbosity() {
         }
     }
 
-    let log_files = seen.check_files(&logs, &real) + seen.check_files(&home, &all);
+    let log_files = seen.check_files(&logs, &real)
+        + seen.check_files(&home, &all)
+        + seen.check_files(&reqlogs, &all);
     assert!(
         log_files >= 2,
         "the barmans3 and plugin logs were written ({log_files} files)"

@@ -1,0 +1,448 @@
+//! `volume put`: a file or stdin cut into chunks stored in parallel, each verified, then our
+//! manifest; `--resume` sends only chunks the store does not already hold as they should be;
+//! `--append` rewrites the last chunk with the new data after it, as Bareos does.
+//!
+//! Memory is at most `concurrency` chunks being stored plus the one being read. A chunk is
+//! never given up: its PUT is retried as the engine retries (bounded), and when that runs out
+//! the put stops with exit 1, keeping the chunks already stored; the state file says which are
+//! missing and `--resume` completes them. Our manifest is removed before the first chunk
+//! changes and written after the last is verified, so a volume that has one is complete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::task::JoinSet;
+
+use super::layout::{self, Listed, Refusal, Stored, chunk_name};
+use super::status::{RunState, Tracker, VolumeState};
+use super::{ChunkRecord, MAX_CHUNKS, Manifest, PutRequest, Source, Volume, survey};
+use crate::checksum;
+use crate::error::{Error, Result};
+use crate::transfer::{Expect, Transfer};
+
+/// What a put did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PutReport {
+    /// Volume name.
+    pub volume: String,
+    /// `put` or `append`.
+    pub operation: String,
+    /// Chunks in the volume now.
+    pub chunks: u32,
+    /// Bytes in the volume now.
+    pub total: u64,
+    /// Chunk size.
+    pub chunk_size: u64,
+    /// Chunks this run sent.
+    pub chunks_sent: u32,
+    /// Chunks already stored as they should be (resume, or an append's unchanged last chunk).
+    pub chunks_reused: u32,
+}
+
+/// What the put will do, decided before anything changes.
+#[derive(Debug)]
+struct Plan {
+    operation: &'static str,
+    base: u64,
+    chunk_size: u64,
+    /// The first chunk written, and how many of its current bytes stay in front of the data.
+    first: u32,
+    head_len: u64,
+    /// Manifest records of the chunks before `first`.
+    kept: Vec<ChunkRecord>,
+    /// The source's size, when it is a regular file.
+    source_len: Option<u64>,
+}
+
+/// A chunk this run stored or found stored.
+#[derive(Debug)]
+struct Done {
+    n: u32,
+    record: ChunkRecord,
+    sent: bool,
+}
+
+/// Runs `volume put`. `tracker` must be the observer of `t`'s store, so that the state file
+/// follows the chunks' requests.
+pub async fn put(
+    t: &Transfer,
+    vol: &Volume,
+    req: &PutRequest,
+    tracker: &Arc<Tracker>,
+) -> Result<PutReport> {
+    let (listed, manifest) = survey(t, vol).await?;
+    let (reader, source_len) = open_source(&req.source).await?;
+    let plan = decide(t, vol, req, tracker, &listed, manifest.as_ref(), source_len).await?;
+    let head = head_bytes(t, vol, &plan, &listed, manifest.as_ref()).await?;
+    tracker.begin(VolumeState {
+        volume: vol.name.to_string(),
+        store: vol.location.clone(),
+        operation: plan.operation.to_string(),
+        state: RunState::Running,
+        pid: std::process::id(),
+        started: crate::barman::queue::now(),
+        chunk_size: plan.chunk_size,
+        base: plan.base,
+        connection_ok: true,
+        ..VolumeState::default()
+    })?;
+    let result = tokio::select! {
+        r = write(t, vol, &plan, &listed, reader, head, tracker) => r,
+        () = tracker.keep_current() => Err(Error::Failed("status writer stopped".into())),
+    };
+    let recorded = tracker.finish(result.as_ref().err());
+    let report = result?;
+    recorded?;
+    Ok(report)
+}
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+
+async fn open_source(source: &Source) -> Result<(Reader, Option<u64>)> {
+    match source {
+        Source::Stdin => Ok((Box::new(tokio::io::stdin()), None)),
+        Source::File(p) => {
+            let f = tokio::fs::File::open(p)
+                .await
+                .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+            let m = f
+                .metadata()
+                .await
+                .map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
+            // A device or a pipe has no size to check against: it is read as a stream.
+            Ok((Box::new(f), m.is_file().then_some(m.len())))
+        }
+    }
+}
+
+fn failed(vol: &Volume, what: impl std::fmt::Display) -> Error {
+    Error::Failed(format!("volume {} in {}: {what}", vol.name, vol.location))
+}
+
+/// Where the data goes and what stays (see [`layout::put_start`] and [`layout::check_end`]):
+/// everything a put may refuse is refused here, before any change.
+async fn decide(
+    t: &Transfer,
+    vol: &Volume,
+    req: &PutRequest,
+    tracker: &Tracker,
+    listed: &Listed,
+    manifest: Option<&Manifest>,
+    source_len: Option<u64>,
+) -> Result<Plan> {
+    let interrupted = tracker
+        .previous()
+        .filter(|s| s.store == vol.location && s.state != RunState::Done)
+        .map(|s| layout::Start {
+            operation: if s.operation == "append" {
+                "append"
+            } else {
+                "put"
+            },
+            base: s.base,
+            chunk_size: s.chunk_size,
+        });
+    let refused = |r| match r {
+        Refusal::Usage(m) => Error::Usage(format!("volume {}: {m}", vol.name)),
+        Refusal::Refused(m) => failed(vol, m),
+    };
+    let start = layout::put_start(req.mode, req.chunk_size, interrupted, listed, manifest)
+        .map_err(refused)?;
+    if let Some(len) = source_len {
+        layout::check_end(&start, len, listed).map_err(refused)?;
+    }
+    let (first, head_len) = layout::start_of(start.base, start.chunk_size);
+    Ok(Plan {
+        operation: start.operation,
+        base: start.base,
+        chunk_size: start.chunk_size,
+        first,
+        head_len,
+        kept: kept(t, vol, first, listed, manifest).await?,
+        source_len,
+    })
+}
+
+/// The manifest records of the chunks before `first`, asking the store for the CRC32C of any
+/// our manifest does not give.
+async fn kept(
+    t: &Transfer,
+    vol: &Volume,
+    first: u32,
+    listed: &Listed,
+    manifest: Option<&Manifest>,
+) -> Result<Vec<ChunkRecord>> {
+    let unknown: Vec<u32> = (0..first)
+        .filter(|&i| {
+            let rec = manifest.and_then(|m| m.chunks.get(i as usize));
+            rec.is_none_or(|r| Some(&r.size) != listed.chunks.get(&i))
+        })
+        .collect();
+    let heads: BTreeMap<u32, Option<u32>> =
+        crate::transfer::bounded(unknown, t.config().concurrency.max(1), |i| {
+            let (t, key) = (t.clone(), vol.chunk_key(i));
+            async move {
+                let meta = t.head(&key).await?;
+                let crc = meta
+                    .crc32c
+                    .as_deref()
+                    .filter(|c| !c.contains('-'))
+                    .and_then(checksum::parse_crc32c_header);
+                Ok((i, crc))
+            }
+        })
+        .await?
+        .into_iter()
+        .collect();
+    layout::kept_records(first, &listed.chunks, manifest, &heads).map_err(|e| failed(vol, e))
+}
+
+/// The bytes of the first written chunk that stay in front of the new data: the whole last
+/// chunk of an append, or the front of a chunk an interrupted append already rewrote.
+async fn head_bytes(
+    t: &Transfer,
+    vol: &Volume,
+    plan: &Plan,
+    listed: &Listed,
+    manifest: Option<&Manifest>,
+) -> Result<Bytes> {
+    if plan.head_len == 0 {
+        return Ok(Bytes::new());
+    }
+    let size = listed.chunks.get(&plan.first).copied().unwrap_or(0);
+    if size < plan.head_len {
+        return Err(failed(
+            vol,
+            format!(
+                "chunk {} holds {size} bytes, fewer than the {} the volume had there before the append",
+                chunk_name(plan.first),
+                plan.head_len
+            ),
+        ));
+    }
+    let crc32c = manifest
+        .and_then(|m| m.chunks.get(plan.first as usize))
+        .filter(|r| r.size == size)
+        .and_then(ChunkRecord::crc);
+    let mut buf = Vec::with_capacity(size as usize);
+    let expect = Expect {
+        size: Some(size),
+        crc32c,
+    };
+    t.download_to(&vol.chunk_key(plan.first), &mut buf, expect)
+        .await?;
+    buf.truncate(plan.head_len as usize);
+    Ok(Bytes::from(buf))
+}
+
+async fn write(
+    t: &Transfer,
+    vol: &Volume,
+    plan: &Plan,
+    listed: &Listed,
+    reader: Reader,
+    head: Bytes,
+    tracker: &Arc<Tracker>,
+) -> Result<PutReport> {
+    if listed.manifest {
+        t.delete_keys(&[vol.manifest_key()]).await?;
+    }
+    if vol.marker && !listed.marker {
+        t.put_bytes(&vol.dir(), Bytes::new(), BTreeMap::new())
+            .await?;
+    }
+    let done = send_chunks(t, vol, plan, &listed.chunks, reader, head, tracker).await?;
+    let end = plan.first + done.len() as u32;
+    if let Some((&n, _)) = listed.chunks.range(end..).next() {
+        return Err(failed(
+            vol,
+            format!(
+                "chunk {} lies past the end of this data ({end} chunks): this is not the volume of this data (no manifest written); volume rm {} removes it",
+                chunk_name(n),
+                vol.name
+            ),
+        ));
+    }
+    let sent = done.iter().filter(|d| d.sent).count() as u32;
+    let reused = done.len() as u32 - sent;
+    let mut chunks = plan.kept.clone();
+    chunks.extend(done.into_iter().map(|d| d.record));
+    let manifest = Manifest::new(plan.chunk_size, chunks);
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Failed(e.to_string()))?;
+    t.put_bytes(&vol.manifest_key(), Bytes::from(json), BTreeMap::new())
+        .await?;
+    Ok(PutReport {
+        volume: vol.name.to_string(),
+        operation: plan.operation.to_string(),
+        chunks: manifest.count,
+        total: manifest.total,
+        chunk_size: plan.chunk_size,
+        chunks_sent: sent,
+        chunks_reused: reused,
+    })
+}
+
+/// Reads the source chunk by chunk and stores each in a task of its own, at most
+/// `concurrency` at once; the next chunk is read only when a task slot is free. After the
+/// first failure nothing new starts, the running tasks finish, and the failure is returned.
+async fn send_chunks(
+    t: &Transfer,
+    vol: &Volume,
+    plan: &Plan,
+    remote: &BTreeMap<u32, u64>,
+    mut reader: Reader,
+    head: Bytes,
+    tracker: &Arc<Tracker>,
+) -> Result<Vec<Done>> {
+    let workers = t.config().concurrency.max(1);
+    let mut set: JoinSet<Result<Done>> = JoinSet::new();
+    let (mut done, mut first_err) = (Vec::new(), None);
+    let (mut n, mut read, mut head) = (plan.first, 0u64, Some(head));
+    loop {
+        while set.len() >= workers {
+            collect(set.join_next().await, &mut done, &mut first_err);
+        }
+        if first_err.is_some() || t.cancel_flag().is_cancelled() {
+            break;
+        }
+        let front = head.take().unwrap_or_default();
+        let (body, got) = match fill(&mut reader, front, plan.chunk_size).await {
+            Ok(x) => x,
+            Err(e) => {
+                first_err = Some(e);
+                break;
+            }
+        };
+        read += got;
+        if body.is_empty() {
+            break;
+        }
+        if n >= MAX_CHUNKS {
+            first_err = Some(too_many(vol, plan, read, &mut reader).await);
+            break;
+        }
+        let last = (body.len() as u64) < plan.chunk_size;
+        tracker.queued(n, body.len() as u64);
+        let job = (t.clone(), vol.chunk_key(n), remote.get(&n).copied());
+        set.spawn(store_chunk(job, n, body, tracker.clone()));
+        n += 1;
+        if last {
+            break;
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        collect(Some(r), &mut done, &mut first_err);
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if t.cancel_flag().is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    if let Some(len) = plan.source_len.filter(|&l| l != read) {
+        return Err(failed(
+            vol,
+            format!(
+                "the source changed size while being read ({len} bytes at the start, {read} read); no manifest written"
+            ),
+        ));
+    }
+    done.sort_by_key(|d| d.n);
+    Ok(done)
+}
+
+fn collect(
+    r: Option<std::result::Result<Result<Done>, tokio::task::JoinError>>,
+    done: &mut Vec<Done>,
+    first_err: &mut Option<Error>,
+) {
+    match r {
+        Some(Ok(Ok(d))) => done.push(d),
+        Some(Ok(Err(e))) => {
+            first_err.get_or_insert(e);
+        }
+        Some(Err(e)) => {
+            first_err.get_or_insert(Error::Failed(format!("chunk task failed: {e}")));
+        }
+        None => {}
+    }
+}
+
+/// Reads up to `chunk_size` bytes after `front`; returns the chunk and the bytes read.
+async fn fill(reader: &mut Reader, front: Bytes, chunk_size: u64) -> Result<(Bytes, u64)> {
+    let mut buf = vec![0u8; chunk_size as usize];
+    let mut len = front.len();
+    buf[..len].copy_from_slice(&front);
+    while len < buf.len() {
+        match reader.read(&mut buf[len..]).await {
+            Ok(0) => break,
+            Ok(k) => len += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read the volume's source", e)),
+        }
+    }
+    buf.truncate(len);
+    Ok((Bytes::from(buf), (len - front.len()) as u64))
+}
+
+/// Stdin holds more than 10 000 chunks: count the rest (sending nothing more) to name a chunk
+/// size that fits.
+async fn too_many(vol: &Volume, plan: &Plan, read: u64, reader: &mut Reader) -> Error {
+    let rest = tokio::io::copy(reader, &mut tokio::io::sink())
+        .await
+        .unwrap_or(0);
+    let end = plan.base + read + rest;
+    let why = layout::check_fits(end, plan.chunk_size)
+        .err()
+        .unwrap_or_default();
+    failed(
+        vol,
+        format!(
+            "{why}; the chunks stored so far stay (no manifest): volume rm {} before putting it again",
+            vol.name
+        ),
+    )
+}
+
+/// Stores one chunk: skipped when the store already holds these bytes under its name (resume,
+/// an unchanged last chunk), else PUT (retried by the engine) and checked with a HEAD.
+async fn store_chunk(
+    (t, key, remote): (Transfer, String, Option<u64>),
+    n: u32,
+    body: Bytes,
+    tracker: Arc<Tracker>,
+) -> Result<Done> {
+    let crc = checksum::crc32c(&body);
+    let len = body.len() as u64;
+    let record = ChunkRecord::new(len, crc);
+    if remote == Some(len)
+        && let Some(meta) = t.head_opt(&key).await?
+        && layout::compare(&meta, &body, crc) == Stored::Same
+    {
+        tracing::debug!(key, "chunk already stored");
+        tracker.stored(n, len);
+        return Ok(Done {
+            n,
+            record,
+            sent: false,
+        });
+    }
+    t.put_bytes(&key, body.clone(), BTreeMap::new()).await?;
+    let meta = t.head(&key).await?;
+    if layout::compare(&meta, &body, crc) == Stored::Differs {
+        return Err(Error::Checksum {
+            key,
+            expected: format!("{len} bytes with CRC32C {crc:08x}"),
+            actual: format!("{} bytes, {:?}", meta.size, meta.crc32c),
+        });
+    }
+    tracker.stored(n, len);
+    Ok(Done {
+        n,
+        record,
+        sent: true,
+    })
+}
