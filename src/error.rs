@@ -127,6 +127,9 @@ impl StoreFailure {
     fn hint(&self) -> Option<&'static str> {
         match (self.code.as_deref(), self.status) {
             (Some("NoSuchBucket"), _) => Some("the bucket does not exist: check the bucket name"),
+            (Some("InvalidObjectState"), _) => Some(
+                "the object is in an archive storage class (GLACIER or DEEP_ARCHIVE) and must be restored before it can be read: for a backup, run base-restore with --request-restore DAYS, wait for the restore, then run it again",
+            ),
             (Some("InvalidAccessKeyId"), _) => {
                 Some("the access key is unknown to the server: check the access key id")
             }

@@ -74,7 +74,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
-/// Formats bytes for humans, binary units, one decimal.
 /// A duration for messages: `7d`, `36h`, `90s`.
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();

@@ -132,8 +132,10 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
             dest,
             tablespaces,
             recovery,
+            request_restore,
         } => {
             let opts = RestoreOptions {
+                request_restore,
                 tablespaces,
                 restore_command: recovery.then(|| restore_command(o, cfg, &server)),
                 pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
@@ -183,7 +185,8 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
 }
 
 /// The full-sync report: a summary line on stderr; with `--dry-run`, the plan on stdout, one
-/// line per object (`upload backup ID`, `delete backup ID`, `delete KEY`).
+/// line per object (`upload backup ID`, `delete backup ID`, `delete KEY`, `keep … retained
+/// until …`).
 fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport) -> Result<()> {
     let (up, del) = if dry_run {
         ("would upload", "would delete")
@@ -191,7 +194,7 @@ fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport) -> Result<(
         ("uploaded", "deleted")
     };
     eprintln!(
-        "barmans3 full-sync {server}: {up} {} backup(s) and {} WAL(s), {del} {} backup(s) and {} WAL object(s){}{}",
+        "barmans3 full-sync {server}: {up} {} backup(s) and {} WAL(s), {del} {} backup(s) and {} WAL object(s){}{}{}",
         r.uploaded_backups.len(),
         r.wal.uploaded,
         r.deleted_backups.len(),
@@ -205,6 +208,11 @@ fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport) -> Result<(
             String::new()
         } else {
             format!("; kept: {}", r.spared.join(", "))
+        },
+        if r.retained.is_empty() {
+            String::new()
+        } else {
+            format!("; Object Lock: {}", r.retained.join(", "))
         }
     );
     if dry_run {
@@ -216,6 +224,9 @@ fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport) -> Result<(
         }
         for k in &r.deleted_wals {
             outln!("delete {k}")?;
+        }
+        for why in &r.retained {
+            outln!("keep {why}")?;
         }
     }
     Ok(())

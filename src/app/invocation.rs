@@ -111,6 +111,8 @@ pub enum BarmanAction {
         tablespaces: BTreeMap<String, PathBuf>,
         /// Write recovery.signal and a restore_command.
         recovery: bool,
+        /// `--request-restore DAYS`.
+        request_restore: Option<u32>,
     },
     /// `catalog-restore SERVER`.
     CatalogRestore {

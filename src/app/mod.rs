@@ -143,7 +143,26 @@ pub fn load_config(o: &Options) -> Result<Config> {
 async fn bare_engine(cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
     let store = crate::store::open(&cfg.location, &cfg.s3).await?;
     let store = crate::store::reqlog::wrap(store, cfg.request_log.as_ref());
-    Ok(Transfer::new(store, cfg.transfer.clone()).with_cancel(cancel))
+    let mut tc = cfg.transfer.clone();
+    if cfg.s3.probe_checksum {
+        tc.probe = Some(checksum_probe(cfg));
+    }
+    Ok(Transfer::new(store, tc).with_cancel(cancel))
+}
+
+/// Where `s3.request_checksum: auto` caches its answer for this store, and the key it probes.
+fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
+    let id = crate::barman::state::store_id(cfg);
+    crate::transfer::probe::ChecksumProbe {
+        cache: cfg.barman.state_dir.join(format!(
+            "checksum-{:08x}.json",
+            crate::checksum::crc32c(id.as_bytes())
+        )),
+        key: crate::store::join_key(
+            cfg.location.prefix(),
+            &format!(".barmans3-checksum-probe-{:016x}", rand::random::<u64>()),
+        ),
+    }
 }
 
 /// The engine for a command that moves data: [`bare_engine`], progress bars when the options

@@ -15,7 +15,9 @@ use super::manifest::{Entry, Manifest, check_unique, encode_path};
 use super::queue::{now, try_lock_file};
 use super::remote::{INFO, MANIFEST, Remote};
 use super::reuse::{self, Previous, Reuse};
+use crate::config::ObjectKind;
 use crate::error::{Error, Result};
+use crate::store::PutOptions;
 use crate::transfer::{CopyExpect, FileJournal, Transfer, bounded};
 
 /// What uploading a backup produced.
@@ -309,7 +311,9 @@ async fn upload_one(
     key: &str,
     journal: Option<&dyn crate::transfer::UploadJournal>,
 ) -> Result<u32> {
-    let up = t.upload_file(&f.path, key, journal).await?;
+    let up = t
+        .upload_file_with(&f.path, key, journal, &PutOptions::of(ObjectKind::Base))
+        .await?;
     if up.size != f.stamp.size {
         return Err(Error::Failed(format!(
             "{}: uploaded {} bytes of {}",
@@ -365,7 +369,10 @@ async fn try_copy(
         size: f.stamp.size,
         crc32c: crc,
     };
-    match t.copy_object(&src, key, expect, Default::default()).await {
+    match t
+        .copy_object(&src, key, expect, PutOptions::of(ObjectKind::Base))
+        .await
+    {
         Ok(()) => Ok(Some(crc)),
         Err(Error::CopyRefused(why)) => {
             prev.copy_refused(&why);
@@ -398,19 +405,16 @@ async fn publish(
 ) -> std::result::Result<(), NotNow> {
     let json = serde_json::to_vec_pretty(manifest)
         .map_err(|e| Error::Failed(format!("encode manifest: {e}")))?;
-    t.put_bytes(
-        &remote.backup_key(id, MANIFEST),
-        Bytes::from(json),
-        Default::default(),
-    )
-    .await?;
+    let meta = PutOptions::of(ObjectKind::Meta);
+    t.put_bytes_with(&remote.backup_key(id, MANIFEST), Bytes::from(json), &meta)
+        .await?;
     let identity = dirs.backup_dir.join("identity.json");
     if identity.is_file() {
-        t.upload_file(&identity, &remote.identity_key(), None)
+        t.upload_file_with(&identity, &remote.identity_key(), None, &meta)
             .await?;
     }
     let (info_path, _) = check_eligible(dirs, id, now(), std::time::Duration::MAX, None)?;
-    t.upload_file(&info_path, &remote.backup_key(id, INFO), None)
+    t.upload_file_with(&info_path, &remote.backup_key(id, INFO), None, &meta)
         .await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::backup::{NotNow, upload_backup};
 use super::conf::ServerDirs;
 use super::info::{self, BackupInfo};
+use super::locks;
 use super::remote::{INFO, MANIFEST, Remote};
 use super::retention::{self, Held};
 use super::walsync::{WalReport, pending_wals, wal_sync};
@@ -119,6 +120,8 @@ pub struct FullSyncReport {
     pub deleted_wals: Vec<String>,
     /// Remote backups Barman deleted that are kept, with the reason.
     pub spared: Vec<String>,
+    /// Backups and WAL objects Object Lock keeps for now: "… retained until …".
+    pub retained: Vec<String>,
 }
 
 /// Uploads every local DONE backup missing from the bucket, syncs WALs, then deletes remote
@@ -167,21 +170,76 @@ pub async fn full_sync(
     };
     let objects = wal_objects(t, &remote).await?;
     let local: BTreeSet<String> = local.into_iter().collect();
-    let plan = retention::plan(
-        &held,
-        &local,
-        &objects,
-        |rel| dirs.wals_dir.join(rel).exists(),
+    plan_deletions(
+        cfg,
+        t,
+        dirs,
+        &remote,
+        (&held, local, &objects),
         rules,
+        &mut report,
     )
-    .map_err(|e| Error::Failed(format!("server {}: {e}", dirs.name)))?;
-    report.deleted_backups = plan.backups;
-    report.deleted_wals = plan.wals;
-    report.spared = plan.spared;
+    .await?;
     if !opts.dry_run {
         delete(t, &remote, &dirs.name, &report).await?;
     }
     Ok(report)
+}
+
+/// Plans what full-sync deletes into `report`: [`retention::plan`], and with Object Lock (set
+/// here, or on the bucket) every planned deletion checked against the objects' retention: a
+/// retained backup stays whole, planned again as if Barman still had it so the WALs it needs
+/// stay too; retained WAL objects stay. All are reported.
+async fn plan_deletions(
+    cfg: &Config,
+    t: &Transfer,
+    dirs: &ServerDirs,
+    remote: &Remote,
+    (held, mut local, objects): (&[Held], BTreeSet<String>, &[(String, String)]),
+    rules: retention::Rules,
+    report: &mut FullSyncReport,
+) -> Result<()> {
+    let locked = cfg.s3.object_lock.is_some() || t.object_lock_status().await?.is_some();
+    let plan = loop {
+        let plan = retention::plan(
+            held,
+            &local,
+            objects,
+            |rel| dirs.wals_dir.join(rel).exists(),
+            rules,
+        )
+        .map_err(|e| Error::Failed(format!("server {}: {e}", dirs.name)))?;
+        if !locked {
+            break plan;
+        }
+        let kept = locks::retained_backups(t, remote, &plan.backups).await?;
+        if kept.is_empty() {
+            break plan;
+        }
+        for (id, until) in kept {
+            report
+                .retained
+                .push(format!("backup {id} retained until {}", locks::when(until)));
+            local.insert(id);
+        }
+    };
+    report.deleted_backups = plan.backups;
+    report.spared = plan.spared;
+    report.deleted_wals = if locked {
+        let dates = locks::retain_dates(t, plan.wals).await?;
+        let (free, kept) = locks::split(dates, std::time::SystemTime::now());
+        if let Some(last) = kept.iter().map(|(_, u)| *u).max() {
+            report.retained.push(format!(
+                "{} WAL object(s) retained until {} at the latest",
+                kept.len(),
+                locks::when(last)
+            ));
+        }
+        free
+    } else {
+        plan.wals
+    };
+    Ok(())
 }
 
 /// Uploads every local DONE backup not complete in the bucket (with `dry_run`, only lists

@@ -11,6 +11,7 @@ pub mod eligibility;
 pub mod follow;
 pub mod fullsync;
 pub mod info;
+pub mod locks;
 pub mod manifest;
 pub mod prefetch;
 pub mod queue;

@@ -21,9 +21,9 @@ use super::remote::Remote;
 use super::state::{Ledger, LocalState, WalState};
 use super::wal::{self, WalKind};
 use super::walplan::{self, LocalWal};
-use crate::config::Config;
+use crate::config::{Config, ObjectKind};
 use crate::error::{Error, Result};
-use crate::store::ListRequest;
+use crate::store::{ListRequest, PutOptions};
 use crate::transfer::{Transfer, bounded};
 
 /// What one run did.
@@ -224,7 +224,12 @@ async fn ship(
         .add_work(upload.len() as u64, upload.iter().map(|f| f.size).sum());
     let uploads = bounded(upload, t.file_workers(), |f| {
         let (t, key) = (t.clone(), remote.wal_key(&f.rel));
-        async move { t.upload_file(&f.path, &key, None).await.map(|u| (f, u)) }
+        async move {
+            let opts = PutOptions::of(ObjectKind::Wal);
+            t.upload_file_with(&f.path, &key, None, &opts)
+                .await
+                .map(|u| (f, u))
+        }
     })
     .await?;
     for (f, u) in &uploads {

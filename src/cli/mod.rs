@@ -137,6 +137,10 @@ pub enum Command {
         /// Write recovery.signal and a restore_command that fetches WALs with wal-restore
         #[arg(long)]
         recovery: bool,
+        /// For backups in GLACIER or DEEP_ARCHIVE: ask the store to restore every archived
+        /// object the restore needs for DAYS days, then stop; run again once they are readable
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        request_restore: Option<u32>,
     },
     /// Fetch one WAL file: restore_command = 'barmans3 wal-restore SERVER %f %p'
     ///
@@ -445,7 +449,9 @@ fn barman_action(c: Command) -> Result<BarmanAction> {
             dest,
             tablespaces,
             recovery,
+            request_restore,
         } => BarmanAction::BaseRestore {
+            request_restore,
             id: backup_id_arg(backup_id)?,
             tablespaces: parse_tablespaces(&tablespaces)?,
             server,

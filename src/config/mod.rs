@@ -79,6 +79,8 @@ pub enum ChecksumMode {
     WhenRequired,
 }
 
+pub use protect::{ARCHIVE_CLASSES, LockMode, ObjectKind, ObjectLock, StorageClasses};
+
 /// Static credentials from the config file.
 #[derive(Debug, Clone)]
 pub struct StaticCredentials {
@@ -109,8 +111,14 @@ pub struct S3Config {
     pub http_proxy: Option<Secret>,
     /// Proxy for HTTPS endpoints.
     pub https_proxy: Option<Secret>,
-    /// Storage class for new objects.
-    pub storage_class: Option<String>,
+    /// Storage classes for new objects (`s3.storage_class`, `s3.storage_classes`).
+    pub storage_classes: StorageClasses,
+    /// Object Lock retention set on every object created.
+    pub object_lock: Option<ObjectLock>,
+    /// Bandwidth cap in bytes per second, each direction, shared by the whole process.
+    pub max_bandwidth: Option<u64>,
+    /// `s3.request_checksum: auto`: probe once per store whether CRC32C headers are verified.
+    pub probe_checksum: bool,
     /// Canned ACL for new objects.
     pub acl: Option<String>,
     /// Server-side encryption.
@@ -197,6 +205,9 @@ pub struct TransferConfig {
     /// Objects above this size are copied server-side part by part (S3's single-copy limit;
     /// lowered only by tests).
     pub copy_limit: u64,
+    /// `s3.request_checksum: auto`: probe the store on the first upload (`checksum` is then
+    /// only the fallback).
+    pub probe: Option<crate::transfer::probe::ChecksumProbe>,
 }
 
 impl Default for TransferConfig {
@@ -207,6 +218,7 @@ impl Default for TransferConfig {
             max_attempts: 5,
             checksum: ChecksumMode::WhenSupported,
             copy_limit: crate::store::limits::MAX_COPY_SIZE,
+            probe: None,
         }
     }
 }
@@ -420,7 +432,10 @@ pub(crate) fn default_s3() -> S3Config {
         ca_bundle: None,
         http_proxy: None,
         https_proxy: None,
-        storage_class: None,
+        storage_classes: StorageClasses::default(),
+        object_lock: None,
+        max_bandwidth: None,
+        probe_checksum: true,
         acl: None,
         sse: Sse::None,
         connect_timeout: Duration::from_secs(10),
@@ -454,6 +469,7 @@ pub fn check_permissions(path: &Path, policy: PermissionPolicy) -> Result<()> {
 }
 
 pub mod legacy;
+mod protect;
 mod raw;
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ struct RawS3 {
     http_proxy: Option<String>,
     https_proxy: Option<String>,
     storage_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_classes: Option<super::protect::RawClasses>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_lock: Option<super::protect::RawLock>,
+    max_bandwidth: Option<String>,
     acl: Option<String>,
     sse: Option<String>,
     sse_kms_key_id: Option<String>,
@@ -193,13 +198,20 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
     )?;
     let credentials = credentials(k, &s3)?;
     let sse = sse(k, &s3)?;
-    let checksum = k.choice(
+    // `auto` probes the store once and caches the answer; until then, CRC32C.
+    let (probe_checksum, checksum) = k.choice(
         field!(s3.request_checksum),
         &[
-            ("when_supported", ChecksumMode::WhenSupported),
-            ("when_required", ChecksumMode::WhenRequired),
+            ("auto", (true, ChecksumMode::WhenSupported)),
+            ("when_supported", (false, ChecksumMode::WhenSupported)),
+            ("when_required", (false, ChecksumMode::WhenRequired)),
         ],
     )?;
+    let file = k.0.display().to_string();
+    let storage_classes =
+        super::protect::classes(&file, &s3.storage_class, s3.storage_classes.as_ref())?;
+    let object_lock = super::protect::object_lock(&file, s3.object_lock.as_ref())?;
+    let max_bandwidth = super::protect::bandwidth(&file, &s3.max_bandwidth)?;
     let transfer = transfer(k, &s3, checksum)?;
     let base = super::default_s3();
     let connect_timeout = k.duration(field!(s3.connect_timeout), base.connect_timeout)?;
@@ -228,7 +240,10 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
             ca_bundle: s3.ca_bundle,
             http_proxy: s3.http_proxy.map(Secret::new),
             https_proxy: s3.https_proxy.map(Secret::new),
-            storage_class: s3.storage_class,
+            storage_classes,
+            object_lock,
+            max_bandwidth,
+            probe_checksum,
             acl: s3.acl,
             sse,
             connect_timeout,
@@ -386,9 +401,10 @@ impl RawConfig {
             Addressing::Path => "path",
             Addressing::Virtual => "virtual",
         };
-        let checksum = match t.checksum {
-            ChecksumMode::WhenSupported => "when_supported",
-            ChecksumMode::WhenRequired => "when_required",
+        let checksum = match (s.probe_checksum, t.checksum) {
+            (true, _) => "auto",
+            (false, ChecksumMode::WhenSupported) => "when_supported",
+            (false, ChecksumMode::WhenRequired) => "when_required",
         };
         RawConfig {
             store: Some(c.location.to_string()),
@@ -409,7 +425,10 @@ impl RawConfig {
                 ca_bundle: s.ca_bundle.clone(),
                 http_proxy: redacted(s.http_proxy.is_some()),
                 https_proxy: redacted(s.https_proxy.is_some()),
-                storage_class: s.storage_class.clone(),
+                storage_class: s.storage_classes.default.clone(),
+                storage_classes: super::protect::raw_classes(&s.storage_classes),
+                object_lock: super::protect::raw_lock(&s.object_lock),
+                max_bandwidth: super::protect::raw_bandwidth(s.max_bandwidth),
                 acl: s.acl.clone(),
                 sse: Some(sse.into()),
                 sse_kms_key_id: kms,

@@ -441,6 +441,7 @@ async fn upload_stable(t: &Transfer, job: FileJob, ns: XattrNs) -> Result<Outcom
         t.progress().add_work(1, before.size);
         let opts = PutOptions {
             metadata: decide::metadata_for(&before),
+            ..Default::default()
         };
         let sent = t.upload_file_with(&job.path, &job.key, None, &opts).await;
         let after = match local::probe(&job.path, ns) {

@@ -110,7 +110,9 @@ pub fn check_store(s3: &S3Config, location: &StoreLocation) -> std::result::Resu
     if !matches!(location, StoreLocation::S3 { .. }) {
         return Ok(());
     }
-    if let Some(class) = s3.storage_class.as_deref()
+    if let Some(class) = s3
+        .storage_classes
+        .for_kind(crate::config::ObjectKind::Other)
         && matches!(
             class.to_ascii_uppercase().as_str(),
             "GLACIER" | "DEEP_ARCHIVE"
@@ -307,9 +309,9 @@ features.cloudsync-remote-read           off (DEFAULT)                          
     fn stores_gluster_cannot_read_from_are_refused() {
         let mut c = crate::config::default_s3();
         assert!(check_store(&c, &s3("b", "")).is_ok());
-        c.storage_class = Some("DEEP_ARCHIVE".into());
+        c.storage_classes.default = Some("DEEP_ARCHIVE".into());
         assert!(check_store(&c, &s3("b", "")).is_err());
-        c.storage_class = Some("STANDARD_IA".into());
+        c.storage_classes.default = Some("STANDARD_IA".into());
         assert!(check_store(&c, &s3("b", "")).is_ok());
         c.sse = Sse::Kms(None);
         assert!(check_store(&c, &s3("b", "")).is_err());

@@ -216,6 +216,7 @@ async fn upload(ctx: &Arc<Ctx>, p: &Paths, s0: &Snapshot) -> Result<Option<u32>>
     }
     let opts = PutOptions {
         metadata: object_metadata(s0, crc),
+        ..Default::default()
     };
     ctx.t.progress().add_work(1, len);
     let up = match ctx.t.upload_file_with(&p.mnt, &p.key, None, &opts).await {
@@ -402,6 +403,7 @@ async fn copy_to_recorded(
     }
     let opts = PutOptions {
         metadata: object_metadata(s0, crc),
+        ..Default::default()
     };
     ctx.retry
         .run(ctx.t.stats(), ctx.t.cancel_flag(), || {

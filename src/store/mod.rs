@@ -41,11 +41,23 @@ pub enum ChecksumAlgorithm {
     Crc32c,
 }
 
-/// Options of a put or multipart create.
+/// Options of a put, multipart create or copy.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
     /// User metadata (`x-amz-meta-*`), lower-case keys.
     pub metadata: BTreeMap<String, String>,
+    /// What the object is, which picks its storage class.
+    pub kind: crate::config::ObjectKind,
+}
+
+impl PutOptions {
+    /// Options for an object of `kind` without metadata.
+    pub fn of(kind: crate::config::ObjectKind) -> Self {
+        PutOptions {
+            kind,
+            ..Default::default()
+        }
+    }
 }
 
 /// What the store knows about an object.
@@ -64,6 +76,34 @@ pub struct ObjectMeta {
     pub crc32c: Option<String>,
     /// User metadata. Only set by `head` and `get`.
     pub metadata: BTreeMap<String, String>,
+    /// Storage class, when the server names one other than STANDARD. Only set by `head`.
+    pub storage_class: Option<String>,
+    /// Restore status of an archived object (`x-amz-restore`: `ongoing-request="true"`, or
+    /// `"false"` with an expiry date once readable). Only set by `head`.
+    pub restore: Option<String>,
+    /// Object Lock retain-until date. Only set by `head`.
+    pub retain_until: Option<SystemTime>,
+}
+
+impl ObjectMeta {
+    /// Whether the object must be restored before it can be read: in an archive class with no
+    /// finished restore.
+    pub fn needs_restore(&self) -> bool {
+        self.storage_class
+            .as_deref()
+            .is_some_and(|c| crate::config::ARCHIVE_CLASSES.contains(&c))
+            && !self
+                .restore
+                .as_deref()
+                .is_some_and(|r| r.contains("ongoing-request=\"false\""))
+    }
+
+    /// Whether a restore of the object was asked for and has not finished.
+    pub fn restore_ongoing(&self) -> bool {
+        self.restore
+            .as_deref()
+            .is_some_and(|r| r.contains("ongoing-request=\"true\""))
+    }
 }
 
 impl ObjectMeta {
@@ -76,6 +116,9 @@ impl ObjectMeta {
             last_modified: None,
             crc32c: None,
             metadata: BTreeMap::new(),
+            storage_class: None,
+            restore: None,
+            retain_until: None,
         }
     }
 }
@@ -298,6 +341,21 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// In-progress uploads under a prefix, all pages.
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>>;
+
+    /// The bucket's Object Lock configuration, in words (`None`: not enabled).
+    async fn object_lock_status(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Asks for a temporary readable copy of an archived object for `days` (S3 RestoreObject).
+    /// A restore already in progress is not an error.
+    async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
+        let _ = days;
+        Err(crate::error::Error::Failed(format!(
+            "{}: {key} cannot be restored: this store has no archive classes",
+            self.describe()
+        )))
+    }
 
     /// Copies a whole object inside the store (`src` to `dst`) without sending its bytes
     /// through this host. Objects above the single-copy limit use [`Store::upload_part_copy`].

@@ -163,6 +163,7 @@ pub enum Op {
     ListMultipart,
     Copy,
     UploadPartCopy,
+    Restore,
 }
 
 impl Op {
@@ -182,6 +183,7 @@ impl Op {
             Op::ListMultipart => "ListMultipartUploads",
             Op::Copy => "CopyObject",
             Op::UploadPartCopy => "UploadPartCopy",
+            Op::Restore => "RestoreObject",
         }
     }
 
@@ -189,7 +191,7 @@ impl Op {
     fn droplet(self) -> &'static str {
         match self {
             Op::List | Op::ListParts | Op::ListMultipart => "REQUEST;LIST",
-            Op::Copy | Op::UploadPartCopy => "DATA;PUT",
+            Op::Copy | Op::UploadPartCopy | Op::Restore => "DATA;PUT",
             Op::Put | Op::UploadPart | Op::CreateMultipart | Op::CompleteMultipart => "DATA;IN",
             Op::Get => "DATA;OUT",
             Op::Head => "DATA;GET",
@@ -564,6 +566,14 @@ impl Store for ObservedStore {
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
         let fut = self.inner.list_multipart(prefix);
         self.observed(Op::ListMultipart, prefix, 0, fut).await
+    }
+    async fn object_lock_status(&self) -> Result<Option<String>> {
+        let fut = self.inner.object_lock_status();
+        self.observed(Op::Head, "", 0, fut).await
+    }
+    async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
+        let fut = self.inner.restore_object(key, days);
+        self.observed(Op::Restore, key, 0, fut).await
     }
     async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
         let fut = self.inner.copy(src, dst, opts);

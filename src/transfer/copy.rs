@@ -6,8 +6,6 @@
 //! A copy that cannot be verified (the server keeps no checksum of copies) or that the server
 //! refuses is reported as [`Error::CopyRefused`], so the caller can upload instead.
 
-use std::collections::BTreeMap;
-
 use super::Transfer;
 use super::plan::{self, LAYOUT_META};
 use crate::checksum;
@@ -40,19 +38,19 @@ fn refused(e: &Error) -> bool {
 }
 
 impl Transfer {
-    /// Copies `src` to `dst` inside the store and verifies the result against `expect`. `meta`
-    /// replaces the source's user metadata when not empty.
+    /// Copies `src` to `dst` inside the store and verifies the result against `expect`. The
+    /// options' metadata replaces the source's when not empty; their kind picks the class.
     pub async fn copy_object(
         &self,
         src: &str,
         dst: &str,
         expect: CopyExpect,
-        meta: BTreeMap<String, String>,
+        opts: PutOptions,
     ) -> Result<()> {
         let result = if expect.size <= self.cfg.copy_limit.min(MAX_COPY_SIZE) {
-            self.copy_whole(src, dst, expect, meta).await
+            self.copy_whole(src, dst, expect, opts).await
         } else {
-            self.copy_parts(src, dst, expect, meta).await
+            self.copy_parts(src, dst, expect, opts).await
         };
         match result {
             Ok(()) => {
@@ -69,10 +67,9 @@ impl Transfer {
         src: &str,
         dst: &str,
         expect: CopyExpect,
-        metadata: BTreeMap<String, String>,
+        opts: PutOptions,
     ) -> Result<()> {
         let _permit = self.permit().await?;
-        let opts = PutOptions { metadata };
         self.retry
             .run(&self.stats, &self.cancel, || {
                 self.store.copy(src, dst, &opts)
@@ -114,15 +111,15 @@ impl Transfer {
         src: &str,
         dst: &str,
         expect: CopyExpect,
-        mut metadata: BTreeMap<String, String>,
+        mut opts: PutOptions,
     ) -> Result<()> {
         // Big parts: fewer requests, and a copied part costs this host nothing.
         let part_size = plan::part_size_for(
             expect.size,
             self.cfg.part_size.max(self.cfg.copy_limit.min(1 << 30)),
         );
-        metadata.insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
-        let opts = PutOptions { metadata };
+        opts.metadata
+            .insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
         let id = self
             .retry
             .run(&self.stats, &self.cancel, || {

@@ -10,6 +10,7 @@ pub mod compare;
 pub mod copy;
 pub mod download;
 pub mod plan;
+pub mod probe;
 pub mod retry;
 pub mod stats;
 pub mod upload;
@@ -69,9 +70,29 @@ pub struct Transfer {
     stats: Arc<Stats>,
     cancel: Arc<Cancel>,
     progress: Arc<dyn Progress>,
+    /// The checksum mode once known (probed or configured).
+    mode: Arc<tokio::sync::OnceCell<crate::config::ChecksumMode>>,
 }
 
 impl Transfer {
+    /// The integrity mechanism of uploads: the configured one, or with `auto` the probe's
+    /// answer (found on the first upload, then cached). A probe that cannot run (no write
+    /// access, store down) leaves CRC32C, the answer of every current store, for this run.
+    pub(crate) async fn mode(&self) -> crate::config::ChecksumMode {
+        let Some(p) = &self.cfg.probe else {
+            return self.cfg.checksum;
+        };
+        *self
+            .mode
+            .get_or_init(|| async {
+                self.probe_checksums(p).await.unwrap_or_else(|e| {
+                    tracing::debug!("checksum probe failed ({}): CRC32C", e.one_line());
+                    self.cfg.checksum
+                })
+            })
+            .await
+    }
+
     /// An engine over a store with the given settings; counts into a fresh [`Stats`].
     pub fn new(store: SharedStore, cfg: TransferConfig) -> Self {
         let stats = Arc::new(Stats::default());
@@ -84,6 +105,7 @@ impl Transfer {
             stats,
             cancel: Arc::new(Cancel::default()),
             progress: Arc::new(Silent),
+            mode: Arc::default(),
         }
     }
 
@@ -141,6 +163,24 @@ impl Transfer {
     pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.retry
             .run(&self.stats, &self.cancel, || self.store.head(key))
+            .await
+    }
+
+    /// The bucket's Object Lock configuration in words, `None` when it is not enabled.
+    pub async fn object_lock_status(&self) -> Result<Option<String>> {
+        self.retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.object_lock_status()
+            })
+            .await
+    }
+
+    /// Asks for an archived object to be readable for `days` (S3 RestoreObject), retried.
+    pub async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
+        self.retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.restore_object(key, days)
+            })
             .await
     }
 

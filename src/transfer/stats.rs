@@ -35,9 +35,10 @@ pub enum Op {
     ListMultipartUploads,
     CopyObject,
     UploadPartCopy,
+    RestoreObject,
 }
 
-const OPS: [(Op, &str); 13] = [
+const OPS: [(Op, &str); 14] = [
     (Op::PutObject, "put"),
     (Op::GetObject, "get"),
     (Op::HeadObject, "head"),
@@ -51,12 +52,13 @@ const OPS: [(Op, &str); 13] = [
     (Op::ListMultipartUploads, "list_multipart"),
     (Op::CopyObject, "copy"),
     (Op::UploadPartCopy, "upload_part_copy"),
+    (Op::RestoreObject, "restore"),
 ];
 
 /// Counters of one run.
 #[derive(Debug)]
 pub struct Stats {
-    requests: [AtomicU64; 13],
+    requests: [AtomicU64; 14],
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     bytes_copied: AtomicU64,
@@ -308,6 +310,14 @@ impl Store for CountingStore {
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
         self.stats.request(Op::ListMultipartUploads);
         self.inner.list_multipart(prefix).await
+    }
+    async fn object_lock_status(&self) -> Result<Option<String>> {
+        self.stats.request(Op::HeadObject);
+        self.inner.object_lock_status().await
+    }
+    async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
+        self.stats.request(Op::RestoreObject);
+        self.inner.restore_object(key, days).await
     }
     async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
         self.stats.request(Op::CopyObject);

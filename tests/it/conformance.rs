@@ -347,7 +347,10 @@ async fn copy_keeps_bytes_and_reports_a_full_checksum(b: Backend) {
         &src,
         Bytes::from(body.clone()),
         Integrity::Crc32c(crc),
-        &PutOptions { metadata: meta },
+        &PutOptions {
+            metadata: meta,
+            ..Default::default()
+        },
     )
     .await
     .expect("put");
@@ -369,9 +372,16 @@ async fn copy_keeps_bytes_and_reports_a_full_checksum(b: Backend) {
 
     let mut replaced = std::collections::BTreeMap::new();
     replaced.insert("origin".to_string(), "two".to_string());
-    s.copy(&src, &dst2, &PutOptions { metadata: replaced })
-        .await
-        .expect("copy");
+    s.copy(
+        &src,
+        &dst2,
+        &PutOptions {
+            metadata: replaced,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("copy");
     let head = s.head(&dst2).await.expect("head");
     assert_eq!(
         head.metadata.get("origin").map(String::as_str),

@@ -7,6 +7,7 @@
 //! half-restored directory is never started. A restore killed outright leaves no
 //! `global/pg_control`, which PostgreSQL refuses to start without.
 
+pub mod archived;
 pub mod chain;
 pub mod plan;
 pub mod recovery;
@@ -35,6 +36,8 @@ pub struct RestoreOptions {
     pub pg_combinebackup: Option<PathBuf>,
     /// Where an incremental chain is staged (None: beside DEST).
     pub staging: Option<PathBuf>,
+    /// `--request-restore DAYS`: ask for archived objects to be restored first.
+    pub request_restore: Option<u32>,
 }
 
 /// What a restore produced.
@@ -97,6 +100,13 @@ pub async fn base_restore(
     opts: &RestoreOptions,
 ) -> Result<Restored> {
     let (info, m) = manifest(t, remote, id).await?;
+    if let Some(days) = opts.request_restore {
+        let keys = archived::keys_of_chain(t, remote, id).await?;
+        let a = archived::ensure_readable(t, keys, days).await?;
+        if a != archived::Archived::default() {
+            return Err(archived::waiting(id, &a));
+        }
+    }
     if info.get("parent_backup_id").is_some() {
         return chain::restore(t, remote, id, info, dest, opts).await;
     }

@@ -15,7 +15,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::types::{ObjectCannedAcl, StorageClass};
+use aws_sdk_s3::types::ObjectCannedAcl;
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
@@ -78,7 +78,8 @@ impl S3Store {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
             endpoint: cfg.endpoint.clone().unwrap_or_else(|| "AWS S3".to_string()),
-            storage_class: cfg.storage_class.as_deref().map(StorageClass::from),
+            classes: cfg.storage_classes.clone(),
+            object_lock: cfg.object_lock,
             acl: cfg.acl.as_deref().map(ObjectCannedAcl::from),
             sse: cfg.sse.clone(),
             read_timeout: cfg.read_timeout,

@@ -20,7 +20,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, ObjectCannedAcl,
-    ObjectIdentifier, ServerSideEncryption, StorageClass,
+    ObjectIdentifier, ObjectLockMode, ServerSideEncryption, StorageClass,
 };
 use bytes::Bytes;
 
@@ -39,13 +39,35 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     endpoint: String,
-    storage_class: Option<StorageClass>,
+    classes: crate::config::StorageClasses,
+    object_lock: Option<crate::config::ObjectLock>,
     acl: Option<ObjectCannedAcl>,
     sse: Sse,
     read_timeout: Duration,
 }
 
 impl S3Store {
+    /// The storage class of a new object of `kind`.
+    fn class(&self, kind: crate::config::ObjectKind) -> Option<StorageClass> {
+        self.classes.for_kind(kind).map(StorageClass::from)
+    }
+
+    /// Object Lock mode and retain-until date for an object created now.
+    fn lock(&self) -> (Option<ObjectLockMode>, Option<aws_smithy_types::DateTime>) {
+        match self.object_lock {
+            None => (None, None),
+            Some(l) => (
+                Some(match l.mode {
+                    crate::config::LockMode::Governance => ObjectLockMode::Governance,
+                    crate::config::LockMode::Compliance => ObjectLockMode::Compliance,
+                }),
+                Some(aws_smithy_types::DateTime::from(
+                    std::time::SystemTime::now() + l.retain,
+                )),
+            ),
+        }
+    }
+
     fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
         match &self.sse {
             Sse::None => (None, None),
@@ -155,6 +177,9 @@ impl Store for S3Store {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+            storage_class: None,
+            restore: None,
+            retain_until: None,
         };
         Ok(GetResponse {
             meta,
@@ -189,6 +214,9 @@ impl Store for S3Store {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+            storage_class: out.storage_class().map(|c| c.as_str().to_string()),
+            restore: out.restore().map(str::to_string),
+            retain_until: to_system_time(out.object_lock_retain_until_date()),
         })
     }
 
@@ -281,10 +309,14 @@ impl Store for S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .set_storage_class(self.storage_class.clone())
+            .set_storage_class(self.class(opts.kind))
             .set_acl(self.acl.clone())
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms);
+        let (mode, until) = self.lock();
+        req = req
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until);
         if algorithm == Some(ChecksumAlgorithm::Crc32c) {
             req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C);
         }
@@ -463,6 +495,74 @@ impl Store for S3Store {
 
     async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
         self.copy_object(src, dst, opts).await
+    }
+
+    async fn object_lock_status(&self) -> Result<Option<String>> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let Some(c) = out.object_lock_configuration() else {
+                    return Ok(None);
+                };
+                if c.object_lock_enabled().map(|e| e.as_str()) != Some("Enabled") {
+                    return Ok(None);
+                }
+                let default = c.rule().and_then(|r| r.default_retention()).map(|d| {
+                    let mode = d.mode().map(|m| m.as_str().to_string()).unwrap_or_default();
+                    match (d.days(), d.years()) {
+                        (Some(n), _) => format!("default {mode} {n} day(s)"),
+                        (_, Some(n)) => format!("default {mode} {n} year(s)"),
+                        _ => format!("default {mode}"),
+                    }
+                });
+                Ok(Some(format!(
+                    "enabled{}",
+                    default.map_or(String::new(), |d| format!(", {d}"))
+                )))
+            }
+            Err(e) => match map_err("GetObjectLockConfiguration", "", &self.endpoint, e) {
+                Error::NotFound { .. } => Ok(None),
+                Error::Store(f)
+                    if f.code.as_deref() == Some("ObjectLockConfigurationNotFoundError")
+                        || matches!(f.status, Some(404 | 501)) =>
+                {
+                    Ok(None)
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
+        let req = aws_sdk_s3::types::RestoreRequest::builder()
+            .days(days as i32)
+            .glacier_job_parameters(
+                aws_sdk_s3::types::GlacierJobParameters::builder()
+                    .tier(aws_sdk_s3::types::Tier::Standard)
+                    .build()
+                    .map_err(|e| Error::Failed(format!("RestoreObject {key}: {e}")))?,
+            )
+            .build();
+        match self
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .restore_request(req)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err("RestoreObject", key, &self.endpoint, e) {
+                Error::Store(f) if f.code.as_deref() == Some("RestoreAlreadyInProgress") => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     async fn upload_part_copy(

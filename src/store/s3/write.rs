@@ -26,10 +26,14 @@ impl S3Store {
             .key(key)
             .content_length(len as i64)
             .body(body)
-            .set_storage_class(self.storage_class.clone())
+            .set_storage_class(self.class(opts.kind))
             .set_acl(self.acl.clone())
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms);
+        let (mode, until) = self.lock();
+        req = req
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until);
         for (k, v) in &opts.metadata {
             req = req.metadata(k, v);
         }
@@ -110,10 +114,14 @@ impl S3Store {
             .key(dst)
             .copy_source(copy_source(&self.bucket, src))
             .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
-            .set_storage_class(self.storage_class.clone())
+            .set_storage_class(self.class(opts.kind))
             .set_acl(self.acl.clone())
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms);
+        let (mode, until) = self.lock();
+        req = req
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until);
         // Metadata given replaces the source's; none given keeps it.
         if !opts.metadata.is_empty() {
             req = req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);

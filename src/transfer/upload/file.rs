@@ -9,7 +9,7 @@
 //! there the saving is nothing and one read is cheaper than two.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -88,6 +88,32 @@ pub(super) async fn read_range(file: Arc<File>, range: ByteRange, path: &Path) -
     })
     .await
     .map_err(|e| Error::Failed(format!("read task failed: {e}")))?
+}
+
+/// An upload refused by the server (a body that did not match the checksum sent before it, as
+/// when the file is written to meanwhile) is reported as the file having changed when it has:
+/// a later run uploads it once it is quiet. Anything else stays as it is.
+pub(super) fn changed_or(e: Error, before: &std::fs::Metadata, path: &Path) -> Error {
+    let refused =
+        matches!(&e, Error::Store(f) if !f.retryable && f.status.is_none_or(|s| s == 400));
+    let changed = || {
+        std::fs::symlink_metadata(path).map_or(true, |now| {
+            now.len() != before.len()
+                || now.mtime() != before.mtime()
+                || now.mtime_nsec() != before.mtime_nsec()
+                || now.ctime() != before.ctime()
+                || now.ctime_nsec() != before.ctime_nsec()
+        })
+    };
+    if refused && changed() {
+        Error::Failed(format!(
+            "{} changed while it was being uploaded; the server refused the body ({}); a later run uploads it once it is quiet",
+            path.display(),
+            e.one_line()
+        ))
+    } else {
+        e
+    }
 }
 
 #[cfg(test)]

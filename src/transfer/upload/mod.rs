@@ -27,7 +27,7 @@ use crate::store::{ByteRange, ChecksumAlgorithm, FileRange, Integrity, PartRecei
 mod file;
 mod stream;
 
-use file::{SMALL, hash_range, integrity_for, read_range};
+use file::{SMALL, changed_or, hash_range, integrity_for, read_range};
 
 /// What an upload produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,8 +146,8 @@ pub(crate) fn combine(parts: &[(u32, u64)]) -> u32 {
 }
 
 impl Transfer {
-    fn algorithm(&self) -> Option<ChecksumAlgorithm> {
-        (self.cfg.checksum == ChecksumMode::WhenSupported).then_some(ChecksumAlgorithm::Crc32c)
+    async fn algorithm(&self) -> Option<ChecksumAlgorithm> {
+        (self.mode().await == ChecksumMode::WhenSupported).then_some(ChecksumAlgorithm::Crc32c)
     }
 
     pub(crate) async fn permit(&self) -> Result<OwnedSemaphorePermit> {
@@ -164,10 +164,27 @@ impl Transfer {
         body: Bytes,
         metadata: BTreeMap<String, String>,
     ) -> Result<Uploaded> {
+        self.put_bytes_with(
+            key,
+            body,
+            &PutOptions {
+                metadata,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Transfer::put_bytes`] with options (metadata, kind of object).
+    pub async fn put_bytes_with(
+        &self,
+        key: &str,
+        body: Bytes,
+        opts: &PutOptions,
+    ) -> Result<Uploaded> {
         let _permit = self.permit().await?;
-        let (crc, integrity) = integrity_for(self.cfg.checksum, &body);
-        let opts = PutOptions { metadata };
-        self.put_once(key, PutBody::Memory(body), crc, integrity, &opts)
+        let (crc, integrity) = integrity_for(self.mode().await, &body);
+        self.put_once(key, PutBody::Memory(body), crc, integrity, opts)
             .await
     }
 
@@ -225,7 +242,7 @@ impl Transfer {
         };
         let (body, crc, integrity) = if size <= SMALL {
             let buf = read_range(file, range, path).await?;
-            let (crc, integrity) = integrity_for(self.cfg.checksum, &buf);
+            let (crc, integrity) = integrity_for(self.mode().await, &buf);
             (PutBody::Memory(buf), crc, integrity)
         } else {
             let fr = FileRange {
@@ -233,7 +250,7 @@ impl Transfer {
                 file,
                 range,
             };
-            let (crc, integrity) = hash_range(&fr, self.cfg.checksum).await?;
+            let (crc, integrity) = hash_range(&fr, self.mode().await).await?;
             (PutBody::File(fr), crc, integrity)
         };
         self.put_once(key, body, crc, integrity, opts).await
@@ -266,9 +283,26 @@ impl Transfer {
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let size = meta.len();
-        if size <= self.cfg.part_size {
-            return self.put_file_whole(file, path, key, size, opts).await;
-        }
+        let result = if size <= self.cfg.part_size {
+            self.put_file_whole(file, path, key, size, opts).await
+        } else {
+            self.put_file_parts(file, &meta, path, key, journal, opts)
+                .await
+        };
+        result.map_err(|e| changed_or(e, &meta, path))
+    }
+
+    /// A file above one part: a parallel multipart upload, resumable through `journal`.
+    async fn put_file_parts(
+        &self,
+        file: File,
+        meta: &std::fs::Metadata,
+        path: &Path,
+        key: &str,
+        journal: Option<&dyn UploadJournal>,
+        opts: &PutOptions,
+    ) -> Result<Uploaded> {
+        let size = meta.len();
         let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
         let part_size = plan::part_size_for(size, self.cfg.part_size);
         let layout = plan::layout(size, part_size, 0);
@@ -365,7 +399,10 @@ impl Transfer {
         }
         let mut metadata = user.metadata.clone();
         metadata.insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
-        let opts = PutOptions { metadata };
+        let opts = PutOptions {
+            metadata,
+            kind: user.kind,
+        };
         let upload_id = self.create_upload(key, &opts).await?;
         let st = ResumeState {
             key: key.into(),
@@ -392,9 +429,10 @@ impl Transfer {
                 self.abort(key, &old.upload_id).await?;
             }
         }
+        let algorithm = self.algorithm().await;
         self.retry
             .run(&self.stats, &self.cancel, || {
-                self.store.create_multipart(key, self.algorithm(), opts)
+                self.store.create_multipart(key, algorithm, opts)
             })
             .await
     }
@@ -439,7 +477,7 @@ impl Transfer {
                         file,
                         range: r,
                     };
-                    let (crc, integrity) = hash_range(&body, this.cfg.checksum).await?;
+                    let (crc, integrity) = hash_range(&body, this.mode().await).await?;
                     let receipt = this
                         .retry
                         .run(&this.stats, &this.cancel, || {
@@ -481,7 +519,7 @@ impl Transfer {
         key: &str,
         upload_id: &str,
     ) -> Result<(PartReceipt, u32)> {
-        let (crc, integrity) = integrity_for(self.cfg.checksum, &job.body);
+        let (crc, integrity) = integrity_for(self.mode().await, &job.body);
         let receipt = self
             .retry
             .run(&self.stats, &self.cancel, || {
@@ -503,7 +541,7 @@ impl Transfer {
         first: u64,
         growth: u64,
     ) -> Result<Option<String>> {
-        let with_crc = self.cfg.checksum == ChecksumMode::WhenSupported;
+        let with_crc = self.mode().await == ChecksumMode::WhenSupported;
         let receipts: Vec<PartReceipt> = parts
             .iter()
             .map(|p| PartReceipt {

@@ -36,7 +36,10 @@ impl Transfer {
             LAYOUT_META.to_string(),
             plan::encode_layout(first, GROWTH_EVERY),
         );
-        let opts = PutOptions { metadata };
+        let opts = PutOptions {
+            metadata,
+            ..Default::default()
+        };
         let upload_id = self.create_upload(key, &opts).await?;
         self.progress.object_started(key, 0);
         let result = self
