@@ -75,7 +75,7 @@ fn line(r: &Report) -> String {
         )
     } else {
         format!(
-            "{} object(s) read back ({}), {} verified by CRC32C",
+            "{} object(s) checked, {} read back, {} verified by CRC32C",
             r.objects,
             human_bytes(r.bytes_read),
             r.crc32c_checked
