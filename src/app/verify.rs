@@ -12,6 +12,7 @@ use crate::barman::conf::{BarmanConf, require_barman_user};
 use crate::barman::verify::{Report, VerifyRequest, verify};
 use crate::config::Config;
 use crate::error::{Exit, Result};
+use crate::logging::Verbosity;
 use crate::transfer::{Cancel, StatsSnapshot};
 use crate::units::human_bytes;
 
@@ -51,10 +52,13 @@ pub(super) async fn run(o: Options, req: VerifyRequest, cancel: Arc<Cancel>) -> 
         out!("{text}")?;
         tracing::info!("{name} {}: {}", r.server, t.stats().snapshot());
     }
-    for n in &r.notes {
-        eprintln!("barmans3 {name} {}: note: {n}", r.server);
+    // -q (cron): silent on success, so mail arrives only with problems on stdout or an error.
+    if o.verbosity != Verbosity::Quiet {
+        for n in &r.notes {
+            eprintln!("barmans3 {name} {}: note: {n}", r.server);
+        }
+        eprintln!("barmans3 {name} {}: {}", r.server, line(&r));
     }
-    eprintln!("barmans3 {name} {}: {}", r.server, line(&r));
     Ok(if r.ok() { Exit::Success } else { Exit::Failed })
 }
 

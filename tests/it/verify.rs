@@ -186,6 +186,15 @@ async fn a_clean_backup_and_archive_verify(b: Backend) {
     }
     let out = s.ok(&["verify-wal", "pg"]);
     assert!(lines(&out).is_empty(), "{:?}", lines(&out));
+    // -q, as from cron: nothing at all on success, so no mail.
+    for args in [&["-q", "verify", "pg"][..], &["-q", "verify-wal", "pg"]] {
+        let out = s.ok(args);
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{}",
+            err(&out)
+        );
+    }
     // A backup that is not there is a problem; a malformed id is a usage error.
     let out = s.run(&["verify", "pg", "20991231T000000"]);
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
