@@ -101,8 +101,8 @@ async fn with_engine(
             | BarmanAction::WalPrefetch { .. }
             | BarmanAction::BaseLs { .. }
     );
-    // What status --prometheus exports as the last run (a follower never ends; a run that
-    // found the lock taken did nothing).
+    // What status --prometheus exports as the last run (a follower never ends). Only a run
+    // that ended without error is recorded: a failed run leaves the disk as it was.
     let recorded = match &action {
         BarmanAction::BaseSync => Some("base-sync"),
         BarmanAction::WalSync { follow: None, .. } => Some("wal-sync"),
@@ -112,8 +112,8 @@ async fn with_engine(
     let exit = dispatch(&o, &cfg, &t, action).await;
     t.progress().finish();
     if let Some(command) = recorded
-        && !matches!(exit, Err(Error::Busy(_)))
-        && let Err(e) = record_run(&cfg, command, exit.is_ok(), &t.stats().snapshot())
+        && exit.is_ok()
+        && let Err(e) = record_run(&cfg, command, &t.stats().snapshot())
     {
         tracing::warn!("could not record the run for the metrics: {}", e.one_line());
     }

@@ -1,10 +1,12 @@
 //! Metrics for monitoring systems: `status --prometheus FILE` renders the status, and what the
 //! last runs recorded, as a node_exporter textfile (Prometheus text exposition format).
 //!
-//! A base-sync or wal-sync run and a `verify` leave a small record in the state directory when
-//! they finish ([`record_run`], [`record_verify`]): `status` itself moves no data, so the bytes
-//! and requests of "the last run" can only come from there. Records are per store, like the
-//! WAL state: a run against another bucket says nothing about this one.
+//! A base-sync or wal-sync that ends without error, and a `verify` that could check everything,
+//! leave a small record in the state directory ([`record_run`], [`record_verify`]): `status`
+//! itself moves no data, so the bytes and requests of "the last run" can only come from there.
+//! A failed run records nothing (it leaves the disk as it was); failures show in the queue's
+//! error count, `barmans3_server_problem` and the last-success times. Records are per store,
+//! like the WAL state: a run against another bucket says nothing about this one.
 //!
 //! Every value is a gauge: the last run's bytes and requests describe that run and start again
 //! with the next, so they are not Prometheus counters and carry no `_total` suffix.
@@ -25,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::transfer::StatsSnapshot;
 
-/// What one finished base-sync or wal-sync run moved.
+/// What the last base-sync or wal-sync that ended without error moved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// The store it ran against.
@@ -34,8 +36,6 @@ pub struct RunRecord {
     pub command: String,
     /// When it ended (seconds since the epoch).
     pub finished_at: u64,
-    /// Whether it ended without error.
-    pub ok: bool,
     /// Requests by type.
     pub requests: BTreeMap<String, u64>,
     /// Body bytes sent.
@@ -112,13 +112,12 @@ fn load_all<T: DeserializeOwned>(dir: &Path) -> Vec<T> {
         .collect()
 }
 
-/// Records a finished run of `command` with the engine's counters.
-pub fn record_run(cfg: &Config, command: &str, ok: bool, s: &StatsSnapshot) -> Result<()> {
+/// Records a run of `command` that ended without error, with the engine's counters.
+pub fn record_run(cfg: &Config, command: &str, s: &StatsSnapshot) -> Result<()> {
     let rec = RunRecord {
         store: store_id(cfg),
         command: command.to_string(),
         finished_at: now(),
-        ok,
         requests: s
             .requests
             .iter()
@@ -266,22 +265,17 @@ fn render_runs(f: &mut Families, runs: &[RunRecord]) {
     let cmd = |r: &RunRecord| vec![("command", r.command.clone())];
     f.family(
         "barmans3_last_run_timestamp_seconds",
-        "When the last run of the command ended.",
+        "When the last run of the command that ended without error ended.",
         runs.iter().map(|r| (cmd(r), r.finished_at)),
     );
     f.family(
-        "barmans3_last_run_success",
-        "1 if the last run of the command ended without error, else 0.",
-        runs.iter().map(|r| (cmd(r), u8::from(r.ok))),
-    );
-    f.family(
         "barmans3_last_run_duration_seconds",
-        "How long the last run of the command took.",
+        "How long the last good run of the command took.",
         runs.iter().map(|r| (cmd(r), secs(r.elapsed_ms))),
     );
     f.family(
         "barmans3_last_run_requests",
-        "Store requests of the last run of the command, by S3 operation.",
+        "Store requests of the last good run of the command, by S3 operation.",
         runs.iter().flat_map(|r| {
             r.requests.iter().map(|(op, n)| {
                 let mut l = cmd(r);
@@ -292,7 +286,7 @@ fn render_runs(f: &mut Families, runs: &[RunRecord]) {
     );
     f.family(
         "barmans3_last_run_bytes",
-        "Body bytes of the last run of the command: sent (up), received (down), copied by the store (copied).",
+        "Body bytes of the last good run of the command: sent (up), received (down), copied by the store (copied).",
         runs.iter().flat_map(|r| {
             [("up", r.bytes_up), ("down", r.bytes_down), ("copied", r.bytes_copied)].map(
                 |(d, n)| {
@@ -305,7 +299,7 @@ fn render_runs(f: &mut Families, runs: &[RunRecord]) {
     );
     f.family(
         "barmans3_last_run_retries",
-        "Requests the last run of the command repeated after a retryable failure.",
+        "Requests the last good run of the command repeated after a retryable failure.",
         runs.iter().map(|r| (cmd(r), r.retries)),
     );
 }
@@ -389,7 +383,6 @@ mod tests {
             store: "s".into(),
             command: "base-sync".into(),
             finished_at: 1_700_000_100,
-            ok: true,
             requests: BTreeMap::from([("put".into(), 7), ("head".into(), 2)]),
             bytes_up: 4096,
             bytes_down: 0,
@@ -437,9 +430,8 @@ mod tests {
         b.location = crate::config::StoreLocation::Local {
             root: "/srv/b".into(),
         };
-        record_run(&a, "wal-sync", false, &StatsSnapshot::default()).expect("record");
+        record_run(&a, "wal-sync", &StatsSnapshot::default()).expect("record");
         assert_eq!(last_runs(&a).len(), 1);
-        assert!(!last_runs(&a)[0].ok);
         assert!(last_runs(&b).is_empty());
         let r = Report {
             server: "a/b".into(),

@@ -190,7 +190,7 @@ pub enum Command {
     Status {
         /// Write the status as a node_exporter textfile to FILE (atomically, mode 644) instead
         /// of printing it: WAL lag and pending files per server, last good base-sync and
-        /// wal-sync, queue tasks by state, bytes and requests of the last base-sync and
+        /// wal-sync, queue tasks by state, bytes and requests of the last good base-sync and
         /// wal-sync, problems found by the last verify and verify-wal (see README, Metrics)
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,

@@ -106,8 +106,11 @@ async fn list_range(
     t.list_pages(&req, |objs, _| {
         for o in objs {
             let rel = o.key.strip_prefix(&prefix).unwrap_or("");
-            if rel.get(..16).is_none_or(|d| d > to) {
-                return false;
+            // Past `to`'s directory every later key is too; a short stray name is skipped.
+            match rel.get(..16) {
+                Some(d) if d > to => return false,
+                Some(_) => {}
+                None => continue,
             }
             if let Some((_, name)) = rel.split_once('/') {
                 a.add(name);
