@@ -377,3 +377,70 @@ async fn run_jobs(t: &Transfer, jobs: Vec<Job>, quick: bool, r: &mut Report) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(id: &str, complete: bool, parent: Option<&str>) -> RemoteBackup {
+        RemoteBackup {
+            id: id.into(),
+            status: "DONE".into(),
+            begin_time: None,
+            end_time: None,
+            size: None,
+            begin_wal: None,
+            end_wal: None,
+            timeline: None,
+            parent: parent.map(str::to_string),
+            complete,
+        }
+    }
+
+    fn run(listed: &[RemoteBackup], ids: &[&str]) -> (Vec<String>, Vec<String>, usize) {
+        let mut r = Report::default();
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let chosen = choose(&Remote::new("p", "pg"), listed, &ids, &mut r);
+        let problems = r.problems.iter().map(|p| p.to_string()).collect();
+        (
+            chosen.iter().map(|b| b.id.clone()).collect(),
+            problems,
+            r.notes.len(),
+        )
+    }
+
+    #[test]
+    fn which_backups_are_checked_and_what_is_a_problem() {
+        let (a, b, c) = ("20260101T000000", "20260102T000000", "20260103T000000");
+        let listed = [
+            backup(a, true, None),
+            backup(b, false, None),
+            backup(c, true, Some(b)),
+        ];
+        // Every complete one; the incomplete one is a note (an upload may be under way), but an
+        // incremental backup whose parent is incomplete cannot be restored: a problem.
+        let (chosen, problems, notes) = run(&listed, &[]);
+        assert_eq!(chosen, [a, c]);
+        assert_eq!(notes, 1);
+        assert_eq!(
+            problems,
+            [format!(
+                "incomplete p/pg/base/{b}/: parent of incremental backup {c} is not complete in the bucket: that backup cannot be restored"
+            )]
+        );
+        // Asked for by id: an incomplete or absent backup is a problem; a repeat is checked once.
+        let (chosen, problems, notes) = run(&listed, &[a, a, b, "20991231T000000"]);
+        assert_eq!(chosen, [a]);
+        assert_eq!(notes, 0);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with(&format!("incomplete p/pg/base/{b}/: backup.info")));
+        assert!(problems[1].ends_with("the backup is not in the bucket"));
+        // Nothing complete at all: a problem, never a silent success.
+        let (chosen, problems, _) = run(&[backup(b, false, None)], &[]);
+        assert!(chosen.is_empty());
+        assert_eq!(
+            problems,
+            ["incomplete p/pg/base/: no complete backup of this server in the bucket"]
+        );
+    }
+}
