@@ -55,10 +55,15 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
             let n = admin::queue_prune(&cfg, age)?;
             eprintln!("barmans3: pruned {n} done task(s)");
         }
-        AdminAction::Status => {
+        AdminAction::Status { prometheus } => {
             let t = bare_engine(&cfg, cancel).await?;
             let s = admin::status(&cfg, &t).await?;
-            if o.json {
+            if let Some(path) = prometheus {
+                use crate::barman::metrics;
+                let text =
+                    metrics::render(&s, &metrics::last_runs(&cfg), &metrics::last_verifies(&cfg));
+                metrics::write_textfile(&path, &text)?;
+            } else if o.json {
                 outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default())?;
             } else {
                 out!("{}", render_status(&s))?;

@@ -9,6 +9,7 @@ use super::{engine, finish, load_config, summary};
 use crate::barman::basesync::{base_sync, queue_add as enqueue};
 use crate::barman::conf::{BarmanConf, require_barman_user};
 use crate::barman::fullsync::{FullSyncReport, full_sync, remote_backups};
+use crate::barman::metrics::record_run;
 use crate::barman::remote::Remote;
 use crate::barman::restore::{RestoreOptions, base_restore};
 use crate::barman::walsync::wal_sync;
@@ -100,9 +101,22 @@ async fn with_engine(
             | BarmanAction::WalPrefetch { .. }
             | BarmanAction::BaseLs { .. }
     );
+    // What status --prometheus exports as the last run (a follower never ends). Only a run
+    // that ended without error is recorded: a failed run leaves the disk as it was.
+    let recorded = match &action {
+        BarmanAction::BaseSync => Some("base-sync"),
+        BarmanAction::WalSync { follow: None, .. } => Some("wal-sync"),
+        _ => None,
+    };
     let t = engine(&o, &cfg, cancel).await?;
     let exit = dispatch(&o, &cfg, &t, action).await;
     t.progress().finish();
+    if let Some(command) = recorded
+        && exit.is_ok()
+        && let Err(e) = record_run(&cfg, command, &t.stats().snapshot())
+    {
+        tracing::warn!("could not record the run for the metrics: {}", e.one_line());
+    }
     let exit = exit?;
     if !quiet_summary {
         summary(&o, &t)?;

@@ -58,6 +58,8 @@ pub enum Action {
     Archive(crate::gluster::ArchiveOptions),
     /// `volume put|get|ls|status|rm`.
     Volume(crate::volume::VolumeAction),
+    /// `verify SERVER [ID…]` and `verify-wal SERVER`.
+    Verify(crate::barman::verify::VerifyRequest),
     /// Configuration helpers.
     Config(ConfigAction),
     /// A shell completion script, already rendered.
@@ -142,8 +144,11 @@ pub enum BarmanAction {
 /// Operator commands.
 #[derive(Debug, Clone)]
 pub enum AdminAction {
-    /// `status`.
-    Status,
+    /// `status [--prometheus FILE]`.
+    Status {
+        /// Write a node_exporter textfile here instead of printing.
+        prometheus: Option<PathBuf>,
+    },
     /// `queue ls`.
     QueueLs,
     /// `queue retry ID`.

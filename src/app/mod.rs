@@ -20,6 +20,7 @@ mod archive;
 mod barman;
 mod store;
 mod sync;
+mod verify;
 mod volume;
 mod walrestore;
 
@@ -85,6 +86,9 @@ pub fn run(inv: Invocation) -> Exit {
         })),
         Action::Volume(v) => finish(crate::runtime::block_on(|cancel| {
             volume::run(options.clone(), v, cancel)
+        })),
+        Action::Verify(v) => finish(crate::runtime::block_on(|cancel| {
+            verify::run(options.clone(), v, cancel)
         })),
         Action::GpPlugin(_) | Action::Completions(_) => Exit::Success,
     }

@@ -55,6 +55,8 @@ pub struct ServerView {
     pub pending_age_s: Option<u64>,
     /// Seconds since the last successful wal-sync.
     pub last_wal_sync_age_s: Option<u64>,
+    /// When the last successful wal-sync ended (seconds since the epoch).
+    pub last_wal_sync_at: Option<u64>,
     /// Why the view is incomplete (unreadable directory).
     pub problem: Option<String>,
     /// The `wal-sync --follow` serving this server, if one ran.
@@ -112,6 +114,8 @@ pub struct Status {
     pub servers: Vec<ServerView>,
     /// Seconds since the last base-sync without failures.
     pub last_base_sync_age_s: Option<u64>,
+    /// When the last base-sync without failures ended (seconds since the epoch).
+    pub last_base_sync_at: Option<u64>,
     /// Whether the bucket answered a listing, with the error otherwise.
     pub bucket: std::result::Result<(), String>,
 }
@@ -157,6 +161,7 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
         pending: 0,
         pending_age_s: None,
         last_wal_sync_age_s: (st.last_success > 0).then(|| now().saturating_sub(st.last_success)),
+        last_wal_sync_at: (st.last_success > 0).then_some(st.last_success),
         problem: st
             .last_error
             .as_ref()
@@ -253,14 +258,14 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
             servers.push(server_view(cfg, t, &conf, &name).await);
         }
     }
-    let last_base_sync_age_s = LocalState::new(cfg)
-        .last_base_sync()
-        .map(|t| now().saturating_sub(t));
+    let last_base_sync_at = LocalState::new(cfg).last_base_sync();
+    let last_base_sync_age_s = last_base_sync_at.map(|t| now().saturating_sub(t));
     Ok(Status {
         queue,
         tasks,
         servers,
         last_base_sync_age_s,
+        last_base_sync_at,
         bucket,
     })
 }

@@ -21,6 +21,7 @@ use crate::logging::Verbosity;
 mod archive;
 mod store;
 mod sync;
+mod verify;
 mod volume;
 
 use store::{StoreCommand, store_action};
@@ -190,7 +191,14 @@ pub enum Command {
         spool: PathBuf,
     },
     /// Queue, running tasks, WAL shipping lag per server, last successful syncs
-    Status,
+    Status {
+        /// Write the status as a node_exporter textfile to FILE (atomically, mode 644) instead
+        /// of printing it: WAL lag and pending files per server, last good base-sync and
+        /// wal-sync, queue tasks by state, bytes and requests of the last good base-sync and
+        /// wal-sync, problems found by the last verify and verify-wal (see README, Metrics)
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<PathBuf>,
+    },
     /// Monitoring check (Nagios plugin convention): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     Check {
         /// WARNING when a WAL has waited longer than this to be shipped
@@ -207,6 +215,8 @@ pub enum Command {
         timeout: Duration,
     },
     Sync(sync::SyncArgs),
+    Verify(verify::VerifyArgs),
+    VerifyWal(verify::VerifyWalArgs),
     /// Archive cold files of a Gluster brick for cloudsync (uploaded, verified, then truncated)
     Archive(archive::ArchiveArgs),
     /// Bareos droplet-compatible chunked volumes: put, get, ls, status, rm
@@ -375,7 +385,9 @@ impl TryFrom<Cli> for Invocation {
             Command::Sync(a) => Action::Sync(a.validate()?),
             Command::Archive(a) => Action::Archive(a.validate()?),
             Command::Volume(c) => Action::Volume(c.validate()?),
-            Command::Status => Action::Admin(AdminAction::Status),
+            Command::Status { prometheus } => Action::Admin(AdminAction::Status { prometheus }),
+            Command::Verify(a) => Action::Verify(a.validate()?),
+            Command::VerifyWal(a) => Action::Verify(a.validate()),
             Command::Check {
                 wal_warning,
                 wal_critical,

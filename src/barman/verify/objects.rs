@@ -1,0 +1,291 @@
+//! Checking one object of the bucket against what we recorded: a full read verified by the
+//! engine (size and CRC32C from the manifest, or the object's own stored checksum for a WAL
+//! file), or with `--quick` a HEAD (size, and the stored CRC32C where the object has a
+//! full-object one). What a failure means (a problem to report, or a reason to stop) is decided
+//! by [`classify`], a pure function.
+
+use serde::Serialize;
+
+use crate::checksum;
+use crate::error::{Error, Result};
+use crate::transfer::download::Verified;
+use crate::transfer::{Expect, Transfer};
+
+/// The kinds of problem `verify` reports, as they are spelled on stdout and in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// An object the manifest lists is not in the bucket.
+    Missing,
+    /// An object has another size than the manifest says (truncated, replaced).
+    Size,
+    /// An object's bytes do not match the recorded CRC32C (or its own stored checksum).
+    Checksum,
+    /// The store refused to hand out an object (e.g. archived to a cold storage class).
+    Unreadable,
+    /// A backup's manifest is unreadable or not ours.
+    Manifest,
+    /// A backup (or the parent of an incremental one) is not complete in the bucket.
+    Incomplete,
+    /// WAL segments needed by a backup or between two others are not in the bucket.
+    WalMissing,
+    /// A timeline's history file is not in the bucket.
+    HistoryMissing,
+    /// A WAL name that does not fit the cluster's segment size.
+    WalName,
+}
+
+impl Kind {
+    /// The word printed on stdout.
+    pub fn word(self) -> &'static str {
+        match self {
+            Kind::Missing => "missing",
+            Kind::Size => "size",
+            Kind::Checksum => "checksum",
+            Kind::Unreadable => "unreadable",
+            Kind::Manifest => "manifest",
+            Kind::Incomplete => "incomplete",
+            Kind::WalMissing => "wal-missing",
+            Kind::HistoryMissing => "history-missing",
+            Kind::WalName => "wal-name",
+        }
+    }
+}
+
+/// One thing wrong in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Problem {
+    /// What is wrong.
+    pub kind: Kind,
+    /// The object key (for a run of missing WALs, the first one's).
+    pub key: String,
+    /// The backup it concerns, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// One line for the operator.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.kind.word(), self.key, self.detail)
+    }
+}
+
+/// One object to check.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Full key.
+    pub key: String,
+    /// The backup it belongs to (for WAL files: the backup whose chain needs it).
+    pub backup: Option<String>,
+    /// Size and CRC32C from our manifest; `None` for WAL files, which are checked against the
+    /// checksum the store keeps with them.
+    pub record: Option<(u64, u32)>,
+}
+
+/// How an object passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passed {
+    /// Read whole and its CRC32C matched (ours, or the object's own).
+    Read {
+        /// Bytes read.
+        bytes: u64,
+    },
+    /// Read whole, but nothing beyond its size could be compared (a WAL file written by a
+    /// tool that stores no checksum).
+    ReadSizeOnly {
+        /// Bytes read.
+        bytes: u64,
+    },
+    /// HEAD: size and the stored full-object CRC32C matched the manifest.
+    HeadCrc32c,
+    /// HEAD: the size matched; the object has no full-object CRC32C to compare.
+    HeadSizeOnly,
+}
+
+/// The outcome of one object: passed, or a problem to report.
+pub type Outcome = std::result::Result<Passed, Problem>;
+
+/// What an error from reading `job` means: a problem to report (`Ok`), or a reason to stop the
+/// run (`Err`: the store is unreachable after retries, the credentials are wrong, Ctrl-C).
+/// Stopping is the honest answer there: nothing can be said about the objects not yet read.
+pub fn classify(job: &Job, e: Error) -> Result<Problem> {
+    let problem = |kind, detail: String| Problem {
+        kind,
+        key: job.key.clone(),
+        backup: job.backup.clone(),
+        detail,
+    };
+    let recorded = job.record.map(|(size, _)| format!("{size} bytes"));
+    Ok(match e {
+        Error::NotFound { .. } => problem(Kind::Missing, "not in the bucket".into()),
+        // The engine compares the size first and says so with the recorded size as expected.
+        Error::Checksum {
+            expected, actual, ..
+        } if Some(&expected) == recorded.as_ref() => problem(
+            Kind::Size,
+            format!("{actual}, the manifest says {expected}"),
+        ),
+        Error::Checksum {
+            expected, actual, ..
+        } => problem(
+            Kind::Checksum,
+            format!("content changed: expected {expected}, read {actual}"),
+        ),
+        e @ Error::Store(_) if !e.is_retryable() && !e.is_access_problem() => {
+            problem(Kind::Unreadable, e.one_line())
+        }
+        other => return Err(other),
+    })
+}
+
+/// Reads the whole object through the engine into nothing, verified against the manifest's
+/// size and CRC32C (or, for WAL files, the object's own stored checksum).
+pub async fn read(t: &Transfer, job: &Job) -> Result<Outcome> {
+    let expect = match job.record {
+        Some((size, crc)) => Expect {
+            size: Some(size),
+            crc32c: Some(crc),
+        },
+        None => Expect::default(),
+    };
+    match t
+        .download_to(&job.key, &mut tokio::io::sink(), expect)
+        .await
+    {
+        Ok(d) if d.verified == Verified::SizeOnly => Ok(Ok(Passed::ReadSizeOnly { bytes: d.size })),
+        Ok(d) => Ok(Ok(Passed::Read { bytes: d.size })),
+        Err(e) => classify(job, e).map(Err),
+    }
+}
+
+/// Checks an object by HEAD only: present, the recorded size, and the recorded CRC32C when
+/// the store keeps a full-object one (a composite or absent checksum leaves the size alone).
+pub async fn head(t: &Transfer, job: &Job) -> Result<Outcome> {
+    let meta = match t.head(&job.key).await {
+        Ok(m) => m,
+        Err(e) => return classify(job, e).map(Err),
+    };
+    let Some((size, crc)) = job.record else {
+        return Ok(Ok(Passed::HeadSizeOnly));
+    };
+    Ok(judge_head(
+        job,
+        size,
+        crc,
+        meta.size,
+        meta.crc32c.as_deref(),
+    ))
+}
+
+/// The HEAD verdict: size first, then a full-object CRC32C if the object has one.
+pub fn judge_head(job: &Job, size: u64, crc: u32, got: u64, stored: Option<&str>) -> Outcome {
+    let problem = |kind, detail| Problem {
+        kind,
+        key: job.key.clone(),
+        backup: job.backup.clone(),
+        detail,
+    };
+    if got != size {
+        return Err(problem(
+            Kind::Size,
+            format!("{got} bytes in the store, the manifest says {size} bytes"),
+        ));
+    }
+    // `<base64>-<parts>` is a composite checksum of a multipart object: not comparable.
+    match stored
+        .filter(|s| !s.contains('-'))
+        .and_then(checksum::parse_crc32c_header)
+    {
+        Some(c) if c != crc => Err(problem(
+            Kind::Checksum,
+            format!("the store's CRC32C is {c:08x}, the manifest says {crc:08x}"),
+        )),
+        Some(_) => Ok(Passed::HeadCrc32c),
+        None => Ok(Passed::HeadSizeOnly),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::StoreFailure;
+
+    fn job() -> Job {
+        Job {
+            key: "p/pg/base/20260101T000000/data/x".into(),
+            backup: Some("20260101T000000".into()),
+            record: Some((8192, 0xDEADBEEF)),
+        }
+    }
+
+    fn store(status: u16, code: &str, retryable: bool) -> Error {
+        Error::Store(StoreFailure {
+            op: "GetObject",
+            key: "k".into(),
+            status: Some(status),
+            code: Some(code.into()),
+            message: "m".into(),
+            retryable,
+        })
+    }
+
+    #[test]
+    fn errors_become_problems_or_stop_the_run() {
+        let j = job();
+        let kind = |e: Error| classify(&j, e).map(|p| p.kind).ok();
+        assert_eq!(
+            kind(Error::NotFound { key: "k".into() }),
+            Some(Kind::Missing)
+        );
+        // The engine's size check (expected = the recorded size) is a size problem.
+        assert_eq!(
+            kind(Error::Checksum {
+                key: "k".into(),
+                expected: "8192 bytes".into(),
+                actual: "100 bytes in the store".into()
+            }),
+            Some(Kind::Size)
+        );
+        assert_eq!(
+            kind(Error::Checksum {
+                key: "k".into(),
+                expected: "crc32c deadbeef".into(),
+                actual: "crc32c 00000000".into()
+            }),
+            Some(Kind::Checksum)
+        );
+        assert_eq!(
+            kind(store(403, "InvalidObjectState", false)),
+            None,
+            "403 is an access problem: stop"
+        );
+        assert_eq!(
+            kind(store(400, "InvalidObjectState", false)),
+            Some(Kind::Unreadable)
+        );
+        // Unreachable after retries, wrong credentials, Ctrl-C: nothing can be said; stop.
+        assert_eq!(kind(store(503, "SlowDown", true)), None);
+        assert_eq!(kind(store(400, "InvalidAccessKeyId", false)), None);
+        assert_eq!(kind(Error::Interrupted), None);
+    }
+
+    #[test]
+    fn head_compares_size_then_a_full_object_crc32c() {
+        let j = job();
+        let crc = checksum::crc32c_header(0xDEADBEEF);
+        let other = checksum::crc32c_header(1);
+        let verdict =
+            |got, stored: Option<&str>| match judge_head(&j, 8192, 0xDEADBEEF, got, stored) {
+                Ok(p) => format!("{p:?}"),
+                Err(p) => p.kind.word().to_string(),
+            };
+        assert_eq!(verdict(8192, Some(&crc)), "HeadCrc32c");
+        assert_eq!(verdict(100, Some(&crc)), "size");
+        assert_eq!(verdict(8192, Some(&other)), "checksum");
+        // Composite (multipart) and absent checksums: the size alone.
+        assert_eq!(verdict(8192, Some(&format!("{other}-3"))), "HeadSizeOnly");
+        assert_eq!(verdict(8192, None), "HeadSizeOnly");
+    }
+}

@@ -1,0 +1,384 @@
+//! `verify` and `verify-wal` on Garage and file://: a generated Barman site is shipped with
+//! `wal-sync` and `base-sync` through the binary, then each problem is planted in the bucket
+//! (a missing file, a truncated object, an object changed in place with its size kept, a missing
+//! WAL of a backup's chain, a missing timeline history file) and must be reported on its own
+//! line with exit 1; a clean bucket verifies with exit 0.
+
+use std::process::Output;
+
+use barmans3::store::{Integrity, PutOptions, SharedStore};
+
+use crate::common::site::{Site, make_real_archive, wal_segment, write_backup};
+use crate::common::{Backend, garage, on_both, unique};
+
+const ID: &str = "20261121T100000";
+const ID2: &str = "20261122T100000";
+
+/// A site and its bucket, with the means to tamper with the bucket behind barmans3's back.
+struct Shipped {
+    site: Site,
+    /// The store's prefix ("" for file://).
+    prefix: String,
+    /// Garage, opened without a prefix (keys are full keys); `None` for file://.
+    store: Option<SharedStore>,
+}
+
+impl Shipped {
+    async fn new(b: Backend) -> Shipped {
+        match b {
+            Backend::Local => Shipped {
+                site: Site::local(),
+                prefix: String::new(),
+                store: None,
+            },
+            Backend::Garage => {
+                let prefix = unique("verify");
+                let cfg = garage().config("");
+                let store = barmans3::store::open(&cfg.location, &cfg.s3)
+                    .await
+                    .expect("open garage");
+                Shipped {
+                    site: Site::new(&garage().yaml(&prefix)),
+                    prefix,
+                    store: Some(store),
+                }
+            }
+        }
+    }
+
+    /// The full key of `rel` (relative to the configured prefix).
+    fn key(&self, rel: &str) -> String {
+        barmans3::store::join_key(&self.prefix, rel)
+    }
+
+    async fn remove(&self, rel: &str) {
+        match &self.store {
+            None => std::fs::remove_file(self.site.dir.path().join("bucket").join(rel))
+                .expect("remove from the bucket"),
+            Some(s) => {
+                let failed = s.delete_batch(&[self.key(rel)]).await.expect("delete");
+                assert!(failed.is_empty(), "{failed:?}");
+            }
+        }
+    }
+
+    /// Replaces an object's bytes: on file:// by writing the file in place (the store's own
+    /// record of it goes stale, as with bit rot); on Garage by a plain PUT.
+    async fn replace(&self, rel: &str, body: Vec<u8>) {
+        match &self.store {
+            None => std::fs::write(self.site.dir.path().join("bucket").join(rel), body)
+                .expect("write into the bucket"),
+            Some(s) => {
+                s.put(
+                    &self.key(rel),
+                    body.into(),
+                    Integrity::None,
+                    &PutOptions::default(),
+                )
+                .await
+                .expect("put");
+            }
+        }
+    }
+
+    async fn read(&self, rel: &str) -> Vec<u8> {
+        let out = self.site.run(&["store", "get", rel, "-"], &[]);
+        assert!(out.status.success(), "store get {rel}: {}", err(&out));
+        out.stdout
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.site.run(args, &[])
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", err(&out));
+        out
+    }
+}
+
+fn err(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+/// A DONE backup `id` of server `pg` with a 12 MiB file (multipart on Garage), a 1 MiB file,
+/// and the small files of [`write_backup`]; its backup.info names `begin`..`end` and 1 MiB
+/// segments, as the archive [`make_real_archive`] writes.
+fn backup(site: &Site, id: &str, begin: &str, end: &str, timeline: u32) {
+    write_backup(site, id, "DONE");
+    let data = site.dir.path().join("barman/pg/base").join(id).join("data");
+    std::fs::create_dir_all(data.join("base/1")).expect("mkdir");
+    std::fs::write(data.join("base/1/16384"), crate::common::data(12 << 20, 1)).expect("w");
+    std::fs::write(data.join("base/1/1259"), crate::common::data(1 << 20, 2)).expect("w");
+    std::fs::write(
+        site.dir.path().join(format!("barman/pg/meta/{id}-backup.info")),
+        format!(
+            "backup_id={id}\nstatus=DONE\nbegin_wal={begin}\nend_wal={end}\ntimeline={timeline}\nxlog_segment_size=1048576\n"
+        ),
+    )
+    .expect("backup.info");
+    site.queue(id, "DONE");
+}
+
+/// Segments 1..=8 of timeline 1 and a backup needing 3..=5, shipped.
+fn ship(s: &Shipped) {
+    make_real_archive(&s.site.wals(), 1, 8);
+    backup(
+        &s.site,
+        ID,
+        "000000010000000000000003",
+        "000000010000000000000005",
+        1,
+    );
+    s.ok(&["wal-sync", "pg"]);
+    s.ok(&["base-sync"]);
+}
+
+async fn a_clean_backup_and_archive_verify(b: Backend) {
+    let s = Shipped::new(b).await;
+    ship(&s);
+    let out = s.ok(&["verify", "pg"]);
+    assert!(lines(&out).is_empty(), "{:?}", lines(&out));
+    assert!(err(&out).contains("no problem found"), "{}", err(&out));
+    let v = json(&s.ok(&["--json", "verify", "pg"]));
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["backups"], serde_json::json!([ID]));
+    // Four data files, three WAL segments (3..=5): every one read back and checked by CRC32C.
+    assert_eq!(v["objects"], 7, "{v}");
+    assert_eq!(v["crc32c_checked"], 7, "{v}");
+    assert_eq!(v["wals"], 3, "{v}");
+    let data_bytes = 8192 + 3 + (12 << 20) + (1 << 20);
+    assert_eq!(v["bytes_read"], data_bytes + 3 * (1 << 20), "{v}");
+    assert!(v["requests"]["get"].as_u64().is_some_and(|n| n >= 7), "{v}");
+    // --quick: HEADs only, nothing read back.
+    let q = json(&s.ok(&["--json", "verify", "--quick", "pg", ID]));
+    assert_eq!(q["objects"], 4, "{q}");
+    assert_eq!(
+        q["crc32c_checked"].as_u64().expect("n") + q["size_only"].as_u64().expect("n"),
+        4
+    );
+    assert_eq!(q["bytes_read"], 0, "{q}");
+    assert!(
+        q["requests"]["head"].as_u64().is_some_and(|n| n >= 4),
+        "{q}"
+    );
+    if matches!(b, Backend::Garage) {
+        // The 12 MiB file went up in 5 MiB parts: its checksum is composite, so size only.
+        assert!(q["size_only"].as_u64().is_some_and(|n| n >= 1), "{q}");
+        let out = s.ok(&["verify", "--quick", "pg"]);
+        assert!(
+            err(&out).contains("only their size was compared"),
+            "{}",
+            err(&out)
+        );
+    }
+    let out = s.ok(&["verify-wal", "pg"]);
+    assert!(lines(&out).is_empty(), "{:?}", lines(&out));
+    // -q, as from cron: nothing at all on success, so no mail.
+    for args in [&["-q", "verify", "pg"][..], &["-q", "verify-wal", "pg"]] {
+        let out = s.ok(args);
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{}",
+            err(&out)
+        );
+    }
+    // A backup that is not there is a problem; a malformed id is a usage error.
+    let out = s.run(&["verify", "pg", "20991231T000000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert_eq!(
+        lines(&out),
+        [format!(
+            "incomplete {}: the backup is not in the bucket",
+            s.key("pg/base/20991231T000000/")
+        )]
+    );
+    assert_eq!(s.run(&["verify", "pg", "latest"]).status.code(), Some(2));
+    // A server with nothing in the bucket is not "verified".
+    let out = s.run(&["verify", "other"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        lines(&out)[0].starts_with("incomplete "),
+        "{:?}",
+        lines(&out)
+    );
+}
+
+async fn verify_finds_missing_truncated_and_changed_files(b: Backend) {
+    let s = Shipped::new(b).await;
+    ship(&s);
+    let base = format!("pg/base/{ID}/data");
+    s.remove(&format!("{base}/PG_VERSION")).await;
+    s.replace(&format!("{base}/global/pg_control"), vec![7u8; 100])
+        .await;
+    let mut changed = s.read(&format!("{base}/base/1/1259")).await;
+    changed[4096] ^= 0x01;
+    s.replace(&format!("{base}/base/1/1259"), changed).await;
+
+    let out = s.run(&["verify", "pg"]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    let got = lines(&out);
+    let missing = format!(
+        "missing {}: not in the bucket",
+        s.key(&format!("{base}/PG_VERSION"))
+    );
+    let size = format!(
+        "size {}: 100 bytes in the store, the manifest says 8192 bytes",
+        s.key(&format!("{base}/global/pg_control"))
+    );
+    let checksum = format!("checksum {}: ", s.key(&format!("{base}/base/1/1259")));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0], missing);
+    assert_eq!(got[1], size);
+    assert!(got[2].starts_with(&checksum), "{got:?}");
+    assert!(err(&out).contains("3 PROBLEM(S) found"), "{}", err(&out));
+    let v = json(&s.run(&["--json", "verify", "pg"]));
+    assert_eq!(v["ok"], false);
+    let kinds: Vec<&str> = v["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["missing", "size", "checksum"]);
+    assert_eq!(v["problems"][0]["backup"], ID);
+
+    // HEAD only: the missing and the truncated file; the change in place only where the store
+    // keeps a full-object checksum of the new bytes (never a false alarm either way).
+    let out = s.run(&["verify", "--quick", "pg"]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    let got = lines(&out);
+    assert_eq!(got[..2], [missing, size], "{got:?}");
+    assert!(
+        got.len() == 2 || (got.len() == 3 && got[2].starts_with(&checksum)),
+        "{got:?}"
+    );
+}
+
+async fn verify_finds_a_missing_wal_in_a_backups_chain(b: Backend) {
+    let s = Shipped::new(b).await;
+    ship(&s);
+    let wal = "pg/wals/0000000100000000/000000010000000000000004";
+    s.remove(wal).await;
+    let want = format!(
+        "wal-missing {}: WAL segment not in the bucket (backup {ID} needs it)",
+        s.key(wal)
+    );
+    for args in [&["verify", "pg"][..], &["verify", "--quick", "pg", ID]] {
+        let out = s.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", err(&out));
+        assert_eq!(lines(&out), std::slice::from_ref(&want), "{args:?}");
+    }
+    let out = s.run(&["verify-wal", "pg"]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert_eq!(
+        lines(&out),
+        [format!(
+            "wal-missing {}: WAL segment not in the bucket; needed by backup(s) {ID}",
+            s.key(wal)
+        )]
+    );
+    // A run of missing segments past the backup is one line.
+    for n in [6, 7] {
+        s.remove(&format!(
+            "pg/wals/0000000100000000/00000001000000000000000{n}"
+        ))
+        .await;
+    }
+    let out = s.run(&["verify-wal", "pg"]);
+    let got = lines(&out);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        got[1],
+        format!(
+            "wal-missing {}: 2 WAL segments not in the bucket, 000000010000000000000006 to 000000010000000000000007",
+            s.key("pg/wals/0000000100000000/000000010000000000000006")
+        )
+    );
+}
+
+async fn verify_wal_finds_a_missing_history_file(b: Backend) {
+    let s = Shipped::new(b).await;
+    // Timeline 1 to segment 5; the switch to timeline 2 at 0/500000 (the start of segment 5 of
+    // 1 MiB segments), timeline 2 from segment 5 on, and a second backup on timeline 2.
+    make_real_archive(&s.site.wals(), 1, 5);
+    let dir = s.site.wals().join("0000000200000000");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for n in 5..=7 {
+        let name = format!("0000000200000000000000{n:02X}");
+        std::fs::write(dir.join(&name), wal_segment(&name, n)).expect("wal");
+    }
+    std::fs::write(
+        s.site.wals().join("00000002.history"),
+        "1\t0/500000\tno recovery target specified\n",
+    )
+    .expect("history");
+    backup(
+        &s.site,
+        ID,
+        "000000010000000000000002",
+        "000000010000000000000003",
+        1,
+    );
+    backup(
+        &s.site,
+        ID2,
+        "000000020000000000000006",
+        "000000020000000000000006",
+        2,
+    );
+    s.ok(&["wal-sync", "pg"]);
+    s.ok(&["base-sync"]);
+    let out = s.ok(&["verify-wal", "pg"]);
+    assert!(lines(&out).is_empty(), "{:?}", lines(&out));
+    s.ok(&["verify", "pg"]);
+
+    s.remove("pg/wals/00000002.history").await;
+    let key = s.key("pg/wals/00000002.history");
+    let out = s.run(&["verify-wal", "pg"]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert_eq!(
+        lines(&out),
+        [format!(
+            "history-missing {key}: timeline 2's history file is not in the bucket: recovery cannot follow the switch to timeline 2"
+        )]
+    );
+    let out = s.run(&["verify", "pg"]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert_eq!(
+        lines(&out),
+        [format!(
+            "history-missing {key}: timeline 2's history file is not in the bucket: recovery cannot follow the switch to timeline 2 (backup {ID2} needs it)"
+        )]
+    );
+    // The last segment of timeline 1 before the switch is needed too.
+    s.remove("pg/wals/0000000100000000/000000010000000000000004")
+        .await;
+    let got = lines(&s.run(&["verify-wal", "pg"]));
+    assert!(
+        got.iter().any(|l| l.starts_with(&format!(
+            "wal-missing {}",
+            s.key("pg/wals/0000000100000000/000000010000000000000004")
+        ))),
+        "{got:?}"
+    );
+}
+
+on_both!(
+    a_clean_backup_and_archive_verify,
+    verify_finds_missing_truncated_and_changed_files,
+    verify_finds_a_missing_wal_in_a_backups_chain,
+    verify_wal_finds_a_missing_history_file,
+);
