@@ -124,8 +124,33 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
             )));
         }
     }
+    let lock = t.object_lock_status().await.unwrap_or(None);
+    if cfg.s3.object_lock.is_some() && lock.is_none() {
+        return Err(Error::Config(format!(
+            "s3.object_lock is set but {} has no Object Lock: use a bucket created with Object Lock enabled, or remove s3.object_lock",
+            cfg.location
+        )));
+    }
     out!("{}", cfg.to_redacted_yaml())?;
     eprintln!("barmans3: config OK, {} reachable", t.describe());
+    eprintln!(
+        "barmans3: Object Lock on the bucket: {}",
+        lock.as_deref().unwrap_or("not enabled")
+    );
+    if cfg.s3.probe_checksum {
+        let p = super::checksum_probe(&cfg);
+        // Asked explicitly: probe again rather than trust the cache.
+        let _ = std::fs::remove_file(&p.cache);
+        let mode = t.checksum_mode().await;
+        eprintln!(
+            "barmans3: request checksums (auto): {}",
+            match mode {
+                crate::config::ChecksumMode::WhenSupported => "CRC32C, verified by the store",
+                crate::config::ChecksumMode::WhenRequired =>
+                    "Content-MD5 (the store does not verify CRC32C headers)",
+            }
+        );
+    }
     Ok(Exit::Success)
 }
 

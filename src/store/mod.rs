@@ -9,6 +9,7 @@ pub mod limits;
 pub mod local;
 pub mod reqlog;
 pub mod s3;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -78,6 +78,11 @@ impl Transfer {
     /// The integrity mechanism of uploads: the configured one, or with `auto` the probe's
     /// answer (found on the first upload, then cached). A probe that cannot run (no write
     /// access, store down) leaves CRC32C, the answer of every current store, for this run.
+    pub async fn checksum_mode(&self) -> crate::config::ChecksumMode {
+        self.mode().await
+    }
+
+    /// [`Transfer::checksum_mode`], for the engine.
     pub(crate) async fn mode(&self) -> crate::config::ChecksumMode {
         let Some(p) = &self.cfg.probe else {
             return self.cfg.checksum;

@@ -80,6 +80,8 @@ impl S3Store {
             endpoint: cfg.endpoint.clone().unwrap_or_else(|| "AWS S3".to_string()),
             classes: cfg.storage_classes.clone(),
             object_lock: cfg.object_lock,
+            up: cfg.max_bandwidth.map(crate::store::throttle::Limiter::new),
+            down: cfg.max_bandwidth.map(crate::store::throttle::Limiter::new),
             acl: cfg.acl.as_deref().map(ObjectCannedAcl::from),
             sse: cfg.sse.clone(),
             read_timeout: cfg.read_timeout,

@@ -41,12 +41,36 @@ pub struct S3Store {
     endpoint: String,
     classes: crate::config::StorageClasses,
     object_lock: Option<crate::config::ObjectLock>,
+    /// `s3.max_bandwidth`, sent and received apart.
+    up: Option<std::sync::Arc<crate::store::throttle::Limiter>>,
+    down: Option<std::sync::Arc<crate::store::throttle::Limiter>>,
     acl: Option<ObjectCannedAcl>,
     sse: Sse,
     read_timeout: Duration,
 }
 
 impl S3Store {
+    /// A request body of bytes in memory, metered when a bandwidth cap is set.
+    fn bytes_body(&self, b: Bytes) -> ByteStream {
+        match &self.up {
+            Some(l) => {
+                ByteStream::from_body_1_x(crate::store::throttle::Metered::bytes(b, l.clone()))
+            }
+            None => ByteStream::from(b),
+        }
+    }
+
+    /// A streamed request body, metered when a bandwidth cap is set.
+    fn metered(&self, s: ByteStream) -> ByteStream {
+        match &self.up {
+            Some(l) => ByteStream::from_body_1_x(crate::store::throttle::Metered::stream(
+                s.into_inner(),
+                l.clone(),
+            )),
+            None => s,
+        }
+    }
+
     /// The storage class of a new object of `kind`.
     fn class(&self, kind: crate::config::ObjectKind) -> Option<StorageClass> {
         self.classes.for_kind(kind).map(StorageClass::from)
@@ -80,6 +104,7 @@ impl S3Store {
 #[derive(Debug)]
 struct S3Body {
     stream: ByteStream,
+    limiter: Option<std::sync::Arc<crate::store::throttle::Limiter>>,
     key: String,
     endpoint: String,
     read_timeout: Duration,
@@ -104,7 +129,13 @@ impl BodyReader for S3Body {
                 self.read_timeout, self.endpoint
             ))),
             Ok(None) => Ok(None),
-            Ok(Some(Ok(b))) => Ok(Some(b)),
+            Ok(Some(Ok(b))) => {
+                // Holding back the next read slows the sender down through TCP.
+                if let Some(l) = &self.limiter {
+                    l.take(b.len()).await;
+                }
+                Ok(Some(b))
+            }
             Ok(Some(Err(e))) => Err(lost(format!(
                 "body truncated from {}: {}",
                 self.endpoint,
@@ -133,7 +164,7 @@ impl Store for S3Store {
         opts: &PutOptions,
     ) -> Result<PutReceipt> {
         let len = body.len() as u64;
-        self.put_stream(key, ByteStream::from(body), len, integrity, opts)
+        self.put_stream(key, self.bytes_body(body), len, integrity, opts)
             .await
     }
 
@@ -144,7 +175,7 @@ impl Store for S3Store {
         integrity: Integrity,
         opts: &PutOptions,
     ) -> Result<PutReceipt> {
-        let stream = file_stream(body, "PutObject", key).await?;
+        let stream = self.metered(file_stream(body, "PutObject", key).await?);
         self.put_stream(key, stream, body.range.len(), integrity, opts)
             .await
     }
@@ -185,6 +216,7 @@ impl Store for S3Store {
             meta,
             body: Box::new(S3Body {
                 stream: out.body,
+                limiter: self.down.clone(),
                 key: key.to_string(),
                 endpoint: self.endpoint.clone(),
                 read_timeout: self.read_timeout,
@@ -343,7 +375,7 @@ impl Store for S3Store {
         integrity: Integrity,
     ) -> Result<PartReceipt> {
         let len = body.len() as u64;
-        let stream = ByteStream::from(body);
+        let stream = self.bytes_body(body);
         self.part_stream(key, upload_id, part_number, stream, len, integrity)
             .await
     }
@@ -356,7 +388,7 @@ impl Store for S3Store {
         body: &FileRange,
         integrity: Integrity,
     ) -> Result<PartReceipt> {
-        let stream = file_stream(body, "UploadPart", key).await?;
+        let stream = self.metered(file_stream(body, "UploadPart", key).await?);
         self.part_stream(
             key,
             upload_id,
