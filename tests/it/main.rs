@@ -20,6 +20,7 @@ mod metrics;
 mod never_wrong;
 mod operator;
 mod parsers_fuzz;
+mod protect;
 mod reqlog;
 mod reuse;
 mod secrets;

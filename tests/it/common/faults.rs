@@ -54,6 +54,19 @@ impl Hold {
     }
 }
 
+/// How a proxy departs from the store behind it, whatever the fault rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quirk {
+    /// Forwards everything.
+    None,
+    /// Answers server-side copies with 501 NotImplemented.
+    RefuseCopies,
+    /// Accepts a request with a CRC32C header without storing or checking it (200).
+    IgnoreChecksums,
+    /// Refuses a request with a CRC32C header (400 InvalidArgument).
+    RejectChecksums,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     SlowDown,
@@ -120,7 +133,7 @@ async fn handle(
     upstream: String,
     fault: Option<Fault>,
     stall: Duration,
-    refuse_copies: bool,
+    quirk: Quirk,
     hold: Arc<Hold>,
 ) {
     let mut buf = Vec::new();
@@ -128,12 +141,30 @@ async fn handle(
         return;
     };
     let body_len = content_length(&buf[..head_len]);
-    if refuse_copies
-        && String::from_utf8_lossy(&buf[..head_len])
-            .to_ascii_lowercase()
-            .contains("\r\nx-amz-copy-source:")
-    {
-        return error_response(&mut c, "501 Not Implemented", "NotImplemented").await;
+    let head = String::from_utf8_lossy(&buf[..head_len]).to_ascii_lowercase();
+    let has_crc = head.contains("\r\nx-amz-checksum-crc32c:");
+    match quirk {
+        Quirk::RefuseCopies if head.contains("\r\nx-amz-copy-source:") => {
+            return error_response(&mut c, "501 Not Implemented", "NotImplemented").await;
+        }
+        Quirk::RejectChecksums if has_crc => {
+            return error_response(&mut c, "400 Bad Request", "InvalidArgument").await;
+        }
+        Quirk::IgnoreChecksums if has_crc => {
+            // Take the whole body, store nothing, say yes: a store that does not verify.
+            while buf.len() < head_len + body_len {
+                let mut chunk = vec![0u8; 1 << 16];
+                match c.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let resp = "HTTP/1.1 200 OK\r\nETag: \"00000000000000000000000000000000\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let _ = c.write_all(resp.as_bytes()).await;
+            let _ = c.shutdown().await;
+            return;
+        }
+        _ => {}
     }
     match fault {
         Some(Fault::SlowDown) => return error_response(&mut c, "503 Slow Down", "SlowDown").await,
@@ -187,13 +218,19 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` (`http://host:port`) injecting a fault into `rate` of the
     /// requests (0.0..1.0), chosen by `seed`. Stalls last `stall`.
     pub fn start(upstream: &str, rate: f64, seed: u64, stall: Duration) -> FaultProxy {
-        Self::start_with(upstream, rate, seed, stall, false)
+        Self::start_with(upstream, rate, seed, stall, Quirk::None)
     }
 
     /// A proxy that injects nothing but answers every server-side copy (CopyObject,
     /// UploadPartCopy) with 501 NotImplemented, as stores without copies do.
     pub fn refusing_copies(upstream: &str) -> FaultProxy {
-        Self::start_with(upstream, 0.0, 0, Duration::ZERO, true)
+        Self::start_with(upstream, 0.0, 0, Duration::ZERO, Quirk::RefuseCopies)
+    }
+
+    /// A proxy that injects nothing but behaves as a store that does not understand CRC32C
+    /// checksum headers: it answers a request carrying one with `quirk`.
+    pub fn with_quirk(upstream: &str, quirk: Quirk) -> FaultProxy {
+        Self::start_with(upstream, 0.0, 0, Duration::ZERO, quirk)
     }
 
     fn start_with(
@@ -201,7 +238,7 @@ impl FaultProxy {
         rate: f64,
         seed: u64,
         stall: Duration,
-        refuse_copies: bool,
+        quirk: Quirk,
     ) -> FaultProxy {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -236,14 +273,7 @@ impl FaultProxy {
                 if fault.is_some() {
                     f.fetch_add(1, Ordering::Relaxed);
                 }
-                tokio::spawn(handle(
-                    c,
-                    upstream.clone(),
-                    fault,
-                    stall,
-                    refuse_copies,
-                    h.clone(),
-                ));
+                tokio::spawn(handle(c, upstream.clone(), fault, stall, quirk, h.clone()));
             }
         });
         FaultProxy {

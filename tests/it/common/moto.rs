@@ -1,0 +1,85 @@
+//! moto's S3 server, for what Garage does not implement (Object Lock, storage classes and
+//! RestoreObject): one per test process on 127.0.0.1 with a random port, stopped with the
+//! process. A missing moto is a failure with the remedy, never a skip.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where scripts/test-deps installs moto (and boto3, which it brings).
+pub const MOTO_VENV: &str = "/opt/barmans3-test/moto-venv";
+
+/// A running moto server.
+pub struct Moto {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+/// The moto of this test process.
+pub fn moto() -> &'static Moto {
+    static M: OnceLock<Moto> = OnceLock::new();
+    M.get_or_init(|| {
+        let bin = Path::new(MOTO_VENV).join("bin/moto_server");
+        assert!(
+            bin.exists(),
+            "missing {}: run scripts/test-deps (python3 -m venv {MOTO_VENV} && {MOTO_VENV}/bin/pip install 'moto[server]')",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        // A watchdog shell, left in the background, stops moto when this test process is gone.
+        let started = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "( {} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null ) &",
+                bin.display(),
+                std::process::id()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("start moto");
+        assert!(started.success(), "could not start {}", bin.display());
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(60), "moto did not start on {endpoint}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { endpoint }
+    })
+}
+
+impl Moto {
+    /// Creates a bucket (with Object Lock enabled when asked) and returns its name.
+    pub fn bucket(&self, lock: bool) -> String {
+        let name = format!("b{:08x}", rand::random::<u32>());
+        let py = format!(
+            "import boto3; s=boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1'); s.create_bucket(Bucket='{name}', ObjectLockEnabledForBucket={})",
+            self.endpoint,
+            if lock { "True" } else { "False" }
+        );
+        let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
+            .args(["-c", &py])
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "create bucket: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        name
+    }
+
+    /// The `s3:` section of a config for `bucket`, plus `extra` lines (indented).
+    pub fn yaml(&self, bucket: &str, extra: &str) -> String {
+        format!(
+            "s3:\n  endpoint: {}\n  region: us-east-1\n  bucket: {bucket}\n  access_key_id: test\n  secret_access_key: test\n  part_size: 5MiB\n{extra}",
+            self.endpoint
+        )
+    }
+}
