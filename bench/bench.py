@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import targets
+
 REPO = Path(__file__).resolve().parent.parent
 D = Path(os.environ["BENCH_DIR"])
 VENV = Path(os.environ["VENV"])
@@ -27,8 +29,11 @@ REGION = os.environ.get("BENCH_S3_REGION", "us-east-1")
 AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
-    "BENCH_CASES", "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync"
+    "BENCH_CASES",
+    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,bandwidth",
 ).split(",")
+# Cases with their own table instead of a row per tool.
+OWN_TABLE = ("replay", "restore", "second", "bandwidth")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -418,6 +423,10 @@ def main():
         subprocess.run([B3, "--config", cfg, "queue-add"], env=qenv, check=True)
         subprocess.run([B3, "--config", cfg, "base-sync"], env=e.env, check=True)
         extra.append(restore_report(restore(e, data)))
+    if "second" in CASES:
+        extra.append(targets.second_backup(sys.modules[__name__], e, data))
+    if "bandwidth" in CASES:
+        extra.append(targets.bandwidth(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")
@@ -426,7 +435,7 @@ def main():
         log("initial wal-sync of the 10 000-WAL archive")
         cfg = e.b3_config("bench/wal10k", data / "wal10k/barman")
         subprocess.run([B3, "--config", cfg, "wal-sync", "pg"], env=e.env, check=True)
-    for case in CASES:
+    for case in (c for c in CASES if c not in OWN_TABLE):
         for rep in range(REPEATS):
             order = TOOLS[rep % len(TOOLS):] + TOOLS[: rep % len(TOOLS)]
             for tool in order:
@@ -443,7 +452,7 @@ def main():
             for rep in range(REPEATS):
                 for tool in TOOLS:
                     cleanup(e.env, f"bench/sync-{rep}/{tool}")
-    report({c: r for c, r in results.items() if c not in ("replay", "restore")}, extra)
+    report(results, extra)
 
 
 def replay_report(rows):
