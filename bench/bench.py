@@ -30,10 +30,10 @@ AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
     "BENCH_CASES",
-    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,bandwidth",
+    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,lag,bandwidth",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "bandwidth")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -425,6 +425,8 @@ def main():
         extra.append(restore_report(restore(e, data)))
     if "second" in CASES:
         extra.append(targets.second_backup(sys.modules[__name__], e, data))
+    if "lag" in CASES:
+        extra.append(targets.wal_lag(sys.modules[__name__], e, data))
     if "bandwidth" in CASES:
         extra.append(targets.bandwidth(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.

@@ -9,8 +9,10 @@
 
 mod client;
 mod errors;
+mod read;
 mod write;
 
+use read::{S3Body, total_from_content_range};
 use write::file_stream;
 
 use std::time::Duration;
@@ -25,13 +27,13 @@ use aws_sdk_s3::types::{
 use bytes::Bytes;
 
 use super::{
-    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity,
-    ListPage, ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
+    ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity, ListPage,
+    ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
 };
 use crate::checksum;
 use crate::config::Sse;
-use crate::error::{Error, Result, StoreFailure};
-use errors::{causes, map_err, strip_quotes, to_system_time};
+use crate::error::{Error, Result};
+use errors::{map_err, strip_quotes, to_system_time};
 
 /// An S3 bucket reached through aws-sdk-s3.
 #[derive(Debug, Clone)]
@@ -99,55 +101,6 @@ impl S3Store {
             Sse::Kms(k) => (Some(ServerSideEncryption::AwsKms), k.clone()),
         }
     }
-}
-
-#[derive(Debug)]
-struct S3Body {
-    stream: ByteStream,
-    limiter: Option<std::sync::Arc<crate::store::throttle::Limiter>>,
-    key: String,
-    endpoint: String,
-    read_timeout: Duration,
-}
-
-#[async_trait]
-impl BodyReader for S3Body {
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        let lost = |message: String| {
-            Error::Store(StoreFailure {
-                op: "GetObject",
-                key: self.key.clone(),
-                status: None,
-                code: None,
-                message,
-                retryable: true,
-            })
-        };
-        match tokio::time::timeout(self.read_timeout, self.stream.next()).await {
-            Err(_) => Err(lost(format!(
-                "body stalled for {:?} from {}",
-                self.read_timeout, self.endpoint
-            ))),
-            Ok(None) => Ok(None),
-            Ok(Some(Ok(b))) => {
-                // Holding back the next read slows the sender down through TCP.
-                if let Some(l) = &self.limiter {
-                    l.take(b.len()).await;
-                }
-                Ok(Some(b))
-            }
-            Ok(Some(Err(e))) => Err(lost(format!(
-                "body truncated from {}: {}",
-                self.endpoint,
-                causes(&e)
-            ))),
-        }
-    }
-}
-
-/// Parses the total size out of `Content-Range: bytes a-b/total`.
-fn total_from_content_range(cr: &str) -> Option<u64> {
-    cr.rsplit_once('/').and_then(|(_, t)| t.parse().ok())
 }
 
 #[async_trait]
@@ -607,17 +560,5 @@ impl Store for S3Store {
     ) -> Result<PartReceipt> {
         self.part_copy(dst, upload_id, part_number, src, range)
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_range_total() {
-        assert_eq!(total_from_content_range("bytes 0-9/100"), Some(100));
-        assert_eq!(total_from_content_range("bytes */100"), Some(100));
-        assert_eq!(total_from_content_range("garbage"), None);
     }
 }
