@@ -191,6 +191,7 @@ fn install_stages_every_file_under_destdir_and_keeps_an_edited_config() {
     );
 
     assert_staged_tree(d, cron_before);
+    let cfg = d.join("etc/barmans3/barmans3.yaml");
 
     // An admin's edit survives a second run, which here installs the units instead of cron.
     let edited = format!(
