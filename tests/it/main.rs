@@ -19,6 +19,7 @@ mod memory;
 mod metrics;
 mod never_wrong;
 mod operator;
+mod packaging;
 mod parsers_fuzz;
 mod protect;
 mod reqlog;
