@@ -5,7 +5,8 @@
 //! (`unix_time;TYPE;SUBTYPE;bytes`, successful requests only), so scripts made for droplet's CSV
 //! read ours. `extended` is a CSV with a header and one line per attempt that got an answer
 //! (providers bill those, failed ones included): time, command, operation, HTTP status, attempt,
-//! bytes sent and received, key.
+//! bytes sent and received, key, and the request's duration (a GET's until its body was read;
+//! last, so scripts written for the first eight columns keep working).
 //!
 //! The file is opened with `O_APPEND` and every line goes out in one `write(2)`, so runs
 //! appending to the same file at once never interleave inside a line and a crash leaves whole
@@ -25,7 +26,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,14 +40,14 @@ use crate::error::{Error, Result};
 
 /// The header line of the extended format.
 pub const EXTENDED_HEADER: &str =
-    "unix_ms,command,operation,http_status,attempt,bytes_sent,bytes_received,key\n";
+    "unix_ms,command,operation,http_status,attempt,bytes_sent,bytes_received,key,duration_ms\n";
 
 /// Line format of the request log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Bareos droplet's pricing lines: `unix_time;TYPE;SUBTYPE;bytes`.
     Droplet,
-    /// CSV with a header: time, command, operation, status, attempt, bytes, key.
+    /// CSV with a header: time, command, operation, status, attempt, bytes, key, duration.
     Extended,
 }
 
@@ -112,6 +113,8 @@ pub struct Request<'a> {
     pub sent: u64,
     /// Whether a GET asked for a range.
     pub ranged: bool,
+    /// When it was sent (a GET ends when its body has been read).
+    pub started: Instant,
 }
 
 /// This process's arguments (lossy: a name that is not UTF-8 must not stop the run).
@@ -255,13 +258,14 @@ fn line(
             ))
         }
         LogFormat::Extended => Some(format!(
-            "{},{},{},{status},{},{},{received},{}\n",
+            "{},{},{},{status},{},{},{received},{},{}\n",
             since.as_millis(),
             field(command),
             req.op.name(),
             req.attempt,
             req.sent,
-            quoted(req.key)
+            quoted(req.key),
+            req.started.elapsed().as_millis()
         )),
     }
 }
@@ -379,6 +383,7 @@ impl ObservedStore {
             attempt: current_attempt().unwrap_or(1),
             sent,
             ranged: false,
+            started: Instant::now(),
         };
         self.observer.sending(&req);
         let r = fut.await;
@@ -395,6 +400,7 @@ struct ObservedBody {
     key: String,
     attempt: u32,
     ranged: bool,
+    started: Instant,
     received: u64,
     reported: bool,
 }
@@ -415,6 +421,7 @@ impl ObservedBody {
                 attempt: self.attempt,
                 sent: 0,
                 ranged: self.ranged,
+                started: self.started,
             };
             let status = status_of(&req, &Ok(()));
             self.observer.answered(&req, status, self.received);
@@ -487,6 +494,7 @@ impl Store for ObservedStore {
             attempt: current_attempt().unwrap_or(1),
             sent: 0,
             ranged: range.is_some(),
+            started: Instant::now(),
         };
         self.observer.sending(&req);
         match self.inner.get(key, range).await {
@@ -498,6 +506,7 @@ impl Store for ObservedStore {
                     key: key.to_string(),
                     attempt: req.attempt,
                     ranged: req.ranged,
+                    started: req.started,
                     received: 0,
                     reported: false,
                 });

@@ -446,6 +446,7 @@ mod tests {
             attempt,
             sent: 10,
             ranged: false,
+            started: std::time::Instant::now(),
         };
         t.sending(&req(1));
         t.answered(&req(1), Some(503), 0);

@@ -15,7 +15,7 @@ use crate::common::{Backend, data, garage, on_both, unique};
 use crate::volume::{Vt, stderr};
 
 const MIB: u64 = 1 << 20;
-const HEADER: [&str; 8] = [
+const HEADER: [&str; 9] = [
     "unix_ms",
     "command",
     "operation",
@@ -24,6 +24,7 @@ const HEADER: [&str; 8] = [
     "bytes_sent",
     "bytes_received",
     "key",
+    "duration_ms",
 ];
 
 /// Droplet lines: (unix time, "TYPE;SUBTYPE", bytes); panics on any other line.
@@ -65,12 +66,15 @@ fn extended_records(path: &Path) -> Vec<csv::StringRecord> {
     );
     let rows: Vec<csv::StringRecord> = r.records().map(|x| x.expect("CSV record")).collect();
     for row in &rows {
-        assert_eq!(row.len(), 8, "{row:?}");
+        assert_eq!(row.len(), 9, "{row:?}");
         let _: u64 = row[0].parse().expect("unix_ms");
         let _: u16 = row[3].parse().expect("status");
         assert!(row[4].parse::<u32>().expect("attempt") >= 1);
         let _: u64 = row[5].parse().expect("sent");
         let _: u64 = row[6].parse().expect("received");
+        let ms: u64 = row[8].parse().expect("duration_ms");
+        // No request of these short runs can have lasted longer than the test itself.
+        assert!(ms < 600_000, "{row:?}");
     }
     rows
 }
