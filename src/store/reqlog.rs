@@ -237,6 +237,7 @@ fn line(
     req: &Request<'_>,
     status: u16,
     received: u64,
+    took: std::time::Duration,
 ) -> Option<String> {
     let since = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -265,7 +266,7 @@ fn line(
             req.attempt,
             req.sent,
             quoted(req.key),
-            req.started.elapsed().as_millis()
+            took.as_millis()
         )),
     }
 }
@@ -318,7 +319,8 @@ impl Observer for FileLog {
             return;
         };
         let now = SystemTime::now();
-        let Some(text) = line(self.format, &self.command, now, req, status, received) else {
+        let took = req.started.elapsed();
+        let Some(text) = line(self.format, &self.command, now, req, status, received, took) else {
             return;
         };
         if let Err(e) = append(file, text.as_bytes()) {

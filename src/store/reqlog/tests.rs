@@ -10,6 +10,7 @@ fn rec(op: Op, status: u16, sent: u64, received: u64, key: &str) -> (Request<'_>
         attempt: 2,
         sent,
         ranged: false,
+        started: Instant::now(),
     };
     (req, status, received)
 }
@@ -72,20 +73,22 @@ fn droplet_lines_follow_droplets_pricing_table() {
     ];
     for ((r, status, received), want) in cases {
         assert_eq!(
-            line(LogFormat::Droplet, "x", t, &r, status, received).as_deref(),
+            line(LogFormat::Droplet, "x", t, &r, status, received, MS_42).as_deref(),
             want,
             "{r:?}"
         );
     }
 }
 
+const MS_42: std::time::Duration = std::time::Duration::from_millis(42);
+
 #[test]
 fn extended_lines_quote_keys_as_rfc4180_says() {
     let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
     let r = rec(Op::Put, 503, 5, 0, "a,b \"c\"\nd");
     assert_eq!(
-        line(LogFormat::Extended, "volume put", t, &r.0, r.1, r.2).as_deref(),
-        Some("1700000000123,volume put,PutObject,503,2,5,0,\"a,b \"\"c\"\"\nd\"\n")
+        line(LogFormat::Extended, "volume put", t, &r.0, r.1, r.2, MS_42).as_deref(),
+        Some("1700000000123,volume put,PutObject,503,2,5,0,\"a,b \"\"c\"\"\nd\",42\n")
     );
     assert_eq!(field("a,b"), "\"a,b\"");
 }
@@ -115,6 +118,7 @@ fn statuses_come_from_our_errors() {
         attempt: 1,
         sent: 0,
         ranged,
+        started: Instant::now(),
     };
     assert_eq!(status_of(&req(Op::Head, false), &nf), Some(404));
     assert_eq!(status_of(&req(Op::Head, false), &io), None);
@@ -172,7 +176,10 @@ async fn every_answered_request_is_one_line() {
     ];
     assert_eq!(rows.len(), want.len() + 1, "{text}");
     for (row, w) in rows[1..].iter().zip(want) {
-        assert_eq!(row.as_slice(), w, "{text}");
+        // The duration comes last; on a local store it is a small number of milliseconds.
+        let (took, row) = row.split_last().expect("columns");
+        assert_eq!(row, w, "{text}");
+        assert!(took.parse::<u64>().is_ok_and(|ms| ms < 10_000), "{text}");
     }
 }
 
