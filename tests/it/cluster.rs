@@ -187,8 +187,9 @@ impl Read for Pattern {
             .min((self.len - self.pos) as usize);
         buf[..n].copy_from_slice(&self.block[off..off + n]);
         let stamp = (self.pos / MIB).to_le_bytes();
-        for k in off..(off + n).min(8) {
-            buf[k - off] = stamp[k];
+        if off < 8 {
+            let end = (off + n).min(8);
+            buf[..end - off].copy_from_slice(&stamp[off..end]);
         }
         self.pos += n as u64;
         Ok(n)
