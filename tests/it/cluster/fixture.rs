@@ -1,35 +1,29 @@
-//! A three-node Garage (replication factor 3, `scripts/s3-server start-cluster`) losing a node
-//! in the middle of a 1 GiB upload. `base-sync` and the plugin's `backup_data` talk to node 1
-//! while node 2 is killed with SIGKILL: a run either finishes, and then restores byte for byte
-//! with the node still down, or fails with one clear line and leaves its work retryable; once
-//! the node is back, the next run finishes and a fresh restore is byte-identical.
-//!
-//! The cluster is started once per test process, on demand, and stopped when the process
-//! exits. The tests take turns: each kills a node of that one cluster.
+//! The shared three-node cluster (started once per test process, killed node by node) and the
+//! helpers of its tests: a fast 1 GiB content generator, bounded waits, byte comparisons.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::common::site::{BIN, PLUGIN, Site, write_backup};
-use crate::common::{repo, unique};
+use crate::common::repo;
+use crate::common::site::{PLUGIN, Site, write_backup};
 
-const MIB: u64 = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
 /// The node killed mid-upload; clients talk to node 1, which stays up.
-const VICTIM: u8 = 2;
+pub(super) const VICTIM: u8 = 2;
 /// Longer than any healthy run on 2 cores: past it a run has hung, and the test says so.
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+pub(super) const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// A running three-node cluster and the client environment it printed.
-struct Cluster {
+pub(super) struct Cluster {
     env: HashMap<String, String>,
     dir: PathBuf,
 }
 
-fn cluster() -> &'static Cluster {
+pub(super) fn cluster() -> &'static Cluster {
     static C: OnceLock<Cluster> = OnceLock::new();
     C.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
@@ -58,7 +52,7 @@ fn cluster() -> &'static Cluster {
 }
 
 impl Cluster {
-    fn var(&self, name: &str) -> &str {
+    pub(super) fn var(&self, name: &str) -> &str {
         self.env
             .get(&format!("BARMANS3_TEST_S3_{name}"))
             .unwrap_or_else(|| panic!("start-cluster printed no {name}"))
@@ -80,7 +74,7 @@ impl Cluster {
 
     /// Kills node `n`; it comes back on [`Down::up`], or when the guard drops (a failed test
     /// must not leave the next one a degraded cluster).
-    fn kill(&self, n: u8) -> Down<'_> {
+    pub(super) fn kill(&self, n: u8) -> Down<'_> {
         self.script("kill-node", n);
         Down {
             cluster: self,
@@ -90,12 +84,12 @@ impl Cluster {
     }
 
     /// A barmans3 store config on node 1 with a key prefix.
-    fn yaml(&self, prefix: &str) -> String {
+    pub(super) fn yaml(&self, prefix: &str) -> String {
         self.yaml_at(1, prefix)
     }
 
     /// A barmans3 store config on node `n` with a key prefix.
-    fn yaml_at(&self, n: u8, prefix: &str) -> String {
+    pub(super) fn yaml_at(&self, n: u8, prefix: &str) -> String {
         format!(
             "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: 16MiB\n  concurrency: 4\n  connect_timeout: 2s\n  read_timeout: 20s\n",
             self.var(&format!("ENDPOINT_{n}")),
@@ -106,7 +100,7 @@ impl Cluster {
     }
 
     /// A gpbackup plugin config on node 1.
-    fn plugin_yaml(&self, folder: &str) -> String {
+    pub(super) fn plugin_yaml(&self, folder: &str) -> String {
         format!(
             "executablepath: {PLUGIN}\noptions:\n  endpoint: {}\n  region: garage\n  aws_access_key_id: {}\n  aws_secret_access_key: {}\n  bucket: {}\n  folder: {folder}\n  backup_multipart_chunksize: 16MB\n  backup_max_concurrent_requests: 3\n  restore_multipart_chunksize: 16MB\n  restore_max_concurrent_requests: 3\n",
             self.var("ENDPOINT_1"),
@@ -117,7 +111,7 @@ impl Cluster {
     }
 
     /// Bytes in node `n`'s data directory: grows as blocks reach it.
-    fn stored(&self, n: u8) -> u64 {
+    pub(super) fn stored(&self, n: u8) -> u64 {
         walkdir::WalkDir::new(self.dir.join(format!("node{n}/data")))
             .into_iter()
             .filter_map(Result::ok)
@@ -129,14 +123,14 @@ impl Cluster {
 }
 
 /// A killed node, started again by [`Down::up`] or on drop.
-struct Down<'a> {
+pub(super) struct Down<'a> {
     cluster: &'a Cluster,
     node: u8,
     up: bool,
 }
 
 impl Down<'_> {
-    fn up(mut self) {
+    pub(super) fn up(mut self) {
         self.up = true;
         self.cluster.script("start-node", self.node);
     }
@@ -155,21 +149,21 @@ impl Drop for Down<'_> {
 }
 
 /// One test at a time on the shared cluster; a failed test's poison does not stop the next.
-fn exclusive() -> MutexGuard<'static, ()> {
+pub(super) fn exclusive() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `len` bytes of content that differs in every MiB (a random MiB stamped with its index), made
 /// as fast as memory copies so 1 GiB costs no test time, and regenerated for comparisons.
-struct Pattern {
+pub(super) struct Pattern {
     block: Vec<u8>,
     len: u64,
     pos: u64,
 }
 
 impl Pattern {
-    fn new(seed: u64, len: u64) -> Pattern {
+    pub(super) fn new(seed: u64, len: u64) -> Pattern {
         Pattern {
             block: crate::common::data(MIB as usize, seed),
             len,
@@ -196,7 +190,7 @@ impl Read for Pattern {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> usize {
+pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> usize {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]).expect("read") {
@@ -208,7 +202,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> usize {
 }
 
 /// Whether both readers yield the same bytes, compared a MiB at a time.
-fn same(mut a: impl Read, mut b: impl Read) -> bool {
+pub(super) fn same(mut a: impl Read, mut b: impl Read) -> bool {
     let (mut ba, mut bb) = (vec![0u8; MIB as usize], vec![0u8; MIB as usize]);
     loop {
         let (na, nb) = (read_full(&mut a, &mut ba), read_full(&mut b, &mut bb));
@@ -222,7 +216,7 @@ fn same(mut a: impl Read, mut b: impl Read) -> bool {
 }
 
 /// Waits for `child`, killing it and failing the test past [`RUN_LIMIT`].
-fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
+pub(super) fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -237,7 +231,7 @@ fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
 }
 
 /// A failed run says why in exactly one error line (`marker` starts it), never a panic.
-fn one_clear_line(status: ExitStatus, err: &str, marker: &str) {
+pub(super) fn one_clear_line(status: ExitStatus, err: &str, marker: &str) {
     let errors: Vec<&str> = err.lines().filter(|l| l.contains(marker)).collect();
     assert_eq!(status.code(), Some(1), "{err}");
     assert_eq!(errors.len(), 1, "one error line: {err}");
@@ -245,7 +239,7 @@ fn one_clear_line(status: ExitStatus, err: &str, marker: &str) {
     eprintln!("failed clearly with the node down: {}", errors[0]);
 }
 
-fn files_under(root: &Path) -> BTreeSet<PathBuf> {
+pub(super) fn files_under(root: &Path) -> BTreeSet<PathBuf> {
     walkdir::WalkDir::new(root)
         .into_iter()
         .map(|e| e.expect("walk"))
@@ -259,12 +253,12 @@ fn files_under(root: &Path) -> BTreeSet<PathBuf> {
         .collect()
 }
 
-fn open(p: &Path) -> std::fs::File {
+pub(super) fn open(p: &Path) -> std::fs::File {
     std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// `base-restore` of `id` into a fresh directory gives exactly the files of `data`.
-fn restore_matches(site: &Site, id: &str, data: &Path, name: &str) {
+pub(super) fn restore_matches(site: &Site, id: &str, data: &Path, name: &str) {
     let dest = site.dir.path().join(name);
     let out = site.run(
         &["base-restore", "pg", id, dest.to_str().expect("utf8")],
@@ -288,7 +282,7 @@ fn restore_matches(site: &Site, id: &str, data: &Path, name: &str) {
 }
 
 /// A Barman backup `id` of 1 GiB in three relation files; returns its data directory.
-fn one_gib_backup(site: &Site, id: &str) -> PathBuf {
+pub(super) fn one_gib_backup(site: &Site, id: &str) -> PathBuf {
     write_backup(site, id, "DONE");
     let data = site.dir.path().join("barman/pg/base").join(id).join("data");
     let rel = data.join("base/16384");
@@ -307,184 +301,4 @@ fn one_gib_backup(site: &Site, id: &str) -> PathBuf {
     )
     .expect("identity");
     data
-}
-
-#[test]
-fn cluster_base_sync_of_one_gib_survives_a_node_killed_mid_upload() {
-    let _turn = exclusive();
-    let c = cluster();
-    let site = Site::new(&c.yaml(&unique("cluster-base")));
-    let id = "20261201T010000";
-    let data = one_gib_backup(&site, id);
-    site.queue(id, "DONE");
-    let queue = site.dir.path().join("queue");
-
-    let log = site.dir.path().join("base-sync.log");
-    let before = c.stored(1);
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&site.cfg)
-        .arg("base-sync")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn base-sync");
-    // Kill once the upload is well under way: 128 MiB of it stored on node 1.
-    while c.stored(1) < before + 128 * MIB {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "base-sync ended before the node was killed: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let down = c.kill(VICTIM);
-    let status = wait_bounded(&mut child, "base-sync");
-    let err = std::fs::read_to_string(&log).expect("log");
-    if status.success() {
-        eprintln!("base-sync finished with node {VICTIM} down");
-        restore_matches(&site, id, &data, "restore-degraded");
-    } else {
-        one_clear_line(status, &err, "barmans3:");
-        assert!(
-            !queue.join(format!("{id}.error")).exists(),
-            "a lost node is transient: the task must stay retryable: {err}"
-        );
-    }
-
-    down.up();
-    let out = site.run(&["base-sync"], &[]);
-    assert!(
-        out.status.success(),
-        "base-sync with every node up: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let states: Vec<String> = std::fs::read_dir(&queue)
-        .expect("queue")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(id))
-        .collect();
-    assert_eq!(states, vec![format!("{id}.done")], "the queue");
-    restore_matches(&site, id, &data, "restore");
-}
-
-/// Runs `backup_data` of `Pattern(seed, len)` on stdin; with `kill_after`, node [`VICTIM`] is
-/// killed once that many bytes went in. Returns the exit status, stderr and the killed node.
-fn backup_data<'c>(
-    c: &'c Cluster,
-    cfg: &Path,
-    home: &Path,
-    key: &str,
-    (seed, len): (u64, u64),
-    kill_after: Option<u64>,
-) -> (ExitStatus, String, Option<Down<'c>>) {
-    let log = home.join(format!("backup_data-{:08x}.log", rand::random::<u32>()));
-    let mut child = Command::new(PLUGIN)
-        .args(["backup_data", cfg.to_str().expect("utf8"), key])
-        .env("HOME", home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn backup_data");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut src = Pattern::new(seed, len);
-    let mut down = None;
-    if let Some(n) = kill_after {
-        std::io::copy(&mut (&mut src).take(n), &mut stdin).expect("stream before the kill");
-        down = Some(c.kill(VICTIM));
-    }
-    // The plugin may give up and close its stdin: the exit status tells, not this copy.
-    let sent = std::io::copy(&mut src, &mut stdin);
-    drop(stdin);
-    let status = wait_bounded(&mut child, "backup_data");
-    let err = std::fs::read_to_string(&log).expect("log");
-    if status.success() {
-        sent.expect("a successful backup_data read its whole stdin");
-    }
-    (status, err, down)
-}
-
-/// `restore_data` of `key` writes exactly `Pattern(seed, len)` to stdout.
-fn restore_data_matches(cfg: &Path, home: &Path, key: &str, (seed, len): (u64, u64)) {
-    let mut child = Command::new(PLUGIN)
-        .args(["restore_data", cfg.to_str().expect("utf8"), key])
-        .env("HOME", home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn restore_data");
-    let out = child.stdout.take().expect("stdout");
-    let equal = same(Pattern::new(seed, len), out);
-    let status = wait_bounded(&mut child, "restore_data");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("stderr");
-    assert!(status.success(), "restore_data: {err}");
-    assert!(equal, "restore_data gave other bytes than were backed up");
-}
-
-#[test]
-fn cluster_backup_data_of_one_gib_survives_a_node_killed_mid_stream() {
-    let _turn = exclusive();
-    let c = cluster();
-    let home = tempfile::tempdir().expect("home");
-    let cfg = home.path().join("gp.yaml");
-    std::fs::write(&cfg, c.plugin_yaml(&unique("cluster-gp"))).expect("config");
-    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    let key = "/data/backups/20261201/20261201010000/gpbackup_0_20261201010000_16401";
-    let stream = (7, 1024 * MIB + 4321);
-
-    let (status, err, down) = backup_data(c, &cfg, home.path(), key, stream, Some(256 * MIB));
-    let down = down.expect("the node was killed");
-    if status.success() {
-        eprintln!("backup_data finished with node {VICTIM} down");
-        restore_data_matches(&cfg, home.path(), key, stream);
-    } else {
-        one_clear_line(status, &err, "[ERROR]");
-    }
-
-    down.up();
-    let (status, err, _) = backup_data(c, &cfg, home.path(), key, stream, None);
-    assert!(status.success(), "backup_data with every node up: {err}");
-    restore_data_matches(&cfg, home.path(), key, stream);
-}
-
-#[test]
-fn cluster_an_object_written_through_node_1_reads_through_every_node() {
-    // The fixture itself: three nodes, one bucket, each node answering for all of it.
-    let _turn = exclusive();
-    let c = cluster();
-    let prefix = unique("cluster-fixture");
-    let body = crate::common::data(3 * MIB as usize + 5, 11);
-    let dir = tempfile::tempdir().expect("tmp");
-    let src = dir.path().join("src");
-    std::fs::write(&src, &body).expect("write");
-    for n in 1..=3u8 {
-        let site = Site::new(&c.yaml_at(n, &prefix));
-        if n == 1 {
-            let out = site.run(&["store", "put", src.to_str().expect("utf8"), "obj"], &[]);
-            assert!(
-                out.status.success(),
-                "put: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let out = site.run(&["store", "get", "obj", "-"], &[]);
-        assert!(
-            out.status.success(),
-            "get through node {n}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.stdout == body,
-            "node {n} gave {} other bytes",
-            out.stdout.len()
-        );
-    }
 }
