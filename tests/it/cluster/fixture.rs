@@ -4,12 +4,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::common::repo;
-use crate::common::site::{PLUGIN, Site, write_backup};
+use crate::common::site::{BIN, PLUGIN, Site, write_backup};
 
 pub(super) const MIB: u64 = 1 << 20;
 /// The node killed mid-upload; clients talk to node 1, which stays up.
@@ -58,16 +58,16 @@ impl Cluster {
             .unwrap_or_else(|| panic!("start-cluster printed no {name}"))
     }
 
-    fn script(&self, verb: &str, node: u8) {
+    fn script(&self, verb: &str, nodes: &[u8]) {
         let out = Command::new(repo().join("scripts/s3-server"))
             .arg(verb)
             .arg(&self.dir)
-            .arg(node.to_string())
+            .args(nodes.iter().map(u8::to_string))
             .output()
             .expect("run scripts/s3-server");
         assert!(
             out.status.success(),
-            "{verb} {node}: {}",
+            "{verb} {nodes:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -75,12 +75,20 @@ impl Cluster {
     /// Kills node `n`; it comes back on [`Down::up`], or when the guard drops (a failed test
     /// must not leave the next one a degraded cluster).
     pub(super) fn kill(&self, n: u8) -> Down<'_> {
-        self.script("kill-node", n);
-        Down {
+        self.kill_nodes(&[n])
+    }
+
+    /// Kills each of `nodes`, one after the other; they come back together, as [`Cluster::kill`].
+    pub(super) fn kill_nodes(&self, nodes: &[u8]) -> Down<'_> {
+        let mut down = Down {
             cluster: self,
-            node: n,
-            up: false,
+            nodes: Vec::new(),
+        };
+        for &n in nodes {
+            self.script("kill-node", &[n]);
+            down.nodes.push(n);
         }
+        down
     }
 
     /// A barmans3 store config on node 1 with a key prefix.
@@ -90,8 +98,21 @@ impl Cluster {
 
     /// A barmans3 store config on node `n` with a key prefix.
     pub(super) fn yaml_at(&self, n: u8, prefix: &str) -> String {
+        self.store_yaml(n, prefix, "connect_timeout: 2s\n  read_timeout: 20s")
+    }
+
+    /// A store config on node 1 that gives up soon: two attempts of short timeouts per request.
+    pub(super) fn yaml_impatient(&self, prefix: &str) -> String {
+        self.store_yaml(
+            1,
+            prefix,
+            "max_attempts: 2\n  connect_timeout: 1s\n  read_timeout: 10s",
+        )
+    }
+
+    fn store_yaml(&self, n: u8, prefix: &str, limits: &str) -> String {
         format!(
-            "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: 16MiB\n  concurrency: 4\n  connect_timeout: 2s\n  read_timeout: 20s\n",
+            "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: 16MiB\n  concurrency: 4\n  {limits}\n",
             self.var(&format!("ENDPOINT_{n}")),
             self.var("BUCKET"),
             self.var("ACCESS_KEY_ID"),
@@ -122,27 +143,26 @@ impl Cluster {
     }
 }
 
-/// A killed node, started again by [`Down::up`] or on drop.
+/// Killed nodes, started again by [`Down::up`] or on drop.
 pub(super) struct Down<'a> {
     cluster: &'a Cluster,
-    node: u8,
-    up: bool,
+    nodes: Vec<u8>,
 }
 
 impl Down<'_> {
     pub(super) fn up(mut self) {
-        self.up = true;
-        self.cluster.script("start-node", self.node);
+        let nodes = std::mem::take(&mut self.nodes);
+        self.cluster.script("start-node", &nodes);
     }
 }
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        if !self.up {
+        if !self.nodes.is_empty() {
             let _ = Command::new(repo().join("scripts/s3-server"))
                 .arg("start-node")
                 .arg(&self.cluster.dir)
-                .arg(self.node.to_string())
+                .args(self.nodes.iter().map(u8::to_string))
                 .output();
         }
     }
@@ -283,15 +303,25 @@ pub(super) fn restore_matches(site: &Site, id: &str, data: &Path, name: &str) {
 
 /// A Barman backup `id` of 1 GiB in three relation files; returns its data directory.
 pub(super) fn one_gib_backup(site: &Site, id: &str) -> PathBuf {
+    backup_of(
+        site,
+        id,
+        &[
+            ("16400", 512 * MIB, 1),
+            ("16400.1", 384 * MIB, 2),
+            ("16410", 128 * MIB - 12345, 3),
+        ],
+    )
+}
+
+/// A Barman backup `id` whose relation files are `(name, length, seed)` of [`Pattern`];
+/// returns its data directory.
+pub(super) fn backup_of(site: &Site, id: &str, files: &[(&str, u64, u64)]) -> PathBuf {
     write_backup(site, id, "DONE");
     let data = site.dir.path().join("barman/pg/base").join(id).join("data");
     let rel = data.join("base/16384");
     std::fs::create_dir_all(&rel).expect("mkdir");
-    for (name, len, seed) in [
-        ("16400", 512 * MIB, 1),
-        ("16400.1", 384 * MIB, 2),
-        ("16410", 128 * MIB - 12345, 3),
-    ] {
+    for &(name, len, seed) in files {
         let mut f = std::fs::File::create(rel.join(name)).expect("create");
         std::io::copy(&mut Pattern::new(seed, len), &mut f).expect("write");
     }
@@ -301,4 +331,37 @@ pub(super) fn one_gib_backup(site: &Site, id: &str) -> PathBuf {
     )
     .expect("identity");
     data
+}
+
+/// Starts `base-sync` in the background, its stderr going to `log`.
+pub(super) fn spawn_base_sync(site: &Site, log: &Path) -> Child {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(&site.cfg)
+        .arg("base-sync")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn base-sync")
+}
+
+/// Waits until node 1 stored `bytes` more than `before`, failing if `child` ends first.
+pub(super) fn wait_stored(c: &Cluster, before: u64, bytes: u64, child: &mut Child, log: &Path) {
+    while c.stored(1) < before + bytes {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "base-sync ended before the nodes were killed: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The queue files of backup `id` (`<id>.run`, `<id>.done`, …).
+pub(super) fn queue_states(queue: &Path, id: &str) -> Vec<String> {
+    std::fs::read_dir(queue)
+        .expect("queue")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(id))
+        .collect()
 }

@@ -2,7 +2,9 @@
 //! in the middle of a 1 GiB upload. `base-sync` and the plugin's `backup_data` talk to node 1
 //! while node 2 is killed with SIGKILL: a run either finishes, and then restores byte for byte
 //! with the node still down, or fails with one clear line and leaves its work retryable; once
-//! the node is back, the next run finishes and a fresh restore is byte-identical.
+//! the node is back, the next run finishes and a fresh restore is byte-identical. With two
+//! nodes killed node 1 has no write quorum, so that failure branch is forced: a 256 MiB
+//! `base-sync` gives up within its bounded retries, and completes once both are back.
 //!
 //! The cluster is started once per test process, on demand, and stopped when the process
 //! exits. The tests take turns: each kills a node of that one cluster.
@@ -12,9 +14,9 @@ mod fixture;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::common::site::{BIN, PLUGIN, Site};
+use crate::common::site::{PLUGIN, Site};
 use crate::common::unique;
 use fixture::*;
 
@@ -30,23 +32,9 @@ fn cluster_base_sync_of_one_gib_survives_a_node_killed_mid_upload() {
 
     let log = site.dir.path().join("base-sync.log");
     let before = c.stored(1);
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&site.cfg)
-        .arg("base-sync")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn base-sync");
+    let mut child = spawn_base_sync(&site, &log);
     // Kill once the upload is well under way: 128 MiB of it stored on node 1.
-    while c.stored(1) < before + 128 * MIB {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "base-sync ended before the node was killed: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_stored(c, before, 128 * MIB, &mut child, &log);
     let down = c.kill(VICTIM);
     let status = wait_bounded(&mut child, "base-sync");
     let err = std::fs::read_to_string(&log).expect("log");
@@ -68,12 +56,81 @@ fn cluster_base_sync_of_one_gib_survives_a_node_killed_mid_upload() {
         "base-sync with every node up: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let states: Vec<String> = std::fs::read_dir(&queue)
-        .expect("queue")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(id))
-        .collect();
-    assert_eq!(states, vec![format!("{id}.done")], "the queue");
+    assert_eq!(
+        queue_states(&queue, id),
+        [format!("{id}.done")],
+        "the queue"
+    );
+    restore_matches(&site, id, &data, "restore");
+}
+
+/// How long a run may take to give up with two nodes of three down, under
+/// [`Cluster::yaml_impatient`]: a request is at most 2 × (1 s + 10 s) plus backoff.
+const GIVE_UP_LIMIT: Duration = Duration::from_secs(90);
+
+#[test]
+fn cluster_base_sync_with_two_nodes_killed_fails_clearly_then_completes() {
+    // Node 1 stays up but cannot reach a write quorum (2 of 3): the run must give up within
+    // its bounded retries, leave the task retryable and nothing listed as complete, and the
+    // next run with every node back must finish and restore byte for byte.
+    let _turn = exclusive();
+    let c = cluster();
+    let site = Site::new(&c.yaml_impatient(&unique("cluster-quorum")));
+    let id = "20261201T020000";
+    let files = [("16400", 192 * MIB, 21), ("16401", 64 * MIB - 777, 22)];
+    let data = backup_of(&site, id, &files);
+    site.queue(id, "DONE");
+    let queue = site.dir.path().join("queue");
+
+    let log = site.dir.path().join("base-sync.log");
+    let before = c.stored(1);
+    let mut child = spawn_base_sync(&site, &log);
+    wait_stored(c, before, 48 * MIB, &mut child, &log);
+    let start = Instant::now();
+    let down = c.kill_nodes(&[2, 3]);
+    let status = wait_bounded(&mut child, "base-sync");
+    let took = start.elapsed();
+    let err = std::fs::read_to_string(&log).expect("log");
+    eprintln!("base-sync ended {took:?} after the kills began ({status}):\n{err}");
+    assert!(
+        !status.success(),
+        "base-sync succeeded without a quorum: {err}"
+    );
+    assert!(took < GIVE_UP_LIMIT, "took {took:?} to give up: {err}");
+    one_clear_line(status, &err, "barmans3:");
+    assert!(
+        !err.to_lowercase().contains("success"),
+        "a failed run reports success: {err}"
+    );
+    assert_eq!(
+        queue_states(&queue, id),
+        [format!("{id}.run")],
+        "the task must stay retryable: {err}"
+    );
+
+    down.up();
+    let ls = site.run(&["--json", "base-ls", "pg"], &[]);
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.status.success(),
+        "base-ls: {}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert!(
+        !listing.contains("\"complete\": true"),
+        "listed as complete after the failed run: {listing}"
+    );
+    let out = site.run(&["base-sync"], &[]);
+    assert!(
+        out.status.success(),
+        "base-sync with every node back: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        queue_states(&queue, id),
+        [format!("{id}.done")],
+        "the queue"
+    );
     restore_matches(&site, id, &data, "restore");
 }
 
