@@ -10,6 +10,7 @@ mod bad_input;
 mod barman_e2e;
 mod barman_local;
 mod cli_config;
+mod cluster;
 mod conformance;
 mod crash;
 mod faults;
