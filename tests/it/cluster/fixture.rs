@@ -8,8 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::common::repo;
 use crate::common::site::{BIN, PLUGIN, Site, write_backup};
+use crate::common::{repo, start_s3_server};
 
 pub(super) const MIB: u64 = 1 << 20;
 /// The node killed mid-upload; clients talk to node 1, which stays up.
@@ -26,27 +26,7 @@ pub(super) struct Cluster {
 pub(super) fn cluster() -> &'static Cluster {
     static C: OnceLock<Cluster> = OnceLock::new();
     C.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "garage-cluster-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let out = Command::new(repo().join("scripts/s3-server"))
-            .arg("start-cluster")
-            .arg(&dir)
-            .arg("--owner-pid")
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("run scripts/s3-server");
-        assert!(
-            out.status.success(),
-            "could not start the three-node Garage cluster: {}\nInstall Garage with: scripts/test-deps (or scripts/s3-server install)",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect();
+        let (dir, env) = start_s3_server("start-cluster", "garage-cluster");
         Cluster { env, dir }
     })
 }

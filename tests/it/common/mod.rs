@@ -54,26 +54,40 @@ pub fn repo() -> PathBuf {
 /// The Garage of this test process. A missing server is a failure with the remedy, never a skip.
 pub fn garage() -> &'static Garage {
     static G: OnceLock<Garage> = OnceLock::new();
-    G.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("garage-{}-{}", std::process::id(), rand::random::<u32>()));
-        let out = std::process::Command::new(repo().join("scripts/s3-server"))
-            .arg("start")
-            .arg(&dir)
-            .arg("--owner-pid")
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("run scripts/s3-server");
-        assert!(
-            out.status.success(),
-            "could not start the test S3 server (Garage): {}\nInstall it with: scripts/s3-server install (cargo install --locked garage --version 2.5.0)",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect();
-        Garage { env }
+    G.get_or_init(|| Garage {
+        env: start_s3_server("start", "garage").1,
     })
+}
+
+/// Runs `scripts/s3-server VERB DIR --owner-pid <this process>` (`start`, `start-cluster`) with
+/// a fresh DIR under the test tmpdir, and returns DIR and the `KEY=VALUE` lines it printed. The
+/// servers stop, and their data goes, when this test process ends.
+pub fn start_s3_server(verb: &str, name: &str) -> (PathBuf, HashMap<String, String>) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let out = std::process::Command::new(repo().join("scripts/s3-server"))
+        .arg(verb)
+        .arg(&dir)
+        .arg("--owner-pid")
+        .arg(std::process::id().to_string())
+        .output()
+        .expect("run scripts/s3-server");
+    assert!(
+        out.status.success(),
+        "scripts/s3-server {verb} could not start Garage: {}\nInstall it with: scripts/test-deps (or scripts/s3-server install: cargo install --locked garage --version 2.5.0)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    (dir, env)
 }
 
 pub fn unique(name: &str) -> String {
