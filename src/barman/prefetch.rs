@@ -177,7 +177,11 @@ async fn fetch_into(
         return Err(Error::NotFound { key: served.key });
     }
     Spool::at(dir.to_path_buf()).learn_seg_size(served.seg_size);
-    fsutil::write_atomic(&dir.join(name), &plain)
+    // The write and its fsyncs run off the runtime's threads, so the other fetches go on.
+    let path = dir.join(name);
+    tokio::task::spawn_blocking(move || fsutil::write_atomic(&path, &plain))
+        .await
+        .map_err(|e| Error::Failed(format!("spool write task failed: {e}")))?
 }
 
 /// The chain of the newest timeline in the bucket that descends from `tli` (one listing, and

@@ -176,16 +176,18 @@ impl Transfer {
             )
             .await;
         self.progress.object_done(key);
-        let result = result.and_then(|(crc, piece_info)| {
+        let result = match result.and_then(|(crc, piece_info)| {
             let verified = verify(key, &check, expect, crc, &pieces, n_units, &piece_info)?;
-            file.sync_all()
-                .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
             Ok(Downloaded {
                 size: meta.size,
                 crc32c: crc,
                 verified,
             })
-        });
+        }) {
+            // Off the runtime's threads: a large file's fsync would stall every other download.
+            Ok(d) => sync_file(file, &tmp).await.map(|()| d),
+            Err(e) => Err(e),
+        };
         match result {
             Ok(d) => {
                 fsutil::persist(&tmp, dest)?;
@@ -413,6 +415,14 @@ async fn receive(
         md5: md5.map(Md5State::finish),
         data: matches!(sink, Sink::Memory).then(|| mem.freeze()),
     })
+}
+
+/// Flushes a finished download to disk.
+async fn sync_file(file: Arc<File>, path: &Path) -> Result<()> {
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .map_err(|e| Error::Failed(format!("fsync task failed: {e}")))?
+        .map_err(|e| Error::io(format!("fsync {}", path.display()), e))
 }
 
 /// Writes consecutive chunks starting at `offset`.
