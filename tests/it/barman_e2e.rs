@@ -5,6 +5,27 @@
 
 use std::process::Command;
 
+/// Runs `tests/it/e2e/SCRIPT` against the run's Garage with the binary and `env`, and asserts it
+/// ended with its `E2E OK` line.
+fn run_script(script: &str, env: &[(&str, &str)]) {
+    let g = crate::common::garage();
+    let out = Command::new("bash")
+        .arg(crate::common::repo().join("tests/it/e2e").join(script))
+        .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
+        .envs(env.iter().copied())
+        .envs(g.env.iter())
+        .output()
+        .unwrap_or_else(|e| panic!("run tests/it/e2e/{script}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stderr.contains("E2E OK"),
+        "{script} failed (exit {:?})\nstdout: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn backup_sync_restore_and_retention_on_real_postgresql_and_barman() {
     let missing: Vec<&str> = [
@@ -31,21 +52,7 @@ fn backup_sync_restore_and_retention_on_real_postgresql_and_barman() {
         Some("0"),
         "the Barman end-to-end test runs PostgreSQL as postgres and Barman as barman: run it as root (CI does)"
     );
-    let g = crate::common::garage();
-    let out = Command::new("bash")
-        .arg(crate::common::repo().join("tests/it/e2e/barman.sh"))
-        .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
-        .envs(g.env.iter())
-        .output()
-        .expect("run tests/it/e2e/barman.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success() && stderr.contains("E2E OK"),
-        "end-to-end script failed (exit {:?})\nstdout: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run_script("barman.sh", &[]);
 }
 
 /// Where scripts/test-deps installs Barman from PyPI.
@@ -61,22 +68,7 @@ fn current_barman_restores_every_compression_tar_and_point_in_time_and_never_pro
         std::path::Path::new(MODERN_BARMAN).exists(),
         "missing {MODERN_BARMAN}: run scripts/test-deps as root (Barman 3.20 from PyPI in a venv)"
     );
-    let g = crate::common::garage();
-    let out = Command::new("bash")
-        .arg(crate::common::repo().join("tests/it/e2e/barman-modern.sh"))
-        .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
-        .env("BARMAN", MODERN_BARMAN)
-        .envs(g.env.iter())
-        .output()
-        .expect("run tests/it/e2e/barman-modern.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success() && stderr.contains("E2E OK"),
-        "end-to-end script failed (exit {:?})\nstdout: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run_script("barman-modern.sh", &[("BARMAN", MODERN_BARMAN)]);
 }
 
 /// Where scripts/test-deps installs PostgreSQL 18's binaries.
@@ -93,22 +85,9 @@ fn postgresql_18_incremental_backups_restore_and_a_lost_barman_host_is_rebuilt()
             "missing {what} at {path}: run scripts/test-deps as root"
         );
     }
-    let g = crate::common::garage();
-    let out = Command::new("bash")
-        .arg(crate::common::repo().join("tests/it/e2e/barman-pg18.sh"))
-        .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
-        .env("BARMAN", MODERN_BARMAN)
-        .env("PG18", PG18)
-        .envs(g.env.iter())
-        .output()
-        .expect("run tests/it/e2e/barman-pg18.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success() && stderr.contains("E2E OK"),
-        "end-to-end script failed (exit {:?})\nstdout: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
+    run_script(
+        "barman-pg18.sh",
+        &[("BARMAN", MODERN_BARMAN), ("PG18", PG18)],
     );
 }
 
@@ -132,20 +111,5 @@ fn rsync_backups_with_reuse_link_send_only_changed_files_and_restore_identical()
         std::path::Path::new(MODERN_BARMAN).exists(),
         "missing {MODERN_BARMAN}: run scripts/test-deps as root (Barman 3.20 from PyPI in a venv)"
     );
-    let g = crate::common::garage();
-    let out = Command::new("bash")
-        .arg(crate::common::repo().join("tests/it/e2e/barman-rsync.sh"))
-        .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
-        .env("BARMAN", MODERN_BARMAN)
-        .envs(g.env.iter())
-        .output()
-        .expect("run tests/it/e2e/barman-rsync.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success() && stderr.contains("E2E OK"),
-        "end-to-end script failed (exit {:?})\nstdout: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run_script("barman-rsync.sh", &[("BARMAN", MODERN_BARMAN)]);
 }
