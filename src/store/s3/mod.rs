@@ -7,6 +7,28 @@
 //! and GET ask for the stored checksum (`ChecksumMode::Enabled`) so downloads can be verified
 //! against it.
 
+/// Sets what every object barmans3 creates carries (storage class by kind, ACL, encryption,
+/// Object Lock, user metadata) on a request that creates one. PutObject, CreateMultipartUpload
+/// and CopyObject have separate builder types that share these setters by name only, so this is
+/// a macro rather than a function.
+macro_rules! new_object {
+    ($store:expr, $req:expr, $opts:expr) => {{
+        let (sse, kms) = $store.sse();
+        let (mode, until) = $store.lock();
+        let mut req = $req
+            .set_storage_class($store.class($opts.kind))
+            .set_acl($store.acl.clone())
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until);
+        for (k, v) in &$opts.metadata {
+            req = req.metadata(k, v);
+        }
+        req
+    }};
+}
+
 mod client;
 mod errors;
 mod read;
@@ -288,25 +310,16 @@ impl Store for S3Store {
         algorithm: Option<ChecksumAlgorithm>,
         opts: &PutOptions,
     ) -> Result<String> {
-        let (sse, kms) = self.sse();
-        let mut req = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_storage_class(self.class(opts.kind))
-            .set_acl(self.acl.clone())
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms);
-        let (mode, until) = self.lock();
-        req = req
-            .set_object_lock_mode(mode)
-            .set_object_lock_retain_until_date(until);
+        let mut req = new_object!(
+            self,
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key),
+            opts
+        );
         if algorithm == Some(ChecksumAlgorithm::Crc32c) {
             req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C);
-        }
-        for (k, v) in &opts.metadata {
-            req = req.metadata(k, v);
         }
         let out = req
             .send()

@@ -18,26 +18,17 @@ impl S3Store {
         integrity: Integrity,
         opts: &PutOptions,
     ) -> Result<PutReceipt> {
-        let (sse, kms) = self.sse();
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(len as i64)
-            .body(body)
-            .set_storage_class(self.class(opts.kind))
-            .set_acl(self.acl.clone())
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms);
-        let (mode, until) = self.lock();
-        req = req
-            .set_object_lock_mode(mode)
-            .set_object_lock_retain_until_date(until);
-        for (k, v) in &opts.metadata {
-            req = req.metadata(k, v);
-        }
-        req = match integrity {
+        let req = new_object!(
+            self,
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_length(len as i64)
+                .body(body),
+            opts
+        );
+        let req = match integrity {
             Integrity::None => req,
             Integrity::Crc32c(c) => req.checksum_crc32_c(checksum::crc32c_header(c)),
             Integrity::Md5(d) => req.content_md5(checksum::md5_header(&d)),
@@ -106,29 +97,20 @@ impl S3Store {
         dst: &str,
         opts: &PutOptions,
     ) -> Result<PutReceipt> {
-        let (sse, kms) = self.sse();
-        let mut req = self
+        let req = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(dst)
             .copy_source(copy_source(&self.bucket, src))
-            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
-            .set_storage_class(self.class(opts.kind))
-            .set_acl(self.acl.clone())
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms);
-        let (mode, until) = self.lock();
-        req = req
-            .set_object_lock_mode(mode)
-            .set_object_lock_retain_until_date(until);
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C);
         // Metadata given replaces the source's; none given keeps it.
-        if !opts.metadata.is_empty() {
-            req = req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
-            for (k, v) in &opts.metadata {
-                req = req.metadata(k, v);
-            }
-        }
+        let req = if opts.metadata.is_empty() {
+            req
+        } else {
+            req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        };
+        let req = new_object!(self, req, opts);
         let out = req
             .send()
             .await
