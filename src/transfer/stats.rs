@@ -12,47 +12,29 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::Result;
+/// The store requests counted: the same operations the request log names.
+pub use crate::store::reqlog::Op;
 use crate::store::{
     BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity,
     ListPage, ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt,
     SharedStore, Store,
 };
 
-/// Request types, in S3's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)] // The names are S3's operation names.
-pub enum Op {
-    PutObject,
-    GetObject,
-    HeadObject,
-    ListObjects,
-    DeleteObjects,
-    CreateMultipartUpload,
-    UploadPart,
-    CompleteMultipartUpload,
-    AbortMultipartUpload,
-    ListParts,
-    ListMultipartUploads,
-    CopyObject,
-    UploadPartCopy,
-    RestoreObject,
-}
-
 const OPS: [(Op, &str); 14] = [
-    (Op::PutObject, "put"),
-    (Op::GetObject, "get"),
-    (Op::HeadObject, "head"),
-    (Op::ListObjects, "list"),
-    (Op::DeleteObjects, "delete"),
-    (Op::CreateMultipartUpload, "create_multipart"),
+    (Op::Put, "put"),
+    (Op::Get, "get"),
+    (Op::Head, "head"),
+    (Op::List, "list"),
+    (Op::Delete, "delete"),
+    (Op::CreateMultipart, "create_multipart"),
     (Op::UploadPart, "upload_part"),
-    (Op::CompleteMultipartUpload, "complete_multipart"),
-    (Op::AbortMultipartUpload, "abort_multipart"),
+    (Op::CompleteMultipart, "complete_multipart"),
+    (Op::AbortMultipart, "abort_multipart"),
     (Op::ListParts, "list_parts"),
-    (Op::ListMultipartUploads, "list_multipart"),
-    (Op::CopyObject, "copy"),
+    (Op::ListMultipart, "list_multipart"),
+    (Op::Copy, "copy"),
     (Op::UploadPartCopy, "upload_part_copy"),
-    (Op::RestoreObject, "restore"),
+    (Op::Restore, "restore"),
 ];
 
 /// Counters of one run.
@@ -209,7 +191,7 @@ impl Store for CountingStore {
         integrity: Integrity,
         opts: &PutOptions,
     ) -> Result<PutReceipt> {
-        self.stats.request(Op::PutObject);
+        self.stats.request(Op::Put);
         let n = body.len() as u64;
         let r = self.inner.put(key, body, integrity, opts).await?;
         self.stats.up(n);
@@ -222,7 +204,7 @@ impl Store for CountingStore {
         integrity: Integrity,
         opts: &PutOptions,
     ) -> Result<PutReceipt> {
-        self.stats.request(Op::PutObject);
+        self.stats.request(Op::Put);
         let r = self.inner.put_file(key, body, integrity, opts).await?;
         self.stats.up(body.range.len());
         Ok(r)
@@ -244,7 +226,7 @@ impl Store for CountingStore {
         Ok(r)
     }
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
-        self.stats.request(Op::GetObject);
+        self.stats.request(Op::Get);
         let mut r = self.inner.get(key, range).await?;
         r.body = Box::new(CountingBody {
             inner: r.body,
@@ -253,15 +235,15 @@ impl Store for CountingStore {
         Ok(r)
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.stats.request(Op::HeadObject);
+        self.stats.request(Op::Head);
         self.inner.head(key).await
     }
     async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
-        self.stats.request(Op::ListObjects);
+        self.stats.request(Op::List);
         self.inner.list_page(req, token).await
     }
     async fn delete_batch(&self, keys: &[String]) -> Result<Vec<DeleteFailure>> {
-        self.stats.request(Op::DeleteObjects);
+        self.stats.request(Op::Delete);
         self.inner.delete_batch(keys).await
     }
     async fn create_multipart(
@@ -270,7 +252,7 @@ impl Store for CountingStore {
         algorithm: Option<ChecksumAlgorithm>,
         opts: &PutOptions,
     ) -> Result<String> {
-        self.stats.request(Op::CreateMultipartUpload);
+        self.stats.request(Op::CreateMultipart);
         self.inner.create_multipart(key, algorithm, opts).await
     }
     async fn upload_part(
@@ -296,11 +278,11 @@ impl Store for CountingStore {
         upload_id: &str,
         parts: &[PartReceipt],
     ) -> Result<PutReceipt> {
-        self.stats.request(Op::CompleteMultipartUpload);
+        self.stats.request(Op::CompleteMultipart);
         self.inner.complete_multipart(key, upload_id, parts).await
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
-        self.stats.request(Op::AbortMultipartUpload);
+        self.stats.request(Op::AbortMultipart);
         self.inner.abort_multipart(key, upload_id).await
     }
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
@@ -308,19 +290,19 @@ impl Store for CountingStore {
         self.inner.list_parts(key, upload_id).await
     }
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
-        self.stats.request(Op::ListMultipartUploads);
+        self.stats.request(Op::ListMultipart);
         self.inner.list_multipart(prefix).await
     }
     async fn object_lock_status(&self) -> Result<Option<String>> {
-        self.stats.request(Op::HeadObject);
+        self.stats.request(Op::Head);
         self.inner.object_lock_status().await
     }
     async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
-        self.stats.request(Op::RestoreObject);
+        self.stats.request(Op::Restore);
         self.inner.restore_object(key, days).await
     }
     async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
-        self.stats.request(Op::CopyObject);
+        self.stats.request(Op::Copy);
         self.inner.copy(src, dst, opts).await
     }
     async fn upload_part_copy(
