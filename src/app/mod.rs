@@ -154,6 +154,9 @@ async fn bare_engine(cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
     Ok(Transfer::new(store, tc).with_cancel(cancel))
 }
 
+/// The object `s3.request_checksum: auto` writes and deletes, under the configured prefix.
+const PROBE_KEY: &str = ".barmans3-checksum-probe";
+
 /// Where `s3.request_checksum: auto` caches its answer for this store, and the key it probes.
 fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
     let id = crate::barman::state::store_id(cfg);
@@ -162,10 +165,11 @@ fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
             "checksum-{:08x}.json",
             crate::checksum::crc32c(id.as_bytes())
         )),
-        key: crate::store::join_key(
-            cfg.location.prefix(),
-            &format!(".barmans3-checksum-probe-{:016x}", rand::random::<u64>()),
-        ),
+        // One fixed key, not one per run: a probe killed between its PUT and its DELETE leaves
+        // this object, and the next run (which probes again, the answer being cached only
+        // after the delete) overwrites and removes it. Concurrent probes only overwrite each
+        // other's identical bytes.
+        key: crate::store::join_key(cfg.location.prefix(), PROBE_KEY),
     }
 }
 

@@ -266,6 +266,52 @@ fn checksum_auto_detects_crc32c_and_falls_back_to_md5_where_it_is_not_verified()
 }
 
 #[test]
+fn a_probe_object_left_by_an_interrupted_run_is_removed_by_the_next() {
+    // The first run's probe cannot delete its object (as when killed between PUT and DELETE);
+    // it still uploads, and the next run, probing again, leaves nothing behind.
+    let proxy = FaultProxy::with_quirk(garage().endpoint(), Quirk::RefuseDeletes);
+    let site = garage_site(&proxy.endpoint, "");
+    let src = site.dir.path().join("src");
+    std::fs::write(&src, data(1000, 9)).expect("write");
+    let src = src.to_str().expect("utf8");
+    ok(&site, &["store", "put", src, "one"]);
+    let yaml = std::fs::read_to_string(&site.cfg).expect("config");
+    let prefix = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("prefix: "))
+        .expect("prefix")
+        .to_string();
+    let listed = || {
+        crate::common::block_on(async {
+            let t = crate::common::garage_transfer().await;
+            let mut keys: Vec<String> = crate::common::list_garage(&t, &prefix)
+                .await
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            keys.sort();
+            keys
+        })
+    };
+    assert!(
+        listed().iter().any(|k| k.contains("checksum-probe")),
+        "the refused delete leaves the probe object: {:?}",
+        listed()
+    );
+    std::fs::write(
+        &site.cfg,
+        yaml.replace(&proxy.endpoint, garage().endpoint()),
+    )
+    .expect("cfg");
+    ok(&site, &["store", "put", src, "two"]);
+    assert_eq!(
+        listed(),
+        vec![format!("{prefix}/one"), format!("{prefix}/two")],
+        "only the uploaded objects remain"
+    );
+}
+
+#[test]
 fn bandwidth_cap_moves_the_same_bytes() {
     let site = garage_site(garage().endpoint(), "  max_bandwidth: 4MiB\n");
     let dir = tempfile::tempdir().expect("tmp");

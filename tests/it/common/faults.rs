@@ -65,6 +65,9 @@ pub enum Quirk {
     IgnoreChecksums,
     /// Refuses a request with a CRC32C header (400 InvalidArgument).
     RejectChecksums,
+    /// Refuses every delete (DeleteObject, DeleteObjects) with 403 AccessDenied, as a key
+    /// without delete rights does.
+    RefuseDeletes,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,6 +149,9 @@ async fn handle(
     match quirk {
         Quirk::RefuseCopies if head.contains("\r\nx-amz-copy-source:") => {
             return error_response(&mut c, "501 Not Implemented", "NotImplemented").await;
+        }
+        Quirk::RefuseDeletes if head.starts_with("delete ") || head.contains("?delete") => {
+            return error_response(&mut c, "403 Forbidden", "AccessDenied").await;
         }
         Quirk::RejectChecksums if has_crc => {
             return error_response(&mut c, "400 Bad Request", "InvalidArgument").await;
