@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod directio;
 pub mod error;
 pub mod filesync;
 pub mod fsutil;

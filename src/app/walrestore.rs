@@ -69,8 +69,8 @@ pub(super) async fn restore(
             return Ok(Exit::Success);
         }
     }
-    let system = match spool.as_ref().and_then(Spool::identity) {
-        Some(s) => Some(s),
+    let system = match spool.as_ref().and_then(Spool::known_identity) {
+        Some(s) => s,
         None => bucket_system(t, &remote).await?,
     };
     match wal_restore(t, &remote, name, dest, &decoding(cfg), system).await {
@@ -114,10 +114,8 @@ async fn from_spool(
     dest: &Path,
 ) -> Result<Option<u64>> {
     sp.want(name)?;
-    if sp.identity().is_none()
-        && let Some(system) = bucket_system(t, remote).await?
-    {
-        sp.set_identity(system)?;
+    if sp.known_identity().is_none() {
+        sp.set_identity(bucket_system(t, remote).await?)?;
     }
     let args = self_args(o, cfg);
     let mut cmd = std::process::Command::new(&args[0]);
@@ -139,9 +137,7 @@ pub(super) async fn prefetcher(
     let sp = Spool::at(spool);
     // The bucket's cluster, checked again: a changed one empties the spool before anything is
     // fetched into it.
-    if let Some(system) = bucket_system(t, &remote).await? {
-        sp.set_identity(system)?;
-    }
+    sp.set_identity(bucket_system(t, &remote).await?)?;
     let depth = Depth {
         segments: cfg.barman.wal_prefetch.max(1),
         bytes: cfg.barman.wal_spool_bytes,

@@ -24,7 +24,6 @@ use super::timeline::{self, Begin};
 use super::wal::{self, WalKind};
 use super::walrestore::{Decoding, fetch_decoded};
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::store::ListRequest;
 use crate::transfer::{Expect, Transfer};
 
@@ -179,7 +178,7 @@ async fn fetch_into(
     Spool::at(dir.to_path_buf()).learn_seg_size(served.seg_size);
     // The write and its fsyncs run off the runtime's threads, so the other fetches go on.
     let path = dir.join(name);
-    tokio::task::spawn_blocking(move || fsutil::write_atomic(&path, &plain))
+    tokio::task::spawn_blocking(move || crate::directio::write_atomic(&path, &plain))
         .await
         .map_err(|e| Error::Failed(format!("spool write task failed: {e}")))?
 }

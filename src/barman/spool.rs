@@ -20,6 +20,8 @@ pub(super) const MISSING_TTL: Duration = Duration::from_secs(2);
 pub(super) const LOCK: &str = ".prefetch.lock";
 const WANT: &str = ".want";
 const IDENTITY: &str = ".identity";
+/// What `.identity` holds when the bucket has no identity.json.
+const NO_IDENTITY: &str = "none";
 const LOG: &str = ".prefetch.log";
 const SEG_SIZE: &str = ".segsize";
 /// The segment size PostgreSQL uses unless initdb was told otherwise.
@@ -128,15 +130,17 @@ impl Spool {
         if !self.entries().iter().any(|(n, _)| n == name) {
             return Ok(None);
         }
-        let intact = std::fs::read(&path).is_ok_and(|data| {
-            super::walrestore::check(WalKind::Segment, name, &data).is_ok()
-                && super::walrestore::is_system(&data, self.identity())
+        // The first page proves which segment and cluster a file is; the prefetcher checked
+        // the rest before the rename that made it visible.
+        let head = read_head(&path, super::walrestore::SEGMENT_HEAD);
+        let intact = head.as_ref().is_some_and(|(data, len)| {
+            super::walrestore::check_segment_head(name, data, *len, false).is_ok()
+                && super::walrestore::is_system(data, self.identity())
         });
-        if !intact {
+        let Some((_, size)) = head.filter(|_| intact) else {
             let _ = std::fs::remove_file(&path);
             return Ok(None);
-        }
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        };
         match std::fs::rename(&path, dest) {
             Ok(()) => {
                 fsutil::sync_dir(fsutil::parent_dir(dest))?;
@@ -147,7 +151,7 @@ impl Spool {
             Err(_) => {
                 let bytes = std::fs::read(&path)
                     .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-                fsutil::write_atomic(dest, &bytes)?;
+                crate::directio::write_atomic(dest, &bytes)?;
                 let _ = std::fs::remove_file(&path);
                 Ok(Some(size))
             }
@@ -216,22 +220,31 @@ impl Spool {
 
     /// The cluster's system identifier as the spool last saw it in the bucket.
     pub fn identity(&self) -> Option<u64> {
-        std::fs::read_to_string(self.dir.join(IDENTITY))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        self.known_identity().flatten()
     }
 
-    /// Records the bucket's system identifier; a different one empties the spool first.
-    pub fn set_identity(&self, system: u64) -> Result<()> {
-        if self.identity().is_some_and(|old| old != system) {
+    /// What the spool last saw in the bucket: `Some(None)` when the bucket had no identity
+    /// (WALs shipped without a base backup), `None` when it has not looked yet. Remembering
+    /// the absence spares every later restore_command call a request.
+    pub fn known_identity(&self) -> Option<Option<u64>> {
+        let text = std::fs::read_to_string(self.dir.join(IDENTITY)).ok()?;
+        match text.trim() {
+            NO_IDENTITY => Some(None),
+            id => id.parse().ok().map(Some),
+        }
+    }
+
+    /// Records the bucket's system identifier (or its absence); a change empties the spool
+    /// first.
+    pub fn set_identity(&self, system: Option<u64>) -> Result<()> {
+        if self.known_identity().is_some_and(|old| old != system) {
             for (name, _) in self.entries() {
                 let _ = std::fs::remove_file(self.dir.join(name));
             }
         }
         self.ensure()?;
-        fsutil::write_atomic(&self.dir.join(IDENTITY), system.to_string().as_bytes())
+        let text = system.map_or(NO_IDENTITY.to_string(), |s| s.to_string());
+        fsutil::write_atomic(&self.dir.join(IDENTITY), text.as_bytes())
     }
 
     /// The cluster's segment size as the spool last learnt it (16 MiB until then).
@@ -263,6 +276,16 @@ impl Spool {
 
 /// Remembers a "not in the bucket" answer for [`MISSING_TTL`], so repeated asks for the end
 /// of the archive do not each cost a request.
+/// The first `n` bytes of a file (fewer if it is shorter) and its length.
+fn read_head(path: &Path, n: usize) -> Option<(Vec<u8>, u64)> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut head = Vec::with_capacity(n);
+    f.take(n as u64).read_to_end(&mut head).ok()?;
+    Some((head, len))
+}
+
 pub fn remember_missing(spool: &Spool, name: &str) {
     let _ = std::fs::write(spool.dir.join(format!("{name}.missing")), b"");
 }
@@ -332,6 +355,14 @@ mod tests {
             None
         );
         assert!(!bad.exists());
+        // So is one whose header is right but whose length is not (only the head is read).
+        let short = spool.dir().join("000000010000000000000008");
+        std::fs::write(&short, &seg("000000010000000000000008")[..(1 << 20) - 1]).expect("w");
+        assert_eq!(
+            spool.take("000000010000000000000008", &dest).expect("take"),
+            None
+        );
+        assert!(!short.exists());
         // An old entry is discarded.
         let old = spool.dir().join("000000010000000000000007");
         std::fs::write(&old, seg("000000010000000000000007")).expect("w");
@@ -352,11 +383,20 @@ mod tests {
             seg("000000010000000000000008"),
         )
         .expect("w");
-        spool.set_identity(1).expect("id");
-        spool.set_identity(2).expect("id");
+        spool.set_identity(Some(1)).expect("id");
+        spool.set_identity(Some(2)).expect("id");
         assert_eq!(
             spool.take("000000010000000000000008", &dest).expect("take"),
             None
         );
+        // A bucket without identity is remembered as such, and an identity appearing later
+        // is a change like any other.
+        let seg9 = spool.dir().join("000000010000000000000009");
+        spool.set_identity(None).expect("id");
+        assert_eq!(spool.known_identity(), Some(None));
+        std::fs::write(&seg9, seg("000000010000000000000009")).expect("w");
+        spool.set_identity(Some(3)).expect("id");
+        assert_eq!(spool.known_identity(), Some(Some(3)));
+        assert!(!seg9.exists());
     }
 }

@@ -14,7 +14,6 @@ use super::remote::Remote;
 use super::wal::{self, WalKind};
 use crate::codec::{self, Codec, Filter};
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::store::ListRequest;
 use crate::transfer::{Expect, Transfer};
 
@@ -58,7 +57,7 @@ pub async fn wal_restore(
     system: Option<u64>,
 ) -> Result<Served> {
     let (served, plain) = fetch_decoded(t, remote, name, decoding, system).await?;
-    fsutil::write_atomic(dest, &plain)?;
+    crate::directio::write_atomic(dest, &plain)?;
     Ok(served)
 }
 
@@ -192,9 +191,9 @@ async fn fetch(t: &Transfer, remote: &Remote, name: &str) -> Result<(String, Vec
 }
 
 async fn get(t: &Transfer, key: &str) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    t.download_to(key, &mut buf, Expect::default()).await?;
-    Ok(buf)
+    t.download_small(key, MAX_WAL_BYTES)
+        .await
+        .map(|(data, _)| data)
 }
 
 /// The first segment after `name` on its timeline that the bucket holds, if any.
@@ -305,6 +304,20 @@ pub fn check(kind: WalKind, name: &str, data: &[u8]) -> std::result::Result<(), 
 }
 
 fn check_segment(name: &str, data: &[u8], partial: bool) -> std::result::Result<(), String> {
+    check_segment_head(name, data, data.len() as u64, partial)
+}
+
+/// The first bytes of a segment file; what [`check_segment_head`] reads.
+pub const SEGMENT_HEAD: usize = LONG_HEADER;
+
+/// [`check`] for a segment from its first [`SEGMENT_HEAD`] bytes and its length: the
+/// header alone proves which segment a file is, so a spooled file need not be read whole.
+pub fn check_segment_head(
+    name: &str,
+    data: &[u8],
+    len: u64,
+    partial: bool,
+) -> std::result::Result<(), String> {
     if data.len() < LONG_HEADER {
         return Err(format!("it holds {} bytes, not a WAL segment", data.len()));
     }
@@ -322,7 +335,6 @@ fn check_segment(name: &str, data: &[u8], partial: bool) -> std::result::Result<
         let u64_at = |i: usize| (u64::from(u32_at(i)) << 32) | u64::from(u32_at(i + 4));
         (u16_at(2), u64_at(8), u32_at(32))
     };
-    let len = data.len() as u64;
     let fits = |(info, pageaddr, seg_size): (u16, u64, u32)| {
         let seg_size = u64::from(seg_size);
         let size_ok = seg_size.is_power_of_two()

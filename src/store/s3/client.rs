@@ -96,7 +96,23 @@ fn http_client(cfg: &S3Config) -> Result<aws_smithy_runtime_api::client::http::S
         .endpoint
         .as_deref()
         .is_none_or(|e| e.starts_with("https://"));
-    let mut trust = TrustStore::default();
+    // Loading the system roots reads and parses every certificate in /etc/ssl/certs, several
+    // milliseconds that every wal-restore call (one process per WAL segment) would pay. A
+    // plain-HTTP endpoint reached without a TLS proxy never needs them.
+    let tls_proxy = [&cfg.http_proxy, &cfg.https_proxy].iter().any(|p| {
+        p.as_ref()
+            .is_some_and(|p| p.expose().starts_with("https://"))
+    }) || [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|p| p.starts_with("https://")));
+    let mut trust = TrustStore::default().with_native_roots(https || tls_proxy);
     if let Some(ca) = &cfg.ca_bundle {
         let pem = std::fs::read(ca).map_err(|e| {
             Error::Config(format!(
