@@ -6,8 +6,9 @@
 //! (2.8 s of system time for 2 GiB buffered + fsync, 0.2 s with `O_DIRECT`, in `dd`). Direct
 //! writes need the buffer address, offset and length aligned to the device's block; data is
 //! gathered into [`AlignedBuf`]s for that, and whatever cannot be written directly (a
-//! filesystem without `O_DIRECT` such as tmpfs, an unaligned offset, the tail of a file) goes
-//! through an ordinary descriptor of the same file. The final `sync_all` makes both durable.
+//! filesystem without `O_DIRECT` such as tmpfs before Linux 6.6, an unaligned offset, the tail
+//! of a file) goes through an ordinary descriptor of the same file. The final `sync_all` makes
+//! both durable.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
