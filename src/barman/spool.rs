@@ -274,8 +274,6 @@ impl Spool {
     }
 }
 
-/// Remembers a "not in the bucket" answer for [`MISSING_TTL`], so repeated asks for the end
-/// of the archive do not each cost a request.
 /// The first `n` bytes of a file (fewer if it is shorter) and its length.
 fn read_head(path: &Path, n: usize) -> Option<(Vec<u8>, u64)> {
     use std::io::Read;
@@ -286,6 +284,8 @@ fn read_head(path: &Path, n: usize) -> Option<(Vec<u8>, u64)> {
     Some((head, len))
 }
 
+/// Remembers a "not in the bucket" answer for [`MISSING_TTL`], so repeated asks for the end
+/// of the archive do not each cost a request.
 pub fn remember_missing(spool: &Spool, name: &str) {
     let _ = std::fs::write(spool.dir.join(format!("{name}.missing")), b"");
 }
