@@ -40,17 +40,22 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// errors that are nobody else's business).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = temp_path_for(path);
-    let result = (|| {
+    replace_with(path, |tmp| {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .open(tmp)?;
         f.write_all(data)?;
         f.sync_all()
-    })();
-    if let Err(e) = result {
+    })
+}
+
+/// Atomically replaces `path` with the file `write` creates and fsyncs at the temp path it is
+/// given; a failed write leaves no temp file behind.
+pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+    let tmp = temp_path_for(path);
+    if let Err(e) = write(&tmp) {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(format!("write {}", tmp.display()), e));
     }
