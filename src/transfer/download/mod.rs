@@ -227,85 +227,69 @@ impl Transfer {
     /// (the GET's own headers carry the size and checksums: one round trip per WAL instead of
     /// two), verified like any download. An object above `max` bytes is an error.
     pub async fn download_small(&self, key: &str, max: u64) -> Result<(Vec<u8>, Downloaded)> {
-        let (data, meta) = {
+        let (meta, check, piece) = {
             let _permit = self.permit().await?;
             self.retry
-                .run(&self.stats, &self.cancel, || self.get_whole(key, max))
+                .run(&self.stats, &self.cancel, || async {
+                    let resp = self.store.get(key, None).await?;
+                    let size = resp.meta.size;
+                    if size > max {
+                        return Err(Error::Failed(format!(
+                            "{key}: {size} bytes in the store, more than the {max} such a file can have"
+                        )));
+                    }
+                    let check = decide(&resp.meta);
+                    let whole = ByteRange { start: 0, end: size };
+                    let want_md5 = matches!(check, Check::Md5 { .. });
+                    let piece =
+                        receive(resp.body, key, 0, whole, &Sink::Memory, want_md5).await?;
+                    self.progress.bytes_done(size);
+                    Ok((resp.meta, check, piece))
+                })
                 .await?
         };
-        let check = decide(&meta);
-        let units = match &check {
-            Check::Composite { parts, .. } | Check::CompositeMd5 { parts, .. } => parts.clone(),
-            _ => vec![ByteRange {
-                start: 0,
-                end: meta.size,
-            }],
+        let data = Vec::from(piece.data.unwrap_or_default());
+        // A multipart object is checked part by part, from the bytes already in memory.
+        let (pieces, info): (Vec<_>, Vec<_>) = match &check {
+            Check::Composite { parts, .. } | Check::CompositeMd5 { parts, .. } => parts
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let bytes = &data[r.start as usize..r.end as usize];
+                    let md5 =
+                        matches!(check, Check::CompositeMd5 { .. }).then(|| checksum::md5(bytes));
+                    ((i, *r), (checksum::crc32c(bytes), md5))
+                })
+                .unzip(),
+            _ => (
+                vec![(
+                    0,
+                    ByteRange {
+                        start: 0,
+                        end: meta.size,
+                    },
+                )],
+                vec![(piece.crc, piece.md5)],
+            ),
         };
-        let want_md5 = matches!(check, Check::Md5 { .. } | Check::CompositeMd5 { .. });
-        let (pieces, info): (Vec<_>, Vec<_>) = units
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let bytes = &data[r.start as usize..r.end as usize];
-                let md5 = want_md5.then(|| checksum::md5(bytes));
-                ((i, *r), (checksum::crc32c(bytes), md5))
-            })
-            .unzip();
-        let crc = pieces
-            .iter()
-            .zip(&info)
-            .fold(0u32, |acc, ((_, r), (c, _))| {
-                checksum::crc32c_combine(acc, *c, r.len())
-            });
+        let crc = whole_crc(&pieces, &info);
         let verified = verify(
             key,
             &check,
             Expect::default(),
             crc,
             &pieces,
-            units.len(),
+            pieces.len(),
             &info,
         )?;
-        let size = meta.size;
         Ok((
             data,
             Downloaded {
-                size,
+                size: meta.size,
                 crc32c: crc,
                 verified,
             },
         ))
-    }
-
-    /// One GET of a whole object into memory; a short body is a retryable truncation.
-    async fn get_whole(&self, key: &str, max: u64) -> Result<(Vec<u8>, ObjectMeta)> {
-        let resp = self.store.get(key, None).await?;
-        let size = resp.meta.size;
-        if size > max {
-            return Err(Error::Failed(format!(
-                "{key}: {size} bytes in the store, more than the {max} such a file can have"
-            )));
-        }
-        let mut data = Vec::with_capacity(size as usize);
-        let mut body = resp.body;
-        while let Some(chunk) = body.next_chunk().await? {
-            if data.len() + chunk.len() > size as usize {
-                break;
-            }
-            data.extend_from_slice(&chunk);
-        }
-        if data.len() as u64 != size {
-            return Err(Error::Store(crate::error::StoreFailure {
-                op: "GetObject",
-                key: key.to_string(),
-                status: None,
-                code: None,
-                message: format!("expected {size} bytes, got {} or more", data.len()),
-                retryable: (data.len() as u64) < size,
-            }));
-        }
-        self.progress.bytes_done(size);
-        Ok((data, resp.meta))
     }
 
     /// Writes the given byte ranges of an object to a writer, in the order given (ranges past
@@ -391,13 +375,7 @@ impl Transfer {
         if let Some(w) = writer.as_mut() {
             w.flush().await.map_err(|e| Error::io("write output", e))?;
         }
-        let crc = pieces
-            .iter()
-            .zip(&info)
-            .fold(0u32, |acc, ((_, r), (c, _))| {
-                checksum::crc32c_combine(acc, *c, r.len())
-            });
-        Ok((crc, info))
+        Ok((whole_crc(pieces, &info), info))
     }
 
     fn take_piece(
@@ -451,7 +429,12 @@ async fn receive(
     let mut batch = matches!(sink, Sink::File(_))
         .then(|| AlignedBuf::new(WRITE_BATCH.min(range.len() as usize)));
     let mut written = range.start;
-    let mut mem = BytesMut::new();
+    // A piece for memory is held whole until it is handed on: reserved once at its size rather
+    // than grown by doubling copies.
+    let mut mem = match sink {
+        Sink::Memory => BytesMut::with_capacity(range.len() as usize),
+        Sink::File(_) => BytesMut::new(),
+    };
     while let Some(chunk) = body.next_chunk().await? {
         crc = checksum::crc32c_append(crc, &chunk);
         if let Some(m) = md5.as_mut() {
@@ -504,6 +487,16 @@ async fn receive(
         md5: md5.map(Md5State::finish),
         data: matches!(sink, Sink::Memory).then(|| mem.freeze()),
     })
+}
+
+/// The CRC32C of the whole object from its pieces' CRC32C.
+fn whole_crc(pieces: &[(usize, ByteRange)], info: &[(u32, Option<[u8; 16]>)]) -> u32 {
+    let parts: Vec<(u32, u64)> = pieces
+        .iter()
+        .zip(info)
+        .map(|((_, r), (c, _))| (*c, r.len()))
+        .collect();
+    super::upload::combine(&parts)
 }
 
 /// Flushes a finished download to disk.
