@@ -108,16 +108,11 @@ fn garage_yaml(prefix: &str, part_size: &str) -> String {
 
 /// Keys under `prefix` (all pages) and the incomplete multipart uploads there.
 fn bucket_state(prefix: &str) -> (BTreeSet<String>, usize) {
-    crate::common::block_on(async {
+    let uploads = crate::common::block_on(async {
         let t = crate::common::garage_transfer().await;
-        let keys = crate::common::list_garage(&t, prefix)
-            .await
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        let uploads = t.incomplete_uploads(prefix).await.expect("list uploads");
-        (keys, uploads.len())
-    })
+        t.incomplete_uploads(prefix).await.expect("list uploads")
+    });
+    (crate::common::garage_keys(prefix), uploads.len())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -281,22 +281,10 @@ fn a_probe_object_left_by_an_interrupted_run_is_removed_by_the_next() {
         .find_map(|l| l.trim().strip_prefix("prefix: "))
         .expect("prefix")
         .to_string();
-    let listed = || {
-        crate::common::block_on(async {
-            let t = crate::common::garage_transfer().await;
-            let mut keys: Vec<String> = crate::common::list_garage(&t, &prefix)
-                .await
-                .into_iter()
-                .map(|o| o.key)
-                .collect();
-            keys.sort();
-            keys
-        })
-    };
+    let left = crate::common::garage_keys(&prefix);
     assert!(
-        listed().iter().any(|k| k.contains("checksum-probe")),
-        "the refused delete leaves the probe object: {:?}",
-        listed()
+        left.iter().any(|k| k.contains("checksum-probe")),
+        "the refused delete leaves the probe object: {left:?}"
     );
     std::fs::write(
         &site.cfg,
@@ -305,8 +293,8 @@ fn a_probe_object_left_by_an_interrupted_run_is_removed_by_the_next() {
     .expect("cfg");
     ok(&site, &["store", "put", src, "two"]);
     assert_eq!(
-        listed(),
-        vec![format!("{prefix}/one"), format!("{prefix}/two")],
+        crate::common::garage_keys(&prefix),
+        [format!("{prefix}/one"), format!("{prefix}/two")].into(),
         "only the uploaded objects remain"
     );
 }

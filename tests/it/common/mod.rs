@@ -5,7 +5,7 @@ pub mod faults;
 pub mod moto;
 pub mod site;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -191,6 +191,18 @@ pub async fn garage_transfer() -> Transfer {
         .await
         .expect("open store");
     Transfer::new(st, small_transfer())
+}
+
+/// The keys under `prefix` in the test Garage's bucket, from a fresh client.
+pub fn garage_keys(prefix: &str) -> BTreeSet<String> {
+    block_on(async {
+        let t = garage_transfer().await;
+        list_garage(&t, prefix)
+            .await
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    })
 }
 
 /// Every object under `prefix` in the test Garage's bucket.
