@@ -20,6 +20,12 @@ use crate::error::{Error, Result};
 use crate::store::PutOptions;
 use crate::transfer::{CopyExpect, FileJournal, Transfer, bounded};
 
+/// Backup files up to this size (PostgreSQL's relation segment size: every data file of a
+/// default build) are sent in one PUT. The backup's many files already keep the connections
+/// busy, and an object made in one PUT is what a later backup can copy server-side cheaply: a
+/// copy of a multipart object makes servers such as Garage read and re-hash all of it.
+const ONE_PUT_MAX: u64 = 1 << 30;
+
 /// What uploading a backup produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackupUpload {
@@ -267,7 +273,7 @@ async fn upload_files(
     journal_dir: &Path,
     prev: Option<Arc<Previous>>,
 ) -> Result<Vec<(Entry, bool)>> {
-    let big = t.config().part_size;
+    let big = t.config().part_size.max(ONE_PUT_MAX);
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
     t.progress().add_work(files.len() as u64, total);
     let jobs = files.into_iter().enumerate().map(|(i, f)| {
@@ -311,8 +317,9 @@ async fn upload_one(
     key: &str,
     journal: Option<&dyn crate::transfer::UploadJournal>,
 ) -> Result<u32> {
+    let opts = PutOptions::of(ObjectKind::Base);
     let up = t
-        .upload_file_with(&f.path, key, journal, &PutOptions::of(ObjectKind::Base))
+        .upload_file_as(&f.path, key, journal, &opts, ONE_PUT_MAX)
         .await?;
     if up.size != f.stamp.size {
         return Err(Error::Failed(format!(

@@ -11,3 +11,5 @@ pub const MAX_PARTS: u64 = 10_000;
 pub const MAX_DELETE_BATCH: usize = 1000;
 /// Largest object one CopyObject request may copy; larger ones are copied part by part.
 pub const MAX_COPY_SIZE: u64 = 5 << 30;
+/// Largest object one PutObject request may create.
+pub const MAX_PUT_SIZE: u64 = 5 << 30;

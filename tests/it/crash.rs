@@ -189,7 +189,10 @@ fn base_sync_of_a_two_gib_backup_survives_kill_9() {
     let base = site.dir.path().join("barman/pg/base").join(id);
     let rel = base.join("data/base/16384");
     std::fs::create_dir_all(&rel).expect("mkdir");
-    write_big(&rel.join("16400"), 1 << 30, 1);
+    // Above base-sync's one-PUT limit (1 GiB, PostgreSQL's default segment; a build with
+    // larger segments makes such files): a resumable multipart upload. The others go in one
+    // PUT each.
+    write_big(&rel.join("16400"), (1 << 30) + 4 * MIB, 1);
     write_big(&rel.join("16400.1"), (1 << 30) - 12345, 2);
     write_big(&rel.join("16410"), 50 * MIB + 3, 3);
     for i in 0..200 {

@@ -60,7 +60,17 @@ fn put(path: &Path, body: &[u8]) {
 
 /// Runs `base-sync --json` and returns (bytes_up, bytes_copied, stderr).
 fn base_sync(site: &Site) -> (u64, u64, String) {
-    let out = site.run(&["--json", "-v", "base-sync"], &[]);
+    let log = site.dir.path().join("requests.csv");
+    let log = log.to_str().expect("utf8");
+    let args = ["--json", "-v", "--request-log", log];
+    let out = site.run(
+        &[
+            &args[..],
+            &["--request-log-format", "extended", "base-sync"],
+        ]
+        .concat(),
+        &[],
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "base-sync: {err}");
     let line = String::from_utf8_lossy(&out.stdout)
@@ -74,6 +84,17 @@ fn base_sync(site: &Site) -> (u64, u64, String) {
         v["bytes_copied"].as_u64().expect("bytes_copied"),
         err,
     )
+}
+
+/// The S3 operations the request log names for `key_tail`, in order.
+fn operations_on(site: &Site, key_tail: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(site.dir.path().join("requests.csv")).expect("log");
+    let mut rd = csv::Reader::from_reader(log.as_bytes());
+    rd.records()
+        .map(|r| r.expect("csv line"))
+        .filter(|r| r[7].ends_with(key_tail))
+        .map(|r| r[2].to_string())
+        .collect()
 }
 
 /// A pg_control-like file: content followed by its own CRC-32C, then zeros. Every such file has
@@ -132,6 +153,12 @@ fn second_backup_sends_only_what_changed(w: Where) {
     let (up_a, copied_a, _) = base_sync(&site);
     assert_eq!(copied_a, 0, "nothing to reuse for the first backup");
     assert!(up_a > (11 << 20), "{up_a}");
+    // A backup file above the part size but within PostgreSQL's 1 GiB segment goes in one
+    // PUT, so the next backup's copy of it needs no reading on the server.
+    let big = format!("{A}/data/base/1/big");
+    if w == Where::Garage {
+        assert_eq!(operations_on(&site, &big), ["PutObject"]);
+    }
 
     // The second backup as Barman's reuse_backup = link makes it: hard links to A's files,
     // new files where they changed.
@@ -172,6 +199,10 @@ fn second_backup_sends_only_what_changed(w: Where) {
             copied_b, unchanged,
             "every unchanged file copied server-side"
         );
+        if w == Where::Garage {
+            let ops = operations_on(&site, &format!("{B}/data/base/1/big"));
+            assert_eq!(ops, ["CopyObject", "HeadObject"], "one copy, checked");
+        }
         // The changed files plus our manifest and backup.info.
         assert!(
             up_b >= changed && up_b < changed + 64 * KIB as u64,

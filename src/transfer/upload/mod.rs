@@ -22,6 +22,7 @@ use crate::checksum;
 use crate::config::ChecksumMode;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::store::limits::MAX_PUT_SIZE;
 use crate::store::{ByteRange, ChecksumAlgorithm, FileRange, Integrity, PartReceipt, PutOptions};
 
 mod file;
@@ -277,13 +278,31 @@ impl Transfer {
         journal: Option<&dyn UploadJournal>,
         opts: &PutOptions,
     ) -> Result<Uploaded> {
+        self.upload_file_as(path, key, journal, opts, self.cfg.part_size)
+            .await
+    }
+
+    /// [`Transfer::upload_file_with`], sending a file of up to `one_put_max` bytes (never less
+    /// than the part size, never more than S3's single-PUT limit) in one PUT. Objects made in
+    /// one PUT can later be copied server-side without the server reading them again (Garage
+    /// re-reads and re-hashes every byte of a copied multipart object); parts pay off only for
+    /// a file that would otherwise be sent alone.
+    pub async fn upload_file_as(
+        &self,
+        path: &Path,
+        key: &str,
+        journal: Option<&dyn UploadJournal>,
+        opts: &PutOptions,
+        one_put_max: u64,
+    ) -> Result<Uploaded> {
         let file =
             File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let size = meta.len();
-        let result = if size <= self.cfg.part_size {
+        let one_put_max = one_put_max.clamp(self.cfg.part_size, MAX_PUT_SIZE);
+        let result = if size <= one_put_max {
             self.put_file_whole(file, path, key, size, opts).await
         } else {
             self.put_file_parts(file, &meta, path, key, journal, opts)
