@@ -15,16 +15,18 @@ use super::manifest::{Entry, Manifest, check_unique, encode_path};
 use super::queue::{now, try_lock_file};
 use super::remote::{INFO, MANIFEST, Remote};
 use super::reuse::{self, Previous, Reuse};
-use crate::config::ObjectKind;
+use super::state::LocalState;
+use crate::config::{Config, ObjectKind};
 use crate::error::{Error, Result};
 use crate::store::PutOptions;
 use crate::transfer::{CopyExpect, FileJournal, Transfer, bounded};
 
-/// Backup files up to this size (PostgreSQL's relation segment size: every data file of a
-/// default build) are sent in one PUT. The backup's many files already keep the connections
-/// busy, and an object made in one PUT is what a later backup can copy server-side cheaply: a
-/// copy of a multipart object makes servers such as Garage read and re-hash all of it.
-const ONE_PUT_MAX: u64 = 1 << 30;
+/// How a backup's files are sent: where resumable uploads keep their journals, and up to
+/// which size a file goes in one PUT (`barman.one_put_max`).
+struct Sending {
+    journal_dir: PathBuf,
+    one_put_max: u64,
+}
 
 /// What uploading a backup produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -223,7 +225,7 @@ pub async fn upload_backup(
     remote: &Remote,
     dirs: &ServerDirs,
     id: &str,
-    journal_dir: &Path,
+    cfg: &Config,
 ) -> std::result::Result<BackupUpload, NotNow> {
     let _lock = match try_lock_file(&dirs.backup_lock(id), "Barman operation on this backup") {
         Ok(l) => l,
@@ -233,10 +235,14 @@ pub async fn upload_backup(
     // Re-read under the lock: Barman cannot delete it now, and the status is final.
     check_eligible(dirs, id, now(), std::time::Duration::MAX, None)?;
     let (files, mut entries) = scan(&dirs.base_dir.join(id))?;
-    std::fs::create_dir_all(journal_dir)
-        .map_err(|e| Error::io(format!("create {}", journal_dir.display()), e))?;
+    let how = Sending {
+        journal_dir: LocalState::new(cfg).journal_dir(),
+        one_put_max: cfg.barman.one_put_max,
+    };
+    std::fs::create_dir_all(&how.journal_dir)
+        .map_err(|e| Error::io(format!("create {}", how.journal_dir.display()), e))?;
     let prev = super::reuse::previous(t, remote, dirs, id).await;
-    let sent = upload_files(t, remote, id, files, journal_dir, prev.map(Arc::new)).await?;
+    let sent = upload_files(t, remote, id, files, &how, prev.map(Arc::new)).await?;
     let mut up = BackupUpload::default();
     for (entry, copied) in sent {
         if let Entry::File { size, .. } = &entry {
@@ -270,15 +276,15 @@ async fn upload_files(
     remote: &Remote,
     id: &str,
     files: Vec<LocalFile>,
-    journal_dir: &Path,
+    how: &Sending,
     prev: Option<Arc<Previous>>,
 ) -> Result<Vec<(Entry, bool)>> {
-    let big = t.config().part_size.max(ONE_PUT_MAX);
+    let (one_put_max, big) = (how.one_put_max, t.config().part_size.max(how.one_put_max));
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
     t.progress().add_work(files.len() as u64, total);
     let jobs = files.into_iter().enumerate().map(|(i, f)| {
         let key = remote.backup_key(id, &f.rel);
-        let journal = FileJournal(journal_dir.join(format!("{id}-{i}.json")));
+        let journal = FileJournal(how.journal_dir.join(format!("{id}-{i}.json")));
         (f, key, journal)
     });
     bounded(jobs, t.file_workers(), |(f, key, journal)| {
@@ -294,7 +300,7 @@ async fn upload_files(
                     t.progress().bytes_done(f.stamp.size);
                     crc
                 }
-                None => upload_one(&t, &f, &key, j).await?,
+                None => upload_one(&t, &f, &key, j, one_put_max).await?,
             };
             unchanged(&f)?;
             let entry = Entry::File {
@@ -316,10 +322,11 @@ async fn upload_one(
     f: &LocalFile,
     key: &str,
     journal: Option<&dyn crate::transfer::UploadJournal>,
+    one_put_max: u64,
 ) -> Result<u32> {
     let opts = PutOptions::of(ObjectKind::Base);
     let up = t
-        .upload_file_as(&f.path, key, journal, &opts, ONE_PUT_MAX)
+        .upload_file_as(&f.path, key, journal, &opts, one_put_max)
         .await?;
     if up.size != f.stamp.size {
         return Err(Error::Failed(format!(

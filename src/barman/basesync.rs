@@ -163,9 +163,8 @@ async fn work_task(
     task.last_attempt_at = Some(now());
     task.pid = Some(std::process::id());
     queue.save(&task, State::Running)?;
-    let journals = LocalState::new(cfg).journal_dir();
     let started = std::time::Instant::now();
-    match upload_backup(t, &remote, dirs, &id, &journals).await {
+    match upload_backup(t, &remote, dirs, &id, cfg).await {
         Ok(up) => {
             tracing::info!(
                 "{} {id}: uploaded {} files, {}; copied {} unchanged files, {} server-side; in {:.1?}",

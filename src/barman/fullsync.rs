@@ -259,7 +259,6 @@ async fn upload_missing(
         .filter(|b| b.complete)
         .map(|b| b.id.as_str())
         .collect();
-    let journals = super::state::LocalState::new(cfg).journal_dir();
     for id in local.iter().filter(|id| !complete.contains(id.as_str())) {
         let status = info::locate(dirs, id)
             .and_then(|p| info::read(&p).ok())
@@ -273,7 +272,7 @@ async fn upload_missing(
             report.uploaded_backups.push(id.clone());
             continue;
         }
-        match upload_backup(t, remote, dirs, id, &journals).await {
+        match upload_backup(t, remote, dirs, id, cfg).await {
             Ok(_) => report.uploaded_backups.push(id.clone()),
             Err(NotNow::Interrupted) => return Err(Error::Interrupted),
             Err(NotNow::Wait(m)) => report.skipped.push(format!("{id}: {m}")),

@@ -259,6 +259,9 @@ pub struct BarmanConfig {
     /// Where the chain of an incremental backup is staged before it is combined (default: beside
     /// the destination).
     pub restore_staging_dir: Option<PathBuf>,
+    /// `base-sync` sends backup files up to this size in one PUT (parts above `part_size`
+    /// otherwise): such objects are what the next backup can copy server-side by reference.
+    pub one_put_max: u64,
 }
 
 impl Default for BarmanConfig {
@@ -280,6 +283,8 @@ impl Default for BarmanConfig {
             wal_spool_bytes: 1 << 30,
             pg_combinebackup: None,
             restore_staging_dir: None,
+            // PostgreSQL's segment size: every data file of a default build.
+            one_put_max: 1 << 30,
         }
     }
 }

@@ -93,6 +93,7 @@ struct RawBarman {
     wal_spool_bytes: Option<String>,
     pg_combinebackup: Option<PathBuf>,
     restore_staging_dir: Option<PathBuf>,
+    one_put_max: Option<String>,
 }
 
 /// Builds the error of one key.
@@ -348,6 +349,14 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         Some(v) => parse_size(v).map_err(|e| k.err(key, e))?,
         None => d.wal_spool_bytes,
     };
+    let (one_put, key) = field!(barman.one_put_max);
+    let one_put_max = match one_put {
+        Some(v) => parse_size(v).map_err(|e| k.err(key, e))?,
+        None => d.one_put_max,
+    };
+    if !(MIN_PART_SIZE..=crate::store::limits::MAX_PUT_SIZE).contains(&one_put_max) {
+        return Err(k.err(key, "must be between 5MiB and 5GiB"));
+    }
     Ok(BarmanConfig {
         custom_decompression: filter(field!(barman.custom_decompression)),
         decryption_command: filter(field!(barman.decryption_command)),
@@ -365,6 +374,7 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         wal_spool_bytes,
         pg_combinebackup: barman.pg_combinebackup,
         restore_staging_dir: barman.restore_staging_dir,
+        one_put_max,
     })
 }
 
@@ -459,6 +469,7 @@ impl RawConfig {
                 wal_spool_bytes: Some(human_bytes_exact(b.wal_spool_bytes)),
                 pg_combinebackup: b.pg_combinebackup.clone(),
                 restore_staging_dir: b.restore_staging_dir.clone(),
+                one_put_max: Some(human_bytes_exact(b.one_put_max)),
             },
         }
     }

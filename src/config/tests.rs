@@ -127,7 +127,7 @@ fn missing_file_names_path_and_remedy() {
 
 #[test]
 fn the_printed_view_reads_back_as_the_same_config() {
-    let text = "store: s3://bkt/pg\ns3:\n  endpoint: http://127.0.0.1:9000\n  part_size: 96MiB\n  concurrency: 3\n  read_timeout: 90s\n  sse: AES256\nbarman:\n  max_deletes: 7\n  custom_decompression: lz4 -d -c\n  custom_compression_magic: '0x04224d18'\n";
+    let text = "store: s3://bkt/pg\ns3:\n  endpoint: http://127.0.0.1:9000\n  part_size: 96MiB\n  concurrency: 3\n  read_timeout: 90s\n  sse: AES256\nbarman:\n  max_deletes: 7\n  one_put_max: 256MiB\n  custom_decompression: lz4 -d -c\n  custom_compression_magic: '0x04224d18'\n";
     let a = parse(text).expect("valid");
     let printed = a.to_redacted_yaml();
     let b = parse(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
@@ -137,6 +137,8 @@ fn the_printed_view_reads_back_as_the_same_config() {
     assert_eq!(a.s3.read_timeout, b.s3.read_timeout);
     assert_eq!(a.s3.sse, b.s3.sse);
     assert_eq!(a.barman.max_deletes, b.barman.max_deletes);
+    assert_eq!(a.barman.one_put_max, 256 << 20);
+    assert_eq!(a.barman.one_put_max, b.barman.one_put_max);
     assert_eq!(a.barman.custom_decompression, b.barman.custom_decompression);
     assert_eq!(
         a.barman.custom_compression_magic,

@@ -459,6 +459,17 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             "s3.part_size",
         ),
         case(
+            "config one PUT above S3's limit",
+            Call::WithConfig(
+                fx.site_cfg_text()
+                    .replace("barman:\n", "barman:\n  one_put_max: 6GiB\n"),
+                0o600,
+                args("wal-sync pg"),
+            ),
+            2,
+            "barman.one_put_max",
+        ),
+        case(
             "config bad duration",
             cfg("connect_timeout: 2s", "connect_timeout: soon"),
             2,
