@@ -279,7 +279,9 @@ async fn upload_files(
     how: &Sending,
     prev: Option<Arc<Previous>>,
 ) -> Result<Vec<(Entry, bool)>> {
-    let (one_put_max, big) = (how.one_put_max, t.config().part_size.max(how.one_put_max));
+    let one_put_max = how.one_put_max;
+    // Files sent in parts keep a journal, so that a later run resumes them.
+    let big = t.config().part_size.max(one_put_max);
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
     t.progress().add_work(files.len() as u64, total);
     let jobs = files.into_iter().enumerate().map(|(i, f)| {
