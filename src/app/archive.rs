@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::invocation::Options;
 use crate::error::{Exit, Result};
 use crate::gluster::{ArchiveOptions, Env, Planned};
-use crate::transfer::stats::CountingStore;
+use crate::transfer::stats::counting;
 use crate::transfer::{Cancel, Transfer};
 
 pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
@@ -21,7 +21,7 @@ pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>)
         t = t.with_progress(Arc::new(crate::progress::Bars::new()));
     }
     let env = Env {
-        copier: Arc::new(CountingStore::new(store, t.stats().clone())),
+        copier: counting(store, t.stats().clone()),
         transfer: t.clone(),
         location: cfg.location.clone(),
         s3: cfg.s3.clone(),

@@ -94,7 +94,8 @@ pub fn observe(store: SharedStore, observer: Arc<dyn Observer>) -> SharedStore {
     })
 }
 
-/// Something that watches the requests a store makes: the request log, a volume's status.
+/// Something that watches the requests a store makes: the request log, a volume's status, the
+/// run's counters.
 pub trait Observer: Send + Sync + fmt::Debug {
     /// A request is about to be sent.
     fn sending(&self, _req: &Request<'_>) {}

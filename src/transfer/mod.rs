@@ -101,7 +101,7 @@ impl Transfer {
     /// An engine over a store with the given settings; counts into a fresh [`Stats`].
     pub fn new(store: SharedStore, cfg: TransferConfig) -> Self {
         let stats = Arc::new(Stats::default());
-        let counted: SharedStore = Arc::new(stats::CountingStore::new(store, stats.clone()));
+        let counted = stats::counting(store, stats.clone());
         Transfer {
             store: counted,
             retry: RetryPolicy::with_attempts(cfg.max_attempts),

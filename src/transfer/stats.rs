@@ -1,5 +1,5 @@
 //! One request counter per run: requests by type, bytes up and down, retries, elapsed time.
-//! It feeds the run summary and the benchmark. [`CountingStore`] wraps any store so that every
+//! It feeds the run summary and the benchmark. [`counting`] wraps any store so that every
 //! request the engine makes is counted in one place, whatever the backend.
 
 use std::fmt;
@@ -7,18 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::store::SharedStore;
 /// The store requests counted: the same operations the request log names.
 pub use crate::store::reqlog::Op;
-use crate::store::{
-    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity,
-    ListPage, ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt,
-    SharedStore, Store,
-};
+use crate::store::reqlog::{self, Observer, Request};
 
 const OPS: [(Op, &str); 14] = [
     (Op::Put, "put"),
@@ -148,174 +142,25 @@ impl Stats {
     }
 }
 
-/// A store wrapper that counts every request and every body byte.
-#[derive(Debug, Clone)]
-pub struct CountingStore {
-    inner: SharedStore,
-    stats: Arc<Stats>,
-}
-
-impl CountingStore {
-    /// Wraps a store.
-    pub fn new(inner: SharedStore, stats: Arc<Stats>) -> Self {
-        CountingStore { inner, stats }
-    }
-}
-
+/// Counts every request and every body byte of a store: an [`Observer`] on the request log's
+/// forwarding wrapper, so both see the same requests. A request counts when it is sent; its
+/// body bytes when it is answered with success (sent) or as they were read (received).
 #[derive(Debug)]
-struct CountingBody {
-    inner: Box<dyn BodyReader>,
-    stats: Arc<Stats>,
-}
+struct Counter(Arc<Stats>);
 
-#[async_trait]
-impl BodyReader for CountingBody {
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        let c = self.inner.next_chunk().await?;
-        if let Some(b) = &c {
-            self.stats.down(b.len() as u64);
+impl Observer for Counter {
+    fn sending(&self, req: &Request<'_>) {
+        self.0.request(req.op);
+    }
+    fn answered(&self, req: &Request<'_>, status: Option<u16>, received: u64) {
+        if status.is_some_and(|s| (200..300).contains(&s)) {
+            self.0.up(req.sent);
         }
-        Ok(c)
+        self.0.down(received);
     }
 }
 
-#[async_trait]
-impl Store for CountingStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        integrity: Integrity,
-        opts: &PutOptions,
-    ) -> Result<PutReceipt> {
-        self.stats.request(Op::Put);
-        let n = body.len() as u64;
-        let r = self.inner.put(key, body, integrity, opts).await?;
-        self.stats.up(n);
-        Ok(r)
-    }
-    async fn put_file(
-        &self,
-        key: &str,
-        body: &FileRange,
-        integrity: Integrity,
-        opts: &PutOptions,
-    ) -> Result<PutReceipt> {
-        self.stats.request(Op::Put);
-        let r = self.inner.put_file(key, body, integrity, opts).await?;
-        self.stats.up(body.range.len());
-        Ok(r)
-    }
-    async fn upload_part_file(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: &FileRange,
-        integrity: Integrity,
-    ) -> Result<PartReceipt> {
-        self.stats.request(Op::UploadPart);
-        let r = self
-            .inner
-            .upload_part_file(key, upload_id, part_number, body, integrity)
-            .await?;
-        self.stats.up(body.range.len());
-        Ok(r)
-    }
-    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
-        self.stats.request(Op::Get);
-        let mut r = self.inner.get(key, range).await?;
-        r.body = Box::new(CountingBody {
-            inner: r.body,
-            stats: self.stats.clone(),
-        });
-        Ok(r)
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.stats.request(Op::Head);
-        self.inner.head(key).await
-    }
-    async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
-        self.stats.request(Op::List);
-        self.inner.list_page(req, token).await
-    }
-    async fn delete_batch(&self, keys: &[String]) -> Result<Vec<DeleteFailure>> {
-        self.stats.request(Op::Delete);
-        self.inner.delete_batch(keys).await
-    }
-    async fn create_multipart(
-        &self,
-        key: &str,
-        algorithm: Option<ChecksumAlgorithm>,
-        opts: &PutOptions,
-    ) -> Result<String> {
-        self.stats.request(Op::CreateMultipart);
-        self.inner.create_multipart(key, algorithm, opts).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-        integrity: Integrity,
-    ) -> Result<PartReceipt> {
-        self.stats.request(Op::UploadPart);
-        let n = body.len() as u64;
-        let r = self
-            .inner
-            .upload_part(key, upload_id, part_number, body, integrity)
-            .await?;
-        self.stats.up(n);
-        Ok(r)
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[PartReceipt],
-    ) -> Result<PutReceipt> {
-        self.stats.request(Op::CompleteMultipart);
-        self.inner.complete_multipart(key, upload_id, parts).await
-    }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
-        self.stats.request(Op::AbortMultipart);
-        self.inner.abort_multipart(key, upload_id).await
-    }
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
-        self.stats.request(Op::ListParts);
-        self.inner.list_parts(key, upload_id).await
-    }
-    async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
-        self.stats.request(Op::ListMultipart);
-        self.inner.list_multipart(prefix).await
-    }
-    async fn object_lock_status(&self) -> Result<Option<String>> {
-        self.stats.request(Op::Head);
-        self.inner.object_lock_status().await
-    }
-    async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
-        self.stats.request(Op::Restore);
-        self.inner.restore_object(key, days).await
-    }
-    async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
-        self.stats.request(Op::Copy);
-        self.inner.copy(src, dst, opts).await
-    }
-    async fn upload_part_copy(
-        &self,
-        dst: &str,
-        upload_id: &str,
-        part_number: u32,
-        src: &str,
-        range: ByteRange,
-    ) -> Result<PartReceipt> {
-        self.stats.request(Op::UploadPartCopy);
-        self.inner
-            .upload_part_copy(dst, upload_id, part_number, src, range)
-            .await
-    }
+/// `inner`, with every request and body byte counted into `stats`.
+pub fn counting(inner: SharedStore, stats: Arc<Stats>) -> SharedStore {
+    reqlog::observe(inner, Arc::new(Counter(stats)))
 }
