@@ -17,16 +17,8 @@ set -euo pipefail
 
 PGBIN=/usr/lib/postgresql/15/bin
 SRV=pg
-BASE=$(mktemp -d /tmp/barmans3-modern.XXXXXX)
-chmod 755 "$BASE"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-PORT=$(free_port); PORT2=$(free_port)
-step() { echo "== $*" >&2; }
-fail() { echo "E2E FAILED: $*" >&2; exit 1; }
-as_pg() { su postgres -s /bin/bash -c "$*"; }
-as_barman() { su barman -s /bin/bash -c "$*"; }
-psql1() { as_pg "$PGBIN/psql -h $BASE/sock -p $PORT -d postgres -Atqc \"$1\""; }
-psql2() { as_pg "$PGBIN/psql -h $BASE/sock2 -p $PORT2 -d postgres -Atqc \"$1\""; }
+. "$(dirname "$0")/lib.sh"
+e2e_base modern
 PROXY_PID=
 
 cleanup() {
