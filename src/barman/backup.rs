@@ -280,8 +280,6 @@ async fn upload_files(
     prev: Option<Arc<Previous>>,
 ) -> Result<Vec<(Entry, bool)>> {
     let one_put_max = how.one_put_max;
-    // Files sent in parts keep a journal, so that a later run resumes them.
-    let big = t.config().part_size.max(one_put_max);
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
     t.progress().add_work(files.len() as u64, total);
     let jobs = files.into_iter().enumerate().map(|(i, f)| {
@@ -292,7 +290,6 @@ async fn upload_files(
     bounded(jobs, t.file_workers(), |(f, key, journal)| {
         let (t, remote, prev) = (t.clone(), remote.clone(), prev.clone());
         async move {
-            let j = (f.stamp.size > big).then_some(&journal as &dyn crate::transfer::UploadJournal);
             let copied = match &prev {
                 Some(p) => try_copy(&t, &remote, p, &f, &key).await?,
                 None => None,
@@ -302,7 +299,9 @@ async fn upload_files(
                     t.progress().bytes_done(f.stamp.size);
                     crc
                 }
-                None => upload_one(&t, &f, &key, j, one_put_max).await?,
+                // The engine keeps the journal only for a file it sends in parts, so that a
+                // later run resumes it.
+                None => upload_one(&t, &f, &key, &journal, one_put_max).await?,
             };
             unchanged(&f)?;
             let entry = Entry::File {
@@ -323,12 +322,12 @@ async fn upload_one(
     t: &Transfer,
     f: &LocalFile,
     key: &str,
-    journal: Option<&dyn crate::transfer::UploadJournal>,
+    journal: &FileJournal,
     one_put_max: u64,
 ) -> Result<u32> {
     let opts = PutOptions::of(ObjectKind::Base);
     let up = t
-        .upload_file_as(&f.path, key, journal, &opts, one_put_max)
+        .upload_file_as(&f.path, key, Some(journal), &opts, one_put_max)
         .await?;
     if up.size != f.stamp.size {
         return Err(Error::Failed(format!(
