@@ -82,11 +82,14 @@ impl Cluster {
     }
 
     /// A store config on node 1 that gives up soon: two attempts of short timeouts per request.
+    /// Its uploads are held to 32 MiB/s, so a kill a second into a run of a few hundred MiB
+    /// lands mid-upload on any machine: uncapped, a fast one finishes 256 MiB in the moment
+    /// between seeing the first bytes stored and the second node's kill.
     pub(super) fn yaml_impatient(&self, prefix: &str) -> String {
         self.store_yaml(
             1,
             prefix,
-            "max_attempts: 2\n  connect_timeout: 1s\n  read_timeout: 10s",
+            "max_attempts: 2\n  connect_timeout: 1s\n  read_timeout: 10s\n  max_bandwidth: 32MiB",
         )
     }
 
