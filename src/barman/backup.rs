@@ -342,7 +342,30 @@ async fn upload_one(
 
 /// Makes `key` with a verified server-side copy of the previous backup's object when the file
 /// is the same ([`reuse::decide`]); the CRC32C on success, `None` when it must be uploaded.
+/// A copy only saves an upload: whatever fails here but an interruption is a warning, and the
+/// file is uploaded (a source shorter than its manifest says must not fail every retry).
 async fn try_copy(
+    t: &Transfer,
+    remote: &Remote,
+    prev: &Previous,
+    f: &LocalFile,
+    key: &str,
+) -> Result<Option<u32>> {
+    match copy_if_same(t, remote, prev, f, key).await {
+        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Err(e) => {
+            tracing::warn!(
+                "no server-side copy of {} ({}); uploading it",
+                f.rel,
+                e.one_line()
+            );
+            Ok(None)
+        }
+        copied => copied,
+    }
+}
+
+async fn copy_if_same(
     t: &Transfer,
     remote: &Remote,
     prev: &Previous,
@@ -395,15 +418,12 @@ async fn try_copy(
         }
         // Deleted meanwhile (retention): upload it.
         Err(Error::NotFound { .. }) => Ok(None),
-        Err(e @ Error::Checksum { .. }) => {
-            tracing::warn!(
-                "{src} does not match the manifest of backup {} ({}); uploading {} instead",
-                prev.id,
-                e.one_line(),
-                f.rel
-            );
-            Ok(None)
-        }
+        Err(Error::Checksum {
+            expected, actual, ..
+        }) => Err(Error::Failed(format!(
+            "{src} does not match the manifest of backup {} (expected {expected}, got {actual})",
+            prev.id
+        ))),
         Err(e) => Err(e),
     }
 }

@@ -3,8 +3,8 @@
 //! limit), verified like an upload: the server's checksum of the new object must equal the
 //! CRC32C the caller expects (from the manifest that recorded the source when it was uploaded).
 //!
-//! A copy that cannot be verified (the server keeps no checksum of copies) or that the server
-//! refuses is reported as [`Error::CopyRefused`], so the caller can upload instead.
+//! A copy the server refuses, or cannot vouch for because it keeps no checksum of copies, is
+//! reported as [`Error::CopyRefused`], so the caller can upload instead.
 
 use super::Transfer;
 use super::plan::{self, LAYOUT_META};
@@ -96,10 +96,14 @@ impl Transfer {
                     })
                 }
             }
-            other => Err(Error::CopyRefused(format!(
-                "{}: the copy {dst} has no full-object CRC32C ({}), so it cannot be verified",
-                self.describe(),
-                other.unwrap_or("none")
+            // This object's own shape (its source was sent in parts), not the server's: the
+            // caller uploads this file and goes on copying others.
+            Some(c) => Err(Error::Failed(format!(
+                "the copy {dst} has a CRC32C of its parts ({c}), not of the whole object, so it cannot be verified"
+            ))),
+            None => Err(Error::CopyRefused(format!(
+                "{}: the copy {dst} has no CRC32C, so it cannot be verified",
+                self.describe()
             ))),
         }
     }

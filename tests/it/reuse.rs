@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::common::faults::FaultProxy;
+use crate::common::faults::{FaultProxy, Quirk};
 use crate::common::site::Site;
 use crate::common::{data, garage, unique};
 
@@ -20,6 +20,8 @@ enum Where {
     Local,
     Garage,
     GarageNoCopies,
+    /// Every copy fails with a server error, whatever the retries: each file is uploaded.
+    GarageFailingCopies,
 }
 
 fn site(w: Where) -> (Site, Option<FaultProxy>) {
@@ -27,10 +29,14 @@ fn site(w: Where) -> (Site, Option<FaultProxy>) {
         return (Site::local(), None);
     }
     let g = garage();
-    let proxy = (w == Where::GarageNoCopies).then(|| FaultProxy::refusing_copies(g.endpoint()));
+    let proxy = match w {
+        Where::GarageNoCopies => Some(FaultProxy::refusing_copies(g.endpoint())),
+        Where::GarageFailingCopies => Some(FaultProxy::with_quirk(g.endpoint(), Quirk::FailCopies)),
+        _ => None,
+    };
     let endpoint = proxy.as_ref().map_or(g.endpoint(), |p| p.endpoint.as_str());
     let yaml = format!(
-        "s3:\n  endpoint: {endpoint}\n  region: garage\n  bucket: {}\n  prefix: {}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: 5MiB\n  concurrency: 4\n",
+        "s3:\n  endpoint: {endpoint}\n  region: garage\n  bucket: {}\n  prefix: {}\n  access_key_id: {}\n  secret_access_key: {}\n  part_size: 5MiB\n  concurrency: 4\n  max_attempts: 2\n",
         g.bucket(),
         unique("reuse"),
         g.key_id(),
@@ -194,6 +200,14 @@ fn second_backup_sends_only_what_changed(w: Where) {
             1,
             "one info line, then uploads: {err}"
         );
+    } else if w == Where::GarageFailingCopies {
+        // A copy only saves an upload: its failure must not fail the backup.
+        assert_eq!(copied_b, 0);
+        assert!(up_b >= changed + unchanged, "everything uploaded: {up_b}");
+        assert!(
+            err.contains("no server-side copy of data/base/1/big"),
+            "a warning per file: {err}"
+        );
     } else {
         assert_eq!(
             copied_b, unchanged,
@@ -226,4 +240,9 @@ fn garage_second_backup_sends_only_what_changed() {
 #[test]
 fn garage_refusing_copies_falls_back_to_uploads() {
     second_backup_sends_only_what_changed(Where::GarageNoCopies);
+}
+
+#[test]
+fn garage_failing_copies_fall_back_to_uploads() {
+    second_backup_sends_only_what_changed(Where::GarageFailingCopies);
 }

@@ -61,6 +61,8 @@ pub enum Quirk {
     None,
     /// Answers server-side copies with 501 NotImplemented.
     RefuseCopies,
+    /// Answers server-side copies with 500 InternalError, every time.
+    FailCopies,
     /// Accepts a request with a CRC32C header without storing or checking it (200).
     IgnoreChecksums,
     /// Refuses a request with a CRC32C header (400 InvalidArgument).
@@ -149,6 +151,9 @@ async fn handle(
     match quirk {
         Quirk::RefuseCopies if head.contains("\r\nx-amz-copy-source:") => {
             return error_response(&mut c, "501 Not Implemented", "NotImplemented").await;
+        }
+        Quirk::FailCopies if head.contains("\r\nx-amz-copy-source:") => {
+            return error_response(&mut c, "500 Internal Server Error", "InternalError").await;
         }
         Quirk::RefuseDeletes if head.starts_with("delete ") || head.contains("?delete") => {
             return error_response(&mut c, "403 Forbidden", "AccessDenied").await;
