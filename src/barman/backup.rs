@@ -297,6 +297,7 @@ async fn upload_files(
             let crc = match copied {
                 Some(crc) => {
                     t.progress().bytes_done(f.stamp.size);
+                    t.discard_journal(&journal).await;
                     crc
                 }
                 // The engine keeps the journal only for a file it sends in parts, so that a

@@ -295,6 +295,27 @@ impl Transfer {
         Ok(aborted)
     }
 
+    /// Aborts the multipart upload an interrupted run recorded in `journal`, then forgets it.
+    /// For an object now made another way (one PUT, a server-side copy): nothing would resume
+    /// that upload, and its parts would stay stored, and billed, until `store abort-stale` or a
+    /// lifecycle rule. Best effort: a failed abort keeps the journal for the next run.
+    pub async fn discard_journal(&self, journal: &dyn UploadJournal) {
+        let Some(old) = journal.load() else {
+            return;
+        };
+        let done = match self.abort(&old.key, &old.upload_id).await {
+            Ok(()) => journal.clear(),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            tracing::warn!(
+                "could not abort the interrupted upload of {} ({}); a later run tries again",
+                old.key,
+                e.one_line()
+            );
+        }
+    }
+
     pub(crate) async fn abort(&self, key: &str, upload_id: &str) -> Result<()> {
         // Abort even when the run is cancelled: it is the clean-up of a cancelled run.
         let never = Cancel::default();

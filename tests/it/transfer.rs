@@ -1,7 +1,7 @@
 //! Transfer engine on both backends: byte-identical round trips across part boundaries (files
 //! and pipes), verification catching changed bytes, resume of an interrupted upload, abort of
-//! one that is not resumed, supersession of one a killed run left behind, and the request
-//! counter.
+//! one that is not resumed or whose file goes in one PUT, supersession of one a killed run left
+//! behind, and the request counter.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +10,9 @@ use std::time::Duration;
 use crate::common::{Backend, data, open, small_transfer};
 use barmans3::Error;
 use barmans3::checksum;
+use barmans3::config::TransferConfig;
 use barmans3::progress::Progress;
-use barmans3::store::join_key;
+use barmans3::store::{PutOptions, SharedStore, join_key};
 use barmans3::transfer::{Cancel, CopyExpect, Expect, FileJournal, Op, Transfer, UploadJournal};
 
 const MIB: usize = 1 << 20;
@@ -155,25 +156,7 @@ async fn interrupted_upload_resumes_only_missing_parts(b: Backend) {
     cfg.concurrency = 2;
 
     // First run: cancelled once a few parts are recorded.
-    let t1 = Transfer::new(store.clone(), cfg.clone());
-    let cancel = t1.cancel_flag().clone();
-    let watcher = {
-        let journal = journal.clone();
-        async move {
-            loop {
-                if journal.load().is_some_and(|s| s.parts.len() >= 3) {
-                    cancel.cancel();
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
-    let (r, ()) = tokio::join!(t1.upload_file(&src, &key, Some(&journal)), watcher);
-    assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
-    let state = journal.load().expect("journal kept for resume");
-    let done_before = state.parts.len();
-    assert!(done_before >= 3);
+    let done_before = interrupt(&store, &cfg, &src, &key, &journal).await;
     let fresh = Transfer::new(store.clone(), small_transfer());
     assert_eq!(
         fresh.incomplete_uploads(&prefix).await.expect("list").len(),
@@ -274,6 +257,61 @@ async fn interrupted_upload_without_journal_is_aborted(b: Backend) {
             "no object from a cancelled upload"
         );
     }
+}
+
+/// Uploads `src` in parts through `journal` and cancels the run once three parts are recorded;
+/// returns how many the journal holds.
+async fn interrupt(
+    store: &SharedStore,
+    cfg: &TransferConfig,
+    src: &std::path::Path,
+    key: &str,
+    journal: &FileJournal,
+) -> usize {
+    let t = Transfer::new(store.clone(), cfg.clone());
+    let cancel = t.cancel_flag().clone();
+    let upload = t.upload_file(src, key, Some(journal));
+    tokio::pin!(upload);
+    let r = loop {
+        tokio::select! {
+            r = &mut upload => break r,
+            () = tokio::time::sleep(Duration::from_millis(5)) => {
+                if journal.load().is_some_and(|s| s.parts.len() >= 3) {
+                    cancel.cancel();
+                }
+            }
+        }
+    };
+    assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    let parts = journal.load().expect("journal kept for resume").parts.len();
+    assert!(parts >= 3);
+    parts
+}
+
+/// A file whose interrupted upload in parts is recorded in its journal, then sent in one PUT
+/// (a higher one-PUT limit): the recorded upload is aborted and the journal removed, so no
+/// parts stay stored with nothing left to complete them.
+async fn a_file_sent_whole_ends_its_journaled_upload(b: Backend) {
+    let (store, prefix, _d) = open(b, "whole").await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let body = data(60 * MIB + 5, 4);
+    let src = tmp.path().join("f");
+    std::fs::write(&src, &body).expect("write");
+    let key = join_key(&prefix, "f");
+    let journal = FileJournal(tmp.path().join("journal.json"));
+    interrupt(&store, &small_transfer(), &src, &key, &journal).await;
+
+    let t = Transfer::new(store.clone(), small_transfer());
+    let opts = PutOptions::default();
+    let up = t
+        .upload_file_as(&src, &key, Some(&journal), &opts, 64 * MIB as u64)
+        .await
+        .expect("one PUT");
+    assert_eq!((up.parts, up.crc32c), (1, checksum::crc32c(&body)));
+    assert_eq!(t.stats().count(Op::AbortMultipart), 1);
+    assert!(journal.load().is_none(), "journal removed");
+    let left = t.incomplete_uploads(&prefix).await.expect("list");
+    assert!(left.is_empty(), "parts left stored: {left:?}");
 }
 
 /// An upload left behind by a killed run (created, never aborted or journaled) is aborted when
@@ -390,4 +428,5 @@ crate::common::on_both!(
     interrupted_upload_resumes_only_missing_parts,
     interrupted_upload_without_journal_is_aborted,
     orphaned_upload_is_superseded,
+    a_file_sent_whole_ends_its_journaled_upload,
 );

@@ -303,7 +303,11 @@ impl Transfer {
         let size = meta.len();
         let one_put_max = one_put_max.clamp(self.cfg.part_size, MAX_PUT_SIZE);
         let result = if size <= one_put_max {
-            self.put_file_whole(file, path, key, size, opts).await
+            let sent = self.put_file_whole(file, path, key, size, opts).await;
+            if let (Ok(_), Some(j)) = (&sent, journal) {
+                self.discard_journal(j).await;
+            }
+            sent
         } else {
             self.put_file_parts(file, &meta, path, key, journal, opts)
                 .await
