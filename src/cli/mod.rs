@@ -93,7 +93,7 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
         /// With --follow: also look for new WALs this often without an event
-        #[arg(long, value_name = "AGE", default_value = "60s", value_parser = parse_age, requires = "follow")]
+        #[arg(long, value_name = "AGE", default_value = "60s", value_parser = parse_poll, requires = "follow")]
         poll: Duration,
     },
     /// List a server's backups in the bucket
@@ -305,6 +305,14 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
 
 fn parse_age(s: &str) -> std::result::Result<Duration, String> {
     crate::units::parse_duration(s)
+}
+
+/// `--poll`: each look lists the bucket's newest WAL directories, so not in a busy loop.
+fn parse_poll(s: &str) -> std::result::Result<Duration, String> {
+    match crate::units::parse_duration(s)? {
+        d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
+        d => Ok(d),
+    }
 }
 
 /// Why the command line did not yield an invocation.

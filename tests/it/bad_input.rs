@@ -537,6 +537,12 @@ fn cases(fx: &Fixture) -> Vec<Case> {
         ),
         case("cli server missing", barmans3("wal-sync"), 2, "SERVER"),
         case(
+            "cli follow polling in a busy loop",
+            barmans3("wal-sync pg --follow --poll 0s"),
+            2,
+            "--poll",
+        ),
+        case(
             "cli extra argument",
             barmans3("wal-sync pg extra"),
             2,
