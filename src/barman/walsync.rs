@@ -233,7 +233,18 @@ async fn ship(
     })
     .await?;
     for (f, u) in &uploads {
-        remember(&mut ledgers, &mut changed, f, u.crc32c);
+        // The ledger pairs the scanned size and mtime with the CRC32C of the bytes sent: a
+        // file that changed in between is left out, and the next run compares it again.
+        if u.size == f.size {
+            remember(&mut ledgers, &mut changed, f, u.crc32c);
+        } else {
+            tracing::warn!(
+                "{}: {} bytes when listed, {} when sent; the next run checks it again",
+                f.rel,
+                f.size,
+                u.size
+            );
+        }
     }
     for dir in &changed {
         st.save_ledger(&dirs.name, dir, &ledgers[dir])?;
