@@ -124,6 +124,13 @@ fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Whether `pid` is still a follower: after a `kill -9` the number may belong to another
+/// process by now.
+fn follower_alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"--follow"))
+}
+
 /// Queue entries as views.
 pub fn queue_views(cfg: &Config) -> Result<Vec<TaskView>> {
     let q = Queue::open(&cfg.barman.queue_dir)?;
@@ -145,7 +152,7 @@ pub fn queue_views(cfg: &Config) -> Result<Vec<TaskView>> {
 fn follower_view(cfg: &Config, server: &str) -> Option<FollowerView> {
     super::follow::heartbeat(cfg, server).map(|h| FollowerView {
         pid: h.pid,
-        alive: alive(h.pid),
+        alive: follower_alive(h.pid),
         last_cycle_age_s: now().saturating_sub(h.last_cycle),
         shipped: h.shipped,
         last_lag_ms: h.last_lag_ms,

@@ -59,7 +59,7 @@ struct Watched {
     announced: Mutex<HashSet<PathBuf>>,
 }
 
-/// What `status` shows of a running follower (`<state_dir>/<server>.follow.json`).
+/// What `status` shows of a running follower (`follow.json` beside the server's WAL state).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Process id.
@@ -78,9 +78,16 @@ pub struct Heartbeat {
 
 /// Where a server's heartbeat lives.
 pub fn heartbeat_path(cfg: &Config, server: &str) -> PathBuf {
-    LocalState::new(cfg)
-        .dir()
-        .join(format!("{server}.follow.json"))
+    LocalState::new(cfg).heartbeat_path(server)
+}
+
+/// Writes a server's heartbeat. Best effort: `status` reads it, shipping does not.
+fn write_heartbeat(cfg: &Config, server: &str, beat: &Heartbeat) {
+    let path = heartbeat_path(cfg, server);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = fsutil::write_atomic(&path, &serde_json::to_vec(beat).unwrap_or_default());
 }
 
 /// Reads a server's heartbeat, if a follower wrote one.
@@ -173,10 +180,7 @@ async fn run_loop(
                 || s.retry_at.is_some_and(|r| now >= r);
             if due {
                 cycle(cfg, t, w, s, opts).await?;
-                let _ = fsutil::write_atomic(
-                    &heartbeat_path(cfg, &w.dirs.name),
-                    &serde_json::to_vec(&s.beat).unwrap_or_default(),
-                );
+                write_heartbeat(cfg, &w.dirs.name, &s.beat);
             }
         }
         let next = sched

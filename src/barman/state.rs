@@ -98,6 +98,12 @@ impl LocalState {
         self.dir.join("wal").join(server).join(tag)
     }
 
+    /// Where a `wal-sync --follow` of `server` into this store writes its heartbeat: beside
+    /// the store's WAL state, so followers of two stores do not overwrite each other's.
+    pub fn heartbeat_path(&self, server: &str) -> PathBuf {
+        self.wal_dir(server).join("follow.json")
+    }
+
     /// The recorded wal-sync state of `server` for this store (default when none, or when the
     /// file describes another store).
     pub fn wal_state(&self, server: &str) -> WalState {

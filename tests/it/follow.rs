@@ -104,8 +104,17 @@ fn stop(mut child: Child) -> String {
     err
 }
 
+/// The follower's heartbeat: beside its WAL state, in the directory of its store.
 fn heartbeat(site: &Site) -> PathBuf {
-    site.dir.path().join("state/pg.follow.json")
+    let stores = site.dir.path().join("state/wal/pg");
+    let dirs: Vec<_> = std::fs::read_dir(&stores)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+    match &dirs[..] {
+        [one] => one.join("follow.json"),
+        [] => stores.join("<none yet>/follow.json"),
+        more => panic!("one store expected: {more:?}"),
+    }
 }
 
 fn follows_and_ships_as_wals_appear(garage_backend: bool) {
