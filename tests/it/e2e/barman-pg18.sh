@@ -26,37 +26,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$BASE"/{pgdata,pglog,sock,sock2,barman,log,bin,b3,staging}
-install -m 755 "$BARMANS3_BIN" "$BASE/bin/barmans3"
-BIN=$BASE/bin/barmans3
-chown postgres:postgres "$BASE/pgdata" "$BASE/pglog" "$BASE/sock" "$BASE/sock2"
-chown -R barman:barman "$BASE/barman" "$BASE/log" "$BASE/b3" "$BASE/staging"
+e2e_layout "" staging
 step "$(as_barman "$BARMAN --version" | head -1); $("$PGBIN/postgres" --version)"
 
-as_pg "$PGBIN/initdb -D $BASE/pgdata -A trust -U postgres --no-locale -E UTF8 >/dev/null"
-printf "listen_addresses = ''\nport = $PORT\nunix_socket_directories = '$BASE/sock'\nwal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\nsummarize_wal = on\n" >> "$BASE/pgdata/postgresql.conf"
-as_pg "$PGBIN/pg_ctl -D $BASE/pgdata -l $BASE/pglog/pg.log -w start >/dev/null"
-psql1 "CREATE ROLE barman SUPERUSER LOGIN; CREATE ROLE streaming_barman REPLICATION LOGIN;"
+e2e_postgres "--no-locale -E UTF8" "summarize_wal = on\n"
 
-PREFIX="pg18-$(date +%s)-$RANDOM"
-cat > "$BASE/b3/barmans3.yaml" <<EOF
-s3:
-  endpoint: $BARMANS3_TEST_S3_ENDPOINT
-  region: garage
-  bucket: $BARMANS3_TEST_S3_BUCKET
-  prefix: $PREFIX
-  access_key_id: $BARMANS3_TEST_S3_ACCESS_KEY_ID
-  secret_access_key: $BARMANS3_TEST_S3_SECRET_ACCESS_KEY
-  part_size: 5MiB
-barman:
-  config: $BASE/barman.conf
-  queue_dir: $BASE/b3/queue
-  state_dir: $BASE/b3/state
-  pg_combinebackup: $PGBIN/pg_combinebackup
-EOF
-CFG=$BASE/b3/barmans3.yaml
-chown barman:barman "$CFG"; chmod 600 "$CFG"
-install -o postgres -g postgres -m 600 "$CFG" "$BASE/restore.yaml"
+e2e_config pg18 "" "  pg_combinebackup: $PGBIN/pg_combinebackup"
 
 cat > "$BASE/barman.conf" <<EOF
 [barman]
@@ -77,7 +52,6 @@ post_backup_retry_script = $BIN --config $CFG queue-add
 EOF
 chown barman: "$BASE/barman.conf"
 B="$BARMAN -c $BASE/barman.conf"
-b3() { as_barman "$BIN --config $CFG $*"; }
 rows() { psql1 "INSERT INTO t SELECT g, md5(g::text) FROM generate_series($1,$2) g;"; }
 switch_wal() { as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null; }
 

@@ -29,11 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$BASE"/{pgdata,pglog,sock,sock2,barman,log,bin,b3,ssh,barman-ssh,pghome}
-install -m 755 "$BARMANS3_BIN" "$BASE/bin/barmans3"
-BIN=$BASE/bin/barmans3
-chown postgres:postgres "$BASE/pgdata" "$BASE/pglog" "$BASE/sock" "$BASE/sock2" "$BASE/pghome"
-chown -R barman:barman "$BASE/barman" "$BASE/log" "$BASE/b3" "$BASE/barman-ssh"
+e2e_layout pghome barman-ssh
+mkdir -p "$BASE/ssh"
 step "$(as_barman "$BARMAN --version" | head -1); sshd on 127.0.0.1:$SSHPORT"
 
 # sshd: host key and config of its own; barman's key may log in as postgres. With PAM, sshd
@@ -58,29 +55,9 @@ mkdir -p /run/sshd
 SSH="ssh -p $SSHPORT -i $BASE/barman-ssh/id -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR postgres@127.0.0.1"
 [ "$(as_barman "$SSH whoami")" = postgres ] || fail "barman cannot reach postgres over ssh: $(tail -3 "$BASE/ssh/sshd.log")"
 
-as_pg "$PGBIN/initdb -D $BASE/pgdata -A trust -U postgres >/dev/null"
-printf "listen_addresses = ''\nport = $PORT\nunix_socket_directories = '$BASE/sock'\nwal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\n" >> "$BASE/pgdata/postgresql.conf"
-as_pg "$PGBIN/pg_ctl -D $BASE/pgdata -l $BASE/pglog/pg.log -w start >/dev/null"
-psql1 "CREATE ROLE barman SUPERUSER LOGIN; CREATE ROLE streaming_barman REPLICATION LOGIN;"
+e2e_postgres "" ""
 
-PREFIX="rsync-$(date +%s)-$RANDOM"
-cat > "$BASE/b3/barmans3.yaml" <<EOF
-s3:
-  endpoint: $BARMANS3_TEST_S3_ENDPOINT
-  region: garage
-  bucket: $BARMANS3_TEST_S3_BUCKET
-  prefix: $PREFIX
-  access_key_id: $BARMANS3_TEST_S3_ACCESS_KEY_ID
-  secret_access_key: $BARMANS3_TEST_S3_SECRET_ACCESS_KEY
-  part_size: 5MiB
-barman:
-  config: $BASE/barman.conf
-  queue_dir: $BASE/b3/queue
-  state_dir: $BASE/b3/state
-EOF
-CFG=$BASE/b3/barmans3.yaml
-chown barman:barman "$CFG"; chmod 600 "$CFG"
-install -o postgres -g postgres -m 600 "$CFG" "$BASE/restore.yaml"
+e2e_config rsync "" ""
 
 cat > "$BASE/barman.conf" <<EOF
 [barman]
@@ -103,7 +80,6 @@ post_backup_retry_script = $BIN --config $CFG queue-add
 EOF
 chown barman: "$BASE/barman.conf"
 B="$BARMAN -c $BASE/barman.conf"
-b3() { as_barman "$BIN --config $CFG $*"; }
 switch_wal() { as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null; }
 
 step "first rsync backup: a big table and a small one"

@@ -22,39 +22,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$BASE"/{pgdata,pglog,sock,sock2,barman,log,bin,b3,tbs}
-install -m 755 "$BARMANS3_BIN" "$BASE/bin/barmans3"
-BIN=$BASE/bin/barmans3
-chown postgres:postgres "$BASE/pgdata" "$BASE/pglog" "$BASE/sock" "$BASE/sock2" "$BASE/tbs"
-chown -R barman:barman "$BASE/barman" "$BASE/log" "$BASE/b3"
+e2e_layout tbs ""
 
 step "PostgreSQL 15 on a socket, port $PORT"
-as_pg "$PGBIN/initdb -D $BASE/pgdata -A trust -U postgres >/dev/null"
-printf "listen_addresses = ''\nport = $PORT\nunix_socket_directories = '$BASE/sock'\nwal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\n" >> "$BASE/pgdata/postgresql.conf"
-as_pg "$PGBIN/pg_ctl -D $BASE/pgdata -l $BASE/pglog/pg.log -w start >/dev/null"
-psql1 "CREATE ROLE barman SUPERUSER LOGIN; CREATE ROLE streaming_barman REPLICATION LOGIN;"
+e2e_postgres "" ""
 
-PREFIX="e2e-$(date +%s)-$RANDOM"
-cat > "$BASE/b3/barmans3.yaml" <<EOF
-s3:
-  endpoint: $BARMANS3_TEST_S3_ENDPOINT
-  region: garage
-  bucket: $BARMANS3_TEST_S3_BUCKET
-  prefix: $PREFIX
-  access_key_id: $BARMANS3_TEST_S3_ACCESS_KEY_ID
-  secret_access_key: $BARMANS3_TEST_S3_SECRET_ACCESS_KEY
-  part_size: 5MiB
-  max_attempts: 3
-barman:
-  config: $BASE/barman.conf
-  queue_dir: $BASE/b3/queue
-  state_dir: $BASE/b3/state
-  min_remote_backups: 1
-EOF
-CFG=$BASE/b3/barmans3.yaml
-chown barman:barman "$CFG"; chmod 600 "$CFG"
-# The restore side reads the bucket with its own copy of the config, as postgres.
-install -o postgres -g postgres -m 600 "$CFG" "$BASE/restore.yaml"
+e2e_config e2e "  max_attempts: 3" "  min_remote_backups: 1"
 
 cat > "$BASE/barman.conf" <<EOF
 [barman]
@@ -76,7 +49,6 @@ post_backup_script = $BIN --config $CFG queue-add
 EOF
 chown barman: "$BASE/barman.conf"
 B="/usr/bin/barman -c $BASE/barman.conf"
-b3() { as_barman "$BIN --config $CFG $*"; }
 
 step "rows, and a tablespace (its files must be uploaded once, as a link in pg_tblspc)"
 psql1 "CREATE TABLESPACE t1 LOCATION '$BASE/tbs'"
