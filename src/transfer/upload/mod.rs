@@ -8,11 +8,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
@@ -21,14 +20,15 @@ use super::plan::{self, LAYOUT_META};
 use crate::checksum;
 use crate::config::ChecksumMode;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::store::limits::MAX_PUT_SIZE;
 use crate::store::{ByteRange, ChecksumAlgorithm, FileRange, Integrity, PartReceipt, PutOptions};
 
 mod file;
+mod journal;
 mod stream;
 
 use file::{SMALL, changed_or, hash_range, integrity_for, read_range};
+pub use journal::{FileJournal, ResumeState, SentPart, UploadJournal};
 
 /// What an upload produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,81 +43,6 @@ pub struct Uploaded {
     pub parts: u32,
     /// Parts that a resumed upload did not need to send again.
     pub parts_reused: u32,
-}
-
-/// The state of a resumable multipart upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResumeState {
-    /// Object key.
-    pub key: String,
-    /// Multipart upload id.
-    pub upload_id: String,
-    /// Source file size.
-    pub size: u64,
-    /// Source file mtime (ns since the epoch), so a changed file is not resumed.
-    pub mtime_ns: i128,
-    /// Part size used.
-    pub part_size: u64,
-    /// Completed parts.
-    pub parts: Vec<SentPart>,
-}
-
-/// A part the server accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentPart {
-    /// 1-based part number.
-    pub number: u32,
-    /// ETag the server gave it.
-    pub etag: String,
-    /// CRC32C of the bytes sent.
-    pub crc32c: u32,
-    /// Bytes.
-    pub size: u64,
-}
-
-impl SentPart {
-    fn from_receipt(r: PartReceipt, crc32c: u32) -> Self {
-        SentPart {
-            number: r.part_number,
-            etag: r.etag,
-            crc32c,
-            size: r.size,
-        }
-    }
-}
-
-/// Where a caller keeps the resume state of one upload.
-pub trait UploadJournal: Send + Sync + std::fmt::Debug {
-    /// The recorded state, if any.
-    fn load(&self) -> Option<ResumeState>;
-    /// Records the state (after the upload is created and after each part).
-    fn save(&self, state: &ResumeState) -> Result<()>;
-    /// Forgets the state (the upload completed or was aborted).
-    fn clear(&self) -> Result<()>;
-}
-
-/// A journal in a JSON file, written atomically.
-#[derive(Debug, Clone)]
-pub struct FileJournal(pub PathBuf);
-
-impl UploadJournal for FileJournal {
-    fn load(&self) -> Option<ResumeState> {
-        std::fs::read(&self.0)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-    }
-    fn save(&self, state: &ResumeState) -> Result<()> {
-        let json = serde_json::to_vec(state).map_err(|e| Error::Failed(e.to_string()))?;
-        fsutil::write_atomic(&self.0, &json)
-    }
-    fn clear(&self) -> Result<()> {
-        match std::fs::remove_file(&self.0) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(format!("remove {}", self.0.display()), e))
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 /// The body of a single PUT.
