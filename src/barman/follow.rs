@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use super::conf::ServerDirs;
 use super::queue::now;
@@ -57,6 +58,15 @@ struct Watched {
     dirty: AtomicBool,
     /// Files whose writer closed them or renamed them into place.
     announced: Mutex<HashSet<PathBuf>>,
+    /// Wakes the server's loop; a wake-up while it is busy is kept for its next wait.
+    wake: Notify,
+}
+
+impl Watched {
+    fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
 }
 
 /// What `status` shows of a running follower (`follow.json` beside the server's WAL state).
@@ -106,14 +116,15 @@ struct Schedule {
     beat: Heartbeat,
 }
 
-/// Follows the WAL archives of `servers` until SIGTERM/SIGINT.
+/// Follows the WAL archives of `servers` until SIGTERM/SIGINT, each server in a loop of its
+/// own, side by side: one server's long upload, reconcile or retries never hold back another's
+/// WALs. Requests stay bounded by the transfer's one concurrency limit.
 pub async fn follow(
     cfg: &Config,
     t: &Transfer,
     servers: Vec<ServerDirs>,
     opts: FollowOptions,
 ) -> Result<()> {
-    let wake = Arc::new(Notify::new());
     let watched: Arc<Vec<Watched>> = Arc::new(
         servers
             .into_iter()
@@ -121,25 +132,12 @@ pub async fn follow(
                 dirs,
                 dirty: AtomicBool::new(true),
                 announced: Mutex::new(HashSet::new()),
+                wake: Notify::new(),
             })
             .collect(),
     );
-    let _watcher = watch(&watched, &wake)?;
+    let _watcher = watch(&watched)?;
     LocalState::new(cfg).ensure()?;
-    let started = now();
-    let mut sched: Vec<Schedule> = watched
-        .iter()
-        .map(|_| Schedule {
-            next_poll: Instant::now(),
-            retry_at: None,
-            failures: 0,
-            beat: Heartbeat {
-                pid: std::process::id(),
-                started,
-                ..Heartbeat::default()
-            },
-        })
-        .collect();
     tracing::info!(
         "following {} server(s): {}",
         watched.len(),
@@ -149,7 +147,7 @@ pub async fn follow(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let result = run_loop(cfg, t, &watched, &mut sched, &wake, opts).await;
+    let result = run_loops(cfg, t, &watched, opts).await;
     for w in watched.iter() {
         let _ = std::fs::remove_file(heartbeat_path(cfg, &w.dirs.name));
     }
@@ -159,38 +157,63 @@ pub async fn follow(
     }
 }
 
-async fn run_loop(
+async fn run_loops(
     cfg: &Config,
     t: &Transfer,
-    watched: &[Watched],
-    sched: &mut [Schedule],
-    wake: &Notify,
+    watched: &Arc<Vec<Watched>>,
     opts: FollowOptions,
 ) -> Result<()> {
-    let cancel = t.cancel_flag().clone();
-    loop {
-        // Registered before the cycles, so an event during them wakes the next wait at once.
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        for (w, s) in watched.iter().zip(sched.iter_mut()) {
-            let now = Instant::now();
-            let due = w.dirty.swap(false, Ordering::SeqCst)
-                || now >= s.next_poll
-                || s.retry_at.is_some_and(|r| now >= r);
-            if due {
-                cycle(cfg, t, w, s, opts).await?;
-                write_heartbeat(cfg, &w.dirs.name, &s.beat);
-            }
+    let (cfg, started) = (Arc::new(cfg.clone()), now());
+    let mut loops = JoinSet::new();
+    for i in 0..watched.len() {
+        let (cfg, t, watched) = (cfg.clone(), t.clone(), watched.clone());
+        loops.spawn(async move { server_loop(&cfg, &t, &watched[i], opts, started).await });
+    }
+    let mut result = Ok(());
+    while let Some(done) = loops.join_next().await {
+        let done =
+            done.unwrap_or_else(|e| Err(Error::Failed(format!("a follower loop failed: {e}"))));
+        if let (Err(e), Ok(())) = (done, &result) {
+            // The others stop too: a follower that silently lost a server would be worse.
+            t.cancel_flag().cancel();
+            result = Err(e);
         }
-        let next = sched
-            .iter()
-            .flat_map(|s| [Some(s.next_poll), s.retry_at])
-            .flatten()
-            .min()
-            .unwrap_or_else(|| Instant::now() + opts.poll);
+    }
+    result
+}
+
+/// One server's cycles until SIGTERM: on its events, every `poll`, and when a retry or a
+/// deferred file is due.
+async fn server_loop(
+    cfg: &Config,
+    t: &Transfer,
+    w: &Watched,
+    opts: FollowOptions,
+    started: u64,
+) -> Result<()> {
+    let cancel = t.cancel_flag().clone();
+    let mut s = Schedule {
+        next_poll: Instant::now(),
+        retry_at: None,
+        failures: 0,
+        beat: Heartbeat {
+            pid: std::process::id(),
+            started,
+            ..Heartbeat::default()
+        },
+    };
+    loop {
+        let now = Instant::now();
+        let due = w.dirty.swap(false, Ordering::SeqCst)
+            || now >= s.next_poll
+            || s.retry_at.is_some_and(|r| now >= r);
+        if due {
+            cycle(cfg, t, w, &mut s, opts).await?;
+            write_heartbeat(cfg, &w.dirs.name, &s.beat);
+        }
+        let next = s.retry_at.map_or(s.next_poll, |r| r.min(s.next_poll));
         tokio::select! {
-            _ = &mut notified => {}
+            _ = w.wake.notified() => {}
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = cancel.cancelled() => return Ok(()),
         }
@@ -264,19 +287,16 @@ fn ns(t: SystemTime) -> i128 {
 /// Starts the inotify watcher over every server's `wals/` (recursive: new hash directories
 /// are watched as they appear). Its callback only marks servers dirty and records announced
 /// files: the work happens in the cycles.
-fn watch(watched: &Arc<Vec<Watched>>, wake: &Arc<Notify>) -> Result<notify::RecommendedWatcher> {
+fn watch(watched: &Arc<Vec<Watched>>) -> Result<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let (w2, wake2) = (watched.clone(), wake.clone());
+    let w2 = watched.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else {
+        match res {
+            Ok(ev) => {
+                on_event(&w2, &ev);
+            }
             // An error from inotify (overflow and the like): look at everything.
-            w2.iter()
-                .for_each(|w| w.dirty.store(true, Ordering::SeqCst));
-            wake2.notify_one();
-            return;
-        };
-        if on_event(&w2, &ev) {
-            wake2.notify_one();
+            Err(_) => w2.iter().for_each(Watched::mark_dirty),
         }
     })
     .map_err(|e| Error::Failed(format!("cannot start watching WAL directories: {e}")))?;
@@ -306,15 +326,13 @@ fn classify(kind: &EventKind) -> Option<bool> {
     }
 }
 
-/// Records an event; true if some server needs a cycle.
+/// Records an event and wakes the server it concerns; true if some server needs a cycle.
 fn on_event(watched: &[Watched], ev: &notify::Event) -> bool {
     let Some(announces) = classify(&ev.kind) else {
         return false;
     };
     if ev.need_rescan() || ev.paths.is_empty() {
-        watched
-            .iter()
-            .for_each(|w| w.dirty.store(true, Ordering::SeqCst));
+        watched.iter().for_each(Watched::mark_dirty);
         return true;
     }
     // A rename pair lists the source first; the destination is what appeared.
@@ -338,6 +356,6 @@ fn on_event(watched: &[Watched], ev: &notify::Event) -> bool {
             set.insert(path.clone());
         }
     }
-    w.dirty.store(true, Ordering::SeqCst);
+    w.mark_dirty();
     true
 }

@@ -1,13 +1,15 @@
 //! `wal-sync --follow` on both backends: WALs renamed into place reach the bucket while it
 //! runs; a file still being written never appears half in the bucket and goes once it is
 //! closed; `status` shows the follower; SIGTERM stops it cleanly (exit 0, heartbeat gone); a
-//! follower killed outright is reported by `check`; a cron `wal-sync` can run beside it.
+//! follower killed outright is reported by `check`; a cron `wal-sync` can run beside it; with
+//! `--all`, a server whose upload is stuck does not hold back another server's WALs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::faults::FaultProxy;
 use crate::common::site::{BIN, Site, wal_name, wal_segment};
 use crate::common::{garage, unique};
 
@@ -43,13 +45,18 @@ fn site(garage_backend: bool) -> (Site, Fetch) {
 }
 
 fn start(site: &Site) -> Child {
+    start_following(site, "pg")
+}
+
+/// A follower of `server` (or `--all`).
+fn start_following(site: &Site, server: &str) -> Child {
     Command::new(BIN)
         .args([
             "--config",
             site.cfg.to_str().expect("utf8"),
             "-v",
             "wal-sync",
-            "pg",
+            server,
             "--follow",
             "--poll",
             "30s",
@@ -215,4 +222,57 @@ fn follow_refuses_bad_arguments() {
     let out = site.run(&["wal-sync", "nosuch", "--follow"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown Barman server"));
+}
+
+/// Two servers followed by one `--all` process through a proxy: the upload of a WAL of `pg` is
+/// held at the proxy (a stuck connection), and a WAL of `pg2` written meanwhile still reaches
+/// the bucket; once released, `pg`'s goes too.
+#[test]
+fn a_stuck_server_does_not_hold_back_another() {
+    let g = garage();
+    let proxy = FaultProxy::start(g.endpoint(), 0.0, 0, Duration::ZERO);
+    let site = Site::new(&format!(
+        "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {}\n  access_key_id: {}\n  secret_access_key: {}\n  read_timeout: 120s\n",
+        proxy.endpoint,
+        g.bucket(),
+        unique("follow-two"),
+        g.key_id(),
+        g.secret()
+    ));
+    let conf = site.dir.path().join("barman.conf");
+    let text = std::fs::read_to_string(&conf).expect("barman.conf");
+    std::fs::write(&conf, format!("{text}[pg2]\nconninfo = x\n")).expect("pg2");
+    let wals2 = site.dir.path().join("barman/pg2/wals");
+    std::fs::create_dir_all(&wals2).expect("pg2 wals");
+    let fetch = |key: &str| {
+        let out = site.run(&["store", "get", key, "-"], &[]);
+        out.status.success().then_some(out.stdout)
+    };
+
+    let child = start_following(&site, "--all");
+    let (rel, body) = archive(&site.wals(), 1);
+    wait_for("pg's first WAL", Duration::from_secs(30), || {
+        fetch(&format!("pg/wals/{rel}")).as_deref() == Some(&body[..])
+    });
+    let name = wal_name(2);
+    proxy.hold(&format!("/pg/wals/{}/{name}", &name[..16]));
+    let (stuck, stuck_body) = archive(&site.wals(), 2);
+    wait_for("pg's second WAL held", Duration::from_secs(30), || {
+        proxy.holding()
+    });
+    let (rel2, body2) = archive(&wals2, 7);
+    wait_for(
+        "pg2's WAL while pg is stuck",
+        Duration::from_secs(15),
+        || fetch(&format!("pg2/wals/{rel2}")).as_deref() == Some(&body2[..]),
+    );
+    assert!(proxy.holding(), "pg's upload was released too early");
+    proxy.release();
+    wait_for(
+        "pg's second WAL once released",
+        Duration::from_secs(30),
+        || fetch(&format!("pg/wals/{stuck}")).as_deref() == Some(&stuck_body[..]),
+    );
+    let err = stop(child);
+    assert!(err.contains("stopped"), "{err}");
 }
