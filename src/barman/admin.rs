@@ -127,8 +127,10 @@ fn alive(pid: u32) -> bool {
 /// Whether `pid` is still a follower: after a `kill -9` the number may belong to another
 /// process by now.
 fn follower_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"--follow"))
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let has = |a: &[u8]| c.split(|&b| b == 0).any(|arg| arg == a);
+        has(b"wal-sync") && has(b"--follow")
+    })
 }
 
 /// Queue entries as views.

@@ -16,6 +16,7 @@ use super::queue::{now, try_lock_file};
 use super::remote::{INFO, MANIFEST, Remote};
 use super::reuse::{self, Previous, Reuse};
 use super::state::LocalState;
+use crate::checksum;
 use crate::config::{Config, ObjectKind};
 use crate::error::{Error, Result};
 use crate::store::PutOptions;
@@ -284,7 +285,9 @@ async fn upload_files(
     t.progress().add_work(files.len() as u64, total);
     let jobs = files.into_iter().enumerate().map(|(i, f)| {
         let key = remote.backup_key(id, &f.rel);
-        let journal = FileJournal(how.journal_dir.join(format!("{id}-{i}.json")));
+        // Named by the key too: two servers can have backups of the same id.
+        let tag = checksum::crc32c(key.as_bytes());
+        let journal = FileJournal(how.journal_dir.join(format!("{id}-{i}-{tag:08x}.json")));
         (f, key, journal)
     });
     bounded(jobs, t.file_workers(), |(f, key, journal)| {
@@ -297,7 +300,7 @@ async fn upload_files(
             let crc = match copied {
                 Some(crc) => {
                     t.progress().bytes_done(f.stamp.size);
-                    t.discard_journal(&journal).await;
+                    t.discard_journal(&journal, &key).await;
                     crc
                 }
                 // The engine keeps the journal only for a file it sends in parts, so that a

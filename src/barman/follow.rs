@@ -117,8 +117,8 @@ struct Schedule {
 }
 
 /// Follows the WAL archives of `servers` until SIGTERM/SIGINT, each server in a loop of its
-/// own, side by side: one server's long upload, reconcile or retries never hold back another's
-/// WALs. Requests stay bounded by the transfer's one concurrency limit.
+/// own, side by side: one server's long upload, reconcile or retries do not delay another's
+/// WALs. Requests stay bounded by the transfer's one concurrency limit, which they share.
 pub async fn follow(
     cfg: &Config,
     t: &Transfer,

@@ -82,9 +82,15 @@ impl LocalState {
             .map_err(|e| Error::io(format!("create state directory {}", self.dir.display()), e))
     }
 
-    /// Upload journals of multipart uploads in progress.
+    /// Upload journals of multipart uploads in progress into this store (two configs may
+    /// share a state directory).
     pub fn journal_dir(&self) -> PathBuf {
-        self.dir.join("journal")
+        self.dir.join("journal").join(self.tag())
+    }
+
+    /// A short, stable name of this store for paths.
+    fn tag(&self) -> String {
+        format!("{:08x}", crate::checksum::crc32c(self.store.as_bytes()))
     }
 
     /// The lock that keeps two wal-syncs of a server apart (whatever the store).
@@ -94,8 +100,7 @@ impl LocalState {
 
     /// Where the WAL state of `server` for this store lives.
     fn wal_dir(&self, server: &str) -> PathBuf {
-        let tag = format!("{:08x}", crate::checksum::crc32c(self.store.as_bytes()));
-        self.dir.join("wal").join(server).join(tag)
+        self.dir.join("wal").join(server).join(self.tag())
     }
 
     /// Where a `wal-sync --follow` of `server` into this store writes its heartbeat: beside

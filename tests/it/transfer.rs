@@ -290,7 +290,7 @@ async fn interrupt(
 
 /// A file whose interrupted upload in parts is recorded in its journal, then sent in one PUT
 /// (a higher one-PUT limit): the recorded upload is aborted and the journal removed, so no
-/// parts stay stored with nothing left to complete them.
+/// parts stay stored with nothing left to complete them. A journal of another key is left.
 async fn a_file_sent_whole_ends_its_journaled_upload(b: Backend) {
     let (store, prefix, _d) = open(b, "whole").await;
     let tmp = tempfile::tempdir().expect("tmp");
@@ -303,6 +303,13 @@ async fn a_file_sent_whole_ends_its_journaled_upload(b: Backend) {
 
     let t = Transfer::new(store.clone(), small_transfer());
     let opts = PutOptions::default();
+    // Another key handed the same journal (two servers' backups of one id): not its upload.
+    let other = join_key(&prefix, "other");
+    t.upload_file_as(&src, &other, Some(&journal), &opts, 64 * MIB as u64)
+        .await
+        .expect("other");
+    assert_eq!(t.stats().count(Op::AbortMultipart), 0);
+    assert!(journal.load().is_some(), "another key's journal kept");
     let up = t
         .upload_file_as(&src, &key, Some(&journal), &opts, 64 * MIB as u64)
         .await

@@ -230,7 +230,7 @@ impl Transfer {
         let result = if size <= one_put_max {
             let sent = self.put_file_whole(file, path, key, size, opts).await;
             if let (Ok(_), Some(j)) = (&sent, journal) {
-                self.discard_journal(j).await;
+                self.discard_journal(j, key).await;
             }
             sent
         } else {

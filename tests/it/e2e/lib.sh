@@ -34,7 +34,7 @@ e2e_layout() {
 # in \n.
 e2e_postgres() {
   as_pg "$PGBIN/initdb -D $BASE/pgdata -A trust -U postgres $1 >/dev/null"
-  printf "listen_addresses = ''\nport = $PORT\nunix_socket_directories = '$BASE/sock'\nwal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\n$2" >> "$BASE/pgdata/postgresql.conf"
+  printf "listen_addresses = ''\nport = $PORT\nunix_socket_directories = '$BASE/sock'\nwal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\n%b" "$2" >> "$BASE/pgdata/postgresql.conf"
   as_pg "$PGBIN/pg_ctl -D $BASE/pgdata -l $BASE/pglog/pg.log -w start >/dev/null"
   psql1 "CREATE ROLE barman SUPERUSER LOGIN; CREATE ROLE streaming_barman REPLICATION LOGIN;"
 }
