@@ -298,8 +298,8 @@ impl Transfer {
     /// Aborts the multipart upload of `key` an interrupted run recorded in `journal`, then
     /// forgets it. For an object now made another way (one PUT, a server-side copy): nothing
     /// would resume that upload, and its parts would stay stored, and billed, until `store
-    /// abort-stale` or a lifecycle rule. A journal of another key is not ours to end. Best
-    /// effort: a failed abort keeps the journal for the next run.
+    /// uploads --abort-older-than` or a lifecycle rule. A journal of another key is not ours to
+    /// end. Best effort: a failed abort keeps the journal for the next run.
     pub async fn discard_journal(&self, journal: &dyn UploadJournal, key: &str) {
         let Some(old) = journal.load().filter(|old| old.key == key) else {
             return;
