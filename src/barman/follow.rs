@@ -292,9 +292,7 @@ fn watch(watched: &Arc<Vec<Watched>>) -> Result<notify::RecommendedWatcher> {
     let w2 = watched.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         match res {
-            Ok(ev) => {
-                on_event(&w2, &ev);
-            }
+            Ok(ev) => on_event(&w2, &ev),
             // An error from inotify (overflow and the like): look at everything.
             Err(_) => w2.iter().for_each(Watched::mark_dirty),
         }
@@ -326,21 +324,21 @@ fn classify(kind: &EventKind) -> Option<bool> {
     }
 }
 
-/// Records an event and wakes the server it concerns; true if some server needs a cycle.
-fn on_event(watched: &[Watched], ev: &notify::Event) -> bool {
+/// Records an event and wakes the server it concerns.
+fn on_event(watched: &[Watched], ev: &notify::Event) {
     let Some(announces) = classify(&ev.kind) else {
-        return false;
+        return;
     };
     if ev.need_rescan() || ev.paths.is_empty() {
         watched.iter().for_each(Watched::mark_dirty);
-        return true;
+        return;
     }
     // A rename pair lists the source first; the destination is what appeared.
     let Some(path) = ev.paths.last() else {
-        return false;
+        return;
     };
     let Some(w) = watched.iter().find(|w| path.starts_with(&w.dirs.wals_dir)) else {
-        return false;
+        return;
     };
     let name = path
         .file_name()
@@ -348,7 +346,7 @@ fn on_event(watched: &[Watched], ev: &notify::Event) -> bool {
         .unwrap_or_default();
     let is_wal = super::wal::classify(&name).is_some();
     if !is_wal && !path.is_dir() {
-        return false; // Barman's `.tmp` files and the like.
+        return; // Barman's `.tmp` files and the like.
     }
     if announces && is_wal {
         let mut set = w.announced.lock().unwrap_or_else(|e| e.into_inner());
@@ -357,5 +355,4 @@ fn on_event(watched: &[Watched], ev: &notify::Event) -> bool {
         }
     }
     w.mark_dirty();
-    true
 }
