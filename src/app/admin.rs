@@ -1,4 +1,4 @@
-//! Operator commands: `status` and `check` (rendered here from [`crate::barman::admin`]'s
+//! Operator commands: `status` and `check` (rendered here from [`crate::barman::observe::admin`]'s
 //! views) and the queue administration commands.
 
 use std::sync::Arc;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::invocation::{AdminAction, Options};
 use super::{bare_engine, load_config};
-use crate::barman::admin::{self, Status, Thresholds};
+use crate::barman::observe::admin::{self, Status, Thresholds};
 use crate::error::{CheckLevel, Exit, Result};
 use crate::transfer::Cancel;
 use crate::units::human_duration;
@@ -59,7 +59,7 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
             let t = bare_engine(&cfg, cancel).await?;
             let s = admin::status(&cfg, &t).await?;
             if let Some(path) = prometheus {
-                use crate::barman::metrics;
+                use crate::barman::observe::metrics;
                 let text =
                     metrics::render(&s, &metrics::last_runs(&cfg), &metrics::last_verifies(&cfg));
                 metrics::write_textfile(&path, &text)?;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use super::invocation::{BarmanAction, Options, Servers};
 use super::{engine, finish, load_config, summary};
-use crate::barman::basesync::{base_sync, queue_add as enqueue};
 use crate::barman::conf::{BarmanConf, require_barman_user};
-use crate::barman::fullsync::{FullSyncReport, full_sync, remote_backups};
-use crate::barman::metrics::record_run;
+use crate::barman::observe::metrics::record_run;
+use crate::barman::recover::restore::{RestoreOptions, base_restore};
 use crate::barman::remote::Remote;
-use crate::barman::restore::{RestoreOptions, base_restore};
-use crate::barman::walsync::wal_sync;
+use crate::barman::ship::basesync::{base_sync, queue_add as enqueue};
+use crate::barman::ship::fullsync::{FullSyncReport, full_sync, remote_backups};
+use crate::barman::ship::walsync::wal_sync;
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::transfer::{Cancel, Transfer};
@@ -177,7 +177,8 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
         BarmanAction::CatalogRestore { server, opts } => {
             let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
             let remote = Remote::new(cfg.location.prefix(), &server);
-            let r = crate::barman::catalog::catalog_restore(t, &remote, &dirs, &opts).await?;
+            let r =
+                crate::barman::recover::catalog::catalog_restore(t, &remote, &dirs, &opts).await?;
             eprintln!(
                 "barmans3 catalog-restore {server}: {} backup(s) ({}), {} WAL file(s), {} files, {} into {}",
                 r.backups.len(),
@@ -187,7 +188,7 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
                 human_bytes(r.bytes),
                 dirs.backup_dir.display()
             );
-            for step in crate::barman::catalog::next_steps(&server, &r) {
+            for step in crate::barman::recover::catalog::next_steps(&server, &r) {
                 eprintln!("  next: {step}");
             }
             Ok(Exit::Success)
@@ -269,7 +270,7 @@ async fn run_follow(
     cfg: &Config,
     t: &Transfer,
     servers: Servers,
-    opts: crate::barman::follow::FollowOptions,
+    opts: crate::barman::ship::follow::FollowOptions,
 ) -> Result<Exit> {
     let conf = BarmanConf::load(&cfg.barman.config)?;
     let names = match servers {
@@ -280,7 +281,7 @@ async fn run_follow(
         .iter()
         .map(|s| conf.server(s))
         .collect::<Result<Vec<_>>>()?;
-    crate::barman::follow::follow(cfg, t, dirs, opts).await?;
+    crate::barman::ship::follow::follow(cfg, t, dirs, opts).await?;
     eprintln!("barmans3 wal-sync --follow: stopped");
     Ok(Exit::Success)
 }
@@ -362,7 +363,7 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
 /// The restore_command base-restore --recovery writes: this binary, this config, this server,
 /// each word quoted for the shell PostgreSQL runs it with.
 fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
-    use crate::barman::restore::recovery::shell_quote;
+    use crate::barman::recover::restore::recovery::shell_quote;
     let mut words: Vec<String> = super::walrestore::self_args(o, cfg)
         .iter()
         .map(|w| shell_quote(w))

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::barman::admin::Thresholds;
-use crate::barman::fullsync::FullSyncOptions;
+use crate::barman::observe::admin::Thresholds;
+use crate::barman::ship::fullsync::FullSyncOptions;
 use crate::config::StoreLocation;
 use crate::logging::Verbosity;
 
@@ -59,7 +59,7 @@ pub enum Action {
     /// `volume put|get|ls|status|rm`.
     Volume(crate::volume::VolumeAction),
     /// `verify SERVER [ID…]` and `verify-wal SERVER`.
-    Verify(crate::barman::verify::VerifyRequest),
+    Verify(crate::barman::observe::verify::VerifyRequest),
     /// Configuration helpers.
     Config(ConfigAction),
     /// A shell completion script, already rendered.
@@ -87,7 +87,7 @@ pub enum BarmanAction {
         /// Compare the whole archive with the bucket.
         full: bool,
         /// `--follow`: keep running and ship WALs as they appear.
-        follow: Option<crate::barman::follow::FollowOptions>,
+        follow: Option<crate::barman::ship::follow::FollowOptions>,
     },
     /// `base-ls SERVER`.
     BaseLs {
@@ -121,7 +121,7 @@ pub enum BarmanAction {
         /// Server.
         server: String,
         /// What to rebuild.
-        opts: crate::barman::catalog::CatalogOptions,
+        opts: crate::barman::recover::catalog::CatalogOptions,
     },
     /// The background prefetcher of `wal-restore`.
     WalPrefetch {

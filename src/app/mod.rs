@@ -159,7 +159,7 @@ const PROBE_KEY: &str = ".barmans3-checksum-probe";
 
 /// Where `s3.request_checksum: auto` caches its answer for this store, and the key it probes.
 fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
-    let id = crate::barman::state::store_id(cfg);
+    let id = crate::barman::ship::state::store_id(cfg);
     crate::transfer::probe::ChecksumProbe {
         cache: cfg.barman.state_dir.join(format!(
             "checksum-{:08x}.json",

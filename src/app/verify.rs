@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::invocation::Options;
 use super::{engine, load_config};
 use crate::barman::conf::{BarmanConf, require_barman_user};
-use crate::barman::verify::{Report, VerifyRequest, verify};
+use crate::barman::observe::verify::{Report, VerifyRequest, verify};
 use crate::config::Config;
 use crate::error::{Exit, Result};
 use crate::logging::Verbosity;
@@ -103,7 +103,7 @@ fn record(cfg: &Config, r: &Report) {
         tracing::debug!("not Barman's user: the verify result is not recorded for the metrics");
         return;
     }
-    if let Err(e) = crate::barman::metrics::record_verify(cfg, r) {
+    if let Err(e) = crate::barman::observe::metrics::record_verify(cfg, r) {
         tracing::warn!("could not record the verify result: {}", e.one_line());
     }
 }

@@ -1,15 +1,15 @@
 //! `wal-restore` (PostgreSQL's restore_command) and its background prefetcher, as the CLI runs
-//! them: the spool when recovery asks ([`crate::barman::prefetch`]), else a direct fetch; the
+//! them: the spool when recovery asks ([`crate::barman::recover::prefetch`]), else a direct fetch; the
 //! exit status PostgreSQL reads (0 here, 1 verifiably absent, anything else aborts recovery).
 
 use std::path::{Path, PathBuf};
 
 use super::invocation::Options;
-use crate::barman::prefetch::{self, Depth, Spool};
+use crate::barman::recover::prefetch::{self, Depth, Spool};
+use crate::barman::recover::walrestore::{Decoding, bucket_system, wal_restore};
 use crate::barman::remote::Remote;
-use crate::barman::state::store_id;
+use crate::barman::ship::state::store_id;
 use crate::barman::wal::{self, WalKind};
-use crate::barman::walrestore::{Decoding, bucket_system, wal_restore};
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::transfer::Transfer;

@@ -1,30 +1,16 @@
 //! The Barman companion: hook, queue, base and WAL sync, listing, safe remote deletion and
-//! restore, on the shared transfer engine. Each submodule owns one piece; `crate::app` runs them
-//! for the CLI. Nothing here prints to stdout or knows an exit code.
+//! restore, on the shared transfer engine. `crate::app` runs it for the CLI; nothing here prints
+//! to stdout or knows an exit code.
+//!
+//! Laid out by flow: [`ship`] takes Barman's backups and WALs to the bucket, [`recover`] brings
+//! them back, [`observe`] reports on both. The shared base beside them reads Barman's tree
+//! ([`conf`], [`info`], [`wal`]) and knows the bucket's ([`remote`], [`manifest`]).
 
-pub mod admin;
-pub mod backup;
-pub mod basesync;
-pub mod catalog;
 pub mod conf;
-pub mod eligibility;
-pub mod follow;
-pub mod fullsync;
 pub mod info;
-pub mod locks;
 pub mod manifest;
-pub mod metrics;
-pub mod prefetch;
-pub mod queue;
+pub mod observe;
+pub mod recover;
 pub mod remote;
-pub mod restore;
-pub mod retention;
-pub mod reuse;
-pub mod spool;
-pub mod state;
-pub mod timeline;
-pub mod verify;
+pub mod ship;
 pub mod wal;
-pub mod walplan;
-pub mod walrestore;
-pub mod walsync;

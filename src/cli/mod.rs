@@ -11,9 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::invocation::{
     Action, AdminAction, BarmanAction, ConfigAction, Invocation, Options, Servers,
 };
-use crate::barman::admin::Thresholds;
-use crate::barman::follow::FollowOptions;
-use crate::barman::fullsync::FullSyncOptions;
+use crate::barman::observe::admin::Thresholds;
+use crate::barman::ship::follow::FollowOptions;
+use crate::barman::ship::fullsync::FullSyncOptions;
 use crate::config::StoreLocation;
 use crate::error::{Error, Result};
 use crate::logging::Verbosity;
@@ -506,7 +506,7 @@ fn catalog_action(
     wals_since: Option<String>,
     layout: Option<String>,
 ) -> Result<BarmanAction> {
-    use crate::barman::catalog::{CatalogOptions, InfoLayout};
+    use crate::barman::recover::catalog::{CatalogOptions, InfoLayout};
     for id in &backups {
         backup_id_arg(id.clone())?;
     }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::barman::verify::VerifyRequest;
+use crate::barman::observe::verify::VerifyRequest;
 use crate::error::{Error, Result};
 
 /// Re-read a server's backups in the bucket and check them against their manifests (cron)

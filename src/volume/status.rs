@@ -100,7 +100,7 @@ pub fn load(path: &Path) -> Result<Option<VolumeState>> {
 
 /// Seconds since the epoch.
 fn now() -> u64 {
-    crate::barman::queue::now()
+    crate::barman::ship::queue::now()
 }
 
 #[derive(Debug, Default)]

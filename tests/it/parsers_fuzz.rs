@@ -143,7 +143,7 @@ fn task_files_manifests_and_offsets() {
     ];
     for _ in 0..ROUNDS {
         let s = input(&mut rng, &seeds);
-        let _ = barmans3::barman::queue::Task::parse(&s, Path::new("t.run"));
+        let _ = barmans3::barman::ship::queue::Task::parse(&s, Path::new("t.run"));
         if let Ok(m) = barmans3::barman::manifest::Manifest::parse(s.as_bytes(), "k") {
             for e in &m.entries {
                 assert!(barmans3::barman::manifest::check_relative(e.path()).is_ok());

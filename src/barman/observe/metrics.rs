@@ -19,9 +19,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::admin::Status;
-use super::queue::now;
-use super::state::store_id;
 use super::verify::Report;
+use crate::barman::ship::queue::now;
+use crate::barman::ship::state::store_id;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -345,7 +345,7 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::barman::admin::{QueueCounts, ServerView};
+    use crate::barman::observe::admin::{QueueCounts, ServerView};
 
     fn view(name: &str, pending: usize, age: Option<u64>) -> ServerView {
         ServerView {

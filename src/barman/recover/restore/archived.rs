@@ -4,9 +4,9 @@
 //! command restores. Without it, the first archived object fails the restore with a message
 //! that names the object and the option.
 
-use super::super::manifest::Entry;
-use super::super::remote::Remote;
 use super::manifest;
+use crate::barman::manifest::Entry;
+use crate::barman::remote::Remote;
 use crate::error::{Error, Result};
 use crate::transfer::{Transfer, bounded};
 

@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use super::remote::{INFO, Remote};
+use crate::barman::remote::{INFO, Remote};
 use crate::error::Result;
 use crate::transfer::{Transfer, bounded};
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::wal::{self, WalKind};
+use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -333,7 +333,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         let spool = Spool::at(d.path().join("spool"));
         spool.ensure().expect("ensure");
-        let seg = |n: &str| crate::barman::walrestore::tests::segment(n, 1 << 20);
+        let seg = |n: &str| crate::barman::recover::walrestore::tests::segment(n, 1 << 20);
         for n in ["000000010000000000000004", "000000010000000000000006"] {
             std::fs::write(spool.dir().join(n), seg(n)).expect("w");
         }

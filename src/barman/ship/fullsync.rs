@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::backup::{NotNow, upload_backup};
-use super::conf::ServerDirs;
-use super::info::{self, BackupInfo};
 use super::locks;
-use super::remote::{INFO, MANIFEST, Remote};
 use super::retention::{self, Held};
 use super::walsync::{WalReport, pending_wals, wal_sync};
+use crate::barman::conf::ServerDirs;
+use crate::barman::info::{self, BackupInfo};
+use crate::barman::remote::{INFO, MANIFEST, Remote};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::ListRequest;

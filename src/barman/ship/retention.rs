@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use super::wal::{self, WalKind};
+use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 
 /// A remote backup as the planner sees it.

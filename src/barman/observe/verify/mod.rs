@@ -20,10 +20,10 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::fullsync::{RemoteBackup, remote_backups};
-use super::info::BackupInfo;
-use super::manifest::{Entry, Manifest};
-use super::remote::{INFO, MANIFEST, Remote};
+use crate::barman::info::BackupInfo;
+use crate::barman::manifest::{Entry, Manifest};
+use crate::barman::remote::{INFO, MANIFEST, Remote};
+use crate::barman::ship::fullsync::{RemoteBackup, remote_backups};
 use crate::error::Result;
 use crate::transfer::{Expect, Transfer, bounded};
 use objects::{Job, Outcome, Passed};

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::conf::ServerDirs;
 use super::eligibility::{self, Decision, Seen};
-use super::info::{self, BackupInfo};
-use super::manifest::{Entry, Manifest, check_unique, encode_path};
 use super::queue::{now, try_lock_file};
-use super::remote::{INFO, MANIFEST, Remote};
 use super::reuse::{self, Previous, Reuse};
 use super::state::LocalState;
+use crate::barman::conf::ServerDirs;
+use crate::barman::info::{self, BackupInfo};
+use crate::barman::manifest::{Entry, Manifest, check_unique, encode_path};
+use crate::barman::remote::{INFO, MANIFEST, Remote};
 use crate::checksum;
 use crate::config::{Config, ObjectKind};
 use crate::error::{Error, Result};

@@ -15,9 +15,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::conf::ServerDirs;
-use super::manifest::Entry;
-use super::remote::Remote;
+use crate::barman::conf::ServerDirs;
+use crate::barman::manifest::Entry;
+use crate::barman::remote::Remote;
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
 use crate::transfer::Transfer;
@@ -165,7 +165,7 @@ async fn find(
             prefixes
                 .iter()
                 .filter_map(|p| p.strip_prefix(&base)?.strip_suffix('/'))
-                .filter(|other| super::info::is_backup_id(other) && *other < id)
+                .filter(|other| crate::barman::info::is_backup_id(other) && *other < id)
                 .map(str::to_string),
         );
         true
@@ -173,7 +173,7 @@ async fn find(
     .await?;
     ids.sort_unstable_by(|a, b| b.cmp(a));
     for prev in ids.into_iter().take(CANDIDATES) {
-        match super::restore::manifest(t, remote, &prev).await {
+        match crate::barman::recover::restore::manifest(t, remote, &prev).await {
             Ok((_, m)) => {
                 let files = m
                     .entries

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::backup::{NotNow, check_eligible, upload_backup};
-use super::conf::{BarmanConf, ServerDirs};
 use super::queue::{Queue, State, Task, now};
-use super::remote::{INFO, MANIFEST, Remote};
 use super::state::LocalState;
+use crate::barman::conf::{BarmanConf, ServerDirs};
+use crate::barman::remote::{INFO, MANIFEST, Remote};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transfer::Transfer;
@@ -33,7 +33,7 @@ pub fn queue_add(queue_dir: &Path, env: &BTreeMap<String, String>) -> Result<Que
         )));
     }
     let id = get("BARMAN_BACKUP_ID");
-    if !super::info::is_backup_id(id) {
+    if !crate::barman::info::is_backup_id(id) {
         return Err(Error::Usage(format!(
             "BARMAN_BACKUP_ID={id:?} is missing or not a Barman backup id (YYYYMMDDTHHMMSS)"
         )));
@@ -196,8 +196,8 @@ async fn parent_complete(
     dirs: &ServerDirs,
     id: &str,
 ) -> Result<Option<bool>> {
-    let parent = super::info::locate(dirs, id)
-        .and_then(|p| super::info::read(&p).ok())
+    let parent = crate::barman::info::locate(dirs, id)
+        .and_then(|p| crate::barman::info::read(&p).ok())
         .and_then(|b| b.get("parent_backup_id").map(str::to_string));
     let Some(parent) = parent else {
         return Ok(None);

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::conf::ServerDirs;
 use super::queue::now;
 use super::state::LocalState;
 use super::walplan::{self, LocalWal};
 use super::walsync::wal_sync;
+use crate::barman::conf::ServerDirs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -344,7 +344,7 @@ fn on_event(watched: &[Watched], ev: &notify::Event) {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let is_wal = super::wal::classify(&name).is_some();
+    let is_wal = crate::barman::wal::classify(&name).is_some();
     if !is_wal && !path.is_dir() {
         return; // Barman's `.tmp` files and the like.
     }

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::barman::timeline::{self, Begin};
+use crate::barman::recover::timeline::{self, Begin};
 use crate::barman::wal::{self, WalKind};
 
 /// PostgreSQL's default WAL segment size (Barman's `xlog_segment_size` when backup.info says

@@ -147,7 +147,7 @@ impl Queue {
     /// The one atomic state change: writes `task` as `<id>.<state>` (temp, fsync, rename), then
     /// removes the id's files in every other state.
     pub fn save(&self, task: &Task, state: State) -> Result<()> {
-        if !super::info::is_backup_id(&task.backup_id) {
+        if !crate::barman::info::is_backup_id(&task.backup_id) {
             return Err(Error::Usage(format!(
                 "invalid backup id {:?}: expected YYYYMMDDTHHMMSS",
                 task.backup_id
@@ -183,7 +183,7 @@ impl Queue {
             let Some(state) = State::ALL.into_iter().find(|s| s.suffix() == suffix) else {
                 continue;
             };
-            if !super::info::is_backup_id(id) {
+            if !crate::barman::info::is_backup_id(id) {
                 continue;
             }
             let path = e.path();

@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 
 use std::os::unix::fs::MetadataExt;
 
-use super::conf::ServerDirs;
 use super::queue::{now, try_lock_file};
-use super::remote::Remote;
 use super::state::{Ledger, LocalState, WalState};
-use super::wal::{self, WalKind};
 use super::walplan::{self, LocalWal};
+use crate::barman::conf::ServerDirs;
+use crate::barman::remote::Remote;
+use crate::barman::wal::{self, WalKind};
 use crate::config::{Config, ObjectKind};
 use crate::error::{Error, Result};
 use crate::store::{ListRequest, PutOptions};

@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::info::BackupInfo;
-use super::manifest::Manifest;
-use super::remote::{INFO, MANIFEST, Remote};
+use crate::barman::info::BackupInfo;
+use crate::barman::manifest::Manifest;
+use crate::barman::remote::{INFO, MANIFEST, Remote};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::transfer::{Expect, Transfer, bounded};

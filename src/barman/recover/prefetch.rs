@@ -17,12 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::remote::Remote;
 pub use super::spool::{Depth, Spool, recently_missing, remember_missing};
 use super::spool::{IDLE_EXIT, LOCK, MISSING_TTL};
 use super::timeline::{self, Begin};
-use super::wal::{self, WalKind};
 use super::walrestore::{Decoding, fetch_decoded};
+use crate::barman::remote::Remote;
+use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
 use crate::transfer::{Expect, Transfer};
@@ -36,7 +36,10 @@ pub async fn run(
     decoding: &Decoding,
     depth: Depth,
 ) -> Result<()> {
-    let _lock = match super::queue::try_lock_file(&spool.dir().join(LOCK), "WAL prefetcher") {
+    let _lock = match crate::barman::ship::queue::try_lock_file(
+        &spool.dir().join(LOCK),
+        "WAL prefetcher",
+    ) {
         Ok(l) => l,
         Err(Error::Busy(_)) => return Ok(()),
         Err(e) => return Err(e),
@@ -234,7 +237,7 @@ pub fn next_names(want: &str, k: usize, seg: u64, chain: &[Begin]) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::barman::spool::DEFAULT_SEG;
+    use crate::barman::recover::spool::DEFAULT_SEG;
 
     #[test]
     fn prefetch_follows_a_timeline_switch() {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::conf::BarmanConf;
-use super::queue::{Queue, State, now};
-use super::remote::Remote;
-use super::state::LocalState;
-use super::wal::{self, WalKind};
-use super::walsync::scan_local;
+use crate::barman::conf::BarmanConf;
+use crate::barman::remote::Remote;
+use crate::barman::ship::queue::{Queue, State, now};
+use crate::barman::ship::state::LocalState;
+use crate::barman::ship::walsync::scan_local;
+use crate::barman::wal::{self, WalKind};
 use crate::config::Config;
 use crate::error::{CheckLevel, Error, Result};
 use crate::store::ListRequest;
@@ -152,7 +152,7 @@ pub fn queue_views(cfg: &Config) -> Result<Vec<TaskView>> {
 }
 
 fn follower_view(cfg: &Config, server: &str) -> Option<FollowerView> {
-    super::follow::heartbeat(cfg, server).map(|h| FollowerView {
+    crate::barman::ship::follow::heartbeat(cfg, server).map(|h| FollowerView {
         pid: h.pid,
         alive: follower_alive(h.pid),
         last_cycle_age_s: now().saturating_sub(h.last_cycle),

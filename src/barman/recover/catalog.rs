@@ -13,11 +13,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::conf::ServerDirs;
-use super::manifest::Entry;
-use super::remote::{INFO, Remote};
 use super::restore::manifest;
-use super::wal::{self, WalKind};
+use crate::barman::conf::ServerDirs;
+use crate::barman::manifest::Entry;
+use crate::barman::remote::{INFO, Remote};
+use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::ListRequest;
@@ -207,7 +207,7 @@ async fn backup_ids(t: &Transfer, remote: &Remote, wanted: &[String]) -> Result<
     if !wanted.is_empty() {
         return Ok(wanted.to_vec());
     }
-    let list = super::fullsync::remote_backups(t, remote).await?;
+    let list = crate::barman::ship::fullsync::remote_backups(t, remote).await?;
     Ok(list
         .into_iter()
         .filter(|b| b.complete)

@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
-use super::remote::Remote;
-use super::wal::{self, WalKind};
+use crate::barman::remote::Remote;
+use crate::barman::wal::{self, WalKind};
 use crate::codec::{self, Codec, Filter};
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
@@ -441,35 +441,35 @@ pub(crate) mod tests {
     const FIXTURES: &[(&str, &[u8])] = &[
         (
             "gzip",
-            include_bytes!("../../tests/fixtures/wal/segment.gzip-cli"),
+            include_bytes!("../../../tests/fixtures/wal/segment.gzip-cli"),
         ),
         (
             "bzip2",
-            include_bytes!("../../tests/fixtures/wal/segment.bzip2-cli"),
+            include_bytes!("../../../tests/fixtures/wal/segment.bzip2-cli"),
         ),
         (
             "xz",
-            include_bytes!("../../tests/fixtures/wal/segment.xz-cli"),
+            include_bytes!("../../../tests/fixtures/wal/segment.xz-cli"),
         ),
         (
             "zstd",
-            include_bytes!("../../tests/fixtures/wal/segment.zstd-cli"),
+            include_bytes!("../../../tests/fixtures/wal/segment.zstd-cli"),
         ),
         (
             "zstd",
-            include_bytes!("../../tests/fixtures/wal/segment.zstd-barman"),
+            include_bytes!("../../../tests/fixtures/wal/segment.zstd-barman"),
         ),
         (
             "lz4",
-            include_bytes!("../../tests/fixtures/wal/segment.lz4-cli"),
+            include_bytes!("../../../tests/fixtures/wal/segment.lz4-cli"),
         ),
         (
             "lz4",
-            include_bytes!("../../tests/fixtures/wal/segment.lz4-barman"),
+            include_bytes!("../../../tests/fixtures/wal/segment.lz4-barman"),
         ),
         (
             "snappy",
-            include_bytes!("../../tests/fixtures/wal/segment.snappy-barman"),
+            include_bytes!("../../../tests/fixtures/wal/segment.snappy-barman"),
         ),
     ];
 

@@ -1,0 +1,10 @@
+//! Recovery: everything that brings a server back from the bucket alone: base-restore,
+//! wal-restore with its prefetcher and spool, timeline history, and catalog-restore of a lost
+//! Barman host.
+
+pub mod catalog;
+pub mod prefetch;
+pub mod restore;
+pub mod spool;
+pub mod timeline;
+pub mod walrestore;
