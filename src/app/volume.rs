@@ -142,7 +142,7 @@ async fn engine(
 fn lock(cfg: &Config, name: &VolumeName) -> Result<std::fs::File> {
     let dir = cfg.barman.state_dir.join("volume");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-    crate::barman::ship::queue::try_lock_file(
+    crate::lockfile::try_lock_file(
         &dir.join(format!(".{name}.lock")),
         &format!("volume put or rm of {name}"),
     )

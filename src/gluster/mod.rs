@@ -117,7 +117,7 @@ pub async fn archive(
     } else {
         std::fs::create_dir_all(&state)
             .map_err(|e| Error::io(format!("create {}", state.display()), e))?;
-        let lock = crate::barman::ship::queue::try_lock_file(
+        let lock = crate::lockfile::try_lock_file(
             &state.join(format!("{name}.lock")),
             &format!("archive of brick {}", brick.display()),
         )?;

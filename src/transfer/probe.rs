@@ -86,7 +86,7 @@ impl Transfer {
         let mode = decide(wrong, right);
         let cached = Cached {
             crc32c_verified: mode == ChecksumMode::WhenSupported,
-            probed_at: crate::barman::ship::queue::now(),
+            probed_at: crate::clock::now(),
         };
         if let Some(dir) = p.cache.parent() {
             let _ = std::fs::create_dir_all(dir);

@@ -83,7 +83,7 @@ pub async fn put(
         operation: plan.operation.to_string(),
         state: RunState::Running,
         pid: std::process::id(),
-        started: crate::barman::ship::queue::now(),
+        started: crate::clock::now(),
         chunk_size: plan.chunk_size,
         base: plan.base,
         connection_ok: true,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::VolumeName;
 use super::layout::{chunk_index, chunk_name};
+use crate::clock::now;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::reqlog::{Observer, Op, Request};
@@ -96,11 +97,6 @@ pub fn load(path: &Path) -> Result<Option<VolumeState>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
     }
-}
-
-/// Seconds since the epoch.
-fn now() -> u64 {
-    crate::barman::ship::queue::now()
 }
 
 #[derive(Debug, Default)]

@@ -9,10 +9,11 @@ use serde::Serialize;
 
 use crate::barman::conf::BarmanConf;
 use crate::barman::remote::Remote;
-use crate::barman::ship::queue::{Queue, State, now};
+use crate::barman::ship::queue::{Queue, State};
 use crate::barman::ship::state::LocalState;
 use crate::barman::ship::walsync::scan_local;
 use crate::barman::wal::{self, WalKind};
+use crate::clock::now;
 use crate::config::Config;
 use crate::error::{CheckLevel, Error, Result};
 use crate::store::ListRequest;

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::Status;
 use super::verify::Report;
-use crate::barman::ship::queue::now;
 use crate::barman::ship::state::store_id;
+use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;

@@ -36,10 +36,7 @@ pub async fn run(
     decoding: &Decoding,
     depth: Depth,
 ) -> Result<()> {
-    let _lock = match crate::barman::ship::queue::try_lock_file(
-        &spool.dir().join(LOCK),
-        "WAL prefetcher",
-    ) {
+    let _lock = match crate::lockfile::try_lock_file(&spool.dir().join(LOCK), "WAL prefetcher") {
         Ok(l) => l,
         Err(Error::Busy(_)) => return Ok(()),
         Err(e) => return Err(e),

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::eligibility::{self, Decision, Seen};
-use super::queue::{now, try_lock_file};
 use super::reuse::{self, Previous, Reuse};
 use super::state::LocalState;
 use crate::barman::conf::ServerDirs;
@@ -17,8 +16,10 @@ use crate::barman::info::{self, BackupInfo};
 use crate::barman::manifest::{Entry, Manifest, check_unique, encode_path};
 use crate::barman::remote::{INFO, MANIFEST, Remote};
 use crate::checksum;
+use crate::clock::now;
 use crate::config::{Config, ObjectKind};
 use crate::error::{Error, Result};
+use crate::lockfile::try_lock_file;
 use crate::store::PutOptions;
 use crate::transfer::{CopyExpect, FileJournal, Transfer, bounded};
 

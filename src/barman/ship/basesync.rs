@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::backup::{NotNow, check_eligible, upload_backup};
-use super::queue::{Queue, State, Task, now};
+use super::queue::{Queue, State, Task};
 use super::state::LocalState;
 use crate::barman::conf::{BarmanConf, ServerDirs};
 use crate::barman::remote::{INFO, MANIFEST, Remote};
+use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transfer::Transfer;

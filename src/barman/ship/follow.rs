@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::queue::now;
 use super::state::LocalState;
 use super::walplan::{self, LocalWal};
 use super::walsync::wal_sync;
 use crate::barman::conf::ServerDirs;
+use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;

@@ -242,39 +242,8 @@ impl Queue {
 
     /// Takes the queue's worker lock without waiting: one base-sync at a time per queue.
     pub fn lock(&self) -> Result<File> {
-        try_lock_file(&self.dir.join(".base-sync.lock"), "base-sync")
+        crate::lockfile::try_lock_file(&self.dir.join(".base-sync.lock"), "base-sync")
     }
-}
-
-/// Opens (creating) a lock file and takes an exclusive lock without waiting; busy ⇒
-/// [`Error::Busy`] naming `what`.
-pub fn try_lock_file(path: &Path, what: &str) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // 0600, as Barman creates its own locks: one owner, nobody else's business.
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("open lock {}", path.display()), e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy(format!(
-            "another {what} is running (lock {} is held); this run did nothing",
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(Error::io(format!("lock {}", path.display()), e))
-        }
-    }
-}
-
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::queue::now;
+use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;

@@ -15,14 +15,15 @@ use std::path::{Path, PathBuf};
 
 use std::os::unix::fs::MetadataExt;
 
-use super::queue::{now, try_lock_file};
 use super::state::{Ledger, LocalState, WalState};
 use super::walplan::{self, LocalWal};
 use crate::barman::conf::ServerDirs;
 use crate::barman::remote::Remote;
 use crate::barman::wal::{self, WalKind};
+use crate::clock::now;
 use crate::config::{Config, ObjectKind};
 use crate::error::{Error, Result};
+use crate::lockfile::try_lock_file;
 use crate::store::{ListRequest, PutOptions};
 use crate::transfer::{Transfer, bounded};
 
