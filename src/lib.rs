@@ -22,6 +22,7 @@ pub mod lockfile;
 pub mod logging;
 pub mod progress;
 pub mod runtime;
+pub mod secret;
 pub mod store;
 pub mod transfer;
 pub mod units;

@@ -56,7 +56,7 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
             eprintln!("barmans3: pruned {n} done task(s)");
         }
         AdminAction::Status { prometheus } => {
-            let t = bare_engine(&cfg, cancel).await?;
+            let t = bare_engine(&o, &cfg, cancel).await?;
             let s = admin::status(&cfg, &t).await?;
             if let Some(path) = prometheus {
                 use crate::barman::observe::metrics;
@@ -80,7 +80,7 @@ pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
     let judged = crate::runtime::block_on(|cancel| async move {
         let work = async {
             let cfg = load_config(o)?;
-            let t = bare_engine(&cfg, cancel).await?;
+            let t = bare_engine(o, &cfg, cancel).await?;
             let s = admin::status(&cfg, &t).await?;
             Ok(admin::judge(&s, th))
         };

@@ -15,7 +15,7 @@ pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>)
         crate::logging::open_log_file(dir)?;
     }
     let store = crate::store::open(&cfg.location, &cfg.s3).await?;
-    let store = crate::store::reqlog::wrap(store, cfg.request_log.as_ref());
+    let store = crate::store::reqlog::wrap(store, o.request_log.as_ref());
     let mut t = Transfer::new(store.clone(), cfg.transfer.clone()).with_cancel(cancel);
     if o.progress {
         t = t.with_progress(Arc::new(crate::progress::Bars::new()));

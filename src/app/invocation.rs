@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::barman::observe::admin::Thresholds;
 use crate::barman::ship::fullsync::FullSyncOptions;
-use crate::config::StoreLocation;
 use crate::logging::Verbosity;
+use crate::store::Location;
 
 /// A complete, validated command line.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct Options {
     /// `--config FILE`.
     pub config: Option<PathBuf>,
     /// `--store URL`, parsed, with the text as given (for the restore_command we write).
-    pub store: Option<(StoreLocation, String)>,
+    pub store: Option<(Location, String)>,
     /// Log level.
     pub verbosity: Verbosity,
     /// `--json`: the run summary (and reports) as JSON on stdout.

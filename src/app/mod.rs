@@ -138,20 +138,20 @@ pub fn load_config(o: &Options) -> Result<Config> {
     if let Some((loc, _)) = &o.store {
         cfg.location = loc.clone();
     }
-    cfg.request_log = o.request_log.clone();
     Ok(cfg)
 }
 
-/// The engine on the store the config names, with the run's cancel flag; no display, no log
-/// file (monitoring and config checks run as other users, from NRPE or by hand).
-async fn bare_engine(cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
+/// The engine on the store the config names, with the run's cancel flag and request log; no
+/// display, no log file (monitoring and config checks run as other users, from NRPE or by hand).
+async fn bare_engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
     let store = crate::store::open(&cfg.location, &cfg.s3).await?;
-    let store = crate::store::reqlog::wrap(store, cfg.request_log.as_ref());
-    let mut tc = cfg.transfer.clone();
-    if cfg.s3.probe_checksum {
-        tc.probe = Some(checksum_probe(cfg));
-    }
-    Ok(Transfer::new(store, tc).with_cancel(cancel))
+    let store = crate::store::reqlog::wrap(store, o.request_log.as_ref());
+    let t = Transfer::new(store, cfg.transfer.clone()).with_cancel(cancel);
+    Ok(if cfg.transfer.probe_checksum {
+        t.with_checksum_probe(checksum_probe(cfg))
+    } else {
+        t
+    })
 }
 
 /// The object `s3.request_checksum: auto` writes and deletes, under the configured prefix.
@@ -179,7 +179,7 @@ async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transf
     if let Some(dir) = &cfg.barman.log_dir {
         crate::logging::open_log_file(dir)?;
     }
-    let t = bare_engine(cfg, cancel).await?;
+    let t = bare_engine(o, cfg, cancel).await?;
     Ok(if o.progress {
         t.with_progress(Arc::new(crate::progress::Bars::new()))
     } else {

@@ -98,7 +98,7 @@ pub(super) fn config_command(o: &Options, action: ConfigAction) -> Exit {
 
 async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
-    let t = bare_engine(&cfg, cancel).await?;
+    let t = bare_engine(&o, &cfg, cancel).await?;
     let req = ListRequest {
         prefix: cfg.location.prefix().to_string(),
         max_keys: Some(1),
@@ -137,7 +137,7 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
         "barmans3: Object Lock on the bucket: {}",
         lock.as_deref().unwrap_or("not enabled")
     );
-    if cfg.s3.probe_checksum {
+    if cfg.transfer.probe_checksum {
         let p = super::checksum_probe(&cfg);
         // Asked explicitly: probe again rather than trust the cache.
         let _ = std::fs::remove_file(&p.cache);
@@ -145,8 +145,8 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
         eprintln!(
             "barmans3: request checksums (auto): {}",
             match mode {
-                crate::config::ChecksumMode::WhenSupported => "CRC32C, verified by the store",
-                crate::config::ChecksumMode::WhenRequired =>
+                crate::transfer::ChecksumMode::WhenSupported => "CRC32C, verified by the store",
+                crate::transfer::ChecksumMode::WhenRequired =>
                     "Content-MD5 (the store does not verify CRC32C headers)",
             }
         );

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use super::invocation::Options;
 use super::{load_config, summary};
-use crate::config::{Config, StoreLocation};
+use crate::config::Config;
 use crate::error::{Error, Exit, Result};
+use crate::store::Location;
 use crate::store::reqlog;
 use crate::transfer::{Cancel, Transfer};
 use crate::volume::status::{self, Tracker};
@@ -14,7 +15,7 @@ use crate::volume::{PutRequest, Sink, Source, Volume, VolumeAction, VolumeName, 
 
 pub(super) async fn run(o: Options, action: VolumeAction, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
-    let marker = matches!(cfg.location, StoreLocation::S3 { .. });
+    let marker = matches!(cfg.location, Location::S3 { .. });
     let vol = |name: &VolumeName| Volume {
         location: cfg.location.to_string(),
         prefix: cfg.location.prefix().to_string(),
@@ -126,7 +127,7 @@ async fn engine(
         crate::logging::open_log_file(dir)?;
     }
     let store = crate::store::open(&cfg.location, &cfg.s3).await?;
-    let mut store = reqlog::wrap(store, cfg.request_log.as_ref());
+    let mut store = reqlog::wrap(store, o.request_log.as_ref());
     if let Some(tr) = tracker {
         store = reqlog::observe(store, tr);
     }

@@ -14,9 +14,9 @@ use crate::app::invocation::{
 use crate::barman::observe::admin::Thresholds;
 use crate::barman::ship::follow::FollowOptions;
 use crate::barman::ship::fullsync::FullSyncOptions;
-use crate::config::StoreLocation;
 use crate::error::{Error, Result};
 use crate::logging::Verbosity;
+use crate::store::Location;
 
 mod archive;
 mod store;
@@ -557,7 +557,7 @@ impl Global {
         let store = self
             .store
             .map(|u| {
-                StoreLocation::parse(&u)
+                Location::parse(&u)
                     .map(|loc| (loc, u))
                     .map_err(|e| Error::Usage(format!("--store: {e}")))
             })

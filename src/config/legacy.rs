@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{StoreLocation, validate_endpoint};
 use crate::error::{Error, Result};
+use crate::store::Location;
+use crate::store::s3::validate_endpoint;
 
 /// The commented example config (`etc/barmans3.yaml`).
 pub const EXAMPLE: &str = include_str!("../../etc/barmans3.yaml");
@@ -54,8 +55,8 @@ pub fn import_legacy(text: &str, file: &str) -> Result<Imported> {
                 "{file}: S3_BUCKET_URI is missing; it names the bucket (s3://bucket/path)"
             ))
         })?;
-    let (bucket, prefix) = match StoreLocation::parse(bucket_uri.trim_end_matches('/')) {
-        Ok(StoreLocation::S3 { bucket, prefix }) => (bucket, prefix),
+    let (bucket, prefix) = match Location::parse(bucket_uri.trim_end_matches('/')) {
+        Ok(Location::S3 { bucket, prefix }) => (bucket, prefix),
         Ok(_) | Err(_) => {
             return Err(Error::Config(format!(
                 "{file}: S3_BUCKET_URI={bucket_uri:?} is not an s3://bucket[/path] URL"
@@ -137,7 +138,7 @@ mod tests {
         let c = super::super::Config::parse(&i.yaml, None).expect("valid");
         assert_eq!(
             c.location,
-            StoreLocation::S3 {
+            Location::S3 {
                 bucket: "backups".into(),
                 prefix: "barman".into()
             }

@@ -1,93 +1,15 @@
 //! The `s3:` keys that protect and place backups: per-kind storage classes, Object Lock, the
-//! bandwidth cap; their raw form and validation (every error names its key).
+//! bandwidth cap; their raw form and validation (every error names its key). The validated
+//! types are the S3 backend's own ([`crate::store::s3`]).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::s3::{LockMode, ObjectLock};
+use crate::store::{ARCHIVE_CLASSES, STORAGE_CLASSES, StorageClasses};
 use crate::units::{human_bytes_exact, parse_duration, parse_size};
-
-/// Storage classes as AWS spells them.
-pub const STORAGE_CLASSES: &[&str] = &[
-    "STANDARD",
-    "REDUCED_REDUNDANCY",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-    "GLACIER_IR",
-    "OUTPOSTS",
-    "SNOW",
-    "EXPRESS_ONEZONE",
-];
-
-/// Classes whose objects need a restore before they can be read.
-pub const ARCHIVE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
-
-/// What an object is, for its storage class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ObjectKind {
-    /// Anything else (store put, sync, archive, plugin data): `s3.storage_class`.
-    #[default]
-    Other,
-    /// A base backup's data file.
-    Base,
-    /// A WAL file.
-    Wal,
-    /// Our manifests, backup.info, identity files: always readable without a restore.
-    Meta,
-}
-
-/// Storage classes by kind of object (`s3.storage_classes`), over `s3.storage_class`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StorageClasses {
-    /// `s3.storage_class`.
-    pub default: Option<String>,
-    /// `s3.storage_classes.base`.
-    pub base: Option<String>,
-    /// `s3.storage_classes.wal`.
-    pub wal: Option<String>,
-    /// `s3.storage_classes.meta`.
-    pub meta: Option<String>,
-}
-
-impl StorageClasses {
-    /// The class for an object of `kind` (`None`: the bucket's default, STANDARD). Metadata
-    /// never goes to an archive class, whatever the default says.
-    pub fn for_kind(&self, kind: ObjectKind) -> Option<&str> {
-        let specific = match kind {
-            ObjectKind::Other => None,
-            ObjectKind::Base => self.base.as_deref(),
-            ObjectKind::Wal => self.wal.as_deref(),
-            ObjectKind::Meta => self.meta.as_deref(),
-        };
-        let class = specific.or(self.default.as_deref());
-        match kind {
-            ObjectKind::Meta if class.is_some_and(|c| ARCHIVE_CLASSES.contains(&c)) => None,
-            _ => class,
-        }
-    }
-}
-
-/// Object Lock retention mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    /// Users with `s3:BypassGovernanceRetention` may still delete.
-    Governance,
-    /// Nobody can delete before the date, not even the account root.
-    Compliance,
-}
-
-/// `s3.object_lock`: every object barmans3 creates is retained this long from its creation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObjectLock {
-    /// Retention mode.
-    pub mode: LockMode,
-    /// Retention from each object's creation.
-    pub retain: Duration,
-}
 
 /// `s3.storage_classes:` as written.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -231,21 +153,6 @@ pub(super) fn raw_bandwidth(b: Option<u64>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metadata_never_lands_in_an_archive_class() {
-        let c = StorageClasses {
-            default: Some("DEEP_ARCHIVE".into()),
-            wal: Some("STANDARD".into()),
-            ..Default::default()
-        };
-        assert_eq!(c.for_kind(ObjectKind::Base), Some("DEEP_ARCHIVE"));
-        assert_eq!(c.for_kind(ObjectKind::Wal), Some("STANDARD"));
-        assert_eq!(c.for_kind(ObjectKind::Meta), None);
-        assert_eq!(c.for_kind(ObjectKind::Other), Some("DEEP_ARCHIVE"));
-        let plain = StorageClasses::default();
-        assert_eq!(plain.for_kind(ObjectKind::Base), None);
-    }
 
     #[test]
     fn bad_values_name_their_key() {

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Addressing, BarmanConfig, ChecksumMode, Config, MAX_PART_SIZE, MIN_PART_SIZE, S3Config, Secret,
-    Sse, StaticCredentials, StoreLocation, TransferConfig, normalize_prefix, validate_bucket,
-    validate_endpoint,
-};
+use super::{BarmanConfig, Config};
 use crate::codec::Filter;
 use crate::error::{Error, Result};
+use crate::secret::Secret;
+use crate::store::limits::{MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::store::s3::{Addressing, S3Options, Sse, StaticCredentials, validate_endpoint};
+use crate::store::{Location, normalize_prefix, validate_bucket};
+use crate::transfer::{ChecksumMode, Settings};
 use crate::units::{human_bytes_exact, parse_duration, parse_size};
 
 /// A field of a raw section and its key name, `section.field`, taken from the identifiers.
@@ -147,18 +148,17 @@ pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
         s3,
         transfer,
         barman,
-        request_log: None,
     })
 }
 
-fn location(k: &Keyed, raw: &RawConfig) -> Result<StoreLocation> {
+fn location(k: &Keyed, raw: &RawConfig) -> Result<Location> {
     let RawConfig { store, s3, .. } = raw;
     let (bucket, bucket_key) = field!(s3.bucket);
     let (prefix, prefix_key) = field!(s3.prefix);
     match (store, bucket) {
         (Some(url), None) => {
-            let loc = StoreLocation::parse(url).map_err(|e| k.err("store", e))?;
-            if matches!(loc, StoreLocation::S3 { .. }) && prefix.is_some() {
+            let loc = Location::parse(url).map_err(|e| k.err("store", e))?;
+            if matches!(loc, Location::S3 { .. }) && prefix.is_some() {
                 return Err(k.err(
                     prefix_key,
                     "also given in store; set the prefix in one place",
@@ -172,7 +172,7 @@ fn location(k: &Keyed, raw: &RawConfig) -> Result<StoreLocation> {
         )),
         (None, Some(b)) => {
             validate_bucket(b).map_err(|e| k.err(bucket_key, e))?;
-            Ok(StoreLocation::S3 {
+            Ok(Location::S3 {
                 bucket: b.clone(),
                 prefix: normalize_prefix(prefix.as_deref().unwrap_or("")),
             })
@@ -184,7 +184,7 @@ fn location(k: &Keyed, raw: &RawConfig) -> Result<StoreLocation> {
     }
 }
 
-fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
+fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Options, Settings)> {
     let (endpoint, key) = field!(s3.endpoint);
     if let Some(e) = endpoint {
         validate_endpoint(e).map_err(|m| k.err(key, m))?;
@@ -213,8 +213,8 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
         super::protect::classes(&file, &s3.storage_class, s3.storage_classes.as_ref())?;
     let object_lock = super::protect::object_lock(&file, s3.object_lock.as_ref())?;
     let max_bandwidth = super::protect::bandwidth(&file, &s3.max_bandwidth)?;
-    let transfer = transfer(k, &s3, checksum)?;
-    let base = super::default_s3();
+    let transfer = transfer(k, &s3, checksum, probe_checksum)?;
+    let base = S3Options::default();
     let connect_timeout = k.duration(field!(s3.connect_timeout), base.connect_timeout)?;
     let read_timeout = k.duration(field!(s3.read_timeout), base.read_timeout)?;
     for (v, key) in [field!(s3.http_proxy), field!(s3.https_proxy)] {
@@ -232,7 +232,7 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
         return Err(k.err(key, format!("{} is not a readable file", ca.display())));
     }
     Ok((
-        S3Config {
+        S3Options {
             endpoint: s3.endpoint,
             region: s3.region,
             addressing,
@@ -244,7 +244,6 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
             storage_classes,
             object_lock,
             max_bandwidth,
-            probe_checksum,
             acl: s3.acl,
             sse,
             connect_timeout,
@@ -254,9 +253,14 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Config, TransferConfig)> {
     ))
 }
 
-/// The engine's settings from the `s3:` section: part size, concurrency, attempts.
-fn transfer(k: &Keyed, s3: &RawS3, checksum: ChecksumMode) -> Result<TransferConfig> {
-    let defaults = TransferConfig::default();
+/// The engine's settings from the `s3:` section: part size, concurrency, attempts, checksums.
+fn transfer(
+    k: &Keyed,
+    s3: &RawS3,
+    checksum: ChecksumMode,
+    probe_checksum: bool,
+) -> Result<Settings> {
+    let defaults = Settings::default();
     let (part_size, key) = field!(s3.part_size);
     let part_size = match part_size {
         Some(v) => parse_size(v).map_err(|e| k.err(key, e))?,
@@ -275,12 +279,13 @@ fn transfer(k: &Keyed, s3: &RawS3, checksum: ChecksumMode) -> Result<TransferCon
     if !(1..=100).contains(&max_attempts) {
         return Err(k.err(key, "must be between 1 and 100"));
     }
-    Ok(TransferConfig {
+    Ok(Settings {
         part_size,
         concurrency: concurrency as usize,
         max_attempts,
         checksum,
-        ..TransferConfig::default()
+        probe_checksum,
+        ..Settings::default()
     })
 }
 
@@ -411,7 +416,7 @@ impl RawConfig {
             Addressing::Path => "path",
             Addressing::Virtual => "virtual",
         };
-        let checksum = match (s.probe_checksum, t.checksum) {
+        let checksum = match (t.probe_checksum, t.checksum) {
             (true, _) => "auto",
             (false, ChecksumMode::WhenSupported) => "when_supported",
             (false, ChecksumMode::WhenRequired) => "when_required",

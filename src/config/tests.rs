@@ -10,7 +10,7 @@ fn minimal_s3_config_gets_defaults() {
     let c = parse("s3:\n  bucket: backups\n  prefix: /pg//main/\n").expect("valid");
     assert_eq!(
         c.location,
-        StoreLocation::S3 {
+        Location::S3 {
             bucket: "backups".into(),
             prefix: "pg/main".into()
         }
@@ -66,21 +66,21 @@ fn wrong_type_is_a_config_error() {
 #[test]
 fn store_urls() {
     assert_eq!(
-        StoreLocation::parse("s3://bkt/a/b/").expect("ok"),
-        StoreLocation::S3 {
+        Location::parse("s3://bkt/a/b/").expect("ok"),
+        Location::S3 {
             bucket: "bkt".into(),
             prefix: "a/b".into()
         }
     );
     assert_eq!(
-        StoreLocation::parse("file:///srv/x").expect("ok"),
-        StoreLocation::Local {
+        Location::parse("file:///srv/x").expect("ok"),
+        Location::Local {
             root: "/srv/x".into()
         }
     );
-    assert!(StoreLocation::parse("file://rel").is_err());
+    assert!(Location::parse("file://rel").is_err());
     assert_eq!(
-        StoreLocation::parse("s3://bkt/a").expect("ok").to_string(),
+        Location::parse("s3://bkt/a").expect("ok").to_string(),
         "s3://bkt/a"
     );
 }

@@ -9,12 +9,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::*;
-use crate::config::TransferConfig;
 use crate::store::local::LocalStore;
 use crate::store::{
     ByteRange, ChecksumAlgorithm, DeleteFailure, GetResponse, Integrity, ListPage, MultipartUpload,
     PartReceipt, PutReceipt, Store,
 };
+use crate::transfer::Settings;
 
 /// The local store, appending to `file` during the first `writes` PUTs it receives.
 #[derive(Debug)]
@@ -102,7 +102,7 @@ fn engine(bucket: &Path, file: &Path, writes: u32) -> Transfer {
         writes,
         puts: AtomicU32::new(0),
     };
-    Transfer::new(Arc::new(store), TransferConfig::default())
+    Transfer::new(Arc::new(store), Settings::default())
 }
 
 fn job(path: &Path) -> FileJob {

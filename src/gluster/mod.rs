@@ -30,9 +30,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::config::{S3Config, StoreLocation};
 use crate::error::{Error, Result};
+use crate::store::Location;
 use crate::store::SharedStore;
+use crate::store::s3::S3Options;
 use crate::transfer::Transfer;
 use crate::transfer::retry::RetryPolicy;
 use decide::Budget;
@@ -91,9 +92,9 @@ pub struct Env {
     /// The store again, for server-side copies (counted in the engine's stats).
     pub copier: SharedStore,
     /// The store's location.
-    pub location: StoreLocation,
+    pub location: Location,
     /// The S3 settings (storage class and encryption are checked).
-    pub s3: S3Config,
+    pub s3: S3Options,
     /// barmans3's state directory (lock and default journal under `archive/`).
     pub state_dir: PathBuf,
 }

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::xattrs::{self, XattrNs};
-use crate::config::{S3Config, Sse, StoreLocation};
 use crate::error::{Error, Result};
+use crate::store::Location;
+use crate::store::s3::{S3Options, Sse};
 
 /// The volume options the checks read. Only these are kept from gluster's output, which also
 /// prints `features.s3plugin-seckey`.
@@ -55,20 +56,20 @@ fn gluster_bool(v: &str) -> Option<bool> {
 /// Whether `bucketid` names our store: `bucket` or `bucket/prefix` exactly as the S3 plugin
 /// pastes it into its URL. A `file://` store stands in for one bucket, so any single name is
 /// accepted there.
-pub fn bucketid_matches(location: &StoreLocation, bucketid: &str) -> bool {
+pub fn bucketid_matches(location: &Location, bucketid: &str) -> bool {
     match location {
-        StoreLocation::S3 { bucket, prefix } if prefix.is_empty() => bucketid == bucket,
-        StoreLocation::S3 { bucket, prefix } => bucketid == format!("{bucket}/{prefix}"),
-        StoreLocation::Local { .. } => !bucketid.is_empty() && !bucketid.contains('/'),
+        Location::S3 { bucket, prefix } if prefix.is_empty() => bucketid == bucket,
+        Location::S3 { bucket, prefix } => bucketid == format!("{bucket}/{prefix}"),
+        Location::Local { .. } => !bucketid.is_empty() && !bucketid.contains('/'),
     }
 }
 
 /// What `s3plugin-bucketid` must be for this store, for messages.
-pub fn expected_bucketid(location: &StoreLocation) -> String {
+pub fn expected_bucketid(location: &Location) -> String {
     match location {
-        StoreLocation::S3 { bucket, prefix } if prefix.is_empty() => bucket.clone(),
-        StoreLocation::S3 { bucket, prefix } => format!("{bucket}/{prefix}"),
-        StoreLocation::Local { .. } => "any single name (a file:// store is one bucket)".into(),
+        Location::S3 { bucket, prefix } if prefix.is_empty() => bucket.clone(),
+        Location::S3 { bucket, prefix } => format!("{bucket}/{prefix}"),
+        Location::Local { .. } => "any single name (a file:// store is one bucket)".into(),
     }
 }
 
@@ -76,7 +77,7 @@ pub fn expected_bucketid(location: &StoreLocation) -> String {
 pub fn check_volume(
     vol: &str,
     opts: &BTreeMap<String, String>,
-    location: &StoreLocation,
+    location: &Location,
 ) -> std::result::Result<String, String> {
     let get = |k: &str| opts.get(k).map(String::as_str);
     if get("features.cloudsync").and_then(gluster_bool) != Some(true) {
@@ -106,13 +107,11 @@ pub fn check_volume(
 }
 
 /// Checks that objects we write can be fetched by the plugin's plain V2-signed GET.
-pub fn check_store(s3: &S3Config, location: &StoreLocation) -> std::result::Result<(), String> {
-    if !matches!(location, StoreLocation::S3 { .. }) {
+pub fn check_store(s3: &S3Options, location: &Location) -> std::result::Result<(), String> {
+    if !matches!(location, Location::S3 { .. }) {
         return Ok(());
     }
-    if let Some(class) = s3
-        .storage_classes
-        .for_kind(crate::config::ObjectKind::Other)
+    if let Some(class) = s3.storage_classes.for_kind(crate::store::ObjectKind::Other)
         && matches!(
             class.to_ascii_uppercase().as_str(),
             "GLACIER" | "DEEP_ARCHIVE"
@@ -220,8 +219,8 @@ features.s3plugin-seckey                 SECRETSECRET                           
 features.s3plugin-bucketid               bkt/arch                               \n\
 features.cloudsync-remote-read           off (DEFAULT)                          \n";
 
-    fn s3(bucket: &str, prefix: &str) -> StoreLocation {
-        StoreLocation::S3 {
+    fn s3(bucket: &str, prefix: &str) -> Location {
+        Location::S3 {
             bucket: bucket.into(),
             prefix: prefix.into(),
         }
@@ -299,7 +298,7 @@ features.cloudsync-remote-read           off (DEFAULT)                          
         assert!(!bucketid_matches(&s3("b", ""), "b/"));
         assert!(bucketid_matches(&s3("b", "p/q"), "b/p/q"));
         assert!(!bucketid_matches(&s3("b", "p"), "b"));
-        let local = StoreLocation::Local { root: "/x".into() };
+        let local = Location::Local { root: "/x".into() };
         assert!(bucketid_matches(&local, "anything"));
         assert!(!bucketid_matches(&local, "a/b"));
         assert!(!bucketid_matches(&local, ""));
@@ -307,7 +306,7 @@ features.cloudsync-remote-read           off (DEFAULT)                          
 
     #[test]
     fn stores_gluster_cannot_read_from_are_refused() {
-        let mut c = crate::config::default_s3();
+        let mut c = S3Options::default();
         assert!(check_store(&c, &s3("b", "")).is_ok());
         c.storage_classes.default = Some("DEEP_ARCHIVE".into());
         assert!(check_store(&c, &s3("b", "")).is_err());
@@ -315,7 +314,7 @@ features.cloudsync-remote-read           off (DEFAULT)                          
         assert!(check_store(&c, &s3("b", "")).is_ok());
         c.sse = Sse::Kms(None);
         assert!(check_store(&c, &s3("b", "")).is_err());
-        assert!(check_store(&c, &StoreLocation::Local { root: "/x".into() }).is_ok());
+        assert!(check_store(&c, &Location::Local { root: "/x".into() }).is_ok());
     }
 
     #[test]

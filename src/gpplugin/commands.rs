@@ -250,7 +250,7 @@ impl Plugin {
     /// `delete_directory`: deletes everything under a prefix, which must lie inside `folder`
     /// (the reference would wipe the whole bucket on an empty prefix).
     pub async fn delete_directory(&self, prefix: &str) -> Result<()> {
-        let p = crate::config::normalize_prefix(prefix);
+        let p = crate::store::normalize_prefix(prefix);
         let folder = &self.cfg.folder;
         if !(p == *folder || p.starts_with(&format!("{folder}/"))) {
             return Err(Error::Usage(format!(
@@ -275,7 +275,7 @@ impl Plugin {
             }
         }
         let jobs = files.into_iter().map(|path| {
-            let key = crate::config::normalize_prefix(&path.to_string_lossy());
+            let key = crate::store::normalize_prefix(&path.to_string_lossy());
             (path, key)
         });
         bounded(jobs, workers, move |(path, key)| {

@@ -11,12 +11,12 @@ use std::path::Path;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::config::{
-    Addressing, ChecksumMode, MAX_PART_SIZE, MIN_PART_SIZE, S3Config, Secret, StaticCredentials,
-    StoreLocation, TransferConfig, default_s3, normalize_prefix, validate_bucket,
-    validate_endpoint,
-};
 use crate::error::{Error, Result};
+use crate::secret::Secret;
+use crate::store::limits::{MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::store::s3::{Addressing, S3Options, StaticCredentials, validate_endpoint};
+use crate::store::{Location, normalize_prefix, validate_bucket};
+use crate::transfer::{ChecksumMode, Settings};
 
 /// Default part and range size of the reference plugin: `500MB`.
 pub const DEFAULT_CHUNK: u64 = 500 << 20;
@@ -183,23 +183,25 @@ impl PluginConfig {
 
     /// Where the plugin's objects live and how to reach them. The location prefix is empty:
     /// plugin keys are computed in full (folder included) by the key rules.
-    pub fn store_settings(&self) -> (StoreLocation, S3Config) {
-        let mut s3 = default_s3();
-        s3.endpoint = self.endpoint.clone();
-        s3.region = Some(self.region.clone());
-        s3.addressing = if self.bucket_in_endpoint {
-            Addressing::BucketInEndpoint
-        } else {
-            Addressing::Path
+    pub fn store_settings(&self) -> (Location, S3Options) {
+        let mut s3 = S3Options {
+            endpoint: self.endpoint.clone(),
+            region: Some(self.region.clone()),
+            addressing: if self.bucket_in_endpoint {
+                Addressing::BucketInEndpoint
+            } else {
+                Addressing::Path
+            },
+            credentials: self.credentials.clone(),
+            http_proxy: self.proxy.clone(),
+            https_proxy: self.proxy.clone(),
+            ..S3Options::default()
         };
-        s3.credentials = self.credentials.clone();
-        s3.http_proxy = self.proxy.clone();
-        s3.https_proxy = self.proxy.clone();
         if self.endpoint.is_none() && !self.tls {
             s3.endpoint = Some(format!("http://s3.{}.amazonaws.com", self.region));
             s3.addressing = Addressing::Path;
         }
-        let location = StoreLocation::S3 {
+        let location = Location::S3 {
             bucket: self.bucket.clone(),
             prefix: String::new(),
         };
@@ -207,13 +209,13 @@ impl PluginConfig {
     }
 
     /// The engine settings for one direction.
-    pub fn transfer_config(&self, d: Direction) -> TransferConfig {
-        TransferConfig {
+    pub fn transfer_config(&self, d: Direction) -> Settings {
+        Settings {
             part_size: d.chunk,
             concurrency: d.concurrency,
             max_attempts: 6,
             checksum: ChecksumMode::WhenSupported,
-            ..TransferConfig::default()
+            ..Settings::default()
         }
     }
 }

@@ -5,8 +5,10 @@
 //! stream, head, paged listing with `start_after` and delimiter, and batch delete. No SDK type
 //! crosses this boundary. The store does no retries and no part scheduling; that is the engine's.
 
+mod kind;
 pub mod limits;
 pub mod local;
+mod location;
 pub mod reqlog;
 pub mod s3;
 pub mod throttle;
@@ -19,10 +21,11 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::{S3Config, StoreLocation};
 use crate::error::Result;
 
+pub use kind::{ARCHIVE_CLASSES, ObjectKind, STORAGE_CLASSES, StorageClasses};
 pub use limits::MAX_DELETE_BATCH;
+pub use location::{Location, normalize_prefix, validate_bucket};
 
 /// Integrity value sent with a request body; the server verifies it and refuses a mismatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,12 +51,12 @@ pub struct PutOptions {
     /// User metadata (`x-amz-meta-*`), lower-case keys.
     pub metadata: BTreeMap<String, String>,
     /// What the object is, which picks its storage class.
-    pub kind: crate::config::ObjectKind,
+    pub kind: ObjectKind,
 }
 
 impl PutOptions {
     /// Options for an object of `kind` without metadata.
-    pub fn of(kind: crate::config::ObjectKind) -> Self {
+    pub fn of(kind: ObjectKind) -> Self {
         PutOptions {
             kind,
             ..Default::default()
@@ -92,7 +95,7 @@ impl ObjectMeta {
     pub fn needs_restore(&self) -> bool {
         self.storage_class
             .as_deref()
-            .is_some_and(|c| crate::config::ARCHIVE_CLASSES.contains(&c))
+            .is_some_and(|c| ARCHIVE_CLASSES.contains(&c))
             && !self
                 .restore
                 .as_deref()
@@ -389,10 +392,10 @@ pub trait Store: Send + Sync + fmt::Debug {
 pub type SharedStore = Arc<dyn Store>;
 
 /// Opens the store at `location`; `s3` says how to reach it when it is a bucket.
-pub async fn open(location: &StoreLocation, s3: &S3Config) -> Result<SharedStore> {
+pub async fn open(location: &Location, s3: &s3::S3Options) -> Result<SharedStore> {
     Ok(match location {
-        StoreLocation::Local { root } => Arc::new(local::LocalStore::open(root)?),
-        StoreLocation::S3 { bucket, .. } => Arc::new(s3::S3Store::connect(s3, bucket).await?),
+        Location::Local { root } => Arc::new(local::LocalStore::open(root)?),
+        Location::S3 { bucket, .. } => Arc::new(s3::S3Store::connect(s3, bucket).await?),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod download;
 pub mod plan;
 pub mod probe;
 pub mod retry;
+mod settings;
 pub mod stats;
 pub mod upload;
 
@@ -21,13 +22,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::TransferConfig;
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Silent};
 use crate::store::{ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, SharedStore};
 pub use copy::CopyExpect;
 pub use download::{Downloaded, Expect};
+use probe::ChecksumProbe;
 use retry::RetryPolicy;
+pub use settings::{ChecksumMode, Settings};
 pub use stats::{Op, Stats, StatsSnapshot};
 pub use upload::{FileJournal, ResumeState, SentPart, UploadJournal, Uploaded};
 
@@ -64,27 +66,29 @@ impl Cancel {
 #[derive(Debug, Clone)]
 pub struct Transfer {
     store: SharedStore,
-    cfg: TransferConfig,
+    cfg: Settings,
     retry: RetryPolicy,
     permits: Arc<Semaphore>,
     stats: Arc<Stats>,
     cancel: Arc<Cancel>,
     progress: Arc<dyn Progress>,
     /// The checksum mode once known (probed or configured).
-    mode: Arc<tokio::sync::OnceCell<crate::config::ChecksumMode>>,
+    mode: Arc<tokio::sync::OnceCell<ChecksumMode>>,
+    /// Where `s3.request_checksum: auto` probes the store and caches its answer.
+    probe: Option<ChecksumProbe>,
 }
 
 impl Transfer {
     /// The integrity mechanism of uploads: the configured one, or with `auto` the probe's
     /// answer (found on the first upload, then cached). A probe that cannot run (no write
     /// access, store down) leaves CRC32C, the answer of every current store, for this run.
-    pub async fn checksum_mode(&self) -> crate::config::ChecksumMode {
+    pub async fn checksum_mode(&self) -> ChecksumMode {
         self.mode().await
     }
 
     /// [`Transfer::checksum_mode`], for the engine.
-    pub(crate) async fn mode(&self) -> crate::config::ChecksumMode {
-        let Some(p) = &self.cfg.probe else {
+    pub(crate) async fn mode(&self) -> ChecksumMode {
+        let Some(p) = &self.probe else {
             return self.cfg.checksum;
         };
         *self
@@ -99,7 +103,7 @@ impl Transfer {
     }
 
     /// An engine over a store with the given settings; counts into a fresh [`Stats`].
-    pub fn new(store: SharedStore, cfg: TransferConfig) -> Self {
+    pub fn new(store: SharedStore, cfg: Settings) -> Self {
         let stats = Arc::new(Stats::default());
         let counted = stats::counting(store, stats.clone());
         Transfer {
@@ -111,6 +115,7 @@ impl Transfer {
             cancel: Arc::new(Cancel::default()),
             progress: Arc::new(Silent),
             mode: Arc::default(),
+            probe: None,
         }
     }
 
@@ -122,6 +127,12 @@ impl Transfer {
     /// Uses this progress sink.
     pub fn with_progress(mut self, p: Arc<dyn Progress>) -> Self {
         self.progress = p;
+        self
+    }
+
+    /// Probes the store for `s3.request_checksum: auto` on the first upload, at `p`.
+    pub fn with_checksum_probe(mut self, p: ChecksumProbe) -> Self {
+        self.probe = Some(p);
         self
     }
 
@@ -150,7 +161,7 @@ impl Transfer {
     }
 
     /// The engine settings.
-    pub fn config(&self) -> &TransferConfig {
+    pub fn config(&self) -> &Settings {
         &self.cfg
     }
 

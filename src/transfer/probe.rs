@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Transfer;
 use crate::checksum;
-use crate::config::ChecksumMode;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{Integrity, PutOptions};
+use crate::transfer::ChecksumMode;
 
 /// Where the probe runs and its answer is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::common::{Backend, data, open, small_transfer};
 use barmans3::Error;
 use barmans3::checksum;
-use barmans3::config::TransferConfig;
 use barmans3::progress::Progress;
 use barmans3::store::{PutOptions, SharedStore, join_key};
+use barmans3::transfer::Settings;
 use barmans3::transfer::{Cancel, CopyExpect, Expect, FileJournal, Op, Transfer, UploadJournal};
 
 const MIB: usize = 1 << 20;
@@ -263,7 +263,7 @@ async fn interrupted_upload_without_journal_is_aborted(b: Backend) {
 /// returns how many the journal holds.
 async fn interrupt(
     store: &SharedStore,
-    cfg: &TransferConfig,
+    cfg: &Settings,
     src: &std::path::Path,
     key: &str,
     journal: &FileJournal,

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use crate::common::faults::FaultProxy;
 use crate::common::site::{BIN, Site};
 use crate::common::{Backend, data, garage, on_both, small_transfer, unique};
-use barmans3::config::{Config, StoreLocation};
+use barmans3::config::Config;
+use barmans3::store::Location;
 use barmans3::store::{self, ListRequest, join_key};
 use barmans3::transfer::Transfer;
 
@@ -72,7 +73,7 @@ impl Vt {
     /// The test's own engine on the site's bucket (keys are full keys).
     pub async fn transfer(&self) -> Transfer {
         let cfg = match self.backend {
-            Backend::Local => Config::for_location(StoreLocation::Local {
+            Backend::Local => Config::for_location(Location::Local {
                 root: self.site.dir.path().join("bucket"),
             }),
             Backend::Garage => garage().config(&self.prefix),

@@ -422,12 +422,12 @@ mod tests {
     #[test]
     fn records_belong_to_their_store() {
         let d = tempfile::tempdir().expect("tmp");
-        let mut a = Config::for_location(crate::config::StoreLocation::Local {
+        let mut a = Config::for_location(crate::store::Location::Local {
             root: "/srv/a".into(),
         });
         a.barman.state_dir = d.path().to_path_buf();
         let mut b = a.clone();
-        b.location = crate::config::StoreLocation::Local {
+        b.location = crate::store::Location::Local {
             root: "/srv/b".into(),
         };
         record_run(&a, "wal-sync", &StatsSnapshot::default()).expect("record");

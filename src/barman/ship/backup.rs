@@ -17,9 +17,10 @@ use crate::barman::manifest::{Entry, Manifest, check_unique, encode_path};
 use crate::barman::remote::{INFO, MANIFEST, Remote};
 use crate::checksum;
 use crate::clock::now;
-use crate::config::{Config, ObjectKind};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lockfile::try_lock_file;
+use crate::store::ObjectKind;
 use crate::store::PutOptions;
 use crate::transfer::{CopyExpect, FileJournal, Transfer, bounded};
 

@@ -19,11 +19,11 @@ use crate::fsutil;
 /// What identifies a store for the state kept about it.
 pub fn store_id(cfg: &Config) -> String {
     match &cfg.location {
-        crate::config::StoreLocation::S3 { bucket, prefix } => format!(
+        crate::store::Location::S3 { bucket, prefix } => format!(
             "s3 {} {bucket}/{prefix}",
             cfg.s3.endpoint.as_deref().unwrap_or("aws")
         ),
-        crate::config::StoreLocation::Local { root } => format!("file {}", root.display()),
+        crate::store::Location::Local { root } => format!("file {}", root.display()),
     }
 }
 
@@ -201,10 +201,10 @@ impl LocalState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StoreLocation;
+    use crate::store::Location;
 
     fn cfg(dir: &Path, bucket: &str) -> Config {
-        let mut c = Config::for_location(StoreLocation::Local {
+        let mut c = Config::for_location(Location::Local {
             root: PathBuf::from(format!("/srv/{bucket}")),
         });
         c.barman.state_dir = dir.to_path_buf();

@@ -21,9 +21,10 @@ use crate::barman::conf::ServerDirs;
 use crate::barman::remote::Remote;
 use crate::barman::wal::{self, WalKind};
 use crate::clock::now;
-use crate::config::{Config, ObjectKind};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lockfile::try_lock_file;
+use crate::store::ObjectKind;
 use crate::store::{ListRequest, PutOptions};
 use crate::transfer::{Transfer, bounded};
 

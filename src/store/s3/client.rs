@@ -20,13 +20,13 @@ use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
 use super::S3Store;
-use crate::config::{Addressing, S3Config};
+use super::{Addressing, S3Options};
 use crate::error::{Error, Result, one_line};
 
 impl S3Store {
     /// Builds a client from the configuration. Fails only on local problems (CA bundle, proxy
     /// URL); credentials and reachability are checked by the first request.
-    pub async fn connect(cfg: &S3Config, bucket: &str) -> Result<Self> {
+    pub async fn connect(cfg: &S3Options, bucket: &str) -> Result<Self> {
         let http_client = http_client(cfg)?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http_client)
@@ -91,7 +91,7 @@ impl S3Store {
 
 /// The HTTP client: rustls with the system roots and the configured CA bundle (verification is
 /// never off), and the proxy for the endpoint's scheme (else the environment's).
-fn http_client(cfg: &S3Config) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient> {
+fn http_client(cfg: &S3Options) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient> {
     let https = cfg
         .endpoint
         .as_deref()

@@ -31,8 +31,13 @@ macro_rules! new_object {
 
 mod client;
 mod errors;
+mod options;
 mod read;
 mod write;
+
+pub use options::{
+    Addressing, LockMode, ObjectLock, S3Options, Sse, StaticCredentials, validate_endpoint,
+};
 
 use read::{S3Body, total_from_content_range};
 use write::file_stream;
@@ -53,7 +58,6 @@ use super::{
     ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
 };
 use crate::checksum;
-use crate::config::Sse;
 use crate::error::{Error, Result};
 use errors::{map_err, strip_quotes, to_system_time};
 
@@ -63,8 +67,8 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     endpoint: String,
-    classes: crate::config::StorageClasses,
-    object_lock: Option<crate::config::ObjectLock>,
+    classes: crate::store::StorageClasses,
+    object_lock: Option<ObjectLock>,
     /// `s3.max_bandwidth`, sent and received apart.
     up: Option<std::sync::Arc<crate::store::throttle::Limiter>>,
     down: Option<std::sync::Arc<crate::store::throttle::Limiter>>,
@@ -96,7 +100,7 @@ impl S3Store {
     }
 
     /// The storage class of a new object of `kind`.
-    fn class(&self, kind: crate::config::ObjectKind) -> Option<StorageClass> {
+    fn class(&self, kind: crate::store::ObjectKind) -> Option<StorageClass> {
         self.classes.for_kind(kind).map(StorageClass::from)
     }
 
@@ -106,8 +110,8 @@ impl S3Store {
             None => (None, None),
             Some(l) => (
                 Some(match l.mode {
-                    crate::config::LockMode::Governance => ObjectLockMode::Governance,
-                    crate::config::LockMode::Compliance => ObjectLockMode::Compliance,
+                    LockMode::Governance => ObjectLockMode::Governance,
+                    LockMode::Compliance => ObjectLockMode::Compliance,
                 }),
                 Some(aws_smithy_types::DateTime::from(
                     std::time::SystemTime::now() + l.retain,

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::checksum;
-use crate::config::ChecksumMode;
 use crate::error::{Error, Result};
 use crate::store::{ByteRange, FileRange, Integrity};
+use crate::transfer::ChecksumMode;
 
 /// Files up to this size are read into memory and sent from there.
 pub(super) const SMALL: u64 = 1 << 20;

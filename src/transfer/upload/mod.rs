@@ -18,10 +18,10 @@ use tokio::task::JoinSet;
 use super::Transfer;
 use super::plan::{self, LAYOUT_META};
 use crate::checksum;
-use crate::config::ChecksumMode;
 use crate::error::{Error, Result};
 use crate::store::limits::MAX_PUT_SIZE;
 use crate::store::{ByteRange, ChecksumAlgorithm, FileRange, Integrity, PartReceipt, PutOptions};
+use crate::transfer::ChecksumMode;
 
 mod file;
 mod journal;

@@ -24,7 +24,7 @@ impl Transfer {
         mut reader: R,
         key: &str,
     ) -> Result<Uploaded> {
-        let first = self.cfg.part_size.max(crate::config::MIN_PART_SIZE);
+        let first = self.cfg.part_size.max(crate::store::limits::MIN_PART_SIZE);
         let permit = self.permit().await?;
         let body = fill(&mut reader, first as usize, true).await?;
         if (body.len() as u64) < first {

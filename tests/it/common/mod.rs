@@ -9,8 +9,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use barmans3::config::{Config, StoreLocation, TransferConfig};
+use barmans3::config::Config;
+use barmans3::store::Location;
 use barmans3::store::{self, ListRequest, ObjectMeta, SharedStore};
+use barmans3::transfer::Settings;
 use barmans3::transfer::Transfer;
 
 /// A running Garage and the client environment it printed.
@@ -125,7 +127,7 @@ pub async fn open(
     match backend {
         Backend::Local => {
             let dir = tempfile::tempdir().expect("tempdir");
-            let cfg = Config::for_location(StoreLocation::Local {
+            let cfg = Config::for_location(Location::Local {
                 root: dir.path().to_path_buf(),
             });
             (
@@ -149,12 +151,12 @@ pub async fn open(
     }
 }
 
-pub fn small_transfer() -> TransferConfig {
-    TransferConfig {
+pub fn small_transfer() -> Settings {
+    Settings {
         part_size: 5 << 20,
         concurrency: 4,
         max_attempts: 3,
-        ..TransferConfig::default()
+        ..Settings::default()
     }
 }
 
