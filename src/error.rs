@@ -75,6 +75,25 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// The exit of a command line rejected before anything ran, given the subcommand it names
+    /// and the code the rejection asks for (0 for `--help` and `--version`). A rejected
+    /// `wal-restore` must abort recovery rather than end it, and a rejected `queue-add` run as a
+    /// retry hook must not block Barman; everything else is a usage error.
+    pub fn rejected(
+        subcommand: Option<&str>,
+        code: i32,
+        retry_hook: impl FnOnce() -> bool,
+    ) -> Exit {
+        match subcommand {
+            Some("wal-restore") if code != 0 => Exit::RecoveryAbort,
+            Some("queue-add") if code != 0 && retry_hook() => Exit::HookAbortContinue,
+            _ if code == 0 => Exit::Success,
+            _ => Exit::Config,
+        }
+    }
+}
+
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {
         ExitCode::from(e.code())
@@ -301,6 +320,27 @@ mod tests {
         assert_eq!(Error::Busy("x".into()).exit().code(), 75);
         assert_eq!(store(Some(500), None, true).exit().code(), 1);
         assert_eq!(Exit::UnknownCommand.code(), 3);
+    }
+
+    #[test]
+    fn a_rejected_command_line_exits_as_its_command_promises() {
+        let cases: &[(Option<&str>, i32, bool, Exit)] = &[
+            (Some("wal-restore"), 2, false, Exit::RecoveryAbort),
+            (Some("wal-restore"), 0, false, Exit::Success),
+            (Some("queue-add"), 2, true, Exit::HookAbortContinue),
+            (Some("queue-add"), 2, false, Exit::Config),
+            (Some("queue-add"), 0, true, Exit::Success),
+            (Some("base-sync"), 2, true, Exit::Config),
+            (None, 2, false, Exit::Config),
+            (None, 0, false, Exit::Success),
+        ];
+        for &(sub, code, hook, want) in cases {
+            assert_eq!(
+                Exit::rejected(sub, code, || hook),
+                want,
+                "{sub:?} {code} {hook}"
+            );
+        }
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::invocation::{AdminAction, Options};
 use super::{bare_engine, load_config};
 use crate::barman::observe::admin::{self, Status, Thresholds};
+use crate::cli::invocation::{AdminAction, Options};
 use crate::error::{CheckLevel, Exit, Result};
 use crate::transfer::Cancel;
 use crate::units::human_duration;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::invocation::Options;
+use crate::cli::invocation::Options;
 use crate::error::{Exit, Result};
 use crate::gluster::{ArchiveOptions, Env, Planned};
 use crate::transfer::stats::counting;

@@ -4,25 +4,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::invocation::{BarmanAction, Options, Servers};
 use super::{engine, finish, load_config, summary};
 use crate::barman::conf::{BarmanConf, require_barman_user};
 use crate::barman::observe::metrics::record_run;
 use crate::barman::recover::restore::{RestoreOptions, base_restore};
 use crate::barman::remote::Remote;
-use crate::barman::ship::basesync::{base_sync, queue_add as enqueue};
+use crate::barman::ship::basesync::{base_sync, queue_add as enqueue, retry_hook};
 use crate::barman::ship::fullsync::{FullSyncReport, full_sync, remote_backups};
 use crate::barman::ship::walsync::wal_sync;
+use crate::cli::invocation::{BarmanAction, Options, Servers};
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::transfer::{Cancel, Transfer};
 use crate::units::human_bytes;
-
-/// Whether the hook environment says Barman runs us as a `*_retry_script`.
-pub(super) fn retry_hook() -> bool {
-    std::env::var("BARMAN_RETRY").is_ok_and(|v| v == "1")
-        || std::env::var("BARMAN_HOOK").is_ok_and(|h| h.ends_with("_retry_script"))
-}
 
 /// `queue-add`: runs without a runtime or a store, in milliseconds. As a retry hook, every
 /// failure exits 62 (ABORT_CONTINUE) so Barman is never blocked; `full-sync` catches any backup

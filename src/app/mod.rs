@@ -1,9 +1,7 @@
-//! The application layer: turns a validated [`Invocation`] into work and an [`Exit`]. It owns
-//! what the library below it must not: reading the configuration for a command, building the
-//! engine with its progress display, printing reports on stdout and the run summary, and the
-//! exit code of each outcome. One dispatch here; a file per command family.
-
-pub mod invocation;
+//! The application layer: turns a validated [`Invocation`] (from [`crate::cli`]) into work and
+//! an [`Exit`]. It owns what the library below it must not: reading the configuration for a
+//! command, building the engine with its progress display, printing reports on stdout and the
+//! run summary, and the exit code of each outcome. One dispatch here; a file per command family.
 
 /// Writes formatted data to stdout, `?`-able (see [`emit`]).
 macro_rules! out {
@@ -24,32 +22,12 @@ mod verify;
 mod volume;
 mod walrestore;
 
-use std::ffi::OsString;
 use std::sync::Arc;
 
-use crate::cli;
+use crate::cli::invocation::{Action, Invocation, Options};
 use crate::config::{Config, PermissionPolicy};
 use crate::error::{Error, Exit, Result};
 use crate::transfer::{Cancel, Transfer};
-use invocation::{Action, Invocation, Options};
-
-/// The whole `barmans3` program after the OS hands over the arguments.
-pub fn main(args: Vec<OsString>) -> Exit {
-    match cli::parse(args.clone()) {
-        Ok(inv) => run(inv),
-        Err(rejected) => {
-            rejected.print();
-            match cli::subcommand_name(&args).as_deref() {
-                Some("wal-restore") if rejected.exit_code() != 0 => Exit::RecoveryAbort,
-                Some("queue-add") if rejected.exit_code() != 0 && barman::retry_hook() => {
-                    Exit::HookAbortContinue
-                }
-                _ if rejected.exit_code() == 0 => Exit::Success,
-                _ => Exit::Config,
-            }
-        }
-    }
-}
 
 /// Runs a validated invocation.
 pub fn run(inv: Invocation) -> Exit {

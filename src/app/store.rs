@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-use super::invocation::{ConfigAction, Options, Sink, Source, StoreAction};
 use super::{bare_engine, engine, finish, load_config, summary};
+use crate::cli::invocation::{ConfigAction, Options, Sink, Source, StoreAction};
 use crate::error::{Error, Exit, Result};
 use crate::store::{ListRequest, join_key};
 use crate::transfer::{Cancel, Expect};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::invocation::Options;
 use super::{engine, load_config};
+use crate::cli::invocation::Options;
 use crate::error::{Error, Exit, Result};
 use crate::filesync::{self, SyncOptions, SyncReport};
 use crate::transfer::{Cancel, StatsSnapshot};

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::invocation::Options;
 use super::{engine, load_config};
 use crate::barman::conf::{BarmanConf, require_barman_user};
 use crate::barman::observe::verify::{Report, VerifyRequest, verify};
+use crate::cli::invocation::Options;
 use crate::config::Config;
 use crate::error::{Exit, Result};
 use crate::logging::Verbosity;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::invocation::Options;
 use super::{load_config, summary};
+use crate::cli::invocation::Options;
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::store::Location;

@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::invocation::Options;
 use crate::barman::recover::prefetch::{self, Depth, Spool};
 use crate::barman::recover::walrestore::{Decoding, bucket_system, wal_restore};
 use crate::barman::remote::Remote;
 use crate::barman::ship::state::store_id;
 use crate::barman::wal::{self, WalKind};
+use crate::cli::invocation::Options;
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::transfer::Transfer;

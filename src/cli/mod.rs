@@ -8,22 +8,21 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::invocation::{
-    Action, AdminAction, BarmanAction, ConfigAction, Invocation, Options, Servers,
-};
 use crate::barman::observe::admin::Thresholds;
-use crate::barman::ship::follow::FollowOptions;
-use crate::barman::ship::fullsync::FullSyncOptions;
 use crate::error::{Error, Result};
 use crate::logging::Verbosity;
 use crate::store::Location;
 
 mod archive;
+mod barman;
+pub mod invocation;
 mod store;
 mod sync;
 mod verify;
 mod volume;
 
+use barman::barman_action;
+use invocation::{Action, AdminAction, ConfigAction, Invocation, Options};
 use store::{StoreCommand, store_action};
 
 /// Ship Barman and gpbackup backups to S3-compatible object storage and back.
@@ -422,135 +421,6 @@ impl TryFrom<Cli> for Invocation {
     }
 }
 
-fn barman_action(c: Command) -> Result<BarmanAction> {
-    Ok(match c {
-        Command::BaseSync => BarmanAction::BaseSync,
-        Command::WalSync {
-            server,
-            all,
-            full,
-            follow,
-            poll,
-        } => BarmanAction::WalSync {
-            servers: match (server, all) {
-                (Some(s), false) => Servers::One(s),
-                _ => Servers::All,
-            },
-            full,
-            follow: follow.then(|| FollowOptions {
-                poll,
-                ..FollowOptions::default()
-            }),
-        },
-        Command::BaseLs { server } => BarmanAction::BaseLs { server },
-        Command::WalPrefetch { server, spool } => BarmanAction::WalPrefetch { server, spool },
-        Command::CatalogRestore {
-            server,
-            backups,
-            wals_since,
-            layout,
-        } => catalog_action(server, backups, wals_since, layout)?,
-        Command::FullSync {
-            server,
-            no_delete,
-            dry_run,
-            force,
-        } => BarmanAction::FullSync {
-            server,
-            opts: FullSyncOptions {
-                no_delete,
-                dry_run,
-                force,
-            },
-        },
-        Command::BaseRestore {
-            server,
-            backup_id,
-            dest,
-            tablespaces,
-            recovery,
-            request_restore,
-        } => BarmanAction::BaseRestore {
-            request_restore,
-            id: backup_id_arg(backup_id)?,
-            tablespaces: parse_tablespaces(&tablespaces)?,
-            server,
-            dest,
-            recovery,
-        },
-        Command::WalRestore {
-            server,
-            wal_name,
-            dest,
-        } => {
-            if crate::barman::wal::relative_path(&wal_name).is_none() {
-                return Err(Error::Usage(format!(
-                    "{wal_name:?} is not a WAL file name (segment, .partial, .backup or .history)"
-                )));
-            }
-            BarmanAction::WalRestore {
-                server,
-                name: wal_name,
-                dest,
-            }
-        }
-        other => {
-            return Err(Error::Usage(format!("{other:?} is not a Barman command")));
-        }
-    })
-}
-
-fn catalog_action(
-    server: String,
-    backups: Vec<String>,
-    wals_since: Option<String>,
-    layout: Option<String>,
-) -> Result<BarmanAction> {
-    use crate::barman::recover::catalog::{CatalogOptions, InfoLayout};
-    for id in &backups {
-        backup_id_arg(id.clone())?;
-    }
-    Ok(BarmanAction::CatalogRestore {
-        server,
-        opts: CatalogOptions {
-            backups,
-            wals_since,
-            layout: layout.map(|l| match l.as_str() {
-                "base" => InfoLayout::Base,
-                _ => InfoLayout::Meta,
-            }),
-        },
-    })
-}
-
-fn backup_id_arg(id: String) -> Result<String> {
-    if crate::barman::info::is_backup_id(&id) {
-        Ok(id)
-    } else {
-        Err(Error::Usage(format!(
-            "invalid backup id {id:?}: expected YYYYMMDDTHHMMSS (see base-ls)"
-        )))
-    }
-}
-
-/// Parses `OID=DIR` tablespace mappings.
-pub fn parse_tablespaces(specs: &[String]) -> Result<std::collections::BTreeMap<String, PathBuf>> {
-    specs
-        .iter()
-        .map(|s| {
-            let (oid, dir) = s.split_once('=').ok_or_else(|| {
-                Error::Usage(format!("--tablespace {s:?}: use OID=DIRECTORY"))
-            })?;
-            if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) || dir.is_empty() {
-                return Err(Error::Usage(format!(
-                    "--tablespace {s:?}: use OID=DIRECTORY (the oid is the directory name in the backup)"
-                )));
-            }
-            Ok((oid.to_string(), PathBuf::from(dir)))
-        })
-        .collect()
-}
-
 impl Global {
     fn options(self) -> Result<Options> {
         let progress = self.show_progress();
@@ -595,3 +465,6 @@ impl Global {
                 && std::env::var("TERM").map_or(true, |t| t != "dumb"))
     }
 }
+
+#[cfg(test)]
+mod tests;

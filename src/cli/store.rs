@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
+use super::invocation::{Sink, Source, StoreAction};
 use super::parse_age;
-use crate::app::invocation::{Sink, Source, StoreAction};
 
 /// `store` subcommands.
 #[derive(Debug, Clone, Subcommand)]

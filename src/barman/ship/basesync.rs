@@ -14,6 +14,13 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transfer::Transfer;
 
+/// Whether the hook environment says Barman runs us as a `*_retry_script` (whose every refusal
+/// must exit 62, or Barman retries it forever).
+pub fn retry_hook() -> bool {
+    std::env::var("BARMAN_RETRY").is_ok_and(|v| v == "1")
+        || std::env::var("BARMAN_HOOK").is_ok_and(|h| h.ends_with("_retry_script"))
+}
+
 /// What `queue-add` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {

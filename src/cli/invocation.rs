@@ -1,6 +1,6 @@
-//! What the command line asked for, validated: the one typed entrance between `cli` (which
-//! builds it from clap's parse) and the application layer (which runs it). Nothing here knows
-//! clap; every value is already parsed (ids checked, durations and tablespace maps built).
+//! What the command line asked for, validated: what `cli` hands out (built from clap's parse)
+//! and the application layer runs. Nothing here knows clap; every value is already parsed (ids
+//! checked, durations and tablespace maps built).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
