@@ -2,8 +2,8 @@
 //!
 //! Every failure the library can report is an [`Error`]. The transfer engine asks
 //! [`Error::is_retryable`] before it retries a request, and the binaries turn an error into a
-//! process exit code through [`Error::exit_code`], so the table in the README has exactly one
-//! source in the code.
+//! process exit code through [`Error::exit`] and [`Exit::code`], so the table in the README has
+//! exactly one source in the code.
 
 use std::fmt;
 use std::process::ExitCode;

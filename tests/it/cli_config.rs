@@ -31,7 +31,8 @@ fn write(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
 fn good_config_reaches_garage_and_redacts_secrets() {
     let g = crate::common::garage();
     let dir = tempfile::tempdir().expect("tmp");
-    let p = write(dir.path(), "ok.yaml", &g.yaml("check"), 0o600);
+    let text = g.yaml("check") + &crate::common::scratch_yaml(dir.path());
+    let p = write(dir.path(), "ok.yaml", &text, 0o600);
     let (code, out, err) = check(&p);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -46,7 +47,7 @@ fn good_config_reaches_garage_and_redacts_secrets() {
 fn each_bad_config_exits_2_with_one_line_naming_it() {
     let g = crate::common::garage();
     let dir = tempfile::tempdir().expect("tmp");
-    let good = g.yaml("check");
+    let good = g.yaml("check") + &crate::common::scratch_yaml(dir.path());
     let cases: Vec<(&str, String, u32, &str)> = vec![
         ("bad-yaml", "s3: [unclosed\n".into(), 0o600, "invalid YAML"),
         (

@@ -17,6 +17,7 @@ mod demo;
 mod faults;
 mod follow;
 mod gpplugin;
+mod hermetic;
 mod memory;
 mod metrics;
 mod never_wrong;

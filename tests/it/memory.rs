@@ -22,8 +22,9 @@ fn streaming_two_gib_from_a_pipe_stays_within_the_buffer_bound() {
     std::fs::write(
         &cfg,
         format!(
-            "store: file://{}\ns3:\n  part_size: 8MiB\n  concurrency: {concurrency}\n",
-            bucket.display()
+            "store: file://{}\ns3:\n  part_size: 8MiB\n  concurrency: {concurrency}\n{}",
+            bucket.display(),
+            crate::common::scratch_yaml(dir.path())
         ),
     )
     .expect("cfg");
@@ -94,8 +95,9 @@ fn a_file_upload_holds_read_buffers_not_parts() {
     std::fs::write(
         &cfg,
         format!(
-            "store: file://{}\ns3:\n  part_size: 64MiB\n  concurrency: {concurrency}\n",
-            bucket.display()
+            "store: file://{}\ns3:\n  part_size: 64MiB\n  concurrency: {concurrency}\n{}",
+            bucket.display(),
+            crate::common::scratch_yaml(dir.path())
         ),
     )
     .expect("cfg");

@@ -6,7 +6,7 @@ pub mod moto;
 pub mod site;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use barmans3::config::Config;
@@ -47,6 +47,24 @@ impl Garage {
     pub fn config(&self, prefix: &str) -> Config {
         Config::parse(&self.yaml(prefix), None).expect("test config is valid")
     }
+}
+
+/// The host directory the defaults name (queue, state): a test never writes there, since a
+/// root-owned directory it created would outlive it on a machine that installs the package later.
+pub const HOST_STATE: &str = "/var/lib/barmans3";
+
+/// The config lines that keep a run's own files (task queue; state: journals, ledgers, locks, the
+/// checksum probe's cache) inside `dir`. Every config a test writes for the binary names them.
+pub fn scratch_yaml(dir: &Path) -> String {
+    format!(
+        "barman:\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n",
+        d = dir.display()
+    )
+}
+
+/// A config that names the host's directories (an imported one), with them moved under `dir`.
+pub fn into_scratch(yaml: &str, dir: &Path) -> String {
+    yaml.replace(HOST_STATE, &dir.display().to_string())
 }
 
 pub fn repo() -> PathBuf {
