@@ -156,7 +156,8 @@ class Env:
         cfg.write_text(
             f"s3:\n  endpoint: {endpoint}\n  region: {REGION}\n  bucket: {BUCKET}\n  prefix: {prefix}\n"
             f"  access_key_id: {AK}\n  secret_access_key: {SK}\n"
-            f"barman:\n  config: {d}/barman.conf\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n{extra}"
+            f"state:\n  dir: {d}/state\n  queue_dir: {d}/queue\n"
+            f"barman:\n  config: {d}/barman.conf\n{extra}"
         )
         cfg.chmod(0o600)
         return cfg

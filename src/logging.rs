@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 
-/// The optional log file (`barman.log_dir`).
+/// The optional log file (`state.log_dir`).
 static LOG_FILE: OnceLock<Mutex<std::fs::File>> = OnceLock::new();
 
 /// Writes log lines to the log file once one is open, else nowhere.

@@ -11,7 +11,7 @@ use crate::transfer::{Cancel, Transfer};
 
 pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = super::load_config(&o)?;
-    if let Some(dir) = &cfg.barman.log_dir {
+    if let Some(dir) = &cfg.state.log_dir {
         crate::logging::open_log_file(dir)?;
     }
     let store = crate::store::open(&cfg.location, &cfg.s3).await?;
@@ -25,7 +25,7 @@ pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>)
         transfer: t.clone(),
         location: cfg.location.clone(),
         s3: cfg.s3.clone(),
-        state_dir: cfg.barman.state_dir.clone(),
+        state_dir: cfg.state.dir.clone(),
     };
     let json = o.json;
     let plan = |p: &Planned| {

@@ -30,7 +30,7 @@ pub(super) fn queue_add(load: impl FnOnce() -> Result<Config>) -> Exit {
         let mut last = None;
         // A queue directory that is briefly unwritable gets three tries over ~2 s.
         for attempt in 0..3 {
-            match enqueue(&cfg.barman.queue_dir, &env) {
+            match enqueue(&cfg.state.queue_dir, &env) {
                 Ok(q) => return Ok(q),
                 Err(e @ (Error::Usage(_) | Error::Config(_))) => return Err(e),
                 Err(e) => last = Some(e),

@@ -139,7 +139,7 @@ const PROBE_KEY: &str = ".barmans3-checksum-probe";
 fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
     let id = crate::barman::ship::state::store_id(cfg);
     crate::transfer::probe::ChecksumProbe {
-        cache: cfg.barman.state_dir.join(format!(
+        cache: cfg.state.dir.join(format!(
             "checksum-{:08x}.json",
             crate::checksum::crc32c(id.as_bytes())
         )),
@@ -154,7 +154,7 @@ fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
 /// The engine for a command that moves data: [`bare_engine`], progress bars when the options
 /// ask for them, and the log file when one is configured.
 async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
-    if let Some(dir) = &cfg.barman.log_dir {
+    if let Some(dir) = &cfg.state.log_dir {
         crate::logging::open_log_file(dir)?;
     }
     let t = bare_engine(o, cfg, cancel).await?;

@@ -63,7 +63,7 @@ pub(super) async fn run(o: Options, action: VolumeAction, cancel: Arc<Cancel>) -
             let v = vol(&name);
             let _lock = lock(&cfg, &v.name)?;
             let t = engine(&o, &cfg, cancel, None).await?;
-            let r = admin::rm(&t, &v, force, &cfg.barman.state_dir).await?;
+            let r = admin::rm(&t, &v, force, &cfg.state.dir).await?;
             tracing::info!("volume {}: {} chunks deleted", r.volume, r.chunks);
             report(&o, &t, &r)
         }
@@ -78,7 +78,7 @@ async fn put_cmd(
     req: &PutRequest,
 ) -> Result<Exit> {
     let _lock = lock(cfg, &v.name)?;
-    let path = status::state_path(&cfg.barman.state_dir, &v.name);
+    let path = status::state_path(&cfg.state.dir, &v.name);
     let tracker = Arc::new(Tracker::new(path, v.dir())?);
     let t = engine(o, cfg, cancel, Some(tracker.clone())).await?;
     if let Source::File(p) = &req.source
@@ -123,7 +123,7 @@ async fn engine(
     cancel: Arc<Cancel>,
     tracker: Option<Arc<Tracker>>,
 ) -> Result<Transfer> {
-    if let Some(dir) = &cfg.barman.log_dir {
+    if let Some(dir) = &cfg.state.log_dir {
         crate::logging::open_log_file(dir)?;
     }
     let store = crate::store::open(&cfg.location, &cfg.s3).await?;
@@ -141,7 +141,7 @@ async fn engine(
 
 /// One put or rm of a volume at a time on this host (exit 75 for the second).
 fn lock(cfg: &Config, name: &VolumeName) -> Result<std::fs::File> {
-    let dir = cfg.barman.state_dir.join("volume");
+    let dir = cfg.state.dir.join("volume");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     crate::lockfile::try_lock_file(
         &dir.join(format!(".{name}.lock")),
@@ -173,7 +173,7 @@ fn stdout_closed(e: Error) -> Error {
 
 /// `volume status [VOL]`: Bareos' `status storage` text, or the state files as they are.
 fn status_report(o: &Options, cfg: &Config, name: Option<&VolumeName>) -> Result<Exit> {
-    let dir = &cfg.barman.state_dir;
+    let dir = &cfg.state.dir;
     let Some(name) = name else {
         let all = status::load_all(dir)?;
         if o.json {

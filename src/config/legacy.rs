@@ -102,7 +102,7 @@ pub fn import_legacy(text: &str, file: &str) -> Result<Imported> {
         None => "/var/lib/barmans3/queue".to_string(),
     };
     yaml.push_str(&format!(
-        "  queue_dir: {}\n  state_dir: /var/lib/barmans3/state\n",
+        "state:\n  dir: /var/lib/barmans3/state\n  queue_dir: {}\n",
         quote(&queue)
     ));
     for k in vars.keys() {
@@ -145,7 +145,7 @@ mod tests {
         );
         assert_eq!(c.s3.endpoint.as_deref(), Some("https://s3.example.com"));
         assert_eq!(
-            c.barman.queue_dir,
+            c.state.queue_dir,
             std::path::PathBuf::from("/var/lib/barmans3/queue")
         );
         let notes = i.notes.join("\n");

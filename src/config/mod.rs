@@ -19,17 +19,33 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/barmans3/barmans3.yaml";
 /// Environment variable that overrides the configuration path.
 pub const CONFIG_ENV: &str = "BARMANS3_CONFIG";
 
+/// barmans3's own directories (`state:`), shared by every command family: the state, the task
+/// queue and the optional log directory.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// Persistent state (WAL sync high-water marks, locks, upload journals, caches).
+    pub dir: PathBuf,
+    /// Persistent task queue directory.
+    pub queue_dir: PathBuf,
+    /// Optional log directory (a file per run, reopened each run).
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("/var/lib/barmans3/state"),
+            queue_dir: PathBuf::from("/var/lib/barmans3/queue"),
+            log_dir: None,
+        }
+    }
+}
+
 /// The Barman side of the configuration.
 #[derive(Debug, Clone)]
 pub struct BarmanConfig {
     /// Barman's main configuration file.
     pub config: PathBuf,
-    /// Persistent task queue directory.
-    pub queue_dir: PathBuf,
-    /// Persistent state (WAL sync high-water marks, locks, upload journals).
-    pub state_dir: PathBuf,
-    /// Optional log directory (a file per run, reopened each run).
-    pub log_dir: Option<PathBuf>,
     /// Remote DONE backups `full-sync` always keeps.
     pub min_remote_backups: usize,
     /// Remote backups one `full-sync` may delete without `--force`.
@@ -64,9 +80,6 @@ impl Default for BarmanConfig {
     fn default() -> Self {
         BarmanConfig {
             config: PathBuf::from("/etc/barman.conf"),
-            queue_dir: PathBuf::from("/var/lib/barmans3/queue"),
-            state_dir: PathBuf::from("/var/lib/barmans3/state"),
-            log_dir: None,
             min_remote_backups: 1,
             max_deletes: 3,
             wait_for_wals_max: Duration::from_secs(7 * 86400),
@@ -96,6 +109,8 @@ pub struct Config {
     pub s3: S3Options,
     /// Engine settings.
     pub transfer: transfer::Settings,
+    /// barmans3's own directories.
+    pub state: StateConfig,
     /// Barman settings.
     pub barman: BarmanConfig,
 }
@@ -170,6 +185,7 @@ impl Config {
             location,
             s3: S3Options::default(),
             transfer: transfer::Settings::default(),
+            state: StateConfig::default(),
             barman: BarmanConfig::default(),
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BarmanConfig, Config};
+use super::{BarmanConfig, Config, StateConfig};
 use crate::codec::Filter;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     store: Option<String>,
     #[serde(default)]
     s3: RawS3,
+    #[serde(default)]
+    state: RawState,
     #[serde(default)]
     barman: RawBarman,
 }
@@ -74,13 +76,28 @@ struct RawS3 {
     read_timeout: Option<String>,
 }
 
+/// `state:`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<PathBuf>,
+    queue_dir: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+}
+
 /// `barman:`.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawBarman {
     config: Option<PathBuf>,
+    /// Read for `state.queue_dir`, never written.
+    #[serde(skip_serializing_if = "Option::is_none")]
     queue_dir: Option<PathBuf>,
+    /// Read for `state.dir`, never written.
+    #[serde(skip_serializing_if = "Option::is_none")]
     state_dir: Option<PathBuf>,
+    /// Read for `state.log_dir`, never written.
+    #[serde(skip_serializing_if = "Option::is_none")]
     log_dir: Option<PathBuf>,
     min_remote_backups: Option<usize>,
     max_deletes: Option<usize>,
@@ -141,14 +158,53 @@ pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
     let k = Keyed(label);
     let location = location(&k, &raw)?;
     let (s3, transfer) = s3(&k, raw.s3)?;
+    let state = state(&k, &raw.state, &raw.barman)?;
     let barman = barman(&k, raw.barman)?;
     Ok(Config {
         source: path.map(Path::to_path_buf),
         location,
         s3,
         transfer,
+        state,
         barman,
     })
+}
+
+/// `state:`. Its keys used to be `barman.state_dir`, `barman.queue_dir` and `barman.log_dir`,
+/// which still read, with a deprecation line each.
+fn state(k: &Keyed, state: &RawState, barman: &RawBarman) -> Result<StateConfig> {
+    let d = StateConfig::default();
+    let dir = moved(k, field!(state.dir), field!(barman.state_dir))?;
+    let queue_dir = moved(k, field!(state.queue_dir), field!(barman.queue_dir))?;
+    let log_dir = moved(k, field!(state.log_dir), field!(barman.log_dir))?;
+    Ok(StateConfig {
+        dir: dir.unwrap_or(d.dir),
+        queue_dir: queue_dir.unwrap_or(d.queue_dir),
+        log_dir,
+    })
+}
+
+/// A key that moved: its new spelling, else its old one (with a deprecation line naming the new
+/// key), never both.
+fn moved<T: Clone>(
+    k: &Keyed,
+    (new, new_key): (&Option<T>, &str),
+    (old, old_key): (&Option<T>, &str),
+) -> Result<Option<T>> {
+    match (new, old) {
+        (Some(_), Some(_)) => Err(k.err(
+            old_key,
+            format!("also given as {new_key}; keep {new_key} only"),
+        )),
+        (None, Some(v)) => {
+            tracing::warn!(
+                "{}: {old_key} is deprecated: write it as {new_key}",
+                k.0.display()
+            );
+            Ok(Some(v.clone()))
+        }
+        (v, None) => Ok(v.clone()),
+    }
 }
 
 fn location(k: &Keyed, raw: &RawConfig) -> Result<Location> {
@@ -366,9 +422,6 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         custom_decompression: filter(field!(barman.custom_decompression)),
         decryption_command: filter(field!(barman.decryption_command)),
         config: barman.config.unwrap_or(d.config),
-        queue_dir: barman.queue_dir.unwrap_or(d.queue_dir),
-        state_dir: barman.state_dir.unwrap_or(d.state_dir),
-        log_dir: barman.log_dir,
         min_remote_backups,
         max_deletes: barman.max_deletes.unwrap_or(d.max_deletes),
         wait_for_wals_max,
@@ -404,6 +457,7 @@ impl RawConfig {
         let s = &c.s3;
         let t = &c.transfer;
         let b = &c.barman;
+        let st = &c.state;
         let redacted = |present: bool| present.then(|| "<redacted>".to_string());
         let secs = |d: Duration| Some(format!("{}s", d.as_secs_f64()));
         let (sse, kms) = match &s.sse {
@@ -454,11 +508,16 @@ impl RawConfig {
                 connect_timeout: secs(s.connect_timeout),
                 read_timeout: secs(s.read_timeout),
             },
+            state: RawState {
+                dir: Some(st.dir.clone()),
+                queue_dir: Some(st.queue_dir.clone()),
+                log_dir: st.log_dir.clone(),
+            },
             barman: RawBarman {
                 config: Some(b.config.clone()),
-                queue_dir: Some(b.queue_dir.clone()),
-                state_dir: Some(b.state_dir.clone()),
-                log_dir: b.log_dir.clone(),
+                queue_dir: None,
+                state_dir: None,
+                log_dir: None,
                 min_remote_backups: Some(b.min_remote_backups),
                 max_deletes: Some(b.max_deletes),
                 wait_for_wals_max: secs(b.wait_for_wals_max),

@@ -16,7 +16,7 @@ fn minimal_s3_config_gets_defaults() {
         }
     );
     assert_eq!(c.transfer.part_size, 64 << 20);
-    assert_eq!(c.barman.queue_dir, PathBuf::from("/var/lib/barmans3/queue"));
+    assert_eq!(c.state.queue_dir, PathBuf::from("/var/lib/barmans3/queue"));
     assert!(c.s3.credentials.is_none());
 }
 
@@ -144,4 +144,110 @@ fn the_printed_view_reads_back_as_the_same_config() {
         a.barman.custom_compression_magic,
         b.barman.custom_compression_magic
     );
+}
+
+/// Parses `y` and returns the config (or error) and the log lines parsing wrote.
+fn parse_logged(y: &str) -> (Result<Config>, Vec<String>) {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let r = tracing::subscriber::with_default(sub, || parse(y));
+    let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf8");
+    (r, text.lines().map(str::to_string).collect())
+}
+
+#[test]
+fn the_state_section_holds_the_state_queue_and_log_directories() {
+    let (c, logs) =
+        parse_logged("s3:\n  bucket: bkt\nstate:\n  dir: /s\n  queue_dir: /q\n  log_dir: /l\n");
+    let c = c.expect("valid");
+    assert_eq!(c.state.dir, PathBuf::from("/s"));
+    assert_eq!(c.state.queue_dir, PathBuf::from("/q"));
+    assert_eq!(c.state.log_dir, Some(PathBuf::from("/l")));
+    assert!(logs.is_empty(), "{logs:?}");
+    let d = parse("s3:\n  bucket: bkt\n").expect("valid");
+    assert_eq!(d.state.dir, PathBuf::from("/var/lib/barmans3/state"));
+    assert_eq!(d.state.log_dir, None);
+}
+
+#[test]
+fn the_old_barman_keys_still_read_with_one_deprecation_line_each() {
+    let cases = [
+        ("state_dir: /s", "barman.state_dir", "state.dir"),
+        ("queue_dir: /q", "barman.queue_dir", "state.queue_dir"),
+        ("log_dir: /l", "barman.log_dir", "state.log_dir"),
+    ];
+    for (line, old, new) in cases {
+        let (c, logs) = parse_logged(&format!("s3:\n  bucket: bkt\nbarman:\n  {line}\n"));
+        let c = c.expect("valid");
+        assert_eq!(logs.len(), 1, "{old}: {logs:?}");
+        assert!(
+            logs[0].contains("WARN") && logs[0].contains(old) && logs[0].contains(new),
+            "{logs:?}"
+        );
+        let (dir, queue, log) = (&c.state.dir, &c.state.queue_dir, &c.state.log_dir);
+        match old {
+            "barman.state_dir" => assert_eq!(dir, &PathBuf::from("/s")),
+            "barman.queue_dir" => assert_eq!(queue, &PathBuf::from("/q")),
+            _ => assert_eq!(log, &Some(PathBuf::from("/l"))),
+        }
+    }
+    let (c, logs) = parse_logged(
+        "s3:\n  bucket: bkt\nbarman:\n  state_dir: /s\n  queue_dir: /q\n  log_dir: /l\n",
+    );
+    assert_eq!(c.expect("valid").state.queue_dir, PathBuf::from("/q"));
+    assert_eq!(logs.len(), 3, "{logs:?}");
+}
+
+#[test]
+fn a_directory_given_under_both_spellings_is_an_error_naming_both_keys() {
+    let cases = [
+        ("dir: /a", "state_dir: /b", "barman.state_dir", "state.dir"),
+        (
+            "queue_dir: /a",
+            "queue_dir: /b",
+            "barman.queue_dir",
+            "state.queue_dir",
+        ),
+        (
+            "log_dir: /a",
+            "log_dir: /a",
+            "barman.log_dir",
+            "state.log_dir",
+        ),
+    ];
+    for (new, old, old_key, new_key) in cases {
+        let e = parse(&format!(
+            "s3:\n  bucket: bkt\nstate:\n  {new}\nbarman:\n  {old}\n"
+        ))
+        .expect_err("both spellings");
+        let m = e.to_string();
+        assert!(m.contains(old_key) && m.contains(new_key), "{m}");
+        assert_eq!(e.exit().code(), 2);
+    }
+}
+
+#[test]
+fn the_printed_view_writes_the_state_section() {
+    let c = parse("s3:\n  bucket: bkt\nbarman:\n  state_dir: /s\n").expect("valid");
+    let y = c.to_redacted_yaml();
+    assert!(y.contains("state:\n  dir: /s\n"), "{y}");
+    assert!(!y.contains("state_dir"), "{y}");
+    let (back, logs) = parse_logged(&y);
+    assert_eq!(back.expect("reads back").state.dir, PathBuf::from("/s"));
+    assert!(logs.is_empty(), "{logs:?}");
 }

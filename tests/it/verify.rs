@@ -39,9 +39,9 @@ impl Shipped {
                     .expect("open garage");
                 let site = Site::new(&garage().yaml(&prefix));
                 // Backup files above the part size go up in parts, so --quick meets a
-                // composite checksum (the barman: section is the file's last).
-                let mut text = std::fs::read_to_string(&site.cfg).expect("cfg");
-                text.push_str("  one_put_max: 5MiB\n");
+                // composite checksum.
+                let text = std::fs::read_to_string(&site.cfg).expect("cfg");
+                let text = text.replace("barman:\n", "barman:\n  one_put_max: 5MiB\n");
                 std::fs::write(&site.cfg, text).expect("cfg");
                 Shipped {
                     site,

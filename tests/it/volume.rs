@@ -452,7 +452,7 @@ fn no_chunk_is_lost_to_faults_and_resume_completes() {
     std::fs::write(&src, &body).expect("src");
     let src = src.to_str().expect("utf8");
     let put = |endpoint: &str, attempts: u32, extra: &[&str]| {
-        std::fs::write(&site.cfg, format!("{}barman:\n  config: /nonexistent\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n", yaml(endpoint, attempts), d = site.dir.path().display())).expect("cfg");
+        std::fs::write(&site.cfg, format!("{}barman:\n  config: /nonexistent\nstate:\n  dir: {d}/state\n  queue_dir: {d}/queue\n", yaml(endpoint, attempts), d = site.dir.path().display())).expect("cfg");
         let mut args = vec![
             "--json",
             "volume",
@@ -497,7 +497,7 @@ fn no_chunk_is_lost_to_faults_and_resume_completes() {
     std::fs::write(
         &site.cfg,
         format!(
-            "{}barman:\n  config: /nonexistent\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n",
+            "{}barman:\n  config: /nonexistent\nstate:\n  dir: {d}/state\n  queue_dir: {d}/queue\n",
             g.yaml(&prefix),
             d = site.dir.path().display()
         ),

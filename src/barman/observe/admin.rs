@@ -136,7 +136,7 @@ fn follower_alive(pid: u32) -> bool {
 
 /// Queue entries as views.
 pub fn queue_views(cfg: &Config) -> Result<Vec<TaskView>> {
-    let q = Queue::open(&cfg.barman.queue_dir)?;
+    let q = Queue::open(&cfg.state.queue_dir)?;
     Ok(q.tasks()?
         .into_iter()
         .map(|e| TaskView {
@@ -408,7 +408,7 @@ fn judge_server(v: &ServerView, th: Thresholds, notes: &mut Notes) {
 
 /// `queue retry ID`: an `.error` (or stuck `.run`) task goes back to `.run` for the next base-sync.
 pub fn queue_retry(cfg: &Config, id: &str) -> Result<()> {
-    let q = Queue::open(&cfg.barman.queue_dir)?;
+    let q = Queue::open(&cfg.state.queue_dir)?;
     let entry = q
         .tasks()?
         .into_iter()
@@ -437,7 +437,7 @@ pub fn queue_retry(cfg: &Config, id: &str) -> Result<()> {
 
 /// `queue prune --older-than AGE`: deletes `.done` tasks queued longer ago than `age`.
 pub fn queue_prune(cfg: &Config, age: Duration) -> Result<usize> {
-    let q = Queue::open(&cfg.barman.queue_dir)?;
+    let q = Queue::open(&cfg.state.queue_dir)?;
     let mut n = 0;
     for e in q.tasks()? {
         if e.state == State::Done && now().saturating_sub(e.task.enqueued_at) >= age.as_secs() {

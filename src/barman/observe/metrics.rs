@@ -68,11 +68,11 @@ pub struct VerifyRecord {
 }
 
 fn runs_dir(cfg: &Config) -> PathBuf {
-    cfg.barman.state_dir.join("runs")
+    cfg.state.dir.join("runs")
 }
 
 fn verify_dir(cfg: &Config) -> PathBuf {
-    cfg.barman.state_dir.join("verify")
+    cfg.state.dir.join("verify")
 }
 
 /// A server name as a file name: `[A-Za-z0-9._-]` kept, anything else `%XX`.
@@ -425,7 +425,7 @@ mod tests {
         let mut a = Config::for_location(crate::store::Location::Local {
             root: "/srv/a".into(),
         });
-        a.barman.state_dir = d.path().to_path_buf();
+        a.state.dir = d.path().to_path_buf();
         let mut b = a.clone();
         b.location = crate::store::Location::Local {
             root: "/srv/b".into(),

@@ -93,7 +93,7 @@ pub struct SyncReport {
 /// Works every `.run` task, oldest first. One base-sync per queue at a time (the queue lock);
 /// holding it, any `.running` task belongs to a run that died and goes back to `.run`.
 pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
-    let queue = Queue::open(&cfg.barman.queue_dir)?;
+    let queue = Queue::open(&cfg.state.queue_dir)?;
     let _lock = queue.lock()?;
     let mut report = SyncReport::default();
     let mut confs: BTreeMap<PathBuf, BarmanConf> = BTreeMap::new();

@@ -1,4 +1,4 @@
-//! barmans3's own files under `barman.state_dir`, with one owner for every path: upload
+//! barmans3's own files under `state.dir`, with one owner for every path: upload
 //! journals, the last good base-sync, and per server and per store the wal-sync state and the
 //! ledger of WAL files known to be in that store with the same content.
 //!
@@ -71,7 +71,7 @@ impl LocalState {
     /// The state under `cfg`'s state directory for `cfg`'s store.
     pub fn new(cfg: &Config) -> Self {
         LocalState {
-            dir: cfg.barman.state_dir.clone(),
+            dir: cfg.state.dir.clone(),
             store: store_id(cfg),
         }
     }
@@ -207,7 +207,7 @@ mod tests {
         let mut c = Config::for_location(Location::Local {
             root: PathBuf::from(format!("/srv/{bucket}")),
         });
-        c.barman.state_dir = dir.to_path_buf();
+        c.state.dir = dir.to_path_buf();
         c
     }
 

@@ -57,7 +57,7 @@ pub const HOST_STATE: &str = "/var/lib/barmans3";
 /// checksum probe's cache) inside `dir`. Every config a test writes for the binary names them.
 pub fn scratch_yaml(dir: &Path) -> String {
     format!(
-        "barman:\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n",
+        "state:\n  dir: {d}/state\n  queue_dir: {d}/queue\n",
         d = dir.display()
     )
 }

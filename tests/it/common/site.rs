@@ -9,6 +9,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_barmans3");
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
 
 /// A Barman home with one server `pg`, a barmans3 config pointing at `store`, queue and state.
+/// The config's last section is `state:` (a line appended to the file lands there).
 pub struct Site {
     pub dir: tempfile::TempDir,
     pub cfg: PathBuf,
@@ -33,7 +34,8 @@ impl Site {
         std::fs::write(
             &cfg,
             format!(
-                "{store_yaml}barman:\n  config: {d}/barman.conf\n  queue_dir: {d}/queue\n  state_dir: {d}/state\n",
+                "{store_yaml}barman:\n  config: {d}/barman.conf\n{}",
+                crate::common::scratch_yaml(dir.path()),
                 d = dir.path().display()
             ),
         )

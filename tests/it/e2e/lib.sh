@@ -55,10 +55,11 @@ s3:
   secret_access_key: $BARMANS3_TEST_S3_SECRET_ACCESS_KEY
   part_size: 5MiB
 $2
+state:
+  dir: $BASE/b3/state
+  queue_dir: $BASE/b3/queue
 barman:
   config: $BASE/barman.conf
-  queue_dir: $BASE/b3/queue
-  state_dir: $BASE/b3/state
 $3
 EOC
   chown barman:barman "$CFG"; chmod 600 "$CFG"
