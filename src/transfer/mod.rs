@@ -1,8 +1,8 @@
 //! The transfer engine: every byte between local data and the store goes through here.
 //!
 //! [`Transfer`] owns the run's store handle (wrapped in the request counter), the retry policy,
-//! one semaphore that bounds requests with bodies in flight (`concurrency` from config), the
-//! cancellation flag and the progress sink. Uploads and downloads live in [`upload`] and
+//! one semaphore that bounds requests with bodies in flight (`concurrency` of its [`Settings`]),
+//! the cancellation flag and the progress sink. Uploads and downloads live in [`upload`] and
 //! [`download`]; this module adds the metadata operations producers need (list, head, delete,
 //! stale multipart clean-up), all retried and counted the same way.
 

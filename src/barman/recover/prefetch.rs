@@ -10,8 +10,9 @@
 //! as a direct fetch (decode, the first page names the segment, the system identifier is the
 //! bucket's cluster); it belongs to one server and store (its directory is named after both)
 //! and one cluster (it is emptied when the bucket's system identifier changes); entries older
-//! than [`MAX_AGE`] or behind the requested segment are removed, never served. A prefetcher
-//! that fails just stops: the call that needs the segment fetches it itself and reports.
+//! than [`MAX_AGE`](super::spool::MAX_AGE) or behind the requested segment are removed, never
+//! served. A prefetcher that fails just stops: the call that needs the segment fetches it itself
+//! and reports.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
