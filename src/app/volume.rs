@@ -144,7 +144,7 @@ fn lock(cfg: &Config, name: &VolumeName) -> Result<std::fs::File> {
     let dir = cfg.state.dir.join("volume");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     crate::lockfile::try_lock_file(
-        &dir.join(format!(".{name}.lock")),
+        &dir.join(format!(".{}.lock", name.file_stem())),
         &format!("volume put or rm of {name}"),
     )
 }

@@ -46,21 +46,31 @@ pub const MANIFEST_NAME: &str = "barmans3.volume.json";
 pub struct VolumeName(String);
 
 impl VolumeName {
-    /// Checks a name: 1 to 127 characters of letters, digits and `-_.:`, not starting with a
-    /// dot (Bareos' own name rule without the space, which makes keys and file names awkward).
+    /// Checks a name by Bareos' rule (`IsNameValid`): 1 to 127 characters of letters, digits,
+    /// `: . - _ /` and space, not starting or ending with a space. Stricter than Bareos in one
+    /// way: every `/`-separated segment must be a name (no empty, `.` or `..` segment), so the
+    /// keys are the plain `<prefix>/<VOL>/<PART>` any S3 tool reads.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let ok = !s.is_empty()
+        let chars_ok = !s.is_empty()
             && s.len() <= 127
-            && !s.starts_with('.')
+            && !s.starts_with(' ')
+            && !s.ends_with(' ')
             && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-        if ok {
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.: /".contains(&b));
+        let segments_ok = s.split('/').all(|seg| !matches!(seg, "" | "." | ".."));
+        if chars_ok && segments_ok {
             Ok(VolumeName(s.to_string()))
         } else {
             Err(format!(
-                "invalid volume name {s:?}: use 1 to 127 letters, digits and - _ . : (not starting with a dot), as Bareos names volumes"
+                "invalid volume name {s:?}: use 1 to 127 letters, digits, spaces and - _ . : / as Bareos names volumes (no leading or trailing space, no empty, . or .. between slashes)"
             ))
         }
+    }
+
+    /// The name as one file name (state and lock files): `/` written as `%2F`, which no
+    /// volume name contains, so different names never share a file.
+    pub fn file_stem(&self) -> String {
+        self.0.replace('/', "%2F")
     }
 
     /// The name.
@@ -280,14 +290,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn volume_names_follow_bareos_without_spaces() {
-        for ok in ["Full-0001", "vol_1.2:x", "A"] {
+    fn volume_names_follow_bareos() {
+        for ok in ["Full-0001", "vol_1.2:x", "A", "Vol 1", "pool/Full-1", ".x", "a b/c d"] {
             assert!(VolumeName::parse(ok).is_ok(), "{ok}");
         }
         let long = "x".repeat(128);
-        for bad in ["", ".hidden", "a/b", "a b", "..", &long, "é"] {
+        for bad in [
+            "", "a;b", " a", "a ", "..", ".", "a/../b", "a//b", "/a", "a/", &long, "é", "a\tb",
+        ] {
             assert!(VolumeName::parse(bad).is_err(), "{bad}");
         }
+        let v = VolumeName::parse("pool/Full-1").expect("name");
+        assert_eq!(v.file_stem(), "pool%2FFull-1");
     }
 
     #[test]
