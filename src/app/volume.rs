@@ -23,6 +23,26 @@ pub(super) async fn run(o: Options, action: VolumeAction, cancel: Arc<Cancel>) -
         marker,
     };
     match action {
+        VolumeAction::Status(Some(name))
+            if status::load(&status::state_path(&cfg.state.dir, &name))?.is_none() =>
+        {
+            // No put of it ran here (a volume Bareos writes through barmans3-dplcompat or
+            // another program): what the bucket holds.
+            let t = engine(&o, &cfg, cancel, None).await?;
+            let (s, _) = admin::list_chunks(&t, &vol(&name)).await?;
+            if o.json {
+                outln!("{}", json(&s)?)?;
+            } else {
+                outln!(
+                    "Volume {}: {} chunks, {} bytes, {} (no put of it from this host)",
+                    s.volume,
+                    s.chunks,
+                    s.bytes,
+                    s.state
+                )?;
+            }
+            Ok(Exit::Success)
+        }
         VolumeAction::Status(name) => status_report(&o, &cfg, name.as_ref()),
         VolumeAction::Put(req) => put_cmd(&o, &cfg, cancel, &vol(&req.name), &req).await,
         VolumeAction::Get(req) => {

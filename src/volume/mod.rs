@@ -137,6 +137,11 @@ pub struct ChunkRecord {
     /// CRC32C, 8 hex digits; `None` for a chunk we did not write and whose CRC32C the store
     /// does not know (appending to a volume Bareos made).
     pub crc32c: Option<String>,
+    /// The chunk object's ETag when the manifest was written: a listing shows whether the
+    /// object is still that one (another program rewrote it otherwise). Absent in manifests of
+    /// earlier versions, whose chunks are compared by the store's CRC32C instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 impl ChunkRecord {
@@ -145,7 +150,13 @@ impl ChunkRecord {
         ChunkRecord {
             size,
             crc32c: Some(format!("{crc:08x}")),
+            etag: None,
         }
+    }
+    /// The record with the object's ETag.
+    pub fn with_etag(mut self, etag: Option<String>) -> Self {
+        self.etag = etag;
+        self
     }
     /// The CRC32C as a number.
     pub fn crc(&self) -> Option<u32> {
@@ -184,14 +195,17 @@ impl Manifest {
     }
 }
 
-/// Lists a volume's objects and reads our manifest when it is there. A manifest that does not
-/// parse is an error: it is ours, so something damaged it.
+/// Lists a volume's objects and reads our manifest when it is there and still describes the
+/// chunks (see [`layout::manifest_matches`]). A manifest that no longer does (Bareos, through
+/// its dplcompat program or another wrapper, rewrote, appended to or truncated the volume) is
+/// set aside with a warning and `Listed::stale` saying why: the volume is then read as Bareos
+/// sees it. A manifest that does not parse is an error: it is ours, so something damaged it.
 pub async fn survey(t: &Transfer, vol: &Volume) -> Result<(Listed, Option<Manifest>)> {
     let req = ListRequest {
         prefix: vol.dir(),
         ..Default::default()
     };
-    let listed = layout::parse_listing(&vol.dir(), &t.list_all(&req).await?);
+    let mut listed = layout::parse_listing(&vol.dir(), &t.list_all(&req).await?);
     if !listed.manifest {
         return Ok((listed, None));
     }
@@ -204,7 +218,36 @@ pub async fn survey(t: &Transfer, vol: &Volume) -> Result<(Listed, Option<Manife
             vol.manifest_key()
         ))
     })?;
-    Ok((listed, Some(m)))
+    let heads = crate::transfer::bounded(
+        layout::needs_head(&listed, &m),
+        t.config().concurrency.max(1),
+        |i| {
+            let (t, key) = (t.clone(), vol.chunk_key(i));
+            async move {
+                let crc = t.head_opt(&key).await?.and_then(|meta| {
+                    meta.crc32c
+                        .as_deref()
+                        .filter(|c| !c.contains('-'))
+                        .and_then(crate::checksum::parse_crc32c_header)
+                });
+                Ok((i, crc))
+            }
+        },
+    )
+    .await?
+    .into_iter()
+    .collect();
+    match layout::manifest_matches(&listed, &m, &heads) {
+        Ok(()) => Ok((listed, Some(m))),
+        Err(why) => {
+            tracing::warn!(
+                "volume {}: our manifest no longer describes it ({why}): reading its chunks as Bareos does",
+                vol.name
+            );
+            listed.stale = Some(why);
+            Ok((listed, None))
+        }
+    }
 }
 
 /// Where `volume put` reads from.
