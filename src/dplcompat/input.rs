@@ -139,12 +139,18 @@ mod tests {
             }
         }
         let mut orphan = Guarded::with_parent(&b"chu"[..], cancel.clone(), dies);
-        let e = orphan.read_to_end(&mut Vec::new()).await.expect_err("orphan");
+        let e = orphan
+            .read_to_end(&mut Vec::new())
+            .await
+            .expect_err("orphan");
         assert!(e.to_string().contains("after 3 bytes"), "{e}");
 
         cancel.cancel();
         let mut stopped = Guarded::with_parent(&b"chunk"[..], cancel, || 7);
-        let e = stopped.read_to_end(&mut Vec::new()).await.expect_err("signal");
+        let e = stopped
+            .read_to_end(&mut Vec::new())
+            .await
+            .expect_err("signal");
         assert!(e.to_string().contains("signal"), "{e}");
     }
 }

@@ -40,7 +40,12 @@ impl Device {
     }
 
     fn describe(&self, p: &Part) -> String {
-        format!("part {}/{} in {}", p.volume, chunk_name(p.chunk), self.location)
+        format!(
+            "part {}/{} in {}",
+            p.volume,
+            chunk_name(p.chunk),
+            self.location
+        )
     }
 
     /// `testconnection`: one listing request under the prefix, with the configured
@@ -109,7 +114,11 @@ impl Device {
         p: &Part,
         out: &mut W,
     ) -> Result<Downloaded> {
-        match self.t.download_to(&self.key(p), out, Expect::default()).await {
+        match self
+            .t
+            .download_to(&self.key(p), out, Expect::default())
+            .await
+        {
             Err(Error::NotFound { .. }) => Err(Error::Failed(format!(
                 "{} does not exist",
                 self.describe(p)
@@ -127,6 +136,8 @@ impl Device {
 
     /// Deletes our manifest of the volume, if any (one request either way).
     async fn forget_manifest(&self, name: &VolumeName) -> Result<()> {
-        self.t.delete_keys(&[self.volume(name).manifest_key()]).await
+        self.t
+            .delete_keys(&[self.volume(name).manifest_key()])
+            .await
     }
 }

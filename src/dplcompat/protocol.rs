@@ -280,7 +280,10 @@ mod tests {
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");
         }
         let e = Request::parse(&args(&["frobnicate"])).expect_err("unknown");
-        assert!(e.contains("frobnicate") && e.contains("testconnection"), "{e}");
+        assert!(
+            e.contains("frobnicate") && e.contains("testconnection"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -302,12 +305,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        DeviceOptions::read(|n| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.clone())
-        })
+        DeviceOptions::read(|n| pairs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
     }
 
     #[test]
@@ -324,7 +322,10 @@ mod tests {
         for (bad, names) in [
             (&[("bucket", "B")][..], "bucket="),
             (&[("base_url", "http://x")], "base_url="),
-            (&[("base_url", "s3://backup"), ("bucket", "backup")], "base_url="),
+            (
+                &[("base_url", "s3://backup"), ("bucket", "backup")],
+                "base_url=",
+            ),
             (&[("storage_class", "COLD")], "storage_class="),
             (&[("timeout", "0")], "timeout="),
             (&[("timeout", "20s")], "timeout="),

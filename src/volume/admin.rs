@@ -44,7 +44,10 @@ pub struct ChunkLine {
 
 /// The state of a volume in a few words.
 fn state_of(listed: &Listed, manifest: Option<&Manifest>) -> String {
-    match (layout::readable(&listed.chunks, manifest, false), &listed.stale) {
+    match (
+        layout::readable(&listed.chunks, manifest, false),
+        &listed.stale,
+    ) {
         (Err(e), _) => format!("damaged: {e}"),
         (Ok(_), Some(why)) => {
             format!("manifest out of date ({why}; changed by Bareos?): chunks as Bareos sees them")

@@ -88,8 +88,9 @@ pub fn needs_head(listed: &Listed, m: &Manifest) -> Vec<u32> {
 /// Whether our manifest still describes the volume's chunks, object by object: the same
 /// chunks, the same sizes, and the same objects (the ETag it recorded, else the store's CRC32C
 /// from `heads` equal to its own). Anything else means another program changed the volume
-/// since (Bareos appends by rewriting the last chunk, truncates by removing every chunk);
-/// the error says where, in one line.
+/// since (Bareos appends by rewriting the last chunk, relabels by writing `0000` anew); the
+/// error says where, in one line. Chunks that are merely missing do not count: that is damage
+/// the manifest lets the reader see.
 pub fn manifest_matches(
     listed: &Listed,
     m: &Manifest,
@@ -97,10 +98,11 @@ pub fn manifest_matches(
 ) -> Result<(), String> {
     for (i, rec) in (0..m.count).zip(&m.chunks) {
         let name = chunk_name(i);
-        let size = *listed
-            .chunks
-            .get(&i)
-            .ok_or_else(|| format!("chunk {name} is gone"))?;
+        // A chunk merely gone is damage, not a change: the manifest stays, so the reader is
+        // told the volume is truncated.
+        let Some(&size) = listed.chunks.get(&i) else {
+            continue;
+        };
         if size != rec.size {
             return Err(format!(
                 "chunk {name} holds {size} bytes, the manifest says {}",

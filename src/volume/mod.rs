@@ -334,7 +334,15 @@ mod tests {
 
     #[test]
     fn volume_names_follow_bareos() {
-        for ok in ["Full-0001", "vol_1.2:x", "A", "Vol 1", "pool/Full-1", ".x", "a b/c d"] {
+        for ok in [
+            "Full-0001",
+            "vol_1.2:x",
+            "A",
+            "Vol 1",
+            "pool/Full-1",
+            ".x",
+            "a b/c d",
+        ] {
             assert!(VolumeName::parse(ok).is_ok(), "{ok}");
         }
         let long = "x".repeat(128);
