@@ -34,16 +34,22 @@ pub const PROGRAM: &str = "barmans3-dplcompat";
 /// Runs one call. `args[0]` is the program path. Data goes to stdout; a failure is one line on
 /// stderr, prefixed with the program's name and the operation.
 pub fn run(args: &[String]) -> Exit {
+    match args.get(1).map(String::as_str) {
+        Some("--version" | "-V") => {
+            return exit_of(emit(
+                format!("{PROGRAM} {}\n", env!("CARGO_PKG_VERSION")).as_bytes(),
+            ));
+        }
+        Some("--help" | "-h") => return exit_of(emit(USAGE.as_bytes())),
+        _ => {}
+    }
     let request = match Request::parse(args.get(1..).unwrap_or_default()) {
         Ok(r) => r,
         Err(e) => return fail("", &Error::Usage(e)),
     };
     if request == Request::Options {
         // Never fails and reads nothing: the daemon asks before it sets any option.
-        return match emit(protocol::options_text().as_bytes()) {
-            Ok(()) => Exit::Success,
-            Err(e) => fail("options", &e),
-        };
+        return exit_of(emit(protocol::options_text().as_bytes()));
     }
     let op = request.name();
     let result = DeviceOptions::read(|n| std::env::var(n).ok())
@@ -55,6 +61,21 @@ pub fn run(args: &[String]) -> Exit {
     match result {
         Ok(()) => Exit::Success,
         Err(e) => fail(op, &e),
+    }
+}
+
+/// What `--help` prints.
+const USAGE: &str = "\
+usage: barmans3-dplcompat OPERATION [VOLUME [PART]], run by Bareos' storage daemon
+operations: options, testconnection, list VOLUME, stat|upload|download|remove VOLUME PART
+device options (environment): config, bucket, prefix, base_url, storage_class, timeout
+see man barmans3-dplcompat
+";
+
+fn exit_of(r: Result<()>) -> Exit {
+    match r {
+        Ok(()) => Exit::Success,
+        Err(e) => fail("", &e),
     }
 }
 
@@ -114,12 +135,18 @@ async fn call(
 ) -> Result<()> {
     let budget = opts.timeout;
     let streaming = matches!(request, Request::Upload(_) | Request::Download(_));
+    let stopped = cancel.clone();
     let work = async {
         let device = device(&cfg, &opts, &request, cancel.clone()).await?;
         operate(&device, request, cancel).await
     };
     if streaming {
-        return work.await;
+        // A signal surfaces as whatever the engine was doing (a read, a request): say what
+        // it was.
+        return match work.await {
+            Err(_) if stopped.is_cancelled() => Err(Error::Interrupted),
+            r => r,
+        };
     }
     tokio::time::timeout(budget, work).await.unwrap_or_else(|_| {
         Err(Error::Failed(format!(
