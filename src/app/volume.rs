@@ -26,22 +26,8 @@ pub(super) async fn run(o: Options, action: VolumeAction, cancel: Arc<Cancel>) -
         VolumeAction::Status(Some(name))
             if status::load(&status::state_path(&cfg.state.dir, &name))?.is_none() =>
         {
-            // No put of it ran here (a volume Bareos writes through barmans3-dplcompat or
-            // another program): what the bucket holds.
             let t = engine(&o, &cfg, cancel, None).await?;
-            let (s, _) = admin::list_chunks(&t, &vol(&name)).await?;
-            if o.json {
-                outln!("{}", json(&s)?)?;
-            } else {
-                outln!(
-                    "Volume {}: {} chunks, {} bytes, {} (no put of it from this host)",
-                    s.volume,
-                    s.chunks,
-                    s.bytes,
-                    s.state
-                )?;
-            }
-            Ok(Exit::Success)
+            bucket_status(&o, &t, &vol(&name)).await
         }
         VolumeAction::Status(name) => status_report(&o, &cfg, name.as_ref()),
         VolumeAction::Put(req) => put_cmd(&o, &cfg, cancel, &vol(&req.name), &req).await,
@@ -116,6 +102,19 @@ async fn put_cmd(
         r.chunks_reused
     );
     report(o, &t, &r)
+}
+
+/// `volume status VOL` when no put of it ran here (a volume Bareos writes through
+/// barmans3-dplcompat or another program): what the bucket holds.
+async fn bucket_status(o: &Options, t: &Transfer, v: &Volume) -> Result<Exit> {
+    let (s, _) = admin::list_chunks(t, v).await?;
+    if o.json {
+        outln!("{}", json(&s)?)?;
+    } else {
+        let what = format!("{} chunks, {} bytes, {}", s.chunks, s.bytes, s.state);
+        outln!("Volume {}: {what} (no put of it from this host)", s.volume)?;
+    }
+    Ok(Exit::Success)
 }
 
 async fn ls_volume(o: &Options, t: &Transfer, v: &Volume) -> Result<Exit> {

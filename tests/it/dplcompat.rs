@@ -294,6 +294,13 @@ fn a_volume_labelled_written_appended_read_and_truncated_as_the_daemon_does() {
     let ls = dev.site.run(&[&cfg_prefix, "volume", "ls"], &[]);
     let text = String::from_utf8_lossy(&ls.stdout);
     assert!(text.contains(vol) && text.contains("no manifest"), "{text}");
+    let st = dev.site.run(&[&cfg_prefix, "volume", "status", vol], &[]);
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.status.success() && text.contains(&format!("5 chunks, {} bytes", src.len())),
+        "volume status of a volume the daemon wrote: {text}{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 
     // Relabel: every four-digit part removed in order; the volume is then empty.
     for (name, _) in dev.list(vol) {
