@@ -76,7 +76,9 @@ config: the barmans3 configuration (default: BARMANS3_CONFIG, then /etc/barmans3
 its s3: section says where the store is and how to reach it; it must be readable by the bareos \
 user and by nobody else.
 
-bucket, prefix: the bucket and key prefix, instead of the configuration's.
+bucket: the bucket, instead of the configuration's.
+
+prefix: the key prefix inside the bucket, instead of the configuration's.
 
 base_url: s3://BUCKET[/PATH], as Bareos' s3cmd wrapper takes it: bucket and prefix in one.
 
@@ -99,7 +101,7 @@ mod tests {
         assert_eq!(names, crate::dplcompat::protocol::OPERATIONS);
         super::command().debug_assert();
         for o in crate::dplcompat::protocol::OPTION_NAMES {
-            assert!(super::LONG_ABOUT.contains(&format!("{o}")), "{o}");
+            assert!(super::LONG_ABOUT.contains(&format!("{o}:")), "{o}");
         }
     }
 }

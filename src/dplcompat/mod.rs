@@ -87,7 +87,9 @@ fn fail(op: &str, e: &Error) -> Exit {
     } else {
         format!("{op}: ")
     };
-    eprintln!("{PROGRAM}: {op}{}", e.one_line());
+    // Not eprintln!: stderr shares the daemon's pipe with stdout, which a download may have
+    // made non-blocking; a full pipe must not turn the message into a panic.
+    let _ = writeln!(std::io::stderr(), "{PROGRAM}: {op}{}", e.one_line());
     match e.exit() {
         Exit::Success => Exit::Failed,
         x => x,
