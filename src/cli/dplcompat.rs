@@ -84,6 +84,12 @@ base_url: s3://BUCKET[/PATH], as Bareos' s3cmd wrapper takes it: bucket and pref
 
 storage_class: the storage class of the parts (STANDARD, STANDARD_IA, ...).
 
+s3cfg: the s3cmd configuration file of a device that used Bareos' s3cmd wrapper, read instead \
+of a barmans3 configuration (endpoint, region, credentials; with bucket= or base_url=), so \
+that only program= changes.
+
+s3cmd_prog: the s3cmd wrapper's option, accepted and unused.
+
 timeout: seconds a testconnection, list, stat or remove may take, retries included (default \
 20; keep it below the device's program_timeout, 30 by default).";
 

@@ -17,6 +17,7 @@
 pub mod input;
 pub mod ops;
 pub mod protocol;
+pub mod s3cfg;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -106,6 +107,9 @@ fn emit(bytes: &[u8]) -> Result<()> {
 /// The barmans3 config the `config` option names (else `BARMANS3_CONFIG`, else the default),
 /// with the device's `bucket`, `prefix` and `storage_class` over it.
 fn load_config(o: &DeviceOptions) -> Result<Config> {
+    if let Some(s3cfg) = &o.s3cfg {
+        return from_s3cfg(std::path::Path::new(s3cfg), o);
+    }
     let path = Config::resolve_path(o.config.as_deref().map(std::path::Path::new));
     let mut cfg = Config::load(&path, PermissionPolicy::Refuse)?;
     match (&mut cfg.location, &o.bucket) {
@@ -121,6 +125,35 @@ fn load_config(o: &DeviceOptions) -> Result<Config> {
     if let (Location::S3 { prefix, .. }, Some(p)) = (&mut cfg.location, &o.prefix) {
         p.clone_into(prefix);
     }
+    if let Some(c) = &o.storage_class {
+        cfg.s3.storage_classes.default = Some(c.clone());
+    }
+    Ok(cfg)
+}
+
+/// The settings of a device that kept the s3cmd wrapper's options: the store from its s3cmd
+/// configuration, the bucket and prefix from `bucket`/`base_url`/`prefix`. Content-MD5 on
+/// every upload, as s3cmd sends (every S3 store checks it), and no probe: such a device has no
+/// state directory of ours.
+fn from_s3cfg(path: &std::path::Path, o: &DeviceOptions) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "s3cfg={}: cannot read it: {}",
+            path.display(),
+            crate::error::reason(&e)
+        ))
+    })?;
+    crate::config::check_permissions(path, PermissionPolicy::Refuse)?;
+    let s3 =
+        s3cfg::parse(&text).map_err(|e| Error::Config(format!("s3cfg={}: {e}", path.display())))?;
+    let mut cfg = Config::for_location(Location::S3 {
+        bucket: o.bucket.clone().unwrap_or_default(),
+        prefix: o.prefix.clone().unwrap_or_default(),
+    });
+    cfg.s3 = s3;
+    cfg.source = Some(path.to_path_buf());
+    cfg.transfer.checksum = crate::transfer::ChecksumMode::WhenRequired;
+    cfg.transfer.probe_checksum = false;
     if let Some(c) = &o.storage_class {
         cfg.s3.storage_classes.default = Some(c.clone());
     }

@@ -22,6 +22,8 @@ pub const OPTION_NAMES: &[&str] = &[
     "base_url",
     "storage_class",
     "timeout",
+    "s3cfg",
+    "s3cmd_prog",
 ];
 
 /// The device options the storage daemon keeps for itself.
@@ -169,6 +171,10 @@ pub struct DeviceOptions {
     pub storage_class: Option<String>,
     /// `timeout`: how long a call other than upload and download may take.
     pub timeout: Duration,
+    /// `s3cfg`: the s3cmd configuration of a device that used Bareos' s3cmd wrapper, read
+    /// instead of a barmans3 config. (`s3cmd_prog`, the wrapper's other option, is accepted
+    /// and unused, so such a device starts with only `program=` changed.)
+    pub s3cfg: Option<String>,
 }
 
 impl DeviceOptions {
@@ -182,7 +188,19 @@ impl DeviceOptions {
             prefix: get("prefix").map(|p| normalize_prefix(&p)),
             storage_class: get("storage_class"),
             timeout: DEFAULT_TIMEOUT,
+            s3cfg: get("s3cfg"),
         };
+        if let (Some(c), Some(s)) = (&o.config, &o.s3cfg) {
+            return Err(format!(
+                "config={c} and s3cfg={s} both say how to reach the store: keep one"
+            ));
+        }
+        if o.s3cfg.is_some() && o.bucket.is_none() && get("base_url").is_none() {
+            return Err(
+                "s3cfg= names no bucket: add bucket= (or base_url=), as the s3cmd wrapper had"
+                    .into(),
+            );
+        }
         if let Some(url) = get("base_url") {
             if o.bucket.is_some() || o.prefix.is_some() {
                 return Err(format!(
@@ -329,6 +347,11 @@ mod tests {
             (&[("storage_class", "COLD")], "storage_class="),
             (&[("timeout", "0")], "timeout="),
             (&[("timeout", "20s")], "timeout="),
+            (&[("s3cfg", "/etc/s3cfg")], "s3cfg="),
+            (
+                &[("s3cfg", "/a"), ("bucket", "backup"), ("config", "/b")],
+                "s3cfg=",
+            ),
         ] {
             let e = read(bad).expect_err(names);
             assert!(e.contains(names) && !e.contains('\n'), "{e}");

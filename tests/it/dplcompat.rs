@@ -372,6 +372,8 @@ impl S3cmd {
             ),
         )
         .expect("s3cfg");
+        std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
         S3cmd {
             cfg,
             url: format!("s3://{}/{}", g.bucket(), dev.prefix),
@@ -461,6 +463,29 @@ fn parts_cross_between_our_program_and_s3cmd_byte_for_byte() {
     let (count, back) = read_volume(&dev, "Theirs");
     assert_eq!(count, 2);
     assert!(back == theirs.concat(), "our program reads s3cmd's parts");
+
+    // The wrapper's own device options, only program= changed: the s3cmd configuration is read.
+    let switched = Device {
+        daemon: Daemon {
+            env: vec![
+                ("s3cfg".into(), s3.cfg.display().to_string()),
+                ("base_url".into(), s3.url.clone()),
+                ("s3cmd_prog".into(), s3cmd().display().to_string()),
+            ],
+            timeout: Duration::from_secs(30),
+        },
+        prefix: dev.prefix.clone(),
+        site: Site::new(""),
+    };
+    switched.run(&["testconnection"]).ok("testconnection");
+    let (count, back) = read_volume(&switched, "Theirs");
+    assert!(count == 2 && back == theirs.concat(), "read with the s3cfg");
+    let more = data(3000, 7);
+    switched
+        .daemon
+        .upload("Theirs", "0002", &more)
+        .ok("upload with the s3cfg");
+    assert!(s3.get("Theirs", "0002") == more);
 }
 
 #[test]
