@@ -272,3 +272,26 @@ fn faults_between_program_and_store_never_corrupt_a_part() {
         "{requests} requests, {faults} faults, {ok_up} uploads, {ok_down} downloads"
     );
 }
+
+#[test]
+fn a_download_that_does_not_match_the_stores_checksum_fails_after_the_bytes() {
+    // A file:// store keeps each object's CRC32C beside it: bytes changed behind its back are
+    // what a store returning corrupt data looks like.
+    let bucket = tempfile::tempdir().expect("tmp");
+    let yaml = format!("store: file://{}\n", bucket.path().display());
+    let dev = Device::on("dpl-corrupt", Duration::from_secs(30), &yaml);
+    let body = data(3 << 20, 9);
+    dev.daemon.upload("V", "0000", &body).ok("upload");
+    assert_eq!(dev.read_part("V", "0000").expect("part"), body);
+    let file = bucket.path().join(&dev.prefix).join("V/0000");
+    let mut bytes = std::fs::read(&file).expect("object file");
+    bytes[1 << 20] ^= 0x40;
+    std::fs::write(&file, &bytes).expect("corrupt");
+    let out = dev.run(&["download", "V", "0000"]);
+    assert_ne!(out.status, 0, "a corrupt part must fail");
+    let tail = String::from_utf8_lossy(&out.out[bytes.len().min(out.out.len())..]).into_owned();
+    assert!(
+        tail.contains("checksum"),
+        "the reason follows the bytes: {tail:?}"
+    );
+}
