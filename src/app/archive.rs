@@ -1,12 +1,11 @@
-//! Runs `archive`: config, engine (and the same store again for server-side copies), the dry
-//! run's plan on stdout, the summary, and the exit code from [`crate::gluster::Report::exit`].
+//! Runs `archive`: config, engine, the dry run's plan on stdout, the summary, and the exit code
+//! from [`crate::gluster::Report::exit`].
 
 use std::sync::Arc;
 
 use crate::cli::invocation::Options;
 use crate::error::{Exit, Result};
 use crate::gluster::{ArchiveOptions, Env, Planned};
-use crate::transfer::stats::counting;
 use crate::transfer::{Cancel, Transfer};
 
 pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
@@ -21,7 +20,6 @@ pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>)
         t = t.with_progress(Arc::new(crate::progress::Bars::new()));
     }
     let env = Env {
-        copier: counting(store, t.stats().clone()),
         transfer: t.clone(),
         location: cfg.location.clone(),
         s3: cfg.s3.clone(),
