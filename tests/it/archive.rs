@@ -14,7 +14,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::faults::FaultProxy;
-use crate::common::site::Site;
 use crate::common::{Backend, on_both};
 use fixture::*;
 
@@ -373,12 +372,7 @@ on_both!(
 fn where_copies_are_refused_the_object_is_copied_through_this_host() {
     let g = crate::common::garage();
     let proxy = FaultProxy::refusing_copies(g.endpoint());
-    let prefix = crate::common::unique("archive-relay");
-    let case = Case {
-        site: Site::new(&g.yaml(&prefix).replace(g.endpoint(), &proxy.endpoint)),
-        brick: Brick::new(),
-        bucketid: format!("{}/{prefix}", g.bucket()),
-    };
+    let case = Case::through(&proxy, "archive-relay");
     let data = crate::common::data(12 << 20, 11);
     case.brick.add("media/big.bin", &data);
     let out = case.archive(&[], &[("BARMANS3_TEST_CS_REMOTE_PREFIX", "moved/")]);
@@ -406,12 +400,7 @@ fn where_copies_are_refused_the_object_is_copied_through_this_host() {
 fn a_write_while_a_part_is_stalled_is_not_marked_and_the_next_run_archives() {
     let g = crate::common::garage();
     let proxy = FaultProxy::start(g.endpoint(), 0.0, 1, Duration::from_secs(3));
-    let prefix = crate::common::unique("archive-stall");
-    let case = Case {
-        site: Site::new(&g.yaml(&prefix).replace(g.endpoint(), &proxy.endpoint)),
-        brick: Brick::new(),
-        bucketid: format!("{}/{prefix}", g.bucket()),
-    };
+    let case = Case::through(&proxy, "archive-stall");
     let data = crate::common::data(12 << 20, 10);
     let p = case.brick.add("images/disk.img", &data);
     proxy.hold("partNumber=2");

@@ -79,35 +79,7 @@ fn gluster_truncates_what_archive_marks_and_the_objects_are_the_files() {
     let brick = &vol.bricks[0];
     let vol_args = ["--volume", "arch"];
 
-    // A write through the mount between the upload and the mark: not marked, left whole.
-    let first = data(300_000, 1);
-    let grow = put(&vol.mnt, "grow.log", &first);
-    wait_closed(&[vol.on_brick(0, "grow.log")]);
-    let flag = site.dir.path().join("paused");
-    let child = archive_cmd(&site, brick, &vol.mnt, &vol_args)
-        .env("BARMANS3_TEST", "1")
-        .env("BARMANS3_TEST_ARCHIVE_PAUSE", &flag)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn archive");
-    wait_for(
-        "archive to pause after its upload",
-        Duration::from_secs(60),
-        || flag.exists(),
-    );
-    append(&grow, b"one more line\n");
-    std::fs::remove_file(&flag).expect("resume");
-    let v = ok("paused archive", &child.wait_with_output().expect("wait"));
-    assert_eq!(counts(&v, &["changed"]), [0, 1], "{v}");
-    let mut now = first.clone();
-    now.extend_from_slice(b"one more line\n");
-    assert_whole(&vol, 0, "grow.log", &now);
-    assert!(std::fs::read(&grow).expect("read") == now);
-    assert!(
-        object(&site, "grow.log").as_deref() == Some(&first[..]),
-        "the object stays"
-    );
+    let now = a_write_between_upload_and_mark_leaves_the_file_whole(&site, &vol, &vol_args);
 
     // The rest: archived, or skipped for Gluster's reasons and the ones of §1.4.
     let small = data(10_000, 2);
@@ -157,6 +129,44 @@ fn gluster_truncates_what_archive_marks_and_the_objects_are_the_files() {
         serde_json::Value::Null,
         "nothing sent: {v}"
     );
+}
+
+/// A write through the mount between the upload and the mark: the file is not marked and stays
+/// whole, the object stays as uploaded. Returns the file's content now.
+fn a_write_between_upload_and_mark_leaves_the_file_whole(
+    site: &Site,
+    vol: &Volume,
+    vol_args: &[&str],
+) -> Vec<u8> {
+    let first = data(300_000, 1);
+    let grow = put(&vol.mnt, "grow.log", &first);
+    wait_closed(&[vol.on_brick(0, "grow.log")]);
+    let flag = site.dir.path().join("paused");
+    let child = archive_cmd(site, &vol.bricks[0], &vol.mnt, vol_args)
+        .env("BARMANS3_TEST", "1")
+        .env("BARMANS3_TEST_ARCHIVE_PAUSE", &flag)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn archive");
+    wait_for(
+        "archive to pause after its upload",
+        Duration::from_secs(60),
+        || flag.exists(),
+    );
+    append(&grow, b"one more line\n");
+    std::fs::remove_file(&flag).expect("resume");
+    let v = ok("paused archive", &child.wait_with_output().expect("wait"));
+    assert_eq!(counts(&v, &["changed"]), [0, 1], "{v}");
+    let mut now = first.clone();
+    now.extend_from_slice(b"one more line\n");
+    assert_whole(vol, 0, "grow.log", &now);
+    assert!(std::fs::read(&grow).expect("read") == now);
+    assert!(
+        object(site, "grow.log").as_deref() == Some(&first[..]),
+        "the object stays"
+    );
+    now
 }
 
 #[test]
