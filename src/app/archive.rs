@@ -1,5 +1,5 @@
-//! Runs `archive`: config, engine (and the same store again for server-side copies), the dry
-//! run's plan on stdout, the summary, and the exit code from [`crate::gluster::Report::exit`].
+//! Runs `archive`: config, engine, the dry run's plan on stdout, the summary, and the exit code
+//! from [`crate::gluster::Report::exit`].
 
 use std::sync::Arc;
 
@@ -7,15 +7,13 @@ use crate::cli::invocation::Options;
 use crate::error::{Exit, Result};
 use crate::gluster::{ArchiveOptions, Env, Planned};
 use crate::transfer::Cancel;
-use crate::transfer::stats::counting;
 
 pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = super::load_config(&o)?;
-    let (t, store) = super::moving_builder(&o, &cfg, cancel)?
-        .open_with_store(&cfg.location, &cfg.s3)
+    let t = super::moving_builder(&o, &cfg, cancel)?
+        .open(&cfg.location, &cfg.s3)
         .await?;
     let env = Env {
-        copier: counting(store, t.stats().clone()),
         transfer: t.clone(),
         location: cfg.location.clone(),
         s3: cfg.s3.clone(),

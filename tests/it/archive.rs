@@ -262,6 +262,19 @@ async fn a_cs_remote_gluster_recorded_elsewhere_gets_a_copy_and_exit_1(b: Backen
     assert_untouched(&case, "projects/zz-later.odt", b"later");
 }
 
+/// A file sent in parts (12 MiB at 5 MiB parts) copied server-side to where Gluster recorded it.
+async fn a_large_file_recorded_elsewhere_gets_a_verified_copy(b: Backend) {
+    let case = Case::new(b);
+    let data = crate::common::data(12 << 20, 10);
+    case.brick.add("media/big.bin", &data);
+    let out = case.archive(&[], &[("BARMANS3_TEST_CS_REMOTE_PREFIX", "moved/")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("was copied to"), "{err}");
+    assert_eq!(summary(&out)["requests"]["copy"], 1, "{}", summary(&out));
+    assert_eq!(case.recall("media/big.bin"), data, "recall finds the copy");
+}
+
 async fn a_dry_run_changes_nothing(b: Backend) {
     let case = Case::new(b);
     let (_held, _) = never_archive_fixture(&case);
@@ -350,20 +363,46 @@ on_both!(
     a_key_in_use_is_refused_and_nothing_is_truncated,
     killed_between_upload_and_mark_the_next_run_reuses_the_object,
     a_cs_remote_gluster_recorded_elsewhere_gets_a_copy_and_exit_1,
+    a_large_file_recorded_elsewhere_gets_a_verified_copy,
     a_dry_run_changes_nothing,
     max_files_and_max_bytes_bound_the_run,
 );
+
+/// A store that refuses server-side copies: the object goes through this host, downloaded and
+/// verified, uploaded and verified, and the file recalls from where Gluster recorded it.
+#[test]
+fn where_copies_are_refused_the_object_is_copied_through_this_host() {
+    let g = crate::common::garage();
+    let proxy = FaultProxy::refusing_copies(g.endpoint());
+    let case = Case::through(&proxy, "archive-relay");
+    let data = crate::common::data(12 << 20, 11);
+    case.brick.add("media/big.bin", &data);
+    let out = case.archive(&[], &[("BARMANS3_TEST_CS_REMOTE_PREFIX", "moved/")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("goes through this host"), "{err}");
+    assert!(err.contains("was copied to"), "{err}");
+    let v = summary(&out);
+    assert_eq!(v["bytes_down"], 12 << 20, "{v}");
+    assert_eq!(
+        v["bytes_up"],
+        2 * (12 << 20),
+        "the file, then the copy: {v}"
+    );
+    let relayed: Vec<_> = std::fs::read_dir(case.site.dir.path().join("state/archive"))
+        .expect("state/archive")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("relay"))
+        .collect();
+    assert!(relayed.is_empty(), "the relay file is removed: {relayed:?}");
+    assert_eq!(case.recall("media/big.bin"), data, "recall finds the copy");
+}
 
 #[test]
 fn a_write_while_a_part_is_stalled_is_not_marked_and_the_next_run_archives() {
     let g = crate::common::garage();
     let proxy = FaultProxy::start(g.endpoint(), 0.0, 1, Duration::from_secs(3));
-    let prefix = crate::common::unique("archive-stall");
-    let case = Case {
-        site: Site::new(&g.yaml(&prefix).replace(g.endpoint(), &proxy.endpoint)),
-        brick: Brick::new(),
-        bucketid: format!("{}/{prefix}", g.bucket()),
-    };
+    let case = Case::through(&proxy, "archive-stall");
     let data = crate::common::data(12 << 20, 10);
     let p = case.brick.add("images/disk.img", &data);
     proxy.hold("partNumber=2");
