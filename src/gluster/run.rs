@@ -405,9 +405,13 @@ async fn copy_to_recorded(
         metadata: object_metadata(s0, crc),
         ..Default::default()
     };
+    let copier = ctx
+        .copier
+        .copier()
+        .ok_or_else(|| Error::Failed(format!("{}: no server-side copy", ctx.copier.describe())))?;
     ctx.retry
         .run(ctx.t.stats(), ctx.t.cancel_flag(), || {
-            ctx.copier.copy(&p.key, &dst, &opts)
+            copier.copy(&p.key, &dst, &opts)
         })
         .await?;
     verify(ctx, &dst, s0, crc).await?;
