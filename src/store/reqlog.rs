@@ -11,7 +11,9 @@
 //! The file is opened with `O_APPEND` and every line goes out in one `write(2)`, so runs
 //! appending to the same file at once never interleave inside a line and a crash leaves whole
 //! lines. Only operation names, sizes and keys are written: never a credential, header or URL.
-//! A log that cannot be written costs a warning, never the run.
+//! A log that cannot be written costs a warning, never the run. The file is often in `/tmp`, so
+//! a symbolic link there is not followed, a FIFO never makes the run wait, and only a regular
+//! file of this user (or root) is written; anything else is the same one warning and no log.
 //!
 //! What the status column can know: a successful request is logged with the status S3 gives
 //! that operation (200; 206 for a ranged GET; 204 for an abort), since the store layer sees our
@@ -270,15 +272,12 @@ impl Observer for FileLog {
     }
 }
 
-/// Opens the log for appending (0600 when created) and writes the extended header into an
-/// empty file, under an exclusive lock so two runs starting at once write it once.
+/// Opens the log for appending (0600 when created; never through a symbolic link, never
+/// waiting on a FIFO, only a regular file of this user or root: it is often in `/tmp`) and
+/// writes the extended header into an empty file, under an exclusive lock so two runs
+/// starting at once write it once.
 fn open_log(log: &RequestLog) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&log.path)?;
+    let file = crate::fsutil::open_append_owned(&log.path)?;
     if log.format == LogFormat::Extended {
         file.lock()?;
         let result = match file.metadata() {
