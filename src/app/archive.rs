@@ -6,20 +6,14 @@ use std::sync::Arc;
 use crate::cli::invocation::Options;
 use crate::error::{Exit, Result};
 use crate::gluster::{ArchiveOptions, Env, Planned};
+use crate::transfer::Cancel;
 use crate::transfer::stats::counting;
-use crate::transfer::{Cancel, Transfer};
 
 pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = super::load_config(&o)?;
-    if let Some(dir) = &cfg.state.log_dir {
-        crate::logging::open_log_file(dir)?;
-    }
-    let store = crate::store::open(&cfg.location, &cfg.s3).await?;
-    let store = crate::store::reqlog::wrap(store, o.request_log.as_ref());
-    let mut t = Transfer::new(store.clone(), cfg.transfer.clone()).with_cancel(cancel);
-    if o.progress {
-        t = t.with_progress(Arc::new(crate::progress::Bars::new()));
-    }
+    let (t, store) = super::moving_builder(&o, &cfg, cancel)?
+        .open_with_store(&cfg.location, &cfg.s3)
+        .await?;
     let env = Env {
         copier: counting(store, t.stats().clone()),
         transfer: t.clone(),

@@ -6,6 +6,7 @@
 //! [`download`]; this module adds the metadata operations producers need (list, head, delete,
 //! stale multipart clean-up), all retried and counted the same way.
 
+pub mod builder;
 pub mod compare;
 pub mod copy;
 pub mod download;
@@ -27,6 +28,7 @@ use crate::progress::{Progress, Silent};
 use crate::store::{
     ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, SharedStore, Upload,
 };
+pub use builder::EngineBuilder;
 pub use copy::CopyExpect;
 pub use download::{Downloaded, Expect};
 use probe::ChecksumProbe;

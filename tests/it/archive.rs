@@ -3,7 +3,8 @@
 //! played by the hidden `--emulate-cloudsync`, and recall done as `cs_download_task` does it
 //! (GET `<bucketid>/<cs.remote>` with `store get`, write back, drop `cs.remote`). Writes during
 //! the upload (a stalled part, or the pause hook between upload and mark), a kill between upload
-//! and mark, a key in use, a `cs.remote` Gluster recorded elsewhere, dry runs and limits.
+//! and mark, a key in use, a `cs.remote` Gluster recorded elsewhere, dry runs and limits, and a
+//! store that ignores checksum headers found out by the checksum probe.
 
 mod fixture;
 mod setup;
@@ -13,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::faults::FaultProxy;
+use crate::common::faults::{FaultProxy, Quirk};
 use crate::common::site::Site;
 use crate::common::{Backend, on_both};
 use fixture::*;
@@ -424,4 +425,30 @@ async fn a_file_opened_before_the_mark_is_left_alone(b: Backend) {
         (Some(1), Some(1)),
         "{v}"
     );
+}
+
+#[test]
+fn archive_probes_a_store_that_ignores_checksum_headers_and_sends_content_md5() {
+    // The store takes CRC32C headers without checking them (or storing the body): only the
+    // checksum probe of `s3.request_checksum: auto` finds that out and switches to Content-MD5.
+    let g = crate::common::garage();
+    let proxy = FaultProxy::with_quirk(g.endpoint(), Quirk::IgnoreChecksums);
+    let prefix = crate::common::unique("archive-probe");
+    let case = Case {
+        site: Site::new(&g.yaml(&prefix).replace(g.endpoint(), &proxy.endpoint)),
+        brick: Brick::new(),
+        bucketid: format!("{}/{prefix}", g.bucket()),
+    };
+    let small = crate::common::data(10_000, 12);
+    let big = crate::common::data(12 << 20, 13);
+    case.brick.add("docs/small.txt", &small);
+    case.brick.add("docs/big.bin", &big);
+    let v = ok(&case.archive(&[], &[]));
+    assert_eq!(v["archived"], 2, "{v}");
+    assert!(
+        !case.site.probed(),
+        "the probe found the store does not verify"
+    );
+    assert_eq!(case.recall("docs/small.txt"), small);
+    assert_eq!(case.recall("docs/big.bin"), big);
 }

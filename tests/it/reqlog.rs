@@ -88,6 +88,8 @@ fn unix_now() -> u64 {
 
 async fn droplet_lines_sum_to_the_bytes_moved(b: Backend) {
     let v = Vt::new(b, "reqlog-droplet");
+    // The bytes of the volume alone: no one-time checksum probe among them.
+    v.pin_checksums();
     let log = v.path("droplet.csv");
     let l = log.to_str().expect("utf8");
     let src = v.file("src", &data(25 * MIB as usize, 1));
@@ -213,8 +215,9 @@ fn under_faults_droplet_logs_successes_and_extended_logs_every_answer() {
     let g = garage();
     let proxy = FaultProxy::start(g.endpoint(), 0.2, 20261129, Duration::from_secs(3));
     let prefix = unique("reqlog-faults");
+    // An explicit checksum mode: the lines counted are the volumes' alone, no one-time probe.
     let site = Site::new(&format!(
-        "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  concurrency: 4\n  max_attempts: 10\n  connect_timeout: 2s\n  read_timeout: 2s\n",
+        "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  concurrency: 4\n  max_attempts: 10\n  connect_timeout: 2s\n  read_timeout: 2s\n  request_checksum: when_supported\n",
         proxy.endpoint,
         g.bucket(),
         g.key_id(),
