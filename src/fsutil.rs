@@ -135,34 +135,46 @@ fn check_owned_file(m: &fs::Metadata, uid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A scratch directory holding what another user can leave where we write: `victim` (a file
+/// of ours), `link` (a symbolic link to it), `hard` (a hard link to it), `fifo` (that nobody
+/// reads).
+#[cfg(test)]
+pub(crate) fn hostile_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tmp");
+    let victim = d.path().join("victim");
+    fs::write(&victim, b"precious").expect("victim");
+    std::os::unix::fs::symlink(&victim, d.path().join("link")).expect("symlink");
+    fs::hard_link(&victim, d.path().join("hard")).expect("hard link");
+    let made = std::process::Command::new("mkfifo")
+        .arg(d.path().join("fifo"))
+        .status();
+    assert!(made.expect("mkfifo").success());
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn appends_only_to_our_own_regular_files() {
-        let d = tempfile::tempdir().expect("tmp");
-        let p = d.path().join("log");
-        open_append_owned(&p).expect("created");
-        let victim = d.path().join("victim");
-        fs::write(&victim, b"precious").expect("victim");
-        let link = d.path().join("link");
-        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
-        let e = open_append_owned(&link).expect_err("a link is refused");
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-        let hard = d.path().join("hard");
-        fs::hard_link(&victim, &hard).expect("hard link");
-        let e = open_append_owned(&hard).expect_err("a hard link is refused");
-        assert!(e.to_string().contains("hard links"), "{e}");
-        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        let d = hostile_dir();
+        open_append_owned(&d.path().join("log")).expect("created");
+        // A FIFO has no reader: the open fails at once instead of waiting for one.
+        for (name, why) in [
+            ("link", "symbolic link"),
+            ("hard", "hard links"),
+            ("fifo", "FIFO"),
+        ] {
+            let e = open_append_owned(&d.path().join(name)).expect_err(name);
+            assert!(e.to_string().contains(why), "{name}: {e}");
+        }
+        assert_eq!(
+            fs::read(d.path().join("victim")).expect("victim"),
+            b"precious"
+        );
         let e = open_append_owned(d.path()).expect_err("a directory is refused");
         assert!(e.raw_os_error() == Some(libc::EISDIR), "{e}");
-        let fifo = d.path().join("fifo");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        assert!(made.expect("mkfifo").success());
-        // No reader: the open fails at once instead of waiting for one.
-        let e = open_append_owned(&fifo).expect_err("a FIFO is refused");
-        assert!(e.to_string().contains("FIFO"), "{e}");
     }
 
     #[test]

@@ -40,19 +40,12 @@ mod tests {
 
     #[test]
     fn a_lock_is_never_taken_through_a_link_or_on_a_fifo() {
-        let d = tempfile::tempdir().expect("tmp");
-        let victim = d.path().join("victim");
-        std::fs::write(&victim, b"x").expect("victim");
-        let link = d.path().join("link.lock");
-        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
-        let e = try_lock_file(&link, "test").expect_err("a link is refused");
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-        let fifo = d.path().join("fifo.lock");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        assert!(made.expect("mkfifo").success());
-        // Nobody reads it: the open fails at once instead of waiting for a reader.
-        let e = try_lock_file(&fifo, "test").expect_err("a FIFO is refused");
-        assert!(e.to_string().contains("FIFO"), "{e}");
+        let d = crate::fsutil::hostile_dir();
+        // Nobody reads the FIFO: the open fails at once instead of waiting for a reader.
+        for (name, why) in [("link", "symbolic link"), ("fifo", "FIFO")] {
+            let e = try_lock_file(&d.path().join(name), "test").expect_err(name);
+            assert!(e.to_string().contains(why), "{name}: {e}");
+        }
         let held = try_lock_file(&d.path().join("ok.lock"), "test").expect("a plain lock");
         let busy = try_lock_file(&d.path().join("ok.lock"), "test").expect_err("held");
         assert!(matches!(busy, Error::Busy(_)), "{busy}");

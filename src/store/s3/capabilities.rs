@@ -43,12 +43,7 @@ impl ServerCopy for S3Store {
     async fn copy_part(&self, up: &Upload, part: u32, src: &ObjectRange) -> Result<PartReceipt> {
         let dst = &up.key;
         let range = src.range;
-        let out = self
-            .client
-            .upload_part_copy()
-            .bucket(&self.bucket)
-            .key(dst)
-            .upload_id(&up.id)
+        let out = on_upload!(self, upload_part_copy, up)
             .part_number(part as i32)
             .copy_source(copy_source(&self.bucket, &src.key))
             .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))

@@ -31,6 +31,19 @@ macro_rules! new_object {
     }};
 }
 
+/// Starts a request on one multipart upload (UploadPart, UploadPartCopy, Complete-, Abort-,
+/// ListParts): five more builder types that share `bucket`, `key` and `upload_id` by name only.
+macro_rules! on_upload {
+    ($store:expr, $op:ident, $up:expr) => {
+        $store
+            .client
+            .$op()
+            .bucket(&$store.bucket)
+            .key(&$up.key)
+            .upload_id(&$up.id)
+    };
+}
+
 /// Sends a PutObject or UploadPart request (two more builder types that share their setters by
 /// name only) with its body's integrity header, `x-amz-checksum-crc32c` or `Content-MD5`. The
 /// body is protected by that signed header; hashing it again for SigV4 would cost a second

@@ -42,12 +42,7 @@ impl Multipart for S3Store {
 
     async fn upload_part(&self, up: &Upload, part: u32, body: Body) -> Result<PartReceipt> {
         let (size, integrity) = (body.len(), body.integrity);
-        let req = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&up.key)
-            .upload_id(&up.id)
+        let req = on_upload!(self, upload_part, up)
             .part_number(part as i32)
             .content_length(size as i64)
             .body(self.stream(body, "UploadPart", &up.key).await?);
@@ -78,12 +73,7 @@ impl Multipart for S3Store {
                     .build()
             })
             .collect();
-        let out = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&up.key)
-            .upload_id(&up.id)
+        let out = on_upload!(self, complete_multipart_upload, up)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(completed))
@@ -98,15 +88,7 @@ impl Multipart for S3Store {
     }
 
     async fn abort(&self, up: &Upload) -> Result<()> {
-        match self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&up.key)
-            .upload_id(&up.id)
-            .send()
-            .await
-        {
+        match on_upload!(self, abort_multipart_upload, up).send().await {
             Ok(_) => Ok(()),
             Err(e) => match map_err("AbortMultipartUpload", &up.key, &self.endpoint, e) {
                 Error::NotFound { .. } => Ok(()),
@@ -119,12 +101,7 @@ impl Multipart for S3Store {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = self
-                .client
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(&up.key)
-                .upload_id(&up.id)
+            let page = on_upload!(self, list_parts, up)
                 .set_part_number_marker(marker.clone())
                 .send()
                 .await
