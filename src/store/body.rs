@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{ByteRange, Integrity};
-use crate::error::{Error, Result};
 
 /// What a body's bytes are.
 #[derive(Debug, Clone)]
@@ -70,20 +69,4 @@ pub struct FileRange {
     pub file: Arc<std::fs::File>,
     /// Which bytes.
     pub range: ByteRange,
-}
-
-impl FileRange {
-    /// Reads the range into memory. A file that is now shorter is an error.
-    pub async fn read(&self) -> Result<Bytes> {
-        let (file, range, path) = (self.file.clone(), self.range, self.path.clone());
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; range.len() as usize];
-            file.read_exact_at(&mut buf, range.start)
-                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-            Ok(Bytes::from(buf))
-        })
-        .await
-        .map_err(|e| Error::Failed(format!("read task failed: {e}")))?
-    }
 }
