@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::config::{Config, PermissionPolicy};
 use crate::error::{Error, Exit, Result};
 use crate::store::Location;
-use crate::transfer::{Cancel, Transfer};
+use crate::transfer::{Cancel, EngineBuilder};
 use ops::Device;
 use protocol::{DeviceOptions, Request};
 
@@ -199,11 +199,12 @@ async fn device(
     request: &Request,
     cancel: Arc<Cancel>,
 ) -> Result<Device> {
-    let store = crate::store::open(&cfg.location, &cfg.s3).await?;
-    let mut t = Transfer::new(store, cfg.transfer.clone()).with_cancel(cancel);
-    if matches!(request, Request::Upload(_)) && cfg.transfer.probe_checksum {
-        t = t.with_checksum_probe(crate::app::checksum_probe(cfg));
+    let mut b = EngineBuilder::new(cfg.transfer.clone()).cancel(cancel);
+    if matches!(request, Request::Upload(_)) {
+        // Applied only when the settings ask for the probe (`s3.request_checksum: auto`).
+        b = b.checksum_probe(crate::app::checksum_probe(cfg));
     }
+    let t = b.open(&cfg.location, &cfg.s3).await?;
     let prefix = match (&cfg.location, &opts.prefix) {
         (Location::Local { .. }, Some(p)) => p.clone(),
         (loc, _) => loc.prefix().to_string(),
