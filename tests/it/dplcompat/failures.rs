@@ -184,12 +184,77 @@ fn bad_input_is_one_line_a_non_zero_exit_and_nothing_written() {
         .replace(garage().secret(), "wrong-secret");
     let wrong = Device::on("dpl-bad-key", Duration::from_secs(30), &wrong_key);
     let out = wrong.run(&["testconnection"]);
+    let text = one_line("wrong secret", &out);
+    assert!(text.contains("secret"), "{text}");
     assert!(
-        one_line("wrong secret", &out).contains("secret"),
-        "{}",
-        out.text()
+        !text.contains("wrong-secret") && !text.contains(garage().secret()),
+        "a secret in the message: {text}"
     );
     assert!(dev.keys().is_empty() && wrong.keys().is_empty());
+}
+
+#[test]
+fn credentials_that_cannot_be_read_are_one_line_and_nothing_written() {
+    let dev = Device::new("dpl-bad-creds", Duration::from_secs(30));
+    let g = garage();
+    let host = g.endpoint().trim_start_matches("http://");
+    let s3cfg = |name: &str, text: &str, mode: u32| {
+        let p = dev.site.dir.path().join(name);
+        std::fs::write(&p, text).expect("s3cfg");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+        p.display().to_string()
+    };
+    let whole = format!(
+        "[default]\naccess_key = {}\nsecret_key = {}\nhost_base = {host}\nhost_bucket = {host}\nbucket_location = garage\nuse_https = False\n",
+        g.key_id(),
+        g.secret()
+    );
+    let shared = s3cfg("shared.s3cfg", &whole, 0o644);
+    let keyless = s3cfg(
+        "keyless.s3cfg",
+        &whole.replace("secret_key", "# secret_key"),
+        0o600,
+    );
+    let missing = dev.site.dir.path().join("none.s3cfg").display().to_string();
+    let base = format!("s3://{}/{}", g.bucket(), dev.prefix);
+    for (path, says) in [
+        (missing.as_str(), "cannot read it"),
+        (shared.as_str(), "chmod 600"),
+        (keyless.as_str(), "secret_key"),
+    ] {
+        let d = super::daemon::Daemon {
+            env: vec![
+                ("s3cfg".into(), path.to_string()),
+                ("base_url".into(), base.clone()),
+            ],
+            timeout: Duration::from_secs(30),
+        };
+        let out = d.upload("V", "0000", &data(4096, 1));
+        let text = out.text();
+        assert_ne!(out.status, 0, "{path}: {text}");
+        assert_eq!(text.lines().count(), 1, "{path}: {text:?}");
+        assert!(text.contains(path) && text.contains(says), "{path}: {text}");
+        assert!(
+            !text.contains(g.secret()),
+            "a secret in the message: {text}"
+        );
+        assert!(out.elapsed < Duration::from_secs(10) && !out.killed);
+    }
+    // A barmans3 config with half a key pair.
+    let half = g
+        .yaml("x")
+        .lines()
+        .filter(|l| !l.contains("secret_access_key"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    let halfdev = Device::on("dpl-bad-creds-half", Duration::from_secs(30), &half);
+    let out = halfdev.daemon.upload("V", "0000", &data(4096, 2));
+    let text = out.text();
+    assert_ne!(out.status, 0, "{text}");
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(text.contains("secret_access_key"), "{text}");
+    assert!(dev.keys().is_empty() && halfdev.keys().is_empty());
 }
 
 #[test]
