@@ -91,7 +91,11 @@ that only program= changes.
 s3cmd_prog: the s3cmd wrapper's option, accepted and unused.
 
 timeout: seconds a testconnection, list, stat or remove may take, retries included (default \
-20; keep it below the device's program_timeout, 30 by default).";
+20; keep it below the device's program_timeout, 30 by default); it also caps the wait for one \
+answer of the store in every call (s3.connect_timeout, s3.read_timeout), so an upload or \
+download whose store stops answering fails with a line saying why once its s3.max_attempts \
+waits are spent, before the daemon's SIGTERM when timeout times max_attempts stays below \
+program_timeout.";
 
 const AFTER: &str = "\
 Exit status: 0 success; 1 the operation failed (the store, a missing part, a checksum); 2 usage \

@@ -56,7 +56,8 @@ pub fn run(args: &[String]) -> Exit {
     let result = DeviceOptions::read(|n| std::env::var(n).ok())
         .map_err(Error::Config)
         .and_then(|opts| {
-            let cfg = load_config(&opts)?;
+            let mut cfg = load_config(&opts)?;
+            within_timeout(&mut cfg.s3, opts.timeout);
             crate::runtime::block_on(|cancel| call(cfg, opts, request, cancel))
         });
     match result {
@@ -160,6 +161,15 @@ fn from_s3cfg(path: &std::path::Path, o: &DeviceOptions) -> Result<Config> {
     Ok(cfg)
 }
 
+/// Caps the store's connect and read timeouts at the `timeout` option: one request the store
+/// never answers must not outlast the daemon's `program_timeout` (which kills a download that
+/// moves no byte, and an upload whose end the store does not take), so the bounded retries can
+/// end in a line that says why instead of a SIGTERM.
+pub fn within_timeout(s3: &mut crate::store::s3::S3Options, timeout: std::time::Duration) {
+    s3.connect_timeout = s3.connect_timeout.min(timeout);
+    s3.read_timeout = s3.read_timeout.min(timeout);
+}
+
 /// Builds the engine and runs the operation; every operation but `upload` and `download` within
 /// the `timeout` option, retries included.
 async fn call(
@@ -247,4 +257,29 @@ async fn operate(d: &Device, request: Request, cancel: Arc<Cancel>) -> Result<()
         }
     };
     emit(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::s3::S3Options;
+
+    #[test]
+    fn the_stores_timeouts_fit_inside_the_timeout_option() {
+        let mut s3 = S3Options::default();
+        within_timeout(&mut s3, Duration::from_secs(20));
+        assert_eq!(s3.read_timeout, Duration::from_secs(20));
+        assert_eq!(s3.connect_timeout, Duration::from_secs(10));
+        within_timeout(&mut s3, Duration::from_secs(3));
+        assert_eq!(
+            (s3.connect_timeout, s3.read_timeout),
+            (Duration::from_secs(3), Duration::from_secs(3))
+        );
+        // Shorter settings of the config stay.
+        s3.read_timeout = Duration::from_secs(1);
+        within_timeout(&mut s3, Duration::from_secs(20));
+        assert_eq!(s3.read_timeout, Duration::from_secs(1));
+    }
 }
