@@ -250,7 +250,12 @@ fn a_volume_labelled_written_appended_read_and_truncated_as_the_daemon_does() {
     dev.daemon.upload(vol, &last, &buf).ok("re-upload");
     dev.daemon.upload(vol, "0004", &more[fill..]).ok("new part");
     src.extend_from_slice(&more);
-    let sizes: Vec<u64> = dev.list(vol).iter().map(|p| p.1).collect();
+    let listed = dev.list(vol);
+    for (name, size) in &listed {
+        let st = dev.run(&["stat", vol, name]);
+        assert_eq!(strict_size(st.ok("stat")) as u64, *size, "stat {name}");
+    }
+    let sizes: Vec<u64> = listed.iter().map(|p| p.1).collect();
     assert_eq!(
         sizes,
         [
