@@ -512,6 +512,13 @@ fn our_manifest_is_forgotten_once_the_daemon_changes_a_volume() {
     );
     let manifest = format!("{}/V/barmans3.volume.json", dev.prefix);
     assert!(dev.keys().contains(&manifest));
+    // The daemon restores what `volume put` wrote, and `list` shows only the chunks.
+    assert_eq!(dev.list("V").len(), 2);
+    let (count, back) = read_volume(&dev, "V");
+    assert!(
+        count == 2 && back == src,
+        "the program reads volume put's volume"
+    );
 
     // Another program (s3cmd, as Bareos' wrapper) rewrites the last chunk: same size, new bytes.
     let mut changed = src.clone();
