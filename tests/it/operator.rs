@@ -296,7 +296,10 @@ fn data_commands_end_quietly_when_their_reader_goes_away() {
 fn store_ls_prints_keys_as_store_get_takes_them(garage_backend: bool) {
     let (site, prefix) = if garage_backend {
         let p = crate::common::unique("ls");
-        (Site::new(&crate::common::garage().yaml(&p)), format!("{p}/"))
+        (
+            Site::new(&crate::common::garage().yaml(&p)),
+            format!("{p}/"),
+        )
     } else {
         (Site::local(), String::new())
     };

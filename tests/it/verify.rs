@@ -400,7 +400,10 @@ async fn verify_wal_reads_every_segment_and_reports_the_window(b: Backend) {
         8,
         "one HEAD per segment: {v}"
     );
-    assert!(v["requests"]["head"].as_u64().is_some_and(|n| n >= 8), "{v}");
+    assert!(
+        v["requests"]["head"].as_u64().is_some_and(|n| n >= 8),
+        "{v}"
+    );
     assert_eq!(v["bytes_read"], 0, "{v}");
     let read = s.ok(&["--json", "verify-wal", "--read", "pg"]);
     let v = json(&read);
@@ -435,7 +438,11 @@ async fn verify_wal_reads_every_segment_and_reports_the_window(b: Backend) {
             assert_eq!(window(&out), (seg(5), seg(6)), "{v}");
             let out = s.run(&["verify-wal", "--read", "pg"]);
             assert!(lines(&out)[0].starts_with(&format!("checksum {}: ", s.key(&rel))));
-            assert!(err(&out).contains(&format!("to {} (newest", seg(6))), "{}", err(&out));
+            assert!(
+                err(&out).contains(&format!("to {} (newest", seg(6))),
+                "{}",
+                err(&out)
+            );
         }
         // A plain PUT on Garage stores the new bytes with their own checksum, or none: either
         // a problem or a size-only read, never a silent CRC32C pass.
@@ -459,7 +466,11 @@ async fn verify_checks_chain_segments_against_the_backups_system(b: Backend) {
         "000000010000000000000005",
         1,
     );
-    let info = s.site.dir.path().join(format!("barman/pg/meta/{ID}-backup.info"));
+    let info = s
+        .site
+        .dir
+        .path()
+        .join(format!("barman/pg/meta/{ID}-backup.info"));
     let mut text = std::fs::read_to_string(&info).expect("info");
     text.push_str(&format!("systemid={SYSTEM_ID}\n"));
     std::fs::write(&info, text).expect("info");
@@ -468,7 +479,12 @@ async fn verify_checks_chain_segments_against_the_backups_system(b: Backend) {
     // The bucket's identity now names another system (a pg_upgrade and a new base-sync).
     let identity = s.site.dir.path().join("identity.json");
     std::fs::write(&identity, "{\"systemid\": \"7399999999999999999\"}").expect("identity");
-    s.ok(&["store", "put", identity.to_str().expect("utf8"), "pg/identity.json"]);
+    s.ok(&[
+        "store",
+        "put",
+        identity.to_str().expect("utf8"),
+        "pg/identity.json",
+    ]);
     let out = s.ok(&["verify", "pg"]);
     assert!(lines(&out).is_empty(), "{:?}", lines(&out));
 
@@ -490,7 +506,10 @@ async fn verify_checks_chain_segments_against_the_backups_system(b: Backend) {
             s.key(&rel)
         )]
     );
-    assert_eq!(json(&s.run(&["--json", "verify", "pg"]))["problems"][0]["backup"], ID);
+    assert_eq!(
+        json(&s.run(&["--json", "verify", "pg"]))["problems"][0]["backup"],
+        ID
+    );
 }
 
 on_both!(

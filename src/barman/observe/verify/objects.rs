@@ -72,7 +72,14 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.kind.word(), self.key, self.detail)
+        // Keys come from the bucket and its manifests: one line each, whatever a key holds.
+        write!(
+            f,
+            "{} {}: {}",
+            self.kind.word(),
+            crate::store::printable_key(&self.key),
+            self.detail
+        )
     }
 }
 
