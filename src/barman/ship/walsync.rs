@@ -214,16 +214,9 @@ async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Res
         .partition(|f| ready.is_none_or(|r| r(f)));
     deferred.extend(later);
     for g in regrown {
-        if prefix_shipped(srv, &g).await? {
-            tracing::info!(
-                "{}: grew to {} bytes after its first {} were shipped; shipping it again",
-                g.file.rel,
-                g.file.size,
-                g.shipped.size
-            );
-            upload.push(g.file);
-        } else {
-            conflicts.push(g.conflict());
+        match prove_prefix(srv, g).await? {
+            Ok(f) => upload.push(f),
+            Err(c) => conflicts.push(c),
         }
     }
     let uploads = send(srv, upload).await?;
@@ -364,6 +357,24 @@ fn unchanged_since_scan(f: &LocalWal, sent: u64) -> bool {
         })
 }
 
+/// A file that grew after we shipped its start: to ship again (`Ok`) once its object is proven
+/// to be that start, else the conflict line.
+async fn prove_prefix(
+    srv: &Server,
+    g: walplan::Regrown,
+) -> Result<std::result::Result<LocalWal, String>> {
+    if !prefix_shipped(srv, &g).await? {
+        return Ok(Err(g.conflict()));
+    }
+    tracing::info!(
+        "{}: grew to {} bytes after its first {} were shipped; shipping it again",
+        g.file.rel,
+        g.file.size,
+        g.shipped.size
+    );
+    Ok(Ok(g.file))
+}
+
 /// Whether the object of a file that grew holds exactly the start of the file: the file's first
 /// bytes have the CRC32C we shipped, and the object's bytes match them.
 async fn prefix_shipped(srv: &Server, g: &walplan::Regrown) -> Result<bool> {
@@ -430,4 +441,42 @@ async fn list_remote(
     })
     .await?;
     Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_file_written_on_after_its_scan_is_not_settled_by_its_upload() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("000000010000000000000003");
+        std::fs::write(&path, vec![7u8; 1000]).expect("write");
+        let f = local_wal(
+            "0000000100000000/000000010000000000000003".into(),
+            path.clone(),
+        )
+        .expect("stat");
+        assert!(unchanged_since_scan(&f, 1000));
+        assert!(
+            !unchanged_since_scan(&f, 999),
+            "fewer bytes sent than scanned"
+        );
+        let crc = prefix_crc(&path, 1000).expect("crc");
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("reopen");
+        w.write_all(&[8u8; 24]).expect("append");
+        drop(w);
+        assert!(!unchanged_since_scan(&f, 1000), "written on after the scan");
+        // The first 1000 bytes are what was shipped: the prefix the ledger proves.
+        assert_eq!(prefix_crc(&path, 1000).expect("crc"), crc);
+        assert_eq!(
+            prefix_crc(&path, 1000).expect("crc"),
+            crate::checksum::crc32c(&[7u8; 1000])
+        );
+        assert_ne!(prefix_crc(&path, 1024).expect("crc"), crc);
+    }
 }

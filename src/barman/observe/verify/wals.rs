@@ -151,33 +151,7 @@ pub(super) async fn verify_wal(srv: &Server, read: bool) -> Result<Report> {
         }
     };
     let mut a = Archive::new(size);
-    let prefix = remote.wals_prefix();
-    let mut jobs = Vec::new();
-    t.list_pages(
-        &ListRequest {
-            prefix: prefix.clone(),
-            ..Default::default()
-        },
-        |objs, _| {
-            for o in objs {
-                let rel = o.key.strip_prefix(&prefix).unwrap_or("");
-                let name = rel.rsplit('/').next().unwrap_or(rel);
-                a.add(name);
-                r.wals += 1;
-                // History files are read below, whatever the mode.
-                if wal::classify(name).is_some_and(|k| k != WalKind::History) {
-                    jobs.push(Job {
-                        key: o.key.clone(),
-                        backup: None,
-                        record: None,
-                        system: None,
-                    });
-                }
-            }
-            true
-        },
-    )
-    .await?;
+    let jobs = list_archive(srv, &mut a, &mut r).await?;
     let chains = read_histories(srv, &a, &mut r).await?;
     super::run_jobs(t, jobs, !read, &mut r).await?;
     let at = |n: &Option<String>| n.as_deref().and_then(|n| chain::position(n, size));
@@ -206,8 +180,56 @@ pub(super) async fn verify_wal(srv: &Server, read: bool) -> Result<Report> {
         }
         r.problems.push(p);
     }
-    // What a recovery can use: without the files found damaged or unreadable.
-    for p in &r.problems {
+    r.window = recovery_window(a, &chains, &complete, &r.problems);
+    if !read && r.size_only > 0 {
+        r.notes.push(format!(
+            "{} WAL object(s) carry no full-object CRC32C (multipart uploads, or written without one): a read (--read) verifies them against their composite checksum or size only",
+            r.size_only
+        ));
+    }
+    Ok(r)
+}
+
+/// Lists the whole archive into `a`: one job per WAL object but the history files (which are
+/// read whatever the mode).
+async fn list_archive(srv: &Server, a: &mut Archive, r: &mut Report) -> Result<Vec<Job>> {
+    let prefix = srv.remote.wals_prefix();
+    let mut jobs = Vec::new();
+    let req = ListRequest {
+        prefix: prefix.clone(),
+        ..Default::default()
+    };
+    srv.t
+        .list_pages(&req, |objs, _| {
+            for o in objs {
+                let rel = o.key.strip_prefix(&prefix).unwrap_or("");
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                a.add(name);
+                r.wals += 1;
+                if wal::classify(name).is_some_and(|k| k != WalKind::History) {
+                    jobs.push(Job {
+                        key: o.key.clone(),
+                        backup: None,
+                        record: None,
+                        system: None,
+                    });
+                }
+            }
+            true
+        })
+        .await?;
+    Ok(jobs)
+}
+
+/// The window a recovery can use: the archive without the files found missing, damaged or
+/// unreadable.
+fn recovery_window(
+    mut a: Archive,
+    chains: &[Vec<timeline::Begin>],
+    complete: &[&RemoteBackup],
+    problems: &[Problem],
+) -> Option<window::Window> {
+    for p in problems {
         if matches!(
             p.kind,
             Kind::Missing | Kind::Size | Kind::Checksum | Kind::Unreadable
@@ -225,14 +247,7 @@ pub(super) async fn verify_wal(srv: &Server, read: bool) -> Result<Report> {
             })
         })
         .collect();
-    r.window = window::window(&a, &chains, &spans);
-    if !read && r.size_only > 0 {
-        r.notes.push(format!(
-            "{} WAL object(s) carry no full-object CRC32C (multipart uploads, or written without one): a read (--read) verifies them against their composite checksum or size only",
-            r.size_only
-        ));
-    }
-    Ok(r)
+    window::window(&a, chains, &spans)
 }
 
 /// Reads every history file (verified against its stored checksum) into its timeline chain.
