@@ -310,8 +310,10 @@ pub async fn pending_wals(cfg: &Config, t: &Transfer, dirs: &ServerDirs) -> Resu
         )));
     }
     Ok(WalReport {
-        uploaded: s.plan.upload.len(),
-        bytes: s.plan.upload.iter().map(|f| f.size).sum(),
+        // A file that grew after we shipped its start would go again (once proven).
+        uploaded: s.plan.upload.len() + s.plan.regrown.len(),
+        bytes: s.plan.upload.iter().map(|f| f.size).sum::<u64>()
+            + s.plan.regrown.iter().map(|g| g.file.size).sum::<u64>(),
         checked: s.local.len(),
         full: s.full,
         deferred: 0,
