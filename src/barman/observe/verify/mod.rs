@@ -140,9 +140,13 @@ impl Report {
             Passed::HeadCrc32c => self.crc32c_checked += 1,
             Passed::HeadSizeOnly => self.size_only += 1,
             Passed::HeadStoredCrc32c => self.stored_crc32c += 1,
-            Passed::ReadSystemOpaque { bytes } => {
+            Passed::ReadSystemOpaque { bytes, crc32c } => {
                 self.bytes_read += bytes;
-                self.crc32c_checked += 1;
+                if crc32c {
+                    self.crc32c_checked += 1;
+                } else {
+                    self.size_only += 1;
+                }
                 self.system_unchecked += 1;
             }
         }

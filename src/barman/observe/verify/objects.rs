@@ -124,6 +124,8 @@ pub enum Passed {
     ReadSystemOpaque {
         /// Bytes read.
         bytes: u64,
+        /// Verified by a CRC32C (else by its size only).
+        crc32c: bool,
     },
 }
 
@@ -198,7 +200,10 @@ pub async fn read(t: &Transfer, job: &Job) -> Result<Outcome> {
             }));
         }
         if !matches!(found, sysid::Found::System(..)) {
-            return Ok(Ok(Passed::ReadSystemOpaque { bytes: d.size }));
+            return Ok(Ok(Passed::ReadSystemOpaque {
+                bytes: d.size,
+                crc32c: d.verified != Verified::SizeOnly,
+            }));
         }
     }
     Ok(Ok(if d.verified == Verified::SizeOnly {
