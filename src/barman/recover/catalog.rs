@@ -14,6 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::restore::manifest;
+use super::restore::modes::narrow;
 use crate::barman::conf::ServerDirs;
 use crate::barman::manifest::Entry;
 use crate::barman::remote::{INFO, Remote};
@@ -104,6 +105,15 @@ pub async fn catalog_restore(
         begin_wals.extend(info.begin_wal().map(str::to_string));
         let root = dirs.base_dir.join(id);
         let (files, dirs_of, links_of) = backup_jobs(remote, id, &root, &m.entries)?;
+        let narrowed = m
+            .entries
+            .iter()
+            .filter(|e| match e {
+                Entry::Dir { mode, .. } | Entry::File { mode, .. } => narrow(*mode).1,
+                Entry::Symlink { .. } => false,
+            })
+            .count();
+        crate::barman::recover::restore::modes::report(&format!("backup {id}"), narrowed);
         jobs.extend(files);
         dir_modes.extend(dirs_of);
         links.extend(links_of);
@@ -230,7 +240,7 @@ fn backup_jobs(
     for e in entries {
         let local = root.join(e.local_path()?);
         match e {
-            Entry::Dir { mode, .. } => dirs.push((local, *mode)),
+            Entry::Dir { mode, .. } => dirs.push((local, narrow(*mode).0)),
             Entry::File {
                 path,
                 size,
@@ -242,7 +252,7 @@ fn backup_jobs(
                 to: local,
                 size: *size,
                 crc32c: u32::from_str_radix(crc32c, 16).ok(),
-                mode: Some(*mode),
+                mode: Some(narrow(*mode).0),
             }),
             Entry::Symlink { path, target, .. } => {
                 let oid = path
