@@ -353,7 +353,14 @@ fn would_upload(dirs: &ServerDirs, id: &str) -> std::result::Result<(), NotNow> 
         Err(Error::Busy(m)) => return Err(NotNow::Wait(m)),
         Err(e) => return Err(e.into()),
     };
-    check_eligible(dirs, id, crate::clock::now(), std::time::Duration::MAX, None).map(|_| ())
+    check_eligible(
+        dirs,
+        id,
+        crate::clock::now(),
+        std::time::Duration::MAX,
+        None,
+    )
+    .map(|_| ())
 }
 
 /// The bucket as it would be after uploading `uploaded`.
@@ -441,7 +448,12 @@ mod tests {
     fn a_backup_is_complete_only_with_its_whole_chain() {
         let cases: Vec<(&str, Vec<RemoteBackup>, &str, Option<&str>)> = vec![
             ("a full backup", vec![rb("A", true, None)], "A", None),
-            ("itself incomplete", vec![rb("A", false, None)], "A", Some("A")),
+            (
+                "itself incomplete",
+                vec![rb("A", false, None)],
+                "A",
+                Some("A"),
+            ),
             (
                 "an incremental with its parent",
                 vec![rb("A", true, None), rb("B", true, Some("A"))],

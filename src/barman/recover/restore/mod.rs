@@ -9,6 +9,8 @@
 
 pub mod archived;
 pub mod chain;
+pub mod combined;
+pub mod incremental;
 pub mod modes;
 pub mod plan;
 pub mod recovery;
@@ -110,8 +112,9 @@ pub async fn base_restore(
         }
     }
     if info.get("parent_backup_id").is_some() {
-        return chain::restore(srv, id, info, dest, opts).await;
+        return chain::restore(srv, id, (info, m), dest, opts).await;
     }
+    incremental::refuse_if_incremental(srv, &m).await?;
     restore_one(srv, &m, dest, opts).await
 }
 

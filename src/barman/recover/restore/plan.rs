@@ -468,8 +468,16 @@ mod tests {
         }
         let p = plan(&m, Path::new("/r/pg"), &none()).expect("plan");
         assert_eq!(p.narrowed, 3);
-        assert!(p.dirs.iter().all(|(_, mode)| *mode <= 0o750), "{:?}", p.dirs);
-        assert!(p.files.iter().all(|f| f.mode & !0o750 == 0), "{:?}", p.files);
+        assert!(
+            p.dirs.iter().all(|(_, mode)| *mode <= 0o750),
+            "{:?}",
+            p.dirs
+        );
+        assert!(
+            p.files.iter().all(|f| f.mode & !0o750 == 0),
+            "{:?}",
+            p.files
+        );
         assert_eq!(p.files[0].mode, 0o750);
     }
 

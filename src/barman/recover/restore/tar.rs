@@ -309,18 +309,21 @@ mod tests {
 
     #[test]
     fn setuid_sticky_and_world_writable_modes_are_narrowed_and_counted() {
-        let tar = archive(&[
-            ("sh", T::Regular, b"#!"),
-            ("tmp/", T::Directory, b""),
-            ("ok", T::Regular, b"1"),
-        ]);
-        // The helper writes 0600; give two entries hostile modes in place.
-        let mut tar = tar;
-        for (at, mode) in [(0, 0o4755u32), (512 * 2, 0o1777)] {
-            let h = ::tar::Header::from_byte_slice_mut(&mut tar[at..at + 512]);
+        let mut b = ::tar::Builder::new(Vec::new());
+        for (path, kind, mode, data) in [
+            ("sh", T::Regular, 0o4755, b"#!".as_slice()),
+            ("tmp/", T::Directory, 0o1777, b"".as_slice()),
+            ("ok", T::Regular, 0o600, b"1".as_slice()),
+        ] {
+            let mut h = ::tar::Header::new_gnu();
+            h.set_entry_type(kind);
             h.set_mode(mode);
+            h.set_size(data.len() as u64);
+            h.set_path(path).expect("path");
             h.set_cksum();
+            b.append(&h, data).expect("append");
         }
+        let tar = b.into_inner().expect("tar");
         let d = tempfile::tempdir().expect("tmp");
         let x = extract(tar.as_slice(), None, d.path(), false, "t").expect("extract");
         let mode = |p: &str| {

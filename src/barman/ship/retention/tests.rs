@@ -160,12 +160,7 @@ fn backups_are_deleted_only_under_every_rule() {
         ),
         (
             "min_keep 2 spares a whole chain, never its leaf alone",
-            vec![
-                b("A", W1),
-                inc("B", W3, "A"),
-                inc("C", W3, "B"),
-                b("D", W5),
-            ],
+            vec![b("A", W1), inc("B", W3, "A"), inc("C", W3, "B"), b("D", W5)],
             vec!["D"],
             Rules { min_keep: 2, ..R },
             vec![],
@@ -231,7 +226,9 @@ fn a_busy_newest_backup_blocks_every_deletion_and_says_so() {
     let d = plan(&remote, &ids(&["NEW"]), &wal_objects, |_| false, R).expect("plan");
     assert!(d.backups.is_empty() && d.wals.is_empty(), "{d:?}");
     assert!(
-        d.spared.iter().any(|s| s.contains("NEW, the newest backup Barman has DONE")),
+        d.spared
+            .iter()
+            .any(|s| s.contains("NEW, the newest backup Barman has DONE")),
         "{:?}",
         d.spared
     );
@@ -260,8 +257,10 @@ fn no_plan_leaves_an_orphan_or_fewer_restorable_than_min_keep() {
                     ..R
                 };
                 let d = plan(remote, &ids(&local), &[], |_| false, rules).expect("plan");
-                let staying: Vec<&Held> =
-                    remote.iter().filter(|b| !d.backups.contains(&b.id)).collect();
+                let staying: Vec<&Held> = remote
+                    .iter()
+                    .filter(|b| !d.backups.contains(&b.id))
+                    .collect();
                 for s in &staying {
                     if let Some(p) = &s.parent {
                         assert!(
