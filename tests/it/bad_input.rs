@@ -108,6 +108,18 @@ fn disk_snapshot(root: &Path) -> BTreeMap<PathBuf, (u64, i128)> {
 
 /// Puts a backup under `id` whose manifest holds `entries` and whose objects are `files`.
 fn put_backup(prefix: &str, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u8>)], info: bool) {
+    let info = info.then_some("status=DONE\nbegin_wal=000000010000000000000003\n");
+    put_backup_with(prefix, id, entries, files, info);
+}
+
+/// [`put_backup`] with this backup.info (none when `None`).
+fn put_backup_with(
+    prefix: &str,
+    id: &str,
+    entries: Vec<Entry>,
+    files: &[(&str, Vec<u8>)],
+    info: Option<&str>,
+) {
     let m = Manifest {
         version: 1,
         server: "pg".into(),
@@ -132,10 +144,10 @@ fn put_backup(prefix: &str, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u
         )
         .await
         .expect("put manifest");
-        if info {
+        if let Some(info) = info {
             t.put_bytes(
                 &key("backup.info"),
-                Bytes::from_static(b"status=DONE\nbegin_wal=000000010000000000000003\n"),
+                Bytes::from(info.as_bytes().to_vec()),
                 BTreeMap::new(),
             )
             .await
@@ -307,6 +319,21 @@ fn fixture() -> Fixture {
     });
     e.push(dir("data/caf%E9"));
     put_backup(&prefix, "20261122T160000", e, &f, true);
+
+    // Incremental backups (PostgreSQL 17+) the bucket misdescribes: one whose backup.info
+    // lost parent_backup_id (its data says incremental), one whose parent is not in the bucket.
+    let (mut e, mut f, _) = good("");
+    e.push(file("data/base/5/INCREMENTAL.16384", b"inc"));
+    f.push(("data/base/5/INCREMENTAL.16384", b"inc".to_vec()));
+    put_backup(&prefix, "20261122T170000", e, &f, true);
+    let (e, f, _) = good("");
+    put_backup_with(
+        &prefix,
+        "20261122T180000",
+        e,
+        &f,
+        Some("status=DONE\nbegin_wal=000000010000000000000003\nparent_backup_id=20261122T000001\n"),
+    );
 
     let plugin_cfg = site.dir.path().join("gp.yaml");
     std::fs::write(
@@ -858,6 +885,25 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             1,
             "same key",
         ),
+        // Third round: incremental chains the bucket misdescribes.
+        case(
+            "bucket incremental without parent_backup_id",
+            barmans3("base-restore pg 20261122T170000 {dir}/r13"),
+            1,
+            "is an incremental backup (it holds data/base/5/INCREMENTAL.16384)",
+        ),
+        case(
+            "bucket incremental without its parent: base-restore",
+            barmans3("base-restore pg 20261122T180000 {dir}/r14"),
+            1,
+            "its chain needs 20261122T000001",
+        ),
+        case(
+            "bucket incremental without its parent: catalog-restore",
+            barmans3("catalog-restore pg --backup 20261122T180000"),
+            1,
+            "its chain needs 20261122T000001",
+        ),
         Case {
             records: Some(("state/wal", "other content")),
             ..case(
@@ -969,5 +1015,79 @@ fn every_bad_input_fails_clearly_and_changes_nothing() {
         failures.len(),
         all.len(),
         failures.join("\n")
+    );
+}
+
+/// Modes from the bucket are narrowed: a setuid "shell", a world-writable data directory and a
+/// sticky world-writable subdirectory come back as at most 0750, with one line that says so.
+#[test]
+fn setuid_sticky_and_world_writable_modes_from_the_bucket_are_narrowed() {
+    let g = crate::common::garage();
+    let prefix = crate::common::unique("modes");
+    let site = Site::new(&g.yaml(&prefix));
+    let version = b"15\n".to_vec();
+    let shell = b"#!/bin/sh\nexec /bin/sh -p\n".to_vec();
+    let with_mode = |e: Entry, m: u32| match e {
+        Entry::File {
+            path,
+            raw,
+            size,
+            crc32c,
+            mtime_ns,
+            ..
+        } => Entry::File {
+            path,
+            raw,
+            size,
+            mode: m,
+            crc32c,
+            mtime_ns,
+        },
+        Entry::Dir { path, raw, .. } => Entry::Dir { path, raw, mode: m },
+        other => other,
+    };
+    let id = "20261122T190000";
+    put_backup(
+        &prefix,
+        id,
+        vec![
+            with_mode(dir("data"), 0o777),
+            with_mode(dir("data/global"), 0o700),
+            with_mode(dir("data/pg_stat_tmp"), 0o1777),
+            file("data/PG_VERSION", &version),
+            with_mode(file("data/sh", &shell), 0o4755),
+            with_mode(file("data/pg_hba.conf", b"x"), 0o666),
+            file("data/global/pg_control", &version),
+        ],
+        &[
+            ("data/PG_VERSION", version.clone()),
+            ("data/sh", shell.clone()),
+            ("data/pg_hba.conf", b"x".to_vec()),
+            ("data/global/pg_control", version.clone()),
+        ],
+        true,
+    );
+    let dest = site.dir.path().join("restored");
+    let out = site.run(
+        &["base-restore", "pg", id, &dest.display().to_string()],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let mode = |rel: &str| {
+        std::fs::symlink_metadata(dest.join(rel))
+            .expect(rel)
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode(""), 0o750, "DEST");
+    assert_eq!(mode("pg_stat_tmp"), 0o750);
+    assert_eq!(mode("sh"), 0o750);
+    assert_eq!(mode("pg_hba.conf"), 0o640);
+    assert_eq!(mode("PG_VERSION"), 0o600);
+    assert!(
+        err.contains("4 mode(s) from the bucket narrowed"),
+        "no line counting the narrowed modes: {err}"
     );
 }

@@ -115,13 +115,16 @@ pub async fn restore(
     dest: &Path,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
-    let combine = pg_combinebackup(&opts.pg_combinebackup, &info)?;
+    // The chain's metadata first (a few small reads: a missing parent is the first thing to
+    // hear of), then the tool and the destinations, then the data.
+    let combine = pg_combinebackup(&opts.pg_combinebackup, &info);
+    let chain = chain_of(srv, leaf, info).await?;
+    let combine = combine?;
     let planned = super::plan::plan(&m, dest, &opts.tablespaces)?;
     must_be_empty(&planned.dest)?;
     for home in planned.tablespaces.values() {
         must_be_empty(home)?;
     }
-    let chain = chain_of(srv, leaf, info).await?;
     let places = Places::new(dest, opts.staging.as_deref());
     places.clear()?;
     let result = stage_and_combine(srv, &chain, &places, &combine, opts).await;
