@@ -322,8 +322,13 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
             .iter()
             .map(|(b, gap)| {
                 let mut v = serde_json::to_value(b).unwrap_or_default();
-                if let (Some(gap), Some(m)) = (gap, v.as_object_mut()) {
-                    m.insert("chain_gap".into(), gap.clone().into());
+                if let Some(m) = v.as_object_mut() {
+                    // `complete` is the whole chain's; this, the backup's own objects'.
+                    let own = gap.as_deref() != Some(b.id.as_str());
+                    m.insert("files_complete".into(), own.into());
+                    if let Some(gap) = gap {
+                        m.insert("chain_gap".into(), gap.clone().into());
+                    }
                 }
                 v
             })
