@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use super::{Claimed, RestoreOptions, Restored, manifest, recovery, restore_one};
 use crate::barman::info::BackupInfo;
@@ -75,14 +75,22 @@ impl Places {
         }
     }
 
-    /// Removes what an earlier, interrupted restore left in staging.
+    /// Removes what an earlier, interrupted restore left in staging, then makes the staging
+    /// directory anew, 0700: in a shared staging directory nobody else may own or write it.
     fn clear(&self) -> Result<()> {
-        if self.stage.exists() {
+        if std::fs::symlink_metadata(&self.stage).is_ok() {
             std::fs::remove_dir_all(&self.stage).map_err(|e| {
                 Error::io(format!("remove the leftover {}", self.stage.display()), e)
             })?;
         }
-        Ok(())
+        if let Some(parent) = self.stage.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.stage)
+            .map_err(|e| Error::io(format!("create {}", self.stage.display()), e))
     }
 
     /// Removes the work directories, whatever became of the restore.
