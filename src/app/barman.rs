@@ -10,7 +10,7 @@ use crate::barman::observe::metrics::record_run;
 use crate::barman::recover::restore::{RestoreOptions, base_restore};
 use crate::barman::server::Server;
 use crate::barman::ship::basesync::{base_sync, queue_add as enqueue, retry_hook};
-use crate::barman::ship::fullsync::{FullSyncReport, full_sync, remote_backups};
+use crate::barman::ship::fullsync::{FullSyncReport, full_sync, listing, remote_backups};
 use crate::barman::ship::walsync::wal_sync;
 use crate::cli::invocation::{BarmanAction, Options, Servers};
 use crate::config::Config;
@@ -316,11 +316,26 @@ async fn run_wal_sync(cfg: &Config, t: &Transfer, servers: Servers, full: bool) 
 }
 
 async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Result<Exit> {
-    let list = remote_backups(&Server::new(t, cfg.location.prefix(), server)).await?;
+    let list = listing(remote_backups(&Server::new(t, cfg.location.prefix(), server)).await?);
     if o.json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|(b, gap)| {
+                let mut v = serde_json::to_value(b).unwrap_or_default();
+                if let Some(m) = v.as_object_mut() {
+                    // `complete` is the whole chain's; this, the backup's own objects'.
+                    let own = gap.as_deref() != Some(b.id.as_str());
+                    m.insert("files_complete".into(), own.into());
+                    if let Some(gap) = gap {
+                        m.insert("chain_gap".into(), gap.clone().into());
+                    }
+                }
+                v
+            })
+            .collect();
         outln!(
             "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
         )?;
         return Ok(Exit::Success);
     }
@@ -333,7 +348,7 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
         "SIZE",
         "WAL RANGE"
     )?;
-    for b in list {
+    for (b, gap) in list {
         let range = match (&b.begin_wal, &b.end_wal) {
             (Some(a), Some(z)) => format!("{a}-{z}"),
             _ => "-".into(),
@@ -346,7 +361,11 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
             b.end_time.as_deref().unwrap_or("-"),
             b.size.map_or("-".into(), human_bytes),
             range,
-            if b.complete { "yes" } else { "no" }
+            match gap {
+                None => "yes".to_string(),
+                Some(gap) if gap == b.id => "no".to_string(),
+                Some(gap) => format!("no (its chain needs {gap})"),
+            }
         )?;
     }
     Ok(Exit::Success)
