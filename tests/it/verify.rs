@@ -516,7 +516,65 @@ async fn verify_checks_chain_segments_against_the_backups_system(b: Backend) {
     );
 }
 
+/// Objects whose keys hold an ESC and a newline (characters XML 1.0 cannot carry, planted by
+/// whoever can write the bucket) beside a server's WAL and backups: the listings still read
+/// (on S3 they ask for URL-encoded keys), so wal-sync, verify and base-ls work on, and a stray
+/// key is printed escaped, never as a line of its own.
+async fn keys_xml_cannot_carry_do_not_stop_the_listings(b: Backend) {
+    let s = Shipped::new(b).await;
+    ship(&s);
+    let planted = [
+        "pg/wals/0000000100000000/\x1b[2J\nforged",
+        "pg/base/\x1b]0;x\x07",
+        "pg/base/20261121T100000/data/evil\x1b\n",
+    ];
+    for rel in planted {
+        s.replace(rel, b"planted".to_vec()).await;
+    }
+    let out = s.ok(&["store", "ls", "pg/"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("pg/wals/0000000100000000/\\x1b[2J\\nforged"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pg/base/20261121T100000/data/evil\\x1b\\n"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "{text}");
+    // A new segment is shipped past the planted key.
+    make_real_archive(&s.site.wals(), 9, 1);
+    s.ok(&["wal-sync", "pg"]);
+    let out = s.ok(&[
+        "store",
+        "ls",
+        "pg/wals/0000000100000000/000000010000000000000009",
+    ]);
+    assert_eq!(lines(&out).len(), 1, "{:?}", lines(&out));
+    let ls = s.ok(&["base-ls", "pg"]);
+    let listed = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert!(listed.contains(ID), "{listed}");
+    assert!(!listed.contains('\x1b'), "{listed}");
+    // verify lists the backups and the archive; whatever it says of a stray key is one
+    // escaped line, and the backup itself still verifies.
+    let out = s.run(&["verify", "pg"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", err(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &err(&out);
+    assert!(!said.contains('\x1b'), "{said}");
+    assert!(!said.contains("cannot be read"), "{said}");
+    let v = json(&s.run(&["--json", "verify", "pg"]));
+    assert_eq!(v["backups"], serde_json::json!([ID]), "{v}");
+    // Such keys can be deleted too (on S3 not in a DeleteObjects body, which is XML).
+    for rel in planted {
+        s.remove(rel).await;
+    }
+    let out = s.ok(&["store", "ls", "pg/"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("\\x1b"), "{text}");
+}
+
 on_both!(
+    keys_xml_cannot_carry_do_not_stop_the_listings,
     verify_wal_reads_every_segment_and_reports_the_window,
     verify_checks_chain_segments_against_the_backups_system,
     a_clean_backup_and_archive_verify,
