@@ -14,14 +14,14 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(crate::common::repo().join("tests/fixtures/wal").join(name)).expect("fixture")
 }
 
-fn put(site: &Site, key: &str, bytes: &[u8]) {
+pub(crate) fn put(site: &Site, key: &str, bytes: &[u8]) {
     let f = site.dir.path().join("upload.tmp");
     std::fs::write(&f, bytes).expect("write");
     let out = site.run(&["store", "put", f.to_str().expect("utf8"), key], &[]);
     assert!(out.status.success(), "put {key}: {}", err(&out));
 }
 
-fn wal_key(name: &str) -> String {
+pub(crate) fn wal_key(name: &str) -> String {
     if name.ends_with(".history") {
         format!("pg/wals/{name}")
     } else {
@@ -36,12 +36,12 @@ fn restore(site: &Site, name: &str, dest: &Path) -> Output {
     )
 }
 
-fn err(out: &Output) -> String {
+pub(crate) fn err(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The files a directory holds (to prove a failure left nothing, not even a temp file).
-fn names(dir: &Path) -> Vec<String> {
+pub(crate) fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .expect("ls")
         .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
@@ -110,16 +110,44 @@ fn only_a_verifiably_absent_file_is_not_found() {
     let out = restore(&site, &wal_name(3), &dir.join("x"));
     assert_eq!(out.status.code(), Some(200), "{}", err(&out));
     assert!(err(&out).contains("gap"), "{}", err(&out));
-    // Segment 3's closed partial fills the hole: it is served for the segment.
-    let partial = wal_segment(&wal_name(3), 3)[..200_000].to_vec();
+    // Segment 3's closed partial does not fill the hole: PostgreSQL would end recovery inside
+    // it and never read segment 4.
+    let partial = |seg: u64| {
+        let mut p = wal_segment(&wal_name(seg), seg);
+        p[200_000..].fill(0);
+        p
+    };
     put(
         &site,
         &format!("{}.partial", wal_key(&wal_name(3))),
-        &partial,
+        &partial(3),
     );
     let out = restore(&site, &wal_name(3), &dir.join("p"));
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(
+        err(&out).contains("only its closed partial"),
+        "{}",
+        err(&out)
+    );
+    assert!(!dir.join("p").exists());
+    // At the end of the timeline a closed partial is what there is: served for the segment.
+    put(
+        &site,
+        &format!("{}.partial", wal_key(&wal_name(5))),
+        &partial(5),
+    );
+    let out = restore(&site, &wal_name(5), &dir.join("p"));
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    assert!(std::fs::read(dir.join("p")).expect("partial") == partial);
+    assert!(std::fs::read(dir.join("p")).expect("partial") == partial(5));
+    // A partial cut short is refused for its length, not served as the end of the archive.
+    put(
+        &site,
+        &format!("{}.partial", wal_key(&wal_name(5))),
+        &partial(5)[..300_000],
+    );
+    let out = restore(&site, &wal_name(5), &dir.join("q"));
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(err(&out).contains("length is wrong"), "{}", err(&out));
     // Another segment's bytes under this name: refused.
     put(&site, &wal_key(&wal_name(6)), &wal_segment(&wal_name(7), 7));
     let out = restore(&site, &wal_name(6), &dir.join("y"));
@@ -200,14 +228,14 @@ fn encrypted_and_custom_wals_need_their_commands() {
 }
 
 /// A data directory as PostgreSQL runs restore_command in it: cwd = PGDATA, %p relative.
-fn pgdata(site: &Site) -> std::path::PathBuf {
+pub(crate) fn pgdata(site: &Site) -> std::path::PathBuf {
     let d = site.dir.path().join("pgdata");
     std::fs::create_dir_all(d.join("pg_wal")).expect("pg_wal");
     d
 }
 
 /// Runs wal-restore as PostgreSQL does during recovery.
-fn recover(site: &Site, pgdata: &Path, name: &str) -> Output {
+pub(crate) fn recover(site: &Site, pgdata: &Path, name: &str) -> Output {
     std::process::Command::new(crate::common::site::BIN)
         .current_dir(pgdata)
         .args(["--config", site.cfg.to_str().expect("utf8")])
@@ -217,7 +245,7 @@ fn recover(site: &Site, pgdata: &Path, name: &str) -> Output {
 }
 
 /// Stops the prefetchers working on `dir` (they otherwise exit on their own when idle).
-fn stop_prefetchers(dir: &Path) {
+pub(crate) fn stop_prefetchers(dir: &Path) {
     let needle = dir.display().to_string();
     for e in std::fs::read_dir("/proc").expect("proc").flatten() {
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
@@ -232,13 +260,13 @@ fn stop_prefetchers(dir: &Path) {
 }
 
 /// The spool directories under a base.
-fn spools(base: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn spools(base: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(base)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
 }
 
-fn with_prefetch(site: &Site, depth: usize) {
+pub(crate) fn with_prefetch(site: &Site, depth: usize) {
     let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
     std::fs::write(
         &site.cfg,
@@ -383,4 +411,39 @@ fn a_spool_of_another_server_or_timeline_is_never_served() {
         err(&out)
     );
     stop_prefetchers(&base);
+}
+
+#[test]
+fn a_decryption_command_that_never_ends_is_stopped_and_recovery_aborted() {
+    let site = Site::local();
+    with_prefetch(&site, 0);
+    // "Encrypted" (an OpenPGP packet tag first), and a "decryption" that waits forever, like a
+    // gpg asking for a passphrase nobody will type.
+    let mut enc = vec![0x85];
+    enc.extend_from_slice(&wal_segment(&wal_name(1), 1));
+    put(&site, &wal_key(&wal_name(1)), &enc);
+    let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
+    std::fs::write(
+        &site.cfg,
+        cfg.replace(
+            "barman:\n",
+            "barman:\n  decryption_command: sleep 600\n  command_timeout: 1s\n",
+        ),
+    )
+    .expect("cfg");
+    let dest = site.dir.path().join("w");
+    let started = std::time::Instant::now();
+    let out = restore(&site, &wal_name(1), &dest);
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(
+        err(&out).contains("did not finish within 1s"),
+        "{}",
+        err(&out)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!dest.exists());
 }

@@ -110,8 +110,19 @@ pub async fn run(
 /// Wakes the loop when a restore_command writes `.want`; `None` where inotify is unavailable.
 fn watch(spool: &Spool, wake: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
+    use notify::event::{AccessKind, AccessMode, EventKind};
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.is_ok_and(|e| e.paths.iter().any(|p| p.ends_with(".want"))) {
+        // Written, not merely read: the loop reads `.want` itself, and waking on its own reads
+        // would be a busy loop.
+        let written = |e: &notify::Event| {
+            matches!(
+                e.kind,
+                EventKind::Create(_)
+                    | EventKind::Modify(_)
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            ) && e.paths.iter().any(|p| p.ends_with(".want"))
+        };
+        if ev.is_ok_and(|e| written(&e)) {
             wake.notify_one();
         }
     })

@@ -50,7 +50,7 @@ const CLUSTER: &str = ".cluster";
 const LOCK: &str = ".prefetch.lock";
 const LOG: &str = ".prefetch.log";
 const FETCH: &str = ".fetch-";
-/// How long after a prefetcher was started it counts as starting even before it holds the lock.
+/// How long after a prefetcher was started it counts as running even before it holds the lock.
 const STARTING: Duration = Duration::from_secs(2);
 /// The most of a marker file read.
 const MARKER_MAX: u64 = 256;
@@ -484,13 +484,16 @@ impl Spool {
         }
     }
 
-    /// Whether a prefetcher runs (holds the lock) or was started moments ago.
+    /// Whether a prefetcher runs (holds the lock) or was started moments ago (the lock file's
+    /// mtime is when the last one was started; a lock changes no mtime).
     pub fn prefetcher_running(&self) -> bool {
-        let held = self
-            .open_at(LOCK, OFlags::RDWR)
-            .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
-        held || rustix::fs::statat(&*self.fd, LOG, AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|st| mtime(&st).elapsed().is_ok_and(|age| age < STARTING))
+        let Ok(f) = self.open_at(LOCK, OFlags::RDWR) else {
+            return false;
+        };
+        if matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)) {
+            return true;
+        }
+        rustix::fs::fstat(&f).is_ok_and(|st| mtime(&st).elapsed().is_ok_and(|age| age < STARTING))
     }
 
     /// Starts a prefetcher unless one runs: `command` is the prefetcher as the application
@@ -505,6 +508,10 @@ impl Spool {
         let log = self
             .open_at(LOG, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC)
             .map_err(|e| Error::io("open the prefetch log", e))?;
+        // Starting: the next call does not start another while this one takes the lock.
+        let _ = self
+            .open_at(LOCK, OFlags::RDWR | OFlags::CREATE)
+            .and_then(|f| f.set_modified(SystemTime::now()));
         use std::os::unix::process::CommandExt;
         command
             .stdin(std::process::Stdio::null())
