@@ -21,6 +21,17 @@ pub(crate) fn put(site: &Site, key: &str, bytes: &[u8]) {
     assert!(out.status.success(), "put {key}: {}", err(&out));
 }
 
+/// Puts real segments `segs` into the bucket.
+pub(crate) fn put_segments(site: &Site, segs: std::ops::RangeInclusive<u64>) {
+    for seg in segs {
+        put(
+            site,
+            &wal_key(&wal_name(seg)),
+            &wal_segment(&wal_name(seg), seg),
+        );
+    }
+}
+
 pub(crate) fn wal_key(name: &str) -> String {
     if name.ends_with(".history") {
         format!("pg/wals/{name}")
@@ -319,30 +330,8 @@ fn a_killed_prefetch_leaves_nothing_a_later_call_could_serve() {
     let prefix = crate::common::unique("prefetch-kill");
     let site = Site::new(&crate::common::garage().yaml(&prefix));
     with_prefetch(&site, 8);
-    for seg in 1..=10 {
-        let out = site.run(
-            &["store", "put", "/dev/stdin", &wal_key(&wal_name(seg))],
-            &[],
-        );
-        let _ = out;
-    }
-    // Upload real segments through the binary (Garage, so fetches take a moment).
-    let src = site.dir.path().join("src");
-    std::fs::create_dir(&src).expect("src");
-    for seg in 1..=10 {
-        let f = src.join(wal_name(seg));
-        std::fs::write(&f, wal_segment(&wal_name(seg), seg)).expect("seg");
-        let out = site.run(
-            &[
-                "store",
-                "put",
-                f.to_str().expect("utf8"),
-                &wal_key(&wal_name(seg)),
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "{}", err(&out));
-    }
+    // Garage, so fetches take a moment.
+    put_segments(&site, 1..=10);
     let pg = pgdata(&site);
     let base = pg.join("pg_wal/.barmans3-spool");
     let out = recover(&site, &pg, &wal_name(1));
@@ -352,8 +341,10 @@ fn a_killed_prefetch_leaves_nothing_a_later_call_could_serve() {
     stop_prefetchers(&base);
     for spool in spools(&base) {
         for e in std::fs::read_dir(&spool).expect("ls").flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let file = e.file_name().to_string_lossy().into_owned();
+            // Entries are named <segment>.<crc32c>; nothing else may hold a segment's bytes.
+            let name = file.split('.').next().unwrap_or_default().to_string();
+            if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) && file != name {
                 let seg = u64::from_str_radix(&name[16..], 16).expect("seg");
                 assert!(
                     std::fs::read(e.path()).expect("spooled") == wal_segment(&name, seg),

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::site::{SYSTEM_ID, Site, wal_name, wal_segment};
 use crate::walrestore::{
-    err, names, pgdata, put, recover, spools, stop_prefetchers, wal_key, with_prefetch,
+    err, names, pgdata, put, put_segments, recover, spools, stop_prefetchers, wal_key,
+    with_prefetch,
 };
 
 /// Adds `lines` (YAML, two-space indented) to the config's `barman:` section.
@@ -60,16 +61,6 @@ fn data_dir(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn put_segments(site: &Site, segs: std::ops::RangeInclusive<u64>) {
-    for seg in segs {
-        put(
-            site,
-            &wal_key(&wal_name(seg)),
-            &wal_segment(&wal_name(seg), seg),
-        );
-    }
-}
-
 /// Waits up to 10 s for `cond`.
 fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -87,6 +78,19 @@ fn served(pg: &Path, seg: u64) -> bool {
         .is_ok_and(|b| b == wal_segment(&wal_name(seg), seg))
 }
 
+/// A local site with segments `1..=last` in the bucket and prefetch `depth`, after
+/// PostgreSQL's first request (segment 1, exit 0): the site, its data directory and spool base.
+fn first_request(depth: usize, last: u64) -> (Site, PathBuf, PathBuf) {
+    let site = Site::local();
+    with_prefetch(&site, depth);
+    put_segments(&site, 1..=last);
+    let pg = pgdata(&site);
+    let base = pg.join("pg_wal/.barmans3-spool");
+    let out = recover(&site, &pg, &wal_name(1));
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    (site, pg, base)
+}
+
 fn chown(path: &Path, uid: u32) {
     let ok = std::process::Command::new("chown")
         .arg(uid.to_string())
@@ -102,13 +106,7 @@ fn chown(path: &Path, uid: u32) {
 
 #[test]
 fn a_spool_someone_else_made_or_can_write_to_is_refused_in_one_line() {
-    let site = Site::local();
-    with_prefetch(&site, 2);
-    put_segments(&site, 1..=3);
-    let pg = pgdata(&site);
-    let base = pg.join("pg_wal/.barmans3-spool");
-    let out = recover(&site, &pg, &wal_name(1));
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let (site, pg, base) = first_request(2, 3);
     stop_prefetchers(&base);
     let spool = spools(&base).pop().expect("spool");
     let mode = std::fs::metadata(&spool)
@@ -149,13 +147,7 @@ fn a_spool_someone_else_made_or_can_write_to_is_refused_in_one_line() {
 
 #[test]
 fn a_spooled_file_with_other_bytes_than_were_fetched_is_never_served() {
-    let site = Site::local();
-    with_prefetch(&site, 4);
-    put_segments(&site, 1..=5);
-    let pg = pgdata(&site);
-    let base = pg.join("pg_wal/.barmans3-spool");
-    let out = recover(&site, &pg, &wal_name(1));
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let (site, pg, base) = first_request(4, 5);
     // Wait for segment 2 in the spool, then change bytes past its first page.
     let entry = |spool: &Path| {
         names(spool)
@@ -218,22 +210,7 @@ fn the_spool_holds_what_wal_spool_bytes_allows_with_fetches_in_flight_counted() 
     let site = Site::new(&crate::common::garage().yaml(&prefix));
     with_prefetch(&site, 16);
     with_barman(&site, "  wal_spool_bytes: 4MiB\n");
-    let src = site.dir.path().join("src");
-    std::fs::create_dir(&src).expect("src");
-    for seg in 1..=24u64 {
-        let f = src.join(wal_name(seg));
-        std::fs::write(&f, wal_segment(&wal_name(seg), seg)).expect("seg");
-        let out = site.run(
-            &[
-                "store",
-                "put",
-                f.to_str().expect("utf8"),
-                &wal_key(&wal_name(seg)),
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "{}", err(&out));
-    }
+    put_segments(&site, 1..=24);
     let pg = data_dir(&site.dir.path().join("pgdata"));
     let base = pg.join("pg_wal/.barmans3-spool");
     // Every 2 ms: the bytes spooled, and a segment for each fetch in flight.
@@ -318,13 +295,7 @@ fn a_decompression_bomb_is_refused_at_the_segment_size_and_not_fetched_again() {
 
 #[test]
 fn what_a_killed_prefetcher_left_is_removed_by_the_next() {
-    let site = Site::local();
-    with_prefetch(&site, 2);
-    put_segments(&site, 1..=4);
-    let pg = pgdata(&site);
-    let base = pg.join("pg_wal/.barmans3-spool");
-    let out = recover(&site, &pg, &wal_name(1));
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let (site, pg, base) = first_request(2, 4);
     stop_prefetchers(&base);
     let spool = spools(&base).pop().expect("spool");
     // A fetch cut by SIGKILL, and what older versions left.

@@ -141,10 +141,14 @@ pub fn idle(since_request: Duration, inflight: usize) -> bool {
     inflight == 0 && since_request >= IDLE_EXIT
 }
 
-/// Whether PostgreSQL ran ahead of the spool: it asks for a segment that was planned (among
-/// the names ahead at the last request) and is not ready.
-pub fn ran_dry(want: &str, planned: &[String], spooled: &BTreeSet<String>) -> bool {
-    planned.iter().any(|p| p == want) && !spooled.contains(want)
+/// Whether PostgreSQL ran ahead of the spool: it asks for a segment the last plan had ahead
+/// and expected in the bucket (neither held back nor absent from the listing), and it is not
+/// ready. A standby asking again for the segment that does not exist yet is not.
+pub fn ran_dry(want: &str, last: &Plan, spooled: &BTreeSet<String>) -> bool {
+    last.ahead.iter().any(|p| p == want)
+        && !spooled.contains(want)
+        && !last.held.contains(want)
+        && !last.absent.contains(want)
 }
 
 #[cfg(test)]
@@ -292,12 +296,21 @@ mod tests {
         assert!(!idle(IDLE_EXIT, 1));
         assert!(idle(IDLE_EXIT, 0));
         let planned = names(5, 4);
-        assert!(ran_dry(&planned[1], &planned, &BTreeSet::new()));
-        assert!(!ran_dry(&planned[1], &planned, &set(&planned[1..2])));
+        let last = Plan {
+            ahead: planned.clone(),
+            held: set(&planned[2..3]),
+            absent: set(&planned[3..4]),
+            ..Plan::default()
+        };
+        assert!(ran_dry(&planned[1], &last, &BTreeSet::new()));
+        assert!(!ran_dry(&planned[1], &last, &set(&planned[1..2])));
         assert!(!ran_dry(
             "000000010000000000000042",
-            &planned,
+            &last,
             &BTreeSet::new()
         ));
+        // Found missing or absent from the listing: the end of the archive, not a dry spool.
+        assert!(!ran_dry(&planned[2], &last, &BTreeSet::new()));
+        assert!(!ran_dry(&planned[3], &last, &BTreeSet::new()));
     }
 }

@@ -77,7 +77,8 @@ pub async fn run(
         inflight: tokio::task::JoinSet::new(),
         fetching: BTreeSet::new(),
         last: None,
-        planned: Vec::new(),
+        asked_at: Instant::now(),
+        planned: Plan::default(),
     };
     let started = SystemTime::now();
     loop {
@@ -152,8 +153,10 @@ struct Prefetcher {
     fetching: BTreeSet<String>,
     /// The last request seen: the name and when it was written.
     last: Option<(String, SystemTime)>,
-    /// The names ahead at the last request.
-    planned: Vec<String>,
+    /// When the prefetcher saw it.
+    asked_at: Instant,
+    /// The last plan.
+    planned: Plan,
 }
 
 impl Prefetcher {
@@ -168,6 +171,7 @@ impl Prefetcher {
         }
         let spooled: BTreeSet<String> = self.spool.entries().into_iter().map(|e| e.name).collect();
         let dry = plan::ran_dry(want, &self.planned, &spooled);
+        self.asked_at = Instant::now();
         self.expected = self.spool.expected();
         let seg = self.seg_size();
         self.depth = plan::next_depth(
@@ -240,11 +244,12 @@ impl Prefetcher {
         for name in plan.to_start() {
             self.start(name);
         }
-        self.planned = plan.ahead;
+        self.planned = plan;
     }
 
-    /// Lists a timeline again when its listing is missing, or old and unable to say whether a
-    /// name ahead is there.
+    /// Lists a timeline again when its listing is missing, or older than the last request and
+    /// [`RELIST`] and unable to say whether a name ahead is there (a waiting standby's archive
+    /// is listed at most once per request).
     async fn refresh_listings(&mut self, ahead: &[String], seg: u64) {
         let mut firsts: BTreeMap<u32, &String> = BTreeMap::new();
         for n in ahead {
@@ -255,6 +260,7 @@ impl Prefetcher {
                 None => true,
                 Some((l, at)) => {
                     at.elapsed() >= RELIST
+                        && *at < self.asked_at
                         && ahead
                             .iter()
                             .any(|n| wal::timeline(n) == Some(tli) && !l.present.contains(n))
