@@ -16,6 +16,7 @@ mod crash;
 mod demo;
 mod faults;
 mod follow;
+mod gluster_real;
 mod gpplugin;
 mod hermetic;
 mod memory;
