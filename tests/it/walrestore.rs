@@ -159,6 +159,20 @@ fn only_a_verifiably_absent_file_is_not_found() {
     let out = restore(&site, &wal_name(5), &dir.join("q"));
     assert_eq!(out.status.code(), Some(200), "{}", err(&out));
     assert!(err(&out).contains("length is wrong"), "{}", err(&out));
+    // The same cut in a compressed partial: lz4 between two blocks (its decoder alone reads
+    // that as the end) and snappy between two chunks (its framing has no end mark) decode to a
+    // prefix without error; the prefix is refused all the same, never served.
+    // lz4 knows its end mark is missing; for snappy the length says it.
+    for (codec, cut, why) in [
+        ("lz4", lz4_cut(&partial(5)), "truncated"),
+        ("snappy", snappy_cut(&partial(5)), "length is wrong"),
+    ] {
+        put(&site, &format!("{}.partial", wal_key(&wal_name(5))), &cut);
+        let out = restore(&site, &wal_name(5), &dir.join("q"));
+        assert_eq!(out.status.code(), Some(200), "{codec}: {}", err(&out));
+        assert!(err(&out).contains(why), "{codec}: {}", err(&out));
+        assert!(!dir.join("q").exists(), "{codec}");
+    }
     // Another segment's bytes under this name: refused.
     put(&site, &wal_key(&wal_name(6)), &wal_segment(&wal_name(7), 7));
     let out = restore(&site, &wal_name(6), &dir.join("y"));
@@ -437,4 +451,37 @@ fn a_decryption_command_that_never_ends_is_stopped_and_recovery_aborted() {
         started.elapsed()
     );
     assert!(!dest.exists());
+}
+
+/// `data` as an lz4 frame (64 KiB blocks) cut after its third block, before the end mark.
+fn lz4_cut(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let info = lz4_flex::frame::FrameInfo::new().block_size(lz4_flex::frame::BlockSize::Max64KB);
+    let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+    enc.write_all(data).expect("lz4");
+    let frame = enc.finish().expect("lz4");
+    // Magic, FLG, BD and the header checksum; then blocks of a size word and their bytes.
+    let mut at = 7;
+    for _ in 0..3 {
+        let size = u32::from_le_bytes(frame[at..at + 4].try_into().expect("size"));
+        at += 4 + (size & 0x7FFF_FFFF) as usize;
+    }
+    assert!(at < frame.len() - 4, "the frame has more than three blocks");
+    frame[..at].to_vec()
+}
+
+/// `data` in snappy framing cut after its third chunk.
+fn snappy_cut(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = snap::write::FrameEncoder::new(Vec::new());
+    enc.write_all(data).expect("snappy");
+    let stream = enc.into_inner().expect("snappy");
+    // The stream identifier, then chunks of a type byte, a 3-byte length and their bytes.
+    let mut at = 10;
+    for _ in 0..3 {
+        let len = u32::from_le_bytes([stream[at + 1], stream[at + 2], stream[at + 3], 0]);
+        at += 4 + len as usize;
+    }
+    assert!(at < stream.len(), "the stream has more than three chunks");
+    stream[..at].to_vec()
 }
