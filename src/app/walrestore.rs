@@ -12,7 +12,7 @@ use crate::barman::recover::walrestore::spool::Spool;
 use crate::barman::recover::walrestore::{
     Decoding, Job, Launcher, Outcome, Request, Served, serve,
 };
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::barman::ship::state::store_id;
 use crate::cli::invocation::Options;
 use crate::config::Config;
@@ -142,14 +142,14 @@ pub(super) fn prefetcher(o: &Options, server: &str, spool: &Path) -> Exit {
         let Some(lock) = sp.lock()? else {
             return Ok(Exit::Success);
         };
-        let remote = Remote::new(cfg.location.prefix(), server);
         let settings = Settings {
             depth: cfg.barman.wal_prefetch.max(1),
             bytes: cfg.barman.wal_spool_bytes,
         };
         crate::runtime::block_on(|cancel| async {
             let t = engine(o, &cfg, cancel).await?;
-            prefetch::run(&t, &remote, &sp, lock, &decoding(&cfg), settings).await
+            let server = Server::new(&t, cfg.location.prefix(), server);
+            prefetch::run(&server, &sp, lock, &decoding(&cfg), settings).await
         })?;
         Ok(Exit::Success)
     };

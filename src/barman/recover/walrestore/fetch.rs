@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use super::decode::{Decoding, Limits, check_system, decode, segment_size};
 use super::{Expected, Fetched};
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
@@ -23,15 +23,14 @@ use crate::transfer::Transfer;
 /// checked: decoded within the limits of its kind and the cluster's segment size, its first
 /// page naming it, its system identifier the cluster's when that is known.
 pub async fn fetch_decoded(
-    t: &Transfer,
-    remote: &Remote,
+    s: &Server,
     name: &str,
     decoding: &Decoding,
     expected: Expected,
 ) -> Result<(Fetched, Vec<u8>)> {
     let kind = wal::classify(name).ok_or_else(|| not_a_wal_name(name))?;
     let limits = Limits::of(kind, expected.seg_size);
-    let (key, stored) = locate(t, remote, name, limits).await?;
+    let (key, stored) = locate(s, name, limits).await?;
     decoded(key, stored, decoding, expected, limits).await
 }
 
@@ -39,16 +38,15 @@ pub async fn fetch_decoded(
 /// ends a timeline and is the direct fetch's to judge), decoded and checked as the direct fetch
 /// does.
 pub async fn fetch_segment(
-    t: &Transfer,
-    remote: &Remote,
+    s: &Server,
     name: &str,
     decoding: &Decoding,
     expected: Expected,
 ) -> Result<Vec<u8>> {
     let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
     let limits = Limits::of(WalKind::Segment, expected.seg_size);
-    let key = remote.wal_key(&rel);
-    let stored = get(t, &key, limits).await?;
+    let key = s.remote.wal_key(&rel);
+    let stored = get(&s.t, &key, limits).await?;
     decoded(key, stored, decoding, expected, limits)
         .await
         .map(|(_, plain)| plain)
@@ -98,15 +96,19 @@ async fn decoded(
 
 /// The system identifier of the cluster the bucket holds (`identity.json`, written by
 /// base-sync), if the bucket has one.
-pub async fn bucket_system(t: &Transfer, remote: &Remote) -> Result<Option<u64>> {
+pub async fn bucket_system(s: &Server) -> Result<Option<u64>> {
     // A few fields of JSON: what the bucket holds under the name is read only that far.
-    let buf = match t.download_small(&remote.identity_key(), IDENTITY_MAX).await {
+    let buf = match s
+        .t
+        .download_small(&s.remote.identity_key(), IDENTITY_MAX)
+        .await
+    {
         Ok((buf, _)) => buf,
         Err(Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
     let v: serde_json::Value = serde_json::from_slice(&buf)
-        .map_err(|e| Error::Failed(format!("{}: not JSON: {e}", remote.identity_key())))?;
+        .map_err(|e| Error::Failed(format!("{}: not JSON: {e}", s.remote.identity_key())))?;
     Ok(match &v["systemid"] {
         serde_json::Value::String(s) => s.parse().ok(),
         serde_json::Value::Number(n) => n.as_u64(),
@@ -130,15 +132,10 @@ fn name_of(key: &str) -> String {
 /// The stored bytes of `name`: the object itself, or for a segment its closed `.partial` when
 /// no later segment of its timeline is in the bucket. Absent under both names: NotFound, or an
 /// error when later segments of the timeline are there.
-async fn locate(
-    t: &Transfer,
-    remote: &Remote,
-    name: &str,
-    limits: Limits,
-) -> Result<(String, Vec<u8>)> {
+async fn locate(s: &Server, name: &str, limits: Limits) -> Result<(String, Vec<u8>)> {
     let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
-    let key = remote.wal_key(&rel);
-    match get(t, &key, limits).await {
+    let key = s.remote.wal_key(&rel);
+    match get(&s.t, &key, limits).await {
         Err(Error::NotFound { .. }) => {}
         other => return other.map(|b| (key, b)),
     }
@@ -147,10 +144,7 @@ async fn locate(
     }
     let partial = format!("{key}.partial");
     // Whether or not the partial is there, what follows the segment decides: ask both at once.
-    let (found, later) = tokio::join!(
-        get(t, &partial, limits),
-        later_segment(t, remote, name, &key)
-    );
+    let (found, later) = tokio::join!(get(&s.t, &partial, limits), later_segment(s, name, &key));
     let later = later?;
     match (found, later) {
         (Ok(b), None) => {
@@ -176,21 +170,16 @@ async fn get(t: &Transfer, key: &str, limits: Limits) -> Result<Vec<u8>> {
 }
 
 /// The first segment after `name` on its timeline that the bucket holds, if any.
-async fn later_segment(
-    t: &Transfer,
-    remote: &Remote,
-    name: &str,
-    key: &str,
-) -> Result<Option<String>> {
+async fn later_segment(s: &Server, name: &str, key: &str) -> Result<Option<String>> {
     let req = ListRequest {
-        prefix: remote.wals_prefix(),
+        prefix: s.remote.wals_prefix(),
         // After the segment, its .partial and its backup labels.
         start_after: Some(format!("{key}.\u{10FFFF}")),
         max_keys: Some(20),
         ..Default::default()
     };
     let mut found = None;
-    t.list_pages(&req, |objs, _| {
+    s.t.list_pages(&req, |objs, _| {
         found = objs.iter().map(|o| name_of(&o.key)).find(|n| {
             matches!(wal::classify(n), Some(WalKind::Segment | WalKind::Partial))
                 && wal::timeline(n) == wal::timeline(name)
@@ -230,28 +219,23 @@ impl Listed {
 const LIST_PAGE: usize = 1000;
 
 /// One page of the bucket's keys of `first`'s timeline, from `first` on.
-pub async fn list_from(
-    t: &Transfer,
-    remote: &Remote,
-    first: &str,
-    seg_size: u64,
-) -> Result<Listed> {
+pub async fn list_from(s: &Server, first: &str, seg_size: u64) -> Result<Listed> {
     let tli = wal::timeline(first).unwrap_or(1);
     let per_log = (1u64 << 32) / seg_size;
     let segno = wal::segment_number(first, per_log).unwrap_or(0);
     let before = segno.checked_sub(1).map(|n| {
         let prev = crate::barman::recover::timeline::segment_name(tli, n, seg_size);
-        remote.wal_key(&format!("{}/{prev}", &prev[..16]))
+        s.remote.wal_key(&format!("{}/{prev}", &prev[..16]))
     });
     let req = ListRequest {
-        prefix: format!("{}{tli:08X}", remote.wals_prefix()),
+        prefix: format!("{}{tli:08X}", s.remote.wals_prefix()),
         start_after: before,
         max_keys: Some(LIST_PAGE),
         ..Default::default()
     };
     let mut out = Listed::default();
     let mut seen = 0;
-    t.list_pages(&req, |objs, _| {
+    s.t.list_pages(&req, |objs, _| {
         seen = objs.len();
         for o in objs {
             let n = name_of(&o.key);

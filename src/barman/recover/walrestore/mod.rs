@@ -38,7 +38,7 @@ pub use decode::{
 pub use fetch::{bucket_system, fetch_decoded};
 use spool::Spool;
 
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::transfer::Transfer;
@@ -169,9 +169,10 @@ fn attempt(req: &Request, launcher: &impl Launcher) -> Result<Option<Served>> {
             return Ok(None);
         }
     }
-    let remote = Remote::new(&req.prefix, &req.server);
-    let fetched =
-        launcher.on_bucket(|t| Box::pin(async move { direct(&t, &remote, req, expected).await }));
+    let fetched = launcher.on_bucket(|t| {
+        let server = Server::new(&t, &req.prefix, &req.server);
+        Box::pin(async move { direct(&server, req, expected).await })
+    });
     match fetched {
         Ok((f, learned)) => {
             if let Some(sp) = &spool
@@ -220,16 +221,11 @@ fn from_spool(
 /// The direct fetch: the file from the bucket, checked against the cluster (the bucket's
 /// identity when nothing local says which it is), at `%p`. Returns what was learnt of the
 /// cluster too.
-async fn direct(
-    t: &Transfer,
-    remote: &Remote,
-    req: &Request,
-    mut expected: Expected,
-) -> Result<(Fetched, Expected)> {
+async fn direct(s: &Server, req: &Request, mut expected: Expected) -> Result<(Fetched, Expected)> {
     if expected.system.is_none() {
-        expected.system = bucket_system(t, remote).await?;
+        expected.system = bucket_system(s).await?;
     }
-    let (fetched, plain) = fetch_decoded(t, remote, &req.name, &req.decoding, expected).await?;
+    let (fetched, plain) = fetch_decoded(s, &req.name, &req.decoding, expected).await?;
     let dest = req.dest.clone();
     tokio::task::spawn_blocking(move || place(&dest, |f| f.write_all(&plain)))
         .await

@@ -21,11 +21,10 @@ use super::plan::{self, Failure, Plan};
 use super::spool::Spool;
 use super::{DEFAULT_SEG, Decoding, Expected};
 use crate::barman::recover::timeline::{self, Begin};
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
-use crate::transfer::Transfer;
 
 /// How often the prefetcher looks at the spool without being woken: requests wake it through
 /// inotify; where inotify does not work (a spool on NFS) it looks more often.
@@ -46,8 +45,7 @@ pub struct Settings {
 /// Runs the prefetcher on `spool`, whose lock the caller took (`_lock`), until recovery has
 /// asked for nothing for [`plan::IDLE_EXIT`]; then removes what nobody asked for.
 pub async fn run(
-    t: &Transfer,
-    remote: &Remote,
+    server: &Server,
     spool: &Spool,
     _lock: std::fs::File,
     decoding: &Decoding,
@@ -63,8 +61,7 @@ pub async fn run(
         TICK_WITHOUT_INOTIFY
     };
     let mut p = Prefetcher {
-        t: t.clone(),
-        remote: remote.clone(),
+        server: server.clone(),
         spool: spool.clone(),
         decoding: decoding.clone(),
         settings,
@@ -84,7 +81,7 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            () = t.cancel_flag().cancelled() => return Err(Error::Interrupted),
+            () = server.t.cancel_flag().cancelled() => return Err(Error::Interrupted),
             Some(done) = p.inflight.join_next(), if !p.inflight.is_empty() => p.finished(done),
             () = wake.notified() => {}
             () = tokio::time::sleep(tick) => {}
@@ -135,8 +132,7 @@ fn watch(spool: &Spool, wake: Arc<tokio::sync::Notify>) -> Option<notify::Recomm
 
 /// The prefetcher's working state; every fetch it starts is in `inflight`, never detached.
 struct Prefetcher {
-    t: Transfer,
-    remote: Remote,
+    server: Server,
     spool: Spool,
     decoding: Decoding,
     settings: Settings,
@@ -186,7 +182,7 @@ impl Prefetcher {
         }
         if self.expected.system.is_none() && !self.asked_bucket {
             self.asked_bucket = true;
-            match bucket_system(&self.t, &self.remote).await {
+            match bucket_system(&self.server).await {
                 Ok(system) => self.expected.system = system,
                 Err(e) => tracing::warn!("cannot read the bucket's identity: {}", e.one_line()),
             }
@@ -203,12 +199,10 @@ impl Prefetcher {
         let seg = self.seg_size();
         let tli = wal::timeline(want).unwrap_or(1);
         if !self.chains.contains_key(&tli) {
-            let chain = latest_chain(&self.t, &self.remote, tli)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!("timeline history: {}", e.one_line());
-                    vec![Begin { tli, lsn: 0 }]
-                });
+            let chain = latest_chain(&self.server, tli).await.unwrap_or_else(|e| {
+                tracing::warn!("timeline history: {}", e.one_line());
+                vec![Begin { tli, lsn: 0 }]
+            });
             self.chains.insert(tli, chain);
         }
         let ahead = plan::next_names(want, self.depth, seg, &self.chains[&tli]);
@@ -269,7 +263,7 @@ impl Prefetcher {
             if !stale {
                 continue;
             }
-            match list_from(&self.t, &self.remote, first, seg).await {
+            match list_from(&self.server, first, seg).await {
                 Ok(l) => {
                     self.listings.insert(tli, (l, Instant::now()));
                 }
@@ -288,14 +282,10 @@ impl Prefetcher {
             }
         };
         self.fetching.insert(name.clone());
-        let (t, remote, decoding, expected) = (
-            self.t.clone(),
-            self.remote.clone(),
-            self.decoding.clone(),
-            self.expected,
-        );
+        let (server, decoding, expected) =
+            (self.server.clone(), self.decoding.clone(), self.expected);
         self.inflight.spawn(async move {
-            let r = match fetch_segment(&t, &remote, &name, &decoding, expected).await {
+            let r = match fetch_segment(&server, &name, &decoding, expected).await {
                 // The write runs off the runtime's threads, so the other fetches go on.
                 Ok(plain) => tokio::task::spawn_blocking(move || pending.finish(&plain))
                     .await
@@ -346,29 +336,29 @@ impl Prefetcher {
 
 /// The chain of the newest timeline in the bucket that descends from `tli` (one listing, and
 /// the history files it needs).
-async fn latest_chain(t: &Transfer, remote: &Remote, tli: u32) -> Result<Vec<Begin>> {
-    let prefix = remote.wals_prefix();
+async fn latest_chain(s: &Server, tli: u32) -> Result<Vec<Begin>> {
+    let prefix = s.remote.wals_prefix();
     let req = ListRequest {
         prefix: prefix.clone(),
         delimiter: Some("/".into()),
         ..Default::default()
     };
-    let mut newer: Vec<u32> = t
-        .list_all(&req)
-        .await?
-        .iter()
-        .filter_map(|o| o.key.strip_prefix(&prefix))
-        .filter(|n| wal::classify(n) == Some(WalKind::History))
-        .filter_map(wal::timeline)
-        .filter(|x| *x >= tli)
-        .collect();
+    let mut newer: Vec<u32> =
+        s.t.list_all(&req)
+            .await?
+            .iter()
+            .filter_map(|o| o.key.strip_prefix(&prefix))
+            .filter(|n| wal::classify(n) == Some(WalKind::History))
+            .filter_map(wal::timeline)
+            .filter(|x| *x >= tli)
+            .collect();
     newer.sort_unstable_by(|a, b| b.cmp(a));
     for candidate in newer {
-        let key = remote.wal_key(&format!("{candidate:08X}.history"));
+        let key = s.remote.wal_key(&format!("{candidate:08X}.history"));
         // A history file is a line per ancestor: bounded like every text WAL file.
-        let (buf, _) = t
-            .download_small(&key, super::decode::MAX_TEXT_BYTES)
-            .await?;
+        let (buf, _) =
+            s.t.download_small(&key, super::decode::MAX_TEXT_BYTES)
+                .await?;
         let chain = timeline::chain(candidate, &String::from_utf8_lossy(&buf));
         if chain.iter().any(|b| b.tli == tli) {
             return Ok(chain);
