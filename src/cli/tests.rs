@@ -147,7 +147,11 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "verify-wal pg",
-            |i| matches!(&i.action, Action::Verify(VerifyRequest::Wal { server }) if server == "pg"),
+            |i| matches!(&i.action, Action::Verify(VerifyRequest::Wal { server, read: false }) if server == "pg"),
+        ),
+        (
+            "verify-wal --read pg",
+            |i| matches!(&i.action, Action::Verify(VerifyRequest::Wal { server, read: true }) if server == "pg"),
         ),
         (
             "sync /src files/home/",
@@ -259,11 +263,15 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "store ls",
-            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix }) if prefix.is_empty()),
+            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix, absolute: false }) if prefix.is_empty()),
         ),
         (
             "store ls a/",
-            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix }) if prefix == "a/"),
+            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix, .. }) if prefix == "a/"),
+        ),
+        (
+            "store ls --absolute a/",
+            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix, absolute: true }) if prefix == "a/"),
         ),
         ("store uploads", |i| {
             matches!(
