@@ -61,6 +61,7 @@ impl Filter {
     /// time is killed with everything it started.
     pub fn run(&self, input: &[u8], limit: u64, what: &str) -> Result<Vec<u8>> {
         let deadline = Instant::now() + self.timeout;
+        // Messages name the program only: its arguments may hold a passphrase.
         let program = Path::new(&self.argv[0]);
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(program)
@@ -86,7 +87,7 @@ impl Filter {
             return Err(Error::Failed(format!(
                 "{what}: {} ({}) did not finish within {}; killed it (a command waiting for input such as a passphrase never will: give it what it needs non-interactively, or raise barman.command_timeout)",
                 self.key,
-                self.argv.join(" "),
+                program.display(),
                 crate::units::human_duration(self.timeout)
             )));
         };
@@ -110,7 +111,7 @@ impl Filter {
             return Err(Error::Failed(format!(
                 "{what}: {} ({}) failed with {status}: {}",
                 self.key,
-                self.argv.join(" "),
+                program.display(),
                 crate::error::one_line(&String::from_utf8_lossy(&stderr))
             )));
         }
@@ -124,7 +125,7 @@ impl Filter {
                 return Err(Error::Failed(format!(
                     "{what}: {} ({}) exited but its output stayed open (a process it started holds it); refusing to wait for it",
                     self.key,
-                    self.argv.join(" ")
+                    program.display()
                 )));
             }
         };
@@ -132,7 +133,7 @@ impl Filter {
             return Err(Error::Failed(format!(
                 "{what}: {} ({}) stopped reading its input",
                 self.key,
-                self.argv.join(" ")
+                program.display()
             )));
         }
         Ok(out)
@@ -250,6 +251,14 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("custom_decompression (false) failed"),
+            "{e}"
+        );
+        // Arguments may hold a passphrase: failures name the program only.
+        let f = Filter::parse("false --passphrase hunter2", "barman.decryption_command")
+            .expect("false");
+        let e = f.run(b"abc", 10, "w").expect_err("false");
+        assert!(
+            e.to_string().contains("(false) failed") && !e.to_string().contains("hunter2"),
             "{e}"
         );
         let missing = Filter::parse("/nonexistent/prog -d", "k").expect("parse");
