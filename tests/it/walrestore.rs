@@ -250,6 +250,31 @@ fn encrypted_and_custom_wals_need_their_commands() {
     assert!(std::fs::read(&dest).expect("w") == seg);
     let out = restore(&site, &wal_name(2), &dest);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    // A failing command's arguments may hold a passphrase: not in any message, at any level.
+    let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
+    std::fs::write(
+        &site.cfg,
+        cfg.replace(
+            "decryption_command: tail -c +2",
+            "decryption_command: false --passphrase PASSPHRASEc0ffee",
+        ),
+    )
+    .expect("cfg");
+    std::fs::remove_file(&dest).expect("rm");
+    let out = site.run(
+        &[
+            "-vv",
+            "wal-restore",
+            "pg",
+            &wal_name(1),
+            dest.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(err(&out).contains("(false) failed"), "{}", err(&out));
+    assert!(!err(&out).contains("PASSPHRASEc0ffee"), "{}", err(&out));
+    assert!(!dest.exists());
 }
 
 /// A data directory as PostgreSQL runs restore_command in it: cwd = PGDATA, %p relative.
