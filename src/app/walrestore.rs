@@ -1,18 +1,35 @@
 //! `wal-restore` (PostgreSQL's restore_command) and its background prefetcher, as the CLI runs
-//! them: the spool when recovery asks ([`crate::barman::recover::prefetch`]), else a direct fetch; the
-//! exit status PostgreSQL reads (0 here, 1 verifiably absent, anything else aborts recovery).
+//! them: the request built from the configuration, served by
+//! [`crate::barman::recover::walrestore::serve`] with this program as the prefetcher and the
+//! engine built only when the bucket is needed, and the one mapping of its outcome onto the
+//! exit status PostgreSQL reads.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::barman::recover::prefetch::{self, Depth, Spool};
-use crate::barman::recover::walrestore::{Decoding, bucket_system, wal_restore};
-use crate::barman::remote::Remote;
+use super::{engine, finish, load_config};
+use crate::barman::recover::walrestore::prefetch::{self, Settings};
+use crate::barman::recover::walrestore::spool::Spool;
+use crate::barman::recover::walrestore::{
+    Decoding, Job, Launcher, Outcome, Request, Served, serve,
+};
+use crate::barman::server::Server;
 use crate::barman::ship::state::store_id;
-use crate::barman::wal::{self, WalKind};
 use crate::cli::invocation::Options;
 use crate::config::Config;
-use crate::error::{Error, Exit, Result};
+use crate::error::{Exit, Result};
 use crate::transfer::Transfer;
+
+/// The exit status PostgreSQL reads, the whole contract: 0, the file is at `%p`; 1, it is
+/// verifiably not in the bucket (PostgreSQL may end recovery); 200, anything else (above 125,
+/// PostgreSQL stops instead of promoting). A command line that does not parse never gets an
+/// outcome and exits 200 too ([`Exit::rejected`]).
+pub(super) fn exit_status(outcome: &Outcome) -> Exit {
+    match outcome {
+        Outcome::Served(_) => Exit::Success,
+        Outcome::Absent => Exit::Failed,
+        Outcome::Failed(_) => Exit::RecoveryAbort,
+    }
+}
 
 fn decoding(cfg: &Config) -> Decoding {
     Decoding {
@@ -37,111 +54,125 @@ pub(super) fn self_args(o: &Options, cfg: &Config) -> Vec<String> {
     words
 }
 
-/// `wal-restore SERVER NAME DEST`.
-pub(super) async fn restore(
-    o: &Options,
-    cfg: &Config,
-    t: &Transfer,
-    server: &str,
-    name: &str,
-    dest: &Path,
-) -> Result<Exit> {
-    let remote = Remote::new(cfg.location.prefix(), server);
-    let spool = (cfg.barman.wal_prefetch > 0 && wal::classify(name) == Some(WalKind::Segment))
-        .then(|| {
-            Spool::for_request(
-                cfg.barman.wal_spool_dir.as_deref(),
-                server,
-                &store_id(cfg),
-                dest,
-            )
-        })
-        .flatten();
-    if let Some(sp) = &spool {
-        if prefetch::recently_missing(sp, name) {
-            return Ok(Exit::Failed);
-        }
-        if let Some(n) = from_spool(o, cfg, t, &remote, sp, server, name, dest).await? {
-            tracing::info!(
-                "{name}: {n} bytes from the prefetch spool to {}",
-                dest.display()
-            );
-            return Ok(Exit::Success);
-        }
+/// The application's side of the service: this program as the prefetcher, the engine of the
+/// configured store for the bucket.
+struct App<'a> {
+    o: &'a Options,
+    cfg: &'a Config,
+    server: &'a str,
+}
+
+impl Launcher for App<'_> {
+    fn prefetcher(&self, spool: &Path) -> std::process::Command {
+        let args = self_args(self.o, self.cfg);
+        let mut cmd = std::process::Command::new(&args[0]);
+        cmd.args(&args[1..])
+            .args(["wal-prefetch", self.server, "--spool"])
+            .arg(spool);
+        cmd
     }
-    let system = match spool.as_ref().and_then(Spool::known_identity) {
-        Some(s) => s,
-        None => bucket_system(t, &remote).await?,
-    };
-    match wal_restore(t, &remote, name, dest, &decoding(cfg), system).await {
-        Ok(s) => {
-            if let Some(sp) = &spool {
-                sp.learn_seg_size(s.seg_size);
+
+    fn on_bucket<'a, T>(&self, job: impl FnOnce(Transfer) -> Job<'a, T>) -> Result<T> {
+        crate::runtime::block_on(|cancel| async move {
+            let t = engine(self.o, self.cfg, cancel).await?;
+            job(t).await
+        })
+    }
+}
+
+/// `wal-restore SERVER NAME DEST`: serves the request and exits as [`exit_status`] says.
+pub(super) fn restore_command(o: &Options, server: &str, name: &str, dest: &Path) -> Exit {
+    let outcome = match load_config(o) {
+        Ok(cfg) => {
+            if let Some(dir) = &cfg.state.log_dir
+                && let Err(e) = crate::logging::open_log_file(dir)
+            {
+                tracing::warn!("{}", e.one_line());
             }
-            tracing::info!(
-                "{name}: {} bytes ({}) to {}",
-                s.bytes,
-                s.stored_as,
-                dest.display()
-            );
-            Ok(Exit::Success)
+            let req = Request {
+                server: server.to_string(),
+                name: name.to_string(),
+                dest: dest.to_path_buf(),
+                prefix: cfg.location.prefix().to_string(),
+                store_id: store_id(&cfg),
+                decoding: decoding(&cfg),
+                prefetch: cfg.barman.wal_prefetch > 0,
+                spool_base: cfg.barman.wal_spool_dir.clone(),
+                patience: cfg.s3.read_timeout,
+            };
+            serve(
+                &req,
+                &App {
+                    o,
+                    cfg: &cfg,
+                    server,
+                },
+            )
         }
+        Err(e) => Outcome::Failed(e),
+    };
+    match &outcome {
+        Outcome::Served(Served::Spool(n)) => tracing::info!(
+            "{name}: {n} bytes from the prefetch spool to {}",
+            dest.display()
+        ),
+        Outcome::Served(Served::Bucket(f)) => tracing::info!(
+            "{name}: {} bytes ({}) to {}",
+            f.bytes,
+            f.stored_as,
+            dest.display()
+        ),
         // PostgreSQL asks for files that may not exist (the next timeline's history, the end
         // of the archive): a quiet exit 1 is the answer, and the only one that lets it end
         // recovery.
-        Err(Error::NotFound { .. }) => {
-            tracing::debug!("{name}: not in the bucket");
-            if let Some(sp) = &spool {
-                prefetch::remember_missing(sp, name);
-            }
-            Ok(Exit::Failed)
+        Outcome::Absent => tracing::debug!("{name}: not in the bucket"),
+        Outcome::Failed(e) => {
+            tracing::error!("wal-restore {name}: {}; aborting recovery", e.one_line())
         }
-        Err(e) => Err(e),
     }
+    exit_status(&outcome)
 }
 
-/// Records what PostgreSQL wants, starts the prefetcher, and takes the segment from the spool
-/// if it is there or arriving; `None` when it must be fetched directly.
-#[allow(clippy::too_many_arguments)] // the request, and where to reach and spool it
-async fn from_spool(
-    o: &Options,
-    cfg: &Config,
-    t: &Transfer,
-    remote: &Remote,
-    sp: &Spool,
-    server: &str,
-    name: &str,
-    dest: &Path,
-) -> Result<Option<u64>> {
-    sp.want(name)?;
-    if sp.known_identity().is_none() {
-        sp.set_identity(bucket_system(t, remote).await?)?;
-    }
-    let args = self_args(o, cfg);
-    let mut cmd = std::process::Command::new(&args[0]);
-    cmd.args(&args[1..])
-        .args(["wal-prefetch", server, "--spool"])
-        .arg(sp.dir());
-    sp.start_prefetcher(cmd)?;
-    sp.take_when_ready(name, dest, cfg.s3.read_timeout).await
-}
-
-/// The prefetcher process.
-pub(super) async fn prefetcher(
-    cfg: &Config,
-    t: &Transfer,
-    server: &str,
-    spool: PathBuf,
-) -> Result<Exit> {
-    let remote = Remote::new(cfg.location.prefix(), server);
-    let sp = Spool::at(spool);
-    // The bucket's cluster, checked again: a changed one empties the spool before anything is
-    // fetched into it.
-    sp.set_identity(bucket_system(t, &remote).await?)?;
-    let depth = Depth {
-        segments: cfg.barman.wal_prefetch.max(1),
-        bytes: cfg.barman.wal_spool_bytes,
+/// The prefetcher process: takes the spool's lock (another prefetcher holding it ends this
+/// one at once, before anything is built), then runs until recovery stops asking.
+pub(super) fn prefetcher(o: &Options, server: &str, spool: &Path) -> Exit {
+    let run = || -> Result<Exit> {
+        let cfg = load_config(o)?;
+        let sp = Spool::open(spool)?;
+        let Some(lock) = sp.lock()? else {
+            return Ok(Exit::Success);
+        };
+        let settings = Settings {
+            depth: cfg.barman.wal_prefetch.max(1),
+            bytes: cfg.barman.wal_spool_bytes,
+        };
+        crate::runtime::block_on(|cancel| async {
+            let t = engine(o, &cfg, cancel).await?;
+            let server = Server::new(&t, cfg.location.prefix(), server);
+            prefetch::run(&server, &sp, lock, &decoding(&cfg), settings).await
+        })?;
+        Ok(Exit::Success)
     };
-    prefetch::run(t, &remote, &sp, &decoding(cfg), depth).await?;
-    Ok(Exit::Success)
+    finish(run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn one_mapping_from_outcome_to_status() {
+        assert_eq!(exit_status(&Outcome::Served(Served::Spool(1))).code(), 0);
+        assert_eq!(exit_status(&Outcome::Absent).code(), 1);
+        for e in [
+            Error::Config("x".into()),
+            Error::Usage("x".into()),
+            Error::Interrupted,
+            Error::NotFound { key: "k".into() },
+            Error::Failed("x".into()),
+        ] {
+            assert_eq!(exit_status(&Outcome::Failed(e)).code(), 200);
+        }
+    }
 }

@@ -60,6 +60,8 @@ pub struct BarmanConfig {
     pub custom_compression_magic: Option<Vec<u8>>,
     /// Decrypts GPG-encrypted WALs (stdin to stdout, no shell).
     pub decryption_command: Option<crate::codec::Filter>,
+    /// How long `decryption_command` or `custom_decompression` may run on one file.
+    pub command_timeout: Duration,
     /// Segments `wal-restore` fetches ahead during recovery (0: none).
     pub wal_prefetch: usize,
     /// Where prefetched segments wait (default: `.barmans3-spool` in `pg_wal`).
@@ -87,6 +89,7 @@ impl Default for BarmanConfig {
             custom_decompression: None,
             custom_compression_magic: None,
             decryption_command: None,
+            command_timeout: crate::codec::DEFAULT_FILTER_TIMEOUT,
             wal_prefetch: 8,
             wal_spool_dir: None,
             wal_spool_bytes: 1 << 30,

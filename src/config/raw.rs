@@ -106,6 +106,7 @@ struct RawBarman {
     custom_decompression: Option<String>,
     custom_compression_magic: Option<String>,
     decryption_command: Option<String>,
+    command_timeout: Option<String>,
     wal_prefetch: Option<usize>,
     wal_spool_dir: Option<PathBuf>,
     wal_spool_bytes: Option<String>,
@@ -397,8 +398,11 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         .map(parse_magic)
         .transpose()
         .map_err(|e| k.err(key, e))?;
+    let command_timeout = k.duration(field!(barman.command_timeout), d.command_timeout)?;
     let filter = |(v, key): (&Option<String>, &'static str)| {
-        v.as_deref().and_then(|c| Filter::parse(c, key))
+        v.as_deref()
+            .and_then(|c| Filter::parse(c, key))
+            .map(|f| f.with_timeout(command_timeout))
     };
     let (prefetch, key) = field!(barman.wal_prefetch);
     let wal_prefetch = prefetch.unwrap_or(d.wal_prefetch);
@@ -421,6 +425,7 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
     Ok(BarmanConfig {
         custom_decompression: filter(field!(barman.custom_decompression)),
         decryption_command: filter(field!(barman.decryption_command)),
+        command_timeout,
         config: barman.config.unwrap_or(d.config),
         min_remote_backups,
         max_deletes: barman.max_deletes.unwrap_or(d.max_deletes),
@@ -550,6 +555,7 @@ impl RawBarman {
                 .as_ref()
                 .map(|m| format!("0x{}", crate::checksum::hex(m))),
             decryption_command: b.decryption_command.as_ref().map(|f| f.argv.join(" ")),
+            command_timeout: secs(b.command_timeout),
             wal_prefetch: Some(b.wal_prefetch),
             wal_spool_dir: b.wal_spool_dir.clone(),
             wal_spool_bytes: Some(human_bytes_exact(b.wal_spool_bytes)),

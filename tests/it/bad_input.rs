@@ -307,6 +307,35 @@ fn fixture() -> Fixture {
             .await
             .expect("put wal");
     });
+    // wal-restore's hostile objects: segment 7 only as a closed partial with segment 8 behind
+    // it (a gap), and segment 10 a zstd bomb; a data directory whose pg_control (16 MiB
+    // segments) bounds the decoder.
+    crate::common::block_on(async {
+        let t = crate::common::garage_transfer().await;
+        let key = |n: &str| format!("{prefix}/pg/wals/{}/{n}", &n[..16]);
+        let bomb =
+            zstd::encode_all(std::io::Read::take(std::io::repeat(0), 64 << 20), 19).expect("bomb");
+        for (k, body) in [
+            (
+                key(&format!("{}.partial", wal_name(7))),
+                Bytes::from(vec![0u8; 100]),
+            ),
+            (key(&wal_name(8)), Bytes::from(vec![0u8; 100])),
+            (key(&wal_name(10)), Bytes::from(bomb)),
+        ] {
+            t.put_bytes(&k, body, BTreeMap::new())
+                .await
+                .expect("put wal");
+        }
+    });
+    let pgc = site.dir.path().join("pgc");
+    std::fs::create_dir_all(pgc.join("global")).expect("pgc");
+    std::fs::create_dir_all(pgc.join("pg_wal")).expect("pgc");
+    std::fs::copy(
+        crate::common::repo().join("tests/fixtures/pg_control/pg15-16MiB"),
+        pgc.join("global/pg_control"),
+    )
+    .expect("pg_control");
 
     // Links that lead outside DEST, an entry under a link, names that collide.
     let outside = site.dir.path().join("outside");
@@ -656,6 +685,32 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             barmans3("wal-restore pg ../../etc/passwd {dir}/w1"),
             200,
             "not a WAL file name",
+        ),
+        case(
+            "hostile bucket: a partial with later segments behind it",
+            barmans3(&format!("wal-restore pg {} {{dir}}/w7", wal_name(7))),
+            200,
+            "only its closed partial",
+        ),
+        case(
+            "hostile bucket: a decompression bomb",
+            barmans3(&format!(
+                "wal-restore pg {} {{dir}}/pgc/pg_wal/w10",
+                wal_name(10)
+            )),
+            200,
+            "more than 16777216 bytes",
+        ),
+        case(
+            "config zero command_timeout",
+            Call::WithConfig(
+                good.clone()
+                    + &barman_part.replace("barman:\n", "barman:\n  command_timeout: 0s\n"),
+                0o600,
+                args("wal-restore pg 000000010000000000000001 {dir}/w1"),
+            ),
+            200,
+            "barman.command_timeout",
         ),
         case(
             "cli bad duration",

@@ -37,4 +37,6 @@ mod transfer;
 mod verify;
 mod volume;
 mod walrestore;
+mod walrestore_pg;
+mod walrestore_spool;
 mod walsync;

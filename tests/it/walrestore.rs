@@ -14,14 +14,25 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(crate::common::repo().join("tests/fixtures/wal").join(name)).expect("fixture")
 }
 
-fn put(site: &Site, key: &str, bytes: &[u8]) {
+pub(crate) fn put(site: &Site, key: &str, bytes: &[u8]) {
     let f = site.dir.path().join("upload.tmp");
     std::fs::write(&f, bytes).expect("write");
     let out = site.run(&["store", "put", f.to_str().expect("utf8"), key], &[]);
     assert!(out.status.success(), "put {key}: {}", err(&out));
 }
 
-fn wal_key(name: &str) -> String {
+/// Puts real segments `segs` into the bucket.
+pub(crate) fn put_segments(site: &Site, segs: std::ops::RangeInclusive<u64>) {
+    for seg in segs {
+        put(
+            site,
+            &wal_key(&wal_name(seg)),
+            &wal_segment(&wal_name(seg), seg),
+        );
+    }
+}
+
+pub(crate) fn wal_key(name: &str) -> String {
     if name.ends_with(".history") {
         format!("pg/wals/{name}")
     } else {
@@ -36,12 +47,12 @@ fn restore(site: &Site, name: &str, dest: &Path) -> Output {
     )
 }
 
-fn err(out: &Output) -> String {
+pub(crate) fn err(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The files a directory holds (to prove a failure left nothing, not even a temp file).
-fn names(dir: &Path) -> Vec<String> {
+pub(crate) fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .expect("ls")
         .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
@@ -110,16 +121,58 @@ fn only_a_verifiably_absent_file_is_not_found() {
     let out = restore(&site, &wal_name(3), &dir.join("x"));
     assert_eq!(out.status.code(), Some(200), "{}", err(&out));
     assert!(err(&out).contains("gap"), "{}", err(&out));
-    // Segment 3's closed partial fills the hole: it is served for the segment.
-    let partial = wal_segment(&wal_name(3), 3)[..200_000].to_vec();
+    // Segment 3's closed partial does not fill the hole: PostgreSQL would end recovery inside
+    // it and never read segment 4.
+    let partial = |seg: u64| {
+        let mut p = wal_segment(&wal_name(seg), seg);
+        p[200_000..].fill(0);
+        p
+    };
     put(
         &site,
         &format!("{}.partial", wal_key(&wal_name(3))),
-        &partial,
+        &partial(3),
     );
     let out = restore(&site, &wal_name(3), &dir.join("p"));
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(
+        err(&out).contains("only its closed partial"),
+        "{}",
+        err(&out)
+    );
+    assert!(!dir.join("p").exists());
+    // At the end of the timeline a closed partial is what there is: served for the segment.
+    put(
+        &site,
+        &format!("{}.partial", wal_key(&wal_name(5))),
+        &partial(5),
+    );
+    let out = restore(&site, &wal_name(5), &dir.join("p"));
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    assert!(std::fs::read(dir.join("p")).expect("partial") == partial);
+    assert!(std::fs::read(dir.join("p")).expect("partial") == partial(5));
+    // A partial cut short is refused for its length, not served as the end of the archive.
+    put(
+        &site,
+        &format!("{}.partial", wal_key(&wal_name(5))),
+        &partial(5)[..300_000],
+    );
+    let out = restore(&site, &wal_name(5), &dir.join("q"));
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(err(&out).contains("length is wrong"), "{}", err(&out));
+    // The same cut in a compressed partial: lz4 between two blocks (its decoder alone reads
+    // that as the end) and snappy between two chunks (its framing has no end mark) decode to a
+    // prefix without error; the prefix is refused all the same, never served.
+    // lz4 knows its end mark is missing; for snappy the length says it.
+    for (codec, cut, why) in [
+        ("lz4", lz4_cut(&partial(5)), "truncated"),
+        ("snappy", snappy_cut(&partial(5)), "length is wrong"),
+    ] {
+        put(&site, &format!("{}.partial", wal_key(&wal_name(5))), &cut);
+        let out = restore(&site, &wal_name(5), &dir.join("q"));
+        assert_eq!(out.status.code(), Some(200), "{codec}: {}", err(&out));
+        assert!(err(&out).contains(why), "{codec}: {}", err(&out));
+        assert!(!dir.join("q").exists(), "{codec}");
+    }
     // Another segment's bytes under this name: refused.
     put(&site, &wal_key(&wal_name(6)), &wal_segment(&wal_name(7), 7));
     let out = restore(&site, &wal_name(6), &dir.join("y"));
@@ -197,17 +250,42 @@ fn encrypted_and_custom_wals_need_their_commands() {
     assert!(std::fs::read(&dest).expect("w") == seg);
     let out = restore(&site, &wal_name(2), &dest);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    // A failing command's arguments may hold a passphrase: not in any message, at any level.
+    let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
+    std::fs::write(
+        &site.cfg,
+        cfg.replace(
+            "decryption_command: tail -c +2",
+            "decryption_command: false --passphrase PASSPHRASEc0ffee",
+        ),
+    )
+    .expect("cfg");
+    std::fs::remove_file(&dest).expect("rm");
+    let out = site.run(
+        &[
+            "-vv",
+            "wal-restore",
+            "pg",
+            &wal_name(1),
+            dest.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(err(&out).contains("(false) failed"), "{}", err(&out));
+    assert!(!err(&out).contains("PASSPHRASEc0ffee"), "{}", err(&out));
+    assert!(!dest.exists());
 }
 
 /// A data directory as PostgreSQL runs restore_command in it: cwd = PGDATA, %p relative.
-fn pgdata(site: &Site) -> std::path::PathBuf {
+pub(crate) fn pgdata(site: &Site) -> std::path::PathBuf {
     let d = site.dir.path().join("pgdata");
     std::fs::create_dir_all(d.join("pg_wal")).expect("pg_wal");
     d
 }
 
 /// Runs wal-restore as PostgreSQL does during recovery.
-fn recover(site: &Site, pgdata: &Path, name: &str) -> Output {
+pub(crate) fn recover(site: &Site, pgdata: &Path, name: &str) -> Output {
     std::process::Command::new(crate::common::site::BIN)
         .current_dir(pgdata)
         .args(["--config", site.cfg.to_str().expect("utf8")])
@@ -217,7 +295,7 @@ fn recover(site: &Site, pgdata: &Path, name: &str) -> Output {
 }
 
 /// Stops the prefetchers working on `dir` (they otherwise exit on their own when idle).
-fn stop_prefetchers(dir: &Path) {
+pub(crate) fn stop_prefetchers(dir: &Path) {
     let needle = dir.display().to_string();
     for e in std::fs::read_dir("/proc").expect("proc").flatten() {
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
@@ -232,13 +310,13 @@ fn stop_prefetchers(dir: &Path) {
 }
 
 /// The spool directories under a base.
-fn spools(base: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn spools(base: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(base)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
 }
 
-fn with_prefetch(site: &Site, depth: usize) {
+pub(crate) fn with_prefetch(site: &Site, depth: usize) {
     let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
     std::fs::write(
         &site.cfg,
@@ -291,30 +369,8 @@ fn a_killed_prefetch_leaves_nothing_a_later_call_could_serve() {
     let prefix = crate::common::unique("prefetch-kill");
     let site = Site::new(&crate::common::garage().yaml(&prefix));
     with_prefetch(&site, 8);
-    for seg in 1..=10 {
-        let out = site.run(
-            &["store", "put", "/dev/stdin", &wal_key(&wal_name(seg))],
-            &[],
-        );
-        let _ = out;
-    }
-    // Upload real segments through the binary (Garage, so fetches take a moment).
-    let src = site.dir.path().join("src");
-    std::fs::create_dir(&src).expect("src");
-    for seg in 1..=10 {
-        let f = src.join(wal_name(seg));
-        std::fs::write(&f, wal_segment(&wal_name(seg), seg)).expect("seg");
-        let out = site.run(
-            &[
-                "store",
-                "put",
-                f.to_str().expect("utf8"),
-                &wal_key(&wal_name(seg)),
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "{}", err(&out));
-    }
+    // Garage, so fetches take a moment.
+    put_segments(&site, 1..=10);
     let pg = pgdata(&site);
     let base = pg.join("pg_wal/.barmans3-spool");
     let out = recover(&site, &pg, &wal_name(1));
@@ -324,8 +380,10 @@ fn a_killed_prefetch_leaves_nothing_a_later_call_could_serve() {
     stop_prefetchers(&base);
     for spool in spools(&base) {
         for e in std::fs::read_dir(&spool).expect("ls").flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let file = e.file_name().to_string_lossy().into_owned();
+            // Entries are named <segment>.<crc32c>; nothing else may hold a segment's bytes.
+            let name = file.split('.').next().unwrap_or_default().to_string();
+            if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) && file != name {
                 let seg = u64::from_str_radix(&name[16..], 16).expect("seg");
                 assert!(
                     std::fs::read(e.path()).expect("spooled") == wal_segment(&name, seg),
@@ -383,4 +441,72 @@ fn a_spool_of_another_server_or_timeline_is_never_served() {
         err(&out)
     );
     stop_prefetchers(&base);
+}
+
+#[test]
+fn a_decryption_command_that_never_ends_is_stopped_and_recovery_aborted() {
+    let site = Site::local();
+    with_prefetch(&site, 0);
+    // "Encrypted" (an OpenPGP packet tag first), and a "decryption" that waits forever, like a
+    // gpg asking for a passphrase nobody will type.
+    let mut enc = vec![0x85];
+    enc.extend_from_slice(&wal_segment(&wal_name(1), 1));
+    put(&site, &wal_key(&wal_name(1)), &enc);
+    let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
+    std::fs::write(
+        &site.cfg,
+        cfg.replace(
+            "barman:\n",
+            "barman:\n  decryption_command: sleep 600\n  command_timeout: 1s\n",
+        ),
+    )
+    .expect("cfg");
+    let dest = site.dir.path().join("w");
+    let started = std::time::Instant::now();
+    let out = restore(&site, &wal_name(1), &dest);
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(
+        err(&out).contains("did not finish within 1s"),
+        "{}",
+        err(&out)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!dest.exists());
+}
+
+/// `data` as an lz4 frame (64 KiB blocks) cut after its third block, before the end mark.
+fn lz4_cut(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let info = lz4_flex::frame::FrameInfo::new().block_size(lz4_flex::frame::BlockSize::Max64KB);
+    let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+    enc.write_all(data).expect("lz4");
+    let frame = enc.finish().expect("lz4");
+    // Magic, FLG, BD and the header checksum; then blocks of a size word and their bytes.
+    let mut at = 7;
+    for _ in 0..3 {
+        let size = u32::from_le_bytes(frame[at..at + 4].try_into().expect("size"));
+        at += 4 + (size & 0x7FFF_FFFF) as usize;
+    }
+    assert!(at < frame.len() - 4, "the frame has more than three blocks");
+    frame[..at].to_vec()
+}
+
+/// `data` in snappy framing cut after its third chunk.
+fn snappy_cut(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = snap::write::FrameEncoder::new(Vec::new());
+    enc.write_all(data).expect("snappy");
+    let stream = enc.into_inner().expect("snappy");
+    // The stream identifier, then chunks of a type byte, a 3-byte length and their bytes.
+    let mut at = 10;
+    for _ in 0..3 {
+        let len = u32::from_le_bytes([stream[at + 1], stream[at + 2], stream[at + 3], 0]);
+        at += 4 + len as usize;
+    }
+    assert!(at < stream.len(), "the stream has more than three chunks");
+    stream[..at].to_vec()
 }

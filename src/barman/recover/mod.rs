@@ -3,8 +3,6 @@
 //! Barman host.
 
 pub mod catalog;
-pub mod prefetch;
 pub mod restore;
-pub mod spool;
 pub mod timeline;
 pub mod walrestore;

@@ -1,0 +1,254 @@
+//! WAL files from the bucket: the direct fetch a `restore_command` call makes when the spool
+//! cannot serve it (every name a file may be stored under, and what its absence means), the
+//! prefetcher's fetch of one segment, the listing that tells the prefetcher what is there, and
+//! the bucket's `identity.json`.
+//!
+//! A segment absent from the bucket may be stored as its closed `.partial` (the end of a
+//! timeline pg_receivewal streamed). The partial is served only when no later segment of the
+//! same timeline is in the bucket: PostgreSQL finds the end of WAL inside a partial and ends
+//! recovery there, so a partial with later segments behind it is a gap, and handing it over
+//! would promote a server that lost everything after it.
+
+use std::collections::BTreeSet;
+
+use super::decode::{Decoding, Limits, check_system, decode, segment_size};
+use super::{Expected, Fetched};
+use crate::barman::server::Server;
+use crate::barman::wal::{self, WalKind};
+use crate::error::{Error, Result};
+use crate::store::ListRequest;
+use crate::transfer::Transfer;
+
+/// Fetches WAL file `name` (PostgreSQL's `%f`) and turns it back into PostgreSQL's bytes,
+/// checked: decoded within the limits of its kind and the cluster's segment size, its first
+/// page naming it, its system identifier the cluster's when that is known.
+pub async fn fetch_decoded(
+    s: &Server,
+    name: &str,
+    decoding: &Decoding,
+    expected: Expected,
+) -> Result<(Fetched, Vec<u8>)> {
+    let kind = wal::classify(name).ok_or_else(|| not_a_wal_name(name))?;
+    let limits = Limits::of(kind, expected.seg_size);
+    let (key, stored) = locate(s, name, limits).await?;
+    decoded(key, stored, decoding, expected, limits).await
+}
+
+/// The prefetcher's fetch of segment `name`: the object of that name only (a closed partial
+/// ends a timeline and is the direct fetch's to judge), decoded and checked as the direct fetch
+/// does.
+pub async fn fetch_segment(
+    s: &Server,
+    name: &str,
+    decoding: &Decoding,
+    expected: Expected,
+) -> Result<Vec<u8>> {
+    let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
+    let limits = Limits::of(WalKind::Segment, expected.seg_size);
+    let key = s.remote.wal_key(&rel);
+    let stored = get(&s.t, &key, limits).await?;
+    decoded(key, stored, decoding, expected, limits)
+        .await
+        .map(|(_, plain)| plain)
+}
+
+/// Decodes and checks what was fetched from `key`, off the runtime's threads.
+async fn decoded(
+    key: String,
+    stored: Vec<u8>,
+    decoding: &Decoding,
+    expected: Expected,
+    limits: Limits,
+) -> Result<(Fetched, Vec<u8>)> {
+    // The file served may be the segment's closed partial: check it as what it is.
+    let served = key.rsplit('/').next().unwrap_or(&key).to_string();
+    let kind = wal::classify(&served).ok_or_else(|| not_a_wal_name(&served))?;
+    let decoding = decoding.clone();
+    let (plain, stored_as, key) = tokio::task::spawn_blocking(move || {
+        let what = format!("WAL file {served} ({key})");
+        let (plain, how) = decode(kind, &served, stored, &decoding, limits, &what)?;
+        check_system(kind, &plain, expected.system, &what)?;
+        let is_wal = matches!(kind, WalKind::Segment | WalKind::Partial);
+        if let (true, Some(want), Some(got)) = (is_wal, expected.seg_size, segment_size(&plain))
+            && want != got
+        {
+            return Err(Error::Failed(format!(
+                "{what}: its first page gives {got}-byte segments, the cluster being recovered has {want}-byte ones; refusing it"
+            )));
+        }
+        Ok::<_, Error>((plain, how, key))
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("decode task failed: {e}")))??;
+    let seg_size = matches!(kind, WalKind::Segment | WalKind::Partial)
+        .then(|| segment_size(&plain))
+        .flatten();
+    Ok((
+        Fetched {
+            bytes: plain.len() as u64,
+            key,
+            stored_as,
+            seg_size,
+        },
+        plain,
+    ))
+}
+
+/// The system identifier of the cluster the bucket holds (`identity.json`, written by
+/// base-sync), if the bucket has one.
+pub async fn bucket_system(s: &Server) -> Result<Option<u64>> {
+    // A few fields of JSON: what the bucket holds under the name is read only that far.
+    let buf = match s
+        .t
+        .download_small(&s.remote.identity_key(), IDENTITY_MAX)
+        .await
+    {
+        Ok((buf, _)) => buf,
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&buf)
+        .map_err(|e| Error::Failed(format!("{}: not JSON: {e}", s.remote.identity_key())))?;
+    Ok(match &v["systemid"] {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    })
+}
+
+/// The most of `identity.json` read.
+const IDENTITY_MAX: u64 = 64 << 10;
+
+pub(super) fn not_a_wal_name(name: &str) -> Error {
+    Error::Usage(format!(
+        "{name:?} is not a WAL file name (segment, .partial, .backup or .history)"
+    ))
+}
+
+fn name_of(key: &str) -> String {
+    key.rsplit('/').next().unwrap_or(key).to_string()
+}
+
+/// The stored bytes of `name`: the object itself, or for a segment its closed `.partial` when
+/// no later segment of its timeline is in the bucket. Absent under both names: NotFound, or an
+/// error when later segments of the timeline are there.
+async fn locate(s: &Server, name: &str, limits: Limits) -> Result<(String, Vec<u8>)> {
+    let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
+    let key = s.remote.wal_key(&rel);
+    match get(&s.t, &key, limits).await {
+        Err(Error::NotFound { .. }) => {}
+        other => return other.map(|b| (key, b)),
+    }
+    if wal::classify(name) != Some(WalKind::Segment) {
+        return Err(Error::NotFound { key });
+    }
+    let partial = format!("{key}.partial");
+    // Whether or not the partial is there, what follows the segment decides: ask both at once.
+    let (found, later) = tokio::join!(get(&s.t, &partial, limits), later_segment(s, name, &key));
+    let later = later?;
+    match (found, later) {
+        (Ok(b), None) => {
+            tracing::info!("{name}: serving the closed partial segment {partial}");
+            Ok((partial, b))
+        }
+        (Ok(_), Some(later)) => Err(Error::Failed(format!(
+            "WAL segment {name} is not in the bucket, only its closed partial is, and the later {later} of the same timeline is there too: PostgreSQL would end recovery inside the partial and lose everything after it; ship the whole segment (wal-sync) or set a recovery target before it"
+        ))),
+        (Err(Error::NotFound { .. }), Some(later)) => Err(Error::Failed(format!(
+            "WAL segment {name} is not in the bucket but the later {later} of the same timeline is: the archive has a gap, and ending recovery here would lose everything after it; ship the missing WAL (wal-sync) or set a recovery target before it"
+        ))),
+        (Err(Error::NotFound { .. }), None) => Err(Error::NotFound { key }),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// One object, whole, refused above the stored limit.
+async fn get(t: &Transfer, key: &str, limits: Limits) -> Result<Vec<u8>> {
+    t.download_small(key, limits.stored)
+        .await
+        .map(|(data, _)| data)
+}
+
+/// The first segment after `name` on its timeline that the bucket holds, if any.
+async fn later_segment(s: &Server, name: &str, key: &str) -> Result<Option<String>> {
+    let req = ListRequest {
+        prefix: s.remote.wals_prefix(),
+        // After the segment, its .partial and its backup labels.
+        start_after: Some(format!("{key}.\u{10FFFF}")),
+        max_keys: Some(20),
+        ..Default::default()
+    };
+    let mut found = None;
+    s.t.list_pages(&req, |objs, _| {
+        found = objs.iter().map(|o| name_of(&o.key)).find(|n| {
+            matches!(wal::classify(n), Some(WalKind::Segment | WalKind::Partial))
+                && wal::timeline(n) == wal::timeline(name)
+                && wal::compare(n, name).is_gt()
+        });
+        false
+    })
+    .await?;
+    Ok(found)
+}
+
+/// What one listing of a timeline says is in the bucket from a segment on.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    /// The segments there (full segments only: partials are the direct fetch's).
+    pub present: BTreeSet<String>,
+    /// The last segment name the listing reached; names up to it that are not present are
+    /// absent.
+    pub reached: Option<String>,
+    /// Whether the listing reached the end of the timeline's keys.
+    pub complete: bool,
+}
+
+impl Listed {
+    /// Whether the listing says `name` (of its timeline) is not in the bucket.
+    pub fn absent(&self, name: &str) -> bool {
+        !self.present.contains(name)
+            && (self.complete
+                || self
+                    .reached
+                    .as_deref()
+                    .is_some_and(|r| wal::compare(name, r).is_lt()))
+    }
+}
+
+/// Keys one listing page asks for.
+const LIST_PAGE: usize = 1000;
+
+/// One page of the bucket's keys of `first`'s timeline, from `first` on.
+pub async fn list_from(s: &Server, first: &str, seg_size: u64) -> Result<Listed> {
+    let tli = wal::timeline(first).unwrap_or(1);
+    let per_log = (1u64 << 32) / seg_size;
+    let segno = wal::segment_number(first, per_log).unwrap_or(0);
+    let before = segno.checked_sub(1).map(|n| {
+        let prev = crate::barman::recover::timeline::segment_name(tli, n, seg_size);
+        s.remote.wal_key(&format!("{}/{prev}", &prev[..16]))
+    });
+    let req = ListRequest {
+        prefix: format!("{}{tli:08X}", s.remote.wals_prefix()),
+        start_after: before,
+        max_keys: Some(LIST_PAGE),
+        ..Default::default()
+    };
+    let mut out = Listed::default();
+    let mut seen = 0;
+    s.t.list_pages(&req, |objs, _| {
+        seen = objs.len();
+        for o in objs {
+            let n = name_of(&o.key);
+            if wal::classify(&n) == Some(WalKind::Segment) {
+                out.reached = Some(n.clone());
+                out.present.insert(n);
+            }
+        }
+        false
+    })
+    .await?;
+    // A page shorter than asked is the last one (a store that pages shorter only makes the
+    // prefetcher skip names the restore_command then fetches itself).
+    out.complete = seen < LIST_PAGE;
+    Ok(out)
+}

@@ -1,0 +1,203 @@
+//! The spool's trust checks, markers and clean-up, on real directories.
+
+use super::*;
+use crate::barman::recover::walrestore::decode::tests::segment;
+use std::os::unix::fs::PermissionsExt;
+
+const SEG: u32 = 1 << 20;
+
+fn seg(n: u64) -> String {
+    format!("{:08X}{:08X}{:08X}", 1, 0, n)
+}
+
+/// A spool with segment `n` put in as the prefetcher does.
+fn spooled(sp: &Spool, n: u64) -> Vec<u8> {
+    let data = segment(&seg(n), SEG);
+    sp.begin(&seg(n))
+        .expect("begin")
+        .finish(&data)
+        .expect("finish");
+    data
+}
+
+fn names(sp: &Spool) -> Vec<String> {
+    let mut v = sp.names();
+    v.sort();
+    v
+}
+
+#[test]
+fn only_recoverys_own_file_uses_a_spool_of_its_own() {
+    let at = |base: Option<&Path>, server, store, dest: &str| {
+        Spool::path_for(base, server, store, Path::new(dest))
+    };
+    let a = at(None, "pg", "s3 x", "/d/pg_wal/RECOVERYXLOG").expect("spool");
+    assert_eq!(a.parent(), Some(Path::new("/d/pg_wal/.barmans3-spool")));
+    assert!(a.to_string_lossy().contains("/pg-"), "{}", a.display());
+    assert_eq!(
+        at(None, "pg", "s3 x", "/tmp/rewind/000000010000000000000005"),
+        None
+    );
+    // Another server, store or data directory: another spool, also under a shared base.
+    let shared = Some(Path::new("/var/tmp/spool"));
+    let mine = at(shared, "pg", "s3 x", "/d/pg_wal/RECOVERYXLOG");
+    for other in [
+        at(shared, "pg2", "s3 x", "/d/pg_wal/RECOVERYXLOG"),
+        at(shared, "pg", "s3 y", "/d/pg_wal/RECOVERYXLOG"),
+        at(shared, "pg", "s3 x", "/e/pg_wal/RECOVERYXLOG"),
+    ] {
+        assert_ne!(mine, other);
+    }
+    assert_eq!(mine, at(shared, "pg", "s3 x", "/d/pg_wal/RECOVERYXLOG"));
+    // A server name cannot lead the spool elsewhere.
+    let odd = at(shared, "../../etc", "s3 x", "/d/pg_wal/RECOVERYXLOG").expect("odd");
+    assert_eq!(odd.parent(), Some(Path::new("/var/tmp/spool")));
+}
+
+#[test]
+fn a_spool_is_made_private_and_a_shared_one_refused() {
+    let d = tempfile::tempdir().expect("tmp");
+    let dir = d.path().join("base/pg-1");
+    let sp = Spool::open(&dir).expect("open");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&d.path().join("base")), 0o700);
+    drop(sp);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let e = Spool::open(&dir).expect_err("shared");
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Config(_)), "{msg}");
+    assert!(
+        msg.contains("writable by other users") && !msg.contains('\n'),
+        "{msg}"
+    );
+    // A link to a directory is not a spool either.
+    let link = d.path().join("base/pg-2");
+    std::os::unix::fs::symlink(d.path(), &link).expect("link");
+    assert!(Spool::open(&link).is_err());
+}
+
+#[test]
+fn a_served_file_proves_its_whole_content() {
+    let d = tempfile::tempdir().expect("tmp");
+    let sp = Spool::open(&d.path().join("s")).expect("open");
+    let dest = d.path().join("RECOVERYXLOG");
+    let exp = Expected::default();
+    let data = spooled(&sp, 5);
+    assert_eq!(
+        sp.take(&seg(5), &dest, &exp).expect("take"),
+        Some(u64::from(SEG))
+    );
+    assert!(std::fs::read(&dest).expect("served") == data);
+    // The right first page and size, other bytes after it: never served, removed.
+    spooled(&sp, 6);
+    let entry = sp.entries().pop().expect("entry");
+    let mut forged = segment(&seg(6), SEG);
+    forged[5000] ^= 0xFF;
+    std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
+    assert_eq!(sp.take(&seg(6), &dest, &exp).expect("take"), None);
+    assert!(sp.entries().is_empty());
+    // A file under the bare segment name (no recorded checksum) is not an entry at all.
+    std::fs::write(sp.dir().join(seg(7)), segment(&seg(7), SEG)).expect("plant");
+    assert_eq!(sp.take(&seg(7), &dest, &exp).expect("take"), None);
+    // Another cluster's segment, or another segment size, is not served.
+    spooled(&sp, 8);
+    let other = Expected {
+        system: Some(99),
+        seg_size: None,
+    };
+    assert_eq!(sp.take(&seg(8), &dest, &other).expect("take"), None);
+    spooled(&sp, 8);
+    let bigger = Expected {
+        system: None,
+        seg_size: Some(16 << 20),
+    };
+    assert_eq!(sp.take(&seg(8), &dest, &bigger).expect("take"), None);
+    // An old entry is discarded.
+    spooled(&sp, 9);
+    let e = sp.entries().pop().expect("entry");
+    let f = File::options()
+        .write(true)
+        .open(sp.dir().join(&e.file))
+        .expect("open");
+    f.set_modified(SystemTime::now() - MAX_AGE - Duration::from_secs(1))
+        .expect("age");
+    assert_eq!(sp.take(&seg(9), &dest, &exp).expect("take"), None);
+    assert!(sp.entries().is_empty());
+}
+
+#[test]
+fn unfinished_fetches_and_old_files_leave_nothing_behind() {
+    let d = tempfile::tempdir().expect("tmp");
+    let sp = Spool::open(&d.path().join("s")).expect("open");
+    // A fetch dropped unfinished removes its file.
+    let p = sp.begin(&seg(3)).expect("begin");
+    assert!(sp.fetching(&seg(3)));
+    drop(p);
+    assert!(!sp.fetching(&seg(3)));
+    // What a killed prefetcher and older versions left: only markers and entries stay.
+    for junk in [
+        format!(".fetch-{}", seg(4)),
+        seg(4),
+        format!("{}.inflight", seg(4)),
+        format!("{}.missing", seg(4)),
+        ".identity".into(),
+        ".segsize".into(),
+        format!(".{}.123.0.tmp", seg(4)),
+    ] {
+        std::fs::write(sp.dir().join(junk), b"x").expect("junk");
+    }
+    spooled(&sp, 5);
+    sp.want(&seg(5)).expect("want");
+    sp.remember_missing(&seg(9));
+    let kept = sp.sweep(&|_| false, &|_| true);
+    assert_eq!(kept.len(), 1);
+    let entry = format!("{}.{:08x}", seg(5), kept[0].crc);
+    assert_eq!(
+        names(&sp),
+        vec![".missing".to_string(), ".want".into(), entry]
+    );
+    // An idle prefetcher's clear leaves the request marker only.
+    sp.clear();
+    assert_eq!(names(&sp), vec![".want".to_string()]);
+}
+
+#[test]
+fn markers_say_what_was_asked_and_what_is_missing() {
+    let d = tempfile::tempdir().expect("tmp");
+    let sp = Spool::open(&d.path().join("s")).expect("open");
+    assert_eq!(sp.wanted(), None);
+    sp.want(&seg(5)).expect("want");
+    assert_eq!(sp.wanted().map(|(n, _)| n), Some(seg(5)));
+    // A damaged marker is no request.
+    std::fs::write(sp.dir().join(".want"), b"00000001").expect("cut");
+    assert_eq!(sp.wanted(), None);
+    sp.remember_missing(&seg(6));
+    assert!(sp.recently_missing(&seg(6)));
+    assert!(!sp.recently_missing(&seg(7)));
+    // A change of cluster empties the spool.
+    let a = Expected {
+        system: Some(1),
+        seg_size: Some(u64::from(SEG)),
+    };
+    sp.set_expected(a).expect("set");
+    assert_eq!(sp.expected(), a);
+    spooled(&sp, 5);
+    sp.set_expected(Expected {
+        system: Some(2),
+        ..a
+    })
+    .expect("set");
+    assert!(sp.entries().is_empty());
+}
+
+#[test]
+fn one_prefetcher_holds_the_lock() {
+    let d = tempfile::tempdir().expect("tmp");
+    let sp = Spool::open(&d.path().join("s")).expect("open");
+    let lock = sp.lock().expect("lock").expect("free");
+    assert!(sp.lock().expect("lock").is_none());
+    assert!(sp.prefetcher_running());
+    drop(lock);
+    assert!(sp.lock().expect("lock").is_some());
+}
