@@ -536,6 +536,15 @@ impl RawS3 {
     }
 }
 
+/// A command line for display: the program, and how many arguments were left out.
+fn hide_arguments(argv: &[String]) -> String {
+    match argv {
+        [] => String::new(),
+        [program] => program.clone(),
+        [program, rest @ ..] => format!("{program} <{} arguments hidden>", rest.len()),
+    }
+}
+
 impl RawBarman {
     /// The `barman:` section of the effective configuration (the deprecated directory keys
     /// are printed under `state:`).
@@ -554,7 +563,11 @@ impl RawBarman {
                 .custom_compression_magic
                 .as_ref()
                 .map(|m| format!("0x{}", crate::checksum::hex(m))),
-            decryption_command: b.decryption_command.as_ref().map(|f| f.argv.join(" ")),
+            // Its arguments may carry a passphrase (`gpg --passphrase …`): the view shows the program.
+            decryption_command: b
+                .decryption_command
+                .as_ref()
+                .map(|f| hide_arguments(&f.argv)),
             command_timeout: secs(b.command_timeout),
             wal_prefetch: Some(b.wal_prefetch),
             wal_spool_dir: b.wal_spool_dir.clone(),

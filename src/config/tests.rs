@@ -146,6 +146,14 @@ fn the_printed_view_reads_back_as_the_same_config() {
     );
 }
 
+#[test]
+fn the_printed_view_never_shows_the_decryption_commands_arguments() {
+    let text = "store: s3://bkt/pg\nbarman:\n  decryption_command: gpg --batch --passphrase hunter2-secret -d\n";
+    let printed = parse(text).expect("valid").to_redacted_yaml();
+    assert!(!printed.contains("hunter2-secret"), "{printed}");
+    assert!(printed.contains("gpg <4 arguments hidden>"), "{printed}");
+}
+
 /// Parses `y` and returns the config (or error) and the log lines parsing wrote.
 fn parse_logged(y: &str) -> (Result<Config>, Vec<String>) {
     #[derive(Clone, Default)]
