@@ -94,6 +94,7 @@ async fn with_engine(
         BarmanAction::WalRestore { .. }
             | BarmanAction::WalPrefetch { .. }
             | BarmanAction::BaseLs { .. }
+            | BarmanAction::Drill { .. }
     );
     // What status --prometheus exports as the last run (a follower never ends). Only a run
     // that ended without error is recorded: a failed run leaves the disk as it was.
@@ -189,6 +190,11 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
         BarmanAction::WalPrefetch { server, spool } => {
             super::walrestore::prefetcher(cfg, t, &server, spool).await
         }
+        BarmanAction::Drill {
+            server,
+            opts,
+            prometheus,
+        } => super::drill::run(o, cfg, t, &server, &opts, prometheus.as_deref()).await,
     }
 }
 
@@ -354,7 +360,7 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
 
 /// The restore_command base-restore --recovery writes: this binary, this config, this server,
 /// each word quoted for the shell PostgreSQL runs it with.
-fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
+pub(super) fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
     use crate::barman::recover::restore::recovery::shell_quote;
     let mut words: Vec<String> = super::walrestore::self_args(o, cfg)
         .iter()

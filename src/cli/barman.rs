@@ -65,6 +65,14 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             dest,
             recovery,
         },
+        Command::Drill(a) => {
+            let (server, opts, prometheus) = a.validate()?;
+            BarmanAction::Drill {
+                server,
+                opts,
+                prometheus,
+            }
+        }
         Command::WalRestore {
             server,
             wal_name,
