@@ -7,7 +7,7 @@ use std::process::Command;
 
 /// Runs `tests/it/e2e/SCRIPT` against the run's Garage with the binary and `env`, and asserts it
 /// ended with its `E2E OK` line.
-fn run_script(script: &str, env: &[(&str, &str)]) {
+pub(crate) fn run_script(script: &str, env: &[(&str, &str)]) {
     let g = crate::common::garage();
     let out = Command::new("bash")
         .arg(crate::common::repo().join("tests/it/e2e").join(script))

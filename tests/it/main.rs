@@ -14,6 +14,7 @@ mod cluster;
 mod conformance;
 mod crash;
 mod demo;
+mod drill;
 mod faults;
 mod follow;
 mod gluster_real;

@@ -204,13 +204,15 @@ pub async fn version_of(bindir: &Path) -> Option<String> {
 }
 
 /// Ends the WAL prefetchers wal-restore started for this copy (their command line names a
-/// spool inside `dest`): they would otherwise linger until idle.
+/// spool inside `dest`): they would otherwise linger until idle. A prefetcher keeps polling
+/// its spool after SIGTERM, so a short grace is followed by SIGKILL; what it leaves (temp
+/// files in the spool) is inside `dest`, which the caller removes.
 pub async fn stop_prefetchers(dest: &Path) {
     let mine: Vec<Pid> = prefetchers_under(dest);
     for pid in &mine {
         let _ = kill_process(*pid, Signal::TERM);
     }
-    for _ in 0..50 {
+    for _ in 0..10 {
         if prefetchers_under(dest).is_empty() {
             return;
         }

@@ -72,6 +72,7 @@ pub async fn drill(srv: &Server, opts: &DrillOptions, env: &DrillEnv) -> (DrillR
             _ = cancel.cancelled() => Err(Error::Interrupted),
         }
     };
+    tracing::info!("drill: clean up");
     let cleaned = cleanup(&mut scratch, opts.keep).await;
     let result = match (result, cleaned) {
         (Err(e), _) => Err(e),
@@ -109,9 +110,9 @@ async fn steps(
     }
     let mut f = Facts::default();
     let need = prepare(srv, opts, env, rep, &mut f).await?;
-    *step = "check free space";
+    enter(step, "check free space");
     claim(scratch, need)?;
-    *step = "restore the base backup";
+    enter(step, "restore the base backup");
     let t0 = Instant::now();
     let data = scratch.dest.join("data");
     let ropts = RestoreOptions {
@@ -123,25 +124,31 @@ async fn steps(
     rep.restored_bytes = r.bytes;
     rep.bucket_bytes = r.bytes;
     rep.restore_seconds = t0.elapsed().as_secs_f64();
-    *step = "configure the scratch copy";
+    enter(step, "configure the scratch copy");
     let settings = configure(scratch, opts, rep, &mut f)?;
-    *step = "start PostgreSQL";
+    enter(step, "start PostgreSQL");
     let t1 = Instant::now();
     let layout = f
         .layout
         .clone()
         .ok_or_else(|| Error::Failed("no layout".into()))?;
     scratch.pg = Some(Postmaster::start(&layout, &settings)?);
-    *step = "replay the WAL";
+    enter(step, "replay the WAL");
     wait_for_promotion(scratch, &mut f).await?;
     rep.replay_seconds = t1.elapsed().as_secs_f64();
-    *step = "check the end of the archive";
+    enter(step, "check the end of the archive");
     end_of_replay(opts, rep, &f).await?;
-    *step = "run the checks";
+    enter(step, "run the checks");
     let t2 = Instant::now();
     checks(opts, rep, &f, step).await?;
     rep.checks_seconds = t2.elapsed().as_secs_f64();
     Ok(())
+}
+
+/// Names the step now running (for the failure line) and logs it.
+fn enter(step: &mut &'static str, name: &'static str) {
+    *step = name;
+    tracing::info!("drill: {name}");
 }
 
 /// The backup, its binaries and the bucket's WAL: returns the free bytes the drill needs.
@@ -515,7 +522,7 @@ async fn checks(
             })
         })
         .collect();
-    *step = "run --query";
+    enter(step, "run --query");
     for sql in &opts.queries {
         let out = pg::psql(layout, user, &opts.dbname, sql, pg::PSQL_TIMEOUT)
             .await
@@ -542,7 +549,9 @@ async fn cleanup(scratch: &mut Scratch, keep: bool) -> Result<()> {
     {
         problems.push(e.one_line());
     }
+    tracing::debug!("drill: PostgreSQL stopped");
     pg::stop_prefetchers(&scratch.dest).await;
+    tracing::debug!("drill: prefetchers stopped");
     if !keep && scratch.dest.exists() {
         let gone = if scratch.created {
             std::fs::remove_dir_all(&scratch.dest)
