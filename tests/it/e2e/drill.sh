@@ -4,7 +4,8 @@
 #   - a backup and three batches of rows after it, each batch in WAL of its own;
 #   - drill with --query: exit 0, the row count of the last batch, a textfile and JSON, the
 #     source untouched, and nothing left behind (no DEST, no postgres, no prefetcher);
-#   - a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed;
+#   - a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed; the
+#     same (exit 1, or 130) for a --timeout shorter than the drill and for SIGTERM in replay;
 #   - a WAL deleted from the middle of the archive: exit 1 naming that WAL, never a success
 #     "restorable up to" an earlier point; nothing left behind.
 # Needs BARMANS3_BIN and the BARMANS3_TEST_S3_* variables. Prints "E2E OK" at the end.
@@ -118,6 +119,24 @@ grep -q '"success": false' <<<"$OUT" || fail "JSON says success: $OUT"
 nothing_left badquery
 grep -q "^barmans3_drill_success{server=\"$SRV\"} 0$" "$BASE/prom/drill.prom" || fail "textfile after failure: $(cat "$BASE/prom/drill.prom")"
 grep -q "^barmans3_drill_last_success_timestamp_seconds{server=\"$SRV\"} " "$BASE/prom/drill.prom" || fail "last success lost"
+
+step "--timeout shorter than the drill: exit 1 naming it, nothing left behind"
+drill timeout --timeout 1s
+[ "$RC" = 1 ] || fail "exit $RC with --timeout 1s, want 1"
+grep -q "did not finish within --timeout 1s" <<<"$ERR" || fail "failure does not name the timeout"
+nothing_left timeout
+
+step "SIGTERM during replay: exit 130, PostgreSQL stopped, DEST removed"
+as_pg "$BIN --config $BASE/restore.yaml drill $SRV --dest $BASE/drills/term 2>$BASE/drills/err" &
+SU_PID=$!
+for _ in $(seq 1 600); do grep -q "drill: replay the WAL" "$BASE/drills/err" 2>/dev/null && break; sleep 0.1; done
+grep -q "drill: replay the WAL" "$BASE/drills/err" || fail "the drill never reached replay: $(cat "$BASE/drills/err")"
+DRILL_PID=$(pgrep -u postgres -f -- "drill $SRV --dest $BASE/drills/term" | head -1)
+[ -n "$DRILL_PID" ] || fail "no drill process"
+kill -TERM "$DRILL_PID"
+RC=0; wait "$SU_PID" || RC=$?
+[ "$RC" = 130 ] || fail "exit $RC after SIGTERM, want 130: $(cat "$BASE/drills/err")"
+nothing_left term
 
 step "a WAL deleted from the middle of the archive: the drill fails naming it"
 SEGS=$(grep -E '/[0-9A-F]{24}$' <<<"$WALS_BEFORE")
