@@ -131,7 +131,7 @@ as_pg "$BIN --config $BASE/restore.yaml drill $SRV --dest $BASE/drills/term 2>$B
 SU_PID=$!
 for _ in $(seq 1 600); do grep -q "drill: replay the WAL" "$BASE/drills/err" 2>/dev/null && break; sleep 0.1; done
 grep -q "drill: replay the WAL" "$BASE/drills/err" || fail "the drill never reached replay: $(cat "$BASE/drills/err")"
-DRILL_PID=$(pgrep -u postgres -f -- "drill $SRV --dest $BASE/drills/term" | head -1)
+DRILL_PID=$(pgrep -u postgres -f -- "^$BIN --config $BASE/restore.yaml drill $SRV --dest $BASE/drills/term")
 [ -n "$DRILL_PID" ] || fail "no drill process"
 kill -TERM "$DRILL_PID"
 RC=0; wait "$SU_PID" || RC=$?
