@@ -65,14 +65,7 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             dest,
             recovery,
         },
-        Command::Drill(a) => {
-            let (server, opts, prometheus) = a.validate()?;
-            BarmanAction::Drill {
-                server,
-                opts,
-                prometheus,
-            }
-        }
+        Command::Drill(a) => a.validate()?,
         Command::WalRestore {
             server,
             wal_name,

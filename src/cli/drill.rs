@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::invocation::BarmanAction;
 use crate::barman::drill::{DrillOptions, Target};
 use crate::error::{Error, Result};
 
@@ -59,8 +60,8 @@ pub struct DrillArgs {
 }
 
 impl DrillArgs {
-    /// The validated request: (server, options, textfile).
-    pub fn validate(self) -> Result<(String, DrillOptions, Option<PathBuf>)> {
+    /// The validated request.
+    pub fn validate(self) -> Result<BarmanAction> {
         let backup = match self.backup.as_str() {
             "latest" => None,
             id if crate::barman::info::is_backup_id(id) => Some(id.to_string()),
@@ -88,9 +89,9 @@ impl DrillArgs {
         if self.timeout.is_zero() {
             return Err(Error::Usage("--timeout must be longer than 0s".into()));
         }
-        Ok((
-            self.server,
-            DrillOptions {
+        Ok(BarmanAction::Drill {
+            server: self.server,
+            opts: DrillOptions {
                 backup,
                 target,
                 dest: self.dest,
@@ -99,7 +100,7 @@ impl DrillArgs {
                 dbname: self.dbname,
                 timeout: self.timeout,
             },
-            self.prometheus,
-        ))
+            prometheus: self.prometheus,
+        })
     }
 }

@@ -143,7 +143,7 @@ SEGS=$(grep -E '/[0-9A-F]{24}$' <<<"$WALS_BEFORE")
 MIDDLE=$(tail -2 <<<"$SEGS" | head -1)
 NAME=${MIDDLE##*/}
 b3 store get "${MIDDLE#"$PREFIX/"}" "$BASE/b3/kept.wal"
-curl -sS -f --aws-sigv4 "aws:amz:garage:s3" --user "$BARMANS3_TEST_S3_ACCESS_KEY_ID:$BARMANS3_TEST_S3_SECRET_ACCESS_KEY" \
+curl -sS -f --aws-sigv4 "aws:amz:garage:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" --user "$BARMANS3_TEST_S3_ACCESS_KEY_ID:$BARMANS3_TEST_S3_SECRET_ACCESS_KEY" \
   -X DELETE "$BARMANS3_TEST_S3_ENDPOINT/$BARMANS3_TEST_S3_BUCKET/$MIDDLE" || fail "could not delete $MIDDLE"
 grep -q "$NAME" <<<"$(b3 store ls "$SRV/wals/")" && fail "$NAME still listed"
 drill gap --query "'SELECT count(*) FROM t'"
