@@ -7,7 +7,8 @@
 #   - a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed; the
 #     same (exit 1, or 130) for a --timeout shorter than the drill and for SIGTERM in replay;
 #   - a WAL deleted from the middle of the archive: exit 1 naming that WAL, never a success
-#     "restorable up to" an earlier point; nothing left behind.
+#     "restorable up to" an earlier point; the same WAL damaged inside a record (which
+#     PostgreSQL takes for the end of WAL): the drill fails naming it; nothing left behind.
 # Needs BARMANS3_BIN and the BARMANS3_TEST_S3_* variables. Prints "E2E OK" at the end.
 set -euo pipefail
 
@@ -152,4 +153,22 @@ grep -q "FAILED at .*$NAME" <<<"$ERR" || fail "failure does not name $NAME"
 grep -q '"success": false' <<<"$OUT" || fail "JSON says success: $OUT"
 nothing_left gap
 
-echo "E2E OK: drill of $ID ($TOTAL rows), a failing --query, $NAME deleted; prefix $PREFIX" >&2
+step "the WAL back, but damaged inside a record (its first page intact): PostgreSQL would end recovery there and promote; the drill fails naming it"
+python3 - "$BASE/b3/kept.wal" "$BASE/b3/damaged.wal" <<'PY'
+import gzip, sys
+raw = open(sys.argv[1], "rb").read()
+seg = bytearray(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+assert len(seg) == 16 << 20, len(seg)
+for i in range(20000, 20064):
+    seg[i] ^= 0xFF
+open(sys.argv[2], "wb").write(bytes(seg))
+PY
+chown barman: "$BASE/b3/damaged.wal"
+b3 store put "$BASE/b3/damaged.wal" "${MIDDLE#"$PREFIX/"}"
+drill damaged --query "'SELECT count(*) FROM t'"
+[ "$RC" = 1 ] || fail "exit $RC with $NAME damaged, want 1"
+grep -q "FAILED at check the end of the archive: replay ended in WAL $NAME" <<<"$ERR" || fail "failure does not name $NAME"
+grep -q '"success": false' <<<"$OUT" || fail "JSON says success: $OUT"
+nothing_left damaged
+
+echo "E2E OK: drill of $ID ($TOTAL rows), a failing --query, a timeout, SIGTERM, $NAME deleted then damaged; prefix $PREFIX" >&2
