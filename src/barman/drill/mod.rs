@@ -129,6 +129,9 @@ pub struct DrillReport {
     pub databases: Vec<Database>,
     /// The `--query` results.
     pub queries: Vec<QueryResult>,
+    /// `verified` (pg_checksums --check passed on the stopped copy) or `off` (the cluster has
+    /// no data checksums).
+    pub data_checksums: Option<String>,
     /// Lines of the restored configuration that were commented out (`file: line`).
     pub neutralised: Vec<String>,
     /// When the drill ended (seconds since the epoch).

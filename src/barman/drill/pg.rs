@@ -144,6 +144,19 @@ impl Postmaster {
     }
 }
 
+/// The roles tried for the checks: `PGUSER`, this OS user, `postgres`.
+pub fn users() -> Vec<String> {
+    let mut out: Vec<String> = ["PGUSER", "USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter(|v| !v.is_empty())
+        .collect();
+    out.push("postgres".into());
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|u| seen.insert(u.clone()));
+    out
+}
+
 /// Runs one SQL statement through `psql` on the private socket and returns its output
 /// (unaligned, tuples only, fields separated by `\x1f`); a failing statement is an error
 /// carrying psql's message.
@@ -178,6 +191,30 @@ pub async fn psql(l: &Layout, user: &str, db: &str, sql: &str, bound: Duration) 
     } else {
         Err(Error::Failed(crate::error::one_line(
             String::from_utf8_lossy(&out.stderr).trim(),
+        )))
+    }
+}
+
+/// `pg_checksums --check` on the stopped copy; a mismatch is an error with its report.
+pub async fn checksums(l: &Layout) -> Result<()> {
+    let bin = l.bindir.join("pg_checksums");
+    let out = tokio::process::Command::new(&bin)
+        .arg("--check")
+        .arg("-D")
+        .arg(&l.data)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::io(format!("run {}", bin.display()), e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        Err(Error::Failed(format!(
+            "pg_checksums --check: {}",
+            crate::error::one_line(text.trim())
         )))
     }
 }

@@ -50,6 +50,9 @@ pub fn text(r: &DrillReport) -> Vec<String> {
             crate::units::human_bytes(d.bytes)
         ));
     }
+    if let Some(c) = &r.data_checksums {
+        out.push(format!("  data checksums: {c}"));
+    }
     for q in &r.queries {
         out.push(format!("  query {:?}: {}", q.sql, q.first_value));
     }

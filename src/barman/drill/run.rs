@@ -141,6 +141,25 @@ async fn steps(
     enter(step, "run the checks");
     let t2 = Instant::now();
     checks(opts, rep, &f, step).await?;
+    let (layout, user) = ready(&f)?;
+    let sums = pg::psql(
+        layout,
+        user,
+        "postgres",
+        "SHOW data_checksums",
+        pg::PSQL_TIMEOUT,
+    )
+    .await?;
+    if sums.trim() == "on" {
+        enter(step, "pg_checksums --check");
+        if let Some(pm) = scratch.pg.as_mut() {
+            pm.stop().await?;
+        }
+        pg::checksums(layout).await?;
+        rep.data_checksums = Some("verified".into());
+    } else {
+        rep.data_checksums = Some("off".into());
+    }
     rep.checks_seconds = t2.elapsed().as_secs_f64();
     Ok(())
 }
@@ -371,19 +390,6 @@ fn configure(
     Ok(settings)
 }
 
-/// The roles tried for the checks: `PGUSER`, this OS user, `postgres`.
-fn users() -> Vec<String> {
-    let mut out: Vec<String> = ["PGUSER", "USER", "LOGNAME"]
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .filter(|v| !v.is_empty())
-        .collect();
-    out.push("postgres".into());
-    let mut seen = std::collections::BTreeSet::new();
-    out.retain(|u| seen.insert(u.clone()));
-    out
-}
-
 /// Polls until PostgreSQL has left recovery; its exit before that is the failure, named from
 /// its log.
 async fn wait_for_promotion(scratch: &mut Scratch, f: &mut Facts) -> Result<()> {
@@ -391,7 +397,7 @@ async fn wait_for_promotion(scratch: &mut Scratch, f: &mut Facts) -> Result<()> 
         .layout
         .clone()
         .ok_or_else(|| Error::Failed("no layout".into()))?;
-    let candidates = users();
+    let candidates = pg::users();
     loop {
         if let Some(pm) = scratch.pg.as_mut()
             && let Some(status) = pm.exited()

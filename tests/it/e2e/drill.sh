@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # drill end to end on a real PostgreSQL 15, Barman (Debian's) and Garage, run by
 # tests/it/drill.rs as root (the drill itself runs as postgres, the user PostgreSQL runs as):
-#   - a backup and three batches of rows after it, each batch in WAL of its own;
-#   - drill with --query: exit 0, the row count of the last batch, a textfile and JSON, the
-#     source untouched, and nothing left behind (no DEST, no postgres, no prefetcher);
+#   - a cluster with data checksums, a backup and three batches of rows after it, each batch in
+#     WAL of its own;
+#   - drill with --query: exit 0, the row count of the last batch, pg_checksums --check passed,
+#     a textfile and JSON, the source untouched, and nothing left behind (no DEST, no postgres,
+#     no prefetcher);
 #   - a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed; the
 #     same (exit 1, or 130) for a --timeout shorter than the drill and for SIGTERM in replay;
 #   - a WAL deleted from the middle of the archive: exit 1 naming that WAL, never a success
@@ -29,7 +31,7 @@ trap cleanup EXIT
 e2e_layout "drills prom" ""
 
 step "PostgreSQL 15 on a socket, port $PORT"
-e2e_postgres "" ""
+e2e_postgres "--data-checksums" ""
 e2e_config drill "  max_attempts: 3" ""
 
 cat > "$BASE/barman.conf" <<EOF
@@ -101,6 +103,7 @@ assert r["success"] is True and r["backup_id"] == bid, r
 assert [q["first_value"] for q in r["queries"]] == [total, total], r["queries"]
 assert r["segments_replayed"] >= 4, r
 assert r["restorable_up_to"], r
+assert r["data_checksums"] == "verified", r
 assert r["restored_bytes"] > 0 and r["bucket_bytes"] >= r["restored_bytes"], r
 assert "postgres" in [d["name"] for d in r["databases"]], r["databases"]
 assert r["total_seconds"] >= r["restore_seconds"] + r["replay_seconds"], r
