@@ -37,3 +37,32 @@ fn running_as_root() -> bool {
         .as_deref()
         == Some("0")
 }
+
+/// A drill that stops before it owns DEST (refused as root, or no backup in the bucket) leaves
+/// a directory it was given exactly as it was: nothing in it is removed.
+#[test]
+fn a_drill_that_never_claimed_dest_leaves_what_is_there() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("bucket");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    std::fs::write(dest.join("precious"), b"keep me").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_barmans3"))
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .args(["drill", "pg", "--dest"])
+        .arg(&dest)
+        .output()
+        .expect("run drill");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("FAILED at pick the backup") || stderr.contains("refuses to run as root"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("precious")).expect("still there"),
+        b"keep me"
+    );
+}

@@ -18,10 +18,12 @@ use crate::store::ListRequest;
 /// How often replay is polled.
 const POLL: Duration = Duration::from_millis(500);
 
-/// The scratch copy: its directory, whether we created it, its running server.
+/// The scratch copy: its directory, whether it was claimed (found new or empty: only then is
+/// it ours to empty), whether we created it, its running server.
 #[derive(Debug)]
 struct Scratch {
     dest: PathBuf,
+    claimed: bool,
     created: bool,
     pg: Option<Postmaster>,
 }
@@ -57,6 +59,7 @@ pub async fn drill(srv: &Server, opts: &DrillOptions, env: &DrillEnv) -> (DrillR
     };
     let mut scratch = Scratch {
         dest,
+        claimed: false,
         created: false,
         pg: None,
     };
@@ -307,6 +310,7 @@ fn claim(scratch: &mut Scratch, need: u64) -> Result<()> {
             .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
         scratch.created = true;
     }
+    scratch.claimed = true;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io(format!("chmod {}", dest.display()), e))?;
@@ -558,7 +562,8 @@ async fn cleanup(scratch: &mut Scratch, keep: bool) -> Result<()> {
     tracing::debug!("drill: PostgreSQL stopped");
     pg::stop_prefetchers(&scratch.dest).await;
     tracing::debug!("drill: prefetchers stopped");
-    if !keep && scratch.dest.exists() {
+    // A directory refused (not empty) or never reached is not ours: nothing in it is touched.
+    if !keep && scratch.claimed && scratch.dest.exists() {
         let gone = if scratch.created {
             std::fs::remove_dir_all(&scratch.dest)
         } else {
