@@ -90,7 +90,7 @@ async fn with_engine(
     action: BarmanAction,
     cancel: Arc<Cancel>,
 ) -> Result<Exit> {
-    let quiet_summary = matches!(action, BarmanAction::BaseLs { .. });
+    let quiet_summary = matches!(action, BarmanAction::BaseLs { .. } | BarmanAction::Drill { .. });
     // What status --prometheus exports as the last run (a follower never ends). Only a run
     // that ended without error is recorded: a failed run leaves the disk as it was.
     let recorded = match &action {
@@ -183,6 +183,11 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
         BarmanAction::WalRestore { .. } | BarmanAction::WalPrefetch { .. } => Err(Error::Usage(
             "wal-restore and wal-prefetch do not run on a shared engine".into(),
         )),
+        BarmanAction::Drill {
+            server,
+            opts,
+            prometheus,
+        } => super::drill::run(o, cfg, t, &server, &opts, prometheus.as_deref()).await,
     }
 }
 
@@ -367,7 +372,7 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
 
 /// The restore_command base-restore --recovery writes: this binary, this config, this server,
 /// each word quoted for the shell PostgreSQL runs it with.
-fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
+pub(super) fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
     use crate::barman::recover::restore::recovery::shell_quote;
     let mut words: Vec<String> = super::walrestore::self_args(o, cfg)
         .iter()

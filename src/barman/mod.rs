@@ -3,11 +3,12 @@
 //! to stdout or knows an exit code.
 //!
 //! Laid out by flow: [`ship`] takes Barman's backups and WALs to the bucket, [`recover`] brings
-//! them back, [`observe`] reports on both. The shared base beside them reads Barman's tree
+//! them back, [`observe`] reports on both, [`drill`] proves a restore end to end. The shared base beside them reads Barman's tree
 //! ([`conf`], [`info`], [`wal`]) and knows the bucket's ([`remote`], [`manifest`]); a
 //! [`server::Server`] bundles a server's keys with the run's engine.
 
 pub mod conf;
+pub mod drill;
 pub mod info;
 pub mod manifest;
 pub mod observe;

@@ -65,6 +65,7 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             dest,
             recovery,
         },
+        Command::Drill(a) => a.validate()?,
         Command::WalRestore {
             server,
             wal_name,

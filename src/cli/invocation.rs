@@ -130,6 +130,15 @@ pub enum BarmanAction {
         /// The spool directory.
         spool: PathBuf,
     },
+    /// `drill SERVER`.
+    Drill {
+        /// Server.
+        server: String,
+        /// What to restore and check.
+        opts: crate::barman::drill::DrillOptions,
+        /// `--prometheus FILE`.
+        prometheus: Option<PathBuf>,
+    },
     /// `wal-restore SERVER %f %p`.
     WalRestore {
         /// Server.

@@ -16,6 +16,7 @@ use crate::store::Location;
 mod archive;
 mod barman;
 mod dplcompat;
+mod drill;
 pub mod invocation;
 mod store;
 mod sync;
@@ -181,6 +182,7 @@ pub enum Command {
         #[arg(long, value_parser = ["meta", "base"])]
         layout: Option<String>,
     },
+    Drill(drill::DrillArgs),
     /// The background prefetcher wal-restore starts during recovery (not for direct use)
     #[command(hide = true)]
     WalPrefetch {

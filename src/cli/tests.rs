@@ -36,6 +36,22 @@ fn every_subcommand_yields_its_action() {
     use crate::barman::observe::admin::Thresholds;
     let rows: &[(&str, Check)] = &[
         ("queue-add", |i| matches!(i.action, Action::QueueAdd)),
+        ("drill pg", |i| {
+            matches!(&i.action, Action::Barman(BarmanAction::Drill { server, opts, prometheus: None })
+                if server == "pg" && opts.backup.is_none() && opts.target == crate::barman::drill::Target::End
+                    && opts.timeout == secs(6 * 3600) && opts.dbname == "postgres" && !opts.keep)
+        }),
+        (
+            "drill pg --backup 20260101T000000 --target-lsn 0/3000060 --dest /s --keep --query q1 --query q2 --timeout 10m --prometheus /p.prom",
+            |i| {
+                matches!(&i.action, Action::Barman(BarmanAction::Drill { opts, prometheus: Some(p), .. })
+                if opts.backup.as_deref() == Some("20260101T000000")
+                    && opts.target == crate::barman::drill::Target::Lsn("0/3000060".into())
+                    && opts.dest.as_deref() == Some(Path::new("/s")) && opts.keep
+                    && opts.queries == ["q1", "q2"] && opts.timeout == secs(600)
+                    && p == Path::new("/p.prom"))
+            },
+        ),
         ("base-sync", |i| {
             matches!(i.action, Action::Barman(BarmanAction::BaseSync))
         }),
@@ -388,6 +404,16 @@ fn bad_command_lines_are_rejected_before_anything_runs() {
         ("base-ls", By::Clap),
         ("full-sync", By::Clap),
         ("base-restore pg latest /d", By::Us),
+        ("drill", By::Clap),
+        ("drill pg --backup yesterday", By::Us),
+        ("drill pg --target-lsn 12345", By::Us),
+        ("drill pg --target-time 2026-01-01 --to-end", By::Clap),
+        (
+            "drill pg --target-time 2026-01-01 --target-lsn 0/1",
+            By::Clap,
+        ),
+        ("drill pg --timeout 0s", By::Us),
+        ("drill pg --timeout soon", By::Clap),
         (
             "base-restore pg 20260101T000000 /d --tablespace 16385",
             By::Us,

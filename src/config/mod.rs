@@ -70,6 +70,9 @@ pub struct BarmanConfig {
     pub wal_spool_bytes: u64,
     /// pg_combinebackup for restoring incremental backups (default: found by version, then PATH).
     pub pg_combinebackup: Option<PathBuf>,
+    /// PostgreSQL's server binaries for `drill` (default: found by the backup's major version,
+    /// as pg_combinebackup is).
+    pub pg_bindir: Option<PathBuf>,
     /// Where the chain of an incremental backup is staged before it is combined (default: beside
     /// the destination).
     pub restore_staging_dir: Option<PathBuf>,
@@ -94,6 +97,7 @@ impl Default for BarmanConfig {
             wal_spool_dir: None,
             wal_spool_bytes: 1 << 30,
             pg_combinebackup: None,
+            pg_bindir: None,
             restore_staging_dir: None,
             // PostgreSQL's segment size: every data file of a default build.
             one_put_max: 1 << 30,

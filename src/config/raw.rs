@@ -111,6 +111,7 @@ struct RawBarman {
     wal_spool_dir: Option<PathBuf>,
     wal_spool_bytes: Option<String>,
     pg_combinebackup: Option<PathBuf>,
+    pg_bindir: Option<PathBuf>,
     restore_staging_dir: Option<PathBuf>,
     one_put_max: Option<String>,
 }
@@ -436,6 +437,7 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         wal_spool_dir: barman.wal_spool_dir,
         wal_spool_bytes,
         pg_combinebackup: barman.pg_combinebackup,
+        pg_bindir: barman.pg_bindir,
         restore_staging_dir: barman.restore_staging_dir,
         one_put_max,
     })
@@ -573,6 +575,7 @@ impl RawBarman {
             wal_spool_dir: b.wal_spool_dir.clone(),
             wal_spool_bytes: Some(human_bytes_exact(b.wal_spool_bytes)),
             pg_combinebackup: b.pg_combinebackup.clone(),
+            pg_bindir: b.pg_bindir.clone(),
             restore_staging_dir: b.restore_staging_dir.clone(),
             one_put_max: Some(human_bytes_exact(b.one_put_max)),
         }

@@ -15,6 +15,7 @@ mod conformance;
 mod crash;
 mod demo;
 mod dplcompat;
+mod drill;
 mod faults;
 mod follow;
 mod gluster_real;
