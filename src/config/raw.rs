@@ -38,6 +38,8 @@ pub(super) struct RawConfig {
     state: RawState,
     #[serde(default)]
     barman: RawBarman,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption: Option<super::encryption::RawEncryption>,
 }
 
 /// `s3:`.
@@ -68,6 +70,11 @@ struct RawS3 {
     acl: Option<String>,
     sse: Option<String>,
     sse_kms_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sse_customer_key_file: Option<PathBuf>,
+    /// Shown by `config check` (the SSE-C key's MD5, which servers echo), never read.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    sse_customer_key_md5: Option<String>,
     request_checksum: Option<String>,
     part_size: Option<String>,
     concurrency: Option<u32>,
@@ -156,7 +163,14 @@ impl Keyed<'_> {
 pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
     let label = path.unwrap_or(Path::new("<config>"));
     let k = Keyed(label);
+    let file = label.display().to_string();
     let location = location(&k, &raw)?;
+    let sse_customer = super::encryption::sse_customer(
+        &file,
+        raw.s3.sse.as_deref(),
+        raw.s3.sse_customer_key_file.as_ref(),
+    )?;
+    let encryption = super::encryption::encryption(&file, raw.encryption.as_ref())?;
     let (s3, transfer) = s3(&k, raw.s3)?;
     let state = state(&k, &raw.state, &raw.barman)?;
     let barman = barman(&k, raw.barman)?;
@@ -167,6 +181,8 @@ pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
         transfer,
         state,
         barman,
+        encryption,
+        sse_customer,
     })
 }
 
@@ -368,13 +384,17 @@ fn sse(k: &Keyed, s3: &RawS3) -> Result<Sse> {
     let (sse, sse_key) = field!(s3.sse);
     let (kms, kms_key) = field!(s3.sse_kms_key_id);
     match (sse.as_deref(), kms) {
-        (None | Some("none"), None) => Ok(Sse::None),
+        // SSE-C's key travels on every request, not as a setting of the object (Config::sse_customer).
+        (None | Some("none") | Some("customer"), None) => Ok(Sse::None),
         (Some("AES256"), None) => Ok(Sse::Aes256),
         (Some("aws:kms"), kms) => Ok(Sse::Kms(kms.clone())),
-        (None | Some("none") | Some("AES256"), Some(_)) => {
+        (None | Some("none") | Some("AES256") | Some("customer"), Some(_)) => {
             Err(k.err(kms_key, "only valid with sse: aws:kms"))
         }
-        (Some(o), _) => Err(k.err(sse_key, format!("{o:?}: use none, AES256 or aws:kms"))),
+        (Some(o), _) => Err(k.err(
+            sse_key,
+            format!("{o:?}: use none, AES256, aws:kms or customer"),
+        )),
     }
 }
 
@@ -461,6 +481,7 @@ impl RawConfig {
         let redacted = |present: bool| present.then(|| "<redacted>".to_string());
         let secs = |d: Duration| Some(format!("{}s", d.as_secs_f64()));
         let (sse, kms) = match &s.sse {
+            Sse::None if c.sse_customer.is_some() => ("customer", None),
             Sse::None => ("none", None),
             Sse::Aes256 => ("AES256", None),
             Sse::Kms(k) => ("aws:kms", k.clone()),
@@ -501,6 +522,11 @@ impl RawConfig {
                 acl: s.acl.clone(),
                 sse: Some(sse.into()),
                 sse_kms_key_id: kms,
+                sse_customer_key_file: c.sse_customer.as_ref().map(|k| k.key_file.clone()),
+                sse_customer_key_md5: c
+                    .sse_customer
+                    .as_ref()
+                    .map(|k| k.key.key_md5_base64().to_string()),
                 request_checksum: Some(checksum.into()),
                 part_size: Some(human_bytes_exact(t.part_size)),
                 concurrency: Some(t.concurrency as u32),
@@ -535,6 +561,7 @@ impl RawConfig {
                 restore_staging_dir: b.restore_staging_dir.clone(),
                 one_put_max: Some(human_bytes_exact(b.one_put_max)),
             },
+            encryption: super::encryption::raw_encryption(&c.encryption),
         }
     }
 }
