@@ -68,29 +68,28 @@ pub fn parse_recipient(s: &str) -> Result<x25519::Recipient, &'static str> {
     })
 }
 
-/// Parses a recipients file (age's `-R` format): one recipient a line, blank lines and `#`
-/// comments ignored. The error carries the 1-based line number.
-pub fn parse_recipients_file(text: &str) -> Result<Vec<x25519::Recipient>, (usize, &'static str)> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        out.push(parse_recipient(line).map_err(|why| (i + 1, why))?);
-    }
-    Ok(out)
+/// The lines of a key file that hold a key, with their 1-based numbers: blank lines and `#`
+/// comments are skipped, as age does.
+fn key_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
 }
 
-/// Parses an identity file (age's format: `AGE-SECRET-KEY-1…` a line, blank lines and `#`
-/// comments ignored). The error carries the 1-based line number (0: the file holds none).
+/// Parses a recipients file (age's `-R` format): one recipient a line. The error carries the
+/// 1-based line number.
+pub fn parse_recipients_file(text: &str) -> Result<Vec<x25519::Recipient>, (usize, &'static str)> {
+    key_lines(text)
+        .map(|(n, line)| parse_recipient(line).map_err(|why| (n, why)))
+        .collect()
+}
+
+/// Parses an identity file (age's format: `AGE-SECRET-KEY-1…` a line). The error carries the
+/// 1-based line number (0: the file holds none).
 pub fn parse_identity_file(text: &str) -> Result<Vec<x25519::Identity>, (usize, &'static str)> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (n, line) in key_lines(text) {
         let id = x25519::Identity::from_str(line).map_err(|_| {
             let why = if line.starts_with("AGE-PLUGIN-") {
                 "is a plugin identity: only age X25519 identities (AGE-SECRET-KEY-1…) are supported"
@@ -99,7 +98,7 @@ pub fn parse_identity_file(text: &str) -> Result<Vec<x25519::Identity>, (usize, 
             } else {
                 "is not an age identity (AGE-SECRET-KEY-1…, as age-keygen writes)"
             };
-            (i + 1, why)
+            (n, why)
         })?;
         out.push(id);
     }
