@@ -229,6 +229,33 @@ mod tests {
     }
 
     #[test]
+    fn random_ranges_map_as_the_byte_by_byte_model_says() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        for _ in 0..2000 {
+            let s = rng.random_range(60..2000);
+            let l = Layout::new(s);
+            let plain_len = rng.random_range(1..9 * CHUNK);
+            let a = rng.random_range(0..plain_len);
+            let b = rng.random_range(a + 1..=plain_len);
+            let span = l.sealed_span(a..b, plain_len).expect("span");
+            // The span starts at a chunk boundary at or before byte a, ends at one at or after
+            // byte b - 1 (or at the object's end), and holds whole chunks in between.
+            let first = naive_offset(s, span.chunks.start * CHUNK);
+            assert_eq!(span.bytes.start, first);
+            assert!(first <= naive_offset(s, a) && naive_offset(s, a) < first + SEALED_CHUNK);
+            assert!(span.bytes.end > naive_offset(s, b - 1));
+            assert!(span.bytes.end <= l.sealed_len(plain_len));
+            assert_eq!(span.skip + span.chunks.start * CHUNK, a);
+            assert_eq!(span.take, b - a);
+            let n = span.chunks.end - span.chunks.start;
+            let len = span.bytes.end - span.bytes.start;
+            assert!(len > (n - 1) * SEALED_CHUNK && len <= n * SEALED_CHUNK);
+            assert_eq!(l.plain_len(l.sealed_len(plain_len)), Some(plain_len));
+        }
+    }
+
+    #[test]
     fn parts_of_whole_chunks_tile_the_object() {
         let l = Layout::new(300);
         let part = 3 * CHUNK;

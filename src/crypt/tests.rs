@@ -188,6 +188,41 @@ fn plaintext_ranges_open_from_the_chunks_they_touch() {
 }
 
 #[test]
+fn random_plaintext_ranges_open_exactly() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let me = x25519::Identity::generate();
+    let mut rng = StdRng::seed_from_u64(42);
+    for len in [
+        1usize,
+        65536,
+        65537,
+        5 * CHUNK as usize - 1,
+        5 * CHUNK as usize + 300,
+    ] {
+        let plain = data(len, len as u64);
+        let sealer = Sealer::new(&to(&[&me]), "obj").expect("sealer");
+        let sealed = seal_all(&sealer, &plain);
+        let opener = Opener::open(&sealed, &ids(&[&me]), "obj").expect("header");
+        assert_eq!(
+            opener.plain_len(sealed.len() as u64).expect("len"),
+            len as u64
+        );
+        for _ in 0..40 {
+            let a = rng.random_range(0..len);
+            let b = rng.random_range(a + 1..=len);
+            let span = opener
+                .layout()
+                .sealed_span(a as u64..b as u64, len as u64)
+                .expect("span");
+            let mut out = Vec::new();
+            let bytes = &sealed[span.bytes.start as usize..span.bytes.end as usize];
+            opener.open_span(&span, bytes, &mut out).expect("range");
+            assert!(out == plain[a..b], "len {len} range {a}..{b}");
+        }
+    }
+}
+
+#[test]
 fn rotation_opens_with_any_listed_identity_and_names_what_is_missing() {
     let old = x25519::Identity::generate();
     let new = x25519::Identity::generate();
