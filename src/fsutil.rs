@@ -81,9 +81,124 @@ pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
     sync_dir(parent_dir(to))
 }
 
+/// Opens `path` as `opts` says (appending or writing, creating it with a mode) where others may
+/// be able to write the directory (`/tmp`, a shared log or spool directory): a symbolic link as
+/// the last component is never followed (`O_NOFOLLOW`), a FIFO or device never blocks the open
+/// (`O_NONBLOCK`), and what was opened must be a regular file. Anything else is an error saying
+/// what was found, and nothing has been written.
+pub fn open_regular(path: &Path, opts: &mut OpenOptions) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::other("is a symbolic link, which is not followed"),
+            Some(libc::ENXIO) => std::io::Error::other("is a FIFO or socket, not a regular file"),
+            _ => e,
+        })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::other("is not a regular file"));
+    }
+    Ok(file)
+}
+
+/// [`open_regular`] for a file we write into: it must also have one link (not a hard link
+/// planted to another file) and belong to this user or root.
+pub fn open_owned(path: &Path, opts: &mut OpenOptions) -> std::io::Result<File> {
+    let file = open_regular(path, opts)?;
+    check_owned_file(&file.metadata()?, rustix::process::geteuid().as_raw())?;
+    Ok(file)
+}
+
+/// [`open_owned`] for appending, creating the file 0600.
+pub fn open_append_owned(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    open_owned(
+        path,
+        OpenOptions::new().append(true).create(true).mode(0o600),
+    )
+}
+
+/// Whether a regular file is one we may write: one link, owned by `uid` or root.
+fn check_owned_file(m: &fs::Metadata, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| Err(std::io::Error::other(why));
+    if m.nlink() > 1 {
+        return refuse(format!("has {} hard links, not one", m.nlink()));
+    }
+    if m.uid() != uid && m.uid() != 0 {
+        return refuse(format!(
+            "is owned by uid {}, not by this user or root",
+            m.uid()
+        ));
+    }
+    Ok(())
+}
+
+/// A scratch directory holding what another user can leave where we write: `victim` (a file
+/// of ours), `link` (a symbolic link to it), `hard` (a hard link to it), `fifo` (that nobody
+/// reads).
+#[cfg(test)]
+pub(crate) fn hostile_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tmp");
+    let victim = d.path().join("victim");
+    fs::write(&victim, b"precious").expect("victim");
+    std::os::unix::fs::symlink(&victim, d.path().join("link")).expect("symlink");
+    fs::hard_link(&victim, d.path().join("hard")).expect("hard link");
+    let made = std::process::Command::new("mkfifo")
+        .arg(d.path().join("fifo"))
+        .status();
+    assert!(made.expect("mkfifo").success());
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appends_only_to_our_own_regular_files() {
+        let d = hostile_dir();
+        open_append_owned(&d.path().join("log")).expect("created");
+        // A FIFO has no reader: the open fails at once instead of waiting for one.
+        for (name, why) in [
+            ("link", "symbolic link"),
+            ("hard", "hard links"),
+            ("fifo", "FIFO"),
+        ] {
+            let e = open_append_owned(&d.path().join(name)).expect_err(name);
+            assert!(e.to_string().contains(why), "{name}: {e}");
+        }
+        assert_eq!(
+            fs::read(d.path().join("victim")).expect("victim"),
+            b"precious"
+        );
+        let e = open_append_owned(d.path()).expect_err("a directory is refused");
+        assert!(e.raw_os_error() == Some(libc::EISDIR), "{e}");
+    }
+
+    #[test]
+    fn another_users_file_is_refused() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("f");
+        fs::write(&p, b"").expect("f");
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        let (m, runner) = if me == 0 {
+            // Root's run meets a file someone else planted.
+            std::os::unix::fs::chown(&p, Some(4242), None).expect("chown");
+            (fs::metadata(&p).expect("stat"), 0)
+        } else {
+            // A user's run meets a file of another user (only root can give one away).
+            (fs::metadata(&p).expect("stat"), me + 4242)
+        };
+        let e = check_owned_file(&m, runner).expect_err("not ours");
+        assert!(e.to_string().contains("owned by uid"), "{e}");
+        assert!(
+            check_owned_file(&m, m.uid()).is_ok(),
+            "the owner's own file"
+        );
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp() {

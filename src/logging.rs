@@ -35,10 +35,8 @@ pub fn open_log_file(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("create log directory {}", dir.display()), e))?;
     let path = dir.join("barmans3.log");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
+    // Never through a link or into a FIFO someone put there, whoever can write the directory.
+    let f = crate::fsutil::open_owned(&path, std::fs::OpenOptions::new().create(true).append(true))
         .map_err(|e| Error::io(format!("open log file {}", path.display()), e))?;
     let _ = LOG_FILE.set(Mutex::new(f));
     Ok(())

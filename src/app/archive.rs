@@ -1,27 +1,19 @@
-//! Runs `archive`: config, engine (and the same store again for server-side copies), the dry
-//! run's plan on stdout, the summary, and the exit code from [`crate::gluster::Report::exit`].
+//! Runs `archive`: config, engine, the dry run's plan on stdout, the summary, and the exit code
+//! from [`crate::gluster::Report::exit`].
 
 use std::sync::Arc;
 
 use crate::cli::invocation::Options;
 use crate::error::{Exit, Result};
 use crate::gluster::{ArchiveOptions, Env, Planned};
-use crate::transfer::stats::counting;
-use crate::transfer::{Cancel, Transfer};
+use crate::transfer::Cancel;
 
 pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = super::load_config(&o)?;
-    if let Some(dir) = &cfg.state.log_dir {
-        crate::logging::open_log_file(dir)?;
-    }
-    let store = crate::store::open(&cfg.location, &cfg.s3).await?;
-    let store = crate::store::reqlog::wrap(store, o.request_log.as_ref());
-    let mut t = Transfer::new(store.clone(), cfg.transfer.clone()).with_cancel(cancel);
-    if o.progress {
-        t = t.with_progress(Arc::new(crate::progress::Bars::new()));
-    }
+    let t = super::moving_builder(&o, &cfg, cancel)?
+        .open(&cfg.location, &cfg.s3)
+        .await?;
     let env = Env {
-        copier: counting(store, t.stats().clone()),
         transfer: t.clone(),
         location: cfg.location.clone(),
         s3: cfg.s3.clone(),

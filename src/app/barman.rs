@@ -8,7 +8,7 @@ use super::{engine, finish, load_config, summary};
 use crate::barman::conf::{BarmanConf, require_barman_user};
 use crate::barman::observe::metrics::record_run;
 use crate::barman::recover::restore::{RestoreOptions, base_restore};
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::barman::ship::basesync::{base_sync, queue_add as enqueue, retry_hook};
 use crate::barman::ship::fullsync::{FullSyncReport, full_sync, remote_backups};
 use crate::barman::ship::walsync::wal_sync;
@@ -149,8 +149,8 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
                 pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
                 staging: cfg.barman.restore_staging_dir.clone(),
             };
-            let remote = Remote::new(cfg.location.prefix(), &server);
-            let r = base_restore(t, &remote, &id, &dest, &opts).await?;
+            let srv = Server::new(t, cfg.location.prefix(), &server);
+            let r = base_restore(&srv, &id, &dest, &opts).await?;
             eprintln!(
                 "barmans3 base-restore {server} {id}: {} files, {} verified into {}",
                 r.files,
@@ -170,9 +170,8 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
         }
         BarmanAction::CatalogRestore { server, opts } => {
             let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
-            let remote = Remote::new(cfg.location.prefix(), &server);
-            let r =
-                crate::barman::recover::catalog::catalog_restore(t, &remote, &dirs, &opts).await?;
+            let srv = Server::new(t, cfg.location.prefix(), &server);
+            let r = crate::barman::recover::catalog::catalog_restore(&srv, &dirs, &opts).await?;
             eprintln!(
                 "barmans3 catalog-restore {server}: {} backup(s) ({}), {} WAL file(s), {} files, {} into {}",
                 r.backups.len(),
@@ -317,8 +316,7 @@ async fn run_wal_sync(cfg: &Config, t: &Transfer, servers: Servers, full: bool) 
 }
 
 async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Result<Exit> {
-    let remote = Remote::new(cfg.location.prefix(), server);
-    let list = remote_backups(t, &remote).await?;
+    let list = remote_backups(&Server::new(t, cfg.location.prefix(), server)).await?;
     if o.json {
         outln!(
             "{}",

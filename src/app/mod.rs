@@ -27,7 +27,7 @@ use std::sync::Arc;
 use crate::cli::invocation::{Action, Invocation, Options};
 use crate::config::{Config, PermissionPolicy};
 use crate::error::{Error, Exit, Result};
-use crate::transfer::{Cancel, Transfer};
+use crate::transfer::{Cancel, EngineBuilder, Transfer};
 
 /// Runs a validated invocation.
 pub fn run(inv: Invocation) -> Exit {
@@ -119,17 +119,22 @@ pub fn load_config(o: &Options) -> Result<Config> {
     Ok(cfg)
 }
 
+/// The one engine builder ([`EngineBuilder`]) with everything the config and the options say
+/// about the engine: its settings, the request log, the checksum probe (applied when
+/// `s3.request_checksum: auto`) and the run's cancel flag. Callers add progress and observers.
+fn engine_builder(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> EngineBuilder {
+    EngineBuilder::new(cfg.transfer.clone())
+        .request_log(o.request_log.as_ref())
+        .checksum_probe(checksum_probe(cfg))
+        .cancel(cancel)
+}
+
 /// The engine on the store the config names, with the run's cancel flag and request log; no
 /// display, no log file (monitoring and config checks run as other users, from NRPE or by hand).
 async fn bare_engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
-    let store = crate::store::open(&cfg.location, &cfg.s3).await?;
-    let store = crate::store::reqlog::wrap(store, o.request_log.as_ref());
-    let t = Transfer::new(store, cfg.transfer.clone()).with_cancel(cancel);
-    Ok(if cfg.transfer.probe_checksum {
-        t.with_checksum_probe(checksum_probe(cfg))
-    } else {
-        t
-    })
+    engine_builder(o, cfg, cancel)
+        .open(&cfg.location, &cfg.s3)
+        .await
 }
 
 /// The object `s3.request_checksum: auto` writes and deletes, under the configured prefix.
@@ -151,18 +156,25 @@ fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
     }
 }
 
-/// The engine for a command that moves data: [`bare_engine`], progress bars when the options
-/// ask for them, and the log file when one is configured.
-async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
+/// The builder of a command that moves data: [`engine_builder`], progress bars when the options
+/// ask for them; opens the log file when one is configured.
+fn moving_builder(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<EngineBuilder> {
     if let Some(dir) = &cfg.state.log_dir {
         crate::logging::open_log_file(dir)?;
     }
-    let t = bare_engine(o, cfg, cancel).await?;
+    let b = engine_builder(o, cfg, cancel);
     Ok(if o.progress {
-        t.with_progress(Arc::new(crate::progress::Bars::new()))
+        b.progress(Arc::new(crate::progress::Bars::new()))
     } else {
-        t
+        b
     })
+}
+
+/// The engine of a command that moves data ([`moving_builder`]).
+async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transfer> {
+    moving_builder(o, cfg, cancel)?
+        .open(&cfg.location, &cfg.s3)
+        .await
 }
 
 /// The run summary: JSON on stdout with `--json`, else one info line.

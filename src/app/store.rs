@@ -77,7 +77,7 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
                 None => t.incomplete_uploads(&prefix).await?,
             };
             for u in list {
-                outln!("{} {}", u.upload_id, u.key)?;
+                outln!("{} {}", u.upload.id, u.upload.key)?;
             }
         }
     }

@@ -8,7 +8,6 @@ use crate::cli::invocation::Options;
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::store::Location;
-use crate::store::reqlog;
 use crate::transfer::{Cancel, Transfer};
 use crate::volume::status::{self, Tracker};
 use crate::volume::{PutRequest, Sink, Source, Volume, VolumeAction, VolumeName, admin, get, put};
@@ -123,20 +122,11 @@ async fn engine(
     cancel: Arc<Cancel>,
     tracker: Option<Arc<Tracker>>,
 ) -> Result<Transfer> {
-    if let Some(dir) = &cfg.state.log_dir {
-        crate::logging::open_log_file(dir)?;
-    }
-    let store = crate::store::open(&cfg.location, &cfg.s3).await?;
-    let mut store = reqlog::wrap(store, o.request_log.as_ref());
+    let mut b = super::moving_builder(o, cfg, cancel)?;
     if let Some(tr) = tracker {
-        store = reqlog::observe(store, tr);
+        b = b.observer(tr);
     }
-    let t = Transfer::new(store, cfg.transfer.clone()).with_cancel(cancel);
-    Ok(if o.progress {
-        t.with_progress(Arc::new(crate::progress::Bars::new()))
-    } else {
-        t
-    })
+    b.open(&cfg.location, &cfg.s3).await
 }
 
 /// One put or rm of a volume at a time on this host (exit 75 for the second).

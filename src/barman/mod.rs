@@ -4,7 +4,8 @@
 //!
 //! Laid out by flow: [`ship`] takes Barman's backups and WALs to the bucket, [`recover`] brings
 //! them back, [`observe`] reports on both. The shared base beside them reads Barman's tree
-//! ([`conf`], [`info`], [`wal`]) and knows the bucket's ([`remote`], [`manifest`]).
+//! ([`conf`], [`info`], [`wal`]) and knows the bucket's ([`remote`], [`manifest`]); a
+//! [`server::Server`] bundles a server's keys with the run's engine.
 
 pub mod conf;
 pub mod info;
@@ -12,5 +13,6 @@ pub mod manifest;
 pub mod observe;
 pub mod recover;
 pub mod remote;
+pub mod server;
 pub mod ship;
 pub mod wal;

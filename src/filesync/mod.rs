@@ -10,6 +10,7 @@
 pub mod decide;
 pub mod list;
 pub mod local;
+pub mod repair;
 mod run;
 
 use std::path::PathBuf;
@@ -89,6 +90,10 @@ pub struct SyncReport {
     pub vanished: u64,
     /// Listed paths that do not exist locally.
     pub missing: Vec<String>,
+    /// Names glusterfind listed split at their commas or with a mangled last component, found
+    /// under their real name and sent ([`repair`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<String>,
     /// One line per failed path.
     pub failed: Vec<String>,
     /// Why `--delete` deleted nothing, if it refused.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::decide::{self, Compare, Guard, Known, LocalIndex, Verdict};
 use super::list::{Change, Line};
 use super::local::{self, Probe, Stamp, XattrNs};
+use super::repair;
 use super::{MAX_KEY_BYTES, SyncOptions, SyncReport};
 use crate::error::{Error, Result};
 use crate::store::{ListRequest, PutOptions, join_key};
@@ -244,11 +245,24 @@ fn expand(
             _ => None,
         })
         .collect();
-    let mut seen = HashSet::new();
-    let mut real = HashSet::new();
-    let mut jobs = Vec::new();
+    // The uploads in list order, for putting back names glusterfind split at commas.
+    let uploads: Vec<Option<&str>> = lines
+        .iter()
+        .map(|l| match &l.change {
+            Change::Upload(p) => Some(p.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut x = Expander {
+        src,
+        ns,
+        base,
+        seen: HashSet::new(),
+        real: HashSet::new(),
+        jobs: Vec::new(),
+    };
     let mut deletions = Vec::new();
-    for line in lines {
+    for (i, line) in lines.iter().enumerate() {
         let target = match &line.change {
             Change::Upload(p) => p,
             Change::Rename { old, new } => {
@@ -265,39 +279,77 @@ fn expand(
                 continue;
             }
         };
-        let path = src.join(target);
-        if local::via_link(src, target, &mut real) {
-            tracing::warn!(
-                "line {}: {} is under a symbolic link, not followed",
-                line.number,
-                path.display()
-            );
-            report.symlinks += 1;
+        if x.take(line.number, target, report) || removed_by_list(target, &gone) {
             continue;
         }
-        match local::probe(&path, ns) {
-            Probe::Missing if removed_by_list(target, &gone) => {}
-            Probe::Missing => {
-                tracing::warn!("line {}: {} does not exist", line.number, path.display());
+        match repair::recover(src, ns, &uploads, i) {
+            Some(name) => {
+                if !report.recovered.contains(&name) {
+                    tracing::warn!(
+                        "line {}: {target:?} does not exist; glusterfind listed {name:?} so (split at its commas, or its name mangled): sending {name:?}",
+                        line.number
+                    );
+                    report.recovered.push(name.clone());
+                }
+                x.take(line.number, &name, report);
+            }
+            None => {
+                tracing::warn!(
+                    "line {}: {} does not exist",
+                    line.number,
+                    src.join(target).display()
+                );
                 report.missing.push(target.clone());
-            }
-            Probe::Dir => {
-                for e in local::walk(src, &path, ns) {
-                    if seen.insert(e.rel.clone()) {
-                        jobs.extend(classify(e.kind, e.path, &e.rel, base, report));
-                    }
-                }
-            }
-            kind => {
-                if seen.insert(target.clone()) {
-                    jobs.extend(classify(kind, path, target, base, report));
-                }
             }
         }
     }
     let mut once = HashSet::new();
     deletions.retain(|p| once.insert(p.clone()));
-    (jobs, deletions)
+    (x.jobs, deletions)
+}
+
+/// The files a change list names, gathered once each.
+struct Expander<'a> {
+    src: &'a Path,
+    ns: XattrNs,
+    base: &'a str,
+    seen: HashSet<String>,
+    real: HashSet<String>,
+    jobs: Vec<FileJob>,
+}
+
+impl Expander<'_> {
+    /// Takes the listed path `target` (a file, or every file under a directory); `false` when
+    /// nothing of that name exists.
+    fn take(&mut self, number: usize, target: &str, report: &mut SyncReport) -> bool {
+        let path = self.src.join(target);
+        if local::via_link(self.src, target, &mut self.real) {
+            tracing::warn!(
+                "line {number}: {} is under a symbolic link, not followed",
+                path.display()
+            );
+            report.symlinks += 1;
+            return true;
+        }
+        match local::probe(&path, self.ns) {
+            Probe::Missing => return false,
+            Probe::Dir => {
+                for e in local::walk(self.src, &path, self.ns) {
+                    if self.seen.insert(e.rel.clone()) {
+                        let job = classify(e.kind, e.path, &e.rel, self.base, report);
+                        self.jobs.extend(job);
+                    }
+                }
+            }
+            kind => {
+                if self.seen.insert(target.to_string()) {
+                    let job = classify(kind, path, target, self.base, report);
+                    self.jobs.extend(job);
+                }
+            }
+        }
+        true
+    }
 }
 
 /// Whether the list deletes or renames away `p` or a directory above it.

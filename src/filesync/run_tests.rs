@@ -5,104 +5,43 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use async_trait::async_trait;
-use bytes::Bytes;
-
 use super::*;
 use crate::store::local::LocalStore;
-use crate::store::{
-    ByteRange, ChecksumAlgorithm, DeleteFailure, GetResponse, Integrity, ListPage, MultipartUpload,
-    PartReceipt, PutReceipt, Store,
-};
+use crate::store::reqlog::{self, Observer, Op, Request};
 use crate::transfer::Settings;
 
-/// The local store, appending to `file` during the first `writes` PUTs it receives.
+/// Appends to `file` as each of the first `writes` PUTs of the store it watches is sent.
 #[derive(Debug)]
 struct Writer {
-    inner: LocalStore,
     file: PathBuf,
     writes: u32,
     puts: AtomicU32,
 }
 
-#[async_trait]
-impl Store for Writer {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        i: Integrity,
-        o: &PutOptions,
-    ) -> Result<PutReceipt> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) < self.writes {
+impl Observer for Writer {
+    fn sending(&self, req: &Request<'_>) {
+        if req.op == Op::Put && self.puts.fetch_add(1, Ordering::SeqCst) < self.writes {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
                 .open(&self.file)
                 .expect("open");
             std::io::Write::write_all(&mut f, b" and more").expect("append");
         }
-        self.inner.put(key, body, i, o).await
     }
-    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
-        self.inner.get(key, range).await
-    }
-    async fn head(&self, key: &str) -> Result<crate::store::ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
-        self.inner.list_page(req, token).await
-    }
-    async fn delete_batch(&self, keys: &[String]) -> Result<Vec<DeleteFailure>> {
-        self.inner.delete_batch(keys).await
-    }
-    async fn create_multipart(
-        &self,
-        key: &str,
-        a: Option<ChecksumAlgorithm>,
-        o: &PutOptions,
-    ) -> Result<String> {
-        self.inner.create_multipart(key, a, o).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        id: &str,
-        n: u32,
-        body: Bytes,
-        i: Integrity,
-    ) -> Result<PartReceipt> {
-        self.inner.upload_part(key, id, n, body, i).await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        id: &str,
-        p: &[PartReceipt],
-    ) -> Result<PutReceipt> {
-        self.inner.complete_multipart(key, id, p).await
-    }
-    async fn abort_multipart(&self, key: &str, id: &str) -> Result<()> {
-        self.inner.abort_multipart(key, id).await
-    }
-    async fn list_parts(&self, key: &str, id: &str) -> Result<Vec<PartReceipt>> {
-        self.inner.list_parts(key, id).await
-    }
-    async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
-        self.inner.list_multipart(prefix).await
-    }
+    fn answered(&self, _req: &Request<'_>, _status: Option<u16>, _received: u64) {}
 }
 
 fn engine(bucket: &Path, file: &Path, writes: u32) -> Transfer {
-    let store = Writer {
-        inner: LocalStore::open(bucket).expect("store"),
+    let writer = Writer {
         file: file.to_path_buf(),
         writes,
         puts: AtomicU32::new(0),
     };
-    Transfer::new(Arc::new(store), Settings::default())
+    let store = Arc::new(LocalStore::open(bucket).expect("store"));
+    Transfer::new(
+        reqlog::observe(store, Arc::new(writer)),
+        Settings::default(),
+    )
 }
 
 fn job(path: &Path) -> FileJob {

@@ -203,6 +203,9 @@ pub struct Snapshot {
     pub brick_ino: u64,
     /// `trusted.gfid`.
     pub gfid: [u8; 16],
+    /// The gfid the mount shows at the same path: the file we read and mark through the mount
+    /// must be the brick's file.
+    pub mnt_gfid: [u8; 16],
     /// A process on this host holds the brick inode open.
     pub open: bool,
 }
@@ -215,13 +218,14 @@ impl Snapshot {
 }
 
 /// Whether a snapshot allows archiving now: too young (by mtime **or** ctime, so `touch -d`
-/// cannot make a fresh file look cold), brick and mount disagreeing on the size, or open.
+/// cannot make a fresh file look cold), brick and mount disagreeing on the file or its size,
+/// or open.
 pub fn snapshot_verdict(s: &Snapshot, now_ns: i128, older_than: Duration) -> Option<Reason> {
     let age = older_than.as_nanos() as i128;
     if now_ns - s.mtime_ns < age || now_ns - s.ctime_ns < age {
         return Some(Reason::TooYoung);
     }
-    if s.mnt_size != s.brick_size {
+    if s.mnt_gfid != s.gfid || s.mnt_size != s.brick_size {
         return Some(Reason::Changed);
     }
     s.open.then_some(Reason::Open)
@@ -231,6 +235,7 @@ pub fn snapshot_verdict(s: &Snapshot, now_ns: i128, older_than: Duration) -> Opt
 pub fn changed(s0: &Snapshot, s1: &Snapshot) -> Option<&'static str> {
     let diffs = [
         (s0.gfid != s1.gfid, "gfid"),
+        (s1.mnt_gfid != s1.gfid, "the file the mount shows"),
         (
             s0.brick_ino != s1.brick_ino || s0.brick_dev != s1.brick_dev,
             "brick inode",

@@ -99,6 +99,7 @@ fn snap() -> Snapshot {
         brick_dev: 1,
         brick_ino: 7,
         gfid: G,
+        mnt_gfid: G,
         open: false,
     }
 }
@@ -130,6 +131,12 @@ fn cold_means_mtime_and_ctime_older_than_the_age() {
         ..snap()
     };
     assert_eq!(snapshot_verdict(&split, now, day), Some(Reason::Changed));
+    // The mount shows another file at that path (replaced, or not this brick's volume).
+    let other = Snapshot {
+        mnt_gfid: [9; 16],
+        ..snap()
+    };
+    assert_eq!(snapshot_verdict(&other, now, day), Some(Reason::Changed));
     assert_eq!(snapshot_verdict(&snap(), now, Duration::ZERO), None);
 }
 
@@ -144,6 +151,13 @@ fn any_difference_between_the_snapshots_stops_the_mark() {
                 ..s0
             },
             Some("gfid"),
+        ),
+        (
+            Snapshot {
+                mnt_gfid: [0; 16],
+                ..s0
+            },
+            Some("the file the mount shows"),
         ),
         (Snapshot { brick_ino: 8, ..s0 }, Some("brick inode")),
         (Snapshot { brick_dev: 2, ..s0 }, Some("brick inode")),

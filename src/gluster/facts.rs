@@ -50,10 +50,16 @@ pub fn brick_facts(ns_: XattrNs, path: &Path) -> Result<BrickFacts> {
     Ok(f)
 }
 
-/// A snapshot of one file: size and times through the mount (`mnt`), identity and size on
-/// the brick (`brick`), and whether `open` shows a process holding the brick inode. A file
+/// A snapshot of one file: size, times and gfid through the mount (`mnt`), identity and size
+/// on the brick (`brick`), and whether `open` shows a process holding the brick inode. A file
 /// without a gfid gets the zero gfid, which no real file has, so it never equals S0.
-pub fn snapshot(ns_: XattrNs, brick: &Path, mnt: &Path, open: &Scan) -> Result<Snapshot> {
+pub fn snapshot(
+    ns_: XattrNs,
+    brick: &Path,
+    mnt: &Path,
+    open: &Scan,
+    emulated: bool,
+) -> Result<Snapshot> {
     let b = lstat(brick)?;
     let gfid = xattrs::gfid_of(ns_.get(brick, xattrs::GFID)?).unwrap_or([0; 16]);
     let m = lstat(mnt)?;
@@ -63,6 +69,7 @@ pub fn snapshot(ns_: XattrNs, brick: &Path, mnt: &Path, open: &Scan) -> Result<S
             mnt.display()
         )));
     }
+    let mnt_gfid = super::preflight::mount_gfid(ns_, mnt, emulated)?.unwrap_or([0; 16]);
     Ok(Snapshot {
         mnt_size: m.len(),
         mtime_ns: ns(m.mtime(), m.mtime_nsec()),
@@ -71,6 +78,7 @@ pub fn snapshot(ns_: XattrNs, brick: &Path, mnt: &Path, open: &Scan) -> Result<S
         brick_dev: b.dev(),
         brick_ino: b.ino(),
         gfid,
+        mnt_gfid,
         open: open.holds(b.dev(), b.ino()),
     })
 }

@@ -50,12 +50,14 @@ impl Journal {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let existed = path.exists();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(format!("open journal {}", path.display()), e))?;
+        let file = fsutil::open_owned(
+            path,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600),
+        )
+        .map_err(|e| Error::io(format!("open journal {}", path.display()), e))?;
         if !existed {
             fsutil::sync_dir(dir)?;
         }

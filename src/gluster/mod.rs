@@ -32,10 +32,8 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::store::Location;
-use crate::store::SharedStore;
 use crate::store::s3::S3Options;
 use crate::transfer::Transfer;
-use crate::transfer::retry::RetryPolicy;
 use decide::Budget;
 pub use emulate::Emulator;
 pub use report::Report;
@@ -87,10 +85,8 @@ pub struct ArchiveOptions {
 /// What a run talks to.
 #[derive(Debug)]
 pub struct Env {
-    /// The engine.
+    /// The engine: uploads, checks and copies all go through it.
     pub transfer: Transfer,
-    /// The store again, for server-side copies (counted in the engine's stats).
-    pub copier: SharedStore,
     /// The store's location.
     pub location: Location,
     /// The S3 settings (storage class and encryption are checked).
@@ -130,10 +126,9 @@ pub async fn archive(
     };
     let ctx = Arc::new(Ctx {
         ns: opts.xattr_ns,
-        retry: RetryPolicy::with_attempts(env.transfer.config().max_attempts),
         prefix: env.location.prefix().to_string(),
         t: env.transfer,
-        copier: env.copier,
+        scratch: state,
         open: openfiles::OpenFiles::default(),
         bucketid,
         brick,
@@ -202,8 +197,11 @@ async fn check_setup(
             brick.display()
         )));
     }
-    let mount_gfid = preflight::mount_root_gfid(ns, mount, opts.emulate.is_some())?;
+    let mount_gfid = preflight::mount_gfid(ns, mount, opts.emulate.is_some())?;
     preflight::check_root("--mount", mount, mount_gfid)?;
+    if opts.emulate.is_none() {
+        preflight::check_mount(mount, brick)?;
+    }
     Ok(bucketid)
 }
 

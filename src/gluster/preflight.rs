@@ -3,7 +3,9 @@
 //! unless `--bucketid` replaces them) must name the S3 plugin and our bucket and prefix; the
 //! store must serve plain GETs (no Glacier classes, no SSE-KMS, which V2-signed requests cannot
 //! read); the mount must be the volume's root and the brick a brick's root, so that
-//! volume-relative paths are the ones posix writes into `cs.remote`.
+//! volume-relative paths are the ones posix writes into `cs.remote`. A mount of a subdirectory
+//! answers the root's gfid, so the mount's `glusterfs.pathinfo` decides: it must show every
+//! brick at its root, BRICK among them.
 //!
 //! The checks are pure functions over the parsed settings; running `gluster` and reading the
 //! root xattrs is the thin part at the end.
@@ -146,21 +148,123 @@ pub fn check_root(what: &str, dir: &Path, gfid: Option<[u8; 16]>) -> Result<()> 
     }
 }
 
-/// The gfid of the mount's root as the mount reports it (`glusterfs.gfid.string`). With the
-/// test emulator, the mount is a plain directory whose root carries the gfid xattr instead.
-pub fn mount_root_gfid(ns: XattrNs, mnt: &Path, emulated: bool) -> Result<Option<[u8; 16]>> {
+/// The gfid of a path through the mount, as the mount reports it (`glusterfs.gfid.string`).
+/// With the test emulator, the mount is a plain directory whose entries carry the gfid xattr
+/// instead.
+pub fn mount_gfid(ns: XattrNs, path: &Path, emulated: bool) -> Result<Option<[u8; 16]>> {
     if emulated {
-        return Ok(xattrs::gfid_of(ns.get(mnt, xattrs::GFID)?));
+        return Ok(xattrs::gfid_of(ns.get(path, xattrs::GFID)?));
     }
-    match xattr::get(mnt, xattrs::MOUNT_GFID_STRING) {
+    match xattr::get(path, xattrs::MOUNT_GFID_STRING) {
         Ok(Some(v)) => Ok(parse_gfid_string(&String::from_utf8_lossy(&v))),
         Ok(None) => Ok(None),
         Err(e) if e.raw_os_error() == Some(95) => Ok(None),
         Err(e) => Err(Error::io(
-            format!("read {} of {}", xattrs::MOUNT_GFID_STRING, mnt.display()),
+            format!("read {} of {}", xattrs::MOUNT_GFID_STRING, path.display()),
             e,
         )),
     }
+}
+
+/// One brick behind a path of a Gluster mount, from `glusterfs.pathinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrickPath {
+    /// The brick directory, as the volume was created with it.
+    pub root: String,
+    /// The brick's host.
+    pub host: String,
+    /// The path on the brick (the root itself, with a trailing `/`, for the volume's root).
+    pub path: String,
+}
+
+/// Parses every `<POSIX(ROOT):HOST:PATH>` of a pathinfo value, whatever groups they sit in.
+/// PATH starts with ROOT, which is how the host (an IPv6 address has colons) is cut off.
+pub fn parse_pathinfo(v: &str) -> Vec<BrickPath> {
+    const OPEN: &str = "<POSIX(";
+    let mut out = Vec::new();
+    let mut rest = v;
+    while let Some(at) = rest.find(OPEN) {
+        rest = &rest[at + OPEN.len()..];
+        let Some(close) = rest.find("):") else { break };
+        let root = &rest[..close];
+        let tail = &rest[close + 2..];
+        let end = tail.find('>').unwrap_or(tail.len());
+        let entry = &tail[..end];
+        let (host, path) = match entry.find(&format!(":{root}")) {
+            Some(i) if !root.is_empty() => (&entry[..i], &entry[i + 1..]),
+            _ => entry.split_once(':').unwrap_or(("", entry)),
+        };
+        out.push(BrickPath {
+            root: root.to_string(),
+            host: host.to_string(),
+            path: path.to_string(),
+        });
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Checks, from the pathinfo of the mount's root, that the mount shows the whole volume and
+/// that `brick` is one of its bricks. A mount of a subdirectory (`mount HOST:/VOL/DIR`) answers
+/// the volume root's gfid, so only the brick paths tell it: they point below the brick roots.
+/// `is_brick` says whether a brick directory named there is `brick`.
+pub fn check_pathinfo(
+    mnt: &Path,
+    brick: &Path,
+    bricks: &[BrickPath],
+    is_brick: impl Fn(&str) -> bool,
+) -> std::result::Result<(), String> {
+    if bricks.is_empty() {
+        return Err(format!(
+            "--mount {} answers no glusterfs.pathinfo: give a FUSE mount (mount -t glusterfs HOST:/VOLUME) of the volume",
+            mnt.display()
+        ));
+    }
+    if let Some(b) = bricks
+        .iter()
+        .find(|b| b.path.trim_end_matches('/') != b.root.trim_end_matches('/'))
+    {
+        let inside = b
+            .path
+            .strip_prefix(b.root.trim_end_matches('/'))
+            .unwrap_or(&b.path);
+        return Err(format!(
+            "--mount {} is a mount of {inside} inside the volume, not of its root: archive needs a mount of the whole volume (mount -t glusterfs HOST:/VOLUME), where paths are the volume paths Gluster records",
+            mnt.display()
+        ));
+    }
+    if bricks.iter().any(|b| is_brick(&b.root)) {
+        return Ok(());
+    }
+    let names: Vec<String> = bricks
+        .iter()
+        .map(|b| format!("{}:{}", b.host, b.root))
+        .collect();
+    Err(format!(
+        "BRICK {} is not a brick of the volume mounted at {} (its bricks: {})",
+        brick.display(),
+        mnt.display(),
+        names.join(", ")
+    ))
+}
+
+/// Reads the pathinfo of the mount's root and runs [`check_pathinfo`].
+pub fn check_mount(mnt: &Path, brick: &Path) -> Result<()> {
+    let value = match xattr::get(mnt, xattrs::MOUNT_PATHINFO) {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) if matches!(e.raw_os_error(), Some(61 | 95)) => Vec::new(),
+        Err(e) => {
+            return Err(Error::io(
+                format!("read {} of {}", xattrs::MOUNT_PATHINFO, mnt.display()),
+                e,
+            ));
+        }
+    };
+    let bricks = parse_pathinfo(&String::from_utf8_lossy(&value));
+    let is_brick = |root: &str| {
+        Path::new(root) == brick || std::fs::canonicalize(root).is_ok_and(|c| c == brick)
+    };
+    check_pathinfo(mnt, brick, &bricks, is_brick).map_err(Error::Config)
 }
 
 /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
@@ -315,6 +419,73 @@ features.cloudsync-remote-read           off (DEFAULT)                          
         c.sse = Sse::Kms(None);
         assert!(check_store(&c, &s3("b", "")).is_err());
         assert!(check_store(&c, &Location::Local { root: "/x".into() }).is_ok());
+    }
+
+    /// Real values of Gluster 10.3 (one brick; replica 2; distribute over two bricks; a
+    /// mount of `VOL/sub`).
+    const ONE: &str = "<POSIX(/s/cs):vm:/s/cs/>";
+    const REP: &str =
+        "(<REPLICATE:rep-replicate-0> <POSIX(/s/rep1):vm:/s/rep1/> <POSIX(/s/rep2):vm:/s/rep2/>)";
+    const DIST: &str = "((<DISTRIBUTE:dist-dht> <POSIX(/s/dist2):vm:/s/dist2/> <POSIX(/s/dist1):vm:/s/dist1/>) (dist-dht-layout (dist-client-0 0 2147483646) (dist-client-1 2147483647 4294967295)))";
+    const SUB: &str = "<POSIX(/s/cs):vm:/s/cs/sub>";
+
+    fn bp(root: &str, host: &str, path: &str) -> BrickPath {
+        BrickPath {
+            root: root.into(),
+            host: host.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn pathinfo_lists_every_brick_behind_a_path() {
+        assert_eq!(parse_pathinfo(ONE), vec![bp("/s/cs", "vm", "/s/cs/")]);
+        assert_eq!(
+            parse_pathinfo(REP),
+            vec![
+                bp("/s/rep1", "vm", "/s/rep1/"),
+                bp("/s/rep2", "vm", "/s/rep2/")
+            ]
+        );
+        assert_eq!(
+            parse_pathinfo(DIST),
+            vec![
+                bp("/s/dist2", "vm", "/s/dist2/"),
+                bp("/s/dist1", "vm", "/s/dist1/")
+            ]
+        );
+        assert_eq!(parse_pathinfo(SUB), vec![bp("/s/cs", "vm", "/s/cs/sub")]);
+        assert_eq!(
+            parse_pathinfo("<POSIX(/b):fe80::1:/b/>"),
+            vec![bp("/b", "fe80::1", "/b/")]
+        );
+        assert!(parse_pathinfo("").is_empty());
+        assert!(parse_pathinfo("<POSIX(/b").is_empty());
+    }
+
+    #[test]
+    fn only_a_mount_of_the_whole_volume_of_this_brick_passes() {
+        let m = Path::new("/mnt/v");
+        let check = |v: &str, brick: &str| {
+            check_pathinfo(m, Path::new(brick), &parse_pathinfo(v), |r| r == brick)
+        };
+        assert!(check(ONE, "/s/cs").is_ok());
+        assert!(check(REP, "/s/rep2").is_ok());
+        assert!(check(DIST, "/s/dist1").is_ok());
+        let cases = [
+            (SUB, "/s/cs", "a mount of /sub inside the volume"),
+            (
+                ONE,
+                "/s/other",
+                "not a brick of the volume mounted at /mnt/v (its bricks: vm:/s/cs)",
+            ),
+            (REP, "/s/rep3", "vm:/s/rep1, vm:/s/rep2"),
+            ("", "/s/cs", "answers no glusterfs.pathinfo"),
+        ];
+        for (v, brick, want) in cases {
+            let e = check(v, brick).expect_err(want);
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -19,12 +19,12 @@ use super::decide::{
 };
 use super::facts;
 use super::journal::{Entry, Journal};
-use super::openfiles::OpenFiles;
+use super::openfiles::{OpenFiles, Scan};
 use super::xattrs::{self, XattrNs};
 use crate::checksum;
 use crate::error::{Error, Result};
-use crate::store::{PutOptions, SharedStore, join_key};
-use crate::transfer::retry::RetryPolicy;
+use crate::store::{PutOptions, join_key};
+use crate::transfer::CopyExpect;
 use crate::transfer::{Expect, Transfer};
 
 /// How often the check before the mark looks again at a file that seemed open: a FUSE mount
@@ -47,16 +47,21 @@ pub struct Ctx {
     pub bucketid: String,
     /// The store's key prefix.
     pub prefix: String,
-    /// The engine.
+    /// The engine: every request of the run, copies included.
     pub t: Transfer,
-    /// The store for server-side copies, counted in the engine's stats.
-    pub copier: SharedStore,
-    /// Retries of those copies.
-    pub retry: RetryPolicy,
+    /// `<state_dir>/archive`: where an object copied through this host waits.
+    pub scratch: PathBuf,
     /// Open-file scans.
     pub open: OpenFiles,
     /// The journal (none in a dry run).
     pub journal: Option<Journal>,
+}
+
+impl Ctx {
+    /// A snapshot of the file at `brick` and `mnt` (blocking).
+    pub fn snapshot(&self, brick: &Path, mnt: &Path, open: &Scan) -> Result<Snapshot> {
+        facts::snapshot(self.ns, brick, mnt, open, self.opts.emulate.is_some())
+    }
 }
 
 /// What became of one file.
@@ -194,7 +199,7 @@ async fn s0(ctx: &Arc<Ctx>, p: &Paths) -> Result<std::result::Result<Snapshot, R
         if let Some(r) = brick_verdict(&f, name_ok, c.opts.allow_sparse) {
             return Ok(Err(r));
         }
-        let s = facts::snapshot(c.ns, &p.brick, &p.mnt, &c.open.recent())?;
+        let s = c.snapshot(&p.brick, &p.mnt, &c.open.recent())?;
         Ok(
             match snapshot_verdict(&s, facts::now_ns(), c.opts.older_than) {
                 Some(r) => Err(r),
@@ -353,14 +358,14 @@ async fn mark_and_confirm(
 /// file was not marked, or `None` once posix took the mark. Blocking.
 fn mark(ctx: &Ctx, p: &Paths, s0: &Snapshot) -> Result<Option<&'static str>> {
     let mut since = Instant::now();
-    let mut s1 = facts::snapshot(ctx.ns, &p.brick, &p.mnt, &ctx.open.since(since))?;
+    let mut s1 = ctx.snapshot(&p.brick, &p.mnt, &ctx.open.since(since))?;
     for _ in 1..OPEN_RECHECKS {
         if !s1.open {
             break;
         }
         std::thread::sleep(OPEN_RECHECK_DELAY);
         since = Instant::now();
-        s1 = facts::snapshot(ctx.ns, &p.brick, &p.mnt, &ctx.open.since(since))?;
+        s1 = ctx.snapshot(&p.brick, &p.mnt, &ctx.open.since(since))?;
     }
     if let Some(what) = changed(s0, &s1) {
         return Ok(Some(what));
@@ -405,25 +410,68 @@ async fn copy_to_recorded(
         metadata: object_metadata(s0, crc),
         ..Default::default()
     };
-    ctx.retry
-        .run(ctx.t.stats(), ctx.t.cancel_flag(), || {
-            ctx.copier.copy(&p.key, &dst, &opts)
-        })
-        .await?;
+    let expect = CopyExpect {
+        size: s0.mnt_size,
+        crc32c: crc,
+    };
+    match ctx.t.copy_object(&p.key, &dst, expect, opts.clone()).await {
+        Ok(()) => {}
+        Err(Error::Interrupted) => return Err(Error::Interrupted),
+        Err(e) => {
+            tracing::warn!(
+                src = %p.key, dst = %dst, error = %e.one_line(),
+                "no verified server-side copy; the object goes through this host"
+            );
+            relay(ctx, &p.key, &dst, expect, &opts).await?;
+        }
+    }
     verify(ctx, &dst, s0, crc).await?;
     Ok(dst)
+}
+
+/// A copy through this host, for stores that cannot make one we can verify: the object is
+/// downloaded (verified against `expect`) into a temporary file in the state directory, then
+/// uploaded from it. The file's own data is no longer on the brick, so the object is the
+/// only source.
+async fn relay(
+    ctx: &Ctx,
+    src: &str,
+    dst: &str,
+    expect: CopyExpect,
+    opts: &PutOptions,
+) -> Result<()> {
+    let name = checksum::hex(&checksum::md5(dst.as_bytes()));
+    let tmp = ctx.scratch.join(format!("relay-{}", &name[..16]));
+    let want = Expect {
+        size: Some(expect.size),
+        crc32c: Some(expect.crc32c),
+    };
+    let sent = match ctx.t.download_file(src, &tmp, want).await {
+        Ok(_) => ctx.t.upload_file_with(&tmp, dst, None, opts).await,
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    let up = sent?;
+    if up.size != expect.size || up.crc32c != expect.crc32c {
+        return Err(Error::Checksum {
+            key: dst.into(),
+            expected: checksum::crc32c_header(expect.crc32c),
+            actual: checksum::crc32c_header(up.crc32c),
+        });
+    }
+    Ok(())
 }
 
 /// The error that stops the run after posix recorded `remote` for file `p`, with what the
 /// copy achieved.
 fn remote_differs(p: &Paths, remote: &str, copied: &Result<String>) -> Error {
     let what = format!(
-        "/{}: Gluster recorded cs.remote {remote:?} instead of {:?} (a mount of a subdirectory, or a bucketid or prefix that does not match?)",
+        "/{}: Gluster recorded cs.remote {remote:?} instead of {:?} (was the file renamed while it was marked?)",
         p.rel, p.rel
     );
     match copied {
         Ok(dst) => Error::Failed(format!(
-            "{what}; the object was copied to {dst} and verified, so the file recalls; fix the setup before the next run"
+            "{what}; the object was copied to {dst} and verified, so the file recalls from there"
         )),
         Err(e) => Error::Failed(format!(
             "{what}; copying the object there failed, so the file cannot be recalled until it is copied by hand: {}",

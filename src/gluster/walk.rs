@@ -84,7 +84,7 @@ fn classify(ctx: &Ctx, path: &Path, rel: &Path) -> Item {
     // recallable() admitted only ASCII bytes.
     let rel = String::from_utf8_lossy(rel_bytes).into_owned();
     let scan = ctx.open.recent();
-    let snap = match facts::snapshot(ctx.ns, path, &ctx.mount.join(&rel), &scan) {
+    let snap = match ctx.snapshot(path, &ctx.mount.join(&rel), &scan) {
         Ok(s) => s,
         Err(e) if facts::is_gone(&e) => return Item::Skip(Reason::Changed),
         Err(e) => return Item::Error(e.one_line()),

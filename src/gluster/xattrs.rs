@@ -29,6 +29,10 @@ pub const SHARD_BLOCK_SIZE: &str = "trusted.glusterfs.shard.block-size";
 pub const AFR_PREFIX: &str = "trusted.afr.";
 /// The virtual xattr a Gluster mount answers with the gfid of a path, as text.
 pub const MOUNT_GFID_STRING: &str = "glusterfs.gfid.string";
+/// The virtual xattr a Gluster mount answers with the brick paths behind a path:
+/// `<POSIX(BRICK):HOST:BRICK/PATH>` per brick, nested in `(<REPLICATE:…> …)` or
+/// `(<DISTRIBUTE:…> …)` groups.
+pub const MOUNT_PATHINFO: &str = "glusterfs.pathinfo";
 /// The gfid of a volume's root directory.
 pub const ROOT_GFID: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 

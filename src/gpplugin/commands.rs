@@ -10,8 +10,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::config::{Direction, PluginConfig};
 use crate::error::{Error, Result};
-use crate::store::{self, ByteRange, ListRequest};
-use crate::transfer::{Cancel, Expect, Transfer, bounded};
+use crate::store::{ByteRange, ListRequest};
+use crate::transfer::{Cancel, EngineBuilder, Expect, Transfer, bounded};
 use crate::units::human_bytes;
 
 /// `<folder>/` + the last four `/`-separated components of `path` (for gpbackup paths:
@@ -93,9 +93,10 @@ impl Plugin {
 
     async fn engine(&self, d: Direction) -> Result<Transfer> {
         let (location, s3) = self.cfg.store_settings();
-        let store = store::open(&location, &s3).await?;
-        let t = Transfer::new(store, self.cfg.transfer_config(d));
-        Ok(t.with_cancel(self.cancel.clone()))
+        EngineBuilder::new(self.cfg.transfer_config(d))
+            .cancel(self.cancel.clone())
+            .open(&location, &s3)
+            .await
     }
 
     fn key(&self, path: &str) -> Result<String> {

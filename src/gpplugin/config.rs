@@ -215,6 +215,9 @@ impl PluginConfig {
             concurrency: d.concurrency,
             max_attempts: 6,
             checksum: ChecksumMode::WhenSupported,
+            // CRC32C, never probed: the plugin has no state directory to cache a probe's answer
+            // in, and probing on every one of gpbackup's many short invocations costs requests.
+            probe_checksum: false,
             ..Settings::default()
         }
     }

@@ -126,7 +126,7 @@ pub fn init(verbosity: Verbosity) -> LogTarget {
     let file = log_path().and_then(|p| {
         let dir = p.parent()?;
         std::fs::create_dir_all(dir).ok()?;
-        let f = OpenOptions::new().create(true).append(true).open(&p).ok()?;
+        let f = crate::fsutil::open_owned(&p, OpenOptions::new().create(true).append(true)).ok()?;
         Some((p, f))
     });
     let (target, writer, ansi) = match file {

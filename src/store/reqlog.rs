@@ -11,7 +11,9 @@
 //! The file is opened with `O_APPEND` and every line goes out in one `write(2)`, so runs
 //! appending to the same file at once never interleave inside a line and a crash leaves whole
 //! lines. Only operation names, sizes and keys are written: never a credential, header or URL.
-//! A log that cannot be written costs a warning, never the run.
+//! A log that cannot be written costs a warning, never the run. The file is often in `/tmp`, so
+//! a symbolic link there is not followed, a FIFO never makes the run wait, and only a regular
+//! file of this user (or root) is written; anything else is the same one warning and no log.
 //!
 //! What the status column can know: a successful request is logged with the status S3 gives
 //! that operation (200; 206 for a ranged GET; 204 for an abort), since the store layer sees our
@@ -28,14 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
-use async_trait::async_trait;
-use bytes::Bytes;
-
-use super::{
-    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity,
-    ListPage, ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt,
-    SharedStore, Store,
-};
+use super::SharedStore;
 use crate::error::{Error, Result};
 #[cfg(test)]
 use line::field;
@@ -88,7 +83,7 @@ pub fn wrap(store: SharedStore, log: Option<&RequestLog>) -> SharedStore {
 
 /// Wraps `store` so that `observer` sees every request it forwards.
 pub fn observe(store: SharedStore, observer: Arc<dyn Observer>) -> SharedStore {
-    Arc::new(ObservedStore {
+    Arc::new(observed::ObservedStore {
         inner: store,
         observer,
     })
@@ -277,15 +272,12 @@ impl Observer for FileLog {
     }
 }
 
-/// Opens the log for appending (0600 when created) and writes the extended header into an
-/// empty file, under an exclusive lock so two runs starting at once write it once.
+/// Opens the log for appending (0600 when created; never through a symbolic link, never
+/// waiting on a FIFO, only a regular file of this user or root: it is often in `/tmp`) and
+/// writes the extended header into an empty file, under an exclusive lock so two runs
+/// starting at once write it once.
 fn open_log(log: &RequestLog) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&log.path)?;
+    let file = crate::fsutil::open_append_owned(&log.path)?;
     if log.format == LogFormat::Extended {
         file.lock()?;
         let result = match file.metadata() {
@@ -311,248 +303,7 @@ fn append(mut file: &File, line: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A store that shows every request it forwards to an observer.
-#[derive(Debug)]
-struct ObservedStore {
-    inner: SharedStore,
-    observer: Arc<dyn Observer>,
-}
-
-impl ObservedStore {
-    /// Announces a request, awaits it and reports its outcome.
-    async fn observed<T>(
-        &self,
-        op: Op,
-        key: &str,
-        sent: u64,
-        fut: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let req = Request {
-            op,
-            key,
-            attempt: current_attempt().unwrap_or(1),
-            sent,
-            ranged: false,
-            started: Instant::now(),
-        };
-        self.observer.sending(&req);
-        let r = fut.await;
-        self.observer.answered(&req, status_of(&req, &r), 0);
-        r
-    }
-}
-
-/// A GET body that reports its request once the body ends, fails or is dropped, with the
-/// bytes actually received.
-struct ObservedBody {
-    inner: Box<dyn BodyReader>,
-    observer: Arc<dyn Observer>,
-    key: String,
-    attempt: u32,
-    ranged: bool,
-    started: Instant,
-    received: u64,
-    reported: bool,
-}
-
-impl fmt::Debug for ObservedBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "observed body of {}", self.key)
-    }
-}
-
-impl ObservedBody {
-    fn report(&mut self) {
-        if !self.reported {
-            self.reported = true;
-            let req = Request {
-                op: Op::Get,
-                key: &self.key,
-                attempt: self.attempt,
-                sent: 0,
-                ranged: self.ranged,
-                started: self.started,
-            };
-            let status = status_of(&req, &Ok(()));
-            self.observer.answered(&req, status, self.received);
-        }
-    }
-}
-
-impl Drop for ObservedBody {
-    fn drop(&mut self) {
-        self.report();
-    }
-}
-
-#[async_trait]
-impl BodyReader for ObservedBody {
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        let c = self.inner.next_chunk().await;
-        match &c {
-            Ok(Some(b)) => self.received += b.len() as u64,
-            Ok(None) | Err(_) => self.report(),
-        }
-        c
-    }
-}
-
-#[async_trait]
-impl Store for ObservedStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        integrity: Integrity,
-        opts: &PutOptions,
-    ) -> Result<PutReceipt> {
-        let n = body.len() as u64;
-        let fut = self.inner.put(key, body, integrity, opts);
-        self.observed(Op::Put, key, n, fut).await
-    }
-    async fn put_file(
-        &self,
-        key: &str,
-        body: &FileRange,
-        integrity: Integrity,
-        opts: &PutOptions,
-    ) -> Result<PutReceipt> {
-        let fut = self.inner.put_file(key, body, integrity, opts);
-        self.observed(Op::Put, key, body.range.len(), fut).await
-    }
-    async fn upload_part_file(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: &FileRange,
-        integrity: Integrity,
-    ) -> Result<PartReceipt> {
-        let fut = self
-            .inner
-            .upload_part_file(key, upload_id, part_number, body, integrity);
-        self.observed(Op::UploadPart, key, body.range.len(), fut)
-            .await
-    }
-    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
-        let req = Request {
-            op: Op::Get,
-            key,
-            attempt: current_attempt().unwrap_or(1),
-            sent: 0,
-            ranged: range.is_some(),
-            started: Instant::now(),
-        };
-        self.observer.sending(&req);
-        match self.inner.get(key, range).await {
-            // The answer is reported when its body has been read.
-            Ok(mut resp) => {
-                resp.body = Box::new(ObservedBody {
-                    inner: resp.body,
-                    observer: self.observer.clone(),
-                    key: key.to_string(),
-                    attempt: req.attempt,
-                    ranged: req.ranged,
-                    started: req.started,
-                    received: 0,
-                    reported: false,
-                });
-                Ok(resp)
-            }
-            Err(e) => {
-                let r = Err(e);
-                self.observer.answered(&req, status_of(&req, &r), 0);
-                r
-            }
-        }
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.observed(Op::Head, key, 0, self.inner.head(key)).await
-    }
-    async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
-        let fut = self.inner.list_page(req, token);
-        self.observed(Op::List, &req.prefix, 0, fut).await
-    }
-    async fn delete_batch(&self, keys: &[String]) -> Result<Vec<DeleteFailure>> {
-        // One request, one line: the key column names the batch's first key.
-        let first = keys.first().map(String::as_str).unwrap_or("");
-        let fut = self.inner.delete_batch(keys);
-        self.observed(Op::Delete, first, 0, fut).await
-    }
-    async fn create_multipart(
-        &self,
-        key: &str,
-        algorithm: Option<ChecksumAlgorithm>,
-        opts: &PutOptions,
-    ) -> Result<String> {
-        let fut = self.inner.create_multipart(key, algorithm, opts);
-        self.observed(Op::CreateMultipart, key, 0, fut).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-        integrity: Integrity,
-    ) -> Result<PartReceipt> {
-        let n = body.len() as u64;
-        let fut = self
-            .inner
-            .upload_part(key, upload_id, part_number, body, integrity);
-        self.observed(Op::UploadPart, key, n, fut).await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[PartReceipt],
-    ) -> Result<PutReceipt> {
-        let fut = self.inner.complete_multipart(key, upload_id, parts);
-        self.observed(Op::CompleteMultipart, key, 0, fut).await
-    }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
-        let fut = self.inner.abort_multipart(key, upload_id);
-        self.observed(Op::AbortMultipart, key, 0, fut).await
-    }
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
-        let fut = self.inner.list_parts(key, upload_id);
-        self.observed(Op::ListParts, key, 0, fut).await
-    }
-    async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
-        let fut = self.inner.list_multipart(prefix);
-        self.observed(Op::ListMultipart, prefix, 0, fut).await
-    }
-    async fn object_lock_status(&self) -> Result<Option<String>> {
-        let fut = self.inner.object_lock_status();
-        self.observed(Op::Head, "", 0, fut).await
-    }
-    async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
-        let fut = self.inner.restore_object(key, days);
-        self.observed(Op::Restore, key, 0, fut).await
-    }
-    async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
-        let fut = self.inner.copy(src, dst, opts);
-        self.observed(Op::Copy, dst, 0, fut).await
-    }
-    async fn upload_part_copy(
-        &self,
-        dst: &str,
-        upload_id: &str,
-        part_number: u32,
-        src: &str,
-        range: ByteRange,
-    ) -> Result<PartReceipt> {
-        let fut = self
-            .inner
-            .upload_part_copy(dst, upload_id, part_number, src, range);
-        self.observed(Op::UploadPartCopy, dst, 0, fut).await
-    }
-}
-
 mod line;
+mod observed;
 #[cfg(test)]
 mod tests;

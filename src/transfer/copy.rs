@@ -11,7 +11,7 @@ use super::plan::{self, LAYOUT_META};
 use crate::checksum;
 use crate::error::{Error, Result};
 use crate::store::limits::MAX_COPY_SIZE;
-use crate::store::{ChecksumAlgorithm, PartReceipt, PutOptions};
+use crate::store::{ChecksumAlgorithm, ObjectRange, PartReceipt, PutOptions, ServerCopy, Upload};
 
 /// What a copy must produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,16 @@ fn refused(e: &Error) -> bool {
 }
 
 impl Transfer {
+    /// The store's server-side copies; a store without them is an error naming `src`.
+    fn copier(&self, src: &str) -> Result<&dyn ServerCopy> {
+        self.store.copier().ok_or_else(|| {
+            Error::Failed(format!(
+                "{}: server-side copy of {src} is not supported",
+                self.describe()
+            ))
+        })
+    }
+
     /// Copies `src` to `dst` inside the store and verifies the result against `expect`. The
     /// options' metadata replaces the source's when not empty; their kind picks the class.
     pub async fn copy_object(
@@ -69,11 +79,10 @@ impl Transfer {
         expect: CopyExpect,
         opts: PutOptions,
     ) -> Result<()> {
+        let copier = self.copier(src)?;
         let _permit = self.permit().await?;
         self.retry
-            .run(&self.stats, &self.cancel, || {
-                self.store.copy(src, dst, &opts)
-            })
+            .run(&self.stats, &self.cancel, || copier.copy(src, dst, &opts))
             .await?;
         let head = self.head(dst).await?;
         if head.size != expect.size {
@@ -124,16 +133,17 @@ impl Transfer {
         );
         opts.metadata
             .insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
-        let id = self
+        opts.part_checksum = Some(ChecksumAlgorithm::Crc32c);
+        self.copier(src)?;
+        let upload = self
             .retry
             .run(&self.stats, &self.cancel, || {
-                self.store
-                    .create_multipart(dst, Some(ChecksumAlgorithm::Crc32c), &opts)
+                self.store.multipart().create(dst, &opts)
             })
             .await?;
-        let result = self.copy_ranges(src, dst, &id, expect, part_size).await;
+        let result = self.copy_ranges(src, &upload, expect, part_size).await;
         if result.is_err() {
-            let _ = self.abort(dst, &id).await;
+            let _ = self.abort(&upload).await;
         }
         result
     }
@@ -141,21 +151,28 @@ impl Transfer {
     async fn copy_ranges(
         &self,
         src: &str,
-        dst: &str,
-        id: &str,
+        upload: &Upload,
         expect: CopyExpect,
         part_size: u64,
     ) -> Result<()> {
+        let dst = upload.key.as_str();
         let ranges = plan::layout(expect.size, part_size, 0);
         let jobs = ranges.into_iter().enumerate();
         let parts: Vec<PartReceipt> = super::bounded(jobs, self.cfg.concurrency, |(i, r)| {
             let t = self.clone();
-            let (src, dst, id) = (src.to_string(), dst.to_string(), id.to_string());
+            let (upload, from) = (
+                upload.clone(),
+                ObjectRange {
+                    key: src.to_string(),
+                    range: r,
+                },
+            );
             async move {
+                let copier = t.copier(&from.key)?;
                 let _permit = t.permit().await?;
                 t.retry
                     .run(&t.stats, &t.cancel, || {
-                        t.store.upload_part_copy(&dst, &id, i as u32 + 1, &src, r)
+                        copier.copy_part(&upload, i as u32 + 1, &from)
                     })
                     .await
             }
@@ -193,7 +210,7 @@ impl Transfer {
                 size: p.size,
             })
             .collect();
-        self.finish(dst, id, &sent, expect.size, part_size, 0)
+        self.finish(upload, &sent, expect.size, part_size, 0)
             .await
             .map(|_| ())
     }

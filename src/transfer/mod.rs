@@ -6,6 +6,7 @@
 //! [`download`]; this module adds the metadata operations producers need (list, head, delete,
 //! stale multipart clean-up), all retried and counted the same way.
 
+pub mod builder;
 pub mod compare;
 pub mod copy;
 pub mod download;
@@ -24,7 +25,10 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Silent};
-use crate::store::{ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, SharedStore};
+use crate::store::{
+    ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, SharedStore, Upload,
+};
+pub use builder::EngineBuilder;
 pub use copy::CopyExpect;
 pub use download::{Downloaded, Expect};
 use probe::ChecksumProbe;
@@ -182,21 +186,27 @@ impl Transfer {
             .await
     }
 
-    /// The bucket's Object Lock configuration in words, `None` when it is not enabled.
+    /// The bucket's Object Lock configuration in words, `None` when it is not enabled (or the
+    /// store has no Object Lock).
     pub async fn object_lock_status(&self) -> Result<Option<String>> {
+        let Some(locks) = self.store.retention() else {
+            return Ok(None);
+        };
         self.retry
-            .run(&self.stats, &self.cancel, || {
-                self.store.object_lock_status()
-            })
+            .run(&self.stats, &self.cancel, || locks.lock_status())
             .await
     }
 
     /// Asks for an archived object to be readable for `days` (S3 RestoreObject), retried.
     pub async fn restore_object(&self, key: &str, days: u32) -> Result<()> {
+        let Some(archive) = self.store.archive() else {
+            return Err(Error::Failed(format!(
+                "{}: {key} cannot be restored: this store has no archive classes",
+                self.describe()
+            )));
+        };
         self.retry
-            .run(&self.stats, &self.cancel, || {
-                self.store.restore_object(key, days)
-            })
+            .run(&self.stats, &self.cancel, || archive.restore(key, days))
             .await
     }
 
@@ -282,7 +292,7 @@ impl Transfer {
     pub async fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
         self.retry
             .run(&self.stats, &self.cancel, || {
-                self.store.list_multipart(prefix)
+                self.store.multipart().list_uploads(prefix)
             })
             .await
     }
@@ -299,7 +309,7 @@ impl Transfer {
         for u in self.incomplete_uploads(prefix).await? {
             let age = u.initiated.and_then(|t| now.duration_since(t).ok());
             if age.is_none_or(|a| a >= older_than) {
-                self.abort(&u.key, &u.upload_id).await?;
+                self.abort(&u.upload).await?;
                 aborted.push(u);
             }
         }
@@ -315,7 +325,7 @@ impl Transfer {
         let Some(old) = journal.load().filter(|old| old.key == key) else {
             return;
         };
-        let done = match self.abort(&old.key, &old.upload_id).await {
+        let done = match self.abort(&old.upload()).await {
             Ok(()) => journal.clear(),
             Err(e) => Err(e),
         };
@@ -328,13 +338,11 @@ impl Transfer {
         }
     }
 
-    pub(crate) async fn abort(&self, key: &str, upload_id: &str) -> Result<()> {
+    pub(crate) async fn abort(&self, up: &Upload) -> Result<()> {
         // Abort even when the run is cancelled: it is the clean-up of a cancelled run.
         let never = Cancel::default();
         self.retry
-            .run(&self.stats, &never, || {
-                self.store.abort_multipart(key, upload_id)
-            })
+            .run(&self.stats, &never, || self.store.multipart().abort(up))
             .await
     }
 }

@@ -69,7 +69,8 @@ pub fn split(ranges: &[ByteRange], max: u64) -> Vec<(usize, ByteRange)> {
     for (i, r) in ranges.iter().enumerate() {
         let mut s = r.start;
         while s < r.end {
-            let e = (s + max).min(r.end);
+            // `max` may be u64::MAX (one piece per range): saturate rather than wrap.
+            let e = s.saturating_add(max).min(r.end);
             out.push((i, ByteRange { start: s, end: e }));
             s = e;
         }
@@ -118,5 +119,14 @@ mod tests {
         assert_eq!(s.len(), 5, "5 → 3+2, 5 → 3+2, 2 → 2");
         assert_eq!(s[2].0, 1);
         assert_eq!(s.iter().map(|(_, r)| r.len()).sum::<u64>(), 12);
+    }
+
+    #[test]
+    fn an_unbounded_split_keeps_each_range_whole() {
+        // The parts of an object uploaded with Content-MD5 are fetched one GET each.
+        let l = layout(12, 5, 0);
+        let s = split(&l, u64::MAX);
+        let want: Vec<(usize, ByteRange)> = l.iter().copied().enumerate().collect();
+        assert_eq!(s, want);
     }
 }

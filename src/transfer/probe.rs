@@ -14,7 +14,7 @@ use super::Transfer;
 use crate::checksum;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::store::{Integrity, PutOptions};
+use crate::store::{Body, Integrity, PutOptions};
 use crate::transfer::ChecksumMode;
 
 /// Where the probe runs and its answer is kept.
@@ -67,8 +67,8 @@ impl Transfer {
                 match self
                     .retry
                     .run(&self.stats, &self.cancel, || {
-                        self.store
-                            .put(&p.key, body.clone(), Integrity::Crc32c(c), opts)
+                        let body = Body::bytes(body.clone(), Integrity::Crc32c(c));
+                        self.store.put(&p.key, body, opts)
                     })
                     .await
                 {

@@ -88,7 +88,11 @@ impl Fetch<'_> {
     async fn to_file(&self, t: &Transfer, vol: &Volume, dest: &Path) -> Result<u64> {
         let tmp = fsutil::temp_path_for(dest);
         let result = async {
-            let mut f = tokio::fs::File::create(&tmp)
+            // A new file, never one found under the temp name (a link planted beside DEST).
+            let mut f = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
                 .await
                 .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
             let n = self.copy_out(t, vol, &mut f).await?;

@@ -57,6 +57,15 @@ struct Plan {
     source_len: Option<u64>,
 }
 
+/// What every step of one put works with: the engine, the volume, and the tracker behind its
+/// state file.
+#[derive(Debug)]
+struct Run<'a> {
+    t: &'a Transfer,
+    vol: &'a Volume,
+    tracker: &'a Arc<Tracker>,
+}
+
 /// A chunk this run stored or found stored.
 #[derive(Debug)]
 struct Done {
@@ -73,9 +82,10 @@ pub async fn put(
     req: &PutRequest,
     tracker: &Arc<Tracker>,
 ) -> Result<PutReport> {
+    let run = Run { t, vol, tracker };
     let (listed, manifest) = survey(t, vol).await?;
     let (reader, source_len) = open_source(&req.source).await?;
-    let plan = decide(t, vol, req, tracker, &listed, manifest.as_ref(), source_len).await?;
+    let plan = decide(&run, req, &listed, manifest.as_ref(), source_len).await?;
     let head = head_bytes(t, vol, &plan, &listed, manifest.as_ref()).await?;
     tracker.begin(VolumeState {
         volume: vol.name.to_string(),
@@ -90,7 +100,7 @@ pub async fn put(
         ..VolumeState::default()
     })?;
     let result = tokio::select! {
-        r = write(t, vol, &plan, &listed, reader, head, tracker) => r,
+        r = write(&run, &plan, &listed, reader, head) => r,
         () = tracker.keep_current() => Err(Error::Failed("status writer stopped".into())),
     };
     let recorded = tracker.finish(result.as_ref().err());
@@ -125,14 +135,13 @@ fn failed(vol: &Volume, what: impl std::fmt::Display) -> Error {
 /// Where the data goes and what stays (see [`layout::put_start`] and [`layout::check_end`]):
 /// everything a put may refuse is refused here, before any change.
 async fn decide(
-    t: &Transfer,
-    vol: &Volume,
+    run: &Run<'_>,
     req: &PutRequest,
-    tracker: &Tracker,
     listed: &Listed,
     manifest: Option<&Manifest>,
     source_len: Option<u64>,
 ) -> Result<Plan> {
+    let Run { t, vol, tracker } = *run;
     let interrupted = tracker
         .previous()
         .filter(|s| s.store == vol.location && s.state != RunState::Done)
@@ -239,14 +248,13 @@ async fn head_bytes(
 }
 
 async fn write(
-    t: &Transfer,
-    vol: &Volume,
+    run: &Run<'_>,
     plan: &Plan,
     listed: &Listed,
     reader: Reader,
     head: Bytes,
-    tracker: &Arc<Tracker>,
 ) -> Result<PutReport> {
+    let Run { t, vol, .. } = *run;
     if listed.manifest {
         t.delete_keys(&[vol.manifest_key()]).await?;
     }
@@ -254,7 +262,7 @@ async fn write(
         t.put_bytes(&vol.dir(), Bytes::new(), BTreeMap::new())
             .await?;
     }
-    let done = send_chunks(t, vol, plan, &listed.chunks, reader, head, tracker).await?;
+    let done = send_chunks(run, plan, &listed.chunks, reader, head).await?;
     let end = plan.first + done.len() as u32;
     if let Some((&n, _)) = listed.chunks.range(end..).next() {
         return Err(failed(
@@ -289,14 +297,13 @@ async fn write(
 /// `concurrency` at once; the next chunk is read only when a task slot is free. After the
 /// first failure nothing new starts, the running tasks finish, and the failure is returned.
 async fn send_chunks(
-    t: &Transfer,
-    vol: &Volume,
+    run: &Run<'_>,
     plan: &Plan,
     remote: &BTreeMap<u32, u64>,
     mut reader: Reader,
     head: Bytes,
-    tracker: &Arc<Tracker>,
 ) -> Result<Vec<Done>> {
+    let Run { t, vol, tracker } = *run;
     let workers = t.config().concurrency.max(1);
     let mut set: JoinSet<Result<Done>> = JoinSet::new();
     let (mut done, mut first_err) = (Vec::new(), None);

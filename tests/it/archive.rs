@@ -3,7 +3,8 @@
 //! played by the hidden `--emulate-cloudsync`, and recall done as `cs_download_task` does it
 //! (GET `<bucketid>/<cs.remote>` with `store get`, write back, drop `cs.remote`). Writes during
 //! the upload (a stalled part, or the pause hook between upload and mark), a kill between upload
-//! and mark, a key in use, a `cs.remote` Gluster recorded elsewhere, dry runs and limits.
+//! and mark, a key in use, a `cs.remote` Gluster recorded elsewhere, dry runs and limits, and a
+//! store that ignores checksum headers found out by the checksum probe.
 
 mod fixture;
 mod setup;
@@ -13,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::faults::FaultProxy;
+use crate::common::faults::{FaultProxy, Quirk};
 use crate::common::site::Site;
 use crate::common::{Backend, on_both};
 use fixture::*;
@@ -261,6 +262,19 @@ async fn a_cs_remote_gluster_recorded_elsewhere_gets_a_copy_and_exit_1(b: Backen
     assert_untouched(&case, "projects/zz-later.odt", b"later");
 }
 
+/// A file sent in parts (12 MiB at 5 MiB parts) copied server-side to where Gluster recorded it.
+async fn a_large_file_recorded_elsewhere_gets_a_verified_copy(b: Backend) {
+    let case = Case::new(b);
+    let data = crate::common::data(12 << 20, 10);
+    case.brick.add("media/big.bin", &data);
+    let out = case.archive(&[], &[("BARMANS3_TEST_CS_REMOTE_PREFIX", "moved/")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("was copied to"), "{err}");
+    assert_eq!(summary(&out)["requests"]["copy"], 1, "{}", summary(&out));
+    assert_eq!(case.recall("media/big.bin"), data, "recall finds the copy");
+}
+
 async fn a_dry_run_changes_nothing(b: Backend) {
     let case = Case::new(b);
     let (_held, _) = never_archive_fixture(&case);
@@ -349,20 +363,46 @@ on_both!(
     a_key_in_use_is_refused_and_nothing_is_truncated,
     killed_between_upload_and_mark_the_next_run_reuses_the_object,
     a_cs_remote_gluster_recorded_elsewhere_gets_a_copy_and_exit_1,
+    a_large_file_recorded_elsewhere_gets_a_verified_copy,
     a_dry_run_changes_nothing,
     max_files_and_max_bytes_bound_the_run,
 );
+
+/// A store that refuses server-side copies: the object goes through this host, downloaded and
+/// verified, uploaded and verified, and the file recalls from where Gluster recorded it.
+#[test]
+fn where_copies_are_refused_the_object_is_copied_through_this_host() {
+    let g = crate::common::garage();
+    let proxy = FaultProxy::refusing_copies(g.endpoint());
+    let case = Case::through(&proxy, "archive-relay");
+    let data = crate::common::data(12 << 20, 11);
+    case.brick.add("media/big.bin", &data);
+    let out = case.archive(&[], &[("BARMANS3_TEST_CS_REMOTE_PREFIX", "moved/")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("goes through this host"), "{err}");
+    assert!(err.contains("was copied to"), "{err}");
+    let v = summary(&out);
+    assert_eq!(v["bytes_down"], 12 << 20, "{v}");
+    assert_eq!(
+        v["bytes_up"],
+        2 * (12 << 20),
+        "the file, then the copy: {v}"
+    );
+    let relayed: Vec<_> = std::fs::read_dir(case.site.dir.path().join("state/archive"))
+        .expect("state/archive")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("relay"))
+        .collect();
+    assert!(relayed.is_empty(), "the relay file is removed: {relayed:?}");
+    assert_eq!(case.recall("media/big.bin"), data, "recall finds the copy");
+}
 
 #[test]
 fn a_write_while_a_part_is_stalled_is_not_marked_and_the_next_run_archives() {
     let g = crate::common::garage();
     let proxy = FaultProxy::start(g.endpoint(), 0.0, 1, Duration::from_secs(3));
-    let prefix = crate::common::unique("archive-stall");
-    let case = Case {
-        site: Site::new(&g.yaml(&prefix).replace(g.endpoint(), &proxy.endpoint)),
-        brick: Brick::new(),
-        bucketid: format!("{}/{prefix}", g.bucket()),
-    };
+    let case = Case::through(&proxy, "archive-stall");
     let data = crate::common::data(12 << 20, 10);
     let p = case.brick.add("images/disk.img", &data);
     proxy.hold("partNumber=2");
@@ -424,4 +464,30 @@ async fn a_file_opened_before_the_mark_is_left_alone(b: Backend) {
         (Some(1), Some(1)),
         "{v}"
     );
+}
+
+#[test]
+fn archive_probes_a_store_that_ignores_checksum_headers_and_sends_content_md5() {
+    // The store takes CRC32C headers without checking them (or storing the body): only the
+    // checksum probe of `s3.request_checksum: auto` finds that out and switches to Content-MD5.
+    let g = crate::common::garage();
+    let proxy = FaultProxy::with_quirk(g.endpoint(), Quirk::IgnoreChecksums);
+    let prefix = crate::common::unique("archive-probe");
+    let case = Case {
+        site: Site::new(&g.yaml(&prefix).replace(g.endpoint(), &proxy.endpoint)),
+        brick: Brick::new(),
+        bucketid: format!("{}/{prefix}", g.bucket()),
+    };
+    let small = crate::common::data(10_000, 12);
+    let big = crate::common::data(12 << 20, 13);
+    case.brick.add("docs/small.txt", &small);
+    case.brick.add("docs/big.bin", &big);
+    let v = ok(&case.archive(&[], &[]));
+    assert_eq!(v["archived"], 2, "{v}");
+    assert!(
+        !case.site.probed(),
+        "the probe found the store does not verify"
+    );
+    assert_eq!(case.recall("docs/small.txt"), small);
+    assert_eq!(case.recall("docs/big.bin"), big);
 }

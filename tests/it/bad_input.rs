@@ -321,6 +321,19 @@ fn fixture() -> Fixture {
     )
     .expect("plugin config");
     std::fs::create_dir_all(site.dir.path().join("gphome")).expect("home");
+    // What another user can leave where a request log is asked for: a link to a file of ours,
+    // a FIFO, a file of their own (the tests run as root, as CI does).
+    let shared = site.dir.path().join("shared");
+    std::fs::create_dir(&shared).expect("shared");
+    std::fs::write(shared.join("victim"), b"ours\n").expect("victim");
+    std::os::unix::fs::symlink(shared.join("victim"), shared.join("link.csv")).expect("link");
+    let fifo = Command::new("mkfifo").arg(shared.join("fifo.csv")).status();
+    assert!(fifo.expect("mkfifo").success());
+    std::fs::write(shared.join("theirs.csv"), b"").expect("theirs");
+    std::os::unix::fs::chown(shared.join("theirs.csv"), Some(4242), None).expect("chown (root)");
+    std::fs::create_dir(shared.join("logdir")).expect("logdir");
+    let log = shared.join("logdir/barmans3.log");
+    std::os::unix::fs::symlink(shared.join("victim"), log).expect("log link");
     Fixture {
         site,
         prefix,
@@ -683,6 +696,41 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             creates: Some("queue/20261122T070000.error"),
             records: None,
         },
+        // A request log that is not our own regular file: one warning, no log, the run goes on.
+        case(
+            "request log a symbolic link",
+            barmans3("--request-log {dir}/shared/link.csv store ls"),
+            0,
+            "symbolic link",
+        ),
+        case(
+            "request log a FIFO nobody reads",
+            barmans3("--request-log {dir}/shared/fifo.csv store ls"),
+            0,
+            "FIFO",
+        ),
+        case(
+            "request log another user's file",
+            barmans3("--request-log {dir}/shared/theirs.csv store ls"),
+            0,
+            "owned by uid 4242",
+        ),
+        case(
+            "log file a symbolic link",
+            Call::WithConfig(
+                fx.site_cfg_text().replace(
+                    "  queue_dir:",
+                    &format!(
+                        "  log_dir: {}/shared/logdir\n  queue_dir:",
+                        fx.site.dir.path().display()
+                    ),
+                ),
+                0o600,
+                args("wal-sync pg"),
+            ),
+            1,
+            "barmans3.log: is a symbolic link, which is not followed",
+        ),
         // gpbackup plugin calls.
         case(
             "plugin unknown command",

@@ -5,7 +5,8 @@ use crate::common::{Backend, data, open};
 use barmans3::Error;
 use barmans3::checksum;
 use barmans3::store::{
-    ByteRange, ChecksumAlgorithm, Integrity, ListRequest, PutOptions, SharedStore, join_key,
+    Body, ByteRange, ChecksumAlgorithm, FileRange, Integrity, ListRequest, ObjectRange, PutOptions,
+    SharedStore, join_key,
 };
 use bytes::Bytes;
 
@@ -24,14 +25,10 @@ async fn read_all(
 
 async fn put(s: &SharedStore, key: &str, body: &[u8]) {
     let crc = checksum::crc32c(body);
-    s.put(
-        key,
-        Bytes::copy_from_slice(body),
-        Integrity::Crc32c(crc),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    let body = Body::bytes(Bytes::copy_from_slice(body), Integrity::Crc32c(crc));
+    s.put(key, body, &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
 }
 
 async fn list_keys(s: &SharedStore, req: &ListRequest) -> (Vec<String>, usize) {
@@ -44,6 +41,14 @@ async fn list_keys(s: &SharedStore, req: &ListRequest) -> (Vec<String>, usize) {
             Some(t) => token = Some(t),
             None => return (keys, pages),
         }
+    }
+}
+
+/// Options of an upload whose parts carry CRC32C values.
+fn crc32c_parts() -> PutOptions {
+    PutOptions {
+        part_checksum: Some(ChecksumAlgorithm::Crc32c),
+        ..Default::default()
     }
 }
 
@@ -210,13 +215,9 @@ async fn head_and_delete_missing(b: Backend) {
 async fn bad_checksum_is_refused(b: Backend) {
     let (s, p, _d) = open(b, "bad").await;
     let k = join_key(&p, "bad");
+    let abc = |integrity| Body::bytes(Bytes::from_static(b"abc"), integrity);
     let r = s
-        .put(
-            &k,
-            Bytes::from_static(b"abc"),
-            Integrity::Crc32c(1),
-            &PutOptions::default(),
-        )
+        .put(&k, abc(Integrity::Crc32c(1)), &PutOptions::default())
         .await;
     let e = r.expect_err("wrong CRC32C must be refused");
     assert!(
@@ -225,12 +226,7 @@ async fn bad_checksum_is_refused(b: Backend) {
     );
     assert!(matches!(s.head(&k).await, Err(Error::NotFound { .. })));
     let r = s
-        .put(
-            &k,
-            Bytes::from_static(b"abc"),
-            Integrity::Md5([0; 16]),
-            &PutOptions::default(),
-        )
+        .put(&k, abc(Integrity::Md5([0; 16])), &PutOptions::default())
         .await;
     assert!(r.is_err(), "wrong Content-MD5 must be refused");
 }
@@ -239,29 +235,22 @@ async fn multipart_three_parts(b: Backend) {
     let (s, p, _d) = open(b, "mp").await;
     let k = join_key(&p, "mp");
     let body = data((10 << 20) + 1, 2);
-    let id = s
-        .create_multipart(&k, Some(ChecksumAlgorithm::Crc32c), &PutOptions::default())
-        .await
-        .expect("create");
+    let mp = s.multipart();
+    let id = mp.create(&k, &crc32c_parts()).await.expect("create");
     let mut receipts = Vec::new();
     let mut crcs = Vec::new();
     for (i, chunk) in body.chunks(5 << 20).enumerate() {
         let crc = checksum::crc32c(chunk);
         crcs.push(crc);
-        let r = s
-            .upload_part(
-                &k,
-                &id,
-                i as u32 + 1,
-                Bytes::copy_from_slice(chunk),
-                Integrity::Crc32c(crc),
-            )
+        let chunk = Body::bytes(Bytes::copy_from_slice(chunk), Integrity::Crc32c(crc));
+        let r = mp
+            .upload_part(&id, i as u32 + 1, chunk)
             .await
             .expect("part");
         receipts.push(r);
     }
     assert_eq!(receipts.len(), 3);
-    let listed = s.list_parts(&k, &id).await.expect("list parts");
+    let listed = mp.list_parts(&id).await.expect("list parts");
     assert_eq!(
         listed
             .iter()
@@ -272,9 +261,7 @@ async fn multipart_three_parts(b: Backend) {
             .map(|r| (r.part_number, r.etag.clone()))
             .collect::<Vec<_>>()
     );
-    s.complete_multipart(&k, &id, &receipts)
-        .await
-        .expect("complete");
+    mp.complete(&id, &receipts).await.expect("complete");
     assert_eq!(read_all(&s, &k, None).await.expect("get"), body);
     let head = s.head(&k).await.expect("head");
     assert_eq!(head.size, body.len() as u64);
@@ -282,52 +269,42 @@ async fn multipart_three_parts(b: Backend) {
         head.crc32c.as_deref(),
         Some(checksum::composite_crc32c(&crcs).as_str())
     );
-    assert!(s.list_multipart(&p).await.expect("list uploads").is_empty());
+    assert!(mp.list_uploads(&p).await.expect("list uploads").is_empty());
 }
 
 async fn abort_and_list_in_progress(b: Backend) {
     let (s, p, _d) = open(b, "abort").await;
     let k1 = join_key(&p, "u1");
     let k2 = join_key(&p, "u2");
-    let id1 = s
-        .create_multipart(&k1, Some(ChecksumAlgorithm::Crc32c), &PutOptions::default())
-        .await
-        .expect("create");
-    let id2 = s
-        .create_multipart(&k2, None, &PutOptions::default())
+    let mp = s.multipart();
+    let id1 = mp.create(&k1, &crc32c_parts()).await.expect("create");
+    let id2 = mp
+        .create(&k2, &PutOptions::default())
         .await
         .expect("create");
     let part = data(1024, 3);
-    s.upload_part(
-        &k1,
-        &id1,
-        1,
-        Bytes::from(part.clone()),
-        Integrity::Crc32c(checksum::crc32c(&part)),
-    )
-    .await
-    .expect("part");
-    let mut listed: Vec<_> = s
-        .list_multipart(&p)
+    let crc = checksum::crc32c(&part);
+    let part = Body::bytes(Bytes::from(part), Integrity::Crc32c(crc));
+    mp.upload_part(&id1, 1, part).await.expect("part");
+    let mut listed: Vec<_> = mp
+        .list_uploads(&p)
         .await
         .expect("list")
         .into_iter()
-        .map(|u| (u.key, u.upload_id))
+        .map(|u| (u.upload.key, u.upload.id))
         .collect();
     listed.sort();
     assert_eq!(
         listed,
-        [(k1.clone(), id1.clone()), (k2.clone(), id2.clone())]
+        [(k1.clone(), id1.id.clone()), (k2.clone(), id2.id.clone())]
     );
-    s.abort_multipart(&k1, &id1).await.expect("abort");
-    s.abort_multipart(&k2, &id2).await.expect("abort");
-    s.abort_multipart(&k2, &id2)
-        .await
-        .expect("aborting twice is fine");
-    assert!(s.list_multipart(&p).await.expect("list").is_empty());
+    mp.abort(&id1).await.expect("abort");
+    mp.abort(&id2).await.expect("abort");
+    mp.abort(&id2).await.expect("aborting twice is fine");
+    assert!(mp.list_uploads(&p).await.expect("list").is_empty());
     assert!(matches!(s.head(&k1).await, Err(Error::NotFound { .. })));
     assert!(matches!(
-        s.list_parts(&k1, &id1).await,
+        mp.list_parts(&id1).await,
         Err(Error::NotFound { .. })
     ));
 }
@@ -343,18 +320,15 @@ async fn copy_keeps_bytes_and_reports_a_full_checksum(b: Backend) {
     let crc = checksum::crc32c(&body);
     let mut meta = std::collections::BTreeMap::new();
     meta.insert("origin".to_string(), "one".to_string());
-    s.put(
-        &src,
-        Bytes::from(body.clone()),
-        Integrity::Crc32c(crc),
-        &PutOptions {
-            metadata: meta,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("put");
-    s.copy(&src, &dst, &PutOptions::default())
+    let opts = PutOptions {
+        metadata: meta,
+        ..Default::default()
+    };
+    let put_body = Body::bytes(Bytes::from(body.clone()), Integrity::Crc32c(crc));
+    s.put(&src, put_body, &opts).await.expect("put");
+    let copier = s.copier().expect("both backends copy");
+    copier
+        .copy(&src, &dst, &PutOptions::default())
         .await
         .expect("copy");
     assert_eq!(read_all(&s, &dst, None).await.expect("get"), body);
@@ -372,16 +346,17 @@ async fn copy_keeps_bytes_and_reports_a_full_checksum(b: Backend) {
 
     let mut replaced = std::collections::BTreeMap::new();
     replaced.insert("origin".to_string(), "two".to_string());
-    s.copy(
-        &src,
-        &dst2,
-        &PutOptions {
-            metadata: replaced,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("copy");
+    copier
+        .copy(
+            &src,
+            &dst2,
+            &PutOptions {
+                metadata: replaced,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("copy");
     let head = s.head(&dst2).await.expect("head");
     assert_eq!(
         head.metadata.get("origin").map(String::as_str),
@@ -389,7 +364,8 @@ async fn copy_keeps_bytes_and_reports_a_full_checksum(b: Backend) {
         "metadata replaced"
     );
     assert!(matches!(
-        s.copy(&join_key(&p, "missing"), &dst, &PutOptions::default())
+        copier
+            .copy(&join_key(&p, "missing"), &dst, &PutOptions::default())
             .await,
         Err(Error::NotFound { .. })
     ));
@@ -404,33 +380,22 @@ async fn copy_of_a_multipart_object(b: Backend) {
     let (s, p, _d) = open(b, "copymp").await;
     let (src, dst) = (join_key(&p, "src"), join_key(&p, "dst"));
     let body = data((10 << 20) + 5, 8);
-    let id = s
-        .create_multipart(
-            &src,
-            Some(ChecksumAlgorithm::Crc32c),
-            &PutOptions::default(),
-        )
-        .await
-        .expect("create");
+    let mp = s.multipart();
+    let id = mp.create(&src, &crc32c_parts()).await.expect("create");
     let mut receipts = Vec::new();
     for (i, chunk) in body.chunks(5 << 20).enumerate() {
         let c = checksum::crc32c(chunk);
+        let chunk = Body::bytes(Bytes::copy_from_slice(chunk), Integrity::Crc32c(c));
         receipts.push(
-            s.upload_part(
-                &src,
-                &id,
-                i as u32 + 1,
-                Bytes::copy_from_slice(chunk),
-                Integrity::Crc32c(c),
-            )
-            .await
-            .expect("part"),
+            mp.upload_part(&id, i as u32 + 1, chunk)
+                .await
+                .expect("part"),
         );
     }
-    s.complete_multipart(&src, &id, &receipts)
-        .await
-        .expect("complete");
-    s.copy(&src, &dst, &PutOptions::default())
+    mp.complete(&id, &receipts).await.expect("complete");
+    let copier = s.copier().expect("both backends copy");
+    copier
+        .copy(&src, &dst, &PutOptions::default())
         .await
         .expect("copy");
     assert_eq!(read_all(&s, &dst, None).await.expect("get"), body);
@@ -447,14 +412,9 @@ async fn upload_part_copy_ranges(b: Backend) {
     let (src, dst) = (join_key(&p, "src"), join_key(&p, "dst"));
     let body = data((6 << 20) + 3, 9);
     put(&s, &src, &body).await;
-    let id = s
-        .create_multipart(
-            &dst,
-            Some(ChecksumAlgorithm::Crc32c),
-            &PutOptions::default(),
-        )
-        .await
-        .expect("create");
+    let mp = s.multipart();
+    let id = mp.create(&dst, &crc32c_parts()).await.expect("create");
+    let copier = s.copier().expect("both backends copy");
     let cut = 5u64 << 20;
     let ranges = [
         ByteRange { start: 0, end: cut },
@@ -465,8 +425,12 @@ async fn upload_part_copy_ranges(b: Backend) {
     ];
     let mut receipts = Vec::new();
     for (i, r) in ranges.iter().enumerate() {
-        let got = s
-            .upload_part_copy(&dst, &id, i as u32 + 1, &src, *r)
+        let from = ObjectRange {
+            key: src.clone(),
+            range: *r,
+        };
+        let got = copier
+            .copy_part(&id, i as u32 + 1, &from)
             .await
             .expect("part copy");
         // S3 reports the part's CRC32C; Garage reports none (the engine then declines to
@@ -478,13 +442,64 @@ async fn upload_part_copy_ranges(b: Backend) {
         assert_eq!(got.size, r.len());
         receipts.push(got);
     }
-    s.complete_multipart(&dst, &id, &receipts)
-        .await
-        .expect("complete");
+    mp.complete(&id, &receipts).await.expect("complete");
     assert_eq!(read_all(&s, &dst, None).await.expect("get"), body);
 }
 
+/// Bodies read from a range of a local file, not from memory: a put and the parts of an upload
+/// arrive whole; a body that does not match its value (CRC32C or Content-MD5) is refused, and
+/// nothing is stored.
+async fn file_range_bodies(b: Backend) {
+    let (s, p, _d) = open(b, "filebody").await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("src");
+    let body = data((6 << 20) + 7, 11);
+    std::fs::write(&path, &body).expect("write");
+    let file = std::sync::Arc::new(std::fs::File::open(&path).expect("open"));
+    let range = |start: usize, end: usize| FileRange {
+        path: path.clone(),
+        file: file.clone(),
+        range: ByteRange {
+            start: start as u64,
+            end: end as u64,
+        },
+    };
+    let crc = |start: usize, end: usize| Integrity::Crc32c(checksum::crc32c(&body[start..end]));
+    let o = PutOptions::default();
+
+    let k = join_key(&p, "put");
+    let md5 = Integrity::Md5(checksum::md5(&body[100..1100]));
+    s.put(&k, Body::file(range(100, 1100), md5), &o)
+        .await
+        .expect("put");
+    assert_eq!(read_all(&s, &k, None).await.expect("get"), &body[100..1100]);
+    let bad = join_key(&p, "bad");
+    for wrong in [crc(1, 11), Integrity::Md5([0; 16])] {
+        let r = s.put(&bad, Body::file(range(0, 10), wrong), &o).await;
+        assert!(
+            r.is_err(),
+            "a body that is not what its value says is refused"
+        );
+    }
+    assert!(matches!(s.head(&bad).await, Err(Error::NotFound { .. })));
+
+    let k = join_key(&p, "parts");
+    let mp = s.multipart();
+    let up = mp.create(&k, &crc32c_parts()).await.expect("create");
+    let (cut, end) = (5 << 20, body.len());
+    let first = Body::file(range(0, cut), crc(0, cut));
+    let second = Body::file(range(cut, end), crc(cut, end));
+    let parts = [
+        mp.upload_part(&up, 1, first).await.expect("part 1"),
+        mp.upload_part(&up, 2, second).await.expect("part 2"),
+    ];
+    assert_eq!(parts[1].size, (end - cut) as u64);
+    mp.complete(&up, &parts).await.expect("complete");
+    assert_eq!(read_all(&s, &k, None).await.expect("get"), body);
+}
+
 crate::common::on_both!(
+    file_range_bodies,
     copy_keeps_bytes_and_reports_a_full_checksum,
     copy_of_a_multipart_object,
     upload_part_copy_ranges,

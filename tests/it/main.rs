@@ -17,6 +17,7 @@ mod crypt;
 mod demo;
 mod faults;
 mod follow;
+mod gluster_real;
 mod gpplugin;
 mod hermetic;
 mod memory;

@@ -216,19 +216,6 @@ fn storage_classes_by_kind_and_archived_backups_restored_on_request() {
     assert_eq!(restored(&d), body);
 }
 
-/// The cached answer of the checksum probe for `site`'s store.
-fn probed(site: &Site) -> bool {
-    let state = site.dir.path().join("state");
-    let cache = std::fs::read_dir(&state)
-        .expect("state dir")
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().starts_with("checksum-"))
-        .expect("a checksum cache file after the first upload");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cache.path()).expect("read")).expect("json");
-    v["crc32c_verified"].as_bool().expect("crc32c_verified")
-}
-
 fn garage_site(endpoint: &str, extra: &str) -> Site {
     let g = garage();
     Site::new(&format!(
@@ -247,7 +234,7 @@ fn checksum_auto_detects_crc32c_and_falls_back_to_md5_where_it_is_not_verified()
         let site = garage_site(&proxy.endpoint, "");
         let body = backup(&site, A, 4);
         ok(&site, &["base-sync"]);
-        assert_eq!(probed(&site), quirk == Quirk::None, "{quirk:?}");
+        assert_eq!(site.probed(), quirk == Quirk::None, "{quirk:?}");
         let dest = tempfile::tempdir().expect("tmp");
         let d = dest.path().join("pgdata");
         ok(&site, &["base-restore", "pg", A, d.to_str().expect("utf8")]);

@@ -88,6 +88,8 @@ fn unix_now() -> u64 {
 
 async fn droplet_lines_sum_to_the_bytes_moved(b: Backend) {
     let v = Vt::new(b, "reqlog-droplet");
+    // The bytes of the volume alone: no one-time checksum probe among them.
+    v.pin_checksums();
     let log = v.path("droplet.csv");
     let l = log.to_str().expect("utf8");
     let src = v.file("src", &data(25 * MIB as usize, 1));
@@ -213,8 +215,9 @@ fn under_faults_droplet_logs_successes_and_extended_logs_every_answer() {
     let g = garage();
     let proxy = FaultProxy::start(g.endpoint(), 0.2, 20261129, Duration::from_secs(3));
     let prefix = unique("reqlog-faults");
+    // An explicit checksum mode: the lines counted are the volumes' alone, no one-time probe.
     let site = Site::new(&format!(
-        "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  concurrency: 4\n  max_attempts: 10\n  connect_timeout: 2s\n  read_timeout: 2s\n",
+        "s3:\n  endpoint: {}\n  region: garage\n  bucket: {}\n  prefix: {prefix}\n  access_key_id: {}\n  secret_access_key: {}\n  concurrency: 4\n  max_attempts: 10\n  connect_timeout: 2s\n  read_timeout: 2s\n  request_checksum: when_supported\n",
         proxy.endpoint,
         g.bucket(),
         g.key_id(),
@@ -296,4 +299,103 @@ fn an_unwritable_log_is_a_warning_and_the_plugin_is_untouched() {
         !log.exists(),
         "the plugin's own command line decides what it does"
     );
+}
+
+/// Runs barmans3 on `site` and waits at most `bound` for it: a run that would block forever
+/// (on a FIFO nobody reads) fails the test instead of hanging it.
+fn run_bounded(site: &Site, args: &[&str], bound: Duration) -> std::process::Output {
+    let mut child = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&site.cfg)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + bound;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still running after {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// The effective uid of this process.
+fn euid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("Uid: line")
+}
+
+/// A request log where others can write (`/tmp`) is opened only if it is this user's (or
+/// root's) regular file: a symbolic link is not followed (its target is left as it was), a
+/// FIFO never holds the run (with no reader, or with one, which gets nothing), another user's
+/// file is not written. Each costs exactly one warning line, and the run succeeds.
+#[test]
+fn a_log_that_is_not_our_own_regular_file_costs_one_warning_and_writes_nothing() {
+    assert_eq!(
+        euid(),
+        0,
+        "this test gives a file to another user and runs as root, as a cron job would: run it as root (CI does)"
+    );
+    let site = Site::local();
+    let d = site.dir.path();
+    let victim = d.join("precious");
+    std::fs::write(&victim, b"root's own file\n").expect("victim");
+    let link = d.join("link.csv");
+    std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+    let fifo = d.join("fifo.csv");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.expect("mkfifo").success());
+    let theirs = d.join("theirs.csv");
+    std::fs::write(&theirs, b"").expect("theirs");
+    std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).expect("chown");
+    std::fs::write(d.join("src"), b"some bytes").expect("src");
+    let src = d.join("src");
+    let src = src.to_str().expect("utf8");
+
+    let check = |log: &Path, why: &str| {
+        let l = log.to_str().expect("utf8");
+        let args = ["--request-log", l, "--request-log-format", "extended"];
+        let args = [&args[..], &["store", "put", src, "k"]].concat();
+        let out = run_bounded(&site, &args, Duration::from_secs(60));
+        let err = stderr(&out);
+        assert!(out.status.success(), "{log:?}: {err}");
+        let warnings: Vec<&str> = err.lines().filter(|x| x.contains("request log")).collect();
+        assert_eq!(warnings.len(), 1, "{log:?}: {err}");
+        assert!(
+            warnings[0].contains("WARN") && warnings[0].contains(why),
+            "{log:?}: {err}"
+        );
+    };
+    check(&link, "symbolic link");
+    check(&fifo, "FIFO");
+    check(&theirs, "owned by uid 4242");
+    assert_eq!(
+        std::fs::read(&victim).expect("victim"),
+        b"root's own file\n"
+    );
+    assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink());
+    assert_eq!(std::fs::metadata(&theirs).expect("theirs").len(), 0);
+
+    // With a reader waiting on the FIFO, the open succeeds, and what it opened is refused.
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("reader");
+    check(&fifo, "not a regular file");
+    let mut got = Vec::new();
+    let _ = reader.read_to_end(&mut got);
+    assert!(got.is_empty(), "the FIFO's reader got {got:?}");
 }

@@ -110,9 +110,14 @@ fn no_command_prints_a_secret_at_any_verbosity() {
     std::fs::create_dir_all(&reqlogs).expect("mkdir");
     let droplet_log = reqlogs.join("droplet.csv");
     let extended_log = reqlogs.join("extended.csv");
-    let (droplet_log, extended_log) = (
+    // A log refused with a warning (a link someone left): the warning names no secret either.
+    let refused_log = reqlogs.join("refused.csv");
+    std::fs::write(d.join("not-a-log"), b"").expect("link target");
+    std::os::unix::fs::symlink(d.join("not-a-log"), &refused_log).expect("link");
+    let (droplet_log, extended_log, refused_log) = (
         droplet_log.to_str().expect("utf8"),
         extended_log.to_str().expect("utf8"),
+        refused_log.to_str().expect("utf8"),
     );
     let volume_src = d.join("volume-src");
     std::fs::write(&volume_src, crate::common::data(100_000, 5)).expect("volume src");
@@ -168,6 +173,7 @@ fn no_command_prints_a_secret_at_any_verbosity() {
             ],
             vec!["volume", "status", "V"],
             vec!["volume", "ls"],
+            vec!["--request-log", refused_log, "store", "ls"],
         ];
         for mut args in runs {
             if !level.is_empty() {

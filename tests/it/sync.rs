@@ -245,14 +245,14 @@ async fn other_separators_and_raw_lists(b: Backend) {
 
 async fn missing_paths_fail_unless_allowed(b: Backend) {
     let f = Fixture::new(b);
-    // A file named "x,y" with a hard link: glusterfind lists "x" and "y".
-    f.write("x,y", b"linked");
-    std::fs::hard_link(f.src.join("x,y"), f.src.join("link")).expect("ln");
-    let list = f.list("comma-link.txt");
+    f.write("here", b"here");
+    let list = f.src.parent().expect("parent").join("missing.txt");
+    std::fs::write(&list, "NEW here\nNEW gone\n").expect("list");
+    let list = list.to_str().expect("utf-8").to_string();
     let out = f.sync(&["--files-from", &list, "--files-format", "glusterfind"]);
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     assert!(err(&out).contains("glusterfind post"), "{}", err(&out));
-    assert_eq!(summary(&out)["missing"], serde_json::json!(["x", "y"]));
+    assert_eq!(summary(&out)["missing"], serde_json::json!(["gone"]));
     let s = f.sync_ok(&[
         "--files-from",
         &list,
@@ -260,9 +260,22 @@ async fn missing_paths_fail_unless_allowed(b: Backend) {
         "glusterfind",
         "--allow-missing",
     ]);
-    assert_eq!(s["missing"].as_array().map(Vec::len), Some(2));
-    assert!(f.keys().is_empty());
-    // The periodic crawl is the safety net.
+    assert_eq!(s["missing"], serde_json::json!(["gone"]));
+    assert_eq!(f.keys(), set(&["here"]));
+}
+
+/// glusterfind splits every incremental path at its commas (a file "x,y" is listed as "x" and
+/// "y"): the pieces are joined again when the joined name exists, and only then.
+async fn names_split_at_commas_are_put_back(b: Backend) {
+    let f = Fixture::new(b);
+    f.write("x,y", b"linked");
+    std::fs::hard_link(f.src.join("x,y"), f.src.join("link")).expect("ln");
+    let list = f.list("comma-link.txt");
+    let s = f.sync_ok(&["--files-from", &list, "--files-format", "glusterfind"]);
+    assert_eq!(s["recovered"], serde_json::json!(["x,y"]), "{s}");
+    assert_eq!(s["missing"], serde_json::json!([]), "{s}");
+    assert_eq!(f.keys(), set(&["x,y"]));
+    // The periodic crawl is the safety net for the rest.
     f.sync_ok(&[]);
     assert_eq!(f.keys(), set(&["link", "x,y"]));
 }
@@ -466,6 +479,7 @@ on_both!(
     incremental_list_renames_walks_and_deletes,
     other_separators_and_raw_lists,
     missing_paths_fail_unless_allowed,
+    names_split_at_commas_are_put_back,
     malformed_lists_are_refused_before_any_request,
     dry_run_sends_nothing,
     resync_sends_only_what_changed,

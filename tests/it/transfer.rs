@@ -334,14 +334,16 @@ async fn orphaned_upload_is_superseded(b: Backend) {
     std::fs::write(&src, &body).expect("write");
     let other = join_key(&prefix, "other");
     let kept = store
-        .create_multipart(&other, None, &Default::default())
+        .multipart()
+        .create(&other, &Default::default())
         .await
         .expect("create other");
     for stream in [false, true] {
         let key = join_key(&prefix, if stream { "stream" } else { "file" });
         for _ in 0..2 {
             store
-                .create_multipart(&key, None, &Default::default())
+                .multipart()
+                .create(&key, &Default::default())
                 .await
                 .expect("orphan");
         }
@@ -360,10 +362,8 @@ async fn orphaned_upload_is_superseded(b: Backend) {
         .await
         .expect("list");
     assert_eq!(left.len(), 1, "{left:?}");
-    assert_eq!(
-        (left[0].key.as_str(), left[0].upload_id.as_str()),
-        (other.as_str(), kept.as_str())
-    );
+    assert_eq!(left[0].upload, kept);
+    assert_eq!(kept.key, other);
 }
 
 /// A server-side copy is verified against the expected CRC32C and counted apart from uploads;

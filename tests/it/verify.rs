@@ -6,7 +6,7 @@
 
 use std::process::Output;
 
-use barmans3::store::{Integrity, PutOptions, SharedStore};
+use barmans3::store::{Body, Integrity, PutOptions, SharedStore};
 
 use crate::common::site::{Site, make_real_archive, wal_segment, write_backup};
 use crate::common::{Backend, garage, on_both, unique};
@@ -75,14 +75,10 @@ impl Shipped {
             None => std::fs::write(self.site.dir.path().join("bucket").join(rel), body)
                 .expect("write into the bucket"),
             Some(s) => {
-                s.put(
-                    &self.key(rel),
-                    body.into(),
-                    Integrity::None,
-                    &PutOptions::default(),
-                )
-                .await
-                .expect("put");
+                let body = Body::bytes(body.into(), Integrity::None);
+                s.put(&self.key(rel), body, &PutOptions::default())
+                    .await
+                    .expect("put");
             }
         }
     }

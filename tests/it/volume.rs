@@ -3,8 +3,8 @@
 //! deleted middle chunk failing the get unless `--allow-truncated`; volumes without our
 //! manifest, ours or hand-made as Bareos makes them; the 10 000-chunk limit; a chunk that
 //! cannot be stored failing the put with the state Bareos' `status storage` shows, then
-//! `--resume` sending only what is missing; and a put through a fault-injecting proxy losing no
-//! chunk.
+//! `--resume` sending only what is missing; a put through a fault-injecting proxy losing no
+//! chunk; and a store that ignores checksum headers found out by the checksum probe.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::common::faults::FaultProxy;
+use crate::common::faults::{FaultProxy, Quirk};
 use crate::common::site::{BIN, Site};
 use crate::common::{Backend, data, garage, on_both, small_transfer, unique};
 use barmans3::config::Config;
@@ -47,6 +47,18 @@ impl Vt {
                 }
             }
         }
+    }
+
+    /// Names the checksum mode instead of `auto`, so a test that counts requests or bytes does
+    /// not count the one-time probe.
+    pub fn pin_checksums(&self) {
+        let line = "s3:\n  request_checksum: when_supported\n";
+        let text = std::fs::read_to_string(&self.site.cfg).expect("cfg");
+        let text = match text.contains("s3:\n") {
+            true => text.replacen("s3:\n", line, 1),
+            false => format!("{line}{text}"),
+        };
+        std::fs::write(&self.site.cfg, text).expect("cfg");
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -506,4 +518,30 @@ fn no_chunk_is_lost_to_faults_and_resume_completes() {
     let out = site.run(&["volume", "get", "V", "-"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout == body, "volume differs after faults");
+}
+
+#[test]
+fn volume_put_probes_a_store_that_ignores_checksum_headers_and_sends_content_md5() {
+    // The store takes CRC32C headers without checking them (or storing the body): only the
+    // checksum probe of `s3.request_checksum: auto` finds that out and switches to Content-MD5.
+    let g = garage();
+    let proxy = FaultProxy::with_quirk(g.endpoint(), Quirk::IgnoreChecksums);
+    let prefix = unique("vol-probe");
+    let v = Vt {
+        site: Site::new(&g.yaml(&prefix).replace(g.endpoint(), &proxy.endpoint)),
+        prefix,
+        backend: Backend::Garage,
+    };
+    let body = data(25 * MIB, 14);
+    let src = v.file("src", &body);
+    let out = v.ok(&["--json", "volume", "put", "V", &src]);
+    assert_eq!(json_line(&out, 0)["chunks"], 3);
+    assert!(
+        !v.site.probed(),
+        "the probe found the store does not verify"
+    );
+    let chunks = chunks(&crate::common::block_on(v.objects("V")));
+    assert_eq!(chunks.len(), 3, "every chunk stored: {chunks:?}");
+    let out = v.ok(&["volume", "get", "V", "-"]);
+    assert!(out.stdout == body, "volume differs");
 }

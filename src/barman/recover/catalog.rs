@@ -17,6 +17,7 @@ use super::restore::manifest;
 use crate::barman::conf::ServerDirs;
 use crate::barman::manifest::Entry;
 use crate::barman::remote::{INFO, Remote};
+use crate::barman::server::Server;
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -86,20 +87,20 @@ impl Job {
 
 /// Rebuilds server `dirs.name`'s directory from the bucket.
 pub async fn catalog_restore(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     dirs: &ServerDirs,
     opts: &CatalogOptions,
 ) -> Result<Rebuilt> {
     claim(dirs)?;
+    let Server { t, remote, .. } = srv;
     let layout = opts.layout.unwrap_or_else(installed_layout);
-    let ids = backup_ids(t, remote, &opts.backups).await?;
+    let ids = backup_ids(srv, &opts.backups).await?;
     let mut jobs: Vec<Job> = Vec::new();
     let mut dir_modes: Vec<(PathBuf, u32)> = Vec::new();
     let mut links = Vec::new();
     let mut begin_wals = Vec::new();
     for id in &ids {
-        let (info, m) = manifest(t, remote, id).await?;
+        let (info, m) = manifest(srv, id).await?;
         begin_wals.extend(info.begin_wal().map(str::to_string));
         let root = dirs.base_dir.join(id);
         let (files, dirs_of, links_of) = backup_jobs(remote, id, &root, &m.entries)?;
@@ -123,7 +124,7 @@ pub async fn catalog_restore(
             .then(|| begin_wals.iter().min().cloned())
             .flatten()
     });
-    let wals = wal_jobs(t, remote, dirs, since.as_deref()).await?;
+    let wals = wal_jobs(srv, dirs, since.as_deref()).await?;
     let n_wals = wals.len();
     jobs.extend(wals);
     for (dir, _) in &dir_modes {
@@ -203,11 +204,11 @@ fn installed_layout() -> InfoLayout {
 }
 
 /// The complete backups to rebuild: `wanted`, or every complete one in the bucket.
-async fn backup_ids(t: &Transfer, remote: &Remote, wanted: &[String]) -> Result<Vec<String>> {
+async fn backup_ids(srv: &Server, wanted: &[String]) -> Result<Vec<String>> {
     if !wanted.is_empty() {
         return Ok(wanted.to_vec());
     }
-    let list = crate::barman::ship::fullsync::remote_backups(t, remote).await?;
+    let list = crate::barman::ship::fullsync::remote_backups(srv).await?;
     Ok(list
         .into_iter()
         .filter(|b| b.complete)
@@ -260,14 +261,10 @@ fn backup_jobs(
 }
 
 /// The WAL archive (from `since` on, history files always), into Barman's `wals/` layout.
-async fn wal_jobs(
-    t: &Transfer,
-    remote: &Remote,
-    dirs: &ServerDirs,
-    since: Option<&str>,
-) -> Result<Vec<Job>> {
-    let prefix = remote.wals_prefix();
-    let objects = t
+async fn wal_jobs(srv: &Server, dirs: &ServerDirs, since: Option<&str>) -> Result<Vec<Job>> {
+    let prefix = srv.remote.wals_prefix();
+    let objects = srv
+        .t
         .list_all(&ListRequest {
             prefix: prefix.clone(),
             ..Default::default()

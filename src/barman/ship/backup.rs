@@ -14,7 +14,8 @@ use super::state::LocalState;
 use crate::barman::conf::ServerDirs;
 use crate::barman::info::{self, BackupInfo};
 use crate::barman::manifest::{Entry, Manifest, check_unique, encode_path};
-use crate::barman::remote::{INFO, MANIFEST, Remote};
+use crate::barman::remote::{INFO, MANIFEST};
+use crate::barman::server::Server;
 use crate::checksum;
 use crate::clock::now;
 use crate::config::Config;
@@ -224,8 +225,7 @@ fn scan(dir: &Path) -> Result<(Vec<LocalFile>, Vec<Entry>)> {
 /// Uploads backup `id` (which must be `DONE`) while holding Barman's lock on it: data files in
 /// parallel, then the manifest, then backup.info. Also refreshes `identity.json`.
 pub async fn upload_backup(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     dirs: &ServerDirs,
     id: &str,
     cfg: &Config,
@@ -244,8 +244,8 @@ pub async fn upload_backup(
     };
     std::fs::create_dir_all(&how.journal_dir)
         .map_err(|e| Error::io(format!("create {}", how.journal_dir.display()), e))?;
-    let prev = super::reuse::previous(t, remote, dirs, id).await;
-    let sent = upload_files(t, remote, id, files, &how, prev.map(Arc::new)).await?;
+    let prev = super::reuse::previous(srv, dirs, id).await;
+    let sent = upload_files(srv, id, files, &how, prev.map(Arc::new)).await?;
     let mut up = BackupUpload::default();
     for (entry, copied) in sent {
         if let Entry::File { size, .. } = &entry {
@@ -267,7 +267,7 @@ pub async fn upload_backup(
         total_bytes: up.bytes + up.copied_bytes,
         entries,
     };
-    publish(t, remote, dirs, id, &manifest).await?;
+    publish(srv, dirs, id, &manifest).await?;
     Ok(up)
 }
 
@@ -275,8 +275,7 @@ pub async fn upload_backup(
 /// [`reuse`](super::reuse) allows, else uploaded), each checked unchanged afterwards: their
 /// manifest entries, and whether each was copied.
 async fn upload_files(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     id: &str,
     files: Vec<LocalFile>,
     how: &Sending,
@@ -284,19 +283,20 @@ async fn upload_files(
 ) -> Result<Vec<(Entry, bool)>> {
     let one_put_max = how.one_put_max;
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
-    t.progress().add_work(files.len() as u64, total);
+    srv.t.progress().add_work(files.len() as u64, total);
     let jobs = files.into_iter().enumerate().map(|(i, f)| {
-        let key = remote.backup_key(id, &f.rel);
+        let key = srv.remote.backup_key(id, &f.rel);
         // Named by the key too: two servers can have backups of the same id.
         let tag = checksum::crc32c(key.as_bytes());
         let journal = FileJournal(how.journal_dir.join(format!("{id}-{i}-{tag:08x}.json")));
         (f, key, journal)
     });
-    bounded(jobs, t.file_workers(), |(f, key, journal)| {
-        let (t, remote, prev) = (t.clone(), remote.clone(), prev.clone());
+    bounded(jobs, srv.t.file_workers(), |(f, key, journal)| {
+        let (srv, prev) = (srv.clone(), prev.clone());
         async move {
+            let t = &srv.t;
             let copied = match &prev {
-                Some(p) => try_copy(&t, &remote, p, &f, &key).await?,
+                Some(p) => try_copy(&srv, p, &f, &key).await?,
                 None => None,
             };
             let crc = match copied {
@@ -307,7 +307,7 @@ async fn upload_files(
                 }
                 // The engine keeps the journal only for a file it sends in parts, so that a
                 // later run resumes it.
-                None => upload_one(&t, &f, &key, &journal, one_put_max).await?,
+                None => upload_one(t, &f, &key, &journal, one_put_max).await?,
             };
             unchanged(&f)?;
             let entry = Entry::File {
@@ -350,14 +350,8 @@ async fn upload_one(
 /// is the same ([`reuse::decide`]); the CRC32C on success, `None` when it must be uploaded.
 /// A copy only saves an upload: whatever fails here but an interruption is a warning, and the
 /// file is uploaded (a source shorter than its manifest says must not fail every retry).
-async fn try_copy(
-    t: &Transfer,
-    remote: &Remote,
-    prev: &Previous,
-    f: &LocalFile,
-    key: &str,
-) -> Result<Option<u32>> {
-    match copy_if_same(t, remote, prev, f, key).await {
+async fn try_copy(srv: &Server, prev: &Previous, f: &LocalFile, key: &str) -> Result<Option<u32>> {
+    match copy_if_same(srv, prev, f, key).await {
         Err(Error::Interrupted) => Err(Error::Interrupted),
         Err(e) => {
             tracing::warn!(
@@ -372,8 +366,7 @@ async fn try_copy(
 }
 
 async fn copy_if_same(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     prev: &Previous,
     f: &LocalFile,
     key: &str,
@@ -408,12 +401,13 @@ async fn copy_if_same(
             crc
         }
     };
-    let src = remote.backup_key(&prev.id, &f.rel);
+    let src = srv.remote.backup_key(&prev.id, &f.rel);
     let expect = CopyExpect {
         size: f.stamp.size,
         crc32c: crc,
     };
-    match t
+    match srv
+        .t
         .copy_object(&src, key, expect, PutOptions::of(ObjectKind::Base))
         .await
     {
@@ -438,8 +432,7 @@ async fn copy_if_same(
 /// read again just before, so a backup Barman marked FAILED (or deleted) meanwhile is never
 /// published as complete.
 async fn publish(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     dirs: &ServerDirs,
     id: &str,
     manifest: &Manifest,
@@ -447,6 +440,7 @@ async fn publish(
     let json = serde_json::to_vec_pretty(manifest)
         .map_err(|e| Error::Failed(format!("encode manifest: {e}")))?;
     let meta = PutOptions::of(ObjectKind::Meta);
+    let Server { t, remote, .. } = srv;
     t.put_bytes_with(&remote.backup_key(id, MANIFEST), Bytes::from(json), &meta)
         .await?;
     let identity = dirs.backup_dir.join("identity.json");

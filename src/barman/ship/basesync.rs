@@ -8,7 +8,8 @@ use super::backup::{NotNow, check_eligible, upload_backup};
 use super::queue::{Queue, State, Task};
 use super::state::LocalState;
 use crate::barman::conf::{BarmanConf, ServerDirs};
-use crate::barman::remote::{INFO, MANIFEST, Remote};
+use crate::barman::remote::{INFO, MANIFEST};
+use crate::barman::server::Server;
 use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -151,9 +152,9 @@ async fn work_task(
         report.failed += 1;
         return Ok(());
     }
-    let remote = Remote::new(cfg.location.prefix(), &task.server);
+    let srv = Server::new(t, cfg.location.prefix(), &task.server);
     let id = task.backup_id.clone();
-    let parent_done = match parent_complete(t, &remote, dirs, &id).await {
+    let parent_done = match parent_complete(&srv, dirs, &id).await {
         Ok(p) => p,
         Err(e) => return settle(queue, &mut task, e.into(), report),
     };
@@ -172,7 +173,7 @@ async fn work_task(
     task.pid = Some(std::process::id());
     queue.save(&task, State::Running)?;
     let started = std::time::Instant::now();
-    match upload_backup(t, &remote, dirs, &id, cfg).await {
+    match upload_backup(&srv, dirs, &id, cfg).await {
         Ok(up) => {
             tracing::info!(
                 "{} {id}: uploaded {} files, {}; copied {} unchanged files, {} server-side; in {:.1?}",
@@ -198,18 +199,14 @@ async fn work_task(
 /// For an incremental backup (PostgreSQL 17+), whether its parent is complete in the bucket: a
 /// child is worthless without its chain, so it is uploaded only after its parent. `None` for a
 /// backup that has no parent.
-async fn parent_complete(
-    t: &Transfer,
-    remote: &Remote,
-    dirs: &ServerDirs,
-    id: &str,
-) -> Result<Option<bool>> {
+async fn parent_complete(srv: &Server, dirs: &ServerDirs, id: &str) -> Result<Option<bool>> {
     let parent = crate::barman::info::locate(dirs, id)
         .and_then(|p| crate::barman::info::read(&p).ok())
         .and_then(|b| b.get("parent_backup_id").map(str::to_string));
     let Some(parent) = parent else {
         return Ok(None);
     };
+    let Server { t, remote, .. } = srv;
     let info = t.head_opt(&remote.backup_key(&parent, INFO)).await?;
     let manifest = t.head_opt(&remote.backup_key(&parent, MANIFEST)).await?;
     Ok(Some(info.is_some() && manifest.is_some()))

@@ -11,7 +11,8 @@ use super::retention::{self, Held};
 use super::walsync::{WalReport, pending_wals, wal_sync};
 use crate::barman::conf::ServerDirs;
 use crate::barman::info::{self, BackupInfo};
-use crate::barman::remote::{INFO, MANIFEST, Remote};
+use crate::barman::remote::{INFO, MANIFEST};
+use crate::barman::server::Server;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
@@ -43,7 +44,8 @@ pub struct RemoteBackup {
 }
 
 /// Lists the server's backups in the bucket, oldest first.
-pub async fn remote_backups(t: &Transfer, remote: &Remote) -> Result<Vec<RemoteBackup>> {
+pub async fn remote_backups(srv: &Server) -> Result<Vec<RemoteBackup>> {
+    let Server { t, remote, .. } = srv;
     let base = remote.base_prefix();
     let req = ListRequest {
         prefix: base.clone(),
@@ -134,15 +136,15 @@ pub async fn full_sync(
     dirs: &ServerDirs,
     opts: FullSyncOptions,
 ) -> Result<FullSyncReport> {
-    let remote = Remote::new(cfg.location.prefix(), &dirs.name);
+    let srv = Server::new(t, cfg.location.prefix(), &dirs.name);
     let local = info::local_backup_ids(dirs).map_err(|e| {
         Error::Failed(format!(
             "cannot list {}: {e}; nothing was uploaded or deleted",
             dirs.base_dir.display()
         ))
     })?;
-    let before = remote_backups(t, &remote).await?;
-    let mut report = upload_missing(cfg, t, dirs, &remote, &local, &before, opts.dry_run).await?;
+    let before = remote_backups(&srv).await?;
+    let mut report = upload_missing(cfg, &srv, dirs, &local, &before, opts.dry_run).await?;
     report.wal = if opts.dry_run {
         pending_wals(cfg, t, dirs).await?
     } else {
@@ -161,58 +163,63 @@ pub async fn full_sync(
         // What this run would have uploaded counts as there.
         would_hold(dirs, &before, &report.uploaded_backups)
     } else {
-        remote_backups(t, &remote).await?.iter().map(held).collect()
+        remote_backups(&srv).await?.iter().map(held).collect()
     };
-    let rules = retention::Rules {
-        min_keep: cfg.barman.min_remote_backups,
-        max_deletes: cfg.barman.max_deletes,
-        force: opts.force || opts.dry_run,
+    let objects = wal_objects(&srv).await?;
+    let basis = Basis {
+        held: &held,
+        local: local.into_iter().collect(),
+        objects: &objects,
+        rules: retention::Rules {
+            min_keep: cfg.barman.min_remote_backups,
+            max_deletes: cfg.barman.max_deletes,
+            force: opts.force || opts.dry_run,
+        },
+        locked: cfg.s3.object_lock.is_some() || t.object_lock_status().await?.is_some(),
     };
-    let objects = wal_objects(t, &remote).await?;
-    let local: BTreeSet<String> = local.into_iter().collect();
-    plan_deletions(
-        cfg,
-        t,
-        dirs,
-        &remote,
-        (&held, local, &objects),
-        rules,
-        &mut report,
-    )
-    .await?;
+    plan_deletions(&srv, dirs, basis, &mut report).await?;
     if !opts.dry_run {
-        delete(t, &remote, &dirs.name, &report).await?;
+        delete(&srv, &report).await?;
     }
     Ok(report)
 }
 
-/// Plans what full-sync deletes into `report`: [`retention::plan`], and with Object Lock (set
-/// here, or on the bucket) every planned deletion checked against the objects' retention: a
-/// retained backup stays whole, planned again as if Barman still had it so the WALs it needs
-/// stay too; retained WAL objects stay. All are reported.
-async fn plan_deletions(
-    cfg: &Config,
-    t: &Transfer,
-    dirs: &ServerDirs,
-    remote: &Remote,
-    (held, mut local, objects): (&[Held], BTreeSet<String>, &[(String, String)]),
+/// What full-sync plans its deletions from.
+struct Basis<'a> {
+    /// The backups in the bucket (with `--dry-run`, as they would be after its uploads).
+    held: &'a [Held],
+    /// The backups Barman still has.
+    local: BTreeSet<String>,
+    /// Every remote WAL object: (key, path relative to `wals/`).
+    objects: &'a [(String, String)],
     rules: retention::Rules,
+    /// Object Lock is set here or on the bucket: planned deletions are checked against it.
+    locked: bool,
+}
+
+/// Plans what full-sync deletes into `report`: [`retention::plan`], and with Object Lock every
+/// planned deletion checked against the objects' retention: a retained backup stays whole,
+/// planned again as if Barman still had it so the WALs it needs stay too; retained WAL objects
+/// stay. All are reported.
+async fn plan_deletions(
+    srv: &Server,
+    dirs: &ServerDirs,
+    mut basis: Basis<'_>,
     report: &mut FullSyncReport,
 ) -> Result<()> {
-    let locked = cfg.s3.object_lock.is_some() || t.object_lock_status().await?.is_some();
     let plan = loop {
         let plan = retention::plan(
-            held,
-            &local,
-            objects,
+            basis.held,
+            &basis.local,
+            basis.objects,
             |rel| dirs.wals_dir.join(rel).exists(),
-            rules,
+            basis.rules,
         )
         .map_err(|e| Error::Failed(format!("server {}: {e}", dirs.name)))?;
-        if !locked {
+        if !basis.locked {
             break plan;
         }
-        let kept = locks::retained_backups(t, remote, &plan.backups).await?;
+        let kept = locks::retained_backups(srv, &plan.backups).await?;
         if kept.is_empty() {
             break plan;
         }
@@ -220,13 +227,13 @@ async fn plan_deletions(
             report
                 .retained
                 .push(format!("backup {id} retained until {}", locks::when(until)));
-            local.insert(id);
+            basis.local.insert(id);
         }
     };
     report.deleted_backups = plan.backups;
     report.spared = plan.spared;
-    report.deleted_wals = if locked {
-        let dates = locks::retain_dates(t, plan.wals).await?;
+    report.deleted_wals = if basis.locked {
+        let dates = locks::retain_dates(&srv.t, plan.wals).await?;
         let (free, kept) = locks::split(dates, std::time::SystemTime::now());
         if let Some(last) = kept.iter().map(|(_, u)| *u).max() {
             report.retained.push(format!(
@@ -246,9 +253,8 @@ async fn plan_deletions(
 /// them).
 async fn upload_missing(
     cfg: &Config,
-    t: &Transfer,
+    srv: &Server,
     dirs: &ServerDirs,
-    remote: &Remote,
     local: &[String],
     before: &[RemoteBackup],
     dry_run: bool,
@@ -272,7 +278,7 @@ async fn upload_missing(
             report.uploaded_backups.push(id.clone());
             continue;
         }
-        match upload_backup(t, remote, dirs, id, cfg).await {
+        match upload_backup(srv, dirs, id, cfg).await {
             Ok(_) => report.uploaded_backups.push(id.clone()),
             Err(NotNow::Interrupted) => return Err(Error::Interrupted),
             Err(NotNow::Wait(m)) => report.skipped.push(format!("{id}: {m}")),
@@ -306,28 +312,31 @@ fn would_hold(dirs: &ServerDirs, before: &[RemoteBackup], uploaded: &[String]) -
 }
 
 /// Every remote WAL object: (key, path relative to `wals/`).
-async fn wal_objects(t: &Transfer, remote: &Remote) -> Result<Vec<(String, String)>> {
-    let prefix = remote.wals_prefix();
-    Ok(t.list_all(&ListRequest {
-        prefix: prefix.clone(),
-        ..Default::default()
-    })
-    .await?
-    .into_iter()
-    .filter_map(|o| {
-        let rel = o.key.strip_prefix(&prefix)?.to_string();
-        Some((o.key, rel))
-    })
-    .collect())
+async fn wal_objects(srv: &Server) -> Result<Vec<(String, String)>> {
+    let prefix = srv.remote.wals_prefix();
+    Ok(srv
+        .t
+        .list_all(&ListRequest {
+            prefix: prefix.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let rel = o.key.strip_prefix(&prefix)?.to_string();
+            Some((o.key, rel))
+        })
+        .collect())
 }
 
 /// Carries out the deletions of a plan.
-async fn delete(t: &Transfer, remote: &Remote, server: &str, r: &FullSyncReport) -> Result<()> {
+async fn delete(srv: &Server, r: &FullSyncReport) -> Result<()> {
+    let Server { t, remote, name } = srv;
     for id in &r.deleted_backups {
         // backup.info first: from then on the backup reads as incomplete, never as valid.
         t.delete_keys(&[remote.backup_key(id, INFO)]).await?;
         let n = t.delete_prefix(&remote.backup_prefix(id)).await?;
-        tracing::info!("{server}: deleted remote backup {id} ({} objects)", n + 1);
+        tracing::info!("{name}: deleted remote backup {id} ({} objects)", n + 1);
     }
     t.delete_keys(&r.deleted_wals).await
 }

@@ -6,7 +6,8 @@
 
 use std::time::SystemTime;
 
-use crate::barman::remote::{INFO, Remote};
+use crate::barman::remote::INFO;
+use crate::barman::server::Server;
 use crate::error::Result;
 use crate::transfer::{Transfer, bounded};
 
@@ -43,16 +44,12 @@ pub async fn retain_dates(
 }
 
 /// Which of the backups planned for deletion are retained, with their date.
-pub async fn retained_backups(
-    t: &Transfer,
-    remote: &Remote,
-    ids: &[String],
-) -> Result<Vec<(String, SystemTime)>> {
+pub async fn retained_backups(srv: &Server, ids: &[String]) -> Result<Vec<(String, SystemTime)>> {
     let id_of: std::collections::HashMap<String, &String> = ids
         .iter()
-        .map(|id| (remote.backup_key(id, INFO), id))
+        .map(|id| (srv.remote.backup_key(id, INFO), id))
         .collect();
-    let dates = retain_dates(t, id_of.keys().cloned().collect()).await?;
+    let dates = retain_dates(&srv.t, id_of.keys().cloned().collect()).await?;
     // Results come in completion order: name each by its own key.
     let by_id = dates
         .into_iter()

@@ -17,10 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::barman::conf::ServerDirs;
 use crate::barman::manifest::Entry;
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
-use crate::transfer::Transfer;
 
 /// What the previous backup's manifest says of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,13 +128,8 @@ const CANDIDATES: usize = 3;
 
 /// Finds the newest complete backup before `id` in the bucket and reads its manifest. Reuse is
 /// an optimisation: any failure here is a warning and the backup is uploaded whole.
-pub async fn previous(
-    t: &Transfer,
-    remote: &Remote,
-    dirs: &ServerDirs,
-    id: &str,
-) -> Option<Previous> {
-    match find(t, remote, dirs, id).await {
+pub async fn previous(srv: &Server, dirs: &ServerDirs, id: &str) -> Option<Previous> {
+    match find(srv, dirs, id).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(
@@ -147,33 +141,29 @@ pub async fn previous(
     }
 }
 
-async fn find(
-    t: &Transfer,
-    remote: &Remote,
-    dirs: &ServerDirs,
-    id: &str,
-) -> Result<Option<Previous>> {
-    let base = remote.base_prefix();
+async fn find(srv: &Server, dirs: &ServerDirs, id: &str) -> Result<Option<Previous>> {
+    let base = srv.remote.base_prefix();
     let req = ListRequest {
         prefix: base.clone(),
         delimiter: Some("/".into()),
         ..Default::default()
     };
     let mut ids = Vec::new();
-    t.list_pages(&req, |_, prefixes| {
-        ids.extend(
-            prefixes
-                .iter()
-                .filter_map(|p| p.strip_prefix(&base)?.strip_suffix('/'))
-                .filter(|other| crate::barman::info::is_backup_id(other) && *other < id)
-                .map(str::to_string),
-        );
-        true
-    })
-    .await?;
+    srv.t
+        .list_pages(&req, |_, prefixes| {
+            ids.extend(
+                prefixes
+                    .iter()
+                    .filter_map(|p| p.strip_prefix(&base)?.strip_suffix('/'))
+                    .filter(|other| crate::barman::info::is_backup_id(other) && *other < id)
+                    .map(str::to_string),
+            );
+            true
+        })
+        .await?;
     ids.sort_unstable_by(|a, b| b.cmp(a));
     for prev in ids.into_iter().take(CANDIDATES) {
-        match crate::barman::recover::restore::manifest(t, remote, &prev).await {
+        match crate::barman::recover::restore::manifest(srv, &prev).await {
             Ok((_, m)) => {
                 let files = m
                     .entries

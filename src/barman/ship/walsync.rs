@@ -19,6 +19,7 @@ use super::state::{Ledger, LocalState, WalState};
 use super::walplan::{self, LocalWal};
 use crate::barman::conf::ServerDirs;
 use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::barman::wal::{self, WalKind};
 use crate::clock::now;
 use crate::config::Config;
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::lockfile::try_lock_file;
 use crate::store::ObjectKind;
 use crate::store::{ListRequest, PutOptions};
-use crate::transfer::{Transfer, bounded};
+use crate::transfer::{Transfer, Uploaded, bounded};
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,15 +122,8 @@ pub async fn wal_sync(
         st.forget_ledgers(&dirs.name)?;
     }
     let s = survey(cfg, t, dirs, &st, full).await?;
-    let result = ship(
-        t,
-        dirs,
-        &st,
-        &Remote::new(cfg.location.prefix(), &dirs.name),
-        s,
-        ready,
-    )
-    .await;
+    let srv = Server::new(t, cfg.location.prefix(), &dirs.name);
+    let result = ship(&srv, &st, s, ready).await;
     if let Err(e) = &result
         && !matches!(e, Error::Interrupted)
     {
@@ -188,14 +182,7 @@ async fn survey(
 
 /// Compares what the plan says to compare, uploads what it says to upload, records what is
 /// now known, and moves the window when nothing differs.
-async fn ship(
-    t: &Transfer,
-    dirs: &ServerDirs,
-    st: &LocalState,
-    remote: &Remote,
-    s: Survey,
-    ready: Ready<'_>,
-) -> Result<WalReport> {
+async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Result<WalReport> {
     let Survey {
         state,
         full,
@@ -207,12 +194,7 @@ async fn ship(
     } = s;
     let mut conflicts = p.conflicts;
     let mut changed = BTreeSet::new();
-    let verified = bounded(p.verify, t.file_workers(), |f| {
-        let (t, key) = (t.clone(), remote.wal_key(&f.rel));
-        async move { t.same_as_local(&key, &f.path).await.map(|crc| (f, crc)) }
-    })
-    .await?;
-    for (f, crc) in verified {
+    for (f, crc) in compare(srv, p.verify).await? {
         match crc {
             Some(crc) => remember(&mut ledgers, &mut changed, &f, crc),
             None => conflicts.push(format!("{}: same size, other content in the bucket", f.rel)),
@@ -222,18 +204,7 @@ async fn ship(
         .upload
         .into_iter()
         .partition(|f| ready.is_none_or(|r| r(f)));
-    t.progress()
-        .add_work(upload.len() as u64, upload.iter().map(|f| f.size).sum());
-    let uploads = bounded(upload, t.file_workers(), |f| {
-        let (t, key) = (t.clone(), remote.wal_key(&f.rel));
-        async move {
-            let opts = PutOptions::of(ObjectKind::Wal);
-            t.upload_file_with(&f.path, &key, None, &opts)
-                .await
-                .map(|u| (f, u))
-        }
-    })
-    .await?;
+    let uploads = send(srv, upload).await?;
     for (f, u) in &uploads {
         // The ledger pairs the scanned size and mtime with the CRC32C of the bytes sent: a
         // file that changed in between is left out, and the next run compares it again.
@@ -249,19 +220,13 @@ async fn ship(
         }
     }
     for dir in &changed {
-        st.save_ledger(&dirs.name, dir, &ledgers[dir])?;
+        st.save_ledger(&srv.name, dir, &ledgers[dir])?;
     }
     if !conflicts.is_empty() {
-        return Err(Error::Failed(format!(
-            "server {}: {} WAL file(s) differ from the bucket and were not overwritten: {}{}",
-            dirs.name,
-            conflicts.len(),
-            conflicts[..conflicts.len().min(5)].join("; "),
-            if conflicts.len() > 5 { "; ..." } else { "" }
-        )));
+        return Err(conflict(&srv.name, &conflicts));
     }
     st.save_wal_state(
-        &dirs.name,
+        &srv.name,
         WalState {
             window: walplan::window_keeping(&hash_dirs, window, &deferred),
             last_full: if full { now() } else { state.last_full },
@@ -277,6 +242,44 @@ async fn ship(
         deferred: deferred.len(),
         newest_mtime_ns: uploads.iter().map(|(f, _)| f.mtime_ns).max(),
     })
+}
+
+/// Compares each file with its object: the CRC32C of the content when they are the same,
+/// `None` when they differ.
+async fn compare(srv: &Server, files: Vec<LocalWal>) -> Result<Vec<(LocalWal, Option<u32>)>> {
+    bounded(files, srv.t.file_workers(), |f| {
+        let (t, key) = (srv.t.clone(), srv.remote.wal_key(&f.rel));
+        async move { t.same_as_local(&key, &f.path).await.map(|crc| (f, crc)) }
+    })
+    .await
+}
+
+/// Uploads each file to its key.
+async fn send(srv: &Server, files: Vec<LocalWal>) -> Result<Vec<(LocalWal, Uploaded)>> {
+    srv.t
+        .progress()
+        .add_work(files.len() as u64, files.iter().map(|f| f.size).sum());
+    bounded(files, srv.t.file_workers(), |f| {
+        let (t, key) = (srv.t.clone(), srv.remote.wal_key(&f.rel));
+        async move {
+            let opts = PutOptions::of(ObjectKind::Wal);
+            t.upload_file_with(&f.path, &key, None, &opts)
+                .await
+                .map(|u| (f, u))
+        }
+    })
+    .await
+}
+
+/// The error of WAL files that differ from their objects (never overwritten), naming the first
+/// five.
+fn conflict(server: &str, conflicts: &[String]) -> Error {
+    Error::Failed(format!(
+        "server {server}: {} WAL file(s) differ from the bucket and were not overwritten: {}{}",
+        conflicts.len(),
+        conflicts[..conflicts.len().min(5)].join("; "),
+        if conflicts.len() > 5 { "; ..." } else { "" }
+    ))
 }
 
 /// What a wal-sync would send now, without sending or recording anything (`full-sync

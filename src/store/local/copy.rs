@@ -1,26 +1,27 @@
-//! Bodies that are not in memory on the `file://` backend. Server-side copies: a reflink where
-//! the filesystem has them (the copy shares the source's blocks and costs no I/O), else a plain
-//! copy; like S3 asked for a checksum on a copy, the "server" computes the CRC32C of what it
-//! wrote, so a copy is verified against the caller's expectation exactly as an upload is. File
-//! ranges sent as bodies: streamed into place and checked against their integrity value, as a
-//! server checks a body.
+//! Bytes into the `file://` backend. Server-side copies: a reflink where the filesystem has them
+//! (the copy shares the source's blocks and costs no I/O), else a plain copy; like S3 asked for
+//! a checksum on a copy, the "server" computes the CRC32C of what it wrote, so a copy is
+//! verified against the caller's expectation exactly as an upload is. Request bodies (bytes, or
+//! file ranges streamed into place): checked against their integrity value, as a server checks
+//! a body.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use async_trait::async_trait;
+
 use super::{LocalStore, READ_CHUNK, Sidecar, fail};
 use crate::checksum;
 use crate::error::{Error, Result};
-use crate::store::{ByteRange, FileRange, Integrity, PutOptions, PutReceipt};
+use crate::store::{
+    Body, ByteRange, FileRange, Integrity, ObjectRange, PartReceipt, Payload, PutOptions,
+    PutReceipt, ServerCopy, Upload,
+};
 
-impl LocalStore {
-    pub(super) fn copy_object(
-        &self,
-        src: &str,
-        dst: &str,
-        opts: &PutOptions,
-    ) -> Result<PutReceipt> {
+#[async_trait]
+impl ServerCopy for LocalStore {
+    async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
         let from = self.check_key("CopyObject", src)?;
         let source = self.read_meta("CopyObject", src)?;
         self.check_key("CopyObject", dst)?;
@@ -63,13 +64,18 @@ impl LocalStore {
         Ok(PutReceipt { etag: Some(etag) })
     }
 
+    async fn copy_part(&self, up: &Upload, part: u32, src: &ObjectRange) -> Result<PartReceipt> {
+        let (dir, rec) = self.upload("UploadPartCopy", up, part)?;
+        self.store_part(&dir, &rec, part, |f| {
+            self.copy_range(&src.key, src.range, f)
+                .map(|crc| (crc, src.range.len()))
+        })
+    }
+}
+
+impl LocalStore {
     /// Writes `range` of object `src` to `out`, returning its CRC32C.
-    pub(super) fn copy_range(
-        &self,
-        src: &str,
-        range: ByteRange,
-        out: &mut fs::File,
-    ) -> Result<u32> {
+    fn copy_range(&self, src: &str, range: ByteRange, out: &mut fs::File) -> Result<u32> {
         let from = self.check_key("UploadPartCopy", src)?;
         let source = self.read_meta("UploadPartCopy", src)?;
         if range.is_empty() || range.end > source.size {
@@ -108,21 +114,41 @@ impl LocalStore {
     }
 }
 
-/// Streams a file range into `out`, checking it against `integrity` as a server checks a body:
-/// its CRC32C and length.
-pub(super) fn write_range(
+/// Writes a body into `out` and fsyncs it, checking it as a server checks a body: its CRC32C
+/// or MD5 against its integrity value, and its length. Returns its CRC32C and length.
+pub(super) fn write_body(
     op: &'static str,
     key: &str,
-    body: &FileRange,
-    integrity: Integrity,
+    body: &Body,
     out: &mut fs::File,
 ) -> Result<(u32, u64)> {
-    let read_err = |e| Error::io(format!("read {}", body.path.display()), e);
-    let mut f = fs::File::open(&body.path).map_err(read_err)?;
-    f.seek(SeekFrom::Start(body.range.start))
+    let mut sums = Sums::for_body(body);
+    match &body.payload {
+        Payload::Bytes(b) => {
+            sums.add(b);
+            out.write_all(b).map_err(|e| Error::io("write body", e))?;
+        }
+        Payload::File(f) => copy_file_range(op, key, f, out, &mut sums)?,
+    }
+    out.sync_all().map_err(|e| Error::io("fsync body", e))?;
+    let crc = sums.crc;
+    sums.check(op, key, body.integrity)?;
+    Ok((crc, body.len()))
+}
+
+/// Streams a file range into `out` through `sums`.
+fn copy_file_range(
+    op: &'static str,
+    key: &str,
+    range: &FileRange,
+    out: &mut fs::File,
+    sums: &mut Sums,
+) -> Result<()> {
+    let read_err = |e| Error::io(format!("read {}", range.path.display()), e);
+    let mut f = fs::File::open(&range.path).map_err(read_err)?;
+    f.seek(SeekFrom::Start(range.range.start))
         .map_err(read_err)?;
-    let mut left = body.range.len();
-    let (mut crc, mut md5) = (0u32, checksum::Md5State::default());
+    let mut left = range.range.len();
     let mut buf = vec![0u8; READ_CHUNK];
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
@@ -130,29 +156,52 @@ pub(super) fn write_range(
         if n == 0 {
             return Err(fail(op, key, "IncompleteBody", "the body ended early"));
         }
-        crc = checksum::crc32c_append(crc, &buf[..n]);
-        if matches!(integrity, Integrity::Md5(_)) {
-            md5.update(&buf[..n]);
-        }
+        sums.add(&buf[..n]);
         out.write_all(&buf[..n])
             .map_err(|e| Error::io("write body", e))?;
         left -= n as u64;
     }
-    out.sync_all().map_err(|e| Error::io("fsync body", e))?;
-    match integrity {
-        Integrity::Crc32c(want) if want != crc => Err(fail(
-            op,
-            key,
-            "InvalidDigest",
-            "CRC32C does not match the body",
-        )),
-        Integrity::Md5(want) if want != md5.finish() => Err(fail(
-            op,
-            key,
-            "BadDigest",
-            "Content-MD5 does not match the body",
-        )),
-        _ => Ok((crc, body.range.len())),
+    Ok(())
+}
+
+/// The CRC32C of a body as it is written, and its MD5 when the body is checked by one.
+struct Sums {
+    crc: u32,
+    md5: Option<checksum::Md5State>,
+}
+
+impl Sums {
+    fn for_body(body: &Body) -> Self {
+        Sums {
+            crc: 0,
+            md5: matches!(body.integrity, Integrity::Md5(_)).then(Default::default),
+        }
+    }
+
+    fn add(&mut self, b: &[u8]) {
+        self.crc = checksum::crc32c_append(self.crc, b);
+        if let Some(m) = &mut self.md5 {
+            m.update(b);
+        }
+    }
+
+    /// Refuses a body whose value differs from the one sent with it.
+    fn check(self, op: &'static str, key: &str, integrity: Integrity) -> Result<()> {
+        match integrity {
+            Integrity::Crc32c(want) if want != self.crc => Err(fail(
+                op,
+                key,
+                "InvalidDigest",
+                "CRC32C does not match the body",
+            )),
+            Integrity::Md5(want) if Some(want) != self.md5.map(|m| m.finish()) => Err(fail(
+                op,
+                key,
+                "BadDigest",
+                "Content-MD5 does not match the body",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

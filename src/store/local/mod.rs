@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -17,9 +17,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, FileRange, GetResponse, Integrity,
-    ListPage, ListRequest, MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, Store,
-    page_from_sorted,
+    Archive, Body, BodyReader, ByteRange, DeleteFailure, GetResponse, ListPage, ListRequest,
+    Multipart, ObjectMeta, PutOptions, PutReceipt, Retention, ServerCopy, Store, page_from_sorted,
 };
 use crate::checksum;
 use crate::error::{Error, Result, StoreFailure};
@@ -146,6 +145,22 @@ impl LocalStore {
         Ok((p, f))
     }
 
+    /// Writes a temp file through `write`, which returns the CRC32C and size of what it wrote;
+    /// a failed write leaves no temp file.
+    fn write_temp(
+        &self,
+        write: impl FnOnce(&mut fs::File) -> Result<(u32, u64)>,
+    ) -> Result<(PathBuf, u32, u64)> {
+        let (tmp, mut f) = self.temp_file()?;
+        match write(&mut f) {
+            Ok((crc, size)) => Ok((tmp, crc, size)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
     /// Writes an object through `write` (which returns its CRC32C and size) into a temp file,
     /// then installs it.
     fn put_with(
@@ -154,14 +169,7 @@ impl LocalStore {
         opts: &PutOptions,
         write: impl FnOnce(&mut fs::File) -> Result<(u32, u64)>,
     ) -> Result<PutReceipt> {
-        let (tmp, mut f) = self.temp_file()?;
-        let (crc, size) = match write(&mut f) {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let (tmp, crc, size) = self.write_temp(write)?;
         let etag = format!("{crc:08x}{size:016x}");
         let side = Sidecar {
             size,
@@ -257,25 +265,6 @@ impl LocalStore {
     }
 }
 
-fn verify_integrity(op: &'static str, key: &str, body: &[u8], integrity: Integrity) -> Result<u32> {
-    let crc = checksum::crc32c(body);
-    match integrity {
-        Integrity::Crc32c(want) if want != crc => Err(fail(
-            op,
-            key,
-            "InvalidDigest",
-            "CRC32C does not match the body",
-        )),
-        Integrity::Md5(want) if want != checksum::md5(body) => Err(fail(
-            op,
-            key,
-            "BadDigest",
-            "Content-MD5 does not match the body",
-        )),
-        _ => Ok(crc),
-    }
-}
-
 #[derive(Debug)]
 struct FileBody {
     file: Option<fs::File>,
@@ -314,45 +303,9 @@ impl Store for LocalStore {
         format!("file://{}", self.root.display())
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        integrity: Integrity,
-        opts: &PutOptions,
-    ) -> Result<PutReceipt> {
+    async fn put(&self, key: &str, body: Body, opts: &PutOptions) -> Result<PutReceipt> {
         self.check_key("PutObject", key)?;
-        let crc = verify_integrity("PutObject", key, &body, integrity)?;
-        self.put_with(key, opts, |f| {
-            f.write_all(&body)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| Error::io("write body", e))
-                .map(|()| (crc, body.len() as u64))
-        })
-    }
-
-    async fn put_file(
-        &self,
-        key: &str,
-        body: &FileRange,
-        integrity: Integrity,
-        opts: &PutOptions,
-    ) -> Result<PutReceipt> {
-        self.check_key("PutObject", key)?;
-        self.put_with(key, opts, |f| {
-            copy::write_range("PutObject", key, body, integrity, f)
-        })
-    }
-
-    async fn upload_part_file(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: &FileRange,
-        integrity: Integrity,
-    ) -> Result<PartReceipt> {
-        self.mp_upload_part_file(key, upload_id, part_number, body, integrity)
+        self.put_with(key, opts, |f| copy::write_body("PutObject", key, &body, f))
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
@@ -449,59 +402,19 @@ impl Store for LocalStore {
         Ok(failures)
     }
 
-    async fn create_multipart(
-        &self,
-        key: &str,
-        algorithm: Option<ChecksumAlgorithm>,
-        opts: &PutOptions,
-    ) -> Result<String> {
-        self.mp_create(key, algorithm, opts)
+    fn multipart(&self) -> &dyn Multipart {
+        self
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-        integrity: Integrity,
-    ) -> Result<PartReceipt> {
-        self.mp_upload_part(key, upload_id, part_number, body, integrity)
+    fn copier(&self) -> Option<&dyn ServerCopy> {
+        Some(self)
     }
 
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[PartReceipt],
-    ) -> Result<PutReceipt> {
-        self.mp_complete(key, upload_id, parts)
+    fn archive(&self) -> Option<&dyn Archive> {
+        None
     }
 
-    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
-        self.mp_abort(upload_id)
-    }
-
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
-        self.mp_list_parts(key, upload_id)
-    }
-
-    async fn list_multipart(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
-        self.mp_list(prefix)
-    }
-
-    async fn copy(&self, src: &str, dst: &str, opts: &PutOptions) -> Result<PutReceipt> {
-        self.copy_object(src, dst, opts)
-    }
-
-    async fn upload_part_copy(
-        &self,
-        dst: &str,
-        upload_id: &str,
-        part_number: u32,
-        src: &str,
-        range: ByteRange,
-    ) -> Result<PartReceipt> {
-        self.mp_upload_part_copy(dst, upload_id, part_number, src, range)
+    fn retention(&self) -> Option<&dyn Retention> {
+        None
     }
 }

@@ -7,25 +7,24 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{LocalStore, RESERVED, Sidecar, fail, io, system_time_secs, verify_integrity};
+use super::copy::write_body;
+use super::{LocalStore, RESERVED, Sidecar, fail, io, system_time_secs};
 use crate::checksum;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::limits::{MAX_PARTS, MIN_PART_SIZE};
 use crate::store::{
-    ByteRange, ChecksumAlgorithm, FileRange, Integrity, MultipartUpload, PartReceipt, PutOptions,
-    PutReceipt,
+    Body, Integrity, Multipart, MultipartUpload, PartReceipt, PutOptions, PutReceipt, Upload,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
-struct UploadRecord {
+pub(super) struct UploadRecord {
     key: String,
     initiated: u64,
     crc32c: bool,
@@ -40,13 +39,9 @@ struct PartRecord {
     size: u64,
 }
 
-impl LocalStore {
-    pub(super) fn mp_create(
-        &self,
-        key: &str,
-        algorithm: Option<ChecksumAlgorithm>,
-        opts: &PutOptions,
-    ) -> Result<String> {
+#[async_trait]
+impl Multipart for LocalStore {
+    async fn create(&self, key: &str, opts: &PutOptions) -> Result<Upload> {
         self.check_key("CreateMultipartUpload", key)?;
         let id = format!(
             "{:016x}{:016x}",
@@ -58,117 +53,32 @@ impl LocalStore {
         let rec = UploadRecord {
             key: key.into(),
             initiated: system_time_secs(SystemTime::now()),
-            crc32c: algorithm.is_some(),
+            crc32c: opts.part_checksum.is_some(),
             metadata: opts.metadata.clone(),
         };
         let json = serde_json::to_vec(&rec).map_err(|e| Error::Failed(e.to_string()))?;
         fsutil::write_atomic(&dir.join("upload.json"), &json)?;
-        Ok(id)
+        Ok(Upload::new(key, id))
     }
 
-    pub(super) fn mp_upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-        integrity: Integrity,
-    ) -> Result<PartReceipt> {
-        let dir = self.upload_dir(upload_id)?;
-        let rec = read_upload(&dir, key)?;
-        check_part(key, &rec, part_number, integrity)?;
-        let crc = verify_integrity("UploadPart", key, &body, integrity)?;
-        self.store_part(&dir, &rec, part_number, |f| {
-            f.write_all(&body)
-                .map_err(|e| Error::io("write part", e))
-                .map(|()| (crc, body.len() as u64))
-        })
-    }
-
-    pub(super) fn mp_upload_part_file(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: &FileRange,
-        integrity: Integrity,
-    ) -> Result<PartReceipt> {
-        let dir = self.upload_dir(upload_id)?;
-        let rec = read_upload(&dir, key)?;
-        check_part(key, &rec, part_number, integrity)?;
-        self.store_part(&dir, &rec, part_number, |f| {
-            super::copy::write_range("UploadPart", key, body, integrity, f)
-        })
-    }
-
-    pub(super) fn mp_upload_part_copy(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        src: &str,
-        range: ByteRange,
-    ) -> Result<PartReceipt> {
-        let dir = self.upload_dir(upload_id)?;
-        let rec = read_upload(&dir, key)?;
-        if !(1..=MAX_PARTS).contains(&u64::from(part_number)) {
+    async fn upload_part(&self, up: &Upload, part: u32, body: Body) -> Result<PartReceipt> {
+        let (dir, rec) = self.upload("UploadPart", up, part)?;
+        if rec.crc32c && !matches!(body.integrity, Integrity::Crc32c(_)) {
             return Err(fail(
-                "UploadPartCopy",
-                key,
-                "InvalidArgument",
-                "part number must be 1..=10000",
+                "UploadPart",
+                &up.key,
+                "InvalidRequest",
+                "upload was created with CRC32C; the part has none",
             ));
         }
-        self.store_part(&dir, &rec, part_number, |f| {
-            self.copy_range(src, range, f).map(|crc| (crc, range.len()))
+        self.store_part(&dir, &rec, part, |f| {
+            write_body("UploadPart", &up.key, &body, f)
         })
     }
 
-    /// Writes a part through `write` (which returns its CRC32C and size) to a temp name,
-    /// renames it into place and records it.
-    fn store_part(
-        &self,
-        dir: &Path,
-        rec: &UploadRecord,
-        part_number: u32,
-        write: impl FnOnce(&mut fs::File) -> Result<(u32, u64)>,
-    ) -> Result<PartReceipt> {
-        let part = dir.join(format!("part-{part_number:05}"));
-        let tmp = fsutil::temp_path_for(&part);
-        let mut f = fs::File::create(&tmp)
-            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        let (crc, size) = match write(&mut f) {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        drop(f);
-        fs::rename(&tmp, &part).map_err(|e| Error::io(format!("rename {}", part.display()), e))?;
-        let etag = format!("{crc:08x}{size:016x}");
-        let pr = PartRecord {
-            etag: etag.clone(),
-            crc32c: crc,
-            size,
-        };
-        let json = serde_json::to_vec(&pr).map_err(|e| Error::Failed(e.to_string()))?;
-        fsutil::write_atomic(&dir.join(format!("part-{part_number:05}.json")), &json)?;
-        Ok(PartReceipt {
-            part_number,
-            etag,
-            crc32c: rec.crc32c.then_some(crc),
-            size,
-        })
-    }
-
-    pub(super) fn mp_complete(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[PartReceipt],
-    ) -> Result<PutReceipt> {
-        let dir = self.upload_dir(upload_id)?;
+    async fn complete(&self, up: &Upload, parts: &[PartReceipt]) -> Result<PutReceipt> {
+        let key = up.key.as_str();
+        let dir = self.upload_dir(&up.id)?;
         let rec = read_upload(&dir, key)?;
         if parts.is_empty() {
             return Err(fail(
@@ -217,8 +127,8 @@ impl LocalStore {
         Ok(PutReceipt { etag: Some(etag) })
     }
 
-    pub(super) fn mp_abort(&self, upload_id: &str) -> Result<()> {
-        let dir = self.upload_dir(upload_id)?;
+    async fn abort(&self, up: &Upload) -> Result<()> {
+        let dir = self.upload_dir(&up.id)?;
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -226,8 +136,9 @@ impl LocalStore {
         }
     }
 
-    pub(super) fn mp_list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
-        let dir = self.upload_dir(upload_id)?;
+    async fn list_parts(&self, up: &Upload) -> Result<Vec<PartReceipt>> {
+        let key = up.key.as_str();
+        let dir = self.upload_dir(&up.id)?;
         let rec = read_upload(&dir, key)?;
         let mut out = Vec::new();
         let rd = fs::read_dir(&dir).map_err(|e| io("ListParts", key, e))?;
@@ -259,7 +170,7 @@ impl LocalStore {
         Ok(out)
     }
 
-    pub(super) fn mp_list(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
         let base = self.root.join(RESERVED).join("multipart");
         let mut out = Vec::new();
         let rd =
@@ -274,39 +185,68 @@ impl LocalStore {
             };
             if rec.key.starts_with(prefix) {
                 out.push(MultipartUpload {
-                    key: rec.key,
-                    upload_id: id,
+                    upload: Upload::new(rec.key, id),
                     initiated: Some(
                         SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(rec.initiated),
                     ),
                 });
             }
         }
-        out.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        out.sort_by(|a, b| (&a.upload.key, &a.upload.id).cmp(&(&b.upload.key, &b.upload.id)));
         Ok(out)
     }
 }
 
-/// Refuses a part S3 would refuse before reading its body: a number outside 1..=10000, or no
-/// CRC32C for an upload created with one.
-fn check_part(key: &str, rec: &UploadRecord, part_number: u32, integrity: Integrity) -> Result<()> {
-    if !(1..=MAX_PARTS).contains(&u64::from(part_number)) {
-        return Err(fail(
-            "UploadPart",
-            key,
-            "InvalidArgument",
-            "part number must be 1..=10000",
-        ));
+impl LocalStore {
+    /// The directory and record of an upload that a part `part` is sent to, refused as S3
+    /// refuses it before reading a body: an unknown upload, another key's, a part number
+    /// outside 1..=10000.
+    pub(super) fn upload(
+        &self,
+        op: &'static str,
+        up: &Upload,
+        part: u32,
+    ) -> Result<(PathBuf, UploadRecord)> {
+        let dir = self.upload_dir(&up.id)?;
+        let rec = read_upload(&dir, &up.key)?;
+        if !(1..=MAX_PARTS).contains(&u64::from(part)) {
+            return Err(fail(
+                op,
+                &up.key,
+                "InvalidArgument",
+                "part number must be 1..=10000",
+            ));
+        }
+        Ok((dir, rec))
     }
-    if rec.crc32c && !matches!(integrity, Integrity::Crc32c(_)) {
-        return Err(fail(
-            "UploadPart",
-            key,
-            "InvalidRequest",
-            "upload was created with CRC32C; the part has none",
-        ));
+
+    /// Writes a part through `write` (which returns its CRC32C and size) to a temp file,
+    /// renames it into place and records it.
+    pub(super) fn store_part(
+        &self,
+        dir: &Path,
+        rec: &UploadRecord,
+        part_number: u32,
+        write: impl FnOnce(&mut fs::File) -> Result<(u32, u64)>,
+    ) -> Result<PartReceipt> {
+        let part = dir.join(format!("part-{part_number:05}"));
+        let (tmp, crc, size) = self.write_temp(write)?;
+        fs::rename(&tmp, &part).map_err(|e| Error::io(format!("rename {}", part.display()), e))?;
+        let etag = format!("{crc:08x}{size:016x}");
+        let pr = PartRecord {
+            etag: etag.clone(),
+            crc32c: crc,
+            size,
+        };
+        let json = serde_json::to_vec(&pr).map_err(|e| Error::Failed(e.to_string()))?;
+        fsutil::write_atomic(&dir.join(format!("part-{part_number:05}.json")), &json)?;
+        Ok(PartReceipt {
+            part_number,
+            etag,
+            crc32c: rec.crc32c.then_some(crc),
+            size,
+        })
     }
-    Ok(())
 }
 
 fn read_upload(dir: &Path, key: &str) -> Result<UploadRecord> {

@@ -14,7 +14,7 @@ use crate::store::BodyReader;
 #[derive(Debug)]
 pub(super) struct S3Body {
     pub(super) stream: ByteStream,
-    pub(super) limiter: Option<std::sync::Arc<crate::store::throttle::Limiter>>,
+    pub(super) limiter: Option<std::sync::Arc<super::throttle::Limiter>>,
     pub(super) key: String,
     pub(super) endpoint: String,
     pub(super) read_timeout: Duration,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::store::PartReceipt;
+use crate::store::{PartReceipt, Upload};
 
 /// The state of a resumable multipart upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,13 @@ pub struct ResumeState {
     pub part_size: u64,
     /// Completed parts.
     pub parts: Vec<SentPart>,
+}
+
+impl ResumeState {
+    /// The upload this state resumes.
+    pub fn upload(&self) -> Upload {
+        Upload::new(&self.key, &self.upload_id)
+    }
 }
 
 /// A part the server accepted.

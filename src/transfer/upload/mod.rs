@@ -20,7 +20,9 @@ use super::plan::{self, LAYOUT_META};
 use crate::checksum;
 use crate::error::{Error, Result};
 use crate::store::limits::MAX_PUT_SIZE;
-use crate::store::{ByteRange, ChecksumAlgorithm, FileRange, Integrity, PartReceipt, PutOptions};
+use crate::store::{
+    Body, ByteRange, ChecksumAlgorithm, FileRange, PartReceipt, PutOptions, Upload,
+};
 use crate::transfer::ChecksumMode;
 
 mod file;
@@ -43,14 +45,6 @@ pub struct Uploaded {
     pub parts: u32,
     /// Parts that a resumed upload did not need to send again.
     pub parts_reused: u32,
-}
-
-/// The body of a single PUT.
-enum PutBody {
-    /// Bytes in memory.
-    Memory(Bytes),
-    /// A file range, sent from the file.
-    File(FileRange),
 }
 
 /// A part ready to send.
@@ -110,7 +104,7 @@ impl Transfer {
     ) -> Result<Uploaded> {
         let _permit = self.permit().await?;
         let (crc, integrity) = integrity_for(self.mode().await, &body);
-        self.put_once(key, PutBody::Memory(body), crc, integrity, opts)
+        self.put_once(key, Body::bytes(body, integrity), crc, opts)
             .await
     }
 
@@ -118,23 +112,16 @@ impl Transfer {
     async fn put_once(
         &self,
         key: &str,
-        body: PutBody,
+        body: Body,
         crc: u32,
-        integrity: Integrity,
         opts: &PutOptions,
     ) -> Result<Uploaded> {
-        let size = match &body {
-            PutBody::Memory(b) => b.len() as u64,
-            PutBody::File(f) => f.range.len(),
-        };
+        let size = body.len();
         self.progress.object_started(key, size);
         let receipt = self
             .retry
-            .run(&self.stats, &self.cancel, || async {
-                match &body {
-                    PutBody::Memory(b) => self.store.put(key, b.clone(), integrity, opts).await,
-                    PutBody::File(f) => self.store.put_file(key, f, integrity, opts).await,
-                }
+            .run(&self.stats, &self.cancel, || {
+                self.store.put(key, body.clone(), opts)
             })
             .await;
         self.progress.object_done(key);
@@ -166,10 +153,10 @@ impl Transfer {
             start: 0,
             end: size,
         };
-        let (body, crc, integrity) = if size <= SMALL {
+        let (body, crc) = if size <= SMALL {
             let buf = read_range(file, range, path).await?;
             let (crc, integrity) = integrity_for(self.mode().await, &buf);
-            (PutBody::Memory(buf), crc, integrity)
+            (Body::bytes(buf, integrity), crc)
         } else {
             let fr = FileRange {
                 path: path.to_path_buf(),
@@ -177,9 +164,9 @@ impl Transfer {
                 range,
             };
             let (crc, integrity) = hash_range(&fr, self.mode().await).await?;
-            (PutBody::File(fr), crc, integrity)
+            (Body::file(fr, integrity), crc)
         };
-        self.put_once(key, body, crc, integrity, opts).await
+        self.put_once(key, body, crc, opts).await
     }
 
     /// Uploads a local file. Up to the configured part size it is one PUT; above, a parallel
@@ -265,11 +252,11 @@ impl Transfer {
             .bytes_done(state.parts.iter().map(|p| p.size).sum());
 
         let result = self
-            .send_file_parts(&file, path, key, &layout, &mut state, journal)
+            .send_file_parts(&file, path, &layout, &mut state, journal)
             .await;
         let result = match result {
             Ok(()) => {
-                self.finish(key, &state.upload_id, &state.parts, size, part_size, 0)
+                self.finish(&state.upload(), &state.parts, size, part_size, 0)
                     .await
             }
             Err(e) => Err(e),
@@ -295,7 +282,7 @@ impl Transfer {
                 let resumable =
                     journal.is_some() && (e.is_retryable() || matches!(e, Error::Interrupted));
                 if !resumable {
-                    let _ = self.abort(key, &state.upload_id).await;
+                    let _ = self.abort(&state.upload()).await;
                     if let Some(j) = journal {
                         let _ = j.clear();
                     }
@@ -320,10 +307,11 @@ impl Transfer {
                 && old.mtime_ns == mtime_ns
                 && old.part_size == part_size;
             if same {
+                let resumed = old.upload();
                 match self
                     .retry
                     .run(&self.stats, &self.cancel, || {
-                        self.store.list_parts(key, &old.upload_id)
+                        self.store.multipart().list_parts(&resumed)
                     })
                     .await
                 {
@@ -342,19 +330,16 @@ impl Transfer {
                     Err(e) => return Err(e),
                 }
             } else {
-                let _ = self.abort(&old.key, &old.upload_id).await;
+                let _ = self.abort(&old.upload()).await;
             }
         }
-        let mut metadata = user.metadata.clone();
-        metadata.insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
-        let opts = PutOptions {
-            metadata,
-            kind: user.kind,
-        };
-        let upload_id = self.create_upload(key, &opts).await?;
+        let mut opts = user.clone();
+        opts.metadata
+            .insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
+        let upload = self.create_upload(key, &opts).await?;
         let st = ResumeState {
-            key: key.into(),
-            upload_id,
+            key: upload.key,
+            upload_id: upload.id,
             size,
             mtime_ns,
             part_size,
@@ -370,17 +355,20 @@ impl Transfer {
     /// of the same key: those are left-overs of a run that was killed before it could abort
     /// them or record them for resuming, and they are aborted first, so a crash never leaves
     /// orphaned parts behind once the key has been uploaded again.
-    async fn create_upload(&self, key: &str, opts: &PutOptions) -> Result<String> {
+    async fn create_upload(&self, key: &str, opts: &PutOptions) -> Result<Upload> {
         for old in self.incomplete_uploads(key).await? {
-            if old.key == key {
-                tracing::info!(key, upload_id = %old.upload_id, "aborting an incomplete earlier upload");
-                self.abort(key, &old.upload_id).await?;
+            if old.upload.key == key {
+                tracing::info!(key, upload_id = %old.upload.id, "aborting an incomplete earlier upload");
+                self.abort(&old.upload).await?;
             }
         }
-        let algorithm = self.algorithm().await;
+        let opts = PutOptions {
+            part_checksum: self.algorithm().await,
+            ..opts.clone()
+        };
         self.retry
             .run(&self.stats, &self.cancel, || {
-                self.store.create_multipart(key, algorithm, opts)
+                self.store.multipart().create(key, &opts)
             })
             .await
     }
@@ -389,8 +377,7 @@ impl Transfer {
         &self,
         file: &Arc<File>,
         path: &Path,
-        key: &str,
-        layout: &[crate::store::ByteRange],
+        layout: &[ByteRange],
         state: &mut ResumeState,
         journal: Option<&dyn UploadJournal>,
     ) -> Result<()> {
@@ -413,24 +400,21 @@ impl Transfer {
                 let r = layout[number as usize - 1];
                 next += 1;
                 let this = self.clone();
-                let (file, path, key, upload_id) = (
-                    file.clone(),
-                    path.to_path_buf(),
-                    key.to_string(),
-                    state.upload_id.clone(),
-                );
+                let (file, path, upload) = (file.clone(), path.to_path_buf(), state.upload());
                 set.spawn(async move {
-                    let body = FileRange {
+                    let range = FileRange {
                         path,
                         file,
                         range: r,
                     };
-                    let (crc, integrity) = hash_range(&body, this.mode().await).await?;
+                    let (crc, integrity) = hash_range(&range, this.mode().await).await?;
+                    let body = Body::file(range, integrity);
                     let receipt = this
                         .retry
                         .run(&this.stats, &this.cancel, || {
                             this.store
-                                .upload_part_file(&key, &upload_id, number, &body, integrity)
+                                .multipart()
+                                .upload_part(&upload, number, body.clone())
                         })
                         .await?;
                     drop(permit);
@@ -461,18 +445,15 @@ impl Transfer {
         Ok(())
     }
 
-    async fn send_part(
-        &self,
-        job: PartJob,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<(PartReceipt, u32)> {
+    async fn send_part(&self, job: PartJob, upload: &Upload) -> Result<(PartReceipt, u32)> {
         let (crc, integrity) = integrity_for(self.mode().await, &job.body);
+        let body = Body::bytes(job.body.clone(), integrity);
         let receipt = self
             .retry
             .run(&self.stats, &self.cancel, || {
                 self.store
-                    .upload_part(key, upload_id, job.number, job.body.clone(), integrity)
+                    .multipart()
+                    .upload_part(upload, job.number, body.clone())
             })
             .await?;
         Ok((receipt, crc))
@@ -482,8 +463,7 @@ impl Transfer {
     /// or part count.
     pub(super) async fn finish(
         &self,
-        key: &str,
-        upload_id: &str,
+        upload: &Upload,
         parts: &[SentPart],
         size: u64,
         first: u64,
@@ -502,9 +482,10 @@ impl Transfer {
         let receipt = self
             .retry
             .run(&self.stats, &self.cancel, || {
-                self.store.complete_multipart(key, upload_id, &receipts)
+                self.store.multipart().complete(upload, &receipts)
             })
             .await?;
+        let key = upload.key.as_str();
         let head = self.head(key).await?;
         if head.size != size {
             return Err(Error::Checksum {

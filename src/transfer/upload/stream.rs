@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::{PartJob, SentPart, Uploaded, combine};
 use crate::error::{Error, Result};
-use crate::store::{PartReceipt, PutOptions};
+use crate::store::{PartReceipt, PutOptions, Upload};
 use crate::transfer::Transfer;
 use crate::transfer::plan::{self, GROWTH_EVERY, LAYOUT_META, MAX_PARTS};
 
@@ -40,13 +40,12 @@ impl Transfer {
             metadata,
             ..Default::default()
         };
-        let upload_id = self.create_upload(key, &opts).await?;
+        let upload = self.create_upload(key, &opts).await?;
         self.progress.object_started(key, 0);
         let result = self
             .send_stream_parts(
                 &mut reader,
-                key,
-                &upload_id,
+                &upload,
                 PartJob {
                     number: 1,
                     body,
@@ -58,7 +57,7 @@ impl Transfer {
         let result = match result {
             Ok(parts) => {
                 let size = parts.iter().map(|p| p.size).sum();
-                self.finish(key, &upload_id, &parts, size, first, GROWTH_EVERY)
+                self.finish(&upload, &parts, size, first, GROWTH_EVERY)
                     .await
                     .map(|etag| (parts, size, etag))
             }
@@ -77,7 +76,7 @@ impl Transfer {
                 })
             }
             Err(e) => {
-                let _ = self.abort(key, &upload_id).await;
+                let _ = self.abort(&upload).await;
                 Err(e)
             }
         }
@@ -86,8 +85,7 @@ impl Transfer {
     async fn send_stream_parts<R: AsyncRead + Unpin + Send>(
         &self,
         reader: &mut R,
-        key: &str,
-        upload_id: &str,
+        upload: &Upload,
         first_job: PartJob,
         first: u64,
     ) -> Result<Vec<SentPart>> {
@@ -108,8 +106,8 @@ impl Transfer {
         loop {
             if let Some(j) = job.take() {
                 let this = self.clone();
-                let (key, upload_id) = (key.to_string(), upload_id.to_string());
-                set.spawn(async move { this.send_part(j, &key, &upload_id).await });
+                let upload = upload.clone();
+                set.spawn(async move { this.send_part(j, &upload).await });
             }
             // Reap finished parts without waiting, so a failure stops the reading early.
             while let Some(done) = set.try_join_next() {
@@ -131,7 +129,8 @@ impl Transfer {
             number += 1;
             if u64::from(number) > MAX_PARTS {
                 return Err(Error::Failed(format!(
-                    "{key}: stream longer than {MAX_PARTS} parts can hold"
+                    "{}: stream longer than {MAX_PARTS} parts can hold",
+                    upload.key
                 )));
             }
             job = Some(PartJob {

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::Backend;
+use crate::common::faults::FaultProxy;
 use crate::common::site::{BIN, Site};
 
 pub(super) const ROOT_GFID: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -106,6 +107,17 @@ pub(super) struct Case {
 }
 
 impl Case {
+    /// A case on Garage with every request through `proxy`.
+    pub(super) fn through(proxy: &FaultProxy, name: &str) -> Case {
+        let g = crate::common::garage();
+        let prefix = crate::common::unique(name);
+        Case {
+            site: Site::new(&g.yaml(&prefix).replace(g.endpoint(), &proxy.endpoint)),
+            brick: Brick::new(),
+            bucketid: format!("{}/{prefix}", g.bucket()),
+        }
+    }
+
     pub(super) fn new(backend: Backend) -> Case {
         let (site, bucketid) = match backend {
             Backend::Local => (Site::local(), "bucket".to_string()),

@@ -2,6 +2,7 @@
 //! stopped when the test process exits), stores for both backends, unique prefixes.
 
 pub mod faults;
+pub mod gluster;
 pub mod moto;
 pub mod site;
 

@@ -82,6 +82,20 @@ impl Site {
         );
     }
 
+    /// The cached answer of the checksum probe for this site's store: whether it verifies
+    /// CRC32C headers. Panics when no probe has run.
+    pub fn probed(&self) -> bool {
+        let state = self.dir.path().join("state");
+        let cache = std::fs::read_dir(&state)
+            .expect("state dir")
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().starts_with("checksum-"))
+            .expect("a checksum cache file after the first upload");
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cache.path()).expect("read")).expect("json");
+        v["crc32c_verified"].as_bool().expect("crc32c_verified")
+    }
+
     /// Runs with `--json` and returns the run summary's request counts.
     pub fn requests(&self, args: &[&str]) -> (u64, BTreeMap<String, u64>) {
         let mut all = vec!["--json"];

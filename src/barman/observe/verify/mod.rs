@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::barman::info::BackupInfo;
 use crate::barman::manifest::{Entry, Manifest};
 use crate::barman::remote::{INFO, MANIFEST, Remote};
+use crate::barman::server::Server;
 use crate::barman::ship::fullsync::{RemoteBackup, remote_backups};
 use crate::error::Result;
 use crate::transfer::{Expect, Transfer, bounded};
@@ -132,32 +133,25 @@ impl Report {
 
 /// Runs a verification.
 pub async fn verify(t: &Transfer, prefix: &str, req: &VerifyRequest) -> Result<Report> {
-    let remote = Remote::new(prefix, req.server());
+    let srv = Server::new(t, prefix, req.server());
     let mut r = match req {
-        VerifyRequest::Backups { ids, quick, .. } => {
-            verify_backups(t, &remote, req.server(), ids, *quick).await?
-        }
-        VerifyRequest::Wal { server } => verify_wal(t, &remote, server).await?,
+        VerifyRequest::Backups { ids, quick, .. } => verify_backups(&srv, ids, *quick).await?,
+        VerifyRequest::Wal { .. } => verify_wal(&srv).await?,
     };
     r.problems.sort();
     r.problems.dedup();
     Ok(r)
 }
 
-async fn verify_backups(
-    t: &Transfer,
-    remote: &Remote,
-    server: &str,
-    ids: &[String],
-    quick: bool,
-) -> Result<Report> {
-    let mut r = Report::new(server, "backups", quick);
-    let listed = remote_backups(t, remote).await?;
+async fn verify_backups(srv: &Server, ids: &[String], quick: bool) -> Result<Report> {
+    let Server { t, remote, name } = srv;
+    let mut r = Report::new(name, "backups", quick);
+    let listed = remote_backups(srv).await?;
     let chosen = choose(remote, &listed, ids, &mut r);
     let mut jobs = Vec::new();
     let mut queued = BTreeSet::new();
     for b in chosen {
-        let (info, m) = match read_backup(t, remote, &b.id).await? {
+        let (info, m) = match read_backup(srv, &b.id).await? {
             Ok(x) => x,
             Err(p) => {
                 r.problems.push(p);
@@ -166,7 +160,7 @@ async fn verify_backups(
         };
         r.backups.push(b.id.clone());
         jobs.extend(file_jobs(remote, &m, &mut r));
-        for j in chain_jobs(t, remote, &b.id, &info, &mut r).await? {
+        for j in chain_jobs(srv, &b.id, &info, &mut r).await? {
             if !quick && queued.insert(j.key.clone()) {
                 jobs.push(j);
             }
@@ -251,18 +245,21 @@ fn choose<'a>(
 /// Downloads a small object of backup `id` (verified against its stored checksum); a failure
 /// that is a problem comes back as one.
 async fn fetch(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     id: &str,
     name: &str,
 ) -> Result<std::result::Result<Vec<u8>, Problem>> {
     let job = Job {
-        key: remote.backup_key(id, name),
+        key: srv.remote.backup_key(id, name),
         backup: Some(id.to_string()),
         record: None,
     };
     let mut buf = Vec::new();
-    match t.download_to(&job.key, &mut buf, Expect::default()).await {
+    match srv
+        .t
+        .download_to(&job.key, &mut buf, Expect::default())
+        .await
+    {
         Ok(_) => Ok(Ok(buf)),
         Err(e) => objects::classify(&job, e).map(Err),
     }
@@ -270,30 +267,28 @@ async fn fetch(
 
 /// Reads a backup's backup.info.
 pub(super) async fn read_info(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     id: &str,
 ) -> Result<std::result::Result<BackupInfo, Problem>> {
-    Ok(fetch(t, remote, id, INFO)
+    Ok(fetch(srv, id, INFO)
         .await?
         .map(|b| BackupInfo::parse(&String::from_utf8_lossy(&b))))
 }
 
 /// Reads a backup's backup.info and manifest.
 async fn read_backup(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     id: &str,
 ) -> Result<std::result::Result<(BackupInfo, Manifest), Problem>> {
-    let info = match read_info(t, remote, id).await? {
+    let info = match read_info(srv, id).await? {
         Ok(i) => i,
         Err(p) => return Ok(Err(p)),
     };
-    let bytes = match fetch(t, remote, id, MANIFEST).await? {
+    let bytes = match fetch(srv, id, MANIFEST).await? {
         Ok(b) => b,
         Err(p) => return Ok(Err(p)),
     };
-    let key = remote.backup_key(id, MANIFEST);
+    let key = srv.remote.backup_key(id, MANIFEST);
     let bad = |detail: String| Problem {
         kind: Kind::Manifest,
         key: key.clone(),

@@ -10,11 +10,12 @@ use super::{Report, read_info};
 use crate::barman::info::BackupInfo;
 use crate::barman::recover::timeline;
 use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::barman::ship::fullsync::{RemoteBackup, remote_backups};
 use crate::barman::wal::{self, WalKind};
 use crate::error::Result;
 use crate::store::ListRequest;
-use crate::transfer::{Expect, Transfer};
+use crate::transfer::Expect;
 
 /// The segment size a backup.info gives (`xlog_segment_size`), PostgreSQL's default when it
 /// gives none or nonsense.
@@ -28,12 +29,12 @@ fn seg_size(info: &BackupInfo) -> u64 {
 /// Checks that the WAL files a backup needs are in the bucket (problems into `r`) and returns
 /// them (and its timeline's history file) as jobs to read.
 pub(super) async fn chain_jobs(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     id: &str,
     info: &BackupInfo,
     r: &mut Report,
 ) -> Result<Vec<Job>> {
+    let Server { t, remote, .. } = srv;
     let (Some(begin), Some(end)) = (info.begin_wal(), info.end_wal()) else {
         r.notes.push(format!(
             "backup {id}: backup.info names no begin_wal/end_wal: its WAL chain was not checked"
@@ -54,7 +55,7 @@ pub(super) async fn chain_jobs(
         ));
         return Ok(Vec::new());
     };
-    list_range(t, remote, &mut a, &begin[..16], &end[..16]).await?;
+    list_range(srv, &mut a, &begin[..16], &end[..16]).await?;
     for t_id in BTreeSet::from([tli, end_tli])
         .into_iter()
         .filter(|&x| x > 1)
@@ -89,44 +90,40 @@ fn is_segment(name: &str) -> bool {
 }
 
 /// Adds the WAL files of hash directories `from..=to` to `a` (one listing, stopped after `to`).
-async fn list_range(
-    t: &Transfer,
-    remote: &Remote,
-    a: &mut Archive,
-    from: &str,
-    to: &str,
-) -> Result<()> {
-    let prefix = remote.wals_prefix();
+async fn list_range(srv: &Server, a: &mut Archive, from: &str, to: &str) -> Result<()> {
+    let prefix = srv.remote.wals_prefix();
     let req = ListRequest {
         prefix: prefix.clone(),
         // The directory name sorts just before its contents.
         start_after: Some(format!("{prefix}{from}")),
         ..Default::default()
     };
-    t.list_pages(&req, |objs, _| {
-        for o in objs {
-            let rel = o.key.strip_prefix(&prefix).unwrap_or("");
-            // Past `to`'s directory every later key is too; a short stray name is skipped.
-            match rel.get(..16) {
-                Some(d) if d > to => return false,
-                Some(_) => {}
-                None => continue,
+    srv.t
+        .list_pages(&req, |objs, _| {
+            for o in objs {
+                let rel = o.key.strip_prefix(&prefix).unwrap_or("");
+                // Past `to`'s directory every later key is too; a short stray name is skipped.
+                match rel.get(..16) {
+                    Some(d) if d > to => return false,
+                    Some(_) => {}
+                    None => continue,
+                }
+                if let Some((_, name)) = rel.split_once('/') {
+                    a.add(name);
+                }
             }
-            if let Some((_, name)) = rel.split_once('/') {
-                a.add(name);
-            }
-        }
-        true
-    })
-    .await
+            true
+        })
+        .await
 }
 
-pub(super) async fn verify_wal(t: &Transfer, remote: &Remote, server: &str) -> Result<Report> {
-    let mut r = Report::new(server, "wal", false);
-    let listed = remote_backups(t, remote).await?;
+pub(super) async fn verify_wal(srv: &Server) -> Result<Report> {
+    let Server { t, remote, name } = srv;
+    let mut r = Report::new(name, "wal", false);
+    let listed = remote_backups(srv).await?;
     let complete: Vec<&RemoteBackup> = listed.iter().filter(|b| b.complete).collect();
     let size = match complete.first() {
-        Some(b) => match read_info(t, remote, &b.id).await? {
+        Some(b) => match read_info(srv, &b.id).await? {
             Ok(info) => seg_size(&info),
             Err(p) => {
                 r.problems.push(p);
@@ -158,7 +155,7 @@ pub(super) async fn verify_wal(t: &Transfer, remote: &Remote, server: &str) -> R
         },
     )
     .await?;
-    let chains = read_histories(t, remote, &a, &mut r).await?;
+    let chains = read_histories(srv, &a, &mut r).await?;
     let at = |n: &Option<String>| n.as_deref().and_then(|n| chain::position(n, size));
     let start = complete
         .first()
@@ -190,11 +187,11 @@ pub(super) async fn verify_wal(t: &Transfer, remote: &Remote, server: &str) -> R
 
 /// Reads every history file (verified against its stored checksum) into its timeline chain.
 async fn read_histories(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     a: &Archive,
     r: &mut Report,
 ) -> Result<Vec<Vec<timeline::Begin>>> {
+    let Server { t, remote, .. } = srv;
     let mut chains = Vec::new();
     for tli in a.histories() {
         let job = Job {

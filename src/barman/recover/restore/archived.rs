@@ -6,19 +6,19 @@
 
 use super::manifest;
 use crate::barman::manifest::Entry;
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::error::{Error, Result};
 use crate::transfer::{Transfer, bounded};
 
 /// Keys of every data object a restore of `id` reads: its files, and those of every backup
 /// its incremental chain goes back to.
-pub async fn keys_of_chain(t: &Transfer, remote: &Remote, id: &str) -> Result<Vec<String>> {
+pub async fn keys_of_chain(srv: &Server, id: &str) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     let mut next = Some(id.to_string());
     while let Some(cur) = next.take() {
-        let (info, m) = manifest(t, remote, &cur).await?;
+        let (info, m) = manifest(srv, &cur).await?;
         keys.extend(m.entries.iter().filter_map(|e| match e {
-            Entry::File { path, .. } => Some(remote.backup_key(&cur, path)),
+            Entry::File { path, .. } => Some(srv.remote.backup_key(&cur, path)),
             _ => None,
         }));
         next = info.get("parent_backup_id").map(str::to_string);

@@ -5,22 +5,17 @@
 //! mapped to their new homes. The combined directory is built under a temporary name and
 //! renamed into DEST only once pg_combinebackup succeeded; staging is removed either way.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{Claimed, RestoreOptions, Restored, manifest, recovery, restore_one};
 use crate::barman::info::BackupInfo;
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::transfer::Transfer;
 
 /// The backups of `leaf`'s chain, oldest (the full backup) first, each with its backup.info.
-async fn chain_of(
-    t: &Transfer,
-    remote: &Remote,
-    leaf: &str,
-    info: BackupInfo,
-) -> Result<Vec<(String, BackupInfo)>> {
+async fn chain_of(srv: &Server, leaf: &str, info: BackupInfo) -> Result<Vec<(String, BackupInfo)>> {
     let mut chain = vec![(leaf.to_string(), info)];
     while let Some(parent) = chain
         .last()
@@ -32,7 +27,7 @@ async fn chain_of(
                 "backup {leaf}: the chain of parents loops at {parent}"
             )));
         }
-        let (info, _) = manifest(t, remote, &parent).await.map_err(|e| {
+        let (info, _) = manifest(srv, &parent).await.map_err(|e| {
             Error::Failed(format!(
                 "backup {leaf} is incremental, and its chain needs {parent}: {}",
                 e.one_line()
@@ -44,61 +39,99 @@ async fn chain_of(
     Ok(chain)
 }
 
+/// Where a chain is rebuilt: each backup restored under `stage`, combined into `out`, which
+/// then becomes `dest`. Both work directories are hidden beside DEST.
+struct Places {
+    dest: PathBuf,
+    stage: PathBuf,
+    out: PathBuf,
+}
+
+impl Places {
+    fn beside(dest: &Path) -> Places {
+        let dest: PathBuf = dest.components().collect();
+        let parent = fsutil::parent_dir(&dest).to_path_buf();
+        let name = dest
+            .file_name()
+            .map_or_else(|| "restore".into(), |n| n.to_string_lossy().into_owned());
+        Places {
+            stage: parent.join(format!(".{name}.barmans3-chain")),
+            out: parent.join(format!(".{name}.barmans3-combining")),
+            dest,
+        }
+    }
+
+    /// Removes what an earlier, interrupted restore left in the work directories.
+    fn clear(&self) -> Result<()> {
+        for dir in [&self.stage, &self.out] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .map_err(|e| Error::io(format!("remove the leftover {}", dir.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the work directories, whatever became of the restore.
+    fn remove_work(&self) {
+        let _ = std::fs::remove_dir_all(&self.stage);
+        let _ = std::fs::remove_dir_all(&self.out);
+    }
+}
+
 /// Restores incremental backup `leaf` (whose backup.info is `info`) into `dest`.
 pub async fn restore(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     leaf: &str,
     info: BackupInfo,
     dest: &Path,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
     let combine = pg_combinebackup(&opts.pg_combinebackup, &info)?;
-    let chain = chain_of(t, remote, leaf, info).await?;
-    let dest: PathBuf = dest.components().collect();
-    let parent = fsutil::parent_dir(&dest).to_path_buf();
-    let name = dest
-        .file_name()
-        .map_or_else(|| "restore".into(), |n| n.to_string_lossy().into_owned());
-    let stage = parent.join(format!(".{name}.barmans3-chain"));
-    let out = parent.join(format!(".{name}.barmans3-combining"));
-    for dir in [&stage, &out] {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)
-                .map_err(|e| Error::io(format!("remove the leftover {}", dir.display()), e))?;
-        }
-    }
-    let result = stage_and_combine(t, remote, &chain, &dest, &stage, &out, &combine, opts).await;
-    let _ = std::fs::remove_dir_all(&stage);
-    let _ = std::fs::remove_dir_all(&out);
+    let chain = chain_of(srv, leaf, info).await?;
+    let places = Places::beside(dest);
+    places.clear()?;
+    let result = stage_and_combine(srv, &chain, &places, &combine, opts).await;
+    places.remove_work();
     result
 }
 
-/// Restores each backup of the chain into `stage/<id>`, combines them into `out`, and moves
-/// `out` to `dest`.
-#[allow(clippy::too_many_arguments)] // the chain, the three directories, the tool, the options
-async fn stage_and_combine(
-    t: &Transfer,
-    remote: &Remote,
+/// A data directory restored in staging, with its tablespaces (oid → staged home).
+type Staged = (PathBuf, BTreeMap<String, PathBuf>);
+
+/// Restores each backup of the chain into `stage/<id>`: the staged directories, oldest first,
+/// and the files and bytes written.
+async fn stage_chain(
+    srv: &Server,
     chain: &[(String, BackupInfo)],
-    dest: &Path,
     stage: &Path,
-    out: &Path,
-    combine: &Path,
-    opts: &RestoreOptions,
-) -> Result<Restored> {
+) -> Result<(Vec<Staged>, usize, u64)> {
     let mut staged = Vec::new();
     let mut files = 0;
     let mut bytes = 0;
     for (id, _) in chain {
-        let (_, m) = manifest(t, remote, id).await?;
+        let (_, m) = manifest(srv, id).await?;
         let dir = stage.join(id);
         // Each backup's tablespaces beside it in staging (the plan's default homes).
-        let r = restore_one(t, remote, &m, &dir.join("data"), &RestoreOptions::default()).await?;
+        let r = restore_one(srv, &m, &dir.join("data"), &RestoreOptions::default()).await?;
         files += r.files;
         bytes += r.bytes;
         staged.push((dir.join("data"), r.tablespaces));
     }
+    Ok((staged, files, bytes))
+}
+
+/// Restores each backup of the chain into staging, combines them, and moves the result to
+/// DEST with the recovery settings.
+async fn stage_and_combine(
+    srv: &Server,
+    chain: &[(String, BackupInfo)],
+    places: &Places,
+    combine: &Path,
+    opts: &RestoreOptions,
+) -> Result<Restored> {
+    let Places { dest, stage, out } = places;
+    let (staged, files, bytes) = stage_chain(srv, chain, stage).await?;
     let leaf_tbs = staged
         .last()
         .map(|(_, tbs)| tbs.clone())
@@ -162,7 +195,7 @@ async fn stage_and_combine(
 /// new home.
 fn run_combine(
     combine: &Path,
-    staged: &[(PathBuf, std::collections::BTreeMap<String, PathBuf>)],
+    staged: &[Staged],
     homes: &[(String, PathBuf, PathBuf)],
     out: &Path,
 ) -> Result<()> {

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 use crate::barman::info::BackupInfo;
 use crate::barman::manifest::Manifest;
-use crate::barman::remote::{INFO, MANIFEST, Remote};
+use crate::barman::remote::{INFO, MANIFEST};
+use crate::barman::server::Server;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::transfer::{Expect, Transfer, bounded};
@@ -61,7 +62,8 @@ async fn fetch_small(t: &Transfer, key: &str) -> Result<Vec<u8>> {
 
 /// Reads a backup's backup.info and manifest; the backup must be complete (backup.info
 /// present) and of a kind a single restore can rebuild.
-pub async fn manifest(t: &Transfer, remote: &Remote, id: &str) -> Result<(BackupInfo, Manifest)> {
+pub async fn manifest(srv: &Server, id: &str) -> Result<(BackupInfo, Manifest)> {
+    let Server { t, remote, .. } = srv;
     let info_key = remote.backup_key(id, INFO);
     let info = match fetch_small(t, &info_key).await {
         Ok(b) => BackupInfo::parse(&String::from_utf8_lossy(&b)),
@@ -93,30 +95,28 @@ pub async fn manifest(t: &Transfer, remote: &Remote, id: &str) -> Result<(Backup
 /// An incremental backup (PostgreSQL 17+) is restored with its whole chain and combined by
 /// pg_combinebackup ([`chain`]).
 pub async fn base_restore(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     id: &str,
     dest: &Path,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
-    let (info, m) = manifest(t, remote, id).await?;
+    let (info, m) = manifest(srv, id).await?;
     if let Some(days) = opts.request_restore {
-        let keys = archived::keys_of_chain(t, remote, id).await?;
-        let a = archived::ensure_readable(t, keys, days).await?;
+        let keys = archived::keys_of_chain(srv, id).await?;
+        let a = archived::ensure_readable(&srv.t, keys, days).await?;
         if a != archived::Archived::default() {
             return Err(archived::waiting(id, &a));
         }
     }
     if info.get("parent_backup_id").is_some() {
-        return chain::restore(t, remote, id, info, dest, opts).await;
+        return chain::restore(srv, id, info, dest, opts).await;
     }
-    restore_one(t, remote, &m, dest, opts).await
+    restore_one(srv, &m, dest, opts).await
 }
 
 /// Restores one backup whose manifest is `m`.
 async fn restore_one(
-    t: &Transfer,
-    remote: &Remote,
+    srv: &Server,
     m: &Manifest,
     dest: &Path,
     opts: &RestoreOptions,
@@ -128,7 +128,7 @@ async fn restore_one(
     for dir in plan.tablespaces.values() {
         claimed.claim(dir)?;
     }
-    let result = write(t, remote, id, &plan, opts).await;
+    let result = write(srv, id, &plan, opts).await;
     if result.is_err() {
         // Only what this restore wrote is there: leave the destinations as they were, so a
         // half-restored directory can never be started and the restore can simply be rerun.
@@ -137,13 +137,7 @@ async fn restore_one(
     result
 }
 
-async fn write(
-    t: &Transfer,
-    remote: &Remote,
-    id: &str,
-    p: &Plan,
-    opts: &RestoreOptions,
-) -> Result<Restored> {
+async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Result<Restored> {
     for dir in std::iter::once(&p.dest)
         .chain(p.tablespaces.values())
         .chain(p.dirs.iter().map(|(d, _)| d))
@@ -164,16 +158,16 @@ async fn write(
     let mut modes = p.dirs.clone();
     if let Layout::Tar { base, tablespaces } = &p.layout {
         let roots = tar::roots(base, tablespaces, &p.dest, &p.tablespaces);
-        let x = tar::write(t, remote, id, roots).await?;
+        let x = tar::write(srv, id, roots).await?;
         count += x.files;
         bytes += x.bytes;
         modes.extend(x.dirs);
     }
-    t.progress().add_work(
+    srv.t.progress().add_work(
         files.len() as u64 + u64::from(last.is_some()),
         files.iter().chain(&last).map(|j| j.size).sum(),
     );
-    let done = download(t, remote, id, files).await?;
+    let done = download(srv, id, files).await?;
     count += done.len();
     bytes += done.iter().sum::<u64>();
     link_and_close(p, modes)?;
@@ -183,10 +177,7 @@ async fn write(
     // Last: pg_control, the file without which PostgreSQL will not start.
     match (&p.layout, last) {
         (Layout::Plain, Some(job)) => {
-            bytes += download(t, remote, id, vec![job])
-                .await?
-                .iter()
-                .sum::<u64>();
+            bytes += download(srv, id, vec![job]).await?.iter().sum::<u64>();
             count += 1;
         }
         (Layout::Tar { .. }, _) => fsutil::rename_durable(
@@ -231,10 +222,10 @@ fn link_and_close(p: &Plan, mut modes: Vec<(PathBuf, u32)>) -> Result<()> {
 }
 
 /// Downloads files in parallel, each verified against its manifest entry, with its mode.
-async fn download(t: &Transfer, remote: &Remote, id: &str, jobs: Vec<FileJob>) -> Result<Vec<u64>> {
-    bounded(jobs, t.file_workers(), |job| {
-        let t = t.clone();
-        let key = remote.backup_key(id, &job.rel);
+async fn download(srv: &Server, id: &str, jobs: Vec<FileJob>) -> Result<Vec<u64>> {
+    bounded(jobs, srv.t.file_workers(), |job| {
+        let t = srv.t.clone();
+        let key = srv.remote.backup_key(id, &job.rel);
         async move {
             if let Some(parent) = job.to.parent() {
                 std::fs::create_dir_all(parent)

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use tokio_util::io::SyncIoBridge;
 
 use super::plan::{Archive, PG_CONTROL};
-use crate::barman::remote::Remote;
+use crate::barman::server::Server;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::transfer::{Expect, Transfer, bounded};
@@ -42,18 +42,13 @@ pub struct Extracted {
 
 /// Streams every archive into its root: the base archive into `dest`, each tablespace archive
 /// into its home. Archives are restored in parallel.
-pub async fn write(
-    t: &Transfer,
-    remote: &Remote,
-    id: &str,
-    archives: Vec<(Archive, PathBuf)>,
-) -> Result<Extracted> {
+pub async fn write(srv: &Server, id: &str, archives: Vec<(Archive, PathBuf)>) -> Result<Extracted> {
     let jobs = archives.into_iter().map(|(a, root)| {
-        let key = remote.backup_key(id, &a.path);
+        let key = srv.remote.backup_key(id, &a.path);
         (a, root, key)
     });
     let parts = bounded(jobs, 4, |(a, root, key)| {
-        let t = t.clone();
+        let t = srv.t.clone();
         async move { restore_archive(&t, &key, &a, root).await }
     })
     .await?;
