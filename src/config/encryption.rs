@@ -218,10 +218,9 @@ pub(super) fn raw_encryption(e: &Option<EncryptionConfig>) -> Option<RawEncrypti
 /// Until the transfer engine seals and opens objects, a config that asks for encryption does not
 /// run: every object would leave in the clear while the file promises otherwise.
 pub(super) fn refuse_until_the_engine_encrypts(cfg: &Config, path: &Path) -> Result<()> {
-    let asked = match (&cfg.encryption, &cfg.sse_customer) {
-        (Some(_), _) => "encryption",
-        (None, Some(_)) => "s3.sse: customer",
-        (None, None) => return Ok(()),
+    let asked = match &cfg.sse_customer {
+        Some(_) => "s3.sse: customer",
+        None => return Ok(()),
     };
     Err(Error::Config(format!(
         "{}: {asked}: not supported by this build yet (it would store objects unencrypted): remove it to run",
@@ -486,29 +485,27 @@ mod tests {
     }
 
     #[test]
-    fn a_config_asking_for_encryption_does_not_run_until_the_engine_encrypts() {
+    fn encryption_loads_and_sse_c_waits_until_requests_carry_the_key() {
         let d = Dir::new();
         let id = x25519::Identity::generate();
         let key = d.file("k.key", &[7u8; 32], 0o600);
-        for section in [
-            format!("encryption:\n  recipients: [{}]\n", id.to_public()),
-            format!(
-                "s3:\n  sse: customer\n  sse_customer_key_file: {}\n",
-                key.display()
-            ),
-        ] {
-            let text = if section.starts_with("s3:") {
-                section.replace("s3:\n", "s3:\n  bucket: bkt\n")
-            } else {
-                format!("s3:\n  bucket: bkt\n{section}")
-            };
-            let cfg = d.file("c.yaml", text.as_bytes(), 0o600);
-            let e = Config::load(&cfg, PermissionPolicy::Refuse).expect_err("refused");
-            assert_eq!(e.exit().code(), 2);
-            assert!(
-                e.to_string().contains("not supported by this build yet"),
-                "{e}"
-            );
-        }
+        let text = format!(
+            "s3:\n  bucket: bkt\nencryption:\n  recipients: [{}]\n",
+            id.to_public()
+        );
+        let cfg = d.file("c.yaml", text.as_bytes(), 0o600);
+        let loaded = Config::load(&cfg, PermissionPolicy::Refuse).expect("encryption loads");
+        assert!(loaded.encryption.is_some());
+        let text = format!(
+            "s3:\n  bucket: bkt\n  sse: customer\n  sse_customer_key_file: {}\n",
+            key.display()
+        );
+        let cfg = d.file("c2.yaml", text.as_bytes(), 0o600);
+        let e = Config::load(&cfg, PermissionPolicy::Refuse).expect_err("refused");
+        assert_eq!(e.exit().code(), 2);
+        assert!(
+            e.to_string().contains("not supported by this build yet"),
+            "{e}"
+        );
     }
 }
