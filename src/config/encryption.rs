@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Config, PermissionPolicy, check_permissions};
+use super::{PermissionPolicy, check_permissions};
 use crate::crypt::{
     Identities, Keys, Recipients, SseCustomerKey, parse_identity_file, parse_recipient,
     parse_recipients_file,
@@ -215,19 +215,6 @@ pub(super) fn raw_encryption(e: &Option<EncryptionConfig>) -> Option<RawEncrypti
     })
 }
 
-/// Until the transfer engine seals and opens objects, a config that asks for encryption does not
-/// run: every object would leave in the clear while the file promises otherwise.
-pub(super) fn refuse_until_the_engine_encrypts(cfg: &Config, path: &Path) -> Result<()> {
-    let asked = match &cfg.sse_customer {
-        Some(_) => "s3.sse: customer",
-        None => return Ok(()),
-    };
-    Err(Error::Config(format!(
-        "{}: {asked}: not supported by this build yet (it would store objects unencrypted): remove it to run",
-        path.display()
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -236,6 +223,7 @@ mod tests {
     use age::x25519;
 
     use super::*;
+    use crate::config::Config;
 
     struct Dir(tempfile::TempDir);
 
@@ -485,27 +473,31 @@ mod tests {
     }
 
     #[test]
-    fn encryption_loads_and_sse_c_waits_until_requests_carry_the_key() {
+    fn encryption_and_sse_c_load_into_the_engine_and_store_settings() {
         let d = Dir::new();
         let id = x25519::Identity::generate();
         let key = d.file("k.key", &[7u8; 32], 0o600);
         let text = format!(
-            "s3:\n  bucket: bkt\nencryption:\n  recipients: [{}]\n",
+            "s3:\n  bucket: bkt\n  sse: customer\n  sse_customer_key_file: {}\nencryption:\n  recipients: [{}]\n",
+            key.display(),
             id.to_public()
         );
         let cfg = d.file("c.yaml", text.as_bytes(), 0o600);
-        let loaded = Config::load(&cfg, PermissionPolicy::Refuse).expect("encryption loads");
+        let loaded = Config::load(&cfg, PermissionPolicy::Refuse).expect("loads");
         assert!(loaded.encryption.is_some());
-        let text = format!(
-            "s3:\n  bucket: bkt\n  sse: customer\n  sse_customer_key_file: {}\n",
-            key.display()
-        );
-        let cfg = d.file("c2.yaml", text.as_bytes(), 0o600);
-        let e = Config::load(&cfg, PermissionPolicy::Refuse).expect_err("refused");
-        assert_eq!(e.exit().code(), 2);
-        assert!(
-            e.to_string().contains("not supported by this build yet"),
-            "{e}"
+        let sent = loaded
+            .s3
+            .sse_customer
+            .as_ref()
+            .expect("the store sends the key");
+        assert_eq!(
+            sent.key_md5_base64(),
+            loaded
+                .sse_customer
+                .as_ref()
+                .expect("ssec")
+                .key
+                .key_md5_base64()
         );
     }
 }

@@ -165,7 +165,6 @@ impl Config {
         if cfg.s3.credentials.is_some() {
             check_permissions(path, policy)?;
         }
-        encryption::refuse_until_the_engine_encrypts(&cfg, path)?;
         Ok(cfg)
     }
 

@@ -171,7 +171,8 @@ pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
         raw.s3.sse_customer_key_file.as_ref(),
     )?;
     let encryption = super::encryption::encryption(&file, raw.encryption.as_ref())?;
-    let (s3, transfer) = s3(&k, raw.s3)?;
+    let (mut s3, transfer) = s3(&k, raw.s3)?;
+    s3.sse_customer = sse_customer.as_ref().map(|c| c.key.clone());
     let state = state(&k, &raw.state, &raw.barman)?;
     let barman = barman(&k, raw.barman)?;
     Ok(Config {
@@ -318,6 +319,8 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Options, Settings)> {
             max_bandwidth,
             acl: s3.acl,
             sse,
+            // Filled from s3.sse_customer_key_file by `validate`.
+            sse_customer: None,
             connect_timeout,
             read_timeout,
         },

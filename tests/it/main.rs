@@ -32,6 +32,7 @@ mod reqlog;
 mod reuse;
 mod secrets;
 mod server_down;
+mod ssec;
 mod sync;
 mod tls;
 mod transfer;
