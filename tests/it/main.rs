@@ -14,6 +14,7 @@ mod cluster;
 mod conformance;
 mod crash;
 mod crypt;
+mod crypt_barman;
 mod crypt_engine;
 mod demo;
 mod faults;
