@@ -60,7 +60,7 @@ fn main() {
         part >> 20
     );
     println!("|---|---|---|");
-    let mut row = |name: &str, work: &(dyn Fn(usize, &mut Vec<u8>) + Sync)| {
+    let row = |name: &str, work: &(dyn Fn(usize, &mut Vec<u8>) + Sync)| {
         let r: Vec<String> = [1, 2]
             .iter()
             .map(|&t| rate(total, parallel(t, parts, work)))

@@ -137,6 +137,50 @@ pub(super) fn encryption(
     }))
 }
 
+/// Client-side encryption keys from a recipients file and an optional identity file, named by
+/// the settings `recipients_key` and `identity_key` in errors (the gpbackup plugin's options).
+pub fn keys_from_files(
+    file: &str,
+    recipients_key: &'static str,
+    recipients: &Path,
+    identity_key: &'static str,
+    identity: Option<&Path>,
+) -> Result<Keys> {
+    let text = key_text(file, recipients_key, recipients, false)?;
+    let listed = parse_recipients_file(&text).map_err(|(line, why)| {
+        err(
+            file,
+            recipients_key,
+            format!("{} line {line} {why}", recipients.display()),
+        )
+    })?;
+    let recipients = Recipients::new(listed).ok_or_else(|| {
+        err(
+            file,
+            recipients_key,
+            format!("{} lists no recipient", recipients.display()),
+        )
+    })?;
+    let Some(path) = identity else {
+        return Ok(Keys {
+            recipients,
+            identities: Identities::none(identity_key),
+        });
+    };
+    let text = key_text(file, identity_key, path, true)?;
+    let found = parse_identity_file(&text).map_err(|(line, why)| {
+        err(
+            file,
+            identity_key,
+            format!("{} line {line} {why}", path.display()),
+        )
+    })?;
+    Ok(Keys {
+        recipients,
+        identities: Identities::new(identity_key, vec![path.to_path_buf()], found),
+    })
+}
+
 /// `encryption.identity_file` or `encryption.identity_files` (for rotated keys: all are tried).
 fn identities(file: &str, raw: &RawEncryption) -> Result<Identities> {
     let (setting, paths): (&'static str, Vec<PathBuf>) =

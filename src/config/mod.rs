@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use encryption::{EncryptionConfig, SseCustomerConfig};
+pub use encryption::{EncryptionConfig, SseCustomerConfig, keys_from_files};
 
 use crate::error::{Error, Result, one_line};
 use crate::store::Location;

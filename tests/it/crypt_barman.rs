@@ -164,9 +164,15 @@ fn barman_backups_and_wals_round_trip_encrypted() {
         ],
         &[],
     );
-    assert!(
-        !matches!(out.status.code(), Some(0) | Some(1)),
+    assert_eq!(
+        out.status.code(),
+        Some(200),
         "wal-restore must be fatal: {}",
+        err(&out)
+    );
+    assert!(
+        err(&out).contains("encryption.identity_file"),
+        "{}",
         err(&out)
     );
     assert!(!to.exists());

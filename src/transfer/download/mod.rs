@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::Transfer;
 
+mod opened;
 pub(crate) mod verify;
 use super::plan;
 use super::sealed::{self, CryptMode, SealedObject};
@@ -25,6 +26,7 @@ use crate::directio::{AlignedBuf, OutFile};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{ByteRange, ObjectMeta};
+use opened::{check_fetched, deliver_opened, opened_small};
 use verify::verify;
 pub(crate) use verify::{Check, decide};
 
@@ -101,42 +103,6 @@ enum Sink {
 }
 
 impl Transfer {
-    /// Reads the first `len` bytes of an object.
-    async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes> {
-        let range = ByteRange { start: 0, end: len };
-        let _permit = self.permit().await?;
-        let p = self
-            .fetch(key, 0, range, false, Sink::Memory, false, None)
-            .await?;
-        Ok(p.data.unwrap_or_default())
-    }
-
-    /// With identities configured: whether the object is encrypted, from its first bytes, and
-    /// if so its authenticated header.
-    async fn sniff(&self, key: &str, meta: &ObjectMeta) -> Result<Option<SealedObject>> {
-        let Some(keys) = self.crypt.keys() else {
-            return Ok(None);
-        };
-        if meta.size == 0 {
-            return Ok(None);
-        }
-        let mut head = self.get_prefix(key, meta.size.min(SNIFF)).await?;
-        if !crate::crypt::is_sealed(&head) {
-            return Ok(None);
-        }
-        if crate::crypt::preamble_len(&head, key)?.is_none_or(|l| l > head.len() as u64) {
-            let more = meta.size.min((crate::crypt::MAX_HEADER_LEN + 16) as u64);
-            head = self.get_prefix(key, more).await?;
-        }
-        let opener = crate::crypt::Opener::open(&head, &keys.identities, key)?;
-        let plain_len = opener.plain_len(meta.size)?;
-        Ok(Some(SealedObject {
-            opener: Arc::new(opener),
-            stored_len: meta.size,
-            plain_len,
-        }))
-    }
-
     /// Decides the ranges and the check for an object.
     async fn prepare(&self, key: &str, expect: Expect) -> Result<Prepared> {
         let meta = self.head(key).await?;
@@ -228,20 +194,7 @@ impl Transfer {
             })
             .await?;
         if let Some(s) = sealed {
-            let stored = piece.data.take().unwrap_or_default();
-            let plain = s.open_piece(range, &stored)?;
-            drop(stored);
-            piece.plain = Some((checksum::crc32c(&plain), plain.len() as u64));
-            match &sink {
-                Sink::File(f) => {
-                    let (f, at) = (f.clone(), s.plain_offset(range.start));
-                    tokio::task::spawn_blocking(move || f.write_all_at(&plain, at))
-                        .await
-                        .map_err(|e| Error::Failed(format!("write task failed: {e}")))?
-                        .map_err(|e| Error::io("write downloaded data", e))?;
-                }
-                Sink::Memory => piece.data = Some(Bytes::from(plain)),
-            }
+            deliver_opened(s, range, &mut piece, &sink).await?;
         }
         Ok(piece)
     }
@@ -366,27 +319,15 @@ impl Transfer {
             pieces.len(),
             &info,
         )?;
-        if !self.crypt.reads_sealed() || !crate::crypt::is_sealed(&data) {
-            return Ok((
-                data,
-                Downloaded {
-                    size: meta.size,
-                    crc32c: crc,
-                    verified,
-                },
-            ));
+        let d = Downloaded {
+            size: meta.size,
+            crc32c: crc,
+            verified,
+        };
+        if !self.crypt.reads_sealed() {
+            return Ok((data, d));
         }
-        let plain = sealed::open_bytes(self.crypt.keys(), key, data)?;
-        let crc = checksum::crc32c(&plain);
-        let size = plain.len() as u64;
-        Ok((
-            plain,
-            Downloaded {
-                size,
-                crc32c: crc,
-                verified,
-            },
-        ))
+        opened_small(self.crypt.keys(), key, data, d)
     }
 
     /// Writes the given byte ranges of an object to a writer, in the order given (ranges past
@@ -421,57 +362,6 @@ impl Transfer {
         };
         self.fetch_all(key, &p, Sink::Memory, Some(writer)).await?;
         Ok(units.iter().map(ByteRange::len).sum())
-    }
-
-    /// Plaintext ranges of an encrypted object: each is read as the chunks it touches (at most
-    /// [`MAX_PIECE`] at a time), opened, and cut to the bytes asked for.
-    async fn sealed_ranges<W: AsyncWrite + Unpin + Send>(
-        &self,
-        key: &str,
-        s: &SealedObject,
-        units: &[ByteRange],
-        writer: &mut W,
-    ) -> Result<u64> {
-        let step =
-            (MAX_PIECE.min(self.cfg.part_size) / crate::crypt::CHUNK).max(1) * crate::crypt::CHUNK;
-        let mut total = 0;
-        for u in units {
-            let mut at = u.start;
-            while at < u.end {
-                let end = (at - at % step + step).min(u.end);
-                let span = s
-                    .opener
-                    .layout()
-                    .sealed_span(at..end, s.plain_len)
-                    .ok_or_else(|| {
-                        Error::Failed(format!("{key}: range {at}..{end} is outside the object"))
-                    })?;
-                let stored = ByteRange {
-                    start: span.bytes.start,
-                    end: span.bytes.end,
-                };
-                let bytes = {
-                    let _permit = self.permit().await?;
-                    self.fetch(key, 0, stored, false, Sink::Memory, false, None)
-                        .await?
-                        .data
-                        .unwrap_or_default()
-                };
-                let mut out = Vec::with_capacity(span.take as usize);
-                s.opener.open_span(&span, &bytes, &mut out)?;
-                writer
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| Error::io("write output", e))?;
-                total += out.len() as u64;
-                at = end;
-            }
-        }
-        writer
-            .flush()
-            .await
-            .map_err(|e| Error::io("write output", e))?;
-        Ok(total)
     }
 
     /// Runs the pieces with at most `concurrency` in flight. With a writer, pieces are written
@@ -674,37 +564,6 @@ struct Fetched {
     crc: u32,
     info: Vec<(u32, Option<[u8; 16]>)>,
     plain: Option<u32>,
-}
-
-/// Checks a finished download: the stored bytes against the object's checksum, the plaintext
-/// (the stored bytes, when not encrypted) against the caller's record.
-fn check_fetched(key: &str, p: &Prepared, expect: Expect, f: &Fetched) -> Result<Downloaded> {
-    let Some(plain) = f.plain else {
-        let verified = verify(key, &p.check, expect, f.crc, &p.pieces, p.n_units, &f.info)?;
-        return Ok(Downloaded {
-            size: p.meta.size,
-            crc32c: f.crc,
-            verified,
-        });
-    };
-    let stored = Expect::default();
-    let verified = verify(key, &p.check, stored, f.crc, &p.pieces, p.n_units, &f.info)?;
-    let mut verified = verified;
-    if let Some(want) = expect.crc32c {
-        if want != plain {
-            return Err(Error::Checksum {
-                key: key.into(),
-                expected: format!("crc32c {want:08x}"),
-                actual: format!("crc32c {plain:08x} (decrypted)"),
-            });
-        }
-        verified = Verified::CallerCrc32c;
-    }
-    Ok(Downloaded {
-        size: p.sealed.as_ref().map_or(p.meta.size, |s| s.plain_len),
-        crc32c: plain,
-        verified,
-    })
 }
 
 /// The CRC32C of the whole object from its pieces' CRC32C.

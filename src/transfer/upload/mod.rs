@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::Transfer;
 use super::plan::{self, LAYOUT_META};
-use super::sealed::{self, SEALED_META};
+use super::sealed::SEALED_META;
 use crate::checksum;
 use crate::crypt::Sealer;
 use crate::error::{Error, Result};
@@ -30,10 +30,12 @@ use crate::transfer::ChecksumMode;
 
 mod file;
 mod journal;
+mod sealing;
 mod stream;
 
 use file::{SMALL, changed_or, hash_range, integrity_for, read_range};
 pub use journal::{FileJournal, ResumeState, SentPart, UploadJournal};
+use sealing::SealedPart;
 
 /// What an upload produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,13 +57,6 @@ struct PartJob {
     number: u32,
     body: Bytes,
     _permit: Option<OwnedSemaphorePermit>,
-}
-
-/// Where a sealed part of a file sits: its number, its plaintext, whether it ends the object.
-struct SealedPart {
-    number: u32,
-    range: ByteRange,
-    last: bool,
 }
 
 /// CRC32C of a whole object from its parts' CRC32C and sizes.
@@ -114,28 +109,6 @@ impl Transfer {
     ) -> Result<Uploaded> {
         let _permit = self.permit().await?;
         self.put_sealed(key, body, opts).await
-    }
-
-    /// One PUT of `body`, sealed first when encryption is on, under a permit the caller holds.
-    /// The result describes the plaintext (size, CRC32C) either way.
-    async fn put_sealed(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Uploaded> {
-        let Some(keys) = self.crypt.keys() else {
-            return self.put_stored(key, body, opts).await;
-        };
-        let (plain_len, plain_crc) = (body.len() as u64, checksum::crc32c(&body));
-        let sealed = sealed::seal_bytes(keys, key, &body)?;
-        drop(body);
-        let mut up = self.put_stored(key, sealed, opts).await?;
-        up.size = plain_len;
-        up.crc32c = plain_crc;
-        Ok(up)
-    }
-
-    /// One PUT of bytes as they are to be stored, under a permit the caller holds.
-    async fn put_stored(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Uploaded> {
-        let (crc, integrity) = integrity_for(self.mode().await, &body);
-        self.put_once(key, Body::bytes(body, integrity), crc, opts)
-            .await
     }
 
     /// One PUT with retries, under a permit the caller holds.
@@ -528,35 +501,6 @@ impl Transfer {
             j.save(state)?;
         }
         Ok(())
-    }
-
-    /// Seals part `part` of a file (plaintext `plain`) and sends it: the first part carries the
-    /// preamble. Returns the receipt, the stored bytes' CRC32C and the plaintext's.
-    async fn send_sealed_part(
-        &self,
-        sealer: &Sealer,
-        part: &SealedPart,
-        plain: &[u8],
-        upload: &Upload,
-    ) -> Result<(PartReceipt, u32, Option<u32>)> {
-        let plain_crc = checksum::crc32c(plain);
-        let mut out = Vec::new();
-        if part.number == 1 {
-            out.extend_from_slice(sealer.preamble());
-        }
-        sealer.seal(
-            part.range.start / crate::crypt::CHUNK,
-            plain,
-            part.last,
-            &mut out,
-        )?;
-        let job = PartJob {
-            number: part.number,
-            body: Bytes::from(out),
-            _permit: None,
-        };
-        let (receipt, crc) = self.send_part(job, upload).await?;
-        Ok((receipt, crc, Some(plain_crc)))
     }
 
     async fn send_part(&self, job: PartJob, upload: &Upload) -> Result<(PartReceipt, u32)> {
