@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use barmans3::Error;
 use barmans3::config::{Config, PermissionPolicy};
 use barmans3::store::{PutOptions, join_key};
 use barmans3::transfer::{CopyExpect, EngineBuilder, Expect, Settings, Transfer};
@@ -91,25 +92,41 @@ async fn objects_need_their_key(keyed: Config, prefix: &str) {
         );
         assert!(out.is_empty());
     }
-    // Server-side copies read the source and write the target with the key.
+    // Server-side copies read the source and write the target with the key. A copy in parts
+    // may come back without part checksums (Garage with SSE-C): then it is refused as
+    // unverifiable, and the caller sends the file instead, never a copy taken on trust.
     for (src_key, up) in [(&k_small, &up_small), (&k_big, &up_big)] {
         let dst = format!("{src_key}-copy");
-        t.copy_object(
-            src_key,
+        let copied = t
+            .copy_object(
+                src_key,
+                &dst,
+                CopyExpect {
+                    size: up.size,
+                    crc32c: up.crc32c,
+                },
+                PutOptions::default(),
+            )
+            .await;
+        match copied {
+            Ok(()) => {}
+            Err(Error::CopyRefused(why)) if src_key == &k_big => {
+                eprintln!("multipart copy refused as unverifiable: {why}");
+                continue;
+            }
+            Err(e) => panic!("copy of {src_key} with the key: {e}"),
+        }
+        let mut out = Vec::new();
+        t.download_to(
             &dst,
-            CopyExpect {
-                size: up.size,
-                crc32c: up.crc32c,
+            &mut out,
+            Expect {
+                size: Some(up.size),
+                crc32c: Some(up.crc32c),
             },
-            PutOptions::default(),
         )
         .await
-        .expect("copy with the key");
-        let mut out = Vec::new();
-        t.download_to(&dst, &mut out, Expect::default())
-            .await
-            .expect("copy reads back");
-        assert_eq!(out.len() as u64, up.size);
+        .expect("copy reads back verified");
         assert!(
             bare.head(&dst).await.is_err(),
             "{dst}: copy without the key"
