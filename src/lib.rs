@@ -14,6 +14,7 @@ pub mod codec;
 pub mod config;
 pub mod crypt;
 pub mod directio;
+pub mod dplcompat;
 pub mod error;
 pub mod filesync;
 pub mod fsutil;

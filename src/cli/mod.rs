@@ -15,6 +15,7 @@ use crate::store::Location;
 
 mod archive;
 mod barman;
+mod dplcompat;
 pub mod invocation;
 mod store;
 mod sync;
@@ -299,6 +300,13 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
     }
     let mut out = Vec::new();
     walk(&Cli::command(), "barmans3".into(), &mut out);
+    let mut page = Vec::new();
+    if clap_mangen::Man::new(dplcompat::command())
+        .render(&mut page)
+        .is_ok()
+    {
+        out.push(("barmans3-dplcompat.1".into(), page));
+    }
     out
 }
 

@@ -279,6 +279,22 @@ fn fixture() -> Fixture {
             .expect("put wal");
     });
     make_archive(&site.wals(), 5, 1);
+    // WAL 6: the bucket holds the first half of the local file, which no run of ours shipped
+    // (no ledger entry): a prefix, but not provably our own, so never replaced.
+    make_archive(&site.wals(), 6, 1);
+    let grown = wal_name(6);
+    let local = std::fs::read(site.wals().join(&grown[..16]).join(&grown)).expect("wal 6");
+    crate::common::block_on(async {
+        crate::common::garage_transfer()
+            .await
+            .put_bytes(
+                &format!("{prefix}/pg/wals/{}/{grown}", &grown[..16]),
+                Bytes::from(local[..local.len() / 2].to_vec()),
+                BTreeMap::new(),
+            )
+            .await
+            .expect("put wal");
+    });
 
     // Links that lead outside DEST, an entry under a link, names that collide.
     let outside = site.dir.path().join("outside");
@@ -865,6 +881,15 @@ fn cases(fx: &Fixture) -> Vec<Case> {
                 barmans3("wal-sync pg --full"),
                 1,
                 "same size, other content",
+            )
+        },
+        Case {
+            records: Some(("state/wal", "in the bucket")),
+            ..case(
+                "bucket WAL that is the start of ours, not shipped by us",
+                barmans3("wal-sync pg --full"),
+                1,
+                "000000010000000000000006: 24 bytes here, 12 in the bucket",
             )
         },
     ]

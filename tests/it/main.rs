@@ -17,6 +17,7 @@ mod crypt;
 mod crypt_barman;
 mod crypt_engine;
 mod demo;
+mod dplcompat;
 mod faults;
 mod follow;
 mod gluster_real;
