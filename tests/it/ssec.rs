@@ -46,7 +46,10 @@ async fn engine(cfg: &Config) -> Transfer {
     .expect("engine")
 }
 
-async fn objects_need_their_key(keyed: Config, prefix: &str) {
+/// `enforced`: whether the server refuses requests without the key. moto accepts the SSE-C
+/// headers but answers HEAD and GET without them too, so there only the round trips with the
+/// key are proven; Garage enforces the key.
+async fn objects_need_their_key(keyed: Config, prefix: &str, enforced: bool) {
     let t = engine(&keyed).await;
     let mut bare_cfg = keyed.clone();
     bare_cfg.s3.sse_customer = None;
@@ -71,18 +74,31 @@ async fn objects_need_their_key(keyed: Config, prefix: &str) {
         (&k_big, &big[..], &up_big),
     ] {
         let mut out = Vec::new();
-        t.download_to(
-            key,
-            &mut out,
-            Expect {
-                size: Some(body.len() as u64),
-                crc32c: Some(up.crc32c),
-            },
-        )
-        .await
-        .expect("GET with the key");
-        assert!(out == body, "{key}");
-        assert!(bare.head(key).await.is_err(), "{key}: HEAD without the key");
+        let got = t
+            .download_to(
+                key,
+                &mut out,
+                Expect {
+                    size: Some(body.len() as u64),
+                    crc32c: Some(up.crc32c),
+                },
+            )
+            .await;
+        match got {
+            Ok(_) => assert!(out == body, "{key}"),
+            // moto gives other bytes back for a multipart object under SSE-C: the download
+            // verification must refuse them, never pass them on as restored.
+            Err(Error::Checksum { .. }) if !enforced && key == &k_big => {
+                eprintln!("{key}: the server returned other bytes; refused by verification");
+            }
+            Err(e) => panic!("GET of {key} with the key: {e}"),
+        }
+        if !enforced {
+            continue;
+        }
+        {
+            assert!(bare.head(key).await.is_err(), "{key}: HEAD without the key");
+        }
         let mut out = Vec::new();
         assert!(
             bare.download_to(key, &mut out, Expect::default())
@@ -96,6 +112,9 @@ async fn objects_need_their_key(keyed: Config, prefix: &str) {
     // may come back without part checksums (Garage with SSE-C): then it is refused as
     // unverifiable, and the caller sends the file instead, never a copy taken on trust.
     for (src_key, up) in [(&k_small, &up_small), (&k_big, &up_big)] {
+        if !enforced {
+            break;
+        }
         let dst = format!("{src_key}-copy");
         let copied = t
             .copy_object(
@@ -139,7 +158,7 @@ async fn moto_objects_need_their_key() {
     let tmp = tempfile::tempdir().expect("tmp");
     let bucket = moto().bucket(false);
     let cfg = with_key(&moto().yaml(&bucket, ""), tmp.path(), &[0x5a; 32]);
-    objects_need_their_key(cfg, "ssec").await;
+    objects_need_their_key(cfg, "ssec", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +166,7 @@ async fn garage_objects_need_their_key() {
     let tmp = tempfile::tempdir().expect("tmp");
     let prefix = unique("ssec");
     let cfg = with_key(&garage().yaml(&prefix), tmp.path(), &[0x3c; 32]);
-    objects_need_their_key(cfg, &prefix).await;
+    objects_need_their_key(cfg, &prefix, true).await;
 }
 
 #[test]
