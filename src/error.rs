@@ -212,6 +212,10 @@ pub enum Error {
     /// The store refused a server-side copy, or made one it cannot vouch for: upload instead.
     #[error("server-side copy refused: {0}")]
     CopyRefused(String),
+    /// An object could not be sealed or opened: the keys do not fit (exit 2) or the object
+    /// failed authentication (exit 1). Never retried: the same bytes fail the same way.
+    #[error("{0}")]
+    Crypt(crate::crypt::CryptError),
     /// Any other failed operation, with a complete one-line reason.
     #[error("{0}")]
     Failed(String),
@@ -269,6 +273,7 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Config(_) | Error::Usage(_) => Exit::Config,
+            Error::Crypt(e) if e.is_key_problem() => Exit::Config,
             Error::Busy(_) => Exit::Busy,
             Error::Interrupted => Exit::Interrupted,
             Error::StdoutClosed => Exit::Success,

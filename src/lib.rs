@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod crypt;
 pub mod directio;
 pub mod dplcompat;
 pub mod error;

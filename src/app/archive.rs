@@ -4,13 +4,20 @@
 use std::sync::Arc;
 
 use crate::cli::invocation::Options;
-use crate::error::{Exit, Result};
+use crate::error::{Error, Exit, Result};
 use crate::gluster::{ArchiveOptions, Env, Planned};
 use crate::store::printable_key;
 use crate::transfer::Cancel;
 
 pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = super::load_config(&o)?;
+    if cfg.encryption.is_some() {
+        // Gluster recalls archived files through its cloudsync plugin, which reads objects as
+        // they are stored: an encrypted object would come back as ciphertext.
+        return Err(Error::Config(
+            "archive: not available with encryption: configured: Gluster's cloudsync recall cannot decrypt the objects; use a config without encryption: for archive".into(),
+        ));
+    }
     let t = super::moving_builder(&o, &cfg, cancel)?
         .open(&cfg.location, &cfg.s3)
         .await?;

@@ -128,6 +128,7 @@ fn engine_builder(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> EngineBuild
         .request_log(o.request_log.as_ref())
         .checksum_probe(checksum_probe(cfg))
         .cancel(cancel)
+        .encryption(cfg.encryption.as_ref().map(|e| e.keys.clone()))
 }
 
 /// The engine on the store the config names, with the run's cancel flag and request log; no

@@ -31,8 +31,9 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
             };
             tracing::info!(key, size = up.size, parts = up.parts, "uploaded");
         }
-        StoreAction::Get { key, dest } => {
+        StoreAction::Get { key, dest, raw } => {
             let key = join_key(&prefix, &key);
+            let t = if raw { t.raw() } else { t.clone() };
             match dest {
                 Sink::Stdout => {
                     let mut out = tokio::io::stdout();

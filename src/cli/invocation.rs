@@ -200,6 +200,8 @@ pub enum StoreAction {
         key: String,
         /// Where to write.
         dest: Sink,
+        /// The stored bytes as they are (no decryption).
+        raw: bool,
     },
     /// `store ls`.
     Ls {

@@ -18,12 +18,15 @@ pub enum StoreCommand {
         /// Object key, relative to the prefix
         key: String,
     },
-    /// Download KEY to a local file (or - for stdout), verified
+    /// Download KEY to a local file (or - for stdout), verified (decrypted when encrypted)
     Get {
         /// Object key, relative to the prefix
         key: String,
         /// Local file, or - for standard output
         dest: String,
+        /// The stored bytes as they are, encrypted or not
+        #[arg(long)]
+        raw: bool,
     },
     /// List objects under a prefix: size and key, one line each
     ///
@@ -56,8 +59,9 @@ pub(super) fn store_action(c: StoreCommand) -> StoreAction {
             },
             key,
         },
-        StoreCommand::Get { key, dest } => StoreAction::Get {
+        StoreCommand::Get { key, dest, raw } => StoreAction::Get {
             key,
+            raw,
             dest: if dest == "-" {
                 Sink::Stdout
             } else {

@@ -280,8 +280,11 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "store get k -",
-            |i| matches!(&i.action, Action::Store(StoreAction::Get { key, dest: Sink::Stdout }) if key == "k"),
+            |i| matches!(&i.action, Action::Store(StoreAction::Get { key, dest: Sink::Stdout, raw: false }) if key == "k"),
         ),
+        ("store get --raw k -", |i| {
+            matches!(&i.action, Action::Store(StoreAction::Get { raw: true, .. }))
+        }),
         (
             "store get k /o",
             |i| matches!(&i.action, Action::Store(StoreAction::Get { dest: Sink::File(o), .. }) if o == Path::new("/o")),

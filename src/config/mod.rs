@@ -9,6 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use encryption::{EncryptionConfig, SseCustomerConfig, keys_from_files};
+
 use crate::error::{Error, Result, one_line};
 use crate::store::Location;
 use crate::store::s3::S3Options;
@@ -120,6 +122,11 @@ pub struct Config {
     pub state: StateConfig,
     /// Barman settings.
     pub barman: BarmanConfig,
+    /// Client-side encryption (`encryption:`), when on.
+    pub encryption: Option<EncryptionConfig>,
+    /// SSE-C (`s3.sse: customer`), when on. The S3 backend's own settings take it over once it
+    /// sends the SSE-C headers.
+    pub sse_customer: Option<SseCustomerConfig>,
 }
 
 /// How strictly to treat a config file readable by others.
@@ -194,6 +201,8 @@ impl Config {
             transfer: transfer::Settings::default(),
             state: StateConfig::default(),
             barman: BarmanConfig::default(),
+            encryption: None,
+            sse_customer: None,
         }
     }
 
@@ -229,6 +238,7 @@ pub fn check_permissions(path: &Path, policy: PermissionPolicy) -> Result<()> {
     Ok(())
 }
 
+mod encryption;
 pub mod legacy;
 mod protect;
 mod raw;

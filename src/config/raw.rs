@@ -38,6 +38,8 @@ pub(super) struct RawConfig {
     state: RawState,
     #[serde(default)]
     barman: RawBarman,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption: Option<super::encryption::RawEncryption>,
 }
 
 /// `s3:`.
@@ -68,6 +70,11 @@ struct RawS3 {
     acl: Option<String>,
     sse: Option<String>,
     sse_kms_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sse_customer_key_file: Option<PathBuf>,
+    /// Shown by `config check` (the SSE-C key's MD5, which servers echo), never read.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    sse_customer_key_md5: Option<String>,
     request_checksum: Option<String>,
     part_size: Option<String>,
     concurrency: Option<u32>,
@@ -158,8 +165,16 @@ impl Keyed<'_> {
 pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
     let label = path.unwrap_or(Path::new("<config>"));
     let k = Keyed(label);
+    let file = label.display().to_string();
     let location = location(&k, &raw)?;
-    let (s3, transfer) = s3(&k, raw.s3)?;
+    let sse_customer = super::encryption::sse_customer(
+        &file,
+        raw.s3.sse.as_deref(),
+        raw.s3.sse_customer_key_file.as_ref(),
+    )?;
+    let encryption = super::encryption::encryption(&file, raw.encryption.as_ref())?;
+    let (mut s3, transfer) = s3(&k, raw.s3)?;
+    s3.sse_customer = sse_customer.as_ref().map(|c| c.key.clone());
     let state = state(&k, &raw.state, &raw.barman)?;
     let barman = barman(&k, raw.barman)?;
     Ok(Config {
@@ -169,6 +184,8 @@ pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
         transfer,
         state,
         barman,
+        encryption,
+        sse_customer,
     })
 }
 
@@ -304,6 +321,8 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Options, Settings)> {
             max_bandwidth,
             acl: s3.acl,
             sse,
+            // Filled from s3.sse_customer_key_file by `validate`.
+            sse_customer: None,
             connect_timeout,
             read_timeout,
         },
@@ -370,13 +389,17 @@ fn sse(k: &Keyed, s3: &RawS3) -> Result<Sse> {
     let (sse, sse_key) = field!(s3.sse);
     let (kms, kms_key) = field!(s3.sse_kms_key_id);
     match (sse.as_deref(), kms) {
-        (None | Some("none"), None) => Ok(Sse::None),
+        // SSE-C's key travels on every request, not as a setting of the object (Config::sse_customer).
+        (None | Some("none") | Some("customer"), None) => Ok(Sse::None),
         (Some("AES256"), None) => Ok(Sse::Aes256),
         (Some("aws:kms"), kms) => Ok(Sse::Kms(kms.clone())),
-        (None | Some("none") | Some("AES256"), Some(_)) => {
+        (None | Some("none") | Some("AES256") | Some("customer"), Some(_)) => {
             Err(k.err(kms_key, "only valid with sse: aws:kms"))
         }
-        (Some(o), _) => Err(k.err(sse_key, format!("{o:?}: use none, AES256 or aws:kms"))),
+        (Some(o), _) => Err(k.err(
+            sse_key,
+            format!("{o:?}: use none, AES256, aws:kms or customer"),
+        )),
     }
 }
 
@@ -464,13 +487,14 @@ impl RawConfig {
         let st = &c.state;
         RawConfig {
             store: Some(c.location.to_string()),
-            s3: RawS3::effective(&c.s3, &c.transfer),
+            s3: RawS3::effective(&c.s3, &c.transfer, c.sse_customer.as_ref()),
             state: RawState {
                 dir: Some(st.dir.clone()),
                 queue_dir: Some(st.queue_dir.clone()),
                 log_dir: st.log_dir.clone(),
             },
             barman: RawBarman::effective(&c.barman),
+            encryption: super::encryption::raw_encryption(&c.encryption),
         }
     }
 }
@@ -488,8 +512,13 @@ fn secs(d: Duration) -> Option<String> {
 impl RawS3 {
     /// The `s3:` section of the effective configuration: the store's options and the engine's
     /// settings (location keys are printed as `store:`).
-    fn effective(s: &S3Options, t: &Settings) -> RawS3 {
+    fn effective(
+        s: &S3Options,
+        t: &Settings,
+        customer: Option<&super::SseCustomerConfig>,
+    ) -> RawS3 {
         let (sse, kms) = match &s.sse {
+            Sse::None if customer.is_some() => ("customer", None),
             Sse::None => ("none", None),
             Sse::Aes256 => ("AES256", None),
             Sse::Kms(k) => ("aws:kms", k.clone()),
@@ -528,6 +557,8 @@ impl RawS3 {
             acl: s.acl.clone(),
             sse: Some(sse.into()),
             sse_kms_key_id: kms,
+            sse_customer_key_file: customer.map(|k| k.key_file.clone()),
+            sse_customer_key_md5: customer.map(|k| k.key.key_md5_base64().to_string()),
             request_checksum: Some(checksum.into()),
             part_size: Some(human_bytes_exact(t.part_size)),
             concurrency: Some(t.concurrency as u32),

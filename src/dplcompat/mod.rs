@@ -57,6 +57,12 @@ pub fn run(args: &[String]) -> Exit {
         .map_err(Error::Config)
         .and_then(|opts| {
             let mut cfg = load_config(&opts)?;
+            if cfg.encryption.is_some() {
+                // Bareos reads volume parts by their stored sizes; sealed parts would not match.
+                return Err(Error::Config(
+                    "encryption: is configured: barmans3-dplcompat does not encrypt volumes yet and will not store them in the clear; use a config without encryption: for the device".into(),
+                ));
+            }
             within_timeout(&mut cfg.s3, opts.timeout);
             crate::runtime::block_on(|cancel| call(cfg, opts, request, cancel))
         });

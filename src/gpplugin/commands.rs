@@ -95,6 +95,7 @@ impl Plugin {
         let (location, s3) = self.cfg.store_settings();
         EngineBuilder::new(self.cfg.transfer_config(d))
             .cancel(self.cancel.clone())
+            .encryption(self.cfg.age.clone())
             .open(&location, &s3)
             .await
     }

@@ -47,6 +47,8 @@ const KNOWN: &[&str] = &[
     "pgport",
     "backup_plugin_version",
     "restore_subset",
+    "age_recipients_file",
+    "age_identity_file",
 ];
 
 /// How much goes to the log file.
@@ -92,6 +94,8 @@ pub struct PluginConfig {
     pub tls: bool,
     /// Proxy for all requests.
     pub proxy: Option<Secret>,
+    /// Client-side encryption (`age_recipients_file`, `age_identity_file`), when on.
+    pub age: Option<crate::crypt::Keys>,
     /// Upload settings.
     pub backup: Direction,
     /// Download settings.
@@ -334,6 +338,7 @@ fn from_options(
     // whether to call restore_data_subset; the plugin only checks the value.
     switch(o, "restore_subset", ["on", "off"], false, problems);
     let verbosity = verbosity(o, problems);
+    let age = age_keys(path, o, problems);
     PluginConfig {
         path: path.to_path_buf(),
         executable,
@@ -348,7 +353,29 @@ fn from_options(
         restore,
         bucket_in_endpoint,
         verbosity,
+        age,
     }
+}
+
+/// `age_recipients_file` and `age_identity_file`: every file sealed in the age format, as the
+/// companion's `encryption:` section does.
+fn age_keys(path: &Path, o: &Options, problems: &mut Vec<String>) -> Option<crate::crypt::Keys> {
+    let ids = o.get("age_identity_file").map(Path::new);
+    let Some(to) = o.get("age_recipients_file") else {
+        if ids.is_some() {
+            problems.push("option age_identity_file needs age_recipients_file".into());
+        }
+        return None;
+    };
+    let file = path.display().to_string();
+    let keys = crate::config::keys_from_files(
+        &file,
+        "age_recipients_file",
+        Path::new(to),
+        "age_identity_file",
+        ids,
+    );
+    keys.map_err(|e| problems.push(e.to_string())).ok()
 }
 
 /// `bucket` and the normalised `folder`, both required.
@@ -536,6 +563,48 @@ mod tests {
             .expect_err("capital On")
             .to_string();
         assert!(err.contains("encryption"), "{err}");
+    }
+
+    #[test]
+    fn age_files_turn_encryption_on_and_are_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tmp");
+        let id = age::x25519::Identity::generate();
+        let to = d.path().join("to.txt");
+        std::fs::write(&to, format!("{}\n", id.to_public())).expect("to");
+        let key = d.path().join("id.key");
+        let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
+        std::fs::write(&key, format!("{secret}\n")).expect("id");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let with = |extra: &str| parse(&format!("{BASE}{extra}"));
+        let c = with(&format!(
+            "  age_recipients_file: {}\n  age_identity_file: {}\n",
+            to.display(),
+            key.display()
+        ))
+        .expect("valid");
+        let keys = c.age.expect("encryption on");
+        assert_eq!(
+            keys.recipients.public_keys(),
+            vec![id.to_public().to_string()]
+        );
+        assert!(parse(BASE).expect("valid").age.is_none());
+        let e = with(&format!("  age_identity_file: {}\n", key.display()))
+            .expect_err("identity alone")
+            .to_string();
+        assert!(e.contains("age_recipients_file"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = with(&format!(
+            "  age_recipients_file: {}\n  age_identity_file: {}\n",
+            to.display(),
+            key.display()
+        ))
+        .expect_err("readable identity")
+        .to_string();
+        assert!(
+            e.contains("age_identity_file") && !e.contains(&secret),
+            "{e}"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct EngineBuilder {
     probe: Option<ChecksumProbe>,
     progress: Option<Arc<dyn Progress>>,
     cancel: Option<Arc<Cancel>>,
+    encryption: Option<Arc<crate::crypt::Keys>>,
 }
 
 impl EngineBuilder {
@@ -39,7 +40,15 @@ impl EngineBuilder {
             probe: None,
             progress: None,
             cancel: None,
+            encryption: None,
         }
+    }
+
+    /// Seals every body written to these recipients, opens what is read with these
+    /// identities (`encryption:`).
+    pub fn encryption(mut self, keys: Option<crate::crypt::Keys>) -> Self {
+        self.encryption = keys.map(Arc::new);
+        self
     }
 
     /// Logs every request to this file (`--request-log`), when one is named.
@@ -107,7 +116,7 @@ impl EngineBuilder {
 
     fn engine(self, store: SharedStore) -> Transfer {
         let probe = self.probe.filter(|_| self.settings.probe_checksum);
-        let mut t = Transfer::new(store, self.settings);
+        let mut t = Transfer::new(store, self.settings).with_encryption(self.encryption);
         if let Some(p) = probe {
             t = t.with_checksum_probe(p);
         }

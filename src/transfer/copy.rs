@@ -57,6 +57,13 @@ impl Transfer {
         expect: CopyExpect,
         opts: PutOptions,
     ) -> Result<()> {
+        if self.encrypts() {
+            // The caller's record is of the plaintext, the server's checksum of the stored
+            // bytes: such a copy could not be verified, so the file is sent again, sealed.
+            return Err(Error::CopyRefused(format!(
+                "{src}: copies of encrypted objects are not verified server-side; sending it again"
+            )));
+        }
         let result = if expect.size <= self.cfg.copy_limit.min(MAX_COPY_SIZE) {
             self.copy_whole(src, dst, expect, opts).await
         } else {
@@ -208,6 +215,7 @@ impl Transfer {
                 etag: p.etag,
                 crc32c: *crc,
                 size: p.size,
+                plain_crc32c: None,
             })
             .collect();
         self.finish(upload, &sent, expect.size, part_size, 0)

@@ -13,6 +13,7 @@ pub mod download;
 pub mod plan;
 pub mod probe;
 pub mod retry;
+pub mod sealed;
 mod settings;
 pub mod stats;
 pub mod upload;
@@ -80,6 +81,8 @@ pub struct Transfer {
     mode: Arc<tokio::sync::OnceCell<ChecksumMode>>,
     /// Where `s3.request_checksum: auto` probes the store and caches its answer.
     probe: Option<ChecksumProbe>,
+    /// Client-side encryption: bodies sealed on the way out, objects opened on the way in.
+    crypt: sealed::CryptMode,
 }
 
 impl Transfer {
@@ -120,7 +123,31 @@ impl Transfer {
             progress: Arc::new(Silent),
             mode: Arc::default(),
             probe: None,
+            crypt: sealed::CryptMode::Off,
         }
+    }
+
+    /// Seals every body to these recipients and opens encrypted objects with these identities.
+    pub fn with_encryption(mut self, keys: Option<Arc<crate::crypt::Keys>>) -> Self {
+        self.crypt = match keys {
+            Some(k) => sealed::CryptMode::Keys(k),
+            None => sealed::CryptMode::Off,
+        };
+        self
+    }
+
+    /// The same engine moving stored bytes as they are, encrypted or not (`store get --raw`,
+    /// `store put --raw`): nothing sealed, nothing opened.
+    pub fn raw(&self) -> Transfer {
+        Transfer {
+            crypt: sealed::CryptMode::Raw,
+            ..self.clone()
+        }
+    }
+
+    /// Whether bodies written are sealed (client-side encryption is on).
+    pub fn encrypts(&self) -> bool {
+        self.crypt.keys().is_some()
     }
 
     /// The progress sink (callers announce the work they are about to do).

@@ -27,7 +27,7 @@ impl ServerCopy for S3Store {
         } else {
             req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
         };
-        let req = new_object!(self, req, opts);
+        let req = ssec_source!(self, new_object!(self, req, opts));
         let out = req
             .send()
             .await
@@ -43,7 +43,8 @@ impl ServerCopy for S3Store {
     async fn copy_part(&self, up: &Upload, part: u32, src: &ObjectRange) -> Result<PartReceipt> {
         let dst = &up.key;
         let range = src.range;
-        let out = on_upload!(self, upload_part_copy, up)
+        let req = ssec_source!(self, ssec!(self, on_upload!(self, upload_part_copy, up)));
+        let out = req
             .part_number(part as i32)
             .copy_source(copy_source(&self.bucket, &src.key))
             .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))

@@ -84,6 +84,7 @@ impl S3Store {
             down: cfg.max_bandwidth.map(super::throttle::Limiter::new),
             acl: cfg.acl.as_deref().map(ObjectCannedAcl::from),
             sse: cfg.sse.clone(),
+            ssec: cfg.sse_customer.clone(),
             read_timeout: cfg.read_timeout,
         })
     }

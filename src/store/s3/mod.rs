@@ -9,6 +9,34 @@
 //! and GET ask for the stored checksum (`ChecksumMode::Enabled`) so downloads can be verified
 //! against it.
 
+/// Adds the SSE-C headers (`s3.sse: customer`) to a request on an object's content: every
+/// builder that writes or reads an object, or one of its parts, has the three setters by name.
+macro_rules! ssec {
+    ($store:expr, $req:expr) => {
+        match &$store.ssec {
+            Some(k) => $req
+                .sse_customer_algorithm(k.algorithm())
+                .sse_customer_key(k.key_base64().expose())
+                .sse_customer_key_md5(k.key_md5_base64()),
+            None => $req,
+        }
+    };
+}
+
+/// The SSE-C headers of a copy's source (CopyObject, UploadPartCopy): the same key, since
+/// every object barmans3 writes carries it.
+macro_rules! ssec_source {
+    ($store:expr, $req:expr) => {
+        match &$store.ssec {
+            Some(k) => $req
+                .copy_source_sse_customer_algorithm(k.algorithm())
+                .copy_source_sse_customer_key(k.key_base64().expose())
+                .copy_source_sse_customer_key_md5(k.key_md5_base64()),
+            None => $req,
+        }
+    };
+}
+
 /// Sets what every object barmans3 creates carries (storage class by kind, ACL, encryption,
 /// Object Lock, user metadata) on a request that creates one. PutObject, CreateMultipartUpload
 /// and CopyObject have separate builder types that share these setters by name only, so this is
@@ -27,7 +55,7 @@ macro_rules! new_object {
         for (k, v) in &$opts.metadata {
             req = req.metadata(k, v);
         }
-        req
+        ssec!($store, req)
     }};
 }
 
@@ -110,6 +138,8 @@ pub struct S3Store {
     down: Option<std::sync::Arc<throttle::Limiter>>,
     acl: Option<ObjectCannedAcl>,
     sse: Sse,
+    /// `s3.sse: customer`: the key sent with every request on an object's content.
+    ssec: Option<crate::crypt::SseCustomerKey>,
     read_timeout: Duration,
 }
 
@@ -195,7 +225,7 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
-        let mut req = self.client.get_object().bucket(&self.bucket).key(key);
+        let mut req = ssec!(self, self.client.get_object().bucket(&self.bucket).key(key));
         if let Some(r) = range {
             req = req.range(format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
         } else {
@@ -239,12 +269,13 @@ impl Store for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let out = self
+        let req = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(key)
-            .checksum_mode(ChecksumMode::Enabled)
+            .checksum_mode(ChecksumMode::Enabled);
+        let out = ssec!(self, req)
             .send()
             .await
             .map_err(|e| map_err("HeadObject", key, &self.endpoint, e))?;

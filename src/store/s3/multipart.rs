@@ -42,7 +42,7 @@ impl Multipart for S3Store {
 
     async fn upload_part(&self, up: &Upload, part: u32, body: Body) -> Result<PartReceipt> {
         let (size, integrity) = (body.len(), body.integrity);
-        let req = on_upload!(self, upload_part, up)
+        let req = ssec!(self, on_upload!(self, upload_part, up))
             .part_number(part as i32)
             .content_length(size as i64)
             .body(self.stream(body, "UploadPart", &up.key).await?);
@@ -73,7 +73,7 @@ impl Multipart for S3Store {
                     .build()
             })
             .collect();
-        let out = on_upload!(self, complete_multipart_upload, up)
+        let out = ssec!(self, on_upload!(self, complete_multipart_upload, up))
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(completed))
@@ -101,7 +101,7 @@ impl Multipart for S3Store {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = on_upload!(self, list_parts, up)
+            let page = ssec!(self, on_upload!(self, list_parts, up))
                 .set_part_number_marker(marker.clone())
                 .send()
                 .await

@@ -92,6 +92,8 @@ pub struct S3Options {
     pub acl: Option<String>,
     /// Server-side encryption.
     pub sse: Sse,
+    /// SSE-C (`s3.sse: customer`): the key every request on an object's content carries.
+    pub sse_customer: Option<crate::crypt::SseCustomerKey>,
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
     /// Timeout for a response (or the next body bytes) to arrive.
@@ -114,6 +116,7 @@ impl Default for S3Options {
             max_bandwidth: None,
             acl: None,
             sse: Sse::None,
+            sse_customer: None,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
         }

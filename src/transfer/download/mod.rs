@@ -17,13 +17,16 @@ use tokio::task::JoinSet;
 
 use super::Transfer;
 
+mod opened;
 pub(crate) mod verify;
 use super::plan;
+use super::sealed::{self, CryptMode, SealedObject};
 use crate::checksum::{self, Md5State};
 use crate::directio::{AlignedBuf, OutFile};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{ByteRange, ObjectMeta};
+use opened::{check_fetched, deliver_opened, opened_small};
 use verify::verify;
 pub(crate) use verify::{Check, decide};
 
@@ -68,13 +71,29 @@ pub struct Downloaded {
     pub verified: Verified,
 }
 
-/// One fetched piece: its place, CRC32C and (when the check needs it) MD5.
+/// One fetched piece: its place, CRC32C and (when the check needs it) MD5 of the stored
+/// bytes, and for an encrypted object the CRC32C and length of its plaintext.
 struct Piece {
     index: usize,
     crc: u32,
     md5: Option<[u8; 16]>,
     data: Option<Bytes>,
+    plain: Option<(u32, u64)>,
 }
+
+/// What [`Transfer::prepare`] decided: the object, its check, its pieces, and whether it is
+/// encrypted.
+struct Prepared {
+    meta: ObjectMeta,
+    check: Check,
+    pieces: Vec<(usize, ByteRange)>,
+    n_units: usize,
+    sealed: Option<SealedObject>,
+}
+
+/// Bytes first asked for to find out whether an object is encrypted: a header for a dozen
+/// recipients.
+const SNIFF: u64 = 4096;
 
 /// Where fetched bytes go.
 #[derive(Clone)]
@@ -85,19 +104,17 @@ enum Sink {
 
 impl Transfer {
     /// Decides the ranges and the check for an object.
-    async fn prepare(
-        &self,
-        key: &str,
-        expect: Expect,
-    ) -> Result<(ObjectMeta, Check, Vec<(usize, ByteRange)>, usize)> {
+    async fn prepare(&self, key: &str, expect: Expect) -> Result<Prepared> {
         let meta = self.head(key).await?;
+        let sealed = self.sniff(key, &meta).await?;
+        let size = sealed.as_ref().map_or(meta.size, |s| s.plain_len);
         if let Some(s) = expect.size
-            && s != meta.size
+            && s != size
         {
             return Err(Error::Checksum {
                 key: key.into(),
                 expected: format!("{s} bytes"),
-                actual: format!("{} bytes in the store", meta.size),
+                actual: format!("{size} bytes in the store"),
             });
         }
         let check = decide(&meta);
@@ -122,10 +139,23 @@ impl Transfer {
         };
         let units: Vec<_> = units.into_iter().filter(|r| !r.is_empty()).collect();
         let n_units = units.len();
-        Ok((meta, check, plan::split(&units, max), n_units))
+        let pieces = match &sealed {
+            Some(s) => sealed::split_sealed(&units, s.opener.layout(), max),
+            None => plan::split(&units, max),
+        };
+        Ok(Prepared {
+            meta,
+            check,
+            pieces,
+            n_units,
+            sealed,
+        })
     }
 
     /// Fetches one piece, retrying it whole on retryable failures (a truncated body included).
+    /// A piece of an encrypted object is received whole, opened, and its plaintext goes to
+    /// the sink at its plaintext offset.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch(
         &self,
         key: &str,
@@ -134,21 +164,39 @@ impl Transfer {
         whole: bool,
         sink: Sink,
         want_md5: bool,
+        sealed: Option<&SealedObject>,
     ) -> Result<Piece> {
-        self.retry
+        // Without identities, an encrypted object is refused from its first bytes.
+        let refuse_sealed = range.start == 0 && matches!(self.crypt, CryptMode::Off);
+        let mut piece = self
+            .retry
             .run(&self.stats, &self.cancel, || {
-                let sink = sink.clone();
+                let sink = match (sealed, &sink) {
+                    (Some(_), _) => Sink::Memory,
+                    (None, s) => s.clone(),
+                };
                 async move {
                     let resp = self
                         .store
                         .get(key, if whole { None } else { Some(range) })
                         .await?;
-                    let piece = receive(resp.body, key, index, range, &sink, want_md5).await?;
+                    let got = Received {
+                        key,
+                        index,
+                        range,
+                        want_md5,
+                        refuse_sealed,
+                    };
+                    let piece = receive(resp.body, got, &sink).await?;
                     self.progress.bytes_done(range.len());
                     Ok(piece)
                 }
             })
-            .await
+            .await?;
+        if let Some(s) = sealed {
+            deliver_opened(s, range, &mut piece, &sink).await?;
+        }
+        Ok(piece)
     }
 
     /// Downloads an object to `dest` (written to a temp file beside it, fsynced, renamed), in
@@ -159,31 +207,22 @@ impl Transfer {
         dest: &Path,
         expect: Expect,
     ) -> Result<Downloaded> {
-        let (meta, check, pieces, n_units) = self.prepare(key, expect).await?;
+        let p = self.prepare(key, expect).await?;
         let tmp = fsutil::temp_path_for(dest);
         let file = OutFile::create_new(&tmp, 0o666)
             .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         let file = Arc::new(file);
-        self.progress.object_started(key, meta.size);
+        self.progress.object_started(key, p.meta.size);
         let result = self
             .fetch_all(
                 key,
-                &meta,
-                &pieces,
+                &p,
                 Sink::File(file.clone()),
-                &check,
                 None::<&mut tokio::io::Sink>,
             )
             .await;
         self.progress.object_done(key);
-        let result = match result.and_then(|(crc, piece_info)| {
-            let verified = verify(key, &check, expect, crc, &pieces, n_units, &piece_info)?;
-            Ok(Downloaded {
-                size: meta.size,
-                crc32c: crc,
-                verified,
-            })
-        }) {
+        let result = match result.and_then(|f| check_fetched(key, &p, expect, &f)) {
             // Off the runtime's threads: a large file's fsync would stall every other download.
             Ok(d) => sync_file(file, &tmp).await.map(|()| d),
             Err(e) => Err(e),
@@ -208,19 +247,11 @@ impl Transfer {
         writer: &mut W,
         expect: Expect,
     ) -> Result<Downloaded> {
-        let (meta, check, pieces, n_units) = self.prepare(key, expect).await?;
-        self.progress.object_started(key, meta.size);
-        let result = self
-            .fetch_all(key, &meta, &pieces, Sink::Memory, &check, Some(writer))
-            .await;
+        let p = self.prepare(key, expect).await?;
+        self.progress.object_started(key, p.meta.size);
+        let result = self.fetch_all(key, &p, Sink::Memory, Some(writer)).await;
         self.progress.object_done(key);
-        let (crc, info) = result?;
-        let verified = verify(key, &check, expect, crc, &pieces, n_units, &info)?;
-        Ok(Downloaded {
-            size: meta.size,
-            crc32c: crc,
-            verified,
-        })
+        check_fetched(key, &p, expect, &result?)
     }
 
     /// Reads a small object (a WAL file) whole into memory with one GET and no HEAD before it
@@ -241,8 +272,14 @@ impl Transfer {
                     let check = decide(&resp.meta);
                     let whole = ByteRange { start: 0, end: size };
                     let want_md5 = matches!(check, Check::Md5 { .. });
-                    let piece =
-                        receive(resp.body, key, 0, whole, &Sink::Memory, want_md5).await?;
+                    let got = Received {
+                        key,
+                        index: 0,
+                        range: whole,
+                        want_md5,
+                        refuse_sealed: false,
+                    };
+                    let piece = receive(resp.body, got, &Sink::Memory).await?;
                     self.progress.bytes_done(size);
                     Ok((resp.meta, check, piece))
                 })
@@ -282,14 +319,15 @@ impl Transfer {
             pieces.len(),
             &info,
         )?;
-        Ok((
-            data,
-            Downloaded {
-                size: meta.size,
-                crc32c: crc,
-                verified,
-            },
-        ))
+        let d = Downloaded {
+            size: meta.size,
+            crc32c: crc,
+            verified,
+        };
+        if !self.crypt.reads_sealed() {
+            return Ok((data, d));
+        }
+        opened_small(self.crypt.keys(), key, data, d)
     }
 
     /// Writes the given byte ranges of an object to a writer, in the order given (ranges past
@@ -301,26 +339,28 @@ impl Transfer {
         writer: &mut W,
     ) -> Result<u64> {
         let meta = self.head(key).await?;
+        let sealed = self.sniff(key, &meta).await?;
+        let size = sealed.as_ref().map_or(meta.size, |s| s.plain_len);
         for r in ranges {
-            if r.end > meta.size || r.start > r.end {
+            if r.end > size || r.start > r.end {
                 return Err(Error::Failed(format!(
-                    "{key}: range {}..{} is outside the object ({} bytes)",
-                    r.start, r.end, meta.size
+                    "{key}: range {}..{} is outside the object ({size} bytes)",
+                    r.start, r.end
                 )));
             }
         }
         let units: Vec<_> = ranges.iter().copied().filter(|r| !r.is_empty()).collect();
-        let pieces = plan::split(&units, MAX_PIECE.min(self.cfg.part_size));
-        let (_, _) = self
-            .fetch_all(
-                key,
-                &meta,
-                &pieces,
-                Sink::Memory,
-                &Check::SizeOnly,
-                Some(writer),
-            )
-            .await?;
+        if let Some(s) = &sealed {
+            return self.sealed_ranges(key, s, &units, writer).await;
+        }
+        let p = Prepared {
+            pieces: plan::split(&units, MAX_PIECE.min(self.cfg.part_size)),
+            n_units: units.len(),
+            meta,
+            check: Check::SizeOnly,
+            sealed: None,
+        };
+        self.fetch_all(key, &p, Sink::Memory, Some(writer)).await?;
         Ok(units.iter().map(ByteRange::len).sum())
     }
 
@@ -330,12 +370,12 @@ impl Transfer {
     async fn fetch_all<W: AsyncWrite + Unpin + Send>(
         &self,
         key: &str,
-        meta: &ObjectMeta,
-        pieces: &[(usize, ByteRange)],
+        p: &Prepared,
         sink: Sink,
-        check: &Check,
         mut writer: Option<&mut W>,
-    ) -> Result<(u32, Vec<(u32, Option<[u8; 16]>)>)> {
+    ) -> Result<Fetched> {
+        let (meta, pieces, check) = (&p.meta, &p.pieces, &p.check);
+        let mut plain: Vec<(u32, u64)> = vec![(0, 0); pieces.len()];
         let want_md5 = matches!(check, Check::Md5 { .. } | Check::CompositeMd5 { .. });
         let whole = pieces.len() == 1 && pieces[0].1.start == 0 && pieces[0].1.end == meta.size;
         let mut info: Vec<(u32, Option<[u8; 16]>)> = vec![(0, None); pieces.len()];
@@ -350,7 +390,7 @@ impl Transfer {
                 let permit = tokio::select! {
                     p = self.permit() => p?,
                     Some(done) = set.join_next(), if !set.is_empty() => {
-                        self.take_piece(done, &mut info, &mut waiting)?;
+                        self.take_piece(done, &mut info, &mut plain, &mut waiting)?;
                         flush(&mut writer, &mut waiting, &mut next_write).await?;
                         continue;
                     }
@@ -358,15 +398,18 @@ impl Transfer {
                 let (i, r) = (next_spawn, pieces[next_spawn].1);
                 next_spawn += 1;
                 let (this, key, sink) = (self.clone(), key.to_string(), sink.clone());
+                let sealed = p.sealed.clone();
                 set.spawn(async move {
-                    let p = this.fetch(&key, i, r, whole, sink, want_md5).await;
+                    let p = this
+                        .fetch(&key, i, r, whole, sink, want_md5, sealed.as_ref())
+                        .await;
                     drop(permit);
                     p
                 });
             }
             match set.join_next().await {
                 Some(done) => {
-                    self.take_piece(done, &mut info, &mut waiting)?;
+                    self.take_piece(done, &mut info, &mut plain, &mut waiting)?;
                     flush(&mut writer, &mut waiting, &mut next_write).await?;
                 }
                 None => break,
@@ -375,17 +418,25 @@ impl Transfer {
         if let Some(w) = writer.as_mut() {
             w.flush().await.map_err(|e| Error::io("write output", e))?;
         }
-        Ok((whole_crc(pieces, &info), info))
+        Ok(Fetched {
+            crc: whole_crc(pieces, &info),
+            info,
+            plain: p.sealed.is_some().then(|| super::upload::combine(&plain)),
+        })
     }
 
     fn take_piece(
         &self,
         done: std::result::Result<Result<Piece>, tokio::task::JoinError>,
         info: &mut [(u32, Option<[u8; 16]>)],
+        plain: &mut [(u32, u64)],
         waiting: &mut BTreeMap<usize, Bytes>,
     ) -> Result<()> {
         let p = done.map_err(|e| Error::Failed(format!("download task failed: {e}")))??;
         info[p.index] = (p.crc, p.md5);
+        if let Some(pl) = p.plain {
+            plain[p.index] = pl;
+        }
         if let Some(d) = p.data {
             waiting.insert(p.index, d);
         }
@@ -415,12 +466,16 @@ async fn flush<W: AsyncWrite + Unpin + Send>(
 /// is a retryable truncation; a long one a broken server.
 async fn receive(
     mut body: Box<dyn crate::store::BodyReader>,
-    key: &str,
-    index: usize,
-    range: ByteRange,
+    got_: Received<'_>,
     sink: &Sink,
-    want_md5: bool,
 ) -> Result<Piece> {
+    let Received {
+        key,
+        index,
+        range,
+        want_md5,
+        mut refuse_sealed,
+    } = got_;
     let mut crc = 0u32;
     let mut md5 = want_md5.then(Md5State::default);
     let mut got = 0u64;
@@ -436,6 +491,9 @@ async fn receive(
         Sink::File(_) => BytesMut::new(),
     };
     while let Some(chunk) = body.next_chunk().await? {
+        if std::mem::take(&mut refuse_sealed) && crate::crypt::is_sealed(&chunk) {
+            return Err(sealed::no_identity(key));
+        }
         crc = checksum::crc32c_append(crc, &chunk);
         if let Some(m) = md5.as_mut() {
             m.update(&chunk);
@@ -486,7 +544,26 @@ async fn receive(
         crc,
         md5: md5.map(Md5State::finish),
         data: matches!(sink, Sink::Memory).then(|| mem.freeze()),
+        plain: None,
     })
+}
+
+/// What one GET is for: the object, the piece, and what to check as it arrives.
+struct Received<'a> {
+    key: &'a str,
+    index: usize,
+    range: ByteRange,
+    want_md5: bool,
+    /// Refuse the object if its first bytes are an age header (no identities to open it).
+    refuse_sealed: bool,
+}
+
+/// What [`Transfer::fetch_all`] received: the stored bytes' CRC32C, each piece's (crc, md5),
+/// and the plaintext's CRC32C when the object is encrypted.
+struct Fetched {
+    crc: u32,
+    info: Vec<(u32, Option<[u8; 16]>)>,
+    plain: Option<u32>,
 }
 
 /// The CRC32C of the whole object from its pieces' CRC32C.

@@ -10,6 +10,7 @@ use crate::checksum;
 use crate::error::{Error, Result};
 use crate::store::{ByteRange, ObjectMeta};
 use crate::transfer::plan::{self, LAYOUT_META};
+use crate::transfer::sealed::SEALED_META;
 
 /// The check the object's metadata allows, decided before any byte is fetched because it
 /// shapes the ranges.
@@ -35,11 +36,19 @@ fn is_md5_hex(s: &str) -> bool {
 }
 
 pub(crate) fn decide(meta: &ObjectMeta) -> Check {
+    let sealed = meta
+        .metadata
+        .get(SEALED_META)
+        .and_then(|v| v.parse::<u64>().ok());
     let layout = meta
         .metadata
         .get(LAYOUT_META)
         .and_then(|v| plan::decode_layout(v))
-        .map(|(f, g)| plan::layout(meta.size, f, g));
+        .and_then(|(f, g)| match sealed {
+            // An encrypted object's layout is of its plaintext: each part as stored.
+            Some(start) => crate::transfer::sealed::sealed_parts(meta.size, start, f, g),
+            None => Some(plan::layout(meta.size, f, g)),
+        });
     if let Some(c) = meta.crc32c.as_deref() {
         match c.split_once('-') {
             None => {

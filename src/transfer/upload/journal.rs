@@ -24,6 +24,11 @@ pub struct ResumeState {
     pub part_size: u64,
     /// Completed parts.
     pub parts: Vec<SentPart>,
+    /// An encrypted upload's header and file key ([`crate::crypt::Sealer::resume_state`]): the
+    /// remaining parts must be sealed under the key the first part's header wraps. The journal
+    /// is written mode 600 and removed when the upload ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }
 
 impl ResumeState {
@@ -44,6 +49,9 @@ pub struct SentPart {
     pub crc32c: u32,
     /// Bytes.
     pub size: u64,
+    /// CRC32C of the plaintext of an encrypted part (`crc32c` is of the bytes sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_crc32c: Option<u32>,
 }
 
 impl SentPart {
@@ -53,6 +61,7 @@ impl SentPart {
             etag: r.etag,
             crc32c,
             size: r.size,
+            plain_crc32c: None,
         }
     }
 }

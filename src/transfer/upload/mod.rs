@@ -17,8 +17,11 @@ use tokio::task::JoinSet;
 
 use super::Transfer;
 use super::plan::{self, LAYOUT_META};
+use super::sealed::SEALED_META;
 use crate::checksum;
+use crate::crypt::Sealer;
 use crate::error::{Error, Result};
+use crate::secret::Secret;
 use crate::store::limits::MAX_PUT_SIZE;
 use crate::store::{
     Body, ByteRange, ChecksumAlgorithm, FileRange, PartReceipt, PutOptions, Upload,
@@ -27,10 +30,12 @@ use crate::transfer::ChecksumMode;
 
 mod file;
 mod journal;
+mod sealing;
 mod stream;
 
 use file::{SMALL, changed_or, hash_range, integrity_for, read_range};
 pub use journal::{FileJournal, ResumeState, SentPart, UploadJournal};
+use sealing::SealedPart;
 
 /// What an upload produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +56,7 @@ pub struct Uploaded {
 struct PartJob {
     number: u32,
     body: Bytes,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// CRC32C of a whole object from its parts' CRC32C and sizes.
@@ -103,9 +108,7 @@ impl Transfer {
         opts: &PutOptions,
     ) -> Result<Uploaded> {
         let _permit = self.permit().await?;
-        let (crc, integrity) = integrity_for(self.mode().await, &body);
-        self.put_once(key, Body::bytes(body, integrity), crc, opts)
-            .await
+        self.put_sealed(key, body, opts).await
     }
 
     /// One PUT with retries, under a permit the caller holds.
@@ -153,6 +156,10 @@ impl Transfer {
             start: 0,
             end: size,
         };
+        if self.crypt.keys().is_some() {
+            let buf = read_range(file, range, path).await?;
+            return self.put_sealed(key, buf, opts).await;
+        }
         let (body, crc) = if size <= SMALL {
             let buf = read_range(file, range, path).await?;
             let (crc, integrity) = integrity_for(self.mode().await, &buf);
@@ -213,7 +220,11 @@ impl Transfer {
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let size = meta.len();
-        let one_put_max = one_put_max.clamp(self.cfg.part_size, MAX_PUT_SIZE);
+        // A sealed object is sealed in memory: one part's worth at most.
+        let one_put_max = match self.crypt.keys() {
+            Some(_) => self.cfg.part_size.min(MAX_PUT_SIZE),
+            None => one_put_max.clamp(self.cfg.part_size, MAX_PUT_SIZE),
+        };
         let result = if size <= one_put_max {
             let sent = self.put_file_whole(file, path, key, size, opts).await;
             if let (Ok(_), Some(j)) = (&sent, journal) {
@@ -239,24 +250,31 @@ impl Transfer {
     ) -> Result<Uploaded> {
         let size = meta.len();
         let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-        let part_size = plan::part_size_for(size, self.cfg.part_size);
+        let mut part_size = plan::part_size_for(size, self.cfg.part_size);
+        if self.crypt.keys().is_some() {
+            // Sealed parts hold whole chunks, so each seals on its own.
+            part_size = part_size.next_multiple_of(crate::crypt::CHUNK);
+        }
         let layout = plan::layout(size, part_size, 0);
         let file = Arc::new(file);
 
-        let mut state = self
+        let (mut state, sealer) = self
             .resume_or_create(key, size, mtime_ns, part_size, journal, opts)
             .await?;
+        let stored = sealer
+            .as_ref()
+            .map_or(size, |s| s.layout().sealed_len(size));
         let reused = state.parts.len() as u32;
         self.progress.object_started(key, size);
         self.progress
             .bytes_done(state.parts.iter().map(|p| p.size).sum());
 
         let result = self
-            .send_file_parts(&file, path, &layout, &mut state, journal)
+            .send_file_parts(&file, path, &layout, &mut state, journal, sealer)
             .await;
         let result = match result {
             Ok(()) => {
-                self.finish(&state.upload(), &state.parts, size, part_size, 0)
+                self.finish(&state.upload(), &state.parts, stored, part_size, 0)
                     .await
             }
             Err(e) => Err(e),
@@ -267,7 +285,12 @@ impl Transfer {
                 if let Some(j) = journal {
                     j.clear()?;
                 }
-                let crcs: Vec<_> = state.parts.iter().map(|p| (p.crc32c, p.size)).collect();
+                let crcs: Vec<_> = state
+                    .parts
+                    .iter()
+                    .zip(&layout)
+                    .map(|(p, r)| (p.plain_crc32c.unwrap_or(p.crc32c), r.len()))
+                    .collect();
                 Ok(Uploaded {
                     size,
                     crc32c: combine(&crcs),
@@ -300,13 +323,21 @@ impl Transfer {
         part_size: u64,
         journal: Option<&dyn UploadJournal>,
         user: &PutOptions,
-    ) -> Result<ResumeState> {
+    ) -> Result<(ResumeState, Option<Arc<Sealer>>)> {
         if let Some(old) = journal.and_then(|j| j.load()) {
             let same = old.key == key
                 && old.size == size
                 && old.mtime_ns == mtime_ns
-                && old.part_size == part_size;
-            if same {
+                && old.part_size == part_size
+                && old.seal.is_some() == self.crypt.keys().is_some();
+            // An upload sealed under a key this run cannot restore is started again.
+            let sealer = match &old.seal {
+                Some(st) if same => Sealer::resume(&Secret::new(st.clone()), key).ok(),
+                _ => None,
+            };
+            if same && old.seal.is_some() != sealer.is_some() {
+                let _ = self.abort(&old.upload()).await;
+            } else if same {
                 let resumed = old.upload();
                 match self
                     .retry
@@ -324,7 +355,7 @@ impl Transfer {
                                 .any(|s| s.part_number == p.number && s.etag == p.etag)
                         });
                         tracing::info!(key, upload_id = %st.upload_id, parts = st.parts.len(), "resuming upload");
-                        return Ok(st);
+                        return Ok((st, sealer.map(Arc::new)));
                     }
                     Err(Error::NotFound { .. }) => {}
                     Err(e) => return Err(e),
@@ -336,6 +367,14 @@ impl Transfer {
         let mut opts = user.clone();
         opts.metadata
             .insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
+        let sealer = match self.crypt.keys() {
+            Some(k) => Some(Sealer::new(&k.recipients, key)?),
+            None => None,
+        };
+        if let Some(s) = &sealer {
+            opts.metadata
+                .insert(SEALED_META.to_string(), s.preamble().len().to_string());
+        }
         let upload = self.create_upload(key, &opts).await?;
         let st = ResumeState {
             key: upload.key,
@@ -344,11 +383,14 @@ impl Transfer {
             mtime_ns,
             part_size,
             parts: Vec::new(),
+            seal: sealer
+                .as_ref()
+                .map(|s| s.resume_state().expose().to_string()),
         };
         if let Some(j) = journal {
             j.save(&st)?;
         }
-        Ok(st)
+        Ok((st, sealer.map(Arc::new)))
     }
 
     /// Starts a multipart upload of `key`. A new upload supersedes any incomplete earlier one
@@ -380,8 +422,10 @@ impl Transfer {
         layout: &[ByteRange],
         state: &mut ResumeState,
         journal: Option<&dyn UploadJournal>,
+        sealer: Option<Arc<Sealer>>,
     ) -> Result<()> {
-        let mut set: JoinSet<Result<(PartReceipt, u32)>> = JoinSet::new();
+        let mut set: JoinSet<Result<(PartReceipt, u32, Option<u32>)>> = JoinSet::new();
+        let total = layout.last().map_or(0, |r| r.end);
         let todo: Vec<u32> = (1..=layout.len() as u32)
             .filter(|n| !state.parts.iter().any(|p| p.number == *n))
             .collect();
@@ -401,7 +445,19 @@ impl Transfer {
                 next += 1;
                 let this = self.clone();
                 let (file, path, upload) = (file.clone(), path.to_path_buf(), state.upload());
+                let sealer = sealer.clone();
                 set.spawn(async move {
+                    if let Some(s) = sealer {
+                        let plain = read_range(file, r, &path).await?;
+                        let part = SealedPart {
+                            number,
+                            range: r,
+                            last: r.end == total,
+                        };
+                        let sent = this.send_sealed_part(&s, &part, &plain, &upload).await;
+                        drop(permit);
+                        return sent;
+                    }
                     let range = FileRange {
                         path,
                         file,
@@ -418,7 +474,7 @@ impl Transfer {
                         })
                         .await?;
                     drop(permit);
-                    Ok((receipt, crc))
+                    Ok((receipt, crc, None))
                 });
             }
             match set.join_next().await {
@@ -430,14 +486,16 @@ impl Transfer {
 
     fn record_part(
         &self,
-        done: std::result::Result<Result<(PartReceipt, u32)>, tokio::task::JoinError>,
+        done: std::result::Result<Result<(PartReceipt, u32, Option<u32>)>, tokio::task::JoinError>,
         state: &mut ResumeState,
         journal: Option<&dyn UploadJournal>,
     ) -> Result<()> {
-        let (receipt, crc) =
+        let (receipt, crc, plain_crc) =
             done.map_err(|e| Error::Failed(format!("part task failed: {e}")))??;
         self.progress.bytes_done(receipt.size);
-        state.parts.push(SentPart::from_receipt(receipt, crc));
+        let mut part = SentPart::from_receipt(receipt, crc);
+        part.plain_crc32c = plain_crc;
+        state.parts.push(part);
         state.parts.sort_by_key(|p| p.number);
         if let Some(j) = journal {
             j.save(state)?;
@@ -516,7 +574,9 @@ impl Transfer {
                 actual: format!("ETag {etag}"),
             });
         }
-        debug_assert_eq!(plan::layout(size, first, growth).len(), parts.len());
+        debug_assert!(
+            self.crypt.keys().is_some() || plan::layout(size, first, growth).len() == parts.len()
+        );
         Ok(receipt.etag.or(head.etag))
     }
 }

@@ -9,72 +9,95 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
 
+use std::sync::Arc;
+
 use super::{PartJob, SentPart, Uploaded, combine};
+use crate::crypt::Sealer;
 use crate::error::{Error, Result};
 use crate::store::{PartReceipt, PutOptions, Upload};
 use crate::transfer::Transfer;
 use crate::transfer::plan::{self, GROWTH_EVERY, LAYOUT_META, MAX_PARTS};
+use crate::transfer::sealed::SEALED_META;
 
 impl Transfer {
     /// Uploads a stream of unknown length (stdin). Buffers are allocated only as data arrives,
     /// at most `concurrency` of them; a stream that ends within the first part is a single PUT,
-    /// an empty stream a zero-byte object.
+    /// an empty stream a zero-byte object. With encryption on, each part is sealed as a run of
+    /// whole chunks (one byte is read ahead, so the last part is known and carries the final
+    /// chunk); the result describes the plaintext (size, CRC32C).
     pub async fn upload_stream<R: AsyncRead + Unpin + Send>(
         &self,
         mut reader: R,
         key: &str,
     ) -> Result<Uploaded> {
-        let first = self.cfg.part_size.max(crate::store::limits::MIN_PART_SIZE);
-        let permit = self.permit().await?;
-        let body = fill(&mut reader, first as usize, true).await?;
-        if (body.len() as u64) < first {
-            drop(permit);
-            return self.put_bytes(key, body, BTreeMap::new()).await;
+        let sealing = self.crypt.keys().is_some();
+        let mut first = self.cfg.part_size.max(crate::store::limits::MIN_PART_SIZE);
+        if sealing {
+            first = first.next_multiple_of(crate::crypt::CHUNK);
         }
+        let ahead = usize::from(sealing);
+        let permit = self.permit().await?;
+        let body = fill(&mut reader, None, first as usize + ahead, true).await?;
+        if (body.len() as u64) < first + ahead as u64 {
+            let sent = self.put_sealed(key, body, &PutOptions::default()).await;
+            drop(permit);
+            return sent;
+        }
+        let carry = sealing.then(|| body[first as usize]);
+        let body = body.slice(..first as usize);
         let mut metadata = BTreeMap::new();
         metadata.insert(
             LAYOUT_META.to_string(),
             plan::encode_layout(first, GROWTH_EVERY),
         );
+        let sealer = match self.crypt.keys() {
+            Some(k) => {
+                let s = Sealer::new(&k.recipients, key)?;
+                metadata.insert(SEALED_META.to_string(), s.preamble().len().to_string());
+                Some(Arc::new(s))
+            }
+            None => None,
+        };
         let opts = PutOptions {
             metadata,
             ..Default::default()
         };
         let upload = self.create_upload(key, &opts).await?;
         self.progress.object_started(key, 0);
-        let result = self
-            .send_stream_parts(
-                &mut reader,
-                &upload,
-                PartJob {
-                    number: 1,
-                    body,
-                    _permit: permit,
-                },
-                first,
-            )
-            .await;
+        let first_job = StreamPart {
+            job: PartJob {
+                number: 1,
+                body,
+                _permit: Some(permit),
+            },
+            at: 0,
+            last: false,
+        };
+        let run = StreamRun {
+            upload: &upload,
+            first,
+            sealer,
+            carry,
+        };
+        let result = self.send_stream_parts(&mut reader, run, first_job).await;
         let result = match result {
-            Ok(parts) => {
+            Ok((parts, plain)) => {
                 let size = parts.iter().map(|p| p.size).sum();
                 self.finish(&upload, &parts, size, first, GROWTH_EVERY)
                     .await
-                    .map(|etag| (parts, size, etag))
+                    .map(|etag| (parts, plain, etag))
             }
             Err(e) => Err(e),
         };
         self.progress.object_done(key);
         match result {
-            Ok((parts, size, etag)) => {
-                let crcs: Vec<_> = parts.iter().map(|p| (p.crc32c, p.size)).collect();
-                Ok(Uploaded {
-                    size,
-                    crc32c: combine(&crcs),
-                    etag,
-                    parts: parts.len() as u32,
-                    parts_reused: 0,
-                })
-            }
+            Ok((parts, plain, etag)) => Ok(Uploaded {
+                size: plain.iter().map(|p| p.1).sum(),
+                crc32c: combine(&plain),
+                etag,
+                parts: parts.len() as u32,
+                parts_reused: 0,
+            }),
             Err(e) => {
                 let _ = self.abort(&upload).await;
                 Err(e)
@@ -82,76 +105,149 @@ impl Transfer {
         }
     }
 
+    /// Sends one part of a stream, sealed first when the run seals: returns the receipt, the
+    /// stored bytes' CRC32C, and the plaintext's CRC32C and length.
+    async fn send_stream_part(
+        &self,
+        part: StreamPart,
+        upload: &Upload,
+        sealer: Option<Arc<Sealer>>,
+    ) -> Result<(PartReceipt, u32, (u32, u64))> {
+        let plain_len = part.job.body.len() as u64;
+        let Some(s) = sealer else {
+            let (r, crc) = self.send_part(part.job, upload).await?;
+            return Ok((r, crc, (crc, plain_len)));
+        };
+        let plain_crc = crate::checksum::crc32c(&part.job.body);
+        let mut out = Vec::with_capacity(part.job.body.len() + (64 << 10));
+        if part.job.number == 1 {
+            out.extend_from_slice(s.preamble());
+        }
+        s.seal(
+            part.at / crate::crypt::CHUNK,
+            &part.job.body,
+            part.last,
+            &mut out,
+        )?;
+        let job = PartJob {
+            body: Bytes::from(out),
+            ..part.job
+        };
+        let (r, crc) = self.send_part(job, upload).await?;
+        Ok((r, crc, (plain_crc, plain_len)))
+    }
+
     async fn send_stream_parts<R: AsyncRead + Unpin + Send>(
         &self,
         reader: &mut R,
-        upload: &Upload,
-        first_job: PartJob,
-        first: u64,
-    ) -> Result<Vec<SentPart>> {
-        let mut set: JoinSet<Result<(PartReceipt, u32)>> = JoinSet::new();
+        mut run: StreamRun<'_>,
+        first_job: StreamPart,
+    ) -> Result<(Vec<SentPart>, Vec<(u32, u64)>)> {
+        type Done = (PartReceipt, u32, (u32, u64));
+        let mut set: JoinSet<Result<Done>> = JoinSet::new();
         let mut parts = Vec::new();
+        let mut plain = Vec::new();
+        let mut at = first_job.job.body.len() as u64;
         let mut job = Some(first_job);
         let mut number = 1u32;
-        let collect =
-            |done: std::result::Result<Result<(PartReceipt, u32)>, tokio::task::JoinError>,
-             parts: &mut Vec<SentPart>|
-             -> Result<()> {
-                let (r, crc) =
-                    done.map_err(|e| Error::Failed(format!("part task failed: {e}")))??;
-                self.progress.bytes_done(r.size);
-                parts.push(SentPart::from_receipt(r, crc));
-                Ok(())
-            };
+        let collect = |done: std::result::Result<Result<Done>, tokio::task::JoinError>,
+                       parts: &mut Vec<SentPart>,
+                       plain: &mut Vec<(u32, (u32, u64))>|
+         -> Result<()> {
+            let (r, crc, p) =
+                done.map_err(|e| Error::Failed(format!("part task failed: {e}")))??;
+            self.progress.bytes_done(r.size);
+            plain.push((r.part_number, p));
+            parts.push(SentPart::from_receipt(r, crc));
+            Ok(())
+        };
         loop {
             if let Some(j) = job.take() {
                 let this = self.clone();
-                let upload = upload.clone();
-                set.spawn(async move { this.send_part(j, &upload).await });
+                let upload = run.upload.clone();
+                let sealer = run.sealer.clone();
+                set.spawn(async move { this.send_stream_part(j, &upload, sealer).await });
             }
             // Reap finished parts without waiting, so a failure stops the reading early.
             while let Some(done) = set.try_join_next() {
-                collect(done, &mut parts)?;
+                collect(done, &mut parts, &mut plain)?;
             }
             let permit = tokio::select! {
                 p = self.permit() => p?,
                 Some(done) = set.join_next(), if !set.is_empty() => {
-                    collect(done, &mut parts)?;
+                    collect(done, &mut parts, &mut plain)?;
                     continue;
                 }
             };
-            let size = plan::part_size_at(first, GROWTH_EVERY, u64::from(number));
-            let body = fill(reader, size as usize, false).await?;
+            let size = plan::part_size_at(run.first, GROWTH_EVERY, u64::from(number)) as usize;
+            let ahead = usize::from(run.sealer.is_some());
+            let mut body = fill(reader, run.carry.take(), size + ahead, false).await?;
             if body.is_empty() {
                 drop(permit);
                 break;
+            }
+            // With the byte read ahead present, this part is not the last.
+            let last = body.len() < size + ahead;
+            if !last && ahead == 1 {
+                run.carry = Some(body[size]);
+                body = body.slice(..size);
             }
             number += 1;
             if u64::from(number) > MAX_PARTS {
                 return Err(Error::Failed(format!(
                     "{}: stream longer than {MAX_PARTS} parts can hold",
-                    upload.key
+                    run.upload.key
                 )));
             }
-            job = Some(PartJob {
-                number,
-                body,
-                _permit: permit,
+            let len = body.len() as u64;
+            job = Some(StreamPart {
+                job: PartJob {
+                    number,
+                    body,
+                    _permit: Some(permit),
+                },
+                at,
+                last,
             });
+            at += len;
         }
         while let Some(done) = set.join_next().await {
-            collect(done, &mut parts)?;
+            collect(done, &mut parts, &mut plain)?;
         }
         parts.sort_by_key(|p| p.number);
-        Ok(parts)
+        plain.sort_by_key(|p| p.0);
+        Ok((parts, plain.into_iter().map(|p| p.1).collect()))
     }
 }
 
-/// Reads up to `limit` bytes. With `lazy`, the buffer grows with the data (a 10 KiB stream
-/// never allocates a whole part); otherwise the part is allocated at once (it will be filled).
-async fn fill<R: AsyncRead + Unpin>(reader: &mut R, limit: usize, lazy: bool) -> Result<Bytes> {
+/// One stream upload in progress: the upload, the first part's size, the sealer when
+/// encrypting and the byte read ahead of the part being filled.
+struct StreamRun<'a> {
+    upload: &'a Upload,
+    first: u64,
+    sealer: Option<Arc<Sealer>>,
+    carry: Option<u8>,
+}
+
+/// A part of a stream: its job, its plaintext offset, whether it ends the stream.
+struct StreamPart {
+    job: PartJob,
+    at: u64,
+    last: bool,
+}
+
+/// Reads up to `limit` bytes (`carry`, a byte read ahead earlier, first). With `lazy`, the
+/// buffer grows with the data (a 10 KiB stream never allocates a whole part); otherwise the
+/// part is allocated at once (it will be filled).
+async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    carry: Option<u8>,
+    limit: usize,
+    lazy: bool,
+) -> Result<Bytes> {
     let mut buf = Vec::with_capacity(if lazy { limit.min(1 << 20) } else { limit });
-    let mut taken = reader.take(limit as u64);
+    buf.extend(carry);
+    let mut taken = reader.take((limit - buf.len()) as u64);
     loop {
         if buf.len() == buf.capacity() {
             if buf.len() >= limit {

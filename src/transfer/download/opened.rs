@@ -1,0 +1,189 @@
+//! Downloads of encrypted objects: finding out from an object's first bytes whether it is
+//! sealed (and authenticating its header), plaintext ranges read as the chunks they touch, and
+//! the check of a finished download against the store's checksum (stored bytes) and the
+//! caller's record (plaintext).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::{
+    Downloaded, Expect, Fetched, MAX_PIECE, Piece, Prepared, SNIFF, Sink, Verified, verify,
+};
+use crate::checksum;
+use crate::error::{Error, Result};
+use crate::store::{ByteRange, ObjectMeta};
+use crate::transfer::Transfer;
+use crate::transfer::sealed::SealedObject;
+
+impl Transfer {
+    /// Reads the first `len` bytes of an object.
+    pub(super) async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes> {
+        let range = ByteRange { start: 0, end: len };
+        let _permit = self.permit().await?;
+        let p = self
+            .fetch(key, 0, range, false, Sink::Memory, false, None)
+            .await?;
+        Ok(p.data.unwrap_or_default())
+    }
+
+    /// With identities configured: whether the object is encrypted, from its first bytes, and
+    /// if so its authenticated header.
+    pub(super) async fn sniff(&self, key: &str, meta: &ObjectMeta) -> Result<Option<SealedObject>> {
+        let Some(keys) = self.crypt.keys() else {
+            return Ok(None);
+        };
+        if meta.size == 0 {
+            return Ok(None);
+        }
+        let mut head = self.get_prefix(key, meta.size.min(SNIFF)).await?;
+        if !crate::crypt::is_sealed(&head) {
+            return Ok(None);
+        }
+        if crate::crypt::preamble_len(&head, key)?.is_none_or(|l| l > head.len() as u64) {
+            let more = meta.size.min((crate::crypt::MAX_HEADER_LEN + 16) as u64);
+            head = self.get_prefix(key, more).await?;
+        }
+        let opener = crate::crypt::Opener::open(&head, &keys.identities, key)?;
+        let plain_len = opener.plain_len(meta.size)?;
+        Ok(Some(SealedObject {
+            opener: Arc::new(opener),
+            stored_len: meta.size,
+            plain_len,
+        }))
+    }
+
+    /// Plaintext ranges of an encrypted object: each is read as the chunks it touches (at most
+    /// [`MAX_PIECE`] at a time), opened, and cut to the bytes asked for.
+    pub(super) async fn sealed_ranges<W: AsyncWrite + Unpin + Send>(
+        &self,
+        key: &str,
+        s: &SealedObject,
+        units: &[ByteRange],
+        writer: &mut W,
+    ) -> Result<u64> {
+        let step =
+            (MAX_PIECE.min(self.cfg.part_size) / crate::crypt::CHUNK).max(1) * crate::crypt::CHUNK;
+        let mut total = 0;
+        for u in units {
+            let mut at = u.start;
+            while at < u.end {
+                let end = (at - at % step + step).min(u.end);
+                let span = s
+                    .opener
+                    .layout()
+                    .sealed_span(at..end, s.plain_len)
+                    .ok_or_else(|| {
+                        Error::Failed(format!("{key}: range {at}..{end} is outside the object"))
+                    })?;
+                let stored = ByteRange {
+                    start: span.bytes.start,
+                    end: span.bytes.end,
+                };
+                let bytes = {
+                    let _permit = self.permit().await?;
+                    self.fetch(key, 0, stored, false, Sink::Memory, false, None)
+                        .await?
+                        .data
+                        .unwrap_or_default()
+                };
+                let mut out = Vec::with_capacity(span.take as usize);
+                s.opener.open_span(&span, &bytes, &mut out)?;
+                writer
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| Error::io("write output", e))?;
+                total += out.len() as u64;
+                at = end;
+            }
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|e| Error::io("write output", e))?;
+        Ok(total)
+    }
+}
+
+/// Checks a finished download: the stored bytes against the object's checksum, the plaintext
+/// (the stored bytes, when not encrypted) against the caller's record.
+pub(super) fn check_fetched(
+    key: &str,
+    p: &Prepared,
+    expect: Expect,
+    f: &Fetched,
+) -> Result<Downloaded> {
+    let Some(plain) = f.plain else {
+        let verified = verify(key, &p.check, expect, f.crc, &p.pieces, p.n_units, &f.info)?;
+        return Ok(Downloaded {
+            size: p.meta.size,
+            crc32c: f.crc,
+            verified,
+        });
+    };
+    let stored = Expect::default();
+    let verified = verify(key, &p.check, stored, f.crc, &p.pieces, p.n_units, &f.info)?;
+    let mut verified = verified;
+    if let Some(want) = expect.crc32c {
+        if want != plain {
+            return Err(Error::Checksum {
+                key: key.into(),
+                expected: format!("crc32c {want:08x}"),
+                actual: format!("crc32c {plain:08x} (decrypted)"),
+            });
+        }
+        verified = Verified::CallerCrc32c;
+    }
+    Ok(Downloaded {
+        size: p.sealed.as_ref().map_or(p.meta.size, |s| s.plain_len),
+        crc32c: plain,
+        verified,
+    })
+}
+
+/// Opens a fetched piece of an encrypted object and hands its plaintext on: written at its
+/// plaintext offset into the file, or kept for the ordered writer.
+pub(super) async fn deliver_opened(
+    s: &SealedObject,
+    range: ByteRange,
+    piece: &mut Piece,
+    sink: &Sink,
+) -> Result<()> {
+    let stored = piece.data.take().unwrap_or_default();
+    let plain = s.open_piece(range, &stored)?;
+    drop(stored);
+    piece.plain = Some((checksum::crc32c(&plain), plain.len() as u64));
+    match sink {
+        Sink::File(f) => {
+            let (f, at) = (f.clone(), s.plain_offset(range.start));
+            tokio::task::spawn_blocking(move || f.write_all_at(&plain, at))
+                .await
+                .map_err(|e| Error::Failed(format!("write task failed: {e}")))?
+                .map_err(|e| Error::io("write downloaded data", e))?;
+        }
+        Sink::Memory => piece.data = Some(Bytes::from(plain)),
+    }
+    Ok(())
+}
+
+/// A small object read whole (a WAL), already checked as stored: its plaintext when it is
+/// sealed, described by the plaintext's size and CRC32C; as it is otherwise.
+pub(super) fn opened_small(
+    keys: Option<&crate::crypt::Keys>,
+    key: &str,
+    data: Vec<u8>,
+    stored: Downloaded,
+) -> Result<(Vec<u8>, Downloaded)> {
+    if !crate::crypt::is_sealed(&data) {
+        return Ok((data, stored));
+    }
+    let plain = crate::transfer::sealed::open_bytes(keys, key, data)?;
+    let d = Downloaded {
+        size: plain.len() as u64,
+        crc32c: checksum::crc32c(&plain),
+        verified: stored.verified,
+    };
+    Ok((plain, d))
+}

@@ -1,0 +1,221 @@
+//! The Barman commands with `encryption:` on, through the binary on a file:// bucket: base-sync
+//! and wal-sync store only age objects (the Go `age` tool opens them to Barman's bytes),
+//! base-restore and wal-restore give the original bytes back, `store get --raw` returns what is
+//! stored, and a host holding only a later key refuses the old backup with one line naming the
+//! setting, exit 2, and no file restored.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use age::secrecy::ExposeSecret;
+use age::x25519;
+
+use crate::common::data;
+use crate::common::site::{Site, make_real_archive, wal_name, write_backup};
+
+const MAGIC: &[u8] = b"age-encryption.org/v1\n";
+
+fn err(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn key_file(dir: &Path, name: &str, id: &x25519::Identity) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{}\n", id.to_string().expose_secret())).expect("key");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+/// Replaces the config's `encryption:` section (the last one) with this one.
+fn set_encryption(site: &Site, to: &x25519::Identity, id_file: &Path) {
+    let text = std::fs::read_to_string(&site.cfg).expect("cfg");
+    let base = text
+        .split("encryption:\n")
+        .next()
+        .expect("text")
+        .to_string();
+    std::fs::write(
+        &site.cfg,
+        format!(
+            "{base}encryption:\n  recipients: [{}]\n  identity_file: {}\n",
+            to.to_public(),
+            id_file.display()
+        ),
+    )
+    .expect("cfg");
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+#[test]
+fn barman_backups_and_wals_round_trip_encrypted() {
+    let site = Site::local();
+    let keys = tempfile::tempdir().expect("keys");
+    let a = x25519::Identity::generate();
+    let a_file = key_file(keys.path(), "a.key", &a);
+    set_encryption(&site, &a, &a_file);
+    let id = "20261206T100000";
+    write_backup(&site, id, "DONE");
+    let data_dir = site.dir.path().join(format!("barman/pg/base/{id}/data"));
+    let big = data_dir.join("base/1/big");
+    std::fs::create_dir_all(big.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&big, data(12 << 20, 7)).expect("big");
+    make_real_archive(&site.wals(), 1, 3);
+    site.queue(id, "DONE");
+    let out = site.run(&["wal-sync", "pg"], &[]);
+    assert!(out.status.success(), "wal-sync: {}", err(&out));
+    let out = site.run(&["base-sync"], &[]);
+    assert!(out.status.success(), "base-sync: {}", err(&out));
+
+    // Only age objects in the bucket: data files, WALs, manifests, backup.info.
+    let bucket = site.dir.path().join("bucket");
+    let stored = files(&bucket.join("pg"));
+    assert!(stored.len() >= 7, "{stored:?}");
+    for f in &stored {
+        let bytes = std::fs::read(f).expect("read");
+        assert!(bytes.starts_with(MAGIC), "{} is not encrypted", f.display());
+    }
+    let stored_big = bucket.join(format!("pg/base/{id}/data/base/1/big"));
+    let opened = Command::new("/usr/bin/age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&a_file)
+        .arg(&stored_big)
+        .output()
+        .expect("age (scripts/test-deps installs it)");
+    assert!(opened.status.success(), "age -d: {}", err(&opened));
+    assert!(
+        opened.stdout == std::fs::read(&big).expect("big"),
+        "Go age opens it"
+    );
+
+    // store get --raw: the stored bytes; store get: the plaintext.
+    let key = format!("pg/base/{id}/data/base/1/big");
+    let raw = site.run(&["store", "get", "--raw", &key, "-"], &[]);
+    assert!(raw.status.success(), "{}", err(&raw));
+    assert!(raw.stdout == std::fs::read(&stored_big).expect("stored"));
+    let plain = site.run(&["store", "get", &key, "-"], &[]);
+    assert!(plain.stdout == std::fs::read(&big).expect("big"));
+
+    // Restores give Barman's bytes back.
+    let dest = site.dir.path().join("restored");
+    let out = site.run(
+        &["base-restore", "pg", id, dest.to_str().expect("utf8")],
+        &[],
+    );
+    assert!(out.status.success(), "base-restore: {}", err(&out));
+    for rel in ["PG_VERSION", "global/pg_control", "base/1/big"] {
+        assert!(
+            std::fs::read(dest.join(rel)).expect("restored")
+                == std::fs::read(data_dir.join(rel)).expect("src"),
+            "{rel}"
+        );
+    }
+    for seg in 1..=3 {
+        let name = wal_name(seg);
+        let to = site.dir.path().join(format!("wal-{seg}"));
+        let out = site.run(
+            &["wal-restore", "pg", &name, to.to_str().expect("utf8")],
+            &[],
+        );
+        assert!(out.status.success(), "wal-restore {name}: {}", err(&out));
+        let src = site.wals().join(&name[..16]).join(&name);
+        assert!(
+            std::fs::read(&to).expect("wal") == std::fs::read(src).expect("src"),
+            "{name}"
+        );
+    }
+
+    // Key rotation: a host holding only key B refuses the backup made under A, by name.
+    let b = x25519::Identity::generate();
+    let b_file = key_file(keys.path(), "b.key", &b);
+    set_encryption(&site, &b, &b_file);
+    let dest = site.dir.path().join("restored-b");
+    let out = site.run(
+        &["base-restore", "pg", id, dest.to_str().expect("utf8")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    let e = err(&out);
+    assert!(e.contains("encryption.identity_file"), "{e}");
+    assert!(
+        !e.contains(a.to_string().expose_secret()) && !e.contains(b.to_string().expose_secret())
+    );
+    assert!(
+        !dest.exists() || files(&dest).is_empty(),
+        "nothing restored: {:?}",
+        files(&dest)
+    );
+    let to = site.dir.path().join("wal-b");
+    let out = site.run(
+        &[
+            "wal-restore",
+            "pg",
+            &wal_name(1),
+            to.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(200),
+        "wal-restore must be fatal: {}",
+        err(&out)
+    );
+    assert!(
+        err(&out).contains("encryption.identity_file"),
+        "{}",
+        err(&out)
+    );
+    assert!(!to.exists());
+}
+
+#[test]
+fn archive_and_volumes_refuse_to_run_with_encryption() {
+    let site = Site::local();
+    let keys = tempfile::tempdir().expect("keys");
+    let a = x25519::Identity::generate();
+    let a_file = key_file(keys.path(), "a.key", &a);
+    set_encryption(&site, &a, &a_file);
+    let brick = tempfile::tempdir().expect("brick");
+    let root = brick.path().to_str().expect("utf8");
+    let src = brick.path().join("f");
+    std::fs::write(&src, b"volume data").expect("src");
+    for (args, what) in [
+        (
+            vec![
+                "archive",
+                "--mount",
+                root,
+                "--older-than",
+                "1d",
+                "--volume",
+                "gv",
+                root,
+            ],
+            "cloudsync",
+        ),
+        (
+            vec!["volume", "put", "V", src.to_str().expect("utf8")],
+            "volume",
+        ),
+    ] {
+        let out = site.run(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", err(&out));
+        let e = err(&out);
+        assert!(e.contains("encryption") && e.contains(what), "{e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    }
+    assert!(
+        files(&site.dir.path().join("bucket")).is_empty(),
+        "nothing stored"
+    );
+}
