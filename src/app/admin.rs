@@ -13,6 +13,8 @@ use crate::units::human_duration;
 
 pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
+    // `-q` (cron): nothing on success.
+    let quiet = o.verbosity == crate::logging::Verbosity::Quiet;
     if let AdminAction::QueueRetry(_) | AdminAction::QueuePrune(_) = &action {
         let conf = crate::barman::conf::BarmanConf::load(&cfg.barman.config)?;
         crate::barman::conf::require_barman_user(&conf, "queue")?;
@@ -49,11 +51,15 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
         }
         AdminAction::QueueRetry(id) => {
             admin::queue_retry(&cfg, &id)?;
-            eprintln!("barmans3: {id} queued again; the next base-sync works it");
+            if !quiet {
+                eprintln!("barmans3: {id} queued again; the next base-sync works it");
+            }
         }
         AdminAction::QueuePrune(age) => {
             let n = admin::queue_prune(&cfg, age)?;
-            eprintln!("barmans3: pruned {n} done task(s)");
+            if !quiet {
+                eprintln!("barmans3: pruned {n} done task(s)");
+            }
         }
         AdminAction::Status { prometheus } => {
             let t = bare_engine(&o, &cfg, cancel).await?;
@@ -68,13 +74,18 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
             } else {
                 out!("{}", render_status(&s))?;
             }
+            // Local facts were reported; the run still fails so scripts and cron notice.
+            if let Some(e) = &s.bucket.error {
+                eprintln!("barmans3 status: the bucket cannot be reached: {e}");
+                return Ok(Exit::Failed);
+            }
         }
     }
     Ok(Exit::Success)
 }
 
-/// `check`: always one line on stdout and a Nagios state, whatever happens. Anything that
-/// stops it from telling (a bad config, a store that does not answer within `timeout`) is
+/// `check`: always one line on stdout (with `--json`, one JSON object: `state`, `code`,
+/// `output`) and a Nagios state, whatever happens. Anything that stops it from telling (a bad config, a store that does not answer within `timeout`) is
 /// UNKNOWN, never silence.
 pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
     let judged = crate::runtime::block_on(|cancel| async move {
@@ -101,7 +112,18 @@ pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
             format!("BARMANS3 UNKNOWN - {}", e.one_line()),
         )
     });
-    match outln!("{line}") {
+    let text = if o.json {
+        // The same verdict for a monitoring system that reads JSON.
+        serde_json::json!({
+            "state": level.word(),
+            "code": level as u8,
+            "output": line,
+        })
+        .to_string()
+    } else {
+        line
+    };
+    match outln!("{text}") {
         Ok(()) | Err(crate::error::Error::StdoutClosed) => Exit::Check(level),
         Err(_) => Exit::Check(CheckLevel::Unknown),
     }
@@ -115,9 +137,9 @@ fn render_status(s: &Status) -> String {
     };
     let mut out = format!(
         "bucket: {}\nqueue: {} run, {} running, {} done, {} error; last good base-sync {}\n",
-        match &s.bucket {
-            Ok(()) => "reachable".to_string(),
-            Err(e) => format!("UNREACHABLE: {e}"),
+        match &s.bucket.error {
+            None => "reachable".to_string(),
+            Some(e) => format!("UNREACHABLE: {e} (WALs pending: unknown)"),
         },
         s.queue.run,
         s.queue.running,
@@ -147,7 +169,11 @@ fn render_status(s: &Status) -> String {
             v.server,
             v.newest_local.as_deref().unwrap_or("-"),
             v.newest_remote.as_deref().unwrap_or("-"),
-            v.pending,
+            if s.bucket.reachable {
+                v.pending.to_string()
+            } else {
+                "?".into()
+            },
             v.pending_age_s.map_or(String::new(), |a| format!(
                 " (oldest {})",
                 human_duration(Duration::from_secs(a))

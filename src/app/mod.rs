@@ -22,6 +22,7 @@ mod verify;
 mod volume;
 mod walrestore;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cli::invocation::{Action, Invocation, Options};
@@ -177,11 +178,19 @@ async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transf
         .await
 }
 
-/// The run summary: JSON on stdout with `--json`, else one info line.
-fn summary(o: &Options, t: &Transfer) -> Result<()> {
+/// The run summary: JSON on stdout with `--json` (the request counters, and under `counts` what
+/// the command itself counted: see README, "JSON output"), else one info line.
+fn summary(o: &Options, t: &Transfer, counts: &BTreeMap<&'static str, u64>) -> Result<()> {
     let s = t.stats().snapshot();
     if o.json {
-        outln!("{}", serde_json::to_string(&s).unwrap_or_default())?;
+        #[derive(serde::Serialize)]
+        struct Summary<'a> {
+            #[serde(flatten)]
+            stats: &'a crate::transfer::StatsSnapshot,
+            counts: &'a BTreeMap<&'static str, u64>,
+        }
+        let line = serde_json::to_string(&Summary { stats: &s, counts }).unwrap_or_default();
+        outln!("{line}")?;
     } else {
         tracing::info!("done: {s}");
     }

@@ -81,7 +81,7 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
             }
         }
     }
-    summary(&o, &t)?;
+    summary(&o, &t, &Default::default())?;
     Ok(Exit::Success)
 }
 

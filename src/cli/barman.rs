@@ -39,11 +39,15 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
         } => catalog_action(server, backups, wals_since, layout)?,
         Command::FullSync {
             server,
+            all,
             no_delete,
             dry_run,
             force,
         } => BarmanAction::FullSync {
-            server,
+            servers: match (server, all) {
+                (Some(s), false) => Servers::One(s),
+                _ => Servers::All,
+            },
             opts: FullSyncOptions {
                 no_delete,
                 dry_run,

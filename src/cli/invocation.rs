@@ -94,10 +94,10 @@ pub enum BarmanAction {
         /// Server.
         server: String,
     },
-    /// `full-sync SERVER`.
+    /// `full-sync SERVER|--all`.
     FullSync {
-        /// Server.
-        server: String,
+        /// Servers to sync.
+        servers: Servers,
         /// Options.
         opts: FullSyncOptions,
     },

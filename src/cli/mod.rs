@@ -103,7 +103,11 @@ pub enum Command {
     /// Upload every DONE backup and every WAL, then delete remotely what Barman deleted
     FullSync {
         /// Barman server name
-        server: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        server: Option<String>,
+        /// Every active server in Barman's configuration (a failing one does not stop the others)
+        #[arg(long)]
+        all: bool,
         /// Upload only (initial sync); never delete
         #[arg(long)]
         no_delete: bool,

@@ -67,7 +67,11 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "full-sync pg",
-            |i| matches!(&i.action, Action::Barman(BarmanAction::FullSync { server, opts }) if server == "pg" && !opts.no_delete && !opts.dry_run && !opts.force),
+            |i| matches!(&i.action, Action::Barman(BarmanAction::FullSync { servers: Servers::One(s), opts }) if s == "pg" && !opts.no_delete && !opts.dry_run && !opts.force),
+        ),
+        (
+            "full-sync --all --no-delete",
+            |i| matches!(&i.action, Action::Barman(BarmanAction::FullSync { servers: Servers::All, opts }) if opts.no_delete),
         ),
         (
             "full-sync pg --no-delete --dry-run --force",

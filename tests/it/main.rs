@@ -13,6 +13,7 @@ mod cli_config;
 mod cluster;
 mod conformance;
 mod crash;
+mod dba;
 mod demo;
 mod faults;
 mod follow;

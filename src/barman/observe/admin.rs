@@ -117,8 +117,27 @@ pub struct Status {
     pub last_base_sync_age_s: Option<u64>,
     /// When the last base-sync without failures ended (seconds since the epoch).
     pub last_base_sync_at: Option<u64>,
-    /// Whether the bucket answered a listing, with the error otherwise.
-    pub bucket: std::result::Result<(), String>,
+    /// Whether the bucket answered a listing.
+    pub bucket: BucketView,
+}
+
+/// The bucket as `status` saw it (`--json`: `{"reachable": bool, "error": string|null}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BucketView {
+    /// Whether a listing of the prefix was answered.
+    pub reachable: bool,
+    /// Why not, in one line.
+    pub error: Option<String>,
+}
+
+impl BucketView {
+    /// A bucket that answered.
+    pub fn reachable() -> BucketView {
+        BucketView {
+            reachable: true,
+            error: None,
+        }
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -162,7 +181,13 @@ fn follower_view(cfg: &Config, server: &str) -> Option<FollowerView> {
     })
 }
 
-async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) -> ServerView {
+/// One server's view; without a store (the bucket did not answer) only its local facts.
+async fn server_view(
+    cfg: &Config,
+    t: Option<&Transfer>,
+    conf: &BarmanConf,
+    name: &str,
+) -> ServerView {
     let st = LocalState::new(cfg).wal_state(name);
     let mut v = ServerView {
         server: name.to_string(),
@@ -192,6 +217,19 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
             return v;
         }
     };
+    let segment = |rel: &&String| {
+        let n = rel.rsplit('/').next().unwrap_or("");
+        wal::classify(n) == Some(WalKind::Segment)
+    };
+    v.newest_local = local
+        .iter()
+        .map(|f| &f.rel)
+        .filter(segment)
+        .max()
+        .map(|r| r[17..].to_string());
+    let Some(t) = t else {
+        return v;
+    };
     let remote = Remote::new(cfg.location.prefix(), name);
     let prefix = remote.wals_prefix();
     let req = ListRequest {
@@ -213,16 +251,6 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
         v.problem = Some(e.one_line());
         return v;
     }
-    let segment = |rel: &&String| {
-        let n = rel.rsplit('/').next().unwrap_or("");
-        wal::classify(n) == Some(WalKind::Segment)
-    };
-    v.newest_local = local
-        .iter()
-        .map(|f| &f.rel)
-        .filter(segment)
-        .max()
-        .map(|r| r[17..].to_string());
     v.newest_remote = remote_names
         .iter()
         .filter(segment)
@@ -257,16 +285,18 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
         max_keys: Some(1),
         ..Default::default()
     };
-    let bucket = t
-        .list_pages(&req, |_, _| false)
-        .await
-        .map_err(|e| e.one_line());
+    let bucket = match t.list_pages(&req, |_, _| false).await {
+        Ok(()) => BucketView::reachable(),
+        Err(e) => BucketView {
+            reachable: false,
+            error: Some(e.one_line()),
+        },
+    };
+    // The local facts stand without the bucket: only what is pending needs it.
+    let conf = BarmanConf::load(&cfg.barman.config)?;
     let mut servers = Vec::new();
-    if bucket.is_ok() {
-        let conf = BarmanConf::load(&cfg.barman.config)?;
-        for name in conf.servers() {
-            servers.push(server_view(cfg, t, &conf, &name).await);
-        }
+    for name in conf.servers() {
+        servers.push(server_view(cfg, bucket.reachable.then_some(t), &conf, &name).await);
     }
     let last_base_sync_at = LocalState::new(cfg).last_base_sync();
     let last_base_sync_age_s = last_base_sync_at.map(|t| now().saturating_sub(t));
@@ -294,7 +324,7 @@ pub struct Thresholds {
 /// Judges a status: the worst level and the one-line plugin output with perfdata.
 pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
     let mut notes = Notes::default();
-    if let Err(e) = &s.bucket {
+    if let Some(e) = &s.bucket.error {
         notes.raise(CheckLevel::Critical, format!("bucket unreachable: {e}"));
     }
     for t in &s.tasks {

@@ -213,7 +213,7 @@ pub fn render(s: &Status, runs: &[RunRecord], verifies: &[VerifyRecord]) -> Stri
     f.family(
         "barmans3_bucket_reachable",
         "1 if the bucket answered a listing, else 0.",
-        [(vec![], u8::from(s.bucket.is_ok()))],
+        [(vec![], u8::from(s.bucket.reachable))],
     );
     let q = s.queue;
     f.family(
@@ -373,7 +373,7 @@ mod tests {
             servers: vec![view("pg", 3, Some(120)), view("we\"ird\\", 0, None)],
             last_base_sync_age_s: None,
             last_base_sync_at: None,
-            bucket: Ok(()),
+            bucket: crate::barman::observe::admin::BucketView::reachable(),
         }
     }
 

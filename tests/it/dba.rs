@@ -1,0 +1,221 @@
+//! What a DBA meets in the first hour: the shipped cron file silent on an idle server, `wal-sync
+//! --all` beside a busy server, the `--json` forms of the run summary, `status` and `check`,
+//! and `status` with the bucket out of reach.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::site::{BIN, Site, make_archive, write_backup};
+
+/// The job lines of a cron.d file: (its environment assignments, each job's command).
+fn cron_jobs(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut env = Vec::new();
+    let mut jobs = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((k, v)) = first.split_once('=').filter(|_| !first.starts_with('*')) {
+            env.push((k.to_string(), v.to_string()));
+            continue;
+        }
+        // minute hour day month weekday user command…
+        let mut rest = line;
+        for _ in 0..6 {
+            let t = rest.trim_start();
+            let end = t
+                .find(char::is_whitespace)
+                .expect("a cron line has 7 fields");
+            rest = &t[end..];
+        }
+        jobs.push(rest.trim().to_string());
+    }
+    (env, jobs)
+}
+
+/// Runs one cron command as cron would: `sh -c`, the file's PATH (with the built binary first),
+/// the site's config through the environment.
+fn run_job(site: &Site, env: &[(String, String)], job: &str) -> Output {
+    let bin_dir = Path::new(BIN).parent().expect("bin dir");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(job).env_clear();
+    for (k, v) in env {
+        let v = if k == "PATH" {
+            format!("{}:{v}", bin_dir.display())
+        } else {
+            v.clone()
+        };
+        cmd.env(k, v);
+    }
+    cmd.env("BARMANS3_CONFIG", &site.cfg)
+        .env("HOME", site.dir.path())
+        .output()
+        .expect("sh")
+}
+
+/// A second Barman server `pg2` in the site's Barman configuration.
+fn add_server(site: &Site, name: &str) {
+    for d in ["base", "meta", "wals"] {
+        std::fs::create_dir_all(site.dir.path().join("barman").join(name).join(d)).expect("mkdir");
+    }
+    let conf = site.dir.path().join("barman.conf");
+    let mut text = std::fs::read_to_string(&conf).expect("barman.conf");
+    text.push_str(&format!("[{name}]\nconninfo = x\n"));
+    std::fs::write(conf, text).expect("barman.conf");
+}
+
+#[test]
+fn every_line_of_the_shipped_cron_file_is_silent_twice_on_an_idle_server() {
+    let site = Site::local();
+    write_backup(&site, "20260101T000000", "DONE");
+    site.queue("20260101T000000", "DONE");
+    make_archive(&site.wals(), 1, 5);
+    let text = std::fs::read_to_string(crate::common::repo().join("cron/barmans3")).expect("cron");
+    let (env, jobs) = cron_jobs(&text);
+    assert!(jobs.len() >= 4, "the cron file's jobs: {jobs:?}");
+    assert!(env.iter().any(|(k, _)| k == "PATH"), "{env:?}");
+    for round in 1..=2 {
+        for job in &jobs {
+            let out = run_job(&site, &env, job);
+            assert!(
+                out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+                "round {round}, {job:?}: exit {:?}, stdout {:?}, stderr {:?} (cron would mail this)",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // The jobs did their work: the backup and every WAL are in the bucket.
+    let bucket = site.dir.path().join("bucket/pg");
+    assert!(bucket.join("base/20260101T000000").is_dir(), "no backup");
+    let wals = bucket.join("wals/0000000100000000");
+    let n = std::fs::read_dir(&wals).map_or(0, |d| d.count());
+    assert_eq!(n, 5, "WALs in {}", wals.display());
+}
+
+#[test]
+fn wal_sync_all_skips_a_busy_server_in_one_line_and_is_busy_only_when_all_are() {
+    let site = Site::local();
+    add_server(&site, "pg2");
+    make_archive(&site.wals(), 1, 3);
+    let state = site.dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    let lock = std::fs::File::create(state.join("pg.wal-sync.lock")).expect("lock file");
+    lock.lock().expect("hold the lock");
+    // pg busy, pg2 synced: success, one line about pg.
+    let out = site.run(&["wal-sync", "--all"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let about_pg: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("wal-sync pg2:") && !l.contains("INFO done:"))
+        .collect();
+    assert_eq!(
+        about_pg,
+        ["barmans3 wal-sync: skipped pg (another run holds the lock)"],
+        "{err}"
+    );
+    assert!(
+        !site.dir.path().join("bucket/pg").exists(),
+        "uploaded while busy"
+    );
+    // Quiet: nothing at all.
+    let out = site.run(&["-q", "wal-sync", "--all"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty() && out.stdout.is_empty(), "{out:?}");
+    // Both busy: 75, one line; silent under -q.
+    let lock2 = std::fs::File::create(state.join("pg2.wal-sync.lock")).expect("lock file");
+    lock2.lock().expect("hold the lock");
+    let out = site.run(&["wal-sync", "--all"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = site.run(&["-q", "wal-sync", "--all"], &[]);
+    assert_eq!(out.status.code(), Some(75));
+    assert!(out.stderr.is_empty(), "{out:?}");
+    drop((lock, lock2));
+    assert!(site.run(&["-q", "wal-sync", "--all"], &[]).status.success());
+    assert!(site.dir.path().join("bucket/pg/wals").is_dir());
+}
+
+fn json_last(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+}
+
+#[test]
+fn json_summaries_carry_the_commands_own_counts() {
+    let site = Site::local();
+    make_archive(&site.wals(), 1, 4);
+    write_backup(&site, "20260101T000000", "DONE");
+    site.queue("20260101T000000", "DONE");
+    let out = site.run(&["--json", "wal-sync", "pg"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let v = json_last(&out);
+    assert_eq!(v["counts"]["uploaded"], 4, "{v}");
+    assert_eq!(v["counts"]["checked"], 4, "{v}");
+    assert!(v["total_requests"].as_u64().is_some(), "{v}");
+    let out = site.run(&["--json", "base-sync"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let v = json_last(&out);
+    assert_eq!(
+        (
+            &v["counts"]["done"],
+            &v["counts"]["waiting"],
+            &v["counts"]["failed"]
+        ),
+        (&1.into(), &0.into(), &0.into()),
+        "{v}"
+    );
+    // check --json: the verdict as one object.
+    let out = site.run(&["--json", "check"], &[]);
+    let v = json_last(&out);
+    assert_eq!(v["state"], "OK", "{v}");
+    assert_eq!(v["code"], 0);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        v["output"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("BARMANS3 OK"),
+        "{v}"
+    );
+    // status --json: the bucket as a documented object.
+    let out = site.run(&["--json", "status"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let v = json_last(&out);
+    assert_eq!(
+        v["bucket"],
+        serde_json::json!({"reachable": true, "error": null})
+    );
+}
+
+#[test]
+fn status_without_the_bucket_keeps_the_local_facts_and_fails() {
+    // Nothing listens on port 1: every request is refused at once.
+    let site = Site::new(
+        "s3:\n  endpoint: http://127.0.0.1:1\n  region: x\n  bucket: nobucket\n  access_key_id: AKIAEXAMPLE\n  secret_access_key: notasecret\n  max_attempts: 1\n  connect_timeout: 1s\n  request_checksum: when_supported\n",
+    );
+    make_archive(&site.wals(), 1, 2);
+    let out = site.run(&["status"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}{err}");
+    assert!(text.contains("bucket: UNREACHABLE"), "{text}");
+    assert!(
+        text.contains("server pg: newest WAL here 000000010000000000000002"),
+        "{text}"
+    );
+    assert!(err.contains("the bucket cannot be reached"), "{err}");
+    let out = site.run(&["--json", "status"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json_last(&out);
+    assert_eq!(v["bucket"]["reachable"], false, "{v}");
+    assert!(
+        v["bucket"]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{v}"
+    );
+    assert_eq!(v["servers"][0]["server"], "pg", "{v}");
+}
