@@ -102,6 +102,7 @@ fn finish(result: Result<Exit>) -> Exit {
 /// file anywhere, runs on defaults: the demo and first steps.
 pub fn load_config(o: &Options) -> Result<Config> {
     let path = Config::resolve_path(o.config.as_deref());
+    tracing::debug!("configuration {}", path.display());
     let explicit = o.config.is_some() || std::env::var_os(crate::config::CONFIG_ENV).is_some();
     let mut cfg = match Config::load(&path, PermissionPolicy::Refuse) {
         Err(Error::Config(_)) if o.store.is_some() && !explicit && !path.exists() => {

@@ -44,10 +44,11 @@ pub struct Global {
     /// Use this store instead of the configured one (s3://bucket/prefix or file:///dir)
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
-    /// More log output (-v info, -vv debug)
+    /// More log output: -v debug (each decision), -vv trace (each store request); the default
+    /// is info, -q errors only
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors
+    /// Only errors: nothing on success (cron)
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Print the run summary as JSON on stdout
@@ -88,7 +89,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "follow")]
         full: bool,
         /// Keep running and ship each WAL as soon as Barman has written it (inotify), instead
-        /// of once; stops cleanly on SIGTERM (see etc/systemd/)
+        /// of once; stops cleanly on SIGTERM and exits 0 (the barmans3-wal-follow.service unit)
         #[arg(long)]
         follow: bool,
         /// With --follow: also look for new WALs this often without an event
@@ -126,8 +127,9 @@ pub enum Command {
     /// written the whole plan is checked: only pg_tblspc/<oid> may be a symbolic link, and it is
     /// made to point at the tablespace's new directory. global/pg_control is written last and a
     /// failed restore removes what it wrote, so a directory PostgreSQL could start on exists only
-    /// after a complete restore. GPG-encrypted, snapshot and PostgreSQL 17+ incremental backups
-    /// are refused with a message naming the kind.
+    /// after a complete restore. A PostgreSQL 17+ incremental backup is restored with its whole
+    /// chain, each backup verified, and combined by pg_combinebackup (barman.pg_combinebackup).
+    /// GPG-encrypted and snapshot backups are refused with a message naming the kind.
     BaseRestore {
         /// Barman server name
         server: String,
@@ -452,7 +454,8 @@ impl Global {
             verbosity: match (self.quiet, self.verbose) {
                 (true, _) => Verbosity::Quiet,
                 (false, 0) => Verbosity::Normal,
-                _ => Verbosity::Verbose,
+                (false, 1) => Verbosity::Verbose,
+                _ => Verbosity::Trace,
             },
             json: self.json,
             progress,

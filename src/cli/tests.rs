@@ -323,8 +323,9 @@ fn every_global_option_lands_in_the_options() {
         ("-v base-sync", |i| {
             i.options.verbosity == Verbosity::Verbose
         }),
-        ("-vv base-sync", |i| {
-            i.options.verbosity == Verbosity::Verbose
+        ("-vv base-sync", |i| i.options.verbosity == Verbosity::Trace),
+        ("-vvv base-sync", |i| {
+            i.options.verbosity == Verbosity::Trace
         }),
         ("-q base-sync", |i| i.options.verbosity == Verbosity::Quiet),
         ("base-sync --json", |i| i.options.json),

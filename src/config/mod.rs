@@ -141,7 +141,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound => {
-                    "create it (see etc/barmans3.yaml) or pass --config / BARMANS3_CONFIG"
+                    "create it (barmans3 config init --output FILE writes a commented one) or pass --config / BARMANS3_CONFIG"
                 }
                 std::io::ErrorKind::PermissionDenied => {
                     "make it readable by the user running barmans3"

@@ -219,3 +219,142 @@ fn status_without_the_bucket_keeps_the_local_facts_and_fails() {
     );
     assert_eq!(v["servers"][0]["server"], "pg", "{v}");
 }
+
+#[test]
+fn each_verbosity_level_adds_its_own_lines() {
+    let site = Site::local();
+    let mut seg = 1;
+    let mut run = |level: &str| {
+        make_archive(&site.wals(), seg, 1);
+        seg += 1;
+        let mut args = vec![level, "wal-sync", "pg"];
+        args.retain(|a| !a.is_empty());
+        let out = site.run(&args, &[]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let quiet = run("-q");
+    assert_eq!(quiet, "");
+    let normal = run("");
+    assert!(
+        normal.contains(" INFO ") && normal.contains("1 uploaded"),
+        "{normal}"
+    );
+    assert!(
+        !normal.contains("DEBUG") && !normal.contains("TRACE"),
+        "{normal}"
+    );
+    let v = run("-v");
+    assert!(v.contains("DEBUG") && v.contains("uploaded ("), "{v}");
+    assert!(v.contains("DEBUG configuration "), "{v}");
+    assert!(!v.contains("TRACE"), "{v}");
+    let vv = run("-vv");
+    assert!(vv.contains("TRACE") && vv.contains("PutObject"), "{vv}");
+}
+
+/// Every `section.key` of our config that the README, the example config, the man pages or
+/// `--help` name, as (section, key).
+fn named_keys(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for section in ["s3", "state", "barman", "transfer"] {
+        let pat = format!("{section}.");
+        let mut from = 0;
+        while let Some(i) = text[from..].find(&pat) {
+            let at = from + i;
+            from = at + pat.len();
+            let before = text[..at].chars().next_back().unwrap_or(' ');
+            if before.is_alphanumeric() || matches!(before, '.' | '/' | '_' | '-') {
+                continue;
+            }
+            let key: String = text[from..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !key.is_empty()
+                && !matches!(
+                    key.as_str(),
+                    "conf" | "d" | "yaml" | "sh" | "amazonaws" | "example"
+                )
+            {
+                out.push((section.to_string(), key));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_config_key_the_docs_name_exists() {
+    let raw =
+        std::fs::read_to_string(crate::common::repo().join("src/config/raw.rs")).expect("raw");
+    let mut texts = vec![
+        std::fs::read_to_string(crate::common::repo().join("README.md")).expect("README"),
+        std::fs::read_to_string(crate::common::repo().join("etc/barmans3.yaml")).expect("example"),
+    ];
+    texts.extend(help_texts().into_iter().map(|(_, h)| h));
+    let mut wrong = Vec::new();
+    for t in &texts {
+        for (section, key) in named_keys(t) {
+            let field = format!("    {key}: ");
+            if section == "transfer" || !raw.contains(&field) {
+                wrong.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(
+        wrong.is_empty(),
+        "keys named in the docs that the config does not have: {wrong:?}"
+    );
+}
+
+/// `--help` of the binary and of every visible subcommand: (the words after `barmans3`, the text).
+pub fn help_texts() -> Vec<(Vec<String>, String)> {
+    use clap::CommandFactory;
+    fn walk(cmd: &mut clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        out.push((path.clone(), cmd.render_long_help().to_string()));
+        for sub in cmd.get_subcommands_mut() {
+            if sub.is_hide_set() || sub.get_name() == "help" {
+                continue;
+            }
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            walk(sub, p, out);
+        }
+    }
+    let mut out = Vec::new();
+    let mut cmd = barmans3::cli::Cli::command();
+    cmd.build();
+    walk(&mut cmd, vec![], &mut out);
+    out
+}
+
+#[test]
+fn help_and_messages_name_installed_paths_not_the_source_tree() {
+    let source_only = [
+        "etc/barmans3.yaml",
+        "etc/systemd",
+        "scripts/",
+        "CHANGELOG.md",
+        "cron/barmans3",
+    ];
+    for (path, text) in help_texts() {
+        for s in source_only {
+            assert!(
+                !text.contains(s),
+                "barmans3 {path:?} --help names {s}:\n{text}"
+            );
+        }
+    }
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/barmans3.yaml", "status"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("barmans3 config init"), "{err}");
+    for s in source_only {
+        assert!(!err.contains(s), "{err}");
+    }
+}

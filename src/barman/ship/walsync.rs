@@ -204,8 +204,22 @@ async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Res
         .upload
         .into_iter()
         .partition(|f| ready.is_none_or(|r| r(f)));
+    tracing::debug!(
+        "wal-sync {}: {} local file(s), {} to upload, {} deferred{}",
+        srv.name,
+        local.len(),
+        upload.len(),
+        deferred.len(),
+        if full { " (full reconcile)" } else { "" }
+    );
     let uploads = send(srv, upload).await?;
     for (f, u) in &uploads {
+        tracing::debug!(
+            "wal-sync {}: {} uploaded ({} bytes)",
+            srv.name,
+            f.rel,
+            u.size
+        );
         // The ledger pairs the scanned size and mtime with the CRC32C of the bytes sent: a
         // file that changed in between is left out, and the next run compares it again.
         if u.size == f.size {
