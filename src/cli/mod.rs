@@ -16,6 +16,7 @@ use crate::store::Location;
 mod archive;
 mod barman;
 pub mod invocation;
+mod man;
 mod store;
 mod sync;
 mod verify;
@@ -23,6 +24,7 @@ mod volume;
 
 use barman::barman_action;
 use invocation::{Action, AdminAction, ConfigAction, Invocation, Options};
+pub use man::man_pages;
 use store::{StoreCommand, store_action};
 
 /// Ship Barman and gpbackup backups to S3-compatible object storage and back.
@@ -37,6 +39,7 @@ pub struct Cli {
 
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Configuration file [default: $BARMANS3_CONFIG or /etc/barmans3/barmans3.yaml]
     #[arg(long, global = true, value_name = "FILE")]
@@ -74,8 +77,26 @@ pub struct Global {
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Barman post_backup_script / post_backup_retry_script: queue the backup (never uploads)
+    ///
+    /// Records the backup Barman just took (every BARMAN_* variable of the hook) as a task file
+    /// in the queue (state.queue_dir), in milliseconds; base-sync uploads it later. Install it as
+    /// post_backup_retry_script in Barman's server configuration, with the path of the installed
+    /// binary (/usr/bin/barmans3 from the packages, /usr/local/bin/barmans3 from scripts/install;
+    /// `command -v barmans3` tells). As a retry hook every failure exits 62 (ABORT_CONTINUE) so
+    /// Barman carries on; a hook line naming a path that does not exist exits 127 instead, which
+    /// Barman retries for ever: `barman backup` then never returns. `barmans3 config check`,
+    /// run as barman, checks the hook lines of Barman's configuration.
     QueueAdd,
     /// Upload queued backups once Barman marks them DONE (cron)
+    ///
+    /// Works every task of the queue: a backup whose backup.info says DONE is uploaded (data
+    /// files, then the manifest, then backup.info last: only then is it complete in the bucket)
+    /// under Barman's lock for that backup, verified, and its task moves to .done. A backup still
+    /// WAITING_FOR_WALS (a plain `barman backup` whose hook ran before its WALs arrived), or an
+    /// incremental backup whose parent is not complete in the bucket yet, stays queued for the
+    /// next run; one waiting longer than barman.wait_for_wals_max fails. A failed upload is
+    /// retried by later runs, then moved to .error (see queue ls, queue retry). Runs as Barman's
+    /// user; one run at a time (a second one exits 75).
     BaseSync,
     /// Upload new WAL files of a Barman server (cron, every few minutes)
     WalSync {
@@ -285,27 +306,6 @@ pub enum QueueCommand {
         #[arg(long, value_parser = parse_age)]
         older_than: Duration,
     },
-}
-
-/// Man pages for the binary and every subcommand: (file name, roff text).
-pub fn man_pages() -> Vec<(String, Vec<u8>)> {
-    use clap::CommandFactory;
-    fn walk(cmd: &clap::Command, name: String, out: &mut Vec<(String, Vec<u8>)>) {
-        let cmd = cmd.clone().name(name.clone()).display_name(name.clone());
-        let mut buf = Vec::new();
-        if clap_mangen::Man::new(cmd.clone()).render(&mut buf).is_ok() {
-            out.push((format!("{name}.1"), buf));
-        }
-        for sub in cmd
-            .get_subcommands()
-            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-        {
-            walk(sub, format!("{name}-{}", sub.get_name()), out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&Cli::command(), "barmans3".into(), &mut out);
-    out
 }
 
 fn parse_age(s: &str) -> std::result::Result<Duration, String> {

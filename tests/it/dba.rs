@@ -358,3 +358,115 @@ fn help_and_messages_name_installed_paths_not_the_source_tree() {
         assert!(!err.contains(s), "{err}");
     }
 }
+
+/// The man pages in man/ are what the binary's clap definitions generate (so they say what
+/// `--help` says); `BARMANS3_WRITE_MAN=1` rewrites them.
+#[test]
+fn man_pages_match_help_and_render_without_warnings() {
+    let dir = crate::common::repo().join("man");
+    let generated = barmans3::cli::man_pages();
+    if std::env::var_os("BARMANS3_WRITE_MAN").is_some() {
+        for e in std::fs::read_dir(&dir).expect("man/") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "1") {
+                std::fs::remove_file(p).expect("rm");
+            }
+        }
+        for (name, text) in &generated {
+            std::fs::write(dir.join(name), text).expect("write man page");
+        }
+    }
+    let mut shipped: Vec<String> = std::fs::read_dir(&dir)
+        .expect("man/")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".1"))
+        .collect();
+    shipped.sort();
+    let mut names: Vec<String> = generated.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    assert_eq!(
+        shipped, names,
+        "man/ and the commands differ (BARMANS3_WRITE_MAN=1 regenerates)"
+    );
+    let helps = help_texts();
+    for (name, text) in &generated {
+        let page = String::from_utf8_lossy(text);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(name)).expect("read"),
+            page,
+            "man/{name} is stale (BARMANS3_WRITE_MAN=1 regenerates)"
+        );
+        // Every option --help lists is on the page.
+        let (path, help) = helps
+            .iter()
+            .find(|(p, _)| {
+                std::iter::once("barmans3".to_string())
+                    .chain(p.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join("-")
+                    == name.trim_end_matches(".1")
+            })
+            .unwrap_or_else(|| panic!("no --help for {name}"));
+        // The synopsis as typed, and the sections a DBA looks for.
+        let words = std::iter::once("barmans3".to_string())
+            .chain(path.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            page.contains(&format!(
+                "\n.SH SYNOPSIS\n\\fB{}\\fR",
+                words.replace('-', "\\-")
+            )),
+            "{name}: {words}"
+        );
+        for s in [
+            "DESCRIPTION",
+            "\"GLOBAL OPTIONS\"",
+            "\"EXIT STATUS\"",
+            "FILES",
+            "\"SEE ALSO\"",
+        ] {
+            assert!(page.contains(&format!(".SH {s}\n")), "{name} lacks {s}");
+        }
+        for word in help.split_whitespace() {
+            if let Some(long) = word.strip_prefix("--") {
+                let long: String = long
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                if !long.is_empty() && help.contains(&format!("  --{long}")) {
+                    let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
+                    assert!(page.contains(&roff), "{name} lacks --{long}");
+                }
+            }
+        }
+        // Only pages that exist are referred to.
+        for part in page.split("\\fB").skip(1) {
+            if let Some(r) = part
+                .split("\\fR(1)")
+                .next()
+                .filter(|r| r.starts_with("barmans3"))
+            {
+                if !part.contains("\\fR(1)") {
+                    continue;
+                }
+                let file = format!("{}.1", r.replace("\\-", "-"));
+                assert!(
+                    shipped.contains(&file),
+                    "{name} refers to {file}, not installed"
+                );
+            }
+        }
+        let out = Command::new("man")
+            .args(["--warnings", "-E", "UTF-8", "-l"])
+            .arg(dir.join(name))
+            .env("MANWIDTH", "80")
+            .env("MAN_KEEP_FORMATTING", "0")
+            .output()
+            .expect("man (apt-get install man-db groff-base)");
+        assert!(out.status.success(), "man -l {name}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.trim().is_empty(), "man -l {name} warns:\n{err}");
+    }
+}
