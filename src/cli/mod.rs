@@ -81,7 +81,7 @@ pub enum Command {
     /// Records the backup Barman just took (every BARMAN_* variable of the hook) as a task file
     /// in the queue (state.queue_dir), in milliseconds; base-sync uploads it later. Install it as
     /// post_backup_retry_script in Barman's server configuration, with the path of the installed
-    /// binary (/usr/bin/barmans3 from the packages, /usr/local/bin/barmans3 from scripts/install;
+    /// binary (/usr/bin/barmans3 from the packages, /usr/local/bin/barmans3 from the install script;
     /// `command -v barmans3` tells). As a retry hook every failure exits 62 (ABORT_CONTINUE) so
     /// Barman carries on; a hook line naming a path that does not exist exits 127 instead, which
     /// Barman retries for ever: `barman backup` then never returns. `barmans3 config check`,
