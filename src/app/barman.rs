@@ -2,6 +2,7 @@
 //! (data) or stderr (logs), an [`Exit`] out. The work itself is in [`crate::barman`].
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{engine, finish, load_config, summary};
@@ -175,12 +176,17 @@ async fn dispatch(
             dest,
             tablespaces,
             recovery,
+            recovery_config,
             request_restore,
         } => {
+            let named = recovery_config
+                .clone()
+                .or_else(|| cfg.source.clone().or(o.config.clone()));
             let opts = RestoreOptions {
                 request_restore,
                 tablespaces,
-                restore_command: recovery.then(|| restore_command(o, cfg, &server)),
+                restore_command: recovery
+                    .then(|| restore_command(o, cfg, &server, recovery_config.as_deref())),
                 pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
                 staging: cfg.barman.restore_staging_dir.clone(),
             };
@@ -199,6 +205,11 @@ async fn dispatch(
             }
             for n in &r.notes {
                 eprintln!("  note: {n}");
+            }
+            // What PostgreSQL will need: said even under -q, the start would fail otherwise.
+            let named = named.filter(|_| recovery);
+            for w in super::owners::restore_warnings(&dest, named.as_deref()) {
+                eprintln!("barmans3 base-restore: {w}");
             }
             Ok(Exit::Success)
         }
@@ -469,12 +480,17 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
 
 /// The restore_command base-restore --recovery writes: this binary, this config, this server,
 /// each word quoted for the shell PostgreSQL runs it with.
-fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
+fn restore_command(o: &Options, cfg: &Config, server: &str, config: Option<&Path>) -> String {
     use crate::barman::recover::restore::recovery::shell_quote;
-    let mut words: Vec<String> = super::walrestore::self_args(o, cfg)
-        .iter()
-        .map(|w| shell_quote(w))
-        .collect();
+    let mut args = super::walrestore::self_args(o, cfg);
+    if let Some(p) = config {
+        // The config PostgreSQL's user reads, in place of this run's.
+        if let Some(i) = args.iter().position(|w| w == "--config") {
+            args.drain(i..i + 2);
+        }
+        args.splice(1..1, ["--config".to_string(), p.display().to_string()]);
+    }
+    let mut words: Vec<String> = args.iter().map(|w| shell_quote(w)).collect();
     words.extend([
         "wal-restore".into(),
         shell_quote(server),

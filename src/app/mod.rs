@@ -16,6 +16,7 @@ macro_rules! outln {
 mod admin;
 mod archive;
 mod barman;
+mod owners;
 mod store;
 mod sync;
 mod verify;

@@ -8,6 +8,7 @@
 //! [`server::Server`] bundles a server's keys with the run's engine.
 
 pub mod conf;
+pub mod hooks;
 pub mod info;
 pub mod manifest;
 pub mod observe;

@@ -60,9 +60,11 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             dest,
             tablespaces,
             recovery,
+            recovery_config,
             request_restore,
         } => BarmanAction::BaseRestore {
             request_restore,
+            recovery_config,
             id: backup_id_arg(backup_id)?,
             tablespaces: parse_tablespaces(&tablespaces)?,
             server,

@@ -113,6 +113,8 @@ pub enum BarmanAction {
         tablespaces: BTreeMap<String, PathBuf>,
         /// Write recovery.signal and a restore_command.
         recovery: bool,
+        /// The config the restore_command names, instead of this run's.
+        recovery_config: Option<PathBuf>,
         /// `--request-restore DAYS`.
         request_restore: Option<u32>,
     },

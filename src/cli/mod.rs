@@ -164,6 +164,11 @@ pub enum Command {
         /// Write recovery.signal and a restore_command that fetches WALs with wal-restore
         #[arg(long)]
         recovery: bool,
+        /// With --recovery: the config the restore_command names [default: this run's]. PostgreSQL
+        /// runs it as DEST's owner (postgres), who must be able to read it: a config without
+        /// secrets (credentials from s3.profile or the AWS chain), mode 640, group postgres
+        #[arg(long, value_name = "FILE", requires = "recovery")]
+        recovery_config: Option<PathBuf>,
         /// For backups in GLACIER or DEEP_ARCHIVE: ask the store to restore every archived
         /// object the restore needs for DAYS days, then stop; run again once they are readable
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]

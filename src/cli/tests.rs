@@ -79,7 +79,11 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "base-restore pg 20260101T000000 /d",
-            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseRestore { server, id, dest, tablespaces, recovery: false, request_restore: None }) if server == "pg" && id == "20260101T000000" && dest == Path::new("/d") && tablespaces.is_empty()),
+            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseRestore { server, id, dest, tablespaces, recovery: false, recovery_config: None, request_restore: None }) if server == "pg" && id == "20260101T000000" && dest == Path::new("/d") && tablespaces.is_empty()),
+        ),
+        (
+            "base-restore pg 20260101T000000 /d --recovery --recovery-config /etc/barmans3/restore.yaml",
+            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseRestore { recovery: true, recovery_config: Some(c), .. }) if c == Path::new("/etc/barmans3/restore.yaml")),
         ),
         (
             "base-restore pg 20260101T000000 /d --tablespace 16385=/t --recovery --request-restore 3",
@@ -376,6 +380,10 @@ fn bad_command_lines_are_rejected_before_anything_runs() {
         ("base-ls", By::Clap),
         ("full-sync", By::Clap),
         ("base-restore pg latest /d", By::Us),
+        (
+            "base-restore pg 20260101T000000 /d --recovery-config /c.yaml",
+            By::Clap,
+        ),
         (
             "base-restore pg 20260101T000000 /d --tablespace 16385",
             By::Us,

@@ -470,3 +470,104 @@ fn man_pages_match_help_and_render_without_warnings() {
         assert!(err.trim().is_empty(), "man -l {name} warns:\n{err}");
     }
 }
+
+#[test]
+fn config_check_reads_barmans_hook_lines() {
+    let site = Site::local();
+    let conf = site.dir.path().join("barman.conf");
+    let base = std::fs::read_to_string(&conf).expect("barman.conf");
+    // No hook: a warning, still OK.
+    let out = site.run(&["config", "check"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no hook queues the backups of pg"), "{err}");
+    // The walkthrough's old path on a packaged install: refused, with the reason and the fix.
+    std::fs::write(
+        &conf,
+        format!("{base}post_backup_retry_script = /nonexistent/bin/barmans3 queue-add\n"),
+    )
+    .expect("w");
+    let out = site.run(&["config", "check"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/nonexistent/bin/barmans3 does not exist")
+            && err.contains("never returns")
+            && err.contains(&format!("use {BIN} queue-add")),
+        "{err}"
+    );
+    // The installed binary: OK, no warning.
+    std::fs::write(
+        &conf,
+        format!("{base}post_backup_retry_script = {BIN} queue-add\n"),
+    )
+    .expect("w");
+    let out = site.run(&["config", "check"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn base_restore_says_what_postgres_will_need() {
+    let site = Site::local();
+    write_backup(&site, "20260101T000000", "DONE");
+    site.queue("20260101T000000", "DONE");
+    assert!(site.run(&["-q", "base-sync"], &[]).status.success());
+    // As root, into a root-owned directory, with the run's own mode 600 config.
+    let dest = site.dir.path().join("restore");
+    let out = site.run(
+        &["-q", "base-restore", "--recovery", "pg", "20260101T000000"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "DEST is required: {out:?}");
+    let out = Command::new(BIN)
+        .args(["-q", "--config"])
+        .arg(&site.cfg)
+        .args(["base-restore", "--recovery", "pg", "20260101T000000"])
+        .arg(&dest)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("is owned by root") && err.contains("chown -R postgres:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("which postgres cannot read") && err.contains("--recovery-config"),
+        "{err}"
+    );
+    // A config postgres can read, named in the restore_command.
+    let readable = site.dir.path().join("restore.yaml");
+    std::fs::write(&readable, "store: file:///nonexistent\n").expect("w");
+    std::fs::set_permissions(
+        &readable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    std::fs::set_permissions(
+        site.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let dest2 = site.dir.path().join("restore2");
+    let out = Command::new(BIN)
+        .args(["-q", "--config"])
+        .arg(&site.cfg)
+        .args(["base-restore", "--recovery", "--recovery-config"])
+        .arg(&readable)
+        .args(["pg", "20260101T000000"])
+        .arg(&dest2)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("cannot read"), "{err}");
+    let auto = std::fs::read_to_string(dest2.join("postgresql.auto.conf")).expect("auto.conf");
+    assert!(
+        auto.contains(&format!("--config {}", readable.display()))
+            && !auto.contains(&site.cfg.display().to_string()),
+        "{auto}"
+    );
+}
