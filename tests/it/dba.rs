@@ -571,3 +571,58 @@ fn base_restore_says_what_postgres_will_need() {
         "{auto}"
     );
 }
+
+#[test]
+fn another_user_is_told_it_cannot_read_the_queue_not_that_it_cannot_create_it() {
+    let site = Site::local();
+    let root = site.dir.path();
+    make_archive(&site.wals(), 1, 1);
+    // The queue exists and is Barman's; the config (no secrets: file://) is readable by all.
+    std::fs::create_dir_all(root.join("queue")).expect("queue");
+    std::fs::set_permissions(
+        root.join("queue"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    // A store this user may write (file://), so only the queue is Barman's.
+    std::fs::set_permissions(
+        root.join("bucket"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::set_permissions(
+        &site.cfg,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    let text = std::fs::read_to_string(&site.cfg).expect("cfg");
+    std::fs::write(
+        &site.cfg,
+        text.replace(
+            &format!("queue_dir: {}/queue", root.display()),
+            &format!("queue_dir: {}/queue/sub", root.display()),
+        ),
+    )
+    .expect("cfg");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "--config",
+        ])
+        .arg(&site.cfg)
+        .arg("status")
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot read queue directory") && err.contains("sudo -u barman"),
+        "{err}"
+    );
+    assert!(!err.contains("create queue directory"), "{err}");
+}
