@@ -443,6 +443,19 @@ async fn run_wal_sync(
 
 async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Result<Exit> {
     let list = remote_backups(&Server::new(t, cfg.location.prefix(), server)).await?;
+    if list.is_empty() {
+        // A mistyped name lists nothing: where Barman's configuration is at hand, say so as
+        // wal-sync does; on a restore host without Barman, say where nothing was found.
+        if cfg.barman.config.exists() {
+            BarmanConf::load(&cfg.barman.config)?.server(server)?;
+        }
+        let remote = crate::barman::remote::Remote::new(cfg.location.prefix(), server);
+        eprintln!(
+            "barmans3 base-ls: no backups for {server} in {} (keys {}*)",
+            cfg.location,
+            remote.base_prefix()
+        );
+    }
     if o.json {
         outln!(
             "{}",
@@ -450,28 +463,25 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
         )?;
         return Ok(Exit::Success);
     }
+    // Under 100 columns: times to the second, the first WAL; everything else in --json.
     outln!(
-        "{:<16} {:<17} {:<32} {:<32} {:>10}  {:<49} COMPLETE",
+        "{:<16} {:<16} {:<19} {:>10}  {:<24}  COMPLETE",
         "ID",
         "STATUS",
-        "BEGIN",
         "END",
         "SIZE",
-        "WAL RANGE"
+        "BEGIN WAL"
     )?;
     for b in list {
-        let range = match (&b.begin_wal, &b.end_wal) {
-            (Some(a), Some(z)) => format!("{a}-{z}"),
-            _ => "-".into(),
-        };
         outln!(
-            "{:<16} {:<17} {:<32} {:<32} {:>10}  {:<49} {}",
+            "{:<16} {:<16} {:<19} {:>10}  {:<24}  {}",
             b.id,
             if b.status.is_empty() { "-" } else { &b.status },
-            b.begin_time.as_deref().unwrap_or("-"),
-            b.end_time.as_deref().unwrap_or("-"),
+            b.end_time
+                .as_deref()
+                .map_or("-", |t| t.get(..19).unwrap_or(t)),
             b.size.map_or("-".into(), human_bytes),
-            range,
+            b.begin_wal.as_deref().unwrap_or("-"),
             if b.complete { "yes" } else { "no" }
         )?;
     }

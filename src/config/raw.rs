@@ -473,9 +473,14 @@ fn redacted(present: bool) -> Option<String> {
     present.then(|| "<redacted>".to_string())
 }
 
-/// A duration as the file writes it, in seconds.
+/// A duration as the file writes it: in the largest unit that divides it (`7d`, `2h`, `90s`),
+/// in seconds with a fraction when it has one.
 fn secs(d: Duration) -> Option<String> {
-    Some(format!("{}s", d.as_secs_f64()))
+    Some(if d.subsec_nanos() == 0 {
+        crate::units::human_duration(d)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    })
 }
 
 impl RawS3 {

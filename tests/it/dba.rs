@@ -481,6 +481,17 @@ fn config_check_reads_barmans_hook_lines() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("no hook queues the backups of pg"), "{err}");
+    // Durations in the units the file uses, not thousands of seconds.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let long_secs = printed.split_whitespace().find(|w| {
+        w.strip_suffix('s')
+            .is_some_and(|n| n.len() >= 4 && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    assert_eq!(long_secs, None, "{printed}");
+    assert!(
+        printed.contains(": 7d\n") || printed.contains(": 1d\n"),
+        "{printed}"
+    );
     // The walkthrough's old path on a packaged install: refused, with the reason and the fix.
     std::fs::write(
         &conf,
@@ -625,4 +636,32 @@ fn another_user_is_told_it_cannot_read_the_queue_not_that_it_cannot_create_it() 
         "{err}"
     );
     assert!(!err.contains("create queue directory"), "{err}");
+}
+
+#[test]
+fn base_ls_names_an_unknown_server_and_fits_a_terminal() {
+    let site = Site::local();
+    let out = site.run(&["base-ls", "pgg"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown Barman server \"pgg\""), "{err}");
+    // Known but empty: one line on stderr, the header on stdout, success.
+    let out = site.run(&["base-ls", "pg"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no backups for pg in file://"), "{err}");
+    write_backup(&site, "20260101T000000", "DONE");
+    site.queue("20260101T000000", "DONE");
+    assert!(site.run(&["-q", "base-sync"], &[]).status.success());
+    let out = site.run(&["base-ls", "pg"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("20260101T000000"), "{text}");
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("no backups"));
 }
