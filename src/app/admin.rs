@@ -15,7 +15,7 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
     let cfg = load_config(&o)?;
     // `-q` (cron): nothing on success.
     let quiet = o.verbosity == crate::logging::Verbosity::Quiet;
-    if let AdminAction::QueueRetry(_) | AdminAction::QueuePrune(_) = &action {
+    if let AdminAction::QueueRetry(..) | AdminAction::QueuePrune(_) = &action {
         let conf = crate::barman::conf::BarmanConf::load(&cfg.barman.config)?;
         crate::barman::conf::require_barman_user(&conf, "queue")?;
     }
@@ -49,7 +49,10 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
                 )?;
             }
         }
-        AdminAction::QueueRetry(id) => {
+        AdminAction::QueueRetry(id, force) => {
+            if !force {
+                refuse_complete(&o, &cfg, &id, cancel).await?;
+            }
             admin::queue_retry(&cfg, &id)?;
             if !quiet {
                 eprintln!("barmans3: {id} queued again; the next base-sync works it");
@@ -82,6 +85,32 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
         }
     }
     Ok(Exit::Success)
+}
+
+/// `queue retry` of a backup that is already complete in the bucket would upload it again:
+/// refused without `--force`.
+async fn refuse_complete(
+    o: &Options,
+    cfg: &crate::config::Config,
+    id: &str,
+    cancel: Arc<Cancel>,
+) -> Result<()> {
+    let Some(task) = admin::queue_views(cfg)?
+        .into_iter()
+        .find(|v| v.backup_id == id)
+    else {
+        return Ok(()); // queue_retry says the task is unknown
+    };
+    let t = bare_engine(o, cfg, cancel).await?;
+    let srv = crate::barman::server::Server::new(&t, cfg.location.prefix(), &task.server);
+    let listed = crate::barman::ship::fullsync::remote_backups(&srv).await?;
+    if listed.iter().any(|b| b.id == id && b.complete) {
+        return Err(crate::error::Error::Usage(format!(
+            "backup {id} of server {} is already complete in the bucket (see base-ls {}); nothing to upload. queue retry --force uploads it again",
+            task.server, task.server
+        )));
+    }
+    Ok(())
 }
 
 /// `check`: always one line on stdout (with `--json`, one JSON object: `state`, `code`,

@@ -154,7 +154,7 @@ pub enum AdminAction {
     /// `queue ls`.
     QueueLs,
     /// `queue retry ID`.
-    QueueRetry(String),
+    QueueRetry(String, bool),
     /// `queue prune --older-than AGE`.
     QueuePrune(Duration),
 }

@@ -304,6 +304,9 @@ pub enum QueueCommand {
     Retry {
         /// Backup id
         backup_id: String,
+        /// Queue it even when the backup is already complete in the bucket (uploads it again)
+        #[arg(long)]
+        force: bool,
     },
     /// Delete .done tasks older than AGE (e.g. 30d)
     Prune {
@@ -420,8 +423,8 @@ impl TryFrom<Cli> for Invocation {
                 timeout,
             ),
             Command::Queue(QueueCommand::Ls) => Action::Admin(AdminAction::QueueLs),
-            Command::Queue(QueueCommand::Retry { backup_id }) => {
-                Action::Admin(AdminAction::QueueRetry(backup_id))
+            Command::Queue(QueueCommand::Retry { backup_id, force }) => {
+                Action::Admin(AdminAction::QueueRetry(backup_id, force))
             }
             Command::Queue(QueueCommand::Prune { older_than }) => {
                 Action::Admin(AdminAction::QueuePrune(older_than))

@@ -139,8 +139,11 @@ fn every_subcommand_yields_its_action() {
         }),
         (
             "queue retry 20260101T000000",
-            |i| matches!(&i.action, Action::Admin(AdminAction::QueueRetry(id)) if id == "20260101T000000"),
+            |i| matches!(&i.action, Action::Admin(AdminAction::QueueRetry(id, false)) if id == "20260101T000000"),
         ),
+        ("queue retry 20260101T000000 --force", |i| {
+            matches!(&i.action, Action::Admin(AdminAction::QueueRetry(_, true)))
+        }),
         (
             "queue prune --older-than 30d",
             |i| matches!(&i.action, Action::Admin(AdminAction::QueuePrune(d)) if *d == secs(30 * 86400)),

@@ -665,3 +665,25 @@ fn base_ls_names_an_unknown_server_and_fits_a_terminal() {
     }
     assert!(!String::from_utf8_lossy(&out.stderr).contains("no backups"));
 }
+
+#[test]
+fn queue_retry_of_a_backup_complete_in_the_bucket_needs_force() {
+    let site = Site::local();
+    write_backup(&site, "20260101T000000", "DONE");
+    site.queue("20260101T000000", "DONE");
+    assert!(site.run(&["-q", "base-sync"], &[]).status.success());
+    let out = site.run(&["queue", "retry", "20260101T000000"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("already complete in the bucket") && err.contains("--force"),
+        "{err}"
+    );
+    let queue = site.dir.path().join("queue");
+    assert!(
+        queue.join("20260101T000000.done").exists() && !queue.join("20260101T000000.run").exists()
+    );
+    let out = site.run(&["queue", "retry", "--force", "20260101T000000"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(queue.join("20260101T000000.run").exists());
+}
