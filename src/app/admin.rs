@@ -212,6 +212,13 @@ fn render_status(s: &Status) -> String {
                 .as_ref()
                 .map_or(String::new(), |p| format!("; PROBLEM: {p}"))
         ));
+        for (id, age) in &v.unsynced {
+            out.push_str(&format!(
+                "  backup {id}: DONE in Barman for {}, not in the bucket (barmans3 full-sync {} --no-delete)\n",
+                admin::rough_age(*age),
+                v.server
+            ));
+        }
         if let Some(f) = &v.follower {
             out.push_str(&format!(
                 "  following: pid {}{}, last cycle {} ago, {} shipped{}\n",

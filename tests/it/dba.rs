@@ -687,3 +687,51 @@ fn queue_retry_of_a_backup_complete_in_the_bucket_needs_force() {
     assert!(out.status.success(), "{out:?}");
     assert!(queue.join("20260101T000000.run").exists());
 }
+
+#[test]
+fn check_warns_about_a_done_backup_missing_from_the_bucket_past_the_grace() {
+    let site = Site::local();
+    make_archive(&site.wals(), 1, 3);
+    assert!(site.run(&["-q", "wal-sync", "pg"], &[]).status.success());
+    // DONE just now, never queued: within barman.hook_grace (2h), OK.
+    write_backup(&site, "20260101T000000", "DONE");
+    let out = site.run(&["check"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // Three hours later: WARNING, and status says it.
+    let info = site
+        .dir
+        .path()
+        .join("barman/pg/meta/20260101T000000-backup.info");
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&info)
+        .and_then(|f| f.set_modified(past))
+        .expect("set mtime");
+    let out = site.run(&["check"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("backup 20260101T000000 DONE in Barman for 3h and not in the bucket"),
+        "{text}"
+    );
+    let out = site.run(&["status"], &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("backup 20260101T000000: DONE in Barman for 3h"),
+        "{out:?}"
+    );
+    // full-sync uploads it; the warning goes.
+    assert!(
+        site.run(&["-q", "full-sync", "pg", "--no-delete"], &[])
+            .status
+            .success()
+    );
+    let out = site.run(&["check"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -62,6 +62,9 @@ pub struct ServerView {
     pub problem: Option<String>,
     /// The `wal-sync --follow` serving this server, if one ran.
     pub follower: Option<FollowerView>,
+    /// Backups DONE in Barman longer than `barman.hook_grace` and not complete in the bucket
+    /// (their hook failed; only full-sync would upload them): (id, seconds since DONE).
+    pub unsynced: Vec<(String, u64)>,
 }
 
 /// A `wal-sync --follow` as `status` and `check` see it.
@@ -202,6 +205,7 @@ async fn server_view(
             .as_ref()
             .map(|e| format!("last wal-sync failed: {e}")),
         follower: follower_view(cfg, name),
+        unsynced: Vec::new(),
     };
     let dirs = match conf.server(name) {
         Ok(d) => d,
@@ -266,7 +270,57 @@ async fn server_view(
         oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
     }
     v.pending_age_s = oldest.map(|o| now().saturating_sub(o));
+    match unsynced_backups(cfg, t, &dirs).await {
+        Ok(u) => v.unsynced = u,
+        Err(e) => v.problem = Some(e.one_line()),
+    }
     v
+}
+
+/// An age in whole hours (minutes below one hour).
+pub fn rough_age(s: u64) -> String {
+    if s >= 3600 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}m", s / 60)
+    }
+}
+
+/// Barman's DONE backups (backup.info unchanged for `barman.hook_grace`) that are not complete
+/// in the bucket.
+async fn unsynced_backups(
+    cfg: &Config,
+    t: &Transfer,
+    dirs: &crate::barman::conf::ServerDirs,
+) -> Result<Vec<(String, u64)>> {
+    use crate::barman::info;
+    let grace = cfg.barman.hook_grace.as_secs();
+    let mut due = Vec::new();
+    for id in info::local_backup_ids(dirs).unwrap_or_default() {
+        let Some(path) = info::locate(dirs, &id) else {
+            continue;
+        };
+        let age = std::fs::metadata(&path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|m| m.elapsed().ok())
+            .map_or(0, |d| d.as_secs());
+        if age > grace && info::read(&path).is_ok_and(|i| i.status() == "DONE") {
+            due.push((id, age));
+        }
+    }
+    if due.is_empty() {
+        return Ok(due);
+    }
+    let srv = crate::barman::server::Server::new(t, cfg.location.prefix(), &dirs.name);
+    let complete: BTreeSet<String> = crate::barman::ship::fullsync::remote_backups(&srv)
+        .await?
+        .into_iter()
+        .filter(|b| b.complete)
+        .map(|b| b.id)
+        .collect();
+    due.retain(|(id, _)| !complete.contains(id));
+    Ok(due)
 }
 
 /// Gathers the status: queue, tasks, every configured server, bucket reachability.
@@ -418,6 +472,17 @@ fn judge_server(v: &ServerView, th: Thresholds, notes: &mut Notes) {
         notes.raise(
             CheckLevel::Warning,
             format!("{}: wal-sync --follow (pid {}) is gone", v.server, f.pid),
+        );
+    }
+    for (id, age) in &v.unsynced {
+        notes.raise(
+            CheckLevel::Warning,
+            format!(
+                "{}: backup {id} DONE in Barman for {} and not in the bucket (its hook did not queue it? barmans3 full-sync {} --no-delete uploads it)",
+                v.server,
+                rough_age(*age),
+                v.server
+            ),
         );
     }
     if let Some(age) = v.pending_age_s {

@@ -358,6 +358,7 @@ mod tests {
             last_wal_sync_at: Some(1_700_000_000),
             problem: None,
             follower: None,
+            unsynced: vec![],
         }
     }
 
