@@ -15,7 +15,10 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
     let cfg = load_config(&o)?;
     // `-q` (cron): nothing on success.
     let quiet = o.verbosity == crate::logging::Verbosity::Quiet;
-    if let AdminAction::QueueRetry(..) | AdminAction::QueuePrune(_) = &action {
+    if let AdminAction::QueueRetry(..)
+    | AdminAction::QueuePrune(_)
+    | AdminAction::ForgetFollower(_) = &action
+    {
         let conf = crate::barman::conf::BarmanConf::load(&cfg.barman.config)?;
         crate::barman::conf::require_barman_user(&conf, "queue")?;
     }
@@ -56,6 +59,12 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
             admin::queue_retry(&cfg, &id)?;
             if !quiet {
                 eprintln!("barmans3: {id} queued again; the next base-sync works it");
+            }
+        }
+        AdminAction::ForgetFollower(server) => {
+            let pid = admin::forget_follower(&cfg, &server)?;
+            if !quiet {
+                eprintln!("barmans3: forgot the stopped follower of {server} (pid {pid})");
             }
         }
         AdminAction::QueuePrune(age) => {
@@ -220,6 +229,12 @@ fn render_status(s: &Status) -> String {
             ));
         }
         if let Some(f) = &v.follower {
+            if !f.alive {
+                out.push_str(&format!(
+                    "  no follower runs: wal-sync --follow (pid {}) stopped without cleaning up; start it again, or: barmans3 status --forget-follower {}\n",
+                    f.pid, v.server
+                ));
+            }
             out.push_str(&format!(
                 "  following: pid {}{}, last cycle {} ago, {} shipped{}\n",
                 f.pid,

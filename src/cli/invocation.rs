@@ -151,6 +151,8 @@ pub enum AdminAction {
         /// Write a node_exporter textfile here instead of printing.
         prometheus: Option<PathBuf>,
     },
+    /// `status --forget-follower SERVER`.
+    ForgetFollower(String),
     /// `queue ls`.
     QueueLs,
     /// `queue retry ID`.

@@ -229,6 +229,10 @@ pub enum Command {
         /// wal-sync, problems found by the last verify and verify-wal (see README, Metrics)
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
+        /// Forget the wal-sync --follow of SERVER that stopped without cleaning up (killed, or
+        /// its host crashed), so check stops warning; refused while it runs
+        #[arg(long, value_name = "SERVER", conflicts_with = "prometheus")]
+        forget_follower: Option<String>,
     },
     /// Monitoring check (Nagios plugin convention): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     Check {
@@ -406,7 +410,11 @@ impl TryFrom<Cli> for Invocation {
             Command::Sync(a) => Action::Sync(a.validate()?),
             Command::Archive(a) => Action::Archive(a.validate()?),
             Command::Volume(c) => Action::Volume(c.validate()?),
-            Command::Status { prometheus } => Action::Admin(AdminAction::Status { prometheus }),
+            Command::Status {
+                forget_follower: Some(server),
+                ..
+            } => Action::Admin(AdminAction::ForgetFollower(server)),
+            Command::Status { prometheus, .. } => Action::Admin(AdminAction::Status { prometheus }),
             Command::Verify(a) => Action::Verify(a.validate()?),
             Command::VerifyWal(a) => Action::Verify(a.validate()),
             Command::Check {

@@ -123,6 +123,10 @@ fn every_subcommand_yields_its_action() {
             "status --prometheus /p.prom",
             |i| matches!(&i.action, Action::Admin(AdminAction::Status { prometheus: Some(p) }) if p == Path::new("/p.prom")),
         ),
+        (
+            "status --forget-follower pg",
+            |i| matches!(&i.action, Action::Admin(AdminAction::ForgetFollower(s)) if s == "pg"),
+        ),
         ("check", |i| {
             matches!(i.action, Action::Check(Thresholds { wal_warning, wal_critical, stuck }, timeout)
                 if wal_warning == secs(1800) && wal_critical == secs(7200) && stuck == secs(43200) && timeout == secs(10))

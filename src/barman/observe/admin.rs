@@ -471,7 +471,10 @@ fn judge_server(v: &ServerView, th: Thresholds, notes: &mut Notes) {
         // It removes its heartbeat when stopped; one left behind means it died.
         notes.raise(
             CheckLevel::Warning,
-            format!("{}: wal-sync --follow (pid {}) is gone", v.server, f.pid),
+            format!(
+                "{}: no wal-sync --follow runs, where pid {} ran (started again, or barmans3 status --forget-follower {}, the warning goes)",
+                v.server, f.pid, v.server
+            ),
         );
     }
     for (id, age) in &v.unsynced {
@@ -499,6 +502,25 @@ fn judge_server(v: &ServerView, th: Thresholds, notes: &mut Notes) {
             notes.raise(CheckLevel::Warning, note);
         }
     }
+}
+
+/// `status --forget-follower SERVER`: removes the heartbeat a follower left when it died, so
+/// `check` stops warning. Refused while that follower runs, or when none is recorded.
+pub fn forget_follower(cfg: &Config, server: &str) -> Result<u32> {
+    let Some(h) = crate::barman::ship::follow::heartbeat(cfg, server) else {
+        return Err(Error::Usage(format!(
+            "no wal-sync --follow is recorded for server {server:?}"
+        )));
+    };
+    if follower_alive(h.pid) {
+        return Err(Error::Usage(format!(
+            "the wal-sync --follow of {server} (pid {}) is running; stop it (systemctl stop barmans3-wal-follow) and it cleans up itself",
+            h.pid
+        )));
+    }
+    let path = crate::barman::ship::follow::heartbeat_path(cfg, server);
+    std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+    Ok(h.pid)
 }
 
 /// `queue retry ID`: an `.error` (or stuck `.run`) task goes back to `.run` for the next base-sync.
