@@ -377,7 +377,7 @@ fn man_pages_match_help_and_render_without_warnings() {
     names.sort();
     assert_eq!(
         shipped, names,
-        "man/ and the commands differ (BARMANS3_WRITE_MAN=1 regenerates)"
+        "man/ and the commands differ (UPDATE_SNAPSHOTS=1 regenerates)"
     );
     let helps = help_texts();
     for (name, text) in &generated {
