@@ -181,7 +181,7 @@ async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transf
 }
 
 /// The run summary: JSON on stdout with `--json` (the request counters, and under `counts` what
-/// the command itself counted: see README, "JSON output"), else one info line.
+/// the command itself counted), else one info line.
 fn summary(o: &Options, t: &Transfer, counts: &BTreeMap<&'static str, u64>) -> Result<()> {
     let s = t.stats().snapshot();
     if o.json {
