@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import dplcompat
 import targets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,10 +31,10 @@ AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
     "BENCH_CASES",
-    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,lag,bandwidth",
+    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -430,6 +431,8 @@ def main():
         extra.append(targets.wal_lag(sys.modules[__name__], e, data))
     if "bandwidth" in CASES:
         extra.append(targets.bandwidth(sys.modules[__name__], e, data))
+    if "dplcompat" in CASES:
+        extra.append(dplcompat.run(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod directio;
+pub mod dplcompat;
 pub mod error;
 pub mod filesync;
 pub mod fsutil;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::cli::invocation::Options;
 use crate::error::{Exit, Result};
 use crate::gluster::{ArchiveOptions, Env, Planned};
+use crate::store::printable_key;
 use crate::transfer::Cancel;
 
 pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>) -> Result<Exit> {
@@ -24,7 +25,13 @@ pub(super) async fn run(o: Options, action: ArchiveOptions, cancel: Arc<Cancel>)
         if json {
             Ok(())
         } else {
-            outln!("{}\t{}\t{}", p.size, p.path, p.key)
+            // Names from the brick: one line each, whatever a name holds.
+            outln!(
+                "{}\t{}\t{}",
+                p.size,
+                printable_key(&p.path),
+                printable_key(&p.key)
+            )
         }
     };
     let report = crate::gluster::archive(action, env, plan).await?;

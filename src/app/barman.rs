@@ -11,7 +11,7 @@ use crate::barman::observe::metrics::record_run;
 use crate::barman::recover::restore::{RestoreOptions, base_restore};
 use crate::barman::server::Server;
 use crate::barman::ship::basesync::{base_sync, queue_add as enqueue, retry_hook};
-use crate::barman::ship::fullsync::{FullSyncReport, full_sync, remote_backups};
+use crate::barman::ship::fullsync::{FullSyncReport, full_sync, listing, remote_backups};
 use crate::barman::ship::walsync::wal_sync;
 use crate::cli::invocation::{BarmanAction, Options, Servers};
 use crate::config::Config;
@@ -442,7 +442,7 @@ async fn run_wal_sync(
 }
 
 async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Result<Exit> {
-    let list = remote_backups(&Server::new(t, cfg.location.prefix(), server)).await?;
+    let list = listing(remote_backups(&Server::new(t, cfg.location.prefix(), server)).await?);
     if list.is_empty() {
         // A mistyped name lists nothing: where Barman's configuration is at hand, say so as
         // wal-sync does; on a restore host without Barman, say where nothing was found.
@@ -457,9 +457,24 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
         );
     }
     if o.json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|(b, gap)| {
+                let mut v = serde_json::to_value(b).unwrap_or_default();
+                if let Some(m) = v.as_object_mut() {
+                    // `complete` is the whole chain's; this, the backup's own objects'.
+                    let own = gap.as_deref() != Some(b.id.as_str());
+                    m.insert("files_complete".into(), own.into());
+                    if let Some(gap) = gap {
+                        m.insert("chain_gap".into(), gap.clone().into());
+                    }
+                }
+                v
+            })
+            .collect();
         outln!(
             "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
         )?;
         return Ok(Exit::Success);
     }
@@ -472,7 +487,7 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
         "SIZE",
         "BEGIN WAL"
     )?;
-    for b in list {
+    for (b, gap) in list {
         outln!(
             "{:<16} {:<16} {:<19} {:>10}  {:<24}  {}",
             b.id,
@@ -482,7 +497,11 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
                 .map_or("-", |t| t.get(..19).unwrap_or(t)),
             b.size.map_or("-".into(), human_bytes),
             b.begin_wal.as_deref().unwrap_or("-"),
-            if b.complete { "yes" } else { "no" }
+            match gap {
+                None => "yes".to_string(),
+                Some(gap) if gap == b.id => "no".to_string(),
+                Some(gap) => format!("no (its chain needs {gap})"),
+            }
         )?;
     }
     Ok(Exit::Success)

@@ -144,7 +144,7 @@ async fn bare_engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<T
 const PROBE_KEY: &str = ".barmans3-checksum-probe";
 
 /// Where `s3.request_checksum: auto` caches its answer for this store, and the key it probes.
-fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
+pub(crate) fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
     let id = crate::barman::ship::state::store_id(cfg);
     crate::transfer::probe::ChecksumProbe {
         cache: cfg.state.dir.join(format!(

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use super::{bare_engine, engine, finish, load_config, summary};
 use crate::cli::invocation::{ConfigAction, Options, Sink, Source, StoreAction};
 use crate::error::{Error, Exit, Result};
-use crate::store::{ListRequest, join_key};
+use crate::store::{ListRequest, join_key, printable_key, relative_key};
 use crate::transfer::{Cancel, Expect};
 
 pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) -> Result<Exit> {
@@ -56,7 +56,10 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
                 }
             }
         }
-        StoreAction::Ls { prefix: p } => {
+        StoreAction::Ls {
+            prefix: p,
+            absolute,
+        } => {
             let req = ListRequest {
                 prefix: join_key(&prefix, &p),
                 ..Default::default()
@@ -64,7 +67,12 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
             let mut lines = String::new();
             t.list_pages(&req, |objs, _| {
                 for o in objs {
-                    lines.push_str(&format!("{:>14} {}\n", o.size, o.key));
+                    let key = if absolute {
+                        &o.key
+                    } else {
+                        relative_key(&prefix, &o.key)
+                    };
+                    lines.push_str(&format!("{:>14} {}\n", o.size, printable_key(key)));
                 }
                 true
             })
@@ -77,7 +85,7 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
                 None => t.incomplete_uploads(&prefix).await?,
             };
             for u in list {
-                outln!("{} {}", u.upload.id, u.upload.key)?;
+                outln!("{} {}", u.upload.id, printable_key(&u.upload.key))?;
             }
         }
     }

@@ -9,6 +9,7 @@ use super::{engine, load_config};
 use crate::cli::invocation::Options;
 use crate::error::{Error, Exit, Result};
 use crate::filesync::{self, SyncOptions, SyncReport};
+use crate::store::printable_key;
 use crate::transfer::{Cancel, StatsSnapshot};
 
 /// The `--json` summary: the report and the run's request counters in one object.
@@ -45,11 +46,12 @@ pub(super) async fn run(o: Options, action: SyncOptions, cancel: Arc<Cancel>) ->
     } else {
         if report.dry_run {
             let mut text = String::new();
+            // Keys come from file names: one line each, whatever a name holds.
             for k in &report.would_upload {
-                text.push_str(&format!("upload {k}\n"));
+                text.push_str(&format!("upload {}\n", printable_key(k)));
             }
             for k in &report.deleted {
-                text.push_str(&format!("delete {k}\n"));
+                text.push_str(&format!("delete {}\n", printable_key(k)));
             }
             out!("{text}")?;
         }

@@ -70,7 +70,26 @@ fn line(r: &Report) -> String {
         format!("{} PROBLEM(S) found", r.problems.len())
     };
     if r.check == "wal" {
-        return format!("{} WAL object(s) listed; {verdict}", r.wals);
+        let how = if r.quick {
+            format!(
+                "checked by HEAD ({} carry a full-object CRC32C, {} do not)",
+                r.stored_crc32c, r.size_only
+            )
+        } else {
+            format!(
+                "read back ({}, {} verified by CRC32C)",
+                human_bytes(r.bytes_read),
+                r.crc32c_checked
+            )
+        };
+        let window = match &r.window {
+            Some(w) => format!(
+                "; recoverable from {} (end of backup {}) to {} (newest backup {})",
+                w.from_wal, w.oldest_backup, w.to_wal, w.newest_backup
+            ),
+            None => "; no backup in the bucket can be recovered with this WAL".into(),
+        };
+        return format!("{} WAL object(s) listed, {how}{window}; {verdict}", r.wals);
     }
     let how = if r.quick {
         format!(

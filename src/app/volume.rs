@@ -22,6 +22,12 @@ pub(super) async fn run(o: Options, action: VolumeAction, cancel: Arc<Cancel>) -
         marker,
     };
     match action {
+        VolumeAction::Status(Some(name))
+            if status::load(&status::state_path(&cfg.state.dir, &name))?.is_none() =>
+        {
+            let t = engine(&o, &cfg, cancel, None).await?;
+            bucket_status(&o, &t, &vol(&name)).await
+        }
         VolumeAction::Status(name) => status_report(&o, &cfg, name.as_ref()),
         VolumeAction::Put(req) => put_cmd(&o, &cfg, cancel, &vol(&req.name), &req).await,
         VolumeAction::Get(req) => {
@@ -97,6 +103,19 @@ async fn put_cmd(
     report(o, &t, &r)
 }
 
+/// `volume status VOL` when no put of it ran here (a volume Bareos writes through
+/// barmans3-dplcompat or another program): what the bucket holds.
+async fn bucket_status(o: &Options, t: &Transfer, v: &Volume) -> Result<Exit> {
+    let (s, _) = admin::list_chunks(t, v).await?;
+    if o.json {
+        outln!("{}", json(&s)?)?;
+    } else {
+        let what = format!("{} chunks, {} bytes, {}", s.chunks, s.bytes, s.state);
+        outln!("Volume {}: {what} (no put of it from this host)", s.volume)?;
+    }
+    Ok(Exit::Success)
+}
+
 async fn ls_volume(o: &Options, t: &Transfer, v: &Volume) -> Result<Exit> {
     let (s, chunks) = admin::list_chunks(t, v).await?;
     if o.json {
@@ -134,7 +153,7 @@ fn lock(cfg: &Config, name: &VolumeName) -> Result<std::fs::File> {
     let dir = cfg.state.dir.join("volume");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     crate::lockfile::try_lock_file(
-        &dir.join(format!(".{name}.lock")),
+        &dir.join(format!(".{}.lock", name.file_stem())),
         &format!("volume put or rm of {name}"),
     )
 }

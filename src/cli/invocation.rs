@@ -200,6 +200,8 @@ pub enum StoreAction {
     Ls {
         /// Key prefix relative to the configured prefix.
         prefix: String,
+        /// Print whole keys (with the configured prefix) rather than keys as `get` takes them.
+        absolute: bool,
     },
     /// `store uploads`.
     Uploads {

@@ -14,10 +14,19 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
     let mut pages = Vec::new();
     collect(&root, &[], &mut pages);
     let names: Vec<String> = pages.iter().map(|(path, _)| page_name(path)).collect();
-    pages
+    let mut out: Vec<(String, Vec<u8>)> = pages
         .iter()
         .map(|(path, cmd)| (format!("{}.1", page_name(path)), render(path, cmd, &names)))
-        .collect()
+        .collect();
+    // The Bareos droplet compatibility program is a binary of its own, with its own page.
+    let mut page = Vec::new();
+    if clap_mangen::Man::new(super::dplcompat::command())
+        .render(&mut page)
+        .is_ok()
+    {
+        out.push(("barmans3-dplcompat.1".into(), page));
+    }
+    out
 }
 
 /// Every visible command with the words after `barmans3` that reach it.

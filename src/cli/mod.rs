@@ -15,6 +15,7 @@ use crate::store::Location;
 
 mod archive;
 mod barman;
+mod dplcompat;
 pub mod invocation;
 mod man;
 mod store;

@@ -25,11 +25,18 @@ pub enum StoreCommand {
         /// Local file, or - for standard output
         dest: String,
     },
-    /// List objects under a prefix
+    /// List objects under a prefix: size and key, one line each
+    ///
+    /// Keys are printed relative to the configured prefix, as `store get` takes them. A control
+    /// character in a key is printed escaped (\n, \r, \t, \xHH, \uHHHH) and a backslash
+    /// doubled, so a key can never start a line of its own; `printf '%b' KEY` undoes it.
     Ls {
         /// Key prefix, relative to the configured prefix
         #[arg(default_value = "")]
         prefix: String,
+        /// Print whole keys, with the configured prefix
+        #[arg(long)]
+        absolute: bool,
     },
     /// List incomplete multipart uploads; with --abort-older-than, abort the stale ones
     Uploads {
@@ -57,7 +64,7 @@ pub(super) fn store_action(c: StoreCommand) -> StoreAction {
                 Sink::File(PathBuf::from(dest))
             },
         },
-        StoreCommand::Ls { prefix } => StoreAction::Ls { prefix },
+        StoreCommand::Ls { prefix, absolute } => StoreAction::Ls { prefix, absolute },
         StoreCommand::Uploads { abort_older_than } => StoreAction::Uploads { abort_older_than },
     }
 }

@@ -162,7 +162,11 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "verify-wal pg",
-            |i| matches!(&i.action, Action::Verify(VerifyRequest::Wal { server }) if server == "pg"),
+            |i| matches!(&i.action, Action::Verify(VerifyRequest::Wal { server, read: false }) if server == "pg"),
+        ),
+        (
+            "verify-wal --read pg",
+            |i| matches!(&i.action, Action::Verify(VerifyRequest::Wal { server, read: true }) if server == "pg"),
         ),
         (
             "sync /src files/home/",
@@ -228,6 +232,15 @@ fn every_subcommand_yields_its_action() {
             |i| matches!(&i.action, Action::Volume(VolumeAction::Ls(Some(v))) if v.as_str() == "V"),
         ),
         (
+            // Bareos' names: `/` between segments, a leading dot.
+            "volume ls pool/Full-0001",
+            |i| matches!(&i.action, Action::Volume(VolumeAction::Ls(Some(v))) if v.as_str() == "pool/Full-0001"),
+        ),
+        (
+            "volume get .V -",
+            |i| matches!(&i.action, Action::Volume(VolumeAction::Get(g)) if g.name.as_str() == ".V"),
+        ),
+        (
             "volume status V",
             |i| matches!(&i.action, Action::Volume(VolumeAction::Status(Some(v))) if v.as_str() == "V"),
         ),
@@ -274,11 +287,15 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "store ls",
-            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix }) if prefix.is_empty()),
+            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix, absolute: false }) if prefix.is_empty()),
         ),
         (
             "store ls a/",
-            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix }) if prefix == "a/"),
+            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix, .. }) if prefix == "a/"),
+        ),
+        (
+            "store ls --absolute a/",
+            |i| matches!(&i.action, Action::Store(StoreAction::Ls { prefix, absolute: true }) if prefix == "a/"),
         ),
         ("store uploads", |i| {
             matches!(
@@ -454,15 +471,16 @@ fn bad_command_lines_are_rejected_before_anything_runs() {
             "archive /b --mount /m --older-than 1d --volume v --max-bytes 0",
             By::Us,
         ),
-        ("volume put a/b /f", By::Us),
+        ("volume put a/../b /f", By::Us),
+        ("volume put a;b /f", By::Us),
         ("volume put V /f --chunk-size 1MiB", By::Us),
         ("volume put V /f --chunk-size 6GiB", By::Us),
         ("volume put V /f --chunk-size lots", By::Us),
         ("volume put V /f --resume --append", By::Clap),
         ("volume get V - --offset x", By::Us),
         ("volume get V - --length x", By::Us),
-        ("volume get .V -", By::Us),
-        ("volume ls a/b", By::Us),
+        ("volume get ./V -", By::Us),
+        ("volume ls a//b", By::Us),
         ("volume rm", By::Clap),
         ("completions tcsh", By::Clap),
         ("config", By::Clap),

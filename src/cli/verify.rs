@@ -20,8 +20,12 @@ use crate::error::{Error, Result};
 /// composite checksum, so only their size is compared; the run says how many). It cannot find
 /// a file whose bytes changed in place behind the store's back; a full verify does.
 ///
+/// Each WAL segment read must also belong to the backup's database system (the systemid of its
+/// backup.info, not the bucket's identity: after a pg_upgrade the bucket holds both systems'
+/// WAL); one stored encrypted or with a custom compression is only counted as not compared.
+///
 /// stdout: one line per problem, KIND KEY: DETAIL, with KIND one of missing, size, checksum,
-/// unreadable, manifest, incomplete, wal-missing, history-missing, wal-name (--json: one JSON
+/// unreadable, manifest, incomplete, wal-missing, history-missing, wal-name, wal-system (--json: one JSON
 /// object with the problems and the run's counters). Exit status: 0, everything checked is as
 /// recorded; 1, a problem was found, or the store failed and the check could not finish; 2,
 /// bad arguments or configuration; 130, interrupted.
@@ -39,6 +43,7 @@ pub struct VerifyArgs {
 }
 
 /// Check a server's WAL archive in the bucket: no missing segment, no missing history file
+/// (cron); with --read, every WAL object read back
 ///
 /// Lists the server's WAL archive in the bucket and checks that every segment is there from the
 /// oldest complete backup's begin_wal (without backups: the oldest segment) up to the newest
@@ -48,12 +53,25 @@ pub struct VerifyArgs {
 /// .partial segment counts for its segment. Segment names are read with the segment size of the
 /// oldest backup's backup.info (xlog_segment_size; 16 MiB when it gives none).
 ///
-/// Costs one listing request per 1000 objects, plus one read per history file. stdout and exit
-/// status as for verify: one line per problem (a run of missing segments is one line).
+/// Every WAL object is then checked by one HEAD: it is there, and it carries a full-object
+/// CRC32C a read is verified against (the run says how many do not). --read reads every object
+/// back instead, verified against the checksum the store keeps with it: it finds a segment
+/// damaged at rest, which nothing else reads until a recovery needs it (weekly, see README).
+///
+/// stderr ends with the recovery window the bucket can serve: from the end of the oldest backup
+/// whose WAL is all there and readable, to the last segment a recovery replays before the first
+/// missing or damaged one (following timeline switches whose history file is there).
+///
+/// Costs one listing request per 1000 objects, one read per history file, and one HEAD per WAL
+/// object (--read: one read each, the archive's size downloaded). stdout and exit status as for
+/// verify: one line per problem (a run of missing segments is one line).
 #[derive(Debug, Clone, Args)]
 pub struct VerifyWalArgs {
     /// Barman server name
     pub server: String,
+    /// Read every WAL object back, verified against its stored checksum
+    #[arg(long)]
+    pub read: bool,
 }
 
 impl VerifyArgs {
@@ -79,6 +97,7 @@ impl VerifyWalArgs {
     pub fn validate(self) -> VerifyRequest {
         VerifyRequest::Wal {
             server: self.server,
+            read: self.read,
         }
     }
 }

@@ -165,4 +165,83 @@ mod tests {
     fn the_example_config_is_valid() {
         super::super::Config::parse(EXAMPLE, None).expect("etc/barmans3.yaml parses");
     }
+
+    /// Where the example points (no default exists for these).
+    const SITE: &str =
+        "s3:\n  endpoint: https://s3.example.com:9000\n  bucket: my-bucket\n  prefix: barman\n";
+
+    /// Commented keys the example shows as illustrations, not as the default value.
+    const ILLUSTRATIONS: [&str; 10] = [
+        "store",
+        "region",
+        "profile",
+        "access_key_id",
+        "secret_access_key",
+        "ca_bundle",
+        "https_proxy",
+        "storage_class",
+        "acl",
+        "log_dir",
+    ];
+
+    fn effective(text: &str) -> String {
+        super::super::Config::parse(text, None)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .to_redacted_yaml()
+    }
+
+    /// The example with every commented `key: value` line uncommented, illustrations aside.
+    fn uncommented(known: &[String]) -> String {
+        let mut out = String::new();
+        for line in EXAMPLE.lines() {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let after = line.trim_start().strip_prefix("# ");
+            let key = after
+                .and_then(|a| a.trim_start().split_once(':'))
+                .map(|(k, _)| k);
+            match (after, key) {
+                (Some(a), Some(k))
+                    if known.iter().any(|n| n == k) && !ILLUSTRATIONS.contains(&k) =>
+                {
+                    out.push_str(indent);
+                    out.push_str(a);
+                }
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn the_example_config_shows_defaults_as_defaults() {
+        let defaults = effective(SITE);
+        // As shipped: only the location is set, everything else is the program's default
+        // (an explicit `request_checksum: when_supported` once turned the probe off).
+        assert_eq!(
+            effective(EXAMPLE),
+            defaults,
+            "etc/barmans3.yaml overrides a default"
+        );
+        // Every value shown in a comment is the default, so uncommenting it changes nothing.
+        let known: Vec<String> = defaults
+            .lines()
+            .filter_map(|l| l.trim_start().split_once(':'))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        let text = uncommented(&known);
+        for key in [
+            "request_checksum: auto",
+            "wal_prefetch: 8",
+            "\nstate:",
+            "\nbarman:",
+        ] {
+            assert!(text.contains(key), "{key} is shown in the example:\n{text}");
+        }
+        assert_eq!(
+            effective(&text),
+            defaults,
+            "a commented value is not the default:\n{text}"
+        );
+    }
 }

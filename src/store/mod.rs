@@ -158,9 +158,79 @@ pub fn join_key(prefix: &str, rel: &str) -> String {
     }
 }
 
+/// A key as one line of text: a control character (which could end the line or rewrite the
+/// terminal) becomes `\n`, `\r`, `\t`, `\xHH` or `\uHHHH`, and a backslash is doubled, so
+/// the form is unambiguous and `printf '%b'` turns it back into the key.
+pub fn printable_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if !key.chars().any(|c| c == '\\' || c.is_control()) {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let mut out = String::with_capacity(key.len() + 8);
+    for c in key.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `key` relative to `prefix` (as `store get` takes it), or the whole key when it is not
+/// under the prefix.
+pub fn relative_key<'a>(prefix: &str, key: &'a str) -> &'a str {
+    let p = prefix.trim_end_matches('/');
+    if p.is_empty() {
+        return key;
+    }
+    key.strip_prefix(p)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_keys_hold_one_line_and_read_back_with_printf() {
+        for (key, shown) in [
+            (
+                "pg/wals/0000000100000000000000A1",
+                "pg/wals/0000000100000000000000A1",
+            ),
+            ("a\n       7 forged", "a\\n       7 forged"),
+            ("tab\there\r", "tab\\there\\r"),
+            (
+                "esc\u{1b}[2J bell\u{7} del\u{7f}",
+                "esc\\x1b[2J bell\\x07 del\\x7f",
+            ),
+            ("nel\u{85}", "nel\\u0085"),
+            ("back\\slash\\n", "back\\\\slash\\\\n"),
+            ("é ü 日本", "é ü 日本"),
+        ] {
+            let got = printable_key(key);
+            assert_eq!(got, shown, "{key:?}");
+            assert!(!got.contains(['\n', '\r']), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn relative_keys_are_what_get_takes() {
+        assert_eq!(relative_key("barman", "barman/pg/x"), "pg/x");
+        assert_eq!(relative_key("barman/", "barman/pg/x"), "pg/x");
+        assert_eq!(relative_key("", "pg/x"), "pg/x");
+        assert_eq!(relative_key("barman", "barmanx/pg"), "barmanx/pg");
+        for (p, rel) in [("barman", "pg/x"), ("a/b", "c"), ("", "k")] {
+            assert_eq!(relative_key(p, &join_key(p, rel)), rel);
+        }
+    }
 
     #[test]
     fn join_key_uses_one_slash() {

@@ -44,11 +44,17 @@ pub struct ChunkLine {
 
 /// The state of a volume in a few words.
 fn state_of(listed: &Listed, manifest: Option<&Manifest>) -> String {
-    match layout::readable(&listed.chunks, manifest, false) {
-        Err(e) => format!("damaged: {e}"),
-        Ok(r) if !r.warnings.is_empty() => r.warnings.join("; "),
-        Ok(_) if manifest.is_some() => "complete".into(),
-        Ok(_) => "no manifest (made by Bareos, or a put that did not finish)".into(),
+    match (
+        layout::readable(&listed.chunks, manifest, false),
+        &listed.stale,
+    ) {
+        (Err(e), _) => format!("damaged: {e}"),
+        (Ok(_), Some(why)) => {
+            format!("manifest out of date ({why}; changed by Bareos?): chunks as Bareos sees them")
+        }
+        (Ok(r), None) if !r.warnings.is_empty() => r.warnings.join("; "),
+        (Ok(_), None) if manifest.is_some() => "complete".into(),
+        (Ok(_), None) => "no manifest (made by Bareos, or a put that did not finish)".into(),
     }
 }
 
@@ -57,7 +63,7 @@ fn summary(name: &str, listed: &Listed, manifest: Option<&Manifest>) -> VolumeSu
         volume: name.to_string(),
         chunks: listed.chunks.len(),
         bytes: listed.chunks.values().sum(),
-        manifest: listed.manifest,
+        manifest: listed.manifest && listed.stale.is_none(),
         state: state_of(listed, manifest),
     }
 }
@@ -158,9 +164,9 @@ pub async fn rm(t: &Transfer, vol: &Volume, force: bool, state_dir: &Path) -> Re
     if !listed.exists() {
         return Err(not_found(vol));
     }
-    if !listed.manifest && !force {
+    if (!listed.manifest || listed.stale.is_some()) && !force {
         return Err(Error::Usage(format!(
-            "volume {} has no manifest of ours (made by Bareos, or a put that did not finish): --force deletes its {} chunks",
+            "volume {} has no manifest of ours that describes it (made or changed by Bareos, or a put that did not finish): --force deletes its {} chunks",
             vol.name,
             listed.chunks.len()
         )));

@@ -38,6 +38,10 @@ pub struct Listed {
     pub marker: bool,
     /// Other objects under the volume (names relative to it): neither ours nor Bareos'.
     pub others: Vec<String>,
+    /// Chunk number → ETag, where the listing gives one.
+    pub etags: BTreeMap<u32, String>,
+    /// Why our manifest, though there, was set aside (it no longer describes the chunks).
+    pub stale: Option<String>,
 }
 
 impl Listed {
@@ -57,6 +61,9 @@ pub fn parse_listing(dir: &str, objects: &[ObjectMeta]) -> Listed {
         match chunk_index(name) {
             Some(n) => {
                 l.chunks.insert(n, o.size);
+                if let Some(e) = &o.etag {
+                    l.etags.insert(n, e.clone());
+                }
             }
             None if name == MANIFEST_NAME => l.manifest = true,
             None if name.is_empty() => l.marker = true,
@@ -64,6 +71,56 @@ pub fn parse_listing(dir: &str, objects: &[ObjectMeta]) -> Listed {
         }
     }
     l
+}
+
+/// The chunks of our manifest whose identity the listing cannot show (the record has no ETag,
+/// or the listing gives none) and whose CRC32C must come from a HEAD.
+pub fn needs_head(listed: &Listed, m: &Manifest) -> Vec<u32> {
+    (0..m.count)
+        .filter(|i| {
+            let rec = &m.chunks[*i as usize];
+            listed.chunks.get(i) == Some(&rec.size)
+                && (rec.etag.is_none() || !listed.etags.contains_key(i))
+        })
+        .collect()
+}
+
+/// Whether our manifest still describes the volume's chunks, object by object: the same
+/// chunks, the same sizes, and the same objects (the ETag it recorded, else the store's CRC32C
+/// from `heads` equal to its own). Anything else means another program changed the volume
+/// since (Bareos appends by rewriting the last chunk, relabels by writing `0000` anew); the
+/// error says where, in one line. Chunks that are merely missing do not count: that is damage
+/// the manifest lets the reader see.
+pub fn manifest_matches(
+    listed: &Listed,
+    m: &Manifest,
+    heads: &BTreeMap<u32, Option<u32>>,
+) -> Result<(), String> {
+    for (i, rec) in (0..m.count).zip(&m.chunks) {
+        let name = chunk_name(i);
+        // A chunk merely gone is damage, not a change: the manifest stays, so the reader is
+        // told the volume is truncated.
+        let Some(&size) = listed.chunks.get(&i) else {
+            continue;
+        };
+        if size != rec.size {
+            return Err(format!(
+                "chunk {name} holds {size} bytes, the manifest says {}",
+                rec.size
+            ));
+        }
+        let same = match (&rec.etag, listed.etags.get(&i)) {
+            (Some(want), Some(got)) => want == got,
+            _ => rec.crc().is_some() && heads.get(&i).copied().flatten() == rec.crc(),
+        };
+        if !same {
+            return Err(format!("chunk {name} was rewritten"));
+        }
+    }
+    match listed.chunks.range(m.count..).next() {
+        Some((&n, _)) => Err(format!("chunk {} was added", chunk_name(n))),
+        None => Ok(()),
+    }
 }
 
 /// The chunks a reader uses and how each is checked.
@@ -416,6 +473,7 @@ pub fn kept_records(
             Ok(from_manifest.unwrap_or_else(|| ChunkRecord {
                 size,
                 crc32c: heads.get(&i).copied().flatten().map(|c| format!("{c:08x}")),
+                etag: None,
             }))
         })
         .collect()

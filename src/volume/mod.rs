@@ -46,21 +46,31 @@ pub const MANIFEST_NAME: &str = "barmans3.volume.json";
 pub struct VolumeName(String);
 
 impl VolumeName {
-    /// Checks a name: 1 to 127 characters of letters, digits and `-_.:`, not starting with a
-    /// dot (Bareos' own name rule without the space, which makes keys and file names awkward).
+    /// Checks a name by Bareos' rule (`IsNameValid`): 1 to 127 characters of letters, digits,
+    /// `: . - _ /` and space, not starting or ending with a space. Stricter than Bareos in one
+    /// way: every `/`-separated segment must be a name (no empty, `.` or `..` segment), so the
+    /// keys are the plain `<prefix>/<VOL>/<PART>` any S3 tool reads.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let ok = !s.is_empty()
+        let chars_ok = !s.is_empty()
             && s.len() <= 127
-            && !s.starts_with('.')
+            && !s.starts_with(' ')
+            && !s.ends_with(' ')
             && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-        if ok {
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.: /".contains(&b));
+        let segments_ok = s.split('/').all(|seg| !matches!(seg, "" | "." | ".."));
+        if chars_ok && segments_ok {
             Ok(VolumeName(s.to_string()))
         } else {
             Err(format!(
-                "invalid volume name {s:?}: use 1 to 127 letters, digits and - _ . : (not starting with a dot), as Bareos names volumes"
+                "invalid volume name {s:?}: use 1 to 127 letters, digits, spaces and - _ . : / as Bareos names volumes (no leading or trailing space, no empty, . or .. between slashes)"
             ))
         }
+    }
+
+    /// The name as one file name (state and lock files): `/` written as `%2F`, which no
+    /// volume name contains, so different names never share a file.
+    pub fn file_stem(&self) -> String {
+        self.0.replace('/', "%2F")
     }
 
     /// The name.
@@ -127,6 +137,11 @@ pub struct ChunkRecord {
     /// CRC32C, 8 hex digits; `None` for a chunk we did not write and whose CRC32C the store
     /// does not know (appending to a volume Bareos made).
     pub crc32c: Option<String>,
+    /// The chunk object's ETag when the manifest was written: a listing shows whether the
+    /// object is still that one (another program rewrote it otherwise). Absent in manifests of
+    /// earlier versions, whose chunks are compared by the store's CRC32C instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 impl ChunkRecord {
@@ -135,7 +150,13 @@ impl ChunkRecord {
         ChunkRecord {
             size,
             crc32c: Some(format!("{crc:08x}")),
+            etag: None,
         }
+    }
+    /// The record with the object's ETag.
+    pub fn with_etag(mut self, etag: Option<String>) -> Self {
+        self.etag = etag;
+        self
     }
     /// The CRC32C as a number.
     pub fn crc(&self) -> Option<u32> {
@@ -174,14 +195,17 @@ impl Manifest {
     }
 }
 
-/// Lists a volume's objects and reads our manifest when it is there. A manifest that does not
-/// parse is an error: it is ours, so something damaged it.
+/// Lists a volume's objects and reads our manifest when it is there and still describes the
+/// chunks (see [`layout::manifest_matches`]). A manifest that no longer does (Bareos, through
+/// its dplcompat program or another wrapper, rewrote, appended to or truncated the volume) is
+/// set aside with a warning and `Listed::stale` saying why: the volume is then read as Bareos
+/// sees it. A manifest that does not parse is an error: it is ours, so something damaged it.
 pub async fn survey(t: &Transfer, vol: &Volume) -> Result<(Listed, Option<Manifest>)> {
     let req = ListRequest {
         prefix: vol.dir(),
         ..Default::default()
     };
-    let listed = layout::parse_listing(&vol.dir(), &t.list_all(&req).await?);
+    let mut listed = layout::parse_listing(&vol.dir(), &t.list_all(&req).await?);
     if !listed.manifest {
         return Ok((listed, None));
     }
@@ -194,7 +218,36 @@ pub async fn survey(t: &Transfer, vol: &Volume) -> Result<(Listed, Option<Manife
             vol.manifest_key()
         ))
     })?;
-    Ok((listed, Some(m)))
+    let heads = crate::transfer::bounded(
+        layout::needs_head(&listed, &m),
+        t.config().concurrency.max(1),
+        |i| {
+            let (t, key) = (t.clone(), vol.chunk_key(i));
+            async move {
+                let crc = t.head_opt(&key).await?.and_then(|meta| {
+                    meta.crc32c
+                        .as_deref()
+                        .filter(|c| !c.contains('-'))
+                        .and_then(crate::checksum::parse_crc32c_header)
+                });
+                Ok((i, crc))
+            }
+        },
+    )
+    .await?
+    .into_iter()
+    .collect();
+    match layout::manifest_matches(&listed, &m, &heads) {
+        Ok(()) => Ok((listed, Some(m))),
+        Err(why) => {
+            tracing::warn!(
+                "volume {}: our manifest no longer describes it ({why}): reading its chunks as Bareos does",
+                vol.name
+            );
+            listed.stale = Some(why);
+            Ok((listed, None))
+        }
+    }
 }
 
 /// Where `volume put` reads from.
@@ -280,14 +333,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn volume_names_follow_bareos_without_spaces() {
-        for ok in ["Full-0001", "vol_1.2:x", "A"] {
+    fn volume_names_follow_bareos() {
+        for ok in [
+            "Full-0001",
+            "vol_1.2:x",
+            "A",
+            "Vol 1",
+            "pool/Full-1",
+            ".x",
+            "a b/c d",
+        ] {
             assert!(VolumeName::parse(ok).is_ok(), "{ok}");
         }
         let long = "x".repeat(128);
-        for bad in ["", ".hidden", "a/b", "a b", "..", &long, "é"] {
+        for bad in [
+            "", "a;b", " a", "a ", "..", ".", "a/../b", "a//b", "/a", "a/", &long, "é", "a\tb",
+        ] {
             assert!(VolumeName::parse(bad).is_err(), "{bad}");
         }
+        let v = VolumeName::parse("pool/Full-1").expect("name");
+        assert_eq!(v.file_stem(), "pool%2FFull-1");
     }
 
     #[test]

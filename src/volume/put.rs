@@ -206,7 +206,14 @@ async fn kept(
         .await?
         .into_iter()
         .collect();
-    layout::kept_records(first, &listed.chunks, manifest, &heads).map_err(|e| failed(vol, e))
+    let mut kept = layout::kept_records(first, &listed.chunks, manifest, &heads)
+        .map_err(|e| failed(vol, e))?;
+    for (i, rec) in (0u32..).zip(kept.iter_mut()) {
+        if rec.etag.is_none() {
+            rec.etag = listed.etags.get(&i).cloned();
+        }
+    }
+    Ok(kept)
 }
 
 /// The bytes of the first written chunk that stay in front of the new data: the whole last
@@ -433,7 +440,7 @@ async fn store_chunk(
         tracker.stored(n, len);
         return Ok(Done {
             n,
-            record,
+            record: record.with_etag(meta.etag),
             sent: false,
         });
     }
@@ -449,7 +456,7 @@ async fn store_chunk(
     tracker.stored(n, len);
     Ok(Done {
         n,
-        record,
+        record: record.with_etag(meta.etag),
         sent: true,
     })
 }

@@ -85,7 +85,9 @@ pub struct VolumeState {
 
 /// The state file of a volume.
 pub fn state_path(state_dir: &Path, name: &VolumeName) -> PathBuf {
-    state_dir.join("volume").join(format!("{name}.json"))
+    state_dir
+        .join("volume")
+        .join(format!("{}.json", name.file_stem()))
 }
 
 /// Reads a state file; a missing one is `None`.

@@ -108,6 +108,18 @@ fn disk_snapshot(root: &Path) -> BTreeMap<PathBuf, (u64, i128)> {
 
 /// Puts a backup under `id` whose manifest holds `entries` and whose objects are `files`.
 fn put_backup(prefix: &str, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u8>)], info: bool) {
+    let info = info.then_some("status=DONE\nbegin_wal=000000010000000000000003\n");
+    put_backup_with(prefix, id, entries, files, info);
+}
+
+/// [`put_backup`] with this backup.info (none when `None`).
+fn put_backup_with(
+    prefix: &str,
+    id: &str,
+    entries: Vec<Entry>,
+    files: &[(&str, Vec<u8>)],
+    info: Option<&str>,
+) {
     let m = Manifest {
         version: 1,
         server: "pg".into(),
@@ -132,10 +144,10 @@ fn put_backup(prefix: &str, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u
         )
         .await
         .expect("put manifest");
-        if info {
+        if let Some(info) = info {
             t.put_bytes(
                 &key("backup.info"),
-                Bytes::from_static(b"status=DONE\nbegin_wal=000000010000000000000003\n"),
+                Bytes::from(info.as_bytes().to_vec()),
                 BTreeMap::new(),
             )
             .await
@@ -279,6 +291,22 @@ fn fixture() -> Fixture {
             .expect("put wal");
     });
     make_archive(&site.wals(), 5, 1);
+    // WAL 6: the bucket holds the first half of the local file, which no run of ours shipped
+    // (no ledger entry): a prefix, but not provably our own, so never replaced.
+    make_archive(&site.wals(), 6, 1);
+    let grown = wal_name(6);
+    let local = std::fs::read(site.wals().join(&grown[..16]).join(&grown)).expect("wal 6");
+    crate::common::block_on(async {
+        crate::common::garage_transfer()
+            .await
+            .put_bytes(
+                &format!("{prefix}/pg/wals/{}/{grown}", &grown[..16]),
+                Bytes::from(local[..local.len() / 2].to_vec()),
+                BTreeMap::new(),
+            )
+            .await
+            .expect("put wal");
+    });
 
     // Links that lead outside DEST, an entry under a link, names that collide.
     let outside = site.dir.path().join("outside");
@@ -307,6 +335,21 @@ fn fixture() -> Fixture {
     });
     e.push(dir("data/caf%E9"));
     put_backup(&prefix, "20261122T160000", e, &f, true);
+
+    // Incremental backups (PostgreSQL 17+) the bucket misdescribes: one whose backup.info
+    // lost parent_backup_id (its data says incremental), one whose parent is not in the bucket.
+    let (mut e, mut f, _) = good("");
+    e.push(file("data/base/5/INCREMENTAL.16384", b"inc"));
+    f.push(("data/base/5/INCREMENTAL.16384", b"inc".to_vec()));
+    put_backup(&prefix, "20261122T170000", e, &f, true);
+    let (e, f, _) = good("");
+    put_backup_with(
+        &prefix,
+        "20261122T180000",
+        e,
+        &f,
+        Some("status=DONE\nbegin_wal=000000010000000000000003\nparent_backup_id=20261122T000001\n"),
+    );
 
     let plugin_cfg = site.dir.path().join("gp.yaml");
     std::fs::write(
@@ -858,6 +901,25 @@ fn cases(fx: &Fixture) -> Vec<Case> {
             1,
             "same key",
         ),
+        // Third round: incremental chains the bucket misdescribes.
+        case(
+            "bucket incremental without parent_backup_id",
+            barmans3("base-restore pg 20261122T170000 {dir}/r13"),
+            1,
+            "is an incremental backup (it holds data/base/5/INCREMENTAL.16384)",
+        ),
+        case(
+            "bucket incremental without its parent: base-restore",
+            barmans3("base-restore pg 20261122T180000 {dir}/r14"),
+            1,
+            "its chain needs 20261122T000001",
+        ),
+        case(
+            "bucket incremental without its parent: catalog-restore",
+            barmans3("catalog-restore pg --backup 20261122T180000"),
+            1,
+            "its chain needs 20261122T000001",
+        ),
         Case {
             records: Some(("state/wal", "other content")),
             ..case(
@@ -865,6 +927,15 @@ fn cases(fx: &Fixture) -> Vec<Case> {
                 barmans3("wal-sync pg --full"),
                 1,
                 "same size, other content",
+            )
+        },
+        Case {
+            records: Some(("state/wal", "in the bucket")),
+            ..case(
+                "bucket WAL that is the start of ours, not shipped by us",
+                barmans3("wal-sync pg --full"),
+                1,
+                "000000010000000000000006: 24 bytes here, 12 in the bucket",
             )
         },
     ]
@@ -969,5 +1040,258 @@ fn every_bad_input_fails_clearly_and_changes_nothing() {
         failures.len(),
         all.len(),
         failures.join("\n")
+    );
+}
+
+/// Puts a backup into a `Site::local()` bucket through `store put`.
+fn put_local(site: &Site, id: &str, entries: Vec<Entry>, files: &[(&str, Vec<u8>)], info: &str) {
+    let m = Manifest {
+        version: 1,
+        server: "pg".into(),
+        backup_id: id.into(),
+        created_at: 0,
+        total_bytes: files.iter().map(|f| f.1.len() as u64).sum(),
+        entries,
+    };
+    let json = serde_json::to_vec(&m).expect("manifest");
+    let objects = files
+        .iter()
+        .map(|(rel, body)| (rel.to_string(), body.clone()))
+        .chain([
+            ("barmans3.manifest".to_string(), json),
+            ("backup.info".to_string(), info.as_bytes().to_vec()),
+        ]);
+    let tmp = tempfile::NamedTempFile::new().expect("tmp");
+    for (rel, body) in objects {
+        std::fs::write(tmp.path(), body).expect("w");
+        let key = format!("pg/base/{id}/{rel}");
+        let src = tmp.path().display().to_string();
+        let out = site.run(&["store", "put", &src, &key], &[]);
+        assert!(
+            out.status.success(),
+            "put {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Modes from the bucket are narrowed: a setuid "shell", a world-writable data directory and a
+/// sticky world-writable subdirectory come back as at most 0750, with one line that says so.
+#[test]
+fn setuid_sticky_and_world_writable_modes_from_the_bucket_are_narrowed() {
+    let site = Site::local();
+    let version = b"15\n".to_vec();
+    let shell = b"#!/bin/sh\nexec /bin/sh -p\n".to_vec();
+    let with_mode = |e: Entry, m: u32| match e {
+        Entry::File {
+            path,
+            raw,
+            size,
+            crc32c,
+            mtime_ns,
+            ..
+        } => Entry::File {
+            path,
+            raw,
+            size,
+            mode: m,
+            crc32c,
+            mtime_ns,
+        },
+        Entry::Dir { path, raw, .. } => Entry::Dir { path, raw, mode: m },
+        other => other,
+    };
+    let id = "20261122T190000";
+    put_local(
+        &site,
+        id,
+        vec![
+            with_mode(dir("data"), 0o777),
+            with_mode(dir("data/global"), 0o700),
+            with_mode(dir("data/pg_stat_tmp"), 0o1777),
+            file("data/PG_VERSION", &version),
+            with_mode(file("data/sh", &shell), 0o4755),
+            with_mode(file("data/pg_hba.conf", b"x"), 0o666),
+            file("data/global/pg_control", &version),
+        ],
+        &[
+            ("data/PG_VERSION", version.clone()),
+            ("data/sh", shell.clone()),
+            ("data/pg_hba.conf", b"x".to_vec()),
+            ("data/global/pg_control", version.clone()),
+        ],
+        "status=DONE\nbegin_wal=000000010000000000000003\n",
+    );
+    let dest = site.dir.path().join("restored");
+    let out = site.run(
+        &["base-restore", "pg", id, &dest.display().to_string()],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let mode = |rel: &str| {
+        std::fs::symlink_metadata(dest.join(rel))
+            .expect(rel)
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode(""), 0o750, "DEST");
+    assert_eq!(mode("pg_stat_tmp"), 0o750);
+    assert_eq!(mode("sh"), 0o750);
+    assert_eq!(mode("pg_hba.conf"), 0o640);
+    assert_eq!(mode("PG_VERSION"), 0o600);
+    assert!(
+        err.contains("4 mode(s) from the bucket narrowed"),
+        "no line counting the narrowed modes: {err}"
+    );
+}
+
+/// A full backup A, its incremental B, an incremental whose parent is not in the bucket, and
+/// an incremental whose backup.info lost parent_backup_id.
+fn chains_in(site: &Site) {
+    let version = b"18\n".to_vec();
+    let files = |extra: &[(&'static str, &'static [u8])]| {
+        let mut e = vec![
+            dir("data"),
+            dir("data/global"),
+            file("data/PG_VERSION", &version),
+            file("data/global/pg_control", &version),
+        ];
+        let mut f = vec![
+            ("data/PG_VERSION", version.clone()),
+            ("data/global/pg_control", version.clone()),
+        ];
+        for (p, b) in extra {
+            e.push(file(p, b));
+            f.push((*p, b.to_vec()));
+        }
+        (e, f)
+    };
+    let info = |parent: Option<&str>| {
+        format!(
+            "status=DONE\nversion=180000\nbegin_wal=000000010000000000000003\n{}",
+            parent.map_or(String::new(), |p| format!("parent_backup_id={p}\n"))
+        )
+    };
+    let inc: &[(&str, &[u8])] = &[("data/base/5/INCREMENTAL.16384", b"inc")];
+    for (id, parent, extra) in [
+        ("20261122T200000", None, &[][..]),
+        ("20261122T210000", Some("20261122T200000"), inc),
+        ("20261122T220000", Some("20261122T000001"), inc),
+        ("20261122T230000", None, inc),
+    ] {
+        let (e, f) = files(extra);
+        put_local(site, id, e, &f, &info(parent));
+    }
+}
+
+#[test]
+fn incremental_backups_the_bucket_misdescribes_are_never_restored_alone() {
+    let site = Site::local();
+    chains_in(&site);
+    let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    // base-ls: an orphan is not complete, and says what it lacks.
+    let ls = site.run(&["--json", "base-ls", "pg"], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("json");
+    let row = |id: &str| {
+        v.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .expect(id)
+    };
+    assert_eq!(row("20261122T210000")["complete"], true, "{v}");
+    assert_eq!(row("20261122T220000")["complete"], false, "{v}");
+    assert_eq!(row("20261122T220000")["files_complete"], true, "{v}");
+    assert_eq!(
+        row("20261122T220000")["chain_gap"],
+        "20261122T000001",
+        "{v}"
+    );
+    let text = site.run(&["base-ls", "pg"], &[]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("no (its chain needs 20261122T000001)"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    // base-restore of an incremental whose backup.info lost its parent: refused, nothing written.
+    let dest = site.dir.path().join("r");
+    let out = site.run(
+        &[
+            "base-restore",
+            "pg",
+            "20261122T230000",
+            &dest.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(
+        err(&out).contains("is an incremental backup"),
+        "{}",
+        err(&out)
+    );
+    assert!(!dest.exists());
+    // catalog-restore of the orphan: refused before anything is written.
+    let barman = site.dir.path().join("barman/pg");
+    let out = site.run(
+        &[
+            "catalog-restore",
+            "--layout",
+            "meta",
+            "--backup",
+            "20261122T220000",
+            "pg",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(
+        err(&out).contains("its chain needs 20261122T000001"),
+        "{}",
+        err(&out)
+    );
+    assert!(
+        walkdir::WalkDir::new(&barman)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .all(|e| e.file_type().is_dir()),
+        "catalog-restore wrote files though it refused"
+    );
+    // catalog-restore of the incremental alone brings its parent.
+    let out = site.run(
+        &[
+            "catalog-restore",
+            "--layout",
+            "meta",
+            "--backup",
+            "20261122T210000",
+            "pg",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", err(&out));
+    for id in ["20261122T200000", "20261122T210000"] {
+        assert!(
+            barman.join(format!("meta/{id}-backup.info")).exists(),
+            "{id}: {}",
+            err(&out)
+        );
+    }
+    // The full rebuild leaves the orphan out and names it.
+    let site = Site::local();
+    chains_in(&site);
+    let out = site.run(&["catalog-restore", "--layout", "meta", "pg"], &[]);
+    assert!(out.status.success(), "{}", err(&out));
+    let meta = site.dir.path().join("barman/pg/meta");
+    assert!(!meta.join("20261122T220000-backup.info").exists());
+    assert!(meta.join("20261122T210000-backup.info").exists());
+    assert!(
+        err(&out)
+            .contains("backup 20261122T220000 is incremental and its chain needs 20261122T000001"),
+        "{}",
+        err(&out)
     );
 }

@@ -387,17 +387,18 @@ fn man_pages_match_help_and_render_without_warnings() {
             page,
             "man/{name} is stale (UPDATE_SNAPSHOTS=1 regenerates)"
         );
-        // Every option --help lists is on the page.
-        let (path, help) = helps
-            .iter()
-            .find(|(p, _)| {
-                std::iter::once("barmans3".to_string())
-                    .chain(p.iter().cloned())
-                    .collect::<Vec<_>>()
-                    .join("-")
-                    == name.trim_end_matches(".1")
-            })
-            .unwrap_or_else(|| panic!("no --help for {name}"));
+        // Every option --help lists is on the page (the Bareos dplcompat program is a binary
+        // of its own, with its own page).
+        let Some((path, help)) = helps.iter().find(|(p, _)| {
+            std::iter::once("barmans3".to_string())
+                .chain(p.iter().cloned())
+                .collect::<Vec<_>>()
+                .join("-")
+                == name.trim_end_matches(".1")
+        }) else {
+            assert_eq!(name, "barmans3-dplcompat.1", "no --help for {name}");
+            continue;
+        };
         // The synopsis as typed, and the sections a DBA looks for.
         let words = std::iter::once("barmans3".to_string())
             .chain(path.iter().cloned())

@@ -190,6 +190,65 @@ fn garage_follows_and_ships_as_wals_appear() {
     follows_and_ships_as_wals_appear(true);
 }
 
+/// A writer that closes the file early and then writes on (a hand `cp`, NFS): the follower
+/// ships the first part at the first close, then the whole file once it has grown, instead of
+/// pinning the early object as a conflict; a cron run beside it agrees.
+fn a_wal_closed_early_and_written_on_is_shipped_whole(garage_backend: bool) {
+    let (site, fetch) = site(garage_backend);
+    let wals = site.wals();
+    let name = wal_name(3);
+    let body = wal_segment(&name, 3);
+    std::fs::create_dir_all(wals.join(&name[..16])).expect("hash dir");
+    let path = wals.join(&name[..16]).join(&name);
+    let rel = format!("{}/{name}", &name[..16]);
+    let child = start(&site);
+    let half = body.len() / 2;
+    std::fs::write(&path, &body[..half]).expect("first half, closed");
+    wait_for(
+        "the first half, shipped at its close",
+        Duration::from_secs(30),
+        || fetch(&rel).is_some_and(|b| b.len() == half),
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("reopen");
+    f.write_all(&body[half..]).expect("the rest");
+    drop(f);
+    wait_for(
+        "the whole file, shipped again",
+        Duration::from_secs(30),
+        || fetch(&rel).as_deref() == Some(&body[..]),
+    );
+    // A cron run compares everything (it may meet the follower's lock mid-cycle: try again).
+    wait_for(
+        "a cron wal-sync beside the follower",
+        Duration::from_secs(30),
+        || {
+            let out = site.run(&["wal-sync", "pg", "--full"], &[]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() || err.contains("is running"),
+                "the grown WAL is no conflict: {err}"
+            );
+            out.status.success()
+        },
+    );
+    let err = stop(child);
+    assert!(err.contains("shipping it again"), "{err}");
+    assert!(!err.contains("differ from the bucket"), "{err}");
+}
+
+#[test]
+fn local_ships_a_wal_closed_early_and_written_on_whole() {
+    a_wal_closed_early_and_written_on_is_shipped_whole(false);
+}
+
+#[test]
+fn garage_ships_a_wal_closed_early_and_written_on_whole() {
+    a_wal_closed_early_and_written_on_is_shipped_whole(true);
+}
+
 #[test]
 fn a_killed_follower_is_reported_by_check() {
     let (site, fetch) = site(false);

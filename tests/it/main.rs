@@ -15,6 +15,7 @@ mod conformance;
 mod crash;
 mod dba;
 mod demo;
+mod dplcompat;
 mod faults;
 mod follow;
 mod gluster_real;

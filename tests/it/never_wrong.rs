@@ -439,3 +439,73 @@ fn config_check_tells_unreachable_from_misconfigured() {
         err(&out)
     );
 }
+
+/// In the bucket: FULL2 and INC3 (an incremental of FULL2). Barman takes NEW and deletes FULL2
+/// and INC3; NEW is busy (its Barman lock held) and only partly in the bucket. full-sync (dry run and
+/// real) deletes nothing, says why, and exits 0; once NEW is uploaded, FULL2 and INC3 go
+/// together.
+#[test]
+fn full_sync_deletes_nothing_while_the_newest_backup_is_busy_and_never_leaves_an_orphan() {
+    let site = Site::local();
+    let (full2, inc3, new) = ("20261123T010000", "20261123T020000", "20261123T030000");
+    write_backup(&site, full2, "DONE");
+    write_backup(&site, inc3, "DONE");
+    let meta = site.dir.path().join("barman/pg/meta");
+    let info = |id: &str| meta.join(format!("{id}-backup.info"));
+    let text = std::fs::read_to_string(info(inc3)).expect("info");
+    std::fs::write(info(inc3), format!("{text}parent_backup_id={full2}\n")).expect("w");
+    let out = site.run(&["full-sync", "--no-delete", "pg"], &[]);
+    assert!(out.status.success(), "{}", err(&out));
+    let bucket = site.dir.path().join("bucket/pg/base");
+    for id in [full2, inc3] {
+        assert!(
+            bucket.join(id).join("backup.info").exists(),
+            "{id} not uploaded"
+        );
+        std::fs::remove_dir_all(site.dir.path().join("barman/pg/base").join(id)).expect("rm");
+        std::fs::remove_file(info(id)).expect("rm");
+    }
+    write_backup(&site, new, "DONE");
+    // NEW's upload is under way: part of it is in the bucket, without backup.info.
+    let part = site
+        .dir
+        .path()
+        .join("barman/pg/base")
+        .join(new)
+        .join("data/PG_VERSION");
+    let key = format!("pg/base/{new}/data/PG_VERSION");
+    let out = site.run(&["store", "put", part.to_str().expect("utf8"), &key], &[]);
+    assert!(out.status.success(), "{}", err(&out));
+    let lock = std::fs::File::create(site.dir.path().join(format!("barman/.pg-{new}.lock")))
+        .expect("lock file");
+    lock.lock().expect("hold Barman's lock");
+    for args in [
+        &["full-sync", "--dry-run", "pg"][..],
+        &["full-sync", "pg"][..],
+    ] {
+        let out = site.run(args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", err(&out));
+        let plan = String::from_utf8_lossy(&out.stdout);
+        assert!(!plan.contains("delete"), "{args:?}: {plan}");
+        assert!(
+            err(&out).contains(&format!(
+                "nothing deleted: {new}, the newest backup Barman has DONE, is not restorable from the bucket"
+            )),
+            "{args:?}: {}",
+            err(&out)
+        );
+        for id in [full2, inc3] {
+            assert!(
+                bucket.join(id).join("backup.info").exists(),
+                "{args:?} deleted {id}"
+            );
+        }
+    }
+    drop(lock);
+    let out = site.run(&["full-sync", "pg"], &[]);
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(bucket.join(new).join("backup.info").exists());
+    for id in [full2, inc3] {
+        assert!(!bucket.join(id).exists(), "{id} kept: {}", err(&out));
+    }
+}

@@ -130,7 +130,7 @@ fn assert_mode(path: &Path, mode: u32) {
 
 /// What a first `scripts/install --destdir D` wrote: every file, and nothing outside D.
 fn assert_staged_tree(d: &Path, cron_before: bool) {
-    for b in ["barmans3", "gpbackup_s3_plugin"] {
+    for b in ["barmans3", "gpbackup_s3_plugin", "barmans3-dplcompat"] {
         assert_mode(&d.join("usr/local/bin").join(b), 0o755);
     }
     let help = stdout(Command::new(d.join("usr/local/bin/barmans3")).arg("--version"));
@@ -265,6 +265,7 @@ fn expected_paths(unit_dir: &str) -> BTreeSet<String> {
     let mut want: BTreeSet<String> = [
         "/usr/bin/barmans3",
         "/usr/bin/gpbackup_s3_plugin",
+        "/usr/bin/barmans3-dplcompat",
         "/usr/share/bash-completion/completions/barmans3",
         "/etc/barmans3/barmans3.yaml",
         "/etc/cron.d/barmans3",
@@ -314,7 +315,11 @@ fn deb_ships_every_file_and_lintian_reports_no_error() {
         .map(|p| p.trim_start_matches('.').to_string())
         .collect();
     assert_ships(&listed, &expected_paths("/lib/systemd/system"), "the .deb");
-    for b in ["./usr/bin/barmans3", "./usr/bin/gpbackup_s3_plugin"] {
+    for b in [
+        "./usr/bin/barmans3",
+        "./usr/bin/gpbackup_s3_plugin",
+        "./usr/bin/barmans3-dplcompat",
+    ] {
         let line = listing
             .lines()
             .find(|l| l.ends_with(b))
@@ -411,7 +416,11 @@ fn rpm_ships_every_file_with_config_and_post_install() {
             .args(["-qp", "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]"])
             .arg(&rpm),
     );
-    for b in ["/usr/bin/barmans3", "/usr/bin/gpbackup_s3_plugin"] {
+    for b in [
+        "/usr/bin/barmans3",
+        "/usr/bin/gpbackup_s3_plugin",
+        "/usr/bin/barmans3-dplcompat",
+    ] {
         assert!(
             modes.lines().any(|l| l == format!("-rwxr-xr-x {b}")),
             "{b} executable: {modes}"

@@ -149,7 +149,11 @@ fn no_command_prints_a_secret_at_any_verbosity() {
                 wal.to_str().expect("utf8"),
             ],
             vec!["store", "ls"],
+            vec!["store", "ls", "--absolute"],
             vec!["store", "uploads"],
+            vec!["verify", "pg"],
+            vec!["--json", "verify-wal", "--read", "pg"],
+            vec!["verify-wal", "pg"],
             vec!["queue", "ls"],
             vec!["--json", "wal-sync", "pg"],
             vec![

@@ -65,11 +65,8 @@ impl Fixture {
     fn objects(&self) -> BTreeMap<String, Vec<u8>> {
         let out = self.site.run(&["store", "ls", "files/"], &[]);
         assert!(out.status.success(), "{}", err(&out));
-        let strip = if self.root.is_empty() {
-            "files/".to_string()
-        } else {
-            format!("{}/files/", self.root)
-        };
+        // `store ls` prints keys as `store get` takes them, relative to the store's prefix.
+        let strip = "files/";
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| {
@@ -80,7 +77,7 @@ impl Fixture {
                     .to_string()
             })
             .map(|key| {
-                let rel = key.strip_prefix(&strip).expect("under files/").to_string();
+                let rel = key.strip_prefix(strip).expect("under files/").to_string();
                 let got = self
                     .site
                     .run(&["store", "get", &format!("files/{rel}"), "-"], &[]);
@@ -315,10 +312,15 @@ async fn dry_run_sends_nothing(b: Backend) {
     f.sync_ok(&[]);
     std::fs::remove_file(f.src.join("old")).expect("rm");
     f.write("b", b"b");
+    // A name that would forge a plan line if printed raw.
+    f.write("c\nupload forged", b"c");
     let before = f.objects();
     let s = f.sync_ok(&["--dry-run", "--delete"]);
     let prefix = format!("{}files/", root_slash(&f));
-    assert_eq!(s["would_upload"], serde_json::json!([format!("{prefix}b")]));
+    assert_eq!(
+        s["would_upload"],
+        serde_json::json!([format!("{prefix}b"), format!("{prefix}c\nupload forged")])
+    );
     assert_eq!(s["deleted"], serde_json::json!([format!("{prefix}old")]));
     assert_eq!(puts(&s), 0, "{s}");
     assert_eq!(s["requests"]["delete"].as_u64().unwrap_or(0), 0, "{s}");
@@ -330,7 +332,7 @@ async fn dry_run_sends_nothing(b: Backend) {
         .run(&["sync", "--dry-run", "--delete", src, "files"], &[]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("upload {prefix}b\ndelete {prefix}old\n")
+        format!("upload {prefix}b\nupload {prefix}c\\nupload forged\ndelete {prefix}old\n")
     );
 }
 

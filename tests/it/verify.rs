@@ -8,7 +8,7 @@ use std::process::Output;
 
 use barmans3::store::{Body, Integrity, PutOptions, SharedStore};
 
-use crate::common::site::{Site, make_real_archive, wal_segment, write_backup};
+use crate::common::site::{SYSTEM_ID, Site, make_real_archive, wal_segment, write_backup};
 use crate::common::{Backend, garage, on_both, unique};
 
 const ID: &str = "20261121T100000";
@@ -378,7 +378,205 @@ async fn verify_wal_finds_a_missing_history_file(b: Backend) {
     );
 }
 
+/// verify-wal reads what nothing else reads: a segment damaged after the newest backup's end
+/// (which `verify` of the backup never needs) is found by `--read`, and the recovery window
+/// stops before it. Without `--read`, one HEAD per object.
+async fn verify_wal_reads_every_segment_and_reports_the_window(b: Backend) {
+    let s = Shipped::new(b).await;
+    ship(&s);
+    let seg = |n: u64| format!("00000001000000000000000{n}");
+    let window = |out: &Output| {
+        let v = json(out);
+        (
+            v["window"]["from_wal"].as_str().unwrap_or("").to_string(),
+            v["window"]["to_wal"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let quick = s.ok(&["--json", "verify-wal", "pg"]);
+    let v = json(&quick);
+    assert_eq!(window(&quick), (seg(5), seg(8)), "{v}");
+    assert_eq!(
+        v["stored_crc32c"].as_u64().expect("n") + v["size_only"].as_u64().expect("n"),
+        8,
+        "one HEAD per segment: {v}"
+    );
+    assert!(
+        v["requests"]["head"].as_u64().is_some_and(|n| n >= 8),
+        "{v}"
+    );
+    assert_eq!(v["bytes_read"], 0, "{v}");
+    let read = s.ok(&["--json", "verify-wal", "--read", "pg"]);
+    let v = json(&read);
+    assert_eq!(v["bytes_read"], 8 << 20, "{v}");
+    assert_eq!(window(&read), (seg(5), seg(8)), "{v}");
+    let out = s.ok(&["verify-wal", "pg"]);
+    assert!(
+        err(&out).contains(&format!(
+            "recoverable from {} (end of backup {ID}) to {}",
+            seg(5),
+            seg(8)
+        )),
+        "{}",
+        err(&out)
+    );
+
+    // One flipped byte in segment 7, after the backup's end: the backup verifies (it does not
+    // need segment 7), the archive read back does not.
+    let rel = format!("pg/wals/0000000100000000/{}", seg(7));
+    let mut bytes = s.read(&rel).await;
+    bytes[300_000] ^= 0x10;
+    s.replace(&rel, bytes).await;
+    s.ok(&["verify", "pg"]);
+    let out = s.run(&["--json", "verify-wal", "--read", "pg"]);
+    let v = json(&out);
+    match b {
+        // file:// keeps the checksum it was written with: bit rot shows.
+        Backend::Local => {
+            assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+            assert_eq!(v["problems"][0]["kind"], "checksum", "{v}");
+            assert_eq!(v["problems"][0]["key"], s.key(&rel), "{v}");
+            assert_eq!(window(&out), (seg(5), seg(6)), "{v}");
+            let out = s.run(&["verify-wal", "--read", "pg"]);
+            assert!(lines(&out)[0].starts_with(&format!("checksum {}: ", s.key(&rel))));
+            assert!(
+                err(&out).contains(&format!("to {} (newest", seg(6))),
+                "{}",
+                err(&out)
+            );
+        }
+        // Garage cannot be given bit rot: a PUT stores the new bytes with their own checksum.
+        // A segment gone ends the window the same way.
+        Backend::Garage => {
+            s.remove(&rel).await;
+            let out = s.run(&["--json", "verify-wal", "pg"]);
+            let v = json(&out);
+            assert_eq!(out.status.code(), Some(1), "{v}");
+            assert_eq!(v["problems"][0]["kind"], "wal-missing", "{v}");
+            assert_eq!(window(&out), (seg(5), seg(6)), "{v}");
+        }
+    }
+}
+
+/// A backup's chain is checked against that backup's database system (backup.info), not the
+/// bucket's identity.json: after a pg_upgrade the identity names the new system and the old
+/// backups still verify; a planted segment of another system is found.
+async fn verify_checks_chain_segments_against_the_backups_system(b: Backend) {
+    let s = Shipped::new(b).await;
+    make_real_archive(&s.site.wals(), 1, 8);
+    backup(
+        &s.site,
+        ID,
+        "000000010000000000000003",
+        "000000010000000000000005",
+        1,
+    );
+    let info = s
+        .site
+        .dir
+        .path()
+        .join(format!("barman/pg/meta/{ID}-backup.info"));
+    let mut text = std::fs::read_to_string(&info).expect("info");
+    text.push_str(&format!("systemid={SYSTEM_ID}\n"));
+    std::fs::write(&info, text).expect("info");
+    s.ok(&["wal-sync", "pg"]);
+    s.ok(&["base-sync"]);
+    // The bucket's identity now names another system (a pg_upgrade and a new base-sync).
+    let identity = s.site.dir.path().join("identity.json");
+    std::fs::write(&identity, "{\"systemid\": \"7399999999999999999\"}").expect("identity");
+    s.ok(&[
+        "store",
+        "put",
+        identity.to_str().expect("utf8"),
+        "pg/identity.json",
+    ]);
+    let out = s.ok(&["verify", "pg"]);
+    assert!(lines(&out).is_empty(), "{:?}", lines(&out));
+
+    // Segment 4 replaced (through barmans3, so its stored checksum is right) by a segment of
+    // the same name from another system.
+    let name = "000000010000000000000004";
+    let mut other = wal_segment(name, 4);
+    other[24..32].copy_from_slice(&7_322_222_222_222_222_222u64.to_le_bytes());
+    let planted = s.site.dir.path().join("planted");
+    std::fs::write(&planted, &other).expect("planted");
+    let rel = format!("pg/wals/0000000100000000/{name}");
+    s.ok(&["store", "put", planted.to_str().expect("utf8"), &rel]);
+    let out = s.run(&["verify", "pg"]);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert_eq!(
+        lines(&out),
+        [format!(
+            "wal-system {}: belongs to database system 7322222222222222222, the backup to {SYSTEM_ID} (its backup.info): recovery of the backup cannot use it",
+            s.key(&rel)
+        )]
+    );
+    assert_eq!(
+        json(&s.run(&["--json", "verify", "pg"]))["problems"][0]["backup"],
+        ID
+    );
+}
+
+/// Objects whose keys hold an ESC and a newline (characters XML 1.0 cannot carry, planted by
+/// whoever can write the bucket) beside a server's WAL and backups: the listings still read
+/// (on S3 they ask for URL-encoded keys), so wal-sync, verify and base-ls work on, and a stray
+/// key is printed escaped, never as a line of its own.
+async fn keys_xml_cannot_carry_do_not_stop_the_listings(b: Backend) {
+    let s = Shipped::new(b).await;
+    ship(&s);
+    let planted = [
+        "pg/wals/0000000100000000/\x1b[2J\nforged",
+        "pg/base/\x1b]0;x\x07",
+        "pg/base/20261121T100000/data/evil\x1b\n",
+    ];
+    for rel in planted {
+        s.replace(rel, b"planted".to_vec()).await;
+    }
+    let out = s.ok(&["store", "ls", "pg/"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("pg/wals/0000000100000000/\\x1b[2J\\nforged"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pg/base/20261121T100000/data/evil\\x1b\\n"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "{text}");
+    // A new segment is shipped past the planted key.
+    make_real_archive(&s.site.wals(), 9, 1);
+    s.ok(&["wal-sync", "pg"]);
+    let out = s.ok(&[
+        "store",
+        "ls",
+        "pg/wals/0000000100000000/000000010000000000000009",
+    ]);
+    assert_eq!(lines(&out).len(), 1, "{:?}", lines(&out));
+    let ls = s.ok(&["base-ls", "pg"]);
+    let listed = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert!(listed.contains(ID), "{listed}");
+    assert!(!listed.contains('\x1b'), "{listed}");
+    // verify lists the backups and the archive; whatever it says of a stray key is one
+    // escaped line, and the backup itself still verifies.
+    let out = s.run(&["verify", "pg"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", err(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &err(&out);
+    assert!(!said.contains('\x1b'), "{said}");
+    assert!(!said.contains("cannot be read"), "{said}");
+    let v = json(&s.run(&["--json", "verify", "pg"]));
+    assert_eq!(v["backups"], serde_json::json!([ID]), "{v}");
+    // Such keys can be deleted too (on S3 not in a DeleteObjects body, which is XML).
+    for rel in planted {
+        s.remove(rel).await;
+    }
+    let out = s.ok(&["store", "ls", "pg/"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("\\x1b"), "{text}");
+}
+
 on_both!(
+    keys_xml_cannot_carry_do_not_stop_the_listings,
+    verify_wal_reads_every_segment_and_reports_the_window,
+    verify_checks_chain_segments_against_the_backups_system,
     a_clean_backup_and_archive_verify,
     verify_finds_missing_truncated_and_changed_files,
     verify_finds_a_missing_wal_in_a_backups_chain,

@@ -14,10 +14,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::restore::manifest;
+use super::restore::modes::narrow;
 use crate::barman::conf::ServerDirs;
 use crate::barman::manifest::Entry;
 use crate::barman::remote::{INFO, Remote};
 use crate::barman::server::Server;
+use crate::barman::ship::fullsync::{RemoteBackup, chain_gap};
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -91,10 +93,10 @@ pub async fn catalog_restore(
     dirs: &ServerDirs,
     opts: &CatalogOptions,
 ) -> Result<Rebuilt> {
+    let ids = backup_ids(srv, &opts.backups).await?;
     claim(dirs)?;
     let Server { t, remote, .. } = srv;
     let layout = opts.layout.unwrap_or_else(installed_layout);
-    let ids = backup_ids(srv, &opts.backups).await?;
     let mut jobs: Vec<Job> = Vec::new();
     let mut dir_modes: Vec<(PathBuf, u32)> = Vec::new();
     let mut links = Vec::new();
@@ -104,6 +106,15 @@ pub async fn catalog_restore(
         begin_wals.extend(info.begin_wal().map(str::to_string));
         let root = dirs.base_dir.join(id);
         let (files, dirs_of, links_of) = backup_jobs(remote, id, &root, &m.entries)?;
+        let narrowed = m
+            .entries
+            .iter()
+            .filter(|e| match e {
+                Entry::Dir { mode, .. } | Entry::File { mode, .. } => narrow(*mode).1,
+                Entry::Symlink { .. } => false,
+            })
+            .count();
+        crate::barman::recover::restore::modes::report(&format!("backup {id}"), narrowed);
         jobs.extend(files);
         dir_modes.extend(dirs_of);
         links.extend(links_of);
@@ -203,17 +214,57 @@ fn installed_layout() -> InfoLayout {
     }
 }
 
-/// The complete backups to rebuild: `wanted`, or every complete one in the bucket.
+/// The backups to rebuild: `wanted` with the whole chain of each, or every complete one in
+/// the bucket.
 async fn backup_ids(srv: &Server, wanted: &[String]) -> Result<Vec<String>> {
-    if !wanted.is_empty() {
-        return Ok(wanted.to_vec());
-    }
     let list = crate::barman::ship::fullsync::remote_backups(srv).await?;
-    Ok(list
-        .into_iter()
-        .filter(|b| b.complete)
-        .map(|b| b.id)
-        .collect())
+    let (ids, skipped) = with_chains(&list, wanted)?;
+    for why in skipped {
+        tracing::warn!("{}: not rebuilt: {why}", srv.name);
+    }
+    Ok(ids)
+}
+
+/// The backups to rebuild, oldest first, and those left out with the reason. Asked-for
+/// backups come with every backup of their chain (an incremental backup is useless to Barman
+/// without its parents): an asked-for backup whose chain is not complete in the bucket refuses
+/// the run. Without a list, every backup complete with its whole chain; an incremental whose
+/// chain is not is left out and named, never copied as an orphan Barman would then fail on.
+pub fn with_chains(list: &[RemoteBackup], wanted: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut skipped = Vec::new();
+    let asked: Vec<&str> = if wanted.is_empty() {
+        list.iter().map(|b| b.id.as_str()).collect()
+    } else {
+        wanted.iter().map(String::as_str).collect()
+    };
+    for id in asked {
+        if let Some(gap) = chain_gap(list, id) {
+            let why = if gap == id {
+                format!("backup {id} is not complete in the bucket; see base-ls")
+            } else {
+                format!(
+                    "backup {id} is incremental and its chain needs {gap}, which is not complete in the bucket; see base-ls"
+                )
+            };
+            if !wanted.is_empty() {
+                return Err(Error::Failed(format!("{why}; nothing was written")));
+            }
+            if gap != id {
+                skipped.push(why);
+            }
+            continue;
+        }
+        let mut cur = Some(id.to_string());
+        while let Some(at) = cur {
+            cur = list
+                .iter()
+                .find(|b| b.id == at)
+                .and_then(|b| b.parent.clone());
+            ids.insert(at);
+        }
+    }
+    Ok((ids.into_iter().collect(), skipped))
 }
 
 /// The files, directories and links of one backup, in Barman's layout under `root`. Only
@@ -230,7 +281,7 @@ fn backup_jobs(
     for e in entries {
         let local = root.join(e.local_path()?);
         match e {
-            Entry::Dir { mode, .. } => dirs.push((local, *mode)),
+            Entry::Dir { mode, .. } => dirs.push((local, narrow(*mode).0)),
             Entry::File {
                 path,
                 size,
@@ -242,7 +293,7 @@ fn backup_jobs(
                 to: local,
                 size: *size,
                 crc32c: u32::from_str_radix(crc32c, 16).ok(),
-                mode: Some(*mode),
+                mode: Some(narrow(*mode).0),
             }),
             Entry::Symlink { path, target, .. } => {
                 let oid = path
@@ -343,4 +394,60 @@ pub fn next_steps(server: &str, r: &Rebuilt) -> Vec<String> {
         v.push("(backup.info written in base/<id>/, where Barman before 3.13.2 reads it)".into());
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rb(id: &str, complete: bool, parent: Option<&str>) -> RemoteBackup {
+        RemoteBackup {
+            id: id.into(),
+            status: "DONE".into(),
+            begin_time: None,
+            end_time: None,
+            size: None,
+            begin_wal: None,
+            end_wal: None,
+            timeline: None,
+            parent: parent.map(str::to_string),
+            complete,
+        }
+    }
+    fn v(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_incremental_comes_with_its_chain_or_not_at_all() {
+        let list = vec![
+            rb("A", true, None),
+            rb("B", true, Some("A")),
+            rb("C", true, Some("B")),
+            rb("D", false, None),
+            rb("E", true, Some("D")),
+            rb("F", true, Some("X")),
+            rb("G", true, None),
+        ];
+        // Asked for the leaf: its whole chain comes.
+        assert_eq!(
+            with_chains(&list, &v(&["C"])).expect("C").0,
+            v(&["A", "B", "C"])
+        );
+        assert_eq!(
+            with_chains(&list, &v(&["B", "G"])).expect("B G").0,
+            v(&["A", "B", "G"])
+        );
+        // Asked for an orphan: refused, naming what is missing.
+        for (id, gap) in [("E", "D"), ("F", "X")] {
+            let e = with_chains(&list, &v(&[id])).expect_err(id);
+            assert!(e.to_string().contains(&format!("needs {gap}")), "{e}");
+        }
+        assert!(with_chains(&list, &v(&["D"])).is_err());
+        // Everything: orphans are left out and named, incomplete ones quietly.
+        let (ids, skipped) = with_chains(&list, &[]).expect("all");
+        assert_eq!(ids, v(&["A", "B", "C", "G"]));
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].contains("backup E") && skipped[1].contains("backup F"));
+    }
 }

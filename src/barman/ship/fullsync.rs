@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::backup::{NotNow, upload_backup};
+use super::backup::{NotNow, check_eligible, upload_backup};
 use super::locks;
 use super::retention::{self, Held};
 use super::walsync::{WalReport, pending_wals, wal_sync};
@@ -39,8 +39,36 @@ pub struct RemoteBackup {
     pub timeline: Option<String>,
     /// The backup this one is an increment of (PostgreSQL 17+), if any.
     pub parent: Option<String>,
-    /// Manifest and backup.info both present.
+    /// Its own manifest and backup.info both present (its chain aside: see [`chain_gap`]).
     pub complete: bool,
+}
+
+/// The first backup of `id`'s chain (itself, or a parent of an incremental backup) that is
+/// missing from `list` or not complete there; `None` when the whole chain is complete. A
+/// backup is complete only when its whole chain is.
+pub fn chain_gap(list: &[RemoteBackup], id: &str) -> Option<String> {
+    let mut cur = Some(id.to_string());
+    let mut seen = BTreeSet::new();
+    while let Some(at) = cur {
+        match list.iter().find(|b| b.id == at) {
+            Some(b) if b.complete && seen.insert(at.clone()) => cur = b.parent.clone(),
+            _ => return Some(at),
+        }
+    }
+    None
+}
+
+/// The listing `base-ls` shows: each backup with `complete` meaning complete with its whole
+/// chain, and the first backup of the chain that is not (when one is not).
+pub fn listing(list: Vec<RemoteBackup>) -> Vec<(RemoteBackup, Option<String>)> {
+    let gaps: Vec<Option<String>> = list.iter().map(|b| chain_gap(&list, &b.id)).collect();
+    list.into_iter()
+        .zip(gaps)
+        .map(|(mut b, gap)| {
+            b.complete = gap.is_none();
+            (b, gap)
+        })
+        .collect()
 }
 
 /// Lists the server's backups in the bucket, oldest first.
@@ -168,7 +196,7 @@ pub async fn full_sync(
     let objects = wal_objects(&srv).await?;
     let basis = Basis {
         held: &held,
-        local: local.into_iter().collect(),
+        local: local_state(dirs, local),
         objects: &objects,
         rules: retention::Rules {
             min_keep: cfg.barman.min_remote_backups,
@@ -189,7 +217,7 @@ struct Basis<'a> {
     /// The backups in the bucket (with `--dry-run`, as they would be after its uploads).
     held: &'a [Held],
     /// The backups Barman still has.
-    local: BTreeSet<String>,
+    local: retention::Local,
     /// Every remote WAL object: (key, path relative to `wals/`).
     objects: &'a [(String, String)],
     rules: retention::Rules,
@@ -227,7 +255,7 @@ async fn plan_deletions(
             report
                 .retained
                 .push(format!("backup {id} retained until {}", locks::when(until)));
-            basis.local.insert(id);
+            basis.local.ids.insert(id);
         }
     };
     report.deleted_backups = plan.backups;
@@ -249,8 +277,25 @@ async fn plan_deletions(
     Ok(())
 }
 
+/// What Barman holds: every backup id, and the newest DONE one.
+fn local_state(dirs: &ServerDirs, ids: Vec<String>) -> retention::Local {
+    let newest_done = ids
+        .iter()
+        .rev()
+        .find(|id| {
+            info::locate(dirs, id)
+                .and_then(|p| info::read(&p).ok())
+                .is_some_and(|b| b.status() == "DONE")
+        })
+        .cloned();
+    retention::Local {
+        ids: ids.into_iter().collect(),
+        newest_done,
+    }
+}
+
 /// Uploads every local DONE backup not complete in the bucket (with `dry_run`, only lists
-/// them).
+/// those the real run would upload now: a backup Barman holds busy is skipped by both).
 async fn upload_missing(
     cfg: &Config,
     srv: &Server,
@@ -275,7 +320,14 @@ async fn upload_missing(
             continue;
         }
         if dry_run {
-            report.uploaded_backups.push(id.clone());
+            match would_upload(dirs, id) {
+                Ok(()) => report.uploaded_backups.push(id.clone()),
+                Err(NotNow::Interrupted) => return Err(Error::Interrupted),
+                Err(NotNow::Wait(m)) => report.skipped.push(format!("{id}: {m}")),
+                Err(NotNow::Retry(m) | NotNow::Never(m)) => {
+                    return Err(Error::Failed(format!("backup {id}: {m}")));
+                }
+            }
             continue;
         }
         match upload_backup(srv, dirs, id, cfg).await {
@@ -288,6 +340,27 @@ async fn upload_missing(
         }
     }
     Ok(report)
+}
+
+/// What [`upload_backup`] checks before it sends a byte: Barman's lock on the backup is free
+/// (taken and let go at once) and the backup is eligible.
+fn would_upload(dirs: &ServerDirs, id: &str) -> std::result::Result<(), NotNow> {
+    let _lock = match crate::lockfile::try_lock_file(
+        &dirs.backup_lock(id),
+        "Barman operation on this backup",
+    ) {
+        Ok(l) => l,
+        Err(Error::Busy(m)) => return Err(NotNow::Wait(m)),
+        Err(e) => return Err(e.into()),
+    };
+    check_eligible(
+        dirs,
+        id,
+        crate::clock::now(),
+        std::time::Duration::MAX,
+        None,
+    )
+    .map(|_| ())
 }
 
 /// The bucket as it would be after uploading `uploaded`.
@@ -348,5 +421,78 @@ fn held(b: &RemoteBackup) -> Held {
         status: b.status.clone(),
         begin_wal: b.begin_wal.clone(),
         parent: b.parent.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rb(id: &str, complete: bool, parent: Option<&str>) -> RemoteBackup {
+        RemoteBackup {
+            id: id.into(),
+            status: "DONE".into(),
+            begin_time: None,
+            end_time: None,
+            size: None,
+            begin_wal: None,
+            end_wal: None,
+            timeline: None,
+            parent: parent.map(str::to_string),
+            complete,
+        }
+    }
+
+    /// (case, list, id) → the first backup of the chain that is not complete.
+    #[test]
+    fn a_backup_is_complete_only_with_its_whole_chain() {
+        let cases: Vec<(&str, Vec<RemoteBackup>, &str, Option<&str>)> = vec![
+            ("a full backup", vec![rb("A", true, None)], "A", None),
+            (
+                "itself incomplete",
+                vec![rb("A", false, None)],
+                "A",
+                Some("A"),
+            ),
+            (
+                "an incremental with its parent",
+                vec![rb("A", true, None), rb("B", true, Some("A"))],
+                "B",
+                None,
+            ),
+            (
+                "the parent is gone from the bucket",
+                vec![rb("B", true, Some("A"))],
+                "B",
+                Some("A"),
+            ),
+            (
+                "the grandparent is incomplete",
+                vec![
+                    rb("A", false, None),
+                    rb("B", true, Some("A")),
+                    rb("C", true, Some("B")),
+                ],
+                "C",
+                Some("A"),
+            ),
+            (
+                "a loop of parents",
+                vec![rb("A", true, Some("B")), rb("B", true, Some("A"))],
+                "B",
+                Some("B"),
+            ),
+        ];
+        for (name, list, id, want) in cases {
+            assert_eq!(chain_gap(&list, id).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn base_ls_says_not_complete_for_an_orphan() {
+        let list = listing(vec![rb("B", true, Some("A")), rb("C", true, None)]);
+        assert!(!list[0].0.complete, "{list:?}");
+        assert_eq!(list[0].1.as_deref(), Some("A"));
+        assert!(list[1].0.complete && list[1].1.is_none(), "{list:?}");
     }
 }

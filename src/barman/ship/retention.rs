@@ -1,15 +1,21 @@
 //! What `full-sync` may delete from the bucket: a pure function of the remote backups, the
 //! local ones and the remote WAL objects, so every rule that guards against losing data is
-//! unit-tested without a server.
+//! unit-tested without a server. `--dry-run` prints exactly this plan; the real run carries it
+//! out.
 //!
-//! A remote backup is deleted only when Barman no longer has it locally, it is older than the
+//! A backup is *restorable* from the bucket only when it and every backup of its chain (the
+//! parents of an incremental backup, PostgreSQL 17+) are complete and DONE there. Nothing at all
+//! is deleted while the newest backup Barman has DONE is not restorable from the bucket (an
+//! upload under way, a busy backup): until then the older ones may be the only copies. A
+//! remote backup is deleted only when Barman no longer has it locally, it is older than the
 //! newest remote backup, no remaining backup depends on it (an incremental's parent), and at
-//! least `min_keep` complete DONE backups remain; more than `max_deletes` at once needs
-//! `force`. A remote WAL is deleted only when it is older than the first WAL of the oldest
-//! remaining complete DONE backup on that backup's timeline or an older one, is not a history
-//! file, and is absent locally. With no complete DONE backup left, no WAL is deleted.
+//! least `min_keep` restorable backups remain: `min_keep` spares a backup with its whole chain,
+//! never an incremental alone. More than `max_deletes` at once needs `force`. A remote WAL is
+//! deleted only when it is older than the first WAL of the oldest remaining restorable backup
+//! on that backup's timeline or an older one, is not a history file, and is absent locally.
+//! With no restorable backup left, no WAL is deleted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
@@ -19,7 +25,7 @@ use crate::error::{Error, Result};
 pub struct Held {
     /// Backup id.
     pub id: String,
-    /// backup.info and manifest are both in the bucket.
+    /// Its own backup.info and manifest are both in the bucket (its chain aside).
     pub complete: bool,
     /// Barman's status (`DONE`, ...).
     pub status: String,
@@ -35,10 +41,19 @@ impl Held {
     }
 }
 
+/// What Barman holds locally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local {
+    /// Every backup id Barman has (any status).
+    pub ids: BTreeSet<String>,
+    /// The newest of them whose status is DONE.
+    pub newest_done: Option<String>,
+}
+
 /// The limits of one run.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
-    /// Complete DONE backups that always remain.
+    /// Restorable backups that always remain.
     pub min_keep: usize,
     /// Backups one run may delete without `force`.
     pub max_deletes: usize,
@@ -57,24 +72,61 @@ pub struct Deletions {
     pub spared: Vec<String>,
 }
 
+/// The backups whose whole chain counts (complete and DONE) within `set`.
+pub fn restorable<'a>(set: &[&'a Held]) -> BTreeSet<&'a str> {
+    let by_id: BTreeMap<&str, &Held> = set.iter().map(|b| (b.id.as_str(), *b)).collect();
+    let mut out = BTreeSet::new();
+    for b in set {
+        let mut cur = Some(*b);
+        let mut seen = BTreeSet::new();
+        let ok = loop {
+            match cur {
+                None => break false,
+                Some(h) if !h.counts() || !seen.insert(h.id.as_str()) => break false,
+                Some(h) => match &h.parent {
+                    None => break true,
+                    Some(p) => cur = by_id.get(p.as_str()).copied(),
+                },
+            }
+        };
+        if ok {
+            out.insert(b.id.as_str());
+        }
+    }
+    out
+}
+
 /// Plans the deletions. `wal_objects` are (key, path relative to `wals/`) of the remote WAL
 /// archive; `local_wal` says whether Barman still has a path. Err when more than
 /// `max_deletes` backups would go without `force`.
 pub fn plan(
     remote: &[Held],
-    local: &BTreeSet<String>,
+    local: &Local,
     wal_objects: &[(String, String)],
     local_wal: impl Fn(&str) -> bool,
     rules: Rules,
 ) -> Result<Deletions> {
     let mut out = Deletions::default();
+    let all: Vec<&Held> = remote.iter().collect();
+    let whole = restorable(&all);
+    let guard = match &local.newest_done {
+        Some(id) if whole.contains(id.as_str()) => None,
+        Some(id) => Some(format!(
+            "nothing deleted: {id}, the newest backup Barman has DONE, is not restorable from the bucket yet (it or a backup of its chain is missing or incomplete there)"
+        )),
+        None => Some("nothing deleted: Barman has no DONE backup".to_string()),
+    };
+    if let Some(why) = guard {
+        out.spared.push(why);
+        return Ok(out);
+    }
     let newest = remote.iter().map(|b| b.id.as_str()).max();
     let mut doomed: Vec<&Held> = remote
         .iter()
-        .filter(|b| !local.contains(&b.id) && Some(b.id.as_str()) < newest)
+        .filter(|b| !local.ids.contains(&b.id) && Some(b.id.as_str()) < newest)
         .collect();
     spare_parents(remote, &mut doomed, &mut out.spared);
-    spare_for_min_keep(remote, &mut doomed, rules.min_keep, &mut out.spared);
+    spare_for_min_keep(remote, &whole, &mut doomed, rules.min_keep, &mut out.spared);
     if doomed.len() > rules.max_deletes && !rules.force {
         return Err(Error::Failed(format!(
             "{} remote backups would be deleted (more than max_deletes = {}): {}; check with --dry-run, then run with --force",
@@ -88,9 +140,14 @@ pub fn plan(
         )));
     }
     let gone: BTreeSet<&str> = doomed.iter().map(|b| b.id.as_str()).collect();
-    let oldest_kept = remote
+    let staying: Vec<&Held> = remote
         .iter()
-        .filter(|b| !gone.contains(b.id.as_str()) && b.counts())
+        .filter(|b| !gone.contains(b.id.as_str()))
+        .collect();
+    let kept = restorable(&staying);
+    let oldest_kept = staying
+        .iter()
+        .filter(|b| kept.contains(b.id.as_str()))
         .filter_map(|b| b.begin_wal.as_deref())
         .min_by(|a, b| wal::compare(a, b));
     if let Some(begin) = oldest_kept {
@@ -127,22 +184,44 @@ fn spare_parents(remote: &[Held], doomed: &mut Vec<&Held>, spared: &mut Vec<Stri
     }
 }
 
-/// At least `min_keep` complete DONE backups remain: the newest candidates that count are
-/// spared.
+/// At least `min_keep` restorable backups remain: the newest candidate restorable with its
+/// chain is spared together with that whole chain, until enough remain or none is left.
 fn spare_for_min_keep(
     remote: &[Held],
+    whole: &BTreeSet<&str>,
     doomed: &mut Vec<&Held>,
     min_keep: usize,
     spared: &mut Vec<String>,
 ) {
-    let total = remote.iter().filter(|b| b.counts()).count();
-    while total - doomed.iter().filter(|b| b.counts()).count() < min_keep {
-        match doomed.iter().rposition(|b| b.counts()) {
-            Some(i) => {
-                spared.push(format!("{}: kept for min_remote_backups", doomed[i].id));
-                doomed.remove(i);
+    loop {
+        let staying: Vec<&Held> = remote
+            .iter()
+            .filter(|b| !doomed.iter().any(|d| d.id == b.id))
+            .collect();
+        if restorable(&staying).len() >= min_keep {
+            return;
+        }
+        let Some(i) = doomed.iter().rposition(|b| whole.contains(b.id.as_str())) else {
+            return;
+        };
+        let pick = doomed.remove(i);
+        spared.push(format!("{}: kept for min_remote_backups", pick.id));
+        // Its chain, parent by parent, stays with it.
+        let mut parent = pick.parent.as_deref();
+        let mut steps = 0;
+        while let Some(p) = parent.filter(|_| steps <= remote.len()) {
+            steps += 1;
+            if let Some(j) = doomed.iter().position(|d| d.id == p) {
+                doomed.remove(j);
+                spared.push(format!(
+                    "{p}: in the chain of {}, kept for min_remote_backups",
+                    pick.id
+                ));
             }
-            None => return,
+            parent = remote
+                .iter()
+                .find(|b| b.id == p)
+                .and_then(|b| b.parent.as_deref());
         }
     }
 }
@@ -175,248 +254,4 @@ fn old_wals(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b(id: &str, begin: &str) -> Held {
-        Held {
-            id: id.into(),
-            complete: true,
-            status: "DONE".into(),
-            begin_wal: Some(begin.into()),
-            parent: None,
-        }
-    }
-    fn inc(id: &str, begin: &str, parent: &str) -> Held {
-        Held {
-            parent: Some(parent.into()),
-            ..b(id, begin)
-        }
-    }
-    fn incomplete(id: &str) -> Held {
-        Held {
-            complete: false,
-            ..b(id, "000000010000000000000001")
-        }
-    }
-    fn ids(v: &[&str]) -> BTreeSet<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-    fn wals(names: &[&str]) -> Vec<(String, String)> {
-        names
-            .iter()
-            .map(|n| {
-                let rel = if n.ends_with(".history") {
-                    n.to_string()
-                } else {
-                    format!("{}/{n}", &n[..16])
-                };
-                (format!("p/pg/wals/{rel}"), rel)
-            })
-            .collect()
-    }
-    const R: Rules = Rules {
-        min_keep: 1,
-        max_deletes: 3,
-        force: false,
-    };
-
-    const W1: &str = "000000010000000000000001";
-    const W3: &str = "000000010000000000000003";
-    const W5: &str = "000000010000000000000005";
-    const W7: &str = "000000010000000000000007";
-
-    /// (case, remote, local ids, rules) → deleted backups.
-    #[test]
-    fn backups_are_deleted_only_under_every_rule() {
-        type Case<'a> = (&'a str, Vec<Held>, Vec<&'a str>, Rules, Vec<&'a str>);
-        let cases: Vec<Case> = vec![
-            (
-                "gone locally, older: deleted",
-                vec![b("A", W1), b("B", W3)],
-                vec!["B"],
-                R,
-                vec!["A"],
-            ),
-            (
-                "still local: kept",
-                vec![b("A", W1), b("B", W3)],
-                vec!["A", "B"],
-                R,
-                vec![],
-            ),
-            (
-                "the newest is never deleted",
-                vec![b("A", W1), b("B", W3)],
-                vec!["A"],
-                R,
-                vec![],
-            ),
-            (
-                "min_keep 2 spares the newest candidate",
-                vec![b("A", W1), b("B", W3), b("C", W5)],
-                vec!["C"],
-                Rules { min_keep: 2, ..R },
-                vec!["A"],
-            ),
-            (
-                "min_keep counts only complete DONE",
-                vec![b("A", W1), incomplete("B"), b("C", W5)],
-                vec!["C"],
-                Rules { min_keep: 2, ..R },
-                vec!["B"],
-            ),
-            (
-                "incomplete leftovers go",
-                vec![incomplete("A"), b("B", W3)],
-                vec!["B"],
-                R,
-                vec!["A"],
-            ),
-            (
-                "a parent stays while its child stays",
-                vec![b("A", W1), inc("B", W3, "A"), b("C", W5)],
-                vec!["B", "C"],
-                R,
-                vec![],
-            ),
-            (
-                "parent and child go together",
-                vec![b("A", W1), inc("B", W3, "A"), b("C", W5)],
-                vec!["C"],
-                R,
-                vec!["A", "B"],
-            ),
-            (
-                "a chain is spared from its leaf",
-                vec![b("A", W1), inc("B", W3, "A"), inc("C", W5, "B"), b("D", W7)],
-                vec!["C", "D"],
-                R,
-                vec![],
-            ),
-            (
-                "force lifts the cap",
-                vec![b("A", W1), b("B", W1), b("C", W1), b("D", W1), b("E", W3)],
-                vec!["E"],
-                Rules { force: true, ..R },
-                vec!["A", "B", "C", "D"],
-            ),
-        ];
-        for (name, remote, local, rules, want) in cases {
-            let d = plan(&remote, &ids(&local), &[], |_| false, rules).expect(name);
-            assert_eq!(d.backups, want, "{name}");
-        }
-    }
-
-    #[test]
-    fn more_than_max_deletes_is_refused_without_force() {
-        let remote = vec![b("A", W1), b("B", W1), b("C", W1), b("D", W1), b("E", W3)];
-        let e = plan(&remote, &ids(&["E"]), &[], |_| false, R).expect_err("cap");
-        assert!(e.to_string().contains("max_deletes = 3"), "{e}");
-    }
-
-    /// (case, remote, local ids, WAL objects, local WALs) → deleted WAL names.
-    #[test]
-    fn wals_are_deleted_only_before_the_oldest_remaining_backup() {
-        let w2 = "000000010000000000000002";
-        let w4 = "000000010000000000000004";
-        let t2 = "000000020000000000000002";
-        type Case<'a> = (
-            &'a str,
-            Vec<Held>,
-            Vec<&'a str>,
-            Vec<&'a str>,
-            Vec<&'a str>,
-            Vec<&'a str>,
-        );
-        let cases: Vec<Case> = vec![
-            (
-                "before the oldest kept begin: deleted",
-                vec![b("A", W1), b("B", W3)],
-                vec!["B"],
-                vec![W1, w2, W3, w4],
-                vec![],
-                vec![W1, w2],
-            ),
-            (
-                "history files never",
-                vec![b("A", W1), b("B", W3)],
-                vec!["B"],
-                vec!["00000002.history", W1],
-                vec![],
-                vec![W1],
-            ),
-            (
-                "still local: kept",
-                vec![b("A", W1), b("B", W3)],
-                vec!["B"],
-                vec![W1, w2],
-                vec![w2],
-                vec![W1],
-            ),
-            (
-                "a newer timeline is kept",
-                vec![b("A", W1), b("B", W3)],
-                vec!["B"],
-                vec![t2, W1],
-                vec![],
-                vec![W1],
-            ),
-            (
-                "no backup deleted: WALs before the oldest still go",
-                vec![b("A", W3)],
-                vec!["A"],
-                vec![W1, W3],
-                vec![],
-                vec![W1],
-            ),
-            (
-                "no complete DONE backup: none",
-                vec![incomplete("A"), incomplete("B")],
-                vec!["B"],
-                vec![W1],
-                vec![],
-                vec![],
-            ),
-            (
-                "a spared parent keeps its WALs",
-                vec![b("A", W1), inc("B", W3, "A"), b("C", W5)],
-                vec!["B", "C"],
-                vec![W1, w2],
-                vec![],
-                vec![],
-            ),
-            (
-                "labels and partials follow their segment",
-                vec![b("A", W1), b("B", W3)],
-                vec!["B"],
-                vec![
-                    "000000010000000000000002.00000028.backup",
-                    "000000010000000000000002.partial",
-                ],
-                vec![],
-                vec![
-                    "000000010000000000000002.00000028.backup",
-                    "000000010000000000000002.partial",
-                ],
-            ),
-        ];
-        for (name, remote, local, objects, here, want) in cases {
-            let here: BTreeSet<String> = wals(&here).into_iter().map(|(_, r)| r).collect();
-            let d = plan(
-                &remote,
-                &ids(&local),
-                &wals(&objects),
-                |r| here.contains(r),
-                R,
-            )
-            .expect(name);
-            let got: Vec<&str> = d
-                .wals
-                .iter()
-                .map(|k| k.rsplit('/').next().unwrap_or(""))
-                .collect();
-            assert_eq!(got, want, "{name}");
-        }
-    }
-}
+mod tests;

@@ -3,7 +3,9 @@
 //! rule is unit-tested without a server.
 //!
 //! - absent from the bucket: upload;
-//! - in the bucket with another size: a conflict, never overwritten;
+//! - in the bucket with another size: a conflict, never overwritten; except a smaller object
+//!   this store's ledger says we shipped from this file (a writer that closed it early and
+//!   wrote on): once its bytes are shown to be a prefix of the file's, it is shipped again;
 //! - in the bucket with the same size: settled only if the ledger knows this very file (size
 //!   and modification time) to be there; otherwise its content is compared (same size is not
 //!   same content: every WAL segment is 16 MiB);
@@ -66,8 +68,37 @@ pub struct WalPlan {
     pub verify: Vec<LocalWal>,
     /// In the bucket with another size: `rel: N bytes here, M in the bucket`.
     pub conflicts: Vec<String>,
+    /// In the bucket smaller than here, and what is there is what we shipped from this file
+    /// before it grew: shipped again once the object is shown to be a prefix of the file.
+    pub regrown: Vec<Regrown>,
     /// Known to be in the bucket with the same content.
     pub settled: usize,
+}
+
+/// A file that grew after we shipped part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regrown {
+    /// The file as it is now.
+    pub file: LocalWal,
+    /// What the ledger says we shipped (the object's size, and the CRC32C of its bytes).
+    pub shipped: Known,
+}
+
+impl Regrown {
+    /// Whether the object may be replaced by the file: the first `shipped.size` bytes of the
+    /// file have the CRC32C we shipped (`prefix_crc`) and the object in the bucket holds them
+    /// (`object_matches`): the object is a prefix of the file, nothing in it is lost.
+    pub fn replaceable(&self, prefix_crc: u32, object_matches: bool) -> bool {
+        self.shipped.size < self.file.size && prefix_crc == self.shipped.crc32c && object_matches
+    }
+
+    /// The conflict line when it may not be replaced.
+    pub fn conflict(&self) -> String {
+        format!(
+            "{}: {} bytes here, {} in the bucket, which are not the start of this file",
+            self.file.rel, self.file.size, self.shipped.size
+        )
+    }
 }
 
 /// Decides each local file. `remote` maps `rel` to the size the bucket lists; `ledgers` maps a
@@ -85,13 +116,20 @@ pub fn plan(
         if start_after.is_some_and(|sa| f.rel.as_str() <= sa) {
             continue;
         }
+        let ledger = ledgers.get(f.hash_dir()).unwrap_or(&empty);
         match remote.get(&f.rel) {
             None => p.upload.push(f.clone()),
+            Some(&s) if s < f.size && ledger.get(f.name()).is_some_and(|k| k.size == s) => {
+                p.regrown.push(Regrown {
+                    file: f.clone(),
+                    shipped: ledger[f.name()],
+                })
+            }
             Some(&s) if s != f.size => p.conflicts.push(format!(
                 "{}: {} bytes here, {s} in the bucket",
                 f.rel, f.size
             )),
-            Some(_) if f.known_in(ledgers.get(f.hash_dir()).unwrap_or(&empty)) => p.settled += 1,
+            Some(_) if f.known_in(ledger) => p.settled += 1,
             Some(_) => p.verify.push(f.clone()),
         }
     }
@@ -277,6 +315,39 @@ mod tests {
                 want,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn a_file_that_grew_after_we_shipped_its_start_is_shipped_again_only_as_a_prefix() {
+        let s = 16 << 20;
+        let remote = |size| BTreeMap::from([(A.to_string(), size)]);
+        // Shipped at its first close with 8 MiB, then written on to 16 MiB.
+        let p = plan(
+            &[wal(A, s, 2)],
+            &remote(8 << 20),
+            &ledger(&[(A, 8 << 20, 1)]),
+            None,
+        );
+        assert_eq!((p.regrown.len(), p.conflicts.len()), (1, 0), "{p:?}");
+        let r = &p.regrown[0];
+        assert_eq!(r.shipped.size, 8 << 20);
+        assert!(r.replaceable(0, true), "our prefix, still in the bucket");
+        assert!(!r.replaceable(1, true), "the file's start changed since");
+        assert!(
+            !r.replaceable(0, false),
+            "the object is not what we shipped"
+        );
+        assert!(r.conflict().contains("not the start of this file"));
+        // Not ours (no ledger entry, or one of another size), or bigger than the file: a
+        // conflict as before.
+        for (local, known) in [
+            (s, vec![]),
+            (s, vec![(A, 4 << 20, 1)]),
+            (4 << 20, vec![(A, 8 << 20, 1)]),
+        ] {
+            let p = plan(&[wal(A, local, 2)], &remote(8 << 20), &ledger(&known), None);
+            assert_eq!((p.regrown.len(), p.conflicts.len()), (0, 1), "{known:?}");
         }
     }
 

@@ -7,7 +7,9 @@
 //! every `wal_reconcile_every`) scans and lists everything. Which files go is decided by
 //! [`super::walplan`]: a file in the bucket with the same size counts only once its content
 //! was compared (or it was uploaded from this very file); other content is an error, never
-//! overwritten. State and ledger are kept per store ([`super::state`]). One run per server at
+//! overwritten, except an object we shipped from a file that then grew, once it is shown to be
+//! the file's prefix. Each file is looked at again after its upload: one that changed meanwhile
+//! is left for the next run (`--follow` looks again once it has settled). State and ledger are kept per store ([`super::state`]). One run per server at
 //! a time (lock file).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,7 +42,8 @@ pub struct WalReport {
     pub checked: usize,
     /// Whether this run was a full reconcile.
     pub full: bool,
-    /// Files left for a later run because they may still be being written (`--follow`).
+    /// Files left for a later run because they may still be being written (`--follow`), or
+    /// changed while they were being shipped.
     pub deferred: usize,
     /// Modification time of the newest file uploaded (ns since the epoch), for lag figures.
     pub newest_mtime_ns: Option<i128>,
@@ -196,14 +199,26 @@ async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Res
     let mut changed = BTreeSet::new();
     for (f, crc) in compare(srv, p.verify).await? {
         match crc {
-            Some(crc) => remember(&mut ledgers, &mut changed, &f, crc),
+            Some(crc) => remember(&mut ledgers, &mut changed, &f, f.size, crc),
             None => conflicts.push(format!("{}: same size, other content in the bucket", f.rel)),
         }
     }
-    let (upload, deferred): (Vec<_>, Vec<_>) = p
+    let (regrown, later): (Vec<_>, Vec<_>) = p
+        .regrown
+        .into_iter()
+        .partition(|g| ready.is_none_or(|r| r(&g.file)));
+    let mut deferred: Vec<LocalWal> = later.into_iter().map(|g| g.file).collect();
+    let (mut upload, later): (Vec<_>, Vec<_>) = p
         .upload
         .into_iter()
         .partition(|f| ready.is_none_or(|r| r(f)));
+    deferred.extend(later);
+    for g in regrown {
+        match prove_prefix(srv, g).await? {
+            Ok(f) => upload.push(f),
+            Err(c) => conflicts.push(c),
+        }
+    }
     tracing::debug!(
         "wal-sync {}: {} local file(s), {} to upload, {} deferred{}",
         srv.name,
@@ -220,17 +235,18 @@ async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Res
             f.rel,
             u.size
         );
-        // The ledger pairs the scanned size and mtime with the CRC32C of the bytes sent: a
-        // file that changed in between is left out, and the next run compares it again.
-        if u.size == f.size {
-            remember(&mut ledgers, &mut changed, f, u.crc32c);
-        } else {
+        // The ledger pairs the scanned mtime with the size and CRC32C of the bytes sent: the
+        // entry settles the file only while it stays so, and it proves which prefix is ours
+        // if the file grows.
+        remember(&mut ledgers, &mut changed, f, u.size, u.crc32c);
+        if !unchanged_since_scan(f, u.size) {
             tracing::warn!(
-                "{}: {} bytes when listed, {} when sent; the next run checks it again",
+                "{}: changed while it was shipped ({} bytes when listed, {} sent); it is looked at again",
                 f.rel,
                 f.size,
                 u.size
             );
+            deferred.push(f.clone());
         }
     }
     for dir in &changed {
@@ -308,8 +324,10 @@ pub async fn pending_wals(cfg: &Config, t: &Transfer, dirs: &ServerDirs) -> Resu
         )));
     }
     Ok(WalReport {
-        uploaded: s.plan.upload.len(),
-        bytes: s.plan.upload.iter().map(|f| f.size).sum(),
+        // A file that grew after we shipped its start would go again (once proven).
+        uploaded: s.plan.upload.len() + s.plan.regrown.len(),
+        bytes: s.plan.upload.iter().map(|f| f.size).sum::<u64>()
+            + s.plan.regrown.iter().map(|g| g.file.size).sum::<u64>(),
         checked: s.local.len(),
         full: s.full,
         deferred: 0,
@@ -328,17 +346,93 @@ fn load_ledgers(st: &LocalState, server: &str, local: &[LocalWal]) -> BTreeMap<S
     ledgers
 }
 
+/// Records that the bucket holds `size` bytes of `f` with CRC32C `crc`.
 fn remember(
     ledgers: &mut BTreeMap<String, Ledger>,
     changed: &mut BTreeSet<String>,
     f: &LocalWal,
+    size: u64,
     crc: u32,
 ) {
+    let mut known = f.known(crc);
+    known.size = size;
     ledgers
         .entry(f.hash_dir().to_string())
         .or_default()
-        .insert(f.name().to_string(), f.known(crc));
+        .insert(f.name().to_string(), known);
     changed.insert(f.hash_dir().to_string());
+}
+
+/// Whether `f` is still as scanned, and `sent` bytes of it went: a writer that closed the file
+/// early (a hand copy, NFS) and wrote on has made what we shipped a prefix.
+fn unchanged_since_scan(f: &LocalWal, sent: u64) -> bool {
+    sent == f.size
+        && std::fs::symlink_metadata(&f.path).is_ok_and(|m| {
+            m.len() == f.size
+                && i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()) == f.mtime_ns
+        })
+}
+
+/// A file that grew after we shipped its start: to ship again (`Ok`) once its object is proven
+/// to be that start, else the conflict line.
+async fn prove_prefix(
+    srv: &Server,
+    g: walplan::Regrown,
+) -> Result<std::result::Result<LocalWal, String>> {
+    if !prefix_shipped(srv, &g).await? {
+        return Ok(Err(g.conflict()));
+    }
+    tracing::info!(
+        "{}: grew to {} bytes after its first {} were shipped; shipping it again",
+        g.file.rel,
+        g.file.size,
+        g.shipped.size
+    );
+    Ok(Ok(g.file))
+}
+
+/// Whether the object of a file that grew holds exactly the start of the file: the file's first
+/// bytes have the CRC32C we shipped, and the object's bytes match them.
+async fn prefix_shipped(srv: &Server, g: &walplan::Regrown) -> Result<bool> {
+    let (path, len) = (g.file.path.clone(), g.shipped.size);
+    let crc = tokio::task::spawn_blocking(move || prefix_crc(&path, len))
+        .await
+        .map_err(|e| Error::Failed(format!("read task failed: {e}")))??;
+    if !g.replaceable(crc, true) {
+        return Ok(false);
+    }
+    let expect = crate::transfer::Expect {
+        size: Some(len),
+        crc32c: Some(crc),
+    };
+    let key = srv.remote.wal_key(&g.file.rel);
+    let same = match srv
+        .t
+        .download_to(&key, &mut tokio::io::sink(), expect)
+        .await
+    {
+        Ok(_) => true,
+        Err(Error::Checksum { .. }) => false,
+        Err(e) => return Err(e),
+    };
+    Ok(g.replaceable(crc, same))
+}
+
+/// The CRC32C of the first `len` bytes of `path`.
+fn prefix_crc(path: &Path, len: u64) -> Result<u32> {
+    use std::io::Read;
+    let f =
+        std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let (mut r, mut crc, mut buf) = (f.take(len), 0u32, vec![0u8; 1 << 20]);
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crate::checksum::crc32c_append(crc, &buf[..n]);
+    }
 }
 
 /// Sizes of the remote WAL objects after `start_after`, by path relative to `wals/`.
@@ -363,4 +457,42 @@ async fn list_remote(
     })
     .await?;
     Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_file_written_on_after_its_scan_is_not_settled_by_its_upload() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("000000010000000000000003");
+        std::fs::write(&path, vec![7u8; 1000]).expect("write");
+        let f = local_wal(
+            "0000000100000000/000000010000000000000003".into(),
+            path.clone(),
+        )
+        .expect("stat");
+        assert!(unchanged_since_scan(&f, 1000));
+        assert!(
+            !unchanged_since_scan(&f, 999),
+            "fewer bytes sent than scanned"
+        );
+        let crc = prefix_crc(&path, 1000).expect("crc");
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("reopen");
+        w.write_all(&[8u8; 24]).expect("append");
+        drop(w);
+        assert!(!unchanged_since_scan(&f, 1000), "written on after the scan");
+        // The first 1000 bytes are what was shipped: the prefix the ledger proves.
+        assert_eq!(prefix_crc(&path, 1000).expect("crc"), crc);
+        assert_eq!(
+            prefix_crc(&path, 1000).expect("crc"),
+            crate::checksum::crc32c(&[7u8; 1000])
+        );
+        assert_ne!(prefix_crc(&path, 1024).expect("crc"), crc);
+    }
 }

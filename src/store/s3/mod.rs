@@ -73,6 +73,7 @@ mod multipart;
 mod options;
 mod read;
 mod throttle;
+mod urlkey;
 
 pub use options::{
     Addressing, LockMode, ObjectLock, S3Options, Sse, StaticCredentials, validate_endpoint,
@@ -85,8 +86,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{
-    ChecksumMode, Delete, ObjectCannedAcl, ObjectIdentifier, ObjectLockMode, ServerSideEncryption,
-    StorageClass,
+    ChecksumMode, Delete, EncodingType, ObjectCannedAcl, ObjectIdentifier, ObjectLockMode,
+    ServerSideEncryption, StorageClass,
 };
 
 use super::{
@@ -113,6 +114,32 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// Deletes `keys` with one DeleteObject each: a key already gone is not a failure, a
+    /// refusal is reported as the batch would report it, a retryable error ends the call.
+    async fn delete_one_by_one(&self, keys: &[String]) -> Result<Vec<DeleteFailure>> {
+        let mut failed = Vec::new();
+        for key in keys {
+            let sent = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send();
+            match sent
+                .await
+                .map_err(|e| map_err("DeleteObject", key, &self.endpoint, e))
+            {
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => failed.push(DeleteFailure {
+                    key: key.clone(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        Ok(failed)
+    }
+
     /// The storage class of a new object of `kind`.
     fn class(&self, kind: crate::store::ObjectKind) -> Option<StorageClass> {
         self.classes.for_kind(kind).map(StorageClass::from)
@@ -239,7 +266,10 @@ impl Store for S3Store {
         })
     }
 
+    /// Keys come URL-encoded (`encoding-type=url`), so a key holding a character XML 1.0
+    /// cannot carry is listed like any other instead of making the whole page unreadable.
     async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
+        const OP: &str = "ListObjectsV2";
         let out = self
             .client
             .list_objects_v2()
@@ -249,24 +279,26 @@ impl Store for S3Store {
             .set_delimiter(req.delimiter.clone())
             .set_max_keys(req.max_keys.map(|m| m.min(1000) as i32))
             .set_continuation_token(token.map(str::to_string))
+            .encoding_type(EncodingType::Url)
             .send()
             .await
-            .map_err(|e| map_err("ListObjectsV2", &req.prefix, &self.endpoint, e))?;
-        let objects = out
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                let mut m = ObjectMeta::listed(o.key()?, o.size().unwrap_or(0).max(0) as u64);
-                m.etag = o.e_tag().map(strip_quotes);
-                m.last_modified = to_system_time(o.last_modified());
-                Some(m)
-            })
-            .collect();
+            .map_err(|e| map_err(OP, &req.prefix, &self.endpoint, e))?;
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
+        let mut objects = Vec::with_capacity(out.contents().len());
+        for o in out.contents() {
+            let Some(key) = o.key() else { continue };
+            let key = urlkey::decode(OP, key, encoded)?;
+            let mut m = ObjectMeta::listed(&key, o.size().unwrap_or(0).max(0) as u64);
+            m.etag = o.e_tag().map(strip_quotes);
+            m.last_modified = to_system_time(o.last_modified());
+            objects.push(m);
+        }
         let prefixes = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| p.prefix().map(str::to_string))
-            .collect();
+            .filter_map(|p| p.prefix())
+            .map(|p| urlkey::decode(OP, p, encoded))
+            .collect::<Result<Vec<_>>>()?;
         let next = if out.is_truncated().unwrap_or(false) {
             out.next_continuation_token().map(str::to_string)
         } else {
@@ -279,9 +311,14 @@ impl Store for S3Store {
         })
     }
 
+    /// DeleteObjects names its keys in an XML body, which cannot carry a key holding a control
+    /// character (one such key would fail the whole batch): those go one by one by DeleteObject.
     async fn delete_batch(&self, keys: &[String]) -> Result<Vec<DeleteFailure>> {
+        let (keys, lone): (Vec<String>, Vec<String>) =
+            keys.iter().cloned().partition(|k| urlkey::xml_can_carry(k));
+        let mut failed = self.delete_one_by_one(&lone).await?;
         if keys.is_empty() {
-            return Ok(Vec::new());
+            return Ok(failed);
         }
         let ids = keys
             .iter()
@@ -301,19 +338,20 @@ impl Store for S3Store {
             .send()
             .await
             .map_err(|e| map_err("DeleteObjects", &keys[0], &self.endpoint, e))?;
-        Ok(out
-            .errors()
-            .iter()
-            .filter(|e| e.code() != Some("NoSuchKey"))
-            .map(|e| DeleteFailure {
-                key: e.key().unwrap_or_default().to_string(),
-                message: format!(
-                    "{}: {}",
-                    e.code().unwrap_or("Error"),
-                    e.message().unwrap_or_default()
-                ),
-            })
-            .collect())
+        failed.extend(
+            out.errors()
+                .iter()
+                .filter(|e| e.code() != Some("NoSuchKey"))
+                .map(|e| DeleteFailure {
+                    key: e.key().unwrap_or_default().to_string(),
+                    message: format!(
+                        "{}: {}",
+                        e.code().unwrap_or("Error"),
+                        e.message().unwrap_or_default()
+                    ),
+                }),
+        );
+        Ok(failed)
     }
 
     fn multipart(&self) -> &dyn Multipart {

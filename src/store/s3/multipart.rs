@@ -3,10 +3,10 @@
 //! ListParts and ListMultipartUploads.
 
 use async_trait::async_trait;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType};
 
-use super::S3Store;
 use super::errors::{map_err, strip_quotes, to_system_time};
+use super::{S3Store, urlkey};
 use crate::checksum;
 use crate::error::{Error, Result};
 use crate::store::{
@@ -127,6 +127,7 @@ impl Multipart for S3Store {
     }
 
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        const OP: &str = "ListMultipartUploads";
         let mut out = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
@@ -137,13 +138,17 @@ impl Multipart for S3Store {
                 .prefix(prefix)
                 .set_key_marker(key_marker.clone())
                 .set_upload_id_marker(id_marker.clone())
+                .encoding_type(EncodingType::Url)
                 .send()
                 .await
-                .map_err(|e| map_err("ListMultipartUploads", prefix, &self.endpoint, e))?;
+                .map_err(|e| map_err(OP, prefix, &self.endpoint, e))?;
+            // Keys and the next key marker come URL-encoded when the server says so, for the
+            // reason the object listing asks for it (see `urlkey`).
+            let encoded = page.encoding_type() == Some(&EncodingType::Url);
             for u in page.uploads() {
                 if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
                     out.push(MultipartUpload {
-                        upload: Upload::new(k, id),
+                        upload: Upload::new(urlkey::decode(OP, k, encoded)?, id),
                         initiated: to_system_time(u.initiated()),
                     });
                 }
@@ -152,7 +157,9 @@ impl Multipart for S3Store {
                 break;
             }
             let next = (
-                page.next_key_marker().map(str::to_string),
+                page.next_key_marker()
+                    .map(|m| urlkey::decode(OP, m, encoded))
+                    .transpose()?,
                 page.next_upload_id_marker().map(str::to_string),
             );
             if next.0.is_none() || (next.0 == key_marker && next.1 == id_marker) {

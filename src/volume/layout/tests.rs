@@ -288,3 +288,52 @@ fn data_must_fit_and_end_where_the_volume_ends() {
     ));
     assert_eq!(check_end(&s(25, M), 0, &vol), Ok(()));
 }
+
+#[test]
+fn a_manifest_counts_only_while_every_chunk_is_the_object_it_recorded() {
+    let tagged = |sizes: &[u64]| {
+        let mut m = manifest(sizes);
+        for (i, c) in m.chunks.iter_mut().enumerate() {
+            c.etag = Some(format!("e{i}"));
+        }
+        m
+    };
+    let mut l = with(&[(0, M), (1, 5)], true);
+    l.etags = [(0, "e0".to_string()), (1, "e1".to_string())].into();
+    let none = BTreeMap::new();
+    let m = tagged(&[M, 5]);
+    assert!(needs_head(&l, &m).is_empty());
+    assert_eq!(manifest_matches(&l, &m, &none), Ok(()));
+
+    // Bareos appended: the last chunk rewritten under its name (new ETag), then grown.
+    let mut appended = l.clone();
+    appended.etags.insert(1, "other".into());
+    let e = manifest_matches(&appended, &m, &none).expect_err("rewritten");
+    assert!(e.contains("chunk 0001 was rewritten"), "{e}");
+    appended.chunks.insert(1, M);
+    let e = manifest_matches(&appended, &m, &none).expect_err("grown");
+    assert!(e.contains("chunk 0001 holds 10 bytes"), "{e}");
+    appended.chunks.insert(2, 3);
+    assert!(manifest_matches(&with(&[(0, M), (1, 5), (2, 3)], true), &m, &none).is_err());
+    // Bareos truncated and relabelled: a new, shorter 0000.
+    let e = manifest_matches(&with(&[(0, 4)], true), &m, &none).expect_err("relabelled");
+    assert!(e.contains("0000"), "{e}");
+    // A chunk lost is not a change: the manifest stays to say the volume is truncated.
+    let mut lost = l.clone();
+    lost.chunks.remove(&1);
+    assert_eq!(manifest_matches(&lost, &m, &none), Ok(()));
+
+    // A manifest of an earlier version (no ETags): the store's CRC32C decides, and a chunk
+    // whose CRC32C the store does not know cannot be vouched for.
+    let old = manifest(&[M, 5]);
+    assert_eq!(needs_head(&l, &old), vec![0, 1]);
+    let heads = [(0, Some(100)), (1, Some(101))].into();
+    assert_eq!(manifest_matches(&l, &old, &heads), Ok(()));
+    let heads = [(0, Some(100)), (1, Some(7))].into();
+    assert!(manifest_matches(&l, &old, &heads).is_err());
+    let heads = [(0, Some(100)), (1, None)].into();
+    assert!(manifest_matches(&l, &old, &heads).is_err());
+    // A listing without ETags (a file:// store) falls back to the CRC32C too.
+    let bare = with(&[(0, M), (1, 5)], true);
+    assert_eq!(needs_head(&bare, &m), vec![0, 1]);
+}

@@ -5,8 +5,14 @@
 #   - base-ls shows the parent; full-sync never plans to delete a parent a child needs;
 #   - base-restore of the incremental fetches the chain and combines it with pg_combinebackup,
 #     and the restored cluster has the right rows;
-#   - the Barman host is lost: catalog-restore rebuilds its directory from the bucket, and
-#     barman rebuild-xlogdb, list-backups and recover work on it with the same rows.
+#   - a non-empty DEST and a missing pg_combinebackup are refused before any data is fetched;
+#     a pg_combinebackup that drops a relation file and exits 0 is caught by its
+#     backup_manifest; barman.restore_staging_dir lets a chain restore into an empty DEST whose
+#     parent postgres cannot write; an incremental whose backup.info lost parent_backup_id is
+#     refused;
+#   - the Barman host is lost: catalog-restore of the incremental alone rebuilds its directory
+#     from the bucket with its parent, and barman rebuild-xlogdb, list-backups and recover work
+#     on it with the same rows.
 # Needs BARMANS3_BIN, BARMAN (a venv barman), PG18 (the bin directory) and the
 # BARMANS3_TEST_S3_* variables. Prints "E2E OK" at the end.
 set -euo pipefail
@@ -101,6 +107,65 @@ for _ in $(seq 1 60); do [ "$(psql2 'SELECT pg_is_in_recovery()' 2>/dev/null)" =
 [ "$(psql2 'SELECT count(*), max(id) FROM t')" = "3000|3000" ] || fail "rows: $(psql2 'SELECT count(*), max(id) FROM t')"
 as_pg "$PGBIN/pg_ctl -D $BASE/pghome/restore -m fast -w stop >/dev/null"
 
+# restore.yaml with one more barman: line (the barman: section is the file's last).
+restore_cfg() { install -o postgres -g postgres -m 600 "$BASE/restore.yaml" "$BASE/$1.yaml"; echo "$2" >> "$BASE/$1.yaml"; }
+
+step "a non-empty DEST and a missing pg_combinebackup are refused before anything is downloaded"
+mkdir -p "$BASE/pghome/busy"; touch "$BASE/pghome/busy/x"; chown -R postgres: "$BASE/pghome/busy"
+OUT=$(as_pg "$BIN --config $BASE/restore.yaml --request-log $BASE/pghome/busy.csv --request-log-format extended base-restore $SRV $INC $BASE/pghome/busy" 2>&1) \
+  && fail "restored into a non-empty DEST"
+grep -q "is not empty" <<<"$OUT" || fail "no reason for refusing a non-empty DEST: $OUT"
+grep -q "base/$FULL/data/" "$BASE/pghome/busy.csv" && fail "data downloaded before the non-empty DEST was found: $(grep -c "base/$FULL/data/" "$BASE/pghome/busy.csv") requests"
+[ "$(ls -A "$BASE/pghome/busy")" = "x" ] || fail "the non-empty DEST was changed: $(ls -A "$BASE/pghome/busy")"
+sed "s|pg_combinebackup: .*|pg_combinebackup: $BASE/nowhere/pg_combinebackup|" "$BASE/restore.yaml" > "$BASE/nocombine.yaml"
+chown postgres: "$BASE/nocombine.yaml"; chmod 600 "$BASE/nocombine.yaml"
+OUT=$(as_pg "$BIN --config $BASE/nocombine.yaml base-restore $SRV $INC $BASE/pghome/nocombine" 2>&1) \
+  && fail "restored without pg_combinebackup"
+grep -q "barman.pg_combinebackup: $BASE/nowhere/pg_combinebackup is not an executable file" <<<"$OUT" || fail "no clear message: $OUT"
+[ -e "$BASE/pghome/nocombine" ] && fail "DEST created though pg_combinebackup is missing"
+ls -A "$BASE/pghome" | grep -q barmans3 && fail "staging created though pg_combinebackup is missing: $(ls -A "$BASE/pghome")"
+
+step "a pg_combinebackup that leaves out a relation file and exits 0 is caught by its backup_manifest"
+cat > "$BASE/lossy-combine" <<EOS
+#!/bin/sh
+# pg_combinebackup, then one relation file of the output lost: a tool that exits 0 regardless.
+"$PGBIN/pg_combinebackup" "\$@" || exit \$?
+for a in "\$@"; do case "\$a" in --output=*) OUT="\${a#--output=}";; esac; done
+rm -f "\$(find "\$OUT/base" -type f -name '[0-9]*' -size +8k | sort | head -1)"
+EOS
+chmod 755 "$BASE/lossy-combine"
+sed "s|pg_combinebackup: .*|pg_combinebackup: $BASE/lossy-combine|" "$BASE/restore.yaml" > "$BASE/lossy.yaml"
+chown postgres: "$BASE/lossy.yaml"; chmod 600 "$BASE/lossy.yaml"
+OUT=$(as_pg "$BIN --config $BASE/lossy.yaml base-restore $SRV $INC $BASE/pghome/lossy" 2>&1) \
+  && fail "a combined directory missing a relation file was restored: $OUT"
+grep -q "does not match the backup_manifest pg_combinebackup wrote" <<<"$OUT" || fail "no manifest check: $OUT"
+[ -e "$BASE/pghome/lossy/global/pg_control" ] && fail "a failed combine left pg_control in DEST"
+[ -z "$(ls -A "$BASE/pghome/lossy" 2>/dev/null)" ] || fail "a failed combine left files in DEST: $(ls -A "$BASE/pghome/lossy")"
+
+step "restore_staging_dir: a chain restored into an empty DEST under a parent postgres cannot write"
+mkdir -p "$BASE/rootonly/data" "$BASE/pgstage"; chmod 755 "$BASE/rootonly"
+chown postgres: "$BASE/rootonly/data" "$BASE/pgstage"; chmod 700 "$BASE/rootonly/data"
+restore_cfg staged "  restore_staging_dir: $BASE/pgstage"
+as_pg "$BIN --config $BASE/staged.yaml base-restore --recovery $SRV $INC $BASE/rootonly/data" \
+  || fail "the chain restore into $BASE/rootonly/data failed"
+[ -z "$(ls -A "$BASE/pgstage")" ] || fail "staging left behind: $(ls -A "$BASE/pgstage")"
+[ "$(ls -A "$BASE/rootonly")" = "data" ] || fail "something was made beside DEST: $(ls -A "$BASE/rootonly")"
+as_pg "$PGBIN/pg_ctl -D $BASE/rootonly/data -l $BASE/pglog/staged.log -o '-p $PORT2 -k $BASE/sock2' -w -t 120 start >/dev/null" \
+  || fail "staged combined cluster did not start: $(tail -5 "$BASE/pglog/staged.log")"
+for _ in $(seq 1 60); do [ "$(psql2 'SELECT pg_is_in_recovery()' 2>/dev/null)" = "f" ] && break; sleep 1; done
+[ "$(psql2 'SELECT count(*), max(id) FROM t')" = "3000|3000" ] || fail "rows: $(psql2 'SELECT count(*), max(id) FROM t')"
+as_pg "$PGBIN/pg_ctl -D $BASE/rootonly/data -m fast -w stop >/dev/null"
+
+step "an incremental whose backup.info in the bucket lost parent_backup_id is refused"
+b3 store get "$SRV/base/$INC/backup.info" "$BASE/b3/inc.info"
+grep -v '^parent_backup_id=' "$BASE/b3/inc.info" > "$BASE/b3/orphaned.info"
+b3 store put "$BASE/b3/orphaned.info" "$SRV/base/$INC/backup.info"
+OUT=$(as_pg "$BIN --config $BASE/restore.yaml base-restore $SRV $INC $BASE/pghome/orphan" 2>&1) \
+  && fail "an incremental without parent_backup_id restored as a plain backup: $OUT"
+b3 store put "$BASE/b3/inc.info" "$SRV/base/$INC/backup.info"
+grep -q "is an incremental backup" <<<"$OUT" || fail "no reason: $OUT"
+[ -e "$BASE/pghome/orphan" ] && fail "DEST written for a refused incremental"
+
 step "the Barman host is lost: catalog-restore, rebuild-xlogdb, list-backups, recover"
 BEFORE=$(as_barman "$B list-backups --minimal $SRV" | sort)
 as_barman "$B terminate-process $SRV receive-wal" >/dev/null 2>&1 || true
@@ -108,8 +173,10 @@ sleep 1
 mv "$BASE/barman/$SRV" "$BASE/lost-$SRV"
 # The Barman that runs here is the venv's (3.20: backup.info in meta/); the one on PATH is
 # Debian's 3.4, so say which layout to write.
-b3 catalog-restore --layout meta $SRV
+# Asked for the incremental alone: its chain comes with it.
+b3 catalog-restore --layout meta --backup $INC $SRV
 [ -f "$BASE/barman/$SRV/meta/$INC-backup.info" ] || fail "backup.info not in meta/"
+[ -f "$BASE/barman/$SRV/meta/$FULL-backup.info" ] || fail "catalog-restore --backup $INC left out its parent $FULL"
 as_barman "$B rebuild-xlogdb $SRV" >/dev/null
 AFTER=$(as_barman "$B list-backups --minimal $SRV" | sort)
 [ "$BEFORE" = "$AFTER" ] || fail "list-backups differs: before [$BEFORE] after [$AFTER]"

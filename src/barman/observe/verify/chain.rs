@@ -109,6 +109,16 @@ impl Archive {
         self.segments.get(&tli)?.get(&n).map(String::as_str)
     }
 
+    /// Drops a stored file found unreadable or damaged: recovery cannot use it.
+    pub fn forget(&mut self, name: &str) {
+        if let Some((tli, n)) = position(name, self.seg_size)
+            && let Some(s) = self.segments.get_mut(&tli)
+            && s.get(&n).is_some_and(|x| x == name)
+        {
+            s.remove(&n);
+        }
+    }
+
     /// Whether `<tli>.history` is there.
     pub fn has_history(&self, tli: u32) -> bool {
         self.histories.contains(&tli)

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::sysid;
 use crate::checksum;
 use crate::error::{Error, Result};
 use crate::transfer::download::Verified;
@@ -33,6 +34,8 @@ pub enum Kind {
     HistoryMissing,
     /// A WAL name that does not fit the cluster's segment size.
     WalName,
+    /// A WAL segment of a backup's chain belongs to another database system than the backup.
+    WalSystem,
 }
 
 impl Kind {
@@ -48,6 +51,7 @@ impl Kind {
             Kind::WalMissing => "wal-missing",
             Kind::HistoryMissing => "history-missing",
             Kind::WalName => "wal-name",
+            Kind::WalSystem => "wal-system",
         }
     }
 }
@@ -68,7 +72,14 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.kind.word(), self.key, self.detail)
+        // Keys come from the bucket and its manifests: one line each, whatever a key holds.
+        write!(
+            f,
+            "{} {}: {}",
+            self.kind.word(),
+            crate::store::printable_key(&self.key),
+            self.detail
+        )
     }
 }
 
@@ -82,6 +93,9 @@ pub struct Job {
     /// Size and CRC32C from our manifest; `None` for WAL files, which are checked against the
     /// checksum the store keeps with them.
     pub record: Option<(u64, u32)>,
+    /// For a WAL segment of a backup's chain: the backup's system identifier, which the
+    /// segment's first page must name.
+    pub system: Option<u64>,
 }
 
 /// How an object passed.
@@ -102,6 +116,17 @@ pub enum Passed {
     HeadCrc32c,
     /// HEAD: the size matched; the object has no full-object CRC32C to compare.
     HeadSizeOnly,
+    /// HEAD of a WAL file (nothing recorded to compare): present, and it carries a
+    /// full-object CRC32C that a read is verified against.
+    HeadStoredCrc32c,
+    /// Read whole and verified, but its first page could not be read to compare the system
+    /// identifier (encrypted, or a custom compression).
+    ReadSystemOpaque {
+        /// Bytes read.
+        bytes: u64,
+        /// Verified by a CRC32C (else by its size only).
+        crc32c: bool,
+    },
 }
 
 /// The outcome of one object: passed, or a problem to report.
@@ -150,14 +175,42 @@ pub async fn read(t: &Transfer, job: &Job) -> Result<Outcome> {
         },
         None => Expect::default(),
     };
-    match t
-        .download_to(&job.key, &mut tokio::io::sink(), expect)
-        .await
-    {
-        Ok(d) if d.verified == Verified::SizeOnly => Ok(Ok(Passed::ReadSizeOnly { bytes: d.size })),
-        Ok(d) => Ok(Ok(Passed::Read { bytes: d.size })),
-        Err(e) => classify(job, e).map(Err),
+    let mut head = sysid::HeadKeeper::default();
+    let got = match job.system {
+        Some(_) => t.download_to(&job.key, &mut head, expect).await,
+        None => {
+            t.download_to(&job.key, &mut tokio::io::sink(), expect)
+                .await
+        }
+    };
+    let d = match got {
+        Ok(d) => d,
+        Err(e) => return classify(job, e).map(Err),
+    };
+    if let Some(want) = job.system {
+        let found = sysid::first_page(&head.kept);
+        if let Some(other) = sysid::other_system(found, want) {
+            return Ok(Err(Problem {
+                kind: Kind::WalSystem,
+                key: job.key.clone(),
+                backup: job.backup.clone(),
+                detail: format!(
+                    "belongs to database system {other}, the backup to {want} (its backup.info): recovery of the backup cannot use it"
+                ),
+            }));
+        }
+        if !matches!(found, sysid::Found::System(..)) {
+            return Ok(Ok(Passed::ReadSystemOpaque {
+                bytes: d.size,
+                crc32c: d.verified != Verified::SizeOnly,
+            }));
+        }
     }
+    Ok(Ok(if d.verified == Verified::SizeOnly {
+        Passed::ReadSizeOnly { bytes: d.size }
+    } else {
+        Passed::Read { bytes: d.size }
+    }))
 }
 
 /// Checks an object by HEAD only: present, the recorded size, and the recorded CRC32C when
@@ -168,7 +221,12 @@ pub async fn head(t: &Transfer, job: &Job) -> Result<Outcome> {
         Err(e) => return classify(job, e).map(Err),
     };
     let Some((size, crc)) = job.record else {
-        return Ok(Ok(Passed::HeadSizeOnly));
+        // Nothing recorded (a WAL file): present, and verifiable by a read when the store
+        // keeps a full-object checksum with it.
+        return Ok(Ok(match full_crc32c(meta.crc32c.as_deref()) {
+            Some(_) => Passed::HeadStoredCrc32c,
+            None => Passed::HeadSizeOnly,
+        }));
     };
     Ok(judge_head(
         job,
@@ -177,6 +235,14 @@ pub async fn head(t: &Transfer, job: &Job) -> Result<Outcome> {
         meta.size,
         meta.crc32c.as_deref(),
     ))
+}
+
+/// The full-object CRC32C a store reports; `<base64>-<parts>` is a composite checksum of a
+/// multipart object, which a HEAD cannot compare.
+fn full_crc32c(stored: Option<&str>) -> Option<u32> {
+    stored
+        .filter(|s| !s.contains('-'))
+        .and_then(checksum::parse_crc32c_header)
 }
 
 /// The HEAD verdict: size first, then a full-object CRC32C if the object has one.
@@ -193,11 +259,7 @@ pub fn judge_head(job: &Job, size: u64, crc: u32, got: u64, stored: Option<&str>
             format!("{got} bytes in the store, the manifest says {size} bytes"),
         ));
     }
-    // `<base64>-<parts>` is a composite checksum of a multipart object: not comparable.
-    match stored
-        .filter(|s| !s.contains('-'))
-        .and_then(checksum::parse_crc32c_header)
-    {
+    match full_crc32c(stored) {
         Some(c) if c != crc => Err(problem(
             Kind::Checksum,
             format!("the store's CRC32C is {c:08x}, the manifest says {crc:08x}"),
@@ -217,6 +279,7 @@ mod tests {
             key: "p/pg/base/20260101T000000/data/x".into(),
             backup: Some("20260101T000000".into()),
             record: Some((8192, 0xDEADBEEF)),
+            system: None,
         }
     }
 

@@ -1,12 +1,14 @@
 //! The WAL side of a verification: the files each backup's chain needs (`begin_wal` to
-//! `end_wal` and its timeline's history file) and, for `verify-wal`, the whole archive, listed
-//! and judged by the pure functions of [`chain`](super::chain).
+//! `end_wal` and its timeline's history file, each segment of the backup's own database
+//! system) and, for `verify-wal`, the whole archive: listed and judged by the pure functions of
+//! [`chain`](super::chain), every object checked by HEAD (or read with `--read`), and the
+//! recovery window that is left ([`window`](super::window)).
 
 use std::collections::BTreeSet;
 
 use super::chain::{self, Archive, DEFAULT_SEG_SIZE, Lack};
 use super::objects::{self, Job, Kind, Passed, Problem};
-use super::{Report, read_info};
+use super::{Report, read_info, window};
 use crate::barman::info::BackupInfo;
 use crate::barman::recover::timeline;
 use crate::barman::remote::Remote;
@@ -69,7 +71,17 @@ pub(super) async fn chain_jobs(
         r.problems.push(lack_problem(remote, &a, &lack, Some(id)));
     }
     let mut jobs = Vec::new();
+    // The backup's own system: after a pg_upgrade the bucket's identity names the new one.
+    let system = info
+        .get("systemid")
+        .and_then(|s| s.trim().parse::<u64>().ok());
     let job = |rel: String| Job {
+        system: system.filter(|_| {
+            matches!(
+                wal::classify(rel.rsplit('/').next().unwrap_or("")),
+                Some(WalKind::Segment | WalKind::Partial)
+            )
+        }),
         key: remote.wal_key(&rel),
         backup: Some(id.to_string()),
         record: None,
@@ -117,9 +129,9 @@ async fn list_range(srv: &Server, a: &mut Archive, from: &str, to: &str) -> Resu
         .await
 }
 
-pub(super) async fn verify_wal(srv: &Server) -> Result<Report> {
+pub(super) async fn verify_wal(srv: &Server, read: bool) -> Result<Report> {
     let Server { t, remote, name } = srv;
-    let mut r = Report::new(name, "wal", false);
+    let mut r = Report::new(name, "wal", !read);
     let listed = remote_backups(srv).await?;
     let complete: Vec<&RemoteBackup> = listed.iter().filter(|b| b.complete).collect();
     let size = match complete.first() {
@@ -139,23 +151,9 @@ pub(super) async fn verify_wal(srv: &Server) -> Result<Report> {
         }
     };
     let mut a = Archive::new(size);
-    let prefix = remote.wals_prefix();
-    t.list_pages(
-        &ListRequest {
-            prefix: prefix.clone(),
-            ..Default::default()
-        },
-        |objs, _| {
-            for o in objs {
-                let rel = o.key.strip_prefix(&prefix).unwrap_or("");
-                a.add(rel.rsplit('/').next().unwrap_or(rel));
-                r.wals += 1;
-            }
-            true
-        },
-    )
-    .await?;
+    let jobs = list_archive(srv, &mut a, &mut r).await?;
     let chains = read_histories(srv, &a, &mut r).await?;
+    super::run_jobs(t, jobs, !read, &mut r).await?;
     let at = |n: &Option<String>| n.as_deref().and_then(|n| chain::position(n, size));
     let start = complete
         .first()
@@ -182,7 +180,74 @@ pub(super) async fn verify_wal(srv: &Server) -> Result<Report> {
         }
         r.problems.push(p);
     }
+    r.window = recovery_window(a, &chains, &complete, &r.problems);
+    if !read && r.size_only > 0 {
+        r.notes.push(format!(
+            "{} WAL object(s) carry no full-object CRC32C (multipart uploads, or written without one): a read (--read) verifies them against their composite checksum or size only",
+            r.size_only
+        ));
+    }
     Ok(r)
+}
+
+/// Lists the whole archive into `a`: one job per WAL object but the history files (which are
+/// read whatever the mode).
+async fn list_archive(srv: &Server, a: &mut Archive, r: &mut Report) -> Result<Vec<Job>> {
+    let prefix = srv.remote.wals_prefix();
+    let mut jobs = Vec::new();
+    let req = ListRequest {
+        prefix: prefix.clone(),
+        ..Default::default()
+    };
+    srv.t
+        .list_pages(&req, |objs, _| {
+            for o in objs {
+                let rel = o.key.strip_prefix(&prefix).unwrap_or("");
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                a.add(name);
+                r.wals += 1;
+                if wal::classify(name).is_some_and(|k| k != WalKind::History) {
+                    jobs.push(Job {
+                        key: o.key.clone(),
+                        backup: None,
+                        record: None,
+                        system: None,
+                    });
+                }
+            }
+            true
+        })
+        .await?;
+    Ok(jobs)
+}
+
+/// The window a recovery can use: the archive without the files found missing, damaged or
+/// unreadable.
+fn recovery_window(
+    mut a: Archive,
+    chains: &[Vec<timeline::Begin>],
+    complete: &[&RemoteBackup],
+    problems: &[Problem],
+) -> Option<window::Window> {
+    for p in problems {
+        if matches!(
+            p.kind,
+            Kind::Missing | Kind::Size | Kind::Checksum | Kind::Unreadable
+        ) {
+            a.forget(p.key.rsplit('/').next().unwrap_or(""));
+        }
+    }
+    let spans: Vec<window::Span> = complete
+        .iter()
+        .filter_map(|b| {
+            Some(window::Span {
+                id: b.id.clone(),
+                begin: b.begin_wal.clone()?,
+                end: b.end_wal.clone()?,
+            })
+        })
+        .collect();
+    window::window(&a, chains, &spans)
 }
 
 /// Reads every history file (verified against its stored checksum) into its timeline chain.
@@ -198,6 +263,7 @@ async fn read_histories(
             key: remote.wal_key(&format!("{tli:08X}.history")),
             backup: None,
             record: None,
+            system: None,
         };
         let mut buf = Vec::new();
         match t.download_to(&job.key, &mut buf, Expect::default()).await {

@@ -1,15 +1,20 @@
 //! Restoring a PostgreSQL 17+ incremental backup: alone it is useless, so the whole chain (the
-//! full backup and every increment up to the one asked for) is restored from the bucket into a
-//! staging directory beside DEST, each verified like any restore, then combined by
-//! pg_combinebackup, as Barman does: the oldest backup first, the tablespaces of the newest
-//! mapped to their new homes. The combined directory is built under a temporary name and
-//! renamed into DEST only once pg_combinebackup succeeded; staging is removed either way.
+//! full backup and every increment up to the one asked for) is restored from the bucket into
+//! staging (`barman.restore_staging_dir`, else beside DEST), each verified like any restore,
+//! then combined by pg_combinebackup, as Barman does: the oldest backup first, the tablespaces
+//! of the newest mapped to their new homes. pg_combinebackup and the emptiness of DEST are
+//! checked before anything is downloaded. The combined directory is built hidden inside DEST,
+//! checked against the backup_manifest pg_combinebackup wrote ([`super::combined`]), and only
+//! then moved into place, pg_control last; staging is removed either way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
 use super::{Claimed, RestoreOptions, Restored, manifest, recovery, restore_one};
 use crate::barman::info::BackupInfo;
+use crate::barman::manifest::Manifest;
 use crate::barman::server::Server;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -39,37 +44,53 @@ async fn chain_of(srv: &Server, leaf: &str, info: BackupInfo) -> Result<Vec<(Str
     Ok(chain)
 }
 
-/// Where a chain is rebuilt: each backup restored under `stage`, combined into `out`, which
-/// then becomes `dest`. Both work directories are hidden beside DEST.
+/// Where a chain is rebuilt: each backup restored under `stage` (in
+/// `barman.restore_staging_dir` when set, else hidden beside DEST), combined by
+/// pg_combinebackup into `out`, a hidden directory inside DEST, whose entries then move up
+/// into DEST, `global` (with pg_control) last. Nothing is created beside DEST but DEST itself,
+/// so a restore into an empty DEST under a parent the user cannot write works as a plain one.
 struct Places {
     dest: PathBuf,
     stage: PathBuf,
     out: PathBuf,
 }
 
+/// The hidden directory inside DEST that pg_combinebackup writes.
+const COMBINING: &str = ".barmans3-combining";
+
 impl Places {
-    fn beside(dest: &Path) -> Places {
+    fn new(dest: &Path, staging: Option<&Path>) -> Places {
         let dest: PathBuf = dest.components().collect();
-        let parent = fsutil::parent_dir(&dest).to_path_buf();
         let name = dest
             .file_name()
             .map_or_else(|| "restore".into(), |n| n.to_string_lossy().into_owned());
+        let stage = match staging {
+            Some(dir) => dir.join(format!(".{name}.barmans3-chain")),
+            None => fsutil::parent_dir(&dest).join(format!(".{name}.barmans3-chain")),
+        };
         Places {
-            stage: parent.join(format!(".{name}.barmans3-chain")),
-            out: parent.join(format!(".{name}.barmans3-combining")),
+            stage,
+            out: dest.join(COMBINING),
             dest,
         }
     }
 
-    /// Removes what an earlier, interrupted restore left in the work directories.
+    /// Removes what an earlier, interrupted restore left in staging, then makes the staging
+    /// directory anew, 0700: in a shared staging directory nobody else may own or write it.
     fn clear(&self) -> Result<()> {
-        for dir in [&self.stage, &self.out] {
-            if dir.exists() {
-                std::fs::remove_dir_all(dir)
-                    .map_err(|e| Error::io(format!("remove the leftover {}", dir.display()), e))?;
-            }
+        if std::fs::symlink_metadata(&self.stage).is_ok() {
+            std::fs::remove_dir_all(&self.stage).map_err(|e| {
+                Error::io(format!("remove the leftover {}", self.stage.display()), e)
+            })?;
         }
-        Ok(())
+        if let Some(parent) = self.stage.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.stage)
+            .map_err(|e| Error::io(format!("create {}", self.stage.display()), e))
     }
 
     /// Removes the work directories, whatever became of the restore.
@@ -79,17 +100,40 @@ impl Places {
     }
 }
 
-/// Restores incremental backup `leaf` (whose backup.info is `info`) into `dest`.
+/// Refuses a destination that exists and is not an empty directory, before anything is
+/// downloaded.
+fn must_be_empty(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::Usage(format!(
+            "{} is not empty; restore into a new or empty directory",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("list {}", dir.display()), e)),
+    }
+}
+
+/// Restores incremental backup `leaf` (whose backup.info is `info` and manifest `m`) into
+/// `dest`. pg_combinebackup and empty destinations are checked before a byte is downloaded.
 pub async fn restore(
     srv: &Server,
     leaf: &str,
-    info: BackupInfo,
+    (info, m): (BackupInfo, Manifest),
     dest: &Path,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
-    let combine = pg_combinebackup(&opts.pg_combinebackup, &info)?;
+    // The chain's metadata first (a few small reads: a missing parent is the first thing to
+    // hear of), then the tool and the destinations, then the data.
+    let combine = pg_combinebackup(&opts.pg_combinebackup, &info);
     let chain = chain_of(srv, leaf, info).await?;
-    let places = Places::beside(dest);
+    let combine = combine?;
+    let planned = super::plan::plan(&m, dest, &opts.tablespaces)?;
+    must_be_empty(&planned.dest)?;
+    for home in planned.tablespaces.values() {
+        must_be_empty(home)?;
+    }
+    let places = Places::new(dest, opts.staging.as_deref());
     places.clear()?;
     let result = stage_and_combine(srv, &chain, &places, &combine, opts).await;
     places.remove_work();
@@ -152,11 +196,21 @@ async fn stage_and_combine(
     for (_, _, home) in &homes {
         claimed.claim(home)?;
     }
-    let combined = run_combine(combine, &staged, &homes, out).and_then(|()| {
-        place(out, dest)?;
-        if let Some(cmd) = &opts.restore_command {
-            recovery::write(dest, cmd)?;
-        }
+    let combined = (|| {
+        std::fs::create_dir_all(dest)
+            .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
+        run_combine(combine, &staged, &homes, out)?;
+        let checked = super::combined::check(out)?;
+        tracing::info!(
+            "the combined backup matches its backup_manifest: {} files{}",
+            checked.files,
+            if checked.size_only > 0 {
+                format!(" ({} by size only: no CRC32C listed)", checked.size_only)
+            } else {
+                String::new()
+            }
+        );
+        place(out, dest, opts.restore_command.as_deref())?;
         for must in ["PG_VERSION", super::plan::PG_CONTROL] {
             if !dest.join(must).is_file() {
                 return Err(Error::Failed(format!(
@@ -166,7 +220,7 @@ async fn stage_and_combine(
             }
         }
         Ok(())
-    });
+    })();
     if let Err(e) = combined {
         claimed.undo();
         return Err(e);
@@ -223,20 +277,48 @@ fn run_combine(
     Ok(())
 }
 
-/// Moves the combined directory into DEST (absent, or empty: then replaced), durably.
-fn place(out: &Path, dest: &Path) -> Result<()> {
-    if dest.exists() {
-        std::fs::remove_dir(dest)
-            .map_err(|e| Error::io(format!("replace {}", dest.display()), e))?;
+/// Moves the combined directory's entries up into DEST, writes the recovery settings, and
+/// moves `global` (with pg_control) last: a restore stopped on the way leaves no pg_control.
+fn place(out: &Path, dest: &Path, restore_command: Option<&str>) -> Result<()> {
+    let mut last = None;
+    let entries =
+        std::fs::read_dir(out).map_err(|e| Error::io(format!("list {}", out.display()), e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io(format!("list {}", out.display()), e))?;
+        if e.file_name() == "global" {
+            last = Some(e.path());
+            continue;
+        }
+        fsutil::rename_durable(&e.path(), &dest.join(e.file_name()))?;
     }
-    fsutil::rename_durable(out, dest)
+    if let Some(cmd) = restore_command {
+        recovery::write(dest, cmd)?;
+    }
+    if let Some(global) = last {
+        fsutil::rename_durable(&global, &dest.join("global"))?;
+    }
+    let mode = std::fs::metadata(out)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap_or(0o700);
+    std::fs::remove_dir(out).map_err(|e| Error::io(format!("remove {}", out.display()), e))?;
+    std::fs::set_permissions(
+        dest,
+        std::os::unix::fs::PermissionsExt::from_mode(super::modes::narrow(mode).0),
+    )
+    .map_err(|e| Error::io(format!("chmod {}", dest.display()), e))
 }
 
 /// The pg_combinebackup to use: the configured one, else the one of the backup's major version
 /// in the usual places, else the first on PATH.
 fn pg_combinebackup(configured: &Option<PathBuf>, info: &BackupInfo) -> Result<PathBuf> {
     if let Some(p) = configured {
-        return Ok(p.clone());
+        return match std::fs::metadata(p) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(p.clone()),
+            _ => Err(Error::Config(format!(
+                "barman.pg_combinebackup: {} is not an executable file; it is needed to restore an incremental backup (nothing was downloaded)",
+                p.display()
+            ))),
+        };
     }
     let major = info
         .get("version")
@@ -256,7 +338,7 @@ fn pg_combinebackup(configured: &Option<PathBuf>, info: &BackupInfo) -> Result<P
     }
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
         Error::Config(format!(
-            "pg_combinebackup{} is needed to restore an incremental backup and was not found: install PostgreSQL's server binaries or set barman.pg_combinebackup",
+            "pg_combinebackup{} is needed to restore an incremental backup and was not found (nothing was downloaded): install PostgreSQL's server binaries or set barman.pg_combinebackup",
             major.map_or(String::new(), |m| format!(" (PostgreSQL {m})"))
         ))
     })

@@ -9,6 +9,9 @@
 
 pub mod archived;
 pub mod chain;
+pub mod combined;
+pub mod incremental;
+pub mod modes;
 pub mod plan;
 pub mod recovery;
 pub mod tar;
@@ -109,8 +112,9 @@ pub async fn base_restore(
         }
     }
     if info.get("parent_backup_id").is_some() {
-        return chain::restore(srv, id, info, dest, opts).await;
+        return chain::restore(srv, id, (info, m), dest, opts).await;
     }
+    incremental::refuse_if_incremental(srv, &m).await?;
     restore_one(srv, &m, dest, opts).await
 }
 
@@ -154,15 +158,17 @@ async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Resul
     if last.is_some() {
         files.pop();
     }
-    let (mut count, mut bytes) = (0, 0);
+    let (mut count, mut bytes, mut narrowed) = (0, 0, p.narrowed);
     let mut modes = p.dirs.clone();
     if let Layout::Tar { base, tablespaces } = &p.layout {
         let roots = tar::roots(base, tablespaces, &p.dest, &p.tablespaces);
         let x = tar::write(srv, id, roots).await?;
         count += x.files;
         bytes += x.bytes;
+        narrowed += x.narrowed;
         modes.extend(x.dirs);
     }
+    modes::report(&format!("backup {id}"), narrowed);
     srv.t.progress().add_work(
         files.len() as u64 + u64::from(last.is_some()),
         files.iter().chain(&last).map(|j| j.size).sum(),

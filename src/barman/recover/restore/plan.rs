@@ -77,6 +77,17 @@ pub struct Plan {
     pub links: Vec<(PathBuf, PathBuf)>,
     /// Notes for the operator (a link restored as a directory).
     pub notes: Vec<String>,
+    /// Modes from the manifest narrowed by [`super::modes::narrow`].
+    pub narrowed: usize,
+}
+
+impl Plan {
+    /// A mode from the manifest, narrowed ([`super::modes::narrow`]) and counted.
+    fn narrow(&mut self, mode: u32) -> u32 {
+        let (given, changed) = super::modes::narrow(mode);
+        self.narrowed += usize::from(changed);
+        given
+    }
 }
 
 /// The name PostgreSQL checks last before it starts; restored last so an interrupted restore
@@ -110,6 +121,7 @@ pub fn plan(m: &Manifest, dest: &Path, requested: &BTreeMap<String, PathBuf>) ->
         files: Vec::new(),
         links: Vec::new(),
         notes: Vec::new(),
+        narrowed: 0,
     };
     match p.layout.clone() {
         Layout::Plain => plan_plain(m, &mut p)?,
@@ -136,11 +148,12 @@ pub fn plan(m: &Manifest, dest: &Path, requested: &BTreeMap<String, PathBuf>) ->
                     && let Some(rest) = path.strip_prefix("data/")
                     && !rest.contains('/')
                 {
+                    let mode = p.narrow(*mode);
                     p.files.push(FileJob {
                         rel: path.clone(),
                         to: p.dest.join(rest),
                         size: *size,
-                        mode: *mode,
+                        mode,
                         crc32c: u32::from_str_radix(crc32c, 16).ok(),
                     });
                 }
@@ -346,16 +359,22 @@ fn plan_plain(m: &Manifest, p: &mut Plan) -> Result<()> {
             continue;
         };
         match e {
-            Entry::Dir { mode, .. } => p.dirs.push((to, *mode)),
+            Entry::Dir { mode, .. } => {
+                let mode = p.narrow(*mode);
+                p.dirs.push((to, mode));
+            }
             Entry::File {
                 size, mode, crc32c, ..
-            } => p.files.push(FileJob {
-                rel: path.to_string(),
-                to,
-                size: *size,
-                mode: *mode,
-                crc32c: u32::from_str_radix(crc32c, 16).ok(),
-            }),
+            } => {
+                let mode = p.narrow(*mode);
+                p.files.push(FileJob {
+                    rel: path.to_string(),
+                    to,
+                    size: *size,
+                    mode,
+                    crc32c: u32::from_str_radix(crc32c, 16).ok(),
+                });
+            }
             Entry::Symlink { .. } => {}
         }
     }
@@ -434,6 +453,32 @@ mod tests {
         );
         assert_eq!(p.files[0].to, PathBuf::from("/r/pg/PG_VERSION"));
         assert!(p.links.is_empty());
+    }
+
+    #[test]
+    fn manifest_modes_are_narrowed_and_counted() {
+        let mut m = plain(vec![]);
+        for e in &mut m.entries {
+            match e {
+                Entry::Dir { path, mode, .. } if path == "data" => *mode = 0o777,
+                Entry::Dir { path, mode, .. } if path == "data/global" => *mode = 0o1777,
+                Entry::File { path, mode, .. } if path == "data/PG_VERSION" => *mode = 0o4755,
+                _ => {}
+            }
+        }
+        let p = plan(&m, Path::new("/r/pg"), &none()).expect("plan");
+        assert_eq!(p.narrowed, 3);
+        assert!(
+            p.dirs.iter().all(|(_, mode)| *mode <= 0o750),
+            "{:?}",
+            p.dirs
+        );
+        assert!(
+            p.files.iter().all(|f| f.mode & !0o750 == 0),
+            "{:?}",
+            p.files
+        );
+        assert_eq!(p.files[0].mode, 0o750);
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub struct Extracted {
     pub files: usize,
     /// Bytes written.
     pub bytes: u64,
-    /// Directories with the modes the archive gave them (applied at the end).
+    /// Directories with the modes the archive gave them, narrowed (applied at the end).
     pub dirs: Vec<(PathBuf, u32)>,
+    /// Modes narrowed by [`super::modes::narrow`].
+    pub narrowed: usize,
 }
 
 /// Streams every archive into its root: the base archive into `dest`, each tablespace archive
@@ -57,6 +59,7 @@ pub async fn write(srv: &Server, id: &str, archives: Vec<(Archive, PathBuf)>) ->
         all.files += p.files;
         all.bytes += p.bytes;
         all.dirs.extend(p.dirs);
+        all.narrowed += p.narrowed;
     }
     Ok(all)
 }
@@ -118,7 +121,7 @@ pub fn extract(
             continue;
         };
         let kind = entry.header().entry_type();
-        let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
+        let (mode, narrowed) = super::modes::narrow(entry.header().mode().unwrap_or(0o600));
         let name = String::from_utf8_lossy(rel.as_os_str().as_bytes()).into_owned();
         if base && (name == "tablespace_map" || name == "recovery.conf") {
             continue;
@@ -127,6 +130,7 @@ pub fn extract(
             continue;
         }
         let to = root.join(&rel);
+        out.narrowed += usize::from(narrowed && (kind.is_dir() || kind.is_file()));
         if kind.is_dir() {
             std::fs::create_dir_all(&to)
                 .map_err(|e| Error::io(format!("create {}", to.display()), e))?;
@@ -301,6 +305,38 @@ mod tests {
                     .is_none()
             );
         }
+    }
+
+    #[test]
+    fn setuid_sticky_and_world_writable_modes_are_narrowed_and_counted() {
+        let mut b = ::tar::Builder::new(Vec::new());
+        for (path, kind, mode, data) in [
+            ("sh", T::Regular, 0o4755, b"#!".as_slice()),
+            ("tmp/", T::Directory, 0o1777, b"".as_slice()),
+            ("ok", T::Regular, 0o600, b"1".as_slice()),
+        ] {
+            let mut h = ::tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(data.len() as u64);
+            h.set_path(path).expect("path");
+            h.set_cksum();
+            b.append(&h, data).expect("append");
+        }
+        let tar = b.into_inner().expect("tar");
+        let d = tempfile::tempdir().expect("tmp");
+        let x = extract(tar.as_slice(), None, d.path(), false, "t").expect("extract");
+        let mode = |p: &str| {
+            std::fs::metadata(d.path().join(p))
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("sh"), 0o750);
+        assert_eq!(mode("ok"), 0o600);
+        assert_eq!(x.dirs, vec![(d.path().join("tmp"), 0o750)]);
+        assert_eq!(x.narrowed, 2);
     }
 
     #[test]
