@@ -42,7 +42,10 @@ pub fn open_log_file(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How much to log.
+/// How much to log: `-q` errors, the default info (warnings and one summary line per run),
+/// `-v` debug (what was decided: each task, each WAL uploaded, the config read), `-vv` (and more)
+/// trace (every store request with its status, size and time). The AWS SDK's own lines stay at
+/// warn at every level (`RUST_LOG` for those).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Verbosity {
     /// Errors only (`-q`).
@@ -50,8 +53,10 @@ pub enum Verbosity {
     /// Info and above (the default).
     #[default]
     Normal,
-    /// Debug (`-v` and more).
+    /// Debug (`-v`).
     Verbose,
+    /// Trace (`-vv` and more).
+    Trace,
 }
 
 /// Sets up logging on stderr (and the log file once opened). `RUST_LOG` replaces the filter,
@@ -63,6 +68,7 @@ pub fn init(verbosity: Verbosity) {
         Verbosity::Quiet => "error",
         Verbosity::Normal => "info",
         Verbosity::Verbose => "debug",
+        Verbosity::Trace => "trace",
     };
     // The SDK's own info lines (region probes, credential chain) are noise for an operator.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

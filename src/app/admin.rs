@@ -13,7 +13,12 @@ use crate::units::human_duration;
 
 pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
-    if let AdminAction::QueueRetry(_) | AdminAction::QueuePrune(_) = &action {
+    // `-q` (cron): nothing on success.
+    let quiet = o.verbosity == crate::logging::Verbosity::Quiet;
+    if let AdminAction::QueueRetry(..)
+    | AdminAction::QueuePrune(_)
+    | AdminAction::ForgetFollower(_) = &action
+    {
         let conf = crate::barman::conf::BarmanConf::load(&cfg.barman.config)?;
         crate::barman::conf::require_barman_user(&conf, "queue")?;
     }
@@ -47,13 +52,26 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
                 )?;
             }
         }
-        AdminAction::QueueRetry(id) => {
+        AdminAction::QueueRetry(id, force) => {
+            if !force {
+                refuse_complete(&o, &cfg, &id, cancel).await?;
+            }
             admin::queue_retry(&cfg, &id)?;
-            eprintln!("barmans3: {id} queued again; the next base-sync works it");
+            if !quiet {
+                eprintln!("barmans3: {id} queued again; the next base-sync works it");
+            }
+        }
+        AdminAction::ForgetFollower(server) => {
+            let pid = admin::forget_follower(&cfg, &server)?;
+            if !quiet {
+                eprintln!("barmans3: forgot the stopped follower of {server} (pid {pid})");
+            }
         }
         AdminAction::QueuePrune(age) => {
             let n = admin::queue_prune(&cfg, age)?;
-            eprintln!("barmans3: pruned {n} done task(s)");
+            if !quiet {
+                eprintln!("barmans3: pruned {n} done task(s)");
+            }
         }
         AdminAction::Status { prometheus } => {
             let t = bare_engine(&o, &cfg, cancel).await?;
@@ -68,13 +86,44 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
             } else {
                 out!("{}", render_status(&s))?;
             }
+            // Local facts were reported; the run still fails so scripts and cron notice.
+            if let Some(e) = &s.bucket.error {
+                eprintln!("barmans3 status: the bucket cannot be reached: {e}");
+                return Ok(Exit::Failed);
+            }
         }
     }
     Ok(Exit::Success)
 }
 
-/// `check`: always one line on stdout and a Nagios state, whatever happens. Anything that
-/// stops it from telling (a bad config, a store that does not answer within `timeout`) is
+/// `queue retry` of a backup that is already complete in the bucket would upload it again:
+/// refused without `--force`.
+async fn refuse_complete(
+    o: &Options,
+    cfg: &crate::config::Config,
+    id: &str,
+    cancel: Arc<Cancel>,
+) -> Result<()> {
+    let Some(task) = admin::queue_views(cfg)?
+        .into_iter()
+        .find(|v| v.backup_id == id)
+    else {
+        return Ok(()); // queue_retry says the task is unknown
+    };
+    let t = bare_engine(o, cfg, cancel).await?;
+    let srv = crate::barman::server::Server::new(&t, cfg.location.prefix(), &task.server);
+    let listed = crate::barman::ship::fullsync::remote_backups(&srv).await?;
+    if listed.iter().any(|b| b.id == id && b.complete) {
+        return Err(crate::error::Error::Usage(format!(
+            "backup {id} of server {} is already complete in the bucket (see base-ls {}); nothing to upload. queue retry --force uploads it again",
+            task.server, task.server
+        )));
+    }
+    Ok(())
+}
+
+/// `check`: always one line on stdout (with `--json`, one JSON object: `state`, `code`,
+/// `output`) and a Nagios state, whatever happens. Anything that stops it from telling (a bad config, a store that does not answer within `timeout`) is
 /// UNKNOWN, never silence.
 pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
     let judged = crate::runtime::block_on(|cancel| async move {
@@ -101,7 +150,18 @@ pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
             format!("BARMANS3 UNKNOWN - {}", e.one_line()),
         )
     });
-    match outln!("{line}") {
+    let text = if o.json {
+        // The same verdict for a monitoring system that reads JSON.
+        serde_json::json!({
+            "state": level.word(),
+            "code": level as u8,
+            "output": line,
+        })
+        .to_string()
+    } else {
+        line
+    };
+    match outln!("{text}") {
         Ok(()) | Err(crate::error::Error::StdoutClosed) => Exit::Check(level),
         Err(_) => Exit::Check(CheckLevel::Unknown),
     }
@@ -115,9 +175,9 @@ fn render_status(s: &Status) -> String {
     };
     let mut out = format!(
         "bucket: {}\nqueue: {} run, {} running, {} done, {} error; last good base-sync {}\n",
-        match &s.bucket {
-            Ok(()) => "reachable".to_string(),
-            Err(e) => format!("UNREACHABLE: {e}"),
+        match &s.bucket.error {
+            None => "reachable".to_string(),
+            Some(e) => format!("UNREACHABLE: {e} (WALs pending: unknown)"),
         },
         s.queue.run,
         s.queue.running,
@@ -147,7 +207,11 @@ fn render_status(s: &Status) -> String {
             v.server,
             v.newest_local.as_deref().unwrap_or("-"),
             v.newest_remote.as_deref().unwrap_or("-"),
-            v.pending,
+            if s.bucket.reachable {
+                v.pending.to_string()
+            } else {
+                "?".into()
+            },
             v.pending_age_s.map_or(String::new(), |a| format!(
                 " (oldest {})",
                 human_duration(Duration::from_secs(a))
@@ -157,7 +221,20 @@ fn render_status(s: &Status) -> String {
                 .as_ref()
                 .map_or(String::new(), |p| format!("; PROBLEM: {p}"))
         ));
+        for (id, age) in &v.unsynced {
+            out.push_str(&format!(
+                "  backup {id}: DONE in Barman for {}, not in the bucket (barmans3 full-sync {} --no-delete)\n",
+                admin::rough_age(*age),
+                v.server
+            ));
+        }
         if let Some(f) = &v.follower {
+            if !f.alive {
+                out.push_str(&format!(
+                    "  no follower runs: wal-sync --follow (pid {}) stopped without cleaning up; start it again, or: barmans3 status --forget-follower {}\n",
+                    f.pid, v.server
+                ));
+            }
             out.push_str(&format!(
                 "  following: pid {}{}, last cycle {} ago, {} shipped{}\n",
                 f.pid,

@@ -2,6 +2,7 @@
 //! (data) or stderr (logs), an [`Exit`] out. The work itself is in [`crate::barman`].
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{engine, finish, load_config, summary};
@@ -15,6 +16,7 @@ use crate::barman::ship::walsync::wal_sync;
 use crate::cli::invocation::{BarmanAction, Options, Servers};
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
+use crate::logging::Verbosity;
 use crate::transfer::{Cancel, Transfer};
 use crate::units::human_bytes;
 
@@ -75,13 +77,19 @@ pub(super) fn run(o: &Options, action: BarmanAction) -> Exit {
         BarmanAction::CatalogRestore { .. } => Some("catalog-restore"),
         _ => None,
     };
-    finish(load_config(o).and_then(|cfg| {
+    let result = load_config(o).and_then(|cfg| {
         // Commands that write into Barman's tree or our queue and state run as Barman does.
         if let Some(command) = as_barman {
             require_barman_user(&BarmanConf::load(&cfg.barman.config)?, command)?;
         }
         crate::runtime::block_on(|cancel| with_engine(o.clone(), cfg, action, cancel))
-    }))
+    });
+    match result {
+        // Another run holds the lock and does the work: not an error, so `-q` (cron) stays
+        // silent; the exit status still says so.
+        Err(Error::Busy(_)) if o.verbosity == Verbosity::Quiet => Exit::Busy,
+        other => finish(other),
+    }
 }
 
 async fn with_engine(
@@ -99,7 +107,8 @@ async fn with_engine(
         _ => None,
     };
     let t = engine(&o, &cfg, cancel).await?;
-    let exit = dispatch(&o, &cfg, &t, action).await;
+    let mut out = Outcome::new(&o);
+    let exit = dispatch(&o, &cfg, &t, action, &mut out).await;
     t.progress().finish();
     if let Some(command) = recorded
         && exit.is_ok()
@@ -109,55 +118,97 @@ async fn with_engine(
     }
     let exit = exit?;
     if !quiet_summary {
-        summary(&o, &t)?;
+        summary(&o, &t, &out.counts)?;
     }
     Ok(exit)
 }
 
-async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction) -> Result<Exit> {
+/// What a run reports besides its request counters: its own counts (in the `--json` summary)
+/// and its summary lines on stderr, which `-q` silences (cron mails whatever a job prints).
+#[derive(Debug)]
+struct Outcome {
+    quiet: bool,
+    counts: BTreeMap<&'static str, u64>,
+}
+
+impl Outcome {
+    fn new(o: &Options) -> Outcome {
+        Outcome {
+            quiet: o.verbosity == Verbosity::Quiet,
+            counts: BTreeMap::new(),
+        }
+    }
+    /// A summary line on stderr, unless `-q`.
+    fn say(&self, line: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+    /// Adds to a count of the `--json` summary.
+    fn count(&mut self, name: &'static str, n: u64) {
+        *self.counts.entry(name).or_default() += n;
+    }
+}
+
+async fn dispatch(
+    o: &Options,
+    cfg: &Config,
+    t: &Transfer,
+    action: BarmanAction,
+    out: &mut Outcome,
+) -> Result<Exit> {
     match action {
-        BarmanAction::BaseSync => run_base_sync(cfg, t).await,
+        BarmanAction::BaseSync => run_base_sync(cfg, t, out).await,
         BarmanAction::WalSync {
             servers,
             follow: Some(opts),
             ..
-        } => run_follow(cfg, t, servers, opts).await,
-        BarmanAction::WalSync { servers, full, .. } => run_wal_sync(cfg, t, servers, full).await,
-        BarmanAction::BaseLs { server } => base_ls(o, cfg, t, &server).await,
-        BarmanAction::FullSync { server, opts } => {
-            let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
-            let r = full_sync(cfg, t, &dirs, opts).await?;
-            report_full_sync(&server, opts.dry_run, &r)?;
-            Ok(Exit::Success)
+        } => run_follow(cfg, t, servers, opts, out).await,
+        BarmanAction::WalSync { servers, full, .. } => {
+            run_wal_sync(cfg, t, servers, full, out).await
         }
+        BarmanAction::BaseLs { server } => base_ls(o, cfg, t, &server).await,
+        BarmanAction::FullSync { servers, opts } => run_full_sync(cfg, t, servers, opts, out).await,
         BarmanAction::BaseRestore {
             server,
             id,
             dest,
             tablespaces,
             recovery,
+            recovery_config,
             request_restore,
         } => {
+            let named = recovery_config
+                .clone()
+                .or_else(|| cfg.source.clone().or(o.config.clone()));
             let opts = RestoreOptions {
                 request_restore,
                 tablespaces,
-                restore_command: recovery.then(|| restore_command(o, cfg, &server)),
+                restore_command: recovery
+                    .then(|| restore_command(o, cfg, &server, recovery_config.as_deref())),
                 pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
                 staging: cfg.barman.restore_staging_dir.clone(),
             };
             let srv = Server::new(t, cfg.location.prefix(), &server);
             let r = base_restore(&srv, &id, &dest, &opts).await?;
-            eprintln!(
+            out.count("files", r.files as u64);
+            out.count("bytes", r.bytes);
+            out.say(format_args!(
                 "barmans3 base-restore {server} {id}: {} files, {} verified into {}",
                 r.files,
                 human_bytes(r.bytes),
                 dest.display()
-            );
+            ));
             for (oid, dir) in &r.tablespaces {
                 eprintln!("  tablespace {oid} -> {}", dir.display());
             }
             for n in &r.notes {
                 eprintln!("  note: {n}");
+            }
+            // What PostgreSQL will need: said even under -q, the start would fail otherwise.
+            let named = named.filter(|_| recovery);
+            for w in super::owners::restore_warnings(&dest, named.as_deref()) {
+                eprintln!("barmans3 base-restore: {w}");
             }
             Ok(Exit::Success)
         }
@@ -191,16 +242,83 @@ async fn dispatch(o: &Options, cfg: &Config, t: &Transfer, action: BarmanAction)
     }
 }
 
-/// The full-sync report: a summary line on stderr; with `--dry-run`, the plan on stdout, one
-/// line per object (`upload backup ID`, `delete backup ID`, `delete KEY`, `keep … retained
-/// until …`).
-fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport) -> Result<()> {
+/// `full-sync` of one server or, with `--all`, of every active one: a server that fails does not
+/// stop the others (one line names each failure); one whose lock is held is skipped, and the
+/// run exits 75 only when every server was busy.
+async fn run_full_sync(
+    cfg: &Config,
+    t: &Transfer,
+    servers: Servers,
+    opts: crate::barman::ship::fullsync::FullSyncOptions,
+    out: &mut Outcome,
+) -> Result<Exit> {
+    let conf = BarmanConf::load(&cfg.barman.config)?;
+    let (names, all) = match servers {
+        Servers::All => (conf.servers(), true),
+        Servers::One(s) => (vec![s], false),
+    };
+    let mut ends = Vec::new();
+    for s in &names {
+        let dirs = conf.server(s)?;
+        let end = match full_sync(cfg, t, &dirs, opts).await {
+            Ok(r) => {
+                out.count("backups_uploaded", r.uploaded_backups.len() as u64);
+                out.count("wals_uploaded", r.wal.uploaded as u64);
+                out.count("backups_deleted", r.deleted_backups.len() as u64);
+                out.count("wal_objects_deleted", r.deleted_wals.len() as u64);
+                report_full_sync(s, opts.dry_run, &r, out)?;
+                Ok(())
+            }
+            Err(e) if !all => return Err(e),
+            Err(e) => Err(e),
+        };
+        ends.push((s.clone(), end));
+    }
+    several("full-sync", ends, out)
+}
+
+/// The end of a command run over several servers: interrupted if any was; the failures in one
+/// error; 75 when every server was busy; else success, each busy server named once (unless -q).
+fn several(command: &str, ends: Vec<(String, Result<()>)>, out: &Outcome) -> Result<Exit> {
+    let total = ends.len();
+    let mut busy = Vec::new();
+    let mut failures = Vec::new();
+    for (s, end) in ends {
+        match end {
+            Ok(()) => {}
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(Error::Busy(_)) => busy.push(s),
+            Err(e) => failures.push(format!("{s}: {}", e.one_line())),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Failed(failures.join("; ")));
+    }
+    if total > 0 && busy.len() == total {
+        return Err(Error::Busy(format!(
+            "{command}: every server is busy (another run holds its lock): {}",
+            busy.join(", ")
+        )));
+    }
+    if !busy.is_empty() {
+        out.say(format_args!(
+            "barmans3 {command}: skipped {} (another run holds the lock)",
+            busy.join(", ")
+        ));
+    }
+    Ok(Exit::Success)
+}
+
+/// The full-sync report: a summary line on stderr (unless -q); with `--dry-run`, the plan on
+/// stdout, one line per object (`upload backup ID`, `delete backup ID`, `delete KEY`, `keep …
+/// retained until …`).
+fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport, out: &Outcome) -> Result<()> {
     let (up, del) = if dry_run {
         ("would upload", "would delete")
     } else {
         ("uploaded", "deleted")
     };
-    eprintln!(
+    out.say(format_args!(
         "barmans3 full-sync {server}: {up} {} backup(s) and {} WAL(s), {del} {} backup(s) and {} WAL object(s){}{}{}",
         r.uploaded_backups.len(),
         r.wal.uploaded,
@@ -221,7 +339,7 @@ fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport) -> Result<(
         } else {
             format!("; Object Lock: {}", r.retained.join(", "))
         }
-    );
+    ));
     if dry_run {
         for id in &r.uploaded_backups {
             outln!("upload backup {id}")?;
@@ -239,15 +357,19 @@ fn report_full_sync(server: &str, dry_run: bool, r: &FullSyncReport) -> Result<(
     Ok(())
 }
 
-async fn run_base_sync(cfg: &Config, t: &Transfer) -> Result<Exit> {
+async fn run_base_sync(cfg: &Config, t: &Transfer, out: &mut Outcome) -> Result<Exit> {
     let r = base_sync(cfg, t).await?;
-    eprintln!(
+    out.count("done", r.done as u64);
+    out.count("waiting", r.waiting as u64);
+    out.count("failed", r.failed as u64);
+    out.count("bytes", r.bytes);
+    out.say(format_args!(
         "barmans3 base-sync: {} done, {} waiting, {} failed, {} uploaded",
         r.done,
         r.waiting,
         r.failed,
         human_bytes(r.bytes)
-    );
+    ));
     if r.failed > 0 {
         return Err(Error::Failed(format!(
             "{} task(s) failed: {}",
@@ -263,6 +385,7 @@ async fn run_follow(
     t: &Transfer,
     servers: Servers,
     opts: crate::barman::ship::follow::FollowOptions,
+    out: &Outcome,
 ) -> Result<Exit> {
     let conf = BarmanConf::load(&cfg.barman.config)?;
     let names = match servers {
@@ -274,11 +397,17 @@ async fn run_follow(
         .map(|s| conf.server(s))
         .collect::<Result<Vec<_>>>()?;
     crate::barman::ship::follow::follow(cfg, t, dirs, opts).await?;
-    eprintln!("barmans3 wal-sync --follow: stopped");
+    out.say(format_args!("barmans3 wal-sync --follow: stopped"));
     Ok(Exit::Success)
 }
 
-async fn run_wal_sync(cfg: &Config, t: &Transfer, servers: Servers, full: bool) -> Result<Exit> {
+async fn run_wal_sync(
+    cfg: &Config,
+    t: &Transfer,
+    servers: Servers,
+    full: bool,
+    out: &mut Outcome,
+) -> Result<Exit> {
     let conf = BarmanConf::load(&cfg.barman.config)?;
     let (names, all) = match servers {
         Servers::All => {
@@ -289,33 +418,46 @@ async fn run_wal_sync(cfg: &Config, t: &Transfer, servers: Servers, full: bool) 
         }
         Servers::One(s) => (vec![s], false),
     };
-    let mut failures = Vec::new();
+    let mut ends = Vec::new();
     for s in names {
         let dirs = conf.server(&s)?;
-        match wal_sync(cfg, t, &dirs, full, None).await {
-            Ok(r) => eprintln!(
-                "barmans3 wal-sync {s}: {} uploaded ({}), {} checked{}",
-                r.uploaded,
-                human_bytes(r.bytes),
-                r.checked,
-                if r.full { ", full reconcile" } else { "" }
-            ),
-            Err(e @ (Error::Busy(_) | Error::Interrupted)) if !all => return Err(e),
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(e) => {
-                tracing::error!("wal-sync {s}: {}", e.one_line());
-                failures.push(format!("{s}: {}", e.one_line()));
+        let end = match wal_sync(cfg, t, &dirs, full, None).await {
+            Ok(r) => {
+                out.count("uploaded", r.uploaded as u64);
+                out.count("checked", r.checked as u64);
+                out.count("bytes", r.bytes);
+                out.say(format_args!(
+                    "barmans3 wal-sync {s}: {} uploaded ({}), {} checked{}",
+                    r.uploaded,
+                    human_bytes(r.bytes),
+                    r.checked,
+                    if r.full { ", full reconcile" } else { "" }
+                ));
+                Ok(())
             }
-        }
+            Err(e) if !all => return Err(e),
+            Err(e) => Err(e),
+        };
+        ends.push((s, end));
     }
-    if !failures.is_empty() {
-        return Err(Error::Failed(failures.join("; ")));
-    }
-    Ok(Exit::Success)
+    several("wal-sync", ends, out)
 }
 
 async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Result<Exit> {
     let list = listing(remote_backups(&Server::new(t, cfg.location.prefix(), server)).await?);
+    if list.is_empty() {
+        // A mistyped name lists nothing: where Barman's configuration is at hand, say so as
+        // wal-sync does; on a restore host without Barman, say where nothing was found.
+        if cfg.barman.config.exists() {
+            BarmanConf::load(&cfg.barman.config)?.server(server)?;
+        }
+        let remote = crate::barman::remote::Remote::new(cfg.location.prefix(), server);
+        eprintln!(
+            "barmans3 base-ls: no backups for {server} in {} (keys {}*)",
+            cfg.location,
+            remote.base_prefix()
+        );
+    }
     if o.json {
         let rows: Vec<serde_json::Value> = list
             .iter()
@@ -338,28 +480,25 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
         )?;
         return Ok(Exit::Success);
     }
+    // Under 100 columns: times to the second, the first WAL; everything else in --json.
     outln!(
-        "{:<16} {:<17} {:<32} {:<32} {:>10}  {:<49} COMPLETE",
+        "{:<16} {:<16} {:<19} {:>10}  {:<24}  COMPLETE",
         "ID",
         "STATUS",
-        "BEGIN",
         "END",
         "SIZE",
-        "WAL RANGE"
+        "BEGIN WAL"
     )?;
     for (b, gap) in list {
-        let range = match (&b.begin_wal, &b.end_wal) {
-            (Some(a), Some(z)) => format!("{a}-{z}"),
-            _ => "-".into(),
-        };
         outln!(
-            "{:<16} {:<17} {:<32} {:<32} {:>10}  {:<49} {}",
+            "{:<16} {:<16} {:<19} {:>10}  {:<24}  {}",
             b.id,
             if b.status.is_empty() { "-" } else { &b.status },
-            b.begin_time.as_deref().unwrap_or("-"),
-            b.end_time.as_deref().unwrap_or("-"),
+            b.end_time
+                .as_deref()
+                .map_or("-", |t| t.get(..19).unwrap_or(t)),
             b.size.map_or("-".into(), human_bytes),
-            range,
+            b.begin_wal.as_deref().unwrap_or("-"),
             match gap {
                 None => "yes".to_string(),
                 Some(gap) if gap == b.id => "no".to_string(),
@@ -372,12 +511,22 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
 
 /// The restore_command base-restore --recovery writes: this binary, this config, this server,
 /// each word quoted for the shell PostgreSQL runs it with.
-pub(super) fn restore_command(o: &Options, cfg: &Config, server: &str) -> String {
+pub(super) fn restore_command(
+    o: &Options,
+    cfg: &Config,
+    server: &str,
+    config: Option<&Path>,
+) -> String {
     use crate::barman::recover::restore::recovery::shell_quote;
-    let mut words: Vec<String> = super::walrestore::self_args(o, cfg)
-        .iter()
-        .map(|w| shell_quote(w))
-        .collect();
+    let mut args = super::walrestore::self_args(o, cfg);
+    if let Some(p) = config {
+        // The config PostgreSQL's user reads, in place of this run's.
+        if let Some(i) = args.iter().position(|w| w == "--config") {
+            args.drain(i..i + 2);
+        }
+        args.splice(1..1, ["--config".to_string(), p.display().to_string()]);
+    }
+    let mut words: Vec<String> = args.iter().map(|w| shell_quote(w)).collect();
     words.extend([
         "wal-restore".into(),
         shell_quote(server),

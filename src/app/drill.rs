@@ -22,7 +22,7 @@ pub(super) async fn run(
     prometheus: Option<&Path>,
 ) -> Result<Exit> {
     let env = DrillEnv {
-        restore_command: super::barman::restore_command(o, cfg, server),
+        restore_command: super::barman::restore_command(o, cfg, server, None),
         pg_bindir: cfg.barman.pg_bindir.clone(),
         pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
     };

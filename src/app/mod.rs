@@ -17,12 +17,14 @@ mod admin;
 mod archive;
 mod barman;
 mod drill;
+mod owners;
 mod store;
 mod sync;
 mod verify;
 mod volume;
 mod walrestore;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cli::invocation::{Action, Invocation, Options};
@@ -102,6 +104,7 @@ fn finish(result: Result<Exit>) -> Exit {
 /// file anywhere, runs on defaults: the demo and first steps.
 pub fn load_config(o: &Options) -> Result<Config> {
     let path = Config::resolve_path(o.config.as_deref());
+    tracing::debug!("configuration {}", path.display());
     let explicit = o.config.is_some() || std::env::var_os(crate::config::CONFIG_ENV).is_some();
     let mut cfg = match Config::load(&path, PermissionPolicy::Refuse) {
         Err(Error::Config(_)) if o.store.is_some() && !explicit && !path.exists() => {
@@ -179,11 +182,19 @@ async fn engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Transf
         .await
 }
 
-/// The run summary: JSON on stdout with `--json`, else one info line.
-fn summary(o: &Options, t: &Transfer) -> Result<()> {
+/// The run summary: JSON on stdout with `--json` (the request counters, and under `counts` what
+/// the command itself counted), else one info line.
+fn summary(o: &Options, t: &Transfer, counts: &BTreeMap<&'static str, u64>) -> Result<()> {
     let s = t.stats().snapshot();
     if o.json {
-        outln!("{}", serde_json::to_string(&s).unwrap_or_default())?;
+        #[derive(serde::Serialize)]
+        struct Summary<'a> {
+            #[serde(flatten)]
+            stats: &'a crate::transfer::StatsSnapshot,
+            counts: &'a BTreeMap<&'static str, u64>,
+        }
+        let line = serde_json::to_string(&Summary { stats: &s, counts }).unwrap_or_default();
+        outln!("{line}")?;
     } else {
         tracing::info!("done: {s}");
     }

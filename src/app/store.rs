@@ -90,7 +90,7 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
             }
         }
     }
-    summary(&o, &t)?;
+    summary(&o, &t, &Default::default())?;
     Ok(Exit::Success)
 }
 
@@ -146,6 +146,7 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
         "barmans3: Object Lock on the bucket: {}",
         lock.as_deref().unwrap_or("not enabled")
     );
+    check_hooks(&cfg)?;
     if cfg.transfer.probe_checksum {
         let p = super::checksum_probe(&cfg);
         // Asked explicitly: probe again rather than trust the cache.
@@ -161,6 +162,35 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
         );
     }
     Ok(Exit::Success)
+}
+
+/// The hook lines of Barman's configuration (when there is one): a hook that names a program
+/// that does not exist or is not barmans3 is a configuration error; a server without a hook is
+/// said (full-sync still uploads its backups, once a night).
+fn check_hooks(cfg: &crate::config::Config) -> Result<()> {
+    use crate::barman::conf::BarmanConf;
+    if !cfg.barman.config.exists() {
+        return Ok(());
+    }
+    let conf = BarmanConf::load(&cfg.barman.config)?;
+    let me = std::env::current_exe().map_err(|e| Error::io("find this program", e))?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let r = crate::barman::hooks::judge_hooks(&conf, &me, &path);
+    if !r.unqueued.is_empty() {
+        eprintln!(
+            "barmans3: warning: no hook queues the backups of {} (add post_backup_retry_script = {} queue-add to their Barman config; until then only the nightly full-sync uploads them)",
+            r.unqueued.join(", "),
+            me.display()
+        );
+    }
+    if r.broken.is_empty() {
+        eprintln!("barmans3: Barman hooks: {}", cfg.barman.config.display());
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "Barman hook lines cannot run: {}",
+        r.broken.join("; ")
+    )))
 }
 
 fn config_init(output: Option<&Path>) -> Result<Exit> {

@@ -174,7 +174,7 @@ fn report<T: serde::Serialize>(o: &Options, t: &Transfer, r: &T) -> Result<Exit>
     if o.json {
         outln!("{}", json(r)?)?;
     }
-    summary(o, t)?;
+    summary(o, t, &Default::default())?;
     Ok(Exit::Success)
 }
 

@@ -187,6 +187,11 @@ impl BarmanConf {
             .map_or_else(|| "barman".to_string(), |u| u.trim().to_string())
     }
 
+    /// A setting of `server` (or of `[barman]`), interpolated as Barman does.
+    pub fn setting(&self, server: &str, key: &str) -> Option<String> {
+        self.value(server, key)
+    }
+
     fn value(&self, server: &str, key: &str) -> Option<String> {
         let raw = self
             .sections

@@ -9,6 +9,7 @@
 
 pub mod conf;
 pub mod drill;
+pub mod hooks;
 pub mod info;
 pub mod manifest;
 pub mod observe;

@@ -39,11 +39,15 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
         } => catalog_action(server, backups, wals_since, layout)?,
         Command::FullSync {
             server,
+            all,
             no_delete,
             dry_run,
             force,
         } => BarmanAction::FullSync {
-            server,
+            servers: match (server, all) {
+                (Some(s), false) => Servers::One(s),
+                _ => Servers::All,
+            },
             opts: FullSyncOptions {
                 no_delete,
                 dry_run,
@@ -56,9 +60,11 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             dest,
             tablespaces,
             recovery,
+            recovery_config,
             request_restore,
         } => BarmanAction::BaseRestore {
             request_restore,
+            recovery_config,
             id: backup_id_arg(backup_id)?,
             tablespaces: parse_tablespaces(&tablespaces)?,
             server,

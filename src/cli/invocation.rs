@@ -94,10 +94,10 @@ pub enum BarmanAction {
         /// Server.
         server: String,
     },
-    /// `full-sync SERVER`.
+    /// `full-sync SERVER|--all`.
     FullSync {
-        /// Server.
-        server: String,
+        /// Servers to sync.
+        servers: Servers,
         /// Options.
         opts: FullSyncOptions,
     },
@@ -113,6 +113,8 @@ pub enum BarmanAction {
         tablespaces: BTreeMap<String, PathBuf>,
         /// Write recovery.signal and a restore_command.
         recovery: bool,
+        /// The config the restore_command names, instead of this run's.
+        recovery_config: Option<PathBuf>,
         /// `--request-restore DAYS`.
         request_restore: Option<u32>,
     },
@@ -158,10 +160,12 @@ pub enum AdminAction {
         /// Write a node_exporter textfile here instead of printing.
         prometheus: Option<PathBuf>,
     },
+    /// `status --forget-follower SERVER`.
+    ForgetFollower(String),
     /// `queue ls`.
     QueueLs,
     /// `queue retry ID`.
-    QueueRetry(String),
+    QueueRetry(String, bool),
     /// `queue prune --older-than AGE`.
     QueuePrune(Duration),
 }

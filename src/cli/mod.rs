@@ -18,6 +18,7 @@ mod barman;
 mod dplcompat;
 mod drill;
 pub mod invocation;
+mod man;
 mod store;
 mod sync;
 mod verify;
@@ -25,6 +26,7 @@ mod volume;
 
 use barman::barman_action;
 use invocation::{Action, AdminAction, ConfigAction, Invocation, Options};
+pub use man::man_pages;
 use store::{StoreCommand, store_action};
 
 /// Ship Barman and gpbackup backups to S3-compatible object storage and back.
@@ -39,6 +41,7 @@ pub struct Cli {
 
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Configuration file [default: $BARMANS3_CONFIG or /etc/barmans3/barmans3.yaml]
     #[arg(long, global = true, value_name = "FILE")]
@@ -46,10 +49,11 @@ pub struct Global {
     /// Use this store instead of the configured one (s3://bucket/prefix or file:///dir)
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
-    /// More log output (-v info, -vv debug)
+    /// More log output: -v debug (each decision), -vv trace (each store request); the default
+    /// is info, -q errors only
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors
+    /// Only errors: nothing on success (cron)
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Print the run summary as JSON on stdout
@@ -75,8 +79,26 @@ pub struct Global {
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Barman post_backup_script / post_backup_retry_script: queue the backup (never uploads)
+    ///
+    /// Records the backup Barman just took (every BARMAN_* variable of the hook) as a task file
+    /// in the queue (state.queue_dir), in milliseconds; base-sync uploads it later. Install it as
+    /// post_backup_retry_script in Barman's server configuration, with the path of the installed
+    /// binary (/usr/bin/barmans3 from the packages, /usr/local/bin/barmans3 from the install script;
+    /// `command -v barmans3` tells). As a retry hook every failure exits 62 (ABORT_CONTINUE) so
+    /// Barman carries on; a hook line naming a path that does not exist exits 127 instead, which
+    /// Barman retries for ever: `barman backup` then never returns. `barmans3 config check`,
+    /// run as barman, checks the hook lines of Barman's configuration.
     QueueAdd,
     /// Upload queued backups once Barman marks them DONE (cron)
+    ///
+    /// Works every task of the queue: a backup whose backup.info says DONE is uploaded (data
+    /// files, then the manifest, then backup.info last: only then is it complete in the bucket)
+    /// under Barman's lock for that backup, verified, and its task moves to .done. A backup still
+    /// WAITING_FOR_WALS (a plain `barman backup` whose hook ran before its WALs arrived), or an
+    /// incremental backup whose parent is not complete in the bucket yet, stays queued for the
+    /// next run; one waiting longer than barman.wait_for_wals_max fails. A failed upload is
+    /// retried by later runs, then moved to .error (see queue ls, queue retry). Runs as Barman's
+    /// user; one run at a time (a second one exits 75).
     BaseSync,
     /// Upload new WAL files of a Barman server (cron, every few minutes)
     WalSync {
@@ -90,7 +112,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "follow")]
         full: bool,
         /// Keep running and ship each WAL as soon as Barman has written it (inotify), instead
-        /// of once; stops cleanly on SIGTERM (see etc/systemd/)
+        /// of once; stops cleanly on SIGTERM and exits 0 (the barmans3-wal-follow.service unit)
         #[arg(long)]
         follow: bool,
         /// With --follow: also look for new WALs this often without an event
@@ -105,7 +127,11 @@ pub enum Command {
     /// Upload every DONE backup and every WAL, then delete remotely what Barman deleted
     FullSync {
         /// Barman server name
-        server: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        server: Option<String>,
+        /// Every active server in Barman's configuration (a failing one does not stop the others)
+        #[arg(long)]
+        all: bool,
         /// Upload only (initial sync); never delete
         #[arg(long)]
         no_delete: bool,
@@ -124,8 +150,9 @@ pub enum Command {
     /// written the whole plan is checked: only pg_tblspc/<oid> may be a symbolic link, and it is
     /// made to point at the tablespace's new directory. global/pg_control is written last and a
     /// failed restore removes what it wrote, so a directory PostgreSQL could start on exists only
-    /// after a complete restore. GPG-encrypted, snapshot and PostgreSQL 17+ incremental backups
-    /// are refused with a message naming the kind.
+    /// after a complete restore. A PostgreSQL 17+ incremental backup is restored with its whole
+    /// chain, each backup verified, and combined by pg_combinebackup (barman.pg_combinebackup).
+    /// GPG-encrypted and snapshot backups are refused with a message naming the kind.
     BaseRestore {
         /// Barman server name
         server: String,
@@ -139,6 +166,11 @@ pub enum Command {
         /// Write recovery.signal and a restore_command that fetches WALs with wal-restore
         #[arg(long)]
         recovery: bool,
+        /// With --recovery: the config the restore_command names [default: this run's]. PostgreSQL
+        /// runs it as DEST's owner (postgres), who must be able to read it: a config without
+        /// secrets (credentials from s3.profile or the AWS chain), mode 640, group postgres
+        #[arg(long, value_name = "FILE", requires = "recovery")]
+        recovery_config: Option<PathBuf>,
         /// For backups in GLACIER or DEEP_ARCHIVE: ask the store to restore every archived
         /// object the restore needs for DAYS days, then stop; run again once they are readable
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
@@ -200,6 +232,10 @@ pub enum Command {
         /// wal-sync, problems found by the last verify and verify-wal (see README, Metrics)
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
+        /// Forget the wal-sync --follow of SERVER that stopped without cleaning up (killed, or
+        /// its host crashed), so check stops warning; refused while it runs
+        #[arg(long, value_name = "SERVER", conflicts_with = "prometheus")]
+        forget_follower: Option<String>,
     },
     /// Monitoring check (Nagios plugin convention): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     Check {
@@ -275,6 +311,9 @@ pub enum QueueCommand {
     Retry {
         /// Backup id
         backup_id: String,
+        /// Queue it even when the backup is already complete in the bucket (uploads it again)
+        #[arg(long)]
+        force: bool,
     },
     /// Delete .done tasks older than AGE (e.g. 30d)
     Prune {
@@ -282,34 +321,6 @@ pub enum QueueCommand {
         #[arg(long, value_parser = parse_age)]
         older_than: Duration,
     },
-}
-
-/// Man pages for the binary and every subcommand: (file name, roff text).
-pub fn man_pages() -> Vec<(String, Vec<u8>)> {
-    use clap::CommandFactory;
-    fn walk(cmd: &clap::Command, name: String, out: &mut Vec<(String, Vec<u8>)>) {
-        let cmd = cmd.clone().name(name.clone()).display_name(name.clone());
-        let mut buf = Vec::new();
-        if clap_mangen::Man::new(cmd.clone()).render(&mut buf).is_ok() {
-            out.push((format!("{name}.1"), buf));
-        }
-        for sub in cmd
-            .get_subcommands()
-            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-        {
-            walk(sub, format!("{name}-{}", sub.get_name()), out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&Cli::command(), "barmans3".into(), &mut out);
-    let mut page = Vec::new();
-    if clap_mangen::Man::new(dplcompat::command())
-        .render(&mut page)
-        .is_ok()
-    {
-        out.push(("barmans3-dplcompat.1".into(), page));
-    }
-    out
 }
 
 fn parse_age(s: &str) -> std::result::Result<Duration, String> {
@@ -402,7 +413,11 @@ impl TryFrom<Cli> for Invocation {
             Command::Sync(a) => Action::Sync(a.validate()?),
             Command::Archive(a) => Action::Archive(a.validate()?),
             Command::Volume(c) => Action::Volume(c.validate()?),
-            Command::Status { prometheus } => Action::Admin(AdminAction::Status { prometheus }),
+            Command::Status {
+                forget_follower: Some(server),
+                ..
+            } => Action::Admin(AdminAction::ForgetFollower(server)),
+            Command::Status { prometheus, .. } => Action::Admin(AdminAction::Status { prometheus }),
             Command::Verify(a) => Action::Verify(a.validate()?),
             Command::VerifyWal(a) => Action::Verify(a.validate()),
             Command::Check {
@@ -419,8 +434,8 @@ impl TryFrom<Cli> for Invocation {
                 timeout,
             ),
             Command::Queue(QueueCommand::Ls) => Action::Admin(AdminAction::QueueLs),
-            Command::Queue(QueueCommand::Retry { backup_id }) => {
-                Action::Admin(AdminAction::QueueRetry(backup_id))
+            Command::Queue(QueueCommand::Retry { backup_id, force }) => {
+                Action::Admin(AdminAction::QueueRetry(backup_id, force))
             }
             Command::Queue(QueueCommand::Prune { older_than }) => {
                 Action::Admin(AdminAction::QueuePrune(older_than))
@@ -458,7 +473,8 @@ impl Global {
             verbosity: match (self.quiet, self.verbose) {
                 (true, _) => Verbosity::Quiet,
                 (false, 0) => Verbosity::Normal,
-                _ => Verbosity::Verbose,
+                (false, 1) => Verbosity::Verbose,
+                _ => Verbosity::Trace,
             },
             json: self.json,
             progress,

@@ -15,7 +15,7 @@ use crate::filesync::{Compare, DeleteLimits, FileList, ListFormat, SyncOptions, 
 /// followed) and each file is uploaded unless the bucket holds its size and modification time
 /// (stored in the object's metadata at upload, so an unchanged file costs one HEAD and is never
 /// read; objects written by another tool are compared by content). Files go in parallel,
-/// bounded by transfer.concurrency; every upload is verified. A file that changes while it is
+/// bounded by s3.concurrency; every upload is verified. A file that changes while it is
 /// uploaded is sent again once, then reported as failed.
 ///
 /// With --files-from, only the listed paths are handled: glusterfind's NEW and MODIFY upload the

@@ -83,7 +83,11 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "full-sync pg",
-            |i| matches!(&i.action, Action::Barman(BarmanAction::FullSync { server, opts }) if server == "pg" && !opts.no_delete && !opts.dry_run && !opts.force),
+            |i| matches!(&i.action, Action::Barman(BarmanAction::FullSync { servers: Servers::One(s), opts }) if s == "pg" && !opts.no_delete && !opts.dry_run && !opts.force),
+        ),
+        (
+            "full-sync --all --no-delete",
+            |i| matches!(&i.action, Action::Barman(BarmanAction::FullSync { servers: Servers::All, opts }) if opts.no_delete),
         ),
         (
             "full-sync pg --no-delete --dry-run --force",
@@ -91,7 +95,11 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "base-restore pg 20260101T000000 /d",
-            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseRestore { server, id, dest, tablespaces, recovery: false, request_restore: None }) if server == "pg" && id == "20260101T000000" && dest == Path::new("/d") && tablespaces.is_empty()),
+            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseRestore { server, id, dest, tablespaces, recovery: false, recovery_config: None, request_restore: None }) if server == "pg" && id == "20260101T000000" && dest == Path::new("/d") && tablespaces.is_empty()),
+        ),
+        (
+            "base-restore pg 20260101T000000 /d --recovery --recovery-config /etc/barmans3/restore.yaml",
+            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseRestore { recovery: true, recovery_config: Some(c), .. }) if c == Path::new("/etc/barmans3/restore.yaml")),
         ),
         (
             "base-restore pg 20260101T000000 /d --tablespace 16385=/t --recovery --request-restore 3",
@@ -131,6 +139,10 @@ fn every_subcommand_yields_its_action() {
             "status --prometheus /p.prom",
             |i| matches!(&i.action, Action::Admin(AdminAction::Status { prometheus: Some(p) }) if p == Path::new("/p.prom")),
         ),
+        (
+            "status --forget-follower pg",
+            |i| matches!(&i.action, Action::Admin(AdminAction::ForgetFollower(s)) if s == "pg"),
+        ),
         ("check", |i| {
             matches!(i.action, Action::Check(Thresholds { wal_warning, wal_critical, stuck }, timeout)
                 if wal_warning == secs(1800) && wal_critical == secs(7200) && stuck == secs(43200) && timeout == secs(10))
@@ -147,8 +159,11 @@ fn every_subcommand_yields_its_action() {
         }),
         (
             "queue retry 20260101T000000",
-            |i| matches!(&i.action, Action::Admin(AdminAction::QueueRetry(id)) if id == "20260101T000000"),
+            |i| matches!(&i.action, Action::Admin(AdminAction::QueueRetry(id, false)) if id == "20260101T000000"),
         ),
+        ("queue retry 20260101T000000 --force", |i| {
+            matches!(&i.action, Action::Admin(AdminAction::QueueRetry(_, true)))
+        }),
         (
             "queue prune --older-than 30d",
             |i| matches!(&i.action, Action::Admin(AdminAction::QueuePrune(d)) if *d == secs(30 * 86400)),
@@ -355,8 +370,9 @@ fn every_global_option_lands_in_the_options() {
         ("-v base-sync", |i| {
             i.options.verbosity == Verbosity::Verbose
         }),
-        ("-vv base-sync", |i| {
-            i.options.verbosity == Verbosity::Verbose
+        ("-vv base-sync", |i| i.options.verbosity == Verbosity::Trace),
+        ("-vvv base-sync", |i| {
+            i.options.verbosity == Verbosity::Trace
         }),
         ("-q base-sync", |i| i.options.verbosity == Verbosity::Quiet),
         ("base-sync --json", |i| i.options.json),
@@ -417,6 +433,10 @@ fn bad_command_lines_are_rejected_before_anything_runs() {
         ),
         ("drill pg --timeout 0s", By::Us),
         ("drill pg --timeout soon", By::Clap),
+        (
+            "base-restore pg 20260101T000000 /d --recovery-config /c.yaml",
+            By::Clap,
+        ),
         (
             "base-restore pg 20260101T000000 /d --tablespace 16385",
             By::Us,

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// the manifest (directories and symbolic links live in the manifest alone), and the WAL files
 /// the backup needs, begin_wal to end_wal of its backup.info, must be in the bucket: each is
 /// read and checked against the checksum the store keeps with it, as is the history file of a
-/// backup on a later timeline. Reads run in parallel within transfer.concurrency; the time and
+/// backup on a later timeline. Reads run in parallel within s3.concurrency; the time and
 /// the bytes downloaded grow with the size of the backups.
 ///
 /// --quick sends one HEAD per file instead: it finds missing and truncated files and compares

@@ -56,6 +56,9 @@ pub struct BarmanConfig {
     pub wait_for_wals_max: Duration,
     /// How often `wal-sync` re-lists the whole remote archive (besides `--full`).
     pub wal_reconcile_every: Duration,
+    /// How long a backup may be DONE in Barman and absent from the bucket before `check` warns
+    /// (its hook failed, so only the nightly full-sync would upload it).
+    pub hook_grace: Duration,
     /// Decompresses WALs of Barman's `custom` compression (stdin to stdout, no shell).
     pub custom_decompression: Option<crate::codec::Filter>,
     /// Magic bytes of the custom compression (Barman's `custom_compression_magic`).
@@ -91,6 +94,7 @@ impl Default for BarmanConfig {
             max_deletes: 3,
             wait_for_wals_max: Duration::from_secs(7 * 86400),
             wal_reconcile_every: Duration::from_secs(86400),
+            hook_grace: Duration::from_secs(2 * 3600),
             custom_decompression: None,
             custom_compression_magic: None,
             decryption_command: None,
@@ -155,7 +159,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound => {
-                    "create it (see etc/barmans3.yaml) or pass --config / BARMANS3_CONFIG"
+                    "create it (barmans3 config init --output FILE writes a commented one) or pass --config / BARMANS3_CONFIG"
                 }
                 std::io::ErrorKind::PermissionDenied => {
                     "make it readable by the user running barmans3"

@@ -110,6 +110,7 @@ struct RawBarman {
     max_deletes: Option<usize>,
     wait_for_wals_max: Option<String>,
     wal_reconcile_every: Option<String>,
+    hook_grace: Option<String>,
     custom_decompression: Option<String>,
     custom_compression_magic: Option<String>,
     decryption_command: Option<String>,
@@ -416,6 +417,7 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
     let wait_for_wals_max = k.duration(field!(barman.wait_for_wals_max), d.wait_for_wals_max)?;
     let wal_reconcile_every =
         k.duration(field!(barman.wal_reconcile_every), d.wal_reconcile_every)?;
+    let hook_grace = k.duration(field!(barman.hook_grace), d.hook_grace)?;
     let (magic, key) = field!(barman.custom_compression_magic);
     let custom_compression_magic = magic
         .as_deref()
@@ -455,6 +457,7 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         max_deletes: barman.max_deletes.unwrap_or(d.max_deletes),
         wait_for_wals_max,
         wal_reconcile_every,
+        hook_grace,
         custom_compression_magic,
         wal_prefetch,
         wal_spool_dir: barman.wal_spool_dir,
@@ -504,9 +507,14 @@ fn redacted(present: bool) -> Option<String> {
     present.then(|| "<redacted>".to_string())
 }
 
-/// A duration as the file writes it, in seconds.
+/// A duration as the file writes it: in the largest unit that divides it (`7d`, `2h`, `90s`),
+/// in seconds with a fraction when it has one.
 fn secs(d: Duration) -> Option<String> {
-    Some(format!("{}s", d.as_secs_f64()))
+    Some(if d.subsec_nanos() == 0 {
+        crate::units::human_duration(d)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    })
 }
 
 impl RawS3 {
@@ -591,6 +599,7 @@ impl RawBarman {
             max_deletes: Some(b.max_deletes),
             wait_for_wals_max: secs(b.wait_for_wals_max),
             wal_reconcile_every: secs(b.wal_reconcile_every),
+            hook_grace: secs(b.hook_grace),
             custom_decompression: b.custom_decompression.as_ref().map(|f| f.argv.join(" ")),
             custom_compression_magic: b
                 .custom_compression_magic

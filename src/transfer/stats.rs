@@ -153,6 +153,17 @@ impl Observer for Counter {
         self.0.request(req.op);
     }
     fn answered(&self, req: &Request<'_>, status: Option<u16>, received: u64) {
+        // -vv: every request, as the request log would record it.
+        tracing::trace!(
+            "{} {} attempt {}: {} ({} B sent, {} B received, {} ms)",
+            req.op.name(),
+            req.key,
+            req.attempt,
+            status.map_or("no answer".to_string(), |s| s.to_string()),
+            req.sent,
+            received,
+            req.started.elapsed().as_millis()
+        );
         if status.is_some_and(|s| (200..300).contains(&s)) {
             self.0.up(req.sent);
         }

@@ -266,9 +266,25 @@ fn a_killed_follower_is_reported_by_check() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("wal-sync --follow") && text.contains("is gone"),
+        text.contains("no wal-sync --follow runs") && text.contains("--forget-follower pg"),
         "{text}"
     );
+    let out = site.run(&["status"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no follower runs"), "{text}");
+    // The documented way to clear it: the warning goes, the heartbeat with it.
+    let out = site.run(&["status", "--forget-follower", "pg"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!heartbeat(&site).exists());
+    let out = site.run(&["check"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = site.run(&["status", "--forget-follower", "pg"], &[]);
+    assert_eq!(out.status.code(), Some(2), "nothing to forget: {out:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod crash;
 mod crypt;
 mod crypt_barman;
 mod crypt_engine;
+mod dba;
 mod demo;
 mod dplcompat;
 mod drill;

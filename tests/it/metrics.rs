@@ -220,11 +220,22 @@ async fn status_prometheus_exports_the_sites_values(b: Backend) {
         }
     }
     assert!(get("barmans3_last_run_bytes{command=base-sync,direction=up}") >= 8192.0);
-    within("barmans3_verify_last_timestamp_seconds{check=backups,server=pg}");
+    within("barmans3_verify_last_timestamp_seconds{check=backups,mode=quick,server=pg}");
     assert_eq!(
-        get("barmans3_verify_problems{check=backups,server=pg}"),
+        get("barmans3_verify_problems{check=backups,mode=quick,server=pg}"),
         0.0
     );
+    // Only a quick verify ran: no full one is reported, so "weekly full" alerts can fire.
+    assert!(!m.keys().any(|k| k.contains("mode=full")), "{m:#?}");
+    assert!(site.run(&["verify", "pg"], &[]).status.success());
+    let m = scrape(&site);
+    assert_eq!(
+        m["barmans3_verify_problems{check=backups,mode=full,server=pg}"],
+        0.0
+    );
+    assert!(m.contains_key(
+        "barmans3_verify_last_timestamp_seconds{check=backups,mode=quick,server=pg}"
+    ));
 
     // A problem found by the next verify shows, and the pending WAL goes once shipped.
     let gone = format!("pg/base/{id}/data/PG_VERSION");
@@ -235,7 +246,14 @@ async fn status_prometheus_exports_the_sites_values(b: Backend) {
     );
     assert!(site.run(&["wal-sync", "pg"], &[]).status.success());
     let m = scrape(&site);
-    assert_eq!(m["barmans3_verify_problems{check=backups,server=pg}"], 1.0);
+    assert_eq!(
+        m["barmans3_verify_problems{check=backups,mode=quick,server=pg}"],
+        1.0
+    );
+    assert_eq!(
+        m["barmans3_verify_problems{check=backups,mode=full,server=pg}"],
+        0.0
+    );
     assert_eq!(m["barmans3_wal_pending_files{server=pg}"], 0.0);
     assert_eq!(m["barmans3_wal_lag_seconds{server=pg}"], 0.0);
 }

@@ -269,6 +269,9 @@ fn expected_paths(unit_dir: &str) -> BTreeSet<String> {
         "/usr/share/bash-completion/completions/barmans3",
         "/etc/barmans3/barmans3.yaml",
         "/etc/cron.d/barmans3",
+        "/usr/share/doc/barmans3/README.md",
+        "/usr/share/doc/barmans3/CHANGELOG.md",
+        "/usr/share/doc/barmans3/examples/barmans3.yaml",
     ]
     .into_iter()
     .map(String::from)

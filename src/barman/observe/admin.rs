@@ -62,6 +62,9 @@ pub struct ServerView {
     pub problem: Option<String>,
     /// The `wal-sync --follow` serving this server, if one ran.
     pub follower: Option<FollowerView>,
+    /// Backups DONE in Barman longer than `barman.hook_grace` and not complete in the bucket
+    /// (their hook failed; only full-sync would upload them): (id, seconds since DONE).
+    pub unsynced: Vec<(String, u64)>,
 }
 
 /// A `wal-sync --follow` as `status` and `check` see it.
@@ -117,8 +120,27 @@ pub struct Status {
     pub last_base_sync_age_s: Option<u64>,
     /// When the last base-sync without failures ended (seconds since the epoch).
     pub last_base_sync_at: Option<u64>,
-    /// Whether the bucket answered a listing, with the error otherwise.
-    pub bucket: std::result::Result<(), String>,
+    /// Whether the bucket answered a listing.
+    pub bucket: BucketView,
+}
+
+/// The bucket as `status` saw it (`--json`: `{"reachable": bool, "error": string|null}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BucketView {
+    /// Whether a listing of the prefix was answered.
+    pub reachable: bool,
+    /// Why not, in one line.
+    pub error: Option<String>,
+}
+
+impl BucketView {
+    /// A bucket that answered.
+    pub fn reachable() -> BucketView {
+        BucketView {
+            reachable: true,
+            error: None,
+        }
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -162,7 +184,13 @@ fn follower_view(cfg: &Config, server: &str) -> Option<FollowerView> {
     })
 }
 
-async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) -> ServerView {
+/// One server's view; without a store (the bucket did not answer) only its local facts.
+async fn server_view(
+    cfg: &Config,
+    t: Option<&Transfer>,
+    conf: &BarmanConf,
+    name: &str,
+) -> ServerView {
     let st = LocalState::new(cfg).wal_state(name);
     let mut v = ServerView {
         server: name.to_string(),
@@ -177,6 +205,7 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
             .as_ref()
             .map(|e| format!("last wal-sync failed: {e}")),
         follower: follower_view(cfg, name),
+        unsynced: Vec::new(),
     };
     let dirs = match conf.server(name) {
         Ok(d) => d,
@@ -191,6 +220,19 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
             v.problem = Some(e.one_line());
             return v;
         }
+    };
+    let segment = |rel: &&String| {
+        let n = rel.rsplit('/').next().unwrap_or("");
+        wal::classify(n) == Some(WalKind::Segment)
+    };
+    v.newest_local = local
+        .iter()
+        .map(|f| &f.rel)
+        .filter(segment)
+        .max()
+        .map(|r| r[17..].to_string());
+    let Some(t) = t else {
+        return v;
     };
     let remote = Remote::new(cfg.location.prefix(), name);
     let prefix = remote.wals_prefix();
@@ -213,16 +255,6 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
         v.problem = Some(e.one_line());
         return v;
     }
-    let segment = |rel: &&String| {
-        let n = rel.rsplit('/').next().unwrap_or("");
-        wal::classify(n) == Some(WalKind::Segment)
-    };
-    v.newest_local = local
-        .iter()
-        .map(|f| &f.rel)
-        .filter(segment)
-        .max()
-        .map(|r| r[17..].to_string());
     v.newest_remote = remote_names
         .iter()
         .filter(segment)
@@ -238,7 +270,57 @@ async fn server_view(cfg: &Config, t: &Transfer, conf: &BarmanConf, name: &str) 
         oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
     }
     v.pending_age_s = oldest.map(|o| now().saturating_sub(o));
+    match unsynced_backups(cfg, t, &dirs).await {
+        Ok(u) => v.unsynced = u,
+        Err(e) => v.problem = Some(e.one_line()),
+    }
     v
+}
+
+/// An age in whole hours (minutes below one hour).
+pub fn rough_age(s: u64) -> String {
+    if s >= 3600 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}m", s / 60)
+    }
+}
+
+/// Barman's DONE backups (backup.info unchanged for `barman.hook_grace`) that are not complete
+/// in the bucket.
+async fn unsynced_backups(
+    cfg: &Config,
+    t: &Transfer,
+    dirs: &crate::barman::conf::ServerDirs,
+) -> Result<Vec<(String, u64)>> {
+    use crate::barman::info;
+    let grace = cfg.barman.hook_grace.as_secs();
+    let mut due = Vec::new();
+    for id in info::local_backup_ids(dirs).unwrap_or_default() {
+        let Some(path) = info::locate(dirs, &id) else {
+            continue;
+        };
+        let age = std::fs::metadata(&path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|m| m.elapsed().ok())
+            .map_or(0, |d| d.as_secs());
+        if age > grace && info::read(&path).is_ok_and(|i| i.status() == "DONE") {
+            due.push((id, age));
+        }
+    }
+    if due.is_empty() {
+        return Ok(due);
+    }
+    let srv = crate::barman::server::Server::new(t, cfg.location.prefix(), &dirs.name);
+    let complete: BTreeSet<String> = crate::barman::ship::fullsync::remote_backups(&srv)
+        .await?
+        .into_iter()
+        .filter(|b| b.complete)
+        .map(|b| b.id)
+        .collect();
+    due.retain(|(id, _)| !complete.contains(id));
+    Ok(due)
 }
 
 /// Gathers the status: queue, tasks, every configured server, bucket reachability.
@@ -257,16 +339,18 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
         max_keys: Some(1),
         ..Default::default()
     };
-    let bucket = t
-        .list_pages(&req, |_, _| false)
-        .await
-        .map_err(|e| e.one_line());
+    let bucket = match t.list_pages(&req, |_, _| false).await {
+        Ok(()) => BucketView::reachable(),
+        Err(e) => BucketView {
+            reachable: false,
+            error: Some(e.one_line()),
+        },
+    };
+    // The local facts stand without the bucket: only what is pending needs it.
+    let conf = BarmanConf::load(&cfg.barman.config)?;
     let mut servers = Vec::new();
-    if bucket.is_ok() {
-        let conf = BarmanConf::load(&cfg.barman.config)?;
-        for name in conf.servers() {
-            servers.push(server_view(cfg, t, &conf, &name).await);
-        }
+    for name in conf.servers() {
+        servers.push(server_view(cfg, bucket.reachable.then_some(t), &conf, &name).await);
     }
     let last_base_sync_at = LocalState::new(cfg).last_base_sync();
     let last_base_sync_age_s = last_base_sync_at.map(|t| now().saturating_sub(t));
@@ -294,7 +378,7 @@ pub struct Thresholds {
 /// Judges a status: the worst level and the one-line plugin output with perfdata.
 pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
     let mut notes = Notes::default();
-    if let Err(e) = &s.bucket {
+    if let Some(e) = &s.bucket.error {
         notes.raise(CheckLevel::Critical, format!("bucket unreachable: {e}"));
     }
     for t in &s.tasks {
@@ -387,7 +471,21 @@ fn judge_server(v: &ServerView, th: Thresholds, notes: &mut Notes) {
         // It removes its heartbeat when stopped; one left behind means it died.
         notes.raise(
             CheckLevel::Warning,
-            format!("{}: wal-sync --follow (pid {}) is gone", v.server, f.pid),
+            format!(
+                "{}: no wal-sync --follow runs, where pid {} ran (started again, or barmans3 status --forget-follower {}, the warning goes)",
+                v.server, f.pid, v.server
+            ),
+        );
+    }
+    for (id, age) in &v.unsynced {
+        notes.raise(
+            CheckLevel::Warning,
+            format!(
+                "{}: backup {id} DONE in Barman for {} and not in the bucket (its hook did not queue it? barmans3 full-sync {} --no-delete uploads it)",
+                v.server,
+                rough_age(*age),
+                v.server
+            ),
         );
     }
     if let Some(age) = v.pending_age_s {
@@ -404,6 +502,25 @@ fn judge_server(v: &ServerView, th: Thresholds, notes: &mut Notes) {
             notes.raise(CheckLevel::Warning, note);
         }
     }
+}
+
+/// `status --forget-follower SERVER`: removes the heartbeat a follower left when it died, so
+/// `check` stops warning. Refused while that follower runs, or when none is recorded.
+pub fn forget_follower(cfg: &Config, server: &str) -> Result<u32> {
+    let Some(h) = crate::barman::ship::follow::heartbeat(cfg, server) else {
+        return Err(Error::Usage(format!(
+            "no wal-sync --follow is recorded for server {server:?}"
+        )));
+    };
+    if follower_alive(h.pid) {
+        return Err(Error::Usage(format!(
+            "the wal-sync --follow of {server} (pid {}) is running; stop it (systemctl stop barmans3-wal-follow) and it cleans up itself",
+            h.pid
+        )));
+    }
+    let path = crate::barman::ship::follow::heartbeat_path(cfg, server);
+    std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+    Ok(h.pid)
 }
 
 /// `queue retry ID`: an `.error` (or stuck `.run`) task goes back to `.run` for the next base-sync.

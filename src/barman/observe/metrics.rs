@@ -142,7 +142,13 @@ pub fn record_verify(cfg: &Config, r: &Report) -> Result<()> {
         quick: r.quick,
         problems: r.problems.len() as u64,
     };
-    let name = format!("{}.{}", file_name(&r.server), r.check);
+    // A quick verify has its own record: it must not stand in for the full one.
+    let name = format!(
+        "{}.{}{}",
+        file_name(&r.server),
+        r.check,
+        if r.quick { ".quick" } else { "" }
+    );
     save(&verify_dir(cfg), &name, &rec)
 }
 
@@ -213,7 +219,7 @@ pub fn render(s: &Status, runs: &[RunRecord], verifies: &[VerifyRecord]) -> Stri
     f.family(
         "barmans3_bucket_reachable",
         "1 if the bucket answered a listing, else 0.",
-        [(vec![], u8::from(s.bucket.is_ok()))],
+        [(vec![], u8::from(s.bucket.reachable))],
     );
     let q = s.queue;
     f.family(
@@ -305,10 +311,16 @@ fn render_runs(f: &mut Families, runs: &[RunRecord]) {
 }
 
 fn render_verifies(f: &mut Families, verifies: &[VerifyRecord]) {
-    let labels = |r: &VerifyRecord| vec![("server", r.server.clone()), ("check", r.check.clone())];
+    let labels = |r: &VerifyRecord| {
+        vec![
+            ("server", r.server.clone()),
+            ("check", r.check.clone()),
+            ("mode", if r.quick { "quick" } else { "full" }.to_string()),
+        ]
+    };
     f.family(
         "barmans3_verify_last_timestamp_seconds",
-        "When the last verify (check=backups) or verify-wal (check=wal) of the server ended.",
+        "When the last verify (check=backups) or verify-wal (check=wal) of the server ended; mode=quick for verify --quick, full otherwise.",
         verifies.iter().map(|r| (labels(r), r.finished_at)),
     );
     f.family(
@@ -358,6 +370,7 @@ mod tests {
             last_wal_sync_at: Some(1_700_000_000),
             problem: None,
             follower: None,
+            unsynced: vec![],
         }
     }
 
@@ -373,7 +386,7 @@ mod tests {
             servers: vec![view("pg", 3, Some(120)), view("we\"ird\\", 0, None)],
             last_base_sync_age_s: None,
             last_base_sync_at: None,
-            bucket: Ok(()),
+            bucket: crate::barman::observe::admin::BucketView::reachable(),
         }
     }
 

@@ -129,6 +129,13 @@ pub async fn base_sync(cfg: &Config, t: &Transfer) -> Result<SyncReport> {
             confs.insert(conf_path.clone(), BarmanConf::load(&conf_path)?);
         }
         let dirs = confs[&conf_path].server(&entry.task.server)?;
+        tracing::debug!(
+            "task {} of server {} (attempt {}, Barman config {})",
+            entry.task.backup_id,
+            entry.task.server,
+            entry.task.attempts + 1,
+            conf_path.display()
+        );
         work_task(cfg, t, &queue, &dirs, entry.task, &mut report).await?;
     }
     if report.failed == 0 {

@@ -128,8 +128,14 @@ pub struct Queue {
 impl Queue {
     /// Opens (and creates) the queue directory.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("create queue directory {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+            // Usually a directory that exists but is Barman's: say so, not "create".
+            std::io::ErrorKind::PermissionDenied => Error::Config(format!(
+                "cannot read queue directory {}: permission denied; run as Barman's user (sudo -u barman barmans3 …)",
+                dir.display()
+            )),
+            _ => Error::io(format!("create queue directory {}", dir.display()), e),
+        })?;
         Ok(Queue {
             dir: dir.to_path_buf(),
         })

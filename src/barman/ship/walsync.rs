@@ -219,8 +219,22 @@ async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Res
             Err(c) => conflicts.push(c),
         }
     }
+    tracing::debug!(
+        "wal-sync {}: {} local file(s), {} to upload, {} deferred{}",
+        srv.name,
+        local.len(),
+        upload.len(),
+        deferred.len(),
+        if full { " (full reconcile)" } else { "" }
+    );
     let uploads = send(srv, upload).await?;
     for (f, u) in &uploads {
+        tracing::debug!(
+            "wal-sync {}: {} uploaded ({} bytes)",
+            srv.name,
+            f.rel,
+            u.size
+        );
         // The ledger pairs the scanned mtime with the size and CRC32C of the bytes sent: the
         // entry settles the file only while it stays so, and it proves which prefix is ours
         // if the file grows.
