@@ -98,7 +98,10 @@ async fn with_engine(
     action: BarmanAction,
     cancel: Arc<Cancel>,
 ) -> Result<Exit> {
-    let quiet_summary = matches!(action, BarmanAction::BaseLs { .. } | BarmanAction::Drill { .. });
+    let quiet_summary = matches!(
+        action,
+        BarmanAction::BaseLs { .. } | BarmanAction::Drill { .. }
+    );
     // What status --prometheus exports as the last run (a follower never ends). Only a run
     // that ended without error is recorded: a failed run leaves the disk as it was.
     let recorded = match &action {

@@ -276,18 +276,7 @@ mod tests {
     use super::*;
 
     fn b(id: &str, status: &str, complete: bool) -> RemoteBackup {
-        RemoteBackup {
-            id: id.into(),
-            status: status.into(),
-            complete,
-            begin_time: None,
-            end_time: None,
-            size: None,
-            begin_wal: None,
-            end_wal: None,
-            timeline: None,
-            parent: None,
-        }
+        RemoteBackup::sketch(id, status, complete, None)
     }
 
     #[test]

@@ -43,6 +43,26 @@ pub struct RemoteBackup {
     pub complete: bool,
 }
 
+impl RemoteBackup {
+    /// A backup of the given status and chain with no other facts: the tables of the pure
+    /// decisions over backups are written with it.
+    #[cfg(test)]
+    pub(crate) fn sketch(id: &str, status: &str, complete: bool, parent: Option<&str>) -> Self {
+        RemoteBackup {
+            id: id.into(),
+            status: status.into(),
+            begin_time: None,
+            end_time: None,
+            size: None,
+            begin_wal: None,
+            end_wal: None,
+            timeline: None,
+            parent: parent.map(str::to_string),
+            complete,
+        }
+    }
+}
+
 /// The first backup of `id`'s chain (itself, or a parent of an incremental backup) that is
 /// missing from `list` or not complete there; `None` when the whole chain is complete. A
 /// backup is complete only when its whole chain is.
@@ -429,18 +449,7 @@ mod tests {
     use super::*;
 
     fn rb(id: &str, complete: bool, parent: Option<&str>) -> RemoteBackup {
-        RemoteBackup {
-            id: id.into(),
-            status: "DONE".into(),
-            begin_time: None,
-            end_time: None,
-            size: None,
-            begin_wal: None,
-            end_wal: None,
-            timeline: None,
-            parent: parent.map(str::to_string),
-            complete,
-        }
+        RemoteBackup::sketch(id, "DONE", complete, parent)
     }
 
     /// (case, list, id) → the first backup of the chain that is not complete.

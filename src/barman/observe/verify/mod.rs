@@ -413,18 +413,7 @@ mod tests {
     use super::*;
 
     fn backup(id: &str, complete: bool, parent: Option<&str>) -> RemoteBackup {
-        RemoteBackup {
-            id: id.into(),
-            status: "DONE".into(),
-            begin_time: None,
-            end_time: None,
-            size: None,
-            begin_wal: None,
-            end_wal: None,
-            timeline: None,
-            parent: parent.map(str::to_string),
-            complete,
-        }
+        RemoteBackup::sketch(id, "DONE", complete, parent)
     }
 
     fn run(listed: &[RemoteBackup], ids: &[&str]) -> (Vec<String>, Vec<String>, usize) {
