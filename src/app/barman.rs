@@ -216,22 +216,7 @@ async fn dispatch(
             Ok(Exit::Success)
         }
         BarmanAction::CatalogRestore { server, opts } => {
-            let dirs = BarmanConf::load(&cfg.barman.config)?.server(&server)?;
-            let srv = Server::new(t, cfg.location.prefix(), &server);
-            let r = crate::barman::recover::catalog::catalog_restore(&srv, &dirs, &opts).await?;
-            eprintln!(
-                "barmans3 catalog-restore {server}: {} backup(s) ({}), {} WAL file(s), {} files, {} into {}",
-                r.backups.len(),
-                r.backups.join(", "),
-                r.wals,
-                r.files,
-                human_bytes(r.bytes),
-                dirs.backup_dir.display()
-            );
-            for step in crate::barman::recover::catalog::next_steps(&server, &r) {
-                eprintln!("  next: {step}");
-            }
-            Ok(Exit::Success)
+            run_catalog_restore(cfg, t, &server, &opts).await
         }
         // Run apart, before an engine is built ([`run`]).
         BarmanAction::WalRestore { .. } | BarmanAction::WalPrefetch { .. } => Err(Error::Usage(
@@ -243,6 +228,31 @@ async fn dispatch(
             prometheus,
         } => super::drill::run(o, cfg, t, &server, &opts, prometheus.as_deref()).await,
     }
+}
+
+/// `catalog-restore`: Barman's catalog of a server rebuilt from the bucket, and what to do next.
+async fn run_catalog_restore(
+    cfg: &Config,
+    t: &Transfer,
+    server: &str,
+    opts: &crate::barman::recover::catalog::CatalogOptions,
+) -> Result<Exit> {
+    let dirs = BarmanConf::load(&cfg.barman.config)?.server(server)?;
+    let srv = Server::new(t, cfg.location.prefix(), server);
+    let r = crate::barman::recover::catalog::catalog_restore(&srv, &dirs, opts).await?;
+    eprintln!(
+        "barmans3 catalog-restore {server}: {} backup(s) ({}), {} WAL file(s), {} files, {} into {}",
+        r.backups.len(),
+        r.backups.join(", "),
+        r.wals,
+        r.files,
+        human_bytes(r.bytes),
+        dirs.backup_dir.display()
+    );
+    for step in crate::barman::recover::catalog::next_steps(server, &r) {
+        eprintln!("  next: {step}");
+    }
+    Ok(Exit::Success)
 }
 
 /// `full-sync` of one server or, with `--all`, of every active one: a server that fails does not

@@ -184,6 +184,33 @@ fn follower_view(cfg: &Config, server: &str) -> Option<FollowerView> {
     })
 }
 
+/// The names (relative to the server's WAL prefix) of the WAL objects in the bucket past the
+/// window the last wal-sync recorded.
+async fn remote_wal_names(
+    t: &Transfer,
+    cfg: &Config,
+    name: &str,
+    window: Option<&str>,
+) -> crate::error::Result<BTreeSet<String>> {
+    let remote = Remote::new(cfg.location.prefix(), name);
+    let prefix = remote.wals_prefix();
+    let req = ListRequest {
+        prefix: prefix.clone(),
+        start_after: window.map(|w| format!("{prefix}{w}")),
+        ..Default::default()
+    };
+    let mut remote_names = BTreeSet::new();
+    t.list_pages(&req, |objs, _| {
+        remote_names.extend(
+            objs.iter()
+                .filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string)),
+        );
+        true
+    })
+    .await?;
+    Ok(remote_names)
+}
+
 /// One server's view; without a store (the bucket did not answer) only its local facts.
 async fn server_view(
     cfg: &Config,
@@ -234,27 +261,13 @@ async fn server_view(
     let Some(t) = t else {
         return v;
     };
-    let remote = Remote::new(cfg.location.prefix(), name);
-    let prefix = remote.wals_prefix();
-    let req = ListRequest {
-        prefix: prefix.clone(),
-        start_after: st.window.as_ref().map(|w| format!("{prefix}{w}")),
-        ..Default::default()
+    let remote_names = match remote_wal_names(t, cfg, name, st.window.as_deref()).await {
+        Ok(n) => n,
+        Err(e) => {
+            v.problem = Some(e.one_line());
+            return v;
+        }
     };
-    let mut remote_names = BTreeSet::new();
-    if let Err(e) = t
-        .list_pages(&req, |objs, _| {
-            remote_names.extend(
-                objs.iter()
-                    .filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string)),
-            );
-            true
-        })
-        .await
-    {
-        v.problem = Some(e.one_line());
-        return v;
-    }
     v.newest_remote = remote_names
         .iter()
         .filter(segment)

@@ -228,27 +228,13 @@ async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Res
         if full { " (full reconcile)" } else { "" }
     );
     let uploads = send(srv, upload).await?;
-    for (f, u) in &uploads {
-        tracing::debug!(
-            "wal-sync {}: {} uploaded ({} bytes)",
-            srv.name,
-            f.rel,
-            u.size
-        );
-        // The ledger pairs the scanned mtime with the size and CRC32C of the bytes sent: the
-        // entry settles the file only while it stays so, and it proves which prefix is ours
-        // if the file grows.
-        remember(&mut ledgers, &mut changed, f, u.size, u.crc32c);
-        if !unchanged_since_scan(f, u.size) {
-            tracing::warn!(
-                "{}: changed while it was shipped ({} bytes when listed, {} sent); it is looked at again",
-                f.rel,
-                f.size,
-                u.size
-            );
-            deferred.push(f.clone());
-        }
-    }
+    record_uploads(
+        &srv.name,
+        &uploads,
+        &mut ledgers,
+        &mut changed,
+        &mut deferred,
+    );
     for dir in &changed {
         st.save_ledger(&srv.name, dir, &ledgers[dir])?;
     }
@@ -272,6 +258,33 @@ async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Res
         deferred: deferred.len(),
         newest_mtime_ns: uploads.iter().map(|(f, _)| f.mtime_ns).max(),
     })
+}
+
+/// Records each upload in the ledgers; a file that changed while it was shipped is deferred,
+/// to be looked at again.
+fn record_uploads(
+    server: &str,
+    uploads: &[(LocalWal, Uploaded)],
+    ledgers: &mut BTreeMap<String, Ledger>,
+    changed: &mut BTreeSet<String>,
+    deferred: &mut Vec<LocalWal>,
+) {
+    for (f, u) in uploads {
+        tracing::debug!("wal-sync {}: {} uploaded ({} bytes)", server, f.rel, u.size);
+        // The ledger pairs the scanned mtime with the size and CRC32C of the bytes sent: the
+        // entry settles the file only while it stays so, and it proves which prefix is ours
+        // if the file grows.
+        remember(ledgers, changed, f, u.size, u.crc32c);
+        if !unchanged_since_scan(f, u.size) {
+            tracing::warn!(
+                "{}: changed while it was shipped ({} bytes when listed, {} sent); it is looked at again",
+                f.rel,
+                f.size,
+                u.size
+            );
+            deferred.push(f.clone());
+        }
+    }
 }
 
 /// Compares each file with its object: the CRC32C of the content when they are the same,

@@ -155,6 +155,9 @@ impl Transfer {
     /// Fetches one piece, retrying it whole on retryable failures (a truncated body included).
     /// A piece of an encrypted object is received whole, opened, and its plaintext goes to
     /// the sink at its plaintext offset.
+    // Seven parameters: each is one fact about this piece that the retry closure needs by value
+    // or by reference for every attempt; a struct of them would be built and taken apart again
+    // at the one call site.
     #[allow(clippy::too_many_arguments)]
     async fn fetch(
         &self,
