@@ -149,7 +149,7 @@ NAME=${MIDDLE##*/}
 b3 store get "${MIDDLE#"$PREFIX/"}" "$BASE/b3/kept.wal"
 curl -sS -f --aws-sigv4 "aws:amz:garage:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" --user "$BARMANS3_TEST_S3_ACCESS_KEY_ID:$BARMANS3_TEST_S3_SECRET_ACCESS_KEY" \
   -X DELETE "$BARMANS3_TEST_S3_ENDPOINT/$BARMANS3_TEST_S3_BUCKET/$MIDDLE" || fail "could not delete $MIDDLE"
-grep -q "$NAME" <<<"$(b3 store ls "$SRV/wals/")" && fail "$NAME still listed"
+grep -qE "/$NAME$" <<<"$(b3 store ls "$SRV/wals/")" && fail "$NAME still listed"
 drill gap --query "'SELECT count(*) FROM t'"
 [ "$RC" = 1 ] || fail "exit $RC with $NAME missing, want 1"
 grep -q "FAILED at .*$NAME" <<<"$ERR" || fail "failure does not name $NAME"
