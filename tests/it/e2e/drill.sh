@@ -76,7 +76,7 @@ for _ in 1 2 3; do
 done
 b3 wal-sync $SRV
 TOTAL=$n
-WALS_BEFORE=$(b3 store ls "$SRV/wals/" | awk '{print $2}' | sort)
+WALS_BEFORE=$(b3 store ls --absolute "$SRV/wals/" | awk '{print $2}' | sort)
 
 drill() {  # $1: DEST name; extra drill arguments after. Sets OUT (stdout), ERR (stderr), RC.
   local dest=$BASE/drills/$1; shift
@@ -112,7 +112,7 @@ nothing_left ok
 grep -q "^barmans3_drill_success{server=\"$SRV\"} 1$" "$BASE/prom/drill.prom" || fail "textfile: $(cat "$BASE/prom/drill.prom")"
 grep -q "^barmans3_drill_replayed_segments{server=\"$SRV\"} " "$BASE/prom/drill.prom" || fail "no replayed segments in the textfile"
 [ "$(psql1 'SELECT count(*) FROM t')" = "$TOTAL" ] || fail "the source changed"
-WALS_AFTER=$(b3 store ls "$SRV/wals/" | awk '{print $2}' | sort)
+WALS_AFTER=$(b3 store ls --absolute "$SRV/wals/" | awk '{print $2}' | sort)
 [ "$WALS_BEFORE" = "$WALS_AFTER" ] || fail "the drill wrote into the archive: $(diff <(echo "$WALS_BEFORE") <(echo "$WALS_AFTER"))"
 
 step "a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed"
