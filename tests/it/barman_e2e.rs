@@ -26,6 +26,20 @@ pub(crate) fn run_script(script: &str, env: &[(&str, &str)]) {
     );
 }
 
+/// Fails, naming the Debian packages to install, when any of these (path, package) is missing.
+pub(crate) fn require_packages(needed: &[(&str, &str)]) {
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(p, _)| !std::path::Path::new(p).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}: install with `apt-get install -y {}` (scripts/test-deps does this)",
+        missing.join(" ")
+    );
+}
+
 #[test]
 fn backup_sync_restore_and_retention_on_real_postgresql_and_barman() {
     let missing: Vec<&str> = [
@@ -93,20 +107,11 @@ fn postgresql_18_incremental_backups_restore_and_a_lost_barman_host_is_rebuilt()
 
 #[test]
 fn rsync_backups_with_reuse_link_send_only_changed_files_and_restore_identical() {
-    let missing: Vec<&str> = [
+    require_packages(&[
         ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
         ("/usr/sbin/sshd", "openssh-server"),
         ("/usr/bin/rsync", "rsync"),
-    ]
-    .into_iter()
-    .filter(|(p, _)| !std::path::Path::new(p).exists())
-    .map(|(_, pkg)| pkg)
-    .collect();
-    assert!(
-        missing.is_empty(),
-        "missing {missing:?}: install with `apt-get install -y {}` (scripts/test-deps does this)",
-        missing.join(" ")
-    );
+    ]);
     assert!(
         std::path::Path::new(MODERN_BARMAN).exists(),
         "missing {MODERN_BARMAN}: run scripts/test-deps as root (Barman 3.20 from PyPI in a venv)"

@@ -5,20 +5,11 @@
 
 #[test]
 fn drill_restores_replays_checks_and_leaves_nothing_behind_and_fails_on_a_gap_or_a_bad_query() {
-    let missing: Vec<&str> = [
+    crate::barman_e2e::require_packages(&[
         ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
         ("/usr/bin/barman", "barman"),
         ("/usr/bin/curl", "curl"),
-    ]
-    .into_iter()
-    .filter(|(p, _)| !std::path::Path::new(p).exists())
-    .map(|(_, pkg)| pkg)
-    .collect();
-    assert!(
-        missing.is_empty(),
-        "missing {missing:?}: install with `apt-get install -y {}` (scripts/test-deps does this)",
-        missing.join(" ")
-    );
+    ]);
     assert!(
         running_as_root(),
         "the drill test runs PostgreSQL as postgres and Barman as barman: run it as root (CI does)"
