@@ -540,11 +540,11 @@ pub(super) fn restore_command(
         args.splice(1..1, ["--config".to_string(), p.display().to_string()]);
     }
     let mut words: Vec<String> = args.iter().map(|w| shell_quote(w)).collect();
-    words.extend([
-        "wal-restore".into(),
-        shell_quote(server),
-        "%f".into(),
-        "%p".into(),
-    ]);
+    words.push("wal-restore".into());
+    if let Some(t) = o.as_of {
+        // The WALs of the bucket as it was, like the backup just restored.
+        words.extend(["--as-of".into(), crate::store::asof::format_time(t)]);
+    }
+    words.extend([shell_quote(server), "%f".into(), "%p".into()]);
     words.join(" ")
 }

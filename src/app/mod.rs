@@ -17,6 +17,7 @@ mod admin;
 mod archive;
 mod barman;
 mod drill;
+mod lockproof;
 mod owners;
 mod store;
 mod sync;
@@ -132,6 +133,7 @@ fn engine_builder(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> EngineBuild
         .checksum_probe(checksum_probe(cfg))
         .cancel(cancel)
         .encryption(cfg.encryption.as_ref().map(|e| e.keys.clone()))
+        .as_of(o.as_of)
 }
 
 /// The engine on the store the config names, with the run's cancel flag and request log; no

@@ -96,18 +96,18 @@ pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) ->
 
 pub(super) fn config_command(o: &Options, action: ConfigAction) -> Exit {
     finish(match action {
-        ConfigAction::Check => {
+        ConfigAction::Check { lock_proof } => {
             let o = o.clone();
-            crate::runtime::block_on(|cancel| config_check(o, cancel))
+            crate::runtime::block_on(|cancel| config_check(o, lock_proof, cancel))
         }
         ConfigAction::Init { output } => config_init(output.as_deref()),
         ConfigAction::ImportLegacy { file } => import_legacy(&file),
     })
 }
 
-async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
+async fn config_check(o: Options, lock_proof: bool, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
-    let t = bare_engine(&o, &cfg, cancel).await?;
+    let t = bare_engine(&o, &cfg, cancel.clone()).await?;
     let req = ListRequest {
         prefix: cfg.location.prefix().to_string(),
         max_keys: Some(1),
@@ -160,6 +160,9 @@ async fn config_check(o: Options, cancel: Arc<Cancel>) -> Result<Exit> {
                     "Content-MD5 (the store does not verify CRC32C headers)",
             }
         );
+    }
+    if lock_proof {
+        return super::lockproof::lock_proof(&o, &cfg, cancel).await;
     }
     Ok(Exit::Success)
 }

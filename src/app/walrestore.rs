@@ -69,6 +69,9 @@ impl Launcher for App<'_> {
         cmd.args(&args[1..])
             .args(["wal-prefetch", self.server, "--spool"])
             .arg(spool);
+        if let Some(t) = self.o.as_of {
+            cmd.args(["--as-of", &crate::store::asof::format_time(t)]);
+        }
         cmd
     }
 

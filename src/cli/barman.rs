@@ -29,13 +29,14 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
                 ..FollowOptions::default()
             }),
         },
-        Command::BaseLs { server } => BarmanAction::BaseLs { server },
-        Command::WalPrefetch { server, spool } => BarmanAction::WalPrefetch { server, spool },
+        Command::BaseLs { server, .. } => BarmanAction::BaseLs { server },
+        Command::WalPrefetch { server, spool, .. } => BarmanAction::WalPrefetch { server, spool },
         Command::CatalogRestore {
             server,
             backups,
             wals_since,
             layout,
+            ..
         } => catalog_action(server, backups, wals_since, layout)?,
         Command::FullSync {
             server,
@@ -62,6 +63,7 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             recovery,
             recovery_config,
             request_restore,
+            ..
         } => BarmanAction::BaseRestore {
             request_restore,
             recovery_config,
@@ -76,6 +78,7 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             server,
             wal_name,
             dest,
+            ..
         } => {
             if crate::barman::wal::relative_path(&wal_name).is_none() {
                 return Err(Error::Usage(format!(

@@ -35,6 +35,8 @@ pub struct Options {
     pub progress: bool,
     /// `--request-log FILE [--request-log-format F]`.
     pub request_log: Option<crate::store::reqlog::RequestLog>,
+    /// `--as-of TIME` of the commands that read the bucket as it was.
+    pub as_of: Option<std::time::SystemTime>,
 }
 
 /// Every command.
@@ -224,8 +226,11 @@ pub enum StoreAction {
 /// Configuration helpers.
 #[derive(Debug, Clone)]
 pub enum ConfigAction {
-    /// `config check`.
-    Check,
+    /// `config check [--lock-proof]`.
+    Check {
+        /// Prove that the configured Object Lock holds.
+        lock_proof: bool,
+    },
     /// `config init [--output FILE]`.
     Init {
         /// Write here instead of stdout.

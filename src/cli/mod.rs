@@ -123,6 +123,10 @@ pub enum Command {
     BaseLs {
         /// Barman server name
         server: String,
+        /// Read the bucket as it was at TIME (RFC 3339, e.g. 2026-11-30T12:00:00Z): each key's
+        /// newest version not newer than TIME (a versioned bucket only)
+        #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
+        as_of: Option<std::time::SystemTime>,
     },
     /// Upload every DONE backup and every WAL, then delete remotely what Barman deleted
     FullSync {
@@ -175,6 +179,11 @@ pub enum Command {
         /// object the restore needs for DAYS days, then stop; run again once they are readable
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
         request_restore: Option<u32>,
+        /// Read the bucket as it was at TIME (RFC 3339, e.g. 2026-11-30T12:00:00Z): each key's
+        /// newest version not newer than TIME (a versioned bucket only);
+        /// with --recovery, the restore_command reads WALs as of TIME too
+        #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
+        as_of: Option<std::time::SystemTime>,
     },
     /// Fetch one WAL file: restore_command = 'barmans3 wal-restore SERVER %f %p'
     ///
@@ -197,6 +206,10 @@ pub enum Command {
         wal_name: String,
         /// Destination path (%p)
         dest: PathBuf,
+        /// Read the bucket as it was at TIME (RFC 3339, e.g. 2026-11-30T12:00:00Z): each key's
+        /// newest version not newer than TIME (a versioned bucket only)
+        #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
+        as_of: Option<std::time::SystemTime>,
     },
     /// Rebuild a lost Barman server's directory from the bucket (backups, WAL archive), then
     /// run `barman rebuild-xlogdb SERVER`
@@ -213,6 +226,10 @@ pub enum Command {
         /// installed barman reads]
         #[arg(long, value_parser = ["meta", "base"])]
         layout: Option<String>,
+        /// Read the bucket as it was at TIME (RFC 3339, e.g. 2026-11-30T12:00:00Z): each key's
+        /// newest version not newer than TIME (a versioned bucket only)
+        #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
+        as_of: Option<std::time::SystemTime>,
     },
     Drill(drill::DrillArgs),
     /// The background prefetcher wal-restore starts during recovery (not for direct use)
@@ -223,6 +240,9 @@ pub enum Command {
         /// The spool directory wal-restore chose
         #[arg(long)]
         spool: PathBuf,
+        /// wal-restore's --as-of
+        #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
+        as_of: Option<std::time::SystemTime>,
     },
     /// Queue, running tasks, WAL shipping lag per server, last successful syncs
     Status {
@@ -288,7 +308,14 @@ pub enum Command {
 #[derive(Debug, Clone, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the config, reach the bucket, print the effective config (secrets redacted)
-    Check,
+    Check {
+        /// Prove that s3.object_lock holds: write a small canary object (one fixed key, the
+        /// shortest retention the store accepts) with the configured lock, then try to DELETE
+        /// that version, shorten its retain-until date and (governance) remove its lock without
+        /// the bypass header. Prints `lock holds`, or names what the store allowed and exits 1
+        #[arg(long)]
+        lock_proof: bool,
+    },
     /// Write a commented example config (to stdout, or to FILE with mode 600)
     Init {
         /// Write here instead of stdout (refuses to overwrite)
@@ -325,6 +352,28 @@ pub enum QueueCommand {
 
 fn parse_age(s: &str) -> std::result::Result<Duration, String> {
     crate::units::parse_duration(s)
+}
+
+/// `--as-of TIME`: an RFC 3339 date and time with its offset (`Z` for UTC).
+fn parse_as_of(s: &str) -> std::result::Result<std::time::SystemTime, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(std::time::SystemTime::from)
+        .map_err(|e| format!("{e}: use RFC 3339 with an offset, e.g. 2026-11-30T12:00:00Z"))
+}
+
+impl Command {
+    /// The `--as-of` of the commands that read the bucket as it was.
+    fn as_of(&self) -> Option<std::time::SystemTime> {
+        match self {
+            Command::BaseLs { as_of, .. }
+            | Command::BaseRestore { as_of, .. }
+            | Command::WalRestore { as_of, .. }
+            | Command::CatalogRestore { as_of, .. }
+            | Command::WalPrefetch { as_of, .. } => *as_of,
+            Command::Verify(a) => a.as_of,
+            _ => None,
+        }
+    }
 }
 
 /// `--poll`: each look lists the bucket's newest WAL directories, so not in a busy loop.
@@ -394,7 +443,8 @@ impl TryFrom<Cli> for Invocation {
     type Error = Error;
 
     fn try_from(cli: Cli) -> Result<Invocation> {
-        let options = cli.global.options()?;
+        let mut options = cli.global.options()?;
+        options.as_of = cli.command.as_of();
         let action = match cli.command {
             Command::GpPlugin { args } => Action::GpPlugin(args),
             Command::QueueAdd => Action::QueueAdd,
@@ -405,7 +455,7 @@ impl TryFrom<Cli> for Invocation {
                 Action::Completions(out)
             }
             Command::Config(c) => Action::Config(match c {
-                ConfigCommand::Check => ConfigAction::Check,
+                ConfigCommand::Check { lock_proof } => ConfigAction::Check { lock_proof },
                 ConfigCommand::Init { output } => ConfigAction::Init { output },
                 ConfigCommand::ImportLegacy { file } => ConfigAction::ImportLegacy { file },
             }),
@@ -468,6 +518,7 @@ impl Global {
             });
         Ok(Options {
             request_log,
+            as_of: None,
             config: self.config,
             store,
             verbosity: match (self.quiet, self.verbose) {

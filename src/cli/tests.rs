@@ -269,7 +269,10 @@ fn every_subcommand_yields_its_action() {
             |i| matches!(&i.action, Action::Completions(s) if !s.is_empty()),
         ),
         ("config check", |i| {
-            matches!(i.action, Action::Config(ConfigAction::Check))
+            matches!(
+                i.action,
+                Action::Config(ConfigAction::Check { lock_proof: false })
+            )
         }),
         ("config init", |i| {
             matches!(

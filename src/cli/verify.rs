@@ -40,6 +40,10 @@ pub struct VerifyArgs {
     /// full-object one; WAL files by listing only
     #[arg(long)]
     pub quick: bool,
+    /// Check the bucket as it was at TIME (RFC 3339, e.g. 2026-11-30T12:00:00Z): each key's
+    /// newest version not newer than TIME (a versioned bucket only)
+    #[arg(long, value_name = "TIME", value_parser = super::parse_as_of)]
+    pub as_of: Option<std::time::SystemTime>,
 }
 
 /// Check a server's WAL archive in the bucket: no missing segment, no missing history file

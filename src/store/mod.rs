@@ -8,25 +8,29 @@
 //!   part, complete, abort, list parts, list uploads in progress.
 //! - Capabilities, each its own trait behind an accessor that answers `None` where the store
 //!   cannot: [`ServerCopy`] (CopyObject, UploadPartCopy), [`Archive`] (RestoreObject from an
-//!   archive class), [`Retention`] (Object Lock). A caller that gets `None` says so in its own
-//!   words; no method fails silently behind a default. Later S3-only needs (object versions,
-//!   retention by version) join as capabilities too, never as core methods; per-request
-//!   headers such as SSE-C keys are a backend's settings, not the traits'.
+//!   archive class), [`Retention`] (Object Lock, the bucket's and one version's), [`Versions`]
+//!   (a versioned bucket's old versions). A caller that gets `None` says so in its own words;
+//!   no method fails silently behind a default. S3-only needs join as capabilities, never as
+//!   core methods; per-request headers such as SSE-C keys are a backend's settings, not the
+//!   traits'. [`asof`] is a read-only store over another's versions: the bucket as it was.
 //!
 //! A store that wraps another (the request log and the run's counters in [`reqlog`]) implements
 //! every trait it forwards with `#[deny(clippy::missing_trait_methods)]`, so a method added
 //! later cannot pass it by silently. No SDK type crosses this boundary. The store does no
 //! retries and no part scheduling; that is the engine's.
 
+pub mod asof;
 mod body;
 mod kind;
 pub mod limits;
 mod listing;
 pub mod local;
 mod location;
+pub mod lockproof;
 pub mod reqlog;
 pub mod s3;
 mod types;
+mod versions;
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,6 +48,9 @@ pub use types::{
     BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, GetResponse, Integrity, ListPage,
     ListRequest, MultipartUpload, ObjectMeta, ObjectRange, PartReceipt, PutOptions, PutReceipt,
     Upload,
+};
+pub use versions::{
+    LockSpec, ObjectVersion, VersionAsOf, VersionMarker, VersionPage, Versioning, as_of,
 };
 
 /// An object store. Keys are full keys (the caller adds its prefix).
@@ -82,6 +89,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Object Lock, where the store has it.
     fn retention(&self) -> Option<&dyn Retention> {
+        None
+    }
+
+    /// Old versions of objects, where the store keeps them.
+    fn versions(&self) -> Option<&dyn Versions> {
         None
     }
 }
@@ -132,6 +144,47 @@ pub trait Archive: Send + Sync + fmt::Debug {
 pub trait Retention: Send + Sync + fmt::Debug {
     /// The bucket's Object Lock configuration, in words (`None`: not enabled).
     async fn lock_status(&self) -> Result<Option<String>>;
+
+    /// Writes a small object locked with `lock` (not the configured lock) and returns the
+    /// version id it got.
+    async fn put_locked(&self, key: &str, body: bytes::Bytes, lock: LockSpec) -> Result<String>;
+
+    /// Sets one version's retention to `lock`, or removes it (`None`). Never sends the header
+    /// that bypasses a governance lock: a lock that holds refuses what would weaken it.
+    async fn set_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        lock: Option<LockSpec>,
+    ) -> Result<()>;
+}
+
+/// A versioned bucket's history: every version and delete marker of every key.
+#[async_trait]
+pub trait Versions: Send + Sync + fmt::Debug {
+    /// Whether the bucket keeps versions.
+    async fn versioning(&self) -> Result<Versioning>;
+
+    /// One page of the versions under `prefix`; pass the previous page's `next` as `after`.
+    async fn list_versions_page(
+        &self,
+        prefix: &str,
+        after: Option<&VersionMarker>,
+    ) -> Result<VersionPage>;
+
+    /// Reads one version of an object, or a range of it; a missing version is NotFound.
+    async fn get_version(
+        &self,
+        key: &str,
+        version_id: &str,
+        range: Option<ByteRange>,
+    ) -> Result<GetResponse>;
+
+    /// Metadata of one version (with its retain-until date); a missing version is NotFound.
+    async fn head_version(&self, key: &str, version_id: &str) -> Result<ObjectMeta>;
+
+    /// Deletes one version for good (not a delete marker). Never bypasses a governance lock.
+    async fn delete_version(&self, key: &str, version_id: &str) -> Result<()>;
 }
 
 /// A shared store handle.

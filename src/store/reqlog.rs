@@ -166,6 +166,8 @@ pub enum Op {
     Copy,
     UploadPartCopy,
     Restore,
+    ListVersions,
+    PutRetention,
 }
 
 impl Op {
@@ -186,17 +188,19 @@ impl Op {
             Op::Copy => "CopyObject",
             Op::UploadPartCopy => "UploadPartCopy",
             Op::Restore => "RestoreObject",
+            Op::ListVersions => "ListObjectVersions",
+            Op::PutRetention => "PutObjectRetention",
         }
     }
 
     /// Droplet's `TYPE;SUBTYPE` for the operation (its `rest.c` calls mapped onto S3's).
     fn droplet(self) -> &'static str {
         match self {
-            Op::List | Op::ListParts | Op::ListMultipart => "REQUEST;LIST",
+            Op::List | Op::ListParts | Op::ListMultipart | Op::ListVersions => "REQUEST;LIST",
             Op::Copy | Op::UploadPartCopy | Op::Restore => "DATA;PUT",
             Op::Put | Op::UploadPart | Op::CreateMultipart | Op::CompleteMultipart => "DATA;IN",
             Op::Get => "DATA;OUT",
-            Op::Head => "DATA;GET",
+            Op::Head | Op::PutRetention => "DATA;GET",
             Op::Delete | Op::AbortMultipart => "DATA;DELETE",
         }
     }

@@ -28,6 +28,7 @@ pub struct EngineBuilder {
     progress: Option<Arc<dyn Progress>>,
     cancel: Option<Arc<Cancel>>,
     encryption: Option<Arc<crate::crypt::Keys>>,
+    as_of: Option<std::time::SystemTime>,
 }
 
 impl EngineBuilder {
@@ -41,6 +42,7 @@ impl EngineBuilder {
             progress: None,
             cancel: None,
             encryption: None,
+            as_of: None,
         }
     }
 
@@ -48,6 +50,13 @@ impl EngineBuilder {
     /// identities (`encryption:`).
     pub fn encryption(mut self, keys: Option<crate::crypt::Keys>) -> Self {
         self.encryption = keys.map(Arc::new);
+        self
+    }
+
+    /// Reads the bucket as it was at this time (`--as-of`): a read-only store over the
+    /// bucket's versions, outside the request log so that it shows the requests made.
+    pub fn as_of(mut self, time: Option<std::time::SystemTime>) -> Self {
+        self.as_of = time;
         self
     }
 
@@ -109,9 +118,14 @@ impl EngineBuilder {
 
     fn wrap(&self, store: SharedStore) -> SharedStore {
         let logged = reqlog::wrap(store, self.request_log.as_ref());
-        self.observers
+        let observed = self
+            .observers
             .iter()
-            .fold(logged, |s, o| reqlog::observe(s, o.clone()))
+            .fold(logged, |s, o| reqlog::observe(s, o.clone()));
+        match self.as_of {
+            Some(t) => crate::store::asof::wrap(observed, t),
+            None => observed,
+        }
     }
 
     fn engine(self, store: SharedStore) -> Transfer {

@@ -14,7 +14,7 @@ use crate::store::SharedStore;
 pub use crate::store::reqlog::Op;
 use crate::store::reqlog::{self, Observer, Request};
 
-const OPS: [(Op, &str); 14] = [
+const OPS: [(Op, &str); 16] = [
     (Op::Put, "put"),
     (Op::Get, "get"),
     (Op::Head, "head"),
@@ -29,12 +29,14 @@ const OPS: [(Op, &str); 14] = [
     (Op::Copy, "copy"),
     (Op::UploadPartCopy, "upload_part_copy"),
     (Op::Restore, "restore"),
+    (Op::ListVersions, "list_versions"),
+    (Op::PutRetention, "put_retention"),
 ];
 
 /// Counters of one run.
 #[derive(Debug)]
 pub struct Stats {
-    requests: [AtomicU64; 14],
+    requests: [AtomicU64; 16],
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     bytes_copied: AtomicU64,

@@ -41,6 +41,7 @@ mod sync;
 mod tls;
 mod transfer;
 mod verify;
+mod versions;
 mod volume;
 mod walrestore;
 mod walrestore_pg;

@@ -16,8 +16,9 @@ use super::{Observer, Op, Request, current_attempt, status_of};
 use crate::error::{Error, Result};
 use crate::store::{
     Archive, Body, BodyReader, ByteRange, DeleteFailure, GetResponse, ListPage, ListRequest,
-    Multipart, MultipartUpload, ObjectMeta, ObjectRange, PartReceipt, PutOptions, PutReceipt,
-    Retention, ServerCopy, SharedStore, Store, Upload,
+    LockSpec, Multipart, MultipartUpload, ObjectMeta, ObjectRange, PartReceipt, PutOptions,
+    PutReceipt, Retention, ServerCopy, SharedStore, Store, Upload, VersionMarker, VersionPage,
+    Versioning, Versions,
 };
 
 /// A store that shows every request it forwards to an observer.
@@ -48,6 +49,45 @@ impl ObservedStore {
         let r = fut.await;
         self.observer.answered(&req, status_of(&req, &r), 0);
         r
+    }
+
+    /// A GET (of the current object or of one version), reported when its body has been read.
+    async fn observed_get(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+        fut: impl Future<Output = Result<GetResponse>>,
+    ) -> Result<GetResponse> {
+        let req = Request {
+            op: Op::Get,
+            key,
+            attempt: current_attempt().unwrap_or(1),
+            sent: 0,
+            ranged: range.is_some(),
+            started: Instant::now(),
+        };
+        self.observer.sending(&req);
+        match fut.await {
+            // The answer is reported when its body has been read.
+            Ok(mut resp) => {
+                resp.body = Box::new(ObservedBody {
+                    inner: resp.body,
+                    observer: self.observer.clone(),
+                    key: key.to_string(),
+                    attempt: req.attempt,
+                    ranged: req.ranged,
+                    started: req.started,
+                    received: 0,
+                    reported: false,
+                });
+                Ok(resp)
+            }
+            Err(e) => {
+                let r = Err(e);
+                self.observer.answered(&req, status_of(&req, &r), 0);
+                r
+            }
+        }
     }
 
     /// The inner store's capability, which it offered when this store offered its own.
@@ -125,36 +165,8 @@ impl Store for ObservedStore {
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
-        let req = Request {
-            op: Op::Get,
-            key,
-            attempt: current_attempt().unwrap_or(1),
-            sent: 0,
-            ranged: range.is_some(),
-            started: Instant::now(),
-        };
-        self.observer.sending(&req);
-        match self.inner.get(key, range).await {
-            // The answer is reported when its body has been read.
-            Ok(mut resp) => {
-                resp.body = Box::new(ObservedBody {
-                    inner: resp.body,
-                    observer: self.observer.clone(),
-                    key: key.to_string(),
-                    attempt: req.attempt,
-                    ranged: req.ranged,
-                    started: req.started,
-                    received: 0,
-                    reported: false,
-                });
-                Ok(resp)
-            }
-            Err(e) => {
-                let r = Err(e);
-                self.observer.answered(&req, status_of(&req, &r), 0);
-                r
-            }
-        }
+        self.observed_get(key, range, self.inner.get(key, range))
+            .await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -187,6 +199,10 @@ impl Store for ObservedStore {
 
     fn retention(&self) -> Option<&dyn Retention> {
         self.inner.retention().map(|_| self as &dyn Retention)
+    }
+
+    fn versions(&self) -> Option<&dyn Versions> {
+        self.inner.versions().map(|_| self as &dyn Versions)
     }
 }
 
@@ -257,5 +273,65 @@ impl Retention for ObservedStore {
     async fn lock_status(&self) -> Result<Option<String>> {
         let inner = self.inner(self.inner.retention(), "Object Lock")?;
         self.observed(Op::Head, "", 0, inner.lock_status()).await
+    }
+
+    async fn put_locked(&self, key: &str, body: Bytes, lock: LockSpec) -> Result<String> {
+        let inner = self.inner(self.inner.retention(), "Object Lock")?;
+        let n = body.len() as u64;
+        self.observed(Op::Put, key, n, inner.put_locked(key, body, lock))
+            .await
+    }
+
+    async fn set_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        lock: Option<LockSpec>,
+    ) -> Result<()> {
+        let inner = self.inner(self.inner.retention(), "Object Lock")?;
+        let fut = inner.set_retention(key, version_id, lock);
+        self.observed(Op::PutRetention, key, 0, fut).await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Versions for ObservedStore {
+    async fn versioning(&self) -> Result<Versioning> {
+        let inner = self.inner(self.inner.versions(), "object versions")?;
+        self.observed(Op::Head, "", 0, inner.versioning()).await
+    }
+
+    async fn list_versions_page(
+        &self,
+        prefix: &str,
+        after: Option<&VersionMarker>,
+    ) -> Result<VersionPage> {
+        let inner = self.inner(self.inner.versions(), "object versions")?;
+        let fut = inner.list_versions_page(prefix, after);
+        self.observed(Op::ListVersions, prefix, 0, fut).await
+    }
+
+    async fn get_version(
+        &self,
+        key: &str,
+        version_id: &str,
+        range: Option<ByteRange>,
+    ) -> Result<GetResponse> {
+        let inner = self.inner(self.inner.versions(), "object versions")?;
+        let fut = inner.get_version(key, version_id, range);
+        self.observed_get(key, range, fut).await
+    }
+
+    async fn head_version(&self, key: &str, version_id: &str) -> Result<ObjectMeta> {
+        let inner = self.inner(self.inner.versions(), "object versions")?;
+        let fut = inner.head_version(key, version_id);
+        self.observed(Op::Head, key, 0, fut).await
+    }
+
+    async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
+        let inner = self.inner(self.inner.versions(), "object versions")?;
+        let fut = inner.delete_version(key, version_id);
+        self.observed(Op::Delete, key, 0, fut).await
     }
 }

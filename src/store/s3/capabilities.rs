@@ -1,5 +1,6 @@
 //! The S3 store's capabilities: server-side copies (CopyObject, UploadPartCopy), restores
-//! from archive classes (RestoreObject) and the bucket's Object Lock configuration.
+//! from archive classes (RestoreObject) and Object Lock (the bucket's configuration; one
+//! version's retention, in [`super::versions`]).
 
 use async_trait::async_trait;
 
@@ -8,7 +9,8 @@ use super::errors::{map_err, strip_quotes};
 use crate::checksum;
 use crate::error::{Error, Result};
 use crate::store::{
-    Archive, ObjectRange, PartReceipt, PutOptions, PutReceipt, Retention, ServerCopy, Upload,
+    Archive, LockSpec, ObjectRange, PartReceipt, PutOptions, PutReceipt, Retention, ServerCopy,
+    Upload,
 };
 
 #[async_trait]
@@ -138,6 +140,19 @@ impl Retention for S3Store {
                 other => Err(other),
             },
         }
+    }
+
+    async fn put_locked(&self, key: &str, body: bytes::Bytes, lock: LockSpec) -> Result<String> {
+        self.put_with_lock(key, body, lock).await
+    }
+
+    async fn set_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        lock: Option<LockSpec>,
+    ) -> Result<()> {
+        self.put_retention(key, version_id, lock).await
     }
 }
 

@@ -102,6 +102,7 @@ mod options;
 mod read;
 mod throttle;
 mod urlkey;
+mod versions;
 
 pub use options::{
     Addressing, LockMode, ObjectLock, S3Options, Sse, StaticCredentials, validate_endpoint,
@@ -170,6 +171,88 @@ impl S3Store {
         Ok(failed)
     }
 
+    /// GetObject of the current version, or of `version` (a versioned bucket's old one).
+    async fn read(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        range: Option<ByteRange>,
+    ) -> Result<GetResponse> {
+        let req = self.client.get_object().bucket(&self.bucket).key(key);
+        let mut req = ssec!(self, req.set_version_id(version.map(str::to_string)));
+        if let Some(r) = range {
+            req = req.range(format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
+        } else {
+            req = req.checksum_mode(ChecksumMode::Enabled);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| map_err("GetObject", key, &self.endpoint, e))?;
+        let len = out.content_length().unwrap_or(0).max(0) as u64;
+        let size = out
+            .content_range()
+            .and_then(total_from_content_range)
+            .unwrap_or(len);
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            size,
+            etag: out.e_tag().map(strip_quotes),
+            last_modified: to_system_time(out.last_modified()),
+            crc32c: out.checksum_crc32_c().map(str::to_string),
+            metadata: out
+                .metadata()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            storage_class: None,
+            restore: None,
+            retain_until: None,
+        };
+        Ok(GetResponse {
+            meta,
+            body: Box::new(S3Body {
+                stream: out.body,
+                limiter: self.down.clone(),
+                key: key.to_string(),
+                endpoint: self.endpoint.clone(),
+                read_timeout: self.read_timeout,
+            }),
+        })
+    }
+
+    /// HeadObject of the current version, or of `version`.
+    async fn stat(&self, key: &str, version: Option<&str>) -> Result<ObjectMeta> {
+        let req = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .checksum_mode(ChecksumMode::Enabled);
+        let out = ssec!(self, req)
+            .send()
+            .await
+            .map_err(|e| map_err("HeadObject", key, &self.endpoint, e))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().map(strip_quotes),
+            last_modified: to_system_time(out.last_modified()),
+            crc32c: out.checksum_crc32_c().map(str::to_string),
+            metadata: out
+                .metadata()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            storage_class: out.storage_class().map(|c| c.as_str().to_string()),
+            restore: out.restore().map(str::to_string),
+            retain_until: to_system_time(out.object_lock_retain_until_date()),
+        })
+    }
+
     /// The storage class of a new object of `kind`.
     fn class(&self, kind: crate::store::ObjectKind) -> Option<StorageClass> {
         self.classes.for_kind(kind).map(StorageClass::from)
@@ -225,76 +308,11 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetResponse> {
-        let mut req = ssec!(self, self.client.get_object().bucket(&self.bucket).key(key));
-        if let Some(r) = range {
-            req = req.range(format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
-        } else {
-            req = req.checksum_mode(ChecksumMode::Enabled);
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| map_err("GetObject", key, &self.endpoint, e))?;
-        let len = out.content_length().unwrap_or(0).max(0) as u64;
-        let size = out
-            .content_range()
-            .and_then(total_from_content_range)
-            .unwrap_or(len);
-        let meta = ObjectMeta {
-            key: key.to_string(),
-            size,
-            etag: out.e_tag().map(strip_quotes),
-            last_modified: to_system_time(out.last_modified()),
-            crc32c: out.checksum_crc32_c().map(str::to_string),
-            metadata: out
-                .metadata()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            storage_class: None,
-            restore: None,
-            retain_until: None,
-        };
-        Ok(GetResponse {
-            meta,
-            body: Box::new(S3Body {
-                stream: out.body,
-                limiter: self.down.clone(),
-                key: key.to_string(),
-                endpoint: self.endpoint.clone(),
-                read_timeout: self.read_timeout,
-            }),
-        })
+        self.read(key, None, range).await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let req = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .checksum_mode(ChecksumMode::Enabled);
-        let out = ssec!(self, req)
-            .send()
-            .await
-            .map_err(|e| map_err("HeadObject", key, &self.endpoint, e))?;
-        Ok(ObjectMeta {
-            key: key.to_string(),
-            size: out.content_length().unwrap_or(0).max(0) as u64,
-            etag: out.e_tag().map(strip_quotes),
-            last_modified: to_system_time(out.last_modified()),
-            crc32c: out.checksum_crc32_c().map(str::to_string),
-            metadata: out
-                .metadata()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            storage_class: out.storage_class().map(|c| c.as_str().to_string()),
-            restore: out.restore().map(str::to_string),
-            retain_until: to_system_time(out.object_lock_retain_until_date()),
-        })
+        self.stat(key, None).await
     }
 
     /// Keys come URL-encoded (`encoding-type=url`), so a key holding a character XML 1.0
@@ -398,6 +416,10 @@ impl Store for S3Store {
     }
 
     fn retention(&self) -> Option<&dyn Retention> {
+        Some(self)
+    }
+
+    fn versions(&self) -> Option<&dyn crate::store::Versions> {
         Some(self)
     }
 }

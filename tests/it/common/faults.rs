@@ -70,6 +70,12 @@ pub enum Quirk {
     /// Refuses every delete (DeleteObject, DeleteObjects) with 403 AccessDenied, as a key
     /// without delete rights does.
     RefuseDeletes,
+    /// Refuses every PutObjectRetention with 403 AccessDenied, as AWS refuses shortening or
+    /// removing a lock without the governance bypass (moto accepts them).
+    EnforceRetention,
+    /// [`Quirk::EnforceRetention`], and answers a DELETE of an object version with 204 without
+    /// forwarding it: a store that accepts a lock and still lets the DELETE through.
+    AllowVersionDeletes,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -157,6 +163,27 @@ async fn handle(
         }
         Quirk::RefuseDeletes if head.starts_with("delete ") || head.contains("?delete") => {
             return error_response(&mut c, "403 Forbidden", "AccessDenied").await;
+        }
+        Quirk::EnforceRetention | Quirk::AllowVersionDeletes
+            if head.starts_with("put ")
+                && head
+                    .split(' ')
+                    .nth(1)
+                    .is_some_and(|t| t.contains("?retention") || t.contains("&retention")) =>
+        {
+            return error_response(&mut c, "403 Forbidden", "AccessDenied").await;
+        }
+        Quirk::AllowVersionDeletes
+            if head.starts_with("delete ")
+                && head
+                    .split(' ')
+                    .nth(1)
+                    .is_some_and(|t| t.contains("versionid=")) =>
+        {
+            let resp = "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let _ = c.write_all(resp.as_bytes()).await;
+            let _ = c.shutdown().await;
+            return;
         }
         Quirk::RejectChecksums if has_crc => {
             return error_response(&mut c, "400 Bad Request", "InvalidArgument").await;
