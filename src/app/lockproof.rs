@@ -11,13 +11,18 @@ use crate::store::asof::format_time;
 use crate::store::lockproof::{Answer, CANARY_KEY, Verdict, prove, verdict};
 use crate::transfer::Cancel;
 
+/// The lock `s3.object_lock` configures, which the proof needs (checked before anything runs).
+pub(super) fn configured(cfg: &Config) -> Result<crate::store::s3::ObjectLock> {
+    cfg.s3.object_lock.ok_or_else(|| {
+        Error::Config(
+            "--lock-proof: s3.object_lock is not set: it proves the lock that key configures (mode and retain)".into(),
+        )
+    })
+}
+
 /// Proves the lock `s3.object_lock` configures.
 pub(super) async fn lock_proof(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<Exit> {
-    let Some(lock) = cfg.s3.object_lock else {
-        return Err(Error::Config(
-            "--lock-proof: s3.object_lock is not set: it proves the lock that key configures (mode and retain)".into(),
-        ));
-    };
+    let lock = configured(cfg)?;
     let (_, store) = engine_builder(o, cfg, cancel)
         .open_with_store(&cfg.location, &cfg.s3)
         .await?;

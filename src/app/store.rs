@@ -107,6 +107,9 @@ pub(super) fn config_command(o: &Options, action: ConfigAction) -> Exit {
 
 async fn config_check(o: Options, lock_proof: bool, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
+    if lock_proof {
+        super::lockproof::configured(&cfg)?;
+    }
     let t = bare_engine(&o, &cfg, cancel.clone()).await?;
     let req = ListRequest {
         prefix: cfg.location.prefix().to_string(),

@@ -44,8 +44,8 @@ pub fn format_time(t: SystemTime) -> String {
 struct AsOfStore {
     inner: SharedStore,
     time: SystemTime,
-    /// Set once the bucket has been seen to keep versions.
-    checked: tokio::sync::OnceCell<()>,
+    /// What the bucket said of its versioning, once it was not `Off`.
+    checked: tokio::sync::OnceCell<Versioning>,
     /// Each listed prefix's keys as of the time, sorted.
     listed: Mutex<HashMap<String, Arc<Vec<ObjectMeta>>>>,
     /// Each key's version as of the time (`None`: the key did not exist then).
@@ -70,15 +70,19 @@ impl AsOfStore {
         self.checked
             .get_or_try_init(|| async {
                 match v.versioning().await? {
-                    Versioning::Enabled | Versioning::Suspended => Ok(()),
-                    Versioning::Off => Err(Error::Config(format!(
-                        "--as-of: {} has never had versioning enabled, so it keeps no older versions to read",
-                        self.inner.describe()
-                    ))),
+                    Versioning::Off => Err(self.never_versioned()),
+                    other => Ok(other),
                 }
             })
             .await?;
         Ok(v)
+    }
+
+    fn never_versioned(&self) -> Error {
+        Error::Config(format!(
+            "--as-of: {} has never had versioning enabled, so it keeps no older versions to read",
+            self.inner.describe()
+        ))
     }
 
     /// The keys under `prefix` as of the time, read once per prefix.
@@ -102,6 +106,16 @@ impl AsOfStore {
                 }
                 None => break,
             }
+        }
+        // A store whose versioning answer could not be read: objects that all carry the null
+        // version and no delete marker are those of a bucket that never had versioning.
+        if self.checked.get() == Some(&Versioning::Unknown)
+            && !entries.is_empty()
+            && entries
+                .iter()
+                .all(|e| e.version_id == "null" && !e.delete_marker)
+        {
+            return Err(self.never_versioned());
         }
         let view: Vec<VersionAsOf> = as_of(&entries, self.time);
         let mut keys = lock(&self.keys);
@@ -211,5 +225,233 @@ impl Multipart for AsOfStore {
 
     async fn list_uploads(&self, _prefix: &str) -> Result<Vec<MultipartUpload>> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::local::LocalStore;
+    use crate::store::{BodyReader, ObjectVersion, VersionMarker, VersionPage};
+
+    /// A versioned bucket in memory: the core is a (empty) directory store, the history is
+    /// a list of versions with their bytes.
+    #[derive(Debug)]
+    struct Fake {
+        core: LocalStore,
+        history: Vec<(ObjectVersion, Vec<u8>)>,
+        versioning: Versioning,
+    }
+
+    #[derive(Debug)]
+    struct Once(Option<Bytes>);
+
+    #[async_trait]
+    impl BodyReader for Once {
+        async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+            Ok(self.0.take())
+        }
+    }
+
+    #[async_trait]
+    impl Store for Fake {
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+        async fn put(&self, k: &str, b: Body, o: &PutOptions) -> Result<PutReceipt> {
+            self.core.put(k, b, o).await
+        }
+        async fn get(&self, k: &str, r: Option<ByteRange>) -> Result<GetResponse> {
+            self.core.get(k, r).await
+        }
+        async fn head(&self, k: &str) -> Result<ObjectMeta> {
+            self.core.head(k).await
+        }
+        async fn list_page(&self, r: &ListRequest, t: Option<&str>) -> Result<ListPage> {
+            self.core.list_page(r, t).await
+        }
+        async fn delete_batch(&self, k: &[String]) -> Result<Vec<DeleteFailure>> {
+            self.core.delete_batch(k).await
+        }
+        fn multipart(&self) -> &dyn Multipart {
+            self.core.multipart()
+        }
+        fn versions(&self) -> Option<&dyn Versions> {
+            Some(self)
+        }
+    }
+
+    #[async_trait]
+    impl Versions for Fake {
+        async fn versioning(&self) -> Result<Versioning> {
+            Ok(self.versioning)
+        }
+        /// Two entries a page, so paging is exercised.
+        async fn list_versions_page(
+            &self,
+            prefix: &str,
+            after: Option<&VersionMarker>,
+        ) -> Result<VersionPage> {
+            let all: Vec<&ObjectVersion> = self
+                .history
+                .iter()
+                .map(|(v, _)| v)
+                .filter(|v| v.key.starts_with(prefix))
+                .collect();
+            let start = after.map_or(0, |a| {
+                all.iter()
+                    .position(|v| v.key == a.key && v.version_id == a.version_id)
+                    .map_or(all.len(), |i| i + 1)
+            });
+            let page: Vec<ObjectVersion> = all
+                .iter()
+                .skip(start)
+                .take(2)
+                .map(|v| (*v).clone())
+                .collect();
+            let next = (start + 2 < all.len()).then(|| VersionMarker {
+                key: page[1].key.clone(),
+                version_id: page[1].version_id.clone(),
+            });
+            Ok(VersionPage {
+                versions: page,
+                next,
+            })
+        }
+        async fn get_version(
+            &self,
+            key: &str,
+            id: &str,
+            _r: Option<ByteRange>,
+        ) -> Result<GetResponse> {
+            let (v, b) = self
+                .history
+                .iter()
+                .find(|(v, _)| v.key == key && v.version_id == id && !v.delete_marker)
+                .ok_or_else(|| Error::NotFound { key: key.into() })?;
+            Ok(GetResponse {
+                meta: ObjectMeta::listed(&v.key, v.size),
+                body: Box::new(Once(Some(Bytes::from(b.clone())))),
+            })
+        }
+        async fn head_version(&self, key: &str, id: &str) -> Result<ObjectMeta> {
+            Ok(self.get_version(key, id, None).await?.meta)
+        }
+        async fn delete_version(&self, key: &str, _id: &str) -> Result<()> {
+            Err(Error::Failed(format!("unexpected delete of {key}")))
+        }
+    }
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn fake(dir: &std::path::Path, versioning: Versioning) -> SharedStore {
+        let v = |key: &str, id: &str, t: u64, body: &[u8], deleted: bool| {
+            (
+                ObjectVersion {
+                    key: key.into(),
+                    version_id: id.into(),
+                    last_modified: Some(at(t)),
+                    size: body.len() as u64,
+                    etag: None,
+                    delete_marker: deleted,
+                },
+                body.to_vec(),
+            )
+        };
+        Arc::new(Fake {
+            core: LocalStore::open(dir).expect("dir"),
+            history: vec![
+                v("p/a", "a2", 300, b"tampered", false),
+                v("p/a", "a1", 100, b"original", false),
+                v("p/b", "b2", 300, b"", true),
+                v("p/b", "b1", 100, b"info", false),
+                v("p/c", "c1", 300, b"new", false),
+                v("q/d", "d1", 100, b"other", false),
+            ],
+            versioning,
+        })
+    }
+
+    async fn read(s: &SharedStore, key: &str) -> Result<Vec<u8>> {
+        let mut r = s.get(key, None).await?;
+        let mut out = Vec::new();
+        while let Some(c) = r.body.next_chunk().await? {
+            out.extend_from_slice(&c);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn lists_and_reads_each_key_as_it_was_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = wrap(fake(dir.path(), Versioning::Enabled), at(200));
+        let req = ListRequest {
+            prefix: "p/".into(),
+            max_keys: Some(1),
+            ..Default::default()
+        };
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = s.list_page(&req, token.as_deref()).await.expect("list");
+            keys.extend(page.objects.into_iter().map(|o| o.key));
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(keys, ["p/a", "p/b"], "c came later; q is another prefix");
+        assert_eq!(read(&s, "p/a").await.expect("a"), b"original");
+        assert_eq!(read(&s, "p/b").await.expect("b"), b"info");
+        // Read without a listing first: its own listing.
+        let fresh = wrap(fake(dir.path(), Versioning::Unknown), at(200));
+        assert_eq!(read(&fresh, "q/d").await.expect("d"), b"other");
+        assert!(matches!(
+            read(&fresh, "p/c").await,
+            Err(Error::NotFound { .. })
+        ));
+        let later = wrap(fake(dir.path(), Versioning::Enabled), at(400));
+        assert!(matches!(
+            read(&later, "p/b").await,
+            Err(Error::NotFound { .. })
+        ));
+        assert_eq!(read(&later, "p/a").await.expect("a"), b"tampered");
+
+        let body = Body::bytes(Bytes::from_static(b"x"), crate::store::Integrity::None);
+        assert!(s.put("p/a", body, &PutOptions::default()).await.is_err());
+        assert!(s.delete_batch(&["p/a".into()]).await.is_err());
+        assert!(
+            s.multipart()
+                .create("p/z", &PutOptions::default())
+                .await
+                .is_err()
+        );
+        assert!(std::fs::read_dir(dir.path()).expect("ls").next().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_store_without_versions_is_refused_in_one_line() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let off = wrap(fake(dir.path(), Versioning::Off), at(200));
+        let e = off
+            .list_page(&ListRequest::default(), None)
+            .await
+            .expect_err("off");
+        assert!(
+            matches!(&e, Error::Config(m) if m.contains("versioning")),
+            "{e}"
+        );
+        let local: SharedStore = Arc::new(LocalStore::open(dir.path()).expect("dir"));
+        let e = read(&wrap(local, at(200)), "k").await.expect_err("local");
+        assert!(
+            matches!(&e, Error::Config(m) if m.contains("keeps no object versions")),
+            "{e}"
+        );
     }
 }

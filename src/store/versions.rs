@@ -20,6 +20,9 @@ pub enum Versioning {
     Suspended,
     /// Never enabled: there is nothing older to read.
     Off,
+    /// The store answered in a form that could not be read (moto names the answer's root
+    /// element differently): judged by the versions listed instead.
+    Unknown,
 }
 
 /// One entry of a version listing: a version of a key, or a delete marker.

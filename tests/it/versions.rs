@@ -197,9 +197,17 @@ fn as_of_reads_a_versioned_bucket_as_it_was_before_it_was_tampered_with() {
     ));
     boto(&format!("s.delete_object(Bucket='{bucket}', Key='{info}')"));
 
-    // Today the backup is gone from the listing; as of T it is there.
-    assert!(!ok(&site, &["base-ls", "pg"]).contains(A));
-    assert!(ok(&site, &["base-ls", "pg", "--as-of", &t]).contains(A));
+    // Today the backup is incomplete (its backup.info is gone); as of T it is complete.
+    let line = |out: String| {
+        out.lines()
+            .find(|l| l.starts_with(A))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+    };
+    assert_eq!(line(ok(&site, &["base-ls", "pg"])), Some("no".into()));
+    assert_eq!(
+        line(ok(&site, &["base-ls", "pg", "--as-of", &t])),
+        Some("yes".into())
+    );
 
     // Restored as of T: the file as it was, not the overwritten one.
     let dest = tempfile::tempdir().expect("tmp");
@@ -247,6 +255,11 @@ fn as_of_reads_a_versioned_bucket_as_it_was_before_it_was_tampered_with() {
 fn as_of_is_refused_in_one_line_where_there_are_no_versions() {
     let bucket = moto().bucket(false);
     let site = Site::new(&moto().yaml(&bucket, ""));
+    put(
+        &site,
+        "pg/base/20261101T010000/backup.info",
+        b"status=DONE\n",
+    );
     let out = site.run(&["base-ls", "pg", "--as-of", "2026-11-30T12:00:00Z"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);

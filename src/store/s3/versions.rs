@@ -21,13 +21,24 @@ use crate::store::{
 #[async_trait]
 impl Versions for S3Store {
     async fn versioning(&self) -> Result<Versioning> {
-        let out = self
+        let sent = self
             .client
             .get_bucket_versioning()
             .bucket(&self.bucket)
             .send()
-            .await
-            .map_err(|e| map_err("GetBucketVersioning", "", &self.endpoint, e))?;
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            Err(e) => {
+                return match map_err("GetBucketVersioning", "", &self.endpoint, e) {
+                    // A success the SDK could not read, or a store without the request.
+                    Error::Store(f) if matches!(f.status, Some(200..=299 | 501)) => {
+                        Ok(Versioning::Unknown)
+                    }
+                    other => Err(other),
+                };
+            }
+        };
         Ok(match out.status() {
             Some(BucketVersioningStatus::Enabled) => Versioning::Enabled,
             Some(BucketVersioningStatus::Suspended) => Versioning::Suspended,
