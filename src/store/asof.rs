@@ -432,7 +432,12 @@ mod tests {
                 .await
                 .is_err()
         );
-        assert!(std::fs::read_dir(dir.path()).expect("ls").next().is_none());
+        let files = walkdir::WalkDir::new(dir.path())
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .count();
+        assert_eq!(files, 0, "nothing was written");
     }
 
     #[tokio::test]

@@ -158,8 +158,9 @@ mod tests {
         ];
         assert_eq!(ids(&as_of(&entries, at(200))), [("a", "a2"), ("b", "b1")]);
         assert_eq!(as_of(&entries, at(200))[0].meta.size, 2);
-        // Deleted after 200: gone at 260, there at 249.
-        assert_eq!(ids(&as_of(&entries, at(260))), [("a", "a3"), ("c", "c1")]);
+        // Deleted at 250: gone at 260, there at 249.
+        assert_eq!(ids(&as_of(&entries, at(260))), [("a", "a2"), ("c", "c1")]);
+        assert_eq!(ids(&as_of(&entries, at(300))), [("a", "a3"), ("c", "c1")]);
         assert_eq!(
             ids(&as_of(&entries, at(249))),
             [("a", "a2"), ("b", "b1"), ("c", "c1")]
