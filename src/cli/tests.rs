@@ -404,6 +404,29 @@ enum By {
 }
 
 #[test]
+fn as_of_lands_in_the_options_of_the_commands_that_read_the_past() {
+    let t = std::time::SystemTime::UNIX_EPOCH + secs(1_796_036_400);
+    for line in [
+        "base-ls pg --as-of 2026-11-30T11:00:00Z",
+        "base-restore pg 20261101T010000 /d --as-of 2026-11-30T12:00:00+01:00",
+        "wal-restore pg 000000010000000000000001 /p --as-of 2026-11-30T11:00:00Z",
+        "verify pg --as-of 2026-11-30T11:00:00Z",
+        "catalog-restore pg --as-of 2026-11-30T11:00:00Z",
+        "wal-prefetch pg --spool /s --as-of 2026-11-30T11:00:00Z",
+    ] {
+        let i = parse(argv(line)).unwrap_or_else(|_| panic!("{line}"));
+        assert_eq!(i.options.as_of, Some(t), "{line}");
+    }
+    let i = parse(argv("base-ls pg")).expect("base-ls");
+    assert_eq!(i.options.as_of, None);
+    let i = parse(argv("config check --lock-proof")).expect("lock proof");
+    assert!(matches!(
+        i.action,
+        Action::Config(ConfigAction::Check { lock_proof: true })
+    ));
+}
+
+#[test]
 fn bad_command_lines_are_rejected_before_anything_runs() {
     let rows: &[(&str, By)] = &[
         ("", By::Clap),
@@ -415,6 +438,9 @@ fn bad_command_lines_are_rejected_before_anything_runs() {
             "base-sync --request-log /r --request-log-format csv",
             By::Clap,
         ),
+        ("base-ls pg --as-of yesterday", By::Clap),
+        ("base-ls pg --as-of 2026-11-30T12:00:00", By::Clap),
+        ("base-sync --as-of 2026-11-30T12:00:00Z", By::Clap),
         ("base-sync --store ftp://x", By::Us),
         ("base-sync --store s3://B", By::Us),
         ("base-sync --store file://relative", By::Us),
