@@ -302,13 +302,52 @@ fn target(local: &Path, p: &Plan) -> Option<PathBuf> {
 }
 
 fn plan_plain(m: &Manifest, p: &mut Plan) -> Result<()> {
-    let id = &m.backup_id;
-    let refuse = |path: &str, why: String| {
-        Error::Failed(format!(
-            "refusing to restore backup {id}: {path}: {why}; nothing was written"
-        ))
-    };
+    let refuse = |path: &str, why: String| refusal(&m.backup_id, path, why);
     // Links first, so that entries under them can be refused.
+    let link_paths = plan_links(m, p)?;
+    for e in &m.entries {
+        let path = e.path();
+        if let Some(l) = link_paths.iter().find(|l| {
+            path.len() > l.len() && path.starts_with(l.as_str()) && path.as_bytes()[l.len()] == b'/'
+        }) {
+            return Err(refuse(path, format!("it lies under the link {l}")));
+        }
+        let Some(to) = target(&e.local_path()?, p) else {
+            continue;
+        };
+        match e {
+            Entry::Dir { mode, .. } => {
+                let mode = p.narrow(*mode);
+                p.dirs.push((to, mode));
+            }
+            Entry::File {
+                size, mode, crc32c, ..
+            } => {
+                let mode = p.narrow(*mode);
+                p.files.push(FileJob {
+                    rel: path.to_string(),
+                    to,
+                    size: *size,
+                    mode,
+                    crc32c: u32::from_str_radix(crc32c, 16).ok(),
+                });
+            }
+            Entry::Symlink { .. } => {}
+        }
+    }
+    p.dirs.sort_by(|a, b| a.0.cmp(&b.0));
+    // pg_control last: a restore stopped before it leaves nothing PostgreSQL would start on.
+    let control = |f: &FileJob| {
+        f.rel == format!("data/{PG_CONTROL}") || f.rel == format!("pgdata/{PG_CONTROL}")
+    };
+    p.files.sort_by_key(|f| control(f));
+    Ok(())
+}
+
+/// The plan's links: tablespace links to their homes, `pg_wal` as an empty directory; any other
+/// link is refused. Returns the link paths, under which no entry may lie.
+fn plan_links(m: &Manifest, p: &mut Plan) -> Result<BTreeSet<String>> {
+    let refuse = |path: &str, why: String| refusal(&m.backup_id, path, why);
     let mut link_paths = BTreeSet::new();
     for e in &m.entries {
         let Entry::Symlink {
@@ -348,43 +387,13 @@ fn plan_plain(m: &Manifest, p: &mut Plan) -> Result<()> {
         }
         link_paths.insert(path.clone());
     }
-    for e in &m.entries {
-        let path = e.path();
-        if let Some(l) = link_paths.iter().find(|l| {
-            path.len() > l.len() && path.starts_with(l.as_str()) && path.as_bytes()[l.len()] == b'/'
-        }) {
-            return Err(refuse(path, format!("it lies under the link {l}")));
-        }
-        let Some(to) = target(&e.local_path()?, p) else {
-            continue;
-        };
-        match e {
-            Entry::Dir { mode, .. } => {
-                let mode = p.narrow(*mode);
-                p.dirs.push((to, mode));
-            }
-            Entry::File {
-                size, mode, crc32c, ..
-            } => {
-                let mode = p.narrow(*mode);
-                p.files.push(FileJob {
-                    rel: path.to_string(),
-                    to,
-                    size: *size,
-                    mode,
-                    crc32c: u32::from_str_radix(crc32c, 16).ok(),
-                });
-            }
-            Entry::Symlink { .. } => {}
-        }
-    }
-    p.dirs.sort_by(|a, b| a.0.cmp(&b.0));
-    // pg_control last: a restore stopped before it leaves nothing PostgreSQL would start on.
-    let control = |f: &FileJob| {
-        f.rel == format!("data/{PG_CONTROL}") || f.rel == format!("pgdata/{PG_CONTROL}")
-    };
-    p.files.sort_by_key(|f| control(f));
-    Ok(())
+    Ok(link_paths)
+}
+
+fn refusal(id: &str, path: &str, why: String) -> Error {
+    Error::Failed(format!(
+        "refusing to restore backup {id}: {path}: {why}; nothing was written"
+    ))
 }
 
 #[cfg(test)]
