@@ -36,10 +36,12 @@ impl Transfer {
             return Ok(None);
         };
         if meta.size == 0 {
+            crate::transfer::sealed::check_plaintext(Some(keys), key, false)?;
             return Ok(None);
         }
         let mut head = self.get_prefix(key, meta.size.min(SNIFF)).await?;
         if !crate::crypt::is_sealed(&head) {
+            crate::transfer::sealed::check_plaintext(Some(keys), key, false)?;
             return Ok(None);
         }
         if crate::crypt::preamble_len(&head, key)?.is_none_or(|l| l > head.len() as u64) {
@@ -177,6 +179,7 @@ pub(super) fn opened_small(
     stored: Downloaded,
 ) -> Result<(Vec<u8>, Downloaded)> {
     if !crate::crypt::is_sealed(&data) {
+        crate::transfer::sealed::check_plaintext(keys, key, false)?;
         return Ok((data, stored));
     }
     let plain = crate::transfer::sealed::open_bytes(keys, key, data)?;
