@@ -57,6 +57,23 @@ impl Transfer {
         }))
     }
 
+    /// The plaintext size of an encrypted object from its header alone (one ranged GET of its
+    /// first bytes, after the HEAD that gave `meta`): `None` when it is not encrypted. The
+    /// header is authenticated with the identities, so an object this answers for opens with
+    /// them (its chunks are not read). A plaintext object where every object must be encrypted
+    /// is refused, as by any read.
+    pub async fn sealed_size(&self, key: &str, meta: &ObjectMeta) -> Result<Option<u64>> {
+        if self.crypt.keys().is_none() && meta.size > 0 {
+            // Without identities: refused by name when encrypted, as a read would be.
+            let head = self.get_prefix(key, meta.size.min(SNIFF)).await?;
+            if crate::crypt::is_sealed(&head) {
+                return Err(crate::transfer::sealed::no_identity(key));
+            }
+            return Ok(None);
+        }
+        Ok(self.sniff(key, meta).await?.map(|s| s.plain_len))
+    }
+
     /// Plaintext ranges of an encrypted object: each is read as the chunks it touches (at most
     /// [`MAX_PIECE`] at a time), opened, and cut to the bytes asked for.
     pub(super) async fn sealed_ranges<W: AsyncWrite + Unpin + Send>(
