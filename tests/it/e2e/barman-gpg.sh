@@ -99,7 +99,8 @@ b3 base-sync
 [ -f "$BASE/b3/queue/$ID1.done" ] || fail "B1 not uploaded: $(ls "$BASE/b3/queue")"
 OBJECTS=$(b3 store ls "$SRV/base/$ID1/")
 grep -q "data/base.tar.gz.gpg" <<<"$OBJECTS" || fail "B1 is not an encrypted tar backup: $OBJECTS"
-grep -q "^encryption=gpg" "$BASE/barman/$SRV/base/$ID1/backup.info" || fail "Barman did not record the encryption"
+b3 store get "$SRV/base/$ID1/backup.info" "$BASE/b3/info" >/dev/null
+grep -q "^encryption=gpg" "$BASE/b3/info" || fail "Barman did not record the encryption: $(cat "$BASE/b3/info")"
 
 step "more rows after the backup; Barman encrypts the WALs it archives; wal-sync ships them"
 rows 1001 3000
