@@ -25,6 +25,9 @@ pub struct Archive {
     pub oid: Option<String>,
     /// Its compression (`None`: a plain `.tar`).
     pub codec: Option<Codec>,
+    /// Whether Barman encrypted it (`encryption = gpg`: `base.tar.gz.gpg`): it is decrypted
+    /// before it is decompressed.
+    pub encrypted: bool,
     /// Stored size.
     pub size: u64,
     /// CRC32C of the stored object.
@@ -82,6 +85,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether any archive is GPG-encrypted (Barman's `encryption = gpg`).
+    pub fn encrypted(&self) -> bool {
+        match &self.layout {
+            Layout::Tar { base, tablespaces } => std::iter::once(base)
+                .chain(tablespaces)
+                .any(|a| a.encrypted),
+            Layout::Plain => false,
+        }
+    }
+
     /// A mode from the manifest, narrowed ([`super::modes::narrow`]) and counted.
     fn narrow(&mut self, mode: u32) -> u32 {
         let (given, changed) = super::modes::narrow(mode);
@@ -188,27 +201,26 @@ fn layout(m: &Manifest) -> Result<Layout> {
         let Some(name) = path.strip_prefix("data/").filter(|n| !n.contains('/')) else {
             continue;
         };
-        let Some((stem, _)) = name.split_once(".tar") else {
+        let (plain, encrypted) = match name.strip_suffix(".gpg") {
+            Some(plain) => (plain, true),
+            None => (name, false),
+        };
+        let Some((stem, _)) = plain.split_once(".tar") else {
             continue;
         };
         if stem != "base" && !is_oid(stem) {
             continue;
         }
-        let codec = Codec::of_tar_name(name).ok_or_else(|| {
+        let codec = Codec::of_tar_name(plain).ok_or_else(|| {
             Error::Failed(format!(
-                "backup {id} holds {path}, a {} archive: {}",
-                if name.ends_with(".gpg") {
-                    "GPG-encrypted"
-                } else {
-                    "compressed"
-                },
-                "barmans3 restores plain, gzip, lz4, zstd, bzip2 and xz tar archives only"
+                "backup {id} holds {path}, a compressed archive: barmans3 restores plain, gzip, lz4, zstd, bzip2 and xz tar archives only (GPG-encrypted or not)"
             ))
         })?;
         let a = Archive {
             path: path.clone(),
             oid: (stem != "base").then(|| stem.to_string()),
             codec,
+            encrypted,
             size: *size,
             crc32c: u32::from_str_radix(crc32c, 16).ok(),
         };
