@@ -93,6 +93,8 @@ pub enum BarmanAction {
     BaseLs {
         /// Server.
         server: String,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
     /// `full-sync SERVER|--all`.
     FullSync {
@@ -117,6 +119,8 @@ pub enum BarmanAction {
         recovery_config: Option<PathBuf>,
         /// `--request-restore DAYS`.
         request_restore: Option<u32>,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
     /// `catalog-restore SERVER`.
     CatalogRestore {
@@ -131,6 +135,8 @@ pub enum BarmanAction {
         server: String,
         /// The spool directory.
         spool: PathBuf,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
     /// `drill SERVER`.
     Drill {
@@ -149,6 +155,8 @@ pub enum BarmanAction {
         name: String,
         /// Destination path.
         dest: PathBuf,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
 }
 

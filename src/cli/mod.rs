@@ -123,6 +123,11 @@ pub enum Command {
     BaseLs {
         /// Barman server name
         server: String,
+        /// Who wrote the bucket: barmans3 (base-sync, wal-sync), or barman-cloud
+        /// (barman-cloud-backup and barman-cloud-wal-archive, Barman's S3 backend,
+        /// CloudNativePG), which barmans3 reads and never writes
+        #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+        layout: String,
     },
     /// Upload every DONE backup and every WAL, then delete remotely what Barman deleted
     FullSync {
@@ -175,6 +180,11 @@ pub enum Command {
         /// object the restore needs for DAYS days, then stop; run again once they are readable
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
         request_restore: Option<u32>,
+        /// Who wrote the bucket: barmans3 (base-sync, wal-sync), or barman-cloud
+        /// (barman-cloud-backup and barman-cloud-wal-archive, Barman's S3 backend,
+        /// CloudNativePG), which barmans3 reads and never writes
+        #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+        layout: String,
     },
     /// Fetch one WAL file: restore_command = 'barmans3 wal-restore SERVER %f %p'
     ///
@@ -197,6 +207,11 @@ pub enum Command {
         wal_name: String,
         /// Destination path (%p)
         dest: PathBuf,
+        /// Who wrote the bucket: barmans3 (base-sync, wal-sync), or barman-cloud
+        /// (barman-cloud-backup and barman-cloud-wal-archive, Barman's S3 backend,
+        /// CloudNativePG), which barmans3 reads and never writes
+        #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+        layout: String,
     },
     /// Rebuild a lost Barman server's directory from the bucket (backups, WAL archive), then
     /// run `barman rebuild-xlogdb SERVER`
@@ -223,6 +238,9 @@ pub enum Command {
         /// The spool directory wal-restore chose
         #[arg(long)]
         spool: PathBuf,
+        /// Who wrote the bucket
+        #[arg(long, value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+        layout: String,
     },
     /// Queue, running tasks, WAL shipping lag per server, last successful syncs
     Status {

@@ -64,7 +64,12 @@ pub async fn write(srv: &Server, id: &str, archives: Vec<(Archive, PathBuf)>) ->
     Ok(all)
 }
 
-async fn restore_archive(t: &Transfer, key: &str, a: &Archive, root: PathBuf) -> Result<Extracted> {
+pub(crate) async fn restore_archive(
+    t: &Transfer,
+    key: &str,
+    a: &Archive,
+    root: PathBuf,
+) -> Result<Extracted> {
     let (mut writer, reader) = tokio::io::duplex(PIPE);
     let bridge = SyncIoBridge::new(reader);
     let (codec, base, what) = (a.codec, a.oid.is_none(), key.to_string());
