@@ -33,7 +33,7 @@ pub(super) async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &st
         "ID",
         "STATUS",
         "END",
-        "SIZE",
+        "STORED",
         "BEGIN WAL",
         "COMPR",
         "TBS"
@@ -46,7 +46,7 @@ pub(super) async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &st
             b.end_time
                 .as_deref()
                 .map_or("-", |t| t.get(..19).unwrap_or(t)),
-            b.size.map_or("-".into(), human_bytes),
+            human_bytes(b.stored),
             b.begin_wal.as_deref().unwrap_or("-"),
             b.compression,
             b.tablespaces.len(),

@@ -203,7 +203,7 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "verify pg",
-            |i| matches!(&i.action, Action::Verify(VerifyRequest::Backups { server, ids, quick: false }) if server == "pg" && ids.is_empty()),
+            |i| matches!(&i.action, Action::Verify(VerifyRequest::Backups { server, ids, quick: false, .. }) if server == "pg" && ids.is_empty()),
         ),
         (
             "verify pg 20260101T000000 --quick",

@@ -27,6 +27,8 @@ pub struct CloudBackup {
     pub end_wal: Option<String>,
     /// Bytes of PGDATA as Barman counted them.
     pub size: Option<u64>,
+    /// The cluster's WAL segment size (`xlog_segment_size`).
+    pub segment_size: Option<u64>,
     /// Bytes stored (every archive).
     pub stored: u64,
     /// Tablespace oids.
@@ -133,6 +135,7 @@ pub fn describe(id: &str, bi: Option<&BackupInfo>, listed: &[(String, u64)]) -> 
         begin_wal: field("begin_wal"),
         end_wal: field("end_wal"),
         size: bi.and_then(BackupInfo::size),
+        segment_size: field("xlog_segment_size").and_then(|s| s.parse().ok()),
         stored: listed.iter().map(|(_, s)| s).sum(),
         tablespaces: oids,
         compression: found.as_ref().map_or("-", compression_of).to_string(),

@@ -19,6 +19,7 @@
 
 pub mod list;
 pub mod restore;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

@@ -4,9 +4,11 @@
 # --layout barman-cloud. Run by tests/it/barman_cloud.rs as root:
 #   - WALs gzip, then snappy (archive_command switched), a restore point between batches;
 #   - B1 a gzip backup with a tablespace, B2 a snappy one split into parts (--max-archive-size);
-#   - base-ls lists both; base-restore B1 replays to the restore point, B2 to the end of the
-#     archive, and PostgreSQL starts with the right rows each time; B2 restored by
-#     barman-cloud-restore is the same data directory;
+#   - base-ls lists both; base-restore B2 replays to the end of the archive (segments from the
+#     prefetch spool) and B2 restored by barman-cloud-restore is the same data directory; B1
+#     replays to the restore point, is promoted and archives timeline 2 into the bucket; B1
+#     restored again follows the (compressed) history file onto timeline 2; PostgreSQL starts
+#     with the right rows each time;
 #   - hostile rows (a server of their own in the same bucket): a tar member outside DEST, a
 #     truncated archive, a WAL of another segment under a segment's name: refused, not exit 0,
 #     nothing written outside DEST.
@@ -95,15 +97,24 @@ grep -q "data_0001.tar.snappy" <<<"$OBJECTS" || fail "B2 is not split into parts
 WALS=$(b3 store ls "$SRV/wals/")
 grep -qE '[0-9A-F]{24}\.gz' <<<"$WALS" && grep -qE '[0-9A-F]{24}\.snappy' <<<"$WALS" || fail "WALs not in two compressions: $WALS"
 
+step "verify --layout barman-cloud: every archive read back, the WAL chains there"
+VER=$(b3 verify --layout barman-cloud $SRV 2>&1) || fail "verify: $VER"
+grep -q "no problem found" <<<"$VER" || fail "verify: $VER"
+
 restore() {  # $1: dir, $2: backup id; extra args after
   local dir=$1 id=$2; shift 2
   rm -rf "$dir" "${dir}_tblspc"; mkdir -p "$dir"; chown postgres: "$dir"; chmod 700 "$dir"
   mkdir -p "${dir}_tblspc"; chown postgres: "${dir}_tblspc"
   as_pg "$BIN --config $BASE/restore.yaml base-restore --layout barman-cloud $* $SRV $id $dir"
 }
-start2() {
-  # The copy must not archive into the source's bucket.
-  printf "archive_mode = off\n" >> "$1/postgresql.auto.conf"
+start2() {  # $1: data dir; $2: "keep" to keep archiving (with barman-cloud-wal-archive)
+  # Otherwise the copy must not archive into the source's bucket.
+  if [ "${2:-}" = keep ]; then
+    # base-restore --recovery turned archiving off; this copy archives on purpose.
+    printf "archive_mode = on\narchive_command = '. $BASE/bc/env && $BC/barman-cloud-wal-archive $EP --snappy $URL $SRV %%p'\n" >> "$1/postgresql.auto.conf"
+  else
+    printf "archive_mode = off\n" >> "$1/postgresql.auto.conf"
+  fi
   as_pg "$PGBIN/pg_ctl -D $1 -l $BASE/pglog/$(basename "$1").log -o '-p $PORT2 -k $BASE/sock2' -w -t 120 start >/dev/null"
 }
 promoted() {
@@ -118,19 +129,10 @@ count_ok() {
   [ "$(psql2 'SELECT count(*) FROM ts')" = "$1" ] || fail "rows in ts: $(psql2 'SELECT count(*) FROM ts'), want $1"
 }
 
-step "B1 (gzip, tablespace) restored and replayed to the restore point"
-restore "$BASE/restore1" "$ID1" --recovery --recovery-config "$BASE/restore.yaml"
-OID=$(ls "$BASE/restore1/pg_tblspc")
-[ "$(readlink "$BASE/restore1/pg_tblspc/$OID")" = "$BASE/restore1_tblspc/$OID" ] || fail "tablespace link not made to its new home"
-grep -q "wal-restore --layout barman-cloud $SRV %f %p" "$BASE/restore1/postgresql.auto.conf" || fail "restore_command: $(tail -3 "$BASE/restore1/postgresql.auto.conf")"
-printf "recovery_target_name = 'rp'\nrecovery_target_action = 'promote'\n" >> "$BASE/restore1/postgresql.auto.conf"
-start2 "$BASE/restore1" || fail "B1 did not start: $(tail -5 "$BASE/pglog/restore1.log")"
-promoted || fail "B1 recovery did not finish: $(tail -5 "$BASE/pglog/restore1.log")"
-count_ok 3000
-stop2 "$BASE/restore1"
-
 step "B2 (snappy, in parts) restored, barman-cloud-restore's copy identical, replayed to the end"
 restore "$BASE/restore2" "$ID2"
+OID=$(ls "$BASE/restore2/pg_tblspc")
+[ "$(readlink "$BASE/restore2/pg_tblspc/$OID")" = "$BASE/restore2_tblspc/$OID" ] || fail "tablespace link not made to its new home"
 mkdir -p "$BASE/restore_bc" "$BASE/restore_bc_tbs"; chown postgres: "$BASE/restore_bc" "$BASE/restore_bc_tbs"
 bc "barman-cloud-restore $EP --tablespace t1:$BASE/restore_bc_tbs $URL $SRV $ID2 $BASE/restore_bc"
 DIFF=$(diff -r --no-dereference -x pg_tblspc "$BASE/restore2" "$BASE/restore_bc" 2>&1) || fail "data directories differ: $DIFF"
@@ -140,7 +142,34 @@ restore "$BASE/restore2" "$ID2" --recovery --recovery-config "$BASE/restore.yaml
 start2 "$BASE/restore2" || fail "B2 did not start: $(tail -5 "$BASE/pglog/restore2.log")"
 promoted || fail "B2 recovery did not finish: $(tail -5 "$BASE/pglog/restore2.log")"
 count_ok "$TOTAL"
+grep -q "from the prefetch spool" "$BASE/pglog/restore2.log" || fail "no segment came from the prefetch spool: $(grep wal-restore "$BASE/pglog/restore2.log" | tail -3)"
 stop2 "$BASE/restore2"
+
+step "B1 (gzip, tablespace) restored and replayed to the restore point; timeline 2 archived"
+restore "$BASE/restore1" "$ID1" --recovery --recovery-config "$BASE/restore.yaml"
+[ "$(readlink "$BASE/restore1/pg_tblspc/$OID")" = "$BASE/restore1_tblspc/$OID" ] || fail "tablespace link not made to its new home"
+grep -q "wal-restore --layout barman-cloud $SRV %f %p" "$BASE/restore1/postgresql.auto.conf" || fail "restore_command: $(tail -3 "$BASE/restore1/postgresql.auto.conf")"
+printf "recovery_target_name = 'rp'\nrecovery_target_action = 'promote'\n" >> "$BASE/restore1/postgresql.auto.conf"
+# This copy becomes timeline 2 and archives it into the bucket, as a failover would.
+start2 "$BASE/restore1" keep || fail "B1 did not start: $(tail -5 "$BASE/pglog/restore1.log")"
+promoted || fail "B1 recovery did not finish: $(tail -5 "$BASE/pglog/restore1.log")"
+count_ok 3000
+psql2 "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(10001,10500) g; INSERT INTO ts SELECT generate_series(10001,10500);"
+before=$(psql2 "SELECT archived_count FROM pg_stat_archiver")
+psql2 "SELECT pg_switch_wal()" >/dev/null
+for _ in $(seq 1 60); do [ "$(psql2 "SELECT archived_count FROM pg_stat_archiver")" -gt "$before" ] && break; sleep 1; done
+[ "$(psql2 "SELECT archived_count FROM pg_stat_archiver")" -gt "$before" ] || fail "timeline 2 not archived: $(psql2 'SELECT * FROM pg_stat_archiver')"
+stop2 "$BASE/restore1"
+HIST=$(b3 store ls "$SRV/wals/")
+grep -qE '00000002\.history\.(gz|snappy)' <<<"$HIST" || fail "timeline 2's history not archived: $HIST"
+
+step "B1 again: recovery follows the history file onto timeline 2"
+restore "$BASE/restore3" "$ID1" --recovery --recovery-config "$BASE/restore.yaml"
+start2 "$BASE/restore3" || fail "B1 (timeline 2) did not start: $(tail -5 "$BASE/pglog/restore3.log")"
+promoted || fail "B1 (timeline 2) recovery did not finish: $(tail -5 "$BASE/pglog/restore3.log")"
+[ "$(psql2 'SELECT count(*), max(id) FROM t')" = "3500|10500" ] || fail "rows on timeline 2: $(psql2 'SELECT count(*), max(id) FROM t')"
+[ "$(psql2 'SELECT count(*) FROM ts')" = "3500" ] || fail "tablespace rows on timeline 2: $(psql2 'SELECT count(*) FROM ts')"
+stop2 "$BASE/restore3"
 
 step "hostile rows: refused, never exit 0, nothing outside DEST"
 EV=evil
@@ -171,6 +200,10 @@ for id in 20300101T000001 20300101T000002; do
   [ -z "$(ls -A "$d")" ] || fail "hostile backup $id left files in DEST: $(ls -A "$d")"
 done
 [ ! -e "$BASE/escaped" ] || fail "a tar member was written outside DEST"
+set +e
+VER=$(b3 verify --layout barman-cloud $EV 20300101T000002 2>/dev/null); RC=$?
+set -e
+[ "$RC" = 1 ] && grep -q "^unreadable .*20300101T000002/data.tar.gz" <<<"$VER" || fail "verify of a truncated archive: exit $RC: $VER"
 # A WAL of another segment stored under a segment's name.
 SEGS=$(grep -oE '[0-9A-F]{16}/[0-9A-F]{24}\.snappy' <<<"$WALS" | sort)
 A=$(head -1 <<<"$SEGS"); B=$(sed -n 2p <<<"$SEGS")
