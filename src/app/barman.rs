@@ -206,6 +206,7 @@ async fn dispatch(
                     .then(|| restore_command(o, cfg, &server, recovery_config.as_deref(), layout)),
                 pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
                 staging: cfg.barman.restore_staging_dir.clone(),
+                decrypt: super::walrestore::decryption(cfg, &server),
             };
             let srv = Server::new(t, cfg.location.prefix(), &server).with_layout(layout);
             let r = match layout {

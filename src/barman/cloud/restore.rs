@@ -104,10 +104,11 @@ async fn write(
                 path: p.key.clone(),
                 oid: p.oid.clone(),
                 codec: p.codec,
+                encrypted: false,
                 size: p.size,
                 crc32c: None,
             };
-            restore_archive(&t, &p.key, &a, root).await
+            restore_archive(&t, &p.key, &a, root, None).await
         }
     })
     .await?;
