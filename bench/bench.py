@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import cloud
 import dplcompat
 import replay
 import targets
@@ -32,10 +33,10 @@ AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
     "BENCH_CASES",
-    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat",
+    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -403,6 +404,11 @@ def main():
         extra.append(targets.bandwidth(sys.modules[__name__], e, data))
     if "dplcompat" in CASES:
         extra.append(dplcompat.run(sys.modules[__name__], e, data))
+    if "cloudrestore" in CASES:
+        me = sys.modules[__name__]
+        extra.append(cloud.restore_report(me, cloud.restore(me, e, data)))
+    if "cloudreplay" in CASES:
+        extra.append(cloud.replay(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")

@@ -9,6 +9,7 @@ use super::{engine, finish, load_config, summary};
 use crate::barman::conf::{BarmanConf, require_barman_user};
 use crate::barman::observe::metrics::record_run;
 use crate::barman::recover::restore::{RestoreOptions, base_restore};
+use crate::barman::remote::BucketLayout;
 use crate::barman::server::Server;
 use crate::barman::ship::basesync::{base_sync, queue_add as enqueue, retry_hook};
 use crate::barman::ship::fullsync::{FullSyncReport, full_sync, listing, remote_backups};
@@ -62,11 +63,20 @@ pub(super) fn queue_add(load: impl FnOnce() -> Result<Config>) -> Exit {
 /// spool builds no engine, and `wal-restore` has an exit contract of its own.
 pub(super) fn run(o: &Options, action: BarmanAction) -> Exit {
     let action = match action {
-        BarmanAction::WalRestore { server, name, dest } => {
-            return super::walrestore::restore_command(o, &server, &name, &dest);
+        BarmanAction::WalRestore {
+            server,
+            name,
+            dest,
+            layout,
+        } => {
+            return super::walrestore::restore_command(o, &server, &name, &dest, layout);
         }
-        BarmanAction::WalPrefetch { server, spool } => {
-            return super::walrestore::prefetcher(o, &server, &spool);
+        BarmanAction::WalPrefetch {
+            server,
+            spool,
+            layout,
+        } => {
+            return super::walrestore::prefetcher(o, &server, &spool, layout);
         }
         other => other,
     };
@@ -170,7 +180,11 @@ async fn dispatch(
         BarmanAction::WalSync { servers, full, .. } => {
             run_wal_sync(cfg, t, servers, full, out).await
         }
-        BarmanAction::BaseLs { server } => base_ls(o, cfg, t, &server).await,
+        BarmanAction::BaseLs {
+            server,
+            layout: BucketLayout::BarmanCloud,
+        } => super::cloud::base_ls(o, cfg, t, &server).await,
+        BarmanAction::BaseLs { server, .. } => base_ls(o, cfg, t, &server).await,
         BarmanAction::FullSync { servers, opts } => run_full_sync(cfg, t, servers, opts, out).await,
         BarmanAction::BaseRestore {
             server,
@@ -180,6 +194,7 @@ async fn dispatch(
             recovery,
             recovery_config,
             request_restore,
+            layout,
         } => {
             let named = recovery_config
                 .clone()
@@ -188,13 +203,18 @@ async fn dispatch(
                 request_restore,
                 tablespaces,
                 restore_command: recovery
-                    .then(|| restore_command(o, cfg, &server, recovery_config.as_deref())),
+                    .then(|| restore_command(o, cfg, &server, recovery_config.as_deref(), layout)),
                 pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
                 staging: cfg.barman.restore_staging_dir.clone(),
                 decrypt: super::walrestore::decryption(cfg, &server),
             };
-            let srv = Server::new(t, cfg.location.prefix(), &server);
-            let r = base_restore(&srv, &id, &dest, &opts).await?;
+            let srv = Server::new(t, cfg.location.prefix(), &server).with_layout(layout);
+            let r = match layout {
+                BucketLayout::Barmans3 => base_restore(&srv, &id, &dest, &opts).await?,
+                BucketLayout::BarmanCloud => {
+                    crate::barman::cloud::restore::base_restore(&srv, &id, &dest, &opts).await?
+                }
+            };
             out.count("files", r.files as u64);
             out.count("bytes", r.bytes);
             out.say(format_args!(
@@ -530,6 +550,7 @@ pub(super) fn restore_command(
     cfg: &Config,
     server: &str,
     config: Option<&Path>,
+    layout: BucketLayout,
 ) -> String {
     use crate::barman::recover::restore::recovery::shell_quote;
     let mut args = super::walrestore::self_args(o, cfg);
@@ -545,6 +566,9 @@ pub(super) fn restore_command(
     if let Some(t) = o.as_of {
         // The WALs of the bucket as it was, like the backup just restored.
         words.extend(["--as-of".into(), crate::store::asof::format_time(t)]);
+    }
+    if layout != BucketLayout::Barmans3 {
+        words.extend(["--layout".into(), layout.name().into()]);
     }
     words.extend([shell_quote(server), "%f".into(), "%p".into()]);
     words.join(" ")

@@ -22,7 +22,13 @@ pub(super) async fn run(
     prometheus: Option<&Path>,
 ) -> Result<Exit> {
     let env = DrillEnv {
-        restore_command: super::barman::restore_command(o, cfg, server, None),
+        restore_command: super::barman::restore_command(
+            o,
+            cfg,
+            server,
+            None,
+            crate::barman::remote::BucketLayout::Barmans3,
+        ),
         pg_bindir: cfg.barman.pg_bindir.clone(),
         pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
         decrypt: super::walrestore::decryption(cfg, server),

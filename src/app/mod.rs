@@ -16,6 +16,7 @@ macro_rules! outln {
 mod admin;
 mod archive;
 mod barman;
+mod cloud;
 mod drill;
 mod lockproof;
 mod owners;

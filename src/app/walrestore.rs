@@ -12,6 +12,7 @@ use crate::barman::recover::walrestore::spool::Spool;
 use crate::barman::recover::walrestore::{
     Decoding, Job, Launcher, Outcome, Request, Served, serve,
 };
+use crate::barman::remote::BucketLayout;
 use crate::barman::server::Server;
 use crate::barman::ship::state::store_id;
 use crate::cli::invocation::Options;
@@ -70,6 +71,7 @@ struct App<'a> {
     o: &'a Options,
     cfg: &'a Config,
     server: &'a str,
+    layout: BucketLayout,
 }
 
 impl Launcher for App<'_> {
@@ -77,7 +79,8 @@ impl Launcher for App<'_> {
         let args = self_args(self.o, self.cfg);
         let mut cmd = std::process::Command::new(&args[0]);
         cmd.args(&args[1..])
-            .args(["wal-prefetch", self.server, "--spool"])
+            .args(["wal-prefetch", self.server, "--layout", self.layout.name()])
+            .arg("--spool")
             .arg(spool);
         if let Some(t) = self.o.as_of {
             cmd.args(["--as-of", &crate::store::asof::format_time(t)]);
@@ -94,7 +97,13 @@ impl Launcher for App<'_> {
 }
 
 /// `wal-restore SERVER NAME DEST`: serves the request and exits as [`exit_status`] says.
-pub(super) fn restore_command(o: &Options, server: &str, name: &str, dest: &Path) -> Exit {
+pub(super) fn restore_command(
+    o: &Options,
+    server: &str,
+    name: &str,
+    dest: &Path,
+    layout: BucketLayout,
+) -> Exit {
     let outcome = match load_config(o) {
         Ok(cfg) => {
             if let Some(dir) = &cfg.state.log_dir
@@ -107,7 +116,13 @@ pub(super) fn restore_command(o: &Options, server: &str, name: &str, dest: &Path
                 name: name.to_string(),
                 dest: dest.to_path_buf(),
                 prefix: cfg.location.prefix().to_string(),
-                store_id: store_id(&cfg),
+                // One spool per store and layout: the same keys read as another layout are
+                // other files.
+                store_id: match layout {
+                    BucketLayout::Barmans3 => store_id(&cfg),
+                    BucketLayout::BarmanCloud => format!("{} barman-cloud", store_id(&cfg)),
+                },
+                layout,
                 decoding: decoding(&cfg, server),
                 prefetch: cfg.barman.wal_prefetch > 0,
                 spool_base: cfg.barman.wal_spool_dir.clone(),
@@ -119,6 +134,7 @@ pub(super) fn restore_command(o: &Options, server: &str, name: &str, dest: &Path
                     o,
                     cfg: &cfg,
                     server,
+                    layout,
                 },
             )
         }
@@ -148,7 +164,7 @@ pub(super) fn restore_command(o: &Options, server: &str, name: &str, dest: &Path
 
 /// The prefetcher process: takes the spool's lock (another prefetcher holding it ends this
 /// one at once, before anything is built), then runs until recovery stops asking.
-pub(super) fn prefetcher(o: &Options, server: &str, spool: &Path) -> Exit {
+pub(super) fn prefetcher(o: &Options, server: &str, spool: &Path, layout: BucketLayout) -> Exit {
     let run = || -> Result<Exit> {
         let cfg = load_config(o)?;
         let sp = Spool::open(spool)?;
@@ -162,7 +178,7 @@ pub(super) fn prefetcher(o: &Options, server: &str, spool: &Path) -> Exit {
         crate::runtime::block_on(|cancel| async {
             let t = engine(o, &cfg, cancel).await?;
             let decoding = decoding(&cfg, server);
-            let server = Server::new(&t, cfg.location.prefix(), server);
+            let server = Server::new(&t, cfg.location.prefix(), server).with_layout(layout);
             prefetch::run(&server, &sp, lock, &decoding, settings).await
         })?;
         Ok(Exit::Success)

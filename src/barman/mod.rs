@@ -7,6 +7,7 @@
 //! ([`conf`], [`info`], [`wal`]) and knows the bucket's ([`remote`], [`manifest`]); a
 //! [`server::Server`] bundles a server's keys with the run's engine.
 
+pub mod cloud;
 pub mod conf;
 pub mod drill;
 pub mod hooks;

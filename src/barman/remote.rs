@@ -8,6 +8,8 @@
 //! <prefix>/<SERVER>/wals/<hash>/<segment>         as in Barman's wals/ (names unchanged)
 //! <prefix>/<SERVER>/wals/<TLI>.history
 //! ```
+//!
+//! barman-cloud's layout has the same two prefixes ([`crate::barman::cloud`] reads it).
 
 use crate::store::join_key;
 
@@ -16,10 +18,33 @@ pub const MANIFEST: &str = "barmans3.manifest";
 /// Name of the backup.info object inside a backup's prefix.
 pub const INFO: &str = "backup.info";
 
+/// Who wrote a server's keys: barmans3 (`base-sync`, `wal-sync`), or Barman's own cloud tools
+/// (`barman-cloud-backup`, `barman-cloud-wal-archive`, Barman's S3 backend, CloudNativePG),
+/// which barmans3 only reads ([`crate::barman::cloud`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BucketLayout {
+    /// Ours: files as Barman keeps them, our manifest, WAL names unchanged.
+    #[default]
+    Barmans3,
+    /// barman-cloud's: tar archives per backup, WAL names with a compression suffix.
+    BarmanCloud,
+}
+
+impl BucketLayout {
+    /// The name `--layout` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            BucketLayout::Barmans3 => "barmans3",
+            BucketLayout::BarmanCloud => "barman-cloud",
+        }
+    }
+}
+
 /// Keys of one server in the bucket.
 #[derive(Debug, Clone)]
 pub struct Remote {
     root: String,
+    layout: BucketLayout,
 }
 
 impl Remote {
@@ -27,7 +52,19 @@ impl Remote {
     pub fn new(prefix: &str, server: &str) -> Self {
         Remote {
             root: join_key(prefix, server),
+            layout: BucketLayout::Barmans3,
         }
+    }
+
+    /// The same keys, written in `layout`.
+    pub fn with_layout(mut self, layout: BucketLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Who wrote these keys.
+    pub fn layout(&self) -> BucketLayout {
+        self.layout
     }
 
     /// `<root>/base/` (list with `/` as delimiter for the ids).

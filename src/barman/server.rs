@@ -25,4 +25,10 @@ impl Server {
             name: name.to_string(),
         }
     }
+
+    /// The same server, its keys written in `layout`.
+    pub fn with_layout(mut self, layout: crate::barman::remote::BucketLayout) -> Server {
+        self.remote = self.remote.with_layout(layout);
+        self
+    }
 }

@@ -29,8 +29,22 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
                 ..FollowOptions::default()
             }),
         },
-        Command::BaseLs { server, .. } => BarmanAction::BaseLs { server },
-        Command::WalPrefetch { server, spool, .. } => BarmanAction::WalPrefetch { server, spool },
+        Command::BaseLs {
+            server, layout, ..
+        } => BarmanAction::BaseLs {
+            server,
+            layout: bucket_layout(&layout),
+        },
+        Command::WalPrefetch {
+            server,
+            spool,
+            layout,
+            ..
+        } => BarmanAction::WalPrefetch {
+            server,
+            spool,
+            layout: bucket_layout(&layout),
+        },
         Command::CatalogRestore {
             server,
             backups,
@@ -63,8 +77,10 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             recovery,
             recovery_config,
             request_restore,
+            layout,
             ..
         } => BarmanAction::BaseRestore {
+            layout: bucket_layout(&layout),
             request_restore,
             recovery_config,
             id: backup_id_arg(backup_id)?,
@@ -78,6 +94,7 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             server,
             wal_name,
             dest,
+            layout,
             ..
         } => {
             if crate::barman::wal::relative_path(&wal_name).is_none() {
@@ -89,12 +106,22 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
                 server,
                 name: wal_name,
                 dest,
+                layout: bucket_layout(&layout),
             }
         }
         other => {
             return Err(Error::Usage(format!("{other:?} is not a Barman command")));
         }
     })
+}
+
+/// `--layout`'s value (clap allows only the two names).
+fn bucket_layout(name: &str) -> crate::barman::remote::BucketLayout {
+    use crate::barman::remote::BucketLayout;
+    match name {
+        "barman-cloud" => BucketLayout::BarmanCloud,
+        _ => BucketLayout::Barmans3,
+    }
 }
 
 fn catalog_action(

@@ -95,6 +95,8 @@ pub enum BarmanAction {
     BaseLs {
         /// Server.
         server: String,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
     /// `full-sync SERVER|--all`.
     FullSync {
@@ -119,6 +121,8 @@ pub enum BarmanAction {
         recovery_config: Option<PathBuf>,
         /// `--request-restore DAYS`.
         request_restore: Option<u32>,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
     /// `catalog-restore SERVER`.
     CatalogRestore {
@@ -133,6 +137,8 @@ pub enum BarmanAction {
         server: String,
         /// The spool directory.
         spool: PathBuf,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
     /// `drill SERVER`.
     Drill {
@@ -151,6 +157,8 @@ pub enum BarmanAction {
         name: String,
         /// Destination path.
         dest: PathBuf,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
 }
 

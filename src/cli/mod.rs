@@ -127,6 +127,11 @@ pub enum Command {
         /// newest version not newer than TIME (a versioned bucket only)
         #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
         as_of: Option<std::time::SystemTime>,
+        /// Who wrote the bucket: barmans3 (base-sync, wal-sync), or barman-cloud
+        /// (barman-cloud-backup and barman-cloud-wal-archive, Barman's S3 backend,
+        /// CloudNativePG), which barmans3 reads and never writes
+        #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+        layout: String,
     },
     /// Upload every DONE backup and every WAL, then delete remotely what Barman deleted
     FullSync {
@@ -184,6 +189,11 @@ pub enum Command {
         /// with --recovery, the restore_command reads WALs as of TIME too
         #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
         as_of: Option<std::time::SystemTime>,
+        /// Who wrote the bucket: barmans3 (base-sync, wal-sync), or barman-cloud
+        /// (barman-cloud-backup and barman-cloud-wal-archive, Barman's S3 backend,
+        /// CloudNativePG), which barmans3 reads and never writes
+        #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+        layout: String,
     },
     /// Fetch one WAL file: restore_command = 'barmans3 wal-restore SERVER %f %p'
     ///
@@ -210,6 +220,11 @@ pub enum Command {
         /// newest version not newer than TIME (a versioned bucket only)
         #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
         as_of: Option<std::time::SystemTime>,
+        /// Who wrote the bucket: barmans3 (base-sync, wal-sync), or barman-cloud
+        /// (barman-cloud-backup and barman-cloud-wal-archive, Barman's S3 backend,
+        /// CloudNativePG), which barmans3 reads and never writes
+        #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+        layout: String,
     },
     /// Rebuild a lost Barman server's directory from the bucket (backups, WAL archive), then
     /// run `barman rebuild-xlogdb SERVER`
@@ -243,6 +258,9 @@ pub enum Command {
         /// wal-restore's --as-of
         #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
         as_of: Option<std::time::SystemTime>,
+        /// Who wrote the bucket
+        #[arg(long, value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+        layout: String,
     },
     /// Queue, running tasks, WAL shipping lag per server, last successful syncs
     Status {

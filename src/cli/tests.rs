@@ -79,8 +79,17 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "base-ls pg",
-            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseLs { server }) if server == "pg"),
+            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseLs { server, layout: crate::barman::remote::BucketLayout::Barmans3 }) if server == "pg"),
         ),
+        ("base-ls pg --layout barman-cloud", |i| {
+            matches!(
+                &i.action,
+                Action::Barman(BarmanAction::BaseLs {
+                    layout: crate::barman::remote::BucketLayout::BarmanCloud,
+                    ..
+                })
+            )
+        }),
         (
             "full-sync pg",
             |i| matches!(&i.action, Action::Barman(BarmanAction::FullSync { servers: Servers::One(s), opts }) if s == "pg" && !opts.no_delete && !opts.dry_run && !opts.force),
@@ -95,7 +104,7 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "base-restore pg 20260101T000000 /d",
-            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseRestore { server, id, dest, tablespaces, recovery: false, recovery_config: None, request_restore: None }) if server == "pg" && id == "20260101T000000" && dest == Path::new("/d") && tablespaces.is_empty()),
+            |i| matches!(&i.action, Action::Barman(BarmanAction::BaseRestore { server, id, dest, tablespaces, recovery: false, recovery_config: None, request_restore: None, layout: crate::barman::remote::BucketLayout::Barmans3 }) if server == "pg" && id == "20260101T000000" && dest == Path::new("/d") && tablespaces.is_empty()),
         ),
         (
             "base-restore pg 20260101T000000 /d --recovery --recovery-config /etc/barmans3/restore.yaml",
@@ -107,7 +116,31 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "wal-restore pg 000000010000000000000001 pg_wal/RECOVERYXLOG",
-            |i| matches!(&i.action, Action::Barman(BarmanAction::WalRestore { server, name, dest }) if server == "pg" && name == "000000010000000000000001" && dest == Path::new("pg_wal/RECOVERYXLOG")),
+            |i| matches!(&i.action, Action::Barman(BarmanAction::WalRestore { server, name, dest, layout: crate::barman::remote::BucketLayout::Barmans3 }) if server == "pg" && name == "000000010000000000000001" && dest == Path::new("pg_wal/RECOVERYXLOG")),
+        ),
+        (
+            "wal-restore --layout barman-cloud pg 000000010000000000000001 p",
+            |i| {
+                matches!(
+                    &i.action,
+                    Action::Barman(BarmanAction::WalRestore {
+                        layout: crate::barman::remote::BucketLayout::BarmanCloud,
+                        ..
+                    })
+                )
+            },
+        ),
+        (
+            "base-restore pg 20260101T000000 /d --layout barman-cloud",
+            |i| {
+                matches!(
+                    &i.action,
+                    Action::Barman(BarmanAction::BaseRestore {
+                        layout: crate::barman::remote::BucketLayout::BarmanCloud,
+                        ..
+                    })
+                )
+            },
         ),
         (
             "wal-restore pg 00000002.history /x",
@@ -127,7 +160,7 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "wal-prefetch pg --spool /s",
-            |i| matches!(&i.action, Action::Barman(BarmanAction::WalPrefetch { server, spool }) if server == "pg" && spool == Path::new("/s")),
+            |i| matches!(&i.action, Action::Barman(BarmanAction::WalPrefetch { server, spool, layout: crate::barman::remote::BucketLayout::Barmans3 }) if server == "pg" && spool == Path::new("/s")),
         ),
         ("status", |i| {
             matches!(
@@ -170,7 +203,7 @@ fn every_subcommand_yields_its_action() {
         ),
         (
             "verify pg",
-            |i| matches!(&i.action, Action::Verify(VerifyRequest::Backups { server, ids, quick: false }) if server == "pg" && ids.is_empty()),
+            |i| matches!(&i.action, Action::Verify(VerifyRequest::Backups { server, ids, quick: false, .. }) if server == "pg" && ids.is_empty()),
         ),
         (
             "verify pg 20260101T000000 --quick",

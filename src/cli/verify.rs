@@ -44,6 +44,11 @@ pub struct VerifyArgs {
     /// newest version not newer than TIME (a versioned bucket only)
     #[arg(long, value_name = "TIME", value_parser = super::parse_as_of)]
     pub as_of: Option<std::time::SystemTime>,
+    /// Who wrote the bucket: barmans3, or barman-cloud (barman-cloud-backup, Barman's S3
+    /// backend, CloudNativePG): each archive read back through its decoder and tar, the data
+    /// archive holding global/pg_control, the WAL from begin_wal to end_wal and the history file
+    #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+    pub layout: String,
 }
 
 /// Check a server's WAL archive in the bucket: no missing segment, no missing history file
@@ -92,6 +97,10 @@ impl VerifyArgs {
             server: self.server,
             ids: self.backup_ids,
             quick: self.quick,
+            layout: match self.layout.as_str() {
+                "barman-cloud" => crate::barman::remote::BucketLayout::BarmanCloud,
+                _ => crate::barman::remote::BucketLayout::Barmans3,
+            },
         })
     }
 }

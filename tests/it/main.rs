@@ -7,6 +7,7 @@ mod common;
 
 mod archive;
 mod bad_input;
+mod barman_cloud;
 mod barman_e2e;
 mod barman_local;
 mod cli_config;

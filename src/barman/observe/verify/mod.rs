@@ -49,6 +49,8 @@ pub enum VerifyRequest {
         ids: Vec<String>,
         /// HEAD only.
         quick: bool,
+        /// Who wrote the bucket.
+        layout: crate::barman::remote::BucketLayout,
     },
     /// `verify-wal SERVER [--read]`.
     Wal {
@@ -115,7 +117,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(server: &str, check: &'static str, quick: bool) -> Self {
+    /// An empty report of `check` on `server`.
+    pub fn new(server: &str, check: &'static str, quick: bool) -> Self {
         Report {
             server: server.to_string(),
             check,
@@ -161,6 +164,15 @@ impl Report {
 pub async fn verify(t: &Transfer, prefix: &str, req: &VerifyRequest) -> Result<Report> {
     let srv = Server::new(t, prefix, req.server());
     let mut r = match req {
+        VerifyRequest::Backups {
+            ids,
+            quick,
+            layout: crate::barman::remote::BucketLayout::BarmanCloud,
+            ..
+        } => {
+            let srv = srv.with_layout(crate::barman::remote::BucketLayout::BarmanCloud);
+            crate::barman::cloud::verify::verify(&srv, ids, *quick).await?
+        }
         VerifyRequest::Backups { ids, quick, .. } => verify_backups(&srv, ids, *quick).await?,
         VerifyRequest::Wal { read, .. } => verify_wal(&srv, *read).await?,
     };

@@ -185,7 +185,7 @@ async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Resul
     let done = download(srv, id, files).await?;
     count += done.len();
     bytes += done.iter().sum::<u64>();
-    link_and_close(p, modes)?;
+    link_and_close(&p.links, modes)?;
     if let Some(cmd) = &opts.restore_command {
         recovery::write(&p.dest, cmd)?;
     }
@@ -219,8 +219,11 @@ async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Resul
 
 /// Creates the plan's links, then gives every directory its mode, deepest first, so a
 /// directory is closed only after everything below it was written.
-fn link_and_close(p: &Plan, mut modes: Vec<(PathBuf, u32)>) -> Result<()> {
-    for (link, to) in &p.links {
+pub(crate) fn link_and_close(
+    links: &[(PathBuf, PathBuf)],
+    mut modes: Vec<(PathBuf, u32)>,
+) -> Result<()> {
+    for (link, to) in links {
         if let Some(parent) = link.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
@@ -261,12 +264,12 @@ async fn download(srv: &Server, id: &str, jobs: Vec<FileJob>) -> Result<Vec<u64>
 
 /// Destination directories a restore may write into, each absent or empty beforehand.
 #[derive(Debug, Default)]
-struct Claimed(Vec<(PathBuf, Option<PathBuf>)>);
+pub(crate) struct Claimed(Vec<(PathBuf, Option<PathBuf>)>);
 
 impl Claimed {
     /// Refuses a non-empty `dir`; remembers what to remove on failure (its contents when it
     /// exists, else the topmost missing ancestor the restore will create).
-    fn claim(&mut self, dir: &Path) -> Result<()> {
+    pub(crate) fn claim(&mut self, dir: &Path) -> Result<()> {
         if dir.exists() {
             let mut entries = std::fs::read_dir(dir)
                 .map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
@@ -290,7 +293,7 @@ impl Claimed {
         Ok(())
     }
 
-    fn undo(&self) {
+    pub(crate) fn undo(&self) {
         for (dir, created) in self.0.iter().rev() {
             let gone = match created {
                 Some(top) => remove_all(top),

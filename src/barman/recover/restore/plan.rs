@@ -178,7 +178,7 @@ pub fn plan(m: &Manifest, dest: &Path, requested: &BTreeMap<String, PathBuf>) ->
 
 /// `DEST/` and `DEST` are the same directory: the default tablespace homes are `DEST_tblspc`
 /// beside it, never inside it.
-fn normalize(dest: &Path) -> PathBuf {
+pub(crate) fn normalize(dest: &Path) -> PathBuf {
     dest.components().collect()
 }
 
@@ -248,7 +248,7 @@ fn layout(m: &Manifest) -> Result<Layout> {
 
 /// Where each tablespace goes: the operator's choice, else `<DEST>_tblspc/<oid>`. Every
 /// requested oid must exist; no home may be inside DEST or inside another home.
-fn place_tablespaces(
+pub(crate) fn place_tablespaces(
     id: &str,
     dest: &Path,
     found: &[String],

@@ -84,7 +84,7 @@ pub fn encrypted_without_key(what: &str) -> Error {
     ))
 }
 
-async fn restore_archive(
+pub(crate) async fn restore_archive(
     t: &Transfer,
     key: &str,
     a: &Archive,

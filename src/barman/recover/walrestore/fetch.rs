@@ -9,10 +9,11 @@
 //! recovery there, so a partial with later segments behind it is a gap, and handing it over
 //! would promote a server that lost everything after it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use super::decode::{Decoding, Limits, check_system, decode, segment_size};
 use super::{Expected, Fetched};
+use crate::barman::remote::BucketLayout;
 use crate::barman::server::Server;
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
@@ -36,16 +37,28 @@ pub async fn fetch_decoded(
 
 /// The prefetcher's fetch of segment `name`: the object of that name only (a closed partial
 /// ends a timeline and is the direct fetch's to judge), decoded and checked as the direct fetch
-/// does.
+/// does. `listed` is its key where a listing found it (in barman-cloud's layout the name
+/// carries the compression).
 pub async fn fetch_segment(
     s: &Server,
     name: &str,
+    listed: Option<String>,
     decoding: &Decoding,
     expected: Expected,
 ) -> Result<Vec<u8>> {
     let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
     let limits = Limits::of(WalKind::Segment, expected.seg_size);
-    let key = s.remote.wal_key(&rel);
+    let key =
+        match (listed, s.remote.layout()) {
+            (Some(key), _) => key,
+            (None, BucketLayout::Barmans3) => s.remote.wal_key(&rel),
+            (None, BucketLayout::BarmanCloud) => stored_forms(s, name)
+                .await?
+                .remove(name)
+                .ok_or_else(|| Error::NotFound {
+                    key: s.remote.wal_key(&rel),
+                })?,
+        };
     let stored = get(&s.t, &key, limits).await?;
     decoded(key, stored, decoding, expected, limits)
         .await
@@ -61,7 +74,7 @@ async fn decoded(
     limits: Limits,
 ) -> Result<(Fetched, Vec<u8>)> {
     // The file served may be the segment's closed partial: check it as what it is.
-    let served = key.rsplit('/').next().unwrap_or(&key).to_string();
+    let served = stored_name(&key);
     let kind = wal::classify(&served).ok_or_else(|| not_a_wal_name(&served))?;
     let decoding = decoding.clone();
     let (plain, stored_as, key) = tokio::task::spawn_blocking(move || {
@@ -129,20 +142,81 @@ fn name_of(key: &str) -> String {
     key.rsplit('/').next().unwrap_or(key).to_string()
 }
 
+/// The WAL file name a key holds: its last component, without the compression suffix
+/// barman-cloud-wal-archive appends (our own layout keeps names as they are, and such a name
+/// is no WAL file there).
+fn stored_name(key: &str) -> String {
+    let n = name_of(key);
+    crate::barman::cloud::wal_name(&n).map_or(n.clone(), str::to_string)
+}
+
+/// The WAL file name of a listed key in `layout`, if it is one.
+fn listed_name(layout: BucketLayout, key: &str) -> String {
+    match layout {
+        BucketLayout::Barmans3 => name_of(key),
+        BucketLayout::BarmanCloud => stored_name(key),
+    }
+}
+
+/// barman-cloud's layout: the keys stored under `name` and its longer names (`.partial`,
+/// backup labels), each by the WAL file name it holds (one listing). Two keys for one name (a
+/// WAL archived twice with different compressions) are refused: which one PostgreSQL should
+/// get cannot be told.
+async fn stored_forms(s: &Server, name: &str) -> Result<BTreeMap<String, String>> {
+    let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
+    let req = ListRequest {
+        prefix: s.remote.wal_key(&rel),
+        max_keys: Some(100),
+        ..Default::default()
+    };
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut twice = None;
+    s.t.list_pages(&req, |objs, _| {
+        for o in objs {
+            let Some(n) = crate::barman::cloud::wal_name(&name_of(&o.key)).map(str::to_string)
+            else {
+                continue;
+            };
+            if let Some(other) = out.insert(n, o.key.clone()) {
+                twice = Some((other, o.key.clone()));
+            }
+        }
+        false
+    })
+    .await?;
+    if let Some((a, b)) = twice {
+        return Err(Error::Failed(format!(
+            "{a} and {b} are both stored for one WAL file: which one is right cannot be told; remove the wrong one from the archive"
+        )));
+    }
+    Ok(out)
+}
+
 /// The stored bytes of `name`: the object itself, or for a segment its closed `.partial` when
 /// no later segment of its timeline is in the bucket. Absent under both names: NotFound, or an
 /// error when later segments of the timeline are there.
 async fn locate(s: &Server, name: &str, limits: Limits) -> Result<(String, Vec<u8>)> {
     let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
     let key = s.remote.wal_key(&rel);
-    match get(&s.t, &key, limits).await {
-        Err(Error::NotFound { .. }) => {}
-        other => return other.map(|b| (key, b)),
+    let mut partial = format!("{key}.partial");
+    match s.remote.layout() {
+        BucketLayout::Barmans3 => match get(&s.t, &key, limits).await {
+            Err(Error::NotFound { .. }) => {}
+            other => return other.map(|b| (key, b)),
+        },
+        BucketLayout::BarmanCloud => {
+            let mut forms = stored_forms(s, name).await?;
+            if let Some(stored) = forms.remove(name) {
+                return get(&s.t, &stored, limits).await.map(|b| (stored, b));
+            }
+            if let Some(stored) = forms.remove(&format!("{name}.partial")) {
+                partial = stored;
+            }
+        }
     }
     if wal::classify(name) != Some(WalKind::Segment) {
         return Err(Error::NotFound { key });
     }
-    let partial = format!("{key}.partial");
     // Whether or not the partial is there, what follows the segment decides: ask both at once.
     let (found, later) = tokio::join!(get(&s.t, &partial, limits), later_segment(s, name, &key));
     let later = later?;
@@ -179,8 +253,9 @@ async fn later_segment(s: &Server, name: &str, key: &str) -> Result<Option<Strin
         ..Default::default()
     };
     let mut found = None;
+    let layout = s.remote.layout();
     s.t.list_pages(&req, |objs, _| {
-        found = objs.iter().map(|o| name_of(&o.key)).find(|n| {
+        found = objs.iter().map(|o| listed_name(layout, &o.key)).find(|n| {
             matches!(wal::classify(n), Some(WalKind::Segment | WalKind::Partial))
                 && wal::timeline(n) == wal::timeline(name)
                 && wal::compare(n, name).is_gt()
@@ -194,8 +269,9 @@ async fn later_segment(s: &Server, name: &str, key: &str) -> Result<Option<Strin
 /// What one listing of a timeline says is in the bucket from a segment on.
 #[derive(Debug, Clone, Default)]
 pub struct Listed {
-    /// The segments there (full segments only: partials are the direct fetch's).
-    pub present: BTreeSet<String>,
+    /// The segments there (full segments only: partials are the direct fetch's), each with
+    /// its key.
+    pub present: BTreeMap<String, String>,
     /// The last segment name the listing reached; names up to it that are not present are
     /// absent.
     pub reached: Option<String>,
@@ -206,7 +282,7 @@ pub struct Listed {
 impl Listed {
     /// Whether the listing says `name` (of its timeline) is not in the bucket.
     pub fn absent(&self, name: &str) -> bool {
-        !self.present.contains(name)
+        !self.present.contains_key(name)
             && (self.complete
                 || self
                     .reached
@@ -235,13 +311,14 @@ pub async fn list_from(s: &Server, first: &str, seg_size: u64) -> Result<Listed>
     };
     let mut out = Listed::default();
     let mut seen = 0;
+    let layout = s.remote.layout();
     s.t.list_pages(&req, |objs, _| {
         seen = objs.len();
         for o in objs {
-            let n = name_of(&o.key);
+            let n = listed_name(layout, &o.key);
             if wal::classify(&n) == Some(WalKind::Segment) {
                 out.reached = Some(n.clone());
-                out.present.insert(n);
+                out.present.insert(n, o.key.clone());
             }
         }
         false

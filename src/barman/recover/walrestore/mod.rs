@@ -79,6 +79,8 @@ pub struct Request {
     pub spool_base: Option<PathBuf>,
     /// How long to wait for a segment the prefetcher is fetching.
     pub patience: Duration,
+    /// Who wrote the bucket.
+    pub layout: crate::barman::remote::BucketLayout,
 }
 
 /// A file fetched from the bucket.
@@ -170,7 +172,7 @@ fn attempt(req: &Request, launcher: &impl Launcher) -> Result<Option<Served>> {
         }
     }
     let fetched = launcher.on_bucket(|t| {
-        let server = Server::new(&t, &req.prefix, &req.server);
+        let server = Server::new(&t, &req.prefix, &req.server).with_layout(req.layout);
         Box::pin(async move { direct(&server, req, expected).await })
     });
     match fetched {
@@ -288,6 +290,7 @@ mod tests {
             prefetch: true,
             spool_base: None,
             patience: Duration::from_secs(1),
+            layout: Default::default(),
         }
     }
 

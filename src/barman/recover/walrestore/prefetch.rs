@@ -257,7 +257,7 @@ impl Prefetcher {
                         && *at < self.asked_at
                         && ahead
                             .iter()
-                            .any(|n| wal::timeline(n) == Some(tli) && !l.present.contains(n))
+                            .any(|n| wal::timeline(n) == Some(tli) && !l.present.contains_key(n))
                 }
             };
             if !stale {
@@ -282,10 +282,14 @@ impl Prefetcher {
             }
         };
         self.fetching.insert(name.clone());
+        let listed = self
+            .listings
+            .get(&wal::timeline(&name).unwrap_or(1))
+            .and_then(|(l, _)| l.present.get(&name).cloned());
         let (server, decoding, expected) =
             (self.server.clone(), self.decoding.clone(), self.expected);
         self.inflight.spawn(async move {
-            let r = match fetch_segment(&server, &name, &decoding, expected).await {
+            let r = match fetch_segment(&server, &name, listed, &decoding, expected).await {
                 // The write runs off the runtime's threads, so the other fetches go on.
                 Ok(plain) => tokio::task::spawn_blocking(move || pending.finish(&plain))
                     .await
@@ -343,22 +347,35 @@ async fn latest_chain(s: &Server, tli: u32) -> Result<Vec<Begin>> {
         delimiter: Some("/".into()),
         ..Default::default()
     };
-    let mut newer: Vec<u32> =
+    let cloud = s.remote.layout() == crate::barman::remote::BucketLayout::BarmanCloud;
+    // Timeline → the key of its history file (in barman-cloud's layout, with its compression).
+    let mut newer: Vec<(u32, String)> =
         s.t.list_all(&req)
             .await?
             .iter()
-            .filter_map(|o| o.key.strip_prefix(&prefix))
-            .filter(|n| wal::classify(n) == Some(WalKind::History))
-            .filter_map(wal::timeline)
-            .filter(|x| *x >= tli)
+            .filter_map(|o| {
+                let stored = o.key.strip_prefix(&prefix)?;
+                let n = if cloud {
+                    crate::barman::cloud::wal_name(stored)?
+                } else {
+                    stored
+                };
+                (wal::classify(n) == Some(WalKind::History)).then(|| (wal::timeline(n), &o.key))
+            })
+            .filter_map(|(t, k)| Some((t?, k.clone())))
+            .filter(|(x, _)| *x >= tli)
             .collect();
     newer.sort_unstable_by(|a, b| b.cmp(a));
-    for candidate in newer {
-        let key = s.remote.wal_key(&format!("{candidate:08X}.history"));
+    for (candidate, key) in newer {
         // A history file is a line per ancestor: bounded like every text WAL file.
         let (buf, _) =
             s.t.download_small(&key, super::decode::MAX_TEXT_BYTES)
                 .await?;
+        // barman-cloud compresses history files too.
+        let buf = match crate::codec::Codec::sniff(&buf).filter(|_| cloud) {
+            Some(c) => crate::codec::decode_all(c, &buf, super::decode::MAX_TEXT_BYTES, &key)?,
+            None => buf,
+        };
         let chain = timeline::chain(candidate, &String::from_utf8_lossy(&buf));
         if chain.iter().any(|b| b.tli == tli) {
             return Ok(chain);
