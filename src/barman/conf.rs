@@ -50,6 +50,21 @@ impl ServerDirs {
 pub struct BarmanConf {
     sections: BTreeMap<String, BTreeMap<String, String>>,
     source: PathBuf,
+    /// Every file the settings were read from, the main one first.
+    files: Vec<PathBuf>,
+}
+
+/// Why `path` (followed through links) is not to be trusted by uid `me`, if it is not.
+fn untrusted(path: &Path, me: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot be checked: {}", crate::error::reason(&e))),
+    };
+    if m.uid() != 0 && m.uid() != me {
+        return Some(format!("is owned by uid {}", m.uid()));
+    }
+    (m.mode() & 0o022 != 0).then(|| format!("is writable by others (mode {:o})", m.mode() & 0o7777))
 }
 
 fn parse_ini(text: &str, into: &mut BTreeMap<String, BTreeMap<String, String>>) {
@@ -98,6 +113,7 @@ impl BarmanConf {
         })?;
         let mut sections = BTreeMap::new();
         parse_ini(&text, &mut sections);
+        let mut read = vec![path.to_path_buf()];
         if let Some(dir) = sections
             .get("barman")
             .and_then(|b| b.get("configuration_files_directory"))
@@ -130,13 +146,34 @@ impl BarmanConf {
                         ))
                     })?;
                     parse_ini(&t, &mut sections);
+                    read.push(f);
                 }
             }
         }
         Ok(BarmanConf {
             sections,
             source: path.to_path_buf(),
+            files: read,
         })
+    }
+
+    /// Refuses to take a command to run from a config another local user could have written:
+    /// every file it was read from, and each file's directory, must be owned by root or by the
+    /// user running barmans3 and writable by nobody else (Barman's own configs are root's, 644).
+    pub fn check_trusted(&self, key: &str) -> std::result::Result<(), String> {
+        let me = rustix::process::geteuid().as_raw();
+        for f in &self.files {
+            for p in [f.as_path(), crate::fsutil::parent_dir(f)] {
+                if let Some(why) = untrusted(p, me) {
+                    return Err(format!(
+                        "{key} in {} is not run: {} {why}; make it root's (or this user's) and not group- or world-writable, or set barman.decryption_command",
+                        f.display(),
+                        p.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Parses text (tests).
@@ -146,6 +183,7 @@ impl BarmanConf {
         BarmanConf {
             sections,
             source: PathBuf::from("<text>"),
+            files: Vec::new(),
         }
     }
 
@@ -428,5 +466,36 @@ mod tests {
     fn cloud_directories_are_refused() {
         let c = BarmanConf::parse("[pg]\nwals_directory = s3://bucket/wals\n");
         assert!(c.server("pg").is_err());
+    }
+
+    #[test]
+    fn a_command_from_a_config_others_can_write_is_not_trusted() {
+        use std::fs;
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tmp");
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let main = d.path().join("barman.conf");
+        fs::write(&main, "[pg]\nencryption_passphrase_command = cat /k\n").expect("conf");
+        fs::set_permissions(&main, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let conf = BarmanConf::load(&main).expect("load");
+        assert_eq!(conf.check_trusted("k"), Ok(()), "root's or ours, 644");
+
+        fs::set_permissions(&main, fs::Permissions::from_mode(0o666)).expect("chmod");
+        let e = conf.check_trusted("encryption_passphrase_command").expect_err("world-writable");
+        assert!(e.contains("writable by others (mode 666)") && e.contains("barman.conf"), "{e}");
+        fs::set_permissions(&main, fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        // The directory too: whoever can write it can swap the file.
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).expect("chmod dir");
+        let e = conf.check_trusted("k").expect_err("world-writable directory");
+        assert!(e.contains("writable by others (mode 777)"), "{e}");
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
+
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&main, Some(4242), None).expect("chown");
+            let e = conf.check_trusted("k").expect_err("another user's");
+            assert!(e.contains("owned by uid 4242"), "{e}");
+        }
+        assert!(BarmanConf::parse("[pg]").check_trusted("k").is_ok(), "no file read");
     }
 }

@@ -43,6 +43,8 @@ struct Passphrase {
     /// Where the command was configured, for messages (never the command: it may hold secrets).
     source: String,
     value: Mutex<Option<Zeroizing<Vec<u8>>>>,
+    /// Why the command must not run (a config others could write), if so.
+    refused: Option<String>,
 }
 
 impl std::fmt::Debug for Decryption {
@@ -105,8 +107,19 @@ impl Decryption {
                 },
                 source,
                 value: Mutex::new(None),
+                refused: None,
             })),
         }
+    }
+
+    /// Barman's passphrase command that must not run, for `why`: only a restore that meets an
+    /// encrypted file fails, with `why`; plaintext backups still restore.
+    pub fn barman_refused(source: String, why: String, timeout: Duration) -> Decryption {
+        let mut d = Decryption::barman("false", source, timeout);
+        if let Some(p) = d.passphrase.as_mut().and_then(Arc::get_mut) {
+            p.refused = Some(why);
+        }
+        d
     }
 
     /// What decrypts, for messages: the setting, never its value.
@@ -132,6 +145,9 @@ impl Decryption {
         let Some(p) = &self.passphrase else {
             return Ok(Zeroizing::new(Vec::new()));
         };
+        if let Some(why) = &p.refused {
+            return Err(Error::Config(why.clone()));
+        }
         let mut cached = p.value.lock().unwrap_or_else(|e| e.into_inner());
         if cached.is_none() {
             let what = format!("{PASSPHRASE_KEY} in {}", p.source);

@@ -37,6 +37,9 @@ pub fn decryption(
     let cmd = cmd.trim();
     (!cmd.is_empty()).then(|| {
         let source = format!("{} [{server}]", barman_conf.display());
-        Decryption::barman(cmd, source, timeout)
+        match conf.check_trusted("encryption_passphrase_command") {
+            Ok(()) => Decryption::barman(cmd, source, timeout),
+            Err(e) => Decryption::barman_refused(source, e.to_string(), timeout),
+        }
     })
 }

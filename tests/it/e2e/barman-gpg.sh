@@ -78,7 +78,10 @@ encryption_key_id = $KEYID
 encryption_passphrase_command = cat $BASE/secret/passphrase
 post_backup_retry_script = $BIN --config $CFG queue-add
 EOF
-chown barman: "$BASE/barman.conf" "$BASE/barman.d/$SRV.conf"
+# Root's, as the package installs Barman's config: barmans3 runs the passphrase command only from
+# a config no other user can write.
+chown root: "$BASE/barman.conf" "$BASE/barman.d" "$BASE/barman.d/$SRV.conf"
+chmod 755 "$BASE/barman.d"; chmod 644 "$BASE/barman.conf" "$BASE/barman.d/$SRV.conf"
 B="env GNUPGHOME=$BASE/gnupg-barman $BARMAN -c $BASE/barman.conf"
 archive_wal() {
   as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null 2>&1 \
@@ -144,6 +147,15 @@ OUT=$(restore "$BASE/restore-noconf" "$BASE/gnupg-pg" "$BASE/nobarman.yaml") && 
 grep -q "encryption_passphrase_command" <<<"$OUT" || fail "message does not name the setting: $OUT"
 one_line "$OUT" "no-config refusal"
 empty "$BASE/restore-noconf" "a restore without a way to decrypt"
+
+step "a passphrase command in a Barman config another user can write: not run, one line, nothing written"
+chown barman: "$BASE/barman.d/$SRV.conf"
+OUT=$(restore "$BASE/restore-untrusted" "$BASE/gnupg-pg" "$BASE/restore.yaml") \
+  && fail "ran the passphrase command from a config the barman user can write"
+grep -q "encryption_passphrase_command in .* is not run: .* is owned by uid" <<<"$OUT" || fail "untrusted-config message: $OUT"
+one_line "$(grep -v '^WARN\|removed the incomplete' <<<"$OUT")" "untrusted-config refusal"
+empty "$BASE/restore-untrusted" "a restore with a config another user can write"
+chown root: "$BASE/barman.d/$SRV.conf"
 
 step "wal-restore of an encrypted WAL without the key: exit 200, one line, no file"
 SEG=$(b3 store ls "$SRV/wals/" | awk '{print $NF}' | grep -oE '[0-9A-F]{24}$' | sort | tail -1)
