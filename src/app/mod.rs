@@ -18,6 +18,7 @@ mod archive;
 mod barman;
 mod drill;
 mod owners;
+mod replicate;
 mod store;
 mod sync;
 mod verify;
@@ -119,6 +120,9 @@ pub fn load_config(o: &Options) -> Result<Config> {
     };
     if let Some((loc, _)) = &o.store {
         cfg.location = loc.clone();
+    }
+    if let Some(name) = &o.store_name {
+        cfg = cfg.with_store(name)?;
     }
     Ok(cfg)
 }
