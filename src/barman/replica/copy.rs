@@ -40,6 +40,11 @@ pub struct Counts {
     pub present: AtomicU64,
 }
 
+/// Metadata of a replicated object: the CRC32C of its whole content, verified before the object
+/// was completed, for a replica whose own checksum is a composite of parts (a later run then
+/// knows the object without reading it).
+pub const CRC_META: &str = "barmans3-crc32c";
+
 /// The full-object CRC32C a store reports (not a composite of parts).
 pub fn full_crc32c(meta: &ObjectMeta) -> Option<u32> {
     meta.crc32c
@@ -61,26 +66,28 @@ fn stored_expectation(head: &ObjectMeta, record: Option<(u64, u32)>) -> Option<(
 impl Pair {
     /// Whether the replica already holds `dst` as `want` says (size and full CRC32C).
     pub async fn holds(&self, dst: &str, want: (u64, u32)) -> Result<bool> {
-        Ok(self
-            .target
-            .head_opt(dst)
-            .await?
-            .is_some_and(|m| m.size == want.0 && full_crc32c(&m) == Some(want.1)))
+        Ok(self.target.head_opt(dst).await?.is_some_and(|m| {
+            let recorded = m
+                .metadata
+                .get(CRC_META)
+                .and_then(|v| u32::from_str_radix(v, 16).ok());
+            m.size == want.0 && (full_crc32c(&m).or(recorded) == Some(want.1))
+        }))
     }
 
-    /// Copies `src` to `dst` unless the replica holds it already, verified.
+    /// Copies `src` to `dst` unless the replica holds it already, verified; whether it was sent.
     pub async fn copy(
         &self,
         src: &str,
         dst: &str,
         record: Option<(u64, u32)>,
         kind: ObjectKind,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if let Some(r) = record
             && self.holds(dst, r).await?
         {
             self.counts.present.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(false);
         }
         let head = self.source.head(src).await?;
         let want = stored_expectation(&head, record);
@@ -89,21 +96,31 @@ impl Pair {
             && self.holds(dst, w).await?
         {
             self.counts.present.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(false);
         }
+        let mut metadata = head.metadata.clone();
+        metadata.remove(LAYOUT_META);
+        if let Some((_, crc)) = want {
+            metadata.insert(CRC_META.to_string(), format!("{crc:08x}"));
+        }
+        let opts = PutOptions {
+            metadata,
+            kind,
+            ..Default::default()
+        };
         if let Some((size, crc32c)) = want
             && self.server_side.load(Ordering::Relaxed)
         {
             let expect = CopyExpect { size, crc32c };
             match self
                 .target
-                .copy_object(src, dst, expect, PutOptions::of(kind))
+                .copy_object(src, dst, expect, opts.clone())
                 .await
             {
                 Ok(()) => {
                     self.counts.server_side.fetch_add(1, Ordering::Relaxed);
                     self.counts.bytes.fetch_add(size, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(Error::CopyRefused(why)) => {
                     if self.server_side.swap(false, Ordering::Relaxed) {
@@ -115,7 +132,8 @@ impl Pair {
                 Err(e) => return Err(e),
             }
         }
-        self.stream(src, dst, &head, want, kind).await
+        self.stream(src, dst, &head, want, &opts).await?;
+        Ok(true)
     }
 
     async fn stream(
@@ -124,11 +142,9 @@ impl Pair {
         dst: &str,
         head: &ObjectMeta,
         want: Option<(u64, u32)>,
-        kind: ObjectKind,
+        opts: &PutOptions,
     ) -> Result<()> {
-        let mut metadata = head.metadata.clone();
-        metadata.remove(LAYOUT_META);
-        if metadata.contains_key(SEALED_META) && head.size > self.target.config().part_size {
+        if head.metadata.contains_key(SEALED_META) && head.size > self.target.config().part_size {
             // Its part layout is recorded for the plaintext; a new one of the stored bytes
             // would not read back.
             return Err(Error::Failed(format!(
@@ -139,14 +155,9 @@ impl Pair {
             size: want.map(|w| w.0),
             crc32c: want.map(|w| w.1),
         };
-        let opts = PutOptions {
-            metadata,
-            kind,
-            ..Default::default()
-        };
         let sent = self
             .target
-            .relay_from(&self.source, src, dst, expect, &opts)
+            .relay_from(&self.source, src, dst, expect, opts)
             .await?;
         self.counts.streamed.fetch_add(1, Ordering::Relaxed);
         self.counts.bytes.fetch_add(sent.size, Ordering::Relaxed);

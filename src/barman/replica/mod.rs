@@ -6,8 +6,8 @@
 //! backup.info, so a backup is listed complete on the replica only once everything it needs is
 //! there and verified. A run killed anywhere leaves backups without backup.info, which the next
 //! run completes (objects already there and verified are not sent again). WAL files follow the
-//! backups: from the first WAL of the oldest backup replicated on, every history file, and newer
-//! WALs. Nothing on the replica is ever deleted or overwritten outside an incomplete backup; a
+//! backups: the whole archive, or with `--since` from the first WAL of the oldest backup in scope
+//! on (and every history file). Nothing on the replica is ever deleted or overwritten outside an incomplete backup; a
 //! WAL file of another size there is reported as a conflict.
 
 pub mod copy;
@@ -152,16 +152,19 @@ pub async fn replicate_server(
         tracing::info!("{}: backup {id} replicated to {target_name}", src.name);
         report.copied.push(id.clone());
     }
-    // WALs from the first WAL of the oldest backup the replica keeps from this run's scope.
-    let floor = backups
-        .iter()
-        .filter(|b| b.complete && opts.since.as_deref().is_none_or(|s| b.id.as_str() >= s))
-        .find_map(|b| b.begin_wal.clone());
+    // With --since, WALs from the first WAL of the oldest backup in scope; else the whole
+    // archive, as the main store holds it.
+    let floor = opts.since.as_deref().and_then(|since| {
+        backups
+            .iter()
+            .filter(|b| b.complete && b.id.as_str() >= since)
+            .find_map(|b| b.begin_wal.clone())
+    });
     let (wals, conflicts) = copy_wals(pair, src, dst, floor.as_deref()).await?;
     report.wals_copied = wals;
     report.conflicts = conflicts;
     let (s, d) = (list_server(src).await?, list_server(dst).await?);
-    report.lag = plan::lag(&s, &d, SystemTime::now());
+    report.lag = plan::lag(&s, &d, floor.as_deref(), SystemTime::now());
     report.stores = vec![holdings("main", &s), holdings(target_name, &d)];
     Ok(report)
 }
@@ -202,7 +205,11 @@ async fn copy_backup(pair: &Pair, src: &Remote, dst: &Remote, id: &str) -> Resul
     let workers = pair.target.file_workers();
     crate::transfer::bounded(jobs, workers, |(s, d, rec)| {
         let pair = pair.clone();
-        async move { pair.copy(&s, &d, Some(rec), ObjectKind::Base).await }
+        async move {
+            pair.copy(&s, &d, Some(rec), ObjectKind::Base)
+                .await
+                .map(|_| ())
+        }
     })
     .await?;
     for name in [MANIFEST, INFO] {
@@ -266,12 +273,11 @@ async fn copy_wals(
             }
         }
     }
-    let n = jobs.len() as u64;
     let workers = pair.target.file_workers();
-    crate::transfer::bounded(jobs, workers, |(s, d)| {
+    let sent = crate::transfer::bounded(jobs, workers, |(s, d)| {
         let pair = pair.clone();
         async move { pair.copy(&s, &d, None, ObjectKind::Wal).await }
     })
     .await?;
-    Ok((n, conflicts))
+    Ok((sent.into_iter().filter(|s| *s).count() as u64, conflicts))
 }

@@ -117,10 +117,12 @@ pub struct Lag {
 
 /// The lag of `target` behind `source`, both listed relative to the server's root
 /// (`base/<id>/…`, `wals/…`): what the source holds that the replica does not. Backups still
-/// being uploaded to the source (no backup.info yet) do not count.
+/// being uploaded to the source (no backup.info yet) do not count, nor WAL files before
+/// `floor` (see [`wal_in_scope`]).
 pub fn lag(
     source: &BTreeMap<String, Listed>,
     target: &BTreeMap<String, Listed>,
+    floor: Option<&str>,
     now: SystemTime,
 ) -> Lag {
     let complete: BTreeSet<&str> = source
@@ -135,7 +137,10 @@ pub fn lag(
             if !complete.contains(id) {
                 continue;
             }
-        } else if !k.starts_with("wals/") {
+        } else if !k
+            .strip_prefix("wals/")
+            .is_some_and(|w| wal_in_scope(w, floor))
+        {
             continue;
         }
         if target.get(k).is_some_and(|t| t.size == o.size) {
@@ -278,7 +283,7 @@ mod tests {
         .into();
         let mut dst = BTreeMap::new();
         assert_eq!(
-            lag(&src, &dst, t0),
+            lag(&src, &dst, None, t0),
             Lag {
                 objects: 4,
                 bytes: 43,
@@ -293,7 +298,7 @@ mod tests {
             dst.insert(k.to_string(), src[k].clone());
         }
         assert_eq!(
-            lag(&src, &dst, t0),
+            lag(&src, &dst, None, t0),
             Lag {
                 objects: 1,
                 bytes: 16,
@@ -304,6 +309,13 @@ mod tests {
             "wals/0000000100000000/000000010000000000000002".into(),
             src["wals/0000000100000000/000000010000000000000002"].clone(),
         );
-        assert_eq!(lag(&src, &dst, t0), Lag::default());
+        assert_eq!(lag(&src, &dst, None, t0), Lag::default());
+        dst.clear();
+        let floor = Some("000000010000000000000002");
+        assert_eq!(
+            lag(&src, &dst, floor, t0).objects,
+            3,
+            "WAL 1 is out of scope"
+        );
     }
 }
