@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dplcompat
 import replay
+import replicate
 import targets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,10 +33,10 @@ AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
     "BENCH_CASES",
-    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat",
+    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,replicate",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "replicate")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -403,6 +404,8 @@ def main():
         extra.append(targets.bandwidth(sys.modules[__name__], e, data))
     if "dplcompat" in CASES:
         extra.append(dplcompat.run(sys.modules[__name__], e, data))
+    if "replicate" in CASES:
+        extra.append(replicate.run(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")

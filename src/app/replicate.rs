@@ -197,3 +197,36 @@ fn print(
     }
     Ok(())
 }
+
+/// Each configured replica of each server `status` knows, with its lag (a replica that cannot
+/// be opened or listed says why, the others still count).
+pub(super) async fn views(
+    o: &Options,
+    cfg: &Config,
+    t: &Transfer,
+    s: &crate::barman::observe::admin::Status,
+) -> Vec<replica::ReplicaView> {
+    let mut out = Vec::new();
+    if !s.bucket.reachable {
+        return out;
+    }
+    for name in cfg.stores.keys() {
+        let opened = target_engine(o, cfg, t, name).await;
+        for v in &s.servers {
+            let src = Server::new(t, cfg.location.prefix(), &v.server);
+            out.push(match &opened {
+                Ok((target, tcfg, _)) => {
+                    let dst = Server::new(target, tcfg.location.prefix(), &v.server);
+                    replica::view(&src, &dst, name).await
+                }
+                Err(e) => replica::ReplicaView {
+                    server: v.server.clone(),
+                    store: name.clone(),
+                    lag: plan::Lag::default(),
+                    error: Some(e.one_line()),
+                },
+            });
+        }
+    }
+    out
+}

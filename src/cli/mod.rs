@@ -454,6 +454,8 @@ impl TryFrom<Cli> for Invocation {
                     wal_warning,
                     wal_critical,
                     stuck: stuck_after,
+                    // barman.replica_max_lag replaces it once the config is read.
+                    replica_max_lag: Duration::from_secs(86400),
                 },
                 timeout,
             ),

@@ -121,6 +121,21 @@ fn streamed_replica_is_complete_idempotent_and_restores_alone() {
     let g = garage();
     let prefix = unique("repl-stream");
     let s = site(&prefix, &g.second_store_yaml("offsite", &prefix, true));
+    let text = std::fs::read_to_string(&s.cfg).expect("cfg");
+    std::fs::write(
+        &s.cfg,
+        text.replacen("barman:\n", "barman:\n  replica_max_lag: 1s\n", 1),
+    )
+    .expect("cfg");
+    // Before: the replica lags by everything, and check says so once it is older than 1s.
+    std::thread::sleep(Duration::from_secs(2));
+    let st = json(&ok(&s, &["--json", "status"]));
+    assert_eq!(st["replicas"][0]["store"], "offsite", "{st}");
+    assert_eq!(st["replicas"][0]["lag"]["objects"], 19, "{st}");
+    let check = s.run(&["check"], &[]);
+    let line = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(check.status.code(), Some(1), "{line}");
+    assert!(line.contains("replica offsite of pg lags"), "{line}");
     let first = json(&ok(&s, &["--json", "replicate", "--to", "offsite", "pg"]));
     let (streamed, server_side, _) = counts(&first);
     assert_eq!(server_side, 0, "another key: no server-side copy");
@@ -136,6 +151,21 @@ fn streamed_replica_is_complete_idempotent_and_restores_alone() {
     );
     assert_eq!(second["servers"][0]["copied"], serde_json::json!([]));
     check_report(&second);
+    // After: no lag in status, check or the textfile.
+    let st = json(&ok(&s, &["--json", "status"]));
+    assert_eq!(st["replicas"][0]["lag"]["objects"], 0, "{st}");
+    let line = String::from_utf8_lossy(&s.run(&["check"], &[]).stdout).into_owned();
+    assert!(!line.contains("replica"), "{line}");
+    let prom = s.dir.path().join("metrics.prom");
+    ok(
+        &s,
+        &["status", "--prometheus", prom.to_str().expect("utf8")],
+    );
+    let text = std::fs::read_to_string(&prom).expect("textfile");
+    assert!(
+        text.contains("barmans3_replica_lag_bytes{server=\"pg\",store=\"offsite\"} 0"),
+        "{text}"
+    );
     replica_restores_alone(&s, "offsite");
 }
 

@@ -63,6 +63,59 @@ pub struct Holdings {
     pub wal_files: u64,
 }
 
+/// A replica of one server as `status` and `check` see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaView {
+    /// Server.
+    pub server: String,
+    /// The replica's name (`stores:`).
+    pub store: String,
+    /// How far it is behind the main store.
+    pub lag: Lag,
+    /// Why it could not be looked at, in one line.
+    pub error: Option<String>,
+}
+
+/// The replica's view: both stores listed, the lag between them.
+pub async fn view(src: &Server, dst: &Server, store: &str) -> ReplicaView {
+    let lag = async {
+        let (s, d) = (list_server(src).await?, list_server(dst).await?);
+        Ok::<_, Error>(plan::lag(&s, &d, None, SystemTime::now()))
+    };
+    let (lag, error) = match lag.await {
+        Ok(l) => (l, None),
+        Err(e) => (Lag::default(), Some(e.one_line())),
+    };
+    ReplicaView {
+        server: src.name.clone(),
+        store: store.to_string(),
+        lag,
+        error,
+    }
+}
+
+/// `check`'s note on a replica: unreachable, or further behind than `max`.
+pub fn judge(r: &ReplicaView, max: std::time::Duration) -> Option<String> {
+    if let Some(e) = &r.error {
+        return Some(format!(
+            "replica {} of {} cannot be read: {e}",
+            r.store, r.server
+        ));
+    }
+    (r.lag.seconds > max.as_secs()).then(|| {
+        format!(
+            "replica {} of {} lags {} ({} object(s), {} bytes; barmans3 replicate --to {} {})",
+            r.store,
+            r.server,
+            crate::units::human_duration(std::time::Duration::from_secs(r.lag.seconds)),
+            r.lag.objects,
+            r.lag.bytes,
+            r.store,
+            r.server
+        )
+    })
+}
+
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
 pub struct ReplicateOptions {
