@@ -129,7 +129,8 @@ fn streamed_replica_is_complete_idempotent_and_restores_alone() {
     .expect("cfg");
     // Before: the replica lags by everything, and check says so once it is older than 1s.
     std::thread::sleep(Duration::from_secs(2));
-    let st = json(&ok(&s, &["--json", "status"]));
+    let st: serde_json::Value =
+        serde_json::from_slice(&ok(&s, &["--json", "status"]).stdout).expect("status JSON");
     assert_eq!(st["replicas"][0]["store"], "offsite", "{st}");
     assert_eq!(st["replicas"][0]["lag"]["objects"], 19, "{st}");
     let check = s.run(&["check"], &[]);
@@ -152,7 +153,8 @@ fn streamed_replica_is_complete_idempotent_and_restores_alone() {
     assert_eq!(second["servers"][0]["copied"], serde_json::json!([]));
     check_report(&second);
     // After: no lag in status, check or the textfile.
-    let st = json(&ok(&s, &["--json", "status"]));
+    let st: serde_json::Value =
+        serde_json::from_slice(&ok(&s, &["--json", "status"]).stdout).expect("status JSON");
     assert_eq!(st["replicas"][0]["lag"]["objects"], 0, "{st}");
     let line = String::from_utf8_lossy(&s.run(&["check"], &[]).stdout).into_owned();
     assert!(!line.contains("replica"), "{line}");
