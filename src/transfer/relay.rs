@@ -119,13 +119,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_relay_copies_every_byte_and_verifies_it() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (
+            tempfile::tempdir().expect("test step"),
+            tempfile::tempdir().expect("test step"),
+        );
         let (src, dst) = (engine(a.path()), engine(b.path()));
         // Above one part, so the target is written in parts.
         let data: Vec<u8> = (0..12u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
         src.put_bytes("k", data.clone().into(), Default::default())
             .await
-            .unwrap();
+            .expect("test step");
         let crc = crate::checksum::crc32c(&data);
         let expect = Expect {
             size: Some(data.len() as u64),
@@ -134,22 +137,25 @@ mod tests {
         let sent = dst
             .relay_from(&src, "k", "copy/k", expect, &PutOptions::default())
             .await
-            .unwrap();
+            .expect("test step");
         assert_eq!((sent.size, sent.crc32c), (data.len() as u64, crc));
         assert!(sent.parts > 1);
-        let back = std::fs::read(b.path().join("copy/k")).unwrap();
+        let back = std::fs::read(b.path().join("copy/k")).expect("test step");
         assert_eq!(back, data);
     }
 
     #[tokio::test]
     async fn a_source_that_fails_its_check_leaves_no_object() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (
+            tempfile::tempdir().expect("test step"),
+            tempfile::tempdir().expect("test step"),
+        );
         let (src, dst) = (engine(a.path()), engine(b.path()));
         for len in [1000usize, 7 << 20] {
             let data = vec![3u8; len];
             src.put_bytes("k", data.into(), Default::default())
                 .await
-                .unwrap();
+                .expect("test step");
             let wrong = Expect {
                 size: Some(len as u64),
                 crc32c: Some(1),
@@ -157,7 +163,7 @@ mod tests {
             let e = dst
                 .relay_from(&src, "k", "copy/k", wrong, &PutOptions::default())
                 .await
-                .unwrap_err();
+                .expect_err("must fail");
             assert!(matches!(e, Error::Checksum { .. }), "{e}");
             assert!(!b.path().join("copy/k").exists(), "{len}");
         }
