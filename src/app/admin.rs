@@ -75,7 +75,8 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
         }
         AdminAction::Status { prometheus } => {
             let t = bare_engine(&o, &cfg, cancel).await?;
-            let s = admin::status(&cfg, &t).await?;
+            let mut s = admin::status(&cfg, &t).await?;
+            s.replicas = super::replicate::views(&o, &cfg, &t, &s).await;
             if let Some(path) = prometheus {
                 use crate::barman::observe::metrics;
                 let text =
@@ -130,7 +131,12 @@ pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
         let work = async {
             let cfg = load_config(o)?;
             let t = bare_engine(o, &cfg, cancel).await?;
-            let s = admin::status(&cfg, &t).await?;
+            let mut s = admin::status(&cfg, &t).await?;
+            s.replicas = super::replicate::views(o, &cfg, &t, &s).await;
+            let th = Thresholds {
+                replica_max_lag: cfg.barman.replica_max_lag,
+                ..th
+            };
             Ok(admin::judge(&s, th))
         };
         match tokio::time::timeout(timeout, work).await {
@@ -199,6 +205,23 @@ fn render_status(s: &Status) -> String {
             t.last_error
                 .as_ref()
                 .map_or(String::new(), |e| format!(" error: {e}"))
+        ));
+    }
+    for r in &s.replicas {
+        out.push_str(&format!(
+            "replica {} of {}: {}\n",
+            r.store,
+            r.server,
+            match &r.error {
+                Some(e) => format!("UNREADABLE: {e}"),
+                None if r.lag.objects == 0 => "up to date".to_string(),
+                None => format!(
+                    "behind by {} object(s), {} bytes, oldest {}",
+                    r.lag.objects,
+                    r.lag.bytes,
+                    human_duration(Duration::from_secs(r.lag.seconds))
+                ),
+            }
         ));
     }
     for v in &s.servers {

@@ -110,7 +110,7 @@ async fn with_engine(
 ) -> Result<Exit> {
     let quiet_summary = matches!(
         action,
-        BarmanAction::BaseLs { .. } | BarmanAction::Drill { .. }
+        BarmanAction::BaseLs { .. } | BarmanAction::Drill { .. } | BarmanAction::Replicate { .. }
     );
     // What status --prometheus exports as the last run (a follower never ends). Only a run
     // that ended without error is recorded: a failed run leaves the disk as it was.
@@ -185,6 +185,9 @@ async fn dispatch(
             layout: BucketLayout::BarmanCloud,
         } => super::cloud::base_ls(o, cfg, t, &server).await,
         BarmanAction::BaseLs { server, .. } => base_ls(o, cfg, t, &server).await,
+        BarmanAction::Replicate { to, servers, opts } => {
+            super::replicate::run(o, cfg, t, &to, servers, &opts, &mut out.counts).await
+        }
         BarmanAction::FullSync { servers, opts } => run_full_sync(cfg, t, servers, opts, out).await,
         BarmanAction::BaseRestore {
             server,

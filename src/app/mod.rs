@@ -20,6 +20,7 @@ mod cloud;
 mod drill;
 mod lockproof;
 mod owners;
+mod replicate;
 mod store;
 mod sync;
 mod verify;
@@ -121,6 +122,9 @@ pub fn load_config(o: &Options) -> Result<Config> {
     };
     if let Some((loc, _)) = &o.store {
         cfg.location = loc.clone();
+    }
+    if let Some(name) = &o.store_name {
+        cfg = cfg.with_store(name)?;
     }
     Ok(cfg)
 }

@@ -62,6 +62,9 @@ pub(super) fn self_args(o: &Options, cfg: &Config) -> Vec<String> {
     if let Some((_, url)) = &o.store {
         words.extend(["--store".into(), url.clone()]);
     }
+    if let Some(name) = &o.store_name {
+        words.extend(["--store".into(), name.clone()]);
+    }
     words
 }
 

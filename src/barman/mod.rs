@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod observe;
 pub mod recover;
 pub mod remote;
+pub mod replica;
 pub mod server;
 pub mod ship;
 pub mod wal;

@@ -45,6 +45,28 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             spool,
             layout: bucket_layout(&layout),
         },
+        Command::Replicate {
+            to,
+            server,
+            all,
+            since,
+        } => {
+            if !crate::config::valid_store_name(&to) {
+                return Err(Error::Usage(format!(
+                    "--to {to:?}: name a store of the config's stores: (letters, digits, - and _)"
+                )));
+            }
+            BarmanAction::Replicate {
+                to,
+                servers: match (server, all) {
+                    (Some(s), false) => Servers::One(s),
+                    _ => Servers::All,
+                },
+                opts: crate::barman::replica::ReplicateOptions {
+                    since: since.map(backup_id_arg).transpose()?,
+                },
+            }
+        }
         Command::CatalogRestore {
             server,
             backups,

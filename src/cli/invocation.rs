@@ -27,6 +27,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
     /// `--store URL`, parsed, with the text as given (for the restore_command we write).
     pub store: Option<(Location, String)>,
+    /// `--store NAME`: a store of the config's `stores:` in the main store's place.
+    pub store_name: Option<String>,
     /// Log level.
     pub verbosity: Verbosity,
     /// `--json`: the run summary (and reports) as JSON on stdout.
@@ -90,6 +92,15 @@ pub enum BarmanAction {
         full: bool,
         /// `--follow`: keep running and ship WALs as they appear.
         follow: Option<crate::barman::ship::follow::FollowOptions>,
+    },
+    /// `replicate --to STORE SERVER|--all [--since ID]`.
+    Replicate {
+        /// The target store's name (`stores:`).
+        to: String,
+        /// Servers to replicate.
+        servers: Servers,
+        /// Options.
+        opts: crate::barman::replica::ReplicateOptions,
     },
     /// `base-ls SERVER`.
     BaseLs {

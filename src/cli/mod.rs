@@ -46,8 +46,9 @@ pub struct Global {
     /// Configuration file [default: $BARMANS3_CONFIG or /etc/barmans3/barmans3.yaml]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Use this store instead of the configured one (s3://bucket/prefix or file:///dir)
-    #[arg(long, global = true, value_name = "URL")]
+    /// Use this store instead of the configured one: s3://bucket/prefix, file:///dir, or the
+    /// NAME of a store of the config's stores: (a replica, read alone)
+    #[arg(long, global = true, value_name = "URL|NAME")]
     pub store: Option<String>,
     /// More log output: -v debug (each decision), -vv trace (each store request); the default
     /// is info, -q errors only
@@ -225,6 +226,29 @@ pub enum Command {
         /// CloudNativePG), which barmans3 reads and never writes
         #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
         layout: String,
+    },
+    /// Copy complete backups and their WAL files to a second store of the config (stores:)
+    ///
+    /// Reads the main store, never Barman's directories: every complete backup (its files,
+    /// then our manifest, then backup.info last, so the replica never lists a backup it does not
+    /// hold whole) and the WAL files from the first WAL of the oldest backup copied on, each
+    /// object verified against the manifest's CRC32C (or the main store's own checksum). The
+    /// copy is server-side when both stores share endpoint and credentials, else streamed
+    /// through this host with bounded memory. Resumable and idempotent: a second run sends
+    /// nothing. Never deletes on the replica. Run it from cron after wal-sync.
+    Replicate {
+        /// Name of the target store under stores: in the config
+        #[arg(long, value_name = "STORE")]
+        to: String,
+        /// Barman server name
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        server: Option<String>,
+        /// Every server found in the main store
+        #[arg(long)]
+        all: bool,
+        /// Only backups with this id or a later one (and the WAL files they need, and newer)
+        #[arg(long, value_name = "ID")]
+        since: Option<String>,
     },
     /// Rebuild a lost Barman server's directory from the bucket (backups, WAL archive), then
     /// run `barman rebuild-xlogdb SERVER`
@@ -498,6 +522,8 @@ impl TryFrom<Cli> for Invocation {
                     wal_warning,
                     wal_critical,
                     stuck: stuck_after,
+                    // barman.replica_max_lag replaces it once the config is read.
+                    replica_max_lag: Duration::from_secs(86400),
                 },
                 timeout,
             ),
@@ -517,14 +543,20 @@ impl TryFrom<Cli> for Invocation {
 impl Global {
     fn options(self) -> Result<Options> {
         let progress = self.show_progress();
-        let store = self
-            .store
-            .map(|u| {
-                Location::parse(&u)
-                    .map(|loc| (loc, u))
-                    .map_err(|e| Error::Usage(format!("--store: {e}")))
-            })
-            .transpose()?;
+        let (store, store_name) = match self.store {
+            // A name of the config's stores: (never a URL, which has a scheme).
+            Some(n) if !n.contains("://") && crate::config::valid_store_name(&n) => (None, Some(n)),
+            other => (
+                other
+                    .map(|u| {
+                        Location::parse(&u)
+                            .map(|loc| (loc, u))
+                            .map_err(|e| Error::Usage(format!("--store: {e}")))
+                    })
+                    .transpose()?,
+                None,
+            ),
+        };
         let request_log = self
             .request_log
             .map(|path| crate::store::reqlog::RequestLog {
@@ -539,6 +571,7 @@ impl Global {
             as_of: None,
             config: self.config,
             store,
+            store_name,
             verbosity: match (self.quiet, self.verbose) {
                 (true, _) => Verbosity::Quiet,
                 (false, 0) => Verbosity::Normal,

@@ -177,13 +177,13 @@ fn every_subcommand_yields_its_action() {
             |i| matches!(&i.action, Action::Admin(AdminAction::ForgetFollower(s)) if s == "pg"),
         ),
         ("check", |i| {
-            matches!(i.action, Action::Check(Thresholds { wal_warning, wal_critical, stuck }, timeout)
+            matches!(i.action, Action::Check(Thresholds { wal_warning, wal_critical, stuck, .. }, timeout)
                 if wal_warning == secs(1800) && wal_critical == secs(7200) && stuck == secs(43200) && timeout == secs(10))
         }),
         (
             "check --wal-warning 1m --wal-critical 5m --stuck-after 1h --timeout 3s",
             |i| {
-                matches!(i.action, Action::Check(Thresholds { wal_warning, wal_critical, stuck }, timeout)
+                matches!(i.action, Action::Check(Thresholds { wal_warning, wal_critical, stuck, .. }, timeout)
                 if wal_warning == secs(60) && wal_critical == secs(300) && stuck == secs(3600) && timeout == secs(3))
             },
         ),

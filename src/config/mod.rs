@@ -5,11 +5,13 @@
 //! validated into [`Config`], whose fields are typed and whose errors name the key. Every YAML
 //! call of the product's own config lives here, so the YAML crate stays swappable.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use encryption::{EncryptionConfig, SseCustomerConfig, keys_from_files};
+pub use raw::valid_store_name;
 
 use crate::error::{Error, Result, one_line};
 use crate::store::Location;
@@ -84,6 +86,8 @@ pub struct BarmanConfig {
     /// `base-sync` sends backup files up to this size in one PUT (parts above `part_size`
     /// otherwise): such objects are what the next backup can copy server-side by reference.
     pub one_put_max: u64,
+    /// How far a replica (`stores:`) may fall behind the main store before `check` warns.
+    pub replica_max_lag: Duration,
 }
 
 impl Default for BarmanConfig {
@@ -107,6 +111,7 @@ impl Default for BarmanConfig {
             restore_staging_dir: None,
             // PostgreSQL's segment size: every data file of a default build.
             one_put_max: 1 << 30,
+            replica_max_lag: Duration::from_secs(86400),
         }
     }
 }
@@ -130,6 +135,23 @@ pub struct Config {
     pub encryption: Option<EncryptionConfig>,
     /// SSE-C (`s3.sse: customer`), when on. The S3 backend's own settings take it over once it
     /// sends the SSE-C headers.
+    pub sse_customer: Option<SseCustomerConfig>,
+    /// Further stores by name (`stores:`): where `replicate --to NAME` copies, and what
+    /// `--store NAME` reads instead of the main store.
+    pub stores: BTreeMap<String, StoreConfig>,
+}
+
+/// One named store of `stores:`: its place, its connection and its engine settings, in the
+/// same types as the main store's.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Where its objects are.
+    pub location: Location,
+    /// How to reach it (credentials, storage classes, Object Lock).
+    pub s3: S3Options,
+    /// Engine settings (part size, concurrency, attempts, checksums).
+    pub transfer: transfer::Settings,
+    /// SSE-C, when this store uses it.
     pub sse_customer: Option<SseCustomerConfig>,
 }
 
@@ -207,7 +229,40 @@ impl Config {
             barman: BarmanConfig::default(),
             encryption: None,
             sse_customer: None,
+            stores: BTreeMap::new(),
         }
+    }
+
+    /// The named store of `stores:`.
+    pub fn named_store(&self, name: &str) -> Result<&StoreConfig> {
+        self.stores.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.stores.keys().map(String::as_str).collect();
+            Error::Config(format!(
+                "no store {name:?} in stores: of {}; {}",
+                self.source
+                    .as_deref()
+                    .unwrap_or(Path::new("the configuration"))
+                    .display(),
+                if known.is_empty() {
+                    "add it under stores: (see README, Replication)".to_string()
+                } else {
+                    format!("known: {}", known.join(", "))
+                }
+            ))
+        })
+    }
+
+    /// This configuration with the named store in the main store's place: what `--store NAME`
+    /// runs on (a replica read alone).
+    pub fn with_store(&self, name: &str) -> Result<Config> {
+        let s = self.named_store(name)?.clone();
+        Ok(Config {
+            location: s.location,
+            s3: s.s3,
+            transfer: s.transfer,
+            sse_customer: s.sse_customer,
+            ..self.clone()
+        })
     }
 
     /// The effective configuration as YAML, secrets replaced by `<redacted>`: the file model

@@ -4,6 +4,7 @@
 //! messages take them from the field names ([`field!`]), and the printed view is these structs
 //! serialized.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +22,8 @@ use crate::transfer::{ChecksumMode, Settings};
 use crate::units::{parse_duration, parse_size};
 
 mod effective;
+mod stores;
+pub use stores::valid_name as valid_store_name;
 
 /// A field of a raw section and its key name, `section.field`, taken from the identifiers.
 macro_rules! field {
@@ -42,6 +45,8 @@ pub(super) struct RawConfig {
     barman: RawBarman,
     #[serde(skip_serializing_if = "Option::is_none")]
     encryption: Option<super::encryption::RawEncryption>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    stores: BTreeMap<String, stores::RawStore>,
 }
 
 /// `s3:`.
@@ -124,6 +129,7 @@ struct RawBarman {
     pg_bindir: Option<PathBuf>,
     restore_staging_dir: Option<PathBuf>,
     one_put_max: Option<String>,
+    replica_max_lag: Option<String>,
 }
 
 /// Builds the error of one key.
@@ -169,7 +175,7 @@ pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
     let label = path.unwrap_or(Path::new("<config>"));
     let k = Keyed(label);
     let file = label.display().to_string();
-    let location = location(&k, &raw)?;
+    let location = location(&k, &raw.store, &raw.s3)?;
     let sse_customer = super::encryption::sse_customer(
         &file,
         raw.s3.sse.as_deref(),
@@ -179,8 +185,10 @@ pub(super) fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Config> {
     let (mut s3, transfer) = s3(&k, raw.s3)?;
     s3.sse_customer = sse_customer.as_ref().map(|c| c.key.clone());
     let state = state(&k, &raw.state, &raw.barman)?;
+    let stores = stores::validate(&k, &raw.stores)?;
     let barman = barman(&k, raw.barman)?;
     Ok(Config {
+        stores,
         source: path.map(Path::to_path_buf),
         location,
         s3,
@@ -229,8 +237,7 @@ fn moved<T: Clone>(
     }
 }
 
-fn location(k: &Keyed, raw: &RawConfig) -> Result<Location> {
-    let RawConfig { store, s3, .. } = raw;
+fn location(k: &Keyed, store: &Option<String>, s3: &RawS3) -> Result<Location> {
     let (bucket, bucket_key) = field!(s3.bucket);
     let (prefix, prefix_key) = field!(s3.prefix);
     match (store, bucket) {
@@ -328,6 +335,7 @@ fn s3(k: &Keyed, s3: RawS3) -> Result<(S3Options, Settings)> {
             sse_customer: None,
             connect_timeout,
             read_timeout,
+            copy_source_bucket: None,
         },
         transfer,
     ))
@@ -450,7 +458,9 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
     if !(MIN_PART_SIZE..=crate::store::limits::MAX_PUT_SIZE).contains(&one_put_max) {
         return Err(k.err(key, "must be between 5MiB and 5GiB"));
     }
+    let replica_max_lag = k.duration(field!(barman.replica_max_lag), d.replica_max_lag)?;
     Ok(BarmanConfig {
+        replica_max_lag,
         custom_decompression: filter(field!(barman.custom_decompression)),
         decryption_command: filter(field!(barman.decryption_command)),
         command_timeout,

@@ -259,3 +259,54 @@ fn the_printed_view_writes_the_state_section() {
     assert_eq!(back.expect("reads back").state.dir, PathBuf::from("/s"));
     assert!(logs.is_empty(), "{logs:?}");
 }
+
+#[test]
+fn named_stores_validate_like_the_main_one_and_take_its_place() {
+    let base = "s3:\n  bucket: main1\n  access_key_id: a\n  secret_access_key: topsecret\n";
+    let c = parse(&format!(
+        "{base}stores:\n  offsite:\n    s3:\n      bucket: other1\n      prefix: p\n      endpoint: http://o:9000\n      access_key_id: b\n      secret_access_key: othersecret\n      storage_class: STANDARD_IA\n"
+    ))
+    .expect("valid");
+    let r = c.with_store("offsite").expect("known store");
+    assert_eq!(
+        r.location,
+        Location::S3 {
+            bucket: "other1".into(),
+            prefix: "p".into()
+        }
+    );
+    assert_eq!(r.s3.endpoint.as_deref(), Some("http://o:9000"));
+    assert_eq!(r.s3.storage_classes.default.as_deref(), Some("STANDARD_IA"));
+    let e = c.with_store("nope").expect_err("unknown store").to_string();
+    assert!(
+        e.contains("\"nope\"") && e.contains("known: offsite"),
+        "{e}"
+    );
+    let view = c.to_redacted_yaml();
+    assert!(
+        view.contains("offsite") && !view.contains("othersecret"),
+        "{view}"
+    );
+    for (bad, key) in [
+        (
+            "stores:\n  offsite:\n    s3:\n      prefix: p\n",
+            "s3.bucket",
+        ),
+        (
+            "stores:\n  offsite:\n    s3:\n      bucket: b1b\n      buckit: x\n",
+            "buckit",
+        ),
+        (
+            "stores:\n  'a b':\n    s3:\n      bucket: b1b\n",
+            "stores.a b",
+        ),
+        (
+            "barman:\n  replica_max_lag: soon\n",
+            "barman.replica_max_lag",
+        ),
+    ] {
+        let m = parse(&format!("{base}{bad}")).expect_err(bad).to_string();
+        assert!(m.contains(key) && !m.contains('\n'), "{m}");
+    }
+    assert_eq!(c.barman.replica_max_lag, Duration::from_secs(86400));
+}

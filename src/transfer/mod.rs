@@ -12,6 +12,7 @@ pub mod copy;
 pub mod download;
 pub mod plan;
 pub mod probe;
+pub mod relay;
 pub mod retry;
 pub mod sealed;
 mod settings;

@@ -33,6 +33,7 @@ mod operator;
 mod packaging;
 mod parsers_fuzz;
 mod protect;
+mod replicate;
 mod reqlog;
 mod reuse;
 mod secrets;

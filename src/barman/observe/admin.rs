@@ -122,6 +122,8 @@ pub struct Status {
     pub last_base_sync_at: Option<u64>,
     /// Whether the bucket answered a listing.
     pub bucket: BucketView,
+    /// Each server's replicas (`stores:`), filled by the caller that can open them.
+    pub replicas: Vec<crate::barman::replica::ReplicaView>,
 }
 
 /// The bucket as `status` saw it (`--json`: `{"reachable": bool, "error": string|null}`).
@@ -374,6 +376,7 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
         last_base_sync_age_s,
         last_base_sync_at,
         bucket,
+        replicas: Vec::new(),
     })
 }
 
@@ -386,6 +389,8 @@ pub struct Thresholds {
     pub wal_critical: Duration,
     /// A `.running` task whose process is gone, or older than this: CRITICAL.
     pub stuck: Duration,
+    /// A replica further behind than this: WARNING (`barman.replica_max_lag`).
+    pub replica_max_lag: Duration,
 }
 
 /// Judges a status: the worst level and the one-line plugin output with perfdata.
@@ -399,6 +404,11 @@ pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
     }
     for v in &s.servers {
         judge_server(v, th, &mut notes);
+    }
+    for r in &s.replicas {
+        if let Some(note) = crate::barman::replica::judge(r, th.replica_max_lag) {
+            notes.raise(CheckLevel::Warning, note);
+        }
     }
     let summary = if notes.lines.is_empty() {
         format!(

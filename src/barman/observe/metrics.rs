@@ -238,6 +238,25 @@ pub fn render(s: &Status, runs: &[RunRecord], verifies: &[VerifyRecord]) -> Stri
         "When the last base-sync without failures ended (0: never).",
         [(vec![], s.last_base_sync_at.unwrap_or(0))],
     );
+    let r = &s.replicas;
+    let replica = |x: &crate::barman::replica::ReplicaView| {
+        vec![("server", x.server.clone()), ("store", x.store.clone())]
+    };
+    f.family(
+        "barmans3_replica_lag_seconds",
+        "Age of the oldest object of the main store not on the replica yet (0: none).",
+        r.iter().map(|x| (replica(x), x.lag.seconds)),
+    );
+    f.family(
+        "barmans3_replica_lag_bytes",
+        "Bytes of the main store not on the replica yet.",
+        r.iter().map(|x| (replica(x), x.lag.bytes)),
+    );
+    f.family(
+        "barmans3_replica_reachable",
+        "1 if the replica answered its listings, else 0.",
+        r.iter().map(|x| (replica(x), u8::from(x.error.is_none()))),
+    );
     let v = &s.servers;
     f.family(
         "barmans3_wal_pending_files",
@@ -387,6 +406,16 @@ mod tests {
             last_base_sync_age_s: None,
             last_base_sync_at: None,
             bucket: crate::barman::observe::admin::BucketView::reachable(),
+            replicas: vec![crate::barman::replica::ReplicaView {
+                server: "pg".into(),
+                store: "offsite".into(),
+                lag: crate::barman::replica::plan::Lag {
+                    objects: 2,
+                    bytes: 100,
+                    seconds: 60,
+                },
+                error: None,
+            }],
         }
     }
 

@@ -23,6 +23,7 @@ impl RawConfig {
             },
             barman: RawBarman::effective(&c.barman),
             encryption: crate::config::encryption::raw_encryption(&c.encryption),
+            stores: super::stores::effective(&c.stores),
         }
     }
 }
@@ -45,7 +46,7 @@ fn secs(d: Duration) -> Option<String> {
 impl RawS3 {
     /// The `s3:` section of the effective configuration: the store's options and the engine's
     /// settings (location keys are printed as `store:`).
-    fn effective(
+    pub(super) fn effective(
         s: &S3Options,
         t: &Settings,
         customer: Option<&crate::config::SseCustomerConfig>,
@@ -143,6 +144,7 @@ impl RawBarman {
             pg_bindir: b.pg_bindir.clone(),
             restore_staging_dir: b.restore_staging_dir.clone(),
             one_put_max: Some(human_bytes_exact(b.one_put_max)),
+            replica_max_lag: secs(b.replica_max_lag),
         }
     }
 }

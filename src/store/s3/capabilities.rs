@@ -21,7 +21,7 @@ impl ServerCopy for S3Store {
             .copy_object()
             .bucket(&self.bucket)
             .key(dst)
-            .copy_source(copy_source(&self.bucket, src))
+            .copy_source(copy_source(&self.copy_from, src))
             .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C);
         // Metadata given replaces the source's; none given keeps it.
         let req = if opts.metadata.is_empty() {
@@ -48,7 +48,7 @@ impl ServerCopy for S3Store {
         let req = ssec_source!(self, ssec!(self, on_upload!(self, upload_part_copy, up)));
         let out = req
             .part_number(part as i32)
-            .copy_source(copy_source(&self.bucket, &src.key))
+            .copy_source(copy_source(&self.copy_from, &src.key))
             .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
             .send()
             .await

@@ -86,6 +86,10 @@ impl S3Store {
             sse: cfg.sse.clone(),
             ssec: cfg.sse_customer.clone(),
             read_timeout: cfg.read_timeout,
+            copy_from: cfg
+                .copy_source_bucket
+                .clone()
+                .unwrap_or_else(|| bucket.to_string()),
         })
     }
 }

@@ -142,6 +142,8 @@ pub struct S3Store {
     /// `s3.sse: customer`: the key sent with every request on an object's content.
     ssec: Option<crate::crypt::SseCustomerKey>,
     read_timeout: Duration,
+    /// The bucket copies read from (`s3.copy_source_bucket`, else this one).
+    copy_from: String,
 }
 
 impl S3Store {

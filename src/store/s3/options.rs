@@ -98,6 +98,10 @@ pub struct S3Options {
     pub connect_timeout: Duration,
     /// Timeout for a response (or the next body bytes) to arrive.
     pub read_timeout: Duration,
+    /// The bucket server-side copies read from (`None`: this one): a replica on the same
+    /// endpoint with the same credentials copies from the main bucket without the bytes
+    /// passing through this host.
+    pub copy_source_bucket: Option<String>,
 }
 
 impl Default for S3Options {
@@ -119,6 +123,7 @@ impl Default for S3Options {
             sse_customer: None,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            copy_source_bucket: None,
         }
     }
 }

@@ -3,8 +3,6 @@
 //! a part size that doubles every [`GROWTH_EVERY`] parts so 10 000 parts reach past 5 TiB. The
 //! layout is recorded in the object's metadata so a reader can cut the same parts again.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
@@ -27,8 +25,20 @@ impl Transfer {
     /// chunk); the result describes the plaintext (size, CRC32C).
     pub async fn upload_stream<R: AsyncRead + Unpin + Send>(
         &self,
+        reader: R,
+        key: &str,
+    ) -> Result<Uploaded> {
+        self.upload_stream_with(reader, key, &PutOptions::default())
+            .await
+    }
+
+    /// [`Transfer::upload_stream`] with options: the object's kind (its storage class) and
+    /// metadata to keep (the part layout is always this upload's own).
+    pub async fn upload_stream_with<R: AsyncRead + Unpin + Send>(
+        &self,
         mut reader: R,
         key: &str,
+        given: &PutOptions,
     ) -> Result<Uploaded> {
         let sealing = self.crypt.keys().is_some();
         let mut first = self.cfg.part_size.max(crate::store::limits::MIN_PART_SIZE);
@@ -39,13 +49,15 @@ impl Transfer {
         let permit = self.permit().await?;
         let body = fill(&mut reader, None, first as usize + ahead, true).await?;
         if (body.len() as u64) < first + ahead as u64 {
-            let sent = self.put_sealed(key, body, &PutOptions::default()).await;
+            let mut opts = given.clone();
+            opts.metadata.remove(LAYOUT_META);
+            let sent = self.put_sealed(key, body, &opts).await;
             drop(permit);
             return sent;
         }
         let carry = sealing.then(|| body[first as usize]);
         let body = body.slice(..first as usize);
-        let mut metadata = BTreeMap::new();
+        let mut metadata = given.metadata.clone();
         metadata.insert(
             LAYOUT_META.to_string(),
             plan::encode_layout(first, GROWTH_EVERY),
@@ -60,6 +72,7 @@ impl Transfer {
         };
         let opts = PutOptions {
             metadata,
+            kind: given.kind,
             ..Default::default()
         };
         let upload = self.create_upload(key, &opts).await?;

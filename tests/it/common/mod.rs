@@ -237,3 +237,90 @@ pub async fn list_garage(t: &Transfer, prefix: &str) -> Vec<ObjectMeta> {
     .await
     .expect("list")
 }
+
+/// A second bucket on the test Garage, for replication: the test key may read and write it
+/// (so copies between the two buckets can be server-side), and a key of its own reaches only
+/// it (so copies made with that key must pass through the client).
+#[derive(Debug)]
+pub struct SecondBucket {
+    pub bucket: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl Garage {
+    /// Runs Garage's admin CLI against this server.
+    fn admin(&self, args: &[&str]) -> String {
+        let home = std::env::var("CARGO_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+            });
+        let bin = ["/usr/local/bin/garage", "/usr/bin/garage"]
+            .into_iter()
+            .map(PathBuf::from)
+            .chain([home.join("bin/garage")])
+            .find(|p| p.exists())
+            .expect("the garage binary (scripts/test-deps installs it)");
+        let out = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&self.env["BARMANS3_TEST_S3_CONFIG"])
+            .args(args)
+            .output()
+            .expect("run garage");
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The second bucket (made once per test process).
+    pub fn second_bucket(&self) -> &'static SecondBucket {
+        static B: OnceLock<SecondBucket> = OnceLock::new();
+        B.get_or_init(|| {
+            let b = SecondBucket {
+                bucket: "barmans3-replica".into(),
+                key_id: format!("GK{:024x}", rand::random::<u128>() >> 32),
+                secret: format!(
+                    "{:032x}{:032x}",
+                    rand::random::<u128>(),
+                    rand::random::<u128>()
+                ),
+            };
+            self.admin(&["bucket", "create", &b.bucket]);
+            self.admin(&[
+                "key",
+                "import",
+                "--yes",
+                "-n",
+                "barmans3-replica",
+                &b.key_id,
+                &b.secret,
+            ]);
+            for key in ["barmans3-test", "barmans3-replica"] {
+                self.admin(&[
+                    "bucket", "allow", "--read", "--write", "--owner", &b.bucket, "--key", key,
+                ]);
+            }
+            b
+        })
+    }
+
+    /// A `stores:` entry for the second bucket: with the test key (`own_key` false: server-side
+    /// copies possible) or with its own key (copies streamed).
+    pub fn second_store_yaml(&self, name: &str, prefix: &str, own_key: bool) -> String {
+        let b = self.second_bucket();
+        let (id, secret) = if own_key {
+            (b.key_id.as_str(), b.secret.as_str())
+        } else {
+            (self.key_id(), self.secret())
+        };
+        format!(
+            "stores:\n  {name}:\n    s3:\n      endpoint: {}\n      region: garage\n      bucket: {}\n      prefix: {prefix}\n      access_key_id: {id}\n      secret_access_key: {secret}\n      part_size: 5MiB\n      concurrency: 4\n      max_attempts: 3\n      connect_timeout: 2s\n      read_timeout: 20s\n",
+            self.endpoint(),
+            b.bucket
+        )
+    }
+}

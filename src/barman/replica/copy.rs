@@ -1,0 +1,166 @@
+//! One object from the main store to the replica: server-side when the stores allow it,
+//! else through this host ([`Transfer::relay_from`]); verified either way against what we
+//! recorded (the manifest's size and CRC32C) or, where nothing was recorded (WAL files, our
+//! manifest, backup.info, encrypted objects whose record is of the plaintext), against the
+//! checksum the main store keeps with the object.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::checksum;
+use crate::error::{Error, Result};
+use crate::store::{ObjectKind, ObjectMeta, PutOptions};
+use crate::transfer::plan::LAYOUT_META;
+use crate::transfer::sealed::SEALED_META;
+use crate::transfer::{CopyExpect, Expect, Transfer};
+
+/// The two engines of a replication run and how they copy.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// The main store (read as stored bytes: nothing opened).
+    pub source: Transfer,
+    /// The replica (written as stored bytes: nothing sealed again).
+    pub target: Transfer,
+    /// Whether to try server-side copies first.
+    pub server_side: Arc<AtomicBool>,
+    /// What was copied, by way.
+    pub counts: Arc<Counts>,
+}
+
+/// What a run copied.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Objects copied server-side.
+    pub server_side: AtomicU64,
+    /// Objects streamed through this host.
+    pub streamed: AtomicU64,
+    /// Their bytes.
+    pub bytes: AtomicU64,
+    /// Objects found already on the replica, verified.
+    pub present: AtomicU64,
+}
+
+/// Metadata of a replicated object: the CRC32C of its whole content, verified before the object
+/// was completed, for a replica whose own checksum is a composite of parts (a later run then
+/// knows the object without reading it).
+pub const CRC_META: &str = "barmans3-crc32c";
+
+/// The full-object CRC32C a store reports (not a composite of parts).
+pub fn full_crc32c(meta: &ObjectMeta) -> Option<u32> {
+    meta.crc32c
+        .as_deref()
+        .filter(|c| !c.contains('-'))
+        .and_then(checksum::parse_crc32c_header)
+}
+
+/// What the stored bytes of an object must be: our record where it describes them, else the
+/// main store's own full-object checksum (`None`: the download checks what the store keeps).
+fn stored_expectation(head: &ObjectMeta, record: Option<(u64, u32)>) -> Option<(u64, u32)> {
+    let sealed = head.metadata.contains_key(SEALED_META);
+    match record {
+        Some(r) if !sealed => Some(r),
+        _ => full_crc32c(head).map(|c| (head.size, c)),
+    }
+}
+
+impl Pair {
+    /// Whether the replica already holds `dst` as `want` says (size and full CRC32C).
+    pub async fn holds(&self, dst: &str, want: (u64, u32)) -> Result<bool> {
+        Ok(self.target.head_opt(dst).await?.is_some_and(|m| {
+            let recorded = m
+                .metadata
+                .get(CRC_META)
+                .and_then(|v| u32::from_str_radix(v, 16).ok());
+            m.size == want.0 && (full_crc32c(&m).or(recorded) == Some(want.1))
+        }))
+    }
+
+    /// Copies `src` to `dst` unless the replica holds it already, verified; whether it was sent.
+    pub async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        record: Option<(u64, u32)>,
+        kind: ObjectKind,
+    ) -> Result<bool> {
+        if let Some(r) = record
+            && self.holds(dst, r).await?
+        {
+            self.counts.present.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let head = self.source.head(src).await?;
+        let want = stored_expectation(&head, record);
+        if let Some(w) = want
+            && record.is_none()
+            && self.holds(dst, w).await?
+        {
+            self.counts.present.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let mut metadata = head.metadata.clone();
+        metadata.remove(LAYOUT_META);
+        if let Some((_, crc)) = want {
+            metadata.insert(CRC_META.to_string(), format!("{crc:08x}"));
+        }
+        let opts = PutOptions {
+            metadata,
+            kind,
+            ..Default::default()
+        };
+        if let Some((size, crc32c)) = want
+            && self.server_side.load(Ordering::Relaxed)
+        {
+            let expect = CopyExpect { size, crc32c };
+            match self
+                .target
+                .copy_object(src, dst, expect, opts.clone())
+                .await
+            {
+                Ok(()) => {
+                    self.counts.server_side.fetch_add(1, Ordering::Relaxed);
+                    self.counts.bytes.fetch_add(size, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                Err(Error::CopyRefused(why)) => {
+                    if self.server_side.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "server-side copies refused ({why}); streaming through this host"
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.stream(src, dst, &head, want, &opts).await?;
+        Ok(true)
+    }
+
+    async fn stream(
+        &self,
+        src: &str,
+        dst: &str,
+        head: &ObjectMeta,
+        want: Option<(u64, u32)>,
+        opts: &PutOptions,
+    ) -> Result<()> {
+        if head.metadata.contains_key(SEALED_META) && head.size > self.target.config().part_size {
+            // Its part layout is recorded for the plaintext; a new one of the stored bytes
+            // would not read back.
+            return Err(Error::Failed(format!(
+                "{src}: an encrypted object larger than one part can only be replicated server-side (both stores on one endpoint with the same credentials)"
+            )));
+        }
+        let expect = Expect {
+            size: want.map(|w| w.0),
+            crc32c: want.map(|w| w.1),
+        };
+        let sent = self
+            .target
+            .relay_from(&self.source, src, dst, expect, opts)
+            .await?;
+        self.counts.streamed.fetch_add(1, Ordering::Relaxed);
+        self.counts.bytes.fetch_add(sent.size, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! `replicate --to STORE` between two buckets of the test Garage: streamed (the replica's own
+//! key cannot read the main bucket) and server-side (one key for both); a second run sends
+//! nothing; the replica lists, verifies and restores alone (`--store NAME`); a run killed with
+//! SIGKILL before the manifest lists nothing early, and the next run completes without sending
+//! the files again.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::faults::FaultProxy;
+use crate::common::site::{BIN, Site, make_archive, write_backup};
+use crate::common::{data, garage, unique};
+
+const ID: &str = "20260301T010203";
+
+/// A site with one backup (a 12 MiB file among small ones, so parts are involved) and eight
+/// WAL files in the main bucket, and `stores:` naming the second bucket.
+fn site(prefix: &str, stores_yaml: &str) -> Site {
+    let g = garage();
+    let s = Site::new(&format!("{}{stores_yaml}", g.yaml(prefix)));
+    write_backup(&s, ID, "DONE");
+    let base = s
+        .dir
+        .path()
+        .join("barman/pg/base")
+        .join(ID)
+        .join("data/base/1");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    std::fs::write(base.join("16384"), data(12 << 20, 7)).expect("big file");
+    for i in 0..6 {
+        std::fs::write(base.join(format!("{}", 2000 + i)), data(1000 + i, i as u64)).expect("w");
+    }
+    make_archive(&s.wals(), 1, 8);
+    s.queue(ID, "DONE");
+    ok(&s, &["base-sync"]);
+    ok(&s, &["wal-sync", "pg"]);
+    s
+}
+
+fn ok(s: &Site, args: &[&str]) -> Output {
+    let out = s.run(args, &[]);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON on stdout")
+}
+
+/// The replica alone: base-ls lists the backup complete, verify reads every object, and
+/// base-restore rebuilds the files byte for byte.
+fn replica_restores_alone(s: &Site, store: &str) {
+    let ls =
+        String::from_utf8_lossy(&ok(s, &["--store", store, "base-ls", "pg"]).stdout).into_owned();
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with(ID))
+        .expect("the backup on the replica");
+    assert!(line.trim_end().ends_with("yes"), "{ls}");
+    ok(s, &["--store", store, "verify", "pg"]);
+    let dest = s.dir.path().join("restored");
+    ok(
+        s,
+        &[
+            "--store",
+            store,
+            "base-restore",
+            "pg",
+            ID,
+            dest.to_str().expect("utf8"),
+        ],
+    );
+    let src = s.dir.path().join("barman/pg/base").join(ID).join("data");
+    for rel in [
+        "base/1/16384",
+        "base/1/2003",
+        "PG_VERSION",
+        "global/pg_control",
+    ] {
+        assert_eq!(
+            std::fs::read(dest.join(rel)).expect("restored file"),
+            std::fs::read(src.join(rel)).expect("source file"),
+            "{rel}"
+        );
+    }
+}
+
+fn counts(v: &serde_json::Value) -> (u64, u64, u64) {
+    let c = &v["counts"];
+    (
+        c["streamed"].as_u64().expect("streamed"),
+        c["server_side"].as_u64().expect("server_side"),
+        c["present"].as_u64().expect("present"),
+    )
+}
+
+fn check_report(v: &serde_json::Value) {
+    let srv = &v["servers"][0];
+    assert_eq!(srv["server"], "pg");
+    assert_eq!(srv["lag"]["objects"], 0, "{v}");
+    assert_eq!(srv["lag"]["bytes"], 0, "{v}");
+    let stores = srv["stores"].as_array().expect("stores");
+    assert_eq!(stores.len(), 2);
+    for h in stores {
+        assert_eq!(h["backups"], serde_json::json!([ID]), "{v}");
+        assert_eq!(h["wal_files"], 8, "{v}");
+        assert_eq!(h["wal_first"], "000000010000000000000001");
+        assert_eq!(h["wal_last"], "000000010000000000000008");
+    }
+}
+
+#[test]
+fn streamed_replica_is_complete_idempotent_and_restores_alone() {
+    let g = garage();
+    let prefix = unique("repl-stream");
+    let s = site(&prefix, &g.second_store_yaml("offsite", &prefix, true));
+    let text = std::fs::read_to_string(&s.cfg).expect("cfg");
+    std::fs::write(
+        &s.cfg,
+        text.replacen("barman:\n", "barman:\n  replica_max_lag: 1s\n", 1),
+    )
+    .expect("cfg");
+    // Before: the replica lags by everything, and check says so once it is older than 1s.
+    std::thread::sleep(Duration::from_secs(2));
+    let st: serde_json::Value =
+        serde_json::from_slice(&ok(&s, &["--json", "status"]).stdout).expect("status JSON");
+    assert_eq!(st["replicas"][0]["store"], "offsite", "{st}");
+    assert_eq!(st["replicas"][0]["lag"]["objects"], 19, "{st}");
+    let check = s.run(&["check"], &[]);
+    let line = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(check.status.code(), Some(1), "{line}");
+    assert!(line.contains("replica offsite of pg lags"), "{line}");
+    let first = json(&ok(&s, &["--json", "replicate", "--to", "offsite", "pg"]));
+    let (streamed, server_side, _) = counts(&first);
+    assert_eq!(server_side, 0, "another key: no server-side copy");
+    // 9 backup files + manifest + backup.info + 8 WALs.
+    assert!(streamed >= 19, "{first}");
+    assert_eq!(first["servers"][0]["copied"], serde_json::json!([ID]));
+    check_report(&first);
+    let second = json(&ok(&s, &["--json", "replicate", "--to", "offsite", "pg"]));
+    assert_eq!(counts(&second).0 + counts(&second).1, 0, "{second}");
+    assert_eq!(
+        second["target"]["bytes_up"], 0,
+        "a second run sends nothing: {second}"
+    );
+    assert_eq!(second["servers"][0]["copied"], serde_json::json!([]));
+    check_report(&second);
+    // After: no lag in status, check or the textfile.
+    let st: serde_json::Value =
+        serde_json::from_slice(&ok(&s, &["--json", "status"]).stdout).expect("status JSON");
+    assert_eq!(st["replicas"][0]["lag"]["objects"], 0, "{st}");
+    let line = String::from_utf8_lossy(&s.run(&["check"], &[]).stdout).into_owned();
+    assert!(!line.contains("replica"), "{line}");
+    let prom = s.dir.path().join("metrics.prom");
+    ok(
+        &s,
+        &["status", "--prometheus", prom.to_str().expect("utf8")],
+    );
+    let text = std::fs::read_to_string(&prom).expect("textfile");
+    assert!(
+        text.contains("barmans3_replica_lag_bytes{server=\"pg\",store=\"offsite\"} 0"),
+        "{text}"
+    );
+    replica_restores_alone(&s, "offsite");
+}
+
+#[test]
+fn server_side_replica_when_one_key_reaches_both_buckets() {
+    let g = garage();
+    let prefix = unique("repl-copy");
+    let s = site(&prefix, &g.second_store_yaml("twin", &prefix, false));
+    let first = json(&ok(&s, &["--json", "replicate", "--to", "twin", "--all"]));
+    let (streamed, server_side, _) = counts(&first);
+    assert!(server_side >= 19, "{first}");
+    assert_eq!(streamed, 0, "{first}");
+    assert_eq!(
+        first["target"]["bytes_up"], 0,
+        "nothing sent through this host: {first}"
+    );
+    check_report(&first);
+    let again = json(&ok(&s, &["--json", "replicate", "--to", "twin", "pg"]));
+    assert_eq!(counts(&again).0 + counts(&again).1, 0, "{again}");
+    replica_restores_alone(&s, "twin");
+}
+
+#[test]
+fn a_killed_replicate_lists_nothing_early_and_the_next_run_completes() {
+    let g = garage();
+    let prefix = unique("repl-kill");
+    let proxy = FaultProxy::start(g.endpoint(), 0.0, 0, Duration::ZERO);
+    // The replica reached through the proxy, which holds the manifest's PUT.
+    let yaml = g
+        .second_store_yaml("offsite", &prefix, true)
+        .replace(g.endpoint(), &proxy.endpoint);
+    let s = site(&prefix, &yaml);
+    proxy.hold("barmans3.manifest");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&s.cfg)
+        .args(["replicate", "--to", "offsite", "pg"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while !proxy.holding() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the manifest never came"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "replicate ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    proxy.release();
+    // Every data file is there, but the backup is not listed complete.
+    let ls =
+        String::from_utf8_lossy(&ok(&s, &["--store", "offsite", "--json", "base-ls", "pg"]).stdout)
+            .into_owned();
+    let rows: serde_json::Value = serde_json::from_str(&ls).expect("json");
+    assert!(
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .all(|r| r["complete"] != serde_json::json!(true)),
+        "listed early: {ls}"
+    );
+    let v = json(&ok(&s, &["--json", "replicate", "--to", "offsite", "pg"]));
+    let (streamed, _, present) = counts(&v);
+    assert!(
+        present >= 9,
+        "the files sent before the kill are not sent again: {v}"
+    );
+    // The manifest, backup.info and the WAL files.
+    assert!(streamed <= 10, "{v}");
+    check_report(&v);
+    replica_restores_alone(&s, "offsite");
+    assert!(Path::new(&s.cfg).exists());
+}
