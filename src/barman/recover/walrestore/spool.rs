@@ -22,8 +22,9 @@
 //! | `.prefetch.log` | restore_command | the running prefetcher's log (its stderr), started afresh with each prefetcher |
 //!
 //! Anything else (what older versions wrote, a killed prefetcher's `.fetch-` files) is removed
-//! by the next prefetcher; an idle prefetcher removes the segments nobody asked for and
-//! `.missing` when it exits.
+//! by the next prefetcher; an idle prefetcher removes the whole spool when it exits (and the
+//! default `.barmans3-spool` above it when that is empty), so a recovered cluster keeps none.
+//! A request that meets a spool removed under it is served directly ([`Spool::removed`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -467,6 +468,27 @@ impl Spool {
     pub fn clear(&self) {
         let _ = self.sweep(&|_| false, &|_| false);
         self.remove(MISSING);
+    }
+
+    /// Removes the spool of an idle prefetcher (the caller holds the lock): every name it
+    /// holds, then the directory, then the default `.barmans3-spool` above it; each `rmdir` fails
+    /// harmlessly when a request wrote something meanwhile.
+    pub fn retire(&self) {
+        self.clear();
+        for name in [WANT, CLUSTER, LOG, LOCK] {
+            self.remove(name);
+        }
+        if std::fs::remove_dir(&self.dir).is_ok()
+            && let Some(parent) = self.dir.parent()
+            && parent.file_name().is_some_and(|n| n == ".barmans3-spool")
+        {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+
+    /// Whether the directory was removed since it was opened (an idle prefetcher retired it).
+    pub fn removed(&self) -> bool {
+        rustix::fs::fstat(&*self.fd).is_ok_and(|st| st.st_nlink == 0)
     }
 
     /// Takes the prefetcher's lock; `None` when another prefetcher holds it.
