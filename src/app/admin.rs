@@ -221,16 +221,7 @@ fn render_status(s: &Status) -> String {
                 .as_ref()
                 .map_or(String::new(), |p| format!("; PROBLEM: {p}"))
         ));
-        if let Some(d) = s.drills.iter().find(|d| d.server == v.server) {
-            out.push_str(&drill_line(d));
-        }
-        for (id, age) in &v.unsynced {
-            out.push_str(&format!(
-                "  backup {id}: DONE in Barman for {}, not in the bucket (barmans3 full-sync {} --no-delete)\n",
-                admin::rough_age(*age),
-                v.server
-            ));
-        }
+        out.push_str(&backup_notes(s, v));
         if let Some(f) = &v.follower {
             if !f.alive {
                 out.push_str(&format!(
@@ -274,4 +265,21 @@ fn drill_line(d: &crate::barman::drill::record::DrillRecord) -> String {
             d.last_success_at.map_or("never".into(), ago)
         )
     }
+}
+
+/// A server's last drill and its backups DONE in Barman but not in the bucket, as `status`
+/// shows them.
+fn backup_notes(s: &Status, v: &admin::ServerView) -> String {
+    let mut out = String::new();
+    if let Some(d) = s.drills.iter().find(|d| d.server == v.server) {
+        out.push_str(&drill_line(d));
+    }
+    for (id, age) in &v.unsynced {
+        out.push_str(&format!(
+                "  backup {id}: DONE in Barman for {}, not in the bucket (barmans3 full-sync {} --no-delete)\n",
+                admin::rough_age(*age),
+                v.server
+            ));
+    }
+    out
 }

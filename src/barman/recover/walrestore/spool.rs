@@ -546,50 +546,6 @@ impl Spool {
     }
 }
 
-/// A segment being written into the spool: visible only once [`Pending::finish`] renamed it
-/// whole; dropped unfinished (a failed or cancelled fetch), its file is removed.
-#[derive(Debug)]
-pub struct Pending {
-    spool: Spool,
-    name: String,
-    file: Option<File>,
-}
-
-impl Pending {
-    /// Writes the segment and gives it its name with its CRC-32C.
-    pub fn finish(mut self, data: &[u8]) -> Result<()> {
-        let temp = format!("{FETCH}{}", self.name);
-        let mut f = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Failed("spool entry reused".into()))?;
-        let written = f.write_all(data);
-        drop(f);
-        let done = written.and_then(|()| {
-            let file = format!("{}.{:08x}", self.name, crate::checksum::crc32c(data));
-            rustix::fs::renameat(
-                &*self.spool.fd,
-                temp.as_str(),
-                &*self.spool.fd,
-                file.as_str(),
-            )
-            .map_err(std::io::Error::from)
-        });
-        done.map_err(|e| {
-            self.spool.remove(&temp);
-            Error::io(format!("spool {}", self.spool.dir.join(&temp).display()), e)
-        })
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            self.spool.remove(&format!("{FETCH}{}", self.name));
-        }
-    }
-}
-
 /// The segment and CRC-32C of a spool entry's file name.
 fn parse_entry(file: &str) -> Option<(String, u32)> {
     let (name, crc) = file.split_once('.')?;
@@ -612,6 +568,10 @@ fn refuse(dir: &Path, why: &str) -> Error {
         dir.display()
     ))
 }
+
+#[path = "spool_pending.rs"]
+mod pending;
+pub use pending::Pending;
 
 #[cfg(test)]
 #[path = "spool_tests.rs"]
