@@ -137,7 +137,7 @@ pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
                 replica_max_lag: cfg.barman.replica_max_lag,
                 ..th
             };
-            Ok(admin::judge(&s, th))
+            Ok(admin::judge(&s, th, cfg.barman.drill_max_age))
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
@@ -244,13 +244,7 @@ fn render_status(s: &Status) -> String {
                 .as_ref()
                 .map_or(String::new(), |p| format!("; PROBLEM: {p}"))
         ));
-        for (id, age) in &v.unsynced {
-            out.push_str(&format!(
-                "  backup {id}: DONE in Barman for {}, not in the bucket (barmans3 full-sync {} --no-delete)\n",
-                admin::rough_age(*age),
-                v.server
-            ));
-        }
+        out.push_str(&backup_notes(s, v));
         if let Some(f) = &v.follower {
             if !f.alive {
                 out.push_str(&format!(
@@ -269,6 +263,46 @@ fn render_status(s: &Status) -> String {
                 ))
             ));
         }
+    }
+    out
+}
+
+/// The last drill of a server, as `status` shows it.
+fn drill_line(d: &crate::barman::drill::record::DrillRecord) -> String {
+    use crate::barman::drill::record::rough;
+    let now = crate::clock::now();
+    let ago = |t: u64| format!("{} ago", rough(now.saturating_sub(t)));
+    let backup = d.backup_id.as_deref().unwrap_or("-");
+    if d.success {
+        format!(
+            "  last drill: OK {} (backup {backup}, RTO {:.0} s)\n",
+            ago(d.finished_at),
+            d.total_seconds
+        )
+    } else {
+        format!(
+            "  last drill: FAILED {} (backup {backup}) at {}: {}; last good drill {}\n",
+            ago(d.finished_at),
+            d.failed_step.as_deref().unwrap_or("?"),
+            d.error.as_deref().unwrap_or("?"),
+            d.last_success_at.map_or("never".into(), ago)
+        )
+    }
+}
+
+/// A server's last drill and its backups DONE in Barman but not in the bucket, as `status`
+/// shows them.
+fn backup_notes(s: &Status, v: &admin::ServerView) -> String {
+    let mut out = String::new();
+    if let Some(d) = s.drills.iter().find(|d| d.server == v.server) {
+        out.push_str(&drill_line(d));
+    }
+    for (id, age) in &v.unsynced {
+        out.push_str(&format!(
+                "  backup {id}: DONE in Barman for {}, not in the bucket (barmans3 full-sync {} --no-delete)\n",
+                admin::rough_age(*age),
+                v.server
+            ));
     }
     out
 }

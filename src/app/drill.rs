@@ -1,10 +1,11 @@
 //! `drill` as the CLI runs it: the environment from the config (our own `wal-restore` as
 //! restore_command, the binaries' places), then the report: lines on stderr, `--json` on stdout,
-//! `--prometheus FILE` as a node_exporter textfile; a failure is one line naming the step.
+//! `--prometheus FILE` as a node_exporter textfile, the record `status` and `check` read; a
+//! failure is one line naming the step.
 
 use std::path::Path;
 
-use crate::barman::drill::{DrillEnv, DrillOptions, decide, drill, report};
+use crate::barman::drill::{DrillEnv, DrillOptions, decide, drill, record, report};
 use crate::barman::observe::metrics::write_textfile;
 use crate::barman::server::Server;
 use crate::cli::invocation::Options;
@@ -49,6 +50,18 @@ pub(super) async fn run(
             .and_then(|old| decide::last_success_from_textfile(&old));
         if let Err(e) = write_textfile(path, &report::prometheus(&rep, last)) {
             tracing::warn!("could not write {}: {}", path.display(), e.one_line());
+        }
+    }
+    // A drill refused as bad input or interrupted proved nothing either way: the age of the
+    // last recorded one keeps counting.
+    if !matches!(result, Err(Error::Usage(_) | Error::Interrupted)) {
+        let store = crate::barman::ship::state::store_id(cfg);
+        if let Err(e) = record::save(&cfg.state.dir, &store, &rep) {
+            tracing::warn!(
+                "could not record the drill for status and check: {} (let this user write {}: README, Prove restores: drill)",
+                e.one_line(),
+                record::dir(&cfg.state.dir).display()
+            );
         }
     }
     let step = rep.failed_step.as_deref().unwrap_or("drill");

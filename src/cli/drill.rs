@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 /// major version (barman.pg_bindir, or found as for pg_combinebackup) on 127.0.0.1 and a socket
 /// inside DEST, archive_mode off; settings of the restored configuration that reach outside
 /// (archive_command, primary_conninfo, libraries not installed, files of the source host) are
-/// commented out and listed. Replay must reach the end of the archive: a WAL missing or damaged
+/// commented out and listed. Checks: a connection, every database's size, each --query,
+/// pg_amcheck --heapallindexed on every database (when installed), pg_checksums on the stopped
+/// copy (when the cluster has data checksums). Replay must reach the end of the archive: a WAL missing or damaged
 /// in the middle fails the drill, naming it. PostgreSQL is always stopped and DEST removed (on
 /// failure, timeout and SIGTERM too) unless --keep. Run it as the PostgreSQL user.
 ///
@@ -54,6 +56,9 @@ pub struct DrillArgs {
     /// Give up (and clean up) after this long
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = super::parse_age)]
     timeout: Duration,
+    /// Skip pg_amcheck (run by default on every database when the binaries include it)
+    #[arg(long)]
+    no_amcheck: bool,
     /// Also write the result as a node_exporter textfile (barmans3_drill_*)
     #[arg(long, value_name = "FILE")]
     prometheus: Option<PathBuf>,
@@ -99,6 +104,7 @@ impl DrillArgs {
                 queries: self.queries,
                 dbname: self.dbname,
                 timeout: self.timeout,
+                amcheck: !self.no_amcheck,
             },
             prometheus: self.prometheus,
         })

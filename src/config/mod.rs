@@ -61,6 +61,8 @@ pub struct BarmanConfig {
     /// How long a backup may be DONE in Barman and absent from the bucket before `check` warns
     /// (its hook failed, so only the nightly full-sync would upload it).
     pub hook_grace: Duration,
+    /// How old the last good drill of a server may be before `check` warns.
+    pub drill_max_age: Duration,
     /// Decompresses WALs of Barman's `custom` compression (stdin to stdout, no shell).
     pub custom_decompression: Option<crate::codec::Filter>,
     /// Magic bytes of the custom compression (Barman's `custom_compression_magic`).
@@ -99,6 +101,7 @@ impl Default for BarmanConfig {
             wait_for_wals_max: Duration::from_secs(7 * 86400),
             wal_reconcile_every: Duration::from_secs(86400),
             hook_grace: Duration::from_secs(2 * 3600),
+            drill_max_age: Duration::from_secs(8 * 86400),
             custom_decompression: None,
             custom_compression_magic: None,
             decryption_command: None,

@@ -118,6 +118,7 @@ struct RawBarman {
     wait_for_wals_max: Option<String>,
     wal_reconcile_every: Option<String>,
     hook_grace: Option<String>,
+    drill_max_age: Option<String>,
     custom_decompression: Option<String>,
     custom_compression_magic: Option<String>,
     decryption_command: Option<String>,
@@ -428,6 +429,7 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
     let wal_reconcile_every =
         k.duration(field!(barman.wal_reconcile_every), d.wal_reconcile_every)?;
     let hook_grace = k.duration(field!(barman.hook_grace), d.hook_grace)?;
+    let drill_max_age = k.duration(field!(barman.drill_max_age), d.drill_max_age)?;
     let (magic, key) = field!(barman.custom_compression_magic);
     let custom_compression_magic = magic
         .as_deref()
@@ -470,6 +472,7 @@ fn barman(k: &Keyed, barman: RawBarman) -> Result<BarmanConfig> {
         wait_for_wals_max,
         wal_reconcile_every,
         hook_grace,
+        drill_max_age,
         custom_compression_magic,
         wal_prefetch,
         wal_spool_dir: barman.wal_spool_dir,

@@ -8,9 +8,15 @@ use std::process::Command;
 /// Runs `tests/it/e2e/SCRIPT` against the run's Garage with the binary and `env`, and asserts it
 /// ended with its `E2E OK` line.
 pub(crate) fn run_script(script: &str, env: &[(&str, &str)]) {
+    run_script_with_args(script, &[], env);
+}
+
+/// [`run_script`] with arguments.
+pub(crate) fn run_script_with_args(script: &str, args: &[&str], env: &[(&str, &str)]) {
     let g = crate::common::garage();
     let out = Command::new("bash")
         .arg(crate::common::repo().join("tests/it/e2e").join(script))
+        .args(args)
         .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
         .envs(env.iter().copied())
         .envs(g.env.iter())

@@ -24,6 +24,7 @@ fn tree(dir: &Path) -> Option<BTreeSet<(PathBuf, Option<std::time::SystemTime>)>
 
 #[test]
 fn a_run_on_an_imported_config_writes_nothing_outside_its_scratch_dir() {
+    let _host = crate::common::host_paths();
     let before = tree(Path::new(HOST_STATE));
     let dir = tempfile::tempdir().expect("tmp");
     let legacy = dir.path().join("barmans3.conf");

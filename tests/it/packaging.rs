@@ -181,6 +181,7 @@ fn assert_staged_tree(d: &Path, cron_before: bool) {
 
 #[test]
 fn install_stages_every_file_under_destdir_and_keeps_an_edited_config() {
+    let _host = common::host_paths();
     let dest = tempfile::tempdir().expect("tempdir");
     let d = dest.path();
     let cron_before = Path::new("/etc/cron.d/barmans3").exists();
@@ -444,5 +445,47 @@ fn rpm_ships_every_file_with_config_and_post_install() {
     assert!(
         scripts.contains("postinstall") && scripts.contains("/var/lib/barmans3/queue"),
         "{scripts}"
+    );
+}
+
+/// The .deb installed into this machine with dpkg -i, the README's walkthrough run from the
+/// README's own lines with Barman 3.4 (Debian) and then Barman 3.20 (PyPI), the restored copy
+/// started as postgres with every row, the README's NRPE line answering OK, and the package
+/// purged (tests/it/e2e/deb.sh). It changes the real system, as a user's install does: run it
+/// as root on a throwaway machine (CI is one); it refuses to run where barmans3 is installed.
+#[test]
+fn the_packaged_readme_walkthrough_restores_and_starts_as_postgres_and_purges() {
+    require(
+        "cargo",
+        &["deb", "--version"],
+        "cargo install --locked cargo-deb",
+    );
+    crate::barman_e2e::require_packages(&[
+        ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
+        ("/usr/bin/barman", "barman"),
+        ("/usr/bin/dpkg", "dpkg"),
+        ("/usr/sbin/runuser", "util-linux"),
+    ]);
+    let venv = Path::new("/opt/barmans3-test/barman-venv/bin");
+    assert!(
+        venv.join("barman").is_file(),
+        "Barman 3.20 is missing from {}: scripts/test-deps installs it",
+        venv.display()
+    );
+    assert_eq!(
+        fs::metadata("/proc/self").expect("proc").uid(),
+        0,
+        "the packaged walkthrough installs the .deb with dpkg -i: run it as root (CI does)"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let deb = package("deb", out.path());
+    let deb = deb.to_string_lossy().into_owned();
+    // The package owns /usr/bin/barmans3, /etc/barmans3 and /var/lib/barmans3 while it runs.
+    let _host = common::host_paths();
+    crate::barman_e2e::run_script_with_args("deb.sh", &[&deb], &[]);
+    crate::barman_e2e::run_script_with_args(
+        "deb.sh",
+        &[&deb],
+        &[("BARMAN_PATH", &venv.to_string_lossy())],
     );
 }

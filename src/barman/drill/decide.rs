@@ -270,6 +270,38 @@ pub fn last_success_from_textfile(text: &str) -> Option<f64> {
     })
 }
 
+/// What is known of a directory that may be a killed drill's scratch copy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScratchFacts {
+    /// A directory (not a link).
+    pub is_dir: bool,
+    /// It and its marker belong to this user.
+    pub ours: bool,
+    /// Nobody else can enter it (mode 0700, as a drill makes it).
+    pub private: bool,
+    /// The marker is a regular file with one link.
+    pub marker_regular: bool,
+    /// Nobody holds the marker's lock: its drill is gone.
+    pub marker_free: bool,
+}
+
+/// Whether a directory may be removed as a killed drill's: every fact must hold; anything
+/// else (another user's, a link, a live drill's, no marker) is left alone.
+pub fn is_stale_scratch(f: &ScratchFacts) -> bool {
+    f.is_dir && f.ours && f.private && f.marker_regular && f.marker_free
+}
+
+/// The data directory a drill's postmaster serves, from its arguments: a `postgres` started
+/// with `-D DIR` and `-c cluster_name=barmans3-drill`, as [`super::pg`] starts it.
+pub fn drill_postmaster_data<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
+    let postgres = args.first()?.ends_with(b"/postgres");
+    let ours = args
+        .windows(2)
+        .any(|w| w[0] == b"-c" && w[1] == b"cluster_name=barmans3-drill");
+    let data = args.windows(2).find(|w| w[0] == b"-D").map(|w| w[1])?;
+    (postgres && ours).then_some(data)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -461,5 +493,45 @@ mod tests {
         let old = "# HELP x\nbarmans3_drill_success{server=\"pg\"} 1\nbarmans3_drill_last_success_timestamp_seconds{server=\"pg\"} 1765000000\n";
         assert_eq!(last_success_from_textfile(old), Some(1765000000.0));
         assert_eq!(last_success_from_textfile("nothing"), None);
+    }
+
+    #[test]
+    fn only_a_private_directory_of_ours_with_an_unlocked_marker_is_a_dead_drills() {
+        let all = ScratchFacts {
+            is_dir: true,
+            ours: true,
+            private: true,
+            marker_regular: true,
+            marker_free: true,
+        };
+        assert!(is_stale_scratch(&all));
+        for off in 0..5 {
+            let mut f = all;
+            match off {
+                0 => f.is_dir = false,
+                1 => f.ours = false,
+                2 => f.private = false,
+                3 => f.marker_regular = false,
+                _ => f.marker_free = false,
+            }
+            assert!(!is_stale_scratch(&f), "{f:?}");
+        }
+        assert!(!is_stale_scratch(&ScratchFacts::default()));
+    }
+
+    #[test]
+    fn a_drill_postmaster_is_told_by_its_arguments() {
+        let args: Vec<&[u8]> = vec![
+            b"/usr/lib/postgresql/15/bin/postgres",
+            b"-D",
+            b"/tmp/d/data",
+            b"-c",
+            b"cluster_name=barmans3-drill",
+        ];
+        assert_eq!(drill_postmaster_data(&args), Some(&b"/tmp/d/data"[..]));
+        let other: Vec<&[u8]> = vec![b"/usr/bin/postgres", b"-D", b"/srv/pg"];
+        assert_eq!(drill_postmaster_data(&other), None);
+        let retitled: Vec<&[u8]> = vec![b"postgres: barmans3-drill: checkpointer"];
+        assert_eq!(drill_postmaster_data(&retitled), None);
     }
 }

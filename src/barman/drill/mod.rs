@@ -10,8 +10,10 @@
 
 pub mod decide;
 pub mod pg;
+pub mod record;
 pub mod report;
 mod run;
+mod scratch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +51,8 @@ pub struct DrillOptions {
     pub dbname: String,
     /// The bound of the whole drill.
     pub timeout: Duration,
+    /// Run pg_amcheck when the binaries include it.
+    pub amcheck: bool,
 }
 
 /// What the run's configuration supplies.
@@ -134,6 +138,9 @@ pub struct DrillReport {
     /// `verified` (pg_checksums --check passed on the stopped copy) or `off` (the cluster has
     /// no data checksums).
     pub data_checksums: Option<String>,
+    /// `passed` (pg_amcheck --heapallindexed found nothing in any database), `not installed`
+    /// (no pg_amcheck beside postgres) or `skipped` (--no-amcheck).
+    pub amcheck: Option<String>,
     /// Lines of the restored configuration that were commented out (`file: line`).
     pub neutralised: Vec<String>,
     /// When the drill ended (seconds since the epoch).

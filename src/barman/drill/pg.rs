@@ -219,6 +219,51 @@ pub async fn checksums(l: &Layout) -> Result<()> {
     }
 }
 
+/// `pg_amcheck --all --heapallindexed` on the running copy (the amcheck extension installed
+/// where missing: the copy is scratch). `Ok(false)` when the binaries have no pg_amcheck;
+/// corruption is an error with its first lines.
+pub async fn amcheck(l: &Layout, user: &str) -> Result<bool> {
+    let bin = l.bindir.join("pg_amcheck");
+    if !bin.is_file() {
+        return Ok(false);
+    }
+    let out = tokio::process::Command::new(&bin)
+        .arg("-h")
+        .arg(&l.sock)
+        .arg("-p")
+        .arg(l.port.to_string())
+        .args([
+            "-U",
+            user,
+            "--all",
+            "--heapallindexed",
+            "--install-missing",
+            "-w",
+        ])
+        .env_remove("PGPASSWORD")
+        .env_remove("PGSERVICE")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::io(format!("run {}", bin.display()), e))?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let first: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(3)
+        .collect();
+    Err(Error::Failed(format!(
+        "pg_amcheck ({}): {}",
+        out.status,
+        crate::error::one_line(&first.join(" / "))
+    )))
+}
+
 /// `postgres --version` of a directory's binaries, if it has `postgres` and `psql`.
 pub async fn version_of(bindir: &Path) -> Option<String> {
     if !bindir.join("postgres").is_file() || !bindir.join("psql").is_file() {

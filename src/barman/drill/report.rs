@@ -50,6 +50,9 @@ pub fn text(r: &DrillReport) -> Vec<String> {
             crate::units::human_bytes(d.bytes)
         ));
     }
+    if let Some(a) = &r.amcheck {
+        out.push(format!("  pg_amcheck: {a}"));
+    }
     if let Some(c) = &r.data_checksums {
         out.push(format!("  data checksums: {c}"));
     }

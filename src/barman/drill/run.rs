@@ -2,11 +2,12 @@
 //! cleanup that follows every run, whatever ended it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::decide;
 use super::pg::{self, Layout, Postmaster};
+use super::scratch::{self, Scratch, claim, cleanup};
 use super::{Database, DrillEnv, DrillOptions, DrillReport, QueryResult, Target};
 use crate::barman::recover::restore::{RestoreOptions, base_restore, manifest};
 use crate::barman::server::Server;
@@ -17,16 +18,6 @@ use crate::store::ListRequest;
 
 /// How often replay is polled.
 const POLL: Duration = Duration::from_millis(500);
-
-/// The scratch copy: its directory, whether it was claimed (found new or empty: only then is
-/// it ours to empty), whether we created it, its running server.
-#[derive(Debug)]
-struct Scratch {
-    dest: PathBuf,
-    claimed: bool,
-    created: bool,
-    pg: Option<Postmaster>,
-}
 
 /// What the steps learn that later steps need.
 #[derive(Debug, Default)]
@@ -45,7 +36,8 @@ pub async fn drill(srv: &Server, opts: &DrillOptions, env: &DrillEnv) -> (DrillR
     let started = Instant::now();
     let dest = opts.dest.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!(
-            "barmans3-drill-{}-{}",
+            "{}{}-{}",
+            scratch::DEFAULT_PREFIX,
             srv.name,
             std::process::id()
         ))
@@ -62,6 +54,7 @@ pub async fn drill(srv: &Server, opts: &DrillOptions, env: &DrillEnv) -> (DrillR
         claimed: false,
         created: false,
         pg: None,
+        marker: None,
     };
     let mut step = "pick the backup";
     let cancel = srv.t.cancel_flag().clone();
@@ -111,6 +104,7 @@ async fn steps(
             "drill starts PostgreSQL, which refuses to run as root: run it as the PostgreSQL user (e.g. su postgres -c 'barmans3 drill …')".into(),
         ));
     }
+    scratch::sweep_stale(&scratch.dest).await;
     let mut f = Facts::default();
     let need = prepare(srv, opts, env, rep, &mut f).await?;
     enter(step, "check free space");
@@ -145,7 +139,30 @@ async fn steps(
     enter(step, "run the checks");
     let t2 = Instant::now();
     checks(opts, rep, &f, step).await?;
-    let (layout, user) = ready(&f)?;
+    integrity(scratch, opts, rep, &f, step).await?;
+    rep.checks_seconds = t2.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// pg_amcheck on the running copy, then pg_checksums on the stopped one.
+async fn integrity(
+    scratch: &mut Scratch,
+    opts: &DrillOptions,
+    rep: &mut DrillReport,
+    f: &Facts,
+    step: &mut &'static str,
+) -> Result<()> {
+    let (layout, user) = ready(f)?;
+    rep.amcheck = Some(if !opts.amcheck {
+        "skipped".into()
+    } else {
+        enter(step, "pg_amcheck");
+        if pg::amcheck(layout, user).await? {
+            "passed".into()
+        } else {
+            "not installed".into()
+        }
+    });
     let sums = pg::psql(
         layout,
         user,
@@ -164,7 +181,6 @@ async fn steps(
     } else {
         rep.data_checksums = Some("off".into());
     }
-    rep.checks_seconds = t2.elapsed().as_secs_f64();
     Ok(())
 }
 
@@ -272,50 +288,6 @@ async fn find_bindir(env: &DrillEnv, major: Option<u32>) -> Result<PathBuf> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
-}
-
-/// Refuses a DEST that is not empty or lacks `need` free bytes, before anything is written;
-/// then creates it (mode 0700).
-fn claim(scratch: &mut Scratch, need: u64) -> Result<()> {
-    let dest = &scratch.dest;
-    if dest.exists() {
-        let mut entries = std::fs::read_dir(dest)
-            .map_err(|e| Error::io(format!("list {}", dest.display()), e))?;
-        if entries.next().is_some() {
-            return Err(Error::Usage(format!(
-                "--dest {} is not empty: the drill needs a new or empty directory",
-                dest.display()
-            )));
-        }
-    }
-    let mut probe = dest.as_path();
-    while !probe.exists() {
-        probe = probe.parent().unwrap_or(Path::new("/"));
-    }
-    let st = rustix::fs::statvfs(probe)
-        .map_err(|e| Error::io(format!("statvfs {}", probe.display()), e.into()))?;
-    let avail = st.f_bavail.saturating_mul(st.f_frsize);
-    if avail < need {
-        return Err(Error::Config(format!(
-            "not enough free space at {}: the drill needs {} (backup, WAL and margin), {} is free; free space or choose another --dest",
-            dest.display(),
-            crate::units::human_bytes(need),
-            crate::units::human_bytes(avail)
-        )));
-    }
-    if !dest.exists() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dest)
-            .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
-        scratch.created = true;
-    }
-    scratch.claimed = true;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io(format!("chmod {}", dest.display()), e))?;
-    Ok(())
 }
 
 /// Comments out what could reach outside, writes the private authentication file, and returns
@@ -550,46 +522,4 @@ async fn checks(
         });
     }
     Ok(())
-}
-
-/// Stops PostgreSQL and the prefetchers, then removes the scratch directory unless kept.
-async fn cleanup(scratch: &mut Scratch, keep: bool) -> Result<()> {
-    let mut problems = Vec::new();
-    if let Some(pm) = scratch.pg.as_mut()
-        && let Err(e) = pm.stop().await
-    {
-        problems.push(e.one_line());
-    }
-    tracing::debug!("drill: PostgreSQL stopped");
-    pg::stop_prefetchers(&scratch.dest).await;
-    tracing::debug!("drill: prefetchers stopped");
-    // A directory refused (not empty) or never reached is not ours: nothing in it is touched.
-    if !keep && scratch.claimed && scratch.dest.exists() {
-        let gone = if scratch.created {
-            std::fs::remove_dir_all(&scratch.dest)
-        } else {
-            std::fs::read_dir(&scratch.dest).and_then(|mut entries| {
-                entries.try_for_each(|e| {
-                    let p = e?.path();
-                    if std::fs::symlink_metadata(&p)?.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    }
-                })
-            })
-        };
-        if let Err(e) = gone {
-            problems.push(format!(
-                "could not remove {}: {}; delete it",
-                scratch.dest.display(),
-                crate::error::reason(&e)
-            ));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Failed(problems.join("; ")))
-    }
 }

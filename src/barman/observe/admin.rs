@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::barman::conf::BarmanConf;
+use crate::barman::drill::record::{self, DrillRecord};
 use crate::barman::remote::Remote;
 use crate::barman::ship::queue::{Queue, State};
 use crate::barman::ship::state::LocalState;
@@ -124,6 +125,8 @@ pub struct Status {
     pub bucket: BucketView,
     /// Each server's replicas (`stores:`), filled by the caller that can open them.
     pub replicas: Vec<crate::barman::replica::ReplicaView>,
+    /// The last drill of each configured server that has one (this store's).
+    pub drills: Vec<DrillRecord>,
 }
 
 /// The bucket as `status` saw it (`--json`: `{"reachable": bool, "error": string|null}`).
@@ -364,8 +367,11 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
     // The local facts stand without the bucket: only what is pending needs it.
     let conf = BarmanConf::load(&cfg.barman.config)?;
     let mut servers = Vec::new();
+    let store = crate::barman::ship::state::store_id(cfg);
+    let mut drills = Vec::new();
     for name in conf.servers() {
         servers.push(server_view(cfg, bucket.reachable.then_some(t), &conf, &name).await);
+        drills.extend(record::load(&cfg.state.dir, &store, &name));
     }
     let last_base_sync_at = LocalState::new(cfg).last_base_sync();
     let last_base_sync_age_s = last_base_sync_at.map(|t| now().saturating_sub(t));
@@ -377,6 +383,7 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
         last_base_sync_at,
         bucket,
         replicas: Vec::new(),
+        drills,
     })
 }
 
@@ -394,7 +401,8 @@ pub struct Thresholds {
 }
 
 /// Judges a status: the worst level and the one-line plugin output with perfdata.
-pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
+/// `drill_max_age` is `barman.drill_max_age`.
+pub fn judge(s: &Status, th: Thresholds, drill_max_age: Duration) -> (CheckLevel, String) {
     let mut notes = Notes::default();
     if let Some(e) = &s.bucket.error {
         notes.raise(CheckLevel::Critical, format!("bucket unreachable: {e}"));
@@ -409,6 +417,13 @@ pub fn judge(s: &Status, th: Thresholds) -> (CheckLevel, String) {
         if let Some(note) = crate::barman::replica::judge(r, th.replica_max_lag) {
             notes.raise(CheckLevel::Warning, note);
         }
+    }
+    for (level, note) in s
+        .drills
+        .iter()
+        .filter_map(|d| record::judge(d, now(), drill_max_age))
+    {
+        notes.raise(level, note);
     }
     let summary = if notes.lines.is_empty() {
         format!(

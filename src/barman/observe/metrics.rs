@@ -283,7 +283,38 @@ pub fn render(s: &Status, runs: &[RunRecord], verifies: &[VerifyRecord]) -> Stri
     );
     render_runs(&mut f, runs);
     render_verifies(&mut f, verifies);
+    render_drills(&mut f, s);
     f.0
+}
+
+/// The last drill of each server as the state records it. Named apart from the drill's own
+/// textfile (`barmans3_drill_*`): node_exporter refuses a series two files both carry.
+fn render_drills(f: &mut Families, s: &Status) {
+    let d = &s.drills;
+    let server = |r: &crate::barman::drill::record::DrillRecord| vec![("server", r.server.clone())];
+    f.family(
+        "barmans3_last_drill_success",
+        "1 if the last drill of the server restored, replayed and passed its checks.",
+        d.iter().map(|r| (server(r), u8::from(r.success))),
+    );
+    f.family(
+        "barmans3_last_drill_timestamp_seconds",
+        "When the last drill of the server ended.",
+        d.iter().map(|r| (server(r), r.finished_at)),
+    );
+    f.family(
+        "barmans3_last_drill_success_timestamp_seconds",
+        "When the last drill of the server that passed ended (0: never).",
+        d.iter()
+            .map(|r| (server(r), r.last_success_at.unwrap_or(0))),
+    );
+    f.family(
+        "barmans3_last_drill_rto_seconds",
+        "Wall time of the last drill of the server, when it passed.",
+        d.iter()
+            .filter(|r| r.success)
+            .map(|r| (server(r), r.total_seconds)),
+    );
 }
 
 fn render_runs(f: &mut Families, runs: &[RunRecord]) {
@@ -376,6 +407,7 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::barman::drill::record::DrillRecord;
     use crate::barman::observe::admin::{QueueCounts, ServerView};
 
     fn view(name: &str, pending: usize, age: Option<u64>) -> ServerView {
@@ -416,6 +448,18 @@ mod tests {
                 },
                 error: None,
             }],
+            drills: vec![DrillRecord {
+                store: "s".into(),
+                server: "pg".into(),
+                backup_id: Some("20260101T000000".into()),
+                success: false,
+                finished_at: 1_700_000_200,
+                failed_step: Some("run --query".into()),
+                error: Some("no such table".into()),
+                total_seconds: 30.0,
+                restorable_up_to_epoch: None,
+                last_success_at: Some(1_699_000_000),
+            }],
         }
     }
 
@@ -442,11 +486,15 @@ mod tests {
             "barmans3_last_run_duration_seconds{command=\"base-sync\"} 2.050\n",
             "barmans3_last_run_requests{command=\"base-sync\",op=\"put\"} 7\n",
             "barmans3_last_run_bytes{command=\"base-sync\",direction=\"up\"} 4096\n",
+            "barmans3_last_drill_success{server=\"pg\"} 0\n",
+            "barmans3_last_drill_timestamp_seconds{server=\"pg\"} 1700000200\n",
+            "barmans3_last_drill_success_timestamp_seconds{server=\"pg\"} 1699000000\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
-        // Families without samples are left out entirely.
+        // Families without samples are left out entirely: a failed drill has no RTO.
         assert!(!text.contains("barmans3_verify_problems"));
+        assert!(!text.contains("barmans3_last_drill_rto_seconds"));
         // Each family's HELP and TYPE come once, right before its samples.
         let mut seen = std::collections::BTreeSet::new();
         let mut current = String::new();

@@ -126,6 +126,7 @@ impl RawBarman {
             wait_for_wals_max: secs(b.wait_for_wals_max),
             wal_reconcile_every: secs(b.wal_reconcile_every),
             hook_grace: secs(b.hook_grace),
+            drill_max_age: secs(b.drill_max_age),
             custom_decompression: b.custom_decompression.as_ref().map(|f| f.argv.join(" ")),
             custom_compression_magic: b
                 .custom_compression_magic

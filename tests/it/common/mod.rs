@@ -54,6 +54,15 @@ impl Garage {
 /// root-owned directory it created would outlive it on a machine that installs the package later.
 pub const HOST_STATE: &str = "/var/lib/barmans3";
 
+/// Held by the tests that install into the host (the packaged walkthrough: /usr/bin, /etc,
+/// /var/lib/barmans3) and by those that look at the host's paths, so neither sees the other.
+pub static HOST_PATHS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`HOST_PATHS`] (a test that panicked holding it leaves it usable).
+pub fn host_paths() -> std::sync::MutexGuard<'static, ()> {
+    HOST_PATHS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The config lines that keep a run's own files (task queue; state: journals, ledgers, locks, the
 /// checksum probe's cache) inside `dir`. Every config a test writes for the binary names them.
 pub fn scratch_yaml(dir: &Path) -> String {

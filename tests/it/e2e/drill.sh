@@ -8,6 +8,10 @@
 #     no prefetcher);
 #   - a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed; the
 #     same (exit 1, or 130) for a --timeout shorter than the drill and for SIGTERM in replay;
+#   - the last drill in `status`, `check` and the status textfile: OK after a good drill,
+#     CRITICAL naming the step after a failed one;
+#   - a drill killed with SIGKILL during replay leaves its PostgreSQL running; the next drill
+#     stops it and removes its directory, then passes;
 #   - a WAL deleted from the middle of the archive: exit 1 naming that WAL, never a success
 #     "restorable up to" an earlier point; the same WAL damaged inside a record (which
 #     PostgreSQL takes for the end of WAL): the drill fails naming it; nothing left behind.
@@ -78,6 +82,10 @@ b3 wal-sync $SRV
 TOTAL=$n
 WALS_BEFORE=$(b3 store ls --absolute "$SRV/wals/" | awk '{print $2}' | sort)
 
+# The drill runs as postgres and records its result where status and check (as barman) read it.
+install -d -o barman -g barman "$BASE/b3/state"
+install -d -o postgres -g barman -m 2750 "$BASE/b3/state/drill"  # setgid: records readable by group barman
+
 drill() {  # $1: DEST name; extra drill arguments after. Sets OUT (stdout), ERR (stderr), RC.
   local dest=$BASE/drills/$1; shift
   RC=0
@@ -104,6 +112,7 @@ assert [q["first_value"] for q in r["queries"]] == [total, total], r["queries"]
 assert r["segments_replayed"] >= 4, r
 assert r["restorable_up_to"], r
 assert r["data_checksums"] == "verified", r
+assert r["amcheck"] == "passed", r
 assert r["restored_bytes"] > 0 and r["bucket_bytes"] >= r["restored_bytes"], r
 assert "postgres" in [d["name"] for d in r["databases"]], r["databases"]
 assert r["total_seconds"] >= r["restore_seconds"] + r["replay_seconds"], r
@@ -115,6 +124,14 @@ grep -q "^barmans3_drill_replayed_segments{server=\"$SRV\"} " "$BASE/prom/drill.
 WALS_AFTER=$(b3 store ls --absolute "$SRV/wals/" | awk '{print $2}' | sort)
 [ "$WALS_BEFORE" = "$WALS_AFTER" ] || fail "the drill wrote into the archive: $(diff <(echo "$WALS_BEFORE") <(echo "$WALS_AFTER"))"
 
+step "the good drill in status, check and the status textfile"
+STATUS=$(b3 status)
+grep -q "  last drill: OK .* (backup $ID, RTO " <<<"$STATUS" || fail "status: $STATUS"
+CHECK=$(b3 check) || true
+! grep -q "drill" <<<"$CHECK" || fail "check after a good drill: $CHECK"
+b3 status --prometheus "$BASE/b3/status.prom"
+grep -q "^barmans3_last_drill_success{server=\"$SRV\"} 1$" "$BASE/b3/status.prom" || fail "status textfile: $(cat "$BASE/b3/status.prom")"
+
 step "a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed"
 drill badquery --query "'SELECT * FROM no_such_table'" --prometheus "$BASE/prom/drill.prom"
 [ "$RC" = 1 ] || fail "exit $RC, want 1"
@@ -123,6 +140,11 @@ grep -q '"success": false' <<<"$OUT" || fail "JSON says success: $OUT"
 nothing_left badquery
 grep -q "^barmans3_drill_success{server=\"$SRV\"} 0$" "$BASE/prom/drill.prom" || fail "textfile after failure: $(cat "$BASE/prom/drill.prom")"
 grep -q "^barmans3_drill_last_success_timestamp_seconds{server=\"$SRV\"} " "$BASE/prom/drill.prom" || fail "last success lost"
+RC=0; CHECK=$(b3 check) || RC=$?
+[ "$RC" = 2 ] || fail "check after a failed drill: exit $RC, want 2: $CHECK"
+grep -q "$SRV: the last drill (.*backup $ID) FAILED at run --query: .*; last good drill .* ago" <<<"$CHECK" || fail "check: $CHECK"
+b3 status --prometheus "$BASE/b3/status.prom"
+grep -q "^barmans3_last_drill_success{server=\"$SRV\"} 0$" "$BASE/b3/status.prom" || fail "status textfile: $(cat "$BASE/b3/status.prom")"
 
 step "--timeout shorter than the drill: exit 1 naming it, nothing left behind"
 drill timeout --timeout 1s
@@ -141,6 +163,24 @@ kill -TERM "$DRILL_PID"
 RC=0; wait "$SU_PID" || RC=$?
 [ "$RC" = 130 ] || fail "exit $RC after SIGTERM, want 130: $(cat "$BASE/drills/err")"
 nothing_left term
+
+step "SIGKILL during replay: PostgreSQL outlives the drill; the next drill stops it, removes its DEST, passes"
+as_pg "$BIN --config $BASE/restore.yaml drill $SRV --dest $BASE/drills/killed 2>$BASE/drills/err" &
+SU_PID=$!
+for _ in $(seq 1 600); do pgrep -u postgres -f -- "-D $BASE/drills/killed/data" >/dev/null && break; sleep 0.1; done
+DRILL_PID=$(pgrep -u postgres -f -- "^$BIN --config $BASE/restore.yaml drill $SRV --dest $BASE/drills/killed")
+[ -n "$DRILL_PID" ] || fail "no drill process"
+pgrep -u postgres -f -- "-D $BASE/drills/killed/data" >/dev/null || fail "the drill never started PostgreSQL: $(cat "$BASE/drills/err")"
+kill -KILL "$DRILL_PID"
+wait "$SU_PID" || true
+pgrep -u postgres -f -- "-D $BASE/drills/killed/data" >/dev/null || fail "PostgreSQL did not outlive the killed drill (the case is not exercised)"
+[ -e "$BASE/drills/killed/.barmans3-drill" ] || fail "the killed drill left no marker"
+drill after-kill --no-amcheck
+[ "$RC" = 0 ] || fail "the drill after a killed one failed (exit $RC)"
+grep -q "removed $BASE/drills/killed that a killed drill left (its PostgreSQL, pid [0-9]*, stopped)" <<<"$ERR" || fail "no word of the killed drill's leftovers"
+grep -q '"amcheck": "skipped"' <<<"$OUT" || fail "--no-amcheck: $OUT"
+nothing_left killed
+nothing_left after-kill
 
 step "a WAL deleted from the middle of the archive: the drill fails naming it"
 SEGS=$(grep -E '/[0-9A-F]{24}$' <<<"$WALS_BEFORE")
@@ -174,4 +214,4 @@ grep -q "FAILED at check the end of the archive: replay ended in WAL $NAME" <<<"
 grep -q '"success": false' <<<"$OUT" || fail "JSON says success: $OUT"
 nothing_left damaged
 
-echo "E2E OK: drill of $ID ($TOTAL rows), a failing --query, a timeout, SIGTERM, $NAME deleted then damaged; prefix $PREFIX" >&2
+echo "E2E OK: drill of $ID ($TOTAL rows), status and check, a failing --query, a timeout, SIGTERM, SIGKILL, $NAME deleted then damaged; prefix $PREFIX" >&2

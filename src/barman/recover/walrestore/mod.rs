@@ -143,7 +143,7 @@ pub fn serve(req: &Request, launcher: &impl Launcher) -> Outcome {
 fn attempt(req: &Request, launcher: &impl Launcher) -> Result<Option<Served>> {
     let kind = wal::classify(&req.name).ok_or_else(|| fetch::not_a_wal_name(&req.name))?;
     let cluster = cluster::of_destination(&req.dest);
-    let spool = match (req.prefetch, kind) {
+    let mut spool = match (req.prefetch, kind) {
         (true, WalKind::Segment) => Spool::path_for(
             req.spool_base.as_deref(),
             &req.server,
@@ -159,16 +159,12 @@ fn attempt(req: &Request, launcher: &impl Launcher) -> Result<Option<Served>> {
         seg_size: Some(c.seg_size),
     });
     if let Some(sp) = &spool {
-        if cluster.is_some() {
-            sp.set_expected(expected)?;
-        } else {
-            expected = sp.expected();
-        }
-        if let Some(n) = from_spool(sp, req, &expected, launcher)? {
-            return Ok(Some(Served::Spool(n)));
-        }
-        if sp.recently_missing(&req.name) {
-            return Ok(None);
+        match through_spool(sp, req, cluster.is_some(), &mut expected, launcher) {
+            Ok(Some(answer)) => return Ok(answer),
+            Ok(None) => {}
+            // An idle prefetcher retired the spool under this request: fetch directly.
+            Err(_) if sp.removed() => spool = None,
+            Err(e) => return Err(e),
         }
     }
     let fetched = launcher.on_bucket(|t| {
@@ -179,8 +175,10 @@ fn attempt(req: &Request, launcher: &impl Launcher) -> Result<Option<Served>> {
         Ok((f, learned)) => {
             if let Some(sp) = &spool
                 && learned != expected
+                && let Err(e) = sp.set_expected(learned)
+                && !sp.removed()
             {
-                sp.set_expected(learned)?;
+                return Err(e);
             }
             Ok(Some(Served::Bucket(f)))
         }
@@ -194,6 +192,26 @@ fn attempt(req: &Request, launcher: &impl Launcher) -> Result<Option<Served>> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// The spool's part of a request: `Some` is the answer (served from the spool, or found missing
+/// moments ago), `None` sends the request to the bucket.
+fn through_spool(
+    sp: &Spool,
+    req: &Request,
+    has_cluster: bool,
+    expected: &mut Expected,
+    launcher: &impl Launcher,
+) -> Result<Option<Option<Served>>> {
+    if has_cluster {
+        sp.set_expected(*expected)?;
+    } else {
+        *expected = sp.expected();
+    }
+    if let Some(n) = from_spool(sp, req, expected, launcher)? {
+        return Ok(Some(Some(Served::Spool(n))));
+    }
+    Ok(sp.recently_missing(&req.name).then_some(None))
 }
 
 /// Records the request, makes sure the prefetcher runs, and takes the segment from the spool
@@ -353,6 +371,47 @@ mod tests {
         let history = request(&pgdata, "00000002.history");
         assert!(matches!(serve(&history, &l), Outcome::Absent));
         assert_eq!(l.asked.get(), 2);
+    }
+
+    /// An idle prefetcher removes the spool; a request that opened it just before is served
+    /// from the bucket, not failed (which would abort recovery).
+    #[test]
+    fn a_spool_retired_under_a_request_sends_it_to_the_bucket() {
+        let d = tempfile::tempdir().expect("tmp");
+        let pgdata = d.path().join("pgdata");
+        std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
+        let req = request(&pgdata, SEG);
+        let dir = Spool::path_for(None, "pg", &req.store_id, &req.dest).expect("dir");
+        let sp = Spool::open(&dir).expect("spool");
+        sp.want(SEG).expect("want");
+        assert!(!sp.removed());
+        sp.retire();
+        assert!(sp.removed(), "retired");
+        assert!(
+            !pgdata.join("pg_wal/.barmans3-spool").exists(),
+            "the default spool base is removed with its last spool"
+        );
+        // Removed between the request's open and its use: the prefetcher's start meets it.
+        let l = RetiresSpool(NoBucket {
+            asked: Cell::new(0),
+        });
+        let out = serve(&req, &l);
+        assert!(matches!(out, Outcome::Absent), "{out:?}");
+        assert_eq!(l.0.asked.get(), 1, "the bucket was asked");
+    }
+
+    /// Removes the spool when asked for its prefetcher, as an idle one retiring would.
+    struct RetiresSpool(NoBucket);
+
+    impl Launcher for RetiresSpool {
+        fn prefetcher(&self, spool: &Path) -> std::process::Command {
+            std::fs::remove_dir_all(spool).expect("retire");
+            self.0.prefetcher(spool)
+        }
+
+        fn on_bucket<'a, T>(&self, job: impl FnOnce(Transfer) -> Job<'a, T>) -> Result<T> {
+            self.0.on_bucket(job)
+        }
     }
 
     #[test]

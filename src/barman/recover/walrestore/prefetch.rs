@@ -43,7 +43,7 @@ pub struct Settings {
 }
 
 /// Runs the prefetcher on `spool`, whose lock the caller took (`_lock`), until recovery has
-/// asked for nothing for [`plan::IDLE_EXIT`]; then removes what nobody asked for.
+/// asked for nothing for [`plan::IDLE_EXIT`]; then removes the spool.
 pub async fn run(
     server: &Server,
     spool: &Spool,
@@ -100,8 +100,9 @@ pub async fn run(
         }
     }
     drop(watcher);
-    // Idle: PostgreSQL has stopped asking. What is left was never wanted.
-    spool.clear();
+    // Idle: PostgreSQL has stopped asking. What is left was never wanted, and a recovered
+    // cluster keeps no spool.
+    spool.retire();
     Ok(())
 }
 

@@ -22,8 +22,9 @@
 //! | `.prefetch.log` | restore_command | the running prefetcher's log (its stderr), started afresh with each prefetcher |
 //!
 //! Anything else (what older versions wrote, a killed prefetcher's `.fetch-` files) is removed
-//! by the next prefetcher; an idle prefetcher removes the segments nobody asked for and
-//! `.missing` when it exits.
+//! by the next prefetcher; an idle prefetcher removes the whole spool when it exits (and the
+//! default `.barmans3-spool` above it when that is empty), so a recovered cluster keeps none.
+//! A request that meets a spool removed under it is served directly ([`Spool::removed`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -469,6 +470,27 @@ impl Spool {
         self.remove(MISSING);
     }
 
+    /// Removes the spool of an idle prefetcher (the caller holds the lock): every name it
+    /// holds, then the directory, then the default `.barmans3-spool` above it; each `rmdir` fails
+    /// harmlessly when a request wrote something meanwhile.
+    pub fn retire(&self) {
+        self.clear();
+        for name in [WANT, CLUSTER, LOG, LOCK] {
+            self.remove(name);
+        }
+        if std::fs::remove_dir(&self.dir).is_ok()
+            && let Some(parent) = self.dir.parent()
+            && parent.file_name().is_some_and(|n| n == ".barmans3-spool")
+        {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+
+    /// Whether the directory was removed since it was opened (an idle prefetcher retired it).
+    pub fn removed(&self) -> bool {
+        rustix::fs::fstat(&*self.fd).is_ok_and(|st| st.st_nlink == 0)
+    }
+
     /// Takes the prefetcher's lock; `None` when another prefetcher holds it.
     pub fn lock(&self) -> Result<Option<File>> {
         let f = self
@@ -524,50 +546,6 @@ impl Spool {
     }
 }
 
-/// A segment being written into the spool: visible only once [`Pending::finish`] renamed it
-/// whole; dropped unfinished (a failed or cancelled fetch), its file is removed.
-#[derive(Debug)]
-pub struct Pending {
-    spool: Spool,
-    name: String,
-    file: Option<File>,
-}
-
-impl Pending {
-    /// Writes the segment and gives it its name with its CRC-32C.
-    pub fn finish(mut self, data: &[u8]) -> Result<()> {
-        let temp = format!("{FETCH}{}", self.name);
-        let mut f = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Failed("spool entry reused".into()))?;
-        let written = f.write_all(data);
-        drop(f);
-        let done = written.and_then(|()| {
-            let file = format!("{}.{:08x}", self.name, crate::checksum::crc32c(data));
-            rustix::fs::renameat(
-                &*self.spool.fd,
-                temp.as_str(),
-                &*self.spool.fd,
-                file.as_str(),
-            )
-            .map_err(std::io::Error::from)
-        });
-        done.map_err(|e| {
-            self.spool.remove(&temp);
-            Error::io(format!("spool {}", self.spool.dir.join(&temp).display()), e)
-        })
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            self.spool.remove(&format!("{FETCH}{}", self.name));
-        }
-    }
-}
-
 /// The segment and CRC-32C of a spool entry's file name.
 fn parse_entry(file: &str) -> Option<(String, u32)> {
     let (name, crc) = file.split_once('.')?;
@@ -590,6 +568,10 @@ fn refuse(dir: &Path, why: &str) -> Error {
         dir.display()
     ))
 }
+
+#[path = "spool_pending.rs"]
+mod pending;
+pub use pending::Pending;
 
 #[cfg(test)]
 #[path = "spool_tests.rs"]
