@@ -537,7 +537,11 @@ fn a_no_change_resync_decides_from_the_listing() {
     let again = f.sync_ok(&[]);
     assert_eq!(again["unchanged"], 1000, "{again}");
     assert!(requests(&again) <= 10, "no-change rerun: {again}");
-    assert_eq!(again["requests"]["head"].as_u64().unwrap_or(0), 0, "{again}");
+    assert_eq!(
+        again["requests"]["head"].as_u64().unwrap_or(0),
+        0,
+        "{again}"
+    );
     // A new mtime alone is a change (the exact-mtime rule), as is new content.
     let touched = f.src.join("d2/f2");
     std::fs::File::options()
@@ -567,5 +571,9 @@ fn a_no_change_resync_decides_from_the_listing() {
     assert_eq!(s["uploaded"], 1, "{s}");
     assert_eq!(f.objects()["d4/f4"], b"file 4");
     let s = f.sync_ok(&[]);
-    assert_eq!((s["uploaded"].as_u64(), requests(&s) <= 10), (Some(0), true), "{s}");
+    assert_eq!(
+        (s["uploaded"].as_u64(), requests(&s) <= 10),
+        (Some(0), true),
+        "{s}"
+    );
 }
