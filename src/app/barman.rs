@@ -191,6 +191,7 @@ async fn dispatch(
                     .then(|| restore_command(o, cfg, &server, recovery_config.as_deref())),
                 pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
                 staging: cfg.barman.restore_staging_dir.clone(),
+                decrypt: super::walrestore::decryption(cfg, &server),
             };
             let srv = Server::new(t, cfg.location.prefix(), &server);
             let r = base_restore(&srv, &id, &dest, &opts).await?;

@@ -25,6 +25,7 @@ pub(super) async fn run(
         restore_command: super::barman::restore_command(o, cfg, server, None),
         pg_bindir: cfg.barman.pg_bindir.clone(),
         pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
+        decrypt: super::walrestore::decryption(cfg, server),
     };
     let srv = Server::new(t, cfg.location.prefix(), server);
     let (rep, result) = drill(&srv, opts, &env).await;

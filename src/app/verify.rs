@@ -72,8 +72,8 @@ fn line(r: &Report) -> String {
     if r.check == "wal" {
         let how = if r.quick {
             format!(
-                "checked by HEAD ({} carry a full-object CRC32C, {} do not)",
-                r.stored_crc32c, r.size_only
+                "checked by HEAD ({} carry a full-object CRC32C, {} do not, {} encrypted with a header that opens)",
+                r.stored_crc32c, r.size_only, r.headers_opened
             )
         } else {
             format!(
@@ -93,8 +93,8 @@ fn line(r: &Report) -> String {
     }
     let how = if r.quick {
         format!(
-            "{} object(s) checked by HEAD ({} with the stored CRC32C, {} by size only)",
-            r.objects, r.crc32c_checked, r.size_only
+            "{} object(s) checked by HEAD ({} with the stored CRC32C, {} by size only, {} encrypted by the size their header opens to)",
+            r.objects, r.crc32c_checked, r.size_only, r.headers_opened
         )
     } else {
         format!(

@@ -31,12 +31,22 @@ pub(super) fn exit_status(outcome: &Outcome) -> Exit {
     }
 }
 
-fn decoding(cfg: &Config) -> Decoding {
+fn decoding(cfg: &Config, server: &str) -> Decoding {
     Decoding {
         custom: cfg.barman.custom_decompression.clone(),
         custom_magic: cfg.barman.custom_compression_magic.clone(),
-        decrypt: cfg.barman.decryption_command.clone(),
+        decrypt: decryption(cfg, server),
     }
+}
+
+/// How Barman's GPG-encrypted files of `server` are decrypted, if anything says how.
+pub(super) fn decryption(cfg: &Config, server: &str) -> Option<crate::codec::Decryption> {
+    crate::barman::recover::decryption(
+        cfg.barman.decryption_command.as_ref(),
+        &cfg.barman.config,
+        server,
+        cfg.barman.command_timeout,
+    )
 }
 
 /// This program and the global arguments that reach the same config and store.
@@ -95,7 +105,7 @@ pub(super) fn restore_command(o: &Options, server: &str, name: &str, dest: &Path
                 dest: dest.to_path_buf(),
                 prefix: cfg.location.prefix().to_string(),
                 store_id: store_id(&cfg),
-                decoding: decoding(&cfg),
+                decoding: decoding(&cfg, server),
                 prefetch: cfg.barman.wal_prefetch > 0,
                 spool_base: cfg.barman.wal_spool_dir.clone(),
                 patience: cfg.s3.read_timeout,
@@ -148,8 +158,9 @@ pub(super) fn prefetcher(o: &Options, server: &str, spool: &Path) -> Exit {
         };
         crate::runtime::block_on(|cancel| async {
             let t = engine(o, &cfg, cancel).await?;
+            let decoding = decoding(&cfg, server);
             let server = Server::new(&t, cfg.location.prefix(), server);
-            prefetch::run(&server, &sp, lock, &decoding(&cfg), settings).await
+            prefetch::run(&server, &sp, lock, &decoding, settings).await
         })?;
         Ok(Exit::Success)
     };

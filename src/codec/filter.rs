@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 pub const DEFAULT_FILTER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The most of a filter's standard error kept for its failure message.
-const STDERR_KEPT: u64 = 4096;
+pub(super) const STDERR_KEPT: u64 = 4096;
 
 /// An external filter: a program and its arguments, run without a shell, reading the input on
 /// stdin and writing the result to stdout, within a time limit.
@@ -228,7 +228,7 @@ fn wait_until(
 }
 
 /// Kills the child's process group (it leads one of its own) and reaps the child.
-fn kill_group(child: &mut std::process::Child) {
+pub(super) fn kill_group(child: &mut std::process::Child) {
     if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }

@@ -10,9 +10,11 @@
 use std::io::Read;
 
 mod filter;
+mod gpg;
 mod lz4;
 
 pub use filter::{DEFAULT_FILTER_TIMEOUT, Filter};
+pub use gpg::{Decrypting, Decryption};
 use lz4::{Lz4Ends, Lz4Stream};
 
 use crate::error::{Error, Result};

@@ -29,6 +29,8 @@ pub(super) struct RawEncryption {
     identity_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     identity_files: Option<Vec<PathBuf>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    require_encrypted: Option<bool>,
     /// Shown by `config check` (what the identities open), never read.
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     identity_public_keys: Option<Vec<String>>,
@@ -132,6 +134,7 @@ pub(super) fn encryption(
         keys: Keys {
             recipients,
             identities,
+            require_sealed: raw.require_encrypted.unwrap_or(false),
         },
         recipients_file: raw.recipients_file.clone(),
     }))
@@ -165,6 +168,7 @@ pub fn keys_from_files(
         return Ok(Keys {
             recipients,
             identities: Identities::none(identity_key),
+            require_sealed: false,
         });
     };
     let text = key_text(file, identity_key, path, true)?;
@@ -178,6 +182,7 @@ pub fn keys_from_files(
     Ok(Keys {
         recipients,
         identities: Identities::new(identity_key, vec![path.to_path_buf()], found),
+        require_sealed: false,
     })
 }
 
@@ -255,6 +260,7 @@ pub(super) fn raw_encryption(e: &Option<EncryptionConfig>) -> Option<RawEncrypti
         recipients_file: e.recipients_file.clone(),
         identity_file: None,
         identity_files: (!ids.is_empty()).then(|| ids.files().to_vec()),
+        require_encrypted: Some(e.keys.require_sealed),
         identity_public_keys: (!ids.is_empty()).then(|| ids.public_keys()),
     })
 }

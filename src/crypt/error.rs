@@ -16,6 +16,11 @@ pub enum Fault {
     HeaderTooLong,
     /// The object ends inside the header or the payload nonce.
     TruncatedHeader,
+    /// The object is not encrypted where every object must be.
+    Plaintext {
+        /// The setting that requires encryption.
+        setting: &'static str,
+    },
     /// No identity is configured, so nothing can be opened.
     NoIdentity {
         /// The setting to fill in.
@@ -70,6 +75,10 @@ impl fmt::Display for Fault {
                 super::MAX_HEADER_LEN
             ),
             Fault::TruncatedHeader => f.write_str("the object ends inside its age header"),
+            Fault::Plaintext { setting } => write!(
+                f,
+                "the object is not encrypted, and {setting} says every object must be: refused, not restored (someone who can write the bucket may have replaced it; an object written before encryption was turned on needs {setting}: false)"
+            ),
             Fault::NoIdentity { setting } => write!(
                 f,
                 "the object is encrypted and {setting} is not set: set it to the age identity file whose public key the object was encrypted to"

@@ -44,7 +44,14 @@ pub struct Keys {
     pub recipients: Recipients,
     /// Tried in order on each object read (empty on hosts that only write).
     pub identities: Identities,
+    /// Every object read must be encrypted (`encryption.require_encrypted`): a plaintext object
+    /// is refused rather than taken as what an old, unencrypted run wrote, so nobody who can
+    /// write the bucket can swap an object for plaintext of their choosing.
+    pub require_sealed: bool,
 }
+
+/// The setting that makes every object read have to be encrypted.
+pub const REQUIRE_SETTING: &str = "encryption.require_encrypted";
 
 impl From<CryptError> for crate::error::Error {
     fn from(e: CryptError) -> Self {

@@ -65,6 +65,24 @@ pub fn no_identity(key: &str) -> Error {
     })
 }
 
+/// The error of a plaintext object read where every object must be encrypted.
+pub fn plaintext(key: &str) -> Error {
+    Error::Crypt(crate::crypt::CryptError {
+        object: key.to_string(),
+        fault: Fault::Plaintext {
+            setting: crate::crypt::REQUIRE_SETTING,
+        },
+    })
+}
+
+/// Refuses a plaintext object (`sealed` false) when `keys` require every object encrypted.
+pub fn check_plaintext(keys: Option<&Keys>, key: &str, sealed: bool) -> Result<()> {
+    match keys {
+        Some(k) if k.require_sealed && !sealed => Err(plaintext(key)),
+        _ => Ok(()),
+    }
+}
+
 /// Seals a whole object held in memory.
 pub fn seal_bytes(keys: &Keys, key: &str, plain: &[u8]) -> Result<Bytes> {
     let sealer = Sealer::new(&keys.recipients, key)?;
@@ -77,6 +95,7 @@ pub fn seal_bytes(keys: &Keys, key: &str, plain: &[u8]) -> Result<Bytes> {
 /// is not sealed. `None` keys: a sealed object is refused naming the setting.
 pub fn open_bytes(keys: Option<&Keys>, key: &str, stored: Vec<u8>) -> Result<Vec<u8>> {
     if !crate::crypt::is_sealed(&stored) {
+        check_plaintext(keys, key, false)?;
         return Ok(stored);
     }
     let keys = keys.ok_or_else(|| no_identity(key))?;
@@ -179,6 +198,7 @@ mod tests {
         Keys {
             recipients: Recipients::new([id.to_public()]).expect("recipients"),
             identities: Identities::new(IDENTITY_SETTING, vec!["/test/id.key".into()], vec![id]),
+            require_sealed: false,
         }
     }
 

@@ -118,3 +118,36 @@ fn rsync_backups_with_reuse_link_send_only_changed_files_and_restore_identical()
     );
     run_script("barman-rsync.sh", &[("BARMAN", MODERN_BARMAN)]);
 }
+
+/// Barman 3.20's own `encryption = gpg`: the encrypted tar backup and WALs restore from the
+/// bucket with the passphrase Barman's config gives; without the key, one line and nothing
+/// written.
+#[test]
+fn barmans_own_gpg_encrypted_backups_and_wals_restore_with_its_passphrase_command() {
+    require_packages(&[
+        ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
+        ("/usr/bin/gpg", "gnupg"),
+    ]);
+    assert!(
+        std::path::Path::new(MODERN_BARMAN).exists(),
+        "missing {MODERN_BARMAN}: run scripts/test-deps as root (Barman 3.20 from PyPI in a venv)"
+    );
+    run_script("barman-gpg.sh", &[("BARMAN", MODERN_BARMAN)]);
+}
+
+/// barmans3's own encryption (age) on a real recovery: base-sync and wal-sync seal, the
+/// restore side replays through wal-restore with prefetch to a restore point, and a WAL
+/// swapped for plaintext is refused where every object must be encrypted.
+#[test]
+fn point_in_time_recovery_through_age_encrypted_objects_with_prefetch() {
+    require_packages(&[
+        ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
+        ("/usr/bin/age", "age"),
+        ("/usr/bin/age-keygen", "age"),
+    ]);
+    assert!(
+        std::path::Path::new(MODERN_BARMAN).exists(),
+        "missing {MODERN_BARMAN}: run scripts/test-deps as root (Barman 3.20 from PyPI in a venv)"
+    );
+    run_script("barman-age.sh", &[("BARMAN", MODERN_BARMAN)]);
+}

@@ -31,6 +31,7 @@ fn keys(to: &[&x25519::Identity], ids: &[&x25519::Identity]) -> Keys {
             vec!["/etc/barmans3/id.key".into()],
             ids.iter().map(|k| (*k).clone()).collect(),
         ),
+        require_sealed: false,
     }
 }
 
@@ -420,10 +421,88 @@ async fn an_interrupted_encrypted_upload_resumes(b: Backend) {
     );
 }
 
+/// The plaintext-swap attack: whoever can write the bucket replaces an encrypted object with
+/// plaintext of their choosing (the manifest itself, whose checksums then vouch for anything).
+/// With `require_encrypted` every read path refuses it by name and writes nothing; without it,
+/// the same object is read as what it is (a mixed bucket).
+async fn a_plaintext_swap_is_refused_where_encryption_is_required(b: Backend) {
+    let (store, prefix, _d) = open(b, "crypt-require").await;
+    let me = x25519::Identity::generate();
+    let mut strict = keys(&[&me], &[&me]);
+    strict.require_sealed = true;
+    let strict_t = engine(&store, Some(strict));
+    let lax_t = engine(&store, Some(keys(&[&me], &[&me])));
+    let key = join_key(&prefix, "manifest.json");
+    let empty = join_key(&prefix, "empty");
+    let body = Bytes::from(data(200_000, 9));
+    strict_t
+        .put_bytes(&key, body.clone(), Default::default())
+        .await
+        .expect("sealed put");
+    let mut out = Vec::new();
+    strict_t
+        .download_to(&key, &mut out, Expect::default())
+        .await
+        .expect("an encrypted object reads");
+    assert!(out == body);
+    // The swap: plaintext (and an empty object) put as they are, past the encryption.
+    let forged = Bytes::from(data(200_000, 10));
+    for (k, b) in [(&key, forged.clone()), (&empty, Bytes::new())] {
+        strict_t
+            .raw()
+            .put_bytes(k, b, Default::default())
+            .await
+            .expect("raw put");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = dir.path().join("out");
+    for k in [&key, &empty] {
+        let whole = ByteRange { start: 0, end: 0 };
+        for e in [
+            strict_t
+                .download_file(k, &dest, Expect::default())
+                .await
+                .expect_err("file"),
+            strict_t
+                .download_small(k, 1 << 20)
+                .await
+                .expect_err("small"),
+            strict_t
+                .download_to(k, &mut Vec::new(), Expect::default())
+                .await
+                .expect_err("to"),
+            strict_t
+                .download_ranges(k, &[whole], &mut Vec::new())
+                .await
+                .expect_err("ranges"),
+        ] {
+            let line = e.one_line();
+            assert!(
+                line.contains("encryption.require_encrypted") && line.contains(k.as_str()),
+                "{line}"
+            );
+            assert!(
+                matches!(&e, Error::Crypt(c) if matches!(c.fault, Fault::Plaintext { .. })),
+                "{line}"
+            );
+            assert_eq!(e.exit(), Exit::Failed, "{line}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        0,
+        "nothing written"
+    );
+    // Without the setting the same bucket reads as mixed: the forged bytes come back.
+    let (got, _) = lax_t.download_small(&key, 1 << 20).await.expect("lax");
+    assert!(got == forged, "a mixed bucket reads plaintext as it is");
+}
+
 on_both!(
     encrypted_round_trips,
     mixed_bucket_and_missing_identity,
     key_rotation,
     tampering_is_refused,
     an_interrupted_encrypted_upload_resumes,
+    a_plaintext_swap_is_refused_where_encryption_is_required,
 );

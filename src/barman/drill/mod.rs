@@ -60,6 +60,8 @@ pub struct DrillEnv {
     pub pg_bindir: Option<PathBuf>,
     /// `barman.pg_combinebackup`.
     pub pg_combinebackup: Option<PathBuf>,
+    /// How archives Barman encrypted are decrypted.
+    pub decrypt: Option<crate::codec::Decryption>,
 }
 
 /// One database of the restored cluster.

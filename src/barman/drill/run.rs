@@ -121,6 +121,7 @@ async fn steps(
     let ropts = RestoreOptions {
         restore_command: Some(env.restore_command.clone()),
         pg_combinebackup: env.pg_combinebackup.clone(),
+        decrypt: env.decrypt.clone(),
         ..Default::default()
     };
     let r = base_restore(srv, &f.id, &data, &ropts).await?;

@@ -36,10 +36,12 @@ impl Transfer {
             return Ok(None);
         };
         if meta.size == 0 {
+            crate::transfer::sealed::check_plaintext(Some(keys), key, false)?;
             return Ok(None);
         }
         let mut head = self.get_prefix(key, meta.size.min(SNIFF)).await?;
         if !crate::crypt::is_sealed(&head) {
+            crate::transfer::sealed::check_plaintext(Some(keys), key, false)?;
             return Ok(None);
         }
         if crate::crypt::preamble_len(&head, key)?.is_none_or(|l| l > head.len() as u64) {
@@ -53,6 +55,23 @@ impl Transfer {
             stored_len: meta.size,
             plain_len,
         }))
+    }
+
+    /// The plaintext size of an encrypted object from its header alone (one ranged GET of its
+    /// first bytes, after the HEAD that gave `meta`): `None` when it is not encrypted. The
+    /// header is authenticated with the identities, so an object this answers for opens with
+    /// them (its chunks are not read). A plaintext object where every object must be encrypted
+    /// is refused, as by any read.
+    pub async fn sealed_size(&self, key: &str, meta: &ObjectMeta) -> Result<Option<u64>> {
+        if self.crypt.keys().is_none() && meta.size > 0 {
+            // Without identities: refused by name when encrypted, as a read would be.
+            let head = self.get_prefix(key, meta.size.min(SNIFF)).await?;
+            if crate::crypt::is_sealed(&head) {
+                return Err(crate::transfer::sealed::no_identity(key));
+            }
+            return Ok(None);
+        }
+        Ok(self.sniff(key, meta).await?.map(|s| s.plain_len))
     }
 
     /// Plaintext ranges of an encrypted object: each is read as the chunks it touches (at most
@@ -177,6 +196,7 @@ pub(super) fn opened_small(
     stored: Downloaded,
 ) -> Result<(Vec<u8>, Downloaded)> {
     if !crate::crypt::is_sealed(&data) {
+        crate::transfer::sealed::check_plaintext(keys, key, false)?;
         return Ok((data, stored));
     }
     let plain = crate::transfer::sealed::open_bytes(keys, key, data)?;

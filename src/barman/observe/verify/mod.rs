@@ -99,6 +99,9 @@ pub struct Report {
     pub wals: u64,
     /// WAL objects found by HEAD to carry a full-object CRC32C (a read is verified against it).
     pub stored_crc32c: u64,
+    /// `--quick`: encrypted objects whose age header opened and gave the recorded plaintext
+    /// size (their chunks are read only without `--quick`).
+    pub headers_opened: u64,
     /// WAL segments read whose system identifier could not be compared with their backup's
     /// (encrypted, or a custom compression).
     pub system_unchecked: u64,
@@ -140,6 +143,7 @@ impl Report {
             Passed::HeadCrc32c => self.crc32c_checked += 1,
             Passed::HeadSizeOnly => self.size_only += 1,
             Passed::HeadStoredCrc32c => self.stored_crc32c += 1,
+            Passed::HeadOpened => self.headers_opened += 1,
             Passed::ReadSystemOpaque { bytes, crc32c } => {
                 self.bytes_read += bytes;
                 if crc32c {

@@ -36,6 +36,9 @@ pub enum Kind {
     WalName,
     /// A WAL segment of a backup's chain belongs to another database system than the backup.
     WalSystem,
+    /// An encrypted object does not open (altered, truncated, another key's) or is plaintext
+    /// where every object must be encrypted.
+    Decrypt,
 }
 
 impl Kind {
@@ -52,6 +55,7 @@ impl Kind {
             Kind::HistoryMissing => "history-missing",
             Kind::WalName => "wal-name",
             Kind::WalSystem => "wal-system",
+            Kind::Decrypt => "decrypt",
         }
     }
 }
@@ -119,6 +123,9 @@ pub enum Passed {
     /// HEAD of a WAL file (nothing recorded to compare): present, and it carries a
     /// full-object CRC32C that a read is verified against.
     HeadStoredCrc32c,
+    /// HEAD and the age header of an encrypted object: the header opens with the identities
+    /// and gives the recorded plaintext size (a HEAD cannot compare a plaintext CRC32C).
+    HeadOpened,
     /// Read whole and verified, but its first page could not be read to compare the system
     /// identifier (encrypted, or a custom compression).
     ReadSystemOpaque {
@@ -161,6 +168,9 @@ pub fn classify(job: &Job, e: Error) -> Result<Problem> {
         e @ Error::Store(_) if !e.is_retryable() && !e.is_access_problem() => {
             problem(Kind::Unreadable, e.one_line())
         }
+        // A missing identity stops the run (every object would say so); a bad object is one
+        // problem among others.
+        Error::Crypt(c) if !c.is_key_problem() => problem(Kind::Decrypt, c.fault.to_string()),
         other => return Err(other),
     })
 }
@@ -220,6 +230,24 @@ pub async fn head(t: &Transfer, job: &Job) -> Result<Outcome> {
         Ok(m) => m,
         Err(e) => return classify(job, e).map(Err),
     };
+    // An encrypted object: its header, authenticated, gives the plaintext size.
+    let plain = match t.sealed_size(&job.key, &meta).await {
+        Ok(p) => p,
+        Err(e) => return classify(job, e).map(Err),
+    };
+    if let Some(plain) = plain {
+        return Ok(match job.record {
+            Some((size, _)) if plain != size => Err(Problem {
+                kind: Kind::Size,
+                key: job.key.clone(),
+                backup: job.backup.clone(),
+                detail: format!(
+                    "{plain} bytes once decrypted (its header says), the manifest says {size} bytes"
+                ),
+            }),
+            _ => Ok(Passed::HeadOpened),
+        });
+    }
     let Some((size, crc)) = job.record else {
         // Nothing recorded (a WAL file): present, and verifiable by a read when the store
         // keeps a full-object checksum with it.

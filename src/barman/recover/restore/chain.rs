@@ -16,6 +16,7 @@ use super::{Claimed, RestoreOptions, Restored, manifest, recovery, restore_one};
 use crate::barman::info::BackupInfo;
 use crate::barman::manifest::Manifest;
 use crate::barman::server::Server;
+use crate::codec::Decryption;
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -149,15 +150,20 @@ async fn stage_chain(
     srv: &Server,
     chain: &[(String, BackupInfo)],
     stage: &Path,
+    decrypt: Option<&Decryption>,
 ) -> Result<(Vec<Staged>, usize, u64)> {
+    // Each backup's tablespaces beside it in staging (the plan's default homes).
+    let opts = RestoreOptions {
+        decrypt: decrypt.cloned(),
+        ..RestoreOptions::default()
+    };
     let mut staged = Vec::new();
     let mut files = 0;
     let mut bytes = 0;
     for (id, _) in chain {
         let (_, m) = manifest(srv, id).await?;
         let dir = stage.join(id);
-        // Each backup's tablespaces beside it in staging (the plan's default homes).
-        let r = restore_one(srv, &m, &dir.join("data"), &RestoreOptions::default()).await?;
+        let r = restore_one(srv, &m, &dir.join("data"), &opts).await?;
         files += r.files;
         bytes += r.bytes;
         staged.push((dir.join("data"), r.tablespaces));
@@ -175,7 +181,7 @@ async fn stage_and_combine(
     opts: &RestoreOptions,
 ) -> Result<Restored> {
     let Places { dest, stage, out } = places;
-    let (staged, files, bytes) = stage_chain(srv, chain, stage).await?;
+    let (staged, files, bytes) = stage_chain(srv, chain, stage, opts.decrypt.as_ref()).await?;
     let leaf_tbs = staged
         .last()
         .map(|(_, tbs)| tbs.clone())

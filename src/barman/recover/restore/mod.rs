@@ -24,6 +24,7 @@ use crate::barman::info::BackupInfo;
 use crate::barman::manifest::Manifest;
 use crate::barman::remote::{INFO, MANIFEST};
 use crate::barman::server::Server;
+use crate::codec::Decryption;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::transfer::{Expect, Transfer, bounded};
@@ -42,6 +43,8 @@ pub struct RestoreOptions {
     pub staging: Option<PathBuf>,
     /// `--request-restore DAYS`: ask for archived objects to be restored first.
     pub request_restore: Option<u32>,
+    /// How archives Barman encrypted (`encryption = gpg`) are decrypted.
+    pub decrypt: Option<Decryption>,
 }
 
 /// What a restore produced.
@@ -127,6 +130,12 @@ async fn restore_one(
 ) -> Result<Restored> {
     let id = m.backup_id.as_str();
     let plan = plan::plan(m, dest, &opts.tablespaces)?;
+    if plan.encrypted() {
+        // Before anything is written: a restore that cannot decrypt fails with nothing to undo.
+        let d = opts.decrypt.as_ref();
+        d.ok_or_else(|| tar::encrypted_without_key(&format!("backup {id}")))?
+            .ready()?;
+    }
     let mut claimed = Claimed::default();
     claimed.claim(&plan.dest)?;
     for dir in plan.tablespaces.values() {
@@ -162,7 +171,7 @@ async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Resul
     let mut modes = p.dirs.clone();
     if let Layout::Tar { base, tablespaces } = &p.layout {
         let roots = tar::roots(base, tablespaces, &p.dest, &p.tablespaces);
-        let x = tar::write(srv, id, roots).await?;
+        let x = tar::write(srv, id, roots, opts.decrypt.as_ref()).await?;
         count += x.files;
         bytes += x.bytes;
         narrowed += x.narrowed;

@@ -25,6 +25,9 @@ pub struct Archive {
     pub oid: Option<String>,
     /// Its compression (`None`: a plain `.tar`).
     pub codec: Option<Codec>,
+    /// Whether Barman encrypted it (`encryption = gpg`: `base.tar.gz.gpg`): it is decrypted
+    /// before it is decompressed.
+    pub encrypted: bool,
     /// Stored size.
     pub size: u64,
     /// CRC32C of the stored object.
@@ -82,6 +85,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether any archive is GPG-encrypted (Barman's `encryption = gpg`).
+    pub fn encrypted(&self) -> bool {
+        match &self.layout {
+            Layout::Tar { base, tablespaces } => std::iter::once(base)
+                .chain(tablespaces)
+                .any(|a| a.encrypted),
+            Layout::Plain => false,
+        }
+    }
+
     /// A mode from the manifest, narrowed ([`super::modes::narrow`]) and counted.
     fn narrow(&mut self, mode: u32) -> u32 {
         let (given, changed) = super::modes::narrow(mode);
@@ -188,27 +201,26 @@ fn layout(m: &Manifest) -> Result<Layout> {
         let Some(name) = path.strip_prefix("data/").filter(|n| !n.contains('/')) else {
             continue;
         };
-        let Some((stem, _)) = name.split_once(".tar") else {
+        let (plain, encrypted) = match name.strip_suffix(".gpg") {
+            Some(plain) => (plain, true),
+            None => (name, false),
+        };
+        let Some((stem, _)) = plain.split_once(".tar") else {
             continue;
         };
         if stem != "base" && !is_oid(stem) {
             continue;
         }
-        let codec = Codec::of_tar_name(name).ok_or_else(|| {
+        let codec = Codec::of_tar_name(plain).ok_or_else(|| {
             Error::Failed(format!(
-                "backup {id} holds {path}, a {} archive: {}",
-                if name.ends_with(".gpg") {
-                    "GPG-encrypted"
-                } else {
-                    "compressed"
-                },
-                "barmans3 restores plain, gzip, lz4, zstd, bzip2 and xz tar archives only"
+                "backup {id} holds {path}, a compressed archive: barmans3 restores plain, gzip, lz4, zstd, bzip2 and xz tar archives only (GPG-encrypted or not)"
             ))
         })?;
         let a = Archive {
             path: path.clone(),
             oid: (stem != "base").then(|| stem.to_string()),
             codec,
+            encrypted,
             size: *size,
             crc32c: u32::from_str_radix(crc32c, 16).ok(),
         };
@@ -302,13 +314,52 @@ fn target(local: &Path, p: &Plan) -> Option<PathBuf> {
 }
 
 fn plan_plain(m: &Manifest, p: &mut Plan) -> Result<()> {
-    let id = &m.backup_id;
-    let refuse = |path: &str, why: String| {
-        Error::Failed(format!(
-            "refusing to restore backup {id}: {path}: {why}; nothing was written"
-        ))
-    };
+    let refuse = |path: &str, why: String| refusal(&m.backup_id, path, why);
     // Links first, so that entries under them can be refused.
+    let link_paths = plan_links(m, p)?;
+    for e in &m.entries {
+        let path = e.path();
+        if let Some(l) = link_paths.iter().find(|l| {
+            path.len() > l.len() && path.starts_with(l.as_str()) && path.as_bytes()[l.len()] == b'/'
+        }) {
+            return Err(refuse(path, format!("it lies under the link {l}")));
+        }
+        let Some(to) = target(&e.local_path()?, p) else {
+            continue;
+        };
+        match e {
+            Entry::Dir { mode, .. } => {
+                let mode = p.narrow(*mode);
+                p.dirs.push((to, mode));
+            }
+            Entry::File {
+                size, mode, crc32c, ..
+            } => {
+                let mode = p.narrow(*mode);
+                p.files.push(FileJob {
+                    rel: path.to_string(),
+                    to,
+                    size: *size,
+                    mode,
+                    crc32c: u32::from_str_radix(crc32c, 16).ok(),
+                });
+            }
+            Entry::Symlink { .. } => {}
+        }
+    }
+    p.dirs.sort_by(|a, b| a.0.cmp(&b.0));
+    // pg_control last: a restore stopped before it leaves nothing PostgreSQL would start on.
+    let control = |f: &FileJob| {
+        f.rel == format!("data/{PG_CONTROL}") || f.rel == format!("pgdata/{PG_CONTROL}")
+    };
+    p.files.sort_by_key(|f| control(f));
+    Ok(())
+}
+
+/// The plan's links: tablespace links to their homes, `pg_wal` as an empty directory; any other
+/// link is refused. Returns the link paths, under which no entry may lie.
+fn plan_links(m: &Manifest, p: &mut Plan) -> Result<BTreeSet<String>> {
+    let refuse = |path: &str, why: String| refusal(&m.backup_id, path, why);
     let mut link_paths = BTreeSet::new();
     for e in &m.entries {
         let Entry::Symlink {
@@ -348,43 +399,13 @@ fn plan_plain(m: &Manifest, p: &mut Plan) -> Result<()> {
         }
         link_paths.insert(path.clone());
     }
-    for e in &m.entries {
-        let path = e.path();
-        if let Some(l) = link_paths.iter().find(|l| {
-            path.len() > l.len() && path.starts_with(l.as_str()) && path.as_bytes()[l.len()] == b'/'
-        }) {
-            return Err(refuse(path, format!("it lies under the link {l}")));
-        }
-        let Some(to) = target(&e.local_path()?, p) else {
-            continue;
-        };
-        match e {
-            Entry::Dir { mode, .. } => {
-                let mode = p.narrow(*mode);
-                p.dirs.push((to, mode));
-            }
-            Entry::File {
-                size, mode, crc32c, ..
-            } => {
-                let mode = p.narrow(*mode);
-                p.files.push(FileJob {
-                    rel: path.to_string(),
-                    to,
-                    size: *size,
-                    mode,
-                    crc32c: u32::from_str_radix(crc32c, 16).ok(),
-                });
-            }
-            Entry::Symlink { .. } => {}
-        }
-    }
-    p.dirs.sort_by(|a, b| a.0.cmp(&b.0));
-    // pg_control last: a restore stopped before it leaves nothing PostgreSQL would start on.
-    let control = |f: &FileJob| {
-        f.rel == format!("data/{PG_CONTROL}") || f.rel == format!("pgdata/{PG_CONTROL}")
-    };
-    p.files.sort_by_key(|f| control(f));
-    Ok(())
+    Ok(link_paths)
+}
+
+fn refusal(id: &str, path: &str, why: String) -> Error {
+    Error::Failed(format!(
+        "refusing to restore backup {id}: {path}: {why}; nothing was written"
+    ))
 }
 
 #[cfg(test)]

@@ -195,7 +195,10 @@ fn tar_backups_are_recognised_and_unknown_kinds_refused() {
         )]
     );
     for (bad, why) in [
-        (vec![dir("data"), file("data/base.tar.gz.gpg")], "GPG"),
+        (
+            vec![dir("data"), file("data/base.tar.rar.gpg")],
+            "GPG-encrypted or not",
+        ),
         (
             vec![dir("data"), file("data/16386.tar.gz")],
             "no data/base.tar",
@@ -208,4 +211,41 @@ fn tar_backups_are_recognised_and_unknown_kinds_refused() {
         let e = plan(&manifest(bad), Path::new("/r/pg"), &none()).expect_err(why);
         assert!(e.to_string().contains(why), "{why}: {e}");
     }
+}
+
+/// Barman's `encryption = gpg` encrypts every archive of a tar backup (`base.tar.gz.gpg`) and
+/// leaves backup_manifest as it is: each archive is decrypted, then decompressed as its name
+/// says without the `.gpg`.
+#[test]
+fn gpg_encrypted_tar_backups_are_planned_with_their_codec() {
+    let m = manifest(vec![
+        dir("data"),
+        dir("16386"),
+        file("data/base.tar.gz.gpg"),
+        file("data/16386.tar.gpg"),
+        file("data/backup_manifest"),
+    ]);
+    let p = plan(&m, Path::new("/r/pg"), &none()).expect("encrypted tar");
+    let Layout::Tar { base, tablespaces } = &p.layout else {
+        panic!("not tar: {:?}", p.layout)
+    };
+    assert_eq!(
+        (base.codec, base.encrypted, base.path.as_str()),
+        (Some(Codec::Gzip), true, "data/base.tar.gz.gpg")
+    );
+    assert_eq!(
+        tablespaces
+            .iter()
+            .map(|a| (a.oid.as_deref(), a.codec, a.encrypted))
+            .collect::<Vec<_>>(),
+        vec![(Some("16386"), None, true)]
+    );
+    assert_eq!(p.files.len(), 1, "backup_manifest beside the archives");
+    assert!(p.encrypted());
+    let clear = manifest(vec![dir("data"), file("data/base.tar")]);
+    assert!(
+        !plan(&clear, Path::new("/r/pg"), &none())
+            .expect("tar")
+            .encrypted()
+    );
 }

@@ -19,7 +19,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::plan::{Archive, PG_CONTROL};
 use crate::barman::server::Server;
-use crate::codec::Codec;
+use crate::codec::{Codec, Decryption};
 use crate::error::{Error, Result};
 use crate::transfer::{Expect, Transfer, bounded};
 
@@ -43,15 +43,28 @@ pub struct Extracted {
 }
 
 /// Streams every archive into its root: the base archive into `dest`, each tablespace archive
-/// into its home. Archives are restored in parallel.
-pub async fn write(srv: &Server, id: &str, archives: Vec<(Archive, PathBuf)>) -> Result<Extracted> {
+/// into its home; encrypted archives through `decrypt`. Archives are restored in parallel.
+pub async fn write(
+    srv: &Server,
+    id: &str,
+    archives: Vec<(Archive, PathBuf)>,
+    decrypt: Option<&Decryption>,
+) -> Result<Extracted> {
     let jobs = archives.into_iter().map(|(a, root)| {
         let key = srv.remote.backup_key(id, &a.path);
         (a, root, key)
     });
     let parts = bounded(jobs, 4, |(a, root, key)| {
         let t = srv.t.clone();
-        async move { restore_archive(&t, &key, &a, root).await }
+        let decrypt = if a.encrypted {
+            decrypt
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| encrypted_without_key(&key))
+        } else {
+            Ok(None)
+        };
+        async move { restore_archive(&t, &key, &a, root, decrypt?).await }
     })
     .await?;
     let mut all = Extracted::default();
@@ -64,11 +77,27 @@ pub async fn write(srv: &Server, id: &str, archives: Vec<(Archive, PathBuf)>) ->
     Ok(all)
 }
 
-async fn restore_archive(t: &Transfer, key: &str, a: &Archive, root: PathBuf) -> Result<Extracted> {
+/// The refusal of an encrypted archive when nothing says how to decrypt it.
+pub fn encrypted_without_key(what: &str) -> Error {
+    Error::Config(format!(
+        "{what} is encrypted with GPG (Barman's encryption = gpg): set encryption_passphrase_command in the Barman config barman.config names (the secret key in this user's keyring), or barman.decryption_command"
+    ))
+}
+
+async fn restore_archive(
+    t: &Transfer,
+    key: &str,
+    a: &Archive,
+    root: PathBuf,
+    decrypt: Option<Decryption>,
+) -> Result<Extracted> {
     let (mut writer, reader) = tokio::io::duplex(PIPE);
     let bridge = SyncIoBridge::new(reader);
     let (codec, base, what) = (a.codec, a.oid.is_none(), key.to_string());
-    let extract = tokio::task::spawn_blocking(move || extract(bridge, codec, &root, base, &what));
+    let extract = tokio::task::spawn_blocking(move || match decrypt {
+        None => extract(bridge, codec, &root, base, &what),
+        Some(d) => extract_decrypted(&d, bridge, codec, &root, base, &what),
+    });
     let expect = Expect {
         size: Some(a.size),
         crc32c: a.crc32c,
@@ -86,6 +115,23 @@ async fn restore_archive(t: &Transfer, key: &str, a: &Archive, root: PathBuf) ->
         (Err(Error::Io { context, .. }), Err(x)) if context == "write output" => Err(x),
         // A failed or unverified download is the cause whatever the extractor made of it.
         (Err(d), _) => Err(d),
+    }
+}
+
+/// [`extract`] of what `d` decrypts from `input`. When the extraction fails, a failed
+/// decryption is the cause (a missing key makes an empty stream, not a damaged archive).
+fn extract_decrypted(
+    d: &Decryption,
+    input: impl Read + Send + 'static,
+    codec: Option<Codec>,
+    root: &Path,
+    base: bool,
+    what: &str,
+) -> Result<Extracted> {
+    let mut plain = d.stream(input, what)?;
+    match extract(&mut plain, codec, root, base, what) {
+        Ok(x) => plain.finish().map(|()| x),
+        Err(e) => Err(plain.failure().unwrap_or(e)),
     }
 }
 

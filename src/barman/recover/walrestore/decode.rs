@@ -4,7 +4,7 @@
 //! name says: a segment's first page gives its address and size and the cluster it belongs to.
 
 use crate::barman::wal::{self, WalKind};
-use crate::codec::{self, Codec, Filter};
+use crate::codec::{self, Codec, Decryption, Filter};
 use crate::error::{Error, Result};
 
 /// The largest WAL segment PostgreSQL allows (`--wal-segsize` 1024 MiB): the bound for a
@@ -24,7 +24,7 @@ pub struct Decoding {
     /// WAL file goes through the custom filter (as Barman does).
     pub custom_magic: Option<Vec<u8>>,
     /// Decrypts GPG-encrypted WALs (Barman ≥ 3.14 `encryption = gpg`).
-    pub decrypt: Option<Filter>,
+    pub decrypt: Option<Decryption>,
 }
 
 /// The most a WAL file may hold, stored and decoded: a decompression bomb or a hostile object
@@ -69,7 +69,7 @@ pub fn decode(
     if codec::looks_encrypted(&data) && !valid(kind, name, &data) {
         let f = d.decrypt.as_ref().ok_or_else(|| {
             Error::Config(format!(
-                "{what} is encrypted (GPG): set barman.decryption_command to a command that decrypts stdin to stdout, e.g. gpg --batch --quiet --decrypt"
+                "{what} is encrypted (GPG): set encryption_passphrase_command in the Barman config barman.config names (the secret key in this user's keyring), or barman.decryption_command to a command that decrypts stdin to stdout"
             ))
         })?;
         // What GPG yields may still be compressed: bounded like the stored object.
