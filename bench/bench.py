@@ -34,7 +34,7 @@ AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
     "BENCH_CASES",
-    "wal,upload,small,resync,stream,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate",
+    "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate",
 ).split(",")
 # Cases with their own table instead of a row per tool.
 OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate")
@@ -45,6 +45,7 @@ PLUGIN = REPO / "target/release/gpbackup_s3_plugin"
 GIB = 1 << 30
 TOOLS = ["barmans3", "aws", "s5cmd", "rclone"]
 ID = "20261121T000000"
+STREAM_SOURCE = "bench/stream-source"
 REPLAY_SEGMENTS = int(os.environ.get("BENCH_REPLAY_SEGMENTS", "100"))
 
 
@@ -176,18 +177,20 @@ class Env:
         return cfg
 
 
-def measure(cmd, env, stdin=None, cwd=None):
-    """Runs cmd under GNU time; returns wall s, cpu s, peak RSS KiB, stdout."""
+def measure(cmd, env, stdin=None, cwd=None, discard=False):
+    """Runs cmd under GNU time; returns wall s, cpu s, peak RSS KiB, stdout (empty with
+    `discard`: a download to stdout goes to /dev/null, not into this process)."""
     tf = tempfile.NamedTemporaryFile(delete=False)
     tf.close()
     full = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name] + [str(c) for c in cmd]
     with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
-        r = subprocess.run(full, env=env, stdin=inp, capture_output=True, cwd=cwd)
+        out = subprocess.DEVNULL if discard else subprocess.PIPE
+        r = subprocess.run(full, env=env, stdin=inp, stdout=out, stderr=subprocess.PIPE, cwd=cwd)
     wall, user, sys_, rss = Path(tf.name).read_text().split()[-4:]
     os.unlink(tf.name)
     if r.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode()[-2000:]}")
-    return float(wall), float(user) + float(sys_), int(rss), r.stdout.decode()
+    return float(wall), float(user) + float(sys_), int(rss), (r.stdout or b"").decode()
 
 
 def requests_of(stdout):
@@ -279,6 +282,19 @@ def run_case(case, tool, e, data, rep):
             "barmans3": [PLUGIN, "backup_data", e.plugin_config(prefix), "/x/backups/20261121/20261121000000/stream"],
         }[tool]
         res = measure(cmd, env, stdin=src)
+    elif case == "stream-restore":
+        # The plugin's restore_data of the object backup_data made (peak RSS is the figure:
+        # the plugin's default config, 500 MB chunks), against the peers' stream to stdout.
+        size = (data / "big.bin").stat().st_size
+        key = f"{STREAM_SOURCE}/backups/20261121/20261121000000/stream"
+        cmd = {
+            "aws": aws + ["cp", f"s3://{BUCKET}/{key}", "-"],
+            "s5cmd": s5c + ["cat", f"s3://{BUCKET}/{key}"],
+            "rclone": ["rclone", "cat", f"G:{BUCKET}/{key}"],
+            "barmans3": [PLUGIN, "restore_data", e.plugin_config(STREAM_SOURCE), "/x/backups/20261121/20261121000000/stream"],
+        }[tool]
+        res = measure(cmd, env, discard=True)
+        prefix = None
     elif case == "download":
         size = 2 * GIB
         out = e.tmp / "download.bin"
@@ -414,6 +430,11 @@ def main():
     if "download" in CASES:
         log("uploading the download source")
         subprocess.run([B3, "--config", e.b3_config("bench/download-source", data), "store", "put", data / "big.bin", "big.bin"], env=e.env, check=True)
+    if "stream-restore" in CASES:
+        log("backup_data of the stream-restore source")
+        with open(data / "big.bin", "rb") as inp:
+            subprocess.run([PLUGIN, "backup_data", e.plugin_config(STREAM_SOURCE), "/x/backups/20261121/20261121000000/stream"],
+                           env=e.env, stdin=inp, check=True)
     if "walnochange" in CASES:
         log("initial wal-sync of the 10 000-WAL archive")
         cfg = e.b3_config("bench/wal10k", data / "wal10k/barman")

@@ -21,8 +21,9 @@ struct Summary<'a> {
     stats: StatsSnapshot,
 }
 
-pub(super) async fn run(o: Options, action: SyncOptions, cancel: Arc<Cancel>) -> Result<Exit> {
+pub(super) async fn run(o: Options, mut action: SyncOptions, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
+    action.record = Some(record_path(&cfg, &action));
     // A malformed list is refused before the first request (exit 2).
     let lines = match &action.files_from {
         Some(f) => Some(filesync::list::read(
@@ -66,6 +67,19 @@ pub(super) async fn run(o: Options, action: SyncOptions, cancel: Arc<Cancel>) ->
         line.push_str("; do not run glusterfind post for this list");
     }
     Err(Error::Failed(line))
+}
+
+/// Where the sync record of this store, prefix and SRC_DIR lives, and the sync it is for.
+fn record_path(cfg: &crate::config::Config, a: &SyncOptions) -> (std::path::PathBuf, String) {
+    let scope = format!(
+        "{}\n{}\n{}",
+        crate::barman::ship::state::store_id(cfg),
+        a.key_prefix,
+        a.src.display()
+    );
+    let name = crate::checksum::hex(&crate::checksum::md5(scope.as_bytes()));
+    let path = cfg.state.dir.join("sync").join(format!("{name}.json"));
+    (path, scope)
 }
 
 /// The one line that says why the run is not a success.

@@ -109,6 +109,8 @@ impl SyncArgs {
             dry_run: self.dry_run,
             files_from,
             xattr_ns: xattr_ns(self.xattr_ns.as_deref()),
+            // Where the state directory is, the config says: filled in by the run.
+            record: None,
         })
     }
 }

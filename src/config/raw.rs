@@ -85,6 +85,7 @@ struct RawS3 {
     request_checksum: Option<String>,
     part_size: Option<String>,
     concurrency: Option<u32>,
+    stream_memory: Option<String>,
     max_attempts: Option<u32>,
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
@@ -363,6 +364,14 @@ fn transfer(
     if !(1..=256).contains(&concurrency) {
         return Err(k.err(key, "must be between 1 and 256"));
     }
+    let (stream_memory, key) = field!(s3.stream_memory);
+    let stream_memory = match stream_memory {
+        Some(v) => parse_size(v).map_err(|e| k.err(key, e))?,
+        None => defaults.stream_memory,
+    };
+    if !(MIN_PART_SIZE..=64 << 30).contains(&stream_memory) {
+        return Err(k.err(key, "must be between 5MiB and 64GiB"));
+    }
     let (max_attempts, key) = field!(s3.max_attempts);
     let max_attempts = max_attempts.unwrap_or(defaults.max_attempts);
     if !(1..=100).contains(&max_attempts) {
@@ -371,6 +380,7 @@ fn transfer(
     Ok(Settings {
         part_size,
         concurrency: concurrency as usize,
+        stream_memory,
         max_attempts,
         checksum,
         probe_checksum,

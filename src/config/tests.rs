@@ -16,6 +16,7 @@ fn minimal_s3_config_gets_defaults() {
         }
     );
     assert_eq!(c.transfer.part_size, 64 << 20);
+    assert_eq!(c.transfer.stream_memory, 128 << 20);
     assert_eq!(c.state.queue_dir, PathBuf::from("/var/lib/barmans3/queue"));
     assert!(c.s3.credentials.is_none());
 }
@@ -34,6 +35,10 @@ fn errors_name_the_key() {
     let cases = [
         ("s3:\n  bucket: bkt\n  part_size: 5X\n", "s3.part_size"),
         ("s3:\n  bucket: bkt\n  part_size: 1M\n", "s3.part_size"),
+        (
+            "s3:\n  bucket: bkt\n  stream_memory: 4MiB\n",
+            "s3.stream_memory",
+        ),
         ("s3:\n  bucket: bkt\n  endpoint: ftp://x\n", "s3.endpoint"),
         ("s3:\n  bucket: bkt\n  endpoint: 'http://'\n", "s3.endpoint"),
         ("s3:\n  region: x\n", "s3.bucket"),

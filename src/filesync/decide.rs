@@ -71,6 +71,53 @@ pub fn by_listing(stamp: &Stamp, known: Known) -> Verdict {
     }
 }
 
+/// What this host last sent for a file, from the sync record: the stamp the file had and the
+/// ETag the object got. Only files whose object carries that stamp in its metadata (sent by us,
+/// or found so by a HEAD) are recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sent {
+    /// Bytes.
+    pub size: u64,
+    /// [`Stamp::mtime_text`], as stored in the object's metadata.
+    pub mtime: String,
+    /// The object's ETag.
+    pub etag: String,
+}
+
+impl Sent {
+    /// The record of a file with this stamp whose object has this ETag.
+    pub fn new(stamp: &Stamp, etag: Option<&str>) -> Option<Sent> {
+        Some(Sent {
+            size: stamp.size,
+            mtime: stamp.mtime_text(),
+            etag: etag.filter(|e| !e.is_empty())?.to_string(),
+        })
+    }
+}
+
+/// The decision the record allows where the listing said "same size" ([`Verdict::Head`]):
+/// unchanged when the file still has the stamp it was recorded with and the listed object
+/// still has the recorded ETag (the object is the one that carries that stamp in its metadata,
+/// which is what a HEAD would have checked); anything else, or `--checksum`, asks the object.
+pub fn by_record(
+    stamp: &Stamp,
+    listed_etag: Option<&str>,
+    sent: Option<&Sent>,
+    compare: Compare,
+) -> Verdict {
+    match (listed_etag, sent) {
+        (Some(etag), Some(s))
+            if compare == Compare::SizeMtime
+                && s.size == stamp.size
+                && s.mtime == stamp.mtime_text()
+                && s.etag == etag =>
+        {
+            Verdict::Unchanged
+        }
+        _ => Verdict::Head,
+    }
+}
+
 /// The decision after a HEAD (`None`: no such object).
 pub fn by_metadata(stamp: &Stamp, head: Option<&ObjectMeta>, compare: Compare) -> Verdict {
     let Some(meta) = head else {
@@ -229,6 +276,32 @@ mod tests {
         for (known, want) in cases {
             assert_eq!(by_listing(&s, known), want, "{known:?}");
         }
+    }
+
+    #[test]
+    fn the_record_spares_a_head_only_for_the_same_stamp_and_etag() {
+        use Verdict::*;
+        let s = stamp(10, 1_700_000_000_000_000_001);
+        let sent = Sent::new(&s, Some("e1")).expect("etag");
+        let touched = stamp(10, 1_700_000_000_000_000_002);
+        let resized = stamp(11, 1_700_000_000_000_000_001);
+        let cases = [
+            (&s, Some("e1"), Some(&sent), Compare::SizeMtime, Unchanged),
+            // The object was replaced (another ETag), or the listing gave none.
+            (&s, Some("e2"), Some(&sent), Compare::SizeMtime, Head),
+            (&s, None, Some(&sent), Compare::SizeMtime, Head),
+            // The file was touched (same size, another mtime) or resized.
+            (&touched, Some("e1"), Some(&sent), Compare::SizeMtime, Head),
+            (&resized, Some("e1"), Some(&sent), Compare::SizeMtime, Head),
+            // Never recorded, or the content is to be compared.
+            (&s, Some("e1"), None, Compare::SizeMtime, Head),
+            (&s, Some("e1"), Some(&sent), Compare::Checksum, Head),
+        ];
+        for (st, etag, rec, compare, want) in cases {
+            assert_eq!(by_record(st, etag, rec, compare), want, "{etag:?} {rec:?}");
+        }
+        assert_eq!(Sent::new(&s, Some("")), None);
+        assert_eq!(Sent::new(&s, None), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod decide;
 pub mod list;
 pub mod local;
+pub mod record;
 pub mod repair;
 mod run;
 
@@ -43,6 +44,9 @@ pub struct SyncOptions {
     pub files_from: Option<FileList>,
     /// Where Gluster's cloudsync marks live.
     pub xattr_ns: XattrNs,
+    /// The sync record (path, and the sync it belongs to), when the state directory has one:
+    /// a crawl's rerun then decides unchanged files from the listing ([`record`]).
+    pub record: Option<(PathBuf, String)>,
 }
 
 /// The limits of `--delete`.

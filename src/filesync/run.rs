@@ -2,12 +2,13 @@
 //! list (each listed path probed, directories walked), files compared and uploaded in parallel
 //! under the engine's bounds, and deletions last, only when every path was handled.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::decide::{self, Compare, Guard, Known, LocalIndex, Verdict};
+use super::decide::{self, Compare, Guard, Known, LocalIndex, Sent, Verdict};
 use super::list::{Change, Line};
 use super::local::{self, Probe, Stamp, XattrNs};
+use super::record::Record;
 use super::repair;
 use super::{MAX_KEY_BYTES, SyncOptions, SyncReport};
 use crate::error::{Error, Result};
@@ -22,6 +23,10 @@ struct FileJob {
     key: String,
     stamp: Stamp,
     known: Known,
+    /// The listed object's ETag (crawl).
+    etag: Option<String>,
+    /// What the sync record holds for this file.
+    sent: Option<Sent>,
 }
 
 /// What became of one file.
@@ -30,8 +35,10 @@ enum Outcome {
     Uploaded {
         key: String,
         bytes: u64,
+        sent: Option<Sent>,
     },
-    Unchanged,
+    /// With what the record may say about it from now on.
+    Unchanged(Option<Sent>),
     WouldUpload {
         key: String,
         bytes: u64,
@@ -58,11 +65,27 @@ pub async fn sync(
         dry_run: o.dry_run,
         ..Default::default()
     };
-    let (jobs, candidates) = match lines {
+    // Only a crawl lists every file's object, so only a crawl uses and rewrites the record.
+    let record = match (&lines, &o.record) {
+        (None, Some((path, scope))) => Some(Record::load(path, scope)),
+        _ => None,
+    };
+    let (mut jobs, candidates) = match lines {
         None => crawl(t, o, &base, &mut report).await?,
         Some(lines) => from_list(o, &base, lines, &mut report).await?,
     };
-    let uploaded = send(t, o, jobs, &mut report).await?;
+    if let Some(r) = &record {
+        for j in &mut jobs {
+            j.sent = r.files.get(&j.rel).cloned();
+        }
+    }
+    let (uploaded, sent) = send(t, o, jobs, &mut report).await?;
+    if let Some(r) = record.filter(|_| !o.dry_run) {
+        // Every upload of the run is done and verified: the record now says what is there.
+        if let Err(e) = r.save(sent) {
+            tracing::warn!("{}; the next run compares by HEAD", e.one_line());
+        }
+    }
     if let Some(limits) = o.delete {
         let allow_missing = o.files_from.as_ref().is_some_and(|f| f.allow_missing);
         let failures = report.failed.len()
@@ -127,9 +150,11 @@ async fn crawl(
         } else if !matches!(e.kind, Probe::Error(_)) {
             index.others.insert(e.rel.clone());
         }
-        let known = Known::Listed(remote.get(&e.rel).copied());
+        let listed = remote.get(&e.rel);
+        let known = Known::Listed(listed.map(|l| l.0));
+        let etag = listed.and_then(|l| l.1.clone());
         if let Some(job) = classify(e.kind, e.path, &e.rel, base, report) {
-            jobs.push(FileJob { known, ..job });
+            jobs.push(FileJob { known, etag, ..job });
         }
     }
     let rels: Vec<String> = remote.into_keys().collect();
@@ -140,8 +165,8 @@ async fn crawl(
     Ok((jobs, Candidates::Keys(orphans)))
 }
 
-/// Sizes of every object under `dir`, by key relative to it.
-async fn list_sizes(t: &Transfer, dir: &str) -> Result<BTreeMap<String, u64>> {
+/// Size and ETag of every object under `dir`, by key relative to it.
+async fn list_sizes(t: &Transfer, dir: &str) -> Result<BTreeMap<String, (u64, Option<String>)>> {
     let req = ListRequest {
         prefix: dir.to_string(),
         ..Default::default()
@@ -150,7 +175,7 @@ async fn list_sizes(t: &Transfer, dir: &str) -> Result<BTreeMap<String, u64>> {
     t.list_pages(&req, |objs, _| {
         for o in objs {
             if let Some(rel) = o.key.strip_prefix(dir) {
-                out.insert(rel.to_string(), o.size);
+                out.insert(rel.to_string(), (o.size, o.etag.clone()));
             }
         }
         true
@@ -184,6 +209,8 @@ fn classify(
                 key,
                 stamp,
                 known: Known::Unknown,
+                etag: None,
+                sent: None,
             });
         }
         Probe::Symlink => {
@@ -408,13 +435,13 @@ async fn listed_deletions(
 }
 
 /// Compares and sends the files in parallel (the engine's file workers); returns the keys
-/// uploaded.
+/// uploaded and the sync record's rows for the files now known to be in the bucket.
 async fn send(
     t: &Transfer,
     o: &SyncOptions,
     jobs: Vec<FileJob>,
     report: &mut SyncReport,
-) -> Result<HashSet<String>> {
+) -> Result<(HashSet<String>, HashMap<String, Sent>)> {
     let (compare, dry_run, ns) = (o.compare, o.dry_run, o.xattr_ns);
     let listed = o.files_from.is_some();
     let outcomes = bounded(
@@ -427,19 +454,24 @@ async fn send(
     )
     .await?;
     let mut uploaded = HashSet::new();
+    let mut record = HashMap::new();
     for (rel, outcome) in outcomes {
         match outcome {
-            Outcome::Uploaded { key, bytes } => {
+            Outcome::Uploaded { key, bytes, sent } => {
                 report.uploaded += 1;
                 report.uploaded_bytes += bytes;
                 uploaded.insert(key);
+                record.extend(sent.map(|s| (rel, s)));
             }
             Outcome::WouldUpload { key, bytes } => {
                 report.uploaded += 1;
                 report.uploaded_bytes += bytes;
                 report.would_upload.push(key);
             }
-            Outcome::Unchanged => report.unchanged += 1,
+            Outcome::Unchanged(sent) => {
+                report.unchanged += 1;
+                record.extend(sent.map(|s| (rel, s)));
+            }
             Outcome::Vanished if listed => report.missing.push(rel),
             Outcome::Vanished => report.vanished += 1,
             Outcome::Failed(m) => {
@@ -449,7 +481,7 @@ async fn send(
         }
     }
     report.would_upload.sort();
-    Ok(uploaded)
+    Ok((uploaded, record))
 }
 
 /// One file: decide from the listing, the object's metadata or its content, then send it.
@@ -462,8 +494,19 @@ async fn sync_file(
 ) -> Result<Outcome> {
     let mut verdict = decide::by_listing(&job.stamp, job.known);
     if verdict == Verdict::Head {
+        verdict = decide::by_record(&job.stamp, job.etag.as_deref(), job.sent.as_ref(), compare);
+        if verdict == Verdict::Unchanged {
+            return Ok(Outcome::Unchanged(job.sent));
+        }
+    }
+    if verdict == Verdict::Head {
         let head = t.head_opt(&job.key).await?;
         verdict = decide::by_metadata(&job.stamp, head.as_ref(), compare);
+        // Unchanged by its metadata: the object carries this stamp, as one we sent would.
+        if verdict == Verdict::Unchanged {
+            let etag = head.as_ref().and_then(|h| h.etag.as_deref());
+            return Ok(Outcome::Unchanged(Sent::new(&job.stamp, etag)));
+        }
     }
     if verdict == Verdict::CompareContent {
         verdict = match t.same_as_local(&job.key, &job.path).await {
@@ -474,7 +517,8 @@ async fn sync_file(
         };
     }
     match verdict {
-        Verdict::Unchanged => Ok(Outcome::Unchanged),
+        // Same content, but the object does not carry the stamp: not for the record.
+        Verdict::Unchanged => Ok(Outcome::Unchanged(None)),
         _ if dry_run => Ok(Outcome::WouldUpload {
             key: job.key,
             bytes: job.stamp.size,
@@ -503,6 +547,7 @@ async fn upload_stable(t: &Transfer, job: FileJob, ns: XattrNs) -> Result<Outcom
         if after == before {
             return match sent {
                 Ok(up) => Ok(Outcome::Uploaded {
+                    sent: Sent::new(&before, up.etag.as_deref()),
                     key: job.key,
                     bytes: up.size,
                 }),

@@ -54,6 +54,8 @@ fn job(path: &Path) -> FileJob {
         key: "k".into(),
         stamp,
         known: Known::Unknown,
+        etag: None,
+        sent: None,
     }
 }
 
@@ -79,6 +81,12 @@ async fn a_file_changed_during_its_upload_is_sent_again() {
     let now = job(&file).stamp;
     assert_eq!(head.metadata[decide::META_MTIME], now.mtime_text());
     assert_eq!(head.metadata[decide::META_SIZE], "14");
+    // The sync record gets the stamp the object carries and the object's ETag.
+    let Outcome::Uploaded { sent: Some(s), .. } = out else {
+        panic!("no record row: {out:?}");
+    };
+    assert_eq!((s.size, s.mtime.as_str()), (14, now.mtime_text().as_str()));
+    assert_eq!(Some(s.etag), head.etag);
 }
 
 #[tokio::test]

@@ -49,6 +49,7 @@ const KNOWN: &[&str] = &[
     "restore_subset",
     "age_recipients_file",
     "age_identity_file",
+    "stream_memory",
 ];
 
 /// How much goes to the log file.
@@ -104,6 +105,9 @@ pub struct PluginConfig {
     pub bucket_in_endpoint: bool,
     /// Log file verbosity.
     pub verbosity: Verbosity,
+    /// `stream_memory`: what `backup_data` and `restore_data` hold in parts or ranges at once,
+    /// whatever the chunk sizes say.
+    pub stream_memory: u64,
 }
 
 /// Parses a go-bytesize size string (`500MB`, `1.5 GB`, `10gb`, `2 megabytes`).
@@ -222,6 +226,7 @@ impl PluginConfig {
             // CRC32C, never probed: the plugin has no state directory to cache a probe's answer
             // in, and probing on every one of gpbackup's many short invocations costs requests.
             probe_checksum: false,
+            stream_memory: self.stream_memory,
             ..Settings::default()
         }
     }
@@ -338,6 +343,7 @@ fn from_options(
     // whether to call restore_data_subset; the plugin only checks the value.
     switch(o, "restore_subset", ["on", "off"], false, problems);
     let verbosity = verbosity(o, problems);
+    let stream_memory = stream_memory(o, problems);
     let age = age_keys(path, o, problems);
     PluginConfig {
         path: path.to_path_buf(),
@@ -354,6 +360,28 @@ fn from_options(
         bucket_in_endpoint,
         verbosity,
         age,
+        stream_memory,
+    }
+}
+
+/// `stream_memory` (a size string, 5MB to 64GB), 128 MiB when unset.
+fn stream_memory(o: &Options, problems: &mut Vec<String>) -> u64 {
+    let default = crate::transfer::plan::STREAM_MEMORY;
+    let Some(v) = o.get("stream_memory") else {
+        return default;
+    };
+    match parse_gp_size(v) {
+        Ok(n) if (MIN_PART_SIZE..=64 << 30).contains(&n) => n,
+        Ok(_) => {
+            problems.push(format!(
+                "option stream_memory: {v:?}: must be from 5MB to 64GB"
+            ));
+            default
+        }
+        Err(e) => {
+            problems.push(format!("option stream_memory: {e}"));
+            default
+        }
     }
 }
 

@@ -142,3 +142,19 @@ fn folder_is_normalised() {
         assert_eq!(c.folder, "a/b");
     }
 }
+
+#[test]
+fn stream_memory_bounds_both_directions_whatever_the_chunk_size() {
+    let c = parse(BASE).expect("valid");
+    assert_eq!(c.stream_memory, 128 << 20);
+    assert_eq!(
+        c.transfer_config(c.backup).stream_memory,
+        crate::transfer::plan::STREAM_MEMORY
+    );
+    let c = parse(&format!("{BASE}  stream_memory: 64MB\n")).expect("valid");
+    assert_eq!(c.transfer_config(c.restore).stream_memory, 64 << 20);
+    for bad in ["1MB", "100G", "128 apples"] {
+        let e = parse(&format!("{BASE}  stream_memory: {bad}\n")).expect_err(bad);
+        assert!(e.to_string().contains("option stream_memory"), "{e}");
+    }
+}

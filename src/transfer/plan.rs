@@ -5,6 +5,11 @@
 //! length double their part size every [`GROWTH_EVERY`] parts (capped at 5 GiB), so 10 000 parts
 //! of a 5 MiB start cover more than 5 TiB. The layout is recorded in the object's metadata so a
 //! reader can cut the same parts again.
+//!
+//! A stream's parts are sized for memory, not for the object: the object a stream becomes does
+//! not depend on its part sizes, so the first part is the run's memory budget split over the
+//! parts in flight (never more than the configured part size), and as parts grow fewer of them
+//! are in flight, so a stream holds at most `max(budget, one part)` whatever its length.
 
 use crate::store::ByteRange;
 pub use crate::store::limits::MAX_PARTS;
@@ -14,6 +19,24 @@ use crate::store::limits::{MAX_PART_SIZE, MIN_PART_SIZE};
 pub const GROWTH_EVERY: u64 = 900;
 /// Metadata key recording the layout (`<first part size>:<growth interval or 0>`).
 pub const LAYOUT_META: &str = "barmans3-layout";
+
+/// Default memory budget of a stream's parts in flight (`s3.stream_memory`).
+pub const STREAM_MEMORY: u64 = 128 << 20;
+
+/// First part size of a stream: the configured part size, but no more than the memory budget
+/// split over `concurrency` parts (rounded down to whole MiB), and at least S3's 5 MiB floor.
+pub fn stream_first_part(configured: u64, budget: u64, concurrency: usize) -> u64 {
+    let share = budget / concurrency.max(1) as u64;
+    let share = share - share % (1 << 20);
+    configured.min(share).clamp(MIN_PART_SIZE, MAX_PART_SIZE)
+}
+
+/// How many parts of `part_size` bytes a stream may hold at once (the part being filled
+/// included): as many as the budget holds, at least one, at most `concurrency`.
+pub fn stream_parts_in_flight(budget: u64, part_size: u64, concurrency: usize) -> usize {
+    let fit = budget / part_size.max(1);
+    (fit.min(concurrency.max(1) as u64) as usize).max(1)
+}
 
 /// Part size for an object of known size.
 pub fn part_size_for(size: u64, configured: u64) -> u64 {
@@ -100,6 +123,55 @@ mod tests {
         assert!(
             (0..MAX_PARTS).all(|i| part_size_at(MIN_PART_SIZE, GROWTH_EVERY, i) <= MAX_PART_SIZE)
         );
+    }
+
+    #[test]
+    fn stream_parts_start_at_the_budget_share_not_the_configured_size() {
+        // The gpbackup plugin's defaults: 500 MB parts, six in flight, 128 MiB budget.
+        let first = stream_first_part(500_000_000, STREAM_MEMORY, 6);
+        assert_eq!(first, 21 << 20);
+        assert_eq!(stream_parts_in_flight(STREAM_MEMORY, first, 6), 6);
+        // A smaller configured part size is kept.
+        assert_eq!(stream_first_part(8 << 20, STREAM_MEMORY, 4), 8 << 20);
+        // A budget too small for the parts in flight still sends parts S3 accepts.
+        assert_eq!(stream_first_part(64 << 20, 16 << 20, 8), MIN_PART_SIZE);
+        assert_eq!(stream_parts_in_flight(16 << 20, MIN_PART_SIZE, 8), 3);
+        assert_eq!(stream_parts_in_flight(0, MIN_PART_SIZE, 8), 1);
+        assert_eq!(stream_parts_in_flight(1 << 40, MIN_PART_SIZE, 0), 1);
+    }
+
+    #[test]
+    fn any_stream_schedule_reaches_five_tib_in_bounded_memory() {
+        for (configured, budget, conc) in [
+            (500_000_000, STREAM_MEMORY, 6),
+            (64 << 20, STREAM_MEMORY, 8),
+            (5 << 20, 5 << 20, 1),
+            (5 << 30, 1 << 30, 256),
+            (64 << 20, 16 << 20, 64),
+        ] {
+            let first = stream_first_part(configured, budget, conc);
+            let mut total = 0u64;
+            for i in 0..MAX_PARTS {
+                let size = part_size_at(first, GROWTH_EVERY, i);
+                assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&size));
+                let held = size * stream_parts_in_flight(budget, size, conc) as u64;
+                assert!(held <= budget.max(size), "{configured} {budget} {conc} {i}");
+                total += size;
+            }
+            assert!(total >= 5u64 << 40, "{configured} {budget} {conc}: {total}");
+        }
+        // With the plugin's defaults, the first 100 GiB of a stream stay within the budget.
+        let first = stream_first_part(500_000_000, STREAM_MEMORY, 6);
+        let mut total = 0u64;
+        for i in 0.. {
+            let size = part_size_at(first, GROWTH_EVERY, i);
+            let held = size * stream_parts_in_flight(STREAM_MEMORY, size, 6) as u64;
+            assert!(held <= STREAM_MEMORY, "part {i}: {held}");
+            total += size;
+            if total > 100 << 30 {
+                break;
+            }
+        }
     }
 
     #[test]

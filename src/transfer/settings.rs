@@ -25,6 +25,9 @@ pub struct Settings {
     /// Objects above this size are copied server-side part by part (S3's single-copy limit;
     /// lowered only by tests).
     pub copy_limit: u64,
+    /// Bytes a stream (stdin upload, stream download) may hold in parts or ranges at once
+    /// (`s3.stream_memory`); streams size their parts from it, not from `part_size`.
+    pub stream_memory: u64,
     /// `s3.request_checksum: auto`: probe the store on the first upload (`checksum` is then
     /// only the fallback), where the run says ([`super::Transfer::with_checksum_probe`]).
     pub probe_checksum: bool,
@@ -39,6 +42,7 @@ impl Default for Settings {
             checksum: ChecksumMode::WhenSupported,
             copy_limit: crate::store::limits::MAX_COPY_SIZE,
             probe_checksum: true,
+            stream_memory: super::plan::STREAM_MEMORY,
         }
     }
 }

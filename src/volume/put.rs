@@ -301,8 +301,10 @@ async fn write(
 }
 
 /// Reads the source chunk by chunk and stores each in a task of its own, at most
-/// `concurrency` at once; the next chunk is read only when a task slot is free. After the
-/// first failure nothing new starts, the running tasks finish, and the failure is returned.
+/// `concurrency` at once and no more than `stream_memory` holds (a chunk is one object, held
+/// whole for its retries and its check; at least one); the next chunk is read only when a task
+/// slot is free. After the first failure nothing new starts, the running tasks finish, and the
+/// failure is returned.
 async fn send_chunks(
     run: &Run<'_>,
     plan: &Plan,
@@ -311,12 +313,19 @@ async fn send_chunks(
     head: Bytes,
 ) -> Result<Vec<Done>> {
     let Run { t, vol, tracker } = *run;
-    let workers = t.config().concurrency.max(1);
+    let cfg = t.config();
+    // Chunks held: those being stored and the one being read.
+    let held = crate::transfer::plan::stream_parts_in_flight(
+        cfg.stream_memory,
+        plan.chunk_size,
+        cfg.concurrency + 1,
+    );
+    let workers = held - 1;
     let mut set: JoinSet<Result<Done>> = JoinSet::new();
     let (mut done, mut first_err) = (Vec::new(), None);
     let (mut n, mut read, mut head) = (plan.first, 0u64, Some(head));
     loop {
-        while set.len() >= workers {
+        while !set.is_empty() && set.len() >= workers {
             collect(set.join_next().await, &mut done, &mut first_err);
         }
         if first_err.is_some() || t.cancel_flag().is_cancelled() {

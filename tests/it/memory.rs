@@ -149,3 +149,147 @@ fn a_file_upload_holds_read_buffers_not_parts() {
         std::fs::read(bucket.join("big")).expect("object") == std::fs::read(&src).expect("src")
     );
 }
+
+/// Runs `sh -c script` and samples the peak RSS of the shell and its children until it exits.
+fn peak_of(script: &str) -> (std::process::ExitStatus, u64, String) {
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Read stdout on a thread so a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().expect("out");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).expect("stdout");
+        s
+    });
+    let mut peak = 0;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        for pid in children(child.id()) {
+            if let Some(k) = vm_hwm_kib(pid) {
+                peak = peak.max(k);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    (status, peak, reader.join().expect("reader"))
+}
+
+/// With parts configured at 512 MiB (the gpbackup plugin's default is 500 MB) a 256 MiB stream
+/// (one PUT of it all before) is cut into parts its memory budget holds, and read back within
+/// a budget smaller than the ranges the concurrency would otherwise hold (6 x 16 MiB).
+#[test]
+fn a_stream_holds_its_memory_budget_whatever_the_part_size() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir(&bucket).expect("bucket");
+    let cfg = |budget: u64| {
+        let cfg = dir.path().join(format!("b3-{budget}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "store: file://{}\ns3:\n  part_size: 512MiB\n  concurrency: 6\n  stream_memory: {budget}MiB\n{}",
+                bucket.display(),
+                crate::common::scratch_yaml(dir.path())
+            ),
+        )
+        .expect("cfg");
+        cfg
+    };
+    let bound_kib = |budget: u64| ((budget << 20) + (64 << 20)) / 1024;
+    // 96 MiB over 6 parts in flight: parts of 16 MiB.
+    let (status, peak, summary) = peak_of(&format!(
+        "head -c 268435456 /dev/zero | exec {BIN} --config {} --json store put - s",
+        cfg(96).display()
+    ));
+    assert!(status.success(), "store put failed");
+    eprintln!("peak RSS streaming 256 MiB up: {} MiB", peak / 1024);
+    assert!(peak > 0, "the upload was never seen running");
+    assert!(
+        peak <= bound_kib(96),
+        "upload peak {peak} KiB > {} KiB",
+        bound_kib(96)
+    );
+    let s: serde_json::Value = serde_json::from_str(summary.trim()).expect("summary");
+    assert_eq!(s["requests"]["upload_part"], 16, "{summary}");
+    assert_eq!(
+        std::fs::metadata(bucket.join("s")).expect("object").len(),
+        256 << 20
+    );
+    // Read back with 16 MiB: one 16 MiB range at a time.
+    let (status, peak, count) = peak_of(&format!(
+        "{BIN} --config {} store get s - | wc -c",
+        cfg(16).display()
+    ));
+    assert!(status.success(), "store get failed");
+    eprintln!("peak RSS streaming 256 MiB down: {} MiB", peak / 1024);
+    assert!(
+        peak <= bound_kib(16),
+        "download peak {peak} KiB > {} KiB",
+        bound_kib(16)
+    );
+    assert_eq!(count.trim(), "268435456");
+}
+
+/// Objects checked by MD5 (Content-MD5 uploads: a single PUT's ETag, a multipart ETag over our
+/// recorded parts) are read to a stream in pieces smaller than a part, their MD5 computed as
+/// the bytes are written, and still verified: the bytes come back exactly.
+#[test]
+fn md5_checked_objects_stream_in_pieces_and_verify() {
+    let g = crate::common::garage();
+    let prefix = crate::common::unique("md5stream");
+    let dir = tempfile::tempdir().expect("tmp");
+    let yaml = |part: &str| {
+        let base = g
+            .yaml(&prefix)
+            .replace("part_size: 5MiB", &format!("part_size: {part}"));
+        format!(
+            "{base}  request_checksum: when_required\n  stream_memory: 32MiB\n{}",
+            crate::common::scratch_yaml(dir.path())
+        )
+    };
+    let run = |part: &str, args: &[&str]| {
+        let cfg = dir.path().join(format!("b3-{part}.yaml"));
+        std::fs::write(&cfg, yaml(part)).expect("cfg");
+        std::fs::set_permissions(
+            &cfg,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .expect("chmod");
+        let out = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    // 40 MiB in one PUT (its ETag is its MD5), 70 MiB in parts of 32 MiB.
+    for (name, len, part) in [
+        ("single", 40usize << 20, "64MiB"),
+        ("parts", 70 << 20, "32MiB"),
+    ] {
+        let body = crate::common::data(len, len as u64);
+        let src = dir.path().join(name);
+        std::fs::write(&src, &body).expect("src");
+        run(part, &["store", "put", src.to_str().expect("utf8"), name]);
+        // Read back through a config whose pieces (16 MiB) are smaller than the part.
+        let got = run(part, &["store", "get", name, "-"]);
+        assert!(
+            got == body,
+            "{name}: {} bytes back, not the same",
+            got.len()
+        );
+        std::fs::remove_file(&src).expect("rm");
+    }
+}

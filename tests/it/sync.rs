@@ -518,3 +518,62 @@ fn a_malformed_list_needs_no_store() {
     let out = site.run(&["sync", src.to_str().expect("utf8"), "files"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
 }
+
+/// Every request a run made.
+fn requests(s: &serde_json::Value) -> u64 {
+    s["total_requests"].as_u64().expect("total_requests")
+}
+
+/// A no-change rerun of 1000 files decides from the listing and the sync record: one LIST per
+/// 1000 keys, no HEAD per file. A changed file is still sent, and an object another writer
+/// replaced (another ETag) is asked about and sent again: the record never outranks the bucket.
+#[test]
+fn a_no_change_resync_decides_from_the_listing() {
+    let f = Fixture::new(Backend::Garage);
+    for i in 0..1000 {
+        f.write(&format!("d{}/f{i}", i % 7), format!("file {i}").as_bytes());
+    }
+    assert_eq!(f.sync_ok(&[])["uploaded"], 1000);
+    let again = f.sync_ok(&[]);
+    assert_eq!(again["unchanged"], 1000, "{again}");
+    assert!(requests(&again) <= 10, "no-change rerun: {again}");
+    assert_eq!(
+        again["requests"]["head"].as_u64().unwrap_or(0),
+        0,
+        "{again}"
+    );
+    // A new mtime alone is a change (the exact-mtime rule), as is new content.
+    let touched = f.src.join("d2/f2");
+    std::fs::File::options()
+        .write(true)
+        .open(&touched)
+        .and_then(|h| h.set_modified(std::time::SystemTime::now()))
+        .expect("touch");
+    f.write("d3/f3", b"FILE 3 changed");
+    let s = f.sync_ok(&[]);
+    assert_eq!(
+        (s["uploaded"].as_u64(), s["unchanged"].as_u64()),
+        (Some(2), Some(998)),
+        "{s}"
+    );
+    assert!(requests(&s) <= 10 + 2 * 3, "{s}");
+    assert_eq!(f.objects()["d3/f3"], b"FILE 3 changed");
+    // Another writer replaces an object with other bytes of the same size: its ETag changed,
+    // so the file is compared again and sent back.
+    let other = f.site.dir.path().join("other");
+    std::fs::write(&other, b"FILE 4").expect("other");
+    let put = f.site.run(
+        &["store", "put", other.to_str().expect("utf8"), "files/d4/f4"],
+        &[],
+    );
+    assert!(put.status.success(), "{}", err(&put));
+    let s = f.sync_ok(&[]);
+    assert_eq!(s["uploaded"], 1, "{s}");
+    assert_eq!(f.objects()["d4/f4"], b"file 4");
+    let s = f.sync_ok(&[]);
+    assert_eq!(
+        (s["uploaded"].as_u64(), requests(&s) <= 10),
+        (Some(0), true),
+        "{s}"
+    );
+}

@@ -96,6 +96,7 @@ impl RawS3 {
             request_checksum: Some(checksum.into()),
             part_size: Some(human_bytes_exact(t.part_size)),
             concurrency: Some(t.concurrency as u32),
+            stream_memory: Some(human_bytes_exact(t.stream_memory)),
             max_attempts: Some(t.max_attempts),
             connect_timeout: secs(s.connect_timeout),
             read_timeout: secs(s.read_timeout),

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use super::Transfer;
 
 mod opened;
+mod ordered;
 pub(crate) mod verify;
 use super::plan;
 use super::sealed::{self, CryptMode, SealedObject};
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{ByteRange, ObjectMeta};
 use opened::{check_fetched, deliver_opened, opened_small};
+use ordered::{InOrderMd5, flush};
 use verify::verify;
 pub(crate) use verify::{Check, decide};
 
@@ -89,6 +91,8 @@ struct Prepared {
     pieces: Vec<(usize, ByteRange)>,
     n_units: usize,
     sealed: Option<SealedObject>,
+    /// MD5 units cut into pieces for a stream, their MD5 computed as they are written in order.
+    md5_in_order: bool,
 }
 
 /// Bytes first asked for to find out whether an object is encrypted: a header for a dozen
@@ -104,7 +108,9 @@ enum Sink {
 
 impl Transfer {
     /// Decides the ranges and the check for an object.
-    async fn prepare(&self, key: &str, expect: Expect) -> Result<Prepared> {
+    /// For a `stream` (written in order), MD5-checked units are cut into pieces too, so memory
+    /// stays bounded however large a part (or a single-PUT object) is.
+    async fn prepare(&self, key: &str, expect: Expect, stream: bool) -> Result<Prepared> {
         let meta = self.head(key).await?;
         let sealed = self.sniff(key, &meta).await?;
         let size = sealed.as_ref().map_or(meta.size, |s| s.plain_len);
@@ -118,23 +124,29 @@ impl Transfer {
             });
         }
         let check = decide(&meta);
+        let md5_in_order = stream
+            && sealed.is_none()
+            && matches!(check, Check::Md5 { .. } | Check::CompositeMd5 { .. });
+        let piece = MAX_PIECE.min(self.cfg.part_size);
         let (units, max) = match &check {
-            Check::Composite { parts, .. } => (parts.clone(), MAX_PIECE.min(self.cfg.part_size)),
+            Check::Composite { parts, .. } => (parts.clone(), piece),
             // MD5 cannot be combined, so each part (or the whole object) is one sequential GET.
-            Check::CompositeMd5 { parts, .. } => (parts.clone(), u64::MAX),
+            Check::CompositeMd5 { parts, .. } => {
+                (parts.clone(), if md5_in_order { piece } else { u64::MAX })
+            }
             Check::Md5 { .. } => (
                 vec![ByteRange {
                     start: 0,
                     end: meta.size,
                 }],
-                u64::MAX,
+                if md5_in_order { piece } else { u64::MAX },
             ),
             _ => (
                 vec![ByteRange {
                     start: 0,
                     end: meta.size,
                 }],
-                MAX_PIECE.min(self.cfg.part_size),
+                piece,
             ),
         };
         let units: Vec<_> = units.into_iter().filter(|r| !r.is_empty()).collect();
@@ -149,6 +161,7 @@ impl Transfer {
             pieces,
             n_units,
             sealed,
+            md5_in_order,
         })
     }
 
@@ -210,7 +223,7 @@ impl Transfer {
         dest: &Path,
         expect: Expect,
     ) -> Result<Downloaded> {
-        let p = self.prepare(key, expect).await?;
+        let p = self.prepare(key, expect, false).await?;
         let tmp = fsutil::temp_path_for(dest);
         let file = OutFile::create_new(&tmp, 0o666)
             .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
@@ -250,7 +263,7 @@ impl Transfer {
         writer: &mut W,
         expect: Expect,
     ) -> Result<Downloaded> {
-        let p = self.prepare(key, expect).await?;
+        let p = self.prepare(key, expect, true).await?;
         self.progress.object_started(key, p.meta.size);
         let result = self.fetch_all(key, &p, Sink::Memory, Some(writer)).await;
         self.progress.object_done(key);
@@ -362,14 +375,15 @@ impl Transfer {
             meta,
             check: Check::SizeOnly,
             sealed: None,
+            md5_in_order: false,
         };
         self.fetch_all(key, &p, Sink::Memory, Some(writer)).await?;
         Ok(units.iter().map(ByteRange::len).sum())
     }
 
     /// Runs the pieces with at most `concurrency` in flight. With a writer, pieces are written
-    /// in order and at most `concurrency` finished pieces wait for their turn. Returns the
-    /// whole CRC32C and each piece's (crc, md5).
+    /// in order and at most `concurrency` pieces (fewer when `stream_memory` holds fewer)
+    /// are fetched or wait for their turn. Returns the whole CRC32C and each piece's (crc, md5).
     async fn fetch_all<W: AsyncWrite + Unpin + Send>(
         &self,
         key: &str,
@@ -379,13 +393,17 @@ impl Transfer {
     ) -> Result<Fetched> {
         let (meta, pieces, check) = (&p.meta, &p.pieces, &p.check);
         let mut plain: Vec<(u32, u64)> = vec![(0, 0); pieces.len()];
-        let want_md5 = matches!(check, Check::Md5 { .. } | Check::CompositeMd5 { .. });
+        let want_md5 =
+            !p.md5_in_order && matches!(check, Check::Md5 { .. } | Check::CompositeMd5 { .. });
+        let mut md5 = p.md5_in_order.then(|| InOrderMd5::new(pieces));
         let whole = pieces.len() == 1 && pieces[0].1.start == 0 && pieces[0].1.end == meta.size;
         let mut info: Vec<(u32, Option<[u8; 16]>)> = vec![(0, None); pieces.len()];
         let mut set: JoinSet<Result<Piece>> = JoinSet::new();
         let mut waiting: BTreeMap<usize, Bytes> = BTreeMap::new();
         let (mut next_spawn, mut next_write) = (0usize, 0usize);
-        let window = self.cfg.concurrency.max(1);
+        let largest = pieces.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
+        let window =
+            plan::stream_parts_in_flight(self.cfg.stream_memory, largest, self.cfg.concurrency);
         loop {
             while next_spawn < pieces.len()
                 && (writer.is_none() || next_spawn < next_write + window)
@@ -394,7 +412,7 @@ impl Transfer {
                     p = self.permit() => p?,
                     Some(done) = set.join_next(), if !set.is_empty() => {
                         self.take_piece(done, &mut info, &mut plain, &mut waiting)?;
-                        flush(&mut writer, &mut waiting, &mut next_write).await?;
+                        flush(&mut writer, &mut waiting, &mut next_write, &mut md5).await?;
                         continue;
                     }
                 };
@@ -413,13 +431,16 @@ impl Transfer {
             match set.join_next().await {
                 Some(done) => {
                     self.take_piece(done, &mut info, &mut plain, &mut waiting)?;
-                    flush(&mut writer, &mut waiting, &mut next_write).await?;
+                    flush(&mut writer, &mut waiting, &mut next_write, &mut md5).await?;
                 }
                 None => break,
             }
         }
         if let Some(w) = writer.as_mut() {
             w.flush().await.map_err(|e| Error::io("write output", e))?;
+        }
+        for (i, d) in md5.map(InOrderMd5::finish).unwrap_or_default() {
+            info[i].1 = Some(d);
         }
         Ok(Fetched {
             crc: whole_crc(pieces, &info),
@@ -445,24 +466,6 @@ impl Transfer {
         }
         Ok(())
     }
-}
-
-async fn flush<W: AsyncWrite + Unpin + Send>(
-    writer: &mut Option<&mut W>,
-    waiting: &mut BTreeMap<usize, Bytes>,
-    next_write: &mut usize,
-) -> Result<()> {
-    let Some(w) = writer.as_mut() else {
-        waiting.clear();
-        return Ok(());
-    };
-    while let Some(d) = waiting.remove(next_write) {
-        w.write_all(&d)
-            .await
-            .map_err(|e| Error::io("write output", e))?;
-        *next_write += 1;
-    }
-    Ok(())
 }
 
 /// Reads one GET's body into the sink: the whole range, checksummed as it arrives. A short body

@@ -112,8 +112,14 @@ pub(super) fn verify(
     }
     // Per-unit (part) CRCs, combined from the pieces cut out of each unit.
     let mut unit_crc = vec![0u32; n_units];
-    for ((u, r), (c, _)) in pieces.iter().zip(info) {
+    // Per-unit MD5s: a unit fetched whole has it on its piece; a unit cut into pieces (a
+    // stream download) has it, computed in order, on one of them.
+    let mut unit_md5: Vec<Option<[u8; 16]>> = vec![None; n_units];
+    for ((u, r), (c, m)) in pieces.iter().zip(info) {
         unit_crc[*u] = checksum::crc32c_combine(unit_crc[*u], *c, r.len());
+        if m.is_some() {
+            unit_md5[*u] = *m;
+        }
     }
     let verified = match check {
         Check::Full(want) if *want != crc => {
@@ -131,9 +137,10 @@ pub(super) fn verify(
             Verified::CompositeCrc32c
         }
         Check::Md5 { etag } => {
-            let got = info
+            let got = unit_md5
                 .first()
-                .and_then(|i| i.1)
+                .copied()
+                .flatten()
                 .map(|d| checksum::hex(&d))
                 .unwrap_or_else(|| checksum::hex(&checksum::md5(b"")));
             if &got != etag {
@@ -142,11 +149,11 @@ pub(super) fn verify(
             Verified::Md5
         }
         Check::CompositeMd5 { etag, .. } => {
-            let mut cat = Vec::with_capacity(info.len() * 16);
-            for (_, d) in info {
+            let mut cat = Vec::with_capacity(n_units * 16);
+            for d in &unit_md5 {
                 cat.extend_from_slice(&d.unwrap_or_default());
             }
-            let got = format!("{}-{}", checksum::hex(&checksum::md5(&cat)), info.len());
+            let got = format!("{}-{}", checksum::hex(&checksum::md5(&cat)), n_units);
             if &got != etag {
                 return Err(mismatch(format!("etag {etag}"), format!("etag {got}")));
             }

@@ -1,7 +1,9 @@
 //! Uploads of streams of unknown length (stdin, the plugin's `backup_data`): a lazily filled pool
-//! of at most `concurrency` part buffers, so a 10 KiB stream never allocates a whole part, and
-//! a part size that doubles every [`GROWTH_EVERY`] parts so 10 000 parts reach past 5 TiB. The
-//! layout is recorded in the object's metadata so a reader can cut the same parts again.
+//! of part buffers, so a 10 KiB stream never allocates a whole part, parts sized from the
+//! memory budget (`stream_memory`) rather than the configured part size, and a part size that
+//! doubles every [`GROWTH_EVERY`] parts so 10 000 parts reach past 5 TiB, with fewer parts in
+//! flight as they grow ([`plan::stream_parts_in_flight`]). The layout is recorded in the
+//! object's metadata so a reader can cut the same parts again.
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -41,7 +43,11 @@ impl Transfer {
         given: &PutOptions,
     ) -> Result<Uploaded> {
         let sealing = self.crypt.keys().is_some();
-        let mut first = self.cfg.part_size.max(crate::store::limits::MIN_PART_SIZE);
+        let mut first = plan::stream_first_part(
+            self.cfg.part_size,
+            self.cfg.stream_memory,
+            self.cfg.concurrency,
+        );
         if sealing {
             first = first.next_multiple_of(crate::crypt::CHUNK);
         }
@@ -142,9 +148,14 @@ impl Transfer {
             part.last,
             &mut out,
         )?;
+        // The plaintext is let go before the sealed part is sent: one copy per part in flight.
+        let PartJob {
+            number, _permit, ..
+        } = part.job;
         let job = PartJob {
+            number,
             body: Bytes::from(out),
-            ..part.job
+            _permit,
         };
         let (r, crc) = self.send_part(job, upload).await?;
         Ok((r, crc, (plain_crc, plain_len)))
@@ -185,6 +196,17 @@ impl Transfer {
             while let Some(done) = set.try_join_next() {
                 collect(done, &mut parts, &mut plain)?;
             }
+            // Parts only grow: the next one's size bounds every part in flight, so holding
+            // fewer than the budget allows (the part about to be filled included) bounds memory.
+            let size = plan::part_size_at(run.first, GROWTH_EVERY, u64::from(number));
+            let room =
+                plan::stream_parts_in_flight(self.cfg.stream_memory, size, self.cfg.concurrency);
+            while set.len() >= room {
+                match set.join_next().await {
+                    Some(done) => collect(done, &mut parts, &mut plain)?,
+                    None => break,
+                }
+            }
             let permit = tokio::select! {
                 p = self.permit() => p?,
                 Some(done) = set.join_next(), if !set.is_empty() => {
@@ -192,7 +214,7 @@ impl Transfer {
                     continue;
                 }
             };
-            let size = plan::part_size_at(run.first, GROWTH_EVERY, u64::from(number)) as usize;
+            let size = size as usize;
             let ahead = usize::from(run.sealer.is_some());
             let mut body = fill(reader, run.carry.take(), size + ahead, false).await?;
             if body.is_empty() {
