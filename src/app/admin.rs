@@ -23,35 +23,7 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
         crate::barman::conf::require_barman_user(&conf, "queue")?;
     }
     match action {
-        AdminAction::QueueLs => {
-            let views = admin::queue_views(&cfg)?;
-            if o.json {
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&views).unwrap_or_default()
-                )?;
-                return Ok(Exit::Success);
-            }
-            outln!(
-                "{:<16} {:<8} {:<8} {:>9} {:>8}  LAST ERROR",
-                "ID",
-                "SERVER",
-                "STATE",
-                "AGE",
-                "ATTEMPTS"
-            )?;
-            for v in views {
-                outln!(
-                    "{:<16} {:<8} {:<8} {:>9} {:>8}  {}",
-                    v.backup_id,
-                    v.server,
-                    format!("{:?}", v.state).to_lowercase(),
-                    human_duration(Duration::from_secs(v.age_s)),
-                    v.attempts,
-                    v.last_error.as_deref().unwrap_or("")
-                )?;
-            }
-        }
+        AdminAction::QueueLs => queue_ls(&o, &cfg)?,
         AdminAction::QueueRetry(id, force) => {
             if !force {
                 refuse_complete(&o, &cfg, &id, cancel).await?;
@@ -74,25 +46,68 @@ pub(super) async fn run(o: Options, action: AdminAction, cancel: Arc<Cancel>) ->
             }
         }
         AdminAction::Status { prometheus } => {
-            let t = bare_engine(&o, &cfg, cancel).await?;
-            let mut s = admin::status(&cfg, &t).await?;
-            s.replicas = super::replicate::views(&o, &cfg, &t, &s).await;
-            if let Some(path) = prometheus {
-                use crate::barman::observe::metrics;
-                let text =
-                    metrics::render(&s, &metrics::last_runs(&cfg), &metrics::last_verifies(&cfg));
-                metrics::write_textfile(&path, &text)?;
-            } else if o.json {
-                outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default())?;
-            } else {
-                out!("{}", render_status(&s))?;
-            }
-            // Local facts were reported; the run still fails so scripts and cron notice.
-            if let Some(e) = &s.bucket.error {
-                eprintln!("barmans3 status: the bucket cannot be reached: {e}");
-                return Ok(Exit::Failed);
-            }
+            return status(&o, &cfg, prometheus.as_deref(), cancel).await;
         }
+    }
+    Ok(Exit::Success)
+}
+
+/// `queue ls`: the queue's tasks, a table or `--json`.
+fn queue_ls(o: &Options, cfg: &crate::config::Config) -> Result<()> {
+    let views = admin::queue_views(cfg)?;
+    if o.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&views).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    outln!(
+        "{:<16} {:<8} {:<8} {:>9} {:>8}  LAST ERROR",
+        "ID",
+        "SERVER",
+        "STATE",
+        "AGE",
+        "ATTEMPTS"
+    )?;
+    for v in views {
+        outln!(
+            "{:<16} {:<8} {:<8} {:>9} {:>8}  {}",
+            v.backup_id,
+            v.server,
+            format!("{:?}", v.state).to_lowercase(),
+            human_duration(Duration::from_secs(v.age_s)),
+            v.attempts,
+            v.last_error.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
+
+/// `status`: text, `--json` or a node_exporter textfile; exit 1 when the bucket cannot be
+/// reached (the local facts are still reported).
+async fn status(
+    o: &Options,
+    cfg: &crate::config::Config,
+    prometheus: Option<&std::path::Path>,
+    cancel: Arc<Cancel>,
+) -> Result<Exit> {
+    let t = bare_engine(o, cfg, cancel).await?;
+    let mut s = admin::status(cfg, &t).await?;
+    s.replicas = super::replicate::views(o, cfg, &t, &s).await;
+    if let Some(path) = prometheus {
+        use crate::barman::observe::metrics;
+        let text = metrics::render(&s, &metrics::last_runs(cfg), &metrics::last_verifies(cfg));
+        metrics::write_textfile(path, &text)?;
+    } else if o.json {
+        outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default())?;
+    } else {
+        out!("{}", render_status(&s))?;
+    }
+    // Local facts were reported; the run still fails so scripts and cron notice.
+    if let Some(e) = &s.bucket.error {
+        eprintln!("barmans3 status: the bucket cannot be reached: {e}");
+        return Ok(Exit::Failed);
     }
     Ok(Exit::Success)
 }
@@ -208,21 +223,7 @@ fn render_status(s: &Status) -> String {
         ));
     }
     for r in &s.replicas {
-        out.push_str(&format!(
-            "replica {} of {}: {}\n",
-            r.store,
-            r.server,
-            match &r.error {
-                Some(e) => format!("UNREADABLE: {e}"),
-                None if r.lag.objects == 0 => "up to date".to_string(),
-                None => format!(
-                    "behind by {} object(s), {} bytes, oldest {}",
-                    r.lag.objects,
-                    r.lag.bytes,
-                    human_duration(Duration::from_secs(r.lag.seconds))
-                ),
-            }
-        ));
+        out.push_str(&replica_line(r));
     }
     for v in &s.servers {
         out.push_str(&format!(
@@ -265,6 +266,25 @@ fn render_status(s: &Status) -> String {
         }
     }
     out
+}
+
+/// A replica's completeness, as `status` shows it.
+fn replica_line(r: &crate::barman::replica::ReplicaView) -> String {
+    format!(
+        "replica {} of {}: {}\n",
+        r.store,
+        r.server,
+        match &r.error {
+            Some(e) => format!("UNREADABLE: {e}"),
+            None if r.lag.objects == 0 => "up to date".to_string(),
+            None => format!(
+                "behind by {} object(s), {} bytes, oldest {}",
+                r.lag.objects,
+                r.lag.bytes,
+                human_duration(Duration::from_secs(r.lag.seconds))
+            ),
+        }
+    )
 }
 
 /// The last drill of a server, as `status` shows it.

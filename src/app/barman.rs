@@ -189,56 +189,7 @@ async fn dispatch(
             super::replicate::run(o, cfg, t, &to, servers, &opts, &mut out.counts).await
         }
         BarmanAction::FullSync { servers, opts } => run_full_sync(cfg, t, servers, opts, out).await,
-        BarmanAction::BaseRestore {
-            server,
-            id,
-            dest,
-            tablespaces,
-            recovery,
-            recovery_config,
-            request_restore,
-            layout,
-        } => {
-            let named = recovery_config
-                .clone()
-                .or_else(|| cfg.source.clone().or(o.config.clone()));
-            let opts = RestoreOptions {
-                request_restore,
-                tablespaces,
-                restore_command: recovery
-                    .then(|| restore_command(o, cfg, &server, recovery_config.as_deref(), layout)),
-                pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
-                staging: cfg.barman.restore_staging_dir.clone(),
-                decrypt: super::walrestore::decryption(cfg, &server),
-            };
-            let srv = Server::new(t, cfg.location.prefix(), &server).with_layout(layout);
-            let r = match layout {
-                BucketLayout::Barmans3 => base_restore(&srv, &id, &dest, &opts).await?,
-                BucketLayout::BarmanCloud => {
-                    crate::barman::cloud::restore::base_restore(&srv, &id, &dest, &opts).await?
-                }
-            };
-            out.count("files", r.files as u64);
-            out.count("bytes", r.bytes);
-            out.say(format_args!(
-                "barmans3 base-restore {server} {id}: {} files, {} verified into {}",
-                r.files,
-                human_bytes(r.bytes),
-                dest.display()
-            ));
-            for (oid, dir) in &r.tablespaces {
-                eprintln!("  tablespace {oid} -> {}", dir.display());
-            }
-            for n in &r.notes {
-                eprintln!("  note: {n}");
-            }
-            // What PostgreSQL will need: said even under -q, the start would fail otherwise.
-            let named = named.filter(|_| recovery);
-            for w in super::owners::restore_warnings(&dest, named.as_deref()) {
-                eprintln!("barmans3 base-restore: {w}");
-            }
-            Ok(Exit::Success)
-        }
+        a @ BarmanAction::BaseRestore { .. } => run_base_restore(o, cfg, t, a, out).await,
         BarmanAction::CatalogRestore { server, opts } => {
             run_catalog_restore(cfg, t, &server, &opts).await
         }
@@ -252,6 +203,69 @@ async fn dispatch(
             prometheus,
         } => super::drill::run(o, cfg, t, &server, &opts, prometheus.as_deref()).await,
     }
+}
+
+/// `base-restore`: a backup of either layout restored and checked into DEST, and what
+/// PostgreSQL will need said.
+async fn run_base_restore(
+    o: &Options,
+    cfg: &Config,
+    t: &Transfer,
+    action: BarmanAction,
+    out: &mut Outcome,
+) -> Result<Exit> {
+    let BarmanAction::BaseRestore {
+        server,
+        id,
+        dest,
+        tablespaces,
+        recovery,
+        recovery_config,
+        request_restore,
+        layout,
+    } = action
+    else {
+        return Err(Error::Usage("not a base-restore".into()));
+    };
+    let named = recovery_config
+        .clone()
+        .or_else(|| cfg.source.clone().or(o.config.clone()));
+    let opts = RestoreOptions {
+        request_restore,
+        tablespaces,
+        restore_command: recovery
+            .then(|| restore_command(o, cfg, &server, recovery_config.as_deref(), layout)),
+        pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
+        staging: cfg.barman.restore_staging_dir.clone(),
+        decrypt: super::walrestore::decryption(cfg, &server),
+    };
+    let srv = Server::new(t, cfg.location.prefix(), &server).with_layout(layout);
+    let r = match layout {
+        BucketLayout::Barmans3 => base_restore(&srv, &id, &dest, &opts).await?,
+        BucketLayout::BarmanCloud => {
+            crate::barman::cloud::restore::base_restore(&srv, &id, &dest, &opts).await?
+        }
+    };
+    out.count("files", r.files as u64);
+    out.count("bytes", r.bytes);
+    out.say(format_args!(
+        "barmans3 base-restore {server} {id}: {} files, {} verified into {}",
+        r.files,
+        human_bytes(r.bytes),
+        dest.display()
+    ));
+    for (oid, dir) in &r.tablespaces {
+        eprintln!("  tablespace {oid} -> {}", dir.display());
+    }
+    for n in &r.notes {
+        eprintln!("  note: {n}");
+    }
+    // What PostgreSQL will need: said even under -q, the start would fail otherwise.
+    let named = named.filter(|_| recovery);
+    for w in super::owners::restore_warnings(&dest, named.as_deref()) {
+        eprintln!("barmans3 base-restore: {w}");
+    }
+    Ok(Exit::Success)
 }
 
 /// `catalog-restore`: Barman's catalog of a server rebuilt from the bucket, and what to do next.

@@ -481,13 +481,20 @@ mod tests {
         assert_eq!(conf.check_trusted("k"), Ok(()), "root's or ours, 644");
 
         fs::set_permissions(&main, fs::Permissions::from_mode(0o666)).expect("chmod");
-        let e = conf.check_trusted("encryption_passphrase_command").expect_err("world-writable");
-        assert!(e.contains("writable by others (mode 666)") && e.contains("barman.conf"), "{e}");
+        let e = conf
+            .check_trusted("encryption_passphrase_command")
+            .expect_err("world-writable");
+        assert!(
+            e.contains("writable by others (mode 666)") && e.contains("barman.conf"),
+            "{e}"
+        );
         fs::set_permissions(&main, fs::Permissions::from_mode(0o644)).expect("chmod");
 
         // The directory too: whoever can write it can swap the file.
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).expect("chmod dir");
-        let e = conf.check_trusted("k").expect_err("world-writable directory");
+        let e = conf
+            .check_trusted("k")
+            .expect_err("world-writable directory");
         assert!(e.contains("writable by others (mode 777)"), "{e}");
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
 
@@ -496,6 +503,9 @@ mod tests {
             let e = conf.check_trusted("k").expect_err("another user's");
             assert!(e.contains("owned by uid 4242"), "{e}");
         }
-        assert!(BarmanConf::parse("[pg]").check_trusted("k").is_ok(), "no file read");
+        assert!(
+            BarmanConf::parse("[pg]").check_trusted("k").is_ok(),
+            "no file read"
+        );
     }
 }

@@ -19,19 +19,14 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             follow,
             poll,
         } => BarmanAction::WalSync {
-            servers: match (server, all) {
-                (Some(s), false) => Servers::One(s),
-                _ => Servers::All,
-            },
+            servers: servers(server, all),
             full,
             follow: follow.then(|| FollowOptions {
                 poll,
                 ..FollowOptions::default()
             }),
         },
-        Command::BaseLs {
-            server, layout, ..
-        } => BarmanAction::BaseLs {
+        Command::BaseLs { server, layout, .. } => BarmanAction::BaseLs {
             server,
             layout: bucket_layout(&layout),
         },
@@ -50,23 +45,7 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             server,
             all,
             since,
-        } => {
-            if !crate::config::valid_store_name(&to) {
-                return Err(Error::Usage(format!(
-                    "--to {to:?}: name a store of the config's stores: (letters, digits, - and _)"
-                )));
-            }
-            BarmanAction::Replicate {
-                to,
-                servers: match (server, all) {
-                    (Some(s), false) => Servers::One(s),
-                    _ => Servers::All,
-                },
-                opts: crate::barman::replica::ReplicateOptions {
-                    since: since.map(backup_id_arg).transpose()?,
-                },
-            }
-        }
+        } => replicate_action(to, servers(server, all), since)?,
         Command::CatalogRestore {
             server,
             backups,
@@ -81,36 +60,14 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             dry_run,
             force,
         } => BarmanAction::FullSync {
-            servers: match (server, all) {
-                (Some(s), false) => Servers::One(s),
-                _ => Servers::All,
-            },
+            servers: servers(server, all),
             opts: FullSyncOptions {
                 no_delete,
                 dry_run,
                 force,
             },
         },
-        Command::BaseRestore {
-            server,
-            backup_id,
-            dest,
-            tablespaces,
-            recovery,
-            recovery_config,
-            request_restore,
-            layout,
-            ..
-        } => BarmanAction::BaseRestore {
-            layout: bucket_layout(&layout),
-            request_restore,
-            recovery_config,
-            id: backup_id_arg(backup_id)?,
-            tablespaces: parse_tablespaces(&tablespaces)?,
-            server,
-            dest,
-            recovery,
-        },
+        c @ Command::BaseRestore { .. } => base_restore_action(c)?,
         Command::Drill(a) => a.validate()?,
         Command::WalRestore {
             server,
@@ -118,22 +75,79 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             dest,
             layout,
             ..
-        } => {
-            if crate::barman::wal::relative_path(&wal_name).is_none() {
-                return Err(Error::Usage(format!(
-                    "{wal_name:?} is not a WAL file name (segment, .partial, .backup or .history)"
-                )));
-            }
-            BarmanAction::WalRestore {
-                server,
-                name: wal_name,
-                dest,
-                layout: bucket_layout(&layout),
-            }
-        }
+        } => wal_restore_action(server, wal_name, dest, &layout)?,
         other => {
             return Err(Error::Usage(format!("{other:?} is not a Barman command")));
         }
+    })
+}
+
+fn wal_restore_action(
+    server: String,
+    name: String,
+    dest: PathBuf,
+    layout: &str,
+) -> Result<BarmanAction> {
+    if crate::barman::wal::relative_path(&name).is_none() {
+        return Err(Error::Usage(format!(
+            "{name:?} is not a WAL file name (segment, .partial, .backup or .history)"
+        )));
+    }
+    Ok(BarmanAction::WalRestore {
+        server,
+        name,
+        dest,
+        layout: bucket_layout(layout),
+    })
+}
+
+/// One server, or every server (`--all`, or no server named).
+fn servers(server: Option<String>, all: bool) -> Servers {
+    match (server, all) {
+        (Some(s), false) => Servers::One(s),
+        _ => Servers::All,
+    }
+}
+
+fn replicate_action(to: String, servers: Servers, since: Option<String>) -> Result<BarmanAction> {
+    if !crate::config::valid_store_name(&to) {
+        return Err(Error::Usage(format!(
+            "--to {to:?}: name a store of the config's stores: (letters, digits, - and _)"
+        )));
+    }
+    Ok(BarmanAction::Replicate {
+        to,
+        servers,
+        opts: crate::barman::replica::ReplicateOptions {
+            since: since.map(backup_id_arg).transpose()?,
+        },
+    })
+}
+
+fn base_restore_action(c: Command) -> Result<BarmanAction> {
+    let Command::BaseRestore {
+        server,
+        backup_id,
+        dest,
+        tablespaces,
+        recovery,
+        recovery_config,
+        request_restore,
+        layout,
+        ..
+    } = c
+    else {
+        return Err(Error::Usage(format!("{c:?} is not base-restore")));
+    };
+    Ok(BarmanAction::BaseRestore {
+        layout: bucket_layout(&layout),
+        request_restore,
+        recovery_config,
+        id: backup_id_arg(backup_id)?,
+        tablespaces: parse_tablespaces(&tablespaces)?,
+        server,
+        dest,
+        recovery,
     })
 }
 

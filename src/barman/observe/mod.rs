@@ -3,5 +3,6 @@
 //! records).
 
 pub mod admin;
+pub mod judge;
 pub mod metrics;
 pub mod verify;

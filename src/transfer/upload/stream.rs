@@ -63,24 +63,7 @@ impl Transfer {
         }
         let carry = sealing.then(|| body[first as usize]);
         let body = body.slice(..first as usize);
-        let mut metadata = given.metadata.clone();
-        metadata.insert(
-            LAYOUT_META.to_string(),
-            plan::encode_layout(first, GROWTH_EVERY),
-        );
-        let sealer = match self.crypt.keys() {
-            Some(k) => {
-                let s = Sealer::new(&k.recipients, key)?;
-                metadata.insert(SEALED_META.to_string(), s.preamble().len().to_string());
-                Some(Arc::new(s))
-            }
-            None => None,
-        };
-        let opts = PutOptions {
-            metadata,
-            kind: given.kind,
-            ..Default::default()
-        };
+        let (opts, sealer) = self.stream_options(key, given, first)?;
         let upload = self.create_upload(key, &opts).await?;
         self.progress.object_started(key, 0);
         let first_job = StreamPart {
@@ -122,6 +105,35 @@ impl Transfer {
                 Err(e)
             }
         }
+    }
+
+    /// The options a stream's multipart upload is created with (its part layout, and the
+    /// sealing preamble's length when it is sealed), and its sealer.
+    fn stream_options(
+        &self,
+        key: &str,
+        given: &PutOptions,
+        first: u64,
+    ) -> Result<(PutOptions, Option<Arc<Sealer>>)> {
+        let mut metadata = given.metadata.clone();
+        metadata.insert(
+            LAYOUT_META.to_string(),
+            plan::encode_layout(first, GROWTH_EVERY),
+        );
+        let sealer = match self.crypt.keys() {
+            Some(k) => {
+                let s = Sealer::new(&k.recipients, key)?;
+                metadata.insert(SEALED_META.to_string(), s.preamble().len().to_string());
+                Some(Arc::new(s))
+            }
+            None => None,
+        };
+        let opts = PutOptions {
+            metadata,
+            kind: given.kind,
+            ..Default::default()
+        };
+        Ok((opts, sealer))
     }
 
     /// Sends one part of a stream, sealed first when the run seals: returns the receipt, the
@@ -214,26 +226,13 @@ impl Transfer {
                     continue;
                 }
             };
-            let size = size as usize;
-            let ahead = usize::from(run.sealer.is_some());
-            let mut body = fill(reader, run.carry.take(), size + ahead, false).await?;
-            if body.is_empty() {
+            let Some((body, last)) = read_stream_part(reader, &mut run, size as usize).await?
+            else {
                 drop(permit);
                 break;
-            }
-            // With the byte read ahead present, this part is not the last.
-            let last = body.len() < size + ahead;
-            if !last && ahead == 1 {
-                run.carry = Some(body[size]);
-                body = body.slice(..size);
-            }
+            };
             number += 1;
-            if u64::from(number) > MAX_PARTS {
-                return Err(Error::Failed(format!(
-                    "{}: stream longer than {MAX_PARTS} parts can hold",
-                    run.upload.key
-                )));
-            }
+            within_part_limit(number, &run.upload.key)?;
             let len = body.len() as u64;
             job = Some(StreamPart {
                 job: PartJob {
@@ -253,6 +252,37 @@ impl Transfer {
         plain.sort_by_key(|p| p.0);
         Ok((parts, plain.into_iter().map(|p| p.1).collect()))
     }
+}
+
+/// S3 holds at most MAX_PARTS parts per upload: a longer stream fails rather than be cut.
+fn within_part_limit(number: u32, key: &str) -> Result<()> {
+    if u64::from(number) > MAX_PARTS {
+        return Err(Error::Failed(format!(
+            "{key}: stream longer than {MAX_PARTS} parts can hold"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a stream's next part of `size` bytes (and, when sealing, one byte ahead, kept in `run`
+/// for the part after): the body and whether it is the last part; `None` at the end.
+async fn read_stream_part<R: AsyncRead + Unpin + Send>(
+    reader: &mut R,
+    run: &mut StreamRun<'_>,
+    size: usize,
+) -> Result<Option<(Bytes, bool)>> {
+    let ahead = usize::from(run.sealer.is_some());
+    let mut body = fill(reader, run.carry.take(), size + ahead, false).await?;
+    if body.is_empty() {
+        return Ok(None);
+    }
+    // With the byte read ahead present, this part is not the last.
+    let last = body.len() < size + ahead;
+    if !last && ahead == 1 {
+        run.carry = Some(body[size]);
+        body = body.slice(..size);
+    }
+    Ok(Some((body, last)))
 }
 
 /// One stream upload in progress: the upload, the first part's size, the sealer when
