@@ -127,15 +127,20 @@ pub struct ReplicateOptions {
 pub async fn list_server(srv: &Server) -> Result<BTreeMap<String, Listed>> {
     let root = srv.remote.base_prefix();
     let root = root.strip_suffix("base/").unwrap_or(&root).to_string();
+    list_under(srv, root).await
+}
+
+/// Every object under `prefix`, relative to it.
+async fn list_under(srv: &Server, prefix: String) -> Result<BTreeMap<String, Listed>> {
     let req = ListRequest {
-        prefix: root.clone(),
+        prefix: prefix.clone(),
         ..Default::default()
     };
     let mut out = BTreeMap::new();
     srv.t
         .list_pages(&req, |objs, _| {
             for o in objs {
-                if let Some(rel) = o.key.strip_prefix(&root) {
+                if let Some(rel) = o.key.strip_prefix(&prefix) {
                     out.insert(
                         rel.to_string(),
                         Listed {
@@ -279,36 +284,10 @@ async fn copy_wals(
     dst: &Server,
     floor: Option<&str>,
 ) -> Result<(u64, Vec<String>)> {
-    let listing = |srv: &Server| {
-        let srv = srv.clone();
-        async move {
-            let prefix = srv.remote.wals_prefix();
-            let req = ListRequest {
-                prefix: prefix.clone(),
-                ..Default::default()
-            };
-            let mut out = BTreeMap::new();
-            srv.t
-                .list_pages(&req, |objs, _| {
-                    for o in objs {
-                        if let Some(rel) = o.key.strip_prefix(&prefix) {
-                            out.insert(
-                                rel.to_string(),
-                                Listed {
-                                    size: o.size,
-                                    etag: o.etag,
-                                    modified: o.last_modified,
-                                },
-                            );
-                        }
-                    }
-                    true
-                })
-                .await
-                .map(|()| out)
-        }
-    };
-    let (have, want) = (listing(dst).await?, listing(src).await?);
+    let (have, want) = (
+        list_under(dst, dst.remote.wals_prefix()).await?,
+        list_under(src, src.remote.wals_prefix()).await?,
+    );
     let mut conflicts = Vec::new();
     let mut jobs = Vec::new();
     for (rel, o) in &want {
