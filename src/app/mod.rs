@@ -135,7 +135,7 @@ pub fn load_config(o: &Options) -> Result<Config> {
 fn engine_builder(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> EngineBuilder {
     EngineBuilder::new(cfg.transfer.clone())
         .request_log(o.request_log.as_ref())
-        .checksum_probe(checksum_probe(cfg))
+        .checksum_probe(cfg.checksum_probe())
         .cancel(cancel)
         .encryption(cfg.encryption.as_ref().map(|e| e.keys.clone()))
         .as_of(o.as_of)
@@ -147,25 +147,6 @@ async fn bare_engine(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -> Result<T
     engine_builder(o, cfg, cancel)
         .open(&cfg.location, &cfg.s3)
         .await
-}
-
-/// The object `s3.request_checksum: auto` writes and deletes, under the configured prefix.
-const PROBE_KEY: &str = ".barmans3-checksum-probe";
-
-/// Where `s3.request_checksum: auto` caches its answer for this store, and the key it probes.
-pub(crate) fn checksum_probe(cfg: &Config) -> crate::transfer::probe::ChecksumProbe {
-    let id = crate::barman::ship::state::store_id(cfg);
-    crate::transfer::probe::ChecksumProbe {
-        cache: cfg.state.dir.join(format!(
-            "checksum-{:08x}.json",
-            crate::checksum::crc32c(id.as_bytes())
-        )),
-        // One fixed key, not one per run: a probe killed between its PUT and its DELETE leaves
-        // this object, and the next run (which probes again, the answer being cached only
-        // after the delete) overwrites and removes it. Concurrent probes only overwrite each
-        // other's identical bytes.
-        key: crate::store::join_key(cfg.location.prefix(), PROBE_KEY),
-    }
 }
 
 /// The builder of a command that moves data: [`engine_builder`], progress bars when the options

@@ -151,7 +151,7 @@ async fn config_check(o: Options, lock_proof: bool, cancel: Arc<Cancel>) -> Resu
     );
     check_hooks(&cfg)?;
     if cfg.transfer.probe_checksum {
-        let p = super::checksum_probe(&cfg);
+        let p = cfg.checksum_probe();
         // Asked explicitly: probe again rather than trust the cache.
         let _ = std::fs::remove_file(&p.cache);
         let mode = t.checksum_mode().await;

@@ -167,7 +167,37 @@ pub enum PermissionPolicy {
     Warn,
 }
 
+/// The object `s3.request_checksum: auto` writes and deletes, under the configured prefix.
+const PROBE_KEY: &str = ".barmans3-checksum-probe";
+
 impl Config {
+    /// What identifies the store for the state kept about it.
+    pub fn store_id(&self) -> String {
+        match &self.location {
+            crate::store::Location::S3 { bucket, prefix } => format!(
+                "s3 {} {bucket}/{prefix}",
+                self.s3.endpoint.as_deref().unwrap_or("aws")
+            ),
+            crate::store::Location::Local { root } => format!("file {}", root.display()),
+        }
+    }
+
+    /// Where `s3.request_checksum: auto` caches its answer for this store, and the key it
+    /// probes.
+    pub fn checksum_probe(&self) -> crate::transfer::probe::ChecksumProbe {
+        crate::transfer::probe::ChecksumProbe {
+            cache: self.state.dir.join(format!(
+                "checksum-{:08x}.json",
+                crate::checksum::crc32c(self.store_id().as_bytes())
+            )),
+            // One fixed key, not one per run: a probe killed between its PUT and its DELETE
+            // leaves this object, and the next run (which probes again, the answer being cached
+            // only after the delete) overwrites and removes it. Concurrent probes only overwrite
+            // each other's identical bytes.
+            key: crate::store::join_key(self.location.prefix(), PROBE_KEY),
+        }
+    }
+
     /// Resolves the config path: flag, then `BARMANS3_CONFIG`, then the default.
     pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
         if let Some(p) = flag {

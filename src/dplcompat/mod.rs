@@ -218,7 +218,7 @@ async fn device(
     let mut b = EngineBuilder::new(cfg.transfer.clone()).cancel(cancel);
     if matches!(request, Request::Upload(_)) {
         // Applied only when the settings ask for the probe (`s3.request_checksum: auto`).
-        b = b.checksum_probe(crate::app::checksum_probe(cfg));
+        b = b.checksum_probe(cfg.checksum_probe());
     }
     let t = b.open(&cfg.location, &cfg.s3).await?;
     let prefix = match (&cfg.location, &opts.prefix) {

@@ -18,13 +18,7 @@ use crate::fsutil;
 
 /// What identifies a store for the state kept about it.
 pub fn store_id(cfg: &Config) -> String {
-    match &cfg.location {
-        crate::store::Location::S3 { bucket, prefix } => format!(
-            "s3 {} {bucket}/{prefix}",
-            cfg.s3.endpoint.as_deref().unwrap_or("aws")
-        ),
-        crate::store::Location::Local { root } => format!("file {}", root.display()),
-    }
+    cfg.store_id()
 }
 
 /// The state directory of one run.
