@@ -26,6 +26,31 @@ impl Server {
         }
     }
 
+    /// The backup ids under the server's `base/` (names that are not backup ids ignored), in
+    /// listing order.
+    pub async fn backup_ids(&self) -> crate::error::Result<Vec<String>> {
+        let base = self.remote.base_prefix();
+        let req = crate::store::ListRequest {
+            prefix: base.clone(),
+            delimiter: Some("/".into()),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        self.t
+            .list_pages(&req, |_, prefixes| {
+                ids.extend(
+                    prefixes
+                        .iter()
+                        .filter_map(|p| p.strip_prefix(&base)?.strip_suffix('/'))
+                        .filter(|id| crate::barman::info::is_backup_id(id))
+                        .map(str::to_string),
+                );
+                true
+            })
+            .await?;
+        Ok(ids)
+    }
+
     /// The same server, its keys written in `layout`.
     pub fn with_layout(mut self, layout: crate::barman::remote::BucketLayout) -> Server {
         self.remote = self.remote.with_layout(layout);

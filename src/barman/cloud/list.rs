@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{archives, compression_of, tablespace_oids};
-use crate::barman::info::{self, BackupInfo};
+use crate::barman::info::BackupInfo;
 use crate::barman::remote::INFO;
 use crate::barman::server::Server;
 use crate::error::{Error, Result};
@@ -47,26 +47,7 @@ pub struct CloudBackup {
 
 /// The backup ids under the server's `base/`.
 pub async fn ids(srv: &Server) -> Result<Vec<String>> {
-    let base = srv.remote.base_prefix();
-    let req = ListRequest {
-        prefix: base.clone(),
-        delimiter: Some("/".into()),
-        ..Default::default()
-    };
-    let mut ids = Vec::new();
-    srv.t
-        .list_pages(&req, |_, prefixes| {
-            ids.extend(
-                prefixes
-                    .iter()
-                    .filter_map(|p| p.strip_prefix(&base)?.strip_suffix('/'))
-                    .filter(|id| info::is_backup_id(id))
-                    .map(str::to_string),
-            );
-            true
-        })
-        .await?;
-    Ok(ids)
+    srv.backup_ids().await
 }
 
 /// A backup's backup.info, `None` when it is not there (a backup still uploading, or failed).

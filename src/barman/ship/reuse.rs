@@ -19,7 +19,6 @@ use crate::barman::conf::ServerDirs;
 use crate::barman::manifest::Entry;
 use crate::barman::server::Server;
 use crate::error::{Error, Result};
-use crate::store::ListRequest;
 
 /// What the previous backup's manifest says of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,25 +141,8 @@ pub async fn previous(srv: &Server, dirs: &ServerDirs, id: &str) -> Option<Previ
 }
 
 async fn find(srv: &Server, dirs: &ServerDirs, id: &str) -> Result<Option<Previous>> {
-    let base = srv.remote.base_prefix();
-    let req = ListRequest {
-        prefix: base.clone(),
-        delimiter: Some("/".into()),
-        ..Default::default()
-    };
-    let mut ids = Vec::new();
-    srv.t
-        .list_pages(&req, |_, prefixes| {
-            ids.extend(
-                prefixes
-                    .iter()
-                    .filter_map(|p| p.strip_prefix(&base)?.strip_suffix('/'))
-                    .filter(|other| crate::barman::info::is_backup_id(other) && *other < id)
-                    .map(str::to_string),
-            );
-            true
-        })
-        .await?;
+    let mut ids = srv.backup_ids().await?;
+    ids.retain(|other| other.as_str() < id);
     ids.sort_unstable_by(|a, b| b.cmp(a));
     for prev in ids.into_iter().take(CANDIDATES) {
         match crate::barman::recover::restore::manifest(srv, &prev).await {
