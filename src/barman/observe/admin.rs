@@ -16,10 +16,9 @@ use crate::barman::ship::walsync::scan_local;
 use crate::barman::wal::{self, WalKind};
 use crate::clock::now;
 use crate::config::Config;
-use crate::error::{CheckLevel, Error, Result};
+use crate::error::{Error, Result};
 use crate::store::ListRequest;
 use crate::transfer::Transfer;
-use crate::units::human_duration;
 
 pub use super::judge::{Thresholds, judge};
 

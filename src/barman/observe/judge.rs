@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use super::admin::{ServerView, Status, TaskView};
+use super::admin::{ServerView, Status, TaskView, rough_age};
 use crate::barman::drill::record;
+use crate::barman::ship::queue::State;
 use crate::clock::now;
 use crate::error::CheckLevel;
 use crate::units::human_duration;

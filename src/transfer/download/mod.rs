@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 
@@ -23,7 +23,7 @@ mod receive;
 pub(crate) mod verify;
 use super::plan;
 use super::sealed::{self, CryptMode, SealedObject};
-use crate::checksum::{self, Md5State};
+use crate::checksum;
 use crate::directio::{AlignedBuf, OutFile};
 use crate::error::{Error, Result};
 use crate::fsutil;
