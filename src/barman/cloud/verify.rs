@@ -186,6 +186,21 @@ fn walk(input: impl Read + Send, codec: Option<Codec>, what: &str) -> Result<boo
     Ok(control)
 }
 
+/// The segment numbers from `begin` to `end`, when backup.info (bucket data) names a range
+/// PostgreSQL can write: a power-of-two segment size of 1 MiB to 1 GiB, `end` not before
+/// `begin`, and at most a million segments (so a hostile file cannot make the check loop for
+/// ever).
+fn chain_range(seg: u64, begin: &str, end: &str) -> Option<(u64, u64)> {
+    const MAX_SEGMENTS: u64 = 1_000_000;
+    if !seg.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg) {
+        return None;
+    }
+    let per_log = (1u64 << 32) / seg;
+    let first = wal::segment_number(begin, per_log)?;
+    let last = wal::segment_number(end, per_log)?;
+    (first <= last && last - first < MAX_SEGMENTS).then_some((first, last))
+}
+
 /// The WAL a backup needs, begin_wal to end_wal on its timeline, and that timeline's history.
 fn check_chain(srv: &Server, b: &CloudBackup, wals: &BTreeSet<String>, r: &mut Report) {
     let (Some(begin), Some(end)) = (b.begin_wal.as_deref(), b.end_wal.as_deref()) else {
@@ -198,31 +213,36 @@ fn check_chain(srv: &Server, b: &CloudBackup, wals: &BTreeSet<String>, r: &mut R
     let seg = b
         .segment_size
         .unwrap_or(crate::barman::recover::walrestore::DEFAULT_SEG);
-    let per_log = (1u64 << 32) / seg;
     let tli = wal::timeline(begin).unwrap_or(1);
-    let (Some(first), Some(last)) = (
-        wal::segment_number(begin, per_log),
-        wal::segment_number(end, per_log),
-    ) else {
+    let range = chain_range(seg, begin, end);
+    let Some((first, last)) = range else {
+        r.problems.push(problem(
+            Kind::WalMissing,
+            srv.remote.wals_prefix(),
+            &b.id,
+            format!(
+                "backup.info's WAL range ({begin} to {end}, segment size {seg}) is not one PostgreSQL writes; its WAL was not checked"
+            ),
+        ));
         return;
     };
-    let mut missing = Vec::new();
+    let (mut missing, mut first_missing) = (0u64, None);
     for n in first..=last {
         let name = segment_name(tli, n, seg);
         if wals.contains(&name) {
             r.wals += 1;
         } else {
-            missing.push(name);
+            missing += 1;
+            first_missing.get_or_insert(name);
         }
     }
-    if let Some(m) = missing.first() {
+    if let Some(m) = first_missing {
         r.problems.push(problem(
             Kind::WalMissing,
             srv.remote.wal_key(&format!("{}/{m}", &m[..16])),
             &b.id,
             format!(
-                "{} WAL segment(s) the backup needs ({begin} to {end}) are not in the bucket, from {m}",
-                missing.len()
+                "{missing} WAL segment(s) the backup needs ({begin} to {end}) are not in the bucket, from {m}"
             ),
         ));
     }
@@ -268,5 +288,28 @@ mod tests {
         assert!(!walk(gz.as_slice(), Some(Codec::Gzip), "a").expect("whole"));
         let e = walk(&gz[..gz.len() / 2], Some(Codec::Gzip), "cut").expect_err("truncated");
         assert!(e.to_string().starts_with("cut: "), "{e}");
+    }
+
+    #[test]
+    fn a_wal_range_postgresql_cannot_write_is_refused_not_walked() {
+        let mib16 = 16 << 20;
+        let a = "000000010000000000000002";
+        let b = "000000010000000100000003";
+        assert_eq!(super::chain_range(mib16, a, a), Some((2, 2)));
+        assert_eq!(super::chain_range(mib16, a, b), Some((2, 256 + 3)));
+        assert_eq!(super::chain_range(0, a, b), None, "zero segment size");
+        assert_eq!(
+            super::chain_range(3 << 20, a, b),
+            None,
+            "not a power of two"
+        );
+        assert_eq!(super::chain_range(8 << 30, a, b), None, "above 1 GiB");
+        assert_eq!(super::chain_range(mib16, b, a), None, "end before begin");
+        let far = "0000000100FFFFFF000000FF";
+        assert_eq!(
+            super::chain_range(mib16, a, far),
+            None,
+            "billions of segments"
+        );
     }
 }

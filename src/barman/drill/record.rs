@@ -45,7 +45,9 @@ pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("drill")
 }
 
-fn path(state_dir: &Path, server: &str) -> PathBuf {
+/// One file per server and store: a drill against a replica (`--store`) must not replace the
+/// main store's record.
+fn path(state_dir: &Path, store: &str, server: &str) -> PathBuf {
     let safe: String = server
         .bytes()
         .map(|b| {
@@ -56,7 +58,8 @@ fn path(state_dir: &Path, server: &str) -> PathBuf {
             }
         })
         .collect();
-    dir(state_dir).join(format!("{safe}.json"))
+    let store = crate::checksum::crc32c(store.as_bytes());
+    dir(state_dir).join(format!("{safe}-{store:08x}.json"))
 }
 
 /// Records `r`, carrying the last success over from the previous record of the same store.
@@ -82,7 +85,7 @@ pub fn save(state_dir: &Path, store: &str, r: &DrillReport) -> Result<()> {
     std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
     let json = serde_json::to_vec(&rec).map_err(|e| Error::Failed(format!("encode: {e}")))?;
     // Group-readable: the drill runs as the PostgreSQL user, status and check as barman.
-    crate::fsutil::replace_with(&path(state_dir, &r.server), |tmp| {
+    crate::fsutil::replace_with(&path(state_dir, store, &r.server), |tmp| {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
@@ -98,7 +101,7 @@ pub fn save(state_dir: &Path, store: &str, r: &DrillReport) -> Result<()> {
 /// The last drill of `server` against `store`, if one was recorded (an unreadable record is
 /// none: a status never fails on it).
 pub fn load(state_dir: &Path, store: &str, server: &str) -> Option<DrillRecord> {
-    let bytes = std::fs::read(path(state_dir, server)).ok()?;
+    let bytes = std::fs::read(path(state_dir, store, server)).ok()?;
     serde_json::from_slice::<DrillRecord>(&bytes)
         .ok()
         .filter(|r| r.store == store && r.server == server)
@@ -182,6 +185,9 @@ mod tests {
             load(d.path(), "s3 b", "pg/1").unwrap().last_success_at,
             None
         );
+        // A drill against another store (a replica) leaves this store's record as it was.
+        let a = load(d.path(), "s3 a", "pg/1").expect("the first store's record is kept");
+        assert!(!a.success && a.last_success_at == Some(10 * DAY), "{a:?}");
     }
 
     #[test]

@@ -64,6 +64,16 @@ fn stored_expectation(head: &ObjectMeta, record: Option<(u64, u32)>) -> Option<(
 }
 
 impl Pair {
+    /// Whether `dst` holds the bytes of `src`, told by the source's whole-object checksum;
+    /// `None` when the source has none to tell by.
+    pub async fn same_as(&self, src: &str, dst: &str) -> Result<Option<bool>> {
+        let head = self.source.head(src).await?;
+        match stored_expectation(&head, None) {
+            Some(want) => Ok(Some(self.holds(dst, want).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// Whether the replica already holds `dst` as `want` says (size and full CRC32C).
     pub async fn holds(&self, dst: &str, want: (u64, u32)) -> Result<bool> {
         Ok(self.target.head_opt(dst).await?.is_some_and(|m| {

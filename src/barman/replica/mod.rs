@@ -299,9 +299,17 @@ async fn copy_wals(
                 pair.counts.present.fetch_add(1, Ordering::Relaxed);
             }
             WalAction::Conflict => conflicts.push(dst.remote.wal_key(rel)),
-            // `copy` compares the checksums of what is there before sending anything.
-            WalAction::Send | WalAction::Compare => {
-                jobs.push((src.remote.wal_key(rel), dst.remote.wal_key(rel)));
+            WalAction::Send => jobs.push((src.remote.wal_key(rel), dst.remote.wal_key(rel))),
+            // The same size under another ETag: the same bytes only if the checksums say so.
+            // A WAL is never rewritten, so anything else (or no checksum to tell by) is a
+            // conflict, reported and left as it is, never overwritten.
+            WalAction::Compare => {
+                let (s, d) = (src.remote.wal_key(rel), dst.remote.wal_key(rel));
+                if pair.same_as(&s, &d).await? == Some(true) {
+                    pair.counts.present.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    conflicts.push(d);
+                }
             }
         }
     }
