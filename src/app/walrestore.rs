@@ -82,9 +82,11 @@ impl Launcher for App<'_> {
         let args = self_args(self.o, self.cfg);
         let mut cmd = std::process::Command::new(&args[0]);
         cmd.args(&args[1..])
-            .args(["wal-prefetch", self.server, "--layout", self.layout.name()])
-            .arg("--spool")
-            .arg(spool);
+            .args(["wal-prefetch", self.server, "--spool"])
+            .arg(spool)
+            // After the spool: `wal-prefetch SERVER --spool DIR` is what operators' (and our
+            // tests') process patterns look for.
+            .args(["--layout", self.layout.name()]);
         if let Some(t) = self.o.as_of {
             cmd.args(["--as-of", &crate::store::asof::format_time(t)]);
         }
