@@ -232,7 +232,7 @@ fn a_stream_holds_its_memory_budget_whatever_the_part_size() {
     // download holds more budget-sized pieces than the one in flight: one arriving, others done
     // and waiting their turn, one being written out. Allowed three more; still far under the
     // window of six 16 MiB ranges it held before (about 170 MiB).
-    let down_bound = bound_kib(16) + (3 * 16 << 20) / 1024;
+    let down_bound = bound_kib(16) + ((3 * 16) << 20) / 1024;
     assert!(
         peak <= down_bound,
         "download peak {peak} KiB > {down_bound} KiB"
