@@ -45,11 +45,6 @@ pub struct CloudBackup {
     pub problem: Option<String>,
 }
 
-/// The backup ids under the server's `base/`.
-pub async fn ids(srv: &Server) -> Result<Vec<String>> {
-    srv.backup_ids().await
-}
-
 /// A backup's backup.info, `None` when it is not there (a backup still uploading, or failed).
 pub async fn backup_info(srv: &Server, id: &str) -> Result<Option<BackupInfo>> {
     match srv
@@ -84,7 +79,7 @@ pub async fn objects(srv: &Server, id: &str) -> Result<Vec<(String, u64)>> {
 /// Lists the server's backups, oldest first.
 pub async fn backups(srv: &Server) -> Result<Vec<CloudBackup>> {
     let mut out = Vec::new();
-    for id in ids(srv).await? {
+    for id in srv.backup_ids().await? {
         let bi = backup_info(srv, &id).await?;
         let listed = objects(srv, &id).await?;
         out.push(describe(&id, bi.as_ref(), &listed));
