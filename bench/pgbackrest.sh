@@ -82,7 +82,8 @@ done
 ROWS=$(psql1 "SELECT count(*) FROM fill")
 "$PGBIN/pg_ctl" -D "$BASE/pgdata" -m fast -w stop >/dev/null
 $B archive-wal pg >/dev/null
-timed barmans3_wal_sync $B3 wal-sync pg >/dev/null
+wal_sync() { $B3 wal-sync pg >/dev/null; }
+timed barmans3_wal_sync wal_sync
 
 # started DEST: starts the restored cluster (not archiving: its new timeline must not reach the
 # repositories) and waits until recovery ended; the last segment's rows must be there.
