@@ -15,7 +15,37 @@ where
     F: FnOnce(Arc<Cancel>) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    block_on_with(Threads::PerCore, work)
+}
+
+/// The threads a run's runtime works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// A worker thread per core.
+    PerCore,
+    /// A worker thread per core, at most this many: a run whose parallelism is bounded
+    /// elsewhere (a few requests at once) gains nothing from more.
+    AtMost(usize),
+    /// The calling thread alone: for a run of a request or two, where starting a worker per
+    /// core (and waking them) costs more than the run itself.
+    One,
+}
+
+/// [`block_on`] on a runtime with these threads.
+pub fn block_on_with<T, F, Fut>(threads: Threads, work: F) -> Result<T>
+where
+    F: FnOnce(Arc<Cancel>) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut b = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::PerCore | Threads::AtMost(_) => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Threads::AtMost(n) = threads {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        b.worker_threads(cores.min(n).max(1));
+    }
+    let rt = b
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
@@ -41,5 +71,33 @@ pub async fn with_signals<T>(
             _ = term.recv() => cancel.cancel(),
             _ = int.recv() => cancel.cancel(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(threads: Threads) -> (usize, std::thread::ThreadId) {
+        block_on_with(threads, |_| async {
+            let n = tokio::runtime::Handle::current().metrics().num_workers();
+            let on = tokio::spawn(async { std::thread::current().id() })
+                .await
+                .expect("task ran");
+            Ok((n, on))
+        })
+        .expect("runtime ran")
+    }
+
+    #[test]
+    fn a_runtime_has_the_threads_asked_for() {
+        let caller = std::thread::current().id();
+        assert_eq!(workers(Threads::One), (1, caller), "tasks on the caller");
+        let (n, on) = workers(Threads::AtMost(1));
+        assert_eq!(n, 1);
+        assert_ne!(on, caller, "tasks on a worker");
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(workers(Threads::PerCore).0, cores);
+        assert_eq!(workers(Threads::AtMost(usize::MAX)).0, cores);
     }
 }

@@ -88,6 +88,69 @@ impl<R: AsyncRead + Unpin> AsyncRead for Guarded<R> {
     }
 }
 
+/// A reader that does not end before a piece of work (`gate`) has succeeded: the work runs
+/// while the data arrives (it is polled with every read) and the end of `inner` is held back
+/// until it is done. An upload publishes its object only at the end of its input, so the work
+/// is done before the object changes, and a failed one is a failed read (nothing published);
+/// its error is kept in `failed` for the caller to report as itself.
+pub struct EndsAfter<'a, R> {
+    inner: R,
+    gate: Option<Pin<Box<dyn Future<Output = crate::error::Result<()>> + Send + 'a>>>,
+    failed: &'a std::sync::Mutex<Option<crate::error::Error>>,
+}
+
+impl<R> std::fmt::Debug for EndsAfter<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndsAfter")
+            .field("pending", &self.gate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, R> EndsAfter<'a, R> {
+    /// `inner`, ending only after `gate` succeeded; its error goes to `failed`.
+    pub fn new(
+        inner: R,
+        gate: impl Future<Output = crate::error::Result<()>> + Send + 'a,
+        failed: &'a std::sync::Mutex<Option<crate::error::Error>>,
+    ) -> Self {
+        EndsAfter {
+            inner,
+            gate: Some(Box::pin(gate)),
+            failed,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for EndsAfter<'_, R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(gate) = this.gate.as_mut()
+            && let Poll::Ready(r) = gate.as_mut().poll(cx)
+        {
+            this.gate = None;
+            if let Err(e) = r {
+                let line = e.one_line();
+                *this.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                return Poll::Ready(Err(broken(line)));
+            }
+        }
+        let before = buf.filled().len();
+        let room = buf.remaining() > 0;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            // The end, while the gate is pending: its poll above registered our waker.
+            Poll::Ready(Ok(())) if room && buf.filled().len() == before && this.gate.is_some() => {
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
 /// Standard input for the runtime: a pipe (what the daemon gives an upload) read without a
 /// blocking thread, so a signal ends a read that waits and the runtime's shutdown never waits
 /// for one; anything else (a file in tests) through tokio's own stdin.
@@ -120,7 +183,33 @@ pub fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn the_input_ends_only_after_its_gate_and_a_failed_gate_is_a_failed_read() {
+        let failed = std::sync::Mutex::new(None);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let gate = async move {
+            rx.await.expect("sender kept");
+            Ok(())
+        };
+        let mut r = EndsAfter::new(&b"chunk"[..], gate, &failed);
+        let mut v = Vec::new();
+        let early =
+            tokio::time::timeout(Duration::from_millis(50), r.read_to_end(&mut v)).await;
+        assert!(early.is_err(), "the end came before the gate");
+        assert_eq!(v, b"chunk", "the data itself is not held back");
+        tx.send(()).expect("gate waits");
+        r.read_to_end(&mut v).await.expect("ends after the gate");
+        assert_eq!(v, b"chunk");
+
+        let gate = async { Err(crate::error::Error::Failed("the manifest stays".into())) };
+        let mut r = EndsAfter::new(&b"chunk"[..], gate, &failed);
+        let e = r.read_to_end(&mut Vec::new()).await.expect_err("gate failed");
+        assert!(e.to_string().contains("the manifest stays"), "{e}");
+        assert!(failed.lock().expect("lock").is_some());
+    }
 
     #[tokio::test]
     async fn the_end_counts_only_while_the_parent_lives() {

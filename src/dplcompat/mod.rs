@@ -64,11 +64,24 @@ pub fn run(args: &[String]) -> Exit {
                 ));
             }
             within_timeout(&mut cfg.s3, opts.timeout);
-            crate::runtime::block_on(|cancel| call(cfg, opts, request, cancel))
+            crate::runtime::block_on_with(threads(&request), |cancel| {
+                call(cfg, opts, request, cancel)
+            })
         });
     match result {
         Ok(()) => Exit::Success,
         Err(e) => fail(op, &e),
+    }
+}
+
+/// The runtime's threads for one call. The daemon starts a process per call, so what a runtime
+/// costs to start and stop is paid per chunk: a worker per core (dozens on a storage host) for
+/// a request or two is most of a `stat`. A chunk's data needs no more than two: one to
+/// checksum and copy while the other moves bytes between the pipe and the store.
+fn threads(request: &Request) -> crate::runtime::Threads {
+    match request {
+        Request::Upload(_) | Request::Download(_) => crate::runtime::Threads::AtMost(2),
+        _ => crate::runtime::Threads::One,
     }
 }
 

@@ -1,12 +1,13 @@
 //! The operations on the store, each a few engine calls on the keys of the droplet layout
 //! (`<prefix>/<VOL>/<PART>`, the keys `volume put|get` and Bareos' s3cmd wrapper use).
 //!
-//! Every change to a volume (`upload`, `remove`) first deletes our `barmans3.volume.json`
-//! beside the parts: the daemon rewrites, appends and truncates volumes without knowing of it,
+//! Every change to a volume (`upload`, `remove`) deletes our `barmans3.volume.json` beside the
+//! parts before the part changes: the daemon rewrites, appends and truncates volumes without knowing of it,
 //! and a manifest that described the volume before would then lie to `volume get`.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::input::EndsAfter;
 use super::protocol::Part;
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
@@ -97,14 +98,21 @@ impl Device {
     /// `upload VOL PART`: `input` to the part through the engine's stream upload (one PUT for
     /// a chunk within a part, else multipart, memory bounded by the engine's settings),
     /// checked by the store as it arrives. The part changes only when the whole input arrived:
-    /// a failed or abandoned upload leaves the previous version.
+    /// a failed or abandoned upload leaves the previous version. Our manifest is deleted while
+    /// the chunk arrives (its round trip hidden behind the daemon's writes), and the input ends
+    /// only after that, so the part still never changes under a manifest that describes it.
     pub async fn upload<R: AsyncRead + Unpin + Send>(
         &self,
         p: &Part,
         input: R,
     ) -> Result<Uploaded> {
-        self.forget_manifest(&p.volume).await?;
-        self.t.upload_stream(input, &self.key(p)).await
+        let failed = std::sync::Mutex::new(None);
+        let input = EndsAfter::new(input, self.forget_manifest(&p.volume), &failed);
+        let sent = self.t.upload_stream(input, &self.key(p)).await;
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => sent,
+        }
     }
 
     /// `download VOL PART`: the part to `out`, verified against the store's checksum as it

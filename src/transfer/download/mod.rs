@@ -169,17 +169,14 @@ impl Transfer {
 
     /// Fetches one piece, retrying it whole on retryable failures (a truncated body included).
     /// A piece of an encrypted object is received whole, opened, and its plaintext goes to
-    /// the sink at its plaintext offset.
-    // Seven parameters: each is one fact about this piece that the retry closure needs by value
-    // or by reference for every attempt; a struct of them would be built and taken apart again
-    // at the one call site.
-    #[allow(clippy::too_many_arguments)]
+    /// the sink at its plaintext offset. Every GET names its range, the whole object's too: the
+    /// checksums to verify against came with the HEAD, and a GET that asks for the stored
+    /// checksum has the SDK hash the body a second time beside [`receive`].
     async fn fetch(
         &self,
         key: &str,
         index: usize,
         range: ByteRange,
-        whole: bool,
         sink: Sink,
         want_md5: bool,
         sealed: Option<&SealedObject>,
@@ -196,7 +193,7 @@ impl Transfer {
                 async move {
                     let resp = self
                         .store
-                        .get(key, if whole { None } else { Some(range) })
+                        .get(key, Some(range))
                         .await?;
                     let got = Received {
                         key,
@@ -393,12 +390,11 @@ impl Transfer {
         sink: Sink,
         mut writer: Option<&mut W>,
     ) -> Result<Fetched> {
-        let (meta, pieces, check) = (&p.meta, &p.pieces, &p.check);
+        let (pieces, check) = (&p.pieces, &p.check);
         let mut plain: Vec<(u32, u64)> = vec![(0, 0); pieces.len()];
         let want_md5 =
             !p.md5_in_order && matches!(check, Check::Md5 { .. } | Check::CompositeMd5 { .. });
         let mut md5 = p.md5_in_order.then(|| InOrderMd5::new(pieces));
-        let whole = pieces.len() == 1 && pieces[0].1.start == 0 && pieces[0].1.end == meta.size;
         let mut info: Vec<(u32, Option<[u8; 16]>)> = vec![(0, None); pieces.len()];
         let mut set: JoinSet<Result<Piece>> = JoinSet::new();
         let mut waiting: BTreeMap<usize, Bytes> = BTreeMap::new();
@@ -424,7 +420,7 @@ impl Transfer {
                 let sealed = p.sealed.clone();
                 set.spawn(async move {
                     let p = this
-                        .fetch(&key, i, r, whole, sink, want_md5, sealed.as_ref())
+                        .fetch(&key, i, r, sink, want_md5, sealed.as_ref())
                         .await;
                     drop(permit);
                     p

@@ -24,7 +24,7 @@ impl Transfer {
         let range = ByteRange { start: 0, end: len };
         let _permit = self.permit().await?;
         let p = self
-            .fetch(key, 0, range, false, Sink::Memory, false, None)
+            .fetch(key, 0, range, Sink::Memory, false, None)
             .await?;
         Ok(p.data.unwrap_or_default())
     }
@@ -103,7 +103,7 @@ impl Transfer {
                 };
                 let bytes = {
                     let _permit = self.permit().await?;
-                    self.fetch(key, 0, stored, false, Sink::Memory, false, None)
+                    self.fetch(key, 0, stored, Sink::Memory, false, None)
                         .await?
                         .data
                         .unwrap_or_default()
