@@ -196,8 +196,7 @@ mod tests {
         };
         let mut r = EndsAfter::new(&b"chunk"[..], gate, &failed);
         let mut v = Vec::new();
-        let early =
-            tokio::time::timeout(Duration::from_millis(50), r.read_to_end(&mut v)).await;
+        let early = tokio::time::timeout(Duration::from_millis(50), r.read_to_end(&mut v)).await;
         assert!(early.is_err(), "the end came before the gate");
         assert_eq!(v, b"chunk", "the data itself is not held back");
         tx.send(()).expect("gate waits");
@@ -206,7 +205,10 @@ mod tests {
 
         let gate = async { Err(crate::error::Error::Failed("the manifest stays".into())) };
         let mut r = EndsAfter::new(&b"chunk"[..], gate, &failed);
-        let e = r.read_to_end(&mut Vec::new()).await.expect_err("gate failed");
+        let e = r
+            .read_to_end(&mut Vec::new())
+            .await
+            .expect_err("gate failed");
         assert!(e.to_string().contains("the manifest stays"), "{e}");
         assert!(failed.lock().expect("lock").is_some());
     }

@@ -191,10 +191,7 @@ impl Transfer {
                     (None, s) => s.clone(),
                 };
                 async move {
-                    let resp = self
-                        .store
-                        .get(key, Some(range))
-                        .await?;
+                    let resp = self.store.get(key, Some(range)).await?;
                     let got = Received {
                         key,
                         index,

@@ -23,9 +23,7 @@ impl Transfer {
     pub(super) async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes> {
         let range = ByteRange { start: 0, end: len };
         let _permit = self.permit().await?;
-        let p = self
-            .fetch(key, 0, range, Sink::Memory, false, None)
-            .await?;
+        let p = self.fetch(key, 0, range, Sink::Memory, false, None).await?;
         Ok(p.data.unwrap_or_default())
     }
 
