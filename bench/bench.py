@@ -438,6 +438,8 @@ def main():
         own_case(extra, lambda: cloud.restore_report(me, cloud.restore(me, e, data)))
     if "cloudreplay" in CASES:
         own_case(extra, lambda: cloud.replay(sys.modules[__name__], e, data))
+    if "replicate" in CASES:
+        own_case(extra, lambda: replicate.run(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")
