@@ -521,6 +521,7 @@ fn bad_command_lines_are_rejected_before_anything_runs() {
         ("wal-restore pg 000000010000000000000001", By::Clap),
         ("catalog-restore pg --backup latest", By::Us),
         ("catalog-restore pg --layout flat", By::Clap),
+        ("catalog-restore pg --layout barman-cloud", By::Us),
         ("wal-prefetch pg", By::Clap),
         ("check --wal-warning soon", By::Clap),
         ("check --timeout", By::Clap),
