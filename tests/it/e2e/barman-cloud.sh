@@ -125,7 +125,9 @@ promoted() {
   done
   return 1
 }
-stop2() { as_pg "$PGBIN/pg_ctl -D $1 -m fast -w stop >/dev/null"; }
+# A copy that archives finishes archiving before it stops: barman-cloud-wal-archive starts
+# Python per WAL, slow on a loaded machine.
+stop2() { as_pg "$PGBIN/pg_ctl -D $1 -m fast -w -t 300 stop >/dev/null"; }
 count_ok() {
   [ "$(psql2 'SELECT count(*), max(id) FROM t')" = "$1|$1" ] || fail "rows in t: $(psql2 'SELECT count(*), max(id) FROM t'), want $1"
   [ "$(psql2 'SELECT count(*) FROM ts')" = "$1" ] || fail "rows in ts: $(psql2 'SELECT count(*) FROM ts'), want $1"
