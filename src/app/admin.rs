@@ -225,6 +225,20 @@ fn render_status(s: &Status) -> String {
     for r in &s.replicas {
         out.push_str(&replica_line(r));
     }
+    // Servers Barman's configuration does not name, known here by their drills (a bucket
+    // barman-cloud or CloudNativePG writes).
+    for d in s
+        .drills
+        .iter()
+        .filter(|d| !s.servers.iter().any(|v| v.server == d.server))
+    {
+        out.push_str(&format!(
+            "server {} ({} bucket, not in Barman's configuration):\n{}",
+            d.server,
+            d.layout.as_deref().unwrap_or("barmans3"),
+            drill_line(d)
+        ));
+    }
     for v in &s.servers {
         out.push_str(&format!(
             "server {}: newest WAL here {}, in the bucket {}; {} pending{}; last good wal-sync {}{}\n",

@@ -262,8 +262,10 @@ pub enum Command {
         #[arg(long, value_name = "ID|WAL")]
         wals_since: Option<String>,
         /// Where backup.info goes: meta (Barman 3.13.2 and later) or base [default: what the
-        /// installed barman reads]
-        #[arg(long, value_parser = ["meta", "base"])]
+        /// installed barman reads]. barman-cloud is refused: Barman 3.18 and later reads a
+        /// barman-cloud bucket's catalog itself (basebackups_directory and wals_directory set
+        /// to the bucket's URL, active = false)
+        #[arg(long, value_parser = ["meta", "base", "barman-cloud"])]
         layout: Option<String>,
         /// Read the bucket as it was at TIME (RFC 3339, e.g. 2026-11-30T12:00:00Z): each key's
         /// newest version not newer than TIME (a versioned bucket only)

@@ -459,6 +459,7 @@ mod tests {
                 total_seconds: 30.0,
                 restorable_up_to_epoch: None,
                 last_success_at: Some(1_699_000_000),
+                layout: None,
             }],
         }
     }
