@@ -460,6 +460,7 @@ mod tests {
                 restorable_up_to_epoch: None,
                 last_success_at: Some(1_699_000_000),
             }],
+            lock_proof: None,
         }
     }
 
