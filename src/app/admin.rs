@@ -226,6 +226,10 @@ fn render_status(s: &Status) -> String {
     for r in &s.replicas {
         out.push_str(&replica_line(r));
     }
+    if let Some(r) = &s.lock_proof {
+        let (_, line) = crate::barman::observe::lockcheck::judge(r, crate::clock::now());
+        out.push_str(&format!("object lock: {line}\n"));
+    }
     for v in &s.servers {
         out.push_str(&format!(
             "server {}: newest WAL here {}, in the bucket {}; {} pending{}; last good wal-sync {}{}\n",

@@ -339,6 +339,11 @@ fn check_proves_the_lock_once_a_day_and_reports_its_line() {
     let line = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(line.contains("lock holds (lock proof"), "{}", text(&out));
     assert_eq!(canary_versions(&bucket), 1, "not proven twice in a day");
+    let status = ok(&site, &["status"]);
+    assert!(
+        status.contains("object lock: lock holds (lock proof"),
+        "{status}"
+    );
 
     // A store that lets the DELETE through: CRITICAL, naming it.
     let leaky = FaultProxy::with_quirk(&moto().endpoint, Quirk::AllowVersionDeletes);
