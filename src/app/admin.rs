@@ -145,9 +145,10 @@ pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
     let judged = crate::runtime::block_on(|cancel| async move {
         let work = async {
             let cfg = load_config(o)?;
-            let t = bare_engine(o, &cfg, cancel).await?;
+            let t = bare_engine(o, &cfg, cancel.clone()).await?;
             let mut s = admin::status(&cfg, &t).await?;
             s.replicas = super::replicate::views(o, &cfg, &t, &s).await;
+            s.lock_proof = super::lockproof::daily(o, &cfg, cancel, s.lock_proof.take()).await;
             let th = Thresholds {
                 replica_max_lag: cfg.barman.replica_max_lag,
                 ..th
@@ -238,6 +239,10 @@ fn render_status(s: &Status) -> String {
             d.layout.as_deref().unwrap_or("barmans3"),
             drill_line(d)
         ));
+    }
+    if let Some(r) = &s.lock_proof {
+        let (_, line) = crate::barman::observe::lockcheck::judge(r, crate::clock::now());
+        out.push_str(&format!("object lock: {line}\n"));
     }
     for v in &s.servers {
         out.push_str(&format!(

@@ -45,7 +45,9 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             server,
             all,
             since,
-        } => replicate_action(to, servers(server, all), since)?,
+            prune,
+            force,
+        } => replicate_action(to, servers(server, all), since, prune, force)?,
         Command::CatalogRestore {
             server,
             backups,
@@ -109,7 +111,13 @@ fn servers(server: Option<String>, all: bool) -> Servers {
     }
 }
 
-fn replicate_action(to: String, servers: Servers, since: Option<String>) -> Result<BarmanAction> {
+fn replicate_action(
+    to: String,
+    servers: Servers,
+    since: Option<String>,
+    prune: bool,
+    force: bool,
+) -> Result<BarmanAction> {
     if !crate::config::valid_store_name(&to) {
         return Err(Error::Usage(format!(
             "--to {to:?}: name a store of the config's stores: (letters, digits, - and _)"
@@ -120,6 +128,8 @@ fn replicate_action(to: String, servers: Servers, since: Option<String>) -> Resu
         servers,
         opts: crate::barman::replica::ReplicateOptions {
             since: since.map(backup_id_arg).transpose()?,
+            prune,
+            force,
         },
     })
 }

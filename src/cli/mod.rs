@@ -249,6 +249,13 @@ pub enum Command {
         /// Only backups with this id or a later one (and the WAL files they need, and newer)
         #[arg(long, value_name = "ID")]
         since: Option<String>,
+        /// Then delete from the replica what the main store no longer has, under full-sync's
+        /// rules (min_remote_backups, max_deletes) and the replica's own Object Lock
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: allow more deletions than barman.max_deletes
+        #[arg(long, requires = "prune")]
+        force: bool,
     },
     /// Rebuild a lost Barman server's directory from the bucket (backups, WAL archive), then
     /// run `barman rebuild-xlogdb SERVER`

@@ -128,6 +128,8 @@ pub struct Status {
     pub replicas: Vec<crate::barman::replica::ReplicaView>,
     /// The last drill of each configured server that has one (this store's).
     pub drills: Vec<DrillRecord>,
+    /// The last Object Lock proof of this store, when a lock is configured and one ran.
+    pub lock_proof: Option<super::lockcheck::LockProofRecord>,
 }
 
 /// The bucket as `status` saw it (`--json`: `{"reachable": bool, "error": string|null}`).
@@ -388,6 +390,10 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
         bucket,
         replicas: Vec::new(),
         drills,
+        lock_proof: cfg
+            .s3
+            .object_lock
+            .and_then(|_| super::lockcheck::load(&cfg.state.dir, &store)),
     })
 }
 

@@ -461,6 +461,7 @@ mod tests {
                 last_success_at: Some(1_699_000_000),
                 layout: None,
             }],
+            lock_proof: None,
         }
     }
 
