@@ -22,6 +22,7 @@ import cloud
 import dplcompat
 import replay
 import replicate
+import scale
 import targets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ CASES = os.environ.get(
     "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "scale")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -426,6 +427,8 @@ def main():
         extra.append(cloud.restore_report(me, cloud.restore(me, e, data)))
     if "cloudreplay" in CASES:
         extra.append(cloud.replay(sys.modules[__name__], e, data))
+    if "scale" in CASES:
+        extra.append(scale.run(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")
