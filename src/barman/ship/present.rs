@@ -191,12 +191,14 @@ mod tests {
     }
 
     /// (case, listed, row, local) → decision.
+    type Case = (&'static str, Option<Listed>, Option<Row>, Local, Present);
+
     #[test]
     fn only_a_recorded_etag_and_stamp_skip_the_comparison() {
         let touched = Local { mtime_ns: 101, ..L };
         let rewritten = Local { ctime_ns: 201, ..L };
         let grown = Local { size: 11, ..L };
-        let cases: Vec<(&str, Option<Listed>, Option<Row>, Local, Present)> = vec![
+        let cases: Vec<Case> = vec![
             ("absent", None, Some(row("e")), L, Present::Send),
             (
                 "another size in the bucket",
