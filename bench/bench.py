@@ -25,6 +25,7 @@ import oneput
 import pgbackrest
 import replay
 import replicate
+import scale
 import targets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ CASES = os.environ.get(
     "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate,oneput,pgbackrest",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "oneput", "pgbackrest")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "oneput", "pgbackrest", "scale")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -537,6 +538,8 @@ def main():
         own_case(extra, lambda: cloud.replay(sys.modules[__name__], e, data))
     if "replicate" in CASES:
         own_case(extra, lambda: replicate.run(sys.modules[__name__], e, data))
+    if "scale" in CASES:
+        own_case(extra, lambda: scale.run(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")

@@ -414,12 +414,14 @@ async fn run_base_sync(cfg: &Config, t: &Transfer, out: &mut Outcome) -> Result<
     out.count("waiting", r.waiting as u64);
     out.count("failed", r.failed as u64);
     out.count("bytes", r.bytes);
+    out.count("already_there", r.already_there as u64);
     out.say(format_args!(
-        "barmans3 base-sync: {} done, {} waiting, {} failed, {} uploaded",
+        "barmans3 base-sync: {} done, {} waiting, {} failed, {} uploaded, {} files already there",
         r.done,
         r.waiting,
         r.failed,
-        human_bytes(r.bytes)
+        human_bytes(r.bytes),
+        r.already_there
     ));
     if r.failed > 0 {
         return Err(Error::Failed(format!(

@@ -72,14 +72,34 @@ impl Transfer {
     /// Whether the object at `key` holds exactly the bytes of the local file `path`: `Some`
     /// with the file's CRC32C when it does, `None` when it does not.
     pub async fn same_as_local(&self, key: &str, path: &Path) -> Result<Option<u32>> {
+        self.same_as_local_etag(key, path).await.map(|(crc, _)| crc)
+    }
+
+    /// [`Transfer::same_as_local`], with the ETag of the object that was compared.
+    pub async fn same_as_local_etag(
+        &self,
+        key: &str,
+        path: &Path,
+    ) -> Result<(Option<u32>, Option<String>)> {
         let meta = self.head(key).await?;
+        let etag = meta.etag.clone();
+        let crc = self.compare_meta(&meta, key, path).await?;
+        Ok((crc, etag))
+    }
+
+    async fn compare_meta(
+        &self,
+        meta: &crate::store::ObjectMeta,
+        key: &str,
+        path: &Path,
+    ) -> Result<Option<u32>> {
         let local_size = std::fs::metadata(path)
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
             .len();
         if meta.size != local_size {
             return Ok(None);
         }
-        let check = decide(&meta);
+        let check = decide(meta);
         let (parts, md5) = match &check {
             Check::Composite { parts, .. } => (parts.clone(), false),
             Check::CompositeMd5 { parts, .. } => (parts.clone(), true),

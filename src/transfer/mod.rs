@@ -9,6 +9,7 @@
 pub mod builder;
 pub mod compare;
 pub mod copy;
+pub mod cursor;
 pub mod download;
 pub mod plan;
 pub mod probe;
@@ -28,10 +29,11 @@ use tokio::sync::{Notify, Semaphore};
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Silent};
 use crate::store::{
-    ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, SharedStore, Upload,
+    ListPage, ListRequest, MAX_DELETE_BATCH, MultipartUpload, ObjectMeta, SharedStore, Upload,
 };
 pub use builder::EngineBuilder;
 pub use copy::CopyExpect;
+pub use cursor::ListCursor;
 pub use download::{Downloaded, Expect};
 use probe::ChecksumProbe;
 use retry::RetryPolicy;
@@ -245,6 +247,15 @@ impl Transfer {
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// One page of a listing (`token`: where the previous page said the next begins), retried.
+    pub async fn list_page(&self, req: &ListRequest, token: Option<&str>) -> Result<ListPage> {
+        self.retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.list_page(req, token)
+            })
+            .await
     }
 
     /// Calls `f` for each page of a listing until it returns `false` or the listing ends. A

@@ -29,6 +29,7 @@ mod hermetic;
 mod memory;
 mod metrics;
 mod never_wrong;
+mod nochange;
 mod operator;
 mod packaging;
 mod parsers_fuzz;

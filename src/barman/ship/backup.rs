@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::eligibility::{self, Decision, Seen};
+use super::present::{self, BaseRecord, Listed, Present, Row};
 use super::reuse::{self, Previous, Reuse};
 use super::state::LocalState;
 use crate::barman::conf::ServerDirs;
@@ -21,8 +22,7 @@ use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lockfile::try_lock_file;
-use crate::store::ObjectKind;
-use crate::store::PutOptions;
+use crate::store::{ListRequest, ObjectKind, PutOptions};
 use crate::transfer::{CopyExpect, FileJournal, Transfer, bounded};
 
 /// How a backup's files are sent: where resumable uploads keep their journals, and up to
@@ -43,6 +43,60 @@ pub struct BackupUpload {
     pub copied_files: usize,
     /// Bytes of those files (never sent by this host).
     pub copied_bytes: u64,
+    /// Files the bucket already held with the same bytes (a rerun for this backup).
+    pub present_files: usize,
+    /// Bytes of those files.
+    pub present_bytes: u64,
+}
+
+/// How a file came to be in the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    Uploaded,
+    Copied,
+    AlreadyThere,
+}
+
+/// What a rerun knows before sending anything: the backup's objects as one listing shows them,
+/// and the record of what this host sent of it ([`present`]).
+#[derive(Debug, Default)]
+struct Found {
+    listed: std::collections::HashMap<String, Listed>,
+    record: BaseRecord,
+}
+
+impl Found {
+    /// Lists the backup's prefix once (all pages) and loads the record. With client-side
+    /// encryption nothing is taken as already there: sealed objects never have the file's size.
+    async fn of(srv: &Server, id: &str, record: BaseRecord) -> Result<Found> {
+        let mut k = Found {
+            record,
+            ..Found::default()
+        };
+        if srv.t.encrypts() {
+            return Ok(k);
+        }
+        let prefix = srv.remote.backup_key(id, "");
+        let req = ListRequest {
+            prefix: prefix.clone(),
+            ..Default::default()
+        };
+        srv.t
+            .list_pages(&req, |objs, _| {
+                for o in objs {
+                    if let Some(rel) = o.key.strip_prefix(&prefix) {
+                        let listed = Listed {
+                            size: o.size,
+                            etag: o.etag,
+                        };
+                        k.listed.insert(rel.to_string(), listed);
+                    }
+                }
+                true
+            })
+            .await?;
+        Ok(k)
+    }
 }
 
 /// Why a backup was not uploaded now.
@@ -244,19 +298,35 @@ pub async fn upload_backup(
     };
     std::fs::create_dir_all(&how.journal_dir)
         .map_err(|e| Error::io(format!("create {}", how.journal_dir.display()), e))?;
+    let records = LocalState::new(cfg).base_records(&dirs.name);
+    let record = BaseRecord::load(
+        &records.join(format!("{id}.json")),
+        &format!("{}/{id}", dirs.name),
+    );
+    let known = Arc::new(Found::of(srv, id, record).await?);
     let prev = super::reuse::previous(srv, dirs, id).await;
-    let sent = upload_files(srv, id, files, &how, prev.map(Arc::new)).await?;
+    let sent = upload_files(srv, id, files, &how, prev.map(Arc::new), known.clone()).await?;
     let mut up = BackupUpload::default();
-    for (entry, copied) in sent {
-        if let Entry::File { size, .. } = &entry {
-            let (n, b) = match copied {
-                true => (&mut up.copied_files, &mut up.copied_bytes),
-                false => (&mut up.files, &mut up.bytes),
+    let mut rows = std::collections::HashMap::new();
+    for (entry, how, row) in sent {
+        if let Entry::File { size, path, .. } = &entry {
+            let (n, b) = match how {
+                How::Copied => (&mut up.copied_files, &mut up.copied_bytes),
+                How::Uploaded => (&mut up.files, &mut up.bytes),
+                How::AlreadyThere => (&mut up.present_files, &mut up.present_bytes),
             };
             *n += 1;
             *b += size;
+            if let Some(row) = row {
+                rows.insert(path.clone(), row);
+            }
         }
         entries.push(entry);
+    }
+    // Before publishing: a rerun after a failed publish finds every file settled.
+    known.record.save(rows)?;
+    if let Ok(ids) = info::local_backup_ids(dirs) {
+        present::prune(&records, &ids.into_iter().collect());
     }
     entries.sort_by(|a, b| a.path().cmp(b.path()));
     let manifest = Manifest {
@@ -264,23 +334,25 @@ pub async fn upload_backup(
         server: dirs.name.clone(),
         backup_id: id.to_string(),
         created_at: now(),
-        total_bytes: up.bytes + up.copied_bytes,
+        total_bytes: up.bytes + up.copied_bytes + up.present_bytes,
         entries,
     };
     publish(srv, dirs, id, &manifest).await?;
     Ok(up)
 }
 
-/// Sends the data files in parallel (copied server-side from the previous backup where
-/// [`reuse`](super::reuse) allows, else uploaded), each checked unchanged afterwards: their
-/// manifest entries, and whether each was copied.
+/// Sends the data files in parallel (none the bucket already holds, [`present`]; copied
+/// server-side from the previous backup where [`reuse`](super::reuse) allows, else uploaded),
+/// each checked unchanged afterwards: their manifest entries, how each got there, and the
+/// record's row for it when the object's ETag is known.
 async fn upload_files(
     srv: &Server,
     id: &str,
     files: Vec<LocalFile>,
     how: &Sending,
     prev: Option<Arc<Previous>>,
-) -> Result<Vec<(Entry, bool)>> {
+    known: Arc<Found>,
+) -> Result<Vec<(Entry, How, Option<Row>)>> {
     let one_put_max = how.one_put_max;
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
     srv.t.progress().add_work(files.len() as u64, total);
@@ -292,24 +364,36 @@ async fn upload_files(
         (f, key, journal)
     });
     bounded(jobs, srv.t.file_workers(), |(f, key, journal)| {
-        let (srv, prev) = (srv.clone(), prev.clone());
+        let (srv, prev, known) = (srv.clone(), prev.clone(), known.clone());
         async move {
             let t = &srv.t;
-            let copied = match &prev {
-                Some(p) => try_copy(&srv, p, &f, &key).await?,
-                None => None,
+            let there = already_there(t, &known, &f, &key).await?;
+            let copied = match (&there, &prev) {
+                (None, Some(p)) => try_copy(&srv, p, &f, &key).await?,
+                _ => None,
             };
-            let crc = match copied {
-                Some(crc) => {
-                    t.progress().bytes_done(f.stamp.size);
-                    t.discard_journal(&journal, &key).await;
-                    crc
-                }
+            let (crc, how, etag) = match (there, copied) {
+                (Some((crc, etag)), _) => (crc, How::AlreadyThere, etag),
+                (None, Some(crc)) => (crc, How::Copied, None),
                 // The engine keeps the journal only for a file it sends in parts, so that a
                 // later run resumes it.
-                None => upload_one(t, &f, &key, &journal, one_put_max).await?,
+                (None, None) => {
+                    let up = upload_one(t, &f, &key, &journal, one_put_max).await?;
+                    (up.crc32c, How::Uploaded, up.etag)
+                }
             };
+            if how != How::Uploaded {
+                t.progress().bytes_done(f.stamp.size);
+                t.discard_journal(&journal, &key).await;
+            }
             unchanged(&f)?;
+            let row = etag.filter(|e| !e.is_empty()).map(|etag| Row {
+                size: f.stamp.size,
+                mtime_ns: f.stamp.mtime_ns,
+                ctime_ns: f.stamp.ctime_ns,
+                etag,
+                crc32c: crc,
+            });
             let entry = Entry::File {
                 path: f.rel,
                 raw: f.raw,
@@ -318,10 +402,40 @@ async fn upload_files(
                 crc32c: format!("{crc:08x}"),
                 mtime_ns: i64::try_from(f.stamp.mtime_ns).ok(),
             };
-            Ok((entry, copied.is_some()))
+            Ok((entry, how, row))
         }
     })
     .await
+}
+
+/// Whether the bucket already holds `f` at `key` ([`present::decide`]): its CRC32C and the
+/// object's ETag when it does. A comparison that fails for any reason but an interruption
+/// sends the file.
+async fn already_there(
+    t: &Transfer,
+    known: &Found,
+    f: &LocalFile,
+    key: &str,
+) -> Result<Option<(u32, Option<String>)>> {
+    let local = present::Local {
+        size: f.stamp.size,
+        mtime_ns: f.stamp.mtime_ns,
+        ctime_ns: f.stamp.ctime_ns,
+    };
+    let listed = known.listed.get(&f.rel);
+    match present::decide(&local, listed, known.record.rows.get(&f.rel)) {
+        Present::Send => Ok(None),
+        Present::Unchanged(crc) => Ok(Some((crc, listed.and_then(|l| l.etag.clone())))),
+        Present::Compare => match t.same_as_local_etag(key, &f.path).await {
+            Ok((Some(crc), etag)) => Ok(Some((crc, etag))),
+            Ok((None, _)) => Ok(None),
+            Err(Error::Interrupted) => Err(Error::Interrupted),
+            Err(e) => {
+                tracing::debug!("{key}: not compared ({}); sending it", e.one_line());
+                Ok(None)
+            }
+        },
+    }
 }
 
 async fn upload_one(
@@ -330,7 +444,7 @@ async fn upload_one(
     key: &str,
     journal: &FileJournal,
     one_put_max: u64,
-) -> Result<u32> {
+) -> Result<crate::transfer::Uploaded> {
     let opts = PutOptions::of(ObjectKind::Base);
     let up = t
         .upload_file_as(&f.path, key, Some(journal), &opts, one_put_max)
@@ -343,7 +457,7 @@ async fn upload_one(
             f.stamp.size
         )));
     }
-    Ok(up.crc32c)
+    Ok(up)
 }
 
 /// Makes `key` with a verified server-side copy of the previous backup's object when the file

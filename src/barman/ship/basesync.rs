@@ -87,6 +87,8 @@ pub struct SyncReport {
     pub failed: usize,
     /// Bytes uploaded.
     pub bytes: u64,
+    /// Files the bucket already held with the same bytes (tasks of backups sent before).
+    pub already_there: usize,
     /// One line per failed task.
     pub errors: Vec<String>,
 }
@@ -183,12 +185,14 @@ async fn work_task(
     match upload_backup(&srv, dirs, &id, cfg).await {
         Ok(up) => {
             tracing::info!(
-                "{} {id}: uploaded {} files, {}; copied {} unchanged files, {} server-side; in {:.1?}",
+                "{} {id}: uploaded {} files, {}; copied {} unchanged files, {} server-side; {} files, {} already there; in {:.1?}",
                 task.server,
                 up.files,
                 crate::units::human_bytes(up.bytes),
                 up.copied_files,
                 crate::units::human_bytes(up.copied_bytes),
+                up.present_files,
+                crate::units::human_bytes(up.present_bytes),
                 started.elapsed()
             );
             task.last_error = None;
@@ -197,6 +201,7 @@ async fn work_task(
             queue.save(&task, State::Done)?;
             report.done += 1;
             report.bytes += up.bytes;
+            report.already_there += up.present_files;
             Ok(())
         }
         Err(why) => settle(queue, &mut task, why, report),

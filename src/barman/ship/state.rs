@@ -48,7 +48,7 @@ pub struct WalState {
 
 /// A WAL file known to be in the store with the content of the local file of this size and
 /// modification time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Known {
     /// Bytes.
     pub size: u64,
@@ -56,6 +56,10 @@ pub struct Known {
     pub mtime_ns: i128,
     /// CRC32C of the content.
     pub crc32c: u32,
+    /// The object's ETag when it was shipped or compared (ledgers written before it was kept
+    /// have none): a listing that shows another one means the object was replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// Known files of one hash directory (or of `wals/` itself for history files), by name.
@@ -167,6 +171,12 @@ impl LocalState {
         }
     }
 
+    /// Where the records of what base-sync sent of `server`'s backups to this store live
+    /// ([`super::present::BaseRecord`]), one file per backup id.
+    pub fn base_records(&self, server: &str) -> PathBuf {
+        self.dir.join("base").join(server).join(self.tag())
+    }
+
     fn base_sync_stamp(&self) -> PathBuf {
         self.dir.join("base-sync.json")
     }
@@ -235,6 +245,7 @@ mod tests {
                 size: 1,
                 mtime_ns: 2,
                 crc32c: 3,
+                etag: Some("e".into()),
             },
         );
         a.save_ledger("pg", "0000000100000005", &l).expect("ledger");

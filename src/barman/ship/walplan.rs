@@ -7,13 +7,17 @@
 //!   this store's ledger says we shipped from this file (a writer that closed it early and
 //!   wrote on): once its bytes are shown to be a prefix of the file's, it is shipped again;
 //! - in the bucket with the same size: settled only if the ledger knows this very file (size
-//!   and modification time) to be there; otherwise its content is compared (same size is not
-//!   same content: every WAL segment is 16 MiB);
+//!   and modification time) to be there and the listing shows the ETag the ledger recorded
+//!   (another ETag: the object was replaced); otherwise its content is compared (same size is
+//!   not same content: every WAL segment is 16 MiB). A ledger entry from before ETags were
+//!   kept, or a store whose listing gives none, settles by size and modification time as
+//!   before; the listed ETag is then adopted into the ledger;
 //! - before the listing's start: settled by earlier runs, not looked at.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use super::present::Listed;
 use super::state::{Known, Ledger};
 
 /// A local WAL file.
@@ -42,19 +46,27 @@ impl LocalWal {
             .map_or(self.rel.as_str(), |(_, n)| n)
     }
 
-    /// Whether the ledger knows this very file.
-    fn known_in(&self, ledger: &Ledger) -> bool {
-        ledger
-            .get(self.name())
-            .is_some_and(|k| k.size == self.size && k.mtime_ns == self.mtime_ns)
+    /// Whether the ledger knows this very file as the object listed with `etag`: `Some(true)`
+    /// when it does and the ledger lacks that ETag, `Some(false)` when the ledger has it.
+    fn known_in(&self, ledger: &Ledger, etag: Option<&str>) -> Option<bool> {
+        let k = ledger.get(self.name())?;
+        if k.size != self.size || k.mtime_ns != self.mtime_ns {
+            return None;
+        }
+        match (k.etag.as_deref(), etag.filter(|e| !e.is_empty())) {
+            (Some(known), Some(listed)) if known != listed => None,
+            (None, Some(_)) => Some(true),
+            _ => Some(false),
+        }
     }
 
-    /// The ledger entry for this file with content `crc32c`.
-    pub fn known(&self, crc32c: u32) -> Known {
+    /// The ledger entry for this file with content `crc32c` in an object with `etag`.
+    pub fn known(&self, crc32c: u32, etag: Option<String>) -> Known {
         Known {
             size: self.size,
             mtime_ns: self.mtime_ns,
             crc32c,
+            etag: etag.filter(|e| !e.is_empty()),
         }
     }
 }
@@ -73,6 +85,8 @@ pub struct WalPlan {
     pub regrown: Vec<Regrown>,
     /// Known to be in the bucket with the same content.
     pub settled: usize,
+    /// Settled files whose ledger entry lacks the ETag the listing shows: the ETag to record.
+    pub adopt: Vec<(LocalWal, String)>,
 }
 
 /// A file that grew after we shipped part of it.
@@ -101,12 +115,12 @@ impl Regrown {
     }
 }
 
-/// Decides each local file. `remote` maps `rel` to the size the bucket lists; `ledgers` maps a
+/// Decides each local file. `remote` maps `rel` to what the bucket lists; `ledgers` maps a
 /// hash directory to what is known of it; files whose `rel` sorts at or before `start_after`
 /// were not listed and are left alone.
 pub fn plan(
     local: &[LocalWal],
-    remote: &BTreeMap<String, u64>,
+    remote: &BTreeMap<String, Listed>,
     ledgers: &BTreeMap<String, Ledger>,
     start_after: Option<&str>,
 ) -> WalPlan {
@@ -117,20 +131,31 @@ pub fn plan(
             continue;
         }
         let ledger = ledgers.get(f.hash_dir()).unwrap_or(&empty);
-        match remote.get(&f.rel) {
-            None => p.upload.push(f.clone()),
-            Some(&s) if s < f.size && ledger.get(f.name()).is_some_and(|k| k.size == s) => {
-                p.regrown.push(Regrown {
-                    file: f.clone(),
-                    shipped: ledger[f.name()],
-                })
-            }
-            Some(&s) if s != f.size => p.conflicts.push(format!(
+        let Some(listed) = remote.get(&f.rel) else {
+            p.upload.push(f.clone());
+            continue;
+        };
+        let s = listed.size;
+        if s < f.size && ledger.get(f.name()).is_some_and(|k| k.size == s) {
+            p.regrown.push(Regrown {
+                file: f.clone(),
+                shipped: ledger[f.name()].clone(),
+            });
+        } else if s != f.size {
+            p.conflicts.push(format!(
                 "{}: {} bytes here, {s} in the bucket",
                 f.rel, f.size
-            )),
-            Some(_) if f.known_in(ledger) => p.settled += 1,
-            Some(_) => p.verify.push(f.clone()),
+            ));
+        } else {
+            match f.known_in(ledger, listed.etag.as_deref()) {
+                Some(adopt) => {
+                    p.settled += 1;
+                    if let (true, Some(e)) = (adopt, &listed.etag) {
+                        p.adopt.push((f.clone(), e.clone()));
+                    }
+                }
+                None => p.verify.push(f.clone()),
+            }
         }
     }
     p
@@ -197,9 +222,49 @@ mod tests {
             let w = wal(rel, *size, *mtime);
             out.entry(w.hash_dir().to_string())
                 .or_default()
-                .insert(w.name().to_string(), w.known(0));
+                .insert(w.name().to_string(), w.known(0, None));
         }
         out
+    }
+
+    fn listed(size: u64, etag: Option<&str>) -> Listed {
+        Listed {
+            size,
+            etag: etag.map(str::to_string),
+        }
+    }
+
+    /// (ledger's ETag, listed ETag) → (verify, settled, adopted): a replaced object is
+    /// compared; an entry without an ETag adopts the listed one; a listing without ETags (a
+    /// file:// store) leaves size and modification time to decide.
+    #[test]
+    fn a_listed_etag_other_than_the_ledgers_means_the_object_was_replaced() {
+        let s = 16 << 20;
+        let cases = [
+            (Some("a"), Some("a"), (0, 1, 0)),
+            (Some("a"), Some("b"), (1, 0, 0)),
+            (None, Some("b"), (0, 1, 1)),
+            (Some("a"), None, (0, 1, 0)),
+            (None, None, (0, 1, 0)),
+            (Some("a"), Some(""), (0, 1, 0)),
+        ];
+        for (known, etag, want) in cases {
+            let f = wal(A, s, 1);
+            let ledgers = BTreeMap::from([(
+                f.hash_dir().to_string(),
+                Ledger::from([(f.name().to_string(), f.known(9, known.map(str::to_string)))]),
+            )]);
+            let remote = BTreeMap::from([(A.to_string(), listed(s, etag))]);
+            let p = plan(&[f], &remote, &ledgers, None);
+            assert_eq!(
+                (p.verify.len(), p.settled, p.adopt.len()),
+                want,
+                "{known:?} {etag:?}"
+            );
+            if want.2 == 1 {
+                assert_eq!(p.adopt[0].1, "b");
+            }
+        }
     }
 
     /// (case, local, remote, ledger, start_after) → (upload, verify, conflicts, settled)
@@ -305,9 +370,9 @@ mod tests {
             ),
         ];
         for (name, local, remote, known, sa, want) in cases {
-            let remote: BTreeMap<String, u64> = remote
+            let remote: BTreeMap<String, Listed> = remote
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
+                .map(|(k, v)| (k.to_string(), listed(v, None)))
                 .collect();
             let p = plan(&local, &remote, &ledger(&known), sa);
             assert_eq!(
@@ -321,7 +386,7 @@ mod tests {
     #[test]
     fn a_file_that_grew_after_we_shipped_its_start_is_shipped_again_only_as_a_prefix() {
         let s = 16 << 20;
-        let remote = |size| BTreeMap::from([(A.to_string(), size)]);
+        let remote = |size| BTreeMap::from([(A.to_string(), listed(size, None))]);
         // Shipped at its first close with 8 MiB, then written on to 16 MiB.
         let p = plan(
             &[wal(A, s, 2)],

@@ -4,7 +4,8 @@
 //! not yet known to be complete remotely (the window). A run scans only the local hash
 //! directories from the window on and lists the bucket with `start_after` at the window's
 //! start, normally one request. A full reconcile (first run against a store, `--full`, or
-//! every `wal_reconcile_every`) scans and lists everything. Which files go is decided by
+//! every `wal_reconcile_every`) scans and lists everything, a step of hash directories at a
+//! time ([`super::walscan`]). Which files go is decided by
 //! [`super::walplan`]: a file in the bucket with the same size counts only once its content
 //! was compared (or it was uploaded from this very file); other content is an error, never
 //! overwritten, except an object we shipped from a file that then grew, once it is shown to be
@@ -13,22 +14,22 @@
 //! a time (lock file).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::os::unix::fs::MetadataExt;
 
 use super::state::{Ledger, LocalState, WalState};
 use super::walplan::{self, LocalWal};
+pub use super::walscan::scan_local;
+use super::walscan::{Step, Survey, survey};
 use crate::barman::conf::ServerDirs;
-use crate::barman::remote::Remote;
 use crate::barman::server::Server;
-use crate::barman::wal::{self, WalKind};
 use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lockfile::try_lock_file;
 use crate::store::ObjectKind;
-use crate::store::{ListRequest, PutOptions};
+use crate::store::PutOptions;
 use crate::transfer::{Transfer, Uploaded, bounded};
 
 /// What one run did.
@@ -53,59 +54,6 @@ pub struct WalReport {
 /// (`--follow`, see [`super::walplan::settled`]).
 pub type Ready<'a> = Option<&'a (dyn Fn(&LocalWal) -> bool + Sync)>;
 
-fn is_hash_dir(name: &str) -> bool {
-    name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Local WAL files in hash directories ≥ `from` (all when `None`), plus the history files at
-/// the top of `wals/`, sorted by path; and the hash directories seen, sorted.
-pub fn scan_local(wals: &Path, from: Option<&str>) -> Result<(Vec<LocalWal>, Vec<String>)> {
-    let mut files = Vec::new();
-    let mut dirs = Vec::new();
-    let rd = std::fs::read_dir(wals)
-        .map_err(|e| Error::io(format!("list WAL directory {}", wals.display()), e))?;
-    for e in rd {
-        let e = e.map_err(|e| Error::io(format!("list {}", wals.display()), e))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let ft = e
-            .file_type()
-            .map_err(|err| Error::io(format!("stat {}", e.path().display()), err))?;
-        if ft.is_dir() && is_hash_dir(&name) {
-            dirs.push(name);
-        } else if ft.is_file() && wal::classify(&name) == Some(WalKind::History) {
-            files.push(local_wal(name, e.path())?);
-        }
-    }
-    dirs.sort();
-    for d in dirs.iter().filter(|d| from.is_none_or(|f| d.as_str() >= f)) {
-        let path = wals.join(d);
-        let rd = std::fs::read_dir(&path)
-            .map_err(|e| Error::io(format!("list {}", path.display()), e))?;
-        for e in rd {
-            let e = e.map_err(|e| Error::io(format!("list {}", path.display()), e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if wal::classify(&name).is_some_and(|k| k != WalKind::History)
-                && e.file_type().is_ok_and(|t| t.is_file())
-            {
-                files.push(local_wal(format!("{d}/{name}"), e.path())?);
-            }
-        }
-    }
-    files.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok((files, dirs))
-}
-
-fn local_wal(rel: String, path: PathBuf) -> Result<LocalWal> {
-    let m = std::fs::symlink_metadata(&path)
-        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    Ok(LocalWal {
-        rel,
-        path,
-        size: m.len(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-    })
-}
-
 /// Syncs one server's WAL archive. Takes the server's wal-sync lock (busy ⇒ [`Error::Busy`]).
 pub async fn wal_sync(
     cfg: &Config,
@@ -124,7 +72,7 @@ pub async fn wal_sync(
         // Nothing recorded for this store: what any earlier ledger says cannot be trusted.
         st.forget_ledgers(&dirs.name)?;
     }
-    let s = survey(cfg, t, dirs, &st, full).await?;
+    let s = survey(cfg, dirs, &st, full)?;
     let srv = Server::new(t, cfg.location.prefix(), &dirs.name);
     let result = ship(&srv, &st, s, ready).await;
     if let Err(e) = &result
@@ -139,125 +87,131 @@ pub async fn wal_sync(
     result
 }
 
-/// One run's starting point: the state, the local files, what the bucket lists, what the
-/// ledgers know, and the plan made of them.
-#[derive(Debug)]
-struct Survey {
-    state: WalState,
-    full: bool,
-    window: Option<String>,
-    local: Vec<LocalWal>,
-    hash_dirs: Vec<String>,
-    ledgers: BTreeMap<String, Ledger>,
-    plan: walplan::WalPlan,
+/// What the steps of a run add up to.
+#[derive(Debug, Default)]
+struct Shipped {
+    uploaded: usize,
+    bytes: u64,
+    checked: usize,
+    newest_mtime_ns: Option<i128>,
+    /// The first conflicts (at most five), and how many there were.
+    conflicts: Vec<String>,
+    conflict_count: usize,
+    deferred: Vec<LocalWal>,
 }
 
-/// Scans, lists and plans; changes nothing. `full` forces a full reconcile; without state for
-/// this store, or past `wal_reconcile_every`, it is one anyway.
-async fn survey(
-    cfg: &Config,
-    t: &Transfer,
-    dirs: &ServerDirs,
-    st: &LocalState,
-    full: bool,
-) -> Result<Survey> {
-    let state = st.wal_state(&dirs.name);
-    let full = full
-        || state.window.is_none()
-        || now().saturating_sub(state.last_full) > cfg.barman.wal_reconcile_every.as_secs();
-    let window = if full { None } else { state.window.clone() };
-    let (local, hash_dirs) = scan_local(&dirs.wals_dir, window.as_deref())?;
-    let prefix = Remote::new(cfg.location.prefix(), &dirs.name).wals_prefix();
-    let start_after = window.as_ref().map(|w| format!("{prefix}{w}"));
-    let remote_sizes = list_remote(t, &prefix, start_after).await?;
-    let ledgers = load_ledgers(st, &dirs.name, &local);
-    let plan = walplan::plan(&local, &remote_sizes, &ledgers, window.as_deref());
-    Ok(Survey {
-        state,
-        full,
-        window,
-        local,
-        hash_dirs,
-        ledgers,
-        plan,
+impl Shipped {
+    fn conflict(&mut self, line: String) {
+        self.conflict_count += 1;
+        if self.conflicts.len() < 5 {
+            self.conflicts.push(line);
+        }
+    }
+}
+
+/// Ships every step, then records the state and moves the window when nothing differs.
+async fn ship(srv: &Server, st: &LocalState, mut s: Survey, ready: Ready<'_>) -> Result<WalReport> {
+    let mut done = Shipped::default();
+    while let Some(step) = s.step(&srv.t, st, &srv.name).await? {
+        ship_step(srv, st, step, ready, &mut done).await?;
+    }
+    tracing::debug!(
+        "wal-sync {}: {} local file(s), {} uploaded, {} deferred{}",
+        srv.name,
+        done.checked,
+        done.uploaded,
+        done.deferred.len(),
+        if s.full { " (full reconcile)" } else { "" }
+    );
+    if done.conflict_count > 0 {
+        return Err(conflict(&srv.name, done.conflict_count, &done.conflicts));
+    }
+    st.save_wal_state(
+        &srv.name,
+        WalState {
+            window: walplan::window_keeping(&s.hash_dirs, s.window, &done.deferred),
+            last_full: if s.full { now() } else { s.state.last_full },
+            last_success: now(),
+            ..WalState::default()
+        },
+    )?;
+    Ok(WalReport {
+        uploaded: done.uploaded,
+        bytes: done.bytes,
+        checked: done.checked,
+        full: s.full,
+        deferred: done.deferred.len(),
+        newest_mtime_ns: done.newest_mtime_ns,
     })
 }
 
-/// Compares what the plan says to compare, uploads what it says to upload, records what is
-/// now known, and moves the window when nothing differs.
-async fn ship(srv: &Server, st: &LocalState, s: Survey, ready: Ready<'_>) -> Result<WalReport> {
-    let Survey {
-        state,
-        full,
-        window,
+/// Compares what the step's plan says to compare, uploads what it says to upload, and records
+/// what is now known in the step's ledgers.
+async fn ship_step(
+    srv: &Server,
+    st: &LocalState,
+    step: Step,
+    ready: Ready<'_>,
+    done: &mut Shipped,
+) -> Result<()> {
+    let Step {
         local,
-        hash_dirs,
         mut ledgers,
         plan: p,
-    } = s;
-    let mut conflicts = p.conflicts;
+    } = step;
+    done.checked += local;
+    for c in p.conflicts {
+        done.conflict(c);
+    }
     let mut changed = BTreeSet::new();
-    for (f, crc) in compare(srv, p.verify).await? {
+    for (f, etag) in p.adopt {
+        if let Some(k) = ledgers
+            .get_mut(f.hash_dir())
+            .and_then(|l| l.get_mut(f.name()))
+        {
+            k.etag = Some(etag);
+            changed.insert(f.hash_dir().to_string());
+        }
+    }
+    for (f, crc, etag) in compare(srv, p.verify).await? {
         match crc {
-            Some(crc) => remember(&mut ledgers, &mut changed, &f, f.size, crc),
-            None => conflicts.push(format!("{}: same size, other content in the bucket", f.rel)),
+            Some(crc) => remember(&mut ledgers, &mut changed, &f, f.size, crc, etag),
+            None => done.conflict(format!("{}: same size, other content in the bucket", f.rel)),
         }
     }
     let (regrown, later): (Vec<_>, Vec<_>) = p
         .regrown
         .into_iter()
         .partition(|g| ready.is_none_or(|r| r(&g.file)));
-    let mut deferred: Vec<LocalWal> = later.into_iter().map(|g| g.file).collect();
+    done.deferred.extend(later.into_iter().map(|g| g.file));
     let (mut upload, later): (Vec<_>, Vec<_>) = p
         .upload
         .into_iter()
         .partition(|f| ready.is_none_or(|r| r(f)));
-    deferred.extend(later);
+    done.deferred.extend(later);
     for g in regrown {
         match prove_prefix(srv, g).await? {
             Ok(f) => upload.push(f),
-            Err(c) => conflicts.push(c),
+            Err(c) => done.conflict(c),
         }
     }
-    tracing::debug!(
-        "wal-sync {}: {} local file(s), {} to upload, {} deferred{}",
-        srv.name,
-        local.len(),
-        upload.len(),
-        deferred.len(),
-        if full { " (full reconcile)" } else { "" }
-    );
     let uploads = send(srv, upload).await?;
     record_uploads(
         &srv.name,
         &uploads,
         &mut ledgers,
         &mut changed,
-        &mut deferred,
+        &mut done.deferred,
     );
     for dir in &changed {
         st.save_ledger(&srv.name, dir, &ledgers[dir])?;
     }
-    if !conflicts.is_empty() {
-        return Err(conflict(&srv.name, &conflicts));
-    }
-    st.save_wal_state(
-        &srv.name,
-        WalState {
-            window: walplan::window_keeping(&hash_dirs, window, &deferred),
-            last_full: if full { now() } else { state.last_full },
-            last_success: now(),
-            ..WalState::default()
-        },
-    )?;
-    Ok(WalReport {
-        uploaded: uploads.len(),
-        bytes: uploads.iter().map(|(_, u)| u.size).sum(),
-        checked: local.len(),
-        full,
-        deferred: deferred.len(),
-        newest_mtime_ns: uploads.iter().map(|(f, _)| f.mtime_ns).max(),
-    })
+    done.uploaded += uploads.len();
+    done.bytes += uploads.iter().map(|(_, u)| u.size).sum::<u64>();
+    done.newest_mtime_ns = done
+        .newest_mtime_ns
+        .max(uploads.iter().map(|(f, _)| f.mtime_ns).max());
+    Ok(())
 }
 
 /// Records each upload in the ledgers; a file that changed while it was shipped is deferred,
@@ -274,7 +228,7 @@ fn record_uploads(
         // The ledger pairs the scanned mtime with the size and CRC32C of the bytes sent: the
         // entry settles the file only while it stays so, and it proves which prefix is ours
         // if the file grows.
-        remember(ledgers, changed, f, u.size, u.crc32c);
+        remember(ledgers, changed, f, u.size, u.crc32c, u.etag.clone());
         if !unchanged_since_scan(f, u.size) {
             tracing::warn!(
                 "{}: changed while it was shipped ({} bytes when listed, {} sent); it is looked at again",
@@ -287,12 +241,18 @@ fn record_uploads(
     }
 }
 
-/// Compares each file with its object: the CRC32C of the content when they are the same,
-/// `None` when they differ.
-async fn compare(srv: &Server, files: Vec<LocalWal>) -> Result<Vec<(LocalWal, Option<u32>)>> {
+/// One file compared: the CRC32C of the content when the object holds it, and the ETag of the
+/// object that was compared.
+type Compared = (LocalWal, Option<u32>, Option<String>);
+
+/// Compares each file with its object.
+async fn compare(srv: &Server, files: Vec<LocalWal>) -> Result<Vec<Compared>> {
     bounded(files, srv.t.file_workers(), |f| {
         let (t, key) = (srv.t.clone(), srv.remote.wal_key(&f.rel));
-        async move { t.same_as_local(&key, &f.path).await.map(|crc| (f, crc)) }
+        async move {
+            let (crc, etag) = t.same_as_local_etag(&key, &f.path).await?;
+            Ok((f, crc, etag))
+        }
     })
     .await
 }
@@ -314,60 +274,53 @@ async fn send(srv: &Server, files: Vec<LocalWal>) -> Result<Vec<(LocalWal, Uploa
     .await
 }
 
-/// The error of WAL files that differ from their objects (never overwritten), naming the first
-/// five.
-fn conflict(server: &str, conflicts: &[String]) -> Error {
+/// The error of `count` WAL files that differ from their objects (never overwritten), naming
+/// the first five.
+fn conflict(server: &str, count: usize, first: &[String]) -> Error {
     Error::Failed(format!(
-        "server {server}: {} WAL file(s) differ from the bucket and were not overwritten: {}{}",
-        conflicts.len(),
-        conflicts[..conflicts.len().min(5)].join("; "),
-        if conflicts.len() > 5 { "; ..." } else { "" }
+        "server {server}: {count} WAL file(s) differ from the bucket and were not overwritten: {}{}",
+        first[..first.len().min(5)].join("; "),
+        if count > 5 { "; ..." } else { "" }
     ))
 }
 
 /// What a wal-sync would send now, without sending or recording anything (`full-sync
 /// --dry-run`): files absent from the bucket, and those whose content would be compared.
 pub async fn pending_wals(cfg: &Config, t: &Transfer, dirs: &ServerDirs) -> Result<WalReport> {
-    let s = survey(cfg, t, dirs, &LocalState::new(cfg), false).await?;
-    if let Some(c) = s.plan.conflicts.first() {
-        return Err(Error::Failed(format!(
-            "server {}: {} WAL file(s) differ from the bucket, first: {c}",
-            dirs.name,
-            s.plan.conflicts.len()
-        )));
-    }
-    Ok(WalReport {
-        // A file that grew after we shipped its start would go again (once proven).
-        uploaded: s.plan.upload.len() + s.plan.regrown.len(),
-        bytes: s.plan.upload.iter().map(|f| f.size).sum::<u64>()
-            + s.plan.regrown.iter().map(|g| g.file.size).sum::<u64>(),
-        checked: s.local.len(),
+    let st = LocalState::new(cfg);
+    let mut s = survey(cfg, dirs, &st, false)?;
+    let mut r = WalReport {
         full: s.full,
-        deferred: 0,
-        newest_mtime_ns: None,
-    })
-}
-
-/// The ledgers of the hash directories `local` touches.
-fn load_ledgers(st: &LocalState, server: &str, local: &[LocalWal]) -> BTreeMap<String, Ledger> {
-    let mut ledgers = BTreeMap::new();
-    for f in local {
-        if !ledgers.contains_key(f.hash_dir()) {
-            ledgers.insert(f.hash_dir().to_string(), st.ledger(server, f.hash_dir()));
+        ..WalReport::default()
+    };
+    while let Some(step) = s.step(t, &st, &dirs.name).await? {
+        let p = step.plan;
+        if let Some(c) = p.conflicts.first() {
+            return Err(Error::Failed(format!(
+                "server {}: {} WAL file(s) differ from the bucket, first: {c}",
+                dirs.name,
+                p.conflicts.len()
+            )));
         }
+        // A file that grew after we shipped its start would go again (once proven).
+        r.uploaded += p.upload.len() + p.regrown.len();
+        r.bytes += p.upload.iter().map(|f| f.size).sum::<u64>()
+            + p.regrown.iter().map(|g| g.file.size).sum::<u64>();
+        r.checked += step.local;
     }
-    ledgers
+    Ok(r)
 }
 
-/// Records that the bucket holds `size` bytes of `f` with CRC32C `crc`.
+/// Records that the bucket holds `size` bytes of `f` with CRC32C `crc` in an object with `etag`.
 fn remember(
     ledgers: &mut BTreeMap<String, Ledger>,
     changed: &mut BTreeSet<String>,
     f: &LocalWal,
     size: u64,
     crc: u32,
+    etag: Option<String>,
 ) {
-    let mut known = f.known(crc);
+    let mut known = f.known(crc, etag);
     known.size = size;
     ledgers
         .entry(f.hash_dir().to_string())
@@ -448,33 +401,10 @@ fn prefix_crc(path: &Path, len: u64) -> Result<u32> {
     }
 }
 
-/// Sizes of the remote WAL objects after `start_after`, by path relative to `wals/`.
-async fn list_remote(
-    t: &Transfer,
-    prefix: &str,
-    start_after: Option<String>,
-) -> Result<BTreeMap<String, u64>> {
-    let mut sizes = BTreeMap::new();
-    let req = ListRequest {
-        prefix: prefix.to_string(),
-        start_after,
-        ..Default::default()
-    };
-    t.list_pages(&req, |objs, _| {
-        for o in objs {
-            if let Some(rel) = o.key.strip_prefix(prefix) {
-                sizes.insert(rel.to_string(), o.size);
-            }
-        }
-        true
-    })
-    .await?;
-    Ok(sizes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::barman::ship::walscan::local_wal;
     use std::io::Write;
 
     #[test]

@@ -1,0 +1,222 @@
+//! What a `wal-sync` run looks at, a step at a time: the local archive (history files at the
+//! top of `wals/`, hash directories in order) and the bucket's listing of it, read in step
+//! with the hash directories, so a run holds one step's files, listing and ledgers whatever the
+//! archive's size ([`Survey::step`]), and still makes one listing request per 1000 objects.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::state::{Ledger, LocalState, WalState};
+use super::walplan::{self, Listed, LocalWal};
+use crate::barman::conf::ServerDirs;
+use crate::barman::remote::Remote;
+use crate::barman::wal::{self, WalKind};
+use crate::clock::now;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::ListRequest;
+use crate::transfer::{ListCursor, Transfer};
+
+pub(super) fn is_hash_dir(name: &str) -> bool {
+    name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Local WAL files in hash directories ≥ `from` (all when `None`), plus the history files at
+/// the top of `wals/`, sorted by path; and the hash directories seen, sorted.
+pub fn scan_local(wals: &Path, from: Option<&str>) -> Result<(Vec<LocalWal>, Vec<String>)> {
+    let (mut files, dirs) = scan_top(wals)?;
+    for d in dirs.iter().filter(|d| from.is_none_or(|f| d.as_str() >= f)) {
+        scan_dir(wals, d, &mut files)?;
+    }
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok((files, dirs))
+}
+
+/// The top of `wals/`: its history files, sorted, and its hash directories, sorted.
+pub(super) fn scan_top(wals: &Path) -> Result<(Vec<LocalWal>, Vec<String>)> {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let rd = std::fs::read_dir(wals)
+        .map_err(|e| Error::io(format!("list WAL directory {}", wals.display()), e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::io(format!("list {}", wals.display()), e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ft = e
+            .file_type()
+            .map_err(|err| Error::io(format!("stat {}", e.path().display()), err))?;
+        if ft.is_dir() && is_hash_dir(&name) {
+            dirs.push(name);
+        } else if ft.is_file() && wal::classify(&name) == Some(WalKind::History) {
+            files.push(local_wal(name, e.path())?);
+        }
+    }
+    dirs.sort();
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok((files, dirs))
+}
+
+/// Appends the WAL files of hash directory `d` (unsorted).
+pub(super) fn scan_dir(wals: &Path, d: &str, files: &mut Vec<LocalWal>) -> Result<()> {
+    let path = wals.join(d);
+    let rd =
+        std::fs::read_dir(&path).map_err(|e| Error::io(format!("list {}", path.display()), e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::io(format!("list {}", path.display()), e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if wal::classify(&name).is_some_and(|k| k != WalKind::History)
+            && e.file_type().is_ok_and(|t| t.is_file())
+        {
+            files.push(local_wal(format!("{d}/{name}"), e.path())?);
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn local_wal(rel: String, path: PathBuf) -> Result<LocalWal> {
+    let m = std::fs::symlink_metadata(&path)
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    Ok(LocalWal {
+        rel,
+        path,
+        size: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
+/// Hash directories per step of a run (4096 segments of 16 MiB): a step's local files, its
+/// part of the listing and its ledgers are what a run holds at a time, whatever the archive's
+/// size.
+pub(super) const STEP_DIRS: usize = 16;
+
+/// One run's starting point: the state, the hash directories and history files, and the
+/// listing, read a step at a time ([`Survey::step`]).
+#[derive(Debug)]
+pub(super) struct Survey {
+    pub(super) state: WalState,
+    pub(super) full: bool,
+    pub(super) window: Option<String>,
+    wals: PathBuf,
+    /// Every local hash directory, sorted (the next window is made from them).
+    pub(super) hash_dirs: Vec<String>,
+    /// History files not yet handed to a step.
+    history: VecDeque<LocalWal>,
+    /// Steps of hash directories from the window on; the last one takes the rest of the listing.
+    steps: VecDeque<Vec<String>>,
+    prefix: String,
+    listing: ListCursor,
+}
+
+/// One step's files, ledgers and plan.
+#[derive(Debug)]
+pub(super) struct Step {
+    pub(super) local: usize,
+    pub(super) ledgers: BTreeMap<String, Ledger>,
+    pub(super) plan: walplan::WalPlan,
+}
+
+/// Scans the top of the archive; lists and plans nothing yet. `full` forces a full reconcile;
+/// without state for this store, or past `wal_reconcile_every`, it is one anyway.
+pub(super) fn survey(
+    cfg: &Config,
+    dirs: &ServerDirs,
+    st: &LocalState,
+    full: bool,
+) -> Result<Survey> {
+    let state = st.wal_state(&dirs.name);
+    let full = full
+        || state.window.is_none()
+        || now().saturating_sub(state.last_full) > cfg.barman.wal_reconcile_every.as_secs();
+    let window = if full { None } else { state.window.clone() };
+    let (history, hash_dirs) = scan_top(&dirs.wals_dir)?;
+    let todo: Vec<String> = hash_dirs
+        .iter()
+        .filter(|d| window.as_deref().is_none_or(|w| d.as_str() >= w))
+        .cloned()
+        .collect();
+    let mut steps: VecDeque<Vec<String>> = todo.chunks(STEP_DIRS).map(<[String]>::to_vec).collect();
+    if steps.is_empty() {
+        steps.push_back(Vec::new());
+    }
+    let prefix = Remote::new(cfg.location.prefix(), &dirs.name).wals_prefix();
+    let listing = ListCursor::new(ListRequest {
+        prefix: prefix.clone(),
+        start_after: window.as_ref().map(|w| format!("{prefix}{w}")),
+        ..Default::default()
+    });
+    Ok(Survey {
+        state,
+        full,
+        window,
+        wals: dirs.wals_dir.clone(),
+        hash_dirs,
+        history: history.into(),
+        steps,
+        prefix,
+        listing,
+    })
+}
+
+impl Survey {
+    /// The next step: its hash directories scanned, the listing up to their end (to the end of
+    /// the listing for the last step) and the history files sorting there, planned.
+    pub(super) async fn step(
+        &mut self,
+        t: &Transfer,
+        st: &LocalState,
+        server: &str,
+    ) -> Result<Option<Step>> {
+        let Some(dirs) = self.steps.pop_front() else {
+            return Ok(None);
+        };
+        // Keys under `d/` sort before `d0` ('0' follows '/'); the last step takes the rest.
+        let below = match (self.steps.is_empty(), dirs.last()) {
+            (false, Some(d)) => Some(format!("{d}0")),
+            _ => None,
+        };
+        let mut local = Vec::new();
+        for d in &dirs {
+            scan_dir(&self.wals, d, &mut local)?;
+        }
+        while let Some(h) = self.history.front() {
+            if below.as_deref().is_some_and(|b| h.rel.as_str() >= b) {
+                break;
+            }
+            local.extend(self.history.pop_front());
+        }
+        local.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let below_key = below.map(|b| format!("{}{b}", self.prefix));
+        let mut remote = BTreeMap::new();
+        for o in self.listing.take_below(t, below_key.as_deref()).await? {
+            if let Some(rel) = o.key.strip_prefix(&self.prefix) {
+                let listed = Listed {
+                    size: o.size,
+                    etag: o.etag,
+                };
+                remote.insert(rel.to_string(), listed);
+            }
+        }
+        let ledgers = load_ledgers(st, server, &local);
+        let plan = walplan::plan(&local, &remote, &ledgers, self.window.as_deref());
+        Ok(Some(Step {
+            local: local.len(),
+            ledgers,
+            plan,
+        }))
+    }
+}
+
+/// The ledgers of the hash directories `local` touches.
+pub(super) fn load_ledgers(
+    st: &LocalState,
+    server: &str,
+    local: &[LocalWal],
+) -> BTreeMap<String, Ledger> {
+    let mut ledgers = BTreeMap::new();
+    for f in local {
+        if !ledgers.contains_key(f.hash_dir()) {
+            ledgers.insert(f.hash_dir().to_string(), st.ledger(server, f.hash_dir()));
+        }
+    }
+    ledgers
+}

@@ -1,0 +1,116 @@
+//! A listing read in step with other work: the pages of one ListObjectsV2 listing, fetched only
+//! when the caller asks past what it holds, so a run over a million keys holds one page (and
+//! the part of it the caller has not taken yet) instead of the whole listing, and still makes
+//! one request per page.
+
+use std::collections::VecDeque;
+
+use super::Transfer;
+use crate::error::Result;
+use crate::store::{ListRequest, ObjectMeta};
+
+/// The listing of `req`, taken in key order.
+#[derive(Debug)]
+pub struct ListCursor {
+    req: ListRequest,
+    token: Option<String>,
+    held: VecDeque<ObjectMeta>,
+    done: bool,
+}
+
+impl ListCursor {
+    /// A cursor over the listing `req` describes; nothing is requested yet.
+    pub fn new(req: ListRequest) -> Self {
+        ListCursor {
+            req,
+            token: None,
+            held: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Every object whose key sorts before `below` (all that are left when `None`), in key
+    /// order, fetching pages as needed. A failed page (after retries) is an error.
+    pub async fn take_below(
+        &mut self,
+        t: &Transfer,
+        below: Option<&str>,
+    ) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        loop {
+            while let Some(o) = self.held.front() {
+                if below.is_some_and(|b| o.key.as_str() >= b) {
+                    return Ok(out);
+                }
+                out.extend(self.held.pop_front());
+            }
+            if self.done {
+                return Ok(out);
+            }
+            let page = t.list_page(&self.req, self.token.as_deref()).await?;
+            self.held.extend(page.objects);
+            match page.next {
+                Some(next) => self.token = Some(next),
+                None => self.done = true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Location;
+    use crate::transfer::{EngineBuilder, Settings};
+
+    #[tokio::test]
+    async fn a_cursor_hands_out_each_key_once_in_order_a_page_at_a_time() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let loc = Location::Local {
+            root: dir.path().to_path_buf(),
+        };
+        let t = EngineBuilder::new(Settings::default())
+            .open(&loc, &Default::default())
+            .await
+            .expect("open");
+        for i in 0..25 {
+            t.put_bytes(
+                &format!("w/{:02}/{i:03}", i / 10),
+                bytes::Bytes::from("x"),
+                Default::default(),
+            )
+            .await
+            .expect("put");
+        }
+        let before = t.stats().snapshot().total_requests;
+        let mut c = ListCursor::new(ListRequest {
+            prefix: "w/".into(),
+            max_keys: Some(4),
+            ..Default::default()
+        });
+        let first = c.take_below(&t, Some("w/01")).await.expect("first");
+        assert_eq!(first.len(), 10);
+        assert_eq!(
+            t.stats().snapshot().total_requests - before,
+            3,
+            "three pages of four hold the first ten"
+        );
+        assert!(
+            c.take_below(&t, Some("w/00"))
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        let rest = c.take_below(&t, None).await.expect("rest");
+        let keys: Vec<_> = first.iter().chain(&rest).map(|o| o.key.clone()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!((keys.len(), keys == sorted), (25, true));
+        assert_eq!(
+            t.stats().snapshot().total_requests - before,
+            7,
+            "25 keys, pages of 4"
+        );
+    }
+}
