@@ -189,6 +189,30 @@ pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
     }
 }
 
+/// The drills of servers Barman's configuration does not name, and the lock proof's line.
+fn unnamed_servers_and_lock(s: &Status) -> String {
+    let mut out = String::new();
+    // Servers Barman's configuration does not name, known here by their drills (a bucket
+    // barman-cloud or CloudNativePG writes).
+    for d in s
+        .drills
+        .iter()
+        .filter(|d| !s.servers.iter().any(|v| v.server == d.server))
+    {
+        out.push_str(&format!(
+            "server {} ({} bucket, not in Barman's configuration):\n{}",
+            d.server,
+            d.layout.as_deref().unwrap_or("barmans3"),
+            drill_line(d)
+        ));
+    }
+    if let Some(r) = &s.lock_proof {
+        let (_, line) = crate::barman::observe::lockcheck::judge(r, crate::clock::now());
+        out.push_str(&format!("object lock: {line}\n"));
+    }
+    out
+}
+
 fn render_status(s: &Status) -> String {
     let age = |a: Option<u64>| {
         a.map_or("never".into(), |s| {
@@ -226,24 +250,7 @@ fn render_status(s: &Status) -> String {
     for r in &s.replicas {
         out.push_str(&replica_line(r));
     }
-    // Servers Barman's configuration does not name, known here by their drills (a bucket
-    // barman-cloud or CloudNativePG writes).
-    for d in s
-        .drills
-        .iter()
-        .filter(|d| !s.servers.iter().any(|v| v.server == d.server))
-    {
-        out.push_str(&format!(
-            "server {} ({} bucket, not in Barman's configuration):\n{}",
-            d.server,
-            d.layout.as_deref().unwrap_or("barmans3"),
-            drill_line(d)
-        ));
-    }
-    if let Some(r) = &s.lock_proof {
-        let (_, line) = crate::barman::observe::lockcheck::judge(r, crate::clock::now());
-        out.push_str(&format!("object lock: {line}\n"));
-    }
+    out.push_str(&unnamed_servers_and_lock(s));
     for v in &s.servers {
         out.push_str(&format!(
             "server {}: newest WAL here {}, in the bucket {}; {} pending{}; last good wal-sync {}{}\n",

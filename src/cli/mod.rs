@@ -21,6 +21,7 @@ pub mod invocation;
 mod man;
 mod store;
 mod sync;
+mod values;
 mod verify;
 mod volume;
 
@@ -28,6 +29,7 @@ use barman::barman_action;
 use invocation::{Action, AdminAction, ConfigAction, Invocation, Options};
 pub use man::man_pages;
 use store::{StoreCommand, store_action};
+use values::{parse_age, parse_as_of, parse_poll};
 
 /// Ship Barman and gpbackup backups to S3-compatible object storage and back.
 #[derive(Debug, Parser)]
@@ -401,17 +403,6 @@ pub enum QueueCommand {
     },
 }
 
-fn parse_age(s: &str) -> std::result::Result<Duration, String> {
-    crate::units::parse_duration(s)
-}
-
-/// `--as-of TIME`: an RFC 3339 date and time with its offset (`Z` for UTC).
-fn parse_as_of(s: &str) -> std::result::Result<std::time::SystemTime, String> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(std::time::SystemTime::from)
-        .map_err(|e| format!("{e}: use RFC 3339 with an offset, e.g. 2026-11-30T12:00:00Z"))
-}
-
 impl Command {
     /// The `--as-of` of the commands that read the bucket as it was.
     fn as_of(&self) -> Option<std::time::SystemTime> {
@@ -424,14 +415,6 @@ impl Command {
             Command::Verify(a) => a.as_of,
             _ => None,
         }
-    }
-}
-
-/// `--poll`: each look lists the bucket's newest WAL directories, so not in a busy loop.
-fn parse_poll(s: &str) -> std::result::Result<Duration, String> {
-    match crate::units::parse_duration(s)? {
-        d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
-        d => Ok(d),
     }
 }
 
