@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cloud
 import dplcompat
+import drill
 import oneput
 import pgbackrest
 import replay
@@ -37,10 +38,10 @@ AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
     "BENCH_CASES",
-    "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate,oneput,pgbackrest",
+    "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate,oneput,pgbackrest,drill",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "oneput", "pgbackrest", "scale")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "oneput", "pgbackrest", "scale", "drill")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -399,6 +400,8 @@ def main():
         own_case(extra, lambda: replicate.run(sys.modules[__name__], e, data))
     if "scale" in CASES:
         own_case(extra, lambda: scale.run(sys.modules[__name__], e, data))
+    if "drill" in CASES:
+        own_case(extra, lambda: drill.run_case(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")

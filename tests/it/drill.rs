@@ -1,7 +1,9 @@
 //! `drill` on real parts: PostgreSQL 15, Debian's Barman and the run's Garage. The steps live in
-//! `tests/it/e2e/drill.sh` (a passing drill with its row count and nothing left behind, a
-//! failing `--query`, a WAL deleted from the middle of the archive); a missing prerequisite is a
-//! failure that says how to install it.
+//! `tests/it/e2e/drill.sh` (a passing drill with its row count and nothing left behind, DEST on
+//! an 8 MiB tmpfs refused before the first byte, a failing `--query`, a WAL deleted from the
+//! middle of the archive); a missing prerequisite is a failure that says how to install it. The
+//! PostgreSQL 18 incremental and Barman 3.20 tar variants run inside `barman-pg18.sh` and
+//! `barman-modern.sh`, on the clusters those scripts make.
 
 #[test]
 fn drill_restores_replays_checks_and_leaves_nothing_behind_and_fails_on_a_gap_or_a_bad_query() {

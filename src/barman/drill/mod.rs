@@ -14,6 +14,7 @@ pub mod record;
 pub mod report;
 mod run;
 mod scratch;
+mod sweep;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,7 +42,7 @@ pub struct DrillOptions {
     pub backup: Option<String>,
     /// Where recovery stops.
     pub target: Target,
-    /// The scratch directory (None: a new one under the temporary directory).
+    /// The scratch directory (None: a new private one under the temporary directory).
     pub dest: Option<PathBuf>,
     /// Keep the scratch directory (PostgreSQL is stopped all the same).
     pub keep: bool,

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::decide;
 use super::pg::{self, Layout, Postmaster};
-use super::scratch::{self, Scratch, claim, cleanup};
+use super::scratch::{Scratch, claim, cleanup};
+use super::sweep;
 use super::{Database, DrillEnv, DrillOptions, DrillReport, QueryResult, Target};
 use crate::barman::cloud;
 use crate::barman::info::BackupInfo;
@@ -37,28 +38,13 @@ struct Facts {
 /// error names the step that failed.
 pub async fn drill(srv: &Server, opts: &DrillOptions, env: &DrillEnv) -> (DrillReport, Result<()>) {
     let started = Instant::now();
-    let dest = opts.dest.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!(
-            "{}{}-{}",
-            scratch::DEFAULT_PREFIX,
-            srv.name,
-            std::process::id()
-        ))
-    });
-    let dest = std::path::absolute(&dest).unwrap_or(dest);
+    let mut scratch = Scratch::new(opts.dest.clone());
     let mut rep = DrillReport {
         server: srv.name.clone(),
         layout: srv.remote.layout().name().to_string(),
-        dest: dest.display().to_string(),
+        dest: scratch.dest.display().to_string(),
         kept: opts.keep,
         ..Default::default()
-    };
-    let mut scratch = Scratch {
-        dest,
-        claimed: false,
-        created: false,
-        pg: None,
-        marker: None,
     };
     let mut step = "pick the backup";
     let cancel = srv.t.cancel_flag().clone();
@@ -108,11 +94,12 @@ async fn steps(
             "drill starts PostgreSQL, which refuses to run as root: run it as the PostgreSQL user (e.g. su postgres -c 'barmans3 drill …')".into(),
         ));
     }
-    scratch::sweep_stale(&scratch.dest).await;
+    sweep::sweep_stale(scratch.given.then_some(scratch.dest.as_path())).await;
     let mut f = Facts::default();
     let need = prepare(srv, opts, env, rep, &mut f).await?;
     enter(step, "check free space");
-    claim(scratch, need)?;
+    claim(scratch, need, &srv.name)?;
+    rep.dest = scratch.dest.display().to_string();
     enter(step, "restore the base backup");
     let t0 = Instant::now();
     let data = scratch.dest.join("data");

@@ -1,16 +1,17 @@
 //! The drill's scratch directory: claimed (new or empty, room checked) before anything is
 //! written, marked by a locked `.barmans3-drill` file while its drill lives, emptied and removed
-//! at the end; and what a drill that was killed (SIGKILL, a crash, the OOM killer) left, found
-//! and cleaned by the next one: its PostgreSQL (its own process group, so it outlives the
-//! drill), its prefetchers and its directory. A directory is taken for a dead drill's only when
-//! it is this user's, private, and holds the marker nobody has locked.
+//! at the end. Without `--dest` it is a new private directory with an unpredictable name in the
+//! temporary directory (as mkdtemp makes one), so nobody can prepare it or a link in its place.
+//! Every check is made on the directory itself, never through a symbolic link: it is opened
+//! with O_NOFOLLOW, must be this user's, and is made private before it is taken for ours.
+//! What a killed drill left is found by the next one ([`super::sweep`]).
 
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::fs::{Mode, OFlags};
 
-use super::decide;
 use super::pg::{self, Postmaster};
 use crate::error::{Error, Result};
 
@@ -18,38 +19,134 @@ use crate::error::{Error, Result};
 pub(super) const MARKER: &str = ".barmans3-drill";
 /// What the default scratch directories are called (in the temporary directory).
 pub(super) const DEFAULT_PREFIX: &str = "barmans3-drill-";
-/// How long a dead drill's PostgreSQL may take to end an immediate shutdown.
-const STALE_STOP: Duration = Duration::from_secs(15);
+/// The marker's text when the drill made the directory (the sweep may remove it); anything
+/// else means the user gave it, and only what is inside is the drill's.
+pub(super) const MADE_HERE: &str = "created";
+/// How many random names are tried for the default directory before giving up.
+const NAME_TRIES: u32 = 16;
 
-/// The scratch copy: its directory, whether it was claimed (found new or empty: only then is
-/// it ours to empty), whether we created it, its running server.
+/// The scratch copy: its directory, whether it was claimed (found new or empty and made
+/// private: only then is it ours to empty), whether we created it, its running server.
 #[derive(Debug)]
 pub(super) struct Scratch {
+    /// The directory; without `given`, the temporary directory until [`claim`] names it.
     pub(super) dest: PathBuf,
+    /// The user named it with `--dest`.
+    pub(super) given: bool,
     pub(super) claimed: bool,
     pub(super) created: bool,
+    /// A given directory's mode before the drill made it private, put back at the end.
+    pub(super) mode_before: Option<u32>,
     pub(super) pg: Option<Postmaster>,
     /// The marker's lock, held while the drill lives: a later drill that can take it knows
     /// this one is gone.
     pub(super) marker: Option<std::fs::File>,
 }
 
-/// Refuses a DEST that is not empty or lacks `need` free bytes, before anything is written;
-/// then creates it (mode 0700).
-pub(super) fn claim(scratch: &mut Scratch, need: u64) -> Result<()> {
-    let dest = &scratch.dest;
-    if dest.exists() {
-        let mut entries = std::fs::read_dir(dest)
-            .map_err(|e| Error::io(format!("list {}", dest.display()), e))?;
-        if entries.next().is_some() {
-            return Err(Error::Usage(format!(
-                "--dest {} is not empty: the drill needs a new or empty directory",
-                dest.display()
-            )));
+impl Scratch {
+    /// A scratch copy at `dest` (given with `--dest`), or a new one in the temporary directory.
+    pub(super) fn new(dest: Option<PathBuf>) -> Self {
+        let given = dest.is_some();
+        let dest = dest.unwrap_or_else(std::env::temp_dir);
+        Scratch {
+            dest: std::path::absolute(&dest).unwrap_or(dest),
+            given,
+            claimed: false,
+            created: false,
+            mode_before: None,
+            pg: None,
+            marker: None,
         }
     }
-    let mut probe = dest.as_path();
-    while !probe.exists() {
+}
+
+/// Refuses a DEST that is a link, another user's, not a directory, not empty, or on a file
+/// system without `need` free bytes, before anything is written; then creates it (mode 0700;
+/// without `--dest` under a random name) or makes the given one private, and marks it.
+pub(super) fn claim(scratch: &mut Scratch, need: u64, server: &str) -> Result<()> {
+    let existing = if scratch.given {
+        inspect_given(&scratch.dest)?
+    } else {
+        None
+    };
+    free_space(&scratch.dest, need)?;
+    if scratch.given && existing.is_none() {
+        mkdir_private(&scratch.dest).map_err(|e| {
+            Error::io(
+                format!("create {}", scratch.dest.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        scratch.created = true;
+    } else if !scratch.given {
+        scratch.dest = make_private_dir(&scratch.dest, server)?;
+        scratch.created = true;
+    }
+    scratch.mode_before = existing;
+    let fd = open_ours(&scratch.dest)?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod {}", scratch.dest.display()), e.into()))?;
+    // Emptiness is judged after the chmod: nobody else can add an entry from here on.
+    if !dir_is_empty(&fd).map_err(|e| Error::io(format!("list {}", scratch.dest.display()), e))? {
+        if let Some(mode) = existing {
+            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode));
+        }
+        return Err(Error::Usage(format!(
+            "--dest {} is not empty: the drill needs a new or empty directory",
+            scratch.dest.display()
+        )));
+    }
+    // Ours only now that it is private: a crash from here leaves a directory only we can
+    // write, which the marker lets the next drill recognise.
+    scratch.claimed = true;
+    scratch.marker = Some(mark(&scratch.dest, scratch.created)?);
+    Ok(())
+}
+
+/// A given `--dest`: its mode when it exists (a directory of this user, not a link), `None`
+/// when it does not exist yet.
+fn inspect_given(dest: &Path) -> Result<Option<u32>> {
+    let md = match std::fs::symlink_metadata(dest) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("inspect {}", dest.display()), e)),
+    };
+    if md.file_type().is_symlink() {
+        return Err(Error::Usage(format!(
+            "--dest {} is a symbolic link: give the directory itself",
+            dest.display()
+        )));
+    }
+    if !md.is_dir() {
+        return Err(Error::Usage(format!(
+            "--dest {} is not a directory",
+            dest.display()
+        )));
+    }
+    if md.uid() != rustix::process::geteuid().as_raw() {
+        return Err(Error::Usage(format!(
+            "--dest {} belongs to uid {}, not to this user: give a directory of your own",
+            dest.display(),
+            md.uid()
+        )));
+    }
+    if std::fs::read_dir(dest)
+        .map_err(|e| Error::io(format!("list {}", dest.display()), e))?
+        .next()
+        .is_some()
+    {
+        return Err(Error::Usage(format!(
+            "--dest {} is not empty: the drill needs a new or empty directory",
+            dest.display()
+        )));
+    }
+    Ok(Some(md.mode() & 0o7777))
+}
+
+/// Refuses when the file system that will hold `dest` has less than `need` bytes free.
+fn free_space(dest: &Path, need: u64) -> Result<()> {
+    let mut probe = dest;
+    while std::fs::symlink_metadata(probe).is_err() {
         probe = probe.parent().unwrap_or(Path::new("/"));
     }
     let st = rustix::fs::statvfs(probe)
@@ -63,32 +160,87 @@ pub(super) fn claim(scratch: &mut Scratch, need: u64) -> Result<()> {
             crate::units::human_bytes(avail)
         )));
     }
-    if !dest.exists() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dest)
-            .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
-        scratch.created = true;
+    Ok(())
+}
+
+/// mkdir with mode 0700; never follows a link in the last component (it fails as existing).
+fn mkdir_private(path: &Path) -> rustix::io::Result<()> {
+    rustix::fs::mkdir(path, Mode::from_raw_mode(0o700))
+}
+
+/// A new directory `barmans3-drill-SERVER-RANDOM` in `tmp`, mode 0700, as mkdtemp makes one.
+fn make_private_dir(tmp: &Path, server: &str) -> Result<PathBuf> {
+    let safe: String = server
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    for _ in 0..NAME_TRIES {
+        let path = tmp.join(format!(
+            "{DEFAULT_PREFIX}{safe}-{:016x}",
+            rand::random::<u64>()
+        ));
+        match mkdir_private(&path) {
+            Ok(()) => return Ok(path),
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(Error::io(format!("create {}", path.display()), e.into())),
+        }
     }
-    scratch.claimed = true;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io(format!("chmod {}", dest.display()), e))?;
-    // Locked before it gets its name: a sweep never sees it unlocked while this drill lives.
+    Err(Error::Failed(format!(
+        "could not make a new directory in {} after {NAME_TRIES} tries; give --dest",
+        tmp.display()
+    )))
+}
+
+/// The directory itself (never a link), checked to be this user's.
+fn open_ours(dest: &Path) -> Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dest, flags, Mode::empty()).map_err(|e| {
+        Error::Usage(format!(
+            "--dest {}: not a directory that can be opened without following a link ({e})",
+            dest.display()
+        ))
+    })?;
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| Error::io(format!("stat {}", dest.display()), e.into()))?;
+    if st.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(Error::Usage(format!(
+            "--dest {} belongs to uid {}, not to this user: give a directory of your own",
+            dest.display(),
+            st.st_uid
+        )));
+    }
+    Ok(fd)
+}
+
+fn dir_is_empty(fd: &OwnedFd) -> std::io::Result<bool> {
+    for entry in rustix::fs::Dir::read_from(fd)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The marker, locked before it gets its name (a sweep never sees it unlocked while this
+/// drill lives); its text says whether the drill made the directory.
+fn mark(dest: &Path, created: bool) -> Result<std::fs::File> {
+    use std::io::Write;
     let marker = dest.join(MARKER);
     let tmp = dest.join(format!("{MARKER}.new"));
-    let f = std::fs::OpenOptions::new()
+    let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp)
         .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     f.try_lock()
         .map_err(|e| Error::Failed(format!("lock {}: {e}", tmp.display())))?;
+    let text = if created { MADE_HERE } else { "given" };
+    writeln!(f, "{text}").map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
     std::fs::rename(&tmp, &marker)
         .map_err(|e| Error::io(format!("rename {}", marker.display()), e))?;
-    scratch.marker = Some(f);
-    Ok(())
+    Ok(f)
 }
 
 /// Stops PostgreSQL and the prefetchers, then removes the scratch directory unless kept.
@@ -100,35 +252,29 @@ pub(super) async fn cleanup(scratch: &mut Scratch, keep: bool) -> Result<()> {
         problems.push(e.one_line());
     }
     tracing::debug!("drill: PostgreSQL stopped");
-    pg::stop_prefetchers(&scratch.dest).await;
-    tracing::debug!("drill: prefetchers stopped");
+    if scratch.claimed {
+        pg::stop_prefetchers(&scratch.dest).await;
+        tracing::debug!("drill: prefetchers stopped");
+    }
     if keep && scratch.marker.take().is_some() {
         // A kept copy is the user's now: no later drill may take it for a killed one's.
         let _ = std::fs::remove_file(scratch.dest.join(MARKER));
     }
-    // A directory refused (not empty) or never reached is not ours: nothing in it is touched.
-    if !keep && scratch.claimed && scratch.dest.exists() {
-        let gone = if scratch.created {
-            std::fs::remove_dir_all(&scratch.dest)
-        } else {
-            std::fs::read_dir(&scratch.dest).and_then(|mut entries| {
-                entries.try_for_each(|e| {
-                    let p = e?.path();
-                    if std::fs::symlink_metadata(&p)?.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    }
-                })
-            })
-        };
-        if let Err(e) = gone {
-            problems.push(format!(
-                "could not remove {}: {}; delete it",
-                scratch.dest.display(),
-                crate::error::reason(&e)
-            ));
-        }
+    if !scratch.claimed && scratch.created {
+        // Made by us and refused before anything was written in it: still empty.
+        let _ = std::fs::remove_dir(&scratch.dest);
+    }
+    // A directory refused (not empty, not ours) or never reached is not ours: nothing in it
+    // is touched.
+    if !keep
+        && scratch.claimed
+        && let Err(e) = remove_claimed(scratch)
+    {
+        problems.push(format!(
+            "could not remove {}: {}; delete it",
+            scratch.dest.display(),
+            crate::error::reason(&e)
+        ));
     }
     if problems.is_empty() {
         Ok(())
@@ -137,115 +283,44 @@ pub(super) async fn cleanup(scratch: &mut Scratch, keep: bool) -> Result<()> {
     }
 }
 
-/// Finds what killed drills of this user left and removes it: directories in the temporary
-/// directory named like a drill's, the data directories of orphaned drill postmasters, and
-/// `dest` itself. Never fails the drill: a problem is a warning.
-pub(super) async fn sweep_stale(dest: &Path) {
-    let mut candidates: Vec<PathBuf> = vec![dest.to_path_buf()];
-    if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
-        candidates.extend(
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(DEFAULT_PREFIX))
-                .map(|e| e.path()),
-        );
-    }
-    candidates.extend(orphan_postmasters().into_iter().map(|(_, d)| d));
-    candidates.sort();
-    candidates.dedup();
-    for dir in candidates {
-        let Some(marker) = stale_marker(&dir) else {
-            continue;
-        };
-        let pid = postmaster_of(&dir);
-        if let Some(pid) = pid {
-            stop_stale(pid).await;
-        }
-        pg::stop_prefetchers(&dir).await;
-        drop(marker);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => tracing::warn!(
-                "drill: removed {} that a killed drill left{}",
-                dir.display(),
-                pid.map_or(String::new(), |p| format!(
-                    " (its PostgreSQL, pid {}, stopped)",
-                    p.as_raw_nonzero()
-                ))
-            ),
-            Err(e) => tracing::warn!(
-                "drill: could not remove {} that a killed drill left: {}",
-                dir.display(),
-                crate::error::reason(&e)
-            ),
-        }
-    }
-}
-
-/// The marker of `dir`, locked by us, when `dir` is a dead drill's scratch directory.
-fn stale_marker(dir: &Path) -> Option<std::fs::File> {
-    use rustix::fs::{Mode, OFlags};
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid().as_raw();
-    let d = std::fs::symlink_metadata(dir).ok()?;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let f = std::fs::File::from(rustix::fs::open(dir.join(MARKER), flags, Mode::empty()).ok()?);
-    let m = f.metadata().ok()?;
-    let facts = decide::ScratchFacts {
-        is_dir: d.is_dir(),
-        ours: d.uid() == me && m.uid() == me,
-        private: d.mode() & 0o077 == 0,
-        marker_regular: m.is_file() && m.nlink() == 1,
-        marker_free: f.try_lock().is_ok(),
+/// Removes what the drill wrote: the whole directory when the drill made it, else what is
+/// inside (a given directory gets its mode back). A DEST that is no longer our directory (a
+/// link put in its place) is left alone.
+fn remove_claimed(scratch: &Scratch) -> std::io::Result<()> {
+    let dest = &scratch.dest;
+    let md = match std::fs::symlink_metadata(dest) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
     };
-    decide::is_stale_scratch(&facts).then_some(f)
-}
-
-/// The postmaster recorded in `dir/data/postmaster.pid`, if it is a drill postmaster of this
-/// user serving that directory.
-fn postmaster_of(dir: &Path) -> Option<Pid> {
-    let text = std::fs::read_to_string(dir.join("data/postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    orphan_postmasters()
-        .into_iter()
-        .find(|(p, d)| p.as_raw_nonzero().get() == pid && d == dir)
-        .map(|(p, _)| p)
-}
-
-/// Drill postmasters of this user (`postgres … -D DIR/data … -c cluster_name=barmans3-drill`),
-/// with their scratch directory.
-fn orphan_postmasters() -> Vec<(Pid, PathBuf)> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid().as_raw();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            if e.metadata().ok()?.uid() != me {
-                return None;
-            }
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let data = decide::drill_postmaster_data(&args)?;
-            let data = Path::new(std::ffi::OsStr::from_bytes(data));
-            Some((Pid::from_raw(pid)?, data.parent()?.to_path_buf()))
-        })
-        .collect()
-}
-
-/// An immediate shutdown of a dead drill's PostgreSQL, then SIGKILL; each wait bounded.
-async fn stop_stale(pid: Pid) {
-    let gone = || !Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists();
-    for sig in [Signal::QUIT, Signal::KILL] {
-        let _ = kill_process(pid, sig);
-        let deadline = std::time::Instant::now() + STALE_STOP;
-        while std::time::Instant::now() < deadline {
-            if gone() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    if !md.is_dir() || md.uid() != rustix::process::geteuid().as_raw() {
+        return Err(std::io::Error::other(
+            "it is no longer the directory the drill claimed (a link or another user's); nothing in it was touched",
+        ));
     }
+    if scratch.created {
+        return std::fs::remove_dir_all(dest);
+    }
+    empty_dir(dest)?;
+    if let Some(mode) = scratch.mode_before {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
+
+/// Removes every entry of `dir`, links as links (never followed).
+pub(super) fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::read_dir(dir)?.try_for_each(|e| {
+        let p = e?.path();
+        if std::fs::symlink_metadata(&p)?.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        }
+    })
+}
+
+#[cfg(test)]
+#[path = "scratch_tests.rs"]
+mod tests;

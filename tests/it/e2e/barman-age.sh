@@ -51,39 +51,14 @@ printf 'encryption:\n  recipients: [%s]\n  identity_file: %s\n  require_encrypte
   "$RECIPIENT" "$BASE/keys/age.key" >> "$BASE/restore.yaml"
 RCFG=$BASE/restore.yaml
 
-cat > "$BASE/barman.conf" <<EOF
-[barman]
-barman_user = barman
-barman_home = $BASE/barman
-log_file = $BASE/log/barman.log
-configuration_files_directory = $BASE/barman.d
-EOF
-cat > "$BASE/barman.d/$SRV.conf" <<EOF
-[$SRV]
-conninfo = host=$BASE/sock port=$PORT user=barman dbname=postgres
-streaming_conninfo = host=$BASE/sock port=$PORT user=streaming_barman
-backup_method = postgres
-streaming_archiver = on
-slot_name = barman
-create_slot = auto
-path_prefix = $PGBIN
-immediate_checkpoint = true
-compression = zstd
-post_backup_retry_script = $BIN --config $CFG queue-add
-EOF
-chown barman: "$BASE/barman.conf" "$BASE/barman.d/$SRV.conf"
-B="$BARMAN -c $BASE/barman.conf"
-archive_wal() {
-  as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null 2>&1 \
-    || { as_barman "$B cron" >/dev/null 2>&1; sleep 2; as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null; }
-}
+e2e_barman_server "" "compression = zstd\n" barman.d
 rows() { psql1 "INSERT INTO t SELECT g, md5(g::text) FROM generate_series($1,$2) g"; }
 
 step "first rows, backup B1; base-sync seals it"
 psql1 "CREATE TABLE t(id int, v text)"
 rows 1 1000
 as_barman "$B cron" >/dev/null; sleep 3
-archive_wal
+e2e_archive_wal
 as_barman "$B backup --wait --wait-timeout 120 $SRV" >/dev/null
 ID1=$(basename "$(ls "$BASE/b3/queue"/*.run)" .run)
 b3 base-sync
@@ -93,10 +68,10 @@ step "rows in batches, each in segments of its own, a restore point halfway; wal
 for batch in 1001 1501 2001 2501; do
   [ "$batch" = 2001 ] && psql1 "SELECT pg_create_restore_point('mid')" >/dev/null
   rows "$batch" $((batch + 499))
-  archive_wal
+  e2e_archive_wal
 done
 as_barman "$B cron" >/dev/null 2>&1 || true
-archive_wal
+e2e_archive_wal
 b3 wal-sync $SRV
 
 step "the bucket holds age objects that the age tool opens to Barman's own bytes"

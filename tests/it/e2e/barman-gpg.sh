@@ -53,47 +53,25 @@ step "PostgreSQL 15 on a socket, port $PORT"
 e2e_postgres "" ""
 e2e_config gpg "" ""
 
-cat > "$BASE/barman.conf" <<EOF
-[barman]
-barman_user = barman
-barman_home = $BASE/barman
-log_file = $BASE/log/barman.log
-configuration_files_directory = $BASE/barman.d
-EOF
-cat > "$BASE/barman.d/$SRV.conf" <<EOF
-[$SRV]
-conninfo = host=$BASE/sock port=$PORT user=barman dbname=postgres
-streaming_conninfo = host=$BASE/sock port=$PORT user=streaming_barman
-backup_method = postgres
-backup_compression = gzip
+e2e_barman_server "" "backup_compression = gzip
 backup_compression_format = tar
-streaming_archiver = on
-slot_name = barman
-create_slot = auto
-path_prefix = $PGBIN
-immediate_checkpoint = true
 compression = zstd
 encryption = gpg
 encryption_key_id = $KEYID
 encryption_passphrase_command = cat $BASE/secret/passphrase
-post_backup_retry_script = $BIN --config $CFG queue-add
-EOF
+" barman.d
 # Root's, as the package installs Barman's config: barmans3 runs the passphrase command only from
 # a config no other user can write.
 chown root: "$BASE/barman.conf" "$BASE/barman.d" "$BASE/barman.d/$SRV.conf"
 chmod 755 "$BASE/barman.d"; chmod 644 "$BASE/barman.conf" "$BASE/barman.d/$SRV.conf"
 B="env GNUPGHOME=$BASE/gnupg-barman $BARMAN -c $BASE/barman.conf"
-archive_wal() {
-  as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null 2>&1 \
-    || { as_barman "$B cron" >/dev/null 2>&1; sleep 2; as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null; }
-}
 rows() { psql1 "INSERT INTO t SELECT g, md5(g::text) FROM generate_series($1,$2) g"; }
 
 step "first rows, barman cron"
 psql1 "CREATE TABLE t(id int, v text)"
 rows 1 1000
 as_barman "$B cron" >/dev/null; sleep 3
-archive_wal
+e2e_archive_wal
 
 step "backup B1 (tar, gzip, encrypted); base-sync ships it as it is"
 as_barman "$B backup --wait --wait-timeout 120 $SRV" >/dev/null
@@ -107,9 +85,9 @@ grep -q "^encryption=gpg" "$BASE/b3/info" || fail "Barman did not record the enc
 
 step "more rows after the backup; Barman encrypts the WALs it archives; wal-sync ships them"
 rows 1001 3000
-archive_wal
+e2e_archive_wal
 as_barman "$B cron" >/dev/null 2>&1 || true
-archive_wal
+e2e_archive_wal
 b3 wal-sync $SRV
 ENCRYPTED=$(python3 - "$BASE/barman/$SRV/wals" <<'PY'
 import os, sys

@@ -6,6 +6,7 @@
 #     recovery replays all of them;
 #   - a point-in-time recovery to a restore point between two batches;
 #   - a tar-format gzip backup with a tablespace;
+#   - drill of that tar backup with rows after it: passes with every row, nothing left behind;
 #   - a config with a model section and an included directory: wal-sync --all and check pass;
 #   - a corrupt WAL in the bucket, and the S3 endpoint going away mid-recovery: PostgreSQL
 #     stops recovery (no promotion, no new timeline); once the cause is fixed the same data
@@ -43,44 +44,20 @@ e2e_config modern "  max_attempts: 3
   connect_timeout: 2s
   read_timeout: 10s" ""
 
-cat > "$BASE/barman.conf" <<EOF
-[barman]
-barman_user = barman
-barman_home = $BASE/barman
-log_file = $BASE/log/barman.log
-configuration_files_directory = $BASE/barman.d
-EOF
 write_server() {  # $1: WAL compression; $2: extra backup settings
-  cat > "$BASE/barman.d/$SRV.conf" <<EOF
-[$SRV]
-conninfo = host=$BASE/sock port=$PORT user=barman dbname=postgres
-streaming_conninfo = host=$BASE/sock port=$PORT user=streaming_barman
-backup_method = postgres
-streaming_archiver = on
-slot_name = barman
-create_slot = auto
-path_prefix = $PGBIN
-immediate_checkpoint = true
-compression = $1
-$2
-post_backup_retry_script = $BIN --config $CFG queue-add
+  e2e_barman_server "" "compression = $1\n$2\n" barman.d
+  cat >> "$BASE/barman.d/$SRV.conf" <<EOF
 
 [$SRV:switchover]
 model = true
 cluster = $SRV
 conninfo = host=$BASE/sock port=$PORT user=barman dbname=postgres application_name=switchover
 EOF
-  chown barman: "$BASE/barman.d/$SRV.conf"
 }
 write_server zstd ""
 # Barman reads only visible *.conf files of the directory: these must change nothing.
 echo "[ghost]" > "$BASE/barman.d/.hidden.conf"; echo "[ghost2]" > "$BASE/barman.d/notes.txt"
 chown barman: "$BASE/barman.conf" "$BASE/barman.d"/*
-B="$BARMAN -c $BASE/barman.conf"
-archive_wal() {
-  as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null 2>&1 \
-    || { as_barman "$B cron" >/dev/null 2>&1; sleep 2; as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null; }
-}
 rows() { psql1 "INSERT INTO t SELECT g, md5(g::text) FROM generate_series($1,$2) g; INSERT INTO ts SELECT generate_series($1,$2);"; }
 
 step "tablespace, first batch, barman cron"
@@ -88,7 +65,7 @@ psql1 "CREATE TABLESPACE t1 LOCATION '$BASE/tbs'"
 psql1 "CREATE TABLE t(id int, v text); CREATE TABLE ts(id int) TABLESPACE t1;"
 rows 1 1000
 as_barman "$B cron" >/dev/null; sleep 3
-archive_wal
+e2e_archive_wal
 
 step "backup B1 (plain), WALs zstd; the hook queues, base-sync uploads"
 as_barman "$B backup --wait --wait-timeout 120 $SRV" >/dev/null
@@ -105,7 +82,7 @@ for c in zstd lz4 bzip2 xz snappy; do
   as_barman "$B cron" >/dev/null 2>&1 || true
   [ "$c" = xz ] && psql1 "SELECT pg_create_restore_point('before_xz')" >/dev/null
   rows $((n + 1)) $((n + 1000)); n=$((n + 1000))
-  archive_wal
+  e2e_archive_wal
   b3 wal-sync $SRV
 done
 TOTAL=$n
@@ -247,5 +224,11 @@ start2 "$BASE/restore5" || fail "tar restore did not start: $(tail -5 "$BASE/pgl
 promoted || fail "tar restore recovery did not finish"
 count_ok "$TOTAL"
 stop2 "$BASE/restore5"
+
+step "rows after B2; drill of B2 (tar, gzip, a tablespace): restored, replayed, checked, nothing left"
+rows $((TOTAL + 1)) $((TOTAL + 1000))
+e2e_archive_wal
+b3 wal-sync $SRV
+e2e_drill modern "$ID2" "$((TOTAL + 1000))" off
 
 echo "E2E OK: $VERSION; B1 $ID1 (plain, WALs zstd lz4 bzip2 xz snappy, PITR, corrupt WAL, endpoint gone), B2 $ID2 (tar gzip, tablespace $OID), prefix $PREFIX" >&2

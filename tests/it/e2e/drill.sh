@@ -6,6 +6,8 @@
 #   - drill with --query: exit 0, the row count of the last batch, pg_checksums --check passed,
 #     a textfile and JSON, the source untouched, and nothing left behind (no DEST, no postgres,
 #     no prefetcher);
+#   - DEST on an 8 MiB tmpfs: refused for lack of space before anything is fetched or written,
+#     exit 2;
 #   - a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed; the
 #     same (exit 1, or 130) for a --timeout shorter than the drill and for SIGTERM in replay;
 #   - the last drill in `status`, `check` and the status textfile: OK after a good drill,
@@ -28,6 +30,7 @@ cleanup() {
   as_barman "$B receive-wal --stop $SRV" >/dev/null 2>&1
   as_pg "$PGBIN/pg_ctl -D $BASE/pgdata -m immediate -w stop" >/dev/null 2>&1
   pkill -u barman -f "pg_receivewal.*$BASE" >/dev/null 2>&1
+  mountpoint -q "$BASE/tiny" && umount "$BASE/tiny"
   if [ -z "${KEEP_E2E:-}" ]; then rm -rf "$BASE"; else echo "kept $BASE" >&2; fi
 }
 trap cleanup EXIT
@@ -38,34 +41,12 @@ step "PostgreSQL 15 on a socket, port $PORT"
 e2e_postgres "--data-checksums" ""
 e2e_config drill "  max_attempts: 3" ""
 
-cat > "$BASE/barman.conf" <<EOF
-[barman]
-barman_user = barman
-barman_home = $BASE/barman
-log_file = $BASE/log/barman.log
-compression = gzip
-[$SRV]
-conninfo = host=$BASE/sock port=$PORT user=barman dbname=postgres
-streaming_conninfo = host=$BASE/sock port=$PORT user=streaming_barman
-backup_method = postgres
-streaming_archiver = on
-slot_name = barman
-create_slot = auto
-path_prefix = $PGBIN
-immediate_checkpoint = true
-post_backup_retry_script = $BIN --config $CFG queue-add
-EOF
-chown barman: "$BASE/barman.conf"
-B="/usr/bin/barman -c $BASE/barman.conf"
-archive_wal() {
-  as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null 2>&1 \
-    || { as_barman "$B cron" >/dev/null 2>&1; sleep 2; as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null; }
-}
+e2e_barman_server "compression = gzip\n" ""
 
 step "rows, barman cron, backup, base-sync, wal-sync"
 psql1 "CREATE TABLE t(id int, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1,1000) g;"
 as_barman "$B cron" >/dev/null; sleep 3
-archive_wal
+e2e_archive_wal
 as_barman "$B backup --wait --wait-timeout 120 $SRV" >/dev/null
 b3 base-sync
 ID=$(ls "$BASE/b3/queue" | grep '\.done$' | sed 's/\.done$//')
@@ -76,7 +57,7 @@ n=1000
 for _ in 1 2 3; do
   psql1 "INSERT INTO t SELECT g, md5(g::text) FROM generate_series($((n + 1)),$((n + 1000))) g;"
   n=$((n + 1000))
-  archive_wal
+  e2e_archive_wal
 done
 b3 wal-sync $SRV
 TOTAL=$n
@@ -131,6 +112,19 @@ CHECK=$(b3 check) || true
 ! grep -q "drill" <<<"$CHECK" || fail "check after a good drill: $CHECK"
 b3 status --prometheus "$BASE/b3/status.prom"
 grep -q "^barmans3_last_drill_success{server=\"$SRV\"} 1$" "$BASE/b3/status.prom" || fail "status textfile: $(cat "$BASE/b3/status.prom")"
+
+step "not enough free space at DEST (an 8 MiB tmpfs): refused before the first byte, exit 2"
+mkdir -p "$BASE/tiny"
+mount -t tmpfs -o size=8m,mode=755 tmpfs "$BASE/tiny" || fail "could not mount a tmpfs on $BASE/tiny (the test runs as root)"
+chown postgres: "$BASE/tiny"
+RC=0
+as_pg "$BIN --config $BASE/restore.yaml --request-log $BASE/drills/tiny.csv --request-log-format extended drill $SRV --dest $BASE/tiny/d 2>$BASE/drills/err" || RC=$?
+ERR=$(cat "$BASE/drills/err"); echo "$ERR" >&2
+[ "$RC" = 2 ] || fail "exit $RC with 8 MiB free, want 2"
+grep -q "drill $SRV $ID: check free space: not enough free space at $BASE/tiny/d: the drill needs .* is free" <<<"$ERR" || fail "the refusal does not say why"
+[ -z "$(ls -A "$BASE/tiny")" ] || fail "the refused drill wrote to DEST's file system: $(ls -lA "$BASE/tiny")"
+grep -q "base/$ID/data/" "$BASE/drills/tiny.csv" && fail "backup data fetched before the refusal: $(grep -c "base/$ID/data/" "$BASE/drills/tiny.csv") requests"
+umount "$BASE/tiny"
 
 step "a --query that errors: exit 1 naming the step, PostgreSQL stopped, DEST removed"
 drill badquery --query "'SELECT * FROM no_such_table'" --prometheus "$BASE/prom/drill.prom"

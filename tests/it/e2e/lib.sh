@@ -65,3 +65,63 @@ EOC
   chown barman:barman "$CFG"; chmod 600 "$CFG"
   install -o postgres -g postgres -m 600 "$CFG" "$BASE/restore.yaml"
 }
+
+# e2e_barman_server "BARMAN_LINES" "SERVER_LINES" [DIR]: Barman's configuration for the primary
+# of e2e_postgres: BASE/barman.conf with BARMAN_LINES in [barman], and the server SRV (streaming
+# backups and WAL from PORT, immediate checkpoints, the hook that queues each backup for
+# barmans3's CFG) with SERVER_LINES; in barman.conf, or given DIR (a directory under BASE) in
+# DIR/SRV.conf, which a second call rewrites. Lines end in \n. Both files are barman's. Sets B,
+# the barman command (BARMAN, else Debian's).
+e2e_barman_server() {
+  local conf=$BASE/barman.conf
+  {
+    printf '[barman]\nbarman_user = barman\nbarman_home = %s\nlog_file = %s\n' "$BASE/barman" "$BASE/log/barman.log"
+    if [ -n "${3:-}" ]; then printf 'configuration_files_directory = %s\n' "$BASE/$3"; fi
+    printf '%b' "$1"
+  } > "$conf"
+  if [ -n "${3:-}" ]; then conf=$BASE/$3/$SRV.conf; : > "$conf"; fi
+  cat >> "$conf" <<EOS
+[$SRV]
+conninfo = host=$BASE/sock port=$PORT user=barman dbname=postgres
+streaming_conninfo = host=$BASE/sock port=$PORT user=streaming_barman
+backup_method = postgres
+streaming_archiver = on
+slot_name = barman
+create_slot = auto
+path_prefix = $PGBIN
+immediate_checkpoint = true
+post_backup_retry_script = $BIN --config $CFG queue-add
+EOS
+  printf '%b' "$2" >> "$conf"
+  chown barman: "$BASE/barman.conf" "$conf"
+  B="${BARMAN:-/usr/bin/barman} -c $BASE/barman.conf"
+}
+
+# e2e_archive_wal: a WAL switch Barman waits to see archived (once more after a cron when the
+# first try finds the archiver not started yet).
+e2e_archive_wal() {
+  as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null 2>&1 \
+    || { as_barman "$B cron" >/dev/null 2>&1; sleep 2; as_barman "$B switch-wal --force --archive --archive-timeout 60 $SRV" >/dev/null; }
+}
+
+# e2e_drill NAME ID ROWS CHECKSUMS [drill options]: a drill of SRV's newest backup as postgres
+# with BASE/restore.yaml into BASE/drills/NAME: exit 0, backup ID, `SELECT count(*) FROM t` is
+# ROWS, data checksums CHECKSUMS (verified or off), amcheck passed; and nothing left behind: no
+# DEST, no process naming it (so no PostgreSQL on its port).
+e2e_drill() {
+  local name=$1 id=$2 rows=$3 sums=$4 rc=0; shift 4
+  install -d -o postgres -g postgres -m 700 "$BASE/drills"
+  as_pg "$BIN --config $BASE/restore.yaml --json drill $SRV --dest $BASE/drills/$name --query 'SELECT count(*) FROM t' $* >$BASE/drills/$name.json 2>$BASE/drills/$name.err" || rc=$?
+  cat "$BASE/drills/$name.err" >&2
+  [ "$rc" = 0 ] || fail "drill $name: exit $rc: $(tail -3 "$BASE/drills/$name.err")"
+  python3 - "$BASE/drills/$name.json" "$id" "$rows" "$sums" <<'PY' || fail "drill $name: report $(cat "$BASE/drills/$name.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["success"] is True and r["backup_id"] == sys.argv[2], r
+assert [q["first_value"] for q in r["queries"]] == [sys.argv[3]], r["queries"]
+assert r["data_checksums"] == sys.argv[4] and r["amcheck"] == "passed", r
+assert r["segments_replayed"] >= 1 and r["restorable_up_to"], r
+PY
+  [ ! -e "$BASE/drills/$name" ] || fail "drill $name left DEST behind: $(ls -la "$BASE/drills/$name")"
+  ! pgrep -f -- "$BASE/drills/$name" >/dev/null || fail "drill $name left a process: $(pgrep -af -- "$BASE/drills/$name")"
+}
