@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import cloud
+import crypt
 import dplcompat
 import replay
 import replicate
@@ -34,10 +35,10 @@ AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
     "BENCH_CASES",
-    "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate",
+    "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate,crypt",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "crypt")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
 B3 = REPO / "target/release/barmans3"
@@ -391,7 +392,8 @@ def restore(e, data):
 
 
 def main():
-    data = generate()
+    # The crypt case makes its own data (its sizes can be tiny); every other case shares these.
+    data = generate() if set(CASES) - {"crypt"} else D / "data"
     e = Env()
     results = {}
     extra = []
@@ -426,6 +428,8 @@ def main():
         extra.append(cloud.restore_report(me, cloud.restore(me, e, data)))
     if "cloudreplay" in CASES:
         extra.append(cloud.replay(sys.modules[__name__], e, data))
+    if "crypt" in CASES:
+        extra.append(crypt.run(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")
