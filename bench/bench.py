@@ -41,8 +41,10 @@ CASES = os.environ.get(
 OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "crypt")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
-B3 = REPO / "target/release/barmans3"
-PLUGIN = REPO / "target/release/gpbackup_s3_plugin"
+# BENCH_PROFILE=debug: the debug build, to check the harness itself (figures meaningless).
+PROFILE = os.environ.get("BENCH_PROFILE", "release")
+B3 = REPO / f"target/{PROFILE}/barmans3"
+PLUGIN = REPO / f"target/{PROFILE}/gpbackup_s3_plugin"
 GIB = 1 << 30
 TOOLS = ["barmans3", "aws", "s5cmd", "rclone"]
 ID = "20261121T000000"

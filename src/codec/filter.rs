@@ -66,12 +66,7 @@ impl Filter {
 
     /// [`Filter::run`] over an input it takes: no copy is made, and the input is wiped from
     /// memory once written (it may start with a passphrase).
-    pub fn run_owned(
-        &self,
-        input: Zeroizing<Vec<u8>>,
-        limit: u64,
-        what: &str,
-    ) -> Result<Vec<u8>> {
+    pub fn run_owned(&self, input: Zeroizing<Vec<u8>>, limit: u64, what: &str) -> Result<Vec<u8>> {
         let deadline = Instant::now() + self.timeout;
         // Messages name the program only: its arguments may hold a passphrase.
         let program = Path::new(&self.argv[0]);
