@@ -279,6 +279,7 @@ fn second_encrypted_backup_copies_ciphertext(w: Where) {
 
     let a = base(&site, A);
     put(&a.join("data/PG_VERSION"), b"15\n");
+    put(&a.join("data/global/pg_control"), &control(1));
     for i in 0..4u64 {
         put(
             &a.join(format!("data/base/1/{}", 1000 + i)),
