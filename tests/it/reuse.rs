@@ -306,9 +306,25 @@ fn second_encrypted_backup_copies_ciphertext(w: Where) {
     write_info(&site, B);
     site.queue(B, "DONE");
     let (up_b, copied_b, err) = base_sync(&site);
-    assert_eq!(copied_b, unchanged, "every unchanged file copied: {err}");
+    // An encrypted file above the part size went up in parts: the server keeps no CRC32C of
+    // the whole stored object to check a copy against, so it is sent again (on Garage; the
+    // local store keeps whole-object checksums).
+    let mut copied = vec!["data/base/1/1000", "data/PG_VERSION"];
+    if w == Where::Garage {
+        unchanged -= 11 << 20;
+        assert!(
+            err.contains("no server-side copy of data/base/1/big"),
+            "{err}"
+        );
+    } else {
+        copied.push("data/base/1/big");
+    }
+    assert_eq!(
+        copied_b, unchanged,
+        "every other unchanged file copied: {err}"
+    );
     assert!(up_b >= 256 * KIB as u64, "the changed file sent: {up_b}");
-    for rel in ["data/base/1/big", "data/base/1/1000", "data/PG_VERSION"] {
+    for rel in copied {
         let (from, to) = (
             raw(&site, &format!("pg/base/{A}/{rel}")),
             raw(&site, &format!("pg/base/{B}/{rel}")),
