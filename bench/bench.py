@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import cloud
@@ -393,6 +394,16 @@ def restore(e, data):
     return out
 
 
+def own_case(extra, run):
+    """Runs a case with its own table; a case that fails is reported as failed, and the
+    cases before and after it keep their figures."""
+    try:
+        extra.append(run())
+    except Exception as exc:  # noqa: BLE001 (any failure of one case)
+        traceback.print_exc()
+        extra.append(f"\n**A case failed**: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+
+
 def main():
     # The crypt case makes its own data (its sizes can be tiny); every other case shares these.
     data = generate() if set(CASES) - {"crypt"} else D / "data"
@@ -402,36 +413,39 @@ def main():
     if "replay" in CASES:
         log("uploading the replay WALs")
         subprocess.run([B3, "--config", e.b3_config("bench/replay", data / "replay/barman"), "wal-sync", "pg"], env=e.env, check=True)
-        if not (VENV / "bin/barman-cloud-wal-restore").exists():
-            log("installing barman[cloud] (PyPI) into the bench venv")
-            subprocess.run([VENV / "bin/pip", "install", "-q", "barman[cloud]"], check=True)
         me = sys.modules[__name__]
-        rows = {"loopback": replay.run(me, e, data, EP, "loopback")}
-        proxy = LatencyProxy(EP, 0.020)
-        rows["+20 ms"] = replay.run(me, e, data, proxy.endpoint(), "+20 ms")
-        extra.append(replay.report(me, rows))
+        cloud.ensure_barman_cloud(me)
+
+        def replay_case():
+            rows = {"loopback": replay.run(me, e, data, EP, "loopback")}
+            proxy = LatencyProxy(EP, 0.020)
+            rows["+20 ms"] = replay.run(me, e, data, proxy.endpoint(), "+20 ms")
+            return replay.report(me, rows)
+        own_case(extra, replay_case)
     if "restore" in CASES:
         log("base-sync of the 2 GiB backup")
         cfg = e.b3_config("bench/backup", data / "backup/barman")
         qenv = dict(e.env, BARMAN_PHASE="post", BARMAN_HOOK="backup_script", BARMAN_SERVER="pg", BARMAN_BACKUP_ID=ID, BARMAN_STATUS="DONE")
         subprocess.run([B3, "--config", cfg, "queue-add"], env=qenv, check=True)
         subprocess.run([B3, "--config", cfg, "base-sync"], env=e.env, check=True)
-        extra.append(restore_report(restore(e, data)))
+        own_case(extra, lambda: restore_report(restore(e, data)))
     if "second" in CASES:
-        extra.append(targets.second_backup(sys.modules[__name__], e, data))
+        own_case(extra, lambda: targets.second_backup(sys.modules[__name__], e, data))
     if "lag" in CASES:
-        extra.append(targets.wal_lag(sys.modules[__name__], e, data))
+        own_case(extra, lambda: targets.wal_lag(sys.modules[__name__], e, data))
     if "bandwidth" in CASES:
-        extra.append(targets.bandwidth(sys.modules[__name__], e, data))
+        own_case(extra, lambda: targets.bandwidth(sys.modules[__name__], e, data))
     if "dplcompat" in CASES:
-        extra.append(dplcompat.run(sys.modules[__name__], e, data))
+        own_case(extra, lambda: dplcompat.run(sys.modules[__name__], e, data))
     if "cloudrestore" in CASES:
         me = sys.modules[__name__]
-        extra.append(cloud.restore_report(me, cloud.restore(me, e, data)))
+        own_case(extra, lambda: cloud.restore_report(me, cloud.restore(me, e, data)))
     if "cloudreplay" in CASES:
-        extra.append(cloud.replay(sys.modules[__name__], e, data))
+        own_case(extra, lambda: cloud.replay(sys.modules[__name__], e, data))
+    if "replicate" in CASES:
+        own_case(extra, lambda: replicate.run(sys.modules[__name__], e, data))
     if "crypt" in CASES:
-        extra.append(crypt.run(sys.modules[__name__], e, data))
+        own_case(extra, lambda: crypt.run(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")

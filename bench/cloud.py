@@ -45,8 +45,10 @@ REPLAY_TOOLS = [
 
 
 def ensure_barman_cloud(b):
-    if not (b.VENV / "bin/barman-cloud-wal-restore").exists():
-        b.log("installing barman[cloud] (PyPI) into the bench venv")
+    # The snappy module too: the replay case may have installed barman[cloud] without it.
+    has_snappy = subprocess.run([b.VENV / "bin/python", "-c", "import snappy"], capture_output=True).returncode == 0
+    if not (b.VENV / "bin/barman-cloud-wal-restore").exists() or not has_snappy:
+        b.log("installing barman[cloud] and python-snappy (PyPI) into the bench venv")
         subprocess.run([b.VENV / "bin/pip", "install", "-q", "barman[cloud]", "python-snappy"], check=True)
 
 

@@ -145,9 +145,10 @@ pub(super) fn check(o: &Options, th: Thresholds, timeout: Duration) -> Exit {
     let judged = crate::runtime::block_on(|cancel| async move {
         let work = async {
             let cfg = load_config(o)?;
-            let t = bare_engine(o, &cfg, cancel).await?;
+            let t = bare_engine(o, &cfg, cancel.clone()).await?;
             let mut s = admin::status(&cfg, &t).await?;
             s.replicas = super::replicate::views(o, &cfg, &t, &s).await;
+            s.lock_proof = super::lockproof::daily(o, &cfg, cancel, s.lock_proof.take()).await;
             let th = Thresholds {
                 replica_max_lag: cfg.barman.replica_max_lag,
                 ..th
@@ -224,6 +225,24 @@ fn render_status(s: &Status) -> String {
     }
     for r in &s.replicas {
         out.push_str(&replica_line(r));
+    }
+    // Servers Barman's configuration does not name, known here by their drills (a bucket
+    // barman-cloud or CloudNativePG writes).
+    for d in s
+        .drills
+        .iter()
+        .filter(|d| !s.servers.iter().any(|v| v.server == d.server))
+    {
+        out.push_str(&format!(
+            "server {} ({} bucket, not in Barman's configuration):\n{}",
+            d.server,
+            d.layout.as_deref().unwrap_or("barmans3"),
+            drill_line(d)
+        ));
+    }
+    if let Some(r) = &s.lock_proof {
+        let (_, line) = crate::barman::observe::lockcheck::judge(r, crate::clock::now());
+        out.push_str(&format!("object lock: {line}\n"));
     }
     for v in &s.servers {
         out.push_str(&format!(

@@ -23,18 +23,12 @@ pub(super) async fn run(
     prometheus: Option<&Path>,
 ) -> Result<Exit> {
     let env = DrillEnv {
-        restore_command: super::barman::restore_command(
-            o,
-            cfg,
-            server,
-            None,
-            crate::barman::remote::BucketLayout::Barmans3,
-        ),
+        restore_command: super::barman::restore_command(o, cfg, server, None, opts.layout),
         pg_bindir: cfg.barman.pg_bindir.clone(),
         pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
         decrypt: super::walrestore::decryption(cfg, server),
     };
-    let srv = Server::new(t, cfg.location.prefix(), server);
+    let srv = Server::new(t, cfg.location.prefix(), server).with_layout(opts.layout);
     let (rep, result) = drill(&srv, opts, &env).await;
     let lines = report::text(&rep);
     // A failure's own line is the error below; the rest says how far the drill got.

@@ -1,14 +1,15 @@
 //! `config check --lock-proof`: runs the Object Lock proof on the configured store and prints
-//! what the store answered (stdout: one line per attempt, then `lock holds` or what it
-//! allowed); exit 1 unless every attempt was refused while the lock was in force.
+//! what the store answered (stdout: one line per control and per attempt, then `lock holds` or
+//! what it allowed); exit 1 unless every attempt was refused by the lock while it was in force.
 
 use std::sync::Arc;
 
 use super::{Options, engine_builder};
+use crate::barman::observe::lockcheck::{self, LockProofRecord};
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::store::asof::format_time;
-use crate::store::lockproof::{Answer, CANARY_KEY, Verdict, prove, verdict};
+use crate::store::lockproof::{Answer, CANARY_KEY, Permitted, Verdict, prove, verdict};
 use crate::transfer::Cancel;
 
 /// The lock `s3.object_lock` configures, which the proof needs (checked before anything runs).
@@ -35,6 +36,14 @@ pub(super) async fn lock_proof(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -
         proof.lock.mode,
         format_time(proof.lock.until)
     )?;
+    for (what, permitted) in &proof.controls {
+        let said = match permitted {
+            Permitted::Yes => "allowed".to_string(),
+            Permitted::No(how) => format!("denied ({how})"),
+            Permitted::Unknown(why) => format!("no verdict ({why})"),
+        };
+        outln!("control, {what}: {said}")?;
+    }
     for (attempt, answer) in &proof.answers {
         let said = match answer {
             Answer::Refused(why) => format!("refused ({why})"),
@@ -43,19 +52,77 @@ pub(super) async fn lock_proof(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -
         };
         outln!("{}: {said}", attempt.describe())?;
     }
-    Ok(match verdict(&proof.answers) {
-        Verdict::Holds => {
-            outln!("lock holds")?;
-            Exit::Success
-        }
+    let (holds, _, line) = conclusion(&verdict(&proof.answers));
+    outln!("{line}")?;
+    Ok(if holds { Exit::Success } else { Exit::Failed })
+}
+
+/// A verdict as (holds, something was allowed, its line).
+fn conclusion(v: &Verdict) -> (bool, bool, String) {
+    match v {
+        Verdict::Holds => (true, false, "lock holds".into()),
         Verdict::Allowed(what) => {
             let what: Vec<&str> = what.iter().map(|a| a.describe()).collect();
-            outln!("lock does not hold: the store allowed {}", what.join(", "))?;
-            Exit::Failed
+            (
+                false,
+                true,
+                format!("lock does not hold: the store allowed {}", what.join(", ")),
+            )
         }
-        Verdict::Inconclusive(_) => {
-            outln!("lock not proven: the store's answers prove nothing (see above); run again")?;
-            Exit::Failed
+        Verdict::Inconclusive(why) => (
+            false,
+            false,
+            match why.first() {
+                Some((a, w)) => format!("lock not proven: {}: {w}", a.describe()),
+                None => "lock not proven: the store's answers prove nothing".into(),
+            },
+        ),
+    }
+}
+
+/// `check`'s proof: the last record while it is less than a day old, else a new proof,
+/// recorded (a proof that could not run is reported and not recorded: the next check tries
+/// again).
+pub(super) async fn daily(
+    o: &Options,
+    cfg: &Config,
+    cancel: Arc<Cancel>,
+    last: Option<LockProofRecord>,
+) -> Option<LockProofRecord> {
+    let lock = cfg.s3.object_lock?;
+    let now = crate::clock::now();
+    if !lockcheck::due(last.as_ref(), now) {
+        return last;
+    }
+    let run = async {
+        let (_, store) = engine_builder(o, cfg, cancel)
+            .open_with_store(&cfg.location, &cfg.s3)
+            .await?;
+        let key = crate::store::join_key(cfg.location.prefix(), CANARY_KEY);
+        prove(store.as_ref(), &key, lock.mode).await
+    };
+    let store = crate::barman::ship::state::store_id(cfg);
+    match run.await {
+        Ok(proof) => {
+            let (holds, allowed, line) = conclusion(&verdict(&proof.answers));
+            let rec = LockProofRecord {
+                store,
+                at: now,
+                holds,
+                allowed,
+                line,
+            };
+            if let Err(e) = lockcheck::save(&cfg.state.dir, &rec) {
+                tracing::warn!("recording the lock proof: {}", e.one_line());
+            }
+            Some(rec)
         }
-    })
+        Err(e) => Some(LockProofRecord {
+            store,
+            at: now,
+            holds: false,
+            allowed: false,
+            line: format!("lock not proven: {}", e.one_line()),
+        }),
+    }
 }

@@ -118,7 +118,11 @@ pub(super) async fn run(
     for name in &names {
         let src = Server::new(&source, cfg.location.prefix(), name);
         let dst = Server::new(&target, tcfg.location.prefix(), name);
-        match replica::replicate_server(&pair, &src, &dst, to, opts).await {
+        let done = match replica::replicate_server(&pair, &src, &dst, to, opts).await {
+            Ok(r) if opts.prune => prune(cfg, &tcfg, (&src, &dst, to), opts, r).await,
+            other => other,
+        };
+        match done {
             Ok(r) => {
                 failed |= !r.conflicts.is_empty();
                 reports.push(r);
@@ -142,6 +146,36 @@ pub(super) async fn run(
     }
     print(o, &reports, counts, &source, &target)?;
     Ok(if failed { Exit::Failed } else { Exit::Success })
+}
+
+/// `--prune` after a complete replication of one server.
+async fn prune(
+    cfg: &Config,
+    tcfg: &Config,
+    (src, dst, to): (&Server, &Server, &str),
+    opts: &ReplicateOptions,
+    mut report: replica::ServerReport,
+) -> Result<replica::ServerReport> {
+    let rules = crate::barman::ship::retention::Rules {
+        min_keep: cfg.barman.min_remote_backups,
+        max_deletes: cfg.barman.max_deletes,
+        force: opts.force,
+    };
+    let locked = tcfg.s3.object_lock.is_some();
+    let done = replica::prune::prune(src, dst, rules, locked).await?;
+    report.pruned = Some(replica::Pruned {
+        backups: done.deleted_backups,
+        wals: done.deleted_wals.len() as u64,
+        spared: done.spared,
+        retained: done.retained,
+    });
+    // Holdings as they are now.
+    let (s, d) = (
+        replica::list_server(src).await?,
+        replica::list_server(dst).await?,
+    );
+    report.stores = vec![replica::holdings("main", &s), replica::holdings(to, &d)];
+    Ok(report)
 }
 
 fn print(
@@ -171,6 +205,25 @@ fn print(
                 r.lag.bytes,
                 r.lag.seconds
             );
+        }
+        if let Some(p) = &r.pruned {
+            eprintln!(
+                "barmans3 replicate {}: pruned {} backup(s) ({}) and {} WAL file(s) from the replica",
+                r.server,
+                p.backups.len(),
+                if p.backups.is_empty() {
+                    "-".to_string()
+                } else {
+                    p.backups.join(",")
+                },
+                p.wals
+            );
+            for why in p.spared.iter().chain(&p.retained) {
+                eprintln!(
+                    "barmans3 replicate {}: kept on the replica: {why}",
+                    r.server
+                );
+            }
         }
         for c in &r.conflicts {
             eprintln!(

@@ -10,7 +10,7 @@ use super::{engine, finish, load_config};
 use crate::barman::recover::walrestore::prefetch::{self, Settings};
 use crate::barman::recover::walrestore::spool::Spool;
 use crate::barman::recover::walrestore::{
-    Decoding, Job, Launcher, Outcome, Request, Served, serve,
+    Decoding, Job, Launcher, Outcome, Request, Served, serve, spool_store_id,
 };
 use crate::barman::remote::BucketLayout;
 use crate::barman::server::Server;
@@ -121,12 +121,7 @@ pub(super) fn restore_command(
                 name: name.to_string(),
                 dest: dest.to_path_buf(),
                 prefix: cfg.location.prefix().to_string(),
-                // One spool per store and layout: the same keys read as another layout are
-                // other files.
-                store_id: match layout {
-                    BucketLayout::Barmans3 => store_id(&cfg),
-                    BucketLayout::BarmanCloud => format!("{} barman-cloud", store_id(&cfg)),
-                },
+                store_id: spool_store_id(&store_id(&cfg), layout, o.as_of),
                 layout,
                 decoding: decoding(&cfg, server),
                 prefetch: cfg.barman.wal_prefetch > 0,

@@ -45,7 +45,9 @@ pub(super) fn barman_action(c: Command) -> Result<BarmanAction> {
             server,
             all,
             since,
-        } => replicate_action(to, servers(server, all), since)?,
+            prune,
+            force,
+        } => replicate_action(to, servers(server, all), since, prune, force)?,
         Command::CatalogRestore {
             server,
             backups,
@@ -109,7 +111,13 @@ fn servers(server: Option<String>, all: bool) -> Servers {
     }
 }
 
-fn replicate_action(to: String, servers: Servers, since: Option<String>) -> Result<BarmanAction> {
+fn replicate_action(
+    to: String,
+    servers: Servers,
+    since: Option<String>,
+    prune: bool,
+    force: bool,
+) -> Result<BarmanAction> {
     if !crate::config::valid_store_name(&to) {
         return Err(Error::Usage(format!(
             "--to {to:?}: name a store of the config's stores: (letters, digits, - and _)"
@@ -120,6 +128,8 @@ fn replicate_action(to: String, servers: Servers, since: Option<String>) -> Resu
         servers,
         opts: crate::barman::replica::ReplicateOptions {
             since: since.map(backup_id_arg).transpose()?,
+            prune,
+            force,
         },
     })
 }
@@ -152,13 +162,19 @@ fn base_restore_action(c: Command) -> Result<BarmanAction> {
 }
 
 /// `--layout`'s value (clap allows only the two names).
-fn bucket_layout(name: &str) -> crate::barman::remote::BucketLayout {
+pub(super) fn bucket_layout(name: &str) -> crate::barman::remote::BucketLayout {
     use crate::barman::remote::BucketLayout;
     match name {
         "barman-cloud" => BucketLayout::BarmanCloud,
         _ => BucketLayout::Barmans3,
     }
 }
+
+/// Why `catalog-restore --layout barman-cloud` is refused. Barman 3.18 and later keeps no local
+/// copy of cloud backups and no xlog.db for cloud WALs (it refuses rebuild-xlogdb for them); an
+/// inactive server whose directories are the bucket's URL loads the catalog from the bucket
+/// (`BackupManager._load_backups_from_cloud`), so a rebuilt directory would serve nothing.
+pub(super) const CLOUD_CATALOG: &str = "catalog-restore --layout barman-cloud: Barman (3.18 and later) reads a barman-cloud bucket's catalog itself and keeps none on disk, so there is no server directory to rebuild; configure the server with basebackups_directory and wals_directory set to the bucket's URL and active = false, or restore with barmans3 base-restore --layout barman-cloud";
 
 fn catalog_action(
     server: String,
@@ -167,6 +183,9 @@ fn catalog_action(
     layout: Option<String>,
 ) -> Result<BarmanAction> {
     use crate::barman::recover::catalog::{CatalogOptions, InfoLayout};
+    if layout.as_deref() == Some("barman-cloud") {
+        return Err(Error::Usage(CLOUD_CATALOG.into()));
+    }
     for id in &backups {
         backup_id_arg(id.clone())?;
     }

@@ -62,6 +62,11 @@ pub struct DrillArgs {
     /// Also write the result as a node_exporter textfile (barmans3_drill_*)
     #[arg(long, value_name = "FILE")]
     prometheus: Option<PathBuf>,
+    /// Who wrote the bucket: barmans3 (base-sync, wal-sync), or barman-cloud
+    /// (barman-cloud-backup and barman-cloud-wal-archive, Barman's S3 backend, CloudNativePG),
+    /// which barmans3 reads and never writes
+    #[arg(long, value_name = "LAYOUT", value_parser = ["barmans3", "barman-cloud"], default_value = "barmans3")]
+    layout: String,
 }
 
 impl DrillArgs {
@@ -105,6 +110,7 @@ impl DrillArgs {
                 dbname: self.dbname,
                 timeout: self.timeout,
                 amcheck: !self.no_amcheck,
+                layout: super::barman::bucket_layout(&self.layout),
             },
             prometheus: self.prometheus,
         })

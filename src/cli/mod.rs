@@ -249,6 +249,13 @@ pub enum Command {
         /// Only backups with this id or a later one (and the WAL files they need, and newer)
         #[arg(long, value_name = "ID")]
         since: Option<String>,
+        /// Then delete from the replica what the main store no longer has, under full-sync's
+        /// rules (min_remote_backups, max_deletes) and the replica's own Object Lock
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: allow more deletions than barman.max_deletes
+        #[arg(long, requires = "prune")]
+        force: bool,
     },
     /// Rebuild a lost Barman server's directory from the bucket (backups, WAL archive), then
     /// run `barman rebuild-xlogdb SERVER`
@@ -262,8 +269,10 @@ pub enum Command {
         #[arg(long, value_name = "ID|WAL")]
         wals_since: Option<String>,
         /// Where backup.info goes: meta (Barman 3.13.2 and later) or base [default: what the
-        /// installed barman reads]
-        #[arg(long, value_parser = ["meta", "base"])]
+        /// installed barman reads]. barman-cloud is refused: Barman 3.18 and later reads a
+        /// barman-cloud bucket's catalog itself (basebackups_directory and wals_directory set
+        /// to the bucket's URL, active = false)
+        #[arg(long, value_parser = ["meta", "base", "barman-cloud"])]
         layout: Option<String>,
         /// Read the bucket as it was at TIME (RFC 3339, e.g. 2026-11-30T12:00:00Z): each key's
         /// newest version not newer than TIME (a versioned bucket only)

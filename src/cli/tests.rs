@@ -39,7 +39,12 @@ fn every_subcommand_yields_its_action() {
         ("drill pg", |i| {
             matches!(&i.action, Action::Barman(BarmanAction::Drill { server, opts, prometheus: None })
                 if server == "pg" && opts.backup.is_none() && opts.target == crate::barman::drill::Target::End
-                    && opts.timeout == secs(6 * 3600) && opts.dbname == "postgres" && !opts.keep)
+                    && opts.timeout == secs(6 * 3600) && opts.dbname == "postgres" && !opts.keep
+                    && opts.layout == crate::barman::remote::BucketLayout::Barmans3)
+        }),
+        ("drill pg --layout barman-cloud", |i| {
+            matches!(&i.action, Action::Barman(BarmanAction::Drill { opts, .. })
+                if opts.layout == crate::barman::remote::BucketLayout::BarmanCloud)
         }),
         (
             "drill pg --backup 20260101T000000 --target-lsn 0/3000060 --dest /s --keep --query q1 --query q2 --timeout 10m --prometheus /p.prom",
@@ -495,6 +500,7 @@ fn bad_command_lines_are_rejected_before_anything_runs() {
         ),
         ("drill pg --timeout 0s", By::Us),
         ("drill pg --timeout soon", By::Clap),
+        ("drill pg --layout cnpg", By::Clap),
         (
             "base-restore pg 20260101T000000 /d --recovery-config /c.yaml",
             By::Clap,
@@ -521,6 +527,7 @@ fn bad_command_lines_are_rejected_before_anything_runs() {
         ("wal-restore pg 000000010000000000000001", By::Clap),
         ("catalog-restore pg --backup latest", By::Us),
         ("catalog-restore pg --layout flat", By::Clap),
+        ("catalog-restore pg --layout barman-cloud", By::Us),
         ("wal-prefetch pg", By::Clap),
         ("check --wal-warning soon", By::Clap),
         ("check --timeout", By::Clap),

@@ -5,11 +5,14 @@
 //!
 //! A store without versions, or a bucket that never had versioning on, is refused with one
 //! line on first use: its objects are only the current ones, and reading them "as of" a time
-//! would restore today's bytes under yesterday's name. The version listing of a prefix is read
-//! whole once and kept for the run (pages of it are cut from memory, so a listing's pages agree
-//! with each other); a key read without a listing first costs one listing of that key.
+//! would restore today's bytes under yesterday's name. The version listing of a prefix is folded
+//! page by page into each key's chosen version (the history itself is never held) and the view
+//! kept (pages of it are cut from memory, so a listing's pages agree with each other); a key
+//! read without a listing first costs one listing of that key. What is kept is bounded
+//! ([`Fifo`]): a recovery reads one WAL key after another for hours, and the oldest views and
+//! keys are forgotten (read again if asked again: as of a past time the answer is the same).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -17,9 +20,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{
-    Body, ByteRange, DeleteFailure, GetResponse, ListPage, ListRequest, Multipart, MultipartUpload,
-    ObjectMeta, PartReceipt, PutOptions, PutReceipt, SharedStore, Store, Upload, VersionAsOf,
-    Versioning, Versions, as_of, page_from_sorted,
+    AsOfFold, Body, ByteRange, DeleteFailure, GetResponse, ListPage, ListRequest, Multipart,
+    MultipartUpload, ObjectMeta, PartReceipt, PutOptions, PutReceipt, SharedStore, Store, Upload,
+    VersionAsOf, Versioning, Versions, page_from_sorted,
 };
 use crate::error::{Error, Result};
 
@@ -29,10 +32,17 @@ pub fn wrap(inner: SharedStore, time: SystemTime) -> SharedStore {
         inner,
         time,
         checked: tokio::sync::OnceCell::new(),
-        listed: Mutex::new(HashMap::new()),
-        keys: Mutex::new(HashMap::new()),
+        listed: Mutex::new(Fifo::new(MAX_VIEW_ENTRIES)),
+        keys: Mutex::new(Fifo::new(MAX_KEYS)),
     })
 }
+
+/// Listing entries kept in views over all prefixes (the newest view is kept whatever its size:
+/// its pages are being cut from it).
+const MAX_VIEW_ENTRIES: usize = 200_000;
+
+/// Keys whose version as of the time is remembered.
+const MAX_KEYS: usize = 200_000;
 
 /// The time in RFC 3339 (UTC; fractions of a second only when there are), as `--as-of`
 /// takes it back: what messages show and what a child process is handed.
@@ -46,10 +56,10 @@ struct AsOfStore {
     time: SystemTime,
     /// What the bucket said of its versioning, once it was not `Off`.
     checked: tokio::sync::OnceCell<Versioning>,
-    /// Each listed prefix's keys as of the time, sorted.
-    listed: Mutex<HashMap<String, Arc<Vec<ObjectMeta>>>>,
+    /// Each listed prefix's keys as of the time, sorted (weighed by their number).
+    listed: Mutex<Fifo<Arc<Vec<ObjectMeta>>>>,
     /// Each key's version as of the time (`None`: the key did not exist then).
-    keys: Mutex<HashMap<String, Option<String>>>,
+    keys: Mutex<Fifo<Option<String>>>,
 }
 
 impl fmt::Debug for AsOfStore {
@@ -85,17 +95,30 @@ impl AsOfStore {
         ))
     }
 
-    /// The keys under `prefix` as of the time, read once per prefix.
+    /// The keys under `prefix` as of the time, read once per prefix (while remembered).
     async fn view(&self, prefix: &str) -> Result<Arc<Vec<ObjectMeta>>> {
         if let Some(v) = lock(&self.listed).get(prefix) {
-            return Ok(v.clone());
+            return Ok(v);
         }
+        let view = self.list_as_of(prefix).await?;
+        let mut keys = lock(&self.keys);
+        for v in &view {
+            keys.insert(v.meta.key.clone(), Some(v.version_id.clone()), 1);
+        }
+        drop(keys);
+        let metas = Arc::new(view.into_iter().map(|v| v.meta).collect::<Vec<_>>());
+        lock(&self.listed).insert(prefix.to_string(), metas.clone(), metas.len());
+        Ok(metas)
+    }
+
+    /// Lists the versions under `prefix` and folds them into the keys as of the time.
+    async fn list_as_of(&self, prefix: &str) -> Result<Vec<VersionAsOf>> {
         let versions = self.versions().await?;
-        let mut entries = Vec::new();
+        let mut fold = AsOfFold::new(self.time);
         let mut after = None;
         loop {
             let page = versions.list_versions_page(prefix, after.as_ref()).await?;
-            entries.extend(page.versions);
+            fold.add(page.versions);
             match page.next {
                 Some(n) if Some(&n) != after.as_ref() => after = Some(n),
                 Some(_) => {
@@ -109,34 +132,27 @@ impl AsOfStore {
         }
         // A store whose versioning answer could not be read: objects that all carry the null
         // version and no delete marker are those of a bucket that never had versioning.
-        if self.checked.get() == Some(&Versioning::Unknown)
-            && !entries.is_empty()
-            && entries
-                .iter()
-                .all(|e| e.version_id == "null" && !e.delete_marker)
-        {
+        if self.checked.get() == Some(&Versioning::Unknown) && fold.looks_unversioned() {
             return Err(self.never_versioned());
         }
-        let view: Vec<VersionAsOf> = as_of(&entries, self.time);
-        let mut keys = lock(&self.keys);
-        for v in &view {
-            keys.insert(v.meta.key.clone(), Some(v.version_id.clone()));
-        }
-        drop(keys);
-        let metas = Arc::new(view.into_iter().map(|v| v.meta).collect::<Vec<_>>());
-        lock(&self.listed).insert(prefix.to_string(), metas.clone());
-        Ok(metas)
+        Ok(fold.finish())
     }
 
     /// The version of `key` to read, or NotFound when the key did not exist at the time.
     async fn version_of(&self, key: &str) -> Result<String> {
-        let known = lock(&self.keys).get(key).cloned();
+        let known = lock(&self.keys).get(key);
         let found = match known {
             Some(v) => v,
             None => {
-                self.view(key).await?;
-                let mut keys = lock(&self.keys);
-                keys.entry(key.to_string()).or_insert(None).clone()
+                // The key listed as a prefix: the key itself is in it if it existed then.
+                let found = self
+                    .list_as_of(key)
+                    .await?
+                    .into_iter()
+                    .find(|v| v.meta.key == key)
+                    .map(|v| v.version_id);
+                lock(&self.keys).insert(key.to_string(), found.clone(), 1);
+                found
             }
         };
         found.ok_or_else(|| Error::NotFound {
@@ -150,6 +166,53 @@ impl AsOfStore {
             super::printable_key(key),
             self.describe()
         ))
+    }
+}
+
+/// A map that forgets its oldest entries once their weights pass a budget; the newest entry is
+/// kept whatever its weight.
+#[derive(Debug)]
+struct Fifo<V> {
+    map: HashMap<String, (V, usize)>,
+    order: VecDeque<String>,
+    weight: usize,
+    budget: usize,
+}
+
+impl<V: Clone> Fifo<V> {
+    fn new(budget: usize) -> Self {
+        Fifo {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            weight: 0,
+            budget,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<V> {
+        self.map.get(key).map(|(v, _)| v.clone())
+    }
+
+    fn insert(&mut self, key: String, value: V, weight: usize) {
+        if let Some((_, old)) = self.map.insert(key.clone(), (value, weight)) {
+            self.weight -= old;
+            self.order.retain(|k| *k != key);
+        }
+        self.order.push_back(key);
+        self.weight += weight;
+        while self.weight > self.budget && self.order.len() > 1 {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, w)) = self.map.remove(&oldest) {
+                self.weight -= w;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
     }
 }
 
@@ -458,5 +521,25 @@ mod tests {
             matches!(&e, Error::Config(m) if m.contains("keeps no object versions")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn what_is_remembered_stays_within_its_budget_and_keeps_the_newest() {
+        let mut f = Fifo::new(3);
+        for i in 0..10 {
+            f.insert(format!("k{i}"), i, 1);
+            assert!(f.len() <= 3);
+        }
+        assert_eq!(f.get("k9"), Some(9));
+        assert_eq!(f.get("k6"), None, "the oldest are forgotten");
+        // Asked again, an entry becomes the newest.
+        f.insert("k7".into(), 70, 1);
+        f.insert("k10".into(), 10, 1);
+        assert_eq!(f.get("k7"), Some(70));
+        assert_eq!(f.get("k8"), None);
+        // One entry over the whole budget is kept alone (its pages are being read).
+        f.insert("big".into(), 0, 100);
+        assert_eq!((f.len(), f.get("big")), (1, Some(0)));
+        assert_eq!(f.weight, 100);
     }
 }

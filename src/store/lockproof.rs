@@ -5,14 +5,20 @@
 //! three things a lock must refuse are tried on that version: DELETE by version id, an earlier
 //! retain-until date, and (governance) removing the lock without the bypass header.
 //!
-//! [`verdict`] is pure: an answer of success means the store allowed it; a refusal (4xx) means
-//! the lock held; anything else (no answer, 5xx, the lock already expired) proves nothing and
-//! is reported as such, never as "holds".
+//! The decisions are in [`judge`] (pure): a refusal counts only when the version read back
+//! afterwards is still there and unchanged, and the refusal was the lock's, not the
+//! credentials' (two controls, on things no lock protects, show what the credentials may do).
+
+mod judge;
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+pub use self::judge::{
+    After, Answer, Attempt, Canary, Permitted, Reply, Verdict, judge, names_the_lock, state_after,
+    verdict,
+};
 use super::s3::LockMode;
 use super::{LockSpec, Retention, Store, Versions};
 use crate::error::{Error, Result};
@@ -24,101 +30,19 @@ pub const CANARY_KEY: &str = ".barmans3-lock-proof";
 /// enough that an old canary is gone by the next day's check.
 const RETENTIONS: [Duration; 2] = [Duration::from_secs(3600), Duration::from_secs(86_400)];
 
-/// What the proof tries on the locked version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
-    /// DeleteObject by version id.
-    Delete,
-    /// PutObjectRetention with an earlier retain-until date.
-    Shorten,
-    /// PutObjectRetention without a retention (governance), without the bypass header.
-    Unlock,
-}
-
-impl Attempt {
-    /// What was tried, in words.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Attempt::Delete => "DELETE of the locked version",
-            Attempt::Shorten => "shortening its retain-until date",
-            Attempt::Unlock => "removing its governance lock without the bypass header",
-        }
-    }
-}
-
-/// How the store answered one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// The store refused, with its reason.
-    Refused(String),
-    /// The store answered success.
-    Allowed,
-    /// No verdict: the request failed in a way that says nothing about the lock.
-    Unknown(String),
-}
-
-/// The proof's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every attempt was refused.
-    Holds,
-    /// The store allowed these.
-    Allowed(Vec<Attempt>),
-    /// Nothing was allowed, but these proved nothing.
-    Inconclusive(Vec<(Attempt, String)>),
-}
-
-/// The canary, its lock and what each attempt got.
+/// The canary, its lock, what the controls showed and what each attempt proves.
 #[derive(Debug, Clone)]
 pub struct Proof {
     /// The canary's full key.
     pub key: String,
     /// Its version id.
     pub version_id: String,
-    /// The lock it was written with.
+    /// The lock it was written with (its date as the store keeps it, after the control).
     pub lock: LockSpec,
-    /// Each attempt and its answer, in the order tried.
+    /// Each control, in words, and what it showed.
+    pub controls: Vec<(&'static str, Permitted)>,
+    /// Each attempt and what it proves, in the order tried.
     pub answers: Vec<(Attempt, Answer)>,
-}
-
-/// The verdict over a proof's answers.
-pub fn verdict(answers: &[(Attempt, Answer)]) -> Verdict {
-    let allowed: Vec<Attempt> = answers
-        .iter()
-        .filter(|(_, a)| *a == Answer::Allowed)
-        .map(|(t, _)| *t)
-        .collect();
-    if !allowed.is_empty() {
-        return Verdict::Allowed(allowed);
-    }
-    let unknown: Vec<(Attempt, String)> = answers
-        .iter()
-        .filter_map(|(t, a)| match a {
-            Answer::Unknown(why) => Some((*t, why.clone())),
-            _ => None,
-        })
-        .collect();
-    if unknown.is_empty() && !answers.is_empty() {
-        Verdict::Holds
-    } else {
-        Verdict::Inconclusive(unknown)
-    }
-}
-
-/// How an attempt's result reads, given whether the lock was still in force when it was sent.
-pub fn classify(result: &Result<()>, in_force: bool) -> Answer {
-    match result {
-        _ if !in_force => Answer::Unknown("the canary's retention had already ended".into()),
-        Ok(()) => Answer::Allowed,
-        Err(Error::Store(f)) if !f.retryable && matches!(f.status, Some(400..=499)) => {
-            Answer::Refused(
-                f.code
-                    .clone()
-                    .unwrap_or_else(|| f.status.map_or("refused".into(), |s| format!("HTTP {s}"))),
-            )
-        }
-        Err(e) => Answer::Unknown(e.one_line()),
-    }
 }
 
 /// Runs the proof on `store` with the configured lock `mode`; `key` is the canary's full key.
@@ -137,39 +61,140 @@ pub async fn prove(store: &dyn Store, key: &str, mode: LockMode) -> Result<Proof
     }
     remove_expired(versions, key).await;
     let (version_id, lock) = write_canary(retention, key, mode).await?;
-    let mut answers = Vec::new();
-    let in_force = || SystemTime::now() < lock.until;
+    let mut canary = read_canary(versions, key, &version_id, lock).await?;
+    let controls = vec![
+        (
+            "removing a delete marker by version id",
+            delete_control(store, versions, key).await,
+        ),
+        (
+            "lengthening the canary's retention",
+            lengthen(retention, key, &version_id, mode, &mut canary).await,
+        ),
+    ];
+    let mut tried = Tried {
+        versions,
+        key,
+        version_id: &version_id,
+        canary,
+        answers: Vec::new(),
+    };
     let r = versions.delete_version(key, &version_id).await;
-    answers.push((Attempt::Delete, classify(&r, in_force())));
-    let gone = matches!(
-        versions.head_version(key, &version_id).await,
-        Err(Error::NotFound { .. })
-    );
-    if !gone {
+    let after = tried.record(Attempt::Delete, &r, &controls[0].1).await;
+    if after != After::Gone {
+        let now = SystemTime::now();
         let earlier = LockSpec {
             mode,
-            until: SystemTime::now()
-                + (lock
-                    .until
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default()
-                    / 2),
+            until: now + tried.canary.until.duration_since(now).unwrap_or_default() / 2,
         };
         let r = retention
             .set_retention(key, &version_id, Some(earlier))
             .await;
-        answers.push((Attempt::Shorten, classify(&r, in_force())));
+        tried.record(Attempt::Shorten, &r, &controls[1].1).await;
         if mode == LockMode::Governance {
             let r = retention.set_retention(key, &version_id, None).await;
-            answers.push((Attempt::Unlock, classify(&r, in_force())));
+            tried.record(Attempt::Unlock, &r, &controls[1].1).await;
         }
     }
     Ok(Proof {
         key: key.to_string(),
-        version_id,
-        lock,
-        answers,
+        version_id: version_id.clone(),
+        lock: LockSpec {
+            mode,
+            until: tried.canary.until,
+        },
+        controls,
+        answers: tried.answers,
     })
+}
+
+/// The attempts made so far on one canary version.
+struct Tried<'a> {
+    versions: &'a dyn Versions,
+    key: &'a str,
+    version_id: &'a str,
+    canary: Canary,
+    answers: Vec<(Attempt, Answer)>,
+}
+
+impl Tried<'_> {
+    /// Reads the version back after an attempt, judges it and returns what was read.
+    async fn record(&mut self, attempt: Attempt, r: &Result<()>, permitted: &Permitted) -> After {
+        let in_force = SystemTime::now() < self.canary.until;
+        let read = self.versions.head_version(self.key, self.version_id).await;
+        let after = state_after(&self.canary, &read);
+        let answer = judge(&Reply::of(r), in_force, permitted, &after);
+        self.answers.push((attempt, answer));
+        // What a weakening attempt achieved is the canary the next attempt must keep.
+        if let Ok(Some(u)) = read.map(|m| m.retain_until) {
+            self.canary.until = self.canary.until.min(u);
+        }
+        after
+    }
+}
+
+/// The canary as the store keeps it: a store that accepted the lock must show it.
+async fn read_canary(
+    versions: &dyn Versions,
+    key: &str,
+    version_id: &str,
+    lock: LockSpec,
+) -> Result<Canary> {
+    let m = versions.head_version(key, version_id).await?;
+    let until = m.retain_until.ok_or_else(|| {
+        Error::Failed(format!(
+            "{key} (version {version_id}): the store accepted the canary's lock but shows none on it: the lock does not hold"
+        ))
+    })?;
+    Ok(Canary {
+        size: m.size,
+        etag: m.etag,
+        until: until.min(lock.until),
+    })
+}
+
+/// Whether the credentials may delete a version by id: a delete marker is never locked, so
+/// placing one on the canary and removing it by its version id needs the permission the
+/// DELETE of the locked version needs, and nothing a lock refuses.
+async fn delete_control(store: &dyn Store, versions: &dyn Versions, key: &str) -> Permitted {
+    match store.delete_batch(&[key.to_string()]).await {
+        Ok(failed) if failed.is_empty() => {}
+        Ok(failed) => {
+            return Permitted::Unknown(format!("placing a delete marker: {}", failed[0].message));
+        }
+        Err(e) => return Permitted::Unknown(format!("placing a delete marker: {}", e.one_line())),
+    }
+    let marker = match versions.list_versions_page(key, None).await {
+        Ok(page) => page
+            .versions
+            .into_iter()
+            .find(|v| v.key == key && v.delete_marker),
+        Err(e) => return Permitted::Unknown(format!("listing versions: {}", e.one_line())),
+    };
+    match marker {
+        Some(m) => Permitted::of(&versions.delete_version(key, &m.version_id).await),
+        None => Permitted::Unknown("no delete marker appeared".into()),
+    }
+}
+
+/// Whether the credentials may change the canary's retention: a lock never refuses a later
+/// date. On success the canary must keep the later date.
+async fn lengthen(
+    retention: &dyn Retention,
+    key: &str,
+    version_id: &str,
+    mode: LockMode,
+    canary: &mut Canary,
+) -> Permitted {
+    let later = LockSpec {
+        mode,
+        until: canary.until + Duration::from_secs(2),
+    };
+    let r = retention.set_retention(key, version_id, Some(later)).await;
+    if r.is_ok() {
+        canary.until = later.until;
+    }
+    Permitted::of(&r)
 }
 
 /// Writes the canary with the shortest retention the store accepts.
@@ -218,70 +243,5 @@ async fn remove_expired(versions: &dyn Versions, key: &str) {
                 e.one_line()
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::StoreFailure;
-
-    fn refused(status: u16, code: &str) -> Result<()> {
-        Err(Error::Store(StoreFailure {
-            op: "DeleteObject",
-            key: "k".into(),
-            status: Some(status),
-            code: Some(code.into()),
-            message: "no".into(),
-            retryable: status >= 500,
-        }))
-    }
-
-    #[test]
-    fn only_a_refusal_while_the_lock_is_in_force_counts_as_holding() {
-        assert_eq!(classify(&Ok(()), true), Answer::Allowed);
-        assert_eq!(
-            classify(&refused(403, "AccessDenied"), true),
-            Answer::Refused("AccessDenied".into())
-        );
-        assert!(matches!(
-            classify(&refused(503, "SlowDown"), true),
-            Answer::Unknown(_)
-        ));
-        assert!(matches!(
-            classify(&Err(Error::Failed("connection reset".into())), true),
-            Answer::Unknown(_)
-        ));
-        // After the retain-until date a success is no evidence, and neither is a refusal.
-        assert!(matches!(classify(&Ok(()), false), Answer::Unknown(_)));
-        assert!(matches!(
-            classify(&refused(403, "AccessDenied"), false),
-            Answer::Unknown(_)
-        ));
-    }
-
-    #[test]
-    fn anything_allowed_fails_the_proof_and_nothing_unknown_passes_it() {
-        let no = || Answer::Refused("AccessDenied".into());
-        assert_eq!(
-            verdict(&[(Attempt::Delete, no()), (Attempt::Shorten, no())]),
-            Verdict::Holds
-        );
-        assert_eq!(
-            verdict(&[
-                (Attempt::Delete, Answer::Allowed),
-                (Attempt::Shorten, Answer::Unknown("x".into())),
-            ]),
-            Verdict::Allowed(vec![Attempt::Delete])
-        );
-        assert_eq!(
-            verdict(&[
-                (Attempt::Delete, no()),
-                (Attempt::Shorten, Answer::Unknown("timeout".into())),
-            ]),
-            Verdict::Inconclusive(vec![(Attempt::Shorten, "timeout".into())])
-        );
-        // No attempt made is no proof.
-        assert_eq!(verdict(&[]), Verdict::Inconclusive(vec![]));
     }
 }

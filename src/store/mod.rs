@@ -50,7 +50,7 @@ pub use types::{
     Upload,
 };
 pub use versions::{
-    LockSpec, ObjectVersion, VersionAsOf, VersionMarker, VersionPage, Versioning, as_of,
+    AsOfFold, LockSpec, ObjectVersion, VersionAsOf, VersionMarker, VersionPage, Versioning, as_of,
 };
 
 /// An object store. Keys are full keys (the caller adds its prefix).

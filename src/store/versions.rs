@@ -84,30 +84,71 @@ pub struct VersionAsOf {
 /// the newest is found by date, and of two with the same date (S3 dates have whole seconds)
 /// the one listed first, which S3 lists newest first.
 pub fn as_of(entries: &[ObjectVersion], time: SystemTime) -> Vec<VersionAsOf> {
-    let mut best: std::collections::BTreeMap<&str, &ObjectVersion> = Default::default();
-    for e in entries {
-        let Some(t) = e.last_modified.filter(|t| *t <= time) else {
-            continue;
-        };
-        match best.get(e.key.as_str()) {
-            Some(b) if b.last_modified.is_some_and(|bt| bt >= t) => {}
-            _ => {
-                best.insert(&e.key, e);
+    let mut fold = AsOfFold::new(time);
+    fold.add(entries.iter().cloned());
+    fold.finish()
+}
+
+/// [`as_of`] a listing page at a time: only each key's chosen entry is kept, never the whole
+/// history, so a prefix with many overwritten versions costs memory per key, not per version.
+#[derive(Debug)]
+pub struct AsOfFold {
+    time: SystemTime,
+    best: std::collections::BTreeMap<String, ObjectVersion>,
+    seen: usize,
+    only_null: bool,
+}
+
+impl AsOfFold {
+    /// An empty fold for the bucket as it was at `time`.
+    pub fn new(time: SystemTime) -> Self {
+        AsOfFold {
+            time,
+            best: Default::default(),
+            seen: 0,
+            only_null: true,
+        }
+    }
+
+    /// Takes the next entries of the listing, in the order listed.
+    pub fn add(&mut self, entries: impl IntoIterator<Item = ObjectVersion>) {
+        for e in entries {
+            self.seen += 1;
+            self.only_null &= e.version_id == "null" && !e.delete_marker;
+            let Some(t) = e.last_modified.filter(|t| *t <= self.time) else {
+                continue;
+            };
+            match self.best.get(e.key.as_str()) {
+                Some(b) if b.last_modified.is_some_and(|bt| bt >= t) => {}
+                _ => {
+                    self.best.insert(e.key.clone(), e);
+                }
             }
         }
     }
-    best.into_values()
-        .filter(|e| !e.delete_marker)
-        .map(|e| {
-            let mut meta = ObjectMeta::listed(&e.key, e.size);
-            meta.etag = e.etag.clone();
-            meta.last_modified = e.last_modified;
-            VersionAsOf {
-                meta,
-                version_id: e.version_id.clone(),
-            }
-        })
-        .collect()
+
+    /// Whether every entry taken carried the null version and none was a delete marker (and
+    /// there was at least one): the listing of a bucket that never had versioning on.
+    pub fn looks_unversioned(&self) -> bool {
+        self.seen > 0 && self.only_null
+    }
+
+    /// The keys as of the time, sorted by key.
+    pub fn finish(self) -> Vec<VersionAsOf> {
+        self.best
+            .into_values()
+            .filter(|e| !e.delete_marker)
+            .map(|e| {
+                let mut meta = ObjectMeta::listed(&e.key, e.size);
+                meta.etag = e.etag;
+                meta.last_modified = e.last_modified;
+                VersionAsOf {
+                    meta,
+                    version_id: e.version_id,
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -201,5 +242,29 @@ mod tests {
         undated.last_modified = None;
         let entries = [undated, v("k", "k1", 100, 1)];
         assert_eq!(ids(&as_of(&entries, at(1000))), [("k", "k1")]);
+    }
+
+    #[test]
+    fn folding_page_by_page_chooses_what_the_whole_listing_does() {
+        let entries = [
+            v("a", "a3", 300, 3),
+            v("a", "a2", 200, 2),
+            marker("b", "b2", 250),
+            v("b", "b1", 100, 1),
+            v("c", "c2", 100, 5),
+            v("c", "c1", 100, 4),
+        ];
+        for cut in 0..=entries.len() {
+            let mut fold = AsOfFold::new(at(260));
+            fold.add(entries[..cut].to_vec());
+            fold.add(entries[cut..].to_vec());
+            assert_eq!(fold.finish(), as_of(&entries, at(260)), "cut at {cut}");
+        }
+        let mut nulls = AsOfFold::new(at(260));
+        assert!(!nulls.looks_unversioned(), "nothing listed proves nothing");
+        nulls.add([v("a", "null", 100, 1)]);
+        assert!(nulls.looks_unversioned());
+        nulls.add([marker("a", "null", 200)]);
+        assert!(!nulls.looks_unversioned());
     }
 }

@@ -380,6 +380,8 @@ fn fixture() -> Fixture {
         Some("status=DONE\nbegin_wal=000000010000000000000003\nparent_backup_id=20261122T000001\n"),
     );
 
+    put_cloud_rows(&prefix, &outside);
+
     let plugin_cfg = site.dir.path().join("gp.yaml");
     std::fs::write(
         &plugin_cfg,
@@ -412,6 +414,182 @@ fn fixture() -> Fixture {
         plugin_cfg,
         good_yaml,
     }
+}
+
+/// The server of the barman-cloud rows (`--layout barman-cloud`), beside `pg` in the prefix.
+const CLOUD: &str = "cpg";
+
+/// A gzip tar of `(path, kind, body or link target)` entries, as barman-cloud-backup stores
+/// an archive.
+fn cloud_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, arg) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(0o600);
+        let body: &[u8] = if kind.is_file() { arg.as_bytes() } else { b"" };
+        if !kind.is_file() && !kind.is_dir() {
+            h.set_link_name(arg).expect("link name");
+        }
+        h.set_size(body.len() as u64);
+        h.set_path(path).expect("path");
+        h.set_cksum();
+        b.append(&h, body).expect("append");
+    }
+    let tar = b.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(body).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// Hostile rows in barman-cloud's layout: link chains in the data archive (a symlink to a
+/// symlink, a hard link to a symlink, a file through a chain of tablespace links), a WAL of
+/// another segment under a segment's name, one WAL stored in two forms.
+fn put_cloud_rows(prefix: &str, outside: &Path) {
+    use tar::EntryType as T;
+    let out = outside.display().to_string();
+    let info = |tbs: &str| {
+        format!(
+            "backup_label=None\nbegin_wal=000000010000000000000002\nend_wal=000000010000000000000002\nstatus=DONE\ntablespaces={tbs}\nversion=150000\n"
+        )
+    };
+    let base = [
+        ("PG_VERSION", T::Regular, "15\n"),
+        ("global/", T::Directory, ""),
+        ("global/pg_control", T::Regular, "ctl"),
+    ];
+    let with = |extra: &[(&'static str, T, &str)]| {
+        let mut e: Vec<(&str, T, &str)> = base.to_vec();
+        // The hostile entries before pg_control, where an extraction meets them first.
+        e.splice(2..2, extra.iter().cloned());
+        cloud_tar(&e)
+    };
+    let k = |rest: &str| format!("{prefix}/{CLOUD}/{rest}");
+    let seg = |n: u64| {
+        let w = wal_name(n);
+        format!("wals/{}/{w}", &w[..16])
+    };
+    let objects: Vec<(String, Vec<u8>)> = vec![
+        (
+            k("base/20261123T010000/backup.info"),
+            info("None").into_bytes(),
+        ),
+        (
+            k("base/20261123T010000/data.tar.gz"),
+            with(&[
+                ("l1", T::Symlink, "l2"),
+                ("l2", T::Symlink, &out),
+                ("l1/planted", T::Regular, "x"),
+            ]),
+        ),
+        (
+            k("base/20261123T020000/backup.info"),
+            info("None").into_bytes(),
+        ),
+        (
+            k("base/20261123T020000/data.tar.gz"),
+            with(&[("h", T::Link, "s"), ("s", T::Symlink, "/etc/passwd")]),
+        ),
+        (
+            k("base/20261123T030000/backup.info"),
+            info("[('t', 16390, '/srv/t')]").into_bytes(),
+        ),
+        (
+            k("base/20261123T030000/data.tar.gz"),
+            with(&[
+                ("pg_tblspc/16391", T::Symlink, &out),
+                ("pg_tblspc/16390", T::Symlink, "16391"),
+                ("pg_tblspc/16390/planted", T::Regular, "x"),
+            ]),
+        ),
+        (
+            k("base/20261123T030000/16390.tar.gz"),
+            cloud_tar(&[("PG_15_202209061/", T::Directory, "")]),
+        ),
+        // Segment 3's name, segment 4's bytes.
+        (
+            k(&format!("{}.gz", seg(3))),
+            gzip(&crate::common::site::wal_segment(&wal_name(4), 4)),
+        ),
+        // Segment 5 twice: plain and gzip.
+        (
+            k(&seg(5)),
+            crate::common::site::wal_segment(&wal_name(5), 5),
+        ),
+        (
+            k(&format!("{}.gz", seg(5))),
+            gzip(&crate::common::site::wal_segment(&wal_name(5), 5)),
+        ),
+    ];
+    crate::common::block_on(async {
+        let t = crate::common::garage_transfer().await;
+        for (key, body) in objects {
+            t.put_bytes(&key, Bytes::from(body), BTreeMap::new())
+                .await
+                .expect("put barman-cloud row");
+        }
+    });
+}
+
+/// The barman-cloud rows of the table: refused, never exit 0, nothing written.
+fn cloud_cases() -> Vec<Case> {
+    let restore = |id: &str, dest: &str| {
+        barmans3(&format!(
+            "base-restore --layout barman-cloud {CLOUD} {id} {{dir}}/{dest}"
+        ))
+    };
+    vec![
+        case(
+            "barman-cloud: a symlink to a symlink in the data archive",
+            restore("20261123T010000", "rc1"),
+            1,
+            "refusing entry \"l1\"",
+        ),
+        case(
+            "barman-cloud: a hard link to a symlink in the data archive",
+            restore("20261123T020000", "rc2"),
+            1,
+            "refusing entry \"h\"",
+        ),
+        case(
+            "barman-cloud: a file through a chain of tablespace links",
+            restore("20261123T030000", "rc3"),
+            1,
+            "a tablespace link in the archive",
+        ),
+        case(
+            "barman-cloud: a WAL of another segment under a segment's name",
+            barmans3(&format!(
+                "wal-restore --layout barman-cloud {CLOUD} {} {{dir}}/wc3",
+                wal_name(3)
+            )),
+            200,
+            "not the start of this WAL segment",
+        ),
+        case(
+            "barman-cloud: one WAL stored in two forms",
+            barmans3(&format!(
+                "wal-restore --layout barman-cloud {CLOUD} {} {{dir}}/wc5",
+                wal_name(5)
+            )),
+            200,
+            "both stored for one WAL file",
+        ),
+        case(
+            "barman-cloud: catalog-restore",
+            barmans3(&format!("catalog-restore --layout barman-cloud {CLOUD}")),
+            2,
+            "reads a barman-cloud bucket's catalog itself",
+        ),
+    ]
 }
 
 fn run(fx: &Fixture, call: &Call) -> Output {
@@ -1006,7 +1184,8 @@ impl Fixture {
 fn every_bad_input_fails_clearly_and_changes_nothing() {
     let fx = fixture();
     let g = crate::common::garage();
-    let all = cases(&fx);
+    let mut all = cases(&fx);
+    all.extend(cloud_cases());
     assert!(all.len() >= 40, "{} cases", all.len());
     let mut failures = Vec::new();
     for c in &all {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::faults::{FaultProxy, Quirk};
-use crate::common::moto::{MOTO_VENV, moto};
+use crate::common::moto::moto;
 use crate::common::site::{Site, make_archive, write_backup};
 use crate::common::{data, garage, unique};
 
@@ -28,37 +28,12 @@ fn ok(site: &Site, args: &[&str]) -> String {
     text(&out)
 }
 
-/// Runs a boto3 snippet against moto (`s` is the client) and returns what it prints.
-fn boto(snippet: &str) -> String {
-    let py = format!(
-        "import boto3, json; s=boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{snippet}",
-        moto().endpoint
-    );
-    let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
-        .args(["-c", &py])
-        .output()
-        .expect("python");
-    assert!(out.status.success(), "boto3: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// HEAD of `key`: (storage class, retain-until as RFC 3339 or "").
 fn head(bucket: &str, key: &str) -> (String, String) {
-    let out = boto(&format!(
-        "h=s.head_object(Bucket='{bucket}', Key='{key}'); print(h.get('StorageClass','STANDARD')); print(h.get('ObjectLockRetainUntilDate','').isoformat() if h.get('ObjectLockRetainUntilDate') else '')"
-    ));
-    let mut l = out.lines();
-    (
-        l.next().unwrap_or("").to_string(),
-        l.next().unwrap_or("").to_string(),
-    )
+    moto().head(bucket, key)
 }
 
 fn keys(bucket: &str, prefix: &str) -> Vec<String> {
-    let out = boto(&format!(
-        "p=s.get_paginator('list_objects_v2')\nfor page in p.paginate(Bucket='{bucket}', Prefix='{prefix}'):\n  for o in page.get('Contents', []): print(o['Key'])"
-    ));
-    out.lines().map(str::to_string).collect()
+    moto().keys(bucket, prefix)
 }
 
 /// A backup with one real data file besides the standard ones, and the WAL it needs.

@@ -17,6 +17,11 @@ const ID: &str = "20260301T010203";
 /// A site with one backup (a 12 MiB file among small ones, so parts are involved) and eight
 /// WAL files in the main bucket, and `stores:` naming the second bucket.
 fn site(prefix: &str, stores_yaml: &str) -> Site {
+    site_with(prefix, stores_yaml, 12 << 20)
+}
+
+/// [`site`] with a data file of `big` bytes.
+fn site_with(prefix: &str, stores_yaml: &str, big: usize) -> Site {
     let g = garage();
     let s = Site::new(&format!("{}{stores_yaml}", g.yaml(prefix)));
     write_backup(&s, ID, "DONE");
@@ -27,7 +32,7 @@ fn site(prefix: &str, stores_yaml: &str) -> Site {
         .join(ID)
         .join("data/base/1");
     std::fs::create_dir_all(&base).expect("mkdir");
-    std::fs::write(base.join("16384"), data(12 << 20, 7)).expect("big file");
+    std::fs::write(base.join("16384"), data(big, 7)).expect("big file");
     for i in 0..6 {
         std::fs::write(base.join(format!("{}", 2000 + i)), data(1000 + i, i as u64)).expect("w");
     }
@@ -247,4 +252,160 @@ fn a_killed_replicate_lists_nothing_early_and_the_next_run_completes() {
     check_report(&v);
     replica_restores_alone(&s, "offsite");
     assert!(Path::new(&s.cfg).exists());
+}
+
+/// Backup `id` of server `pg` in Barman's directory, needing WALs from segment `begin` on.
+fn local_backup(s: &Site, id: &str, begin: u64) {
+    write_backup(s, id, "DONE");
+    let wal = crate::common::site::wal_name(begin);
+    std::fs::write(
+        s.dir
+            .path()
+            .join(format!("barman/pg/meta/{id}-backup.info")),
+        format!("begin_wal={wal}\nend_wal={wal}\nstatus=DONE\n"),
+    )
+    .expect("info");
+}
+
+fn replica_backups(s: &Site, store: &str) -> Vec<String> {
+    let out = ok(s, &["--store", store, "--json", "base-ls", "pg"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[test]
+fn prune_deletes_from_the_replica_only_what_the_main_store_deleted_under_full_syncs_rules() {
+    let g = garage();
+    let prefix = unique("repl-prune");
+    let (a, b, c) = ("20260301T010203", "20260302T010203", "20260303T010203");
+    let s = Site::new(&format!(
+        "{}{}",
+        g.yaml(&prefix),
+        g.second_store_yaml("offsite", &prefix, true)
+    ));
+    let text = std::fs::read_to_string(&s.cfg).expect("cfg");
+    std::fs::write(
+        &s.cfg,
+        text.replacen("barman:\n", "barman:\n  min_remote_backups: 1\n", 1),
+    )
+    .expect("cfg");
+    for (id, begin) in [(a, 1), (b, 3), (c, 5)] {
+        local_backup(&s, id, begin);
+    }
+    make_archive(&s.wals(), 1, 8);
+    ok(&s, &["full-sync", "pg"]);
+    ok(&s, &["replicate", "--to", "offsite", "pg"]);
+    assert_eq!(replica_backups(&s, "offsite"), [a, b, c]);
+
+    // Barman deleted B, but the main store still has it: the replica keeps it.
+    let forget = |id: &str| {
+        std::fs::remove_dir_all(s.dir.path().join("barman/pg/base").join(id)).expect("rm");
+        std::fs::remove_file(
+            s.dir
+                .path()
+                .join(format!("barman/pg/meta/{id}-backup.info")),
+        )
+        .expect("rm");
+    };
+    forget(b);
+    let v = json(&ok(
+        &s,
+        &["--json", "replicate", "--to", "offsite", "--prune", "pg"],
+    ));
+    assert_eq!(
+        v["servers"][0]["pruned"]["backups"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    assert_eq!(v["servers"][0]["pruned"]["wals"], 0, "{v}");
+    assert_eq!(replica_backups(&s, "offsite"), [a, b, c]);
+
+    // Barman deleted A and its first two WALs; full-sync deletes them from the main store
+    // (B as well), and --prune then from the replica: the same backups, the same WALs.
+    forget(a);
+    let seg_dir = s.wals().join("0000000100000000");
+    for seg in [1, 2] {
+        std::fs::remove_file(seg_dir.join(crate::common::site::wal_name(seg))).expect("rm wal");
+    }
+    ok(&s, &["full-sync", "pg"]);
+    let main_now =
+        String::from_utf8_lossy(&ok(&s, &["--json", "base-ls", "pg"]).stdout).into_owned();
+    assert!(!main_now.contains(a) && main_now.contains(c), "{main_now}");
+    let v = json(&ok(
+        &s,
+        &["--json", "replicate", "--to", "offsite", "--prune", "pg"],
+    ));
+    let pruned = &v["servers"][0]["pruned"];
+    let mut gone: Vec<String> = pruned["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .map(|x| x.as_str().expect("id").to_string())
+        .collect();
+    gone.sort();
+    let main_ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&main_now)
+        .expect("json")
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(replica_backups(&s, "offsite"), main_ids, "{v}");
+    assert!(gone.contains(&a.to_string()), "{v}");
+    assert_eq!(pruned["wals"], 2, "{v}");
+    let stores = v["servers"][0]["stores"].as_array().expect("stores");
+    assert_eq!(stores[1]["wal_first"], "000000010000000000000003", "{v}");
+    assert_eq!(stores[0]["wal_first"], stores[1]["wal_first"], "{v}");
+    // Nothing more to prune; the replica still restores alone.
+    let again = json(&ok(
+        &s,
+        &["--json", "replicate", "--to", "offsite", "--prune", "pg"],
+    ));
+    assert_eq!(
+        again["servers"][0]["pruned"]["backups"],
+        serde_json::json!([]),
+        "{again}"
+    );
+    ok(&s, &["--store", "offsite", "verify", "pg"]);
+}
+
+/// The replica on moto, with Object Lock and other storage classes than the main store's:
+/// every replicated object carries the replica's class for its kind and a retain-until date
+/// about a day ahead (HEAD on each), a second run sends nothing, and the replica restores alone.
+#[test]
+fn a_locked_replica_in_another_storage_class_carries_both_on_every_object() {
+    let m = crate::common::moto::moto();
+    let bucket = m.bucket(true);
+    let prefix = unique("repl-vault");
+    let vault = format!(
+        "stores:\n  vault:\n    s3:\n      endpoint: {}\n      region: us-east-1\n      bucket: {bucket}\n      prefix: {prefix}\n      access_key_id: test\n      secret_access_key: test\n      part_size: 5MiB\n      storage_class: STANDARD_IA\n      storage_classes:\n        wal: ONEZONE_IA\n      object_lock:\n        mode: governance\n        retain: 1d\n",
+        m.endpoint
+    );
+    // Every object below one part: moto keeps no lock from a multipart upload.
+    let s = site_with(&prefix, &vault, 1 << 20);
+    let first = json(&ok(&s, &["--json", "replicate", "--to", "vault", "pg"]));
+    check_report(&first);
+    let keys = m.keys(&bucket, &prefix);
+    // 9 backup files + manifest + backup.info + 8 WALs.
+    assert_eq!(keys.len(), 19, "{keys:?}");
+    let day_ahead = chrono::Utc::now() + chrono::Duration::hours(23);
+    for key in &keys {
+        let (class, until) = m.head(&bucket, key);
+        let want = if key.contains("/wals/") {
+            "ONEZONE_IA"
+        } else {
+            "STANDARD_IA"
+        };
+        assert_eq!(class, want, "{key}");
+        let until = chrono::DateTime::parse_from_rfc3339(&until)
+            .unwrap_or_else(|e| panic!("{key}: retain-until {until:?}: {e}"));
+        assert!(until > day_ahead, "{key}: retained until {until}");
+    }
+    let again = json(&ok(&s, &["--json", "replicate", "--to", "vault", "pg"]));
+    assert_eq!(counts(&again).0 + counts(&again).1, 0, "{again}");
+    replica_restores_alone(&s, "vault");
 }

@@ -3,13 +3,12 @@
 //! or let the DELETE of a locked version through; `--as-of` reading a bucket whose backup file
 //! and WAL were overwritten and whose backup.info was deleted after the time, as it was.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::common::data;
 use crate::common::faults::{FaultProxy, Quirk};
-use crate::common::moto::{MOTO_VENV, moto};
+use crate::common::moto::moto;
 use crate::common::site::{Site, make_real_archive, wal_name, wal_segment, write_backup};
 
 const A: &str = "20261101T010000";
@@ -29,23 +28,14 @@ fn ok(site: &Site, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs a boto3 snippet against moto (`s` is the client) and returns what it prints.
 fn boto(snippet: &str) -> String {
-    let py = format!(
-        "import boto3; s=boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{snippet}",
-        moto().endpoint
-    );
-    let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
-        .args(["-c", &py])
-        .output()
-        .expect("python");
-    assert!(out.status.success(), "boto3: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    moto().boto(snippet)
 }
 
+/// The canary's versions (delete markers apart: the proof's control places and removes one).
 fn canary_versions(bucket: &str) -> usize {
     boto(&format!(
-        "r=s.list_object_versions(Bucket='{bucket}', Prefix='{CANARY}'); print(len(r.get('Versions', [])) + len(r.get('DeleteMarkers', [])))"
+        "r=s.list_object_versions(Bucket='{bucket}', Prefix='{CANARY}'); print(len(r.get('Versions', [])))"
     ))
     .parse()
     .expect("count")
@@ -70,6 +60,11 @@ fn lock_proof_names_what_the_store_allows_and_says_lock_holds_only_when_all_is_r
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         said.contains("DELETE of the locked version: refused (AccessDenied)"),
+        "{said}"
+    );
+    // moto's refusal reads like IAM's; the control shows the credentials may delete versions.
+    assert!(
+        said.contains("control, removing a delete marker by version id: allowed"),
         "{said}"
     );
     assert!(
@@ -104,6 +99,38 @@ fn lock_proof_names_what_the_store_allows_and_says_lock_holds_only_when_all_is_r
         "the unlocked canary was removed"
     );
 
+    // Credentials without the permissions: the same bare AccessDenied moto gives for its lock,
+    // but the controls are refused too, so nothing is claimed of the lock.
+    let iam = FaultProxy::with_quirk(&moto().endpoint, Quirk::DenyAsIam);
+    let site = lock_site(&bucket, "governance", &iam.endpoint);
+    let out = site.run(&["config", "check", "--lock-proof"], &[]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        said.contains("control, removing a delete marker by version id: denied (AccessDenied)"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "DELETE of the locked version: no verdict (refused (AccessDenied), and so was"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "shortening its retain-until date: no verdict (refused (AccessDenied), and so was"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("lock holds"), "{said}");
+    assert!(
+        said.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("lock not proven")),
+        "{said}"
+    );
+    assert_eq!(canary_versions(&bucket), 2, "both locked canaries are kept");
+
     // A store that accepts the lock and lets the DELETE through: exit 1, naming the DELETE.
     let leaky = FaultProxy::with_quirk(&moto().endpoint, Quirk::AllowVersionDeletes);
     let site = lock_site(&bucket, "compliance", &leaky.endpoint);
@@ -127,8 +154,8 @@ fn lock_proof_names_what_the_store_allows_and_says_lock_holds_only_when_all_is_r
         Some("lock does not hold: the store allowed DELETE of the locked version"),
         "{said}"
     );
-    // Both canaries are still locked: nothing was removed.
-    assert_eq!(canary_versions(&bucket), 2);
+    // The three canaries are still locked: nothing was removed.
+    assert_eq!(canary_versions(&bucket), 3);
 }
 
 #[test]
@@ -281,4 +308,52 @@ fn as_of_is_refused_in_one_line_where_there_are_no_versions() {
     let out = local.run(&["base-ls", "pg", "--as-of", "yesterday"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("RFC 3339"), "{}", text(&out));
+}
+
+/// Files named `lock-proof-*` anywhere under the site's directory.
+fn proof_records(site: &Site) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(site.dir.path())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("lock-proof-"))
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+#[test]
+fn check_proves_the_lock_once_a_day_and_reports_its_line() {
+    let bucket = moto().bucket(true);
+    let aws_like = FaultProxy::with_quirk(&moto().endpoint, Quirk::EnforceRetention);
+    let site = lock_site(&bucket, "governance", &aws_like.endpoint);
+    let out = site.run(&["check"], &[]);
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(line.contains("lock holds (lock proof"), "{}", text(&out));
+    assert_eq!(canary_versions(&bucket), 1);
+    assert_eq!(
+        proof_records(&site).len(),
+        1,
+        "recorded in the state directory"
+    );
+    // Within the day: the recorded result, no new canary.
+    let out = site.run(&["check"], &[]);
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(line.contains("lock holds (lock proof"), "{}", text(&out));
+    assert_eq!(canary_versions(&bucket), 1, "not proven twice in a day");
+    let status = ok(&site, &["status"]);
+    assert!(
+        status.contains("object lock: lock holds (lock proof"),
+        "{status}"
+    );
+
+    // A store that lets the DELETE through: CRITICAL, naming it.
+    let leaky = FaultProxy::with_quirk(&moto().endpoint, Quirk::AllowVersionDeletes);
+    let site = lock_site(&bucket, "governance", &leaky.endpoint);
+    let out = site.run(&["check"], &[]);
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(line.starts_with("BARMANS3 CRITICAL"), "{line}");
+    assert!(
+        line.contains("lock does not hold: the store allowed DELETE of the locked version"),
+        "{line}"
+    );
 }

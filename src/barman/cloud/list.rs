@@ -7,6 +7,7 @@ use super::{archives, compression_of, tablespace_oids};
 use crate::barman::info::BackupInfo;
 use crate::barman::remote::INFO;
 use crate::barman::server::Server;
+use crate::barman::ship::fullsync::RemoteBackup;
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
 
@@ -43,6 +44,24 @@ pub struct CloudBackup {
     pub complete: bool,
     /// Why it is not complete.
     pub problem: Option<String>,
+}
+
+impl CloudBackup {
+    /// The facts the backup pickers of our own layout weigh (drill).
+    pub fn as_remote(&self) -> RemoteBackup {
+        RemoteBackup {
+            id: self.id.clone(),
+            status: self.status.clone(),
+            begin_time: self.begin_time.clone(),
+            end_time: self.end_time.clone(),
+            size: self.size,
+            begin_wal: self.begin_wal.clone(),
+            end_wal: self.end_wal.clone(),
+            timeline: None,
+            parent: self.parent.clone(),
+            complete: self.complete,
+        }
+    }
 }
 
 /// A backup's backup.info, `None` when it is not there (a backup still uploading, or failed).

@@ -15,7 +15,8 @@
 //! one and opens the next between files), so parts restore in parallel.
 //!
 //! The decisions here are pure: which archives a backup has and whether that set is whole
-//! ([`archives`]), what a stored WAL name is ([`wal_name`]).
+//! ([`archives`]), what a stored WAL name is ([`wal_name`]), which one key serves a WAL file
+//! ([`stored_wals`]).
 
 pub mod list;
 pub mod restore;
@@ -48,6 +49,51 @@ pub fn wal_name(stored: &str) -> Option<&str> {
         .iter()
         .find_map(|(ext, c)| stored.strip_suffix(ext).map(|n| (n, c)))?;
     classify(name).map(|_| name)
+}
+
+/// Where a WAL file is stored in a barman-cloud bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Under one key.
+    One(String),
+    /// Under two keys or more (archived twice with different compressions): the first two.
+    Twice(String, String),
+}
+
+impl Stored {
+    /// The one key, or the refusal every reader gives: which of two stored forms is the WAL
+    /// PostgreSQL needs cannot be told, so none is served.
+    pub fn key(&self) -> Result<&str> {
+        match self {
+            Stored::One(k) => Ok(k),
+            Stored::Twice(a, b) => Err(Error::Failed(format!(
+                "{a} and {b} are both stored for one WAL file: which one is right cannot be told; remove the wrong one from the archive"
+            ))),
+        }
+    }
+}
+
+/// Each WAL file name the listed `keys` hold (compression suffix taken off) and where it is
+/// stored. The one decision the direct fetch, the prefetcher and the timeline reader share, so
+/// that a WAL stored in two forms is refused by all of them and served by none.
+pub fn stored_wals<'a>(keys: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Stored> {
+    let mut out: BTreeMap<String, Stored> = BTreeMap::new();
+    for key in keys {
+        let Some(name) = wal_name(key.rsplit('/').next().unwrap_or(key)) else {
+            continue;
+        };
+        match out.get_mut(name) {
+            None => {
+                out.insert(name.to_string(), Stored::One(key.to_string()));
+            }
+            Some(Stored::One(first)) => {
+                let first = std::mem::take(first);
+                out.insert(name.to_string(), Stored::Twice(first, key.to_string()));
+            }
+            Some(Stored::Twice(..)) => {}
+        }
+    }
+    out
 }
 
 /// Which archive of a backup an object is.
@@ -227,6 +273,44 @@ mod tests {
             "backup.info",
         ] {
             assert_eq!(wal_name(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn a_wal_stored_in_two_forms_is_served_by_no_one() {
+        let w = "p/pg/wals/0000000100000000/";
+        let seg = "000000010000000000000003";
+        let keys = [
+            format!("{w}{seg}"),
+            format!("{w}{seg}.gz"),
+            format!("{w}{seg}.00000028.backup.gz"),
+            format!("{w}000000010000000000000004.snappy"),
+            format!("{w}000000010000000000000005.partial"),
+            format!("{w}000000010000000000000006.zst"),
+            format!("{w}000000010000000000000006.lz4"),
+            format!("{w}000000010000000000000006"),
+            format!("{w}not-a-wal.gz"),
+        ];
+        // The order a listing gives must not decide which form wins: both orders refuse.
+        for order in [keys.to_vec(), keys.iter().rev().cloned().collect()] {
+            let s = stored_wals(order.iter().map(String::as_str));
+            let e = s[seg].key().expect_err("two forms");
+            assert!(
+                e.to_string().contains("both stored for one WAL file"),
+                "{e}"
+            );
+            assert!(e.to_string().contains(&format!("{seg}.gz")), "{e}");
+            assert!(s["000000010000000000000006"].key().is_err());
+            assert_eq!(
+                s["000000010000000000000004"].key().expect("one"),
+                format!("{w}000000010000000000000004.snappy")
+            );
+            assert_eq!(
+                s[&format!("{seg}.00000028.backup")].key().expect("one"),
+                format!("{w}{seg}.00000028.backup.gz")
+            );
+            assert!(s["000000010000000000000005.partial"].key().is_ok());
+            assert_eq!(s.len(), 5, "{s:?}");
         }
     }
 

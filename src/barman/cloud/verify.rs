@@ -5,13 +5,13 @@
 //! `global/pg_control`, and the WAL segments from the backup's `begin_wal` to its `end_wal`
 //! must be in the bucket, with the history file of a later timeline. `--quick` skips the reads.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use tokio_util::io::SyncIoBridge;
 
 use super::list::{CloudBackup, backups};
-use super::{Part, archives, wal_name};
+use super::{Part, Stored, archives, stored_wals};
 use crate::barman::observe::verify::{Kind, Problem, Report};
 use crate::barman::recover::timeline::segment_name;
 use crate::barman::remote::INFO;
@@ -73,19 +73,21 @@ fn problem(kind: Kind, key: String, id: &str, detail: String) -> Problem {
     }
 }
 
-/// Every WAL file name the bucket holds for the server (compression suffixes taken off).
-async fn wal_names(srv: &Server) -> Result<BTreeSet<String>> {
+/// Every WAL file name the bucket holds for the server (compression suffixes taken off), and
+/// where: a WAL stored in two forms is one no restore will serve.
+async fn wal_names(srv: &Server) -> Result<BTreeMap<String, Stored>> {
     let req = ListRequest {
         prefix: srv.remote.wals_prefix(),
         ..Default::default()
     };
-    Ok(srv
+    let keys: Vec<String> = srv
         .t
         .list_all(&req)
         .await?
-        .iter()
-        .filter_map(|o| wal_name(o.key.rsplit('/').next()?).map(str::to_string))
-        .collect())
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    Ok(stored_wals(keys.iter().map(String::as_str)))
 }
 
 async fn check_archives(srv: &Server, b: &CloudBackup, r: &mut Report) -> Result<()> {
@@ -202,7 +204,7 @@ fn chain_range(seg: u64, begin: &str, end: &str) -> Option<(u64, u64)> {
 }
 
 /// The WAL a backup needs, begin_wal to end_wal on its timeline, and that timeline's history.
-fn check_chain(srv: &Server, b: &CloudBackup, wals: &BTreeSet<String>, r: &mut Report) {
+fn check_chain(srv: &Server, b: &CloudBackup, wals: &BTreeMap<String, Stored>, r: &mut Report) {
     let (Some(begin), Some(end)) = (b.begin_wal.as_deref(), b.end_wal.as_deref()) else {
         r.notes.push(format!(
             "backup {}: no begin_wal/end_wal in its backup.info; its WAL was not checked",
@@ -229,11 +231,18 @@ fn check_chain(srv: &Server, b: &CloudBackup, wals: &BTreeSet<String>, r: &mut R
     let (mut missing, mut first_missing) = (0u64, None);
     for n in first..=last {
         let name = segment_name(tli, n, seg);
-        if wals.contains(&name) {
-            r.wals += 1;
-        } else {
-            missing += 1;
-            first_missing.get_or_insert(name);
+        match wals.get(&name).map(Stored::key) {
+            Some(Ok(_)) => r.wals += 1,
+            Some(Err(e)) => r.problems.push(problem(
+                Kind::WalMissing,
+                srv.remote.wal_key(&format!("{}/{name}", &name[..16])),
+                &b.id,
+                format!("{e}: no restore serves it"),
+            )),
+            None => {
+                missing += 1;
+                first_missing.get_or_insert(name);
+            }
         }
     }
     if let Some(m) = first_missing {
@@ -248,12 +257,19 @@ fn check_chain(srv: &Server, b: &CloudBackup, wals: &BTreeSet<String>, r: &mut R
     }
     if tli > 1 {
         let h = format!("{tli:08X}.history");
-        if !wals.contains(&h) {
+        let why = match wals.get(&h).map(Stored::key) {
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(format!("{e}: no restore serves it")),
+            None => Some(format!(
+                "the history file of timeline {tli} is not in the bucket"
+            )),
+        };
+        if let Some(why) = why {
             r.problems.push(problem(
                 Kind::HistoryMissing,
                 srv.remote.wal_key(&h),
                 &b.id,
-                format!("the history file of timeline {tli} is not in the bucket"),
+                why,
             ));
         }
     }
@@ -288,6 +304,36 @@ mod tests {
         assert!(!walk(gz.as_slice(), Some(Codec::Gzip), "a").expect("whole"));
         let e = walk(&gz[..gz.len() / 2], Some(Codec::Gzip), "cut").expect_err("truncated");
         assert!(e.to_string().starts_with("cut: "), "{e}");
+    }
+
+    #[test]
+    fn a_wal_of_the_chain_stored_in_two_forms_is_a_problem() {
+        let d = tempfile::tempdir().expect("tmp");
+        let store =
+            std::sync::Arc::new(crate::store::local::LocalStore::open(d.path()).expect("store"));
+        let t = Transfer::new(store, crate::transfer::Settings::default());
+        let srv = Server::new(&t, "p", "pg");
+        let b = CloudBackup {
+            id: "20260101T000000".into(),
+            begin_wal: Some("000000010000000000000002".into()),
+            end_wal: Some("000000010000000000000003".into()),
+            ..Default::default()
+        };
+        let w = "p/pg/wals/0000000100000000/";
+        let keys = [
+            format!("{w}000000010000000000000002.gz"),
+            format!("{w}000000010000000000000003"),
+            format!("{w}000000010000000000000003.snappy"),
+        ];
+        let wals = stored_wals(keys.iter().map(String::as_str));
+        let mut r = Report::new("pg", "backups", false);
+        check_chain(&srv, &b, &wals, &mut r);
+        assert_eq!(r.wals, 1);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        let p = &r.problems[0];
+        assert_eq!(p.kind, Kind::WalMissing);
+        assert!(p.key.ends_with("000000010000000000000003"), "{p:?}");
+        assert!(p.detail.contains("both stored for one WAL file"), "{p:?}");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct DrillOptions {
     pub timeout: Duration,
     /// Run pg_amcheck when the binaries include it.
     pub amcheck: bool,
+    /// Who wrote the bucket (the server's restore and its restore_command read it so).
+    pub layout: crate::barman::remote::BucketLayout,
 }
 
 /// What the run's configuration supplies.
@@ -91,6 +93,8 @@ pub struct QueryResult {
 pub struct DrillReport {
     /// Server.
     pub server: String,
+    /// Who wrote the bucket (`barmans3` or `barman-cloud`).
+    pub layout: String,
     /// The backup restored.
     pub backup_id: Option<String>,
     /// True only when every step passed.

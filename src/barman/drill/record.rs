@@ -38,6 +38,10 @@ pub struct DrillRecord {
     pub restorable_up_to_epoch: Option<f64>,
     /// When the last drill that passed ended (this one's time when it passed).
     pub last_success_at: Option<u64>,
+    /// Who wrote the bucket the drill read (`barman-cloud`; absent: barmans3, and records
+    /// written before the field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
 }
 
 /// The directory of the records under `state.dir`.
@@ -80,6 +84,9 @@ pub fn save(state_dir: &Path, store: &str, r: &DrillReport) -> Result<()> {
         } else {
             previous.and_then(|p| p.last_success_at)
         },
+        layout: (!r.layout.is_empty()
+            && r.layout != crate::barman::remote::BucketLayout::Barmans3.name())
+        .then(|| r.layout.clone()),
     };
     let d = dir(state_dir);
     std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
@@ -105,6 +112,29 @@ pub fn load(state_dir: &Path, store: &str, server: &str) -> Option<DrillRecord> 
     serde_json::from_slice::<DrillRecord>(&bytes)
         .ok()
         .filter(|r| r.store == store && r.server == server)
+}
+
+/// The records of `store` for servers not in `known`: drills of servers Barman's configuration
+/// does not name (a bucket barman-cloud or CloudNativePG writes), which `status`, `check` and
+/// the metrics show all the same. Unreadable records are skipped, as [`load`] skips them.
+pub fn others(state_dir: &Path, store: &str, known: &[String]) -> Vec<DrillRecord> {
+    let Ok(entries) = std::fs::read_dir(dir(state_dir)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<DrillRecord> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| {
+            let rec: DrillRecord = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            // The file must be the one `load` would read for that record.
+            (rec.store == store
+                && !known.contains(&rec.server)
+                && e.path() == path(state_dir, store, &rec.server))
+            .then_some(rec)
+        })
+        .collect();
+    out.sort_by(|a, b| a.server.cmp(&b.server));
+    out
 }
 
 /// What `check` says of a server's last drill at `now`: nothing when it passed recently.
@@ -188,6 +218,34 @@ mod tests {
         // A drill against another store (a replica) leaves this store's record as it was.
         let a = load(d.path(), "s3 a", "pg/1").expect("the first store's record is kept");
         assert!(!a.success && a.last_success_at == Some(10 * DAY), "{a:?}");
+    }
+
+    #[test]
+    fn drills_of_servers_barman_does_not_name_are_found_for_their_store_only() {
+        let d = tempfile::tempdir().unwrap();
+        let cloud = DrillReport {
+            server: "cnpg-main".into(),
+            layout: "barman-cloud".into(),
+            ..report(true, 10 * DAY)
+        };
+        save(d.path(), "s3 a", &cloud).unwrap();
+        save(d.path(), "s3 a", &report(true, 10 * DAY)).unwrap();
+        save(d.path(), "s3 b", &report(true, 10 * DAY)).unwrap();
+        // A record copied under another server's file name is not that server's.
+        std::fs::copy(
+            path(d.path(), "s3 a", "cnpg-main"),
+            path(d.path(), "s3 a", "elsewhere"),
+        )
+        .unwrap();
+        let known = ["pg/1".to_string()];
+        let found = others(d.path(), "s3 a", &known);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].server, "cnpg-main");
+        assert_eq!(found[0].layout.as_deref(), Some("barman-cloud"));
+        assert!(others(d.path(), "s3 b", &known).is_empty());
+        let ours = load(d.path(), "s3 a", "pg/1").unwrap();
+        assert_eq!(ours.layout, None, "our own layout is not named");
+        assert!(others(&d.path().join("none"), "s3 a", &known).is_empty());
     }
 
     #[test]

@@ -9,9 +9,12 @@ use super::decide;
 use super::pg::{self, Layout, Postmaster};
 use super::scratch::{self, Scratch, claim, cleanup};
 use super::{Database, DrillEnv, DrillOptions, DrillReport, QueryResult, Target};
+use crate::barman::cloud;
+use crate::barman::info::BackupInfo;
 use crate::barman::recover::restore::{RestoreOptions, base_restore, manifest};
+use crate::barman::remote::BucketLayout;
 use crate::barman::server::Server;
-use crate::barman::ship::fullsync::remote_backups;
+use crate::barman::ship::fullsync::{RemoteBackup, remote_backups};
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 use crate::store::ListRequest;
@@ -45,6 +48,7 @@ pub async fn drill(srv: &Server, opts: &DrillOptions, env: &DrillEnv) -> (DrillR
     let dest = std::path::absolute(&dest).unwrap_or(dest);
     let mut rep = DrillReport {
         server: srv.name.clone(),
+        layout: srv.remote.layout().name().to_string(),
         dest: dest.display().to_string(),
         kept: opts.keep,
         ..Default::default()
@@ -118,7 +122,12 @@ async fn steps(
         decrypt: env.decrypt.clone(),
         ..Default::default()
     };
-    let r = base_restore(srv, &f.id, &data, &ropts).await?;
+    let r = match srv.remote.layout() {
+        BucketLayout::Barmans3 => base_restore(srv, &f.id, &data, &ropts).await?,
+        BucketLayout::BarmanCloud => {
+            cloud::restore::base_restore(srv, &f.id, &data, &ropts).await?
+        }
+    };
     rep.restored_bytes = r.bytes;
     rep.bucket_bytes = r.bytes;
     rep.restore_seconds = t0.elapsed().as_secs_f64();
@@ -198,13 +207,11 @@ async fn prepare(
     rep: &mut DrillReport,
     f: &mut Facts,
 ) -> Result<u64> {
-    let list = remote_backups(srv).await?;
-    let b = decide::pick_backup(&list, opts.backup.as_deref())?.clone();
+    let (b, info, listed_bytes) = chosen(srv, opts.backup.as_deref()).await?;
     rep.backup_id = Some(b.id.clone());
     rep.begin_wal.clone_from(&b.begin_wal);
     f.id.clone_from(&b.id);
     f.begin_wal.clone_from(&b.begin_wal);
-    let (info, m) = manifest(srv, &b.id).await?;
     let major = info
         .get("version")
         .and_then(|v| v.parse::<u64>().ok())
@@ -223,11 +230,18 @@ async fn prepare(
             ..Default::default()
         })
         .await?;
+    let cloud = srv.remote.layout() == BucketLayout::BarmanCloud;
     f.bucket = wals
         .into_iter()
         .filter_map(|o| {
-            let name = o.key.rsplit('/').next()?.to_string();
-            wal::classify(&name).map(|_| (name, o.size))
+            let stored = o.key.rsplit('/').next()?;
+            // barman-cloud's names carry the compression.
+            let name = if cloud {
+                cloud::wal_name(stored)?
+            } else {
+                stored
+            };
+            wal::classify(name).map(|_| (name.to_string(), o.size))
         })
         .collect();
     let after = f
@@ -242,7 +256,7 @@ async fn prepare(
         .count() as u64;
     let backup_bytes = [
         b.size.unwrap_or(0),
-        m.total_bytes,
+        listed_bytes,
         info.get("cluster_size")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
@@ -259,6 +273,31 @@ async fn prepare(
         port: 0,
     });
     Ok(decide::space_needed(backup_bytes, after, f.seg_size))
+}
+
+/// The backup to drill in the server's layout, its backup.info, and the bytes its own
+/// listing says it holds (our manifest's total; barman-cloud lists none beside Barman's size).
+async fn chosen(srv: &Server, wanted: Option<&str>) -> Result<(RemoteBackup, BackupInfo, u64)> {
+    match srv.remote.layout() {
+        BucketLayout::Barmans3 => {
+            let list = remote_backups(srv).await?;
+            let b = decide::pick_backup(&list, wanted)?.clone();
+            let (info, m) = manifest(srv, &b.id).await?;
+            Ok((b, info, m.total_bytes))
+        }
+        BucketLayout::BarmanCloud => {
+            let list: Vec<RemoteBackup> = cloud::list::backups(srv)
+                .await?
+                .iter()
+                .map(cloud::list::CloudBackup::as_remote)
+                .collect();
+            let b = decide::pick_backup(&list, wanted)?.clone();
+            let info = cloud::list::backup_info(srv, &b.id).await?.ok_or_else(|| {
+                Error::Failed(format!("backup {}: its backup.info is gone", b.id))
+            })?;
+            Ok((b, info, 0))
+        }
+    }
 }
 
 /// The first candidate directory whose `postgres` is of the backup's major version.

@@ -128,6 +128,8 @@ pub struct Status {
     pub replicas: Vec<crate::barman::replica::ReplicaView>,
     /// The last drill of each configured server that has one (this store's).
     pub drills: Vec<DrillRecord>,
+    /// The last Object Lock proof of this store, when a lock is configured and one ran.
+    pub lock_proof: Option<super::lockcheck::LockProofRecord>,
 }
 
 /// The bucket as `status` saw it (`--json`: `{"reachable": bool, "error": string|null}`).
@@ -370,10 +372,13 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
     let mut servers = Vec::new();
     let store = crate::barman::ship::state::store_id(cfg);
     let mut drills = Vec::new();
-    for name in conf.servers() {
-        servers.push(server_view(cfg, bucket.reachable.then_some(t), &conf, &name).await);
-        drills.extend(record::load(&cfg.state.dir, &store, &name));
+    let names = conf.servers();
+    for name in &names {
+        servers.push(server_view(cfg, bucket.reachable.then_some(t), &conf, name).await);
+        drills.extend(record::load(&cfg.state.dir, &store, name));
     }
+    // Servers only drilled here (a barman-cloud bucket): their drills count all the same.
+    drills.extend(record::others(&cfg.state.dir, &store, &names));
     let last_base_sync_at = LocalState::new(cfg).last_base_sync();
     let last_base_sync_age_s = last_base_sync_at.map(|t| now().saturating_sub(t));
     Ok(Status {
@@ -385,6 +390,10 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
         bucket,
         replicas: Vec::new(),
         drills,
+        lock_proof: cfg
+            .s3
+            .object_lock
+            .and_then(|_| super::lockcheck::load(&cfg.state.dir, &store)),
     })
 }
 

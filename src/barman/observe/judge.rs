@@ -48,14 +48,22 @@ pub fn judge(s: &Status, th: Thresholds, drill_max_age: Duration) -> (CheckLevel
     {
         notes.raise(level, note);
     }
+    let mut proof_ok = None;
+    if let Some(r) = &s.lock_proof {
+        match super::lockcheck::judge(r, now()) {
+            (CheckLevel::Ok, line) => proof_ok = Some(line),
+            (level, line) => notes.raise(level, line),
+        }
+    }
     let summary = if notes.lines.is_empty() {
         format!(
-            "queue {} run, {} running, {} done, {} error; {} server(s) shipping",
+            "queue {} run, {} running, {} done, {} error; {} server(s) shipping{}",
             s.queue.run,
             s.queue.running,
             s.queue.done,
             s.queue.error,
-            s.servers.len()
+            s.servers.len(),
+            proof_ok.map_or(String::new(), |l| format!("; {l}"))
         )
     } else {
         notes.lines.join("; ")

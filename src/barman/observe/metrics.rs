@@ -459,7 +459,9 @@ mod tests {
                 total_seconds: 30.0,
                 restorable_up_to_epoch: None,
                 last_success_at: Some(1_699_000_000),
+                layout: None,
             }],
+            lock_proof: None,
         }
     }
 

@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod judge;
+pub mod lockcheck;
 pub mod metrics;
 pub mod verify;

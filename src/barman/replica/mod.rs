@@ -7,11 +7,14 @@
 //! there and verified. A run killed anywhere leaves backups without backup.info, which the next
 //! run completes (objects already there and verified are not sent again). WAL files follow the
 //! backups: the whole archive, or with `--since` from the first WAL of the oldest backup in scope
-//! on (and every history file). Nothing on the replica is ever deleted or overwritten outside an incomplete backup; a
-//! WAL file of another size there is reported as a conflict.
+//! on (and every history file). Nothing on the replica is ever overwritten outside an
+//! incomplete backup (a WAL file of another size there is reported as a conflict), nor deleted
+//! except by `--prune` ([`prune`]: full-sync's rules, the main store's deletions, the replica's
+//! own locks).
 
 pub mod copy;
 pub mod plan;
+pub mod prune;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -46,6 +49,22 @@ pub struct ServerReport {
     pub stores: Vec<Holdings>,
     /// How far the replica is behind the main store.
     pub lag: Lag,
+    /// With `--prune`: what was deleted from the replica, spared or retained by its lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<Pruned>,
+}
+
+/// What `--prune` did on the replica.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Pruned {
+    /// Backups deleted.
+    pub backups: Vec<String>,
+    /// WAL objects deleted.
+    pub wals: u64,
+    /// Backups the main store no longer has that the rules keep, with the reason.
+    pub spared: Vec<String>,
+    /// What the replica's Object Lock keeps for now.
+    pub retained: Vec<String>,
 }
 
 /// What one store holds of a server.
@@ -121,6 +140,10 @@ pub fn judge(r: &ReplicaView, max: std::time::Duration) -> Option<String> {
 pub struct ReplicateOptions {
     /// Only backups with this id or a later one (and the WALs from its first on).
     pub since: Option<String>,
+    /// Then delete from the replica what the main store no longer has ([`prune`]).
+    pub prune: bool,
+    /// With `prune`: more deletions than `barman.max_deletes`.
+    pub force: bool,
 }
 
 /// Every object of a server, relative to its root (`base/…`, `wals/…`).

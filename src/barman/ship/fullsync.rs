@@ -225,34 +225,37 @@ pub async fn full_sync(
         },
         locked: cfg.s3.object_lock.is_some() || t.object_lock_status().await?.is_some(),
     };
-    plan_deletions(&srv, dirs, basis, &mut report).await?;
+    let local_wal = |rel: &str| dirs.wals_dir.join(rel).exists();
+    plan_deletions(&srv, basis, local_wal, &mut report).await?;
     if !opts.dry_run {
         delete(&srv, &report).await?;
     }
     Ok(report)
 }
 
-/// What full-sync plans its deletions from.
-struct Basis<'a> {
+/// What full-sync (and `replicate --prune`) plans its deletions from.
+pub(crate) struct Basis<'a> {
     /// The backups in the bucket (with `--dry-run`, as they would be after its uploads).
-    held: &'a [Held],
-    /// The backups Barman still has.
-    local: retention::Local,
+    pub held: &'a [Held],
+    /// The backups that are still wanted (Barman's; for a replica, the main store's).
+    pub local: retention::Local,
     /// Every remote WAL object: (key, path relative to `wals/`).
-    objects: &'a [(String, String)],
-    rules: retention::Rules,
+    pub objects: &'a [(String, String)],
+    /// The limits of the run.
+    pub rules: retention::Rules,
     /// Object Lock is set here or on the bucket: planned deletions are checked against it.
-    locked: bool,
+    pub locked: bool,
 }
 
 /// Plans what full-sync deletes into `report`: [`retention::plan`], and with Object Lock every
 /// planned deletion checked against the objects' retention: a retained backup stays whole,
 /// planned again as if Barman still had it so the WALs it needs stay too; retained WAL objects
 /// stay. All are reported.
-async fn plan_deletions(
+/// `local_wal` says whether a WAL path (relative to `wals/`) is still wanted.
+pub(crate) async fn plan_deletions(
     srv: &Server,
-    dirs: &ServerDirs,
     mut basis: Basis<'_>,
+    local_wal: impl Fn(&str) -> bool,
     report: &mut FullSyncReport,
 ) -> Result<()> {
     let plan = loop {
@@ -260,10 +263,10 @@ async fn plan_deletions(
             basis.held,
             &basis.local,
             basis.objects,
-            |rel| dirs.wals_dir.join(rel).exists(),
+            &local_wal,
             basis.rules,
         )
-        .map_err(|e| Error::Failed(format!("server {}: {e}", dirs.name)))?;
+        .map_err(|e| Error::Failed(format!("server {}: {e}", srv.name)))?;
         if !basis.locked {
             break plan;
         }
@@ -405,7 +408,7 @@ fn would_hold(dirs: &ServerDirs, before: &[RemoteBackup], uploaded: &[String]) -
 }
 
 /// Every remote WAL object: (key, path relative to `wals/`).
-async fn wal_objects(srv: &Server) -> Result<Vec<(String, String)>> {
+pub(crate) async fn wal_objects(srv: &Server) -> Result<Vec<(String, String)>> {
     let prefix = srv.remote.wals_prefix();
     Ok(srv
         .t
@@ -423,7 +426,7 @@ async fn wal_objects(srv: &Server) -> Result<Vec<(String, String)>> {
 }
 
 /// Carries out the deletions of a plan.
-async fn delete(srv: &Server, r: &FullSyncReport) -> Result<()> {
+pub(crate) async fn delete(srv: &Server, r: &FullSyncReport) -> Result<()> {
     let Server { t, remote, name } = srv;
     for id in &r.deleted_backups {
         // backup.info first: from then on the backup reads as incomplete, never as valid.
@@ -434,7 +437,8 @@ async fn delete(srv: &Server, r: &FullSyncReport) -> Result<()> {
     t.delete_keys(&r.deleted_wals).await
 }
 
-fn held(b: &RemoteBackup) -> Held {
+/// A listed backup as the retention planner sees it.
+pub(crate) fn held(b: &RemoteBackup) -> Held {
     Held {
         id: b.id.clone(),
         complete: b.complete,

@@ -70,12 +70,17 @@ pub enum Quirk {
     /// Refuses every delete (DeleteObject, DeleteObjects) with 403 AccessDenied, as a key
     /// without delete rights does.
     RefuseDeletes,
-    /// Refuses every PutObjectRetention with 403 AccessDenied, as AWS refuses shortening or
-    /// removing a lock without the governance bypass (moto accepts them).
+    /// Refuses every PutObjectRetention with 403 AccessDenied in AWS's words for a lock
+    /// refusal, as AWS refuses shortening or removing a lock without the governance bypass
+    /// (moto accepts them).
     EnforceRetention,
     /// [`Quirk::EnforceRetention`], and answers a DELETE of an object version with 204 without
     /// forwarding it: a store that accepts a lock and still lets the DELETE through.
     AllowVersionDeletes,
+    /// Refuses every DELETE of an object version and every PutObjectRetention with a bare 403
+    /// AccessDenied ("Access Denied"), as AWS answers credentials without
+    /// `s3:DeleteObjectVersion` and `s3:PutObjectRetention`, lock or no lock.
+    DenyAsIam,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -128,8 +133,12 @@ fn close_head(head: &[u8]) -> Vec<u8> {
 }
 
 async fn error_response(c: &mut TcpStream, status: &str, code: &str) {
+    error_saying(c, status, code, "injected").await;
+}
+
+async fn error_saying(c: &mut TcpStream, status: &str, code: &str, message: &str) {
     let body = format!(
-        "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+        "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );
     let resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -137,6 +146,24 @@ async fn error_response(c: &mut TcpStream, status: &str, code: &str) {
     );
     let _ = c.write_all(resp.as_bytes()).await;
     let _ = c.shutdown().await;
+}
+
+/// A PutObjectRetention (`head` lowercased).
+fn is_retention(head: &str) -> bool {
+    head.starts_with("put ")
+        && head
+            .split(' ')
+            .nth(1)
+            .is_some_and(|t| t.contains("?retention") || t.contains("&retention"))
+}
+
+/// A DELETE of one object version (`head` lowercased).
+fn is_version_delete(head: &str) -> bool {
+    head.starts_with("delete ")
+        && head
+            .split(' ')
+            .nth(1)
+            .is_some_and(|t| t.contains("versionid="))
 }
 
 async fn handle(
@@ -164,22 +191,14 @@ async fn handle(
         Quirk::RefuseDeletes if head.starts_with("delete ") || head.contains("?delete") => {
             return error_response(&mut c, "403 Forbidden", "AccessDenied").await;
         }
-        Quirk::EnforceRetention | Quirk::AllowVersionDeletes
-            if head.starts_with("put ")
-                && head
-                    .split(' ')
-                    .nth(1)
-                    .is_some_and(|t| t.contains("?retention") || t.contains("&retention")) =>
-        {
-            return error_response(&mut c, "403 Forbidden", "AccessDenied").await;
+        Quirk::EnforceRetention | Quirk::AllowVersionDeletes if is_retention(&head) => {
+            let by_lock = "Access Denied because object protected by object lock.";
+            return error_saying(&mut c, "403 Forbidden", "AccessDenied", by_lock).await;
         }
-        Quirk::AllowVersionDeletes
-            if head.starts_with("delete ")
-                && head
-                    .split(' ')
-                    .nth(1)
-                    .is_some_and(|t| t.contains("versionid=")) =>
-        {
+        Quirk::DenyAsIam if is_retention(&head) || is_version_delete(&head) => {
+            return error_saying(&mut c, "403 Forbidden", "AccessDenied", "Access Denied").await;
+        }
+        Quirk::AllowVersionDeletes if is_version_delete(&head) => {
             let resp = "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
             let _ = c.write_all(resp.as_bytes()).await;
             let _ = c.shutdown().await;

@@ -82,4 +82,44 @@ impl Moto {
             self.endpoint
         )
     }
+
+    /// Runs a boto3 snippet against this moto (`s` is the client; `json` is imported) and
+    /// returns what it prints; a failing snippet fails the test with its output.
+    pub fn boto(&self, snippet: &str) -> String {
+        let py = format!(
+            "import boto3, json; s=boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{snippet}",
+            self.endpoint
+        );
+        let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
+            .args(["-c", &py])
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "boto3: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// HEAD of `key`: (storage class, retain-until as RFC 3339 or "").
+    pub fn head(&self, bucket: &str, key: &str) -> (String, String) {
+        let out = self.boto(&format!(
+            "h=s.head_object(Bucket='{bucket}', Key='{key}'); print(h.get('StorageClass','STANDARD')); print(h.get('ObjectLockRetainUntilDate','').isoformat() if h.get('ObjectLockRetainUntilDate') else '')"
+        ));
+        let mut l = out.lines();
+        (
+            l.next().unwrap_or("").to_string(),
+            l.next().unwrap_or("").to_string(),
+        )
+    }
+
+    /// Every key under `prefix`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self.boto(&format!(
+            "p=s.get_paginator('list_objects_v2')\nfor page in p.paginate(Bucket='{bucket}', Prefix='{prefix}'):\n  for o in page.get('Contents', []): print(o['Key'])"
+        ));
+        out.lines().map(str::to_string).collect()
+    }
 }

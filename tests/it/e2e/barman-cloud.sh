@@ -9,6 +9,8 @@
 #     replays to the restore point, is promoted and archives timeline 2 into the bucket; B1
 #     restored again follows the (compressed) history file onto timeline 2; PostgreSQL starts
 #     with the right rows each time;
+#   - drill --layout barman-cloud of B2: exit 0, the right rows, recorded; status and the
+#     status textfile show the drill of this server Barman's configuration does not name;
 #   - hostile rows (a server of their own in the same bucket): a tar member outside DEST, a
 #     truncated archive, a WAL of another segment under a segment's name: refused, not exit 0,
 #     nothing written outside DEST.
@@ -123,7 +125,9 @@ promoted() {
   done
   return 1
 }
-stop2() { as_pg "$PGBIN/pg_ctl -D $1 -m fast -w stop >/dev/null"; }
+# A copy that archives finishes archiving before it stops: barman-cloud-wal-archive starts
+# Python per WAL, slow on a loaded machine.
+stop2() { as_pg "$PGBIN/pg_ctl -D $1 -m fast -w -t 300 stop >/dev/null"; }
 count_ok() {
   [ "$(psql2 'SELECT count(*), max(id) FROM t')" = "$1|$1" ] || fail "rows in t: $(psql2 'SELECT count(*), max(id) FROM t'), want $1"
   [ "$(psql2 'SELECT count(*) FROM ts')" = "$1" ] || fail "rows in ts: $(psql2 'SELECT count(*) FROM ts'), want $1"
@@ -148,6 +152,31 @@ PLOG=$(ls "$BASE"/restore2/pg_wal/.barmans3-spool/*/.prefetch.log 2>/dev/null | 
 ! grep -qE "trying again later|not fetching it again|listing the WAL archive|timeline history" "$PLOG" || fail "prefetch failures: $(tail -5 "$PLOG")"
 echo "prefetcher: $(tail -2 "$PLOG")" >&2
 stop2 "$BASE/restore2"
+
+step "drill --layout barman-cloud: B2 restored, replayed to the end, checked, recorded, removed"
+# The drill runs as postgres and records its result where status (as barman) reads it.
+install -d -o barman -g barman "$BASE/b3/state"
+install -d -o postgres -g barman -m 2750 "$BASE/b3/state/drill"
+install -d -o postgres -g postgres "$BASE/drills"
+RC=0
+OUT=$(as_pg "$BIN --config $BASE/restore.yaml --json drill --layout barman-cloud $SRV --dest $BASE/drills/d1 --query 'SELECT count(*) FROM t' --query 'SELECT count(*) FROM ts' 2>$BASE/drills/err") || RC=$?
+cat "$BASE/drills/err" >&2
+[ "$RC" = 0 ] || fail "drill --layout barman-cloud: exit $RC: $(tail -3 "$BASE/drills/err")"
+echo "$OUT" > "$BASE/drills/report.json"
+python3 - "$TOTAL" "$ID2" "$BASE/drills/report.json" <<'PY' || fail "drill report: $OUT"
+import json, sys
+r = json.load(open(sys.argv[3]))
+total, bid = sys.argv[1], sys.argv[2]
+assert r["success"] is True and r["backup_id"] == bid and r["layout"] == "barman-cloud", r
+assert [q["first_value"] for q in r["queries"]] == [total, total], r["queries"]
+assert r["segments_replayed"] >= 2 and r["bucket_bytes"] > 0, r
+PY
+[ ! -e "$BASE/drills/d1" ] || fail "the drill left $BASE/drills/d1"
+ST=$(b3 status)
+grep -q "^server $SRV (barman-cloud bucket, not in Barman's configuration):" <<<"$ST" || fail "status lacks the drilled server: $ST"
+grep -qE "^  last drill: OK .*backup $ID2" <<<"$ST" || fail "status lacks the drill: $ST"
+b3 status --prometheus "$BASE/b3/status.prom"
+grep -q "^barmans3_last_drill_success{server=\"$SRV\"} 1$" "$BASE/b3/status.prom" || fail "metrics lack the drill: $(grep drill "$BASE/b3/status.prom")"
 
 step "B1 (gzip, tablespace) restored and replayed to the restore point; timeline 2 archived"
 restore "$BASE/restore1" "$ID1" --recovery --recovery-config "$BASE/restore.yaml"

@@ -28,6 +28,21 @@ step "PostgreSQL 15 on a socket, port $PORT"
 e2e_postgres "" ""
 
 e2e_config e2e "  max_attempts: 3" "  min_remote_backups: 1"
+# A second store for replicate: another prefix of the same bucket (server-side copies).
+for f in "$CFG" "$BASE/restore.yaml"; do
+  cat >> "$f" <<EOC
+stores:
+  replica:
+    s3:
+      endpoint: $BARMANS3_TEST_S3_ENDPOINT
+      region: garage
+      bucket: $BARMANS3_TEST_S3_BUCKET
+      prefix: $PREFIX-replica
+      access_key_id: $BARMANS3_TEST_S3_ACCESS_KEY_ID
+      secret_access_key: $BARMANS3_TEST_S3_SECRET_ACCESS_KEY
+      part_size: 5MiB
+EOC
+done
 
 cat > "$BASE/barman.conf" <<EOF
 [barman]
@@ -117,6 +132,22 @@ done
 [ "$(psql2 'SELECT pg_is_in_recovery()')" = "f" ] || fail "recovery did not finish: $(tail -5 "$BASE/pglog/restore.log")"
 [ "$(psql2 'SELECT count(*), sum(id) FROM t')" = "2000|2001000" ] || fail "rows in t: $(psql2 'SELECT count(*), sum(id) FROM t')"
 [ "$(psql2 'SELECT count(*) FROM ts')" = "700" ] || fail "rows in ts: $(psql2 'SELECT count(*) FROM ts')"
+as_pg "$PGBIN/pg_ctl -D $BASE/restore -m fast -w stop >/dev/null"
+
+step "replicate to the second store; the replica alone restores the same rows"
+b3 replicate --to replica $SRV
+rm -rf "$BASE/restore" "$BASE/restore_tbs"
+mkdir -p "$BASE/restore_tbs" "$BASE/restore"; chown postgres: "$BASE/restore_tbs" "$BASE/restore"; chmod 700 "$BASE/restore"
+as_pg "$BIN --config $BASE/restore.yaml --store replica base-restore --recovery --tablespace $OID=$BASE/restore_tbs/$OID $SRV $ID1 $BASE/restore"
+grep -q -- "--store replica" "$BASE/restore/postgresql.auto.conf" || fail "restore_command does not read the replica: $(grep restore_command "$BASE/restore/postgresql.auto.conf")"
+as_pg "$PGBIN/pg_ctl -D $BASE/restore -l $BASE/pglog/replica.log -o '-p $PORT2 -k $BASE/sock2' -w -t 120 start >/dev/null" \
+  || { cat "$BASE/pglog/replica.log" >&2; fail "the cluster restored from the replica did not start"; }
+for i in $(seq 1 60); do
+  [ "$(psql2 'SELECT pg_is_in_recovery()' 2>/dev/null)" = "f" ] && break; sleep 1
+done
+[ "$(psql2 'SELECT pg_is_in_recovery()')" = "f" ] || fail "recovery from the replica did not finish: $(tail -5 "$BASE/pglog/replica.log")"
+[ "$(psql2 'SELECT count(*), sum(id) FROM t')" = "2000|2001000" ] || fail "rows in t from the replica: $(psql2 'SELECT count(*), sum(id) FROM t')"
+[ "$(psql2 'SELECT count(*) FROM ts')" = "700" ] || fail "rows in ts from the replica: $(psql2 'SELECT count(*) FROM ts')"
 as_pg "$PGBIN/pg_ctl -D $BASE/restore -m fast -w stop >/dev/null"
 
 step "second backup (--wait: hook sees DONE), base-sync"

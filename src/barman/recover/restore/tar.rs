@@ -150,6 +150,11 @@ pub fn extract(
     let bad = |why: String| Error::Failed(format!("{what}: {why}"));
     let mut archive = ::tar::Archive::new(reader);
     let mut out = Extracted::default();
+    // The tablespace links the archive holds and the restore does not make (it links each
+    // tablespace to its new home itself): nothing may be written under one of those names, or
+    // the directory made there would stand where PostgreSQL expects a link, and a link made
+    // later would lead wherever the archive's entries prepared.
+    let mut tablespace_links: Vec<PathBuf> = Vec::new();
     let entries = archive
         .entries()
         .map_err(|e| bad(format!("not a tar archive: {}", crate::error::reason(&e))))?;
@@ -172,7 +177,14 @@ pub fn extract(
         if base && (name == "tablespace_map" || name == "recovery.conf") {
             continue;
         }
+        if let Some(link) = tablespace_links.iter().find(|l| rel.starts_with(l)) {
+            return Err(bad(format!(
+                "refusing entry {name:?}: it lies under {}, a tablespace link in the archive",
+                link.display()
+            )));
+        }
         if base && kind.is_symlink() && name.starts_with("pg_tblspc/") {
+            tablespace_links.push(rel);
             continue;
         }
         let to = root.join(&rel);
@@ -351,6 +363,47 @@ mod tests {
                     .is_none()
             );
         }
+    }
+
+    #[test]
+    fn nothing_is_written_under_a_tablespace_link_of_the_archive() {
+        for entries in [
+            // A link chain: the second link, then a file through the first.
+            vec![
+                ("pg_tblspc/16390", T::Symlink, b"".as_slice()),
+                ("pg_tblspc/16391", T::Symlink, b"".as_slice()),
+                ("pg_tblspc/16390/planted", T::Regular, b"x".as_slice()),
+            ],
+            vec![
+                ("pg_tblspc/16390", T::Symlink, b"".as_slice()),
+                (
+                    "pg_tblspc/16390/PG_15_202209061/",
+                    T::Directory,
+                    b"".as_slice(),
+                ),
+            ],
+            vec![
+                ("pg_tblspc/16390", T::Symlink, b"".as_slice()),
+                ("pg_tblspc/16390", T::Regular, b"x".as_slice()),
+            ],
+        ] {
+            let d = tempfile::tempdir().expect("tmp");
+            let tar = archive(&entries);
+            let e = extract(tar.as_slice(), None, d.path(), true, "t").expect_err("refused");
+            assert!(
+                e.to_string().contains("a tablespace link in the archive"),
+                "{e}"
+            );
+            assert!(!d.path().join("pg_tblspc/16390").exists(), "{entries:?}");
+        }
+        // In-place tablespaces (a directory under pg_tblspc, no link) restore as they are.
+        let tar = archive(&[
+            ("pg_tblspc/16392/", T::Directory, b""),
+            ("pg_tblspc/16392/f", T::Regular, b"x"),
+        ]);
+        let d = tempfile::tempdir().expect("tmp");
+        extract(tar.as_slice(), None, d.path(), true, "t").expect("in place");
+        assert!(d.path().join("pg_tblspc/16392/f").is_file());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use super::decode::{Decoding, Limits, check_system, decode, segment_size};
 use super::{Expected, Fetched};
+use crate::barman::cloud::{Stored, stored_wals};
 use crate::barman::remote::BucketLayout;
 use crate::barman::server::Server;
 use crate::barman::wal::{self, WalKind};
@@ -48,17 +49,18 @@ pub async fn fetch_segment(
 ) -> Result<Vec<u8>> {
     let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
     let limits = Limits::of(WalKind::Segment, expected.seg_size);
-    let key =
-        match (listed, s.remote.layout()) {
-            (Some(key), _) => key,
-            (None, BucketLayout::Barmans3) => s.remote.wal_key(&rel),
-            (None, BucketLayout::BarmanCloud) => stored_forms(s, name)
-                .await?
-                .remove(name)
-                .ok_or_else(|| Error::NotFound {
+    let key = match (listed, s.remote.layout()) {
+        (Some(key), _) => key,
+        (None, BucketLayout::Barmans3) => s.remote.wal_key(&rel),
+        (None, BucketLayout::BarmanCloud) => match stored_forms(s, name).await?.get(name) {
+            Some(stored) => stored.key()?.to_string(),
+            None => {
+                return Err(Error::NotFound {
                     key: s.remote.wal_key(&rel),
-                })?,
-        };
+                });
+            }
+        },
+    };
     let stored = get(&s.t, &key, limits).await?;
     decoded(key, stored, decoding, expected, limits)
         .await
@@ -158,38 +160,22 @@ fn listed_name(layout: BucketLayout, key: &str) -> String {
     }
 }
 
-/// barman-cloud's layout: the keys stored under `name` and its longer names (`.partial`,
-/// backup labels), each by the WAL file name it holds (one listing). Two keys for one name (a
-/// WAL archived twice with different compressions) are refused: which one PostgreSQL should
-/// get cannot be told.
-async fn stored_forms(s: &Server, name: &str) -> Result<BTreeMap<String, String>> {
+/// barman-cloud's layout: where `name` and its longer names (`.partial`, backup labels) are
+/// stored, each by the WAL file name it holds (one listing), as [`stored_wals`] decides.
+async fn stored_forms(s: &Server, name: &str) -> Result<BTreeMap<String, Stored>> {
     let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
     let req = ListRequest {
         prefix: s.remote.wal_key(&rel),
         max_keys: Some(100),
         ..Default::default()
     };
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
-    let mut twice = None;
+    let mut keys = Vec::new();
     s.t.list_pages(&req, |objs, _| {
-        for o in objs {
-            let Some(n) = crate::barman::cloud::wal_name(&name_of(&o.key)).map(str::to_string)
-            else {
-                continue;
-            };
-            if let Some(other) = out.insert(n, o.key.clone()) {
-                twice = Some((other, o.key.clone()));
-            }
-        }
+        keys.extend(objs.iter().map(|o| o.key.clone()));
         false
     })
     .await?;
-    if let Some((a, b)) = twice {
-        return Err(Error::Failed(format!(
-            "{a} and {b} are both stored for one WAL file: which one is right cannot be told; remove the wrong one from the archive"
-        )));
-    }
-    Ok(out)
+    Ok(stored_wals(keys.iter().map(String::as_str)))
 }
 
 /// The stored bytes of `name`: the object itself, or for a segment its closed `.partial` when
@@ -205,12 +191,13 @@ async fn locate(s: &Server, name: &str, limits: Limits) -> Result<(String, Vec<u
             other => return other.map(|b| (key, b)),
         },
         BucketLayout::BarmanCloud => {
-            let mut forms = stored_forms(s, name).await?;
-            if let Some(stored) = forms.remove(name) {
+            let forms = stored_forms(s, name).await?;
+            if let Some(stored) = forms.get(name) {
+                let stored = stored.key()?.to_string();
                 return get(&s.t, &stored, limits).await.map(|b| (stored, b));
             }
-            if let Some(stored) = forms.remove(&format!("{name}.partial")) {
-                partial = stored;
+            if let Some(stored) = forms.get(&format!("{name}.partial")) {
+                partial = stored.key()?.to_string();
             }
         }
     }
@@ -277,12 +264,15 @@ pub struct Listed {
     pub reached: Option<String>,
     /// Whether the listing reached the end of the timeline's keys.
     pub complete: bool,
+    /// Segments stored in two forms (barman-cloud's layout): there, but refused.
+    pub refused: BTreeMap<String, Stored>,
 }
 
 impl Listed {
     /// Whether the listing says `name` (of its timeline) is not in the bucket.
     pub fn absent(&self, name: &str) -> bool {
         !self.present.contains_key(name)
+            && !self.refused.contains_key(name)
             && (self.complete
                 || self
                     .reached
@@ -309,23 +299,127 @@ pub async fn list_from(s: &Server, first: &str, seg_size: u64) -> Result<Listed>
         max_keys: Some(LIST_PAGE),
         ..Default::default()
     };
-    let mut out = Listed::default();
-    let mut seen = 0;
-    let layout = s.remote.layout();
+    let mut keys = Vec::new();
     s.t.list_pages(&req, |objs, _| {
-        seen = objs.len();
-        for o in objs {
-            let n = listed_name(layout, &o.key);
-            if wal::classify(&n) == Some(WalKind::Segment) {
-                out.reached = Some(n.clone());
-                out.present.insert(n, o.key.clone());
-            }
-        }
+        keys.extend(objs.iter().map(|o| o.key.clone()));
         false
     })
     .await?;
     // A page shorter than asked is the last one (a store that pages shorter only makes the
     // prefetcher skip names the restore_command then fetches itself).
-    out.complete = seen < LIST_PAGE;
+    let complete = keys.len() < LIST_PAGE;
+    if !complete {
+        // The page's last segment may have further stored forms on the next page (`X` here,
+        // `X.gz` there): it is left to a later listing rather than judged on half its forms.
+        let last: String = keys.last().map(|k| name_of(k)).unwrap_or_default();
+        let stem = last.get(..24).unwrap_or(&last).to_string();
+        while keys.last().is_some_and(|k| name_of(k).starts_with(&stem)) {
+            keys.pop();
+        }
+    }
+    let mut out = Listed {
+        complete,
+        ..Default::default()
+    };
+    let forms: BTreeMap<String, Stored> = match s.remote.layout() {
+        BucketLayout::Barmans3 => keys
+            .iter()
+            .map(|k| (name_of(k), Stored::One(k.clone())))
+            .collect(),
+        BucketLayout::BarmanCloud => stored_wals(keys.iter().map(String::as_str)),
+    };
+    for (n, stored) in forms {
+        if wal::classify(&n) != Some(WalKind::Segment) {
+            continue;
+        }
+        out.reached = Some(n.clone());
+        match stored.key() {
+            Ok(k) => {
+                out.present.insert(n, k.to_string());
+            }
+            Err(_) => {
+                out.refused.insert(n, stored);
+            }
+        }
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::local::LocalStore;
+    use crate::transfer::Settings;
+
+    const SEG: &str = "000000010000000000000003";
+    const NEXT: &str = "000000010000000000000004";
+
+    /// A barman-cloud bucket on disk: segment 3 stored twice (plain and gzip), 4 once.
+    fn bucket(dir: &std::path::Path) -> Server {
+        let wals = dir.join("b/p/pg/wals/0000000100000000");
+        std::fs::create_dir_all(&wals).expect("wals");
+        for n in [SEG.to_string(), format!("{SEG}.gz"), format!("{NEXT}.gz")] {
+            std::fs::write(wals.join(n), b"x").expect("wal");
+        }
+        let store = Arc::new(LocalStore::open(&dir.join("b")).expect("store"));
+        let t = Transfer::new(store, Settings::default());
+        Server::new(&t, "p", "pg").with_layout(BucketLayout::BarmanCloud)
+    }
+
+    #[tokio::test]
+    async fn a_segment_stored_twice_is_refused_by_the_direct_fetch_and_the_prefetcher() {
+        let d = tempfile::tempdir().expect("tmp");
+        let s = bucket(d.path());
+        let twice = |e: Error| {
+            let m = e.to_string();
+            assert!(m.contains("both stored for one WAL file"), "{m}");
+            assert!(m.contains(&format!("{SEG}.gz")), "{m}");
+        };
+        let (dec, exp) = (Decoding::default(), Expected::default());
+        twice(fetch_decoded(&s, SEG, &dec, exp).await.expect_err("direct"));
+        // The prefetcher's listing neither offers it nor calls it absent (so it is not waited
+        // for as missing either), and its fetch by name refuses it the same way.
+        let l = list_from(&s, SEG, 16 << 20).await.expect("list");
+        assert!(!l.present.contains_key(SEG), "{l:?}");
+        assert!(!l.absent(SEG), "{l:?}");
+        twice(l.refused[SEG].key().expect_err("refused"));
+        assert_eq!(
+            l.present.get(NEXT).map(String::as_str),
+            Some("p/pg/wals/0000000100000000/000000010000000000000004.gz")
+        );
+        twice(
+            fetch_segment(&s, SEG, None, &dec, exp)
+                .await
+                .expect_err("prefetch"),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_page_that_ends_between_two_forms_of_a_segment_does_not_judge_it() {
+        let d = tempfile::tempdir().expect("tmp");
+        let name = |n: u64| crate::barman::recover::timeline::segment_name(1, n, 16 << 20);
+        let put = |n: &str| {
+            let dir = d.path().join("b/p/pg/wals").join(&n[..16]);
+            std::fs::create_dir_all(&dir).expect("dir");
+            std::fs::write(dir.join(n), b"x").expect("wal");
+        };
+        for n in 1..LIST_PAGE as u64 {
+            put(&name(n));
+        }
+        // The page's last key is segment 1000; its .gz form opens the next page.
+        let cut = name(LIST_PAGE as u64);
+        put(&cut);
+        put(&format!("{cut}.gz"));
+        let store = Arc::new(LocalStore::open(&d.path().join("b")).expect("store"));
+        let t = Transfer::new(store, Settings::default());
+        let s = Server::new(&t, "p", "pg").with_layout(BucketLayout::BarmanCloud);
+        let l = list_from(&s, &name(1), 16 << 20).await.expect("list");
+        assert!(!l.complete);
+        assert!(!l.present.contains_key(&cut) && !l.refused.contains_key(&cut));
+        assert!(!l.absent(&cut), "left to a later listing");
+        assert_eq!(l.reached, Some(name(LIST_PAGE as u64 - 1)));
+        assert_eq!(l.present.len(), LIST_PAGE - 1);
+    }
 }

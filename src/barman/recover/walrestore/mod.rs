@@ -58,6 +58,25 @@ pub struct Expected {
     pub seg_size: Option<u64>,
 }
 
+/// What the spool's name tells apart for one store: the same keys read as another layout, or
+/// as the bucket was at another time (`--as-of`), are other files, so two such recoveries
+/// never share a spool.
+pub fn spool_store_id(
+    store: &str,
+    layout: crate::barman::remote::BucketLayout,
+    as_of: Option<std::time::SystemTime>,
+) -> String {
+    let mut id = store.to_string();
+    if layout == crate::barman::remote::BucketLayout::BarmanCloud {
+        id.push_str(" barman-cloud");
+    }
+    if let Some(t) = as_of {
+        id.push_str(" as of ");
+        id.push_str(&crate::store::asof::format_time(t));
+    }
+    id
+}
+
 /// One `restore_command` call, validated.
 #[derive(Debug, Clone)]
 pub struct Request {

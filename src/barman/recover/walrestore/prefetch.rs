@@ -20,6 +20,7 @@ use super::fetch::{Listed, bucket_system, fetch_segment, list_from};
 use super::plan::{self, Failure, Plan};
 use super::spool::Spool;
 use super::{DEFAULT_SEG, Decoding, Expected};
+use crate::barman::cloud::{Stored, stored_wals};
 use crate::barman::recover::timeline::{self, Begin};
 use crate::barman::server::Server;
 use crate::barman::wal::{self, WalKind};
@@ -275,6 +276,19 @@ impl Prefetcher {
 
     /// Starts fetching `name` into the spool.
     fn start(&mut self, name: String) {
+        let listing = self
+            .listings
+            .get(&wal::timeline(&name).unwrap_or(1))
+            .map(|(l, _)| l);
+        // A segment stored in two forms: refused here as the direct fetch refuses it.
+        let refusal = listing
+            .and_then(|l| l.refused.get(&name))
+            .and_then(|s| s.key().err());
+        if let Some(e) = refusal {
+            self.failed(name, e);
+            return;
+        }
+        let listed = listing.and_then(|l| l.present.get(&name).cloned());
         let pending = match self.spool.begin(&name) {
             Ok(p) => p,
             Err(e) => {
@@ -283,10 +297,6 @@ impl Prefetcher {
             }
         };
         self.fetching.insert(name.clone());
-        let listed = self
-            .listings
-            .get(&wal::timeline(&name).unwrap_or(1))
-            .and_then(|(l, _)| l.present.get(&name).cloned());
         let (server, decoding, expected) =
             (self.server.clone(), self.decoding.clone(), self.expected);
         self.inflight.spawn(async move {
@@ -314,18 +324,24 @@ impl Prefetcher {
             }
         };
         self.fetching.remove(&name);
-        let failure = match r {
+        match r {
             Ok(()) => {
                 self.held.remove(&name);
-                return;
             }
-            Err(Error::Interrupted) => return,
-            Err(Error::NotFound { .. }) => Failure::Missing,
-            Err(e @ (Error::Store(_) | Error::Io { .. })) => {
+            Err(Error::Interrupted) => {}
+            Err(e) => self.failed(name, e),
+        }
+    }
+
+    /// A fetch of `name` that failed with `e`: held back as [`plan::retry_after`] says.
+    fn failed(&mut self, name: String, e: Error) {
+        let failure = match e {
+            Error::NotFound { .. } => Failure::Missing,
+            e @ (Error::Store(_) | Error::Io { .. }) => {
                 tracing::warn!("prefetch {name}: {}; trying again later", e.one_line());
                 Failure::Transient
             }
-            Err(e) => {
+            e => {
                 tracing::warn!(
                     "prefetch {name}: {}; not fetching it again (the restore_command fetches it itself and reports)",
                     e.one_line()
@@ -349,23 +365,31 @@ async fn latest_chain(s: &Server, tli: u32) -> Result<Vec<Begin>> {
         ..Default::default()
     };
     let cloud = s.remote.layout() == crate::barman::remote::BucketLayout::BarmanCloud;
-    // Timeline → the key of its history file (in barman-cloud's layout, with its compression).
-    let mut newer: Vec<(u32, String)> =
+    let keys: Vec<String> =
         s.t.list_all(&req)
             .await?
-            .iter()
-            .filter_map(|o| {
-                let stored = o.key.strip_prefix(&prefix)?;
-                let n = if cloud {
-                    crate::barman::cloud::wal_name(stored)?
-                } else {
-                    stored
-                };
-                (wal::classify(n) == Some(WalKind::History)).then(|| (wal::timeline(n), &o.key))
-            })
-            .filter_map(|(t, k)| Some((t?, k.clone())))
-            .filter(|(x, _)| *x >= tli)
+            .into_iter()
+            .map(|o| o.key)
             .collect();
+    // Name → its key (in barman-cloud's layout the name carries the compression, and a history
+    // file stored in two forms is refused as the direct fetch refuses it).
+    let stored: BTreeMap<String, Stored> = if cloud {
+        stored_wals(keys.iter().map(String::as_str))
+    } else {
+        keys.iter()
+            .filter_map(|k| Some((k.strip_prefix(&prefix)?.to_string(), Stored::One(k.clone()))))
+            .collect()
+    };
+    // Timeline → the key of its history file.
+    let mut newer: Vec<(u32, String)> = Vec::new();
+    for (n, st) in &stored {
+        if wal::classify(n) != Some(WalKind::History) {
+            continue;
+        }
+        if let Some(t) = wal::timeline(n).filter(|t| *t >= tli) {
+            newer.push((t, st.key()?.to_string()));
+        }
+    }
     newer.sort_unstable_by(|a, b| b.cmp(a));
     for (candidate, key) in newer {
         // A history file is a line per ancestor: bounded like every text WAL file.

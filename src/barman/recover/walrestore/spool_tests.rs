@@ -55,6 +55,31 @@ fn only_recoverys_own_file_uses_a_spool_of_its_own() {
 }
 
 #[test]
+fn recoveries_as_of_different_times_or_layouts_never_share_a_spool() {
+    use crate::barman::recover::walrestore::spool_store_id;
+    use crate::barman::remote::BucketLayout::{BarmanCloud, Barmans3};
+    let t = |s| Some(std::time::UNIX_EPOCH + Duration::from_secs(s));
+    let dir = |layout, as_of| {
+        let id = spool_store_id("s3 x", layout, as_of);
+        Spool::path_for(None, "pg", &id, Path::new("/d/pg_wal/RECOVERYXLOG")).expect("spool")
+    };
+    let ids = [
+        dir(Barmans3, None),
+        dir(Barmans3, t(1_700_000_000)),
+        dir(Barmans3, t(1_700_000_001)),
+        dir(BarmanCloud, None),
+        dir(BarmanCloud, t(1_700_000_000)),
+    ];
+    for (i, a) in ids.iter().enumerate() {
+        for b in &ids[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+    // The same recovery asked again finds its spool.
+    assert_eq!(ids[1], dir(Barmans3, t(1_700_000_000)));
+}
+
+#[test]
 fn a_spool_is_made_private_and_a_shared_one_refused() {
     let d = tempfile::tempdir().expect("tmp");
     let dir = d.path().join("base/pg-1");
