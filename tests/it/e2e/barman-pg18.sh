@@ -14,7 +14,7 @@
 #     from the bucket with its parent, and barman rebuild-xlogdb, list-backups and recover work
 #     on it with the same rows.
 #   - with ENCRYPT=age, all of it with barmans3's own encryption on: every object in the bucket
-#     is age, and the rage tool (RAGE) opens a stored tar archive to Barman's own bytes.
+#     is age, and the rage tool (RAGE) opens a stored file of the incremental to Barman's bytes.
 # Needs BARMANS3_BIN, BARMAN (a venv barman), PG18 (the bin directory) and the
 # BARMANS3_TEST_S3_* variables. Prints "E2E OK" at the end.
 set -euo pipefail
@@ -102,7 +102,7 @@ b3 wal-sync $SRV
 LS=$(b3 --json base-ls $SRV)
 grep -q "\"parent\": \"$FULL\"" <<<"$LS" || fail "base-ls does not show the parent: $LS"
 if [ "${ENCRYPT:-}" = age ]; then
-  step "every object in the bucket is age; rage opens a tar archive to Barman's own bytes"
+  step "every object in the bucket is age; rage opens the largest file of the incremental to Barman's own bytes"
   KEYS=$(b3 store ls "$SRV/" | awk '{print $NF}')
   [ "$(grep -c . <<<"$KEYS")" -ge 8 ] || fail "too few objects: $KEYS"
   for k in $KEYS; do
@@ -110,7 +110,8 @@ if [ "${ENCRYPT:-}" = age ]; then
     b3 store get --raw "$k" "$BASE/b3/raw" >/dev/null
     [ "$(head -c 21 "$BASE/b3/raw")" = "age-encryption.org/v1" ] || fail "$k is not an age object"
   done
-  TAR=$(cd "$BASE/barman/$SRV/base/$INC" && ls data/base.tar* | head -1)
+  TAR=$(cd "$BASE/barman/$SRV/base/$INC" && find . -type f -printf '%s %P\n' | sort -rn | head -1 | cut -d' ' -f2-)
+  [ -n "$TAR" ] || fail "no file in the incremental backup $INC"
   b3 store get --raw "$SRV/base/$INC/$TAR" "$BASE/b3/raw"
   "$RAGE" -d -i "$BASE/keys/age.key" -o "$BASE/b3/opened" "$BASE/b3/raw" || fail "rage could not open $TAR"
   cmp -s "$BASE/b3/opened" "$BASE/barman/$SRV/base/$INC/$TAR" || fail "rage opens $TAR to other bytes than Barman's"
