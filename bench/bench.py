@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 import cloud
+import crypt
 import dplcompat
 import drill
 import oneput
@@ -38,14 +39,16 @@ AK, SK = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CASES = os.environ.get(
     "BENCH_CASES",
-    "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate,oneput,pgbackrest,drill",
+    "wal,upload,small,resync,stream,stream-restore,download,walnochange,replay,restore,sync,second,lag,bandwidth,dplcompat,cloudrestore,cloudreplay,replicate,oneput,pgbackrest,drill,crypt",
 ).split(",")
 # Cases with their own table instead of a row per tool.
-OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "oneput", "pgbackrest", "scale", "drill")
+OWN_TABLE = ("replay", "restore", "second", "lag", "bandwidth", "dplcompat", "cloudrestore", "cloudreplay", "replicate", "oneput", "pgbackrest", "scale", "drill", "crypt")
 # `sync` is two rows: the first sync of the small-file tree, then a resync with nothing changed.
 CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "sync" else [case])]
-B3 = REPO / "target/release/barmans3"
-PLUGIN = REPO / "target/release/gpbackup_s3_plugin"
+# BENCH_PROFILE=debug: the debug build, to check the harness itself (figures meaningless).
+PROFILE = os.environ.get("BENCH_PROFILE", "release")
+B3 = REPO / f"target/{PROFILE}/barmans3"
+PLUGIN = REPO / f"target/{PROFILE}/gpbackup_s3_plugin"
 GIB = 1 << 30
 TOOLS = ["barmans3", "aws", "s5cmd", "rclone"]
 ID = "20261121T000000"
@@ -356,7 +359,8 @@ def own_case(extra, run):
 
 
 def main():
-    data = generate()
+    # The crypt case makes its own data (its sizes can be tiny); every other case shares these.
+    data = generate() if set(CASES) - {"crypt"} else D / "data"
     e = Env()
     results = {}
     extra = []
@@ -402,6 +406,8 @@ def main():
         own_case(extra, lambda: scale.run(sys.modules[__name__], e, data))
     if "drill" in CASES:
         own_case(extra, lambda: drill.run_case(sys.modules[__name__], e, data))
+    if "crypt" in CASES:
+        own_case(extra, lambda: crypt.run(sys.modules[__name__], e, data))
     # Shared setup: the download source, the 10k archive in the bucket.
     if "download" in CASES:
         log("uploading the download source")

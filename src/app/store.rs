@@ -11,7 +11,7 @@ use super::{bare_engine, engine, finish, load_config, summary};
 use crate::cli::invocation::{ConfigAction, Options, Sink, Source, StoreAction};
 use crate::error::{Error, Exit, Result};
 use crate::store::{ListRequest, join_key, printable_key, relative_key};
-use crate::transfer::{Cancel, Expect};
+use crate::transfer::{Cancel, Expect, Transfer};
 
 pub(super) async fn run(o: Options, action: StoreAction, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
@@ -150,6 +150,9 @@ async fn config_check(o: Options, lock_proof: bool, cancel: Arc<Cancel>) -> Resu
         lock.as_deref().unwrap_or("not enabled")
     );
     check_hooks(&cfg)?;
+    if let Some(enc) = &cfg.encryption {
+        encryption_probe(&t, cfg.location.prefix(), &enc.keys).await?;
+    }
     if cfg.transfer.probe_checksum {
         let p = cfg.checksum_probe();
         // Asked explicitly: probe again rather than trust the cache.
@@ -168,6 +171,62 @@ async fn config_check(o: Options, lock_proof: bool, cancel: Arc<Cancel>) -> Resu
         return super::lockproof::lock_proof(&o, &cfg, cancel).await;
     }
     Ok(Exit::Success)
+}
+
+/// With `encryption:`, writes a probe object sealed to the recipients, reads it back and says
+/// whether the identities open it (a host without identities can write but not restore: said,
+/// not an error), then deletes it. Only public keys are ever printed.
+async fn encryption_probe(t: &Transfer, prefix: &str, keys: &crate::crypt::Keys) -> Result<()> {
+    let nonce: u64 = rand::random();
+    let key = join_key(
+        prefix,
+        &format!(".barmans3-probe/config-check-{nonce:016x}"),
+    );
+    let body = format!("barmans3 config check probe {nonce:016x}\n").into_bytes();
+    t.put_bytes(&key, bytes::Bytes::from(body.clone()), Default::default())
+        .await?;
+    let stored = t.download_small(&key, 1 << 20).await;
+    let deleted = t.delete_keys(std::slice::from_ref(&key)).await;
+    let recipients = keys.recipients.public_keys().join(", ");
+    let opened = match stored {
+        Ok((plain, _)) => plain,
+        Err(Error::Crypt(e)) if keys.identities.is_empty() => {
+            tracing::debug!("probe object: {e}");
+            eprintln!(
+                "barmans3: encryption: a probe object sealed to {recipients} was written; no identity_file on this host to open it (this host can write but not restore)"
+            );
+            return deleted;
+        }
+        Err(Error::Crypt(e)) => {
+            return Err(Error::Config(format!(
+                "encryption: the identities in {} do not open a probe object sealed to encryption.recipients ({}): a restore could not read what this host writes; add the identity of a recipient to identity_files, or fix recipients",
+                keys.identities
+                    .files()
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.fault
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    deleted?;
+    if opened != body {
+        return Err(Error::Failed(format!(
+            "encryption: the probe object {key} read back as other bytes than were written"
+        )));
+    }
+    eprintln!(
+        "barmans3: encryption: a probe object sealed to {recipients} opens with {}",
+        keys.identities
+            .files()
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 /// The hook lines of Barman's configuration (when there is one): a hook that names a program

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use zeroize::Zeroizing;
 
 /// How long an external filter may run on one file unless configured otherwise
 /// (`barman.command_timeout`).
@@ -60,6 +61,12 @@ impl Filter {
     /// passphrase nobody will type) is an error naming the key and the file; a filter over its
     /// time is killed with everything it started.
     pub fn run(&self, input: &[u8], limit: u64, what: &str) -> Result<Vec<u8>> {
+        self.run_owned(Zeroizing::new(input.to_vec()), limit, what)
+    }
+
+    /// [`Filter::run`] over an input it takes: no copy is made, and the input is wiped from
+    /// memory once written (it may start with a passphrase).
+    pub fn run_owned(&self, input: Zeroizing<Vec<u8>>, limit: u64, what: &str) -> Result<Vec<u8>> {
         let deadline = Instant::now() + self.timeout;
         // Messages name the program only: its arguments may hold a passphrase.
         let program = Path::new(&self.argv[0]);
@@ -80,7 +87,7 @@ impl Filter {
                     crate::error::reason(&e)
                 ))
             })?;
-        let piped = pipe_threads(&mut child, input.to_vec(), limit);
+        let piped = pipe_threads(&mut child, input, limit);
         let status = wait_until(&mut child, deadline);
         let Some(status) = status else {
             kill_group(&mut child);
@@ -149,7 +156,7 @@ const GRACE: Duration = Duration::from_secs(2);
 /// deadline. The threads end when their pipe does.
 fn pipe_threads(
     child: &mut std::process::Child,
-    input: Vec<u8>,
+    input: Zeroizing<Vec<u8>>,
     limit: u64,
 ) -> std::sync::mpsc::Receiver<Piped> {
     // Three messages at most: the channel never holds more.
@@ -167,7 +174,9 @@ fn pipe_threads(
     if let Some(r) = child.stdout.take() {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let mut out = Vec::new();
+            // Sized up front for small outputs (a passphrase command's): a vector that grows
+            // leaves copies of what it held in memory it frees.
+            let mut out = Vec::with_capacity(limit.saturating_add(1).min(1 << 20) as usize);
             let got = r.take(limit.saturating_add(1)).read_to_end(&mut out);
             let _ = tx.send(Piped::Out(got.map(|_| out)));
         });

@@ -175,7 +175,7 @@ impl Decryption {
         input.extend_from_slice(&head);
         input.extend_from_slice(data);
         self.filter
-            .run(&input, limit, what)
+            .run_owned(input, limit, what)
             .map_err(|e| self.hint(e))
     }
 

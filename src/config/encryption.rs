@@ -134,7 +134,10 @@ pub(super) fn encryption(
         keys: Keys {
             recipients,
             identities,
-            require_sealed: raw.require_encrypted.unwrap_or(false),
+            require_sealed: raw
+                .require_encrypted
+                .unwrap_or(false)
+                .then_some(crate::crypt::REQUIRE_SETTING),
         },
         recipients_file: raw.recipients_file.clone(),
     }))
@@ -168,7 +171,7 @@ pub fn keys_from_files(
         return Ok(Keys {
             recipients,
             identities: Identities::none(identity_key),
-            require_sealed: false,
+            require_sealed: None,
         });
     };
     let text = key_text(file, identity_key, path, true)?;
@@ -182,7 +185,7 @@ pub fn keys_from_files(
     Ok(Keys {
         recipients,
         identities: Identities::new(identity_key, vec![path.to_path_buf()], found),
-        require_sealed: false,
+        require_sealed: None,
     })
 }
 
@@ -260,7 +263,7 @@ pub(super) fn raw_encryption(e: &Option<EncryptionConfig>) -> Option<RawEncrypti
         recipients_file: e.recipients_file.clone(),
         identity_file: None,
         identity_files: (!ids.is_empty()).then(|| ids.files().to_vec()),
-        require_encrypted: Some(e.keys.require_sealed),
+        require_encrypted: Some(e.keys.require_sealed.is_some()),
         identity_public_keys: (!ids.is_empty()).then(|| ids.public_keys()),
     })
 }

@@ -77,7 +77,7 @@ impl fmt::Display for Fault {
             Fault::TruncatedHeader => f.write_str("the object ends inside its age header"),
             Fault::Plaintext { setting } => write!(
                 f,
-                "the object is not encrypted, and {setting} says every object must be: refused, not restored (someone who can write the bucket may have replaced it; an object written before encryption was turned on needs {setting}: false)"
+                "the object is not encrypted, and {setting} says every object must be: refused, not restored (someone who can write the bucket may have replaced it; an object written before encryption was turned on needs {setting} turned off)"
             ),
             Fault::NoIdentity { setting } => write!(
                 f,

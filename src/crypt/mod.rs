@@ -44,10 +44,11 @@ pub struct Keys {
     pub recipients: Recipients,
     /// Tried in order on each object read (empty on hosts that only write).
     pub identities: Identities,
-    /// Every object read must be encrypted (`encryption.require_encrypted`): a plaintext object
-    /// is refused rather than taken as what an old, unencrypted run wrote, so nobody who can
-    /// write the bucket can swap an object for plaintext of their choosing.
-    pub require_sealed: bool,
+    /// Every object read must be encrypted, by the setting named here
+    /// (`encryption.require_encrypted`, the gpbackup plugin's `age_require_encrypted`): a
+    /// plaintext object is refused rather than taken as what an old, unencrypted run wrote, so
+    /// nobody who can write the bucket can swap an object for plaintext of their choosing.
+    pub require_sealed: Option<&'static str>,
 }
 
 /// The setting that makes every object read have to be encrypted.

@@ -49,6 +49,7 @@ const KNOWN: &[&str] = &[
     "restore_subset",
     "age_recipients_file",
     "age_identity_file",
+    "age_require_encrypted",
     "stream_memory",
 ];
 
@@ -389,9 +390,17 @@ fn stream_memory(o: &Options, problems: &mut Vec<String>) -> u64 {
 /// companion's `encryption:` section does.
 fn age_keys(path: &Path, o: &Options, problems: &mut Vec<String>) -> Option<crate::crypt::Keys> {
     let ids = o.get("age_identity_file").map(Path::new);
+    // Every file read must be encrypted: a plaintext one is refused (the companion's
+    // encryption.require_encrypted), so a swapped object cannot pass for an old backup's.
+    let require = switch(o, "age_require_encrypted", ["on", "off"], false, problems);
     let Some(to) = o.get("age_recipients_file") else {
-        if ids.is_some() {
-            problems.push("option age_identity_file needs age_recipients_file".into());
+        if ids.is_some() || require {
+            let which = if ids.is_some() {
+                "age_identity_file"
+            } else {
+                "age_require_encrypted"
+            };
+            problems.push(format!("option {which} needs age_recipients_file"));
         }
         return None;
     };
@@ -403,7 +412,12 @@ fn age_keys(path: &Path, o: &Options, problems: &mut Vec<String>) -> Option<crat
         "age_identity_file",
         ids,
     );
-    keys.map_err(|e| problems.push(e.to_string())).ok()
+    keys.map(|k| crate::crypt::Keys {
+        require_sealed: require.then_some("age_require_encrypted"),
+        ..k
+    })
+    .map_err(|e| problems.push(e.to_string()))
+    .ok()
 }
 
 /// `bucket` and the normalised `folder`, both required.

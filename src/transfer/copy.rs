@@ -5,6 +5,11 @@
 //!
 //! A copy the server refuses, or cannot vouch for because it keeps no checksum of copies, is
 //! reported as [`Error::CopyRefused`], so the caller can upload instead.
+//!
+//! With encryption on, an encrypted source is copied as it is stored (its ciphertext, never
+//! opened and sealed again): the caller's record is of the plaintext, so the copy is checked
+//! against the source instead, whose header must open to the recorded plaintext size, and
+//! whose stored size and full-object CRC32C the copy must have.
 
 use super::Transfer;
 use super::plan::{self, LAYOUT_META};
@@ -58,17 +63,79 @@ impl Transfer {
         opts: PutOptions,
     ) -> Result<()> {
         if self.encrypts() {
-            // The caller's record is of the plaintext, the server's checksum of the stored
-            // bytes: such a copy could not be verified, so the file is sent again, sealed.
-            return Err(Error::CopyRefused(format!(
-                "{src}: copies of encrypted objects are not verified server-side; sending it again"
-            )));
+            return self.copy_sealed(src, dst, expect, opts).await;
         }
         let result = if expect.size <= self.cfg.copy_limit.min(MAX_COPY_SIZE) {
             self.copy_whole(src, dst, expect, opts).await
         } else {
             self.copy_parts(src, dst, expect, opts).await
         };
+        match result {
+            Ok(()) => {
+                self.stats.copied(expect.size);
+                Ok(())
+            }
+            Err(e) if refused(&e) => Err(Error::CopyRefused(e.one_line())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The copy of an encrypted object: its stored bytes, checked against the source's (the
+    /// plaintext record `expect` cannot be compared with the server's checksum of
+    /// ciphertext). The source's header must open with our identities and give `expect.size`;
+    /// a source stored unencrypted (a backup from before encryption was turned on) refuses
+    /// copies for the run; one the server holds without a full-object CRC32C (sent in parts)
+    /// is not copied: the file is sent again, sealed.
+    async fn copy_sealed(
+        &self,
+        src: &str,
+        dst: &str,
+        expect: CopyExpect,
+        opts: PutOptions,
+    ) -> Result<()> {
+        let meta = self.head(src).await?;
+        // Reuse reads the previous backup's (encrypted) manifest, so a host that gets here
+        // holds identities: the header opens, or the copy is not made.
+        let plain_len = self.sniff(src, &meta).await?.map(|s| s.plain_len);
+        let Some(plain_len) = plain_len else {
+            return Err(Error::CopyRefused(format!(
+                "{src} is stored unencrypted; sending it again, encrypted"
+            )));
+        };
+        if plain_len != expect.size {
+            return Err(Error::Checksum {
+                key: src.into(),
+                expected: format!("{} bytes", expect.size),
+                actual: format!("{plain_len} bytes in the store"),
+            });
+        }
+        let stored = match meta.crc32c.as_deref() {
+            Some(c) if !c.contains('-') => checksum::parse_crc32c_header(c),
+            _ => None,
+        };
+        // This object's own shape, not the server's: the caller sends this file again and goes
+        // on copying others.
+        let Some(crc32c) = stored else {
+            return Err(Error::Failed(format!(
+                "{src} has no CRC32C of the whole encrypted object to check a copy against"
+            )));
+        };
+        if meta.size > self.cfg.copy_limit.min(MAX_COPY_SIZE) {
+            return Err(Error::Failed(format!(
+                "{src} is an encrypted object above the single-copy limit"
+            )));
+        }
+        let result = self
+            .copy_whole(
+                src,
+                dst,
+                CopyExpect {
+                    size: meta.size,
+                    crc32c,
+                },
+                opts,
+            )
+            .await;
         match result {
             Ok(()) => {
                 self.stats.copied(expect.size);

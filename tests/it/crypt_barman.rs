@@ -220,6 +220,120 @@ fn archive_and_volumes_refuse_to_run_with_encryption() {
     );
 }
 
+/// `config check` with `encryption:` writes a probe object, reads it back and says whether the
+/// identities open it; it shows the recipients' public keys and never a secret key; identities
+/// that do not open it are exit 2 naming the file; a host without identities is told it can
+/// write but not restore. The probe never stays in the bucket.
+#[test]
+fn config_check_opens_a_probe_object_and_shows_only_public_keys() {
+    let site = Site::local();
+    let keys = tempfile::tempdir().expect("keys");
+    let (a, b) = (x25519::Identity::generate(), x25519::Identity::generate());
+    let (a_file, b_file) = (
+        key_file(keys.path(), "a.key", &a),
+        key_file(keys.path(), "b.key", &b),
+    );
+    let secret = |id: &x25519::Identity| id.to_string().expose_secret().to_string();
+    let check = || site.run(&["config", "check"], &[]);
+
+    set_encryption(&site, &a, &a_file);
+    let out = check();
+    let (text, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), err(&out));
+    assert!(out.status.success(), "{e}");
+    assert!(
+        e.contains(&format!("a probe object sealed to {}", a.to_public()))
+            && e.contains(&format!("opens with {}", a_file.display())),
+        "{e}"
+    );
+    assert!(text.contains(&a.to_public().to_string()), "{text}");
+    for shown in [&text, &e] {
+        assert!(!shown.contains("AGE-SECRET-KEY") && !shown.contains(&secret(&a)));
+    }
+
+    // Sealed to A, opened with B only: the identities cannot read what this host writes.
+    let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
+    std::fs::write(
+        &site.cfg,
+        cfg.replace(&a_file.display().to_string(), &b_file.display().to_string()),
+    )
+    .expect("cfg");
+    let out = check();
+    let e = err(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("do not open a probe object") && e.contains(&b_file.display().to_string()),
+        "{e}"
+    );
+    assert_eq!(e.lines().filter(|l| l.contains("probe")).count(), 1, "{e}");
+    assert!(!e.contains("AGE-SECRET-KEY"), "{e}");
+
+    // A host that only writes.
+    let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
+    let base = cfg.split("encryption:\n").next().expect("text").to_string();
+    std::fs::write(
+        &site.cfg,
+        format!("{base}encryption:\n  recipients: [{}]\n", a.to_public()),
+    )
+    .expect("cfg");
+    let out = check();
+    let e = err(&out);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("can write but not restore"), "{e}");
+    assert!(
+        files(&site.dir.path().join("bucket")).is_empty(),
+        "no probe left in the bucket"
+    );
+}
+
+/// Bareos' dplcompat program with `encryption:` in its config: volume parts must stay readable
+/// by Bareos' other wrappers (s3cmd, the AWS CLI), which cannot decrypt, so every operation that
+/// reads or writes refuses with exit 2 and one line naming the setting, and nothing is stored.
+#[test]
+fn the_dplcompat_program_refuses_a_config_with_encryption() {
+    use std::io::Write;
+    let site = Site::local();
+    let keys = tempfile::tempdir().expect("keys");
+    let a = x25519::Identity::generate();
+    let a_file = key_file(keys.path(), "a.key", &a);
+    set_encryption(&site, &a, &a_file);
+    let prog = env!("CARGO_BIN_EXE_barmans3-dplcompat");
+    for args in [
+        &["upload", "Full-0001", "0001"][..],
+        &["download", "Full-0001", "0001"],
+        &["stat", "Full-0001", "0001"],
+        &["list", "Full-0001"],
+        &["testconnection"],
+    ] {
+        let mut child = Command::new(prog)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("config", &site.cfg)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("barmans3-dplcompat");
+        if let Some(mut w) = child.stdin.take() {
+            // The refusal may come before the chunk is read: a closed pipe is fine here.
+            let _ = w.write_all(&data(1 << 20, 5));
+        }
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", err(&out));
+        let e = err(&out);
+        assert!(
+            e.contains("encryption:") && e.contains("barmans3-dplcompat"),
+            "{args:?}: {e}"
+        );
+        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: {e}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+    assert!(
+        files(&site.dir.path().join("bucket")).is_empty(),
+        "nothing stored"
+    );
+}
+
 /// `verify --quick` on an encrypted bucket: each object's age header is read and
 /// authenticated (never its chunks) and the plaintext size it gives is compared with the
 /// manifest; an altered header and a truncated object are reported by name, a full `verify`

@@ -31,7 +31,7 @@ fn keys(to: &[&x25519::Identity], ids: &[&x25519::Identity]) -> Keys {
             vec!["/etc/barmans3/id.key".into()],
             ids.iter().map(|k| (*k).clone()).collect(),
         ),
-        require_sealed: false,
+        require_sealed: None,
     }
 }
 
@@ -429,7 +429,7 @@ async fn a_plaintext_swap_is_refused_where_encryption_is_required(b: Backend) {
     let (store, prefix, _d) = open(b, "crypt-require").await;
     let me = x25519::Identity::generate();
     let mut strict = keys(&[&me], &[&me]);
-    strict.require_sealed = true;
+    strict.require_sealed = Some(barmans3::crypt::REQUIRE_SETTING);
     let strict_t = engine(&store, Some(strict));
     let lax_t = engine(&store, Some(keys(&[&me], &[&me])));
     let key = join_key(&prefix, "manifest.json");

@@ -885,4 +885,27 @@ fn encrypted_streams_files_and_ranges_round_trip() {
     std::fs::remove_file(&path).expect("rm");
     gp.ok(&format!("restore_file $C {}", path.display()), None);
     assert_eq!(std::fs::read(&path).expect("restored"), body);
+    // A plaintext object in the same folder (written without keys, or swapped in): read as
+    // what it is by default (a mixed bucket), refused with age_require_encrypted: on.
+    let swapped = format!("{}/gpbackup_0_{}_16385", dir.display(), gp.ts);
+    plain.ok(&format!("backup_data $C {swapped}"), Some(&src));
+    assert!(gp.ok(&format!("restore_data $C {swapped}"), None) == data);
+    let strict = Gp::with_text(
+        "age-strict",
+        &format!(
+            "{}  age_require_encrypted: on\n",
+            std::fs::read_to_string(&gp.cfg).expect("cfg")
+        ),
+        gp.folder.clone(),
+    );
+    fails(
+        &strict.sh(&format!("restore_data $C {swapped}"), None),
+        "age_require_encrypted",
+    );
+    assert!(strict.ok(&format!("restore_data $C {key}"), None) == data);
+    let bad = Gp::new("age-require-alone", "  age_require_encrypted: on\n");
+    fails(
+        &bad.sh("list_directory $C", None),
+        "age_require_encrypted needs age_recipients_file",
+    );
 }

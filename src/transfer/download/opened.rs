@@ -29,7 +29,11 @@ impl Transfer {
 
     /// With identities configured: whether the object is encrypted, from its first bytes, and
     /// if so its authenticated header.
-    pub(super) async fn sniff(&self, key: &str, meta: &ObjectMeta) -> Result<Option<SealedObject>> {
+    pub(in crate::transfer) async fn sniff(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+    ) -> Result<Option<SealedObject>> {
         let Some(keys) = self.crypt.keys() else {
             return Ok(None);
         };

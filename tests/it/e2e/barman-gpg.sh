@@ -162,4 +162,35 @@ done
 grep -q "$PASSPHRASE" "$BASE/pglog/restore1.log" && fail "the passphrase reached PostgreSQL's log"
 as_pg "$PGBIN/pg_ctl -D $BASE/restore1 -m fast -w stop >/dev/null"
 
-echo "E2E OK: $VERSION; B1 $ID1 (tar gzip, encryption = gpg), $ENCRYPTED encrypted WAL segments, prefix $PREFIX" >&2
+step "the Barman host is lost: catalog-restore puts the GPG-encrypted files back as Barman wrote them"
+as_barman "$B terminate-process $SRV receive-wal" >/dev/null 2>&1 || true
+sleep 1
+mv "$BASE/barman/$SRV" "$BASE/lost-$SRV"
+b3 catalog-restore --layout meta $SRV >/dev/null
+GPGFILES=$(cd "$BASE/lost-$SRV/base/$ID1" && find . -type f -name '*.gpg')
+[ -n "$GPGFILES" ] || fail "no .gpg file in the lost backup"
+for f in $GPGFILES; do
+  cmp -s "$BASE/lost-$SRV/base/$ID1/$f" "$BASE/barman/$SRV/base/$ID1/$f" || fail "catalog-restore did not give $f back as Barman wrote it"
+done
+SAME=$(python3 - "$BASE/lost-$SRV/wals" "$BASE/barman/$SRV/wals" <<'PY'
+import os, sys
+same = 0
+for root, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        if len(f) != 24:
+            continue
+        old = open(os.path.join(root, f), "rb").read()
+        if old[:1] not in (b"\x84", b"\x85", b"\xc1"):
+            continue
+        new_path = os.path.join(sys.argv[2], os.path.relpath(root, sys.argv[1]), f)
+        if not os.path.exists(new_path) or open(new_path, "rb").read() != old:
+            sys.exit(f"{f}: not given back as Barman wrote it")
+        same += 1
+print(same)
+PY
+) || fail "$SAME"
+[ "$SAME" -ge 2 ] || fail "only $SAME encrypted WALs compared"
+grep -q "^encryption=gpg" "$BASE/barman/$SRV/meta/$ID1-backup.info" || fail "backup.info lost encryption=gpg"
+as_barman "$B list-backups --minimal $SRV" | grep -q "$ID1" || fail "barman does not list $ID1 after catalog-restore"
+
+echo "E2E OK: $VERSION; B1 $ID1 (tar gzip, encryption = gpg), $ENCRYPTED encrypted WAL segments, $SAME given back encrypted by catalog-restore, prefix $PREFIX" >&2

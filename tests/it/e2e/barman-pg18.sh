@@ -15,6 +15,8 @@
 #   - the Barman host is lost: catalog-restore of the incremental alone rebuilds its directory
 #     from the bucket with its parent, and barman rebuild-xlogdb, list-backups and recover work
 #     on it with the same rows.
+#   - with ENCRYPT=age, all of it with barmans3's own encryption on: every object in the bucket
+#     is age, and the rage tool (RAGE) opens a stored file of the incremental to Barman's bytes.
 # Needs BARMANS3_BIN, BARMAN (a venv barman), PG18 (the bin directory) and the
 # BARMANS3_TEST_S3_* variables. Prints "E2E OK" at the end.
 set -euo pipefail
@@ -40,6 +42,18 @@ step "$(as_barman "$BARMAN --version" | head -1); $("$PGBIN/postgres" --version)
 e2e_postgres "--no-locale -E UTF8" "summarize_wal = on\n"
 
 e2e_config pg18 "" "  pg_combinebackup: $PGBIN/pg_combinebackup"
+if [ "${ENCRYPT:-}" = age ]; then
+  # One identity, a copy for each side (each user's own, mode 600): the Barman side reads the
+  # bucket too (catalog-restore).
+  mkdir -p "$BASE/keys"; chmod 755 "$BASE/keys"
+  age-keygen -o "$BASE/keys/age.key" >/dev/null 2>&1 || fail "age-keygen"
+  RECIPIENT=$(age-keygen -y "$BASE/keys/age.key")
+  [[ "$RECIPIENT" == age1* ]] || fail "no recipient: $RECIPIENT"
+  install -o barman -g barman -m 600 "$BASE/keys/age.key" "$BASE/keys/barman.key"
+  install -o postgres -g postgres -m 600 "$BASE/keys/age.key" "$BASE/keys/postgres.key"
+  sed -i "/^state:/i encryption:\n  recipients: [$RECIPIENT]\n  identity_file: $BASE/keys/barman.key\n  require_encrypted: true" "$CFG"
+  sed -i "/^state:/i encryption:\n  recipients: [$RECIPIENT]\n  identity_file: $BASE/keys/postgres.key\n  require_encrypted: true" "$BASE/restore.yaml"
+fi
 
 e2e_barman_server "" "compression = gzip\n"
 rows() { psql1 "INSERT INTO t SELECT g, md5(g::text) FROM generate_series($1,$2) g;"; }
@@ -71,6 +85,24 @@ b3 base-sync
 b3 wal-sync $SRV
 LS=$(b3 --json base-ls $SRV)
 grep -q "\"parent\": \"$FULL\"" <<<"$LS" || fail "base-ls does not show the parent: $LS"
+if [ "${ENCRYPT:-}" = age ]; then
+  step "every object in the bucket is age; rage opens the largest file of the incremental to Barman's own bytes"
+  KEYS=$(b3 store ls "$SRV/" | awk '{print $NF}')
+  [ "$(grep -c . <<<"$KEYS")" -ge 8 ] || fail "too few objects: $KEYS"
+  for k in $KEYS; do
+    k=${k#"$PREFIX/"}
+    b3 store get --raw "$k" "$BASE/b3/raw" >/dev/null
+    [ "$(head -c 21 "$BASE/b3/raw")" = "age-encryption.org/v1" ] || fail "$k is not an age object"
+  done
+  TAR=$(cd "$BASE/barman/$SRV/base/$INC" && find . -type f -printf '%s %P\n' | sort -rn | head -1 | cut -d' ' -f2-)
+  [ -n "$TAR" ] || fail "no file in the incremental backup $INC"
+  b3 store get --raw "$SRV/base/$INC/$TAR" "$BASE/b3/raw"
+  "$RAGE" -d -i "$BASE/keys/age.key" -o "$BASE/b3/opened" "$BASE/b3/raw" || fail "rage could not open $TAR"
+  cmp -s "$BASE/b3/opened" "$BASE/barman/$SRV/base/$INC/$TAR" || fail "rage opens $TAR to other bytes than Barman's"
+  b3 store get "$SRV/base/$INC/$TAR" "$BASE/b3/restored"
+  cmp -s "$BASE/b3/opened" "$BASE/b3/restored" || fail "rage and barmans3 give other bytes for $TAR"
+  rm -f "$BASE/b3/raw" "$BASE/b3/opened" "$BASE/b3/restored"
+fi
 
 step "full-sync never plans to delete a parent a child needs"
 mkdir -p "$BASE/aside"
@@ -177,4 +209,4 @@ for _ in $(seq 1 60); do [ "$(psql2 'SELECT pg_is_in_recovery()' 2>/dev/null)" =
 [ "$(psql2 'SELECT count(*), max(id) FROM t')" = "3000|3000" ] || fail "rows after barman recover: $(psql2 'SELECT count(*), max(id) FROM t')"
 as_pg "$PGBIN/pg_ctl -D $BASE/recovered -m fast -w stop >/dev/null"
 
-echo "E2E OK: PostgreSQL 18 full $FULL + incremental $INC restored by pg_combinebackup; Barman host rebuilt, list-backups equal, barman recover 3000 rows; prefix $PREFIX" >&2
+echo "E2E OK${ENCRYPT:+ (encryption: $ENCRYPT)}: PostgreSQL 18 full $FULL + incremental $INC restored by pg_combinebackup; Barman host rebuilt, list-backups equal, barman recover 3000 rows; prefix $PREFIX" >&2
