@@ -9,7 +9,7 @@ use crate::barman::observe::lockcheck::{self, LockProofRecord};
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::store::asof::format_time;
-use crate::store::lockproof::{Answer, CANARY_KEY, Permitted, Verdict, prove, verdict};
+use crate::store::lockproof::{Answer, CANARY_KEY, Permitted, Proven, Verdict, prove, verdict};
 use crate::transfer::Cancel;
 
 /// The lock `s3.object_lock` configures, which the proof needs (checked before anything runs).
@@ -28,7 +28,13 @@ pub(super) async fn lock_proof(o: &Options, cfg: &Config, cancel: Arc<Cancel>) -
         .open_with_store(&cfg.location, &cfg.s3)
         .await?;
     let key = crate::store::join_key(cfg.location.prefix(), CANARY_KEY);
-    let proof = prove(store.as_ref(), &key, lock.mode).await?;
+    let proof = match prove(store.as_ref(), &key, lock.mode).await? {
+        Proven::Ran(p) => p,
+        Proven::NoLock(why) => {
+            outln!("lock does not hold: {why}")?;
+            return Ok(Exit::Failed);
+        }
+    };
     outln!(
         "lock proof: {} version {} ({:?} until {})",
         crate::store::printable_key(&proof.key),
@@ -80,9 +86,8 @@ fn conclusion(v: &Verdict) -> (bool, bool, String) {
     }
 }
 
-/// `check`'s proof: the last record while it is less than a day old, else a new proof,
-/// recorded (a proof that could not run is reported and not recorded: the next check tries
-/// again).
+/// `check`'s proof: the last record while it is less than a day old (an hour when it proved
+/// nothing or could not run), else a new proof, recorded either way.
 pub(super) async fn daily(
     o: &Options,
     cfg: &Config,
@@ -103,8 +108,11 @@ pub(super) async fn daily(
     };
     let store = crate::barman::ship::state::store_id(cfg);
     match run.await {
-        Ok(proof) => {
-            let (holds, allowed, line) = conclusion(&verdict(&proof.answers));
+        Ok(proven) => {
+            let (holds, allowed, line) = match proven {
+                Proven::Ran(proof) => conclusion(&verdict(&proof.answers)),
+                Proven::NoLock(why) => (false, true, format!("lock does not hold: {why}")),
+            };
             let rec = LockProofRecord {
                 store,
                 at: now,
@@ -117,12 +125,19 @@ pub(super) async fn daily(
             }
             Some(rec)
         }
-        Err(e) => Some(LockProofRecord {
-            store,
-            at: now,
-            holds: false,
-            allowed: false,
-            line: format!("lock not proven: {}", e.one_line()),
-        }),
+        // Recorded too, so the next checks wait before writing another canary.
+        Err(e) => {
+            let rec = LockProofRecord {
+                store,
+                at: now,
+                holds: false,
+                allowed: false,
+                line: format!("lock not proven: {}", e.one_line()),
+            };
+            if let Err(e) = lockcheck::save(&cfg.state.dir, &rec) {
+                tracing::warn!("recording the lock proof: {}", e.one_line());
+            }
+            Some(rec)
+        }
     }
 }

@@ -45,8 +45,18 @@ pub struct Proof {
     pub answers: Vec<(Attempt, Answer)>,
 }
 
+/// What a proof that ran found: its attempts, or that the store keeps no lock at all (which
+/// is as bad as a lock it lets go, never merely "not proven").
+#[derive(Debug)]
+pub enum Proven {
+    /// The attempts were made.
+    Ran(Proof),
+    /// The bucket or the canary shows no lock (why).
+    NoLock(String),
+}
+
 /// Runs the proof on `store` with the configured lock `mode`; `key` is the canary's full key.
-pub async fn prove(store: &dyn Store, key: &str, mode: LockMode) -> Result<Proof> {
+pub async fn prove(store: &dyn Store, key: &str, mode: LockMode) -> Result<Proven> {
     let (Some(retention), Some(versions)) = (store.retention(), store.versions()) else {
         return Err(Error::Config(format!(
             "--lock-proof: {} has no Object Lock (an S3 bucket with Object Lock enabled is needed)",
@@ -54,14 +64,17 @@ pub async fn prove(store: &dyn Store, key: &str, mode: LockMode) -> Result<Proof
         )));
     };
     if retention.lock_status().await?.is_none() {
-        return Err(Error::Failed(format!(
+        return Ok(Proven::NoLock(format!(
             "{}: Object Lock is not enabled on the bucket, so nothing it holds is locked",
             store.describe()
         )));
     }
     remove_expired(versions, key).await;
     let (version_id, lock) = write_canary(retention, key, mode).await?;
-    let mut canary = read_canary(versions, key, &version_id, lock).await?;
+    let mut canary = match read_canary(versions, key, &version_id, lock).await? {
+        Ok(c) => c,
+        Err(none) => return Ok(Proven::NoLock(none)),
+    };
     let controls = vec![
         (
             "removing a delete marker by version id",
@@ -96,7 +109,7 @@ pub async fn prove(store: &dyn Store, key: &str, mode: LockMode) -> Result<Proof
             tried.record(Attempt::Unlock, &r, &controls[1].1).await;
         }
     }
-    Ok(Proof {
+    Ok(Proven::Ran(Proof {
         key: key.to_string(),
         version_id: version_id.clone(),
         lock: LockSpec {
@@ -105,7 +118,7 @@ pub async fn prove(store: &dyn Store, key: &str, mode: LockMode) -> Result<Proof
         },
         controls,
         answers: tried.answers,
-    })
+    }))
 }
 
 /// The attempts made so far on one canary version.
@@ -139,18 +152,18 @@ async fn read_canary(
     key: &str,
     version_id: &str,
     lock: LockSpec,
-) -> Result<Canary> {
+) -> Result<std::result::Result<Canary, String>> {
     let m = versions.head_version(key, version_id).await?;
-    let until = m.retain_until.ok_or_else(|| {
-        Error::Failed(format!(
-            "{key} (version {version_id}): the store accepted the canary's lock but shows none on it: the lock does not hold"
-        ))
-    })?;
-    Ok(Canary {
+    let Some(until) = m.retain_until else {
+        return Ok(Err(format!(
+            "{key} (version {version_id}): the store accepted the canary's lock but shows none on it"
+        )));
+    };
+    Ok(Ok(Canary {
         size: m.size,
         etag: m.etag,
         until: until.min(lock.until),
-    })
+    }))
 }
 
 /// Whether the credentials may delete a version by id: a delete marker is never locked, so

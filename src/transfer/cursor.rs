@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use super::Transfer;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{ListRequest, ObjectMeta};
 
 /// The listing of `req`, taken in key order.
@@ -16,6 +16,8 @@ pub struct ListCursor {
     token: Option<String>,
     held: VecDeque<ObjectMeta>,
     done: bool,
+    /// The last key received, so a listing out of key order is refused, not half-read.
+    last: Option<String>,
 }
 
 impl ListCursor {
@@ -26,6 +28,7 @@ impl ListCursor {
             token: None,
             held: VecDeque::new(),
             done: false,
+            last: None,
         }
     }
 
@@ -48,6 +51,9 @@ impl ListCursor {
                 return Ok(out);
             }
             let page = t.list_page(&self.req, self.token.as_deref()).await?;
+            // Callers take keys below a bound and treat the rest as absent: a key listed out of
+            // order would look missing and be sent again, so such a listing stops the run.
+            self.last = in_order(self.last.take(), &page.objects)?;
             self.held.extend(page.objects);
             match page.next {
                 Some(next) => self.token = Some(next),
@@ -55,6 +61,21 @@ impl ListCursor {
             }
         }
     }
+}
+
+/// The last key of a page after `last`, if every key comes after the one before it.
+fn in_order(mut last: Option<String>, page: &[ObjectMeta]) -> Result<Option<String>> {
+    for o in page {
+        if let Some(prev) = last.as_deref().filter(|p| o.key.as_str() <= *p) {
+            return Err(Error::Failed(format!(
+                "the store listed {} after {prev}: its listing is not in key order, which this \
+                 command needs; nothing was decided from it",
+                o.key
+            )));
+        }
+        last = Some(o.key.clone());
+    }
+    Ok(last)
 }
 
 #[cfg(test)]
@@ -112,5 +133,20 @@ mod tests {
             7,
             "25 keys, pages of 4"
         );
+    }
+
+    #[test]
+    fn a_listing_out_of_key_order_is_refused() {
+        let page = |keys: &[&str]| -> Vec<ObjectMeta> {
+            keys.iter().map(|k| ObjectMeta::listed(*k, 1)).collect()
+        };
+        let last = in_order(None, &page(&["a/1", "a/2"])).expect("sorted");
+        assert_eq!(last.as_deref(), Some("a/2"));
+        let last = in_order(last, &page(&["a/3"])).expect("sorted across pages");
+        assert_eq!(last.as_deref(), Some("a/3"));
+        // Out of order within a page, across pages, and a key listed twice.
+        assert!(in_order(None, &page(&["b", "a"])).is_err());
+        assert!(in_order(last.clone(), &page(&["a/0"])).is_err());
+        assert!(in_order(last, &page(&["a/3"])).is_err());
     }
 }

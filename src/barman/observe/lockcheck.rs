@@ -77,9 +77,21 @@ fn libc_nofollow() -> i32 {
 pub fn due(last: Option<&LockProofRecord>, now: u64) -> bool {
     match last {
         None => true,
-        Some(r) => r.at > now || now - r.at >= EVERY_SECS,
+        // A proof that proved nothing (or could not run) is tried again sooner, but not at
+        // every check: each try may leave one more locked canary version.
+        Some(r) => {
+            let every = if r.holds || r.allowed {
+                EVERY_SECS
+            } else {
+                RETRY_SECS
+            };
+            r.at > now || now - r.at >= every
+        }
     }
 }
+
+/// How long after a proof that proved nothing `check` tries again.
+const RETRY_SECS: u64 = 3600;
 
 /// What `check` says of the last proof at `now`: its level and line.
 pub fn judge(r: &LockProofRecord, now: u64) -> (CheckLevel, String) {
@@ -120,6 +132,11 @@ mod tests {
         assert!(!due(Some(&rec(now - 3600, true, false)), now));
         assert!(due(Some(&rec(now - EVERY_SECS, true, false)), now));
         assert!(due(Some(&rec(now + 60, true, false)), now));
+        // A lock that let something through is also proven again a day later.
+        assert!(!due(Some(&rec(now - 3600, false, true)), now));
+        // One that proved nothing is tried again after an hour, not at every check.
+        assert!(!due(Some(&rec(now - 600, false, false)), now));
+        assert!(due(Some(&rec(now - 3600, false, false)), now));
     }
 
     #[test]

@@ -59,15 +59,23 @@ pub(super) fn scan_top(wals: &Path) -> Result<(Vec<LocalWal>, Vec<String>)> {
 /// Appends the WAL files of hash directory `d` (unsorted).
 pub(super) fn scan_dir(wals: &Path, d: &str, files: &mut Vec<LocalWal>) -> Result<()> {
     let path = wals.join(d);
-    let rd =
-        std::fs::read_dir(&path).map_err(|e| Error::io(format!("list {}", path.display()), e))?;
+    // Steps scan their directories long after the run listed them: one Barman's retention
+    // removed meanwhile is empty, and so is a file it removed, never an error that fails the run.
+    let rd = match std::fs::read_dir(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r.map_err(|e| Error::io(format!("list {}", path.display()), e))?,
+    };
     for e in rd {
         let e = e.map_err(|e| Error::io(format!("list {}", path.display()), e))?;
         let name = e.file_name().to_string_lossy().into_owned();
         if wal::classify(&name).is_some_and(|k| k != WalKind::History)
             && e.file_type().is_ok_and(|t| t.is_file())
         {
-            files.push(local_wal(format!("{d}/{name}"), e.path())?);
+            match std::fs::symlink_metadata(e.path()) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(Error::io(format!("stat {}", e.path().display()), err)),
+                Ok(m) => files.push(wal_of(format!("{d}/{name}"), e.path(), &m)),
+            }
         }
     }
     Ok(())
@@ -76,12 +84,16 @@ pub(super) fn scan_dir(wals: &Path, d: &str, files: &mut Vec<LocalWal>) -> Resul
 pub(super) fn local_wal(rel: String, path: PathBuf) -> Result<LocalWal> {
     let m = std::fs::symlink_metadata(&path)
         .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    Ok(LocalWal {
+    Ok(wal_of(rel, path, &m))
+}
+
+fn wal_of(rel: String, path: PathBuf, m: &std::fs::Metadata) -> LocalWal {
+    LocalWal {
         rel,
         path,
         size: m.len(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-    })
+    }
 }
 
 /// Hash directories per step of a run (4096 segments of 16 MiB): a step's local files, its
@@ -219,4 +231,25 @@ pub(super) fn load_ledgers(
         }
     }
     ledgers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_directory_removed_after_the_survey_is_empty_not_an_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = "0000000100000000";
+        std::fs::create_dir(dir.path().join(d)).expect("mkdir");
+        std::fs::write(dir.path().join(d).join("000000010000000000000001"), b"x").expect("wal");
+        let mut files = Vec::new();
+        scan_dir(dir.path(), d, &mut files).expect("scan");
+        assert_eq!(files.len(), 1);
+        // Barman's retention removes the directory before this step reaches it.
+        std::fs::remove_dir_all(dir.path().join(d)).expect("rm");
+        let mut files = Vec::new();
+        scan_dir(dir.path(), d, &mut files).expect("a removed directory is empty");
+        assert!(files.is_empty());
+    }
 }

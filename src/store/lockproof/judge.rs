@@ -157,19 +157,24 @@ pub struct Canary {
 const DATE_SLACK: Duration = Duration::from_secs(1);
 
 /// Whether a refusal's words name Object Lock (AWS: "Access Denied because object protected by
-/// object lock."; MinIO: `ObjectLocked`, "WORM protected").
+/// object lock."; MinIO: `ObjectLocked`, "Object is WORM protected and cannot be overwritten").
+/// Only whole phrases count, never single words: IAM's refusals quote the action and the
+/// resource ("not authorized to perform: s3:PutObjectRetention on resource
+/// arn:aws:s3:::worm-backups/…"), where "retention" or a bucket named "worm" say nothing about
+/// the lock. `InvalidRetentionPeriod` is a validation error, not the lock refusing.
 pub fn names_the_lock(code: Option<&str>, message: &str) -> bool {
-    if matches!(code, Some("ObjectLocked" | "InvalidRetentionPeriod")) {
+    if code == Some("ObjectLocked") {
         return true;
     }
     let m = message.to_ascii_lowercase();
+    if m.contains("not authorized to perform") || m.contains("arn:") {
+        return false;
+    }
     [
-        "object lock",
-        "objectlock",
-        "worm",
-        "retention",
-        "locked",
-        "legal hold",
+        "protected by object lock",
+        "object is worm protected",
+        "object is locked",
+        "under legal hold",
     ]
     .iter()
     .any(|w| m.contains(w))
@@ -209,7 +214,10 @@ pub fn judge(reply: &Reply, in_force: bool, permitted: &Permitted, after: &After
             reply.code()
         )),
         (Reply::Refused { code, message, .. }, After::Unchanged) => {
-            if names_the_lock(code.as_deref(), message) {
+            // A refused control outweighs the words: credentials that may not do it
+            // elsewhere prove nothing here, whatever the refusal says.
+            let refused_control = matches!(permitted, Permitted::No(_));
+            if !refused_control && names_the_lock(code.as_deref(), message) {
                 return Answer::Refused(reply.code());
             }
             match permitted {
@@ -293,17 +301,52 @@ mod tests {
             judge(&denied(), true, &unknown, &After::Unchanged),
             Answer::Unknown(_)
         ));
-        // The lock's own words need no control.
+        // The lock's own words need no control, but a refused control outweighs them.
         let by_lock = Reply::of(&refused(403, "AccessDenied", LOCK_WORDS));
         assert_eq!(
-            judge(&by_lock, true, &no, &After::Unchanged),
+            judge(&by_lock, true, &unknown, &After::Unchanged),
             Answer::Refused("AccessDenied".into())
         );
+        assert!(matches!(
+            judge(&by_lock, true, &no, &After::Unchanged),
+            Answer::Unknown(_)
+        ));
         let minio = Reply::of(&refused(400, "ObjectLocked", "Object is WORM protected"));
         assert_eq!(
             judge(&minio, true, &unknown, &After::Unchanged),
             Answer::Refused("ObjectLocked".into())
         );
+    }
+
+    #[test]
+    fn iam_refusals_quoting_the_action_or_a_bucket_name_do_not_name_the_lock() {
+        let iam = "User: arn:aws:iam::1:user/b is not authorized to perform: \
+                   s3:PutObjectRetention on resource: arn:aws:s3:::worm-backups/lock-proof";
+        assert!(!names_the_lock(Some("AccessDenied"), iam));
+        assert!(!names_the_lock(
+            Some("InvalidRetentionPeriod"),
+            "the retention period is invalid"
+        ));
+        assert!(!names_the_lock(
+            Some("AccessDenied"),
+            "retention locked worm"
+        ));
+        assert!(names_the_lock(Some("AccessDenied"), LOCK_WORDS));
+        assert!(names_the_lock(Some("ObjectLocked"), ""));
+        assert!(names_the_lock(
+            Some("AccessDenied"),
+            "Object is WORM protected and cannot be overwritten"
+        ));
+        let reply = Reply::of(&refused(403, "AccessDenied", iam));
+        assert!(matches!(
+            judge(
+                &reply,
+                true,
+                &Permitted::Unknown("x".into()),
+                &After::Unchanged
+            ),
+            Answer::Unknown(_)
+        ));
     }
 
     #[test]

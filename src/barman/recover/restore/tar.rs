@@ -135,6 +135,34 @@ fn extract_decrypted(
     }
 }
 
+/// Tablespace links in a base archive: skipped (the restore makes its own), and nothing may be
+/// written under one or where one belongs, whichever entry comes first. Returns whether the
+/// entry was such a link; an error says why an entry is refused.
+fn tablespace_link(
+    root: &Path,
+    rel: &Path,
+    name: &str,
+    is_link: bool,
+    links: &mut Vec<PathBuf>,
+) -> std::result::Result<bool, String> {
+    if let Some(link) = links.iter().find(|l| rel.starts_with(l)) {
+        return Err(format!(
+            "refusing entry {name:?}: it lies under {}, a tablespace link in the archive",
+            link.display()
+        ));
+    }
+    if !is_link {
+        return Ok(false);
+    }
+    if std::fs::symlink_metadata(root.join(rel)).is_ok() {
+        return Err(format!(
+            "refusing entry {name:?}: a tablespace link where the archive already wrote something"
+        ));
+    }
+    links.push(rel.to_path_buf());
+    Ok(true)
+}
+
 /// Reads a (compressed) tar stream and writes its entries under `root`.
 pub fn extract(
     input: impl Read + Send,
@@ -177,14 +205,8 @@ pub fn extract(
         if base && (name == "tablespace_map" || name == "recovery.conf") {
             continue;
         }
-        if let Some(link) = tablespace_links.iter().find(|l| rel.starts_with(l)) {
-            return Err(bad(format!(
-                "refusing entry {name:?}: it lies under {}, a tablespace link in the archive",
-                link.display()
-            )));
-        }
-        if base && kind.is_symlink() && name.starts_with("pg_tblspc/") {
-            tablespace_links.push(rel);
+        let link = base && kind.is_symlink() && name.starts_with("pg_tblspc/");
+        if tablespace_link(root, &rel, &name, link, &mut tablespace_links).map_err(bad)? {
             continue;
         }
         let to = root.join(&rel);
@@ -404,6 +426,14 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         extract(tar.as_slice(), None, d.path(), true, "t").expect("in place");
         assert!(d.path().join("pg_tblspc/16392/f").is_file());
+        // The file first, the link after it: refused all the same.
+        let tar = archive(&[
+            ("pg_tblspc/16393/planted", T::Regular, b"x"),
+            ("pg_tblspc/16393", T::Symlink, b""),
+        ]);
+        let d = tempfile::tempdir().expect("tmp");
+        let e = extract(tar.as_slice(), None, d.path(), true, "t").expect_err("refused");
+        assert!(e.to_string().contains("a tablespace link where"), "{e}");
     }
 
     #[test]
