@@ -74,8 +74,10 @@ pub async fn wal_sync(
     }
     let s = survey(cfg, dirs, &st, full)?;
     let srv = Server::new(t, cfg.location.prefix(), &dirs.name);
-    let result = ship(&srv, &st, s, ready).await;
+    let mut listed = false;
+    let result = ship(&srv, &st, s, ready, &mut listed).await;
     if let Err(e) = &result
+        && listed
         && !matches!(e, Error::Interrupted)
     {
         // Remembered for status and check: a wal-sync that keeps failing must not look quiet.
@@ -110,9 +112,18 @@ impl Shipped {
 }
 
 /// Ships every step, then records the state and moves the window when nothing differs.
-async fn ship(srv: &Server, st: &LocalState, mut s: Survey, ready: Ready<'_>) -> Result<WalReport> {
+/// `listed` turns true once the bucket answered a first listing: a run that could not list
+/// it at all (a wrong bucket or key) attempted nothing.
+async fn ship(
+    srv: &Server,
+    st: &LocalState,
+    mut s: Survey,
+    ready: Ready<'_>,
+    listed: &mut bool,
+) -> Result<WalReport> {
     let mut done = Shipped::default();
     while let Some(step) = s.step(&srv.t, st, &srv.name).await? {
+        *listed = true;
         ship_step(srv, st, step, ready, &mut done).await?;
     }
     tracing::debug!(

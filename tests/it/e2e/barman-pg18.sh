@@ -94,7 +94,8 @@ if [ "${ENCRYPT:-}" = age ]; then
     b3 store get --raw "$k" "$BASE/b3/raw" >/dev/null
     [ "$(head -c 21 "$BASE/b3/raw")" = "age-encryption.org/v1" ] || fail "$k is not an age object"
   done
-  TAR=$(cd "$BASE/barman/$SRV/base/$INC" && find . -type f -printf '%s %P\n' | sort -rn | head -1 | cut -d' ' -f2-)
+  # awk reads the whole list (head would end the pipe early: SIGPIPE under pipefail).
+  TAR=$(cd "$BASE/barman/$SRV/base/$INC" && find . -type f -printf '%s %P\n' | sort -rn | awk 'NR == 1 { sub(/^[0-9]+ /, ""); print }')
   [ -n "$TAR" ] || fail "no file in the incremental backup $INC"
   b3 store get --raw "$SRV/base/$INC/$TAR" "$BASE/b3/raw"
   "$RAGE" -d -i "$BASE/keys/age.key" -o "$BASE/b3/opened" "$BASE/b3/raw" || fail "rage could not open $TAR"
