@@ -108,6 +108,9 @@ pub struct DrillReport {
     pub dest: String,
     /// Whether it was kept.
     pub kept: bool,
+    /// Whether the drill got as far as taking it (a drill refused before, e.g. for free
+    /// space, made and removed nothing).
+    pub claimed: bool,
     /// The binaries used.
     pub pg_bindir: Option<String>,
     /// Download and write of the base backup.

@@ -65,7 +65,11 @@ pub fn text(r: &DrillReport) -> Vec<String> {
     out.push(format!(
         "  scratch copy {}: {}",
         r.dest,
-        if r.kept { "kept" } else { "removed" }
+        match (r.claimed, r.kept) {
+            (false, _) => "not made",
+            (true, true) => "kept",
+            (true, false) => "removed",
+        }
     ));
     out
 }
@@ -200,5 +204,24 @@ mod tests {
         );
         let none = prometheus(&r, None);
         assert!(!none.contains("last_success"));
+    }
+
+    #[test]
+    fn a_drill_refused_before_its_scratch_copy_says_none_was_made() {
+        let mut r = ok();
+        r.dest = "/tmp/d".into();
+        assert!(
+            text(&r)
+                .iter()
+                .any(|l| l == "  scratch copy /tmp/d: not made")
+        );
+        r.claimed = true;
+        assert!(
+            text(&r)
+                .iter()
+                .any(|l| l == "  scratch copy /tmp/d: removed")
+        );
+        r.kept = true;
+        assert!(text(&r).iter().any(|l| l == "  scratch copy /tmp/d: kept"));
     }
 }

@@ -99,6 +99,7 @@ async fn steps(
     let need = prepare(srv, opts, env, rep, &mut f).await?;
     enter(step, "check free space");
     claim(scratch, need, &srv.name)?;
+    rep.claimed = true;
     rep.dest = scratch.dest.display().to_string();
     enter(step, "restore the base backup");
     let t0 = Instant::now();
