@@ -60,6 +60,16 @@ impl LocalWal {
         }
     }
 
+    /// Whether the ledger says this host sent this file, unchanged since, as the object now
+    /// listed with `etag` (both ETags known and equal).
+    fn sent_as(&self, ledger: &Ledger, etag: Option<&str>) -> bool {
+        ledger.get(self.name()).is_some_and(|k| {
+            k.size == self.size
+                && k.mtime_ns == self.mtime_ns
+                && matches!((k.etag.as_deref(), etag), (Some(a), Some(b)) if !a.is_empty() && a == b)
+        })
+    }
+
     /// The ledger entry for this file with content `crc32c` in an object with `etag`.
     pub fn known(&self, crc32c: u32, etag: Option<String>) -> Known {
         Known {
@@ -136,7 +146,11 @@ pub fn plan(
             continue;
         };
         let s = listed.size;
-        if s < f.size && ledger.get(f.name()).is_some_and(|k| k.size == s) {
+        if s != f.size && f.sent_as(ledger, listed.etag.as_deref()) {
+            // Encrypted: the object is larger than the file, and the very one this host sent
+            // (the ETag it recorded, the file unchanged since).
+            p.settled += 1;
+        } else if s < f.size && ledger.get(f.name()).is_some_and(|k| k.size == s) {
             p.regrown.push(Regrown {
                 file: f.clone(),
                 shipped: ledger[f.name()].clone(),
@@ -264,6 +278,35 @@ mod tests {
             if want.2 == 1 {
                 assert_eq!(p.adopt[0].1, "b");
             }
+        }
+    }
+
+    /// An encrypted WAL is listed larger than the file: settled only as the very object this
+    /// host sent (its recorded ETag, the file unchanged); anything else is a conflict.
+    #[test]
+    fn a_larger_object_is_settled_only_as_the_one_this_host_sent() {
+        let s = 16 << 20;
+        let sealed = s + 4096;
+        for (known, etag, mtime, settled) in [
+            (Some("a"), Some("a"), 1, true),
+            (Some("a"), Some("b"), 1, false),
+            (None, Some("a"), 1, false),
+            (Some("a"), None, 1, false),
+            (Some("a"), Some("a"), 2, false),
+        ] {
+            let f = wal(A, s, 1);
+            let ledgers = BTreeMap::from([(
+                f.hash_dir().to_string(),
+                Ledger::from([(f.name().to_string(), f.known(9, known.map(str::to_string)))]),
+            )]);
+            let now = wal(A, s, mtime);
+            let remote = BTreeMap::from([(A.to_string(), listed(sealed, etag))]);
+            let p = plan(&[now], &remote, &ledgers, None);
+            assert_eq!(
+                (p.settled, p.conflicts.len()),
+                if settled { (1, 0) } else { (0, 1) },
+                "{known:?} {etag:?} {mtime}"
+            );
         }
     }
 

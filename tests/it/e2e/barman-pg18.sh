@@ -108,7 +108,7 @@ fi
 step "full-sync never plans to delete a parent a child needs"
 mkdir -p "$BASE/aside"
 mv "$BASE/barman/$SRV/meta/$FULL-backup.info" "$BASE/barman/$SRV/base/$FULL" "$BASE/aside/"
-PLAN=$(b3 full-sync --dry-run $SRV 2>&1)
+PLAN=$(b3 full-sync --dry-run $SRV 2>&1) || fail "full-sync --dry-run failed: $PLAN"
 mv "$BASE/aside/$FULL-backup.info" "$BASE/barman/$SRV/meta/"; mv "$BASE/aside/$FULL" "$BASE/barman/$SRV/base/"
 grep -q "delete backup $FULL" <<<"$PLAN" && fail "full-sync would delete the parent: $PLAN"
 grep -q "kept: $FULL: incremental backup $INC depends on it" <<<"$PLAN" || fail "no reason for keeping the parent: $PLAN"
