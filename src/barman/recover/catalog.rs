@@ -334,10 +334,13 @@ async fn wal_jobs(srv: &Server, dirs: &ServerDirs, since: Option<&str>) -> Resul
         let wanted = wal::classify(name) == Some(WalKind::History)
             || since.is_none_or(|s| wal::compare(name, s).is_ge());
         if wanted {
+            // The listing gives the stored size, which for an encrypted WAL is the
+            // ciphertext's: the object's own checksums verify it instead (a resumed run fetches
+            // WALs again rather than trust a size that is not the file's).
             jobs.push(Job {
                 key: o.key.clone(),
                 to: dirs.wals_dir.join(rel),
-                size: o.size,
+                size: 0,
                 crc32c: None,
                 mode: None,
             });
