@@ -70,9 +70,15 @@ impl Transfer {
         } else {
             self.copy_parts(src, dst, expect, opts).await
         };
+        self.copied(result, expect.size)
+    }
+
+    /// A copy's result: counted when made; a store that refuses copies says so as
+    /// [`Error::CopyRefused`], so the caller sends the file instead.
+    fn copied(&self, result: Result<()>, size: u64) -> Result<()> {
         match result {
             Ok(()) => {
-                self.stats.copied(expect.size);
+                self.stats.copied(size);
                 Ok(())
             }
             Err(e) if refused(&e) => Err(Error::CopyRefused(e.one_line())),
@@ -136,14 +142,7 @@ impl Transfer {
                 opts,
             )
             .await;
-        match result {
-            Ok(()) => {
-                self.stats.copied(expect.size);
-                Ok(())
-            }
-            Err(e) if refused(&e) => Err(Error::CopyRefused(e.one_line())),
-            Err(e) => Err(e),
-        }
+        self.copied(result, expect.size)
     }
 
     async fn copy_whole(
