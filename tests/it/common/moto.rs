@@ -58,20 +58,10 @@ impl Moto {
     /// Creates a bucket (with Object Lock enabled when asked) and returns its name.
     pub fn bucket(&self, lock: bool) -> String {
         let name = format!("b{:08x}", rand::random::<u32>());
-        let py = format!(
-            "import boto3; s=boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1'); s.create_bucket(Bucket='{name}', ObjectLockEnabledForBucket={})",
-            self.endpoint,
+        self.boto(&format!(
+            "s.create_bucket(Bucket='{name}', ObjectLockEnabledForBucket={})",
             if lock { "True" } else { "False" }
-        );
-        let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
-            .args(["-c", &py])
-            .output()
-            .expect("python");
-        assert!(
-            out.status.success(),
-            "create bucket: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ));
         name
     }
 
