@@ -36,6 +36,42 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("fsync directory {}", dir.display()), e))
 }
 
+/// The filesystems a restore writes to, held open from before its first byte so that one
+/// `syncfs(2)` each at the end makes everything written there durable (file data, directory
+/// entries, links, modes) and reports any writeback error since the open (Linux 5.8 and later).
+/// A restore of thousands of files then costs one journal commit rather than one fsync per
+/// file, and the extraction never waits for the disk in the middle of a stream.
+#[derive(Debug)]
+pub struct FsBarrier(Vec<(PathBuf, File)>);
+
+impl FsBarrier {
+    /// Opens each of `dirs` (they must exist).
+    pub fn open<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<FsBarrier> {
+        let open = |d: &Path| {
+            File::open(d)
+                .map(|f| (d.to_path_buf(), f))
+                .map_err(|e| Error::io(format!("open {}", d.display()), e))
+        };
+        dirs.into_iter()
+            .map(open)
+            .collect::<Result<_>>()
+            .map(FsBarrier)
+    }
+
+    /// Flushes the filesystem of every directory opened.
+    pub fn sync(&self) -> Result<()> {
+        for (dir, f) in &self.0 {
+            rustix::fs::syncfs(f).map_err(|e| {
+                Error::io(
+                    format!("sync the filesystem of {}", dir.display()),
+                    std::io::Error::from(e),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Atomically replaces `path` with `data` (mode 0600 for new files: tasks can hold paths and
 /// errors that are nobody else's business).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

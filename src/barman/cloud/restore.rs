@@ -82,6 +82,8 @@ async fn write(
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     }
+    let barrier =
+        fsutil::FsBarrier::open(std::iter::once(dest).chain(homes.values().map(PathBuf::as_path)))?;
     let jobs: Vec<(Part, PathBuf)> = found
         .into_values()
         .flatten()
@@ -137,6 +139,8 @@ async fn write(
     if let Some(cmd) = &opts.restore_command {
         recovery::write(dest, cmd)?;
     }
+    // Everything written so far reaches the disk before pg_control makes it startable.
+    barrier.sync()?;
     // Last: pg_control, the file without which PostgreSQL will not start.
     fsutil::rename_durable(&pending, &dest.join(PG_CONTROL))?;
     Ok(Restored {

@@ -158,6 +158,9 @@ async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Resul
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     }
+    let barrier = fsutil::FsBarrier::open(
+        std::iter::once(p.dest.as_path()).chain(p.tablespaces.values().map(PathBuf::as_path)),
+    )?;
     // pg_control of a plain backup is held back for the very end.
     let mut files = p.files.clone();
     let last = files
@@ -189,6 +192,8 @@ async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Resul
     if let Some(cmd) = &opts.restore_command {
         recovery::write(&p.dest, cmd)?;
     }
+    // Everything written so far reaches the disk before pg_control makes it startable.
+    barrier.sync()?;
     // Last: pg_control, the file without which PostgreSQL will not start.
     match (&p.layout, last) {
         (Layout::Plain, Some(job)) => {

@@ -265,6 +265,9 @@ fn relative(raw: &[u8]) -> std::result::Result<Option<PathBuf>, &'static str> {
 }
 
 /// Writes one regular file; it must not exist yet (`create_new` also never follows a link).
+/// Not fsynced here: the restore syncs its filesystems once before `pg_control` goes into
+/// place ([`crate::fsutil::FsBarrier`]), so nothing PostgreSQL could start on exists before
+/// every byte is on disk.
 fn write_file(input: &mut impl Read, to: &Path, mode: u32) -> Result<u64> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)
@@ -282,8 +285,6 @@ fn write_file(input: &mut impl Read, to: &Path, mode: u32) -> Result<u64> {
             crate::error::reason(&e)
         ))
     })?;
-    f.sync_all()
-        .map_err(|e| Error::io(format!("fsync {}", to.display()), e))?;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(format!("chmod {}", to.display()), e))?;
     Ok(n)
