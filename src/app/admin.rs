@@ -205,12 +205,34 @@ fn unnamed_servers_and_lock(s: &Status) -> String {
             d.layout.as_deref().unwrap_or("barmans3"),
             drill_line(d)
         ));
+        if let Some(c) = s.cloud.iter().find(|c| c.server == d.server) {
+            out.push_str(&cloud_line(c));
+        }
     }
     if let Some(r) = &s.lock_proof {
         let (_, line) = crate::barman::observe::lockcheck::judge(r, crate::clock::now());
         out.push_str(&format!("object lock: {line}\n"));
     }
     out
+}
+
+/// The backups a barman-cloud bucket holds for a server, as `status` shows them.
+fn cloud_line(c: &crate::barman::cloud::summary::CloudSummary) -> String {
+    if let Some(e) = &c.error {
+        return format!("  backups in the bucket: unknown ({e})\n");
+    }
+    let newest = match &c.newest_done {
+        None => "none DONE among the newest".to_string(),
+        Some(n) => format!(
+            "newest DONE {}{}",
+            n.id,
+            n.end_at.map_or(String::new(), |t| format!(
+                ", ended {} ago",
+                admin::rough_age(crate::clock::now().saturating_sub(t))
+            ))
+        ),
+    };
+    format!("  backups in the bucket: {}; {newest}\n", c.backups)
 }
 
 fn render_status(s: &Status) -> String {

@@ -20,6 +20,7 @@
 
 pub mod list;
 pub mod restore;
+pub mod summary;
 pub mod verify;
 
 use std::collections::BTreeMap;

@@ -128,6 +128,9 @@ pub struct Status {
     pub replicas: Vec<crate::barman::replica::ReplicaView>,
     /// The last drill of each configured server that has one (this store's).
     pub drills: Vec<DrillRecord>,
+    /// Servers Barman's configuration does not name, drilled here from a barman-cloud bucket:
+    /// the backups that bucket holds.
+    pub cloud: Vec<crate::barman::cloud::summary::CloudSummary>,
     /// The last Object Lock proof of this store, when a lock is configured and one ran.
     pub lock_proof: Option<super::lockcheck::LockProofRecord>,
 }
@@ -377,8 +380,14 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
         servers.push(server_view(cfg, bucket.reachable.then_some(t), &conf, name).await);
         drills.extend(record::load(&cfg.state.dir, &store, name));
     }
-    // Servers only drilled here (a barman-cloud bucket): their drills count all the same.
-    drills.extend(record::others(&cfg.state.dir, &store, &names));
+    // Servers only drilled here (a barman-cloud bucket): their drills count all the same, and
+    // the bucket says what backups they have.
+    let others = record::others(&cfg.state.dir, &store, &names);
+    let cloud = match bucket.reachable {
+        true => cloud_summaries(cfg, t, &others).await,
+        false => Vec::new(),
+    };
+    drills.extend(others);
     let last_base_sync_at = LocalState::new(cfg).last_base_sync();
     let last_base_sync_age_s = last_base_sync_at.map(|t| now().saturating_sub(t));
     Ok(Status {
@@ -390,11 +399,36 @@ pub async fn status(cfg: &Config, t: &Transfer) -> Result<Status> {
         bucket,
         replicas: Vec::new(),
         drills,
+        cloud,
         lock_proof: cfg
             .s3
             .object_lock
             .and_then(|_| super::lockcheck::load(&cfg.state.dir, &store)),
     })
+}
+
+/// The backups of the servers drilled from a barman-cloud bucket (`others`: their drill
+/// records, which name the layout).
+async fn cloud_summaries(
+    cfg: &Config,
+    t: &Transfer,
+    others: &[DrillRecord],
+) -> Vec<crate::barman::cloud::summary::CloudSummary> {
+    use crate::barman::remote::BucketLayout;
+    let mut out = Vec::new();
+    let cloud = BucketLayout::BarmanCloud.name();
+    // The name came from a file in the state directory: used as a key part only when it is one
+    // directory name.
+    let usable = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains('/');
+    for d in others
+        .iter()
+        .filter(|d| d.layout.as_deref() == Some(cloud) && usable(&d.server))
+    {
+        let srv = crate::barman::server::Server::new(t, cfg.location.prefix(), &d.server)
+            .with_layout(BucketLayout::BarmanCloud);
+        out.push(crate::barman::cloud::summary::summary(&srv, &d.server).await);
+    }
+    out
 }
 
 /// `status --forget-follower SERVER`: removes the heartbeat a follower left when it died, so

@@ -284,7 +284,26 @@ pub fn render(s: &Status, runs: &[RunRecord], verifies: &[VerifyRecord]) -> Stri
     render_runs(&mut f, runs);
     render_verifies(&mut f, verifies);
     render_drills(&mut f, s);
+    render_cloud(&mut f, s);
     f.0
+}
+
+/// The servers of a barman-cloud bucket known here by their drills: what the bucket holds, so
+/// a CloudNativePG cluster that stopped backing up shows as an ageing timestamp.
+fn render_cloud(f: &mut Families, s: &Status) {
+    let listed = || s.cloud.iter().filter(|c| c.error.is_none());
+    let server =
+        |c: &crate::barman::cloud::summary::CloudSummary| vec![("server", c.server.clone())];
+    f.family(
+        "barmans3_cloud_backups",
+        "Backups the barman-cloud bucket holds for the server.",
+        listed().map(|c| (server(c), c.backups)),
+    );
+    f.family(
+        "barmans3_cloud_newest_backup_end_timestamp_seconds",
+        "When the newest DONE backup of the server in the barman-cloud bucket ended.",
+        listed().filter_map(|c| Some((server(c), c.newest_done.as_ref()?.end_at?))),
+    );
 }
 
 /// The last drill of each server as the state records it. Named apart from the drill's own
@@ -461,6 +480,23 @@ mod tests {
                 last_success_at: Some(1_699_000_000),
                 layout: None,
             }],
+            cloud: vec![
+                crate::barman::cloud::summary::CloudSummary {
+                    server: "cnpg".into(),
+                    backups: 3,
+                    newest_done: Some(crate::barman::cloud::summary::NewestDone {
+                        id: "20261204T030000".into(),
+                        end_time: Some("2026-12-04 02:10:00+00:00".into()),
+                        end_at: Some(1_796_350_200),
+                    }),
+                    error: None,
+                },
+                crate::barman::cloud::summary::CloudSummary {
+                    server: "gone".into(),
+                    error: Some("access denied".into()),
+                    ..Default::default()
+                },
+            ],
             lock_proof: None,
         }
     }
@@ -491,12 +527,16 @@ mod tests {
             "barmans3_last_drill_success{server=\"pg\"} 0\n",
             "barmans3_last_drill_timestamp_seconds{server=\"pg\"} 1700000200\n",
             "barmans3_last_drill_success_timestamp_seconds{server=\"pg\"} 1699000000\n",
+            "barmans3_cloud_backups{server=\"cnpg\"} 3\n",
+            "barmans3_cloud_newest_backup_end_timestamp_seconds{server=\"cnpg\"} 1796350200\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
         // Families without samples are left out entirely: a failed drill has no RTO.
         assert!(!text.contains("barmans3_verify_problems"));
         assert!(!text.contains("barmans3_last_drill_rto_seconds"));
+        // A server the bucket could not list has no figures rather than a false 0.
+        assert!(!text.contains("server=\"gone\""));
         // Each family's HELP and TYPE come once, right before its samples.
         let mut seen = std::collections::BTreeSet::new();
         let mut current = String::new();

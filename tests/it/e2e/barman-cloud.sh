@@ -10,7 +10,8 @@
 #     restored again follows the (compressed) history file onto timeline 2; PostgreSQL starts
 #     with the right rows each time;
 #   - drill --layout barman-cloud of B2: exit 0, the right rows, recorded; status and the
-#     status textfile show the drill of this server Barman's configuration does not name;
+#     status textfile show the drill of this server Barman's configuration does not name, and
+#     the backups the bucket holds for it (2, the newest DONE one B2);
 #   - hostile rows (a server of their own in the same bucket): a tar member outside DEST, a
 #     truncated archive, a WAL of another segment under a segment's name: refused, not exit 0,
 #     nothing written outside DEST.
@@ -175,8 +176,12 @@ PY
 ST=$(b3 status)
 grep -q "^server $SRV (barman-cloud bucket, not in Barman's configuration):" <<<"$ST" || fail "status lacks the drilled server: $ST"
 grep -qE "^  last drill: OK .*backup $ID2" <<<"$ST" || fail "status lacks the drill: $ST"
+grep -qE "^  backups in the bucket: 2; newest DONE $ID2, ended [0-9]+[hm] ago$" <<<"$ST" || fail "status lacks the bucket's backups: $ST"
 b3 status --prometheus "$BASE/b3/status.prom"
 grep -q "^barmans3_last_drill_success{server=\"$SRV\"} 1$" "$BASE/b3/status.prom" || fail "metrics lack the drill: $(grep drill "$BASE/b3/status.prom")"
+grep -q "^barmans3_cloud_backups{server=\"$SRV\"} 2$" "$BASE/b3/status.prom" || fail "metrics lack the bucket's backups: $(grep cloud "$BASE/b3/status.prom")"
+END2=$(grep -oE "^barmans3_cloud_newest_backup_end_timestamp_seconds\{server=\"$SRV\"\} [0-9]+$" "$BASE/b3/status.prom" | awk '{print $2}') || fail "metrics lack the newest backup's end: $(grep cloud "$BASE/b3/status.prom")"
+[ $(( $(date +%s) - END2 )) -ge 0 ] && [ $(( $(date +%s) - END2 )) -lt 7200 ] || fail "the newest backup's end ($END2) is not within the last two hours"
 
 step "B1 (gzip, tablespace) restored and replayed to the restore point; timeline 2 archived"
 restore "$BASE/restore1" "$ID1" --recovery --recovery-config "$BASE/restore.yaml"
