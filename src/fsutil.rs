@@ -193,6 +193,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_barrier_opens_every_directory_before_it_syncs_and_names_one_missing() {
+        let d = tempfile::tempdir().expect("tmp");
+        let b = FsBarrier::open([d.path()]).expect("open");
+        fs::write(d.path().join("f"), b"data").expect("write");
+        b.sync().expect("syncfs");
+        let gone = d.path().join("gone");
+        let e = FsBarrier::open([d.path(), gone.as_path()]).expect_err("missing");
+        assert!(e.to_string().contains(&gone.display().to_string()), "{e}");
+    }
+
+    #[test]
     fn appends_only_to_our_own_regular_files() {
         let d = hostile_dir();
         open_append_owned(&d.path().join("log")).expect("created");
