@@ -10,7 +10,7 @@
 //! the very last step of the restore renames.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,10 @@ pub const PG_CONTROL_PENDING: &str = "global/pg_control.barmans3-pending";
 
 /// Bytes buffered between the download and the extraction.
 const PIPE: usize = 4 << 20;
+/// The extraction reads the download and writes each file in pieces this large: every read
+/// of the download crosses into the async runtime, codecs ask for a few bytes at a time (a
+/// snappy chunk header is four), and `std::io::copy` would write 8 KiB per system call.
+const PIECE: usize = 1 << 20;
 
 /// What the extraction of one archive wrote.
 #[derive(Debug, Default)]
@@ -171,10 +175,12 @@ pub fn extract(
     base: bool,
     what: &str,
 ) -> Result<Extracted> {
+    let input = std::io::BufReader::with_capacity(PIECE, input);
     let reader: Box<dyn Read + Send> = match codec {
         Some(c) => c.decoder(input)?,
         None => Box::new(input),
     };
+    let mut piece = vec![0u8; PIECE];
     let bad = |why: String| Error::Failed(format!("{what}: {why}"));
     let mut archive = ::tar::Archive::new(reader);
     let mut out = Extracted::default();
@@ -221,7 +227,7 @@ pub fn extract(
             } else {
                 to
             };
-            out.bytes += write_file(&mut entry, &to, mode)?;
+            out.bytes += write_file(&mut entry, &to, mode, &mut piece)?;
             out.files += 1;
         } else {
             return Err(bad(format!(
@@ -268,7 +274,7 @@ fn relative(raw: &[u8]) -> std::result::Result<Option<PathBuf>, &'static str> {
 /// Not fsynced here: the restore syncs its filesystems once before `pg_control` goes into
 /// place ([`crate::fsutil::FsBarrier`]), so nothing PostgreSQL could start on exists before
 /// every byte is on disk.
-fn write_file(input: &mut impl Read, to: &Path, mode: u32) -> Result<u64> {
+fn write_file(input: &mut impl Read, to: &Path, mode: u32, piece: &mut [u8]) -> Result<u64> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
@@ -278,16 +284,39 @@ fn write_file(input: &mut impl Read, to: &Path, mode: u32) -> Result<u64> {
         .create_new(true)
         .open(to)
         .map_err(|e| Error::io(format!("create {}", to.display()), e))?;
-    let n = std::io::copy(input, &mut f).map_err(|e| {
-        Error::Failed(format!(
-            "{}: damaged archive data: {}",
-            to.display(),
-            crate::error::reason(&e)
-        ))
-    })?;
+    let mut n = 0u64;
+    loop {
+        let filled = fill(input, piece).map_err(|e| {
+            Error::Failed(format!(
+                "{}: damaged archive data: {}",
+                to.display(),
+                crate::error::reason(&e)
+            ))
+        })?;
+        f.write_all(&piece[..filled])
+            .map_err(|e| Error::io(format!("write {}", to.display()), e))?;
+        n += filled as u64;
+        if filled < piece.len() {
+            break;
+        }
+    }
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(format!("chmod {}", to.display()), e))?;
     Ok(n)
+}
+
+/// Reads into `buf` until it is full or the input ends; returns the bytes read.
+fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Tablespace oid → home, for the archives of a plan.
