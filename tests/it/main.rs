@@ -17,6 +17,7 @@ mod crash;
 mod crypt;
 mod crypt_barman;
 mod crypt_engine;
+mod crypt_sync;
 mod dba;
 mod demo;
 mod dplcompat;
