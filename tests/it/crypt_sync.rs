@@ -1,6 +1,6 @@
 //! `sync` with `encryption:` on, on Garage and file://: every object is an age file (rage opens
-//! one to the file's bytes), a no-change rerun sends nothing (decided by the sync record, and by
-//! the objects' metadata once the record is gone), touched and changed files are sent, an
+//! one to the file's bytes), a no-change rerun sends nothing (decided from the listing and the
+//! sync record on Garage, by the objects' metadata once the record is gone or on file://), touched and changed files are sent, an
 //! object replaced by other encrypted or altered bytes is compared as plaintext and sent back,
 //! `--checksum` compares plaintext, and `store get` gives the tree back byte for byte. Turning
 //! encryption on over a plaintext mirror sends each file once more, encrypted; a host without
@@ -225,9 +225,11 @@ async fn encrypted_sync_round_trips_and_a_rerun_sends_nothing(b: Backend) {
     // Nothing changed: decided from the listing and the sync record, nothing sent, no HEAD.
     let again = f.sync_ok(&[]);
     assert_eq!(counts(&again), (0, 4, 0), "{again}");
+    // A file:// listing carries no ETags, so there each object's metadata decides (a HEAD).
+    let heads = again["requests"]["head"].as_u64().unwrap_or(0);
     assert_eq!(
-        again["requests"]["head"].as_u64().unwrap_or(0),
-        0,
+        heads,
+        if matches!(b, Backend::Garage) { 0 } else { 4 },
         "{again}"
     );
     // Without the record (another host, a lost state dir): each object's stamp decides.
