@@ -18,6 +18,7 @@ mod crypt;
 mod crypt_barman;
 mod crypt_engine;
 mod crypt_sync;
+mod crypt_volume;
 mod dba;
 mod demo;
 mod dplcompat;
