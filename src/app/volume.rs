@@ -14,13 +14,6 @@ use crate::volume::{PutRequest, Sink, Source, Volume, VolumeAction, VolumeName, 
 
 pub(super) async fn run(o: Options, action: VolumeAction, cancel: Arc<Cancel>) -> Result<Exit> {
     let cfg = load_config(&o)?;
-    if cfg.encryption.is_some() {
-        // A volume's layout compares stored chunk sizes with the manifest's: encrypted chunks
-        // are longer, so resuming and reading would misjudge them. Refused rather than guessed.
-        return Err(Error::Config(
-            "volume: not available with encryption: configured yet (chunk sizes in the bucket would not match the volume manifest); use a config without encryption: for volumes".into(),
-        ));
-    }
     let marker = matches!(cfg.location, Location::S3 { .. });
     let vol = |name: &VolumeName| Volume {
         location: cfg.location.to_string(),

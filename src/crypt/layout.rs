@@ -21,6 +21,23 @@ pub fn chunk_count(plain_len: u64) -> u64 {
     plain_len.div_ceil(CHUNK).max(1)
 }
 
+/// The fewest bytes before an age payload: the version line (22), the MAC line (48) and the
+/// nonce (16); a real header also holds at least one recipient stanza.
+pub const MIN_PREAMBLE: u64 = 22 + 48 + 16;
+
+/// Whether an object of `stored_len` bytes can be an age object of `plain_len` plaintext bytes:
+/// its preamble would be no shorter than [`MIN_PREAMBLE`] and no longer than a header we accept
+/// (`MAX_HEADER_LEN` and the nonce). Pure arithmetic on a listed size, for callers that decide
+/// from a listing without reading the header; the header's recipients can change the length,
+/// so an exact match is never required.
+pub fn could_hold(stored_len: u64, plain_len: u64) -> bool {
+    let payload = plain_len.saturating_add(TAG.saturating_mul(chunk_count(plain_len)));
+    let max = super::MAX_HEADER_LEN as u64 + 16;
+    stored_len
+        .checked_sub(payload)
+        .is_some_and(|pre| (MIN_PREAMBLE..=max).contains(&pre))
+}
+
 /// The geometry of one object: where its payload starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -153,6 +170,34 @@ mod tests {
         for (plain, sealed) in cases {
             assert_eq!(l.sealed_len(plain), sealed, "plain {plain}");
             assert_eq!(l.plain_len(sealed), Some(plain), "sealed {sealed}");
+        }
+    }
+
+    #[test]
+    fn a_listed_size_holds_a_plaintext_size_only_within_the_header_bounds() {
+        let max = crate::crypt::MAX_HEADER_LEN as u64 + 16;
+        let cases = [
+            // (stored, plain, holds)
+            (MIN_PREAMBLE + 16, 0, true),
+            (MIN_PREAMBLE + 15, 0, false),
+            (200 + 1 + 16, 1, true),
+            (MIN_PREAMBLE + 16, 1, false),
+            (10, 10, false), // a plaintext object of the file's size
+            (200 + CHUNK + 16, CHUNK, true),
+            (200 + CHUNK + 16 + 1 + 16, CHUNK + 1, true), // a second chunk, a second tag
+            (MIN_PREAMBLE + CHUNK + 16, CHUNK + 1, false),
+            (max + 10 + 16, 10, true),
+            (max + 11 + 16, 10, false),
+            (u64::MAX, 10, false),
+        ];
+        for (stored, plain, holds) in cases {
+            assert_eq!(could_hold(stored, plain), holds, "{stored} {plain}");
+        }
+        // Whatever the header's length, what a sealer writes holds its plaintext.
+        for pre in [MIN_PREAMBLE, 150, 4000, max] {
+            for plain in [0, 1, CHUNK - 1, CHUNK, 5 * CHUNK + 3] {
+                assert!(could_hold(Layout::new(pre).sealed_len(plain), plain));
+            }
         }
     }
 

@@ -28,7 +28,9 @@ pub use error::{CryptError, Fault};
 pub use keys::{
     Identities, Recipients, parse_identity_file, parse_recipient, parse_recipients_file,
 };
-pub use layout::{CHUNK, Layout, SEALED_CHUNK, SealedSpan, TAG, chunk_count};
+pub use layout::{
+    CHUNK, Layout, MIN_PREAMBLE, SEALED_CHUNK, SealedSpan, TAG, chunk_count, could_hold,
+};
 pub use open::{Opener, StreamOpener, is_sealed, preamble_len};
 pub use seal::{Sealer, StreamSealer};
 pub use ssec::{SSE_C_ALGORITHM, SseCustomerKey};

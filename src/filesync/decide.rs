@@ -8,6 +8,13 @@
 //! `full-sync`'s rules: never from an empty source, never after any failure (an unread
 //! directory or a failed upload leaves the local side unknown), never a key uploaded in this
 //! run, and no more than `--max-deletes` without `--force`.
+//!
+//! With client-side encryption an object is an age file: its listed size is the ciphertext's,
+//! never the file's ([`Stored::Sealed`]), so sizes only rule out what cannot hold the file and
+//! the stamp in the metadata (or the record's ETag) decides; content is compared as plaintext.
+//! An object of exactly the file's size is then a plaintext one, written before encryption was
+//! turned on, and is sent again encrypted, as an encrypted one is sent again in clear when
+//! encryption is turned off: the bucket comes to hold what the configuration says.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -27,6 +34,26 @@ pub enum Compare {
     SizeMtime,
     /// Size and content (CRC32C or the object's own checksum).
     Checksum,
+}
+
+/// How an object's stored size relates to the size of the file it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stored {
+    /// The same (no client-side encryption).
+    #[default]
+    Plain,
+    /// An age object: the file's size, the header and a tag per chunk.
+    Sealed,
+}
+
+impl Stored {
+    /// Whether an object of `stored` bytes can hold a file of `file` bytes.
+    pub fn holds(self, stored: u64, file: u64) -> bool {
+        match self {
+            Stored::Plain => stored == file,
+            Stored::Sealed => crate::crypt::could_hold(stored, file),
+        }
+    }
 }
 
 /// What the bucket listing said about a key before any per-object request.
@@ -62,11 +89,11 @@ pub fn metadata_for(stamp: &Stamp) -> std::collections::BTreeMap<String, String>
     .collect()
 }
 
-/// The decision the listing allows: absent or of another size means send.
-pub fn by_listing(stamp: &Stamp, known: Known) -> Verdict {
+/// The decision the listing allows: absent, or of a size that cannot hold the file, means send.
+pub fn by_listing(stamp: &Stamp, known: Known, stored: Stored) -> Verdict {
     match known {
         Known::Listed(None) => Verdict::Upload,
-        Known::Listed(Some(size)) if size != stamp.size => Verdict::Upload,
+        Known::Listed(Some(size)) if !stored.holds(size, stamp.size) => Verdict::Upload,
         _ => Verdict::Head,
     }
 }
@@ -119,11 +146,16 @@ pub fn by_record(
 }
 
 /// The decision after a HEAD (`None`: no such object).
-pub fn by_metadata(stamp: &Stamp, head: Option<&ObjectMeta>, compare: Compare) -> Verdict {
+pub fn by_metadata(
+    stamp: &Stamp,
+    head: Option<&ObjectMeta>,
+    compare: Compare,
+    stored: Stored,
+) -> Verdict {
     let Some(meta) = head else {
         return Verdict::Upload;
     };
-    if meta.size != stamp.size {
+    if !stored.holds(meta.size, stamp.size) {
         return Verdict::Upload;
     }
     if compare == Compare::Checksum {
@@ -274,8 +306,73 @@ mod tests {
             (Known::Unknown, Head),
         ];
         for (known, want) in cases {
-            assert_eq!(by_listing(&s, known), want, "{known:?}");
+            assert_eq!(by_listing(&s, known, Stored::Plain), want, "{known:?}");
         }
+    }
+
+    /// Encrypted: the listed size is the ciphertext's. An object that could hold the file asks
+    /// the record or a HEAD; one of the file's own size is a plaintext object (sent again,
+    /// encrypted); one too small or too large for the file is sent.
+    #[test]
+    fn with_encryption_the_listed_size_only_rules_out() {
+        use Verdict::*;
+        let s = stamp(10, 5);
+        let sealed = crate::crypt::Layout::new(200).sealed_len(10);
+        let cases = [
+            (Known::Listed(None), Upload),
+            (Known::Listed(Some(sealed)), Head),
+            (Known::Listed(Some(10)), Upload),
+            (Known::Listed(Some(9)), Upload),
+            (Known::Listed(Some(sealed + 70_000)), Upload),
+            (Known::Unknown, Head),
+        ];
+        for (known, want) in cases {
+            assert_eq!(by_listing(&s, known, Stored::Sealed), want, "{known:?}");
+        }
+        // Turning encryption off sends an encrypted object again in clear.
+        assert_eq!(
+            by_listing(&s, Known::Listed(Some(sealed)), Stored::Plain),
+            Upload
+        );
+    }
+
+    /// Encrypted, after a HEAD: the stamp in the metadata decides as without encryption, once
+    /// the stored size can hold the file; `--checksum` and another tool's object compare
+    /// (plaintext) content.
+    #[test]
+    fn with_encryption_metadata_decides_what_the_size_cannot() {
+        use Verdict::*;
+        let s = stamp(10, 1_700_000_000_000_000_001);
+        let m = s.mtime_text();
+        let sealed = crate::crypt::Layout::new(200).sealed_len(10);
+        let ours = [(META_MTIME, m.as_str()), (META_SIZE, "10")];
+        let touched = [(META_MTIME, "1700000000.000000002"), (META_SIZE, "10")];
+        let cases: Vec<(ObjectMeta, Compare, Verdict)> = vec![
+            (object(sealed, &ours), Compare::SizeMtime, Unchanged),
+            (object(sealed, &touched), Compare::SizeMtime, Upload),
+            (
+                object(sealed, &[(META_MTIME, &m), (META_SIZE, "11")]),
+                Compare::SizeMtime,
+                Upload,
+            ),
+            (object(sealed, &ours), Compare::Checksum, CompareContent),
+            (object(sealed, &[]), Compare::SizeMtime, CompareContent),
+            // The file's own size: a plaintext object, even with our stamp.
+            (object(10, &ours), Compare::SizeMtime, Upload),
+            (object(10, &[]), Compare::Checksum, Upload),
+            (object(sealed + 70_000, &ours), Compare::SizeMtime, Upload),
+        ];
+        for (head, compare, want) in cases {
+            assert_eq!(
+                by_metadata(&s, Some(&head), compare, Stored::Sealed),
+                want,
+                "{head:?} {compare:?}"
+            );
+        }
+        assert_eq!(
+            by_metadata(&s, None, Compare::SizeMtime, Stored::Sealed),
+            Upload
+        );
     }
 
     #[test]
@@ -351,7 +448,7 @@ mod tests {
         ];
         for (head, compare, want) in cases {
             assert_eq!(
-                by_metadata(&s, head.as_ref(), compare),
+                by_metadata(&s, head.as_ref(), compare, Stored::Plain),
                 want,
                 "{head:?} {compare:?}"
             );

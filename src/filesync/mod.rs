@@ -4,10 +4,11 @@
 //!
 //! The work is split so that what can lose data is pure and tested by tables ([`decide`]), the
 //! list is parsed whole before any request ([`list`]), the local side never follows a link or
-//! reads an archived Gluster file ([`local`]), and the engine work (listing, HEADs, uploads in
-//! parallel, deletions last) is in [`run`].
+//! reads an archived Gluster file ([`local`]), the engine work (listing, HEADs, uploads in
+//! parallel, deletions last) is in [`run`], and one file's comparison and upload in [`file`].
 
 pub mod decide;
+mod file;
 pub mod list;
 pub mod local;
 pub mod record;

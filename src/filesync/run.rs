@@ -5,48 +5,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::decide::{self, Compare, Guard, Known, LocalIndex, Sent, Verdict};
+use super::decide::{self, Compare, Guard, Known, LocalIndex, Sent};
+use super::file::{FileJob, Outcome, sync_file};
 use super::list::{Change, Line};
-use super::local::{self, Probe, Stamp, XattrNs};
+use super::local::{self, Probe, XattrNs};
 use super::record::Record;
 use super::repair;
 use super::{MAX_KEY_BYTES, SyncOptions, SyncReport};
 use crate::error::{Error, Result};
-use crate::store::{ListRequest, PutOptions, join_key};
+use crate::store::{ListRequest, join_key};
 use crate::transfer::{Transfer, bounded};
-
-/// One file to compare and maybe send.
-#[derive(Debug, Clone)]
-struct FileJob {
-    rel: String,
-    path: PathBuf,
-    key: String,
-    stamp: Stamp,
-    known: Known,
-    /// The listed object's ETag (crawl).
-    etag: Option<String>,
-    /// What the sync record holds for this file.
-    sent: Option<Sent>,
-}
-
-/// What became of one file.
-#[derive(Debug)]
-enum Outcome {
-    Uploaded {
-        key: String,
-        bytes: u64,
-        sent: Option<Sent>,
-    },
-    /// With what the record may say about it from now on.
-    Unchanged(Option<Sent>),
-    WouldUpload {
-        key: String,
-        bytes: u64,
-    },
-    /// It is gone (or no longer a regular file) since it was looked at.
-    Vanished,
-    Failed(String),
-}
 
 /// Runs a sync. `root` is the store's key prefix; `lines` the parsed `--files-from` list.
 pub async fn sync(
@@ -59,6 +27,13 @@ pub async fn sync(
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(usage_src(&o.src, "is not a directory")),
         Err(e) => return Err(usage_src(&o.src, &crate::error::reason(&e))),
+    }
+    if o.compare == Compare::Checksum && t.encrypts() && !t.opens_sealed() {
+        // Encrypted objects compare as plaintext, which only an identity opens.
+        return Err(Error::Usage(format!(
+            "--checksum with encryption compares each file with its object's plaintext: set {} (the identities that open the objects), or sync without --checksum",
+            crate::transfer::sealed::IDENTITY_SETTING
+        )));
     }
     let base = join_key(root, &o.key_prefix);
     let mut report = SyncReport {
@@ -484,91 +459,6 @@ async fn send(
     Ok((uploaded, record))
 }
 
-/// One file: decide from the listing, the object's metadata or its content, then send it.
-async fn sync_file(
-    t: &Transfer,
-    job: FileJob,
-    compare: Compare,
-    dry_run: bool,
-    ns: XattrNs,
-) -> Result<Outcome> {
-    let mut verdict = decide::by_listing(&job.stamp, job.known);
-    if verdict == Verdict::Head {
-        verdict = decide::by_record(&job.stamp, job.etag.as_deref(), job.sent.as_ref(), compare);
-        if verdict == Verdict::Unchanged {
-            return Ok(Outcome::Unchanged(job.sent));
-        }
-    }
-    if verdict == Verdict::Head {
-        let head = t.head_opt(&job.key).await?;
-        verdict = decide::by_metadata(&job.stamp, head.as_ref(), compare);
-        // Unchanged by its metadata: the object carries this stamp, as one we sent would.
-        if verdict == Verdict::Unchanged {
-            let etag = head.as_ref().and_then(|h| h.etag.as_deref());
-            return Ok(Outcome::Unchanged(Sent::new(&job.stamp, etag)));
-        }
-    }
-    if verdict == Verdict::CompareContent {
-        verdict = match t.same_as_local(&job.key, &job.path).await {
-            Ok(Some(_)) => Verdict::Unchanged,
-            Ok(None) => Verdict::Upload,
-            Err(e @ Error::Io { .. }) => return Ok(Outcome::Failed(e.one_line())),
-            Err(e) => return Err(e),
-        };
-    }
-    match verdict {
-        // Same content, but the object does not carry the stamp: not for the record.
-        Verdict::Unchanged => Ok(Outcome::Unchanged(None)),
-        _ if dry_run => Ok(Outcome::WouldUpload {
-            key: job.key,
-            bytes: job.stamp.size,
-        }),
-        _ => upload_stable(t, job, ns).await,
-    }
-}
-
-/// Uploads a file with its stamp in the object's metadata, then checks it did not change
-/// meanwhile. The stamp is taken before the read, so an object of a file that changed carries
-/// an old mtime and the next run sends it again; here it is sent once more, and a second change
-/// is a failure of this file.
-async fn upload_stable(t: &Transfer, job: FileJob, ns: XattrNs) -> Result<Outcome> {
-    let mut before = job.stamp;
-    for attempt in 0..2 {
-        t.progress().add_work(1, before.size);
-        let opts = PutOptions {
-            metadata: decide::metadata_for(&before),
-            ..Default::default()
-        };
-        let sent = t.upload_file_with(&job.path, &job.key, None, &opts).await;
-        let after = match local::probe(&job.path, ns) {
-            Probe::File(s) => s,
-            _ => return Ok(Outcome::Vanished),
-        };
-        if after == before {
-            return match sent {
-                Ok(up) => Ok(Outcome::Uploaded {
-                    sent: Sent::new(&before, up.etag.as_deref()),
-                    key: job.key,
-                    bytes: up.size,
-                }),
-                Err(e @ Error::Io { .. }) => Ok(Outcome::Failed(e.one_line())),
-                Err(e) => Err(e),
-            };
-        }
-        if attempt == 0 {
-            tracing::warn!(
-                "{} changed while being uploaded; sending it again",
-                job.path.display()
-            );
-        }
-        before = after;
-    }
-    Ok(Outcome::Failed(format!(
-        "{} changed while being uploaded, twice; a later run sends it once it is quiet",
-        job.path.display()
-    )))
-}
-
 /// Carries out (or, with `dry_run`, only reports) a deletion plan.
 async fn delete(
     t: &Transfer,
@@ -593,7 +483,3 @@ async fn delete(
     }
     Ok(())
 }
-
-#[cfg(test)]
-#[path = "run_tests.rs"]
-mod tests;

@@ -2,7 +2,8 @@
 //! object's metadata allows: one HEAD and one read of the local file when the store keeps a
 //! checksum we can recompute (a full CRC32C, a composite CRC32C over our recorded part layout,
 //! an MD5 ETag), else a download verified against the local file's CRC32C. Size alone never
-//! decides: two different 16 MiB WAL segments have the same size.
+//! decides: two different 16 MiB WAL segments have the same size. An encrypted object is
+//! opened and its plaintext compared, since its own checksums cover only the ciphertext.
 
 use std::fs::File;
 use std::io::Read;
@@ -97,7 +98,11 @@ impl Transfer {
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
             .len();
         if meta.size != local_size {
-            return Ok(None);
+            // A host that cannot open encrypted objects cannot tell: not the same.
+            return match self.opens_sealed() {
+                true => self.compare_sealed(meta, key, path, local_size).await,
+                false => Ok(None),
+            };
         }
         let check = decide(meta);
         let (parts, md5) = match &check {
@@ -141,6 +146,40 @@ impl Transfer {
             }
         };
         Ok(same.then_some(d.crc32c))
+    }
+}
+
+impl Transfer {
+    /// An object of another size than the file, with encryption on: when it is an age object
+    /// whose plaintext has the file's size, it is read and opened, and its plaintext compared
+    /// with the file's CRC32C (the stored checksums cover only ciphertext, and no plaintext
+    /// checksum is kept in metadata). Errors opening it (no identity, altered) are the caller's.
+    async fn compare_sealed(
+        &self,
+        meta: &crate::store::ObjectMeta,
+        key: &str,
+        path: &Path,
+        local_size: u64,
+    ) -> Result<Option<u32>> {
+        let Some(sealed) = self.sniff(key, meta).await? else {
+            return Ok(None);
+        };
+        if sealed.plain_len != local_size {
+            return Ok(None);
+        }
+        let p = path.to_path_buf();
+        let d = tokio::task::spawn_blocking(move || digest(&p, &[], false))
+            .await
+            .map_err(|e| Error::Failed(format!("read task failed: {e}")))??;
+        let expect = Expect {
+            size: Some(d.size),
+            crc32c: Some(d.crc32c),
+        };
+        match self.download_to(key, &mut tokio::io::sink(), expect).await {
+            Ok(_) => Ok(Some(d.crc32c)),
+            Err(Error::Checksum { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

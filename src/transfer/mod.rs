@@ -153,6 +153,12 @@ impl Transfer {
         self.crypt.keys().is_some()
     }
 
+    /// Whether encrypted objects can be opened: identities are configured (a host that only
+    /// writes has recipients alone).
+    pub fn opens_sealed(&self) -> bool {
+        self.crypt.keys().is_some_and(|k| !k.identities.is_empty())
+    }
+
     /// The progress sink (callers announce the work they are about to do).
     pub fn progress(&self) -> &Arc<dyn Progress> {
         &self.progress

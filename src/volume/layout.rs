@@ -73,6 +73,21 @@ pub fn parse_listing(dir: &str, objects: &[ObjectMeta]) -> Listed {
     l
 }
 
+/// With client-side encryption the listing shows each chunk's stored (ciphertext) size; the
+/// decisions here need plaintext sizes. Our manifest gives them for the chunks whose stored
+/// size can hold what it records; the rest (no manifest: a put that did not finish; chunks
+/// past it or of another size) must be opened: their numbers are returned, in order.
+pub fn plain_sizes(listed: &mut Listed, manifest: Option<&Manifest>) -> Vec<u32> {
+    let mut open = Vec::new();
+    for (&n, size) in listed.chunks.iter_mut() {
+        match manifest.and_then(|m| m.chunks.get(n as usize)) {
+            Some(rec) if crate::crypt::could_hold(*size, rec.size) => *size = rec.size,
+            _ => open.push(n),
+        }
+    }
+    open
+}
+
 /// The chunks of our manifest whose identity the listing cannot show (the record has no ETag,
 /// or the listing gives none) and whose CRC32C must come from a HEAD.
 pub fn needs_head(listed: &Listed, m: &Manifest) -> Vec<u32> {
@@ -450,6 +465,17 @@ pub fn compare(meta: &ObjectMeta, body: &[u8], crc: u32) -> Stored {
             }
         }
         _ => Stored::Unknown,
+    }
+}
+
+/// Checks a sealed chunk just stored (its HEAD) against the `len` plaintext bytes sent: the
+/// store's checksums cover the ciphertext, which the PUT already verified in transit, so only
+/// the size can be checked here: [`Stored::Unknown`] when it can hold them.
+pub fn compare_sealed(meta: &ObjectMeta, len: u64) -> Stored {
+    if crate::crypt::could_hold(meta.size, len) {
+        Stored::Unknown
+    } else {
+        Stored::Differs
     }
 }
 

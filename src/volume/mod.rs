@@ -12,6 +12,10 @@
 //! [`layout`] holds the decisions (what a listing means, what a put must send, which bytes a
 //! range needs) as pure functions; [`put`], [`get`] and [`admin`] do the I/O around them;
 //! [`status`] keeps a running put's state file and prints it as Bareos' `status storage` does.
+//!
+//! With client-side encryption every chunk and the manifest are age objects. The manifest keeps
+//! plaintext sizes and CRC32Cs; [`survey`] turns listed (ciphertext) sizes into plaintext ones,
+//! so every decision in [`layout`] reads plaintext sizes whether the volume is encrypted or not.
 
 pub mod admin;
 pub mod get;
@@ -196,7 +200,8 @@ impl Manifest {
 }
 
 /// Lists a volume's objects and reads our manifest when it is there and still describes the
-/// chunks (see [`layout::manifest_matches`]). A manifest that no longer does (Bareos, through
+/// chunks (see [`layout::manifest_matches`]); with encryption on, chunk sizes are plaintext
+/// sizes ([`plain_sizes`]). A manifest that no longer does (Bareos, through
 /// its dplcompat program or another wrapper, rewrote, appended to or truncated the volume) is
 /// set aside with a warning and `Listed::stale` saying why: the volume is then read as Bareos
 /// sees it. A manifest that does not parse is an error: it is ours, so something damaged it.
@@ -206,37 +211,17 @@ pub async fn survey(t: &Transfer, vol: &Volume) -> Result<(Listed, Option<Manife
         ..Default::default()
     };
     let mut listed = layout::parse_listing(&vol.dir(), &t.list_all(&req).await?);
-    if !listed.manifest {
-        return Ok((listed, None));
+    let manifest = match listed.manifest {
+        true => Some(read_manifest(t, vol).await?),
+        false => None,
+    };
+    if t.encrypts() {
+        plain_sizes(t, vol, &mut listed, manifest.as_ref()).await?;
     }
-    let mut buf = Vec::new();
-    t.download_to(&vol.manifest_key(), &mut buf, Expect::default())
-        .await?;
-    let m = Manifest::parse(&buf).map_err(|e| {
-        Error::Failed(format!(
-            "{}: damaged manifest ({e}); volume rm --force removes the volume",
-            vol.manifest_key()
-        ))
-    })?;
-    let heads = crate::transfer::bounded(
-        layout::needs_head(&listed, &m),
-        t.config().concurrency.max(1),
-        |i| {
-            let (t, key) = (t.clone(), vol.chunk_key(i));
-            async move {
-                let crc = t.head_opt(&key).await?.and_then(|meta| {
-                    meta.crc32c
-                        .as_deref()
-                        .filter(|c| !c.contains('-'))
-                        .and_then(crate::checksum::parse_crc32c_header)
-                });
-                Ok((i, crc))
-            }
-        },
-    )
-    .await?
-    .into_iter()
-    .collect();
+    let Some(m) = manifest else {
+        return Ok((listed, None));
+    };
+    let heads = chunk_heads(t, vol, &mut listed, &m).await?;
     match layout::manifest_matches(&listed, &m, &heads) {
         Ok(()) => Ok((listed, Some(m))),
         Err(why) => {
@@ -248,6 +233,84 @@ pub async fn survey(t: &Transfer, vol: &Volume) -> Result<(Listed, Option<Manife
             Ok((listed, None))
         }
     }
+}
+
+/// What HEADs tell of the chunks whose identity the listing does not show
+/// ([`layout::needs_head`]): the store's CRC32C of each. An encrypted chunk's CRC32C is its
+/// ciphertext's, never the one our manifest records, so there the HEAD's ETag goes into the
+/// listing instead (a file:// listing carries none) and identifies the chunk.
+async fn chunk_heads(
+    t: &Transfer,
+    vol: &Volume,
+    listed: &mut Listed,
+    m: &Manifest,
+) -> Result<std::collections::BTreeMap<u32, Option<u32>>> {
+    let heads = crate::transfer::bounded(
+        layout::needs_head(listed, m),
+        t.config().concurrency.max(1),
+        |i| {
+            let (t, key) = (t.clone(), vol.chunk_key(i));
+            async move {
+                let meta = t.head_opt(&key).await?;
+                let crc = meta.as_ref().and_then(|meta| {
+                    meta.crc32c
+                        .as_deref()
+                        .filter(|c| !c.contains('-'))
+                        .and_then(crate::checksum::parse_crc32c_header)
+                });
+                Ok((i, crc, meta.and_then(|m| m.etag)))
+            }
+        },
+    )
+    .await?;
+    let mut crcs = std::collections::BTreeMap::new();
+    for (i, crc, etag) in heads {
+        match (t.encrypts(), etag) {
+            (true, Some(e)) => {
+                listed.etags.entry(i).or_insert(e);
+            }
+            (true, None) => {}
+            (false, _) => {
+                crcs.insert(i, crc);
+            }
+        }
+    }
+    Ok(crcs)
+}
+
+async fn read_manifest(t: &Transfer, vol: &Volume) -> Result<Manifest> {
+    let mut buf = Vec::new();
+    t.download_to(&vol.manifest_key(), &mut buf, Expect::default())
+        .await?;
+    Manifest::parse(&buf).map_err(|e| {
+        Error::Failed(format!(
+            "{}: damaged manifest ({e}); volume rm --force removes the volume",
+            vol.manifest_key()
+        ))
+    })
+}
+
+/// Encryption on: the listing's chunk sizes made plaintext sizes ([`layout::plain_sizes`]),
+/// from our manifest, else from each remaining chunk's header (a ranged GET of its first
+/// bytes; the header is authenticated, and a chunk that is not encrypted keeps its size).
+async fn plain_sizes(
+    t: &Transfer,
+    vol: &Volume,
+    listed: &mut Listed,
+    manifest: Option<&Manifest>,
+) -> Result<()> {
+    let open = layout::plain_sizes(listed, manifest);
+    let stored: Vec<(u32, u64)> = open.iter().map(|n| (*n, listed.chunks[n])).collect();
+    let sizes = crate::transfer::bounded(stored, t.config().concurrency.max(1), |(n, size)| {
+        let (t, key) = (t.clone(), vol.chunk_key(n));
+        async move {
+            let meta = crate::store::ObjectMeta::listed(&key, size);
+            Ok((n, t.sealed_size(&key, &meta).await?.unwrap_or(size)))
+        }
+    })
+    .await?;
+    listed.chunks.extend(sizes);
+    Ok(())
 }
 
 /// Where `volume put` reads from.

@@ -195,10 +195,11 @@ async fn kept(
             let (t, key) = (t.clone(), vol.chunk_key(i));
             async move {
                 let meta = t.head(&key).await?;
+                // An encrypted chunk's CRC32C is its ciphertext's: not the one to record.
                 let crc = meta
                     .crc32c
                     .as_deref()
-                    .filter(|c| !c.contains('-'))
+                    .filter(|c| !c.contains('-') && !t.encrypts())
                     .and_then(checksum::parse_crc32c_header);
                 Ok((i, crc))
             }
@@ -443,7 +444,7 @@ async fn store_chunk(
     let record = ChunkRecord::new(len, crc);
     if remote == Some(len)
         && let Some(meta) = t.head_opt(&key).await?
-        && layout::compare(&meta, &body, crc) == Stored::Same
+        && already_stored(&t, &key, &meta, &body, crc).await? == Stored::Same
     {
         tracing::debug!(key, "chunk already stored");
         tracker.stored(n, len);
@@ -455,7 +456,11 @@ async fn store_chunk(
     }
     t.put_bytes(&key, body.clone(), BTreeMap::new()).await?;
     let meta = t.head(&key).await?;
-    if layout::compare(&meta, &body, crc) == Stored::Differs {
+    let stored = match t.encrypts() {
+        true => layout::compare_sealed(&meta, len),
+        false => layout::compare(&meta, &body, crc),
+    };
+    if stored == Stored::Differs {
         return Err(Error::Checksum {
             key,
             expected: format!("{len} bytes with CRC32C {crc:08x}"),
@@ -468,4 +473,33 @@ async fn store_chunk(
         record: record.with_etag(meta.etag),
         sent: true,
     })
+}
+
+/// Whether the chunk stored under `key` (its HEAD) holds `body`. Encrypted, its checksums cover
+/// ciphertext, so it is read, opened and its plaintext checked against `crc`: resuming costs a
+/// read of each chunk already stored rather than sending it again blind.
+async fn already_stored(
+    t: &Transfer,
+    key: &str,
+    meta: &crate::store::ObjectMeta,
+    body: &[u8],
+    crc: u32,
+) -> Result<Stored> {
+    let len = body.len() as u64;
+    if !t.encrypts() {
+        return Ok(layout::compare(meta, body, crc));
+    }
+    if layout::compare_sealed(meta, len) == Stored::Differs {
+        // Not an encrypted chunk of that size (a plaintext one): sent again, encrypted.
+        return Ok(Stored::Differs);
+    }
+    let expect = Expect {
+        size: Some(len),
+        crc32c: Some(crc),
+    };
+    match t.download_to(key, &mut tokio::io::sink(), expect).await {
+        Ok(_) => Ok(Stored::Same),
+        Err(Error::Checksum { .. } | Error::Crypt(_)) => Ok(Stored::Differs),
+        Err(e) => Err(e),
+    }
 }

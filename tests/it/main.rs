@@ -17,6 +17,8 @@ mod crash;
 mod crypt;
 mod crypt_barman;
 mod crypt_engine;
+mod crypt_sync;
+mod crypt_volume;
 mod dba;
 mod demo;
 mod dplcompat;

@@ -337,3 +337,39 @@ fn a_manifest_counts_only_while_every_chunk_is_the_object_it_recorded() {
     let bare = with(&[(0, M), (1, 5)], true);
     assert_eq!(needs_head(&bare, &m), vec![0, 1]);
 }
+
+/// Encrypted chunks list their ciphertext sizes: the manifest's plaintext size replaces each
+/// stored size that can hold it; chunks it does not describe, or whose stored size cannot hold
+/// what it records (a plaintext chunk, another object), are to be opened.
+#[test]
+fn sealed_chunks_take_their_plaintext_size_from_the_manifest() {
+    use crate::crypt::Layout;
+    let sealed = |plain| Layout::new(200).sealed_len(plain);
+    let m = manifest(&[M, M, 4]);
+    let mut l = Listed {
+        chunks: listed(&[(0, sealed(M)), (1, M), (2, sealed(4)), (3, sealed(7))]),
+        ..Listed::default()
+    };
+    assert_eq!(plain_sizes(&mut l, Some(&m)), vec![1, 3]);
+    assert_eq!(l.chunks, listed(&[(0, M), (1, M), (2, 4), (3, sealed(7))]));
+    // No manifest (a put that did not finish): every chunk is opened.
+    let mut l = Listed {
+        chunks: listed(&[(0, sealed(M)), (1, sealed(3))]),
+        ..Listed::default()
+    };
+    assert_eq!(plain_sizes(&mut l, None), vec![0, 1]);
+}
+
+#[test]
+fn a_sealed_chunk_just_stored_is_checked_by_size_only() {
+    let sealed = crate::crypt::Layout::new(200).sealed_len(M);
+    let cases = [
+        (sealed, Stored::Unknown),
+        (M, Stored::Differs),
+        (sealed + 100_000, Stored::Differs),
+    ];
+    for (size, want) in cases {
+        let meta = ObjectMeta::listed("k", size);
+        assert_eq!(compare_sealed(&meta, M), want, "{size}");
+    }
+}

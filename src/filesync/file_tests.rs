@@ -109,7 +109,7 @@ async fn a_file_changed_during_both_uploads_fails() {
     let head = t.head("k").await.expect("head");
     let now = job(&file).stamp;
     assert_eq!(
-        decide::by_metadata(&now, Some(&head), Compare::SizeMtime),
+        decide::by_metadata(&now, Some(&head), Compare::SizeMtime, Stored::Plain),
         Verdict::Upload
     );
 }
