@@ -35,6 +35,7 @@ mod packaging;
 mod parsers_fuzz;
 mod protect;
 mod replicate;
+mod replicate_bounds;
 mod reqlog;
 mod reuse;
 mod secrets;
