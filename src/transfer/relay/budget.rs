@@ -104,9 +104,9 @@ pub struct Share {
     pub reserve: u64,
 }
 
-/// The share of a relay of an object of `size` bytes from an engine with settings `from` to one
-/// with settings `to`, out of a budget of `budget` bytes.
-pub fn share(size: u64, budget: u64, from: &Settings, to: &Settings) -> Share {
+/// The share of a relay of an object of `size` bytes to an engine with settings `to`, out of a
+/// budget of `budget` bytes.
+pub fn share(size: u64, budget: u64, to: &Settings) -> Share {
     let half = budget.max(MIN_BUDGET) / 2;
     if size <= WHOLE_MAX.min(half) {
         return Share {
@@ -118,9 +118,13 @@ pub fn share(size: u64, budget: u64, from: &Settings, to: &Settings) -> Share {
         };
     }
     let room = half - PIPE;
-    let up = (room / 2).max(MIN_PART_SIZE);
+    // The download only has to keep the pipe fed (its ranges are written out in order as
+    // they come); the upload's parts are at least 5 MiB, and more of them in flight is what
+    // makes a relay fast.
+    let up = (room - room / 3).max(MIN_PART_SIZE);
     let down = room - up;
-    let piece = (down / from.concurrency.max(1) as u64).clamp(1 << 20, MAX_PIECE);
+    // Three ranges in flight keep the pipe fed; smaller ones would cost a request per MiB.
+    let piece = (down / 3).clamp(1 << 20, MAX_PIECE);
     let piece = piece - piece % (1 << 20);
     let first = plan::stream_first_part(to.part_size, up, to.concurrency);
     let in_flight = plan::stream_parts_in_flight(up, first, to.concurrency) as u64;
@@ -157,11 +161,11 @@ mod tests {
     #[test]
     fn a_wal_is_moved_whole_and_reserves_its_size() {
         let s = settings(64 << 20, 8);
-        let w = share(16 << 20, 128 << 20, &s, &s);
+        let w = share(16 << 20, 128 << 20, &s);
         assert!(w.whole);
         assert_eq!(w.reserve, 16 << 20);
         // Not when half the budget cannot hold it.
-        let w = share(16 << 20, 16 << 20, &s, &s);
+        let w = share(16 << 20, 16 << 20, &s);
         assert!(!w.whole);
         assert!(w.reserve <= 8 << 20, "{w:?}");
     }
@@ -181,7 +185,7 @@ mod tests {
                     5 << 30,
                     4 << 40,
                 ] {
-                    let sh = share(size, budget, &s, &s);
+                    let sh = share(size, budget, &s);
                     let half = budget.max(MIN_BUDGET) / 2;
                     // Up to 900 parts of at least 5 MiB, within half the budget; beyond, the
                     // growing parts S3's part limit requires.
@@ -205,7 +209,7 @@ mod tests {
     fn a_share_covers_what_the_stream_engines_may_hold() {
         let s = settings(8 << 20, 4);
         let size = 300 << 20;
-        let sh = share(size, 24 << 20, &s, &s);
+        let sh = share(size, 24 << 20, &s);
         assert!(!sh.whole);
         // The upload's parts in flight, as the stream upload sizes them from `up`.
         let first = plan::stream_first_part(s.part_size, sh.up, s.concurrency);
@@ -220,7 +224,7 @@ mod tests {
     fn a_small_streamed_object_reserves_no_more_than_it_needs() {
         let s = settings(8 << 20, 4);
         // Its range window, the pipe, and as many parts as it has, each allocated whole.
-        let sh = share(17 << 20, 1 << 30, &s, &s);
+        let sh = share(17 << 20, 1 << 30, &s);
         let first = plan::stream_first_part(s.part_size, sh.up, s.concurrency);
         let parts = (17u64 << 20).div_ceil(first);
         assert_eq!(sh.reserve, (17 << 20) + parts * first + PIPE, "{sh:?}");

@@ -82,7 +82,7 @@ impl Transfer {
         dst: &str,
         opts: &PutOptions,
     ) -> Result<Uploaded> {
-        let share = budget::share(src.size, src.budget.total(), &src.engine.cfg, &self.cfg);
+        let share = budget::share(src.size, src.budget.total(), &self.cfg);
         let _held = src.budget.reserve(share.reserve, &self.cancel).await?;
         let expect = Expect {
             size: Some(src.expect.size.unwrap_or(src.size)),
