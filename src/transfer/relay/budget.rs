@@ -118,9 +118,8 @@ pub fn share(size: u64, budget: u64, to: &Settings) -> Share {
         };
     }
     let room = half - PIPE;
-    // The download only has to keep the pipe fed (its ranges are written out in order as
-    // they come); the upload's parts are at least 5 MiB, and more of them in flight is what
-    // makes a relay fast.
+    // The download's ranges are written out in order as they come, so a few suffice; the
+    // upload's parts are at least 5 MiB, and more of them in flight is what makes a relay fast.
     let up = (room - room / 3).max(MIN_PART_SIZE);
     let down = room - up;
     // Three ranges in flight keep the pipe fed; smaller ones would cost a request per MiB.
