@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::store::{ListRequest, Location};
 use crate::transfer::Transfer;
+use crate::transfer::relay::RelayBudget;
 
 /// The replica's engine, copying from the main bucket server-side when it can.
 pub(super) async fn target_engine(
@@ -108,6 +109,8 @@ pub(super) async fn run(
         target: target.clone(),
         server_side: Arc::new(AtomicBool::new(server_side)),
         counts: Arc::new(Counts::default()),
+        // The replica's `s3.stream_memory`: it is the side that streams (parts are its own).
+        budget: Arc::new(RelayBudget::new(target.config().stream_memory)),
     };
     let names = match servers {
         Servers::One(s) => vec![s],

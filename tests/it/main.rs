@@ -37,6 +37,7 @@ mod packaging;
 mod parsers_fuzz;
 mod protect;
 mod replicate;
+mod replicate_bounds;
 mod reqlog;
 mod reuse;
 mod secrets;

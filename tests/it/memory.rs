@@ -5,7 +5,7 @@ use crate::common::site::BIN;
 
 /// The peak RSS (VmHWM) of a running process; it only grows, so the last reading before the
 /// process exits is its peak.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
+pub(crate) fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

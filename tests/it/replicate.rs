@@ -12,7 +12,7 @@ use crate::common::faults::FaultProxy;
 use crate::common::site::{BIN, Site, make_archive, write_backup};
 use crate::common::{data, garage, unique};
 
-const ID: &str = "20260301T010203";
+pub(crate) const ID: &str = "20260301T010203";
 
 /// A site with one backup (a 12 MiB file among small ones, so parts are involved) and eight
 /// WAL files in the main bucket, and `stores:` naming the second bucket.
@@ -43,7 +43,7 @@ fn site_with(prefix: &str, stores_yaml: &str, big: usize) -> Site {
     s
 }
 
-fn ok(s: &Site, args: &[&str]) -> Output {
+pub(crate) fn ok(s: &Site, args: &[&str]) -> Output {
     let out = s.run(args, &[]);
     assert!(
         out.status.success(),
@@ -54,7 +54,7 @@ fn ok(s: &Site, args: &[&str]) -> Output {
     out
 }
 
-fn json(out: &Output) -> serde_json::Value {
+pub(crate) fn json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON on stdout")
 }
@@ -97,7 +97,7 @@ fn replica_restores_alone(s: &Site, store: &str) {
     }
 }
 
-fn counts(v: &serde_json::Value) -> (u64, u64, u64) {
+pub(crate) fn counts(v: &serde_json::Value) -> (u64, u64, u64) {
     let c = &v["counts"];
     (
         c["streamed"].as_u64().expect("streamed"),
@@ -255,7 +255,7 @@ fn a_killed_replicate_lists_nothing_early_and_the_next_run_completes() {
 }
 
 /// Backup `id` of server `pg` in Barman's directory, needing WALs from segment `begin` on.
-fn local_backup(s: &Site, id: &str, begin: u64) {
+pub(crate) fn local_backup(s: &Site, id: &str, begin: u64) {
     write_backup(s, id, "DONE");
     let wal = crate::common::site::wal_name(begin);
     std::fs::write(
@@ -267,7 +267,7 @@ fn local_backup(s: &Site, id: &str, begin: u64) {
     .expect("info");
 }
 
-fn replica_backups(s: &Site, store: &str) -> Vec<String> {
+pub(crate) fn replica_backups(s: &Site, store: &str) -> Vec<String> {
     let out = ok(s, &["--store", store, "--json", "base-ls", "pg"]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     rows.as_array()

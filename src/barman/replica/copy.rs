@@ -2,7 +2,8 @@
 //! else through this host ([`Transfer::relay_from`]); verified either way against what we
 //! recorded (the manifest's size and CRC32C) or, where nothing was recorded (WAL files, our
 //! manifest, backup.info, encrypted objects whose record is of the plaintext), against the
-//! checksum the main store keeps with the object.
+//! checksum the main store keeps with the object. Streamed objects share one memory budget
+//! ([`RelayBudget`]: `max(s3.stream_memory, 16 MiB)` of buffers for the whole run).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use crate::checksum;
 use crate::error::{Error, Result};
 use crate::store::{ObjectKind, ObjectMeta, PutOptions};
 use crate::transfer::plan::LAYOUT_META;
+use crate::transfer::relay::{RelayBudget, RelaySource};
 use crate::transfer::sealed::SEALED_META;
 use crate::transfer::{CopyExpect, Expect, Transfer};
 
@@ -25,6 +27,8 @@ pub struct Pair {
     pub server_side: Arc<AtomicBool>,
     /// What was copied, by way.
     pub counts: Arc<Counts>,
+    /// The memory every object streamed through this host shares (`s3.stream_memory`).
+    pub budget: Arc<RelayBudget>,
 }
 
 /// What a run copied.
@@ -165,10 +169,14 @@ impl Pair {
             size: want.map(|w| w.0),
             crc32c: want.map(|w| w.1),
         };
-        let sent = self
-            .target
-            .relay_from(&self.source, src, dst, expect, opts)
-            .await?;
+        let from = RelaySource {
+            engine: &self.source,
+            key: src,
+            size: head.size,
+            expect,
+            budget: &self.budget,
+        };
+        let sent = self.target.relay_from(from, dst, opts).await?;
         self.counts.streamed.fetch_add(1, Ordering::Relaxed);
         self.counts.bytes.fetch_add(sent.size, Ordering::Relaxed);
         Ok(())
