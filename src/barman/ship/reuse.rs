@@ -264,8 +264,8 @@ mod tests {
 
     #[test]
     fn copies_only_from_a_previous_file_still_as_uploaded() {
-        let p = Some(prior(10, Some(T)));
-        let pp = p.expect("prior");
+        let pp = prior(10, Some(T));
+        let p = Some(pp);
         let cases = [
             // The hard link Barman made: copied unread.
             (st(10, T), p, Some(st(10, T)), true, Reuse::Copy(pp)),
