@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::transfer::Ciphertext;
 
 /// One entry of a backup's tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,11 @@ pub enum Entry {
         /// hard link to this very file, unchanged since, without reading it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mtime_ns: Option<i64>,
+        /// With encryption on: the object as this host sent it, so a later backup's
+        /// server-side copy of it is checked against what was sent, not the server's word.
+        /// Absent in manifests of unencrypted backups and of older versions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ciphertext: Option<CiphertextRecord>,
     },
     /// A directory (kept so empty ones come back).
     Dir {
@@ -59,6 +65,34 @@ pub enum Entry {
         /// Link target as read (lossy for a target that is not UTF-8: restores never use it).
         target: String,
     },
+}
+
+/// An encrypted file's object as sent: its stored size and the CRC32C of its stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiphertextRecord {
+    /// Stored bytes.
+    pub size: u64,
+    /// CRC32C of the stored bytes, 8 hex digits.
+    pub crc32c: String,
+}
+
+impl CiphertextRecord {
+    /// The record of what the engine sent.
+    pub fn of(c: Ciphertext) -> Self {
+        CiphertextRecord {
+            size: c.size,
+            crc32c: format!("{:08x}", c.crc32c),
+        }
+    }
+
+    /// What the record says, `None` when its CRC32C does not parse (then nothing is copied).
+    pub fn parse(&self) -> Option<Ciphertext> {
+        let crc32c = u32::from_str_radix(&self.crc32c, 16).ok()?;
+        Some(Ciphertext {
+            size: self.size,
+            crc32c,
+        })
+    }
 }
 
 impl Entry {
@@ -234,6 +268,43 @@ mod tests {
             "{\"type\":\"file\",\"path\":\"data/PG_VERSION\",\"size\":3,\"mode\":384,\"crc32c\":\"00000000\"}",
         );
         assert!(Manifest::parse(&m, "k").is_ok());
+    }
+
+    #[test]
+    fn the_ciphertext_record_round_trips_and_old_entries_have_none() {
+        let c = Ciphertext {
+            size: 5 << 20,
+            crc32c: 0x0abc_def1,
+        };
+        let rec = CiphertextRecord::of(c);
+        assert_eq!(rec.crc32c, "0abcdef1");
+        assert_eq!(rec.parse(), Some(c));
+        let e = Entry::File {
+            path: "data/base/1/1".into(),
+            raw: None,
+            size: 3,
+            mode: 0o600,
+            crc32c: "00000001".into(),
+            mtime_ns: Some(1),
+            ciphertext: Some(rec),
+        };
+        let json = serde_json::to_string(&e).expect("json");
+        assert!(
+            json.contains("\"ciphertext\":{\"size\":5242880,\"crc32c\":\"0abcdef1\"}"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Entry>(&json).expect("back"), e);
+        let old =
+            "{\"type\":\"file\",\"path\":\"x\",\"size\":3,\"mode\":384,\"crc32c\":\"00000000\"}";
+        let Entry::File { ciphertext, .. } = serde_json::from_str(old).expect("old") else {
+            panic!("a file");
+        };
+        assert_eq!(ciphertext, None);
+        let bad = CiphertextRecord {
+            size: 1,
+            crc32c: "xyz".into(),
+        };
+        assert_eq!(bad.parse(), None);
     }
 
     #[test]

@@ -413,6 +413,7 @@ async fn copy_to_recorded(
     let expect = CopyExpect {
         size: s0.mnt_size,
         crc32c: crc,
+        ciphertext: None,
     };
     match ctx.t.copy_object(&p.key, &dst, expect, opts.clone()).await {
         Ok(()) => {}

@@ -37,6 +37,7 @@ pub use cursor::ListCursor;
 pub use download::{Downloaded, Expect};
 use probe::ChecksumProbe;
 use retry::RetryPolicy;
+pub use sealed::Ciphertext;
 pub use settings::{ChecksumMode, Settings};
 pub use stats::{Op, Stats, StatsSnapshot};
 pub use upload::{FileJournal, ResumeState, SentPart, UploadJournal, Uploaded};

@@ -24,6 +24,18 @@ use crate::store::ByteRange;
 /// bytes of every part, to check the composite checksum.
 pub const SEALED_META: &str = "barmans3-age";
 
+/// An encrypted object as this host sent it: its stored size and the CRC32C of its stored
+/// bytes (the ciphertext), computed from what was sent rather than from what a server reports.
+/// Recorded beside the plaintext's, so a later server-side copy of the object is checked
+/// against what was sent: the bucket can be written by others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ciphertext {
+    /// Stored bytes.
+    pub size: u64,
+    /// CRC32C of the stored bytes.
+    pub crc32c: u32,
+}
+
 /// The setting a missing identity is named by.
 pub const IDENTITY_SETTING: &str = "encryption.identity_file";
 

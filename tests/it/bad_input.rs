@@ -164,6 +164,7 @@ fn file(path: &str, body: &[u8]) -> Entry {
         mode: 0o600,
         crc32c: format!("{:08x}", checksum::crc32c(body)),
         mtime_ns: None,
+        ciphertext: None,
     }
 }
 
@@ -1323,6 +1324,7 @@ fn setuid_sticky_and_world_writable_modes_from_the_bucket_are_narrowed() {
             size,
             crc32c,
             mtime_ns,
+            ciphertext,
             ..
         } => Entry::File {
             path,
@@ -1331,6 +1333,7 @@ fn setuid_sticky_and_world_writable_modes_from_the_bucket_are_narrowed() {
             mode: m,
             crc32c,
             mtime_ns,
+            ciphertext,
         },
         Entry::Dir { path, raw, .. } => Entry::Dir { path, raw, mode: m },
         other => other,

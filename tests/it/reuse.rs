@@ -258,13 +258,10 @@ fn raw(site: &Site, key: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// With encryption on, the unchanged files of the second backup are copied server-side as
-/// they are stored: the copy is the first backup's ciphertext byte for byte (sealed again, it
-/// would have another file key), the changed files are sent sealed, and both restore.
-fn second_encrypted_backup_copies_ciphertext(w: Where) {
+/// Turns client-side encryption on in the site's config, to a fresh age identity.
+fn encrypt(site: &Site) {
     use age::secrecy::ExposeSecret;
     use std::os::unix::fs::PermissionsExt;
-    let (site, _proxy) = site(w);
     let id = age::x25519::Identity::generate();
     let key_file = site.dir.path().join("age.key");
     std::fs::write(&key_file, format!("{}\n", id.to_string().expose_secret())).expect("key");
@@ -276,8 +273,12 @@ fn second_encrypted_backup_copies_ciphertext(w: Where) {
         key_file.display()
     ));
     std::fs::write(&site.cfg, cfg).expect("cfg");
+}
 
-    let a = base(&site, A);
+/// Backup A of the encrypted tests: small files, and one above the part size, which goes up
+/// in parts (sealed objects are sealed in memory, a part at most at a time).
+fn first_encrypted_backup(site: &Site, w: Where) {
+    let a = base(site, A);
     put(&a.join("data/PG_VERSION"), b"15\n");
     put(&a.join("data/global/pg_control"), &control(1));
     for i in 0..4u64 {
@@ -287,44 +288,64 @@ fn second_encrypted_backup_copies_ciphertext(w: Where) {
         );
     }
     put(&a.join("data/base/1/big"), &data(11 << 20, 99));
-    write_info(&site, A);
+    write_info(site, A);
     site.queue(A, "DONE");
-    let (_, copied_a, _) = base_sync(&site);
+    let (_, copied_a, _) = base_sync(site);
     assert_eq!(copied_a, 0);
+    if w == Where::Garage {
+        let ops = operations_on(site, &format!("{A}/data/base/1/big"));
+        assert!(
+            ops.iter().any(|o| o == "UploadPart"),
+            "sent in parts: {ops:?}"
+        );
+    }
+}
 
-    let b = base(&site, B);
-    let mut unchanged = 0u64;
+/// Backup B as Barman's `reuse_backup = link` makes it from A: hard links to every file.
+/// Returns the bytes of its files.
+fn link_second_backup(site: &Site) -> u64 {
+    let (a, b) = (base(site, A), base(site, B));
+    let mut total = 0u64;
     for (rel, body) in files_of(&a) {
         let to = b.join(&rel);
         std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
         std::fs::hard_link(a.join(&rel), &to).expect("link");
-        unchanged += body.len() as u64;
+        total += body.len() as u64;
     }
+    total
+}
+
+/// With encryption on, the unchanged files of the second backup are copied server-side as
+/// they are stored: the copy is the first backup's ciphertext byte for byte (sealed again, it
+/// would have another file key), the changed files are sent sealed, and both restore. The
+/// file sent in parts is copied too, part by part, checked against the CRC32C of the
+/// ciphertext recorded when it was sent (the server keeps no whole-object CRC32C of it).
+fn second_encrypted_backup_copies_ciphertext(w: Where) {
+    let (site, _proxy) = site(w);
+    encrypt(&site);
+    first_encrypted_backup(&site, w);
+    let b = base(&site, B);
+    let mut unchanged = link_second_backup(&site);
     std::fs::remove_file(b.join("data/base/1/1001")).expect("unlink");
     put(&b.join("data/base/1/1001"), &data(256 * KIB, 77));
     unchanged -= 256 * KIB as u64;
     write_info(&site, B);
     site.queue(B, "DONE");
     let (up_b, copied_b, err) = base_sync(&site);
-    // An encrypted file above the part size went up in parts: the server keeps no CRC32C of
-    // the whole stored object to check a copy against, so it is sent again (on Garage; the
-    // local store keeps whole-object checksums).
-    let mut copied = vec!["data/base/1/1000", "data/PG_VERSION"];
-    if w == Where::Garage {
-        unchanged -= 11 << 20;
-        assert!(
-            err.contains("no server-side copy of data/base/1/big"),
-            "{err}"
-        );
-    } else {
-        copied.push("data/base/1/big");
-    }
-    assert_eq!(
-        copied_b, unchanged,
-        "every other unchanged file copied: {err}"
+    assert_eq!(copied_b, unchanged, "every unchanged file copied: {err}");
+    assert!(!err.contains("no server-side copy"), "{err}");
+    assert!(
+        up_b >= 256 * KIB as u64 && up_b < (256 + 64) * KIB as u64,
+        "only the changed file sent (and the metadata): {up_b}"
     );
-    assert!(up_b >= 256 * KIB as u64, "the changed file sent: {up_b}");
-    for rel in copied {
+    if w == Where::Garage {
+        let ops = operations_on(&site, &format!("{B}/data/base/1/big"));
+        assert!(
+            ops.iter().any(|o| o == "UploadPartCopy") && !ops.iter().any(|o| o == "UploadPart"),
+            "copied in parts, nothing sent: {ops:?}"
+        );
+    }
+    for rel in ["data/base/1/1000", "data/PG_VERSION", "data/base/1/big"] {
         let (from, to) = (
             raw(&site, &format!("pg/base/{A}/{rel}")),
             raw(&site, &format!("pg/base/{B}/{rel}")),
@@ -349,4 +370,70 @@ fn local_second_encrypted_backup_copies_ciphertext() {
 #[test]
 fn garage_second_encrypted_backup_copies_ciphertext() {
     second_encrypted_backup_copies_ciphertext(Where::Garage);
+}
+
+/// Someone with write access to the bucket replaces objects of backup A with other
+/// ciphertexts of the same plaintext size, sealed to the same key (a file sent whole and one
+/// sent in parts). Their headers open to the right size, and the server vouches for their
+/// stored bytes; but they are not what this host sent, so backup B copies neither: both files
+/// are sent again from the local disk, with a warning naming the key, and B restores the
+/// right bytes.
+fn swapped_source_is_sent_again(w: Where) {
+    let (site, _proxy) = site(w);
+    encrypt(&site);
+    first_encrypted_backup(&site, w);
+    let swapped = [
+        ("data/base/1/1000", 256 * KIB),
+        ("data/base/1/big", 11 << 20),
+    ];
+    for (i, (rel, size)) in swapped.iter().enumerate() {
+        let other = site.dir.path().join(format!("other-{i}"));
+        std::fs::write(&other, data(*size, 500 + i as u64)).expect("other");
+        let key = format!("pg/base/{A}/{rel}");
+        let before = raw(&site, &key);
+        let out = site.run(&["store", "put", other.to_str().expect("utf8"), &key], &[]);
+        assert!(
+            out.status.success(),
+            "store put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after = raw(&site, &key);
+        assert!(after.starts_with(b"age-encryption.org/v1\n") && after != before);
+        assert_eq!(
+            after.len(),
+            before.len(),
+            "{rel}: a ciphertext of the same size"
+        );
+    }
+    let unchanged = link_second_backup(&site);
+    write_info(&site, B);
+    site.queue(B, "DONE");
+    let (up_b, copied_b, err) = base_sync(&site);
+    let resent = (256 * KIB + (11 << 20)) as u64;
+    assert_eq!(copied_b, unchanged - resent, "the others copied: {err}");
+    assert!(up_b >= resent, "both sent again: {up_b}");
+    for (rel, _) in swapped {
+        let src = format!("base/{A}/{rel}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("no server-side copy of {rel}")) && l.contains(&src)),
+            "a warning naming {src}: {err}"
+        );
+        let (a, b) = (
+            raw(&site, &format!("pg/base/{A}/{rel}")),
+            raw(&site, &format!("pg/base/{B}/{rel}")),
+        );
+        assert!(a != b, "{rel}: the swapped object was not copied");
+    }
+    restore_matches(&site, B);
+}
+
+#[test]
+fn local_swapped_encrypted_source_is_sent_again() {
+    swapped_source_is_sent_again(Where::Local);
+}
+
+#[test]
+fn garage_swapped_encrypted_source_is_sent_again() {
+    swapped_source_is_sent_again(Where::Garage);
 }

@@ -123,6 +123,7 @@ async fn objects_need_their_key(keyed: Config, prefix: &str, enforced: bool) {
                 CopyExpect {
                     size: up.size,
                     crc32c: up.crc32c,
+                    ciphertext: None,
                 },
                 PutOptions::default(),
             )

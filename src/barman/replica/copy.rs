@@ -125,7 +125,11 @@ impl Pair {
         if let Some((size, crc32c)) = want
             && self.server_side.load(Ordering::Relaxed)
         {
-            let expect = CopyExpect { size, crc32c };
+            let expect = CopyExpect {
+                size,
+                crc32c,
+                ciphertext: None,
+            };
             match self
                 .target
                 .copy_object(src, dst, expect, opts.clone())

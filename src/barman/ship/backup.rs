@@ -14,7 +14,7 @@ use super::reuse::{self, Previous, Reuse};
 use super::state::LocalState;
 use crate::barman::conf::ServerDirs;
 use crate::barman::info::{self, BackupInfo};
-use crate::barman::manifest::{Entry, Manifest, check_unique, encode_path};
+use crate::barman::manifest::{CiphertextRecord, Entry, Manifest, check_unique, encode_path};
 use crate::barman::remote::{INFO, MANIFEST};
 use crate::barman::server::Server;
 use crate::checksum;
@@ -372,14 +372,15 @@ async fn upload_files(
                 (None, Some(p)) => try_copy(&srv, p, &f, &key).await?,
                 _ => None,
             };
-            let (crc, how, etag) = match (there, copied) {
-                (Some((crc, etag)), _) => (crc, How::AlreadyThere, etag),
-                (None, Some(crc)) => (crc, How::Copied, None),
+            // A copy is of the same ciphertext as its source: the record goes with it.
+            let (crc, how, etag, sealed) = match (there, copied) {
+                (Some((crc, etag)), _) => (crc, How::AlreadyThere, etag, None),
+                (None, Some(p)) => (p.crc32c, How::Copied, None, p.ciphertext),
                 // The engine keeps the journal only for a file it sends in parts, so that a
                 // later run resumes it.
                 (None, None) => {
                     let up = upload_one(t, &f, &key, &journal, one_put_max).await?;
-                    (up.crc32c, How::Uploaded, up.etag)
+                    (up.crc32c, How::Uploaded, up.etag, up.ciphertext)
                 }
             };
             if how != How::Uploaded {
@@ -401,6 +402,7 @@ async fn upload_files(
                 mode: f.mode,
                 crc32c: format!("{crc:08x}"),
                 mtime_ns: i64::try_from(f.stamp.mtime_ns).ok(),
+                ciphertext: sealed.map(CiphertextRecord::of),
             };
             Ok((entry, how, row))
         }
@@ -461,10 +463,16 @@ async fn upload_one(
 }
 
 /// Makes `key` with a verified server-side copy of the previous backup's object when the file
-/// is the same ([`reuse::decide`]); the CRC32C on success, `None` when it must be uploaded.
+/// is the same ([`reuse::decide`]); the record of the source on success, `None` when it must
+/// be uploaded.
 /// A copy only saves an upload: whatever fails here but an interruption is a warning, and the
 /// file is uploaded (a source shorter than its manifest says must not fail every retry).
-async fn try_copy(srv: &Server, prev: &Previous, f: &LocalFile, key: &str) -> Result<Option<u32>> {
+async fn try_copy(
+    srv: &Server,
+    prev: &Previous,
+    f: &LocalFile,
+    key: &str,
+) -> Result<Option<reuse::Prior>> {
     match copy_if_same(srv, prev, f, key).await {
         Err(Error::Interrupted) => Err(Error::Interrupted),
         Err(e) => {
@@ -484,7 +492,7 @@ async fn copy_if_same(
     prev: &Previous,
     f: &LocalFile,
     key: &str,
-) -> Result<Option<u32>> {
+) -> Result<Option<reuse::Prior>> {
     if !prev.copies_work() {
         return Ok(None);
     }
@@ -500,11 +508,12 @@ async fn copy_if_same(
         prev.prior(&f.rel),
         local.as_ref().map(|(s, _)| s),
         local.is_some_and(|(_, same)| same),
+        srv.t.encrypts(),
     );
-    let crc = match decision {
+    let prior = match decision {
         Reuse::Upload => return Ok(None),
-        Reuse::Copy(crc) => crc,
-        Reuse::CopyIfSame(crc) => {
+        Reuse::Copy(p) => p,
+        Reuse::CopyIfSame(p) => {
             let other = prev.local_path(&f.local_rel);
             let same = reuse::same_content(&f.path, &other).await?;
             // The previous file must not have changed while it was compared.
@@ -512,20 +521,21 @@ async fn copy_if_same(
             if !same || still != local.map(|(s, _)| s) {
                 return Ok(None);
             }
-            crc
+            p
         }
     };
     let src = srv.remote.backup_key(&prev.id, &f.rel);
     let expect = CopyExpect {
         size: f.stamp.size,
-        crc32c: crc,
+        crc32c: prior.crc32c,
+        ciphertext: prior.ciphertext,
     };
     match srv
         .t
         .copy_object(&src, key, expect, PutOptions::of(ObjectKind::Base))
         .await
     {
-        Ok(()) => Ok(Some(crc)),
+        Ok(()) => Ok(Some(prior)),
         Err(Error::CopyRefused(why)) => {
             prev.copy_refused(&why);
             Ok(None)

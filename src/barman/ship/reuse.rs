@@ -8,7 +8,10 @@
 //! copied outright; another file of the same size is compared byte for byte with it. Never by
 //! checksum alone: PostgreSQL's `pg_control` and `pg_filenode.map` end with a CRC-32C of their
 //! own content, so every valid version of them has the same CRC32C and size. The copy itself
-//! is verified against the recorded CRC32C.
+//! is verified against the recorded CRC32C; with encryption on, against the record of the
+//! object's ciphertext as it was sent, so a file recorded without one (a manifest of an older
+//! version, or of a backup made without encryption) is sent again, never copied on the
+//! bucket's word.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -19,6 +22,7 @@ use crate::barman::conf::ServerDirs;
 use crate::barman::manifest::Entry;
 use crate::barman::server::Server;
 use crate::error::{Error, Result};
+use crate::transfer::Ciphertext;
 
 /// What the previous backup's manifest says of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub struct Prior {
     pub crc32c: u32,
     /// Modification time when it was uploaded, if recorded.
     pub mtime_ns: Option<i64>,
+    /// The encrypted object as it was sent, if recorded.
+    pub ciphertext: Option<Ciphertext>,
 }
 
 /// Size and modification time of a local file.
@@ -43,20 +49,28 @@ pub struct Stat {
 /// How a file of the new backup gets into the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reuse {
-    /// Server-side copy of the previous object, whose CRC32C this is.
-    Copy(u32),
+    /// Server-side copy of the previous object, recorded so.
+    Copy(Prior),
     /// Server-side copy if the file is byte for byte the previous backup's local file; else
     /// upload.
-    CopyIfSame(u32),
+    CopyIfSame(Prior),
     /// Upload.
     Upload,
 }
 
 /// The decision for one file: `now` is the new file, `prior` the manifest's record of the same
 /// path in the previous backup, `prev` that backup's local file as it is now (`None`: gone),
-/// `same_inode` whether the two are one inode. Copies only when the previous local file is
-/// still what was uploaded; never on a size difference.
-pub fn decide(now: &Stat, prior: Option<&Prior>, prev: Option<&Stat>, same_inode: bool) -> Reuse {
+/// `same_inode` whether the two are one inode, `encrypts` whether this run encrypts. Copies
+/// only when the previous local file is still what was uploaded; never on a size difference;
+/// with encryption on, only an object recorded as the ciphertext sent (and never one so
+/// recorded into a run without encryption, which must not store ciphertext).
+pub fn decide(
+    now: &Stat,
+    prior: Option<&Prior>,
+    prev: Option<&Stat>,
+    same_inode: bool,
+    encrypts: bool,
+) -> Reuse {
     let (Some(p), Some(local)) = (prior, prev) else {
         return Reuse::Upload;
     };
@@ -64,10 +78,13 @@ pub fn decide(now: &Stat, prior: Option<&Prior>, prev: Option<&Stat>, same_inode
     if !uploaded_as_is || p.size != now.size || now.size == 0 {
         return Reuse::Upload;
     }
+    if p.ciphertext.is_some() != encrypts {
+        return Reuse::Upload;
+    }
     if same_inode {
-        Reuse::Copy(p.crc32c)
+        Reuse::Copy(*p)
     } else {
-        Reuse::CopyIfSame(p.crc32c)
+        Reuse::CopyIfSame(*p)
     }
 }
 
@@ -156,6 +173,7 @@ async fn find(srv: &Server, dirs: &ServerDirs, id: &str) -> Result<Option<Previo
                             size,
                             crc32c,
                             mtime_ns,
+                            ciphertext,
                             ..
                         } => Some((
                             path.clone(),
@@ -163,6 +181,7 @@ async fn find(srv: &Server, dirs: &ServerDirs, id: &str) -> Result<Option<Previo
                                 size: *size,
                                 crc32c: u32::from_str_radix(crc32c, 16).ok()?,
                                 mtime_ns: *mtime_ns,
+                                ciphertext: ciphertext.as_ref().and_then(|c| c.parse()),
                             },
                         )),
                         _ => None,
@@ -239,22 +258,24 @@ mod tests {
             size,
             crc32c: 0xabc,
             mtime_ns,
+            ciphertext: None,
         }
     }
 
     #[test]
     fn copies_only_from_a_previous_file_still_as_uploaded() {
-        let p = Some(prior(10, Some(T)));
+        let pp = prior(10, Some(T));
+        let p = Some(pp);
         let cases = [
             // The hard link Barman made: copied unread.
-            (st(10, T), p, Some(st(10, T)), true, Reuse::Copy(0xabc)),
+            (st(10, T), p, Some(st(10, T)), true, Reuse::Copy(pp)),
             // Another inode of the same size: compared byte for byte first.
             (
                 st(10, T + 5),
                 p,
                 Some(st(10, T)),
                 false,
-                Reuse::CopyIfSame(0xabc),
+                Reuse::CopyIfSame(pp),
             ),
             // Nothing recorded, or the previous local file gone: upload.
             (st(10, T), None, Some(st(10, T)), true, Reuse::Upload),
@@ -282,7 +303,40 @@ mod tests {
         ];
         for (i, (now, pr, prev, same, want)) in cases.iter().enumerate() {
             assert_eq!(
-                decide(now, pr.as_ref(), prev.as_ref(), *same),
+                decide(now, pr.as_ref(), prev.as_ref(), *same, false),
+                *want,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn encrypted_copies_need_the_record_of_the_ciphertext_sent() {
+        let plain = prior(10, Some(T));
+        let sealed = Prior {
+            ciphertext: Some(Ciphertext {
+                size: 300,
+                crc32c: 0xdef,
+            }),
+            ..plain
+        };
+        let (now, local) = (st(10, T), Some(st(10, T)));
+        let cases = [
+            // Encrypted, recorded as sent: copied (the record goes with it).
+            (sealed, true, true, Reuse::Copy(sealed)),
+            (sealed, false, true, Reuse::CopyIfSame(sealed)),
+            // Encrypted now, but the manifest (older, or of a backup without encryption) has no
+            // record of a ciphertext: sent again.
+            (plain, true, true, Reuse::Upload),
+            (plain, false, true, Reuse::Upload),
+            // A ciphertext is never copied into a run that does not encrypt.
+            (sealed, true, false, Reuse::Upload),
+            // Neither: as ever.
+            (plain, true, false, Reuse::Copy(plain)),
+        ];
+        for (i, (p, same, encrypts, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                decide(&now, Some(p), local.as_ref(), *same, *encrypts),
                 *want,
                 "case {i}"
             );

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::Transfer;
 use super::plan::{self, LAYOUT_META};
-use super::sealed::SEALED_META;
+use super::sealed::{Ciphertext, SEALED_META};
 use crate::checksum;
 use crate::crypt::Sealer;
 use crate::error::{Error, Result};
@@ -50,6 +50,8 @@ pub struct Uploaded {
     pub parts: u32,
     /// Parts that a resumed upload did not need to send again.
     pub parts_reused: u32,
+    /// With encryption on: the object as stored (`size` and `crc32c` are the plaintext's).
+    pub ciphertext: Option<Ciphertext>,
 }
 
 /// A part ready to send.
@@ -57,6 +59,15 @@ struct PartJob {
     number: u32,
     body: Bytes,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The stored form of an object sent in `parts`: their sizes and CRC32Cs as sent.
+fn stored_form(parts: &[SentPart]) -> Ciphertext {
+    let crcs: Vec<(u32, u64)> = parts.iter().map(|p| (p.crc32c, p.size)).collect();
+    Ciphertext {
+        size: crcs.iter().map(|c| c.1).sum(),
+        crc32c: combine(&crcs),
+    }
 }
 
 /// CRC32C of a whole object from its parts' CRC32C and sizes.
@@ -136,6 +147,7 @@ impl Transfer {
             etag: receipt.etag,
             parts: 1,
             parts_reused: 0,
+            ciphertext: None,
         })
     }
 
@@ -261,6 +273,7 @@ impl Transfer {
         let (mut state, sealer) = self
             .resume_or_create(key, size, mtime_ns, part_size, journal, opts)
             .await?;
+        let sealed = sealer.is_some();
         let stored = sealer
             .as_ref()
             .map_or(size, |s| s.layout().sealed_len(size));
@@ -297,6 +310,7 @@ impl Transfer {
                     etag,
                     parts: layout.len() as u32,
                     parts_reused: reused,
+                    ciphertext: sealed.then(|| stored_form(&state.parts)),
                 })
             }
             Err(e) => {

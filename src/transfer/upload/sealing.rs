@@ -11,7 +11,7 @@ use crate::crypt::Sealer;
 use crate::error::Result;
 use crate::store::{Body, ByteRange, PartReceipt, PutOptions, Upload};
 use crate::transfer::Transfer;
-use crate::transfer::sealed;
+use crate::transfer::sealed::{self, Ciphertext};
 
 /// Where a sealed part of a file sits: its number, its plaintext, whether it ends the object.
 pub(super) struct SealedPart {
@@ -22,7 +22,8 @@ pub(super) struct SealedPart {
 
 impl Transfer {
     /// One PUT of `body`, sealed first when encryption is on, under a permit the caller holds.
-    /// The result describes the plaintext (size, CRC32C) either way.
+    /// The result describes the plaintext (size, CRC32C) either way, and a sealed body's stored
+    /// form as sent.
     pub(super) async fn put_sealed(
         &self,
         key: &str,
@@ -36,6 +37,10 @@ impl Transfer {
         let sealed = sealed::seal_bytes(keys, key, &body)?;
         drop(body);
         let mut up = self.put_stored(key, sealed, opts).await?;
+        up.ciphertext = Some(Ciphertext {
+            size: up.size,
+            crc32c: up.crc32c,
+        });
         up.size = plain_len;
         up.crc32c = plain_crc;
         Ok(up)

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use std::sync::Arc;
 
-use super::{PartJob, SentPart, Uploaded, combine};
+use super::{PartJob, SentPart, Uploaded, combine, stored_form};
 use crate::crypt::Sealer;
 use crate::error::{Error, Result};
 use crate::store::{PartReceipt, PutOptions, Upload};
@@ -99,6 +99,7 @@ impl Transfer {
                 etag,
                 parts: parts.len() as u32,
                 parts_reused: 0,
+                ciphertext: sealing.then(|| stored_form(&parts)),
             }),
             Err(e) => {
                 let _ = self.abort(&upload).await;

@@ -101,6 +101,7 @@ mod tests {
             mode: 0o600,
             crc32c: "00000001".into(),
             mtime_ns: None,
+            ciphertext: None,
         }
     }
 

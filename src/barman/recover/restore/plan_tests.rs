@@ -10,6 +10,7 @@ fn file(path: &str) -> Entry {
         mode: 0o600,
         crc32c: "00000001".into(),
         mtime_ns: None,
+        ciphertext: None,
     }
 }
 fn dir(path: &str) -> Entry {

@@ -7,16 +7,19 @@
 //! reported as [`Error::CopyRefused`], so the caller can upload instead.
 //!
 //! With encryption on, an encrypted source is copied as it is stored (its ciphertext, never
-//! opened and sealed again): the caller's record is of the plaintext, so the copy is checked
-//! against the source instead, whose header must open to the recorded plaintext size, and
-//! whose stored size and full-object CRC32C the copy must have.
+//! opened and sealed again), checked against the caller's record of the ciphertext as it was
+//! sent ([`sealed`]).
 
-use super::Transfer;
 use super::plan::{self, LAYOUT_META};
+use super::{Ciphertext, Transfer};
 use crate::checksum;
 use crate::error::{Error, Result};
 use crate::store::limits::MAX_COPY_SIZE;
-use crate::store::{ChecksumAlgorithm, ObjectRange, PartReceipt, PutOptions, ServerCopy, Upload};
+use crate::store::{
+    ByteRange, ChecksumAlgorithm, ObjectRange, PartReceipt, PutOptions, ServerCopy, Upload,
+};
+
+mod sealed;
 
 /// What a copy must produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,10 @@ pub struct CopyExpect {
     pub size: u64,
     /// CRC32C of the whole object.
     pub crc32c: u32,
+    /// With encryption on: the source as this host sent it (`size` and `crc32c` are then the
+    /// plaintext's). The source and the copy must be exactly these stored bytes; without this
+    /// record an encrypted object is not copied.
+    pub ciphertext: Option<Ciphertext>,
 }
 
 /// Whether a store error means "this server does not do (verifiable) copies" rather than a
@@ -84,65 +91,6 @@ impl Transfer {
             Err(e) if refused(&e) => Err(Error::CopyRefused(e.one_line())),
             Err(e) => Err(e),
         }
-    }
-
-    /// The copy of an encrypted object: its stored bytes, checked against the source's (the
-    /// plaintext record `expect` cannot be compared with the server's checksum of
-    /// ciphertext). The source's header must open with our identities and give `expect.size`;
-    /// a source stored unencrypted (a backup from before encryption was turned on) refuses
-    /// copies for the run; one the server holds without a full-object CRC32C (sent in parts)
-    /// is not copied: the file is sent again, sealed.
-    async fn copy_sealed(
-        &self,
-        src: &str,
-        dst: &str,
-        expect: CopyExpect,
-        opts: PutOptions,
-    ) -> Result<()> {
-        let meta = self.head(src).await?;
-        // Reuse reads the previous backup's (encrypted) manifest, so a host that gets here
-        // holds identities: the header opens, or the copy is not made.
-        let plain_len = self.sniff(src, &meta).await?.map(|s| s.plain_len);
-        let Some(plain_len) = plain_len else {
-            return Err(Error::CopyRefused(format!(
-                "{src} is stored unencrypted; sending it again, encrypted"
-            )));
-        };
-        if plain_len != expect.size {
-            return Err(Error::Checksum {
-                key: src.into(),
-                expected: format!("{} bytes", expect.size),
-                actual: format!("{plain_len} bytes in the store"),
-            });
-        }
-        let stored = match meta.crc32c.as_deref() {
-            Some(c) if !c.contains('-') => checksum::parse_crc32c_header(c),
-            _ => None,
-        };
-        // This object's own shape, not the server's: the caller sends this file again and goes
-        // on copying others.
-        let Some(crc32c) = stored else {
-            return Err(Error::Failed(format!(
-                "{src} has no CRC32C of the whole encrypted object to check a copy against"
-            )));
-        };
-        if meta.size > self.cfg.copy_limit.min(MAX_COPY_SIZE) {
-            return Err(Error::Failed(format!(
-                "{src} is an encrypted object above the single-copy limit"
-            )));
-        }
-        let result = self
-            .copy_whole(
-                src,
-                dst,
-                CopyExpect {
-                    size: meta.size,
-                    crc32c,
-                },
-                opts,
-            )
-            .await;
-        self.copied(result, expect.size)
     }
 
     async fn copy_whole(
@@ -206,6 +154,19 @@ impl Transfer {
         );
         opts.metadata
             .insert(LAYOUT_META.to_string(), plan::encode_layout(part_size, 0));
+        let ranges = plan::layout(expect.size, part_size, 0);
+        self.copy_in_parts(src, dst, expect, opts, &ranges).await
+    }
+
+    /// The multipart copy of `src` as `ranges` (which tile it), created with `opts`.
+    async fn copy_in_parts(
+        &self,
+        src: &str,
+        dst: &str,
+        expect: CopyExpect,
+        mut opts: PutOptions,
+        ranges: &[ByteRange],
+    ) -> Result<()> {
         opts.part_checksum = Some(ChecksumAlgorithm::Crc32c);
         self.copier(src)?;
         let upload = self
@@ -214,7 +175,7 @@ impl Transfer {
                 self.store.multipart().create(dst, &opts)
             })
             .await?;
-        let result = self.copy_ranges(src, &upload, expect, part_size).await;
+        let result = self.copy_ranges(src, &upload, expect, ranges).await;
         if result.is_err() {
             let _ = self.abort(&upload).await;
         }
@@ -226,11 +187,10 @@ impl Transfer {
         src: &str,
         upload: &Upload,
         expect: CopyExpect,
-        part_size: u64,
+        ranges: &[ByteRange],
     ) -> Result<()> {
         let dst = upload.key.as_str();
-        let ranges = plan::layout(expect.size, part_size, 0);
-        let jobs = ranges.into_iter().enumerate();
+        let jobs = ranges.iter().copied().enumerate();
         let parts: Vec<PartReceipt> = super::bounded(jobs, self.cfg.concurrency, |(i, r)| {
             let t = self.clone();
             let (upload, from) = (
@@ -253,6 +213,7 @@ impl Transfer {
         .await?;
         let mut parts = parts;
         parts.sort_by_key(|p| p.part_number);
+        self.listed_crcs(upload, &mut parts).await?;
         let crcs: Vec<(u32, u64)> = parts
             .iter()
             .map(|p| {
@@ -284,9 +245,35 @@ impl Transfer {
                 plain_crc32c: None,
             })
             .collect();
-        self.finish(upload, &sent, expect.size, part_size, 0)
+        let first = ranges.first().map_or(1, ByteRange::len);
+        self.finish(upload, &sent, expect.size, first, 0)
             .await
             .map(|_| ())
+    }
+}
+
+impl Transfer {
+    /// Fills in the CRC32C of copied parts whose answer had none from the server's list of the
+    /// upload's parts: Garage computes a copied part's CRC32C (the upload asked for them) but
+    /// returns it only there. Still the server's checksum of the bytes it copied, so the
+    /// combined value checks the copy as the answers' would.
+    async fn listed_crcs(&self, upload: &Upload, parts: &mut [PartReceipt]) -> Result<()> {
+        if parts.iter().all(|p| p.crc32c.is_some()) {
+            return Ok(());
+        }
+        let listed = self
+            .retry
+            .run(&self.stats, &self.cancel, || {
+                self.store.multipart().list_parts(upload)
+            })
+            .await?;
+        for p in parts.iter_mut().filter(|p| p.crc32c.is_none()) {
+            p.crc32c = listed
+                .iter()
+                .find(|l| l.part_number == p.part_number && l.etag == p.etag)
+                .and_then(|l| l.crc32c);
+        }
+        Ok(())
     }
 }
 
