@@ -15,7 +15,9 @@ use crate::store::{ListRequest, Location};
 use crate::transfer::Transfer;
 use crate::transfer::relay::RelayBudget;
 
-/// The replica's engine, copying from the main bucket server-side when it can.
+/// The replica's engine, copying from the main bucket server-side when it can. It opens
+/// sealed objects (the replica's backup.info and manifests are read); `.raw()` of it moves
+/// stored bytes.
 pub(super) async fn target_engine(
     o: &Options,
     cfg: &Config,
@@ -30,7 +32,7 @@ pub(super) async fn target_engine(
     let target = super::engine_builder(o, &tcfg, t.cancel_flag().clone())
         .open(&tcfg.location, &tcfg.s3)
         .await?;
-    Ok((target.raw(), tcfg, server_side))
+    Ok((target, tcfg, server_side))
 }
 
 /// Server names in the main store: the prefixes under its root that hold backups or WALs.
@@ -92,8 +94,10 @@ pub(super) async fn run(
     opts: &ReplicateOptions,
     counts: &mut BTreeMap<&'static str, u64>,
 ) -> Result<Exit> {
-    let (target, tcfg, server_side) = target_engine(o, cfg, t, to).await?;
-    let source = t.raw();
+    let (reader, tcfg, server_side) = target_engine(o, cfg, t, to).await?;
+    // Objects move as stored (ciphertext stays ciphertext); backup.info and manifests are read
+    // through the engines that open them, or an encrypted bucket would list no backup.
+    let (source, target) = (t.raw(), reader.raw());
     tracing::info!(
         "replicating {} to {to} ({}), {}",
         cfg.location,
@@ -119,8 +123,8 @@ pub(super) async fn run(
     let mut reports = Vec::new();
     let mut failed = false;
     for name in &names {
-        let src = Server::new(&source, cfg.location.prefix(), name);
-        let dst = Server::new(&target, tcfg.location.prefix(), name);
+        let src = Server::new(t, cfg.location.prefix(), name);
+        let dst = Server::new(&reader, tcfg.location.prefix(), name);
         let done = match replica::replicate_server(&pair, &src, &dst, to, opts).await {
             Ok(r) if opts.prune => prune(cfg, &tcfg, (&src, &dst, to), opts, r).await,
             other => other,

@@ -23,7 +23,11 @@ fn site(prefix: &str, stores_yaml: &str) -> Site {
 /// [`site`] with a data file of `big` bytes.
 fn site_with(prefix: &str, stores_yaml: &str, big: usize) -> Site {
     let g = garage();
-    let s = Site::new(&format!("{}{stores_yaml}", g.yaml(prefix)));
+    backed_up(Site::new(&format!("{}{stores_yaml}", g.yaml(prefix))), big)
+}
+
+/// `s` with the backup and WAL files of [`site`] shipped to its main bucket.
+fn backed_up(s: Site, big: usize) -> Site {
     write_backup(&s, ID, "DONE");
     let base = s
         .dir
@@ -408,4 +412,55 @@ fn a_locked_replica_in_another_storage_class_carries_both_on_every_object() {
     let again = json(&ok(&s, &["--json", "replicate", "--to", "vault", "pg"]));
     assert_eq!(counts(&again).0 + counts(&again).1, 0, "{again}");
     replica_restores_alone(&s, "vault");
+}
+
+/// A bucket under client-side encryption replicates as it is stored: the replica's objects are
+/// the main store's ciphertext byte for byte (nothing opened or sealed again on the way), its
+/// backup is listed complete (backup.info and the manifest are read through the identity), and
+/// it restores alone. Before, the manifest was read as stored and an encrypted bucket
+/// replicated no backup.
+#[test]
+fn an_encrypted_bucket_replicates_as_ciphertext_and_restores_alone() {
+    let g = garage();
+    let prefix = unique("repl-crypt");
+    let s = Site::new(&format!(
+        "{}{}",
+        g.yaml(&prefix),
+        g.second_store_yaml("offsite", &prefix, true)
+    ));
+    crate::reuse::encrypt(&s);
+    // One part per object: a streamed relay moves an encrypted object of one part.
+    let s = backed_up(s, 1 << 20);
+    let first = json(&ok(&s, &["--json", "replicate", "--to", "offsite", "pg"]));
+    assert_eq!(
+        first["servers"][0]["copied"],
+        serde_json::json!([ID]),
+        "{first}"
+    );
+    check_report(&first);
+    for rel in ["barmans3.manifest", "backup.info", "data/base/1/16384"] {
+        let key = format!("pg/base/{ID}/{rel}");
+        let main = crate::reuse::raw(&s, &key);
+        assert!(main.starts_with(b"age-encryption.org/v1\n"), "{key} sealed");
+        let out = s.run(
+            &["--store", "offsite", "store", "get", "--raw", &key, "-"],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.stdout, main,
+            "{key}: the replica holds the same ciphertext"
+        );
+    }
+    let again = json(&ok(&s, &["--json", "replicate", "--to", "offsite", "pg"]));
+    assert_eq!(
+        again["servers"][0]["copied"],
+        serde_json::json!([]),
+        "{again}"
+    );
+    replica_restores_alone(&s, "offsite");
 }

@@ -248,7 +248,7 @@ fn garage_failing_copies_fall_back_to_uploads() {
 }
 
 /// The stored bytes of `key` (under the site's prefix), as they are.
-fn raw(site: &Site, key: &str) -> Vec<u8> {
+pub(crate) fn raw(site: &Site, key: &str) -> Vec<u8> {
     let out = site.run(&["store", "get", "--raw", key, "-"], &[]);
     assert!(
         out.status.success(),
@@ -259,7 +259,7 @@ fn raw(site: &Site, key: &str) -> Vec<u8> {
 }
 
 /// Turns client-side encryption on in the site's config, to a fresh age identity.
-fn encrypt(site: &Site) {
+pub(crate) fn encrypt(site: &Site) {
     use age::secrecy::ExposeSecret;
     use std::os::unix::fs::PermissionsExt;
     let id = age::x25519::Identity::generate();

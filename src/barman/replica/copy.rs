@@ -57,12 +57,14 @@ pub fn full_crc32c(meta: &ObjectMeta) -> Option<u32> {
         .and_then(checksum::parse_crc32c_header)
 }
 
-/// What the stored bytes of an object must be: our record where it describes them, else the
-/// main store's own full-object checksum (`None`: the download checks what the store keeps).
+/// What the stored bytes of an object must be: our record where it describes them (the file,
+/// or the ciphertext as it was sent), else the main store's own full-object checksum (`None`:
+/// the download checks what the store keeps). A record of another size describes the
+/// plaintext of an encrypted object (a manifest from before ciphertext records), never the
+/// stored bytes.
 fn stored_expectation(head: &ObjectMeta, record: Option<(u64, u32)>) -> Option<(u64, u32)> {
-    let sealed = head.metadata.contains_key(SEALED_META);
     match record {
-        Some(r) if !sealed => Some(r),
+        Some(r) if r.0 == head.size => Some(r),
         _ => full_crc32c(head).map(|c| (head.size, c)),
     }
 }
@@ -184,5 +186,41 @@ impl Pair {
         self.counts.streamed.fetch_add(1, Ordering::Relaxed);
         self.counts.bytes.fetch_add(sent.size, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(size: u64, crc: Option<u32>) -> ObjectMeta {
+        ObjectMeta {
+            key: "k".into(),
+            size,
+            etag: None,
+            last_modified: None,
+            crc32c: crc.map(checksum::crc32c_header),
+            metadata: Default::default(),
+            storage_class: None,
+            restore: None,
+            retain_until: None,
+        }
+    }
+
+    #[test]
+    fn a_record_describes_the_stored_bytes_only_at_their_size() {
+        // Our record of the file (or of the ciphertext sent) wins over the store's word.
+        assert_eq!(
+            stored_expectation(&head(10, Some(7)), Some((10, 5))),
+            Some((10, 5))
+        );
+        // A record of another size is of the plaintext of an encrypted object: the store's
+        // own checksum of what it holds, or nothing to expect.
+        assert_eq!(
+            stored_expectation(&head(203, Some(7)), Some((3, 5))),
+            Some((203, 7))
+        );
+        assert_eq!(stored_expectation(&head(203, None), Some((3, 5))), None);
+        assert_eq!(stored_expectation(&head(9, Some(7)), None), Some((9, 7)));
     }
 }

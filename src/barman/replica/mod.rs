@@ -229,7 +229,7 @@ pub async fn replicate_server(
         ..Default::default()
     };
     for id in plan::backups_to_copy(&complete, &target_done, opts.since.as_deref()) {
-        copy_backup(pair, &src.remote, &dst.remote, id).await?;
+        copy_backup(pair, src, &dst.remote, id).await?;
         tracing::info!("{}: backup {id} replicated to {target_name}", src.name);
         report.copied.push(id.clone());
     }
@@ -251,9 +251,11 @@ pub async fn replicate_server(
 }
 
 /// One backup: its files, then the manifest, then backup.info.
-async fn copy_backup(pair: &Pair, src: &Remote, dst: &Remote, id: &str) -> Result<()> {
+async fn copy_backup(pair: &Pair, srv: &Server, dst: &Remote, id: &str) -> Result<()> {
+    let src = &srv.remote;
     let mkey = src.backup_key(id, MANIFEST);
-    let (bytes, _) = pair.source.download_small(&mkey, MAX_MANIFEST).await?;
+    // Read through the engine that opens an encrypted manifest; copied below as stored.
+    let (bytes, _) = srv.t.download_small(&mkey, MAX_MANIFEST).await?;
     let manifest = Manifest::parse(&bytes, &mkey)?;
     if manifest.backup_id != id {
         return Err(Error::Failed(format!(
@@ -265,6 +267,13 @@ async fn copy_backup(pair: &Pair, src: &Remote, dst: &Remote, id: &str) -> Resul
         .entries
         .iter()
         .filter_map(|e| match e {
+            // The stored bytes: the ciphertext as sent when the file went up encrypted, else
+            // the file itself.
+            Entry::File {
+                path,
+                ciphertext: Some(c),
+                ..
+            } => Some((path, c.size, &c.crc32c)),
             Entry::File {
                 path, size, crc32c, ..
             } => Some((path, *size, crc32c)),
