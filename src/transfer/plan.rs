@@ -77,12 +77,24 @@ pub fn encode_layout(first: u64, growth_every: u64) -> String {
     format!("{first}:{growth_every}")
 }
 
-/// Decodes [`LAYOUT_META`].
-pub fn decode_layout(s: &str) -> Option<(u64, u64)> {
+/// Decodes [`LAYOUT_META`] of an object of `size` stored bytes. The value comes from the
+/// bucket: one that would cut the object into more than [`MAX_PARTS`] parts (S3 never makes
+/// such an object) is refused before any range is built, so a hostile `1:0` on a large object
+/// cannot make a download plan billions of ranges.
+pub fn decode_layout(s: &str, size: u64) -> Option<(u64, u64)> {
     let (a, b) = s.split_once(':')?;
     let first: u64 = a.parse().ok()?;
     (first > 0).then_some(())?;
-    Some((first, b.parse().ok()?))
+    let growth: u64 = b.parse().ok()?;
+    let (mut start, mut index) = (0u64, 0u64);
+    while start < size {
+        if index >= MAX_PARTS {
+            return None;
+        }
+        start = start.saturating_add(part_size_at(first, growth, index));
+        index += 1;
+    }
+    Some((first, growth))
 }
 
 /// Cuts each range into pieces of at most `max` bytes, remembering which range each came from.
@@ -180,8 +192,16 @@ mod tests {
         let l = layout(23, 5, 2);
         let lens: Vec<_> = l.iter().map(|r| r.len()).collect();
         assert_eq!(lens, [5, 5, 10, 3]);
-        assert_eq!(decode_layout(&encode_layout(5, 900)), Some((5, 900)));
-        assert_eq!(decode_layout("0:1"), None);
+        assert_eq!(decode_layout(&encode_layout(5, 900), 100), Some((5, 900)));
+        assert_eq!(decode_layout("0:1", 100), None);
+        // The bucket's word: no layout of more parts than S3 makes.
+        assert_eq!(decode_layout("1:0", MAX_PARTS), Some((1, 0)));
+        assert_eq!(decode_layout("1:0", MAX_PARTS + 1), None);
+        assert_eq!(decode_layout("1:0", 10 << 30), None);
+        assert_eq!(
+            decode_layout("5242880:900", 100 << 30),
+            Some((5 << 20, 900))
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub(crate) fn decide(meta: &ObjectMeta) -> Check {
     let layout = meta
         .metadata
         .get(LAYOUT_META)
-        .and_then(|v| plan::decode_layout(v))
+        .and_then(|v| plan::decode_layout(v, meta.size))
         .and_then(|(f, g)| match sealed {
             // An encrypted object's layout is of its plaintext: each part as stored.
             Some(start) => crate::transfer::sealed::sealed_parts(meta.size, start, f, g),
@@ -215,6 +215,18 @@ mod tests {
                 Some("5:0")
             )),
             Check::CompositeMd5 { .. }
+        ));
+    }
+
+    /// A layout from the bucket that would cut a 1 TiB object into a trillion one-byte parts
+    /// is not obeyed: no ranges are built, and the object is checked by what else it carries.
+    #[test]
+    fn a_hostile_layout_builds_no_ranges() {
+        // Before, this built 2^40 ranges: the test process ran out of memory.
+        let huge = 1u64 << 40;
+        assert!(matches!(
+            decide(&meta(huge, Some("AAAAAA==-3"), Some("x-3"), Some("1:0"))),
+            Check::SizeOnly
         ));
     }
 }
