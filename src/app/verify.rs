@@ -67,7 +67,7 @@ fn line(r: &Report) -> String {
     let verdict = if r.ok() {
         "no problem found".to_string()
     } else {
-        format!("{} PROBLEM(S) found", r.problems.len())
+        format!("{} PROBLEM(S) found", r.problem_count())
     };
     if r.check == "wal" {
         let how = if r.quick {

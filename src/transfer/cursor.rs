@@ -55,10 +55,29 @@ impl ListCursor {
             // order would look missing and be sent again, so such a listing stops the run.
             self.last = in_order(self.last.take(), &page.objects)?;
             self.held.extend(page.objects);
-            match page.next {
-                Some(next) => self.token = Some(next),
-                None => self.done = true,
+            self.advance(page.next);
+        }
+    }
+
+    /// What the cursor holds, or else the next page, in key order; `None` once the listing is
+    /// read to its end. For a caller that takes every key a page at a time.
+    pub async fn next_page(&mut self, t: &Transfer) -> Result<Option<Vec<ObjectMeta>>> {
+        while self.held.is_empty() {
+            if self.done {
+                return Ok(None);
             }
+            let page = t.list_page(&self.req, self.token.as_deref()).await?;
+            self.last = in_order(self.last.take(), &page.objects)?;
+            self.held.extend(page.objects);
+            self.advance(page.next);
+        }
+        Ok(Some(self.held.drain(..).collect()))
+    }
+
+    fn advance(&mut self, next: Option<String>) {
+        match next {
+            Some(next) => self.token = Some(next),
+            None => self.done = true,
         }
     }
 }
@@ -133,6 +152,44 @@ mod tests {
             7,
             "25 keys, pages of 4"
         );
+    }
+
+    #[tokio::test]
+    async fn next_page_hands_out_every_key_once_a_page_per_request() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let loc = Location::Local {
+            root: dir.path().to_path_buf(),
+        };
+        let t = EngineBuilder::new(Settings::default())
+            .open(&loc, &Default::default())
+            .await
+            .expect("open");
+        for i in 0..10 {
+            t.put_bytes(
+                &format!("w/{i:03}"),
+                bytes::Bytes::from("x"),
+                Default::default(),
+            )
+            .await
+            .expect("put");
+        }
+        let before = t.stats().snapshot().total_requests;
+        let mut c = ListCursor::new(ListRequest {
+            prefix: "w/".into(),
+            max_keys: Some(4),
+            ..Default::default()
+        });
+        let mut sizes = Vec::new();
+        let mut keys = Vec::new();
+        while let Some(page) = c.next_page(&t).await.expect("page") {
+            sizes.push(page.len());
+            keys.extend(page.into_iter().map(|o| o.key));
+        }
+        assert_eq!(sizes, [4, 4, 2]);
+        assert_eq!(keys.len(), 10);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert_eq!(t.stats().snapshot().total_requests - before, 3);
+        assert!(c.next_page(&t).await.expect("end").is_none());
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub fn record_verify(cfg: &Config, r: &Report) -> Result<()> {
         check: r.check.to_string(),
         finished_at: now(),
         quick: r.quick,
-        problems: r.problems.len() as u64,
+        problems: r.problem_count(),
     };
     // A quick verify has its own record: it must not stand in for the full one.
     let name = format!(

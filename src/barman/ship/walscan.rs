@@ -200,7 +200,9 @@ impl Survey {
         let below_key = below.map(|b| format!("{}{b}", self.prefix));
         let mut remote = BTreeMap::new();
         for o in self.listing.take_below(t, below_key.as_deref()).await? {
-            if let Some(rel) = o.key.strip_prefix(&self.prefix) {
+            if let Some(rel) = o.key.strip_prefix(&self.prefix)
+                && in_step(rel, &dirs)
+            {
                 let listed = Listed {
                     size: o.size,
                     etag: o.etag,
@@ -215,6 +217,18 @@ impl Survey {
             ledgers,
             plan,
         }))
+    }
+}
+
+/// Whether a listed key (relative to `wals/`) is one a step with hash directories `dirs`
+/// (sorted) plans with: a file of one of them, or a history file at the top. The first step's
+/// listing also holds the directories the bucket has and the host no longer does (Barman's
+/// retention removed them), the last step's the rest of the listing: nothing of this host is
+/// compared with those, and keeping them would make the step as large as the bucket's archive.
+fn in_step(rel: &str, dirs: &[String]) -> bool {
+    match rel.split_once('/') {
+        Some((d, _)) => dirs.binary_search_by(|x| x.as_str().cmp(d)).is_ok(),
+        None => wal::classify(rel) == Some(WalKind::History),
     }
 }
 
@@ -236,6 +250,25 @@ pub(super) fn load_ledgers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_keeps_only_its_directories_and_the_history_files() {
+        let dirs: Vec<String> = ["0000000100000003", "0000000100000005"]
+            .map(String::from)
+            .to_vec();
+        let keep = |rel: &str| in_step(rel, &dirs);
+        assert!(keep("0000000100000003/000000010000000300000001"));
+        assert!(keep("0000000100000005/000000010000000500000001.partial"));
+        assert!(keep("00000002.history"));
+        // Directories the bucket has and this host does not: before the first step's, between
+        // its directories, after the last step's; and stray keys.
+        assert!(!keep("0000000100000001/000000010000000100000001"));
+        assert!(!keep("0000000100000004/000000010000000400000001"));
+        assert!(!keep("0000000100000009/000000010000000900000001"));
+        assert!(!keep("0000000200000000/000000020000000000000001"));
+        assert!(!keep("stray.txt"));
+        assert!(!in_step("00000002.history/x", &[]));
+    }
 
     #[test]
     fn a_hash_directory_removed_after_the_survey_is_empty_not_an_error() {

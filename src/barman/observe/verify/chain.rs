@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::runs::Runs;
 use crate::barman::recover::timeline::{self, Begin};
 use crate::barman::wal::{self, WalKind};
 
@@ -20,12 +21,17 @@ use crate::barman::wal::{self, WalKind};
 /// nothing).
 pub const DEFAULT_SEG_SIZE: u64 = 16 << 20;
 
-/// What the WAL archive in the bucket holds.
+/// What the WAL archive in the bucket holds, in memory that grows with its gaps and odd names,
+/// not with its size: per timeline the runs of segments present ([`Runs`]), and the stored
+/// name only where it is not the segment's own (a `.partial` alone, lower-case hex).
 #[derive(Debug, Clone)]
 pub struct Archive {
     seg_size: u64,
-    /// Timeline → segment number → the stored name (a full segment preferred to its partial).
-    segments: BTreeMap<u32, BTreeMap<u64, String>>,
+    /// Timeline → the segment numbers present (as a segment or a partial).
+    segments: BTreeMap<u32, Runs>,
+    /// Stored names other than [`Archive::name`] of their position (a full segment preferred
+    /// to its partial).
+    odd: BTreeMap<(u32, u64), String>,
     histories: BTreeSet<u32>,
     misfits: Vec<String>,
 }
@@ -71,6 +77,7 @@ impl Archive {
         Archive {
             seg_size,
             segments: BTreeMap::new(),
+            odd: BTreeMap::new(),
             histories: BTreeSet::new(),
             misfits: Vec::new(),
         }
@@ -81,7 +88,9 @@ impl Archive {
         self.seg_size
     }
 
-    /// Records a file name found in `wals/` (other names are ignored).
+    /// Records a file name found in `wals/` (other names are ignored), in any order: the
+    /// archive is the same whichever page of a listing a name came on, and a name seen twice
+    /// counts once.
     pub fn add(&mut self, name: &str) {
         let kind = wal::classify(name);
         match kind {
@@ -92,10 +101,18 @@ impl Archive {
             }
             Some(WalKind::Segment | WalKind::Partial) => match position(name, self.seg_size) {
                 Some((tli, n)) => {
-                    let slot = self.segments.entry(tli).or_default().entry(n);
-                    let stored = slot.or_insert_with(|| name.to_string());
+                    let runs = self.segments.entry(tli).or_default();
+                    let present = runs.contains(n);
                     if kind == Some(WalKind::Segment) {
-                        *stored = name.to_string();
+                        runs.insert(n);
+                        if name == self.name(tli, n) {
+                            self.odd.remove(&(tli, n));
+                        } else {
+                            self.odd.insert((tli, n), name.to_string());
+                        }
+                    } else if !present {
+                        runs.insert(n);
+                        self.odd.insert((tli, n), name.to_string());
                     }
                 }
                 None => self.misfits.push(name.to_string()),
@@ -105,17 +122,29 @@ impl Archive {
     }
 
     /// The stored name of segment `n` of timeline `tli` (the segment, else its partial).
-    pub fn stored(&self, tli: u32, n: u64) -> Option<&str> {
-        self.segments.get(&tli)?.get(&n).map(String::as_str)
+    pub fn stored(&self, tli: u32, n: u64) -> Option<String> {
+        if !self.segments.get(&tli)?.contains(n) {
+            return None;
+        }
+        Some(match self.odd.get(&(tli, n)) {
+            Some(s) => s.clone(),
+            None => self.name(tli, n),
+        })
+    }
+
+    /// The last segment of the unbroken run of timeline `tli` that holds segment `n`.
+    pub fn run_end(&self, tli: u32, n: u64) -> Option<u64> {
+        self.segments.get(&tli)?.run_end(n)
     }
 
     /// Drops a stored file found unreadable or damaged: recovery cannot use it.
     pub fn forget(&mut self, name: &str) {
         if let Some((tli, n)) = position(name, self.seg_size)
+            && self.stored(tli, n).is_some_and(|x| x == name)
             && let Some(s) = self.segments.get_mut(&tli)
-            && s.get(&n).is_some_and(|x| x == name)
         {
-            s.remove(&n);
+            s.remove(n);
+            self.odd.remove(&(tli, n));
         }
     }
 
@@ -134,38 +163,23 @@ impl Archive {
         timeline::segment_name(tli, n, self.seg_size)
     }
 
-    fn oldest(&self) -> Option<u64> {
-        self.segments
-            .values()
-            .filter_map(|s| s.keys().next().copied())
-            .min()
+    /// How many runs of segments and odd names the archive holds: what it costs in memory.
+    pub fn entries(&self) -> usize {
+        self.segments.values().map(Runs::len).sum::<usize>() + self.odd.len()
     }
-}
 
-/// The missing runs of `first..=last` given the segment numbers present.
-fn gaps(present: Option<&BTreeMap<u64, String>>, first: u64, last: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    if first > last {
-        return out;
+    fn oldest(&self) -> Option<u64> {
+        self.segments.values().filter_map(Runs::first).min()
     }
-    let mut next = first;
-    if let Some(p) = present {
-        for &n in p.range(first..=last).map(|(n, _)| n) {
-            if n > next {
-                out.push((next, n - 1));
-            }
-            next = n + 1;
-        }
-    }
-    if next <= last {
-        out.push((next, last));
-    }
-    out
 }
 
 fn segment_lacks(a: &Archive, tli: u32, first: u64, last: u64) -> Vec<Lack> {
-    gaps(a.segments.get(&tli), first, last)
-        .into_iter()
+    let gaps = match a.segments.get(&tli) {
+        Some(r) => r.gaps(first, last),
+        None if first <= last => vec![(first, last)],
+        None => Vec::new(),
+    };
+    gaps.into_iter()
         .map(|(first, last)| Lack::Segments { tli, first, last })
         .collect()
 }
@@ -253,11 +267,11 @@ pub fn archive_lacks(
         let Some(begin) = begins
             .get(&t)
             .copied()
-            .or_else(|| present.and_then(|p| p.keys().next().copied()))
+            .or_else(|| present.and_then(Runs::first))
         else {
             continue;
         };
-        let newest = present.and_then(|p| p.keys().next_back().copied());
+        let newest = present.and_then(Runs::last);
         let Some(last) = newest.max(reach.get(&t).copied()) else {
             continue;
         };
@@ -454,5 +468,74 @@ mod tests {
                 name: "000000010000000000000100".into()
             }]
         );
+    }
+
+    /// A listing as pages: the archive and what it lacks are the same wherever the pages end.
+    fn paged(pages: &[&[String]]) -> Archive {
+        let mut a = Archive::new(SEG);
+        for page in pages {
+            for n in *page {
+                a.add(n);
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn a_gap_spanning_two_pages_is_one_run_and_a_wal_stored_twice_counts_once() {
+        // Timeline 1: 1..=10, then 14..=20; segment 10 is stored as itself and as its partial
+        // (the partial sorts right after it).
+        let mut names: Vec<String> = (1..=10).map(|n| name(1, n)).collect();
+        names.push(format!("{}.partial", name(1, 10)));
+        names.extend((14..=20).map(|n| name(1, n)));
+        let whole = archive(&names);
+        let want = vec![run(1, 11, 13)];
+        assert_eq!(archive_lacks(&whole, Some(1), &[], &[]), want);
+        // The gap opens on one page and closes on the next; the partial starts a page.
+        let at_gap = names.iter().position(|n| *n == name(1, 14)).expect("14");
+        let at_partial = at_gap - 1;
+        for cut in [at_gap, at_partial] {
+            let a = paged(&[&names[..cut], &names[cut..]]);
+            assert_eq!(archive_lacks(&a, Some(1), &[], &[]), want, "cut at {cut}");
+            // The full segment is preferred to its partial, whichever page each came on.
+            assert_eq!(a.stored(1, 10), Some(name(1, 10)));
+        }
+        // Every page size gives the same answer, and the partial listed alone stands for its
+        // segment until the segment itself shows up.
+        for size in 1..=names.len() {
+            let pages: Vec<&[String]> = names.chunks(size).collect();
+            assert_eq!(archive_lacks(&paged(&pages), Some(1), &[], &[]), want);
+        }
+        let reversed: Vec<String> = names.iter().rev().cloned().collect();
+        assert_eq!(archive(&reversed).stored(1, 10), Some(name(1, 10)));
+        let partial_only = archive(&[format!("{}.partial", name(1, 10))]);
+        assert_eq!(
+            partial_only.stored(1, 10),
+            Some(format!("{}.partial", name(1, 10)))
+        );
+    }
+
+    #[test]
+    fn the_archive_holds_runs_not_names() {
+        let mut a = Archive::new(SEG);
+        for n in 0..100_000 {
+            a.add(&name(1, n));
+        }
+        assert_eq!(a.entries(), 1, "a hundred thousand segments without a gap");
+        a.add(&name(1, 100_005));
+        a.add(&format!("{}.partial", name(1, 200_000)));
+        assert_eq!(a.entries(), 4, "two runs more and the partial's name");
+        assert_eq!(
+            archive_lacks(&a, None, &[], &[]),
+            vec![run(1, 100_000, 100_004), run(1, 100_006, 199_999)]
+        );
+        // A segment found damaged is dropped from its run.
+        a.forget(&name(1, 500));
+        assert_eq!(a.stored(1, 500), None);
+        assert_eq!(a.run_end(1, 0), Some(499));
+        assert_eq!(a.run_end(1, 501), Some(99_999));
+        // Forgetting a partial that is not what is stored leaves the segment alone.
+        a.forget(&format!("{}.partial", name(1, 7)));
+        assert_eq!(a.stored(1, 7), Some(name(1, 7)));
     }
 }

@@ -265,6 +265,32 @@ pub async fn head(t: &Transfer, job: &Job) -> Result<Outcome> {
     ))
 }
 
+/// `verify-wal` without `--read`: a WAL object the listing showed (with its size), checked with
+/// one request. Without identities, the HEAD: the listing cannot say whether the store keeps a
+/// full-object CRC32C with the object, which decides whether a read can verify it (counted,
+/// and the operator told). With identities, the ranged GET of its first bytes that
+/// authenticates an encrypted object's header instead (a HEAD adds nothing there: the checksum
+/// covers the ciphertext, and the listing gave the size the header is judged by); a plaintext
+/// object in such a bucket (written before encryption was turned on) gets the HEAD as well.
+pub async fn wal_quick(t: &Transfer, job: &Job, listed_size: u64) -> Result<Outcome> {
+    if t.encrypts() {
+        let listed = crate::store::ObjectMeta::listed(job.key.clone(), listed_size);
+        match t.sealed_size(&job.key, &listed).await {
+            Ok(Some(_)) => return Ok(Ok(Passed::HeadOpened)),
+            Ok(None) => {}
+            Err(e) => return classify(job, e).map(Err),
+        }
+    }
+    let meta = match t.head(&job.key).await {
+        Ok(m) => m,
+        Err(e) => return classify(job, e).map(Err),
+    };
+    Ok(Ok(match full_crc32c(meta.crc32c.as_deref()) {
+        Some(_) => Passed::HeadStoredCrc32c,
+        None => Passed::HeadSizeOnly,
+    }))
+}
+
 /// The full-object CRC32C a store reports; `<base64>-<parts>` is a composite checksum of a
 /// multipart object, which a HEAD cannot compare.
 fn full_crc32c(stored: Option<&str>) -> Option<u32> {

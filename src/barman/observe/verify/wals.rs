@@ -1,14 +1,14 @@
 //! The WAL side of a verification: the files each backup's chain needs (`begin_wal` to
 //! `end_wal` and its timeline's history file, each segment of the backup's own database
-//! system) and, for `verify-wal`, the whole archive: listed and judged by the pure functions of
-//! [`chain`](super::chain), every object checked by HEAD (or read with `--read`), and the
+//! system) and, for `verify-wal`, the whole archive: listed and checked a page at a time
+//! ([`walk`](super::walk)), judged by the pure functions of [`chain`](super::chain), and the
 //! recovery window that is left ([`window`](super::window)).
 
 use std::collections::BTreeSet;
 
 use super::chain::{self, Archive, DEFAULT_SEG_SIZE, Lack};
 use super::objects::{self, Job, Kind, Passed, Problem};
-use super::{Report, read_info, window};
+use super::{Report, read_info, walk, window};
 use crate::barman::info::BackupInfo;
 use crate::barman::recover::timeline;
 use crate::barman::remote::Remote;
@@ -90,7 +90,7 @@ pub(super) async fn chain_jobs(
         let on = if n == last { end_tli } else { tli };
         if let Some(stored) = a.stored(on, n) {
             r.wals += 1;
-            jobs.extend(wal::relative_path(stored).map(job));
+            jobs.extend(wal::relative_path(&stored).map(job));
         }
     }
     jobs.extend(a.histories().map(|x| job(format!("{x:08X}.history"))));
@@ -130,7 +130,7 @@ async fn list_range(srv: &Server, a: &mut Archive, from: &str, to: &str) -> Resu
 }
 
 pub(super) async fn verify_wal(srv: &Server, read: bool) -> Result<Report> {
-    let Server { t, remote, name } = srv;
+    let Server { remote, name, .. } = srv;
     let mut r = Report::new(name, "wal", !read);
     let listed = remote_backups(srv).await?;
     let complete: Vec<&RemoteBackup> = listed.iter().filter(|b| b.complete).collect();
@@ -151,9 +151,8 @@ pub(super) async fn verify_wal(srv: &Server, read: bool) -> Result<Report> {
         }
     };
     let mut a = Archive::new(size);
-    let jobs = list_archive(srv, &mut a, &mut r).await?;
+    let walked = walk::walk(srv, &mut a, &mut r, read).await?;
     let chains = read_histories(srv, &a, &mut r).await?;
-    super::run_jobs(t, jobs, !read, &mut r).await?;
     let at = |n: &Option<String>| n.as_deref().and_then(|n| chain::position(n, size));
     let start = complete
         .first()
@@ -180,7 +179,7 @@ pub(super) async fn verify_wal(srv: &Server, read: bool) -> Result<Report> {
         }
         r.problems.push(p);
     }
-    r.window = recovery_window(a, &chains, &complete, &r.problems);
+    r.window = recovery_window(a, &chains, &complete, &walked.damaged);
     if !read && r.size_only > 0 {
         r.notes.push(format!(
             "{} WAL object(s) carry no full-object CRC32C (multipart uploads, or written without one): a read (--read) verifies them against their composite checksum or size only",
@@ -190,52 +189,16 @@ pub(super) async fn verify_wal(srv: &Server, read: bool) -> Result<Report> {
     Ok(r)
 }
 
-/// Lists the whole archive into `a`: one job per WAL object but the history files (which are
-/// read whatever the mode).
-async fn list_archive(srv: &Server, a: &mut Archive, r: &mut Report) -> Result<Vec<Job>> {
-    let prefix = srv.remote.wals_prefix();
-    let mut jobs = Vec::new();
-    let req = ListRequest {
-        prefix: prefix.clone(),
-        ..Default::default()
-    };
-    srv.t
-        .list_pages(&req, |objs, _| {
-            for o in objs {
-                let rel = o.key.strip_prefix(&prefix).unwrap_or("");
-                let name = rel.rsplit('/').next().unwrap_or(rel);
-                a.add(name);
-                r.wals += 1;
-                if wal::classify(name).is_some_and(|k| k != WalKind::History) {
-                    jobs.push(Job {
-                        key: o.key.clone(),
-                        backup: None,
-                        record: None,
-                        system: None,
-                    });
-                }
-            }
-            true
-        })
-        .await?;
-    Ok(jobs)
-}
-
 /// The window a recovery can use: the archive without the files found missing, damaged or
-/// unreadable.
+/// unreadable (`damaged`, their names).
 fn recovery_window(
     mut a: Archive,
     chains: &[Vec<timeline::Begin>],
     complete: &[&RemoteBackup],
-    problems: &[Problem],
+    damaged: &[String],
 ) -> Option<window::Window> {
-    for p in problems {
-        if matches!(
-            p.kind,
-            Kind::Missing | Kind::Size | Kind::Checksum | Kind::Unreadable
-        ) {
-            a.forget(p.key.rsplit('/').next().unwrap_or(""));
-        }
+    for name in damaged {
+        a.forget(name);
     }
     let spans: Vec<window::Span> = complete
         .iter()

@@ -75,10 +75,7 @@ pub fn window(a: &Archive, chains: &[Vec<Begin>], backups: &[Span]) -> Option<Wi
 /// along `tli`, or along a later timeline that branches from it where its parent still reaches
 /// the switch (the furthest of them).
 fn reach(a: &Archive, chains: &[Vec<Begin>], tli: u32, from: u64) -> (u32, u64) {
-    let mut last = from;
-    while a.stored(tli, last + 1).is_some() {
-        last += 1;
-    }
+    let last = a.run_end(tli, from + 1).unwrap_or(from);
     let mut best = (tli, last);
     let mut seen = BTreeSet::new();
     for pair in chains.iter().flat_map(|c| c.windows(2)) {
