@@ -176,6 +176,8 @@ async fn a_clean_backup_and_archive_verify(b: Backend) {
         q["requests"]["head"].as_u64().is_some_and(|n| n >= 4),
         "{q}"
     );
+    // One request per file: no GET of a file's first bytes when it has its recorded size.
+    assert!(q["requests"]["get"].as_u64().unwrap_or(0) < 4, "{q}");
     if matches!(b, Backend::Garage) {
         // The 12 MiB file went up in 5 MiB parts: its checksum is composite, so size only.
         assert!(q["size_only"].as_u64().is_some_and(|n| n >= 1), "{q}");
