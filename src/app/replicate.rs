@@ -110,6 +110,7 @@ pub(super) async fn run(
     );
     let pair = Pair {
         source: source.clone(),
+        reader: t.clone(),
         target: target.clone(),
         server_side: Arc::new(AtomicBool::new(server_side)),
         counts: Arc::new(Counts::default()),

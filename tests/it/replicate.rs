@@ -464,3 +464,33 @@ fn an_encrypted_bucket_replicates_as_ciphertext_and_restores_alone() {
     );
     replica_restores_alone(&s, "offsite");
 }
+
+/// A main-store object that is not what its backup's manifest recorded (another size: here a
+/// file replaced in the bucket) is never replicated as if it were: the run fails naming it,
+/// and the replica lists no complete backup.
+#[test]
+fn an_object_unlike_its_manifest_record_is_not_replicated() {
+    let g = garage();
+    let prefix = unique("repl-damaged");
+    let s = site_with(
+        &prefix,
+        &g.second_store_yaml("offsite", &prefix, true),
+        1 << 20,
+    );
+    let bad = s.dir.path().join("bad");
+    std::fs::write(&bad, b"not the file the manifest records").expect("write");
+    let key = format!("pg/base/{ID}/data/base/1/2003");
+    ok(&s, &["store", "put", bad.to_str().expect("utf8"), &key]);
+    let out = s.run(&["--json", "replicate", "--to", "offsite", "pg"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("base/1/2003"), "{err}");
+    let ls = s.run(&["--store", "offsite", "base-ls", "pg"], &[]);
+    let listed = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.starts_with(ID) && l.trim_end().ends_with("yes")),
+        "{listed}"
+    );
+}

@@ -21,6 +21,9 @@ use crate::transfer::{CopyExpect, Expect, Transfer};
 pub struct Pair {
     /// The main store (read as stored bytes: nothing opened).
     pub source: Transfer,
+    /// The main store through the identities: opens an encrypted object's header to tell
+    /// whether a manifest record of another size is its plaintext's.
+    pub reader: Transfer,
     /// The replica (written as stored bytes: nothing sealed again).
     pub target: Transfer,
     /// Whether to try server-side copies first.
@@ -58,14 +61,20 @@ pub fn full_crc32c(meta: &ObjectMeta) -> Option<u32> {
 }
 
 /// What the stored bytes of an object must be: our record where it describes them (the file,
-/// or the ciphertext as it was sent), else the main store's own full-object checksum (`None`:
-/// the download checks what the store keeps). A record of another size describes the
-/// plaintext of an encrypted object (a manifest from before ciphertext records), never the
-/// stored bytes.
-fn stored_expectation(head: &ObjectMeta, record: Option<(u64, u32)>) -> Option<(u64, u32)> {
+/// or the ciphertext as it was sent), else the main store's own full-object checksum (inner
+/// `None`: the download checks what the store keeps). A record of another size is the
+/// plaintext's of an encrypted object (a manifest from before ciphertext records) only when the
+/// object's authenticated header (`opened`) gives exactly that size; otherwise the object is
+/// not what the manifest recorded, and the outer `None` says so: it is never replicated.
+fn stored_expectation(
+    head: &ObjectMeta,
+    record: Option<(u64, u32)>,
+    opened: Option<u64>,
+) -> Option<Option<(u64, u32)>> {
     match record {
-        Some(r) if r.0 == head.size => Some(r),
-        _ => full_crc32c(head).map(|c| (head.size, c)),
+        Some(r) if r.0 == head.size => Some(Some(r)),
+        Some(r) if opened != Some(r.0) => None,
+        _ => Some(full_crc32c(head).map(|c| (head.size, c))),
     }
 }
 
@@ -74,7 +83,7 @@ impl Pair {
     /// `None` when the source has none to tell by.
     pub async fn same_as(&self, src: &str, dst: &str) -> Result<Option<bool>> {
         let head = self.source.head(src).await?;
-        match stored_expectation(&head, None) {
+        match stored_expectation(&head, None, None).flatten() {
             Some(want) => Ok(Some(self.holds(dst, want).await?)),
             None => Ok(None),
         }
@@ -106,7 +115,22 @@ impl Pair {
             return Ok(false);
         }
         let head = self.source.head(src).await?;
-        let want = stored_expectation(&head, record);
+        let opened = match record {
+            Some((size, _)) if size != head.size => self.reader.sealed_size(src, &head).await?,
+            _ => None,
+        };
+        let want = stored_expectation(&head, record, opened).ok_or_else(|| Error::Checksum {
+            key: src.into(),
+            expected: format!(
+                "{} bytes, as the manifest records",
+                record.map_or(0, |r| r.0)
+            ),
+            actual: format!(
+                "{} bytes in the store{}",
+                head.size,
+                opened.map_or(String::new(), |p| format!(", {p} once decrypted"))
+            ),
+        })?;
         if let Some(w) = want
             && record.is_none()
             && self.holds(dst, w).await?
@@ -211,16 +235,32 @@ mod tests {
     fn a_record_describes_the_stored_bytes_only_at_their_size() {
         // Our record of the file (or of the ciphertext sent) wins over the store's word.
         assert_eq!(
-            stored_expectation(&head(10, Some(7)), Some((10, 5))),
-            Some((10, 5))
+            stored_expectation(&head(10, Some(7)), Some((10, 5)), None),
+            Some(Some((10, 5)))
         );
-        // A record of another size is of the plaintext of an encrypted object: the store's
-        // own checksum of what it holds, or nothing to expect.
+        // A record of another size is of the plaintext of an encrypted object only when its
+        // header opens to that size: then the store's own checksum of what it holds, or
+        // nothing to expect beyond what the download checks.
         assert_eq!(
-            stored_expectation(&head(203, Some(7)), Some((3, 5))),
-            Some((203, 7))
+            stored_expectation(&head(203, Some(7)), Some((3, 5)), Some(3)),
+            Some(Some((203, 7)))
         );
-        assert_eq!(stored_expectation(&head(203, None), Some((3, 5))), None);
-        assert_eq!(stored_expectation(&head(9, Some(7)), None), Some((9, 7)));
+        assert_eq!(
+            stored_expectation(&head(203, None), Some((3, 5)), Some(3)),
+            Some(None)
+        );
+        // Anything else is not the object the manifest recorded: never replicated.
+        assert_eq!(
+            stored_expectation(&head(9, Some(7)), Some((10, 5)), None),
+            None
+        );
+        assert_eq!(
+            stored_expectation(&head(203, Some(7)), Some((3, 5)), Some(4)),
+            None
+        );
+        assert_eq!(
+            stored_expectation(&head(9, Some(7)), None, None),
+            Some(Some((9, 7)))
+        );
     }
 }
