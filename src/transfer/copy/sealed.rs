@@ -90,7 +90,9 @@ pub(crate) fn judge(record: Option<Ciphertext>, head: &ObjectMeta, single_max: u
 /// then checked against the record.
 fn stored_parts(head: &ObjectMeta) -> Option<Vec<ByteRange>> {
     let start = head.metadata.get(SEALED_META)?.parse::<u64>().ok()?;
-    let (first, growth) = plan::decode_layout(head.metadata.get(LAYOUT_META)?, head.size)?;
+    // The layout cuts the plaintext.
+    let plain = crate::crypt::Layout::new(start).plain_len(head.size)?;
+    let (first, growth) = plan::decode_layout(head.metadata.get(LAYOUT_META)?, plain)?;
     // Bounds the number of ranges computed before they are counted.
     if first < MIN_PART_SIZE {
         return None;

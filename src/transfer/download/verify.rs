@@ -40,10 +40,16 @@ pub(crate) fn decide(meta: &ObjectMeta) -> Check {
         .metadata
         .get(SEALED_META)
         .and_then(|v| v.parse::<u64>().ok());
+    // The layout cuts the plaintext of an encrypted object, the stored bytes of any other.
+    let cut = match sealed {
+        Some(start) => crate::crypt::Layout::new(start).plain_len(meta.size),
+        None => Some(meta.size),
+    };
     let layout = meta
         .metadata
         .get(LAYOUT_META)
-        .and_then(|v| plan::decode_layout(v, meta.size))
+        .zip(cut)
+        .and_then(|(v, len)| plan::decode_layout(v, len))
         .and_then(|(f, g)| match sealed {
             // An encrypted object's layout is of its plaintext: each part as stored.
             Some(start) => crate::transfer::sealed::sealed_parts(meta.size, start, f, g),
@@ -216,6 +222,27 @@ mod tests {
             )),
             Check::CompositeMd5 { .. }
         ));
+    }
+
+    /// An encrypted object of 10 000 parts: its layout cuts the plaintext, and its stored
+    /// bytes (larger by the header and a tag per chunk) must not make the bound refuse it.
+    #[test]
+    fn an_encrypted_object_of_ten_thousand_parts_keeps_its_layout() {
+        let part = 10u64 << 20;
+        let plain = 10_000 * part;
+        let start = 200;
+        let stored = crate::crypt::Layout::new(start).sealed_len(plain);
+        let mut m = meta(
+            stored,
+            Some("AAAAAA==-10000"),
+            None,
+            Some(&format!("{part}:0")),
+        );
+        m.metadata.insert(SEALED_META.into(), start.to_string());
+        match decide(&m) {
+            Check::Composite { parts, .. } => assert_eq!(parts.len(), 10_000),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A layout from the bucket that would cut a 1 TiB object into a trillion one-byte parts
