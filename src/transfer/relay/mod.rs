@@ -187,9 +187,14 @@ impl Transfer {
         };
         let up = self.upload_stream_with(reader, dst, opts);
         let (got, sent) = tokio::join!(down, up);
-        // The source's error says why; the upload's is only its consequence.
-        let got = got?;
-        Ok(((got.size, got.crc32c), sent?))
+        match (got, sent) {
+            (Ok(got), sent) => Ok(((got.size, got.crc32c), sent?)),
+            // The upload stopped reading (the replica refused it): its error is the cause,
+            // the download's broken pipe only the symptom.
+            (Err(Error::Io { context, .. }), Err(up)) if context == "write output" => Err(up),
+            // Otherwise the source's error says why; the upload's is only its consequence.
+            (Err(down), _) => Err(down),
+        }
     }
 }
 
