@@ -279,7 +279,7 @@ pub async fn head(t: &Transfer, job: &Job) -> Result<Outcome> {
 /// covers the ciphertext, and the listing gave the size the header is judged by); a plaintext
 /// object in such a bucket (written before encryption was turned on) gets the HEAD as well.
 pub async fn wal_quick(t: &Transfer, job: &Job, listed_size: u64) -> Result<Outcome> {
-    if t.encrypts() {
+    if t.opens_sealed() {
         let listed = crate::store::ObjectMeta::listed(job.key.clone(), listed_size);
         match t.sealed_size(&job.key, &listed).await {
             Ok(Some(_)) => return Ok(Ok(Passed::HeadOpened)),
