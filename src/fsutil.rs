@@ -41,16 +41,26 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// entries, links, modes) and reports any writeback error since the open (Linux 5.8 and later).
 /// A restore of thousands of files then costs one journal commit rather than one fsync per
 /// file, and the extraction never waits for the disk in the middle of a stream.
+///
+/// Where `syncfs` cannot be trusted to report an error (kernels before 5.8, FUSE mounts, whose
+/// syncfs may do nothing), every file and directory under the directory is fsynced instead,
+/// as PostgreSQL's own `fsync` of a data directory does.
 #[derive(Debug)]
-pub struct FsBarrier(Vec<(PathBuf, File)>);
+pub struct FsBarrier(Vec<(PathBuf, File, bool)>);
+
+/// The filesystem magic of FUSE mounts (`FUSE_SUPER_MAGIC`).
+const FUSE_MAGIC: i64 = 0x6573_5546;
 
 impl FsBarrier {
     /// Opens each of `dirs` (they must exist).
     pub fn open<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<FsBarrier> {
+        let kernel_reports = syncfs_reports_errors(
+            &fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        );
         let open = |d: &Path| {
-            File::open(d)
-                .map(|f| (d.to_path_buf(), f))
-                .map_err(|e| Error::io(format!("open {}", d.display()), e))
+            let f = File::open(d).map_err(|e| Error::io(format!("open {}", d.display()), e))?;
+            let fuse = rustix::fs::fstatfs(&f).is_ok_and(|s| s.f_type as i64 == FUSE_MAGIC);
+            Ok((d.to_path_buf(), f, kernel_reports && !fuse))
         };
         dirs.into_iter()
             .map(open)
@@ -60,7 +70,10 @@ impl FsBarrier {
 
     /// Flushes the filesystem of every directory opened.
     pub fn sync(&self) -> Result<()> {
-        for (dir, f) in &self.0 {
+        for (dir, f, trusted) in &self.0 {
+            if !trusted {
+                sync_tree(dir)?;
+            }
             rustix::fs::syncfs(f).map_err(|e| {
                 Error::io(
                     format!("sync the filesystem of {}", dir.display()),
@@ -70,6 +83,38 @@ impl FsBarrier {
         }
         Ok(())
     }
+}
+
+/// Whether a kernel of `release` (`uname -r`) reports writeback errors from `syncfs` (5.8 and
+/// later); an unreadable release is not trusted.
+fn syncfs_reports_errors(release: &str) -> bool {
+    let mut nums = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (nums.next().flatten(), nums.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (5, 8),
+        _ => false,
+    }
+}
+
+/// Fsyncs every regular file and directory under `root`, links not followed.
+fn sync_tree(root: &Path) -> Result<()> {
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = entry.map_err(|e| {
+            Error::io(
+                format!("list {}", root.display()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        let kind = entry.file_type();
+        if kind.is_file() || kind.is_dir() {
+            File::open(entry.path())
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(format!("fsync {}", entry.path().display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Atomically replaces `path` with `data` (mode 0600 for new files: tasks can hold paths and
@@ -191,6 +236,32 @@ pub(crate) fn hostile_dir() -> tempfile::TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syncfs_is_trusted_from_kernel_5_8_only() {
+        for (release, trusted) in [
+            ("6.1.0-28-amd64", true),
+            ("5.8.0", true),
+            ("5.15.0-91-generic", true),
+            ("5.4.0-170-generic", false),
+            ("4.18.0-553.el8_10.x86_64", false),
+            ("", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(syncfs_reports_errors(release), trusted, "{release}");
+        }
+    }
+
+    #[test]
+    fn the_fallback_fsyncs_every_file_and_directory_and_names_what_it_cannot() {
+        let d = tempfile::tempdir().expect("tmp");
+        fs::create_dir_all(d.path().join("a/b")).expect("mkdir");
+        fs::write(d.path().join("a/b/f"), b"x").expect("write");
+        std::os::unix::fs::symlink("/nonexistent", d.path().join("a/link")).expect("symlink");
+        sync_tree(d.path()).expect("sync");
+        let e = sync_tree(&d.path().join("gone")).expect_err("missing");
+        assert!(e.to_string().contains("gone"), "{e}");
+    }
 
     #[test]
     fn a_barrier_opens_every_directory_before_it_syncs_and_names_one_missing() {
