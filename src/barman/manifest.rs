@@ -74,15 +74,25 @@ pub struct CiphertextRecord {
     pub size: u64,
     /// CRC32C of the stored bytes, 8 hex digits.
     pub crc32c: String,
+    /// The recipients it was sealed to ([`crate::crypt::Recipients::fingerprint`], 8 hex
+    /// digits); absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<String>,
 }
 
 impl CiphertextRecord {
-    /// The record of what the engine sent.
-    pub fn of(c: Ciphertext) -> Self {
+    /// The record of what the engine sent, sealed to the recipients of `fingerprint`.
+    pub fn of(c: Ciphertext, fingerprint: Option<u32>) -> Self {
         CiphertextRecord {
             size: c.size,
             crc32c: format!("{:08x}", c.crc32c),
+            recipients: fingerprint.map(|f| format!("{f:08x}")),
         }
+    }
+
+    /// The recipients' fingerprint, when recorded and well formed.
+    pub fn recipients(&self) -> Option<u32> {
+        u32::from_str_radix(self.recipients.as_deref()?, 16).ok()
     }
 
     /// What the record says, `None` when its CRC32C does not parse (then nothing is copied).
@@ -276,9 +286,11 @@ mod tests {
             size: 5 << 20,
             crc32c: 0x0abc_def1,
         };
-        let rec = CiphertextRecord::of(c);
+        let rec = CiphertextRecord::of(c, Some(0x1234));
         assert_eq!(rec.crc32c, "0abcdef1");
         assert_eq!(rec.parse(), Some(c));
+        assert_eq!(rec.recipients(), Some(0x1234));
+        assert_eq!(CiphertextRecord::of(c, None).recipients(), None);
         let e = Entry::File {
             path: "data/base/1/1".into(),
             raw: None,
@@ -290,7 +302,9 @@ mod tests {
         };
         let json = serde_json::to_string(&e).expect("json");
         assert!(
-            json.contains("\"ciphertext\":{\"size\":5242880,\"crc32c\":\"0abcdef1\"}"),
+            json.contains(
+                "\"ciphertext\":{\"size\":5242880,\"crc32c\":\"0abcdef1\",\"recipients\":\"00001234\"}"
+            ),
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Entry>(&json).expect("back"), e);
@@ -303,8 +317,10 @@ mod tests {
         let bad = CiphertextRecord {
             size: 1,
             crc32c: "xyz".into(),
+            recipients: Some("not hex".into()),
         };
         assert_eq!(bad.parse(), None);
+        assert_eq!(bad.recipients(), None);
     }
 
     #[test]

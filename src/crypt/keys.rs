@@ -34,6 +34,15 @@ impl Recipients {
         self.0.iter().map(ToString::to_string).collect()
     }
 
+    /// Which set of recipients this is, whatever their order (the CRC32C of the sorted public
+    /// keys): recorded with each ciphertext so that a copy of it is never made into a backup
+    /// after the recipients changed (it would open only with the identities of the old set).
+    pub fn fingerprint(&self) -> u32 {
+        let mut keys = self.public_keys();
+        keys.sort();
+        crate::checksum::crc32c(keys.join("\n").as_bytes())
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &x25519::Recipient> {
         self.0.iter()
     }

@@ -154,6 +154,11 @@ impl Transfer {
         self.crypt.keys().is_some()
     }
 
+    /// The fingerprint of the recipients new objects are sealed to, when encrypting.
+    pub fn recipients_fingerprint(&self) -> Option<u32> {
+        self.crypt.keys().map(|k| k.recipients.fingerprint())
+    }
+
     /// Whether encrypted objects can be opened: identities are configured (a host that only
     /// writes has recipients alone).
     pub fn opens_sealed(&self) -> bool {

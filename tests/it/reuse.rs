@@ -437,3 +437,32 @@ fn local_swapped_encrypted_source_is_sent_again() {
 fn garage_swapped_encrypted_source_is_sent_again() {
     swapped_source_is_sent_again(Where::Garage);
 }
+
+/// A key rotation: backup A sealed to key 1, then the recipients become key 2 (identities 1
+/// and 2, so A still opens). Backup B copies none of A's ciphertext, which would open only
+/// with key 1: every file is sealed again to key 2, and B restores with key 2 alone.
+#[test]
+fn after_a_key_rotation_nothing_is_copied_and_the_new_backup_opens_with_the_new_key_alone() {
+    use age::secrecy::ExposeSecret;
+    let (site, _proxy) = site(Where::Local);
+    encrypt(&site);
+    first_encrypted_backup(&site, Where::Local);
+    let key_file = site.dir.path().join("age.key");
+    let key1 = std::fs::read_to_string(&key_file).expect("key");
+    let key2 = age::x25519::Identity::generate();
+    let secret2 = key2.to_string().expose_secret().to_string();
+    std::fs::write(&key_file, format!("{key1}{secret2}\n")).expect("keys");
+    let cfg = std::fs::read_to_string(&site.cfg).expect("cfg");
+    let start = cfg.find("recipients: [").expect("recipients") + "recipients: [".len();
+    let end = start + cfg[start..].find(']').expect("]");
+    let rotated = format!("{}{}{}", &cfg[..start], key2.to_public(), &cfg[end..]);
+    std::fs::write(&site.cfg, rotated).expect("cfg");
+    link_second_backup(&site);
+    write_info(&site, B);
+    site.queue(B, "DONE");
+    let (up_b, copied_b, err) = base_sync(&site);
+    assert_eq!(copied_b, 0, "nothing of key 1's ciphertext copied: {err}");
+    assert!(up_b > 0, "{err}");
+    std::fs::write(&key_file, format!("{secret2}\n")).expect("key 2 alone");
+    restore_matches(&site, B);
+}

@@ -402,7 +402,9 @@ async fn upload_files(
                 mode: f.mode,
                 crc32c: format!("{crc:08x}"),
                 mtime_ns: i64::try_from(f.stamp.mtime_ns).ok(),
-                ciphertext: sealed.map(CiphertextRecord::of),
+                // Sealed to this run's recipients: uploaded now, or copied because its record
+                // names the same set.
+                ciphertext: sealed.map(|c| CiphertextRecord::of(c, t.recipients_fingerprint())),
             };
             Ok((entry, how, row))
         }
@@ -508,7 +510,7 @@ async fn copy_if_same(
         prev.prior(&f.rel),
         local.as_ref().map(|(s, _)| s),
         local.is_some_and(|(_, same)| same),
-        srv.t.encrypts(),
+        srv.t.recipients_fingerprint(),
     );
     let prior = match decision {
         Reuse::Upload => return Ok(None),

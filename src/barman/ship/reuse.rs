@@ -35,6 +35,8 @@ pub struct Prior {
     pub mtime_ns: Option<i64>,
     /// The encrypted object as it was sent, if recorded.
     pub ciphertext: Option<Ciphertext>,
+    /// The fingerprint of the recipients it was sealed to, if recorded.
+    pub recipients: Option<u32>,
 }
 
 /// Size and modification time of a local file.
@@ -60,16 +62,18 @@ pub enum Reuse {
 
 /// The decision for one file: `now` is the new file, `prior` the manifest's record of the same
 /// path in the previous backup, `prev` that backup's local file as it is now (`None`: gone),
-/// `same_inode` whether the two are one inode, `encrypts` whether this run encrypts. Copies
-/// only when the previous local file is still what was uploaded; never on a size difference;
-/// with encryption on, only an object recorded as the ciphertext sent (and never one so
-/// recorded into a run without encryption, which must not store ciphertext).
+/// `same_inode` whether the two are one inode, `recipients` the fingerprint of the recipients
+/// this run seals to (`None`: it does not encrypt). Copies only when the previous local file is
+/// still what was uploaded; never on a size difference; with encryption on, only an object
+/// recorded as the ciphertext sent to the same recipients (after a key rotation every file is
+/// sealed again to the new set, or the new backup would open only with the old identities), and
+/// never one so recorded into a run without encryption, which must not store ciphertext.
 pub fn decide(
     now: &Stat,
     prior: Option<&Prior>,
     prev: Option<&Stat>,
     same_inode: bool,
-    encrypts: bool,
+    recipients: Option<u32>,
 ) -> Reuse {
     let (Some(p), Some(local)) = (prior, prev) else {
         return Reuse::Upload;
@@ -78,7 +82,7 @@ pub fn decide(
     if !uploaded_as_is || p.size != now.size || now.size == 0 {
         return Reuse::Upload;
     }
-    if p.ciphertext.is_some() != encrypts {
+    if p.ciphertext.is_some() != recipients.is_some() || p.recipients != recipients {
         return Reuse::Upload;
     }
     if same_inode {
@@ -182,6 +186,7 @@ async fn find(srv: &Server, dirs: &ServerDirs, id: &str) -> Result<Option<Previo
                                 crc32c: u32::from_str_radix(crc32c, 16).ok()?,
                                 mtime_ns: *mtime_ns,
                                 ciphertext: ciphertext.as_ref().and_then(|c| c.parse()),
+                                recipients: ciphertext.as_ref().and_then(|c| c.recipients()),
                             },
                         )),
                         _ => None,
@@ -259,6 +264,7 @@ mod tests {
             crc32c: 0xabc,
             mtime_ns,
             ciphertext: None,
+            recipients: None,
         }
     }
 
@@ -303,7 +309,7 @@ mod tests {
         ];
         for (i, (now, pr, prev, same, want)) in cases.iter().enumerate() {
             assert_eq!(
-                decide(now, pr.as_ref(), prev.as_ref(), *same, false),
+                decide(now, pr.as_ref(), prev.as_ref(), *same, None),
                 *want,
                 "case {i}"
             );
@@ -318,25 +324,36 @@ mod tests {
                 size: 300,
                 crc32c: 0xdef,
             }),
+            recipients: Some(0xa),
             ..plain
         };
+        // A record of an older version: no recipients recorded.
+        let unnamed = Prior {
+            recipients: None,
+            ..sealed
+        };
         let (now, local) = (st(10, T), Some(st(10, T)));
+        let (a, b) = (Some(0xa), Some(0xb));
         let cases = [
-            // Encrypted, recorded as sent: copied (the record goes with it).
-            (sealed, true, true, Reuse::Copy(sealed)),
-            (sealed, false, true, Reuse::CopyIfSame(sealed)),
+            // Encrypted, recorded as sent to these recipients: copied (the record goes with it).
+            (sealed, true, a, Reuse::Copy(sealed)),
+            (sealed, false, a, Reuse::CopyIfSame(sealed)),
+            // The recipients changed since (a key rotation), or the record does not say: sealed
+            // again to the current set.
+            (sealed, true, b, Reuse::Upload),
+            (unnamed, true, a, Reuse::Upload),
             // Encrypted now, but the manifest (older, or of a backup without encryption) has no
             // record of a ciphertext: sent again.
-            (plain, true, true, Reuse::Upload),
-            (plain, false, true, Reuse::Upload),
+            (plain, true, a, Reuse::Upload),
+            (plain, false, a, Reuse::Upload),
             // A ciphertext is never copied into a run that does not encrypt.
-            (sealed, true, false, Reuse::Upload),
+            (sealed, true, None, Reuse::Upload),
             // Neither: as ever.
-            (plain, true, false, Reuse::Copy(plain)),
+            (plain, true, None, Reuse::Copy(plain)),
         ];
-        for (i, (p, same, encrypts, want)) in cases.iter().enumerate() {
+        for (i, (p, same, recipients, want)) in cases.iter().enumerate() {
             assert_eq!(
-                decide(&now, Some(p), local.as_ref(), *same, *encrypts),
+                decide(&now, Some(p), local.as_ref(), *same, *recipients),
                 *want,
                 "case {i}"
             );
