@@ -215,6 +215,8 @@ pub async fn survey(t: &Transfer, vol: &Volume) -> Result<(Listed, Option<Manife
         true => Some(read_manifest(t, vol).await?),
         false => None,
     };
+    // The stored sizes, kept in case the manifest the plaintext sizes come from turns out stale.
+    let stored = t.encrypts().then(|| listed.chunks.clone());
     if t.encrypts() {
         plain_sizes(t, vol, &mut listed, manifest.as_ref()).await?;
     }
@@ -229,6 +231,12 @@ pub async fn survey(t: &Transfer, vol: &Volume) -> Result<(Listed, Option<Manife
                 "volume {}: our manifest no longer describes it ({why}): reading its chunks as Bareos does",
                 vol.name
             );
+            if let Some(stored) = stored {
+                // Those sizes came from a manifest that no longer describes the chunks: each
+                // chunk's own header says what it holds.
+                listed.chunks = stored;
+                plain_sizes(t, vol, &mut listed, None).await?;
+            }
             listed.stale = Some(why);
             Ok((listed, None))
         }

@@ -170,7 +170,27 @@ async fn a_flipped_byte_in_a_chunk_fails_the_get(b: Backend) {
     );
 }
 
+/// Another program (Bareos appending through another wrapper) rewrote the last chunk with a
+/// little more data, sealed to the same key: our manifest no longer describes the volume, so
+/// each chunk is read at the size its own header gives, not the one the stale manifest
+/// recorded (which the listed ciphertext size could still hold).
+async fn a_chunk_rewritten_elsewhere_is_read_at_its_own_size(b: Backend) {
+    let v = Vt::new(b, "cvol-rewrite");
+    encrypt(&v);
+    let body = data(25 * MIB, 14);
+    v.ok(&["volume", "put", "V", &v.file("src", &body)]);
+    let last = data(5 * MIB + 300, 15);
+    v.ok(&["store", "put", &v.file("last", &last), "V/0002"]);
+    assert!(stored(&v, "V/0002").await.starts_with(MAGIC), "sealed");
+    let out = v.ok(&["volume", "get", "V", "-"]);
+    let mut want = body[..20 * MIB].to_vec();
+    want.extend_from_slice(&last);
+    assert_eq!(out.stdout.len(), want.len(), "{}", stderr(&out));
+    assert!(out.stdout == want, "the volume as rewritten");
+}
+
 on_both!(
     encrypted_volume_round_trips,
-    a_flipped_byte_in_a_chunk_fails_the_get
+    a_flipped_byte_in_a_chunk_fails_the_get,
+    a_chunk_rewritten_elsewhere_is_read_at_its_own_size
 );
