@@ -59,6 +59,8 @@ impl FsBarrier {
         );
         let open = |d: &Path| {
             let f = File::open(d).map_err(|e| Error::io(format!("open {}", d.display()), e))?;
+            // `f_type`'s integer type differs between architectures.
+            #[allow(clippy::unnecessary_cast)]
             let fuse = rustix::fs::fstatfs(&f).is_ok_and(|s| s.f_type as i64 == FUSE_MAGIC);
             Ok((d.to_path_buf(), f, kernel_reports && !fuse))
         };
