@@ -468,7 +468,7 @@ impl Transfer {
                             range: r,
                             last: r.end == total,
                         };
-                        let sent = this.send_sealed_part(&s, &part, &plain, &upload).await;
+                        let sent = this.send_sealed_part(&s, &part, plain, &upload).await;
                         drop(permit);
                         return sent;
                     }

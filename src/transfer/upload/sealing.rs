@@ -54,25 +54,29 @@ impl Transfer {
     }
 
     /// Seals part `part` of a file (plaintext `plain`) and sends it: the first part carries the
-    /// preamble. Returns the receipt, the stored bytes' CRC32C and the plaintext's.
+    /// preamble. Returns the receipt, the stored bytes' CRC32C and the plaintext's. The
+    /// plaintext is let go once sealed, so a part in flight holds its ciphertext alone while it
+    /// is sent (and retried).
     pub(super) async fn send_sealed_part(
         &self,
         sealer: &Sealer,
         part: &SealedPart,
-        plain: &[u8],
+        plain: Bytes,
         upload: &Upload,
     ) -> Result<(PartReceipt, u32, Option<u32>)> {
-        let plain_crc = checksum::crc32c(plain);
-        let mut out = Vec::new();
+        let plain_crc = checksum::crc32c(&plain);
+        let mut out =
+            Vec::with_capacity(plain.len() + plain.len() / 1024 + sealer.preamble().len() + 64);
         if part.number == 1 {
             out.extend_from_slice(sealer.preamble());
         }
         sealer.seal(
             part.range.start / crate::crypt::CHUNK,
-            plain,
+            &plain,
             part.last,
             &mut out,
         )?;
+        drop(plain);
         let job = PartJob {
             number: part.number,
             body: Bytes::from(out),
