@@ -103,8 +103,8 @@ mod tests {
     use crate::store::Location;
     use crate::transfer::{EngineBuilder, Settings};
 
-    #[tokio::test]
-    async fn a_cursor_hands_out_each_key_once_in_order_a_page_at_a_time() {
+    /// An engine on a `file://` store in a temp directory holding `keys`.
+    async fn store_with(keys: impl Iterator<Item = String>) -> (tempfile::TempDir, Transfer) {
         let dir = tempfile::tempdir().expect("tmp");
         let loc = Location::Local {
             root: dir.path().to_path_buf(),
@@ -113,15 +113,17 @@ mod tests {
             .open(&loc, &Default::default())
             .await
             .expect("open");
-        for i in 0..25 {
-            t.put_bytes(
-                &format!("w/{:02}/{i:03}", i / 10),
-                bytes::Bytes::from("x"),
-                Default::default(),
-            )
-            .await
-            .expect("put");
+        for k in keys {
+            t.put_bytes(&k, bytes::Bytes::from("x"), Default::default())
+                .await
+                .expect("put");
         }
+        (dir, t)
+    }
+
+    #[tokio::test]
+    async fn a_cursor_hands_out_each_key_once_in_order_a_page_at_a_time() {
+        let (_dir, t) = store_with((0..25).map(|i| format!("w/{:02}/{i:03}", i / 10))).await;
         let before = t.stats().snapshot().total_requests;
         let mut c = ListCursor::new(ListRequest {
             prefix: "w/".into(),
@@ -156,23 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn next_page_hands_out_every_key_once_a_page_per_request() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let loc = Location::Local {
-            root: dir.path().to_path_buf(),
-        };
-        let t = EngineBuilder::new(Settings::default())
-            .open(&loc, &Default::default())
-            .await
-            .expect("open");
-        for i in 0..10 {
-            t.put_bytes(
-                &format!("w/{i:03}"),
-                bytes::Bytes::from("x"),
-                Default::default(),
-            )
-            .await
-            .expect("put");
-        }
+        let (_dir, t) = store_with((0..10).map(|i| format!("w/{i:03}"))).await;
         let before = t.stats().snapshot().total_requests;
         let mut c = ListCursor::new(ListRequest {
             prefix: "w/".into(),
