@@ -31,6 +31,16 @@ pub fn parse_crc32c_header(v: &str) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// The CRC32C of a whole object from a `x-amz-checksum-crc32c` value; `None` for a composite
+/// (`<base64>-<parts>`, a checksum of a multipart object's parts, which no read of the whole
+/// can be compared with) or a value that does not parse.
+pub fn parse_full_crc32c_header(v: &str) -> Option<u32> {
+    if v.contains('-') {
+        return None;
+    }
+    parse_crc32c_header(v)
+}
+
 /// S3's composite checksum of a multipart object: CRC32C over the concatenated big-endian part
 /// CRCs, base64, then `-<number of parts>`.
 pub fn composite_crc32c(part_crcs: &[u32]) -> String {
@@ -80,6 +90,14 @@ impl Md5State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_composite_checksum_is_no_whole_object_crc() {
+        let h = crc32c_header(0x8A91_36AA);
+        assert_eq!(parse_full_crc32c_header(&h), Some(0x8A91_36AA));
+        assert_eq!(parse_full_crc32c_header(&format!("{h}-3")), None);
+        assert_eq!(parse_full_crc32c_header("not base64!"), None);
+    }
 
     #[test]
     fn crc32c_known_value() {

@@ -94,6 +94,13 @@ impl ObjectMeta {
         }
     }
 
+    /// The store's CRC32C of the whole object, when it keeps one (not a composite of parts).
+    pub fn full_crc32c(&self) -> Option<u32> {
+        self.crc32c
+            .as_deref()
+            .and_then(crate::checksum::parse_full_crc32c_header)
+    }
+
     /// Whether the object must be restored before it can be read: in an archive class with no
     /// finished restore.
     pub fn needs_restore(&self) -> bool {

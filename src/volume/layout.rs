@@ -447,9 +447,7 @@ pub fn compare(meta: &ObjectMeta, body: &[u8], crc: u32) -> Stored {
     if meta.size != body.len() as u64 {
         return Stored::Differs;
     }
-    if let Some(c) = meta.crc32c.as_deref().filter(|c| !c.contains('-'))
-        && let Some(v) = checksum::parse_crc32c_header(c)
-    {
+    if let Some(v) = meta.full_crc32c() {
         return if v == crc {
             Stored::Same
         } else {

@@ -260,12 +260,9 @@ async fn chunk_heads(
             let (t, key) = (t.clone(), vol.chunk_key(i));
             async move {
                 let meta = t.head_opt(&key).await?;
-                let crc = meta.as_ref().and_then(|meta| {
-                    meta.crc32c
-                        .as_deref()
-                        .filter(|c| !c.contains('-'))
-                        .and_then(crate::checksum::parse_crc32c_header)
-                });
+                let crc = meta
+                    .as_ref()
+                    .and_then(crate::store::ObjectMeta::full_crc32c);
                 Ok((i, crc, meta.and_then(|m| m.etag)))
             }
         },

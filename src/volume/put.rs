@@ -196,11 +196,7 @@ async fn kept(
             async move {
                 let meta = t.head(&key).await?;
                 // An encrypted chunk's CRC32C is its ciphertext's: not the one to record.
-                let crc = meta
-                    .crc32c
-                    .as_deref()
-                    .filter(|c| !c.contains('-') && !t.encrypts())
-                    .and_then(checksum::parse_crc32c_header);
+                let crc = meta.full_crc32c().filter(|_| !t.encrypts());
                 Ok((i, crc))
             }
         })

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::checksum;
 use crate::error::{Error, Result};
 use crate::store::{ObjectKind, ObjectMeta, PutOptions};
 use crate::transfer::plan::LAYOUT_META;
@@ -52,14 +51,6 @@ pub struct Counts {
 /// knows the object without reading it).
 pub const CRC_META: &str = "barmans3-crc32c";
 
-/// The full-object CRC32C a store reports (not a composite of parts).
-pub fn full_crc32c(meta: &ObjectMeta) -> Option<u32> {
-    meta.crc32c
-        .as_deref()
-        .filter(|c| !c.contains('-'))
-        .and_then(checksum::parse_crc32c_header)
-}
-
 /// What the stored bytes of an object must be: our record where it describes them (the file,
 /// or the ciphertext as it was sent), else the main store's own full-object checksum (inner
 /// `None`: the download checks what the store keeps). A record of another size is the
@@ -74,7 +65,7 @@ fn stored_expectation(
     match record {
         Some(r) if r.0 == head.size => Some(Some(r)),
         Some(r) if opened != Some(r.0) => None,
-        _ => Some(full_crc32c(head).map(|c| (head.size, c))),
+        _ => Some(head.full_crc32c().map(|c| (head.size, c))),
     }
 }
 
@@ -96,7 +87,7 @@ impl Pair {
                 .metadata
                 .get(CRC_META)
                 .and_then(|v| u32::from_str_radix(v, 16).ok());
-            m.size == want.0 && (full_crc32c(&m).or(recorded) == Some(want.1))
+            m.size == want.0 && (m.full_crc32c().or(recorded) == Some(want.1))
         }))
     }
 
@@ -223,7 +214,7 @@ mod tests {
             size,
             etag: None,
             last_modified: None,
-            crc32c: crc.map(checksum::crc32c_header),
+            crc32c: crc.map(crate::checksum::crc32c_header),
             metadata: Default::default(),
             storage_class: None,
             restore: None,

@@ -257,7 +257,7 @@ pub async fn head(t: &Transfer, job: &Job) -> Result<Outcome> {
     let Some((size, crc)) = job.record else {
         // Nothing recorded (a WAL file): present, and verifiable by a read when the store
         // keeps a full-object checksum with it.
-        return Ok(Ok(match full_crc32c(meta.crc32c.as_deref()) {
+        return Ok(Ok(match meta.full_crc32c() {
             Some(_) => Passed::HeadStoredCrc32c,
             None => Passed::HeadSizeOnly,
         }));
@@ -291,18 +291,10 @@ pub async fn wal_quick(t: &Transfer, job: &Job, listed_size: u64) -> Result<Outc
         Ok(m) => m,
         Err(e) => return classify(job, e).map(Err),
     };
-    Ok(Ok(match full_crc32c(meta.crc32c.as_deref()) {
+    Ok(Ok(match meta.full_crc32c() {
         Some(_) => Passed::HeadStoredCrc32c,
         None => Passed::HeadSizeOnly,
     }))
-}
-
-/// The full-object CRC32C a store reports; `<base64>-<parts>` is a composite checksum of a
-/// multipart object, which a HEAD cannot compare.
-fn full_crc32c(stored: Option<&str>) -> Option<u32> {
-    stored
-        .filter(|s| !s.contains('-'))
-        .and_then(checksum::parse_crc32c_header)
 }
 
 /// The HEAD verdict: size first, then a full-object CRC32C if the object has one.
@@ -319,7 +311,7 @@ pub fn judge_head(job: &Job, size: u64, crc: u32, got: u64, stored: Option<&str>
             format!("{got} bytes in the store, the manifest says {size} bytes"),
         ));
     }
-    match full_crc32c(stored) {
+    match stored.and_then(checksum::parse_full_crc32c_header) {
         Some(c) if c != crc => Err(problem(
             Kind::Checksum,
             format!("the store's CRC32C is {c:08x}, the manifest says {crc:08x}"),
