@@ -5,11 +5,32 @@ use crate::common::site::BIN;
 
 /// The peak RSS (VmHWM) of a running process; it only grows, so the last reading before the
 /// process exits is its peak.
-pub(crate) fn vm_hwm_kib(pid: u32) -> Option<u64> {
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Waits for `child`, reading every 5 ms the VmHWM of the processes `pids` names for it (the
+/// child itself, or a shell and what it runs); returns its exit status and the highest peak
+/// seen, in KiB.
+pub(crate) fn wait_with_peak(
+    child: &mut std::process::Child,
+    pids: impl Fn(u32) -> Vec<u32>,
+) -> (std::process::ExitStatus, u64) {
+    let mut peak = 0;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return (st, peak);
+        }
+        for pid in pids(child.id()) {
+            if let Some(k) = vm_hwm_kib(pid) {
+                peak = peak.max(k);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -41,18 +62,7 @@ fn streaming_two_gib_from_a_pipe_stays_within_the_buffer_bound() {
         .spawn()
         .expect("spawn");
     // The shell execs barmans3 last in the pipeline: find it among the shell's children.
-    let mut peak = 0;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        for pid in children(child.id()) {
-            if let Some(k) = vm_hwm_kib(pid) {
-                peak = peak.max(k);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let (status, peak) = wait_with_peak(&mut child, children);
     assert!(status.success(), "store put failed");
     let mut summary = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("out"), &mut summary)
@@ -124,16 +134,7 @@ fn a_file_upload_holds_read_buffers_not_parts() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let mut peak = 0;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if let Some(k) = vm_hwm_kib(child.id()) {
-            peak = peak.max(k);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let (status, peak) = wait_with_peak(&mut child, |pid| vec![pid]);
     assert!(status.success(), "store put failed");
     eprintln!(
         "peak RSS uploading a 1 GiB file: {} MiB (bound {} MiB)",
@@ -165,18 +166,7 @@ fn peak_of(script: &str) -> (std::process::ExitStatus, u64, String) {
         std::io::Read::read_to_string(&mut out, &mut s).expect("stdout");
         s
     });
-    let mut peak = 0;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        for pid in children(child.id()) {
-            if let Some(k) = vm_hwm_kib(pid) {
-                peak = peak.max(k);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let (status, peak) = wait_with_peak(&mut child, children);
     (status, peak, reader.join().expect("reader"))
 }
 

@@ -3,7 +3,6 @@
 //! replica's own Object Lock (`--prune` deletes nothing it still retains).
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::common::site::{BIN, Site, make_archive, write_backup};
 use crate::common::{data, garage, unique};
@@ -59,16 +58,7 @@ fn a_streamed_replicate_holds_one_memory_budget_whatever_the_objects() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let mut peak = 0;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if let Some(k) = crate::memory::vm_hwm_kib(child.id()) {
-            peak = peak.max(k);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (status, peak) = crate::memory::wait_with_peak(&mut child, |pid| vec![pid]);
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
         .expect("read stdout");
