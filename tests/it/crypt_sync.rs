@@ -81,23 +81,15 @@ impl Fixture {
     }
 
     fn write(&self, rel: &str, body: &[u8]) {
-        let p = self.src.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, body).expect("write");
+        crate::sync::write_under(&self.src, rel, body);
     }
 
     fn sync(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--json", "sync", "--xattr-ns", "user"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&[self.src.to_str().expect("utf8"), "files"]);
-        self.site.run(&all, &[])
+        crate::sync::run_sync(&self.site, &self.src, args)
     }
 
     fn sync_ok(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.sync(args);
-        assert!(out.status.success(), "sync {args:?}: {}", err(&out));
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.lines().last().unwrap_or_default()).expect("summary")
+        crate::sync::sync_ok(&self.site, &self.src, args)
     }
 
     /// Runs barmans3 with the config without `encryption:`.

@@ -33,24 +33,15 @@ impl Fixture {
     }
 
     fn write(&self, rel: &str, body: &[u8]) {
-        let p = self.src.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, body).expect("write");
+        write_under(&self.src, rel, body);
     }
 
-    /// `sync [args] SRC files`, with `--json` and the tests' xattr namespace.
     fn sync(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--json", "sync", "--xattr-ns", "user"];
-        all.extend_from_slice(args);
-        let src = self.src.to_str().expect("utf8");
-        all.extend_from_slice(&[src, "files"]);
-        self.site.run(&all, &[])
+        run_sync(&self.site, &self.src, args)
     }
 
     fn sync_ok(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.sync(args);
-        assert!(out.status.success(), "sync {args:?}: {}", err(&out));
-        summary(&out)
+        sync_ok(&self.site, &self.src, args)
     }
 
     fn list(&self, name: &str) -> String {
@@ -90,6 +81,28 @@ impl Fixture {
     fn keys(&self) -> BTreeSet<String> {
         self.objects().into_keys().collect()
     }
+}
+
+/// Writes `body` to `rel` under `src`, making its directories.
+pub(crate) fn write_under(src: &Path, rel: &str, body: &[u8]) {
+    let p = src.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, body).expect("write");
+}
+
+/// `sync [args] SRC files`, with `--json` and the tests' xattr namespace.
+pub(crate) fn run_sync(site: &Site, src: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--json", "sync", "--xattr-ns", "user"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[src.to_str().expect("utf8"), "files"]);
+    site.run(&all, &[])
+}
+
+/// [`run_sync`] that must succeed; its JSON summary.
+pub(crate) fn sync_ok(site: &Site, src: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run_sync(site, src, args);
+    assert!(out.status.success(), "sync {args:?}: {}", err(&out));
+    summary(&out)
 }
 
 fn err(out: &Output) -> String {
