@@ -35,7 +35,7 @@ use verify::verify;
 pub(crate) use verify::{Check, decide};
 
 /// Largest range one GET asks for; bounds the memory a stream download holds per request.
-const MAX_PIECE: u64 = 16 << 20;
+pub(crate) const MAX_PIECE: u64 = 16 << 20;
 /// Bytes gathered before one positioned write to the destination file (a multiple of the
 /// direct-I/O alignment).
 const WRITE_BATCH: usize = 4 << 20;

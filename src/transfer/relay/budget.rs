@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::store::limits::MIN_PART_SIZE;
+use crate::transfer::download::MAX_PIECE;
 use crate::transfer::plan::{self, GROWTH_EVERY};
 use crate::transfer::{Cancel, Settings};
 
@@ -40,8 +41,6 @@ pub(super) const PIPE: u64 = 1 << 20;
 pub const MIN_BUDGET: u64 = 16 << 20;
 /// Largest object moved whole (one GET, one PUT): a WAL segment.
 pub const WHOLE_MAX: u64 = 16 << 20;
-/// Largest range a relay's download asks for at once.
-const MAX_PIECE: u64 = 16 << 20;
 /// Accounting unit of the budget (a semaphore counts in `u32`).
 const UNIT: u64 = 64 << 10;
 
