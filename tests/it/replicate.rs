@@ -63,6 +63,22 @@ pub(crate) fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON on stdout")
 }
 
+/// Barman deleted backup `id` and the WAL segments `segs` (of timeline 1) from its own
+/// directories, as its retention does.
+pub(crate) fn forget_locally(s: &Site, id: &str, segs: &[u64]) {
+    std::fs::remove_dir_all(s.dir.path().join("barman/pg/base").join(id)).expect("rm");
+    std::fs::remove_file(
+        s.dir
+            .path()
+            .join(format!("barman/pg/meta/{id}-backup.info")),
+    )
+    .expect("rm");
+    let seg_dir = s.wals().join("0000000100000000");
+    for seg in segs {
+        std::fs::remove_file(seg_dir.join(crate::common::site::wal_name(*seg))).expect("rm wal");
+    }
+}
+
 /// The replica alone: base-ls lists the backup complete, verify reads every object, and
 /// base-restore rebuilds the files byte for byte.
 fn replica_restores_alone(s: &Site, store: &str) {
@@ -306,15 +322,7 @@ fn prune_deletes_from_the_replica_only_what_the_main_store_deleted_under_full_sy
     assert_eq!(replica_backups(&s, "offsite"), [a, b, c]);
 
     // Barman deleted B, but the main store still has it: the replica keeps it.
-    let forget = |id: &str| {
-        std::fs::remove_dir_all(s.dir.path().join("barman/pg/base").join(id)).expect("rm");
-        std::fs::remove_file(
-            s.dir
-                .path()
-                .join(format!("barman/pg/meta/{id}-backup.info")),
-        )
-        .expect("rm");
-    };
+    let forget = |id: &str| forget_locally(&s, id, &[]);
     forget(b);
     let v = json(&ok(
         &s,
@@ -330,11 +338,7 @@ fn prune_deletes_from_the_replica_only_what_the_main_store_deleted_under_full_sy
 
     // Barman deleted A and its first two WALs; full-sync deletes them from the main store
     // (B as well), and --prune then from the replica: the same backups, the same WALs.
-    forget(a);
-    let seg_dir = s.wals().join("0000000100000000");
-    for seg in [1, 2] {
-        std::fs::remove_file(seg_dir.join(crate::common::site::wal_name(seg))).expect("rm wal");
-    }
+    forget_locally(&s, a, &[1, 2]);
     ok(&s, &["full-sync", "pg"]);
     let main_now =
         String::from_utf8_lossy(&ok(&s, &["--json", "base-ls", "pg"]).stdout).into_owned();

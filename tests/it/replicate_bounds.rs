@@ -143,12 +143,7 @@ fn prune_keeps_what_the_replicas_own_lock_retains() {
     assert!(before.iter().any(|k| k.contains(a)), "{before:?}");
 
     // Barman deleted A and its first two WAL files; full-sync deletes them from the main store.
-    std::fs::remove_dir_all(s.dir.path().join("barman/pg/base").join(a)).expect("rm");
-    std::fs::remove_file(s.dir.path().join(format!("barman/pg/meta/{a}-backup.info"))).expect("rm");
-    let seg_dir = s.wals().join("0000000100000000");
-    for seg in [1, 2] {
-        std::fs::remove_file(seg_dir.join(crate::common::site::wal_name(seg))).expect("rm wal");
-    }
+    crate::replicate::forget_locally(&s, a, &[1, 2]);
     ok(&s, &["full-sync", "pg"]);
     let main_now =
         String::from_utf8_lossy(&ok(&s, &["--json", "base-ls", "pg"]).stdout).into_owned();
