@@ -129,6 +129,29 @@ impl Sealer {
         Ok(())
     }
 
+    /// Seals chunk `index` where it lies: its plaintext is `out[at..]` (a whole 64 KiB chunk
+    /// unless `last`; empty only as chunk 0 of an empty object), sealed in place and followed
+    /// by its tag. For callers that read plaintext straight into the buffer they send, so a
+    /// part is never held twice. The rule of [`Self::seal`] on retried parts holds here too.
+    pub fn seal_chunk_in_place(
+        &self,
+        index: u64,
+        last: bool,
+        out: &mut Vec<u8>,
+        at: usize,
+    ) -> Result<(), CryptError> {
+        let misuse = |why| Err(CryptError::new(&self.object, Fault::Misuse(why)));
+        let len = out.len().saturating_sub(at) as u64;
+        if at > out.len() || len > CHUNK || (!last && len != CHUNK) {
+            return misuse("a chunk before the last must be a whole 64 KiB chunk");
+        }
+        if len == 0 && index != 0 {
+            return misuse("an empty final chunk may only end an empty object");
+        }
+        self.cipher.seal_in_place(index, last, out, at);
+        Ok(())
+    }
+
     /// A sealer for a stream whose length is not known in advance.
     pub fn into_stream(self) -> StreamSealer {
         StreamSealer {

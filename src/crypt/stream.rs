@@ -2,16 +2,20 @@
 //! nonce an 11-byte big-endian chunk counter and a final-chunk flag. Because a chunk's nonce
 //! depends only on its index, any run of chunks seals or opens on its own, in any order: parallel
 //! parts and ranged reads both rest on that.
+//!
+//! The cipher is ring's (already linked for TLS and request signing): its ChaCha20-Poly1305 is
+//! one assembly pass per chunk (AVX2 on x86_64, NEON on aarch64), about twice the speed of the
+//! portable implementation the `age` crate uses. The bytes are the same algorithm's, so objects
+//! still open with `age`/`rage`.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::Zeroizing;
 
 use super::layout::{CHUNK, SEALED_CHUNK, TAG};
 
 /// The payload cipher of one object. The key is wiped when it is dropped.
 #[derive(Clone)]
-pub(crate) struct ChunkCipher(ChaCha20Poly1305);
+pub(crate) struct ChunkCipher(LessSafeKey);
 
 impl std::fmt::Debug for ChunkCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -24,7 +28,7 @@ fn nonce(index: u64, last: bool) -> Nonce {
     let mut n = [0u8; 12];
     n[3..11].copy_from_slice(&index.to_be_bytes());
     n[11] = u8::from(last);
-    n.into()
+    Nonce::assume_unique_for_key(n)
 }
 
 /// The payload key: HKDF-SHA256 of the file key, salted with the object's nonce.
@@ -34,7 +38,9 @@ pub(crate) fn payload_key(file_key: &[u8; 16], nonce: &[u8; 16]) -> Zeroizing<[u
 
 impl ChunkCipher {
     pub(crate) fn new(payload_key: &[u8; 32]) -> Self {
-        ChunkCipher(ChaCha20Poly1305::new(Key::from_slice(payload_key)))
+        let key = UnboundKey::new(&CHACHA20_POLY1305, payload_key)
+            .expect("a 32-byte key is ChaCha20-Poly1305's key length");
+        ChunkCipher(LessSafeKey::new(key))
     }
 
     /// Appends chunk `index` sealed (at most [`CHUNK`] bytes of plaintext) to `out`.
@@ -42,12 +48,19 @@ impl ChunkCipher {
         debug_assert!(plain.len() as u64 <= CHUNK);
         let at = out.len();
         out.extend_from_slice(plain);
+        self.seal_in_place(index, last, out, at);
+    }
+
+    /// Seals the plaintext at `out[at..]` (at most [`CHUNK`] bytes) as chunk `index` where it
+    /// lies, and appends its tag: for callers that read the plaintext straight into `out`.
+    pub(crate) fn seal_in_place(&self, index: u64, last: bool, out: &mut Vec<u8>, at: usize) {
+        debug_assert!((out.len() - at) as u64 <= CHUNK);
         // Fails only for messages longer than 256 GiB; a chunk is 64 KiB.
         let tag = self
             .0
-            .encrypt_in_place_detached(&nonce(index, last), &[], &mut out[at..])
+            .seal_in_place_separate_tag(nonce(index, last), Aad::empty(), &mut out[at..])
             .expect("a 64 KiB chunk is within ChaCha20-Poly1305's limit");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// Appends the plaintext of sealed chunk `index` to `out`, or returns `false` (and leaves
@@ -58,16 +71,14 @@ impl ChunkCipher {
             return false;
         }
         let (body, tag) = sealed.split_at(sealed.len() - TAG as usize);
+        let Ok(tag) = Tag::try_from(tag) else {
+            return false;
+        };
         let at = out.len();
         out.extend_from_slice(body);
         let ok = self
             .0
-            .decrypt_in_place_detached(
-                &nonce(index, last),
-                &[],
-                &mut out[at..],
-                Tag::from_slice(tag),
-            )
+            .open_in_place_separate_tag(nonce(index, last), Aad::empty(), tag, &mut out[at..], 0..)
             .is_ok();
         if !ok {
             out.truncate(at);

@@ -400,3 +400,37 @@ fn misuse_is_refused_rather_than_sealed() {
     assert!(sealer.seal(0, &[], true, &mut out).is_ok());
     assert_eq!(out.len(), 16);
 }
+
+#[test]
+fn chunks_sealed_in_place_are_the_chunks_seal_writes_and_misuse_is_refused() {
+    let me = x25519::Identity::generate();
+    let sealer = Sealer::new(&to(&[&me]), "obj").expect("s");
+    for len in [0, 1, CHUNK as usize, 2 * CHUNK as usize + 9] {
+        let plain = data(len, len as u64);
+        let mut out = sealer.preamble().to_vec();
+        let mut chunks = plain.chunks(CHUNK as usize).enumerate().peekable();
+        if plain.is_empty() {
+            let at = out.len();
+            sealer
+                .seal_chunk_in_place(0, true, &mut out, at)
+                .expect("empty");
+        }
+        while let Some((i, c)) = chunks.next() {
+            let at = out.len();
+            out.extend_from_slice(c);
+            let last = chunks.peek().is_none();
+            sealer
+                .seal_chunk_in_place(i as u64, last, &mut out, at)
+                .expect("chunk");
+        }
+        assert_eq!(out, seal_all(&sealer, &plain), "{len} bytes");
+        assert_eq!(open_known(&ids(&[&me]), &out).expect("opens"), plain);
+    }
+    let mut out = vec![1; 100];
+    assert!(sealer.seal_chunk_in_place(0, false, &mut out, 0).is_err());
+    assert!(sealer.seal_chunk_in_place(3, true, &mut out, 100).is_err());
+    assert!(sealer.seal_chunk_in_place(0, true, &mut out, 101).is_err());
+    let mut big = vec![1; CHUNK as usize + 1];
+    assert!(sealer.seal_chunk_in_place(0, true, &mut big, 0).is_err());
+    assert_eq!(out, vec![1; 100], "a refused chunk is left as it was");
+}

@@ -31,6 +31,15 @@ pub fn stream_first_part(configured: u64, budget: u64, concurrency: usize) -> u6
     configured.min(share).clamp(MIN_PART_SIZE, MAX_PART_SIZE)
 }
 
+/// Part size of a file uploaded sealed. Its parts are sealed in memory, so they are sized as a
+/// stream's are (the memory budget shared by the parts in flight) rather than by the configured
+/// part size, raised like any known size to stay within S3's part count, and made of whole
+/// 64 KiB chunks so each part seals on its own.
+pub fn sealed_part_size(size: u64, configured: u64, budget: u64, concurrency: usize) -> u64 {
+    part_size_for(size, stream_first_part(configured, budget, concurrency))
+        .next_multiple_of(crate::crypt::CHUNK)
+}
+
 /// How many parts of `part_size` bytes a stream may hold at once (the part being filled
 /// included): as many as the budget holds, at least one, at most `concurrency`.
 pub fn stream_parts_in_flight(budget: u64, part_size: u64, concurrency: usize) -> usize {
@@ -115,6 +124,25 @@ pub fn split(ranges: &[ByteRange], max: u64) -> Vec<(usize, ByteRange)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sealed_parts_share_the_memory_budget_and_grow_only_for_the_part_count() {
+        use super::*;
+        let chunk = crate::crypt::CHUNK;
+        // Defaults: 128 MiB over 8 parts in flight.
+        assert_eq!(sealed_part_size(2 << 30, 64 << 20, 128 << 20, 8), 16 << 20);
+        assert_eq!(sealed_part_size(0, 64 << 20, 128 << 20, 8), 16 << 20);
+        // Never above the configured part size, never below S3's floor.
+        assert_eq!(sealed_part_size(1 << 30, 8 << 20, 1 << 30, 4), 8 << 20);
+        assert_eq!(
+            sealed_part_size(1 << 30, 64 << 20, 16 << 20, 16),
+            MIN_PART_SIZE
+        );
+        // A terabyte still fits in 10 000 parts, in whole chunks.
+        let big = sealed_part_size(1 << 40, 64 << 20, 128 << 20, 8);
+        assert!(big * MAX_PARTS >= 1 << 40 && big % chunk == 0, "{big}");
+        assert!(big < (1 << 40) / MAX_PARTS + chunk);
+    }
+
     use super::*;
 
     #[test]

@@ -165,7 +165,9 @@ pub(super) fn check_fetched(
 }
 
 /// Opens a fetched piece of an encrypted object and hands its plaintext on: written at its
-/// plaintext offset into the file, or kept for the ordered writer.
+/// plaintext offset into the file, or kept for the ordered writer. Opening, checksumming and
+/// writing run together off the async workers: they are the CPU of an encrypted download, and
+/// the workers meanwhile keep the other pieces' bytes coming.
 pub(super) async fn deliver_opened(
     s: &SealedObject,
     range: ByteRange,
@@ -173,19 +175,26 @@ pub(super) async fn deliver_opened(
     sink: &Sink,
 ) -> Result<()> {
     let stored = piece.data.take().unwrap_or_default();
-    let plain = s.open_piece(range, &stored)?;
-    drop(stored);
-    piece.plain = Some((checksum::crc32c(&plain), plain.len() as u64));
-    match sink {
-        Sink::File(f) => {
-            let (f, at) = (f.clone(), s.plain_offset(range.start));
-            tokio::task::spawn_blocking(move || f.write_all_at(&plain, at))
-                .await
-                .map_err(|e| Error::Failed(format!("write task failed: {e}")))?
-                .map_err(|e| Error::io("write downloaded data", e))?;
-        }
-        Sink::Memory => piece.data = Some(Bytes::from(plain)),
-    }
+    let file = match sink {
+        Sink::File(f) => Some(f.clone()),
+        Sink::Memory => None,
+    };
+    let s = s.clone();
+    let (plain, crc, len) = tokio::task::spawn_blocking(move || {
+        let plain = s.open_piece(range, &stored)?;
+        drop(stored);
+        let (crc, len) = (checksum::crc32c(&plain), plain.len() as u64);
+        let Some(f) = file else {
+            return Ok((Some(plain), crc, len));
+        };
+        f.write_all_at(&plain, s.plain_offset(range.start))
+            .map_err(|e| Error::io("write downloaded data", e))?;
+        Ok::<_, Error>((None, crc, len))
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("open task failed: {e}")))??;
+    piece.plain = Some((crc, len));
+    piece.data = plain.map(Bytes::from);
     Ok(())
 }
 

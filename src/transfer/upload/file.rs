@@ -35,7 +35,7 @@ pub(super) fn integrity_for(mode: ChecksumMode, body: &[u8]) -> (u32, Integrity)
     }
 }
 
-fn changed(path: &Path) -> Error {
+pub(super) fn changed(path: &Path) -> Error {
     Error::Failed(format!("{} changed size while being read", path.display()))
 }
 

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::store::limits::MAX_PUT_SIZE;
 use crate::store::{
-    Body, ByteRange, ChecksumAlgorithm, FileRange, PartReceipt, PutOptions, Upload,
+    Body, ByteRange, ChecksumAlgorithm, FileRange, Integrity, PartReceipt, PutOptions, Upload,
 };
 use crate::transfer::ChecksumMode;
 
@@ -169,8 +169,7 @@ impl Transfer {
             end: size,
         };
         if self.crypt.keys().is_some() {
-            let buf = read_range(file, range, path).await?;
-            return self.put_sealed(key, buf, opts).await;
+            return self.put_sealed_file(file, path, key, size, opts).await;
         }
         let (body, crc) = if size <= SMALL {
             let buf = read_range(file, range, path).await?;
@@ -232,9 +231,9 @@ impl Transfer {
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let size = meta.len();
-        // A sealed object is sealed in memory: one part's worth at most.
+        // A sealed object is sealed in memory: one sealed part's worth at most.
         let one_put_max = match self.crypt.keys() {
-            Some(_) => self.cfg.part_size.min(MAX_PUT_SIZE),
+            Some(_) => self.sealed_part_size(0),
             None => one_put_max.clamp(self.cfg.part_size, MAX_PUT_SIZE),
         };
         let result = if size <= one_put_max {
@@ -250,6 +249,13 @@ impl Transfer {
         result.map_err(|e| changed_or(e, &meta, path))
     }
 
+    /// The part size of a sealed file of `size` bytes: the parts in flight, each held sealed in
+    /// memory, share `s3.stream_memory` ([`plan::sealed_part_size`]).
+    fn sealed_part_size(&self, size: u64) -> u64 {
+        let c = &self.cfg;
+        plan::sealed_part_size(size, c.part_size, c.stream_memory, c.concurrency)
+    }
+
     /// A file above one part: a parallel multipart upload, resumable through `journal`.
     async fn put_file_parts(
         &self,
@@ -262,11 +268,10 @@ impl Transfer {
     ) -> Result<Uploaded> {
         let size = meta.len();
         let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-        let mut part_size = plan::part_size_for(size, self.cfg.part_size);
-        if self.crypt.keys().is_some() {
-            // Sealed parts hold whole chunks, so each seals on its own.
-            part_size = part_size.next_multiple_of(crate::crypt::CHUNK);
-        }
+        let part_size = match self.crypt.keys() {
+            Some(_) => self.sealed_part_size(size),
+            None => plan::part_size_for(size, self.cfg.part_size),
+        };
         let layout = plan::layout(size, part_size, 0);
         let file = Arc::new(file);
 
@@ -462,13 +467,12 @@ impl Transfer {
                 let sealer = sealer.clone();
                 set.spawn(async move {
                     if let Some(s) = sealer {
-                        let plain = read_range(file, r, &path).await?;
                         let part = SealedPart {
                             number,
                             range: r,
                             last: r.end == total,
                         };
-                        let sent = this.send_sealed_part(&s, &part, plain, &upload).await;
+                        let sent = this.send_sealed_part(s, part, (file, &path), &upload).await;
                         drop(permit);
                         return sent;
                     }
@@ -519,16 +523,24 @@ impl Transfer {
 
     async fn send_part(&self, job: PartJob, upload: &Upload) -> Result<(PartReceipt, u32)> {
         let (crc, integrity) = integrity_for(self.mode().await, &job.body);
-        let body = Body::bytes(job.body.clone(), integrity);
-        let receipt = self
-            .retry
+        Ok((self.send_part_as(job, upload, integrity).await?, crc))
+    }
+
+    /// Sends a part whose integrity value is already known, with retries.
+    async fn send_part_as(
+        &self,
+        job: PartJob,
+        upload: &Upload,
+        integrity: Integrity,
+    ) -> Result<PartReceipt> {
+        let body = Body::bytes(job.body, integrity);
+        self.retry
             .run(&self.stats, &self.cancel, || {
                 self.store
                     .multipart()
                     .upload_part(upload, job.number, body.clone())
             })
-            .await?;
-        Ok((receipt, crc))
+            .await
     }
 
     /// Completes an upload and checks what the server now holds: size, and composite checksum
