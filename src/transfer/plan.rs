@@ -139,7 +139,10 @@ mod tests {
         );
         // A terabyte still fits in 10 000 parts, in whole chunks.
         let big = sealed_part_size(1 << 40, 64 << 20, 128 << 20, 8);
-        assert!(big * MAX_PARTS >= 1 << 40 && big.is_multiple_of(chunk), "{big}");
+        assert!(
+            big * MAX_PARTS >= 1 << 40 && big.is_multiple_of(chunk),
+            "{big}"
+        );
         assert!(big < (1 << 40) / MAX_PARTS + chunk);
     }
 
