@@ -181,14 +181,19 @@ pub(super) async fn deliver_opened(
     };
     let s = s.clone();
     let (plain, crc, len) = tokio::task::spawn_blocking(move || {
-        let plain = s.open_piece(range, &stored)?;
-        drop(stored);
-        let (crc, len) = (checksum::crc32c(&plain), plain.len() as u64);
         let Some(f) = file else {
+            let plain = s.open_piece(range, &stored)?;
+            let (crc, len) = (checksum::crc32c(&plain), plain.len() as u64);
             return Ok((Some(plain), crc, len));
         };
-        f.write_all_at(&plain, s.plain_offset(range.start))
-            .map_err(|e| Error::io("write downloaded data", e))?;
+        // Into the file a run at a time, checksummed while the run is in cache.
+        let (mut crc, mut len) = (0, 0u64);
+        s.open_piece_in_runs(range, &stored, |at, plain| {
+            crc = checksum::crc32c_append(crc, plain);
+            len += plain.len() as u64;
+            f.write_all_at(plain, at)
+                .map_err(|e| Error::io("write downloaded data", e))
+        })?;
         Ok::<_, Error>((None, crc, len))
     })
     .await
