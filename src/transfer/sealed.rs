@@ -274,12 +274,10 @@ mod tests {
         assert!(err.to_string().contains(IDENTITY_SETTING), "{err}");
     }
 
-    #[test]
-    fn pieces_split_at_chunk_boundaries_and_open_alone() {
+    /// `len` bytes of plaintext, sealed whole, opened as a download sees it, and its one range.
+    fn sealed_object(len: u64, modulo: usize) -> (Vec<u8>, Bytes, SealedObject, [ByteRange; 1]) {
         let k = keys();
-        let plain: Vec<u8> = (0..10 * CHUNK as usize + 77)
-            .map(|i| (i % 251) as u8)
-            .collect();
+        let plain: Vec<u8> = (0..len as usize).map(|i| (i % modulo) as u8).collect();
         let sealed = seal_bytes(&k, "o", &plain).expect("seal");
         let opener = Opener::open(&sealed, &k.identities, "o").expect("header");
         let obj = SealedObject {
@@ -291,6 +289,12 @@ mod tests {
             start: 0,
             end: sealed.len() as u64,
         }];
+        (plain, sealed, obj, whole)
+    }
+
+    #[test]
+    fn pieces_split_at_chunk_boundaries_and_open_alone() {
+        let (plain, sealed, obj, whole) = sealed_object(10 * CHUNK + 77, 251);
         let pieces = split_sealed(&whole, obj.opener.layout(), 3 * SEALED_CHUNK + 5);
         assert_eq!(pieces.len(), 4);
         let mut got = Vec::new();
@@ -304,20 +308,7 @@ mod tests {
 
     #[test]
     fn pieces_open_in_runs_to_the_same_plaintext_at_their_offsets_and_a_bad_chunk_fails() {
-        let k = keys();
-        let n = (2 * RUN_CHUNKS + 3) * CHUNK + 77;
-        let plain: Vec<u8> = (0..n as usize).map(|i| (i % 241) as u8).collect();
-        let sealed = seal_bytes(&k, "o", &plain).expect("seal");
-        let opener = Opener::open(&sealed, &k.identities, "o").expect("header");
-        let obj = SealedObject {
-            stored_len: sealed.len() as u64,
-            plain_len: plain.len() as u64,
-            opener: Arc::new(opener),
-        };
-        let whole = [ByteRange {
-            start: 0,
-            end: sealed.len() as u64,
-        }];
+        let (plain, sealed, obj, whole) = sealed_object((2 * RUN_CHUNKS + 3) * CHUNK + 77, 241);
         let pieces = split_sealed(&whole, obj.opener.layout(), (RUN_CHUNKS + 5) * SEALED_CHUNK);
         assert!(pieces.len() > 1);
         let mut got = vec![0u8; plain.len()];
