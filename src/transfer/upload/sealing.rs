@@ -49,11 +49,25 @@ fn seal_file_part(
     part: SealedPart,
     path: &Path,
 ) -> Result<SealedBody> {
+    seal_part_from(sealer, part, path, |buf, at| {
+        read_exact_at(file, buf, at, path)
+    })
+}
+
+/// Seals `part`, whose plaintext `fill` writes chunk by chunk (a buffer and its plaintext
+/// offset) into the buffer the part is sent from; both CRC32Cs are taken while each chunk is in
+/// cache. `what` names the source in errors.
+fn seal_part_from(
+    sealer: &Sealer,
+    part: SealedPart,
+    what: &Path,
+    mut fill: impl FnMut(&mut [u8], u64) -> Result<()>,
+) -> Result<SealedBody> {
     let (start, end) = (part.range.start, part.range.end);
     if !start.is_multiple_of(CHUNK) {
         return Err(Error::Failed(format!(
             "{}: a sealed part must start on a 64 KiB boundary",
-            path.display()
+            what.display()
         )));
     }
     let preamble = if part.number == 1 {
@@ -72,7 +86,7 @@ fn seal_file_part(
         let (index, len) = (at / CHUNK, CHUNK.min(end - at) as usize);
         let mark = out.len();
         out.resize(mark + len, 0);
-        read_exact_at(file, &mut out[mark..], at, path)?;
+        fill(&mut out[mark..], at)?;
         plain_crc = checksum::crc32c_append(plain_crc, &out[mark..]);
         at += len as u64;
         sealer.seal_chunk_in_place(index, part.last && at == end, &mut out, mark)?;
@@ -86,6 +100,26 @@ fn seal_file_part(
         crc32c: crc,
         plain_crc32c: plain_crc,
     })
+}
+
+/// Seals a part of a stream held in memory (`plain`, at plaintext offset `part.range.start`),
+/// off the async workers: the sealed bytes and the CRC32C of those and of `plain`.
+pub(super) async fn seal_stream_part(
+    sealer: Arc<Sealer>,
+    part: SealedPart,
+    plain: Bytes,
+) -> Result<(Bytes, u32, u32)> {
+    tokio::task::spawn_blocking(move || {
+        let start = part.range.start;
+        let b = seal_part_from(&sealer, part, Path::new("stream"), |buf, at| {
+            let from = (at - start) as usize;
+            buf.copy_from_slice(&plain[from..from + buf.len()]);
+            Ok(())
+        })?;
+        Ok((b.bytes, b.crc32c, b.plain_crc32c))
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("seal task failed: {e}")))?
 }
 
 /// Fills `buf` from `file` at `offset`; a file that ends first has changed.
@@ -116,7 +150,7 @@ async fn seal_file_part_blocking(
 }
 
 /// The integrity value to send with a body whose CRC32C is known.
-fn integrity_known(mode: ChecksumMode, crc: u32, body: &[u8]) -> Integrity {
+pub(super) fn integrity_known(mode: ChecksumMode, crc: u32, body: &[u8]) -> Integrity {
     match mode {
         ChecksumMode::WhenSupported => Integrity::Crc32c(crc),
         ChecksumMode::WhenRequired => Integrity::Md5(checksum::md5(body)),
@@ -253,6 +287,48 @@ mod tests {
         let payload = &whole[o.layout().payload_start() as usize..];
         o.open_chunks(0, payload, true, &mut out).expect("chunks");
         assert_eq!(out, plain);
+    }
+
+    /// Parts of a stream sealed from memory are the object sealed whole, an empty stream the
+    /// empty object, and the reported CRC32Cs are the bytes'.
+    #[tokio::test]
+    async fn stream_parts_sealed_from_memory_make_the_object() {
+        let id = age::x25519::Identity::generate();
+        let recipients = Recipients::new([id.to_public()]).expect("recipients");
+        let sealer = Arc::new(Sealer::new(&recipients, "k").expect("sealer"));
+        let plain: Vec<u8> = (0..3 * CHUNK + 5).map(|i| (i * 7 % 253) as u8).collect();
+        let mut whole = Vec::new();
+        for (n, start) in [0, 2 * CHUNK].into_iter().enumerate() {
+            let end = (start + 2 * CHUNK).min(plain.len() as u64);
+            let body = Bytes::copy_from_slice(&plain[start as usize..end as usize]);
+            let part = SealedPart {
+                number: n as u32 + 1,
+                range: ByteRange { start, end },
+                last: end == plain.len() as u64,
+            };
+            let (b, crc, plain_crc) = seal_stream_part(sealer.clone(), part, body.clone())
+                .await
+                .expect("part");
+            assert_eq!(
+                (crc, plain_crc),
+                (checksum::crc32c(&b), checksum::crc32c(&body))
+            );
+            whole.extend_from_slice(&b);
+        }
+        let mut expected = sealer.preamble().to_vec();
+        sealer.seal(0, &plain, true, &mut expected).expect("seal");
+        assert_eq!(whole, expected);
+        let empty = SealedPart {
+            number: 1,
+            range: ByteRange { start: 0, end: 0 },
+            last: true,
+        };
+        let (b, _, _) = seal_stream_part(sealer.clone(), empty, Bytes::new())
+            .await
+            .expect("empty");
+        let mut expected = sealer.preamble().to_vec();
+        sealer.seal(0, &[], true, &mut expected).expect("seal");
+        assert_eq!(&b[..], &expected[..]);
     }
 
     /// A file shorter than the range asked for has changed: an error naming it, never a part

@@ -11,10 +11,11 @@ use tokio::task::JoinSet;
 
 use std::sync::Arc;
 
+use super::sealing::{SealedPart, integrity_known, seal_stream_part};
 use super::{PartJob, SentPart, Uploaded, combine, stored_form};
 use crate::crypt::Sealer;
 use crate::error::{Error, Result};
-use crate::store::{PartReceipt, PutOptions, Upload};
+use crate::store::{ByteRange, PartReceipt, PutOptions, Upload};
 use crate::transfer::Transfer;
 use crate::transfer::plan::{self, GROWTH_EVERY, LAYOUT_META, MAX_PARTS};
 use crate::transfer::sealed::SEALED_META;
@@ -150,27 +151,29 @@ impl Transfer {
             let (r, crc) = self.send_part(part.job, upload).await?;
             return Ok((r, crc, (crc, plain_len)));
         };
-        let plain_crc = crate::checksum::crc32c(&part.job.body);
-        let mut out = Vec::with_capacity(part.job.body.len() + (64 << 10));
-        if part.job.number == 1 {
-            out.extend_from_slice(s.preamble());
-        }
-        s.seal(
-            part.at / crate::crypt::CHUNK,
-            &part.job.body,
-            part.last,
-            &mut out,
-        )?;
-        // The plaintext is let go before the sealed part is sent: one copy per part in flight.
         let PartJob {
-            number, _permit, ..
+            number,
+            body,
+            _permit,
         } = part.job;
+        let range = ByteRange {
+            start: part.at,
+            end: part.at + plain_len,
+        };
+        let sealed = SealedPart {
+            number,
+            range,
+            last: part.last,
+        };
+        // The plaintext is let go once sealed: one copy per part in flight while it is sent.
+        let (body, crc, plain_crc) = seal_stream_part(s, sealed, body).await?;
+        let integrity = integrity_known(self.mode().await, crc, &body);
         let job = PartJob {
             number,
-            body: Bytes::from(out),
+            body,
             _permit,
         };
-        let (r, crc) = self.send_part(job, upload).await?;
+        let r = self.send_part_as(job, upload, integrity).await?;
         Ok((r, crc, (plain_crc, plain_len)))
     }
 
