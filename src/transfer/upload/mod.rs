@@ -249,13 +249,6 @@ impl Transfer {
         result.map_err(|e| changed_or(e, &meta, path))
     }
 
-    /// The part size of a sealed file of `size` bytes: the parts in flight, each held sealed in
-    /// memory, share `s3.stream_memory` ([`plan::sealed_part_size`]).
-    fn sealed_part_size(&self, size: u64) -> u64 {
-        let c = &self.cfg;
-        plan::sealed_part_size(size, c.part_size, c.stream_memory, c.concurrency)
-    }
-
     /// A file above one part: a parallel multipart upload, resumable through `journal`.
     async fn put_file_parts(
         &self,

@@ -22,6 +22,7 @@ use crate::checksum;
 use crate::crypt::{CHUNK, Sealer};
 use crate::error::{Error, Result};
 use crate::store::{Body, ByteRange, Integrity, PartReceipt, PutOptions, Upload};
+use crate::transfer::plan;
 use crate::transfer::sealed::{self, Ciphertext};
 use crate::transfer::{ChecksumMode, Transfer};
 
@@ -158,6 +159,13 @@ pub(super) fn integrity_known(mode: ChecksumMode, crc: u32, body: &[u8]) -> Inte
 }
 
 impl Transfer {
+    /// The part size of a sealed file of `size` bytes: the parts in flight, each held sealed in
+    /// memory, share `s3.stream_memory` ([`plan::sealed_part_size`]).
+    pub(super) fn sealed_part_size(&self, size: u64) -> u64 {
+        let c = &self.cfg;
+        plan::sealed_part_size(size, c.part_size, c.stream_memory, c.concurrency)
+    }
+
     /// One PUT of `body`, sealed first when encryption is on, under a permit the caller holds.
     /// The result describes the plaintext (size, CRC32C) either way, and a sealed body's stored
     /// form as sent.
