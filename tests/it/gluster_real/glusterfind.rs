@@ -62,13 +62,10 @@ impl<'a> Session<'a> {
         self.pre(&["--full"])
     }
 
-    /// `glusterfind pre` until the list holds every line of `want`. The deadline is generous
-    /// because the changelog reaches glusterfind only after the brick has rolled it over and
-    /// indexed it, which under the whole suite's load on two cores once took more than 40 s;
-    /// a list that is complete returns at once.
+    /// `glusterfind pre` until the list holds every line of `want`.
     fn changes(&self, since: SystemTime, want: &[&str]) -> String {
         settle(since);
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             let list = self.pre(&[]);
             let lines: Vec<&str> = list.lines().collect();
