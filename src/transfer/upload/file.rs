@@ -29,13 +29,18 @@ const HASH_BUFFER: usize = 256 << 10;
 /// CRC32C of a body and the integrity value to send with it.
 pub(super) fn integrity_for(mode: ChecksumMode, body: &[u8]) -> (u32, Integrity) {
     let crc = checksum::crc32c(body);
+    (crc, integrity_known(mode, crc, body))
+}
+
+/// The integrity value to send with a body whose CRC32C is known.
+pub(super) fn integrity_known(mode: ChecksumMode, crc: u32, body: &[u8]) -> Integrity {
     match mode {
-        ChecksumMode::WhenSupported => (crc, Integrity::Crc32c(crc)),
-        ChecksumMode::WhenRequired => (crc, Integrity::Md5(checksum::md5(body))),
+        ChecksumMode::WhenSupported => Integrity::Crc32c(crc),
+        ChecksumMode::WhenRequired => Integrity::Md5(checksum::md5(body)),
     }
 }
 
-pub(super) fn changed(path: &Path) -> Error {
+fn changed(path: &Path) -> Error {
     Error::Failed(format!("{} changed size while being read", path.display()))
 }
 
@@ -48,13 +53,8 @@ pub(super) async fn hash_range(body: &FileRange, mode: ChecksumMode) -> Result<(
         let (mut crc, mut md5) = (0u32, checksum::Md5State::default());
         let mut at = range.start;
         while at < range.end {
-            let want = ((range.end - at) as usize).min(buf.len());
-            let n = match file.read_at(&mut buf[..want], at) {
-                Ok(0) => return Err(changed(&path)),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-            };
+            let n = ((range.end - at) as usize).min(buf.len());
+            read_exact_at(&file, &mut buf[..n], at, &path)?;
             crc = checksum::crc32c_append(crc, &buf[..n]);
             if mode == ChecksumMode::WhenRequired {
                 md5.update(&buf[..n]);
@@ -75,19 +75,25 @@ pub(super) async fn read_range(file: Arc<File>, range: ByteRange, path: &Path) -
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; range.len() as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], range.start + done as u64) {
-                Ok(0) => return Err(changed(&path)),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-            }
-        }
+        read_exact_at(&file, &mut buf, range.start, &path)?;
         Ok(Bytes::from(buf))
     })
     .await
     .map_err(|e| Error::Failed(format!("read task failed: {e}")))?
+}
+
+/// Fills `buf` from `file` at `offset`; a file that ends first has changed.
+pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, path: &Path) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => return Err(changed(path)),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+    Ok(())
 }
 
 /// An upload refused by the server (a body that did not match the checksum sent before it, as

@@ -10,21 +10,20 @@
 //! copying it into a second buffer and checksumming both afterwards took four.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::file::{changed, integrity_for};
+use super::file::{integrity_for, integrity_known, read_exact_at};
 use super::{PartJob, Uploaded};
 use crate::checksum;
 use crate::crypt::{CHUNK, Sealer};
 use crate::error::{Error, Result};
-use crate::store::{Body, ByteRange, Integrity, PartReceipt, PutOptions, Upload};
+use crate::store::{Body, ByteRange, PartReceipt, PutOptions, Upload};
+use crate::transfer::Transfer;
 use crate::transfer::plan;
 use crate::transfer::sealed::{self, Ciphertext};
-use crate::transfer::{ChecksumMode, Transfer};
 
 /// Where a sealed part of a file sits: its number, its plaintext, whether it ends the object.
 #[derive(Debug, Clone, Copy)]
@@ -110,34 +109,19 @@ pub(super) async fn seal_stream_part(
     part: SealedPart,
     plain: Bytes,
 ) -> Result<(Bytes, u32, u32)> {
-    tokio::task::spawn_blocking(move || {
-        let start = part.range.start;
-        let b = seal_part_from(&sealer, part, Path::new("stream"), |buf, at| {
+    let start = part.range.start;
+    let b = off_workers(move || {
+        seal_part_from(&sealer, part, Path::new("stream"), |buf, at| {
             let from = (at - start) as usize;
             buf.copy_from_slice(&plain[from..from + buf.len()]);
             Ok(())
-        })?;
-        Ok((b.bytes, b.crc32c, b.plain_crc32c))
+        })
     })
-    .await
-    .map_err(|e| Error::Failed(format!("seal task failed: {e}")))?
+    .await?;
+    Ok((b.bytes, b.crc32c, b.plain_crc32c))
 }
 
-/// Fills `buf` from `file` at `offset`; a file that ends first has changed.
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, path: &Path) -> Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => return Err(changed(path)),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-        }
-    }
-    Ok(())
-}
-
-/// [`seal_file_part`] off the async workers (it reads the disk and burns CPU).
+/// [`seal_file_part`] off the async workers.
 async fn seal_file_part_blocking(
     sealer: Arc<Sealer>,
     file: Arc<File>,
@@ -145,17 +129,16 @@ async fn seal_file_part_blocking(
     path: &Path,
 ) -> Result<SealedBody> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || seal_file_part(&sealer, &file, part, &path))
-        .await
-        .map_err(|e| Error::Failed(format!("seal task failed: {e}")))?
+    off_workers(move || seal_file_part(&sealer, &file, part, &path)).await
 }
 
-/// The integrity value to send with a body whose CRC32C is known.
-pub(super) fn integrity_known(mode: ChecksumMode, crc: u32, body: &[u8]) -> Integrity {
-    match mode {
-        ChecksumMode::WhenSupported => Integrity::Crc32c(crc),
-        ChecksumMode::WhenRequired => Integrity::Md5(checksum::md5(body)),
-    }
+/// Runs a sealing off the async workers: it burns CPU, and a file's reads block.
+async fn off_workers(
+    seal: impl FnOnce() -> Result<SealedBody> + Send + 'static,
+) -> Result<SealedBody> {
+    tokio::task::spawn_blocking(seal)
+        .await
+        .map_err(|e| Error::Failed(format!("seal task failed: {e}")))?
 }
 
 impl Transfer {

@@ -11,7 +11,8 @@ use tokio::task::JoinSet;
 
 use std::sync::Arc;
 
-use super::sealing::{SealedPart, integrity_known, seal_stream_part};
+use super::file::integrity_known;
+use super::sealing::{SealedPart, seal_stream_part};
 use super::{PartJob, SentPart, Uploaded, combine, stored_form};
 use crate::crypt::Sealer;
 use crate::error::{Error, Result};
