@@ -8,7 +8,7 @@ use std::process::Command;
 
 use crate::common::faults::{FaultProxy, Quirk};
 use crate::common::moto::moto;
-use crate::common::site::{Site, make_archive, write_backup};
+use crate::common::site::{Site, forget_backup, make_archive, write_backup};
 use crate::common::{data, garage, unique};
 
 const A: &str = "20261101T010000";
@@ -86,13 +86,7 @@ fn object_lock_retains_every_object_and_full_sync_keeps_retained_backups_whole()
     }
 
     // Barman drops backup A: full-sync would delete it, but it is retained.
-    std::fs::remove_dir_all(site.dir.path().join("barman/pg/base").join(A)).expect("rm");
-    std::fs::remove_file(
-        site.dir
-            .path()
-            .join(format!("barman/pg/meta/{A}-backup.info")),
-    )
-    .expect("rm info");
+    forget_backup(&site, A, &[]);
     let before: Vec<String> = keys(&bucket, "")
         .into_iter()
         .filter(|k| k.contains(A))

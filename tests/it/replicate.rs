@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::faults::FaultProxy;
-use crate::common::site::{BIN, Site, make_archive, write_backup};
+use crate::common::site::{BIN, Site, forget_backup, make_archive, write_backup};
 use crate::common::{data, garage, unique};
 
 pub(crate) const ID: &str = "20260301T010203";
@@ -61,22 +61,6 @@ pub(crate) fn ok(s: &Site, args: &[&str]) -> Output {
 pub(crate) fn json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON on stdout")
-}
-
-/// Barman deleted backup `id` and the WAL segments `segs` (of timeline 1) from its own
-/// directories, as its retention does.
-pub(crate) fn forget_locally(s: &Site, id: &str, segs: &[u64]) {
-    std::fs::remove_dir_all(s.dir.path().join("barman/pg/base").join(id)).expect("rm");
-    std::fs::remove_file(
-        s.dir
-            .path()
-            .join(format!("barman/pg/meta/{id}-backup.info")),
-    )
-    .expect("rm");
-    let seg_dir = s.wals().join("0000000100000000");
-    for seg in segs {
-        std::fs::remove_file(seg_dir.join(crate::common::site::wal_name(*seg))).expect("rm wal");
-    }
 }
 
 /// The replica alone: base-ls lists the backup complete, verify reads every object, and
@@ -322,7 +306,7 @@ fn prune_deletes_from_the_replica_only_what_the_main_store_deleted_under_full_sy
     assert_eq!(replica_backups(&s, "offsite"), [a, b, c]);
 
     // Barman deleted B, but the main store still has it: the replica keeps it.
-    let forget = |id: &str| forget_locally(&s, id, &[]);
+    let forget = |id: &str| forget_backup(&s, id, &[]);
     forget(b);
     let v = json(&ok(
         &s,
@@ -338,7 +322,7 @@ fn prune_deletes_from_the_replica_only_what_the_main_store_deleted_under_full_sy
 
     // Barman deleted A and its first two WALs; full-sync deletes them from the main store
     // (B as well), and --prune then from the replica: the same backups, the same WALs.
-    forget_locally(&s, a, &[1, 2]);
+    forget_backup(&s, a, &[1, 2]);
     ok(&s, &["full-sync", "pg"]);
     let main_now =
         String::from_utf8_lossy(&ok(&s, &["--json", "base-ls", "pg"]).stdout).into_owned();

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::common::site::{BIN, Site, make_archive, write_backup};
+use crate::common::site::{BIN, Site, forget_backup, make_archive, write_backup};
 use crate::common::{data, garage, unique};
 use crate::replicate::{ID, counts, json, local_backup, ok, replica_backups};
 
@@ -143,7 +143,7 @@ fn prune_keeps_what_the_replicas_own_lock_retains() {
     assert!(before.iter().any(|k| k.contains(a)), "{before:?}");
 
     // Barman deleted A and its first two WAL files; full-sync deletes them from the main store.
-    crate::replicate::forget_locally(&s, a, &[1, 2]);
+    forget_backup(&s, a, &[1, 2]);
     ok(&s, &["full-sync", "pg"]);
     let main_now =
         String::from_utf8_lossy(&ok(&s, &["--json", "base-ls", "pg"]).stdout).into_owned();

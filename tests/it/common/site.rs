@@ -185,6 +185,22 @@ pub fn write_backup(site: &Site, id: &str, status: &str) {
     .expect("info");
 }
 
+/// Barman deleted backup `id` and the WAL segments `segs` (of timeline 1) from its own
+/// directories, as its retention does.
+pub fn forget_backup(site: &Site, id: &str, segs: &[u64]) {
+    std::fs::remove_dir_all(site.dir.path().join("barman/pg/base").join(id)).expect("rm");
+    std::fs::remove_file(
+        site.dir
+            .path()
+            .join(format!("barman/pg/meta/{id}-backup.info")),
+    )
+    .expect("rm info");
+    let seg_dir = site.wals().join("0000000100000000");
+    for seg in segs {
+        std::fs::remove_file(seg_dir.join(wal_name(*seg))).expect("rm wal");
+    }
+}
+
 /// The environment Barman gives a `post_backup_script` for backup `id` of server `pg`, with
 /// `extra` variables replacing or adding to it.
 pub fn hook_env<'a>(
