@@ -97,6 +97,21 @@ impl AlignedBuf {
         n
     }
 
+    /// Reads from `r` until the buffer is full or `r` ends; returns the bytes added.
+    pub fn read_from(&mut self, r: &mut impl std::io::Read) -> std::io::Result<usize> {
+        let before = self.len;
+        while self.len < self.cap {
+            let (at, end) = (self.start + self.len, self.start + self.cap);
+            match r.read(&mut self.raw[at..end]) {
+                Ok(0) => break,
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.len - before)
+    }
+
     pub fn is_full(&self) -> bool {
         self.len == self.cap
     }
@@ -147,6 +162,21 @@ impl OutFile {
             buffered,
             direct,
             direct_ok,
+        })
+    }
+
+    /// Creates `path` (which must not exist) with `mode`, written through the page cache
+    /// only: for small files, which a direct write would make wait for the device one by one.
+    pub fn create_new_buffered(path: &Path, mode: u32) -> std::io::Result<OutFile> {
+        let buffered = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)?;
+        Ok(OutFile {
+            buffered,
+            direct: None,
+            direct_ok: AtomicBool::new(false),
         })
     }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::task::JoinSet;
 
 use super::Transfer;
@@ -29,7 +29,9 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{ByteRange, ObjectMeta};
 use opened::{check_fetched, deliver_opened, opened_small};
+use ordered::Writes;
 use ordered::{InOrderMd5, flush};
+pub use ordered::{PieceOut, PieceReader, PieceSender, piece_channel};
 use receive::{Received, receive};
 use verify::verify;
 pub(crate) use verify::{Check, decide};
@@ -226,12 +228,7 @@ impl Transfer {
         let file = Arc::new(file);
         self.progress.object_started(key, p.meta.size);
         let result = self
-            .fetch_all(
-                key,
-                &p,
-                Sink::File(file.clone()),
-                None::<&mut tokio::io::Sink>,
-            )
+            .fetch_all(key, &p, Sink::File(file.clone()), None::<&mut PieceSender>)
             .await;
         self.progress.object_done(key);
         let result = match result.and_then(|f| check_fetched(key, &p, expect, &f)) {
@@ -259,9 +256,20 @@ impl Transfer {
         writer: &mut W,
         expect: Expect,
     ) -> Result<Downloaded> {
+        self.download_into(key, &mut Writes(writer), expect).await
+    }
+
+    /// [`Transfer::download_to`] into any piece output: a [`piece_channel`] hands each
+    /// piece to a blocking reader without copying it.
+    pub async fn download_into<O: PieceOut>(
+        &self,
+        key: &str,
+        out: &mut O,
+        expect: Expect,
+    ) -> Result<Downloaded> {
         let p = self.prepare(key, expect, true).await?;
         self.progress.object_started(key, p.meta.size);
-        let result = self.fetch_all(key, &p, Sink::Memory, Some(writer)).await;
+        let result = self.fetch_all(key, &p, Sink::Memory, Some(out)).await;
         self.progress.object_done(key);
         check_fetched(key, &p, expect, &result?)
     }
@@ -373,19 +381,20 @@ impl Transfer {
             sealed: None,
             md5_in_order: false,
         };
-        self.fetch_all(key, &p, Sink::Memory, Some(writer)).await?;
+        self.fetch_all(key, &p, Sink::Memory, Some(&mut Writes(writer)))
+            .await?;
         Ok(units.iter().map(ByteRange::len).sum())
     }
 
     /// Runs the pieces with at most `concurrency` in flight. With a writer, pieces are written
     /// in order and at most `concurrency` pieces (fewer when `stream_memory` holds fewer)
     /// are fetched or wait for their turn. Returns the whole CRC32C and each piece's (crc, md5).
-    async fn fetch_all<W: AsyncWrite + Unpin + Send>(
+    async fn fetch_all<O: PieceOut>(
         &self,
         key: &str,
         p: &Prepared,
         sink: Sink,
-        mut writer: Option<&mut W>,
+        mut writer: Option<&mut O>,
     ) -> Result<Fetched> {
         let (pieces, check) = (&p.pieces, &p.check);
         let mut plain: Vec<(u32, u64)> = vec![(0, 0); pieces.len()];
@@ -432,7 +441,7 @@ impl Transfer {
             }
         }
         if let Some(w) = writer.as_mut() {
-            w.flush().await.map_err(|e| Error::io("write output", e))?;
+            w.finish().await.map_err(|e| Error::io("write output", e))?;
         }
         for (i, d) in md5.map(InOrderMd5::finish).unwrap_or_default() {
             info[i].1 = Some(d);

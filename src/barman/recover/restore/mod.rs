@@ -15,6 +15,7 @@ pub mod modes;
 pub mod plan;
 pub mod recovery;
 pub mod tar;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

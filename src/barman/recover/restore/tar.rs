@@ -10,28 +10,28 @@
 //! the very last step of the restore renames.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tokio_util::io::SyncIoBridge;
-
 use super::plan::{Archive, PG_CONTROL};
+use super::writer::Writer;
 use crate::barman::server::Server;
 use crate::codec::{Codec, Decryption};
 use crate::error::{Error, Result};
+use crate::transfer::download::piece_channel;
 use crate::transfer::{Expect, Transfer, bounded};
 
 /// Where `global/pg_control` waits until the restore is otherwise complete.
 pub const PG_CONTROL_PENDING: &str = "global/pg_control.barmans3-pending";
 
-/// Bytes buffered between the download and the extraction.
-const PIPE: usize = 4 << 20;
-/// The extraction reads the download and writes each file in pieces this large: every read
-/// of the download crosses into the async runtime, codecs ask for a few bytes at a time (a
-/// snappy chunk header is four), and `std::io::copy` would write 8 KiB per system call.
-const PIECE: usize = 1 << 20;
+/// Downloaded pieces waiting for the extraction (each is a ranged GET's body, at most
+/// [`crate::transfer::download::MAX_PIECE`]), beside the one it reads.
+const PIPE_PIECES: usize = 1;
+/// The extraction writes each file in pieces this large (direct writes want large ones;
+/// `std::io::copy` would write 8 KiB per system call), and reads a decryption's output
+/// through a buffer this large.
+const PIECE: usize = 4 << 20;
 
 /// What the extraction of one archive wrote.
 #[derive(Debug, Default)]
@@ -95,20 +95,19 @@ pub(crate) async fn restore_archive(
     root: PathBuf,
     decrypt: Option<Decryption>,
 ) -> Result<Extracted> {
-    let (mut writer, reader) = tokio::io::duplex(PIPE);
-    let bridge = SyncIoBridge::new(reader);
+    let (mut pieces, reader) = piece_channel(PIPE_PIECES);
     let (codec, base, what) = (a.codec, a.oid.is_none(), key.to_string());
     let extract = tokio::task::spawn_blocking(move || match decrypt {
-        None => extract(bridge, codec, &root, base, &what),
-        Some(d) => extract_decrypted(&d, bridge, codec, &root, base, &what),
+        None => extract(reader, codec, &root, base, &what),
+        Some(d) => extract_decrypted(&d, reader, codec, &root, base, &what),
     });
     let expect = Expect {
         size: Some(a.size),
         crc32c: a.crc32c,
     };
-    let downloaded = t.download_to(key, &mut writer, expect).await;
+    let downloaded = t.download_into(key, &mut pieces, expect).await;
     // End of input for the extractor (or, after a failed download, a short stream it reports).
-    drop(writer);
+    drop(pieces);
     let extracted = extract
         .await
         .map_err(|e| Error::Failed(format!("extraction task failed: {e}")))?;
@@ -133,7 +132,14 @@ fn extract_decrypted(
     what: &str,
 ) -> Result<Extracted> {
     let mut plain = d.stream(input, what)?;
-    match extract(&mut plain, codec, root, base, what) {
+    // The decryption's output is a pipe: read in pieces, not a system call per codec header.
+    match extract(
+        std::io::BufReader::with_capacity(PIECE, &mut plain),
+        codec,
+        root,
+        base,
+        what,
+    ) {
         Ok(x) => plain.finish().map(|()| x),
         Err(e) => Err(plain.failure().unwrap_or(e)),
     }
@@ -175,14 +181,36 @@ pub fn extract(
     base: bool,
     what: &str,
 ) -> Result<Extracted> {
-    let input = std::io::BufReader::with_capacity(PIECE, input);
     let reader: Box<dyn Read + Send> = match codec {
         Some(c) => c.decoder(input)?,
         None => Box::new(input),
     };
-    let mut piece = vec![0u8; PIECE];
-    let bad = |why: String| Error::Failed(format!("{what}: {why}"));
     let mut archive = ::tar::Archive::new(reader);
+    let out = std::thread::scope(|s| {
+        let mut w = Writer::start(s, PIECE);
+        let out = entries(&mut archive, root, base, what, &mut w)?;
+        w.finish().map(|()| out)
+    })?;
+    // Read to the end (the archive's padding, the codec's trailer): the download verifies the
+    // whole object and must not find its reader gone.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| {
+        Error::Failed(format!(
+            "{what}: damaged data after the archive: {}",
+            crate::error::reason(&e)
+        ))
+    })?;
+    Ok(out)
+}
+
+/// Extracts every entry of `archive` under `root`, the files' data through `w`.
+fn entries(
+    archive: &mut ::tar::Archive<Box<dyn Read + Send + '_>>,
+    root: &Path,
+    base: bool,
+    what: &str,
+    w: &mut Writer<'_>,
+) -> Result<Extracted> {
+    let bad = |why: String| Error::Failed(format!("{what}: {why}"));
     let mut out = Extracted::default();
     // The tablespace links the archive holds and the restore does not make (it links each
     // tablespace to its new home itself): nothing may be written under one of those names, or
@@ -227,7 +255,7 @@ pub fn extract(
             } else {
                 to
             };
-            out.bytes += write_file(&mut entry, &to, mode, &mut piece)?;
+            out.bytes += w.file(&mut entry, &to, mode)?;
             out.files += 1;
         } else {
             return Err(bad(format!(
@@ -235,14 +263,6 @@ pub fn extract(
             )));
         }
     }
-    // Read to the end (the archive's padding, the codec's trailer): the download verifies the
-    // whole object and must not find its reader gone.
-    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| {
-        bad(format!(
-            "damaged data after the archive: {}",
-            crate::error::reason(&e)
-        ))
-    })?;
     Ok(out)
 }
 
@@ -270,55 +290,6 @@ fn relative(raw: &[u8]) -> std::result::Result<Option<PathBuf>, &'static str> {
     ))))
 }
 
-/// Writes one regular file; it must not exist yet (`create_new` also never follows a link).
-/// Not fsynced here: the restore syncs its filesystems once before `pg_control` goes into
-/// place ([`crate::fsutil::FsBarrier`]), so nothing PostgreSQL could start on exists before
-/// every byte is on disk.
-fn write_file(input: &mut impl Read, to: &Path, mode: u32, piece: &mut [u8]) -> Result<u64> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)
-        .map_err(|e| Error::io(format!("create {}", to.display()), e))?;
-    let mut n = 0u64;
-    loop {
-        let filled = fill(input, piece).map_err(|e| {
-            Error::Failed(format!(
-                "{}: damaged archive data: {}",
-                to.display(),
-                crate::error::reason(&e)
-            ))
-        })?;
-        f.write_all(&piece[..filled])
-            .map_err(|e| Error::io(format!("write {}", to.display()), e))?;
-        n += filled as u64;
-        if filled < piece.len() {
-            break;
-        }
-    }
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(format!("chmod {}", to.display()), e))?;
-    Ok(n)
-}
-
-/// Reads into `buf` until it is full or the input ends; returns the bytes read.
-fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 /// Tablespace oid → home, for the archives of a plan.
 pub fn roots(
     base: &Archive,
@@ -337,6 +308,7 @@ pub fn roots(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn archive(entries: &[(&str, ::tar::EntryType, &[u8])]) -> Vec<u8> {
         let mut b = ::tar::Builder::new(Vec::new());
@@ -380,6 +352,34 @@ mod tests {
         assert!(d.path().join(PG_CONTROL_PENDING).exists());
         assert!(!d.path().join("tablespace_map").exists());
         assert!(!d.path().join("pg_tblspc/16386").exists());
+    }
+
+    #[test]
+    fn files_of_many_pieces_and_odd_tails_come_back_whole_with_their_modes() {
+        // Sizes around the piece: whole direct writes, a tail written through the page cache,
+        // and an empty file.
+        let sizes = [0, 1, PIECE - 1, PIECE, 2 * PIECE + 4097];
+        let bodies: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|n| (0..*n).map(|i| (i * 7 + i / 4096) as u8).collect())
+            .collect();
+        let names: Vec<String> = sizes.iter().map(|n| format!("base/1/{n}")).collect();
+        let entries: Vec<(&str, T, &[u8])> = names
+            .iter()
+            .zip(&bodies)
+            .map(|(n, b)| (n.as_str(), T::Regular, b.as_slice()))
+            .collect();
+        let tar = archive(&entries);
+        let d = tempfile::tempdir().expect("tmp");
+        let x = extract(tar.as_slice(), None, d.path(), false, "t").expect("extract");
+        assert_eq!(x.files, sizes.len());
+        assert_eq!(x.bytes, sizes.iter().sum::<usize>() as u64);
+        for (n, b) in names.iter().zip(&bodies) {
+            let p = d.path().join(n);
+            assert!(std::fs::read(&p).expect("read") == *b, "{n} differs");
+            let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o600, "{n}");
+        }
     }
 
     #[test]
