@@ -95,6 +95,44 @@ impl Opener {
         result
     }
 
+    /// Opens the run of sealed chunks in `buf` (the first is chunk `first_chunk`) where they
+    /// lie: their plaintext ends up at the start of `buf`, closed up; returns its length. The
+    /// same checks as [`Opener::open_chunks`], without a second buffer: the lengths first, so
+    /// a truncation spends nothing. A chunk that does not authenticate is
+    /// [`Fault::ChunkAuth`] whatever the cause, and its bytes are spent; read it again and
+    /// give it to [`Opener::open_chunks`] to tell a truncation or trailing data from damage.
+    pub fn open_chunks_in_place(
+        &self,
+        first_chunk: u64,
+        buf: &mut [u8],
+        ends_object: bool,
+    ) -> Result<usize, CryptError> {
+        let n = (buf.len() as u64).div_ceil(SEALED_CHUNK).max(1);
+        let tail = buf.len() as u64 - (n - 1) * SEALED_CHUNK;
+        let index_of_last = first_chunk + n - 1;
+        if !ends_object && tail != SEALED_CHUNK {
+            return Err(self.fail(Fault::Truncated));
+        }
+        if ends_object && (tail < TAG || (tail == TAG && index_of_last > 0)) {
+            return Err(self.fail(Fault::Truncated));
+        }
+        let mut plain = 0;
+        for i in 0..n {
+            let index = first_chunk + i;
+            let src = (i * SEALED_CHUNK) as usize;
+            let len = (buf.len() - src).min(SEALED_CHUNK as usize);
+            let last = ends_object && index == index_of_last;
+            match self
+                .cipher
+                .open_shifted(index, last, buf, (plain, src, len))
+            {
+                Some(l) => plain += l,
+                None => return Err(self.fail(Fault::ChunkAuth { chunk: index })),
+            }
+        }
+        Ok(plain)
+    }
+
     fn open_run(
         &self,
         first_chunk: u64,

@@ -63,6 +63,35 @@ impl ChunkCipher {
         out.extend_from_slice(tag.as_ref());
     }
 
+    /// Opens sealed chunk `index`, `len` bytes at `buf[src..]`, writing its plaintext at
+    /// `buf[dst..]` (`dst <= src`: runs of chunks open in place, their plaintext closing up
+    /// the tags' gaps). Returns the plaintext's length, or `None` when the chunk does not
+    /// authenticate with that index and flag; its bytes are then spent (ring zeroes what it
+    /// decrypted), so a second try needs a fresh copy.
+    pub(crate) fn open_shifted(
+        &self,
+        index: u64,
+        last: bool,
+        buf: &mut [u8],
+        (dst, src, len): (usize, usize, usize),
+    ) -> Option<usize> {
+        if !(TAG..=SEALED_CHUNK).contains(&(len as u64)) || dst > src || src + len > buf.len() {
+            return None;
+        }
+        let body = len - TAG as usize;
+        let tag = Tag::try_from(&buf[src + body..src + len]).ok()?;
+        self.0
+            .open_in_place_separate_tag(
+                nonce(index, last),
+                Aad::empty(),
+                tag,
+                &mut buf[dst..src + body],
+                (src - dst)..,
+            )
+            .ok()
+            .map(|plain| plain.len())
+    }
+
     /// Appends the plaintext of sealed chunk `index` to `out`, or returns `false` (and leaves
     /// `out` as it was) when it does not authenticate with that index and flag.
     pub(crate) fn open(&self, index: u64, last: bool, sealed: &[u8], out: &mut Vec<u8>) -> bool {

@@ -59,6 +59,27 @@ fn open_known(ids: &Identities, sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
     Ok(out)
 }
 
+/// [`open_known`] in place, in runs of `run` whole chunks (the last run ends the object).
+fn open_in_place(ids: &Identities, sealed: &[u8], run: usize) -> Result<Vec<u8>, CryptError> {
+    let o = Opener::open(sealed, ids, "s3://b/obj")?;
+    o.plain_len(sealed.len() as u64)?;
+    let start = o.layout().payload_start() as usize;
+    let mut payload = sealed[start..].to_vec();
+    let step = run * SEALED_CHUNK as usize;
+    let mut out = Vec::new();
+    let pieces: Vec<&mut [u8]> = if payload.is_empty() {
+        vec![&mut payload[..]]
+    } else {
+        payload.chunks_mut(step).collect()
+    };
+    let n = pieces.len();
+    for (k, piece) in pieces.into_iter().enumerate() {
+        let len = o.open_chunks_in_place((k * run) as u64, piece, k + 1 == n)?;
+        out.extend_from_slice(&piece[..len]);
+    }
+    Ok(out)
+}
+
 const SIZES: [usize; 8] = [
     0,
     1,
@@ -80,6 +101,10 @@ fn every_size_round_trips_through_every_path() {
         assert_eq!(sealed.len() as u64, sealer.layout().sealed_len(len as u64));
         assert!(is_sealed(&sealed));
         assert_eq!(open_known(&ids(&[&me]), &sealed).expect("opens"), plain);
+        for run in [1, 3, 16] {
+            let opened = open_in_place(&ids(&[&me]), &sealed, run).expect("opens in place");
+            assert!(opened == plain, "in place, len {len} run {run}");
+        }
         // Pieces across chunk boundaries, exactly one sealed chunk, and one byte at a time.
         let small = len <= 70_000;
         let steps: &[usize] = if small {
@@ -260,6 +285,18 @@ fn rotation_opens_with_any_listed_identity_and_names_what_is_missing() {
 /// Every way to damage an object fails, on both read paths, and never yields wrong bytes.
 fn assert_refused(me: &Identities, plain: &[u8], bad: &[u8], what: &str) -> CryptError {
     let known = open_known(me, bad).expect_err(what);
+    // In place, the one fault it cannot tell apart is a chunk that does not authenticate.
+    let in_place = open_in_place(me, bad, 2).expect_err(what);
+    if in_place.fault != known.fault {
+        assert!(
+            matches!(in_place.fault, Fault::ChunkAuth { .. })
+                && matches!(
+                    known.fault,
+                    Fault::Truncated | Fault::TrailingData { .. } | Fault::ChunkAuth { .. }
+                ),
+            "{what}: in place {in_place}, known {known}"
+        );
+    }
     let (out, r) = open_stream(me, bad, 10_000);
     let streamed = r.expect_err(what);
     assert!(

@@ -139,58 +139,86 @@ impl SealedObject {
     }
 
     /// Opens stored bytes `range` (starting at 0 or a chunk boundary, ending at one or at the
-    /// object's end) into plaintext.
-    pub fn open_piece(&self, range: ByteRange, stored: &[u8]) -> Result<Vec<u8>> {
-        let (first, body) = self.payload_of(range, stored);
+    /// object's end) into a new buffer: what [`Self::open_piece_in_place`] must agree with.
+    #[cfg(test)]
+    fn open_piece(&self, range: ByteRange, stored: &[u8]) -> Result<Vec<u8>> {
+        let (first, skip) = self.payload_at(range, stored.len());
+        let body = &stored[skip..];
         let mut out = Vec::with_capacity(stored.len());
         let ends = range.end == self.stored_len;
         self.opener.open_chunks(first, body, ends, &mut out)?;
         Ok(out)
     }
 
-    /// Opens stored bytes `range` as [`Self::open_piece`] does, [`RUN_CHUNKS`] chunks at a
-    /// time into one reused buffer, handing each run's plaintext and its plaintext offset to
-    /// `sink`: a piece is opened in the memory of one run instead of a second copy of itself.
-    /// Not all or nothing: the runs before a chunk that fails have been handed on.
-    pub fn open_piece_in_runs(
+    /// Opens stored bytes `range` (starting at 0 or a chunk boundary, ending at one or at the
+    /// object's end) where they lie in `stored`, [`RUN_CHUNKS`] chunks at a time, handing each
+    /// run's plaintext and its offset in the object to `sink` while it is in cache. With
+    /// `close_up`, the runs' plaintext is also moved together: the returned range of `stored`
+    /// holds the piece's plaintext. Not all or nothing: the runs before a chunk that fails
+    /// have been handed on. A chunk that does not authenticate leaves its bytes spent:
+    /// [`Self::explain`] names the fault from a fresh copy of it.
+    pub fn open_piece_in_place(
         &self,
         range: ByteRange,
-        stored: &[u8],
+        stored: &mut [u8],
+        close_up: bool,
         mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let (first, body) = self.payload_of(range, stored);
+    ) -> Result<std::ops::Range<usize>> {
+        let (first, skip) = self.payload_at(range, stored.len());
         let ends = range.end == self.stored_len;
-        if body.is_empty() {
-            // No chunk at all: the opener names what is missing.
-            return Ok(self
-                .opener
-                .open_chunks(first, body, ends, &mut Vec::new())?);
-        }
         let run = (RUN_CHUNKS * SEALED_CHUNK) as usize;
-        let mut plain = Vec::with_capacity(run);
-        for (k, sealed) in body.chunks(run).enumerate() {
+        let runs = (stored.len() - skip).div_ceil(run).max(1);
+        let mut plain = skip;
+        let offset = self.plain_offset(range.start);
+        for k in 0..runs {
+            let start = skip + k * run;
+            let end = (start + run).min(stored.len());
             let index = first + k as u64 * RUN_CHUNKS;
-            let last_run = (k + 1) * run >= body.len();
-            plain.clear();
-            self.opener
-                .open_chunks(index, sealed, ends && last_run, &mut plain)?;
-            sink(index * crate::crypt::CHUNK, &plain)?;
+            let last = ends && k + 1 == runs;
+            let len = self
+                .opener
+                .open_chunks_in_place(index, &mut stored[start..end], last)?;
+            sink(offset + (plain - skip) as u64, &stored[start..start + len])?;
+            if close_up {
+                stored.copy_within(start..start + len, plain);
+            }
+            plain += len;
         }
-        Ok(())
+        Ok(skip..plain)
     }
 
-    /// The index of the first chunk stored in `range`, and those chunks' bytes in `stored`
-    /// (the header, when the range starts at 0, left out).
-    fn payload_of<'a>(&self, range: ByteRange, stored: &'a [u8]) -> (u64, &'a [u8]) {
+    /// The stored bytes of chunk `chunk`.
+    pub fn chunk_range(&self, chunk: u64) -> ByteRange {
+        let start = self.opener.layout().payload_start() + chunk * SEALED_CHUNK;
+        ByteRange {
+            start: start.min(self.stored_len),
+            end: (start + SEALED_CHUNK).min(self.stored_len),
+        }
+    }
+
+    /// Why chunk `chunk` did not open in place, from `fresh`, its bytes read again: a
+    /// truncation or trailing data where the opener that keeps its input can tell, else
+    /// `spent` (damage, or an object that changed between the two reads).
+    pub fn explain(&self, chunk: u64, fresh: &[u8], spent: Error) -> Error {
+        let ends = self.chunk_range(chunk).end == self.stored_len;
+        match self.opener.open_chunks(chunk, fresh, ends, &mut Vec::new()) {
+            Err(e) => e.into(),
+            Ok(()) => spent,
+        }
+    }
+
+    /// The index of the first chunk stored in `range`, and where in the `len` bytes stored
+    /// there the chunks start.
+    fn payload_at(&self, range: ByteRange, len: usize) -> (u64, usize) {
         let start = self.opener.layout().payload_start();
-        let skip = start.saturating_sub(range.start).min(stored.len() as u64) as usize;
+        let skip = start.saturating_sub(range.start).min(len as u64) as usize;
         let first = range.start.max(start).saturating_sub(start) / SEALED_CHUNK;
-        (first, &stored[skip..])
+        (first, skip)
     }
 }
 
-/// Chunks opened together by [`SealedObject::open_piece_in_runs`]: 1 MiB of plaintext, the
-/// size of one direct write.
+/// Chunks opened together by [`SealedObject::open_piece_in_place`]: 1 MiB of plaintext, the
+/// size of one direct write, opened, checksummed and written while it is in cache.
 pub const RUN_CHUNKS: u64 = 16;
 
 /// Cuts stored ranges `units` into pieces of at most about `max` bytes whose every inner
@@ -307,42 +335,75 @@ mod tests {
     }
 
     #[test]
-    fn pieces_open_in_runs_to_the_same_plaintext_at_their_offsets_and_a_bad_chunk_fails() {
-        let (plain, sealed, obj, whole) = sealed_object((2 * RUN_CHUNKS + 3) * CHUNK + 77, 241);
-        let pieces = split_sealed(&whole, obj.opener.layout(), (RUN_CHUNKS + 5) * SEALED_CHUNK);
-        assert!(pieces.len() > 1);
-        let mut got = vec![0u8; plain.len()];
+    fn pieces_open_in_place_to_the_same_plaintext_and_a_spent_chunk_is_named_again() {
+        // Pieces of several runs, the last one short.
+        let (plain, sealed, obj, whole) = sealed_object(90 * CHUNK + 77, 241);
+        let pieces = split_sealed(&whole, obj.opener.layout(), 40 * SEALED_CHUNK);
+        assert_eq!(pieces.len(), 3);
+        let mut got = Vec::new();
         for (_, r) in &pieces {
             let bytes = &sealed[r.start as usize..r.end as usize];
-            let mut runs = Vec::new();
-            obj.open_piece_in_runs(*r, bytes, |at, p| {
-                got[at as usize..at as usize + p.len()].copy_from_slice(p);
-                runs.extend_from_slice(p);
-                Ok(())
-            })
-            .expect("runs");
-            assert_eq!(runs, obj.open_piece(*r, bytes).expect("piece"));
+            let mut buf = bytes.to_vec();
+            let mut handed = Vec::new();
+            let at = obj
+                .open_piece_in_place(*r, &mut buf, true, |off, p| {
+                    assert_eq!(off, obj.plain_offset(r.start) + handed.len() as u64);
+                    handed.extend_from_slice(p);
+                    Ok(())
+                })
+                .expect("opens");
+            assert_eq!(obj.plain_offset(r.start), got.len() as u64);
+            let want = obj.open_piece(*r, bytes).expect("piece");
+            assert_eq!(buf[at.clone()], want[..]);
+            assert_eq!(handed, want);
+            got.extend_from_slice(&buf[at]);
         }
         assert_eq!(got, plain);
-        // A flipped byte in the second run: the first run was handed on, then the error.
+        let fault = |e: &Error| match e {
+            Error::Crypt(c) => c.fault.clone(),
+            other => panic!("not a crypt error: {other}"),
+        };
+        // A flipped byte: that chunk, damaged, whichever way it is read.
         let mut bad = sealed.to_vec();
-        let at = obj.opener.layout().payload_start() + (RUN_CHUNKS + 1) * SEALED_CHUNK;
-        bad[at as usize] ^= 1;
+        let at = obj.chunk_range(17).start as usize + 5;
+        bad[at] ^= 1;
+        let mut buf = bad.clone();
         let mut handed = 0;
-        let r = obj.open_piece_in_runs(whole[0], &bad, |_, p| {
-            handed += p.len();
-            Ok(())
-        });
-        assert!(r.is_err());
+        let spent = obj
+            .open_piece_in_place(whole[0], &mut buf, false, |_, p| {
+                handed += p.len();
+                Ok(())
+            })
+            .expect_err("damaged");
+        // The run before the damaged chunk's was handed on, nothing after.
         assert_eq!(handed as u64, RUN_CHUNKS * CHUNK);
-        // A piece of the header alone has no chunk: refused, nothing handed on.
+        assert_eq!(fault(&spent), Fault::ChunkAuth { chunk: 17 });
+        let r = obj.chunk_range(17);
+        let named = obj.explain(17, &bad[r.start as usize..r.end as usize], spent);
+        assert_eq!(fault(&named), Fault::ChunkAuth { chunk: 17 });
+        // Cut after a whole chunk: in place a chunk that does not open; read again, a
+        // truncation.
+        let cut = obj.chunk_range(3).start;
+        let short = SealedObject {
+            stored_len: cut,
+            ..obj.clone()
+        };
+        let head = ByteRange { start: 0, end: cut };
+        let mut buf = sealed[..cut as usize].to_vec();
+        let spent = short
+            .open_piece_in_place(head, &mut buf, true, |_, _| Ok(()))
+            .expect_err("cut");
+        assert_eq!(fault(&spent), Fault::ChunkAuth { chunk: 2 });
+        let r = short.chunk_range(2);
+        let named = short.explain(2, &sealed[r.start as usize..r.end as usize], spent);
+        assert_eq!(fault(&named), Fault::Truncated);
+        // A piece of the header alone has no chunk: refused.
         let head = ByteRange {
             start: 0,
             end: obj.opener.layout().payload_start(),
         };
-        let r = obj.open_piece_in_runs(head, &sealed[..head.end as usize], |_, _| {
-            panic!("nothing to hand on")
-        });
+        let mut buf = sealed[..head.end as usize].to_vec();
+        let r = obj.open_piece_in_place(head, &mut buf, true, |_, _| panic!("no chunk"));
         assert!(r.is_err());
     }
 

@@ -207,8 +207,10 @@ impl Transfer {
                 }
             })
             .await?;
-        if let Some(s) = sealed {
-            deliver_opened(s, range, &mut piece, &sink).await?;
+        if let Some(s) = sealed
+            && let Err(e) = deliver_opened(s, range, &mut piece, &sink).await
+        {
+            return Err(self.name_spent(key, s, e).await);
         }
         Ok(piece)
     }

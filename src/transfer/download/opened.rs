@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -164,10 +164,12 @@ pub(super) fn check_fetched(
     })
 }
 
-/// Opens a fetched piece of an encrypted object and hands its plaintext on: written at its
-/// plaintext offset into the file, or kept for the ordered writer. Opening, checksumming and
-/// writing run together off the async workers: they are the CPU of an encrypted download, and
-/// the workers meanwhile keep the other pieces' bytes coming.
+/// Opens a fetched piece of an encrypted object where it lies in the received buffer and
+/// hands its plaintext on: written at its plaintext offset into the file, or kept (the same
+/// buffer, cut to the plaintext) for the ordered writer. Opening, checksumming and writing run
+/// together off the async workers: they are the CPU of an encrypted download, and the
+/// workers meanwhile keep the other pieces' bytes coming. A chunk that does not authenticate
+/// is spent by the opening: [`Transfer::name_spent`] reads it again.
 pub(super) async fn deliver_opened(
     s: &SealedObject,
     range: ByteRange,
@@ -175,32 +177,61 @@ pub(super) async fn deliver_opened(
     sink: &Sink,
 ) -> Result<()> {
     let stored = piece.data.take().unwrap_or_default();
+    // The receiver's buffer, unshared: opened where it is rather than into a second one.
+    let mut stored = stored
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
     let file = match sink {
         Sink::File(f) => Some(f.clone()),
         Sink::Memory => None,
     };
     let s = s.clone();
     let (plain, crc, len) = tokio::task::spawn_blocking(move || {
-        let Some(f) = file else {
-            let plain = s.open_piece(range, &stored)?;
-            let (crc, len) = (checksum::crc32c(&plain), plain.len() as u64);
-            return Ok((Some(plain), crc, len));
-        };
-        // Into the file a run at a time, checksummed while the run is in cache.
-        let (mut crc, mut len) = (0, 0u64);
-        s.open_piece_in_runs(range, &stored, |at, plain| {
-            crc = checksum::crc32c_append(crc, plain);
-            len += plain.len() as u64;
-            f.write_all_at(plain, at)
-                .map_err(|e| Error::io("write downloaded data", e))
+        // Each run checksummed (and, into a file, written past the page cache through an
+        // aligned buffer of its size) while it is in cache.
+        let mut crc = 0;
+        let at = s.open_piece_in_place(range, &mut stored, file.is_none(), |off, run| {
+            crc = checksum::crc32c_append(crc, run);
+            match &file {
+                Some(f) => f
+                    .write_all_at(run, off)
+                    .map_err(|e| Error::io("write downloaded data", e)),
+                None => Ok(()),
+            }
         })?;
-        Ok::<_, Error>((None, crc, len))
+        let len = at.len() as u64;
+        if file.is_some() {
+            return Ok((None, crc, len));
+        }
+        stored.truncate(at.end);
+        Ok::<_, Error>((Some(stored.split_off(at.start).freeze()), crc, len))
     })
     .await
     .map_err(|e| Error::Failed(format!("open task failed: {e}")))??;
     piece.plain = Some((crc, len));
-    piece.data = plain.map(Bytes::from);
+    piece.data = plain;
     Ok(())
+}
+
+impl Transfer {
+    /// The error of a piece that did not open: a chunk spent by opening in place is read again
+    /// and named by the opener that keeps its input (a truncation, data after the final
+    /// chunk, or damage). Any other error, or a failed second read, is `e` itself.
+    pub(super) async fn name_spent(&self, key: &str, s: &SealedObject, e: Error) -> Error {
+        let chunk = match &e {
+            Error::Crypt(c) => match c.fault {
+                crate::crypt::Fault::ChunkAuth { chunk } => chunk,
+                _ => return e,
+            },
+            _ => return e,
+        };
+        let range = s.chunk_range(chunk);
+        // Boxed: a piece's fetch is what called this.
+        match Box::pin(self.fetch(key, 0, range, Sink::Memory, false, None)).await {
+            Ok(p) => s.explain(chunk, &p.data.unwrap_or_default(), e),
+            Err(_) => e,
+        }
+    }
 }
 
 /// A small object read whole (a WAL), already checked as stored: its plaintext when it is
