@@ -151,12 +151,15 @@ impl OutFile {
             .create_new(true)
             .mode(mode)
             .open(path)?;
-        // EINVAL here means the filesystem has no direct I/O: everything goes buffered.
+        // EINVAL here means the filesystem has no direct I/O: everything goes buffered. The
+        // name is opened a second time, so only if it is still the file just created: not a
+        // link, and the same inode (nothing swapped in between).
         let direct = OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_DIRECT)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
             .open(path)
-            .ok();
+            .ok()
+            .filter(|d| same_file(&buffered, d));
         let direct_ok = AtomicBool::new(direct.is_some());
         Ok(OutFile {
             buffered,
@@ -232,6 +235,15 @@ impl OutFile {
     /// Flushes everything written, through either descriptor, to stable storage.
     pub fn sync_all(&self) -> std::io::Result<()> {
         self.buffered.sync_all()
+    }
+}
+
+/// Whether two descriptors are the same file.
+fn same_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
     }
 }
 
@@ -320,6 +332,17 @@ mod tests {
         assert_eq!(b.fill(&[1]), 0);
         b.clear();
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn the_second_descriptor_must_be_the_file_created() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let f = OutFile::create_new(&a, 0o600).expect("create");
+        std::fs::write(&b, b"other").expect("b");
+        let again = File::open(&a).expect("a");
+        assert!(same_file(&f.buffered, &again));
+        assert!(!same_file(&f.buffered, &File::open(&b).expect("b")));
     }
 
     #[test]
