@@ -87,12 +87,17 @@ impl Opener {
         ends_object: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), CryptError> {
+        let (_, index_of_last) = self.run_shape(first_chunk, sealed.len(), ends_object)?;
         let at = out.len();
-        let result = self.open_run(first_chunk, sealed, ends_object, out);
-        if result.is_err() {
-            out.truncate(at);
+        out.reserve(sealed.len());
+        for (i, c) in sealed.chunks(SEALED_CHUNK as usize).enumerate() {
+            let index = first_chunk + i as u64;
+            if let Err(e) = self.open_one(index, ends_object && index == index_of_last, c, out) {
+                out.truncate(at);
+                return Err(e);
+            }
         }
-        result
+        Ok(())
     }
 
     /// Opens the run of sealed chunks in `buf` (the first is chunk `first_chunk`) where they
@@ -107,15 +112,7 @@ impl Opener {
         buf: &mut [u8],
         ends_object: bool,
     ) -> Result<usize, CryptError> {
-        let n = (buf.len() as u64).div_ceil(SEALED_CHUNK).max(1);
-        let tail = buf.len() as u64 - (n - 1) * SEALED_CHUNK;
-        let index_of_last = first_chunk + n - 1;
-        if !ends_object && tail != SEALED_CHUNK {
-            return Err(self.fail(Fault::Truncated));
-        }
-        if ends_object && (tail < TAG || (tail == TAG && index_of_last > 0)) {
-            return Err(self.fail(Fault::Truncated));
-        }
+        let (n, index_of_last) = self.run_shape(first_chunk, buf.len(), ends_object)?;
         let mut plain = 0;
         for i in 0..n {
             let index = first_chunk + i;
@@ -133,15 +130,17 @@ impl Opener {
         Ok(plain)
     }
 
-    fn open_run(
+    /// The chunks of a run of `len` stored bytes starting at chunk `first_chunk`: how many,
+    /// and the index of the last. A run that is not whole chunks where it does not end the
+    /// object, or ends it on less than a tag (or an empty chunk after others), is truncated.
+    fn run_shape(
         &self,
         first_chunk: u64,
-        sealed: &[u8],
+        len: usize,
         ends_object: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CryptError> {
-        let n = (sealed.len() as u64).div_ceil(SEALED_CHUNK).max(1);
-        let tail = sealed.len() as u64 - (n - 1) * SEALED_CHUNK;
+    ) -> Result<(u64, u64), CryptError> {
+        let n = (len as u64).div_ceil(SEALED_CHUNK).max(1);
+        let tail = len as u64 - (n - 1) * SEALED_CHUNK;
         let index_of_last = first_chunk + n - 1;
         if !ends_object && tail != SEALED_CHUNK {
             return Err(self.fail(Fault::Truncated));
@@ -149,12 +148,7 @@ impl Opener {
         if ends_object && (tail < TAG || (tail == TAG && index_of_last > 0)) {
             return Err(self.fail(Fault::Truncated));
         }
-        out.reserve(sealed.len());
-        for (i, c) in sealed.chunks(SEALED_CHUNK as usize).enumerate() {
-            let index = first_chunk + i as u64;
-            self.open_one(index, ends_object && index == index_of_last, c, out)?;
-        }
-        Ok(())
+        Ok((n, index_of_last))
     }
 
     /// Opens chunk `index`, appending its plaintext to `out`. A whole chunk that fails but opens
