@@ -146,11 +146,7 @@ pub struct OutFile {
 impl OutFile {
     /// Creates `path` (which must not exist) with `mode`.
     pub fn create_new(path: &Path, mode: u32) -> std::io::Result<OutFile> {
-        let buffered = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)?;
+        let mut file = OutFile::create_new_buffered(path, mode)?;
         // EINVAL here means the filesystem has no direct I/O: everything goes buffered. The
         // name is opened a second time, so only if it is still the file just created: not a
         // link, and the same inode (nothing swapped in between).
@@ -159,13 +155,10 @@ impl OutFile {
             .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
             .open(path)
             .ok()
-            .filter(|d| same_file(&buffered, d));
-        let direct_ok = AtomicBool::new(direct.is_some());
-        Ok(OutFile {
-            buffered,
-            direct,
-            direct_ok,
-        })
+            .filter(|d| same_file(&file.buffered, d));
+        file.direct_ok = AtomicBool::new(direct.is_some());
+        file.direct = direct;
+        Ok(file)
     }
 
     /// Creates `path` (which must not exist) with `mode`, written through the page cache

@@ -169,7 +169,6 @@ impl SealedObject {
         let run = (RUN_CHUNKS * SEALED_CHUNK) as usize;
         let runs = (stored.len() - skip).div_ceil(run).max(1);
         let mut plain = skip;
-        let offset = self.plain_offset(range.start);
         for k in 0..runs {
             let start = skip + k * run;
             let end = (start + run).min(stored.len());
@@ -178,7 +177,7 @@ impl SealedObject {
             let len = self
                 .opener
                 .open_chunks_in_place(index, &mut stored[start..end], last)?;
-            sink(offset + (plain - skip) as u64, &stored[start..start + len])?;
+            sink(index * crate::crypt::CHUNK, &stored[start..start + len])?;
             if close_up {
                 stored.copy_within(start..start + len, plain);
             }

@@ -218,12 +218,12 @@ impl Transfer {
     /// and named by the opener that keeps its input (a truncation, data after the final
     /// chunk, or damage). Any other error, or a failed second read, is `e` itself.
     pub(super) async fn name_spent(&self, key: &str, s: &SealedObject, e: Error) -> Error {
-        let chunk = match &e {
-            Error::Crypt(c) => match c.fault {
-                crate::crypt::Fault::ChunkAuth { chunk } => chunk,
-                _ => return e,
-            },
-            _ => return e,
+        let Error::Crypt(crate::crypt::CryptError {
+            fault: crate::crypt::Fault::ChunkAuth { chunk },
+            ..
+        }) = e
+        else {
+            return e;
         };
         let range = s.chunk_range(chunk);
         // Boxed: a piece's fetch is what called this.

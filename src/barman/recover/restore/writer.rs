@@ -108,22 +108,24 @@ impl<'scope> Writer<'scope> {
 
     /// Waits for every write; the first that failed is the error.
     pub(super) fn finish(mut self) -> Result<()> {
+        self.join()
+    }
+
+    /// Why the writer stopped taking pieces.
+    fn failure(&mut self) -> Error {
+        self.join()
+            .err()
+            .unwrap_or_else(|| Error::Failed("the file writer stopped".into()))
+    }
+
+    /// Closes the job channel and waits for the thread: its result.
+    fn join(&mut self) -> Result<()> {
         self.jobs = None;
         match self.thread.take().map(ScopedJoinHandle::join) {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(Error::Failed("the file writer panicked".into())),
             // Only a failure takes the thread before this.
             None => Err(Error::Failed("the file writer had stopped".into())),
-        }
-    }
-
-    /// Why the writer stopped taking pieces.
-    fn failure(&mut self) -> Error {
-        self.jobs = None;
-        match self.thread.take().map(ScopedJoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => Error::Failed("the file writer panicked".into()),
-            _ => Error::Failed("the file writer stopped".into()),
         }
     }
 }
