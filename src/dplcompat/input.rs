@@ -166,6 +166,24 @@ pub fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
     }
 }
 
+/// Puts standard output and standard error back into blocking mode. [`stdout`] and [`stdin`]
+/// make the daemon's pipes non-blocking for the runtime, and that mode belongs to the pipe, not
+/// to our descriptor: stderr is the same pipe as stdout, so without this a message written
+/// after a download would be lost to `EAGAIN` whenever the daemon had not yet read the last
+/// bytes. A blocking write waits for the daemon to read, or fails when it is gone.
+pub fn blocking_again() {
+    use rustix::fs::OFlags;
+    use std::os::fd::AsFd;
+    let (out, err) = (std::io::stdout(), std::io::stderr());
+    for fd in [out.as_fd(), err.as_fd()] {
+        if let Ok(flags) = rustix::fs::fcntl_getfl(fd)
+            && flags.contains(OFlags::NONBLOCK)
+        {
+            let _ = rustix::fs::fcntl_setfl(fd, flags - OFlags::NONBLOCK);
+        }
+    }
+}
+
 /// Standard output for the runtime, as [`stdin`]: the daemon's pipe written without a blocking
 /// thread, else tokio's own stdout.
 pub fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {

@@ -108,8 +108,10 @@ fn fail(op: &str, e: &Error) -> Exit {
     } else {
         format!("{op}: ")
     };
-    // Not eprintln!: stderr shares the daemon's pipe with stdout, which a download may have
-    // made non-blocking; a full pipe must not turn the message into a panic.
+    // The reason follows whatever bytes a download wrote, on the same pipe: it waits for the
+    // daemon to read them rather than being lost to a full non-blocking pipe. Not eprintln!: a
+    // daemon that went away must not turn the message into a panic.
+    input::blocking_again();
     let _ = writeln!(std::io::stderr(), "{PROGRAM}: {op}{}", e.one_line());
     match e.exit() {
         Exit::Success => Exit::Failed,
@@ -118,6 +120,7 @@ fn fail(op: &str, e: &Error) -> Exit {
 }
 
 fn emit(bytes: &[u8]) -> Result<()> {
+    input::blocking_again();
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)
         .and_then(|()| out.flush())

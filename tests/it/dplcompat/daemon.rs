@@ -51,6 +51,9 @@ pub struct Pace {
     pub stall: Option<(usize, Duration)>,
     /// After this many bytes, stop and SIGKILL the program (a crash mid-upload).
     pub kill_after: Option<usize>,
+    /// After reading this many bytes of the output, stop reading for this long (a daemon busy
+    /// writing what it read, while the program's last bytes fill the pipe).
+    pub read_pause: Option<(usize, Duration)>,
 }
 
 /// A storage daemon's device: the program's environment and the watchdog's interval.
@@ -156,8 +159,20 @@ impl Daemon {
         let eof = Instant::now();
         let mut out = Vec::new();
         let mut buf = vec![0u8; BLOCK];
+        let mut pause = pace.read_pause;
         loop {
-            match r.read(&mut buf) {
+            // Up to the pause exactly, then on.
+            let room = match pause {
+                Some((at, _)) if out.len() < at => (at - out.len()).min(BLOCK),
+                _ => BLOCK,
+            };
+            if let Some((at, how_long)) = pause
+                && out.len() >= at
+            {
+                std::thread::sleep(how_long);
+                pause = None;
+            }
+            match r.read(&mut buf[..room]) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     out.extend_from_slice(&buf[..n]);

@@ -361,4 +361,24 @@ fn a_download_that_does_not_match_the_stores_checksum_fails_after_the_bytes() {
         tail.contains("checksum"),
         "the reason follows the bytes: {tail:?}"
     );
+    // A daemon that reads the last bytes late: they fill the pipe (64 KiB) when the verdict is
+    // written, and the reason still follows them rather than being lost to a full pipe.
+    let late = Pace {
+        read_pause: Some((bytes.len() - (64 << 10), Duration::from_millis(500))),
+        ..Pace::default()
+    };
+    let out = dev
+        .daemon
+        .run_with(&["download", "V", "0000"], None, late, &[]);
+    assert_ne!(out.status, 0, "a corrupt part must fail");
+    assert_eq!(
+        out.out.get(..bytes.len()),
+        Some(&bytes[..]),
+        "every byte comes first"
+    );
+    let tail = String::from_utf8_lossy(&out.out[bytes.len()..]).into_owned();
+    assert!(
+        tail.contains("checksum"),
+        "the reason follows the bytes read late: {tail:?}"
+    );
 }
