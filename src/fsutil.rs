@@ -147,14 +147,17 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()
 
 /// Renames a finished, fsynced temp file into place and fsyncs the parent directory.
 pub fn persist(tmp: &Path, path: &Path) -> Result<()> {
-    if let Err(e) = fs::rename(tmp, path) {
-        let _ = fs::remove_file(tmp);
-        return Err(Error::io(
-            format!("rename {} to {}", tmp.display(), path.display()),
-            e,
-        ));
-    }
+    rename_into_place(tmp, path)?;
     sync_dir(parent_dir(path))
+}
+
+/// Renames a finished temp file over `path`, removing it if that fails; durable only once the
+/// caller syncs the directory or its filesystem.
+pub fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    fs::rename(tmp, path).map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        Error::io(format!("rename {} to {}", tmp.display(), path.display()), e)
+    })
 }
 
 /// Renames `from` to `to` durably (both in the same directory or filesystem).

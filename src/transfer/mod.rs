@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Silent};
@@ -34,7 +34,7 @@ use crate::store::{
 pub use builder::EngineBuilder;
 pub use copy::CopyExpect;
 pub use cursor::ListCursor;
-pub use download::{Downloaded, Expect};
+pub use download::{Downloaded, Expect, Verified};
 use probe::ChecksumProbe;
 use retry::RetryPolicy;
 pub use sealed::Ciphertext;
@@ -72,6 +72,14 @@ impl Cancel {
 }
 
 /// The engine for one run.
+/// Shares of a request permit: a request with a body of at most [`LIGHT_BODY`] holds one, any
+/// other all of them, so `s3.concurrency` large requests or this many times as many small ones
+/// are in flight.
+pub(crate) const SHARES: u32 = 8;
+/// The largest body a request holding one share may carry (a small file, a manifest, a
+/// `backup.info`; an encrypted one with its header and tags).
+pub(crate) const LIGHT_BODY: u64 = (1 << 20) + (64 << 10);
+
 #[derive(Debug, Clone)]
 pub struct Transfer {
     store: SharedStore,
@@ -120,7 +128,7 @@ impl Transfer {
         Transfer {
             store: counted,
             retry: RetryPolicy::with_attempts(cfg.max_attempts),
-            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1) * SHARES as usize)),
             cfg,
             stats,
             cancel: Arc::new(Cancel::default()),
@@ -194,16 +202,48 @@ impl Transfer {
         self
     }
 
+    /// A permit for a request whose body may be up to a part: one of `s3.concurrency`.
+    pub(crate) async fn permit(&self) -> Result<OwnedSemaphorePermit> {
+        self.shares(SHARES).await
+    }
+
+    /// A permit for a request whose body is at most [`LIGHT_BODY`]: a share of one, so that up
+    /// to [`SHARES`] × `s3.concurrency` such requests are in flight. What bounds a small file's
+    /// transfer is the store's latency, not its bytes: more of them at once is what keeps a
+    /// restore or upload of a hundred thousand small files from waiting on round trips, while
+    /// their bodies hold at most [`SHARES`] × `s3.concurrency` × [`LIGHT_BODY`] (about 68 MiB
+    /// with the defaults, where 8 parts of 64 MiB may hold 512 MiB).
+    pub(crate) async fn permit_light(&self) -> Result<OwnedSemaphorePermit> {
+        self.shares(1).await
+    }
+
+    /// A permit for a body of `len` bytes at most.
+    pub(crate) async fn permit_for(&self, len: u64) -> Result<OwnedSemaphorePermit> {
+        if len <= LIGHT_BODY {
+            self.permit_light().await
+        } else {
+            self.permit().await
+        }
+    }
+
+    async fn shares(&self, n: u32) -> Result<OwnedSemaphorePermit> {
+        tokio::select! {
+            p = self.permits.clone().acquire_many_owned(n) => p.map_err(|_| Error::Failed("engine closed".into())),
+            _ = self.cancel.cancelled() => Err(Error::Interrupted),
+        }
+    }
+
     /// The run's counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
 
-    /// How many whole-file transfers to run at once when moving many files. Twice the request
-    /// concurrency: a small file spends much of its time on local I/O and round trips without a
-    /// body in flight, and the permit semaphore still bounds what is sent or received at once.
+    /// How many whole-file transfers to run at once when moving many files: as many as small
+    /// requests may be in flight ([`SHARES`] × the request concurrency). A large file's
+    /// transfer waits for whole permits, so the permits, not this, bound what is sent or
+    /// received at once.
     pub fn file_workers(&self) -> usize {
-        self.cfg.concurrency.max(1) * 2
+        self.cfg.concurrency.max(1) * SHARES as usize
     }
 
     /// The engine settings.
@@ -446,5 +486,59 @@ where
     match first_err {
         Some(e) => Err(e),
         None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Location;
+    use std::time::Duration;
+
+    /// Whether `f` is still waiting after a moment.
+    async fn waits<F: std::future::Future>(f: F) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), f)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn small_requests_share_a_permit_and_large_ones_take_it_whole() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let loc = Location::Local {
+            root: dir.path().to_path_buf(),
+        };
+        let settings = Settings {
+            concurrency: 2,
+            ..Settings::default()
+        };
+        let t = EngineBuilder::new(settings)
+            .open(&loc, &Default::default())
+            .await
+            .expect("open");
+        assert_eq!(t.file_workers(), 2 * SHARES as usize);
+        let large = t.permit().await.expect("one large request");
+        let mut small = Vec::new();
+        for _ in 0..SHARES {
+            small.push(t.permit_for(LIGHT_BODY).await.expect("a small request"));
+        }
+        assert!(
+            waits(t.permit_light()).await,
+            "the small ones fill the rest"
+        );
+        assert!(
+            waits(t.permit_for(LIGHT_BODY + 1)).await,
+            "no room for a large one"
+        );
+        small.pop();
+        assert!(waits(t.permit()).await, "a large one needs a whole permit");
+        small.clear();
+        let second = t.permit().await.expect("a second large request");
+        assert!(
+            waits(t.permit_light()).await,
+            "two large ones hold everything"
+        );
+        drop((large, second));
+        assert!(!waits(t.permit_light()).await);
     }
 }

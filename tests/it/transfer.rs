@@ -13,7 +13,9 @@ use barmans3::checksum;
 use barmans3::progress::Progress;
 use barmans3::store::{PutOptions, SharedStore, join_key};
 use barmans3::transfer::Settings;
-use barmans3::transfer::{Cancel, CopyExpect, Expect, FileJournal, Op, Transfer, UploadJournal};
+use barmans3::transfer::{
+    Cancel, CopyExpect, Expect, FileJournal, Op, Transfer, UploadJournal, Verified,
+};
 
 const MIB: usize = 1 << 20;
 const SIZES: [usize; 6] = [0, 1, 5 * MIB - 1, 5 * MIB, 5 * MIB + 1, 16 * MIB];
@@ -50,6 +52,17 @@ async fn round_trips(b: Backend, sizes: &[usize]) {
             std::fs::read(&dest).expect("read dest"),
             body,
             "file round trip, size {size}"
+        );
+        assert_eq!(down.crc32c, up.crc32c);
+        // The same, made durable by the caller (a restore's barrier): in place and verified.
+        let unsynced = dir.path().join(format!("dst-unsynced-{size}"));
+        let down = t
+            .download_file_unsynced(&key, &unsynced, Expect::default())
+            .await
+            .expect("download file, unsynced");
+        assert!(
+            std::fs::read(&unsynced).expect("read dest") == body,
+            "unsynced file round trip, size {size}"
         );
         assert_eq!(down.crc32c, up.crc32c);
         let mut out = Vec::new();
@@ -134,6 +147,20 @@ async fn changed_bytes_are_detected(b: Backend) {
         assert!(
             !dest.exists(),
             "a failed download leaves no destination file"
+        );
+        let e = t
+            .download_file_unsynced(&key, &dest, expect)
+            .await
+            .expect_err("must not verify, unsynced");
+        assert!(matches!(e, Error::Checksum { .. }), "size {size}: {e}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|n| n != "src")
+            .collect();
+        assert!(
+            left.is_empty(),
+            "a failed unsynced download leaves nothing: {left:?}"
         );
         let mut out = Vec::new();
         let e = t
@@ -422,7 +449,70 @@ async fn server_side_copies_are_verified(b: Backend) {
     assert!(s.bytes_copied >= 2 * MIB as u64);
 }
 
+/// A file whose record says it is small is fetched with one GET and checked against both the
+/// record and the object's own checksum; a larger one keeps its HEAD and ranged GETs.
+async fn a_small_file_by_its_record_costs_one_request(b: Backend) {
+    let (store, prefix, _d) = open(b, "small").await;
+    let t = Transfer::new(store, small_transfer());
+    let dir = tempfile::tempdir().expect("tmp");
+    for (size, requests) in [(0usize, 1u64), (8192, 1), (MIB, 1), (MIB + 1, 2)] {
+        let body = data(size, 3);
+        let src = dir.path().join("src");
+        std::fs::write(&src, &body).expect("write src");
+        let key = join_key(&prefix, &format!("f-{size}"));
+        let up = t.upload_file(&src, &key, None).await.expect("upload");
+        let record = Expect {
+            size: Some(size as u64),
+            crc32c: Some(up.crc32c),
+        };
+        for synced in [true, false] {
+            let dest = dir.path().join(format!("dest-{size}-{synced}"));
+            let before = t.stats().snapshot().total_requests;
+            let down = if synced {
+                t.download_file(&key, &dest, record).await
+            } else {
+                t.download_file_unsynced(&key, &dest, record).await
+            }
+            .expect("download");
+            assert_eq!(
+                t.stats().snapshot().total_requests - before,
+                requests,
+                "{size} bytes"
+            );
+            assert!(std::fs::read(&dest).expect("dest") == body, "{size} bytes");
+            assert_eq!(down.crc32c, up.crc32c);
+            assert_eq!(down.verified, Verified::CallerCrc32c, "{size} bytes");
+        }
+        // A record of another size or checksum is refused, and nothing is left behind.
+        for wrong in [
+            Expect {
+                size: Some(size as u64 + 1),
+                ..record
+            },
+            Expect {
+                crc32c: Some(up.crc32c ^ 1),
+                ..record
+            },
+        ] {
+            let dest = dir.path().join("wrong");
+            let e = t
+                .download_file(&key, &dest, wrong)
+                .await
+                .expect_err("a wrong record must fail");
+            assert!(matches!(e, Error::Checksum { .. }), "{size} bytes: {e}");
+            assert!(!dest.exists(), "{size} bytes: nothing at the destination");
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "no temp file left: {left:?}");
+}
+
 crate::common::on_both!(
+    a_small_file_by_its_record_costs_one_request,
     server_side_copies_are_verified,
     boundary_sizes,
     odd_hundred_mib_many_parts,

@@ -20,15 +20,15 @@ use super::Transfer;
 mod opened;
 mod ordered;
 mod receive;
+mod small;
 pub(crate) mod verify;
 use super::plan;
 use super::sealed::{self, CryptMode, SealedObject};
-use crate::checksum;
 use crate::directio::{AlignedBuf, OutFile};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{ByteRange, ObjectMeta};
-use opened::{check_fetched, deliver_opened, opened_small};
+use opened::{check_fetched, deliver_opened};
 use ordered::Writes;
 use ordered::{InOrderMd5, flush};
 pub use ordered::{PieceOut, PieceReader, PieceSender, piece_channel};
@@ -223,6 +223,34 @@ impl Transfer {
         dest: &Path,
         expect: Expect,
     ) -> Result<Downloaded> {
+        self.download_file_as(key, dest, expect, Durable::Now).await
+    }
+
+    /// [`Transfer::download_file`] for a caller that makes a whole directory durable at once
+    /// ([`crate::fsutil::FsBarrier`]): verified and renamed into place, but neither the file nor
+    /// its directory fsynced. A restore of many files then waits for one journal commit at the
+    /// end instead of two per file, each holding a download slot while the journal serializes
+    /// them.
+    pub async fn download_file_unsynced(
+        &self,
+        key: &str,
+        dest: &Path,
+        expect: Expect,
+    ) -> Result<Downloaded> {
+        self.download_file_as(key, dest, expect, Durable::ByCaller)
+            .await
+    }
+
+    async fn download_file_as(
+        &self,
+        key: &str,
+        dest: &Path,
+        expect: Expect,
+        durable: Durable,
+    ) -> Result<Downloaded> {
+        if expect.size.is_some_and(|s| s <= small::SMALL_FILE) {
+            return self.small_file(key, dest, expect, durable).await;
+        }
         let p = self.prepare(key, expect, false).await?;
         let tmp = fsutil::temp_path_for(dest);
         let file = OutFile::create_new(&tmp, 0o666)
@@ -235,12 +263,15 @@ impl Transfer {
         self.progress.object_done(key);
         let result = match result.and_then(|f| check_fetched(key, &p, expect, &f)) {
             // Off the runtime's threads: a large file's fsync would stall every other download.
-            Ok(d) => sync_file(file, &tmp).await.map(|()| d),
-            Err(e) => Err(e),
+            Ok(d) if durable == Durable::Now => sync_file(file, &tmp).await.map(|()| d),
+            other => other,
         };
         match result {
             Ok(d) => {
-                fsutil::persist(&tmp, dest)?;
+                match durable {
+                    Durable::Now => fsutil::persist(&tmp, dest)?,
+                    Durable::ByCaller => fsutil::rename_into_place(&tmp, dest)?,
+                }
                 Ok(d)
             }
             Err(e) => {
@@ -274,82 +305,6 @@ impl Transfer {
         let result = self.fetch_all(key, &p, Sink::Memory, Some(out)).await;
         self.progress.object_done(key);
         check_fetched(key, &p, expect, &result?)
-    }
-
-    /// Reads a small object (a WAL file) whole into memory with one GET and no HEAD before it
-    /// (the GET's own headers carry the size and checksums: one round trip per WAL instead of
-    /// two), verified like any download. An object above `max` bytes is an error.
-    pub async fn download_small(&self, key: &str, max: u64) -> Result<(Vec<u8>, Downloaded)> {
-        let (meta, check, piece) = {
-            let _permit = self.permit().await?;
-            self.retry
-                .run(&self.stats, &self.cancel, || async {
-                    let resp = self.store.get(key, None).await?;
-                    let size = resp.meta.size;
-                    if size > max {
-                        return Err(Error::Failed(format!(
-                            "{key}: {size} bytes in the store, more than the {max} such a file can have"
-                        )));
-                    }
-                    let check = decide(&resp.meta);
-                    let whole = ByteRange { start: 0, end: size };
-                    let want_md5 = matches!(check, Check::Md5 { .. });
-                    let got = Received {
-                        key,
-                        index: 0,
-                        range: whole,
-                        want_md5,
-                        refuse_sealed: false,
-                    };
-                    let piece = receive(resp.body, got, &Sink::Memory).await?;
-                    self.progress.bytes_done(size);
-                    Ok((resp.meta, check, piece))
-                })
-                .await?
-        };
-        let data = Vec::from(piece.data.unwrap_or_default());
-        // A multipart object is checked part by part, from the bytes already in memory.
-        let (pieces, info): (Vec<_>, Vec<_>) = match &check {
-            Check::Composite { parts, .. } | Check::CompositeMd5 { parts, .. } => parts
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let bytes = &data[r.start as usize..r.end as usize];
-                    let md5 =
-                        matches!(check, Check::CompositeMd5 { .. }).then(|| checksum::md5(bytes));
-                    ((i, *r), (checksum::crc32c(bytes), md5))
-                })
-                .unzip(),
-            _ => (
-                vec![(
-                    0,
-                    ByteRange {
-                        start: 0,
-                        end: meta.size,
-                    },
-                )],
-                vec![(piece.crc, piece.md5)],
-            ),
-        };
-        let crc = whole_crc(&pieces, &info);
-        let verified = verify(
-            key,
-            &check,
-            Expect::default(),
-            crc,
-            &pieces,
-            pieces.len(),
-            &info,
-        )?;
-        let d = Downloaded {
-            size: meta.size,
-            crc32c: crc,
-            verified,
-        };
-        if !self.crypt.reads_sealed() {
-            return Ok((data, d));
-        }
-        opened_small(self.crypt.keys(), key, data, d)
     }
 
     /// Writes the given byte ranges of an object to a writer, in the order given (ranges past
@@ -498,6 +453,15 @@ async fn sync_file(file: Arc<OutFile>, path: &Path) -> Result<()> {
         .await
         .map_err(|e| Error::Failed(format!("fsync task failed: {e}")))?
         .map_err(|e| Error::io(format!("fsync {}", path.display()), e))
+}
+
+/// Who makes a downloaded file durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    /// The download: the file and its directory are fsynced before it returns.
+    Now,
+    /// The caller, for a whole directory at once.
+    ByCaller,
 }
 
 /// Writes the buffer at `offset`; gives it back emptied for reuse.

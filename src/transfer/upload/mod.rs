@@ -86,13 +86,6 @@ impl Transfer {
         (self.mode().await == ChecksumMode::WhenSupported).then_some(ChecksumAlgorithm::Crc32c)
     }
 
-    pub(crate) async fn permit(&self) -> Result<OwnedSemaphorePermit> {
-        tokio::select! {
-            p = self.permits.clone().acquire_owned() => p.map_err(|_| Error::Failed("engine closed".into())),
-            _ = self.cancel.cancelled() => Err(Error::Interrupted),
-        }
-    }
-
     /// Writes a small object from memory in one PUT (manifests, metadata files).
     pub async fn put_bytes(
         &self,
@@ -118,7 +111,7 @@ impl Transfer {
         body: Bytes,
         opts: &PutOptions,
     ) -> Result<Uploaded> {
-        let _permit = self.permit().await?;
+        let _permit = self.permit_for(body.len() as u64).await?;
         self.put_sealed(key, body, opts).await
     }
 
@@ -162,7 +155,7 @@ impl Transfer {
         size: u64,
         opts: &PutOptions,
     ) -> Result<Uploaded> {
-        let _permit = self.permit().await?;
+        let _permit = self.permit_for(size).await?;
         let file = Arc::new(file);
         let range = ByteRange {
             start: 0,

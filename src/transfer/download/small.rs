@@ -1,0 +1,173 @@
+//! Objects read whole with one GET and no HEAD before it: a WAL file into memory, and a file
+//! the caller's record says is small into place. The GET's own headers carry the size and
+//! checksums, so each costs one round trip instead of two, checked as any download is.
+
+use std::path::Path;
+
+use super::opened::opened_small;
+use super::receive::{Received, receive};
+use super::verify::verify;
+use super::{Check, Downloaded, Durable, Expect, Sink, Verified, decide, whole_crc};
+use crate::checksum;
+use crate::directio::OutFile;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::store::ByteRange;
+use crate::transfer::Transfer;
+
+/// Files up to this size (by the caller's record) are fetched whole with one GET.
+pub(super) const SMALL_FILE: u64 = 1 << 20;
+/// What encryption adds to a small file: the age header (a stanza per recipient) and a tag
+/// per 64 KiB chunk. With it a small file's GET still takes a light permit.
+const SEALED_SLACK: u64 = crate::transfer::LIGHT_BODY - SMALL_FILE;
+
+/// The caller's record checked against a download fetched whole: its size, and its CRC32C
+/// (of the plaintext, for an encrypted object).
+fn expected(key: &str, expect: Expect, d: Downloaded) -> Result<Downloaded> {
+    let mismatch = |expected: String, actual: String| Error::Checksum {
+        key: key.into(),
+        expected,
+        actual,
+    };
+    if let Some(s) = expect.size
+        && s != d.size
+    {
+        return Err(mismatch(
+            format!("{s} bytes"),
+            format!("{} bytes in the store", d.size),
+        ));
+    }
+    match expect.crc32c {
+        Some(want) if want != d.crc32c => Err(mismatch(
+            format!("crc32c {want:08x}"),
+            format!("crc32c {:08x}", d.crc32c),
+        )),
+        Some(_) => Ok(Downloaded {
+            verified: Verified::CallerCrc32c,
+            ..d
+        }),
+        None => Ok(d),
+    }
+}
+
+impl Transfer {
+    /// Reads a small object (a WAL file) whole into memory with one GET and no HEAD before it
+    /// (the GET's own headers carry the size and checksums: one round trip per WAL instead of
+    /// two), verified like any download. An object above `max` bytes is an error.
+    pub async fn download_small(&self, key: &str, max: u64) -> Result<(Vec<u8>, Downloaded)> {
+        let (meta, check, piece) = {
+            let _permit = self.permit_for(max).await?;
+            self.retry
+                .run(&self.stats, &self.cancel, || async {
+                    let resp = self.store.get(key, None).await?;
+                    let size = resp.meta.size;
+                    if size > max {
+                        return Err(Error::Failed(format!(
+                            "{key}: {size} bytes in the store, more than the {max} such a file can have"
+                        )));
+                    }
+                    let check = decide(&resp.meta);
+                    let whole = ByteRange { start: 0, end: size };
+                    let want_md5 = matches!(check, Check::Md5 { .. });
+                    let got = Received {
+                        key,
+                        index: 0,
+                        range: whole,
+                        want_md5,
+                        refuse_sealed: false,
+                    };
+                    let piece = receive(resp.body, got, &Sink::Memory).await?;
+                    self.progress.bytes_done(size);
+                    Ok((resp.meta, check, piece))
+                })
+                .await?
+        };
+        let data = Vec::from(piece.data.unwrap_or_default());
+        // A multipart object is checked part by part, from the bytes already in memory.
+        let (pieces, info): (Vec<_>, Vec<_>) = match &check {
+            Check::Composite { parts, .. } | Check::CompositeMd5 { parts, .. } => parts
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let bytes = &data[r.start as usize..r.end as usize];
+                    let md5 =
+                        matches!(check, Check::CompositeMd5 { .. }).then(|| checksum::md5(bytes));
+                    ((i, *r), (checksum::crc32c(bytes), md5))
+                })
+                .unzip(),
+            _ => (
+                vec![(
+                    0,
+                    ByteRange {
+                        start: 0,
+                        end: meta.size,
+                    },
+                )],
+                vec![(piece.crc, piece.md5)],
+            ),
+        };
+        let crc = whole_crc(&pieces, &info);
+        let verified = verify(
+            key,
+            &check,
+            Expect::default(),
+            crc,
+            &pieces,
+            pieces.len(),
+            &info,
+        )?;
+        let d = Downloaded {
+            size: meta.size,
+            crc32c: crc,
+            verified,
+        };
+        if !self.crypt.reads_sealed() {
+            return Ok((data, d));
+        }
+        opened_small(self.crypt.keys(), key, data, d)
+    }
+
+    /// A file the caller knows to be small: one GET and no HEAD before it (the GET's headers
+    /// carry the size and checksums, as for a WAL), checked as any download against the
+    /// object's checksum and the caller's record, then written whole. A restore of many small
+    /// files makes one request per file instead of two, and waits one round trip less for each.
+    pub(super) async fn small_file(
+        &self,
+        key: &str,
+        dest: &Path,
+        expect: Expect,
+        durable: Durable,
+    ) -> Result<Downloaded> {
+        self.progress
+            .object_started(key, expect.size.unwrap_or_default());
+        // The stored object of an encrypted file is larger than its plaintext by its header
+        // and tags: room for those, not for another object.
+        let got = self.download_small(key, SMALL_FILE + SEALED_SLACK).await;
+        self.progress.object_done(key);
+        let (data, d) = got?;
+        let d = expected(key, expect, d)?;
+        let tmp = fsutil::temp_path_for(dest);
+        let written = {
+            let path = tmp.clone();
+            tokio::task::spawn_blocking(move || {
+                let f = OutFile::create_new_buffered(&path, 0o666)?;
+                f.write_all_at(&data, 0)?;
+                match durable {
+                    Durable::Now => f.sync_all(),
+                    Durable::ByCaller => Ok(()),
+                }
+            })
+            .await
+            .map_err(|e| Error::Failed(format!("write task failed: {e}")))?
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))
+        };
+        let placed = written.and_then(|()| match durable {
+            Durable::Now => fsutil::persist(&tmp, dest),
+            Durable::ByCaller => fsutil::rename_into_place(&tmp, dest),
+        });
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        placed.map(|()| d)
+    }
+}
