@@ -186,7 +186,7 @@ async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Resul
         files.len() as u64 + u64::from(last.is_some()),
         files.iter().chain(&last).map(|j| j.size).sum(),
     );
-    let done = download(srv, id, files).await?;
+    let done = download(srv, id, files, Sync::AtBarrier).await?;
     count += done.len();
     bytes += done.iter().sum::<u64>();
     link_and_close(&p.links, modes)?;
@@ -198,7 +198,10 @@ async fn write(srv: &Server, id: &str, p: &Plan, opts: &RestoreOptions) -> Resul
     // Last: pg_control, the file without which PostgreSQL will not start.
     match (&p.layout, last) {
         (Layout::Plain, Some(job)) => {
-            bytes += download(srv, id, vec![job]).await?.iter().sum::<u64>();
+            bytes += download(srv, id, vec![job], Sync::Each)
+                .await?
+                .iter()
+                .sum::<u64>();
             count += 1;
         }
         (Layout::Tar { .. }, _) => fsutil::rename_durable(
@@ -245,8 +248,17 @@ pub(crate) fn link_and_close(
     Ok(())
 }
 
+/// When the files [`download`] writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    /// At the barrier after them (one `syncfs` for the whole restore).
+    AtBarrier,
+    /// Each before the download returns (pg_control, written after the barrier).
+    Each,
+}
+
 /// Downloads files in parallel, each verified against its manifest entry, with its mode.
-async fn download(srv: &Server, id: &str, jobs: Vec<FileJob>) -> Result<Vec<u64>> {
+async fn download(srv: &Server, id: &str, jobs: Vec<FileJob>, sync: Sync) -> Result<Vec<u64>> {
     bounded(jobs, srv.t.file_workers(), |job| {
         let t = srv.t.clone();
         let key = srv.remote.backup_key(id, &job.rel);
@@ -259,7 +271,10 @@ async fn download(srv: &Server, id: &str, jobs: Vec<FileJob>) -> Result<Vec<u64>
                 size: Some(job.size),
                 crc32c: job.crc32c,
             };
-            t.download_file(&key, &job.to, expect).await?;
+            match sync {
+                Sync::AtBarrier => t.download_file_unsynced(&key, &job.to, expect).await?,
+                Sync::Each => t.download_file(&key, &job.to, expect).await?,
+            };
             std::fs::set_permissions(&job.to, std::fs::Permissions::from_mode(job.mode))
                 .map_err(|e| Error::io(format!("chmod {}", job.to.display()), e))?;
             Ok(job.size)
