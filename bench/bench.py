@@ -189,6 +189,8 @@ def measure(cmd, env, stdin=None, cwd=None, discard=False):
     `discard`: a download to stdout goes to /dev/null, not into this process)."""
     tf = tempfile.NamedTemporaryFile(delete=False)
     tf.close()
+    # Every tool starts on a settled disk: none pays for the writeback of what ran before it.
+    os.sync()
     full = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name] + [str(c) for c in cmd]
     with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
         out = subprocess.DEVNULL if discard else subprocess.PIPE
@@ -198,6 +200,29 @@ def measure(cmd, env, stdin=None, cwd=None, discard=False):
     if r.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode()[-2000:]}")
     return float(wall), float(user) + float(sys_), int(rss), (r.stdout or b"").decode()
+
+
+def server_cpu():
+    """CPU seconds the local S3 server has used so far; None for another endpoint. On two cores
+    shared by client and server, the server's share bounds every tool's speed: the figure says
+    how close a case runs to that bound."""
+    try:
+        pid = int(os.environ["BARMANS3_TEST_S3_PID"])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (KeyError, ValueError, OSError, IndexError):
+        return None
+
+
+def machine_cpu():
+    """CPU seconds every process of the machine has used so far (busy time from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_delta(before, after):
+    return None if before is None or after is None else after - before
 
 
 def requests_of(stdout):
@@ -224,6 +249,7 @@ def run_case(case, tool, e, data, rep):
     s5c = [VENV / "bin/s5cmd", "--endpoint-url", EP]
     env = e.env
     size = None
+    durable = None
     if case == "wal":
         src = data / "wal/barman/pg/wals"
         size = tree_bytes(src)
@@ -313,6 +339,8 @@ def run_case(case, tool, e, data, rep):
             "barmans3": [B3, "--config", e.b3_config("bench/download-source", data), "--json", "store", "get", "big.bin", out],
         }[tool]
         res = measure(cmd, env)
+        # barmans3 fsyncs the file before it exits; a peer's bytes are on disk only after this.
+        durable = 0.0 if tool == "barmans3" else timed_sync()
         out.unlink(missing_ok=True)
         prefix = None
     elif case == "walnochange":
@@ -325,7 +353,14 @@ def run_case(case, tool, e, data, rep):
     wall, cpu, rss, out = res
     if prefix and case not in ("small",):
         cleanup(env, prefix)
-    return dict(wall=wall, cpu=cpu, rss=rss, size=size, requests=requests_of(out) if tool == "barmans3" else None)
+    return dict(wall=wall, cpu=cpu, rss=rss, size=size, requests=requests_of(out) if tool == "barmans3" else None, sync=durable)
+
+
+def timed_sync():
+    """Seconds a `sync` takes: what a tool that leaves its bytes in the page cache still owes."""
+    t0 = time.monotonic()
+    os.sync()
+    return time.monotonic() - t0
 
 
 def restore(e, data):
@@ -341,10 +376,17 @@ def restore(e, data):
             else:
                 shutil.rmtree(dest)
                 cmd = [B3, "--config", e.b3_config("bench/backup", data / "backup/barman"), "--json", "base-restore", "pg", ID, dest]
+            s0 = server_cpu()
             wall, cpu, rss, _ = measure(cmd, e.env)
+            srv = cpu_delta(s0, server_cpu())
+            # base-restore makes the directory durable before it exits; s5cmd's copy is on disk
+            # only after a sync.
+            synced = wall + timed_sync() if tool.startswith("s5cmd") else None
             shutil.rmtree(dest, ignore_errors=True)
-            log(f"restore {tool:24} rep {rep}: {wall:.2f}s cpu {cpu:.2f}s rss {rss // 1024} MiB")
-            out.setdefault(tool, []).append((wall, cpu, rss, size))
+            log(f"restore {tool:24} rep {rep}: {wall:.2f}s cpu {cpu:.2f}s server cpu {srv or 0:.2f}s rss {rss // 1024} MiB" + (f", with sync {synced:.2f}s" if synced else ""))
+            out.setdefault(tool, []).append((wall, cpu, rss, size, srv))
+            if synced:
+                out.setdefault("s5cmd cp (parallel) + sync", []).append((synced, cpu, rss, size, srv))
     return out
 
 
@@ -447,8 +489,8 @@ def restore_report(rows):
         "Restore: base-restore of the 2 GiB backup (every file verified, written in place) against",
         "s5cmd copying the same prefix:",
         "",
-        "| tool | wall s (min / median / max) | MiB/s | CPU s per GiB | peak RSS MiB |",
-        "|---|---|---|---|---|",
+        "| tool | wall s (min / median / max) | MiB/s | CPU s per GiB | S3 server CPU s | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
     ]
     med = {}
     for tool, runs in rows.items():
@@ -457,11 +499,27 @@ def restore_report(rows):
         size = runs[0][3]
         med[tool] = m
         cpu = statistics.median(r[1] for r in runs) / (size / GIB)
-        lines.append(f"| {tool} | {min(walls):.2f} / {m:.2f} / {max(walls):.2f} | {size / (1 << 20) / m:.0f} | {cpu:.2f} | {max(r[2] for r in runs) // 1024} |")
+        srv = [r[4] for r in runs if r[4] is not None]
+        srv_text = f"{statistics.median(srv):.2f}" if srv else "–"
+        lines.append(f"| {tool} | {min(walls):.2f} / {m:.2f} / {max(walls):.2f} | {size / (1 << 20) / m:.0f} | {cpu:.2f} | {srv_text} | {max(r[2] for r in runs) // 1024} |")
     s5 = med.get("s5cmd cp (parallel)")
+    s5sync = med.get("s5cmd cp (parallel) + sync")
     b3 = med.get("barmans3 base-restore")
     if s5 and b3:
         lines += ["", f"Speed ratio (s5cmd wall / barmans3 wall): {s5 / b3:.2f}"]
+    if s5sync and b3:
+        lines += [
+            f"Durable (s5cmd then `sync` / barmans3, which syncs before it exits): {s5sync / b3:.2f}",
+        ]
+    srv = [r[4] for runs in rows.values() for r in runs if r[4] is not None]
+    if srv:
+        cores = os.cpu_count() or 1
+        floor = statistics.median(srv) / cores
+        lines += [
+            "",
+            f"The S3 server alone used a median {statistics.median(srv):.2f} CPU s per run: on {cores} cores "
+            f"shared with the client no tool can finish in under {floor:.2f} s here.",
+        ]
     return "\n".join(lines)
 
 
@@ -499,6 +557,11 @@ def report(results, extra=()):
             speed = peers[best][0] / med["barmans3"][0]
             cpu = med["barmans3"][1] / med["s5cmd"][1] if "s5cmd" in med and med["s5cmd"][1] else float("nan")
             summary.append(f"| {case} | {best} | {speed:.2f} | {cpu:.2f} |")
+            durable = {t: statistics.median(r["wall"] + r["sync"] for r in by_tool[t])
+                       for t in peers if all(r.get("sync") is not None for r in by_tool[t])}
+            if durable:
+                best = min(durable, key=durable.get)
+                summary.append(f"| {case}, on disk (peer then `sync`; barmans3 fsyncs before it exits) | {best} | {durable[best] / med['barmans3'][0]:.2f} | |")
     lines += [
         "",
         "Ratios (barmans3 against the best peer of each case; speed > 1 means barmans3 is faster;",
@@ -513,6 +576,11 @@ def report(results, extra=()):
     text = "\n".join(lines)
     print(text)
     out = REPO / "bench/results" / f"{date}-{commit}.md"
+    # Another run of the same commit on the same day (a subset of the cases) gets its own file.
+    n = 2
+    while out.exists():
+        out = REPO / "bench/results" / f"{date}-{commit}-{n}.md"
+        n += 1
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     log(f"wrote {out}")
