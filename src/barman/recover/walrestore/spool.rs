@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::Expected;
-use super::decode::{MAX_WAL_BYTES, SEGMENT_HEAD, check_segment_head, is_system};
+use super::decode::{SEGMENT_HEAD, check_segment_head, is_system};
 use crate::barman::wal::{self, WalKind};
 use crate::error::{Error, Result};
 
@@ -382,16 +382,23 @@ impl Spool {
         expected: &Expected,
     ) -> std::result::Result<u64, String> {
         let (_, crc) = parse_entry(file).ok_or("not a spool entry name")?;
-        let (f, st) = self.open_ours(file).map_err(|e| e.to_string())?;
+        let (mut f, st) = self.open_ours(file).map_err(|e| e.to_string())?;
         if mtime(&st).elapsed().map_or(true, |age| age >= MAX_AGE) {
             return Err(format!("older than {} s", MAX_AGE.as_secs()));
         }
-        let len = u64::try_from(st.st_size).unwrap_or(u64::MAX);
-        if len > MAX_WAL_BYTES {
-            return Err(format!("it holds {len} bytes, more than a WAL file can"));
+        let mut head = Vec::with_capacity(SEGMENT_HEAD);
+        let (mut sum, mut len) = (0u32, 0u64);
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            let want = SEGMENT_HEAD.saturating_sub(head.len()).min(n);
+            head.extend_from_slice(&buf[..want]);
+            sum = crate::checksum::crc32c_append(sum, &buf[..n]);
+            len += n as u64;
         }
-        let ReadBack { crc: sum, head } =
-            read::read_back(&f, len, SEGMENT_HEAD).map_err(|e| e.to_string())?;
         if sum != crc {
             return Err(format!(
                 "its content is not what was fetched (CRC-32C {sum:08x}, recorded {crc:08x})"
@@ -565,10 +572,6 @@ fn refuse(dir: &Path, why: &str) -> Error {
 #[path = "spool_pending.rs"]
 mod pending;
 pub use pending::Pending;
-
-#[path = "spool_read.rs"]
-mod read;
-use read::ReadBack;
 
 #[cfg(test)]
 #[path = "spool_tests.rs"]
