@@ -108,14 +108,34 @@ fn fail(op: &str, e: &Error) -> Exit {
     } else {
         format!("{op}: ")
     };
-    // The reason follows whatever bytes a download wrote, on the same pipe: it waits for the
-    // daemon to read them rather than being lost to a full non-blocking pipe. Not eprintln!: a
-    // daemon that went away must not turn the message into a panic.
-    input::blocking_again();
-    let _ = writeln!(std::io::stderr(), "{PROGRAM}: {op}{}", e.one_line());
+    say_within(
+        format!("{PROGRAM}: {op}{}\n", e.one_line()),
+        REASON_PATIENCE,
+    );
     match e.exit() {
         Exit::Success => Exit::Failed,
         x => x,
+    }
+}
+
+/// How long the reason of a failure waits for the daemon to read what came before it.
+const REASON_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Writes `line` to stderr after whatever a download wrote on the same pipe, waiting for the
+/// daemon to read that rather than losing the line to a full non-blocking pipe, but at most
+/// `patience`: a daemon that stopped reading (and whose SIGTERM the runtime's handler, still
+/// installed, would swallow) never keeps the program from exiting. The writing thread is left
+/// behind only then, and ends with the process a moment later. Not eprintln!: a daemon that
+/// went away must not turn the message into a panic.
+fn say_within(line: String, patience: std::time::Duration) {
+    let (done, written) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        input::blocking_again();
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        let _ = done.send(());
+    });
+    if written.recv_timeout(patience).is_ok() {
+        let _ = writer.join();
     }
 }
 

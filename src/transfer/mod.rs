@@ -71,15 +71,16 @@ impl Cancel {
     }
 }
 
-/// The engine for one run.
 /// Shares of a request permit: a request with a body of at most [`LIGHT_BODY`] holds one, any
 /// other all of them, so `s3.concurrency` large requests or this many times as many small ones
 /// are in flight.
 pub(crate) const SHARES: u32 = 8;
-/// The largest body a request holding one share may carry (a small file, a manifest, a
-/// `backup.info`; an encrypted one with its header and tags).
-pub(crate) const LIGHT_BODY: u64 = (1 << 20) + (64 << 10);
+/// The largest body a request holding one share may carry: a file of at most 1 MiB, a
+/// manifest, a `backup.info`, sealed or not (an age header is at most 64 KiB, its tags 16
+/// bytes per 64 KiB chunk).
+pub(crate) const LIGHT_BODY: u64 = (1 << 20) + (128 << 10);
 
+/// The engine for one run.
 #[derive(Debug, Clone)]
 pub struct Transfer {
     store: SharedStore,
@@ -211,8 +212,9 @@ impl Transfer {
     /// to [`SHARES`] × `s3.concurrency` such requests are in flight. What bounds a small file's
     /// transfer is the store's latency, not its bytes: more of them at once is what keeps a
     /// restore or upload of a hundred thousand small files from waiting on round trips, while
-    /// their bodies hold at most [`SHARES`] × `s3.concurrency` × [`LIGHT_BODY`] (about 68 MiB
-    /// with the defaults, where 8 parts of 64 MiB may hold 512 MiB).
+    /// the bodies in flight hold at most [`SHARES`] × `s3.concurrency` × [`LIGHT_BODY`] (72 MiB
+    /// with the defaults, where 8 parts of 64 MiB may hold 512 MiB; a restore's small files
+    /// being written after their GET add about as much again).
     pub(crate) async fn permit_light(&self) -> Result<OwnedSemaphorePermit> {
         self.shares(1).await
     }
@@ -240,8 +242,9 @@ impl Transfer {
 
     /// How many whole-file transfers to run at once when moving many files: as many as small
     /// requests may be in flight ([`SHARES`] × the request concurrency). A large file's
-    /// transfer waits for whole permits, so the permits, not this, bound what is sent or
-    /// received at once.
+    /// transfer waits for whole permits, so the permits, not this, bound the bodies sent or
+    /// received at once; requests without a body (a HEAD, a file compared by its listing) are
+    /// bounded by this alone.
     pub fn file_workers(&self) -> usize {
         self.cfg.concurrency.max(1) * SHARES as usize
     }

@@ -17,8 +17,8 @@ use crate::transfer::Transfer;
 
 /// Files up to this size (by the caller's record) are fetched whole with one GET.
 pub(super) const SMALL_FILE: u64 = 1 << 20;
-/// What encryption adds to a small file: the age header (a stanza per recipient) and a tag
-/// per 64 KiB chunk. With it a small file's GET still takes a light permit.
+/// What encryption adds to a small file: the age header (at most 64 KiB) and a tag per
+/// 64 KiB chunk. With it a small file's GET still takes a light permit.
 const SEALED_SLACK: u64 = crate::transfer::LIGHT_BODY - SMALL_FILE;
 
 /// The caller's record checked against a download fetched whole: its size, and its CRC32C
@@ -147,20 +147,19 @@ impl Transfer {
         let (data, d) = got?;
         let d = expected(key, expect, d)?;
         let tmp = fsutil::temp_path_for(dest);
-        let written = {
-            let path = tmp.clone();
-            tokio::task::spawn_blocking(move || {
-                let f = OutFile::create_new_buffered(&path, 0o666)?;
-                f.write_all_at(&data, 0)?;
-                match durable {
-                    Durable::Now => f.sync_all(),
-                    Durable::ByCaller => Ok(()),
-                }
-            })
-            .await
-            .map_err(|e| Error::Failed(format!("write task failed: {e}")))?
-            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))
-        };
+        // Created here, so that what is removed on failure is only ever the file this call made.
+        let f = OutFile::create_new_buffered(&tmp, 0o666)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let written = tokio::task::spawn_blocking(move || {
+            f.write_all_at(&data, 0)?;
+            match durable {
+                Durable::Now => f.sync_all(),
+                Durable::ByCaller => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| Error::Failed(format!("write task failed: {e}")))
+        .and_then(|r| r.map_err(|e| Error::io(format!("write {}", tmp.display()), e)));
         let placed = written.and_then(|()| match durable {
             Durable::Now => fsutil::persist(&tmp, dest),
             Durable::ByCaller => fsutil::rename_into_place(&tmp, dest),

@@ -144,9 +144,10 @@ impl Transfer {
         })
     }
 
-    /// A file of at most one part in one PUT. The permit is taken before any byte is read, so
-    /// files read at once never exceed the concurrency; a file above [`SMALL`] is sent from
-    /// disk after the hashing pre-pass.
+    /// A file of at most one part in one PUT. The permit (a share of one for a file of at most
+    /// 1 MiB, else a whole one) is taken before any byte is read, so the files read at once
+    /// stay within the permits; a file above [`SMALL`] is sent from disk after the hashing
+    /// pre-pass.
     async fn put_file_whole(
         &self,
         file: File,
