@@ -268,10 +268,7 @@ impl Transfer {
         };
         match result {
             Ok(d) => {
-                match durable {
-                    Durable::Now => fsutil::persist(&tmp, dest)?,
-                    Durable::ByCaller => fsutil::rename_into_place(&tmp, dest)?,
-                }
+                durable.place(&tmp, dest)?;
                 Ok(d)
             }
             Err(e) => {
@@ -462,6 +459,17 @@ enum Durable {
     Now,
     /// The caller, for a whole directory at once.
     ByCaller,
+}
+
+impl Durable {
+    /// Renames the finished temp file over `dest`, fsyncing the directory when the download
+    /// makes it durable.
+    fn place(self, tmp: &Path, dest: &Path) -> Result<()> {
+        match self {
+            Durable::Now => fsutil::persist(tmp, dest),
+            Durable::ByCaller => fsutil::rename_into_place(tmp, dest),
+        }
+    }
 }
 
 /// Writes the buffer at `offset`; gives it back emptied for reuse.

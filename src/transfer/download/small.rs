@@ -160,10 +160,7 @@ impl Transfer {
         .await
         .map_err(|e| Error::Failed(format!("write task failed: {e}")))
         .and_then(|r| r.map_err(|e| Error::io(format!("write {}", tmp.display()), e)));
-        let placed = written.and_then(|()| match durable {
-            Durable::Now => fsutil::persist(&tmp, dest),
-            Durable::ByCaller => fsutil::rename_into_place(&tmp, dest),
-        });
+        let placed = written.and_then(|()| durable.place(&tmp, dest));
         if placed.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
