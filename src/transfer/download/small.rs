@@ -53,7 +53,9 @@ fn expected(key: &str, expect: Expect, d: Downloaded) -> Result<Downloaded> {
 impl Transfer {
     /// Reads a small object (a WAL file) whole into memory with one GET and no HEAD before it
     /// (the GET's own headers carry the size and checksums: one round trip per WAL instead of
-    /// two), verified like any download. An object above `max` bytes is an error.
+    /// two), verified like any download. An object above `max` bytes is an error. The
+    /// [`Downloaded`]'s CRC32C is that of the bytes returned (the plaintext of an encrypted
+    /// object), so a caller need not take it again.
     pub async fn download_small(&self, key: &str, max: u64) -> Result<(Vec<u8>, Downloaded)> {
         let (meta, check, piece) = {
             let _permit = self.permit_for(max).await?;

@@ -53,6 +53,9 @@ impl Limits {
     }
 }
 
+/// How a file stored as PostgreSQL's own bytes is described: nothing was decoded.
+pub const PLAIN: &str = "plain";
+
 /// Turns stored bytes back into PostgreSQL's: decrypt when encrypted, decompress what a magic
 /// number (or the custom filter) says, then check the result is what `kind` and `name` promise.
 /// Every step stops at `limits.decoded` bytes (and a byte more, to tell). Returns the bytes and
@@ -90,7 +93,7 @@ pub fn decode(
         }
     }
     let stored_as = if steps.is_empty() {
-        "plain".to_string()
+        PLAIN.to_string()
     } else {
         steps.join("+")
     };

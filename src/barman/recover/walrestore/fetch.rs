@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::decode::{Decoding, Limits, check_system, decode, segment_size};
+use super::decode::{Decoding, Limits, PLAIN, check_system, decode, segment_size};
 use super::{Expected, Fetched};
 use crate::barman::cloud::{Stored, stored_wals};
 use crate::barman::remote::BucketLayout;
@@ -46,7 +46,7 @@ pub async fn fetch_segment(
     listed: Option<String>,
     decoding: &Decoding,
     expected: Expected,
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, u32)> {
     let rel = wal::relative_path(name).ok_or_else(|| not_a_wal_name(name))?;
     let limits = Limits::of(WalKind::Segment, expected.seg_size);
     let key = match (listed, s.remote.layout()) {
@@ -61,10 +61,19 @@ pub async fn fetch_segment(
             }
         },
     };
-    let stored = get(&s.t, &key, limits).await?;
-    decoded(key, stored, decoding, expected, limits)
-        .await
-        .map(|(_, plain)| plain)
+    let (stored, d) = s.t.download_small(&key, limits.stored).await?;
+    let (fetched, plain) = decoded(key, stored, decoding, expected, limits).await?;
+    // Stored plain, the segment is the bytes whose CRC-32C was taken as they arrived; decoded,
+    // it is new bytes (checksummed off the runtime's threads).
+    if fetched.stored_as == PLAIN {
+        return Ok((plain, d.crc32c));
+    }
+    tokio::task::spawn_blocking(move || {
+        let crc = crate::checksum::crc32c(&plain);
+        (plain, crc)
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("checksum task failed: {e}")))
 }
 
 /// Decodes and checks what was fetched from `key`, off the runtime's threads.

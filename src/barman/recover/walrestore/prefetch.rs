@@ -302,9 +302,11 @@ impl Prefetcher {
         self.inflight.spawn(async move {
             let r = match fetch_segment(&server, &name, listed, &decoding, expected).await {
                 // The write runs off the runtime's threads, so the other fetches go on.
-                Ok(plain) => tokio::task::spawn_blocking(move || pending.finish(&plain))
-                    .await
-                    .unwrap_or_else(|e| Err(Error::Failed(format!("spool write failed: {e}")))),
+                Ok((plain, crc)) => {
+                    tokio::task::spawn_blocking(move || pending.finish_with(&plain, crc))
+                        .await
+                        .unwrap_or_else(|e| Err(Error::Failed(format!("spool write failed: {e}"))))
+                }
                 Err(e) => Err(e),
             };
             (name, r)

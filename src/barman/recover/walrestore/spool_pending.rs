@@ -18,7 +18,13 @@ pub struct Pending {
 
 impl Pending {
     /// Writes the segment and gives it its name with its CRC-32C.
-    pub fn finish(mut self, data: &[u8]) -> Result<()> {
+    pub fn finish(self, data: &[u8]) -> Result<()> {
+        self.finish_with(data, crate::checksum::crc32c(data))
+    }
+
+    /// [`Pending::finish`] with the CRC-32C of `data` already taken (as it arrived). A wrong
+    /// one names a file no call serves: it fails its proof and is fetched again.
+    pub fn finish_with(mut self, data: &[u8], crc: u32) -> Result<()> {
         let temp = format!("{FETCH}{}", self.name);
         let mut f = self
             .file
@@ -27,7 +33,7 @@ impl Pending {
         let written = f.write_all(data);
         drop(f);
         let done = written.and_then(|()| {
-            let file = format!("{}.{:08x}", self.name, crate::checksum::crc32c(data));
+            let file = format!("{}.{crc:08x}", self.name);
             rustix::fs::renameat(
                 &*self.spool.fd,
                 temp.as_str(),

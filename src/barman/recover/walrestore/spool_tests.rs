@@ -149,6 +149,24 @@ fn a_served_file_proves_its_whole_content() {
         .expect("age");
     assert_eq!(sp.take(&seg(9), &dest, &exp).expect("take"), None);
     assert!(sp.entries().is_empty());
+    // A CRC-32C handed in with the bytes that is not theirs names a file never served.
+    let data = segment(&seg(10), SEG);
+    let wrong = crate::checksum::crc32c(&data) ^ 1;
+    sp.begin(&seg(10))
+        .expect("begin")
+        .finish_with(&data, wrong)
+        .expect("finish");
+    assert_eq!(sp.take(&seg(10), &dest, &exp).expect("take"), None);
+    assert!(sp.entries().is_empty());
+    let right = crate::checksum::crc32c(&data);
+    sp.begin(&seg(10))
+        .expect("begin")
+        .finish_with(&data, right)
+        .expect("finish");
+    assert_eq!(
+        sp.take(&seg(10), &dest, &exp).expect("take"),
+        Some(u64::from(SEG))
+    );
 }
 
 #[test]
