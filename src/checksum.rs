@@ -1,5 +1,6 @@
 //! Checksum arithmetic shared by the engine and the local backend: CRC32C (full-object,
-//! combined from pieces, and S3's multipart composite form), MD5, and their wire encodings.
+//! combined from pieces, of a whole file, and S3's multipart composite form), MD5, and their
+//! wire encodings.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -39,6 +40,24 @@ pub fn parse_full_crc32c_header(v: &str) -> Option<u32> {
         return None;
     }
     parse_crc32c_header(v)
+}
+
+/// The CRC32C and length of everything in `f`, from its start to its end (whatever its
+/// position).
+pub fn crc32c_of_file(f: &std::fs::File) -> std::io::Result<(u32, u64)> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut crc, mut at) = (0u32, 0u64);
+    loop {
+        let n = match f.read_at(&mut buf, at) {
+            Ok(0) => return Ok((crc, at)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        crc = crc32c_append(crc, &buf[..n]);
+        at += n as u64;
+    }
 }
 
 /// S3's composite checksum of a multipart object: CRC32C over the concatenated big-endian part
@@ -122,6 +141,24 @@ mod tests {
         assert_eq!(parse_crc32c_header(&crc32c_header(c)), Some(c));
         assert!(composite_crc32c(&[1, 2, 3]).ends_with("-3"));
         assert_eq!(parse_crc32c_header("!!"), None);
+    }
+
+    #[test]
+    fn a_files_crc_is_of_all_of_it_whatever_its_position() {
+        use std::io::Seek;
+        let d = tempfile::tempdir().expect("tmp");
+        for size in [0usize, 1, 300_001, (1 << 20) + 12_345] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
+            let path = d.path().join(format!("f{size}"));
+            std::fs::write(&path, &data).expect("write");
+            let mut f = std::fs::File::open(&path).expect("open");
+            f.seek(std::io::SeekFrom::End(0)).expect("seek");
+            assert_eq!(
+                crc32c_of_file(&f).expect("crc"),
+                (crc32c(&data), size as u64),
+                "{size} bytes"
+            );
+        }
     }
 
     #[test]

@@ -242,21 +242,9 @@ fn size_now(path: &Path) -> Option<u64> {
 
 /// CRC32C and length of a file, read once.
 fn crc_of(path: &Path) -> Result<(u32, u64)> {
-    use std::io::Read;
-    let mut f =
+    let f =
         std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    let (mut crc, mut len) = (0u32, 0u64);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        if n == 0 {
-            return Ok((crc, len));
-        }
-        crc = checksum::crc32c_append(crc, &buf[..n]);
-        len += n as u64;
-    }
+    checksum::crc32c_of_file(&f).map_err(|e| Error::io(format!("read {}", path.display()), e))
 }
 
 /// Step 5: HEAD the object; with `--verify-read`, read it whole and compare its CRC32C.

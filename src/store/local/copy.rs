@@ -207,15 +207,5 @@ impl Sums {
 
 /// CRC32C and length of a file.
 fn file_crc(path: &Path) -> std::io::Result<(u32, u64)> {
-    let mut f = fs::File::open(path)?;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let (mut crc, mut size) = (0u32, 0u64);
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok((crc, size));
-        }
-        crc = checksum::crc32c_append(crc, &buf[..n]);
-        size += n as u64;
-    }
+    checksum::crc32c_of_file(&fs::File::open(path)?)
 }

@@ -386,24 +386,17 @@ impl Spool {
         if mtime(&st).elapsed().map_or(true, |age| age >= MAX_AGE) {
             return Err(format!("older than {} s", MAX_AGE.as_secs()));
         }
-        let mut head = Vec::with_capacity(SEGMENT_HEAD);
-        let (mut sum, mut len) = (0u32, 0u64);
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = f.read(&mut buf).map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            let want = SEGMENT_HEAD.saturating_sub(head.len()).min(n);
-            head.extend_from_slice(&buf[..want]);
-            sum = crate::checksum::crc32c_append(sum, &buf[..n]);
-            len += n as u64;
-        }
+        let (sum, len) = crate::checksum::crc32c_of_file(&f).map_err(|e| e.to_string())?;
         if sum != crc {
             return Err(format!(
                 "its content is not what was fetched (CRC-32C {sum:08x}, recorded {crc:08x})"
             ));
         }
+        let mut head = Vec::with_capacity(SEGMENT_HEAD);
+        (&mut f)
+            .take(SEGMENT_HEAD as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| e.to_string())?;
         check_segment_head(name, &head, len, false)?;
         if expected.seg_size.is_some_and(|s| s != len) {
             return Err(format!(
