@@ -71,14 +71,27 @@ impl Cancel {
     }
 }
 
-/// Shares of a request permit: a request with a body of at most [`LIGHT_BODY`] holds one, any
-/// other all of them, so `s3.concurrency` large requests or this many times as many small ones
-/// are in flight.
-pub(crate) const SHARES: u32 = 8;
-/// The largest body a request holding one share may carry: a file of at most 1 MiB, a
-/// manifest, a `backup.info`, sealed or not (an age header is at most 64 KiB, its tags 16
-/// bytes per 64 KiB chunk).
+/// Shares of a request permit. A request with a body of at most [`TINY_BODY`] holds one, of at
+/// most [`LIGHT_BODY`] [`LIGHT_SHARES`], any other all of them: `s3.concurrency` large requests
+/// are in flight, or this many times as many tiny ones, or a mix.
+pub(crate) const SHARES: u32 = 32;
+/// The largest body a request holding one share may carry: a file of at most 128 KiB, sealed
+/// or not (an age header is at most 64 KiB, its tags 16 bytes per 64 KiB chunk).
+pub(crate) const TINY_BODY: u64 = 256 << 10;
+/// The largest body a request holding [`LIGHT_SHARES`] may carry: a file of at most 1 MiB, a
+/// manifest, a `backup.info`, sealed or not.
 pub(crate) const LIGHT_BODY: u64 = (1 << 20) + (128 << 10);
+/// The shares of a request whose body is above [`TINY_BODY`] and at most [`LIGHT_BODY`].
+pub(crate) const LIGHT_SHARES: u32 = 4;
+
+/// The shares of a request whose body is at most `len` bytes (see [`SHARES`]).
+fn shares_for(len: u64) -> u32 {
+    match len {
+        0..=TINY_BODY => 1,
+        ..=LIGHT_BODY => LIGHT_SHARES,
+        _ => SHARES,
+    }
+}
 
 /// The engine for one run.
 #[derive(Debug, Clone)]
@@ -208,24 +221,16 @@ impl Transfer {
         self.shares(SHARES).await
     }
 
-    /// A permit for a request whose body is at most [`LIGHT_BODY`]: a share of one, so that up
-    /// to [`SHARES`] × `s3.concurrency` such requests are in flight. What bounds a small file's
+    /// A permit for a request whose body is at most `len` bytes: one share for a tiny body,
+    /// [`LIGHT_SHARES`] for a light one, else a whole permit. What bounds a small file's
     /// transfer is the store's latency, not its bytes: more of them at once is what keeps a
-    /// restore or upload of a hundred thousand small files from waiting on round trips, while
-    /// the bodies in flight hold at most [`SHARES`] × `s3.concurrency` × [`LIGHT_BODY`] (72 MiB
-    /// with the defaults, where 8 parts of 64 MiB may hold 512 MiB; a restore's small files
-    /// being written after their GET add about as much again).
-    pub(crate) async fn permit_light(&self) -> Result<OwnedSemaphorePermit> {
-        self.shares(1).await
-    }
-
-    /// A permit for a body of `len` bytes at most.
+    /// restore or upload of a hundred thousand small files from waiting on round trips (256
+    /// tiny requests in flight with the default `s3.concurrency` of 8, as many as s5cmd's
+    /// workers; 64 light ones), while the bodies in flight stay about as bounded as before:
+    /// tiny ones hold at most 64 MiB, light ones 72 MiB, where 8 parts of 64 MiB may hold 512
+    /// MiB (a restore's small files being written after their GET add about as much again).
     pub(crate) async fn permit_for(&self, len: u64) -> Result<OwnedSemaphorePermit> {
-        if len <= LIGHT_BODY {
-            self.permit_light().await
-        } else {
-            self.permit().await
-        }
+        self.shares(shares_for(len)).await
     }
 
     async fn shares(&self, n: u32) -> Result<OwnedSemaphorePermit> {
@@ -240,7 +245,7 @@ impl Transfer {
         &self.stats
     }
 
-    /// How many whole-file transfers to run at once when moving many files: as many as small
+    /// How many whole-file transfers to run at once when moving many files: as many as tiny
     /// requests may be in flight ([`SHARES`] × the request concurrency). A large file's
     /// transfer waits for whole permits, so the permits, not this, bound the bodies sent or
     /// received at once; requests without a body (a HEAD, a file compared by its listing) are
@@ -520,28 +525,37 @@ mod tests {
             .await
             .expect("open");
         assert_eq!(t.file_workers(), 2 * SHARES as usize);
-        let large = t.permit().await.expect("one large request");
-        let mut small = Vec::new();
-        for _ in 0..SHARES {
-            small.push(t.permit_for(LIGHT_BODY).await.expect("a small request"));
-        }
-        assert!(
-            waits(t.permit_light()).await,
-            "the small ones fill the rest"
+        assert_eq!(
+            [0, TINY_BODY, TINY_BODY + 1, LIGHT_BODY, LIGHT_BODY + 1].map(shares_for),
+            [1, 1, LIGHT_SHARES, LIGHT_SHARES, SHARES]
         );
+        let large = t.permit().await.expect("one large request");
+        // The other permit: light requests, then tiny ones in what they leave.
+        let mut small = Vec::new();
+        for _ in 0..SHARES / LIGHT_SHARES - 1 {
+            small.push(t.permit_for(LIGHT_BODY).await.expect("a light request"));
+        }
+        for _ in 0..LIGHT_SHARES {
+            small.push(t.permit_for(TINY_BODY).await.expect("a tiny request"));
+        }
+        assert!(waits(t.permit_for(0)).await, "the small ones fill the rest");
         assert!(
             waits(t.permit_for(LIGHT_BODY + 1)).await,
             "no room for a large one"
         );
         small.pop();
+        assert!(
+            waits(t.permit_for(LIGHT_BODY)).await,
+            "a light one needs all its shares"
+        );
         assert!(waits(t.permit()).await, "a large one needs a whole permit");
         small.clear();
         let second = t.permit().await.expect("a second large request");
         assert!(
-            waits(t.permit_light()).await,
+            waits(t.permit_for(0)).await,
             "two large ones hold everything"
         );
         drop((large, second));
-        assert!(!waits(t.permit_light()).await);
+        assert!(!waits(t.permit_for(0)).await);
     }
 }

@@ -18,7 +18,7 @@ use crate::transfer::Transfer;
 /// Files up to this size (by the caller's record) are fetched whole with one GET.
 pub(super) const SMALL_FILE: u64 = 1 << 20;
 /// What encryption adds to a small file: the age header (at most 64 KiB) and a tag per
-/// 64 KiB chunk. With it a small file's GET still takes a light permit.
+/// 64 KiB chunk. With it a file of 1 MiB still takes a light permit, one of 128 KiB a tiny one.
 const SEALED_SLACK: u64 = crate::transfer::LIGHT_BODY - SMALL_FILE;
 
 /// The caller's record checked against a download fetched whole: its size, and its CRC32C
@@ -57,8 +57,20 @@ impl Transfer {
     /// [`Downloaded`]'s CRC32C is that of the bytes returned (the plaintext of an encrypted
     /// object), so a caller need not take it again.
     pub async fn download_small(&self, key: &str, max: u64) -> Result<(Vec<u8>, Downloaded)> {
+        self.download_whole(key, max, max).await
+    }
+
+    /// [`Transfer::download_small`] under the permit of a body of `expected` bytes (what the
+    /// caller's record says, at most `max`): a file recorded as 8 KiB takes the share of a
+    /// tiny body, though an object of up to `max` bytes is read before the record refuses it.
+    async fn download_whole(
+        &self,
+        key: &str,
+        max: u64,
+        expected: u64,
+    ) -> Result<(Vec<u8>, Downloaded)> {
         let (meta, check, piece) = {
-            let _permit = self.permit_for(max).await?;
+            let _permit = self.permit_for(expected.min(max)).await?;
             self.retry
                 .run(&self.stats, &self.cancel, || async {
                     let resp = self.store.get(key, None).await?;
@@ -144,7 +156,11 @@ impl Transfer {
             .object_started(key, expect.size.unwrap_or_default());
         // The stored object of an encrypted file is larger than its plaintext by its header
         // and tags: room for those, not for another object.
-        let got = self.download_small(key, SMALL_FILE + SEALED_SLACK).await;
+        let max = SMALL_FILE + SEALED_SLACK;
+        let size = expect.size.unwrap_or(SMALL_FILE);
+        let got = self
+            .download_whole(key, max, size.saturating_add(SEALED_SLACK))
+            .await;
         self.progress.object_done(key);
         let (data, d) = got?;
         let d = expected(key, expect, d)?;
