@@ -45,12 +45,39 @@ where
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         b.worker_threads(cores.min(n).max(1));
     }
+    raise_open_files();
     let rt = b
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
     let cancel = Arc::new(Cancel::default());
     rt.block_on(with_signals(cancel.clone(), work(cancel)))
+}
+
+/// Raises this process's soft limit of open files to its hard one (once; the soft limit is
+/// often 1024 where the hard one is far higher): a restore of many small files has a socket
+/// and a file open for each in flight. Where it cannot be raised,
+/// [`crate::transfer::Transfer::file_workers`] keeps within what there is.
+pub fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let lim = getrlimit(Resource::Nofile);
+        if lim.current < lim.maximum {
+            let raised = rustix::process::Rlimit {
+                current: lim.maximum,
+                ..lim
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::debug!("cannot raise the open files limit: {e}");
+            }
+        }
+    });
+}
+
+/// The files this process may have open (its soft limit), if it has one.
+pub fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// Runs `work` until it ends; on SIGINT or SIGTERM, raises the cancel flag and lets `work`

@@ -84,12 +84,26 @@ pub(crate) const LIGHT_BODY: u64 = (1 << 20) + (128 << 10);
 /// The shares of a request whose body is above [`TINY_BODY`] and at most [`LIGHT_BODY`].
 pub(crate) const LIGHT_SHARES: u32 = 4;
 
+/// Descriptors kept for what is not a file in flight (the binary, logs, the runtime, a spool).
+const SPARE_FILES: u64 = 64;
+
+/// At most `wanted` file workers, each of which may hold a connection, a file and its temp
+/// file open, within an open-files limit of `limit`; at least one.
+fn workers_within(wanted: usize, limit: Option<u64>) -> usize {
+    let fit = limit.map_or(u64::MAX, |l| l.saturating_sub(SPARE_FILES) / 3);
+    wanted
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1)
+}
+
 /// The shares of a request whose body is at most `len` bytes (see [`SHARES`]).
 fn shares_for(len: u64) -> u32 {
-    match len {
-        0..=TINY_BODY => 1,
-        ..=LIGHT_BODY => LIGHT_SHARES,
-        _ => SHARES,
+    if len <= TINY_BODY {
+        1
+    } else if len <= LIGHT_BODY {
+        LIGHT_SHARES
+    } else {
+        SHARES
     }
 }
 
@@ -251,7 +265,10 @@ impl Transfer {
     /// received at once; requests without a body (a HEAD, a file compared by its listing) are
     /// bounded by this alone.
     pub fn file_workers(&self) -> usize {
-        self.cfg.concurrency.max(1) * SHARES as usize
+        workers_within(
+            self.cfg.concurrency.max(1) * SHARES as usize,
+            crate::runtime::open_files_limit(),
+        )
     }
 
     /// The engine settings.
@@ -524,7 +541,16 @@ mod tests {
             .open(&loc, &Default::default())
             .await
             .expect("open");
-        assert_eq!(t.file_workers(), 2 * SHARES as usize);
+        assert_eq!(
+            t.file_workers(),
+            workers_within(2 * SHARES as usize, crate::runtime::open_files_limit())
+        );
+        // Within the open-files limit: 1024 holds 320 workers, 256 holds 64.
+        assert_eq!(workers_within(256, Some(1024)), 256);
+        assert_eq!(workers_within(1024, Some(1024)), 320);
+        assert_eq!(workers_within(256, Some(256)), 64);
+        assert_eq!(workers_within(256, Some(10)), 1);
+        assert_eq!(workers_within(256, None), 256);
         assert_eq!(
             [0, TINY_BODY, TINY_BODY + 1, LIGHT_BODY, LIGHT_BODY + 1].map(shares_for),
             [1, 1, LIGHT_SHARES, LIGHT_SHARES, SHARES]
