@@ -54,18 +54,31 @@ where
     rt.block_on(with_signals(cancel.clone(), work(cancel)))
 }
 
-/// Raises this process's soft limit of open files to its hard one (once; the soft limit is
-/// often 1024 where the hard one is far higher): a restore of many small files has a socket
-/// and a file open for each in flight. Where it cannot be raised,
-/// [`crate::transfer::Transfer::file_workers`] keeps within what there is.
+/// The open-files limit a run asks for: what 32 files in flight per request slot need with
+/// `s3.concurrency` up to 80, and no more, since every child (gpg, postgres, a filter)
+/// inherits it and some close every descriptor up to it.
+const OPEN_FILES_WANTED: u64 = 8192;
+
+/// Raises this process's soft limit of open files towards [`OPEN_FILES_WANTED`] (once, never
+/// past the hard limit, never lower): the soft limit is often 1024 where the hard one is far
+/// higher, and a restore of many small files has a connection and a file open for each in
+/// flight. Where it cannot be raised, [`crate::transfer::Transfer::file_workers`] keeps within
+/// what there is.
 pub fn raise_open_files() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let lim = getrlimit(Resource::Nofile);
-        if lim.current < lim.maximum {
-            let raised = rustix::process::Rlimit {
-                current: lim.maximum,
+        let Some(now) = lim.current else {
+            return;
+        };
+        // `None` is no limit.
+        let want = lim
+            .maximum
+            .map_or(OPEN_FILES_WANTED, |m| m.min(OPEN_FILES_WANTED));
+        if want > now {
+            let raised = Rlimit {
+                current: Some(want),
                 ..lim
             };
             if let Err(e) = setrlimit(Resource::Nofile, raised) {

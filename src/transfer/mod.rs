@@ -88,9 +88,11 @@ pub(crate) const LIGHT_SHARES: u32 = 4;
 const SPARE_FILES: u64 = 64;
 
 /// At most `wanted` file workers, each of which may hold a connection, a file and its temp
-/// file open, within an open-files limit of `limit`; at least one.
-fn workers_within(wanted: usize, limit: Option<u64>) -> usize {
-    let fit = limit.map_or(u64::MAX, |l| l.saturating_sub(SPARE_FILES) / 3);
+/// file open, within an open-files limit of `limit`, beside the connections of the `slots`
+/// part-sized requests a large file's worker may add; at least one.
+fn workers_within(wanted: usize, slots: usize, limit: Option<u64>) -> usize {
+    let spare = SPARE_FILES + slots as u64;
+    let fit = limit.map_or(u64::MAX, |l| l.saturating_sub(spare) / 3);
     wanted
         .min(usize::try_from(fit).unwrap_or(usize::MAX))
         .max(1)
@@ -242,7 +244,7 @@ impl Transfer {
     /// tiny requests in flight with the default `s3.concurrency` of 8, as many as s5cmd's
     /// workers; 64 light ones), while the bodies in flight stay about as bounded as before:
     /// tiny ones hold at most 64 MiB, light ones 72 MiB, where 8 parts of 64 MiB may hold 512
-    /// MiB (a restore's small files being written after their GET add about as much again).
+    /// MiB (a restore holds a small file's share until the file is written).
     pub(crate) async fn permit_for(&self, len: u64) -> Result<OwnedSemaphorePermit> {
         self.shares(shares_for(len)).await
     }
@@ -265,8 +267,10 @@ impl Transfer {
     /// received at once; requests without a body (a HEAD, a file compared by its listing) are
     /// bounded by this alone.
     pub fn file_workers(&self) -> usize {
+        let slots = self.cfg.concurrency.max(1);
         workers_within(
-            self.cfg.concurrency.max(1) * SHARES as usize,
+            slots * SHARES as usize,
+            slots,
             crate::runtime::open_files_limit(),
         )
     }
@@ -541,16 +545,14 @@ mod tests {
             .open(&loc, &Default::default())
             .await
             .expect("open");
-        assert_eq!(
-            t.file_workers(),
-            workers_within(2 * SHARES as usize, crate::runtime::open_files_limit())
-        );
-        // Within the open-files limit: 1024 holds 320 workers, 256 holds 64.
-        assert_eq!(workers_within(256, Some(1024)), 256);
-        assert_eq!(workers_within(1024, Some(1024)), 320);
-        assert_eq!(workers_within(256, Some(256)), 64);
-        assert_eq!(workers_within(256, Some(10)), 1);
-        assert_eq!(workers_within(256, None), 256);
+        assert!((1..=2 * SHARES as usize).contains(&t.file_workers()));
+        // Within the open-files limit, beside 64 spare and one per request slot: 1024 holds
+        // 317 workers with 8 slots, 256 holds 61.
+        assert_eq!(workers_within(256, 8, Some(1024)), 256);
+        assert_eq!(workers_within(1024, 8, Some(1024)), 317);
+        assert_eq!(workers_within(256, 8, Some(256)), 61);
+        assert_eq!(workers_within(256, 8, Some(10)), 1);
+        assert_eq!(workers_within(256, 8, None), 256);
         assert_eq!(
             [0, TINY_BODY, TINY_BODY + 1, LIGHT_BODY, LIGHT_BODY + 1].map(shares_for),
             [1, 1, LIGHT_SHARES, LIGHT_SHARES, SHARES]

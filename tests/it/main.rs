@@ -32,6 +32,7 @@ mod memory;
 mod metrics;
 mod never_wrong;
 mod nochange;
+mod open_files;
 mod operator;
 mod packaging;
 mod parsers_fuzz;

@@ -537,30 +537,6 @@ fn requests(s: &serde_json::Value) -> u64 {
     s["total_requests"].as_u64().expect("total_requests")
 }
 
-/// Under a low open-files limit (soft and hard: nothing to raise it to), a sync of many small
-/// files keeps its files and connections in flight within it instead of failing with "too
-/// many open files".
-#[test]
-fn many_files_within_a_low_open_files_limit() {
-    let f = Fixture::new(Backend::Garage);
-    for i in 0..600 {
-        f.write(&format!("d{}/f{i}", i % 5), format!("file {i}").as_bytes());
-    }
-    let out = std::process::Command::new("sh")
-        .args(["-c", "ulimit -n 100 && exec \"$0\" \"$@\""])
-        .arg(crate::common::site::BIN)
-        .arg("--config")
-        .arg(&f.site.cfg)
-        .args(["--json", "sync", "--xattr-ns", "user"])
-        .arg(&f.src)
-        .arg("files")
-        .output()
-        .expect("run barmans3 under ulimit");
-    assert!(out.status.success(), "{}", err(&out));
-    assert_eq!(summary(&out)["uploaded"], 600);
-    assert_eq!(f.objects().len(), 600);
-}
-
 /// A no-change rerun of 1000 files decides from the listing and the sync record: one LIST per
 /// 1000 keys, no HEAD per file. A changed file is still sent, and an object another writer
 /// replaced (another ETag) is asked about and sent again: the record never outranks the bucket.

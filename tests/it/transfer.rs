@@ -483,7 +483,12 @@ async fn a_small_file_by_its_record_costs_one_request(b: Backend) {
             assert_eq!(down.crc32c, up.crc32c);
             assert_eq!(down.verified, Verified::CallerCrc32c, "{size} bytes");
         }
-        // A record of another size or checksum is refused, and nothing is left behind.
+        // A record of another size or checksum is refused, and nothing is left behind; an
+        // object larger than its record, before its body is read.
+        let smaller = (size > 0).then(|| Expect {
+            size: Some(size as u64 - 1),
+            ..record
+        });
         for wrong in [
             Expect {
                 size: Some(size as u64 + 1),
@@ -493,7 +498,10 @@ async fn a_small_file_by_its_record_costs_one_request(b: Backend) {
                 crc32c: Some(up.crc32c ^ 1),
                 ..record
             },
-        ] {
+        ]
+        .into_iter()
+        .chain(smaller)
+        {
             let dest = dir.path().join("wrong");
             let e = t
                 .download_file(&key, &dest, wrong)

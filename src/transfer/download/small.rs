@@ -57,20 +57,20 @@ impl Transfer {
     /// [`Downloaded`]'s CRC32C is that of the bytes returned (the plaintext of an encrypted
     /// object), so a caller need not take it again.
     pub async fn download_small(&self, key: &str, max: u64) -> Result<(Vec<u8>, Downloaded)> {
-        self.download_whole(key, max, max).await
+        let _permit = self.permit_for(max).await?;
+        self.download_whole(key, max, None).await
     }
 
-    /// [`Transfer::download_small`] under the permit of a body of `expected` bytes (what the
-    /// caller's record says, at most `max`): a file recorded as 8 KiB takes the share of a
-    /// tiny body, though an object of up to `max` bytes is read before the record refuses it.
+    /// [`Transfer::download_small`] under a permit the caller holds. With `recorded` (the
+    /// most the caller's record allows, below `max`), a larger object is refused as the
+    /// record's mismatch before its body is read: a request holds no more than its share says.
     async fn download_whole(
         &self,
         key: &str,
         max: u64,
-        expected: u64,
+        recorded: Option<u64>,
     ) -> Result<(Vec<u8>, Downloaded)> {
         let (meta, check, piece) = {
-            let _permit = self.permit_for(expected.min(max)).await?;
             self.retry
                 .run(&self.stats, &self.cancel, || async {
                     let resp = self.store.get(key, None).await?;
@@ -79,6 +79,13 @@ impl Transfer {
                         return Err(Error::Failed(format!(
                             "{key}: {size} bytes in the store, more than the {max} such a file can have"
                         )));
+                    }
+                    if let Some(most) = recorded.filter(|m| size > *m) {
+                        return Err(Error::Checksum {
+                            key: key.into(),
+                            expected: format!("at most {most} bytes"),
+                            actual: format!("{size} bytes in the store"),
+                        });
                     }
                     let check = decide(&resp.meta);
                     let whole = ByteRange { start: 0, end: size };
@@ -156,11 +163,18 @@ impl Transfer {
             .object_started(key, expect.size.unwrap_or_default());
         // The stored object of an encrypted file is larger than its plaintext by its header
         // and tags: room for those, not for another object.
+        // The share of the body the record allows (an encrypted object's is larger by its
+        // header and tags), held until the file is written: the bodies in flight or waiting
+        // to be written stay within the shares.
         let max = SMALL_FILE + SEALED_SLACK;
-        let size = expect.size.unwrap_or(SMALL_FILE);
-        let got = self
-            .download_whole(key, max, size.saturating_add(SEALED_SLACK))
-            .await;
+        let slack = if self.crypt.reads_sealed() {
+            SEALED_SLACK
+        } else {
+            0
+        };
+        let recorded = expect.size.map(|s| s.saturating_add(slack).min(max));
+        let _permit = self.permit_for(recorded.unwrap_or(max)).await?;
+        let got = self.download_whole(key, max, recorded).await;
         self.progress.object_done(key);
         let (data, d) = got?;
         let d = expected(key, expect, d)?;
