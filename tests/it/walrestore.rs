@@ -329,21 +329,25 @@ pub(crate) fn with_prefetch(site: &Site, depth: usize) {
 fn recovery_takes_prefetched_segments_from_the_spool() {
     let site = Site::local();
     with_prefetch(&site, 4);
+    // Every other segment compressed: spooled under the checksum of what it decodes to.
     for seg in 1..=12 {
-        put(
-            &site,
-            &wal_key(&wal_name(seg)),
-            &wal_segment(&wal_name(seg), seg),
-        );
+        let plain = wal_segment(&wal_name(seg), seg);
+        let stored = if seg % 2 == 0 {
+            zstd::encode_all(&plain[..], 3).expect("zstd")
+        } else {
+            plain
+        };
+        put(&site, &wal_key(&wal_name(seg)), &stored);
     }
     let pg = pgdata(&site);
     let base = pg.join("pg_wal/.barmans3-spool");
-    let mut from_spool = 0;
+    let (mut from_spool, mut decoded_from_spool) = (0, 0);
     for seg in 1..=12 {
         let out = recover(&site, &pg, &wal_name(seg));
         assert_eq!(out.status.code(), Some(0), "{seg}: {}", err(&out));
         if err(&out).contains("from the prefetch spool") {
             from_spool += 1;
+            decoded_from_spool += u32::from(seg % 2 == 0);
         }
         let got = std::fs::read(pg.join("pg_wal/RECOVERYXLOG")).expect("restored");
         assert!(
@@ -355,8 +359,8 @@ fn recovery_takes_prefetched_segments_from_the_spool() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(
-        from_spool >= 8,
-        "only {from_spool} of 12 segments came from the spool"
+        from_spool >= 8 && decoded_from_spool >= 4,
+        "only {from_spool} of 12 segments ({decoded_from_spool} of the 6 compressed) came from the spool"
     );
     // The end of the archive is still exit 1.
     let out = recover(&site, &pg, &wal_name(13));
