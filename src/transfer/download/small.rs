@@ -70,39 +70,41 @@ impl Transfer {
         max: u64,
         recorded: Option<u64>,
     ) -> Result<(Vec<u8>, Downloaded)> {
-        let (meta, check, piece) = {
-            self.retry
-                .run(&self.stats, &self.cancel, || async {
-                    let resp = self.store.get(key, None).await?;
-                    let size = resp.meta.size;
-                    if size > max {
-                        return Err(Error::Failed(format!(
-                            "{key}: {size} bytes in the store, more than the {max} such a file can have"
-                        )));
-                    }
-                    if let Some(most) = recorded.filter(|m| size > *m) {
-                        return Err(Error::Checksum {
-                            key: key.into(),
-                            expected: format!("at most {most} bytes"),
-                            actual: format!("{size} bytes in the store"),
-                        });
-                    }
-                    let check = decide(&resp.meta);
-                    let whole = ByteRange { start: 0, end: size };
-                    let want_md5 = matches!(check, Check::Md5 { .. });
-                    let got = Received {
-                        key,
-                        index: 0,
-                        range: whole,
-                        want_md5,
-                        refuse_sealed: false,
-                    };
-                    let piece = receive(resp.body, got, &Sink::Memory).await?;
-                    self.progress.bytes_done(size);
-                    Ok((resp.meta, check, piece))
-                })
-                .await?
-        };
+        let (meta, check, piece) = self
+            .retry
+            .run(&self.stats, &self.cancel, || async {
+                let resp = self.store.get(key, None).await?;
+                let size = resp.meta.size;
+                if size > max {
+                    return Err(Error::Failed(format!(
+                        "{key}: {size} bytes in the store, more than the {max} such a file can have"
+                    )));
+                }
+                if let Some(most) = recorded.filter(|m| size > *m) {
+                    return Err(Error::Checksum {
+                        key: key.into(),
+                        expected: format!("at most {most} bytes"),
+                        actual: format!("{size} bytes in the store"),
+                    });
+                }
+                let check = decide(&resp.meta);
+                let whole = ByteRange {
+                    start: 0,
+                    end: size,
+                };
+                let want_md5 = matches!(check, Check::Md5 { .. });
+                let got = Received {
+                    key,
+                    index: 0,
+                    range: whole,
+                    want_md5,
+                    refuse_sealed: false,
+                };
+                let piece = receive(resp.body, got, &Sink::Memory).await?;
+                self.progress.bytes_done(size);
+                Ok((resp.meta, check, piece))
+            })
+            .await?;
         let data = Vec::from(piece.data.unwrap_or_default());
         // A multipart object is checked part by part, from the bytes already in memory.
         let (pieces, info): (Vec<_>, Vec<_>) = match &check {
@@ -161,8 +163,6 @@ impl Transfer {
     ) -> Result<Downloaded> {
         self.progress
             .object_started(key, expect.size.unwrap_or_default());
-        // The stored object of an encrypted file is larger than its plaintext by its header
-        // and tags: room for those, not for another object.
         // The share of the body the record allows (an encrypted object's is larger by its
         // header and tags), held until the file is written: the bodies in flight or waiting
         // to be written stay within the shares.
