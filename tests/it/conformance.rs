@@ -261,6 +261,18 @@ async fn multipart_three_parts(b: Backend) {
             .map(|r| (r.part_number, r.etag.clone()))
             .collect::<Vec<_>>()
     );
+    // A completion naming a part that is not the one uploaded, or parts out of order, is
+    // refused and leaves every part in place: the right completion still succeeds.
+    let mut changed = receipts.clone();
+    changed[2].etag = receipts[0].etag.clone();
+    let mut reordered = receipts.clone();
+    reordered.swap(0, 1);
+    for bad in [changed, reordered] {
+        let r = mp.complete(&id, &bad).await;
+        assert!(r.is_err(), "a wrong completion must be refused");
+        assert!(matches!(s.head(&k).await, Err(Error::NotFound { .. })));
+        assert_eq!(mp.list_parts(&id).await.expect("list parts").len(), 3);
+    }
     mp.complete(&id, &receipts).await.expect("complete");
     assert_eq!(read_all(&s, &k, None).await.expect("get"), body);
     let head = s.head(&k).await.expect("head");

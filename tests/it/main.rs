@@ -21,6 +21,7 @@ mod crypt_sync;
 mod crypt_volume;
 mod dba;
 mod demo;
+mod disk_space;
 mod dplcompat;
 mod drill;
 mod faults;

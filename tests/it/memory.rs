@@ -36,6 +36,8 @@ pub(crate) fn wait_with_peak(
 #[test]
 fn streaming_two_gib_from_a_pipe_stays_within_the_buffer_bound() {
     let dir = tempfile::tempdir().expect("tmp");
+    // The object and one part: the file:// store builds the object from its parts.
+    crate::common::need_free(dir.path(), (2 << 30) + (64 << 20));
     let bucket = dir.path().join("bucket");
     std::fs::create_dir(&bucket).expect("bucket");
     let (part_size, concurrency) = (8u64 << 20, 4u64);
@@ -98,6 +100,8 @@ fn children(pid: u32) -> Vec<u32> {
 #[test]
 fn a_file_upload_holds_read_buffers_not_parts() {
     let dir = tempfile::tempdir().expect("tmp");
+    // The file, and the object built from its parts.
+    crate::common::need_free(dir.path(), (2 << 30) + (128 << 20));
     let bucket = dir.path().join("bucket");
     std::fs::create_dir(&bucket).expect("bucket");
     let concurrency = 8u64;

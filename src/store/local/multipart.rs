@@ -1,8 +1,9 @@
 //! Multipart uploads on the `file://` backend, emulated as S3 behaves: an upload is a directory
 //! under `<root>/.barmans3/multipart/<id>/` holding a record of the key and one file per part
 //! (written to a temp name and renamed, with a JSON record of its ETag, CRC32C and size);
-//! completing concatenates the parts into a temp file and installs it like a single put, so an
-//! object appears whole or not at all. The same refusals as S3: parts out of order, unknown or
+//! completing checks every part, then builds the object in a temp file from the parts
+//! themselves (consuming them, so it needs the object's space once) and installs it like a
+//! single put, so an object appears whole or not at all. The same refusals as S3: parts out of order, unknown or
 //! changed parts, parts under 5 MiB but the last.
 
 use std::collections::BTreeMap;
@@ -88,28 +89,16 @@ impl Multipart for LocalStore {
                 "no parts given",
             ));
         }
-        let (tmp, mut out) = self.temp_file()?;
-        let mut crcs = Vec::with_capacity(parts.len());
-        let mut total = 0u64;
-        let mut prev = 0;
-        for (i, p) in parts.iter().enumerate() {
-            let stored = match checked_part(&dir, &rec, key, parts, i, prev) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e);
-                }
-            };
-            prev = p.part_number;
-            let mut src = fs::File::open(dir.join(format!("part-{:05}", p.part_number)))
-                .map_err(|e| Error::io("open part", e))?;
-            std::io::copy(&mut src, &mut out)
-                .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-            crcs.push(stored.crc32c);
-            total += stored.size;
+        // Every part is checked before any is consumed: a refused completion leaves the upload
+        // as it was, as S3 leaves it.
+        let mut checked = Vec::with_capacity(parts.len());
+        for i in 0..parts.len() {
+            let prev = i.checked_sub(1).map_or(0, |j| parts[j].part_number);
+            checked.push(checked_part(&dir, &rec, key, parts, i, prev)?);
         }
-        out.sync_all()
-            .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+        let tmp = self.assemble(&dir, key, parts)?;
+        let crcs: Vec<u32> = checked.iter().map(|p| p.crc32c).collect();
+        let total = checked.iter().map(|p| p.size).sum();
         let composite = checksum::composite_crc32c(&crcs);
         let etag = format!(
             "{}-{}",
@@ -198,6 +187,50 @@ impl Multipart for LocalStore {
 }
 
 impl LocalStore {
+    /// Builds the object of a checked completion in a temp file by consuming its parts: the
+    /// first part is moved there and each further one appended, then removed. A completion so
+    /// needs the object's space once, not twice (a 2 GiB stream into a nearly full disk). An
+    /// I/O error part-way leaves an upload whose consumed parts are gone: the completion's
+    /// retry is refused (`InvalidPart`) and the object must be sent again, never installed from
+    /// a part that is missing. Each part's record goes before its file, so no record names a
+    /// file that is gone.
+    fn assemble(&self, dir: &Path, key: &str, parts: &[PartReceipt]) -> Result<PathBuf> {
+        let (tmp, placeholder) = self.temp_file()?;
+        drop(placeholder);
+        let take = |p: &PartReceipt| -> Result<PathBuf> {
+            fs::remove_file(dir.join(format!("part-{:05}.json", p.part_number)))
+                .map_err(|e| io("CompleteMultipartUpload", key, e))?;
+            Ok(dir.join(format!("part-{:05}", p.part_number)))
+        };
+        let result = (|| {
+            let first = take(&parts[0])?;
+            fs::rename(&first, &tmp)
+                .map_err(|e| Error::io(format!("rename {}", first.display()), e))?;
+            let mut out = fs::OpenOptions::new()
+                .append(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(format!("open {}", tmp.display()), e))?;
+            for p in &parts[1..] {
+                let part = take(p)?;
+                let mut src = fs::File::open(&part)
+                    .map_err(|e| Error::io(format!("open {}", part.display()), e))?;
+                std::io::copy(&mut src, &mut out)
+                    .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+                fs::remove_file(&part)
+                    .map_err(|e| Error::io(format!("remove {}", part.display()), e))?;
+            }
+            out.sync_all()
+                .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))
+        })();
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
     /// The directory and record of an upload that a part `part` is sent to, refused as S3
     /// refuses it before reading a body: an unknown upload, another key's, a part number
     /// outside 1..=10000.

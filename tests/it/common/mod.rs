@@ -188,6 +188,21 @@ pub fn small_transfer() -> Settings {
     }
 }
 
+/// Fails at once, saying so, when the filesystem of `dir` has less than `bytes` free: a test
+/// that writes gigabytes would otherwise fail later with an error that reads like a defect.
+pub fn need_free(dir: &Path, bytes: u64) {
+    let st = rustix::fs::statvfs(dir).expect("statvfs");
+    let free = st.f_bavail * st.f_frsize;
+    assert!(
+        free >= bytes,
+        "this test needs {} MiB free under {} and has {} MiB: free some space or point TMPDIR \
+         at a larger filesystem",
+        bytes >> 20,
+        dir.display(),
+        free >> 20
+    );
+}
+
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     // Deterministic, incompressible enough, cheap.
     let mut x = seed
