@@ -188,31 +188,47 @@ impl OutFile {
     /// (and everything, once direct I/O has been refused) through the page cache.
     pub fn write_at(&self, buf: &AlignedBuf, offset: u64) -> std::io::Result<()> {
         let data = buf.bytes();
-        let mut done = 0;
-        if let Some(d) = self
-            .direct
-            .as_ref()
-            .filter(|_| self.direct_ok.load(Ordering::Relaxed))
-            && offset.is_multiple_of(ALIGN as u64)
-        {
-            let aligned = data.len() / ALIGN * ALIGN;
-            match d.write_all_at(&data[..aligned], offset) {
-                Ok(()) => done = aligned,
-                // The device wants another alignment, the filesystem refuses direct I/O after
-                // all, or something worse: stop trying, and write this and all later data
-                // through the page cache, which reports a real failure (a full disk) itself.
-                Err(e) => {
-                    tracing::debug!("direct write refused ({e}): writing through the page cache");
-                    self.direct_ok.store(false, Ordering::Relaxed);
-                }
-            }
-        }
+        let done = self.write_direct(data, offset);
         self.buffered
             .write_all_at(&data[done..], offset + done as u64)
     }
 
-    /// Writes any bytes at `offset`, copied through one aligned buffer of at most 1 MiB.
+    /// Writes the whole blocks at the start of `data` (which starts on an [`ALIGN`] boundary)
+    /// at `offset` past the page cache, if the offset is aligned and direct I/O still works;
+    /// returns how many bytes that was (0 when none).
+    fn write_direct(&self, data: &[u8], offset: u64) -> usize {
+        debug_assert!((data.as_ptr() as usize).is_multiple_of(ALIGN));
+        let Some(d) = self
+            .direct
+            .as_ref()
+            .filter(|_| self.direct_ok.load(Ordering::Relaxed))
+            .filter(|_| offset.is_multiple_of(ALIGN as u64))
+        else {
+            return 0;
+        };
+        let aligned = data.len() / ALIGN * ALIGN;
+        match d.write_all_at(&data[..aligned], offset) {
+            Ok(()) => aligned,
+            // The device wants another alignment, the filesystem refuses direct I/O after
+            // all, or something worse: stop trying, and write this and all later data
+            // through the page cache, which reports a real failure (a full disk) itself.
+            Err(e) => {
+                tracing::debug!("direct write refused ({e}): writing through the page cache");
+                self.direct_ok.store(false, Ordering::Relaxed);
+                0
+            }
+        }
+    }
+
+    /// Writes any bytes at `offset`: straight from `data` when it lies on an [`ALIGN`]
+    /// boundary (no copy), else copied through one aligned buffer of at most 1 MiB.
     pub fn write_all_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        if (data.as_ptr() as usize).is_multiple_of(ALIGN) {
+            let done = self.write_direct(data, offset);
+            return self
+                .buffered
+                .write_all_at(&data[done..], offset + done as u64);
+        }
         let mut buf = AlignedBuf::new(data.len().clamp(1, 1 << 20));
         let mut off = offset;
         for piece in data.chunks(buf.cap) {
@@ -314,6 +330,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Slices handed to `write_all_at` as they come: aligned ones (written with no copy),
+    /// unaligned ones (copied through a buffer), at aligned and unaligned offsets, with tails.
+    #[test]
+    fn any_slice_at_any_offset_reads_back_the_same() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut backing = AlignedBuf::new(4 << 20);
+        backing.fill(&pattern(4 << 20, 9));
+        let all = backing.bytes();
+        // (start in the aligned backing, length, file offset)
+        let cases = [
+            (0, 1 << 20, 0u64),
+            (ALIGN, 2 * ALIGN + 100, (1 << 20) as u64),
+            (16, 3 * ALIGN, (2 << 20) as u64),
+            (0, ALIGN, 3 * ALIGN as u64 + 5),
+            (ALIGN, 10, (3 << 20) as u64),
+        ];
+        for buffered in [false, true] {
+            let p = dir.path().join(format!("s-{buffered}"));
+            let f = if buffered {
+                OutFile::buffered_only(&p)
+            } else {
+                OutFile::create_new(&p, 0o600)
+            }
+            .expect("create");
+            let mut want = vec![0u8; 4 << 20];
+            for &(start, len, off) in &cases {
+                let data = &all[start..start + len];
+                f.write_all_at(data, off).expect("write");
+                want[off as usize..off as usize + len].copy_from_slice(data);
+            }
+            f.sync_all().expect("sync");
+            drop(f);
+            let got = std::fs::read(&p).expect("read");
+            assert!(got == want[..got.len()], "buffered={buffered}");
+            assert_eq!(got.len(), (3 << 20) + 10);
+        }
+        backing.recycle();
     }
 
     #[test]

@@ -100,23 +100,27 @@ impl Opener {
         Ok(())
     }
 
-    /// Opens the run of sealed chunks in `buf` (the first is chunk `first_chunk`) where they
-    /// lie: their plaintext ends up at the start of `buf`, closed up; returns its length. The
-    /// same checks as [`Opener::open_chunks`], without a second buffer: the lengths first, so
-    /// a truncation spends nothing. A chunk that does not authenticate is
-    /// [`Fault::ChunkAuth`] whatever the cause, and its bytes are spent; read it again and
-    /// give it to [`Opener::open_chunks`] to tell a truncation or trailing data from damage.
+    /// Opens the run of sealed chunks at `buf[at..]` (the first is chunk `first_chunk`) where
+    /// they lie: their plaintext ends up at the start of `buf`, closed up; returns its length.
+    /// `at` lets a caller choose where the plaintext lands (an aligned address, or right after
+    /// the plaintext before it) without moving it afterwards. The same checks as
+    /// [`Opener::open_chunks`], without a second buffer: the lengths first, so a truncation
+    /// spends nothing. A chunk that does not authenticate is [`Fault::ChunkAuth`] whatever the
+    /// cause, and its bytes are spent; read it again and give it to [`Opener::open_chunks`] to
+    /// tell a truncation or trailing data from damage.
     pub fn open_chunks_in_place(
         &self,
         first_chunk: u64,
         buf: &mut [u8],
+        at: usize,
         ends_object: bool,
     ) -> Result<usize, CryptError> {
-        let (n, index_of_last) = self.run_shape(first_chunk, buf.len(), ends_object)?;
+        let sealed = buf.len().saturating_sub(at);
+        let (n, index_of_last) = self.run_shape(first_chunk, sealed, ends_object)?;
         let mut plain = 0;
         for i in 0..n {
             let index = first_chunk + i;
-            let src = (i * SEALED_CHUNK) as usize;
+            let src = at + (i * SEALED_CHUNK) as usize;
             let len = (buf.len() - src).min(SEALED_CHUNK as usize);
             let last = ends_object && index == index_of_last;
             match self

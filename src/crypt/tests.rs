@@ -59,8 +59,20 @@ fn open_known(ids: &Identities, sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
     Ok(out)
 }
 
-/// [`open_known`] in place, in runs of `run` whole chunks (the last run ends the object).
+/// [`open_known`] in place, in runs of `run` whole chunks (the last run ends the object), each
+/// run behind `gap` bytes that its plaintext moves into.
 fn open_in_place(ids: &Identities, sealed: &[u8], run: usize) -> Result<Vec<u8>, CryptError> {
+    let plain = open_in_place_after(ids, sealed, run, 0)?;
+    assert_eq!(open_in_place_after(ids, sealed, run, 4095)?, plain);
+    Ok(plain)
+}
+
+fn open_in_place_after(
+    ids: &Identities,
+    sealed: &[u8],
+    run: usize,
+    gap: usize,
+) -> Result<Vec<u8>, CryptError> {
     let o = Opener::open(sealed, ids, "s3://b/obj")?;
     o.plain_len(sealed.len() as u64)?;
     let start = o.layout().payload_start() as usize;
@@ -74,8 +86,10 @@ fn open_in_place(ids: &Identities, sealed: &[u8], run: usize) -> Result<Vec<u8>,
     };
     let n = pieces.len();
     for (k, piece) in pieces.into_iter().enumerate() {
-        let len = o.open_chunks_in_place((k * run) as u64, piece, k + 1 == n)?;
-        out.extend_from_slice(&piece[..len]);
+        let mut buf = vec![0u8; gap];
+        buf.extend_from_slice(piece);
+        let len = o.open_chunks_in_place((k * run) as u64, &mut buf, gap, k + 1 == n)?;
+        out.extend_from_slice(&buf[..len]);
     }
     Ok(out)
 }

@@ -153,10 +153,13 @@ impl SealedObject {
     /// Opens stored bytes `range` (starting at 0 or a chunk boundary, ending at one or at the
     /// object's end) where they lie in `stored`, [`RUN_CHUNKS`] chunks at a time, handing each
     /// run's plaintext and its offset in the object to `sink` while it is in cache. With
-    /// `close_up`, the runs' plaintext is also moved together: the returned range of `stored`
-    /// holds the piece's plaintext. Not all or nothing: the runs before a chunk that fails
-    /// have been handed on. A chunk that does not authenticate leaves its bytes spent:
-    /// [`Self::explain`] names the fault from a fresh copy of it.
+    /// `close_up`, each run's plaintext lands right after the one before: the returned range
+    /// of `stored` holds the piece's plaintext. Without, a run has been handed on before the
+    /// next is opened, so its plaintext may land over the bytes already handed on: at the
+    /// aligned address at or before the run, which a direct write then takes without a copy.
+    /// Not all or nothing: the runs before a chunk that fails have been handed on. A chunk
+    /// that does not authenticate leaves its bytes spent: [`Self::explain`] names the fault
+    /// from a fresh copy of it.
     pub fn open_piece_in_place(
         &self,
         range: ByteRange,
@@ -168,19 +171,26 @@ impl SealedObject {
         let ends = range.end == self.stored_len;
         let run = (RUN_CHUNKS * SEALED_CHUNK) as usize;
         let runs = (stored.len() - skip).div_ceil(run).max(1);
+        let base = stored.as_ptr() as usize;
         let mut plain = skip;
         for k in 0..runs {
             let start = skip + k * run;
             let end = (start + run).min(stored.len());
             let index = first + k as u64 * RUN_CHUNKS;
             let last = ends && k + 1 == runs;
-            let len = self
-                .opener
-                .open_chunks_in_place(index, &mut stored[start..end], last)?;
-            sink(index * crate::crypt::CHUNK, &stored[start..start + len])?;
-            if close_up {
-                stored.copy_within(start..start + len, plain);
-            }
+            let dst = if close_up {
+                plain
+            } else {
+                // Everything before `start` has been handed on (or is the header).
+                aligned_at_or_before(base, start)
+            };
+            let len = self.opener.open_chunks_in_place(
+                index,
+                &mut stored[dst..end],
+                start - dst,
+                last,
+            )?;
+            sink(index * crate::crypt::CHUNK, &stored[dst..dst + len])?;
             plain += len;
         }
         Ok(skip..plain)
@@ -219,6 +229,14 @@ impl SealedObject {
 /// Chunks opened together by [`SealedObject::open_piece_in_place`]: 1 MiB of plaintext, the
 /// size of one direct write, opened, checksummed and written while it is in cache.
 pub const RUN_CHUNKS: u64 = 16;
+
+/// Where in a buffer at address `base` a run stored at offset `start` may open so that its
+/// plaintext starts on a direct-I/O boundary: the aligned offset at or before `start`, or
+/// `start` itself when the buffer starts after that boundary.
+fn aligned_at_or_before(base: usize, start: usize) -> usize {
+    let back = (base + start) % crate::directio::ALIGN;
+    start.checked_sub(back).unwrap_or(start)
+}
 
 /// Cuts stored ranges `units` into pieces of at most about `max` bytes whose every inner
 /// boundary is a chunk boundary, so each piece opens on its own. Unit boundaries must be chunk
@@ -356,6 +374,22 @@ mod tests {
             assert_eq!(buf[at.clone()], want[..]);
             assert_eq!(handed, want);
             got.extend_from_slice(&buf[at]);
+            // Handed on without closing up: the same plaintext, every run after the first
+            // starting on a direct-I/O boundary (so it is written without a copy).
+            let mut buf = bytes.to_vec();
+            let (mut handed, mut runs) = (Vec::new(), 0);
+            obj.open_piece_in_place(*r, &mut buf, false, |off, p| {
+                assert_eq!(off, obj.plain_offset(r.start) + handed.len() as u64);
+                let aligned = (p.as_ptr() as usize).is_multiple_of(crate::directio::ALIGN);
+                assert!(runs == 0 || aligned, "run {runs} is not aligned");
+                handed.extend_from_slice(p);
+                runs += 1;
+                Ok(())
+            })
+            .expect("opens");
+            // 40, 40 and 10 chunks: three runs, three and one.
+            assert_eq!(runs, (r.len() / SEALED_CHUNK).div_ceil(RUN_CHUNKS).max(1));
+            assert_eq!(handed, want);
         }
         assert_eq!(got, plain);
         let fault = |e: &Error| match e {

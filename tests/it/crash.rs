@@ -182,8 +182,11 @@ fn files_under(root: &Path) -> BTreeSet<String> {
 
 #[test]
 fn base_sync_of_a_two_gib_backup_survives_kill_9() {
+    let _disk = crate::common::heavy_disk();
     let prefix = crate::common::unique("crash-base");
     let site = Site::new(&garage_yaml(&prefix, "16MiB"));
+    // The backup, the restore beside it, and the server's copy (on the same disk here).
+    crate::common::need_free(site.dir.path(), 6 << 30);
     let id = "20261122T030000";
     write_backup(&site, id, "DONE");
     let base = site.dir.path().join("barman/pg/base").join(id);

@@ -35,6 +35,7 @@ pub(crate) fn wait_with_peak(
 
 #[test]
 fn streaming_two_gib_from_a_pipe_stays_within_the_buffer_bound() {
+    let _disk = crate::common::heavy_disk();
     let dir = tempfile::tempdir().expect("tmp");
     // The object and one part: the file:// store builds the object from its parts.
     crate::common::need_free(dir.path(), (2 << 30) + (64 << 20));
@@ -99,6 +100,7 @@ fn children(pid: u32) -> Vec<u32> {
 /// concurrency x 2 MiB plus the process's 64 MiB.
 #[test]
 fn a_file_upload_holds_read_buffers_not_parts() {
+    let _disk = crate::common::heavy_disk();
     let dir = tempfile::tempdir().expect("tmp");
     // The file, and the object built from its parts.
     crate::common::need_free(dir.path(), (2 << 30) + (128 << 20));

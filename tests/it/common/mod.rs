@@ -188,6 +188,14 @@ pub fn small_transfer() -> Settings {
     }
 }
 
+/// Held by each test that writes gigabytes, so that at most one does at a time: together they
+/// would need the sum of their sizes free (the run's disk peak on a small CI disk), one at a
+/// time the largest. Taken before the test writes, and its free space checked after.
+pub fn heavy_disk() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Fails at once, saying so, when the filesystem of `dir` has less than `bytes` free: a test
 /// that writes gigabytes would otherwise fail later with an error that reads like a defect.
 pub fn need_free(dir: &Path, bytes: u64) {
