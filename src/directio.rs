@@ -132,6 +132,11 @@ impl AlignedBuf {
     fn bytes(&self) -> &[u8] {
         &self.raw[self.start..self.start + self.len]
     }
+
+    /// The bytes filled so far, to change where they lie (open them in place).
+    pub fn filled_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
 }
 
 /// A file being written: an ordinary descriptor and, where the filesystem takes it, an

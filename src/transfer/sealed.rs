@@ -287,7 +287,7 @@ pub fn sealed_parts(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crypt::{CHUNK, Identities, Recipients};
 
@@ -320,7 +320,10 @@ mod tests {
     }
 
     /// `len` bytes of plaintext, sealed whole, opened as a download sees it, and its one range.
-    fn sealed_object(len: u64, modulo: usize) -> (Vec<u8>, Bytes, SealedObject, [ByteRange; 1]) {
+    pub(crate) fn sealed_object(
+        len: u64,
+        modulo: usize,
+    ) -> (Vec<u8>, Bytes, SealedObject, [ByteRange; 1]) {
         let k = keys();
         let plain: Vec<u8> = (0..len as usize).map(|i| (i % modulo) as u8).collect();
         let sealed = seal_bytes(&k, "o", &plain).expect("seal");

@@ -20,6 +20,7 @@ use super::Transfer;
 mod opened;
 mod ordered;
 mod receive;
+mod runs;
 mod small;
 pub(crate) mod verify;
 use super::plan;
@@ -185,13 +186,10 @@ impl Transfer {
     ) -> Result<Piece> {
         // Without identities, an encrypted object is refused from its first bytes.
         let refuse_sealed = range.start == 0 && matches!(self.crypt, CryptMode::Off);
-        let mut piece = self
+        let fetched = self
             .retry
             .run(&self.stats, &self.cancel, || {
-                let sink = match (sealed, &sink) {
-                    (Some(_), _) => Sink::Memory,
-                    (None, s) => s.clone(),
-                };
+                let sink = sink.clone();
                 async move {
                     let resp = self.store.get(key, Some(range)).await?;
                     let got = Received {
@@ -200,15 +198,24 @@ impl Transfer {
                         range,
                         want_md5,
                         refuse_sealed,
+                        sealed,
                     };
+                    // Into a file, an encrypted piece is opened as it arrives; into memory it
+                    // is held whole and opened below for the ordered writer.
                     let piece = receive(resp.body, got, &sink).await?;
                     self.progress.bytes_done(range.len());
                     Ok(piece)
                 }
             })
-            .await?;
+            .await;
+        let mut piece = match (fetched, sealed) {
+            (Ok(p), _) => p,
+            (Err(e), Some(s)) => return Err(self.name_spent(key, s, e).await),
+            (Err(e), None) => return Err(e),
+        };
         if let Some(s) = sealed
-            && let Err(e) = deliver_opened(s, range, &mut piece, &sink).await
+            && piece.plain.is_none()
+            && let Err(e) = deliver_opened(s, range, &mut piece).await
         {
             return Err(self.name_spent(key, s, e).await);
         }

@@ -164,52 +164,38 @@ pub(super) fn check_fetched(
     })
 }
 
-/// Opens a fetched piece of an encrypted object where it lies in the received buffer and
-/// hands its plaintext on: written at its plaintext offset into the file, or kept (the same
-/// buffer, cut to the plaintext) for the ordered writer. Opening, checksumming and writing run
-/// together off the async workers: they are the CPU of an encrypted download, and the
-/// workers meanwhile keep the other pieces' bytes coming. A chunk that does not authenticate
-/// is spent by the opening: [`Transfer::name_spent`] reads it again.
+/// Opens a fetched piece of an encrypted object bound for the ordered writer where it lies in
+/// the received buffer, and keeps its plaintext (the same buffer, cut to it). Opening and
+/// checksumming run off the async workers: they are the CPU of an encrypted download, and the
+/// workers meanwhile keep the other pieces' bytes coming. (A piece bound for a file is opened
+/// as it arrives instead: [`super::runs`].) A chunk that does not authenticate is spent by
+/// the opening: [`Transfer::name_spent`] reads it again.
 pub(super) async fn deliver_opened(
     s: &SealedObject,
     range: ByteRange,
     piece: &mut Piece,
-    sink: &Sink,
 ) -> Result<()> {
     let stored = piece.data.take().unwrap_or_default();
     // The receiver's buffer, unshared: opened where it is rather than into a second one.
     let mut stored = stored
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-    let file = match sink {
-        Sink::File(f) => Some(f.clone()),
-        Sink::Memory => None,
-    };
     let s = s.clone();
     let (plain, crc, len) = tokio::task::spawn_blocking(move || {
-        // Each run checksummed (and, into a file, written past the page cache through an
-        // aligned buffer of its size) while it is in cache.
+        // Each run checksummed while it is in cache.
         let mut crc = 0;
-        let at = s.open_piece_in_place(range, &mut stored, file.is_none(), |off, run| {
+        let at = s.open_piece_in_place(range, &mut stored, true, |_, run| {
             crc = checksum::crc32c_append(crc, run);
-            match &file {
-                Some(f) => f
-                    .write_all_at(run, off)
-                    .map_err(|e| Error::io("write downloaded data", e)),
-                None => Ok(()),
-            }
+            Ok(())
         })?;
         let len = at.len() as u64;
-        if file.is_some() {
-            return Ok((None, crc, len));
-        }
         stored.truncate(at.end);
-        Ok::<_, Error>((Some(stored.split_off(at.start).freeze()), crc, len))
+        Ok::<_, Error>((stored.split_off(at.start).freeze(), crc, len))
     })
     .await
     .map_err(|e| Error::Failed(format!("open task failed: {e}")))??;
     piece.plain = Some((crc, len));
-    piece.data = plain;
+    piece.data = Some(plain);
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use super::runs::RunWriter;
 use super::{Piece, Sink, WRITE_BATCH, write_at};
 use crate::checksum::{self, Md5State};
 use crate::directio::AlignedBuf;
@@ -11,8 +12,59 @@ use crate::store::ByteRange;
 use crate::transfer::sealed;
 
 /// Reads one GET's body into the sink: the whole range, checksummed as it arrives. A short body
-/// is a retryable truncation; a long one a broken server.
+/// is a retryable truncation; a long one a broken server. A piece of an encrypted object
+/// bound for a file is opened and written run by run as it arrives ([`RunWriter`]).
 pub(super) async fn receive(
+    body: Box<dyn crate::store::BodyReader>,
+    got_: Received<'_>,
+    sink: &Sink,
+) -> Result<Piece> {
+    let (Some(sealed), Sink::File(f)) = (got_.sealed, sink) else {
+        return receive_stored(body, got_, sink).await;
+    };
+    let mut runs = RunWriter::new(sealed, f.clone(), got_.range);
+    match receive_into(body, &got_, &mut runs).await {
+        Ok(crc) => {
+            let plain = runs.finish().await?;
+            Ok(Piece {
+                index: got_.index,
+                crc,
+                md5: None,
+                data: None,
+                plain: Some(plain),
+            })
+        }
+        Err(e) => {
+            runs.abandon().await;
+            Err(e)
+        }
+    }
+}
+
+/// The body of a piece of an encrypted object into its runs; returns the stored bytes'
+/// CRC32C.
+async fn receive_into(
+    mut body: Box<dyn crate::store::BodyReader>,
+    got_: &Received<'_>,
+    runs: &mut RunWriter,
+) -> Result<u32> {
+    let (mut crc, mut got) = (0u32, 0u64);
+    while let Some(chunk) = body.next_chunk().await? {
+        crc = checksum::crc32c_append(crc, &chunk);
+        got += chunk.len() as u64;
+        if got > got_.range.len() {
+            break;
+        }
+        runs.feed(&chunk).await?;
+    }
+    if got != got_.range.len() {
+        return Err(length_mismatch(got_.key, got_.range, got));
+    }
+    Ok(crc)
+}
+
+/// The body of a piece as stored: written to the file in batches or held in memory.
+async fn receive_stored(
     mut body: Box<dyn crate::store::BodyReader>,
     got_: Received<'_>,
     sink: &Sink,
@@ -23,6 +75,7 @@ pub(super) async fn receive(
         range,
         want_md5,
         mut refuse_sealed,
+        sealed: _,
     } = got_;
     let mut crc = 0u32;
     let mut md5 = want_md5.then(Md5State::default);
@@ -110,4 +163,6 @@ pub(super) struct Received<'a> {
     pub(super) want_md5: bool,
     /// Refuse the object if its first bytes are an age header (no identities to open it).
     pub(super) refuse_sealed: bool,
+    /// The encrypted object this is a piece of, opened on the way when bound for a file.
+    pub(super) sealed: Option<&'a crate::transfer::sealed::SealedObject>,
 }

@@ -99,6 +99,7 @@ impl Transfer {
                     range: whole,
                     want_md5,
                     refuse_sealed: false,
+                    sealed: None,
                 };
                 let piece = receive(resp.body, got, &Sink::Memory).await?;
                 self.progress.bytes_done(size);
