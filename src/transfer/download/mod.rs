@@ -171,16 +171,32 @@ impl Transfer {
     }
 
     /// Fetches one piece, retrying it whole on retryable failures (a truncated body included).
-    /// A piece of an encrypted object is received whole, opened, and its plaintext goes to
-    /// the sink at its plaintext offset. Every GET names its range, the whole object's too: the
-    /// checksums to verify against came with the HEAD, and a GET that asks for the stored
-    /// checksum has the SDK hash the body a second time beside [`receive`].
+    /// A piece of an encrypted object bound for a file is opened as it arrives; one bound for
+    /// memory is received whole and then opened. Every GET names its range, the whole object's
+    /// too: the checksums to verify against came with the HEAD, and a GET that asks for the
+    /// stored checksum has the SDK hash the body a second time beside [`receive`].
     async fn fetch(
         &self,
         key: &str,
         index: usize,
         range: ByteRange,
         sink: Sink,
+        want_md5: bool,
+        sealed: Option<&SealedObject>,
+    ) -> Result<Piece> {
+        let piece = self
+            .fetch_stored(key, index, range, &sink, want_md5, sealed)
+            .await?;
+        self.open_held(key, range, piece, sealed).await
+    }
+
+    /// The receiving half of [`Transfer::fetch`]: a piece for memory is still as stored.
+    async fn fetch_stored(
+        &self,
+        key: &str,
+        index: usize,
+        range: ByteRange,
+        sink: &Sink,
         want_md5: bool,
         sealed: Option<&SealedObject>,
     ) -> Result<Piece> {
@@ -200,19 +216,28 @@ impl Transfer {
                         refuse_sealed,
                         sealed,
                     };
-                    // Into a file, an encrypted piece is opened as it arrives; into memory it
-                    // is held whole and opened below for the ordered writer.
                     let piece = receive(resp.body, got, &sink).await?;
                     self.progress.bytes_done(range.len());
                     Ok(piece)
                 }
             })
             .await;
-        let mut piece = match (fetched, sealed) {
-            (Ok(p), _) => p,
-            (Err(e), Some(s)) => return Err(self.name_spent(key, s, e).await),
-            (Err(e), None) => return Err(e),
-        };
+        match (fetched, sealed) {
+            (Ok(p), _) => Ok(p),
+            (Err(e), Some(s)) => Err(self.name_spent(key, s, e).await),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// The opening half of [`Transfer::fetch`]: a piece of an encrypted object held in memory
+    /// is opened where it lies (one bound for a file was opened as it arrived).
+    async fn open_held(
+        &self,
+        key: &str,
+        range: ByteRange,
+        mut piece: Piece,
+        sealed: Option<&SealedObject>,
+    ) -> Result<Piece> {
         if let Some(s) = sealed
             && piece.plain.is_none()
             && let Err(e) = deliver_opened(s, range, &mut piece).await
@@ -385,10 +410,21 @@ impl Transfer {
                 next_spawn += 1;
                 let (this, key, sink) = (self.clone(), key.to_string(), sink.clone());
                 let sealed = p.sealed.clone();
+                let ordered = writer.is_some();
                 set.spawn(async move {
-                    let p = this
-                        .fetch(&key, i, r, sink, want_md5, sealed.as_ref())
+                    let held = this
+                        .fetch_stored(&key, i, r, &sink, want_md5, sealed.as_ref())
                         .await;
+                    // With an ordered writer the window bounds the pieces held, so the
+                    // request's permit can go before the piece is opened: the next GET need
+                    // not wait for the CPU. Without one, the permits are that bound.
+                    let permit = if ordered {
+                        drop(permit);
+                        None
+                    } else {
+                        Some(permit)
+                    };
+                    let p = this.open_held(&key, r, held?, sealed.as_ref()).await;
                     drop(permit);
                     p
                 });
