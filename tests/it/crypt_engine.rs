@@ -1,7 +1,8 @@
 //! The transfer engine with encryption on, on both backends: files, streams and multipart
 //! uploads stored as age objects that the Go `age` tool opens to the same bytes, verified
 //! downloads to files and streams, plaintext ranges, a mixed bucket, key rotation, an
-//! interrupted encrypted upload resumed, and tampered objects refused without a byte written.
+//! interrupted encrypted upload resumed, tampered objects refused without a byte written, and
+//! objects the store checks by MD5 only.
 
 use std::path::Path;
 use std::process::Command;
@@ -506,3 +507,51 @@ on_both!(
     an_interrupted_encrypted_upload_resumes,
     a_plaintext_swap_is_refused_where_encryption_is_required,
 );
+
+/// Encrypted objects the store checks by MD5 only (Content-MD5 uploads: a single PUT's ETag
+/// is its MD5, a multipart ETag the MD5 of its parts' MD5s) download into a file and to a
+/// stream, verified: each part is one GET whose MD5 is taken as its runs are opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_checked_encrypted_objects_download_and_verify() {
+    use barmans3::transfer::{ChecksumMode, Settings};
+    let (store, prefix, _d) = open(Backend::Garage, "crypt-md5").await;
+    let me = x25519::Identity::generate();
+    let settings = Settings {
+        checksum: ChecksumMode::WhenRequired,
+        probe_checksum: false,
+        ..small_transfer()
+    };
+    let t = Transfer::new(store.clone(), settings)
+        .with_encryption(Some(Arc::new(keys(&[&me], &[&me]))));
+    let dir = tempfile::tempdir().expect("tmp");
+    for (size, parts) in [(3 * MIB + 5, None), (23 * MIB + 1, Some(5))] {
+        let body = data(size, size as u64);
+        let crc = checksum::crc32c(&body);
+        let src = dir.path().join(format!("src-{size}"));
+        std::fs::write(&src, &body).expect("write");
+        let key = join_key(&prefix, &format!("md5-{size}"));
+        t.upload_file(&src, &key, None).await.expect("upload");
+        // The store vouches for these objects by MD5 alone.
+        let etag = t.head(&key).await.expect("head").etag.unwrap_or_default();
+        let etag = etag.trim_matches('"');
+        match parts {
+            None => assert!(!etag.contains('-') && etag.len() == 32, "{etag}"),
+            Some(n) => assert!(etag.ends_with(&format!("-{n}")), "{etag}"),
+        }
+        assert!(t.head(&key).await.expect("head").crc32c.is_none());
+        let expect = Expect {
+            size: Some(size as u64),
+            crc32c: Some(crc),
+        };
+        let dest = dir.path().join(format!("back-{size}"));
+        t.download_file(&key, &dest, expect)
+            .await
+            .expect("to a file");
+        assert!(std::fs::read(&dest).expect("read") == body, "{key}: file");
+        let mut out = Vec::new();
+        t.download_to(&key, &mut out, expect)
+            .await
+            .expect("to a stream");
+        assert!(out == body, "{key}: stream");
+    }
+}

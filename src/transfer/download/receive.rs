@@ -24,12 +24,12 @@ pub(super) async fn receive(
     };
     let mut runs = RunWriter::new(sealed, f.clone(), got_.range);
     match receive_into(body, &got_, &mut runs).await {
-        Ok(crc) => {
+        Ok((crc, md5)) => {
             let plain = runs.finish().await?;
             Ok(Piece {
                 index: got_.index,
                 crc,
-                md5: None,
+                md5,
                 data: None,
                 plain: Some(plain),
             })
@@ -42,15 +42,19 @@ pub(super) async fn receive(
 }
 
 /// The body of a piece of an encrypted object into its runs; returns the stored bytes'
-/// CRC32C.
+/// CRC32C, and their MD5 when the store's checksum is one (the piece is then a whole part).
 async fn receive_into(
     mut body: Box<dyn crate::store::BodyReader>,
     got_: &Received<'_>,
     runs: &mut RunWriter,
-) -> Result<u32> {
+) -> Result<(u32, Option<[u8; 16]>)> {
     let (mut crc, mut got) = (0u32, 0u64);
+    let mut md5 = got_.want_md5.then(Md5State::default);
     while let Some(chunk) = body.next_chunk().await? {
         crc = checksum::crc32c_append(crc, &chunk);
+        if let Some(m) = md5.as_mut() {
+            m.update(&chunk);
+        }
         got += chunk.len() as u64;
         if got > got_.range.len() {
             break;
@@ -60,7 +64,7 @@ async fn receive_into(
     if got != got_.range.len() {
         return Err(length_mismatch(got_.key, got_.range, got));
     }
-    Ok(crc)
+    Ok((crc, md5.map(Md5State::finish)))
 }
 
 /// The body of a piece as stored: written to the file in batches or held in memory.
