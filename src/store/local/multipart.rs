@@ -3,8 +3,8 @@
 //! (written to a temp name and renamed, with a JSON record of its ETag, CRC32C and size);
 //! completing checks every part, then builds the object in a temp file from the parts
 //! themselves (consuming them, so it needs the object's space once) and installs it like a
-//! single put, so an object appears whole or not at all. The same refusals as S3: parts out of order, unknown or
-//! changed parts, parts under 5 MiB but the last.
+//! single put, so an object appears whole or not at all. The same refusals as S3: parts out of
+//! order, unknown or changed parts, parts under 5 MiB but the last.
 
 use std::collections::BTreeMap;
 use std::fs;
