@@ -526,3 +526,48 @@ crate::common::on_both!(
     multipart_three_parts,
     abort_and_list_in_progress,
 );
+
+/// The `file://` store takes a part file only as it was recorded: one whose length changed on
+/// disk (a crash that kept appended data but not a rename, or anyone writing there) is not
+/// listed for a resume and fails the completion, and the key is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_part_file_unlike_its_record_is_neither_listed_nor_completed() {
+    let (s, p, root) = open(Backend::Local, "mp-changed").await;
+    let root = root.expect("local root");
+    let k = join_key(&p, "mp");
+    put(&s, &k, b"before").await;
+    let mp = s.multipart();
+    let id = mp.create(&k, &crc32c_parts()).await.expect("create");
+    let body = data((5 << 20) + 3, 7);
+    let mut receipts = Vec::new();
+    for (i, chunk) in body.chunks(5 << 20).enumerate() {
+        let crc = checksum::crc32c(chunk);
+        let chunk = Body::bytes(Bytes::copy_from_slice(chunk), Integrity::Crc32c(crc));
+        receipts.push(
+            mp.upload_part(&id, i as u32 + 1, chunk)
+                .await
+                .expect("part"),
+        );
+    }
+    let part = root
+        .path()
+        .join(".barmans3/multipart")
+        .join(&id.id)
+        .join("part-00001");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&part)
+        .expect("part file");
+    std::io::Write::write_all(&mut f, b"appended").expect("append");
+    let listed = mp.list_parts(&id).await.expect("list parts");
+    assert_eq!(
+        listed.iter().map(|r| r.part_number).collect::<Vec<_>>(),
+        [2],
+        "a changed part must be sent again"
+    );
+    assert!(
+        mp.complete(&id, &receipts).await.is_err(),
+        "completed from a changed part"
+    );
+    assert_eq!(read_all(&s, &k, None).await.expect("get"), b"before");
+}

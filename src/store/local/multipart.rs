@@ -96,9 +96,9 @@ impl Multipart for LocalStore {
             let prev = i.checked_sub(1).map_or(0, |j| parts[j].part_number);
             checked.push(checked_part(&dir, &rec, key, parts, i, prev)?);
         }
-        let tmp = self.assemble(&dir, key, parts)?;
+        let total: u64 = checked.iter().map(|p| p.size).sum();
+        let tmp = self.assemble(&dir, key, parts, total)?;
         let crcs: Vec<u32> = checked.iter().map(|p| p.crc32c).collect();
-        let total = checked.iter().map(|p| p.size).sum();
         let composite = checksum::composite_crc32c(&crcs);
         let etag = format!(
             "{}-{}",
@@ -111,7 +111,11 @@ impl Multipart for LocalStore {
             crc32c: composite,
             metadata: rec.metadata,
         };
-        self.install(key, &tmp, &side)?;
+        if let Err(e) = self.install(key, &tmp, &side) {
+            // The parts are in the temp file now: nothing else would free its space.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         let _ = fs::remove_dir_all(&dir);
         Ok(PutReceipt { etag: Some(etag) })
     }
@@ -148,6 +152,11 @@ impl Multipart for LocalStore {
             else {
                 continue;
             };
+            // Listed only as what was recorded: a part file of another length is sent again.
+            let file = dir.join(format!("part-{part_number:05}"));
+            if fs::metadata(&file).map(|m| m.len()).ok() != Some(pr.size) {
+                continue;
+            }
             out.push(PartReceipt {
                 part_number,
                 etag: pr.etag,
@@ -194,12 +203,29 @@ impl LocalStore {
     /// retry is refused (`InvalidPart`) and the object must be sent again, never installed from
     /// a part that is missing. Each part's record goes before its file, so no record names a
     /// file that is gone.
-    fn assemble(&self, dir: &Path, key: &str, parts: &[PartReceipt]) -> Result<PathBuf> {
+    fn assemble(
+        &self,
+        dir: &Path,
+        key: &str,
+        parts: &[PartReceipt],
+        total: u64,
+    ) -> Result<PathBuf> {
+        const OP: &str = "CompleteMultipartUpload";
         let (tmp, placeholder) = self.temp_file()?;
         drop(placeholder);
         let take = |p: &PartReceipt| -> Result<PathBuf> {
-            fs::remove_file(dir.join(format!("part-{:05}.json", p.part_number)))
-                .map_err(|e| io("CompleteMultipartUpload", key, e))?;
+            // Gone since the check: another completion of the same upload took it.
+            fs::remove_file(dir.join(format!("part-{:05}.json", p.part_number))).map_err(|e| {
+                match e.kind() {
+                    std::io::ErrorKind::NotFound => fail(
+                        OP,
+                        key,
+                        "InvalidPart",
+                        format!("part {} was not uploaded", p.part_number),
+                    ),
+                    _ => io(OP, key, e),
+                }
+            })?;
             Ok(dir.join(format!("part-{:05}", p.part_number)))
         };
         let result = (|| {
@@ -220,7 +246,21 @@ impl LocalStore {
                     .map_err(|e| Error::io(format!("remove {}", part.display()), e))?;
             }
             out.sync_all()
-                .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))
+                .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+            // The parts' records add up to `total`; an object of another length is not theirs.
+            let len = out
+                .metadata()
+                .map_err(|e| Error::io(format!("stat {}", tmp.display()), e))?
+                .len();
+            if len != total {
+                return Err(fail(
+                    OP,
+                    key,
+                    "InvalidPart",
+                    format!("the parts hold {len} bytes, their records {total}"),
+                ));
+            }
+            Ok(())
         })();
         match result {
             Ok(()) => Ok(tmp),
@@ -331,7 +371,13 @@ fn checked_part(
                 format!("part {} was not uploaded", p.part_number),
             )
         })?;
-    if stored.etag != p.etag || (rec.crc32c && p.crc32c != Some(stored.crc32c)) {
+    // A part file of another length than its record (a crash that kept data but not a
+    // rename) is not the part that was recorded.
+    let on_disk = fs::metadata(dir.join(format!("part-{:05}", p.part_number))).map(|m| m.len());
+    if stored.etag != p.etag
+        || (rec.crc32c && p.crc32c != Some(stored.crc32c))
+        || on_disk.ok() != Some(stored.size)
+    {
         return Err(fail(
             OP,
             key,

@@ -203,4 +203,23 @@ mod tests {
         // Every task the writer started has ended: only this test holds the file.
         assert_eq!(Arc::strong_count(&file), 1);
     }
+
+    #[tokio::test]
+    async fn a_body_cut_while_a_run_is_being_opened_waits_for_it() {
+        let (_, sealed, obj, whole) = sealed_object(40 * CHUNK, 233);
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = Arc::new(OutFile::create_new(&dir.path().join("o"), 0o600).expect("create"));
+        let mut w = RunWriter::new(&obj, file.clone(), whole[0]);
+        // One run and a half: the first is handed on, then the body ends (a truncation).
+        let cut =
+            (obj.opener.layout().payload_start() + RUN_CHUNKS * SEALED_CHUNK * 3 / 2) as usize;
+        w.feed(&sealed[..cut]).await.expect("feed");
+        assert!(w.opening.is_some(), "the first run is being opened");
+        w.abandon().await;
+        assert_eq!(
+            Arc::strong_count(&file),
+            1,
+            "a run's task outlived the piece"
+        );
+    }
 }
