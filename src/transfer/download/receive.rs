@@ -1,5 +1,6 @@
-//! One GET's body received into its sink: checksummed as it arrives, written past the page
-//! cache in batches or held in memory, its length checked against the range asked for.
+//! One GET's body received into its sink: checksummed as it arrives, then written past the
+//! page cache in batches, held in memory, or (an encrypted piece bound for a file) opened and
+//! written run by run; its length checked against the range asked for.
 
 use bytes::BytesMut;
 
@@ -19,38 +20,53 @@ pub(super) async fn receive(
     got_: Received<'_>,
     sink: &Sink,
 ) -> Result<Piece> {
-    let (Some(sealed), Sink::File(f)) = (got_.sealed, sink) else {
-        return receive_stored(body, got_, sink).await;
+    let range = got_.range;
+    let mut dest = match (got_.sealed, sink) {
+        (Some(sealed), Sink::File(f)) => Dest::Runs(RunWriter::new(sealed, f.clone(), range)),
+        // Gathered into one aligned buffer per piece (allocated once, reused) until
+        // WRITE_BATCH bytes, which one blocking task writes past the page cache.
+        (None, Sink::File(f)) => Dest::Batch {
+            file: f.clone(),
+            buf: AlignedBuf::new(WRITE_BATCH.min(range.len() as usize)),
+            written: range.start,
+        },
+        // Held whole until it is handed on: reserved once at its size rather than grown by
+        // doubling copies.
+        (_, Sink::Memory) => Dest::Memory(BytesMut::with_capacity(range.len() as usize)),
     };
-    let mut runs = RunWriter::new(sealed, f.clone(), got_.range);
-    match receive_into(body, &got_, &mut runs).await {
+    match checked(body, &got_, &mut dest).await {
         Ok((crc, md5)) => {
-            let plain = runs.finish().await?;
+            let (data, plain) = dest.finish().await?;
             Ok(Piece {
                 index: got_.index,
                 crc,
                 md5,
-                data: None,
-                plain: Some(plain),
+                data,
+                plain,
             })
         }
         Err(e) => {
-            runs.abandon().await;
+            dest.abandon().await;
             Err(e)
         }
     }
 }
 
-/// The body of a piece of an encrypted object into its runs; returns the stored bytes'
-/// CRC32C, and their MD5 when the store's checksum is one (the piece is then a whole part).
-async fn receive_into(
+/// The body into `dest`, checked as it arrives: an encrypted object refused without
+/// identities, the length held to the range. Returns the stored bytes' CRC32C, and their MD5
+/// when the store's checksum is one.
+async fn checked(
     mut body: Box<dyn crate::store::BodyReader>,
     got_: &Received<'_>,
-    runs: &mut RunWriter,
+    dest: &mut Dest,
 ) -> Result<(u32, Option<[u8; 16]>)> {
     let (mut crc, mut got) = (0u32, 0u64);
     let mut md5 = got_.want_md5.then(Md5State::default);
+    let mut refuse_sealed = got_.refuse_sealed;
     while let Some(chunk) = body.next_chunk().await? {
+        if std::mem::take(&mut refuse_sealed) && crate::crypt::is_sealed(&chunk) {
+            return Err(sealed::no_identity(got_.key));
+        }
         crc = checksum::crc32c_append(crc, &chunk);
         if let Some(m) = md5.as_mut() {
             m.update(&chunk);
@@ -59,7 +75,7 @@ async fn receive_into(
         if got > got_.range.len() {
             break;
         }
-        runs.feed(&chunk).await?;
+        dest.take(&chunk).await?;
     }
     if got != got_.range.len() {
         return Err(length_mismatch(got_.key, got_.range, got));
@@ -67,79 +83,67 @@ async fn receive_into(
     Ok((crc, md5.map(Md5State::finish)))
 }
 
-/// The body of a piece as stored: written to the file in batches or held in memory.
-async fn receive_stored(
-    mut body: Box<dyn crate::store::BodyReader>,
-    got_: Received<'_>,
-    sink: &Sink,
-) -> Result<Piece> {
-    let Received {
-        key,
-        index,
-        range,
-        want_md5,
-        mut refuse_sealed,
-        sealed: _,
-    } = got_;
-    let mut crc = 0u32;
-    let mut md5 = want_md5.then(Md5State::default);
-    let mut got = 0u64;
-    // Received chunks are gathered into one aligned buffer per piece (allocated once, reused)
-    // until WRITE_BATCH bytes, which one blocking task writes past the page cache.
-    let mut batch = matches!(sink, Sink::File(_))
-        .then(|| AlignedBuf::new(WRITE_BATCH.min(range.len() as usize)));
-    let mut written = range.start;
-    // A piece for memory is held whole until it is handed on: reserved once at its size rather
-    // than grown by doubling copies.
-    let mut mem = match sink {
-        Sink::Memory => BytesMut::with_capacity(range.len() as usize),
-        Sink::File(_) => BytesMut::new(),
-    };
-    while let Some(chunk) = body.next_chunk().await? {
-        if std::mem::take(&mut refuse_sealed) && crate::crypt::is_sealed(&chunk) {
-            return Err(sealed::no_identity(key));
-        }
-        crc = checksum::crc32c_append(crc, &chunk);
-        if let Some(m) = md5.as_mut() {
-            m.update(&chunk);
-        }
-        got += chunk.len() as u64;
-        if got > range.len() {
-            break;
-        }
-        match (sink, batch.as_mut()) {
-            (Sink::File(f), Some(buf)) => {
-                let mut rest = &chunk[..];
+/// Where a piece's bytes go as they arrive.
+enum Dest {
+    /// Stored bytes into the file, in batches.
+    Batch {
+        file: std::sync::Arc<crate::directio::OutFile>,
+        buf: AlignedBuf,
+        written: u64,
+    },
+    /// Stored bytes held in memory.
+    Memory(BytesMut),
+    /// An encrypted piece's plaintext into the file, run by run.
+    Runs(RunWriter),
+}
+
+impl Dest {
+    async fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        match self {
+            Dest::Batch { file, buf, written } => {
+                let mut rest = chunk;
                 while !rest.is_empty() {
                     rest = &rest[buf.fill(rest)..];
                     if buf.is_full() {
                         let n = buf.len() as u64;
-                        *buf = write_at(f.clone(), written, std::mem::take(buf)).await?;
-                        written += n;
+                        *buf = write_at(file.clone(), *written, std::mem::take(buf)).await?;
+                        *written += n;
                     }
                 }
+                Ok(())
             }
-            _ => mem.extend_from_slice(&chunk),
+            Dest::Memory(mem) => {
+                mem.extend_from_slice(chunk);
+                Ok(())
+            }
+            Dest::Runs(runs) => runs.feed(chunk).await,
         }
     }
-    if got != range.len() {
-        return Err(length_mismatch(key, range, got));
+
+    /// After the last byte: the bytes held (memory) and the plaintext's CRC32C and length
+    /// (runs), everything else written.
+    async fn finish(self) -> Result<(Option<bytes::Bytes>, Option<(u32, u64)>)> {
+        match self {
+            Dest::Batch { file, buf, written } => {
+                let buf = if buf.is_empty() {
+                    buf
+                } else {
+                    write_at(file, written, buf).await?
+                };
+                buf.recycle();
+                Ok((None, None))
+            }
+            Dest::Memory(mem) => Ok((Some(mem.freeze()), None)),
+            Dest::Runs(runs) => Ok((None, Some(runs.finish().await?))),
+        }
     }
-    if let (Sink::File(f), Some(buf)) = (sink, batch) {
-        let buf = if buf.is_empty() {
-            buf
-        } else {
-            write_at(f.clone(), written, buf).await?
-        };
-        buf.recycle();
+
+    /// After a failure: a run being opened is waited for, never left running.
+    async fn abandon(self) {
+        if let Dest::Runs(runs) = self {
+            runs.abandon().await;
+        }
     }
-    Ok(Piece {
-        index,
-        crc,
-        md5: md5.map(Md5State::finish),
-        data: matches!(sink, Sink::Memory).then(|| mem.freeze()),
-        plain: None,
-    })
 }
 
 /// A body of another length than the range asked for: a short one is a retryable truncation,
