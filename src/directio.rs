@@ -192,7 +192,11 @@ impl OutFile {
     /// Writes the buffer's bytes at `offset`: the aligned part directly when it can, the rest
     /// (and everything, once direct I/O has been refused) through the page cache.
     pub fn write_at(&self, buf: &AlignedBuf, offset: u64) -> std::io::Result<()> {
-        let data = buf.bytes();
+        self.write_aligned(buf.bytes(), offset)
+    }
+
+    /// [`OutFile::write_at`] of bytes that start on an [`ALIGN`] boundary wherever they lie.
+    fn write_aligned(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
         let done = self.write_direct(data, offset);
         self.buffered
             .write_all_at(&data[done..], offset + done as u64)
@@ -229,10 +233,7 @@ impl OutFile {
     /// boundary (no copy), else copied through one aligned buffer of at most 1 MiB.
     pub fn write_all_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
         if (data.as_ptr() as usize).is_multiple_of(ALIGN) {
-            let done = self.write_direct(data, offset);
-            return self
-                .buffered
-                .write_all_at(&data[done..], offset + done as u64);
+            return self.write_aligned(data, offset);
         }
         let mut buf = AlignedBuf::new(data.len().clamp(1, 1 << 20));
         let mut off = offset;

@@ -153,8 +153,7 @@ impl Multipart for LocalStore {
                 continue;
             };
             // Listed only as what was recorded: a part file of another length is sent again.
-            let file = dir.join(format!("part-{part_number:05}"));
-            if fs::metadata(&file).map(|m| m.len()).ok() != Some(pr.size) {
+            if !part_file_holds(&dir, part_number, pr.size) {
                 continue;
             }
             out.push(PartReceipt {
@@ -322,6 +321,13 @@ impl LocalStore {
     }
 }
 
+/// Whether part `n`'s file in upload `dir` has the `size` its record gives: one of another
+/// length (a crash that kept appended data but not a rename, or anyone writing there) is not
+/// the part that was recorded.
+fn part_file_holds(dir: &Path, n: u32, size: u64) -> bool {
+    fs::metadata(dir.join(format!("part-{n:05}"))).is_ok_and(|m| m.len() == size)
+}
+
 fn read_upload(dir: &Path, key: &str) -> Result<UploadRecord> {
     let rec: UploadRecord = fs::read(dir.join("upload.json"))
         .ok()
@@ -371,12 +377,9 @@ fn checked_part(
                 format!("part {} was not uploaded", p.part_number),
             )
         })?;
-    // A part file of another length than its record (a crash that kept data but not a
-    // rename) is not the part that was recorded.
-    let on_disk = fs::metadata(dir.join(format!("part-{:05}", p.part_number))).map(|m| m.len());
     if stored.etag != p.etag
         || (rec.crc32c && p.crc32c != Some(stored.crc32c))
-        || on_disk.ok() != Some(stored.size)
+        || !part_file_holds(dir, p.part_number, stored.size)
     {
         return Err(fail(
             OP,
