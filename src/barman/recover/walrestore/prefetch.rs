@@ -54,6 +54,8 @@ pub async fn run(
 ) -> Result<()> {
     // What a killed predecessor left: its half-written files, files of older versions.
     let _ = spool.sweep(&|_| false, &|_| true);
+    // What was spooled before the machine last started may be torn.
+    spool.claim_boot();
     let wake = Arc::new(tokio::sync::Notify::new());
     let watcher = watch(spool, wake.clone());
     let tick = if watcher.is_some() {

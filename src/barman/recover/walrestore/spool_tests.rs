@@ -149,15 +149,22 @@ fn a_served_file_proves_its_whole_content() {
         .expect("age");
     assert_eq!(sp.take(&seg(9), &dest, &exp).expect("take"), None);
     assert!(sp.entries().is_empty());
-    // A CRC-32C handed in with the bytes that is not theirs names a file never served.
+    // A CRC-32C handed in with the bytes that is not theirs fails when the file is read
+    // back: nothing is named, nothing is left.
     let data = segment(&seg(10), SEG);
     let wrong = crate::checksum::crc32c(&data) ^ 1;
-    sp.begin(&seg(10))
+    let e = sp
+        .begin(&seg(10))
         .expect("begin")
         .finish_with(&data, wrong)
-        .expect("finish");
+        .expect_err("a CRC-32C not of the bytes");
+    assert!(e.to_string().contains("reads back as"), "{e}");
+    assert!(
+        sp.entries().is_empty() && !sp.fetching(&seg(10)),
+        "{:?}",
+        names(&sp)
+    );
     assert_eq!(sp.take(&seg(10), &dest, &exp).expect("take"), None);
-    assert!(sp.entries().is_empty());
     let right = crate::checksum::crc32c(&data);
     sp.begin(&seg(10))
         .expect("begin")
@@ -243,4 +250,70 @@ fn one_prefetcher_holds_the_lock() {
     assert!(sp.prefetcher_running());
     drop(lock);
     assert!(sp.lock().expect("lock").is_some());
+}
+
+#[test]
+fn a_spool_of_this_boot_serves_what_was_read_back_and_one_of_another_proves_it_again() {
+    let d = tempfile::tempdir().expect("tmp");
+    let sp = Spool::open(&d.path().join("s")).expect("open");
+    let dest = d.path().join("RECOVERYXLOG");
+    let exp = Expected::default();
+    let forge = |n: u64| {
+        spooled(&sp, n);
+        let entry = sp
+            .entries()
+            .into_iter()
+            .find(|e| e.name == seg(n))
+            .expect("entry");
+        let mut forged = segment(&seg(n), SEG);
+        forged[5000] ^= 0xFF;
+        std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
+        forged
+    };
+    let boot = sp.dir().join(".boot");
+    // Without a record of its boot (a spool of an older version's), the whole file is proven.
+    forge(5);
+    assert_eq!(sp.take(&seg(5), &dest, &exp).expect("take"), None);
+    // The prefetcher claims it for this boot: its entries were read back when written, and a
+    // call takes them by their first page and age only. (A file changed after that, during
+    // this boot, was changed by someone who could write pg_wal itself.)
+    sp.claim_boot();
+    let id = boot::this_boot_id();
+    assert_eq!(std::fs::read_to_string(&boot).expect(".boot"), id);
+    let forged = forge(6);
+    assert_eq!(
+        sp.take(&seg(6), &dest, &exp).expect("take"),
+        Some(u64::from(SEG))
+    );
+    assert!(std::fs::read(&dest).expect("served") == forged);
+    // The first page is still checked: another segment's is not served.
+    spooled(&sp, 7);
+    let entry = sp.entries().pop().expect("entry");
+    std::fs::write(sp.dir().join(&entry.file), segment(&seg(8), SEG)).expect("swap");
+    assert_eq!(sp.take(&seg(7), &dest, &exp).expect("take"), None);
+    // After a restart (another boot id, or a torn one) every file is proven whole again.
+    for other in ["00000000-0000-4000-8000-000000000000", &id[..20]] {
+        std::fs::write(&boot, other).expect("restart");
+        forge(9);
+        assert_eq!(
+            sp.take(&seg(9), &dest, &exp).expect("take"),
+            None,
+            "{other}"
+        );
+        assert!(sp.entries().is_empty(), "{other}");
+    }
+    // The next prefetcher removes what the spool held before this boot, then claims it.
+    std::fs::write(&boot, "00000000-0000-4000-8000-000000000000").expect("restart");
+    spooled(&sp, 10);
+    sp.claim_boot();
+    assert!(sp.entries().is_empty());
+    assert_eq!(std::fs::read_to_string(&boot).expect(".boot"), id);
+    // Claimed again during this boot, it keeps its entries; a sweep keeps the marker, and a
+    // retired spool takes it along.
+    spooled(&sp, 11);
+    sp.claim_boot();
+    assert_eq!(sp.sweep(&|_| false, &|_| true).len(), 1);
+    assert!(boot.exists());
+    sp.retire();
+    assert!(!sp.dir().exists());
 }
