@@ -519,7 +519,25 @@ async fn a_small_file_by_its_record_costs_one_request(b: Backend) {
     assert!(left.is_empty(), "no temp file left: {left:?}");
 }
 
+/// A whole-object GET brings the object's own CRC32C with it (asked for by header, so the SDK
+/// does not take it a second time), and the download is checked against it.
+async fn a_whole_object_is_checked_against_its_stored_crc32c(b: Backend) {
+    let (store, prefix, _d) = open(b, "whole").await;
+    let t = Transfer::new(store, small_transfer());
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = data(3 * MIB + 5, 7);
+    let src = dir.path().join("src");
+    std::fs::write(&src, &body).expect("write src");
+    let key = join_key(&prefix, "whole");
+    let up = t.upload_file(&src, &key, None).await.expect("upload");
+    let (got, down) = t.download_small(&key, 4 * MIB as u64).await.expect("get");
+    assert!(got == body);
+    assert_eq!(down.verified, Verified::ObjectCrc32c);
+    assert_eq!(down.crc32c, up.crc32c);
+}
+
 crate::common::on_both!(
+    a_whole_object_is_checked_against_its_stored_crc32c,
     a_small_file_by_its_record_costs_one_request,
     server_side_copies_are_verified,
     boundary_sizes,

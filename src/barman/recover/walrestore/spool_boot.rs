@@ -1,8 +1,7 @@
 //! Which boot filled a spool: the kernel's boot id, recorded by the prefetcher in `.boot`. Spool
 //! files are not fsynced, so a crash of the machine can tear them; a spool of this boot holds
-//! only files the prefetcher wrote and read back since the machine started, one of another
-//! boot (or of none known) is proven whole again at every call and cleared by the next
-//! prefetcher.
+//! only files the prefetcher wrote since the machine started, one of another boot (or of none
+//! known) is proven whole again at every call and cleared by the next prefetcher.
 
 use super::{BOOT, MARKER_MAX, Spool};
 
@@ -31,7 +30,7 @@ impl Spool {
     }
 
     /// Whether the prefetcher filled this spool during this boot, so that its entries are as
-    /// it wrote and read them back.
+    /// it wrote them.
     pub(super) fn this_boot(&self) -> bool {
         boot_id().is_some_and(|id| self.boot().as_deref() == Some(id.as_str()))
     }

@@ -1,6 +1,5 @@
 //! A segment being written into the spool: a `.fetch-` file under the spool's descriptor,
-//! read back and renamed to its checked name only when whole and as fetched, removed when
-//! dropped unfinished.
+//! renamed to its checked name only when whole, removed when dropped unfinished.
 
 use std::fs::File;
 use std::io::Write;
@@ -23,29 +22,17 @@ impl Pending {
         self.finish_with(data, crate::checksum::crc32c(data))
     }
 
-    /// [`Pending::finish`] with the CRC-32C of `data` already taken (as it arrived). The file
-    /// is read back whole and named only when it holds `data.len()` bytes of that CRC-32C:
-    /// calls of this boot serve it without reading it again ([`Spool::claim_boot`]). A wrong
-    /// CRC-32C fails here, and the segment is fetched again.
+    /// [`Pending::finish`] with the CRC-32C of `data` already taken (as it arrived): it must
+    /// be of these bytes. Calls during this boot serve the file by its first page, as a direct
+    /// fetch writes the bytes it checked; only a spool of another boot proves it whole
+    /// ([`Spool::claim_boot`]).
     pub fn finish_with(mut self, data: &[u8], crc: u32) -> Result<()> {
         let temp = format!("{FETCH}{}", self.name);
         let mut f = self
             .file
             .take()
             .ok_or_else(|| Error::Failed("spool entry reused".into()))?;
-        let written = f
-            .write_all(data)
-            .and_then(|()| crate::checksum::crc32c_of_file(&f))
-            .and_then(|(sum, len)| {
-                if (sum, len) == (crc, data.len() as u64) {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::other(format!(
-                        "it reads back as {len} bytes of CRC-32C {sum:08x}, not the {} bytes of {crc:08x} fetched",
-                        data.len()
-                    )))
-                }
-            });
+        let written = f.write_all(data);
         drop(f);
         let done = written.and_then(|()| {
             let file = format!("{}.{crc:08x}", self.name);
