@@ -247,7 +247,7 @@ fn one_prefetcher_holds_the_lock() {
 }
 
 #[test]
-fn a_spool_of_this_boot_serves_what_was_read_back_and_one_of_another_proves_it_again() {
+fn a_spool_of_this_boot_serves_what_was_written_and_one_of_another_proves_it_again() {
     let d = tempfile::tempdir().expect("tmp");
     let sp = Spool::open(&d.path().join("s")).expect("open");
     let dest = d.path().join("RECOVERYXLOG");
