@@ -519,8 +519,8 @@ async fn a_small_file_by_its_record_costs_one_request(b: Backend) {
     assert!(left.is_empty(), "no temp file left: {left:?}");
 }
 
-/// A whole-object GET brings the object's own CRC32C with it (asked for by header, so the SDK
-/// does not take it a second time), and the download is checked against it.
+/// A whole-object GET brings the object's own CRC32C with it, and the engine checks the
+/// download against it (on S3, not only the SDK's check of the body).
 async fn a_whole_object_is_checked_against_its_stored_crc32c(b: Backend) {
     let (store, prefix, _d) = open(b, "whole").await;
     let t = Transfer::new(store, small_transfer());

@@ -126,9 +126,6 @@ use super::{
 use crate::error::{Error, Result};
 use errors::{map_err, strip_quotes, to_system_time};
 
-/// The request header that has S3 return an object's stored checksum with it.
-const CHECKSUM_MODE: &str = "x-amz-checksum-mode";
-
 /// An S3 bucket reached through aws-sdk-s3.
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -185,25 +182,15 @@ impl S3Store {
     ) -> Result<GetResponse> {
         let req = self.client.get_object().bucket(&self.bucket).key(key);
         let mut req = ssec!(self, req.set_version_id(version.map(str::to_string)));
-        let sent = match range {
-            Some(r) => {
-                req = req.range(format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
-                req.send().await
-            }
-            // The stored checksum is asked for by its header, not by `checksum_mode`, which
-            // would have the SDK take the body's CRC32C a second time: the engine takes it of
-            // every byte as it arrives and compares it itself (the SDK's pass was 6 % of a WAL
-            // prefetcher's CPU).
-            None => {
-                req.customize()
-                    .mutate_request(|r| {
-                        r.headers_mut().insert(CHECKSUM_MODE, "ENABLED");
-                    })
-                    .send()
-                    .await
-            }
-        };
-        let out = sent.map_err(|e| map_err("GetObject", key, &self.endpoint, e))?;
+        if let Some(r) = range {
+            req = req.range(format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
+        } else {
+            req = req.checksum_mode(ChecksumMode::Enabled);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| map_err("GetObject", key, &self.endpoint, e))?;
         let len = out.content_length().unwrap_or(0).max(0) as u64;
         let size = out
             .content_range()

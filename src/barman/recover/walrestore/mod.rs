@@ -11,8 +11,9 @@
 //! One call, during recovery proper (`%p` is `pg_wal/RECOVERYXLOG`): record the request in
 //! the [`spool`], make sure the [`prefetch`]er runs, and take the segment from the spool when
 //! it is there or arriving. That path builds no async runtime and no store client and lists
-//! nothing; it keeps every check (the spool's owner and mode, the file's whole CRC-32C, its
-//! first page). Otherwise, and for every other file, the bucket is reached (only then is the
+//! nothing; it keeps the checks of the spool and the file (the spool's owner and mode, the
+//! file's first page, size and age, and its whole CRC-32C unless the prefetcher filled the spool
+//! during this boot). Otherwise, and for every other file, the bucket is reached (only then is the
 //! engine built) and the file fetched directly ([`fetch`]). Segments are checked against the
 //! cluster being recovered as its data directory's `pg_control` says ([`cluster`]): its system
 //! identifier, and its segment size, which also bounds every decoder; without one, the

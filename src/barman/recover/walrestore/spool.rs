@@ -7,12 +7,16 @@
 //! A spooled segment is written from bytes whose CRC-32C was taken as they came from the
 //! bucket and decoded and checked as a direct fetch checks them, and is named with that
 //! CRC-32C only when whole (`<segment>.<crc32c>`). A call serves it when it is our own regular
-//! file younger than [`MAX_AGE`] whose first page names it, and nobody else can write here.
-//! Spool files are not fsynced (PostgreSQL asks again after a crash), so a crash of the machine
-//! can tear them: a spool the prefetcher did not fill during this boot ([`Spool::claim_boot`])
-//! has each segment read back whole at the call and matched against its name, and a torn file
-//! never passes. During the boot that wrote them, the files are what was written, and reading
-//! 16 MiB back at every call (about 2 ms of each 3.5) stayed off recovery's path.
+//! file younger than [`MAX_AGE`] whose first page names it and this cluster and whose size is
+//! the cluster's segment size, and nobody else can write here. Spool files are not fsynced
+//! (PostgreSQL asks again after a crash), so a crash of the machine can tear them: a spool the
+//! prefetcher did not fill during this boot ([`Spool::claim_boot`]) has each segment read back
+//! whole at the call and matched against its name, and a torn file never passes. During the
+//! boot that wrote them the files are what the page cache was given (a write error at close on
+//! a network filesystem, or a volume rolled back under a running system, is not looked for), and
+//! reading each one back at every call would put 16 MiB of reading and checksumming on the
+//! path PostgreSQL waits on. A spool on another filesystem than `%p` is copied, and proven
+//! whole on the way.
 //!
 //! Every name a spool holds, in one place:
 //!
@@ -347,23 +351,29 @@ impl Spool {
         else {
             return Ok(None);
         };
-        let len = match self.prove(&file, name, expected, !self.this_boot()) {
+        let discard = |why: String| {
+            tracing::warn!(
+                "{}: discarded, not served: {why}",
+                self.dir.join(&file).display()
+            );
+            self.remove(&file);
+            Ok(None)
+        };
+        let whole = !self.this_boot();
+        let len = match self.prove(&file, name, expected, whole) {
             Ok(len) => len,
-            Err(why) => {
-                tracing::warn!(
-                    "{}: discarded, not served: {why}",
-                    self.dir.join(&file).display()
-                );
-                self.remove(&file);
-                return Ok(None);
-            }
+            Err(why) => return discard(why),
         };
         match rustix::fs::renameat(&*self.fd, file.as_str(), rustix::fs::CWD, dest) {
             // PostgreSQL reads the file at once and asks again after a crash: no fsync.
             Ok(()) => Ok(Some(len)),
             Err(rustix::io::Errno::NOENT) => Ok(None),
-            // Another filesystem (a configured spool elsewhere): copy, atomically.
+            // Another filesystem (a configured spool elsewhere): copy, atomically. The copy
+            // reads every byte anyway, so the whole content is proven in every case.
             Err(rustix::io::Errno::XDEV) => {
+                if !whole && let Err(why) = self.prove(&file, name, expected, true) {
+                    return discard(why);
+                }
                 let (mut f, _) = self.open_ours(&file).map_err(|e| {
                     Error::io(format!("open {}", self.dir.join(&file).display()), e)
                 })?;
@@ -483,7 +493,7 @@ impl Spool {
     /// harmlessly when a request wrote something meanwhile.
     pub fn retire(&self) {
         self.clear();
-        for name in [WANT, CLUSTER, LOG, LOCK, BOOT] {
+        for name in [WANT, CLUSTER, LOG, BOOT, LOCK] {
             self.remove(name);
         }
         if std::fs::remove_dir(&self.dir).is_ok()

@@ -3,30 +3,55 @@
 //! only files the prefetcher wrote since the machine started, one of another boot (or of none
 //! known) is proven whole again at every call and cleared by the next prefetcher.
 
-use super::{BOOT, MARKER_MAX, Spool};
+use super::{BOOT, FETCH, MARKER_MAX, Spool, parse_entry};
+use crate::error::Error;
 
 /// Where Linux says which boot this is: a random UUID, new at every boot.
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 impl Spool {
     /// Makes this spool one of this boot, for the prefetcher (it holds the lock): when `.boot`
-    /// names another boot, or none, every entry is removed first (it may have been torn by a
-    /// crash), then `.boot` is written. Without a boot id the marker is removed: every call
-    /// then proves its segment whole.
+    /// names another boot, or none, it is removed, every entry is removed (it may have been
+    /// torn by a crash), and `.boot` is written only once a fresh listing, read without
+    /// ignoring any error, shows none left. Otherwise, or without a boot id, the spool stays
+    /// without a marker: every call then proves its segment whole.
     pub fn claim_boot(&self) {
         let now = boot_id();
         if now.is_some() && self.boot() == now {
             return;
         }
+        self.remove(BOOT);
         let _ = self.sweep(&|_| false, &|_| false);
-        match now {
-            Some(id) => {
-                if let Err(e) = self.write_marker(BOOT, &id) {
-                    tracing::warn!("{}", e.one_line());
-                }
-            }
-            None => self.remove(BOOT),
+        let Some(id) = now else {
+            return;
+        };
+        let written = match self.leftovers() {
+            Ok(0) => self.write_marker(BOOT, &id),
+            Ok(n) => Err(Error::Failed(format!(
+                "{n} files from before could not be removed"
+            ))),
+            Err(e) => Err(Error::io("list", e.into())),
+        };
+        if let Err(e) = written {
+            tracing::warn!(
+                "{}: not marked as this boot's ({}): every segment is read back whole when served",
+                self.dir.display(),
+                e.one_line()
+            );
         }
+    }
+
+    /// How many entries and `.fetch-` files the directory holds; any error reading it is one.
+    fn leftovers(&self) -> rustix::io::Result<usize> {
+        let mut n = 0;
+        for e in rustix::fs::Dir::read_from(&*self.fd)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy();
+            if name.starts_with(FETCH) || parse_entry(&name).is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Whether the prefetcher filled this spool during this boot, so that its entries are as

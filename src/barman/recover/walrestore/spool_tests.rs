@@ -311,3 +311,74 @@ fn a_spool_of_this_boot_serves_what_was_written_and_one_of_another_proves_it_aga
     sp.retire();
     assert!(!sp.dir().exists());
 }
+
+#[test]
+fn a_spool_whose_old_entries_cannot_be_removed_is_not_marked_as_this_boots() {
+    let d = tempfile::tempdir().expect("tmp");
+    let sp = Spool::open(&d.path().join("s")).expect("open");
+    let dest = d.path().join("RECOVERYXLOG");
+    let boot = sp.dir().join(".boot");
+    std::fs::write(&boot, "00000000-0000-4000-8000-000000000000").expect("another boot");
+    // A name of an entry that no unlink removes (a directory): the sweep cannot empty it.
+    let stuck = format!("{}.0badf00d", seg(3));
+    std::fs::create_dir(sp.dir().join(&stuck)).expect("stuck");
+    spooled(&sp, 4);
+    sp.claim_boot();
+    assert!(!boot.exists(), "marked with {stuck} left in it");
+    assert!(sp.entries().iter().all(|e| e.name != seg(4)));
+    // Unmarked, it proves every file whole.
+    spooled(&sp, 5);
+    let entry = sp
+        .entries()
+        .into_iter()
+        .find(|e| e.name == seg(5))
+        .expect("entry");
+    let mut forged = segment(&seg(5), SEG);
+    forged[5000] ^= 0xFF;
+    std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
+    let exp = Expected::default();
+    assert_eq!(sp.take(&seg(5), &dest, &exp).expect("take"), None);
+    // Once it can be emptied, the next claim marks it.
+    std::fs::remove_dir(sp.dir().join(&stuck)).expect("unstick");
+    sp.claim_boot();
+    assert_eq!(
+        std::fs::read_to_string(&boot).expect(".boot"),
+        boot::this_boot_id()
+    );
+}
+
+#[test]
+fn a_spool_on_another_filesystem_is_copied_and_proven_whole() {
+    // /dev/shm is a tmpfs of its own on Linux: a rename from it to the temp directory fails
+    // with EXDEV, and the segment is copied.
+    let shm = Path::new("/dev/shm");
+    let d = tempfile::tempdir().expect("tmp");
+    let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).expect("stat"));
+    assert_ne!(
+        dev(shm),
+        dev(d.path()),
+        "this test needs /dev/shm on another filesystem than {}",
+        d.path().display()
+    );
+    let s = tempfile::tempdir_in(shm).expect("shm");
+    let sp = Spool::open(&s.path().join("s")).expect("open");
+    sp.claim_boot();
+    let dest = d.path().join("RECOVERYXLOG");
+    let exp = Expected::default();
+    let data = spooled(&sp, 5);
+    assert_eq!(
+        sp.take(&seg(5), &dest, &exp).expect("take"),
+        Some(u64::from(SEG))
+    );
+    assert!(std::fs::read(&dest).expect("served") == data);
+    assert!(sp.entries().is_empty());
+    // Even in a spool of this boot, a copy is proven whole: other bytes are not served.
+    spooled(&sp, 6);
+    let entry = sp.entries().pop().expect("entry");
+    let mut forged = segment(&seg(6), SEG);
+    forged[5000] ^= 0xFF;
+    std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
+    std::fs::remove_file(&dest).expect("consumed");
+    assert_eq!(sp.take(&seg(6), &dest, &exp).expect("take"), None);
+    assert!(!dest.exists() && sp.entries().is_empty());
+}
