@@ -20,6 +20,21 @@ fn spooled(sp: &Spool, n: u64) -> Vec<u8> {
     data
 }
 
+/// Segment `n` spooled, then its file overwritten with the same first page and size and one
+/// byte changed after them; the forged bytes.
+fn forged(sp: &Spool, n: u64) -> Vec<u8> {
+    spooled(sp, n);
+    let entry = sp
+        .entries()
+        .into_iter()
+        .find(|e| e.name == seg(n))
+        .expect("entry");
+    let mut forged = segment(&seg(n), SEG);
+    forged[5000] ^= 0xFF;
+    std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
+    forged
+}
+
 fn names(sp: &Spool) -> Vec<String> {
     let mut v = sp.names();
     v.sort();
@@ -115,11 +130,7 @@ fn a_served_file_proves_its_whole_content() {
     );
     assert!(std::fs::read(&dest).expect("served") == data);
     // The right first page and size, other bytes after it: never served, removed.
-    spooled(&sp, 6);
-    let entry = sp.entries().pop().expect("entry");
-    let mut forged = segment(&seg(6), SEG);
-    forged[5000] ^= 0xFF;
-    std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
+    forged(&sp, 6);
     assert_eq!(sp.take(&seg(6), &dest, &exp).expect("take"), None);
     assert!(sp.entries().is_empty());
     // A file under the bare segment name (no recorded checksum) is not an entry at all.
@@ -252,18 +263,7 @@ fn a_spool_of_this_boot_serves_what_was_written_and_one_of_another_proves_it_aga
     let sp = Spool::open(&d.path().join("s")).expect("open");
     let dest = d.path().join("RECOVERYXLOG");
     let exp = Expected::default();
-    let forge = |n: u64| {
-        spooled(&sp, n);
-        let entry = sp
-            .entries()
-            .into_iter()
-            .find(|e| e.name == seg(n))
-            .expect("entry");
-        let mut forged = segment(&seg(n), SEG);
-        forged[5000] ^= 0xFF;
-        std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
-        forged
-    };
+    let forge = |n: u64| forged(&sp, n);
     let boot = sp.dir().join(".boot");
     // Without a record of its boot (a spool of an older version's), the whole file is proven.
     forge(5);
@@ -327,15 +327,7 @@ fn a_spool_whose_old_entries_cannot_be_removed_is_not_marked_as_this_boots() {
     assert!(!boot.exists(), "marked with {stuck} left in it");
     assert!(sp.entries().iter().all(|e| e.name != seg(4)));
     // Unmarked, it proves every file whole.
-    spooled(&sp, 5);
-    let entry = sp
-        .entries()
-        .into_iter()
-        .find(|e| e.name == seg(5))
-        .expect("entry");
-    let mut forged = segment(&seg(5), SEG);
-    forged[5000] ^= 0xFF;
-    std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
+    forged(&sp, 5);
     let exp = Expected::default();
     assert_eq!(sp.take(&seg(5), &dest, &exp).expect("take"), None);
     // Once it can be emptied, the next claim marks it.
@@ -373,11 +365,7 @@ fn a_spool_on_another_filesystem_is_copied_and_proven_whole() {
     assert!(std::fs::read(&dest).expect("served") == data);
     assert!(sp.entries().is_empty());
     // Even in a spool of this boot, a copy is proven whole: other bytes are not served.
-    spooled(&sp, 6);
-    let entry = sp.entries().pop().expect("entry");
-    let mut forged = segment(&seg(6), SEG);
-    forged[5000] ^= 0xFF;
-    std::fs::write(sp.dir().join(&entry.file), &forged).expect("forge");
+    forged(&sp, 6);
     std::fs::remove_file(&dest).expect("consumed");
     assert_eq!(sp.take(&seg(6), &dest, &exp).expect("take"), None);
     assert!(!dest.exists() && sp.entries().is_empty());
