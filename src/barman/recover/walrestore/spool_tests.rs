@@ -35,6 +35,16 @@ fn forged(sp: &Spool, n: u64) -> Vec<u8> {
     forged
 }
 
+/// Segment `n` spooled, then served to `dest` with its bytes.
+fn serves(sp: &Spool, n: u64, dest: &Path) {
+    let data = spooled(sp, n);
+    assert_eq!(
+        sp.take(&seg(n), dest, &Expected::default()).expect("take"),
+        Some(u64::from(SEG))
+    );
+    assert!(std::fs::read(dest).expect("served") == data);
+}
+
 fn names(sp: &Spool) -> Vec<String> {
     let mut v = sp.names();
     v.sort();
@@ -123,12 +133,7 @@ fn a_served_file_proves_its_whole_content() {
     let sp = Spool::open(&d.path().join("s")).expect("open");
     let dest = d.path().join("RECOVERYXLOG");
     let exp = Expected::default();
-    let data = spooled(&sp, 5);
-    assert_eq!(
-        sp.take(&seg(5), &dest, &exp).expect("take"),
-        Some(u64::from(SEG))
-    );
-    assert!(std::fs::read(&dest).expect("served") == data);
+    serves(&sp, 5, &dest);
     // The right first page and size, other bytes after it: never served, removed.
     forged(&sp, 6);
     assert_eq!(sp.take(&seg(6), &dest, &exp).expect("take"), None);
@@ -357,12 +362,7 @@ fn a_spool_on_another_filesystem_is_copied_and_proven_whole() {
     sp.claim_boot();
     let dest = d.path().join("RECOVERYXLOG");
     let exp = Expected::default();
-    let data = spooled(&sp, 5);
-    assert_eq!(
-        sp.take(&seg(5), &dest, &exp).expect("take"),
-        Some(u64::from(SEG))
-    );
-    assert!(std::fs::read(&dest).expect("served") == data);
+    serves(&sp, 5, &dest);
     assert!(sp.entries().is_empty());
     // Even in a spool of this boot, a copy is proven whole: other bytes are not served.
     forged(&sp, 6);
