@@ -240,63 +240,6 @@ impl Spool {
         let _ = rustix::fs::unlinkat(&*self.fd, name, AtFlags::empty());
     }
 
-    /// Records that PostgreSQL now asks for `name` (and, by the file's mtime, when).
-    pub fn want(&self, name: &str) -> Result<()> {
-        self.write_marker(WANT, name)
-    }
-
-    /// The segment PostgreSQL asked for last, and when.
-    pub fn wanted(&self) -> Option<(String, SystemTime)> {
-        let (name, at) = self.read_marker(WANT)?;
-        (wal::classify(&name) == Some(WalKind::Segment)).then_some((name, at))
-    }
-
-    /// Remembers that `name` is not in the bucket, for [`MISSING_TTL`].
-    pub fn remember_missing(&self, name: &str) {
-        let _ = self.write_marker(MISSING, name);
-    }
-
-    /// Whether `name` was found missing moments ago.
-    pub fn recently_missing(&self, name: &str) -> bool {
-        self.read_marker(MISSING)
-            .is_some_and(|(n, at)| n == name && at.elapsed().is_ok_and(|age| age < MISSING_TTL))
-    }
-
-    /// What the spool knows of the cluster being recovered.
-    pub fn expected(&self) -> Expected {
-        let Some((text, _)) = self.read_marker(CLUSTER) else {
-            return Expected::default();
-        };
-        let field = |key: &str| {
-            text.split_whitespace()
-                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-        };
-        Expected {
-            system: field("system"),
-            seg_size: field("seg_size"),
-        }
-    }
-
-    /// Records what is known of the cluster; a change of cluster empties the spool first.
-    pub fn set_expected(&self, e: Expected) -> Result<()> {
-        let old = self.expected();
-        if old == e {
-            return Ok(());
-        }
-        let changed = |a: Option<u64>, b: Option<u64>| a.is_some() && b.is_some() && a != b;
-        if changed(old.system, e.system) || changed(old.seg_size, e.seg_size) {
-            for entry in self.entries() {
-                self.remove(&entry.file);
-            }
-        }
-        let text = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
-        self.write_marker(
-            CLUSTER,
-            &format!("system={} seg_size={}\n", text(e.system), text(e.seg_size)),
-        )
-    }
-
     /// The names in the spool directory.
     fn names(&self) -> Vec<String> {
         let Ok(dir) = rustix::fs::Dir::read_from(&*self.fd) else {
@@ -589,6 +532,9 @@ fn refuse(dir: &Path, why: &str) -> Error {
 
 #[path = "spool_boot.rs"]
 mod boot;
+
+#[path = "spool_markers.rs"]
+mod markers;
 
 #[path = "spool_pending.rs"]
 mod pending;

@@ -229,6 +229,12 @@ fn markers_say_what_was_asked_and_what_is_missing() {
     assert_eq!(sp.wanted(), None);
     sp.want(&seg(5)).expect("want");
     assert_eq!(sp.wanted().map(|(n, _)| n), Some(seg(5)));
+    // Each request replaces the last, a longer leftover cut to the name.
+    std::fs::write(sp.dir().join(".want"), format!("{}.partial", seg(4))).expect("longer");
+    sp.want(&seg(6)).expect("want");
+    assert_eq!(sp.wanted().map(|(n, _)| n), Some(seg(6)));
+    sp.want(&seg(5)).expect("want");
+    assert_eq!(sp.wanted().map(|(n, _)| n), Some(seg(5)));
     // A damaged marker is no request.
     std::fs::write(sp.dir().join(".want"), b"00000001").expect("cut");
     assert_eq!(sp.wanted(), None);
