@@ -216,12 +216,7 @@ impl LocalStore {
             // Gone since the check: another completion of the same upload took it.
             fs::remove_file(dir.join(format!("part-{:05}.json", p.part_number))).map_err(|e| {
                 match e.kind() {
-                    std::io::ErrorKind::NotFound => fail(
-                        OP,
-                        key,
-                        "InvalidPart",
-                        format!("part {} was not uploaded", p.part_number),
-                    ),
+                    std::io::ErrorKind::NotFound => not_uploaded(key, p.part_number),
                     _ => io(OP, key, e),
                 }
             })?;
@@ -328,6 +323,17 @@ fn part_file_holds(dir: &Path, n: u32, size: u64) -> bool {
     fs::metadata(dir.join(format!("part-{n:05}"))).is_ok_and(|m| m.len() == size)
 }
 
+/// A completion naming part `n`, which has no record (never uploaded, or taken by another
+/// completion of the same upload).
+fn not_uploaded(key: &str, n: u32) -> Error {
+    fail(
+        "CompleteMultipartUpload",
+        key,
+        "InvalidPart",
+        format!("part {n} was not uploaded"),
+    )
+}
+
 fn read_upload(dir: &Path, key: &str) -> Result<UploadRecord> {
     let rec: UploadRecord = fs::read(dir.join("upload.json"))
         .ok()
@@ -369,14 +375,7 @@ fn checked_part(
     let stored: PartRecord = fs::read(dir.join(format!("part-{:05}.json", p.part_number)))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            fail(
-                OP,
-                key,
-                "InvalidPart",
-                format!("part {} was not uploaded", p.part_number),
-            )
-        })?;
+        .ok_or_else(|| not_uploaded(key, p.part_number))?;
     if stored.etag != p.etag
         || (rec.crc32c && p.crc32c != Some(stored.crc32c))
         || !part_file_holds(dir, p.part_number, stored.size)

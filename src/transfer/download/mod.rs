@@ -418,12 +418,7 @@ impl Transfer {
                     // With an ordered writer the window bounds the pieces held, so the
                     // request's permit can go before the piece is opened: the next GET need
                     // not wait for the CPU. Without one, the permits are that bound.
-                    let permit = if ordered {
-                        drop(permit);
-                        None
-                    } else {
-                        Some(permit)
-                    };
+                    let permit = (!ordered).then_some(permit);
                     let p = this.open_held(&key, r, held?, sealed.as_ref()).await;
                     drop(permit);
                     p
