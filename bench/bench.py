@@ -48,6 +48,8 @@ CASES = [c for case in CASES for c in (["sync", "sync-nochange"] if case == "syn
 # BENCH_PROFILE=debug: the debug build, to check the harness itself (figures meaningless).
 PROFILE = os.environ.get("BENCH_PROFILE", "release")
 B3 = REPO / f"target/{PROFILE}/barmans3"
+# The lean restore_command base-restore --recovery writes.
+LEAN = REPO / f"target/{PROFILE}/barmans3-wal-restore"
 PLUGIN = REPO / f"target/{PROFILE}/gpbackup_s3_plugin"
 GIB = 1 << 30
 TOOLS = ["barmans3", "aws", "s5cmd", "rclone"]

@@ -2,7 +2,9 @@
 order, with no replay work in between, against s5cmd copying the same objects in parallel (the
 store's raw rate) and barman-cloud-wal-restore. Besides segments per second it reports the wall
 time of a barmans3 call whose segment was already in the prefetch spool (the path with no async
-runtime, no store client and no listing), the cost that remains once prefetch keeps up."""
+runtime, no store client and no listing), the cost that remains once prefetch keeps up. The calls
+run the lean `barmans3-wal-restore`, as base-restore --recovery writes restore_command; a spooled
+call is also measured through `barmans3 wal-restore`."""
 
 import os
 import shutil
@@ -37,7 +39,7 @@ def run_once(b, e, data, endpoint, tool, depth, names):
                 cmd = [b.VENV / "bin/barman-cloud-wal-restore", "--endpoint-url", endpoint, f"s3://{b.BUCKET}/bench/replay", "pg", name, "pg_wal/RECOVERYXLOG"]
             else:
                 # Not -q: the info line says where the segment came from.
-                cmd = [b.B3, "--config", cfg, "wal-restore", "pg", name, "pg_wal/RECOVERYXLOG"]
+                cmd = [b.LEAN, "--config", cfg, "pg", name, "pg_wal/RECOVERYXLOG"]
             c0 = time.monotonic()
             r = subprocess.run(cmd, env=e.env, cwd=pg, capture_output=True)
             took = time.monotonic() - c0
@@ -54,10 +56,10 @@ def run_once(b, e, data, endpoint, tool, depth, names):
     return wall, spooled, cpu
 
 
-def quiet_calls(b, e, data, endpoint, names, calls=30):
+def quiet_calls(b, e, data, endpoint, names, lean, calls=30):
     """Wall times of restore_command calls whose segment is spooled, each made only once the
     prefetcher has filled its depth and stopped (nothing else runs during the call): the cost of
-    the call itself, process start included."""
+    the call itself, process start included; through the lean program or `barmans3 wal-restore`."""
     depth = 8
     pg = Path(tempfile.mkdtemp(dir=e.tmp, prefix="replay-quiet."))
     (pg / "pg_wal").mkdir()
@@ -73,7 +75,8 @@ def quiet_calls(b, e, data, endpoint, names, calls=30):
                         raise RuntimeError(f"the prefetcher did not spool {ahead[0]}..{ahead[-1]} within 60 s")
                     time.sleep(0.01)
             c0 = time.monotonic()
-            r = subprocess.run([b.B3, "--config", cfg, "wal-restore", "pg", name, "pg_wal/RECOVERYXLOG"], env=e.env, cwd=pg, capture_output=True)
+            program = [b.LEAN, "--config", cfg] if lean else [b.B3, "--config", cfg, "wal-restore"]
+            r = subprocess.run(program + ["pg", name, "pg_wal/RECOVERYXLOG"], env=e.env, cwd=pg, capture_output=True)
             t = time.monotonic() - c0
             if r.returncode != 0:
                 raise RuntimeError(f"wal-restore {name}: {r.stderr.decode()[-1000:]}")
@@ -114,13 +117,15 @@ def run(b, e, data, endpoint, label):
             note = f", {len(from_spool)} from the spool, median {statistics.median(from_spool) * 1000:.1f} ms" if from_spool else ""
             b.log(f"replay {label:9} {tool:26} rep {rep}: {wall:.2f}s = {rate:.1f} segments/s{note}; CPU s machine {machine:.2f} server {server or 0:.2f}")
             out.setdefault(tool, []).append((rate, from_spool, machine, server))
-    took = quiet_calls(b, e, data, endpoint, names)
-    b.log(f"replay {label:9} quiet spooled calls: median {statistics.median(took) * 1000:.1f} ms of {len(took)}")
-    out[QUIET] = took
+    for quiet, lean in QUIET.items():
+        took = quiet_calls(b, e, data, endpoint, names, lean)
+        b.log(f"replay {label:9} {quiet}: median {statistics.median(took) * 1000:.1f} ms of {len(took)}")
+        out[quiet] = took
     return out
 
 
-QUIET = "quiet spooled calls"
+# The spooled call measured alone, through each program: {row name: through the lean one}.
+QUIET = {"barmans3-wal-restore": True, "barmans3 wal-restore": False}
 
 
 def report(b, rows):
@@ -136,10 +141,11 @@ def report(b, rows):
     ]
     quiet = []
     for setting, all_rows in rows.items():
-        by_tool = {t: v for t, v in all_rows.items() if t != QUIET}
-        if all_rows.get(QUIET):
-            took = sorted(all_rows[QUIET])
-            quiet.append(f"| {setting} | {len(took)} | {statistics.median(took) * 1000:.1f} | {took[min(len(took) - 1, int(len(took) * 0.9))] * 1000:.1f} |")
+        by_tool = {t: v for t, v in all_rows.items() if t not in QUIET}
+        for program in QUIET:
+            took = sorted(all_rows.get(program) or [])
+            if took:
+                quiet.append(f"| {setting} | `{program}` | {len(took)} | {statistics.median(took) * 1000:.1f} | {took[min(len(took) - 1, int(len(took) * 0.9))] * 1000:.1f} |")
         rates = {t: [r[0] for r in v] for t, v in by_tool.items()}
         med = {t: statistics.median(v) for t, v in rates.items()}
         raw = med.get("s5cmd cp (parallel)")
@@ -166,8 +172,8 @@ def report(b, rows):
         "process of the tool, prefetcher included, and the harness starting each call). A spooled",
         "call measured alone (the prefetcher has filled its depth and stopped before each call):",
         "",
-        "| setting | calls | wall ms median | p90 |",
-        "|---|---|---|---|",
+        "| setting | program | calls | wall ms median | p90 |",
+        "|---|---|---|---|---|",
         *quiet,
     ]
     return "\n".join(lines)

@@ -88,3 +88,23 @@ pub fn init(verbosity: Verbosity) {
         .with(file)
         .try_init();
 }
+
+/// Logging for the lean `restore_command`: info and above on stderr and in the log file, with
+/// the lines [`init`] writes, and no filter to compile.
+pub fn init_plain() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let file = tracing_subscriber::fmt::layer()
+        .with_writer(|| LogFileWriter)
+        .with_ansi(false)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(stderr)
+        .with(file)
+        .try_init();
+}

@@ -562,8 +562,9 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
     Ok(Exit::Success)
 }
 
-/// The restore_command base-restore --recovery writes: this binary, this config, this server,
-/// each word quoted for the shell PostgreSQL runs it with.
+/// The restore_command base-restore --recovery writes: the lean `barmans3-wal-restore` beside
+/// this binary (else this binary's `wal-restore`), this config, this server, each word quoted
+/// for the shell PostgreSQL runs it with.
 pub(super) fn restore_command(
     o: &Options,
     cfg: &Config,
@@ -580,8 +581,15 @@ pub(super) fn restore_command(
         }
         args.splice(1..1, ["--config".to_string(), p.display().to_string()]);
     }
+    let lean = Path::new(&args[0]).with_file_name(super::LEAN_WAL_RESTORE);
+    let lean = lean.is_file().then(|| lean.display().to_string());
+    if let Some(lean) = &lean {
+        args[0].clone_from(lean);
+    }
     let mut words: Vec<String> = args.iter().map(|w| shell_quote(w)).collect();
-    words.push("wal-restore".into());
+    if lean.is_none() {
+        words.push("wal-restore".into());
+    }
     if let Some(t) = o.as_of {
         // The WALs of the bucket as it was, like the backup just restored.
         words.extend(["--as-of".into(), crate::store::asof::format_time(t)]);

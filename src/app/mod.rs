@@ -18,6 +18,7 @@ mod archive;
 mod barman;
 mod cloud;
 mod drill;
+mod lean;
 mod lockproof;
 mod owners;
 mod replicate;
@@ -26,6 +27,8 @@ mod sync;
 mod verify;
 mod volume;
 mod walrestore;
+
+pub use lean::{LEAN_WAL_RESTORE, wal_restore as lean_wal_restore};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -55,6 +55,11 @@ pub(super) fn self_args(o: &Options, cfg: &Config) -> Vec<String> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "barmans3".into());
+    program_args(exe, o, cfg)
+}
+
+/// `exe` and the global arguments that reach the same config and store.
+fn program_args(exe: String, o: &Options, cfg: &Config) -> Vec<String> {
     let mut words = vec![exe];
     if let Some(p) = cfg.source.as_ref().or(o.config.as_ref()) {
         words.extend(["--config".into(), p.display().to_string()]);
@@ -66,6 +71,28 @@ pub(super) fn self_args(o: &Options, cfg: &Config) -> Vec<String> {
         words.extend(["--store".into(), name.clone()]);
     }
     words
+}
+
+/// The prefetcher of the spool at `spool`: `args` (the program and its global arguments)
+/// running `wal-prefetch`.
+fn prefetcher_command(
+    args: &[String],
+    o: &Options,
+    server: &str,
+    layout: BucketLayout,
+    spool: &Path,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&args[0]);
+    cmd.args(&args[1..])
+        .args(["wal-prefetch", server, "--spool"])
+        .arg(spool)
+        // After the spool: `wal-prefetch SERVER --spool DIR` is what operators' (and our
+        // tests') process patterns look for.
+        .args(["--layout", layout.name()]);
+    if let Some(t) = o.as_of {
+        cmd.args(["--as-of", &crate::store::asof::format_time(t)]);
+    }
+    cmd
 }
 
 /// The application's side of the service: this program as the prefetcher, the engine of the
@@ -80,17 +107,7 @@ struct App<'a> {
 impl Launcher for App<'_> {
     fn prefetcher(&self, spool: &Path) -> std::process::Command {
         let args = self_args(self.o, self.cfg);
-        let mut cmd = std::process::Command::new(&args[0]);
-        cmd.args(&args[1..])
-            .args(["wal-prefetch", self.server, "--spool"])
-            .arg(spool)
-            // After the spool: `wal-prefetch SERVER --spool DIR` is what operators' (and our
-            // tests') process patterns look for.
-            .args(["--layout", self.layout.name()]);
-        if let Some(t) = self.o.as_of {
-            cmd.args(["--as-of", &crate::store::asof::format_time(t)]);
-        }
-        cmd
+        prefetcher_command(&args, self.o, self.server, self.layout, spool)
     }
 
     fn on_bucket<'a, T>(&self, job: impl FnOnce(Transfer) -> Job<'a, T>) -> Result<T> {
@@ -111,23 +128,8 @@ pub(super) fn restore_command(
 ) -> Exit {
     let outcome = match load_config(o) {
         Ok(cfg) => {
-            if let Some(dir) = &cfg.state.log_dir
-                && let Err(e) = crate::logging::open_log_file(dir)
-            {
-                tracing::warn!("{}", e.one_line());
-            }
-            let req = Request {
-                server: server.to_string(),
-                name: name.to_string(),
-                dest: dest.to_path_buf(),
-                prefix: cfg.location.prefix().to_string(),
-                store_id: spool_store_id(&store_id(&cfg), layout, o.as_of),
-                layout,
-                decoding: decoding(&cfg, server),
-                prefetch: cfg.barman.wal_prefetch > 0,
-                spool_base: cfg.barman.wal_spool_dir.clone(),
-                patience: cfg.s3.read_timeout,
-            };
+            open_log(&cfg);
+            let req = request(o, &cfg, server, name, dest, layout);
             serve(
                 &req,
                 &App {
@@ -140,7 +142,68 @@ pub(super) fn restore_command(
         }
         Err(e) => Outcome::Failed(e),
     };
-    match &outcome {
+    report(name, dest, &outcome);
+    exit_status(&outcome)
+}
+
+/// The lean `restore_command` (`barmans3-wal-restore`): serves a segment the spool holds, with
+/// the checks and the log line of [`restore_command`], and the prefetcher run by `full` (the
+/// barmans3 program beside it). `None` when the request is not served that way: the caller
+/// hands it to `full` whole.
+pub fn restore_spooled(
+    o: &Options,
+    full: &Path,
+    server: &str,
+    name: &str,
+    dest: &Path,
+    layout: BucketLayout,
+) -> Option<Exit> {
+    let cfg = load_config(o).ok()?;
+    let req = request(o, &cfg, server, name, dest, layout);
+    let args = program_args(full.display().to_string(), o, &cfg);
+    let prefetcher = |spool: &Path| prefetcher_command(&args, o, server, layout, spool);
+    let n = crate::barman::recover::walrestore::serve_spooled(&req, &prefetcher).ok()??;
+    open_log(&cfg);
+    let outcome = Outcome::Served(Served::Spool(n));
+    report(name, dest, &outcome);
+    Some(exit_status(&outcome))
+}
+
+/// Log lines go to `state.log_dir` too, when the config names one.
+fn open_log(cfg: &Config) {
+    if let Some(dir) = &cfg.state.log_dir
+        && let Err(e) = crate::logging::open_log_file(dir)
+    {
+        tracing::warn!("{}", e.one_line());
+    }
+}
+
+/// One call's request, as the config says.
+fn request(
+    o: &Options,
+    cfg: &Config,
+    server: &str,
+    name: &str,
+    dest: &Path,
+    layout: BucketLayout,
+) -> Request {
+    Request {
+        server: server.to_string(),
+        name: name.to_string(),
+        dest: dest.to_path_buf(),
+        prefix: cfg.location.prefix().to_string(),
+        store_id: spool_store_id(&store_id(cfg), layout, o.as_of),
+        layout,
+        decoding: decoding(cfg, server),
+        prefetch: cfg.barman.wal_prefetch > 0,
+        spool_base: cfg.barman.wal_spool_dir.clone(),
+        patience: cfg.s3.read_timeout,
+    }
+}
+
+/// The call's one log line.
+fn report(name: &str, dest: &Path, outcome: &Outcome) {
+    match outcome {
         Outcome::Served(Served::Spool(n)) => tracing::info!(
             "{name}: {n} bytes from the prefetch spool to {}",
             dest.display()
@@ -159,7 +222,6 @@ pub(super) fn restore_command(
             tracing::error!("wal-restore {name}: {}; aborting recovery", e.one_line())
         }
     }
-    exit_status(&outcome)
 }
 
 /// The prefetcher process: takes the spool's lock (another prefetcher holding it ends this

@@ -206,6 +206,11 @@ pub enum Command {
     /// encryption through barman.decryption_command. A segment is handed over only after its
     /// first page proves it is that segment; %p is written atomically.
     ///
+    /// barmans3-wal-restore, installed beside barmans3, takes the same arguments without the
+    /// word wal-restore and is what base-restore --recovery writes: it serves a segment the
+    /// prefetcher has spooled in about half the time (it links no store client) and runs
+    /// barmans3 wal-restore for everything else.
+    ///
     /// Exit status: 0, the file is at %p. 1, the file is not in the bucket under any name it
     /// may have (PostgreSQL then ends recovery). 200, anything else: network or store errors
     /// after retries, checksum or decoding errors, a gap in the archive (a later segment of the

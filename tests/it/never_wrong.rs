@@ -385,6 +385,10 @@ fn the_restore_command_works_through_the_shell_with_spaces_in_paths() {
         .expect("restore_command");
     // Undo postgresql.conf's quoting, substitute %f and %p as PostgreSQL does, run with sh -c.
     let value = line["restore_command = '".len()..line.len() - 1].replace("''", "'");
+    // The lean program beside barmans3, with the same arguments but the subcommand.
+    let program = value.split(' ').next().expect("program").trim_matches('\'');
+    assert_eq!(program, crate::common::site::LEAN, "{value}");
+    assert!(!value.contains(" wal-restore "), "{value}");
     let cmd = value
         .replace("%f", "000000010000000000000001")
         .replace("%p", "pg_wal/RECOVERYXLOG");

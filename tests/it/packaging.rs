@@ -130,7 +130,12 @@ fn assert_mode(path: &Path, mode: u32) {
 
 /// What a first `scripts/install --destdir D` wrote: every file, and nothing outside D.
 fn assert_staged_tree(d: &Path, cron_before: bool) {
-    for b in ["barmans3", "gpbackup_s3_plugin", "barmans3-dplcompat"] {
+    for b in [
+        "barmans3",
+        "gpbackup_s3_plugin",
+        "barmans3-dplcompat",
+        "barmans3-wal-restore",
+    ] {
         assert_mode(&d.join("usr/local/bin").join(b), 0o755);
     }
     let help = stdout(Command::new(d.join("usr/local/bin/barmans3")).arg("--version"));
@@ -267,6 +272,7 @@ fn expected_paths(unit_dir: &str) -> BTreeSet<String> {
         "/usr/bin/barmans3",
         "/usr/bin/gpbackup_s3_plugin",
         "/usr/bin/barmans3-dplcompat",
+        "/usr/bin/barmans3-wal-restore",
         "/usr/share/bash-completion/completions/barmans3",
         "/etc/barmans3/barmans3.yaml",
         "/etc/cron.d/barmans3",
@@ -320,6 +326,7 @@ fn deb_ships_every_file_and_lintian_reports_no_error() {
         "./usr/bin/barmans3",
         "./usr/bin/gpbackup_s3_plugin",
         "./usr/bin/barmans3-dplcompat",
+        "./usr/bin/barmans3-wal-restore",
     ] {
         let line = listing
             .lines()
@@ -421,6 +428,7 @@ fn rpm_ships_every_file_with_config_and_post_install() {
         "/usr/bin/barmans3",
         "/usr/bin/gpbackup_s3_plugin",
         "/usr/bin/barmans3-dplcompat",
+        "/usr/bin/barmans3-wal-restore",
     ] {
         assert!(
             modes.lines().any(|l| l == format!("-rwxr-xr-x {b}")),

@@ -2,8 +2,9 @@
 //! can write to is refused in one line, a spooled file with other bytes than were fetched is
 //! never served, two recoveries sharing one configured spool directory each keep their own, the
 //! spool holds what `wal_spool_bytes` allows with fetches in flight counted, a decompression
-//! bomb is refused at the cluster's segment size and not fetched again, and what a killed
-//! prefetcher left is cleaned up.
+//! bomb is refused at the cluster's segment size and not fetched again, what a killed
+//! prefetcher left is cleaned up, and the lean `barmans3-wal-restore` serves the spool itself
+//! and hands everything else to barmans3.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -330,5 +331,96 @@ fn what_a_killed_prefetcher_left_is_removed_by_the_next() {
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
     let clean = || names(&spool).iter().all(|n| !n.contains(&wal_name(9)));
     assert!(eventually(clean), "left behind: {:?}", names(&spool));
+    stop_prefetchers(&base);
+}
+
+/// The lean restore_command serves a spooled segment itself, without running the barmans3
+/// beside it, and hands every other request to that barmans3 with the arguments it was given;
+/// without one it still serves the spool, and fails anything else as fatal (200).
+#[test]
+fn the_lean_restore_command_serves_the_spool_itself_and_hands_the_rest_over() {
+    let (site, pg, base) = first_request(8, 5);
+    let spool = spools(&base).pop().expect("spool");
+    let spooled = |seg: u64| {
+        eventually(|| {
+            names(&spool)
+                .iter()
+                .any(|n| n.starts_with(&format!("{}.", wal_name(seg))))
+        })
+    };
+    // A copy of the lean program beside a barmans3 that records each call and runs the real one.
+    let dir = tempfile::tempdir().expect("tmp");
+    let lean = dir.path().join("barmans3-wal-restore");
+    std::fs::copy(crate::common::site::LEAN, &lean).expect("copy");
+    let calls = dir.path().join("calls");
+    let full = dir.path().join("barmans3");
+    std::fs::write(
+        &full,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            calls.display(),
+            crate::common::site::BIN
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg = site.cfg.to_str().expect("utf8");
+    let call = |args: &[&str], path: &str| {
+        let _ = std::fs::remove_file(pg.join("pg_wal/RECOVERYXLOG"));
+        let _ = std::fs::remove_file(&calls);
+        std::process::Command::new(&lean)
+            .current_dir(&pg)
+            .env("PATH", path)
+            .args(["--config", cfg])
+            .args(args)
+            .args(["pg_wal/RECOVERYXLOG"])
+            .output()
+            .expect("run")
+    };
+    let handed = || std::fs::read_to_string(&calls).unwrap_or_default();
+    let path = std::env::var("PATH").unwrap_or_default();
+
+    assert!(spooled(2), "{:?}", names(&spool));
+    let out = call(&["pg", &wal_name(2)], &path);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert!(served(&pg, 2), "segment 2 at %p");
+    assert!(
+        err(&out).contains("from the prefetch spool"),
+        "{}",
+        err(&out)
+    );
+    assert_eq!(handed(), "", "a spooled segment was handed over");
+
+    let out = call(&["pg", "00000002.history"], &path);
+    assert_eq!(out.status.code(), Some(1), "absent: {}", err(&out));
+    assert_eq!(
+        handed(),
+        format!("wal-restore --config {cfg} pg 00000002.history pg_wal/RECOVERYXLOG\n")
+    );
+    // An option only the full program knows sends even a spooled segment there.
+    assert!(spooled(3), "{:?}", names(&spool));
+    let out = call(&["-v", "pg", &wal_name(3)], &path);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert!(served(&pg, 3), "segment 3 at %p");
+    assert!(
+        handed().starts_with("wal-restore --config "),
+        "{}",
+        handed()
+    );
+
+    // No barmans3 beside it or on the PATH: the spool still serves; the rest is fatal.
+    std::fs::remove_file(&full).expect("rm");
+    assert!(spooled(4), "{:?}", names(&spool));
+    let out = call(&["pg", &wal_name(4)], "/nonexistent");
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert!(served(&pg, 4), "segment 4 at %p");
+    let out = call(&["pg", "00000002.history"], "/nonexistent");
+    assert_eq!(out.status.code(), Some(200), "{}", err(&out));
+    assert!(
+        err(&out).contains("cannot run barmans3") && err(&out).contains("aborting recovery"),
+        "{}",
+        err(&out)
+    );
+    assert!(!pg.join("pg_wal/RECOVERYXLOG").exists());
     stop_prefetchers(&base);
 }

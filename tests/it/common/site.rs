@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_barmans3");
+/// The lean restore_command.
+pub const LEAN: &str = env!("CARGO_BIN_EXE_barmans3-wal-restore");
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_gpbackup_s3_plugin");
 
 /// A Barman home with one server `pg`, a barmans3 config pointing at `store`, queue and state.

@@ -122,7 +122,7 @@ b3 base-ls $SRV
 step "restore from the bucket alone: base-restore + wal-restore as restore_command"
 mkdir -p "$BASE/restore_tbs" "$BASE/restore"; chown postgres: "$BASE/restore_tbs" "$BASE/restore"; chmod 700 "$BASE/restore"
 as_pg "$BIN --config $BASE/restore.yaml base-restore --recovery --tablespace $OID=$BASE/restore_tbs/$OID $SRV $ID1 $BASE/restore"
-grep -q "wal-restore $SRV %f %p" "$BASE/restore/postgresql.auto.conf" || fail "restore_command not written"
+grep -Eq "barmans3-wal-restore.* $SRV %f %p" "$BASE/restore/postgresql.auto.conf" || fail "restore_command not written"
 [ "$(readlink "$BASE/restore/pg_tblspc/$OID")" = "$BASE/restore_tbs/$OID" ] || fail "tablespace link not relocated"
 as_pg "$PGBIN/pg_ctl -D $BASE/restore -l $BASE/pglog/restore.log -o '-p $PORT2 -k $BASE/sock2' -w -t 120 start >/dev/null" \
   || { cat "$BASE/pglog/restore.log" >&2; fail "restored cluster did not start"; }

@@ -160,26 +160,59 @@ pub fn serve(req: &Request, launcher: &impl Launcher) -> Outcome {
     }
 }
 
+/// The lean entry point's part of a call (`barmans3-wal-restore`): the segment from the spool,
+/// when it is there or arriving, with every check [`serve`] makes, and the prefetcher started
+/// by `prefetcher`. `None` (and any error) leaves the request to [`serve`], in the full
+/// program, which repeats what was done here harmlessly and answers for the rest.
+pub fn serve_spooled(
+    req: &Request,
+    prefetcher: &dyn Fn(&Path) -> std::process::Command,
+) -> Result<Option<u64>> {
+    if wal::classify(&req.name) != Some(WalKind::Segment) {
+        return Ok(None);
+    }
+    let Some(sp) = spool_of(req, WalKind::Segment)? else {
+        return Ok(None);
+    };
+    let cluster = cluster::of_destination(&req.dest);
+    let mut expected = expected_of(cluster);
+    match through_spool(&sp, req, cluster.is_some(), &mut expected, prefetcher)? {
+        Some(Some(Served::Spool(n))) => Ok(Some(n)),
+        _ => Ok(None),
+    }
+}
+
+/// The request's spool, when it has one: segments of a recovery that prefetches.
+fn spool_of(req: &Request, kind: WalKind) -> Result<Option<Spool>> {
+    if !req.prefetch || kind != WalKind::Segment {
+        return Ok(None);
+    }
+    Spool::path_for(
+        req.spool_base.as_deref(),
+        &req.server,
+        &req.store_id,
+        &req.dest,
+    )
+    .map(|dir| Spool::open(&dir))
+    .transpose()
+}
+
+/// What the data directory being recovered says a segment must be.
+fn expected_of(cluster: Option<cluster::Cluster>) -> Expected {
+    cluster.map_or_else(Expected::default, |c| Expected {
+        system: Some(c.system),
+        seg_size: Some(c.seg_size),
+    })
+}
+
 fn attempt(req: &Request, launcher: &impl Launcher) -> Result<Option<Served>> {
     let kind = wal::classify(&req.name).ok_or_else(|| fetch::not_a_wal_name(&req.name))?;
     let cluster = cluster::of_destination(&req.dest);
-    let mut spool = match (req.prefetch, kind) {
-        (true, WalKind::Segment) => Spool::path_for(
-            req.spool_base.as_deref(),
-            &req.server,
-            &req.store_id,
-            &req.dest,
-        )
-        .map(|dir| Spool::open(&dir))
-        .transpose()?,
-        _ => None,
-    };
-    let mut expected = cluster.map_or_else(Expected::default, |c| Expected {
-        system: Some(c.system),
-        seg_size: Some(c.seg_size),
-    });
+    let mut spool = spool_of(req, kind)?;
+    let mut expected = expected_of(cluster);
     if let Some(sp) = &spool {
-        match through_spool(sp, req, cluster.is_some(), &mut expected, launcher) {
+        let prefetcher = |dir: &Path| launcher.prefetcher(dir);
+        match through_spool(sp, req, cluster.is_some(), &mut expected, &prefetcher) {
             Ok(Some(answer)) => return Ok(answer),
             Ok(None) => {}
             // An idle prefetcher retired the spool under this request: fetch directly.
@@ -221,14 +254,14 @@ fn through_spool(
     req: &Request,
     has_cluster: bool,
     expected: &mut Expected,
-    launcher: &impl Launcher,
+    prefetcher: &dyn Fn(&Path) -> std::process::Command,
 ) -> Result<Option<Option<Served>>> {
     if has_cluster {
         sp.set_expected(*expected)?;
     } else {
         *expected = sp.expected();
     }
-    if let Some(n) = from_spool(sp, req, expected, launcher)? {
+    if let Some(n) = from_spool(sp, req, expected, prefetcher)? {
         return Ok(Some(Some(Served::Spool(n))));
     }
     Ok(sp.recently_missing(&req.name).then_some(None))
@@ -241,10 +274,10 @@ fn from_spool(
     sp: &Spool,
     req: &Request,
     expected: &Expected,
-    launcher: &impl Launcher,
+    prefetcher: &dyn Fn(&Path) -> std::process::Command,
 ) -> Result<Option<u64>> {
     sp.want(&req.name)?;
-    sp.start_prefetcher(|| launcher.prefetcher(sp.dir()))?;
+    sp.start_prefetcher(|| prefetcher(sp.dir()))?;
     let started = Instant::now();
     loop {
         if let Some(n) = sp.take(&req.name, &req.dest, expected)? {
