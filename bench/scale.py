@@ -14,8 +14,9 @@ Every row: wall time, client CPU, peak RSS (GNU time) and, for barmans3, request
 summary). The data is generated once under $BENCH_DIR/data and reused; each size is its own
 directory. Disk: the archive takes about 4 KiB per segment (4 GiB at the default), the backup
 its size (about 13.4 GiB) plus as much again in Garage and, during a restore, once more.
-BENCH_SCALE_REPEATS (default 1) repeats; a tiny check: BENCH_SCALE_WALS=3000
-BENCH_SCALE_FILES=300 BENCH_SCALE_BIG=64MiB BENCH_CASES=scale bench/run.
+BENCH_SCALE_REPEATS (default 1) repeats; BENCH_SCALE_PARTS=wal or =backup runs one part (default
+both); a tiny check: BENCH_SCALE_WALS=3000 BENCH_SCALE_FILES=300 BENCH_SCALE_BIG=64MiB
+BENCH_CASES=scale bench/run.
 """
 
 import os
@@ -43,6 +44,9 @@ WALS = size_env("BENCH_SCALE_WALS", 1_000_000)
 FILES = size_env("BENCH_SCALE_FILES", 100_000)
 BIG = size_env("BENCH_SCALE_BIG", 10 << 30)
 REPEATS = int(os.environ.get("BENCH_SCALE_REPEATS", "1"))
+PARTS = {p.strip() for p in os.environ.get("BENCH_SCALE_PARTS", "wal,backup").split(",")}
+if not PARTS or not PARTS <= {"wal", "backup"}:
+    raise SystemExit("bench: BENCH_SCALE_PARTS takes wal, backup or wal,backup")
 
 
 def wal_name(seg):
@@ -204,12 +208,18 @@ PAIRS = {
 def run(b, e, data):
     rows = []
     for rep in range(REPEATS):
-        wal_rows(b, e, rows, rep)
-        backup_rows(b, e, rows, rep)
+        if "wal" in PARTS:
+            wal_rows(b, e, rows, rep)
+        if "backup" in PARTS:
+            backup_rows(b, e, rows, rep)
+    what = []
+    if "wal" in PARTS:
+        what.append(f"a WAL archive of {WALS} segments of 1 KiB")
+    if "backup" in PARTS:
+        what.append(f"a backup of {FILES} files of 4-64 KiB and one of {BIG / (1 << 30):.1f} GiB (pseudo-random, every 1 MiB block different)")
     lines = [
         "",
-        f"Scale: a WAL archive of {WALS} segments of 1 KiB; a backup of {FILES} files of 4-64 KiB and",
-        f"one of {BIG / (1 << 30):.1f} GiB (pseudo-random, every 1 MiB block different); {REPEATS} repeat(s):",
+        f"Scale: {'; '.join(what)}; {REPEATS} repeat(s):",
         "",
         "| step | tool | wall s | CPU s | peak RSS MiB | requests |",
         "|---|---|---|---|---|---|",
