@@ -74,26 +74,28 @@ pub fn init(verbosity: Verbosity) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("barmans3={level},aws_config=error,warn"))
     });
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    let file = tracing_subscriber::fmt::layer()
-        .with_writer(|| LogFileWriter)
-        .with_ansi(false)
-        .with_target(false);
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(stderr)
-        .with(file)
+        .with(outputs())
         .try_init();
 }
 
-/// Logging for the lean `restore_command`: info and above on stderr and in the log file, with
-/// the lines [`init`] writes, and no filter to compile.
+/// Logging for the lean `restore_command`: info and above, with the lines [`init`] writes, and
+/// no filter to compile (the filter's regular expressions are most of what it would link).
 pub fn init_plain() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(outputs())
+        .try_init();
+}
+
+/// The two outputs every line goes to: stderr (colour only on a terminal) and the log file.
+fn outputs<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -102,9 +104,5 @@ pub fn init_plain() {
         .with_writer(|| LogFileWriter)
         .with_ansi(false)
         .with_target(false);
-    let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::INFO)
-        .with(stderr)
-        .with(file)
-        .try_init();
+    tracing_subscriber::Layer::and_then(stderr, file)
 }

@@ -2,7 +2,6 @@
 //! (data) or stderr (logs), an [`Exit`] out. The work itself is in [`crate::barman`].
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::{engine, finish, load_config, summary};
@@ -233,8 +232,15 @@ async fn run_base_restore(
     let opts = RestoreOptions {
         request_restore,
         tablespaces,
-        restore_command: recovery
-            .then(|| restore_command(o, cfg, &server, recovery_config.as_deref(), layout)),
+        restore_command: recovery.then(|| {
+            super::walrestore::restore_command_line(
+                o,
+                cfg,
+                &server,
+                recovery_config.as_deref(),
+                layout,
+            )
+        }),
         pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
         staging: cfg.barman.restore_staging_dir.clone(),
         decrypt: super::walrestore::decryption(cfg, &server),
@@ -560,43 +566,4 @@ async fn base_ls(o: &Options, cfg: &Config, t: &Transfer, server: &str) -> Resul
         )?;
     }
     Ok(Exit::Success)
-}
-
-/// The restore_command base-restore --recovery writes: the lean `barmans3-wal-restore` beside
-/// this binary (else this binary's `wal-restore`), this config, this server, each word quoted
-/// for the shell PostgreSQL runs it with.
-pub(super) fn restore_command(
-    o: &Options,
-    cfg: &Config,
-    server: &str,
-    config: Option<&Path>,
-    layout: BucketLayout,
-) -> String {
-    use crate::barman::recover::restore::recovery::shell_quote;
-    let mut args = super::walrestore::self_args(o, cfg);
-    if let Some(p) = config {
-        // The config PostgreSQL's user reads, in place of this run's.
-        if let Some(i) = args.iter().position(|w| w == "--config") {
-            args.drain(i..i + 2);
-        }
-        args.splice(1..1, ["--config".to_string(), p.display().to_string()]);
-    }
-    let lean = Path::new(&args[0]).with_file_name(super::LEAN_WAL_RESTORE);
-    let lean = lean.is_file().then(|| lean.display().to_string());
-    if let Some(lean) = &lean {
-        args[0].clone_from(lean);
-    }
-    let mut words: Vec<String> = args.iter().map(|w| shell_quote(w)).collect();
-    if lean.is_none() {
-        words.push("wal-restore".into());
-    }
-    if let Some(t) = o.as_of {
-        // The WALs of the bucket as it was, like the backup just restored.
-        words.extend(["--as-of".into(), crate::store::asof::format_time(t)]);
-    }
-    if layout != BucketLayout::Barmans3 {
-        words.extend(["--layout".into(), layout.name().into()]);
-    }
-    words.extend([shell_quote(server), "%f".into(), "%p".into()]);
-    words.join(" ")
 }

@@ -23,7 +23,7 @@ pub(super) async fn run(
     prometheus: Option<&Path>,
 ) -> Result<Exit> {
     let env = DrillEnv {
-        restore_command: super::barman::restore_command(o, cfg, server, None, opts.layout),
+        restore_command: super::walrestore::restore_command_line(o, cfg, server, None, opts.layout),
         pg_bindir: cfg.barman.pg_bindir.clone(),
         pg_combinebackup: cfg.barman.pg_combinebackup.clone(),
         decrypt: super::walrestore::decryption(cfg, server),

@@ -17,7 +17,7 @@ use crate::error::Exit;
 /// The program the lean one hands requests to, installed beside it.
 const FULL: &str = "barmans3";
 /// The lean program's name.
-pub const LEAN_WAL_RESTORE: &str = "barmans3-wal-restore";
+pub(crate) const LEAN_WAL_RESTORE: &str = "barmans3-wal-restore";
 
 /// A command line the lean program serves itself: positional `SERVER NAME DEST`, `--config`
 /// and `--layout`. Anything else (`-v`, `--store`, `--as-of`, ...) goes to the full program.
@@ -35,10 +35,11 @@ pub struct LeanArgs {
     pub layout: BucketLayout,
 }
 
-/// Reads `args` (without the program name) as a lean command line; `None` for any other.
+/// Reads `args` (without the program name) as a lean command line; `None` for any other,
+/// including one the full program would refuse (an option given twice).
 pub fn parse(args: &[OsString]) -> Option<LeanArgs> {
     let mut config = None;
-    let mut layout = BucketLayout::Barmans3;
+    let mut layout = None;
     let mut positional = Vec::with_capacity(3);
     let mut it = args.iter().map(|a| a.to_str());
     while let Some(arg) = it.next() {
@@ -53,13 +54,15 @@ pub fn parse(args: &[OsString]) -> Option<LeanArgs> {
                 .or_else(|| it.next().flatten().map(String::from))
         };
         match flag {
-            "--config" => config = Some(PathBuf::from(value().filter(|v| !v.is_empty())?)),
-            "--layout" => {
-                layout = match value()?.as_str() {
+            "--config" if config.is_none() => {
+                config = Some(PathBuf::from(value().filter(|v| !v.is_empty())?))
+            }
+            "--layout" if layout.is_none() => {
+                layout = Some(match value()?.as_str() {
                     "barmans3" => BucketLayout::Barmans3,
                     "barman-cloud" => BucketLayout::BarmanCloud,
                     _ => return None,
-                }
+                })
             }
             _ if arg.starts_with('-') || arg.is_empty() => return None,
             _ => positional.push(arg.to_string()),
@@ -71,16 +74,16 @@ pub fn parse(args: &[OsString]) -> Option<LeanArgs> {
         server,
         name,
         dest: PathBuf::from(dest),
-        layout,
+        layout: layout.unwrap_or(BucketLayout::Barmans3),
     })
 }
 
-/// The full program: `barmans3` beside this one, else the one on the `PATH`.
+/// The full program: `barmans3` beside this one, from the same package. Never one found on
+/// the `PATH`: another version could name or fill the spool differently.
 fn full_program() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.join(FULL)))
-        .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from(FULL))
 }
 
@@ -112,7 +115,7 @@ fn hand_over(full: &Path, args: Vec<OsString>) -> Exit {
         .args(args)
         .exec();
     eprintln!(
-        "barmans3-wal-restore: cannot run {} ({e}); install barmans3 beside barmans3-wal-restore; aborting recovery",
+        "barmans3-wal-restore: cannot run {} ({e}); install barmans3 beside barmans3-wal-restore (the same package); aborting recovery",
         full.display()
     );
     Exit::RecoveryAbort
@@ -167,6 +170,8 @@ mod tests {
             &["--"],
             &["extra"],
             &[""],
+            &["--config", "/a.yaml", "--config", "/b.yaml"],
+            &["--layout", "barmans3", "--layout=barman-cloud"],
         ] {
             let mut words = f.to_vec();
             words.extend(extra);

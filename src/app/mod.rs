@@ -28,7 +28,7 @@ mod verify;
 mod volume;
 mod walrestore;
 
-pub use lean::{LEAN_WAL_RESTORE, wal_restore as lean_wal_restore};
+pub use lean::wal_restore as lean_wal_restore;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

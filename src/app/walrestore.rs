@@ -73,6 +73,51 @@ fn program_args(exe: String, o: &Options, cfg: &Config) -> Vec<String> {
     words
 }
 
+/// The restore_command base-restore --recovery (and drill) writes: this binary's `wal-restore`,
+/// this config, this server, each word quoted for the shell PostgreSQL runs it with. The lean
+/// `barmans3-wal-restore` takes this binary's place when it is installed beside it and the
+/// command line is one it serves itself (no `--store`, no `--as-of`).
+pub(super) fn restore_command_line(
+    o: &Options,
+    cfg: &Config,
+    server: &str,
+    config: Option<&Path>,
+    layout: BucketLayout,
+) -> String {
+    use crate::barman::recover::restore::recovery::shell_quote;
+    let mut args = self_args(o, cfg);
+    if let Some(p) = config {
+        // The config PostgreSQL's user reads, in place of this run's.
+        if let Some(i) = args.iter().position(|w| w == "--config") {
+            args.drain(i..i + 2);
+        }
+        args.splice(1..1, ["--config".to_string(), p.display().to_string()]);
+    }
+    let lean = Path::new(&args[0]).with_file_name(super::lean::LEAN_WAL_RESTORE);
+    let lean = (lean.is_absolute()
+        && lean.is_file()
+        && o.store.is_none()
+        && o.store_name.is_none()
+        && o.as_of.is_none())
+    .then(|| lean.display().to_string());
+    if let Some(lean) = &lean {
+        args[0].clone_from(lean);
+    }
+    let mut words: Vec<String> = args.iter().map(|w| shell_quote(w)).collect();
+    if lean.is_none() {
+        words.push("wal-restore".into());
+    }
+    if let Some(t) = o.as_of {
+        // The WALs of the bucket as it was, like the backup just restored.
+        words.extend(["--as-of".into(), crate::store::asof::format_time(t)]);
+    }
+    if layout != BucketLayout::Barmans3 {
+        words.extend(["--layout".into(), layout.name().into()]);
+    }
+    words.extend([shell_quote(server), "%f".into(), "%p".into()]);
+    words.join(" ")
+}
+
 /// The prefetcher of the spool at `spool`: `args` (the program and its global arguments)
 /// running `wal-prefetch`.
 fn prefetcher_command(
@@ -149,7 +194,8 @@ pub(super) fn restore_command(
 /// The lean `restore_command` (`barmans3-wal-restore`): serves a segment the spool holds, with
 /// the checks and the log line of [`restore_command`], and the prefetcher run by `full` (the
 /// barmans3 program beside it). `None` when the request is not served that way: the caller
-/// hands it to `full` whole.
+/// hands it to `full` whole. It does not wait for a segment the prefetcher is fetching: that
+/// wait, bounded by `s3.read_timeout`, is the full program's, so it is never made twice.
 pub fn restore_spooled(
     o: &Options,
     full: &Path,
@@ -159,11 +205,14 @@ pub fn restore_spooled(
     layout: BucketLayout,
 ) -> Option<Exit> {
     let cfg = load_config(o).ok()?;
-    let req = request(o, &cfg, server, name, dest, layout);
+    open_log(&cfg);
+    let req = Request {
+        patience: std::time::Duration::ZERO,
+        ..request(o, &cfg, server, name, dest, layout)
+    };
     let args = program_args(full.display().to_string(), o, &cfg);
     let prefetcher = |spool: &Path| prefetcher_command(&args, o, server, layout, spool);
     let n = crate::barman::recover::walrestore::serve_spooled(&req, &prefetcher).ok()??;
-    open_log(&cfg);
     let outcome = Outcome::Served(Served::Spool(n));
     report(name, dest, &outcome);
     Some(exit_status(&outcome))

@@ -319,7 +319,7 @@ fn examples(path: &[String]) -> &'static [&'static str] {
             "barmans3 base-restore --recovery pg 20260101T000000 /var/lib/postgresql/15/restore\nchown -R postgres: /var/lib/postgresql/15/restore",
         ],
         "wal-restore" => &[
-            "# postgresql.conf of a restored cluster (base-restore --recovery writes it)\nrestore_command = 'barmans3 wal-restore pg %f %p'",
+            "# postgresql.conf of a restored cluster (base-restore --recovery writes it)\nrestore_command = 'barmans3-wal-restore pg %f %p'",
         ],
         "check" => &[
             "# NRPE\ncommand[barmans3]=sudo -u barman /usr/bin/barmans3 check --wal-warning 30m --wal-critical 2h",

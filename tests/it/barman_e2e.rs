@@ -18,6 +18,10 @@ pub(crate) fn run_script_with_args(script: &str, args: &[&str], env: &[(&str, &s
         .arg(crate::common::repo().join("tests/it/e2e").join(script))
         .args(args)
         .env("BARMANS3_BIN", env!("CARGO_BIN_EXE_barmans3"))
+        .env(
+            "BARMANS3_LEAN_BIN",
+            env!("CARGO_BIN_EXE_barmans3-wal-restore"),
+        )
         .envs(env.iter().copied())
         .envs(g.env.iter())
         .output()

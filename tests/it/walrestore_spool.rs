@@ -336,7 +336,8 @@ fn what_a_killed_prefetcher_left_is_removed_by_the_next() {
 
 /// The lean restore_command serves a spooled segment itself, without running the barmans3
 /// beside it, and hands every other request to that barmans3 with the arguments it was given;
-/// without one it still serves the spool, and fails anything else as fatal (200).
+/// without one beside it (one on the `PATH` is never used) it still serves the spool, and fails
+/// anything else as fatal (200).
 #[test]
 fn the_lean_restore_command_serves_the_spool_itself_and_hands_the_rest_over() {
     let (site, pg, base) = first_request(8, 5);
@@ -364,24 +365,49 @@ fn the_lean_restore_command_serves_the_spool_itself_and_hands_the_rest_over() {
     )
     .expect("script");
     std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // And one on the PATH, which must never run.
+    let on_path = dir.path().join("on-path");
+    std::fs::create_dir(&on_path).expect("mkdir");
+    std::fs::write(
+        on_path.join("barmans3"),
+        format!("#!/bin/sh\necho \"path $*\" >> '{}'\n", calls.display()),
+    )
+    .expect("script");
+    std::fs::set_permissions(
+        on_path.join("barmans3"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        on_path.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let cfg = site.cfg.to_str().expect("utf8");
-    let call = |args: &[&str], path: &str| {
+    let call = |args: &[&str]| {
         let _ = std::fs::remove_file(pg.join("pg_wal/RECOVERYXLOG"));
         let _ = std::fs::remove_file(&calls);
         std::process::Command::new(&lean)
             .current_dir(&pg)
-            .env("PATH", path)
+            .env("PATH", &path)
             .args(["--config", cfg])
             .args(args)
             .args(["pg_wal/RECOVERYXLOG"])
             .output()
             .expect("run")
     };
-    let handed = || std::fs::read_to_string(&calls).unwrap_or_default();
-    let path = std::env::var("PATH").unwrap_or_default();
+    // The calls of the full program to serve a request (a prefetcher it starts is another).
+    let handed = || {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("wal-restore"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
 
     assert!(spooled(2), "{:?}", names(&spool));
-    let out = call(&["pg", &wal_name(2)], &path);
+    let out = call(&["pg", &wal_name(2)]);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
     assert!(served(&pg, 2), "segment 2 at %p");
     assert!(
@@ -391,7 +417,7 @@ fn the_lean_restore_command_serves_the_spool_itself_and_hands_the_rest_over() {
     );
     assert_eq!(handed(), "", "a spooled segment was handed over");
 
-    let out = call(&["pg", "00000002.history"], &path);
+    let out = call(&["pg", "00000002.history"]);
     assert_eq!(out.status.code(), Some(1), "absent: {}", err(&out));
     assert_eq!(
         handed(),
@@ -399,28 +425,37 @@ fn the_lean_restore_command_serves_the_spool_itself_and_hands_the_rest_over() {
     );
     // An option only the full program knows sends even a spooled segment there.
     assert!(spooled(3), "{:?}", names(&spool));
-    let out = call(&["-v", "pg", &wal_name(3)], &path);
+    let out = call(&["-v", "pg", &wal_name(3)]);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
     assert!(served(&pg, 3), "segment 3 at %p");
-    assert!(
-        handed().starts_with("wal-restore --config "),
-        "{}",
-        handed()
+    assert_eq!(
+        handed(),
+        format!(
+            "wal-restore --config {cfg} -v pg {} pg_wal/RECOVERYXLOG\n",
+            wal_name(3)
+        )
     );
 
-    // No barmans3 beside it or on the PATH: the spool still serves; the rest is fatal.
+    // No barmans3 beside it (the one on the PATH is not used): the spool still serves; the rest
+    // is fatal.
     std::fs::remove_file(&full).expect("rm");
     assert!(spooled(4), "{:?}", names(&spool));
-    let out = call(&["pg", &wal_name(4)], "/nonexistent");
+    let out = call(&["pg", &wal_name(4)]);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
     assert!(served(&pg, 4), "segment 4 at %p");
-    let out = call(&["pg", "00000002.history"], "/nonexistent");
+    let out = call(&["pg", "00000002.history"]);
     assert_eq!(out.status.code(), Some(200), "{}", err(&out));
     assert!(
-        err(&out).contains("cannot run barmans3") && err(&out).contains("aborting recovery"),
+        err(&out).contains(&format!("cannot run {}", full.display()))
+            && err(&out).contains("aborting recovery"),
         "{}",
         err(&out)
     );
     assert!(!pg.join("pg_wal/RECOVERYXLOG").exists());
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        !calls.contains("path "),
+        "the barmans3 on the PATH ran: {calls}"
+    );
     stop_prefetchers(&base);
 }

@@ -252,6 +252,7 @@ pub fn failure_from_log(log: &str) -> Option<String> {
     let lines: Vec<&str> = log.lines().collect();
     [
         "barmans3 wal-restore:",
+        "barmans3-wal-restore:",
         "could not restore file",
         "FATAL:",
         "PANIC:",

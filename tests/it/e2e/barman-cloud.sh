@@ -186,7 +186,7 @@ END2=$(grep -oE "^barmans3_cloud_newest_backup_end_timestamp_seconds\{server=\"$
 step "B1 (gzip, tablespace) restored and replayed to the restore point; timeline 2 archived"
 restore "$BASE/restore1" "$ID1" --recovery --recovery-config "$BASE/restore.yaml"
 [ "$(readlink "$BASE/restore1/pg_tblspc/$OID")" = "$BASE/restore1_tblspc/$OID" ] || fail "tablespace link not made to its new home"
-grep -Eq "wal-restore.* --layout barman-cloud $SRV %f %p" "$BASE/restore1/postgresql.auto.conf" || fail "restore_command: $(tail -3 "$BASE/restore1/postgresql.auto.conf")"
+grep -Eq "barmans3-wal-restore.* --layout barman-cloud $SRV %f %p" "$BASE/restore1/postgresql.auto.conf" || fail "restore_command: $(tail -3 "$BASE/restore1/postgresql.auto.conf")"
 printf "recovery_target_name = 'rp'\nrecovery_target_action = 'promote'\n" >> "$BASE/restore1/postgresql.auto.conf"
 # This copy becomes timeline 2 and archives it into the bucket, as a failover would.
 start2 "$BASE/restore1" keep || fail "B1 did not start: $(tail -5 "$BASE/pglog/restore1.log")"

@@ -19,11 +19,13 @@ b3() { as_barman "$BIN --config $CFG $*"; }
 
 # e2e_layout "PG_DIRS" "BARMAN_DIRS": the scratch tree under BASE. pgdata, pglog, sock and sock2
 # (and PG_DIRS) belong to postgres; barman, log and b3 (and BARMAN_DIRS) to barman. BIN is a copy
-# of barmans3 both users can run.
+# of barmans3 both users can run, with the lean restore_command beside it as the package installs
+# it (BARMANS3_LEAN_BIN).
 e2e_layout() {
   local d
   mkdir -p "$BASE/bin"
   install -m 755 "$BARMANS3_BIN" "$BASE/bin/barmans3"
+  install -m 755 "${BARMANS3_LEAN_BIN:?the lean program to install beside barmans3}" "$BASE/bin/barmans3-wal-restore"
   BIN=$BASE/bin/barmans3
   for d in pgdata pglog sock sock2 $1; do mkdir -p "$BASE/$d"; chown postgres: "$BASE/$d"; done
   for d in barman log b3 $2; do mkdir -p "$BASE/$d"; chown barman: "$BASE/$d"; done

@@ -14,10 +14,11 @@
 //! nothing; it keeps the checks of the spool and the file (the spool's owner and mode, the
 //! file's first page, size and age, and its whole CRC-32C unless the prefetcher filled the spool
 //! during this boot). Otherwise, and for every other file, the bucket is reached (only then is the
-//! engine built) and the file fetched directly ([`fetch`]). Segments are checked against the
-//! cluster being recovered as its data directory's `pg_control` says ([`cluster`]): its system
-//! identifier, and its segment size, which also bounds every decoder; without one, the
-//! bucket's `identity.json`.
+//! engine built) and the file fetched directly ([`fetch`]). The lean program
+//! (`barmans3-wal-restore`) runs the spool's part alone ([`serve_spooled`]) and hands anything
+//! else to the full one. Segments are checked against the cluster being recovered as its data
+//! directory's `pg_control` says ([`cluster`]): its system identifier, and its segment size,
+//! which also bounds every decoder; without one, the bucket's `identity.json`.
 
 pub mod cluster;
 mod decode;
