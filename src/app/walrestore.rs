@@ -194,8 +194,7 @@ pub(super) fn restore_command(
 /// The lean `restore_command` (`barmans3-wal-restore`): serves a segment the spool holds, with
 /// the checks and the log line of [`restore_command`], and the prefetcher run by `full` (the
 /// barmans3 program beside it). `None` when the request is not served that way: the caller
-/// hands it to `full` whole. It does not wait for a segment the prefetcher is fetching: that
-/// wait, bounded by `s3.read_timeout`, is the full program's, so it is never made twice.
+/// hands it to `full` whole.
 pub fn restore_spooled(
     o: &Options,
     full: &Path,
@@ -206,10 +205,7 @@ pub fn restore_spooled(
 ) -> Option<Exit> {
     let cfg = load_config(o).ok()?;
     open_log(&cfg);
-    let req = Request {
-        patience: std::time::Duration::ZERO,
-        ..request(o, &cfg, server, name, dest, layout)
-    };
+    let req = request(o, &cfg, server, name, dest, layout);
     let args = program_args(full.display().to_string(), o, &cfg);
     let prefetcher = |spool: &Path| prefetcher_command(&args, o, server, layout, spool);
     let n = crate::barman::recover::walrestore::serve_spooled(&req, &prefetcher).ok()??;

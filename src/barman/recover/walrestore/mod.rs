@@ -31,7 +31,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use decode::{
     Decoding, Limits, MAX_TEXT_BYTES, MAX_WAL_BYTES, SEGMENT_HEAD, check, check_segment_head,
@@ -269,8 +269,10 @@ fn through_spool(
 }
 
 /// Records the request, makes sure the prefetcher runs, and takes the segment from the spool
-/// if it is there, or once the prefetcher has it (while it is fetching it, within the
-/// request's patience); `None` when it must be fetched directly.
+/// if it is there, or once the prefetcher has it (while it is fetching it, until the fetch is
+/// as old as the request's patience); `None` when it must be fetched directly. The wait is
+/// bounded by the fetch's age, not the call's, so no fetch is waited for twice: not by the lean
+/// program and the full one it hands a call to, nor by a call PostgreSQL makes again.
 fn from_spool(
     sp: &Spool,
     req: &Request,
@@ -279,13 +281,15 @@ fn from_spool(
 ) -> Result<Option<u64>> {
     sp.want(&req.name)?;
     sp.start_prefetcher(|| prefetcher(sp.dir()))?;
-    let started = Instant::now();
     loop {
         if let Some(n) = sp.take(&req.name, &req.dest, expected)? {
             return Ok(Some(n));
         }
-        let arriving = sp.fetching(&req.name) && sp.prefetcher_running();
-        if !arriving || started.elapsed() >= req.patience {
+        let arriving = sp
+            .fetch_age(&req.name)
+            .is_some_and(|age| age < req.patience)
+            && sp.prefetcher_running();
+        if !arriving {
             return Ok(None);
         }
         std::thread::sleep(POLL);
@@ -334,6 +338,7 @@ pub(crate) fn place(
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use std::time::Instant;
 
     /// A launcher with no bucket: counts how often one was wanted, answers "not there".
     struct NoBucket {
@@ -407,6 +412,51 @@ mod tests {
                 seg_size: Some(1 << 20)
             }
         );
+    }
+
+    /// A call waits for a segment being fetched only until the fetch is as old as its
+    /// patience, whoever waited before it: a fetch begun longer ago is not waited for at all.
+    #[test]
+    fn a_fetch_is_waited_for_until_it_is_as_old_as_the_patience() {
+        let d = tempfile::tempdir().expect("tmp");
+        let pgdata = d.path().join("pgdata");
+        std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
+        let req = request(&pgdata, SEG);
+        let dir = Spool::path_for(None, "pg", &req.store_id, &req.dest).expect("dir");
+        let sp = Spool::open(&dir).expect("spool");
+        // The prefetcher runs (holds the lock) and is fetching the segment.
+        let _running = sp.lock().expect("lock").expect("free");
+        let _pending = sp.begin(SEG).expect("begin");
+        let began = |ago: Duration| {
+            std::fs::File::options()
+                .write(true)
+                .open(dir.join(format!(".fetch-{SEG}")))
+                .and_then(|f| f.set_modified(std::time::SystemTime::now() - ago))
+                .expect("mtime");
+        };
+        let l = NoBucket {
+            asked: Cell::new(0),
+        };
+        began(Duration::from_secs(5));
+        let t = Instant::now();
+        assert!(matches!(serve(&req, &l), Outcome::Absent));
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(l.asked.get(), 1, "fetched directly");
+        // Begun 700 ms ago with a patience of 1 s: about 300 ms more, not a whole second.
+        std::thread::sleep(Duration::from_millis(2100)); // past `.missing`'s moment
+        began(Duration::from_millis(700));
+        let t = Instant::now();
+        assert!(matches!(serve(&req, &l), Outcome::Absent));
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_millis(800),
+            "{waited:?}"
+        );
+        assert_eq!(l.asked.get(), 2);
     }
 
     #[test]

@@ -272,12 +272,19 @@ impl Spool {
 
     /// Whether the prefetcher is fetching `name` now.
     pub fn fetching(&self, name: &str) -> bool {
-        rustix::fs::statat(
+        self.fetch_age(name).is_some()
+    }
+
+    /// How long ago the prefetcher began fetching `name` (its `.fetch-` file's mtime; zero for
+    /// one in the future), if it is fetching it.
+    pub fn fetch_age(&self, name: &str) -> Option<Duration> {
+        let st = rustix::fs::statat(
             &*self.fd,
             format!("{FETCH}{name}"),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .is_ok()
+        .ok()?;
+        Some(mtime(&st).elapsed().unwrap_or_default())
     }
 
     /// Moves spooled `name` to `dest` if it is there and proves itself: our own regular file,
