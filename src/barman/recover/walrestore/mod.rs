@@ -373,6 +373,17 @@ mod tests {
 
     const SEG: &str = "000000010000000000000005";
 
+    /// A data directory under `d` without `pg_control`, a request for [`SEG`] into it, and
+    /// the request's spool (its directory, opened).
+    fn spooled_request(d: &Path) -> (std::path::PathBuf, Request, std::path::PathBuf, Spool) {
+        let pgdata = d.join("pgdata");
+        std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
+        let req = request(&pgdata, SEG);
+        let dir = Spool::path_for(None, "pg", &req.store_id, &req.dest).expect("dir");
+        let sp = Spool::open(&dir).expect("spool");
+        (pgdata, req, dir, sp)
+    }
+
     #[test]
     fn a_spooled_segment_is_served_without_the_bucket() {
         let d = tempfile::tempdir().expect("tmp");
@@ -419,11 +430,7 @@ mod tests {
     #[test]
     fn a_fetch_is_waited_for_until_it_is_as_old_as_the_patience() {
         let d = tempfile::tempdir().expect("tmp");
-        let pgdata = d.path().join("pgdata");
-        std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
-        let req = request(&pgdata, SEG);
-        let dir = Spool::path_for(None, "pg", &req.store_id, &req.dest).expect("dir");
-        let sp = Spool::open(&dir).expect("spool");
+        let (_, req, dir, sp) = spooled_request(d.path());
         // The prefetcher runs (holds the lock) and is fetching the segment.
         let _running = sp.lock().expect("lock").expect("free");
         let _pending = sp.begin(SEG).expect("begin");
@@ -482,11 +489,7 @@ mod tests {
     #[test]
     fn a_spool_retired_under_a_request_sends_it_to_the_bucket() {
         let d = tempfile::tempdir().expect("tmp");
-        let pgdata = d.path().join("pgdata");
-        std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
-        let req = request(&pgdata, SEG);
-        let dir = Spool::path_for(None, "pg", &req.store_id, &req.dest).expect("dir");
-        let sp = Spool::open(&dir).expect("spool");
+        let (pgdata, req, _, sp) = spooled_request(d.path());
         sp.want(SEG).expect("want");
         assert!(!sp.removed());
         sp.retire();
