@@ -354,30 +354,26 @@ fn the_lean_restore_command_serves_the_spool_itself_and_hands_the_rest_over() {
     let lean = dir.path().join("barmans3-wal-restore");
     std::fs::copy(crate::common::site::LEAN, &lean).expect("copy");
     let calls = dir.path().join("calls");
+    let script = |path: &Path, body: String| {
+        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("script");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
     let full = dir.path().join("barmans3");
-    std::fs::write(
+    script(
         &full,
         format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            "printf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"",
             calls.display(),
             crate::common::site::BIN
         ),
-    )
-    .expect("script");
-    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    );
     // And one on the PATH, which must never run.
     let on_path = dir.path().join("on-path");
     std::fs::create_dir(&on_path).expect("mkdir");
-    std::fs::write(
-        on_path.join("barmans3"),
-        format!("#!/bin/sh\necho \"path $*\" >> '{}'\n", calls.display()),
-    )
-    .expect("script");
-    std::fs::set_permissions(
-        on_path.join("barmans3"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .expect("chmod");
+    script(
+        &on_path.join("barmans3"),
+        format!("echo \"path $*\" >> '{}'", calls.display()),
+    );
     let path = format!(
         "{}:{}",
         on_path.display(),

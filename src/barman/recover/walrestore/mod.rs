@@ -169,10 +169,7 @@ pub fn serve_spooled(
     req: &Request,
     prefetcher: &dyn Fn(&Path) -> std::process::Command,
 ) -> Result<Option<u64>> {
-    if wal::classify(&req.name) != Some(WalKind::Segment) {
-        return Ok(None);
-    }
-    let Some(sp) = spool_of(req, WalKind::Segment)? else {
+    let Some(sp) = wal::classify(&req.name).map_or(Ok(None), |kind| spool_of(req, kind))? else {
         return Ok(None);
     };
     let cluster = cluster::of_destination(&req.dest);

@@ -270,11 +270,6 @@ impl Spool {
             .collect()
     }
 
-    /// Whether the prefetcher is fetching `name` now.
-    pub fn fetching(&self, name: &str) -> bool {
-        self.fetch_age(name).is_some()
-    }
-
     /// How long ago the prefetcher began fetching `name` (its `.fetch-` file's mtime; zero for
     /// one in the future), if it is fetching it.
     pub fn fetch_age(&self, name: &str) -> Option<Duration> {

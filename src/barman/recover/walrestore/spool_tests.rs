@@ -192,9 +192,9 @@ fn unfinished_fetches_and_old_files_leave_nothing_behind() {
     let sp = Spool::open(&d.path().join("s")).expect("open");
     // A fetch dropped unfinished removes its file.
     let p = sp.begin(&seg(3)).expect("begin");
-    assert!(sp.fetching(&seg(3)));
+    assert!(sp.fetch_age(&seg(3)).is_some());
     drop(p);
-    assert!(!sp.fetching(&seg(3)));
+    assert!(sp.fetch_age(&seg(3)).is_none());
     // What a killed prefetcher and older versions left: only markers and entries stay.
     for junk in [
         format!(".fetch-{}", seg(4)),
