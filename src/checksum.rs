@@ -1,6 +1,7 @@
 //! Checksum arithmetic shared by the engine and the local backend: CRC32C (full-object,
-//! combined from pieces, of a whole file, and S3's multipart composite form), MD5, and their
-//! wire encodings.
+//! combined from pieces, of a whole file, and S3's multipart composite form), MD5, the other
+//! full-object checksums S3 stores (CRC32, CRC64NVME, SHA-1, SHA-256), and their wire
+//! encodings.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -106,6 +107,63 @@ impl Md5State {
     }
 }
 
+/// Incremental digest of one of S3's other full-object checksum kinds, for checking a
+/// whole-object read against the value the store sent.
+#[derive(Clone)]
+pub enum StoredDigest {
+    Crc32(crc_fast::Digest),
+    Crc64Nvme(crc_fast::Digest),
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+}
+
+impl std::fmt::Debug for StoredDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredDigest")
+    }
+}
+
+impl StoredDigest {
+    /// A fresh digest of `kind`.
+    pub fn new(kind: crate::store::ChecksumKind) -> Self {
+        use crate::store::ChecksumKind as K;
+        use crc_fast::CrcAlgorithm;
+        match kind {
+            K::Crc32 => Self::Crc32(crc_fast::Digest::new(CrcAlgorithm::Crc32IsoHdlc)),
+            K::Crc64Nvme => Self::Crc64Nvme(crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme)),
+            K::Sha1 => Self::Sha1(sha1::Sha1::new()),
+            K::Sha256 => Self::Sha256(sha2::Sha256::new()),
+        }
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Crc32(d) | Self::Crc64Nvme(d) => d.update(data),
+            Self::Sha1(d) => Digest::update(d, data),
+            Self::Sha256(d) => Digest::update(d, data),
+        }
+    }
+
+    /// The value as S3 sends it: base64 of the big-endian digest.
+    pub fn finish(self) -> String {
+        match self {
+            // A CRC32 is the low half of crc-fast's u64.
+            Self::Crc32(d) => B64.encode((d.finalize() as u32).to_be_bytes()),
+            Self::Crc64Nvme(d) => B64.encode(d.finalize().to_be_bytes()),
+            Self::Sha1(d) => B64.encode(d.finalize()),
+            Self::Sha256(d) => B64.encode(d.finalize()),
+        }
+    }
+}
+
+/// The digest of `kind` of a whole buffer, as S3 sends it.
+pub fn stored_digest(kind: crate::store::ChecksumKind, data: &[u8]) -> String {
+    let mut d = StoredDigest::new(kind);
+    d.update(data);
+    d.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +216,31 @@ mod tests {
                 (crc32c(&data), size as u64),
                 "{size} bytes"
             );
+        }
+    }
+
+    #[test]
+    fn stored_digests_match_the_published_check_values() {
+        use crate::store::ChecksumKind as K;
+        let hex_of = |kind, data: &[u8]| hex(&B64.decode(stored_digest(kind, data)).expect("b64"));
+        // The CRC catalogue's check values over "123456789".
+        assert_eq!(hex_of(K::Crc32, b"123456789"), "cbf43926");
+        assert_eq!(hex_of(K::Crc64Nvme, b"123456789"), "ae8b14860a799888");
+        // FIPS 180's "abc".
+        assert_eq!(
+            hex_of(K::Sha1, b"abc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            hex_of(K::Sha256, b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        // Fed in pieces, the same value.
+        for kind in [K::Crc32, K::Crc64Nvme, K::Sha1, K::Sha256] {
+            let mut d = StoredDigest::new(kind);
+            d.update(b"1234");
+            d.update(b"56789");
+            assert_eq!(d.finish(), stored_digest(kind, b"123456789"));
         }
     }
 

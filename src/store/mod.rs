@@ -45,9 +45,9 @@ pub use limits::MAX_DELETE_BATCH;
 pub use listing::page_from_sorted;
 pub use location::{Location, normalize_prefix, validate_bucket};
 pub use types::{
-    BodyReader, ByteRange, ChecksumAlgorithm, DeleteFailure, GetResponse, Integrity, ListPage,
-    ListRequest, MultipartUpload, ObjectMeta, ObjectRange, PartReceipt, PutOptions, PutReceipt,
-    Upload,
+    BodyReader, ByteRange, ChecksumAlgorithm, ChecksumKind, DeleteFailure, GetResponse, Integrity,
+    ListPage, ListRequest, MultipartUpload, ObjectMeta, ObjectRange, PartReceipt, PutOptions,
+    PutReceipt, StoredChecksum, Upload,
 };
 pub use versions::{
     AsOfFold, LockSpec, ObjectVersion, VersionAsOf, VersionMarker, VersionPage, Versioning, as_of,

@@ -30,6 +30,41 @@ pub enum ChecksumAlgorithm {
     Crc32c,
 }
 
+/// A full-object checksum of another kind than CRC32C, which objects written by other tools
+/// carry (AWS's SDKs default to CRC32 or CRC64NVME): checked by the engine on a whole-object
+/// read, where every byte passes in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumKind {
+    /// `x-amz-checksum-crc32` (ISO-HDLC, as zlib's).
+    Crc32,
+    /// `x-amz-checksum-crc64nvme`.
+    Crc64Nvme,
+    /// `x-amz-checksum-sha1`.
+    Sha1,
+    /// `x-amz-checksum-sha256`.
+    Sha256,
+}
+
+impl ChecksumKind {
+    /// The name S3 gives it in its header (`x-amz-checksum-<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ChecksumKind::Crc32 => "crc32",
+            ChecksumKind::Crc64Nvme => "crc64nvme",
+            ChecksumKind::Sha1 => "sha1",
+            ChecksumKind::Sha256 => "sha256",
+        }
+    }
+}
+
+/// The store's full-object checksum of a [`ChecksumKind`]: the value as the server sends it
+/// (base64 of the big-endian digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChecksum {
+    pub kind: ChecksumKind,
+    pub value: String,
+}
+
 /// Options of a put, multipart create or copy.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -67,6 +102,9 @@ pub struct ObjectMeta {
     /// CRC32C as the server reports it: base64 of the full-object value, or of the composite
     /// value followed by `-<parts>` for multipart objects. Only set by `head` and `get`.
     pub crc32c: Option<String>,
+    /// Another full-object checksum the server reports, the cheapest to take when it reports
+    /// several (never a composite of parts). Only set by `head` and `get`.
+    pub other_checksum: Option<StoredChecksum>,
     /// User metadata. Only set by `head` and `get`.
     pub metadata: BTreeMap<String, String>,
     /// Storage class, when the server names one other than STANDARD. Only set by `head`.
@@ -87,6 +125,7 @@ impl ObjectMeta {
             etag: None,
             last_modified: None,
             crc32c: None,
+            other_checksum: None,
             metadata: BTreeMap::new(),
             storage_class: None,
             restore: None,

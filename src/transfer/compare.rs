@@ -132,8 +132,9 @@ impl Transfer {
                     d.part_md5s.len()
                 ) == *etag
             }
-            // Nothing to recompute: read the object and compare with the local CRC32C.
-            Check::SizeOnly => {
+            // Nothing to recompute (a checksum of another kind is only decided for a read of
+            // the whole object): read the object and compare with the local CRC32C.
+            Check::SizeOnly | Check::Stored { .. } => {
                 let expect = Expect {
                     size: Some(d.size),
                     crc32c: Some(d.crc32c),

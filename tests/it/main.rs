@@ -45,6 +45,7 @@ mod reuse;
 mod secrets;
 mod server_down;
 mod ssec;
+mod stored_checksums;
 mod sync;
 mod tls;
 mod transfer;

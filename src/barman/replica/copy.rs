@@ -215,6 +215,7 @@ mod tests {
             etag: None,
             last_modified: None,
             crc32c: crc.map(crate::checksum::crc32c_header),
+            other_checksum: None,
             metadata: Default::default(),
             storage_class: None,
             restore: None,

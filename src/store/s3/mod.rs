@@ -6,8 +6,8 @@
 //!
 //! Every body carries the integrity value the engine computed (CRC32C in
 //! `x-amz-checksum-crc32c`, or `Content-MD5`), so the server refuses a corrupted upload; HEAD
-//! and GET ask for the stored checksum (`ChecksumMode::Enabled`) so downloads can be verified
-//! against it.
+//! and GET ask for the stored checksums (`x-amz-checksum-mode`) so downloads can be verified
+//! against them, by the engine.
 
 /// Adds the SSE-C headers (`s3.sse: customer`) to a request on an object's content: every
 /// builder that writes or reads an object, or one of its parts, has the three setters by name.
@@ -108,7 +108,7 @@ pub use options::{
     Addressing, LockMode, ObjectLock, S3Options, Sse, StaticCredentials, validate_endpoint,
 };
 
-use read::{S3Body, total_from_content_range};
+use read::{S3Body, other_checksum, total_from_content_range};
 
 use std::time::Duration;
 
@@ -184,10 +184,18 @@ impl S3Store {
         let mut req = ssec!(self, req.set_version_id(version.map(str::to_string)));
         if let Some(r) = range {
             req = req.range(format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
-        } else {
-            req = req.checksum_mode(ChecksumMode::Enabled);
         }
+        // A whole object's stored checksums, asked for by the header alone: `checksum_mode`
+        // would also make the SDK take one over every byte, which the engine takes already
+        // (and checks whatever its kind).
+        let whole = range.is_none();
         let out = req
+            .customize()
+            .mutate_request(move |r| {
+                if whole {
+                    r.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
+                }
+            })
             .send()
             .await
             .map_err(|e| map_err("GetObject", key, &self.endpoint, e))?;
@@ -202,6 +210,15 @@ impl S3Store {
             etag: out.e_tag().map(strip_quotes),
             last_modified: to_system_time(out.last_modified()),
             crc32c: out.checksum_crc32_c().map(str::to_string),
+            other_checksum: other_checksum(
+                [
+                    out.checksum_crc32(),
+                    out.checksum_crc64_nvme(),
+                    out.checksum_sha1(),
+                    out.checksum_sha256(),
+                ],
+                out.checksum_type(),
+            ),
             metadata: out
                 .metadata()
                 .cloned()
@@ -243,6 +260,15 @@ impl S3Store {
             etag: out.e_tag().map(strip_quotes),
             last_modified: to_system_time(out.last_modified()),
             crc32c: out.checksum_crc32_c().map(str::to_string),
+            other_checksum: other_checksum(
+                [
+                    out.checksum_crc32(),
+                    out.checksum_crc64_nvme(),
+                    out.checksum_sha1(),
+                    out.checksum_sha256(),
+                ],
+                out.checksum_type(),
+            ),
             metadata: out
                 .metadata()
                 .cloned()

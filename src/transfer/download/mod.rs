@@ -63,6 +63,8 @@ pub enum Verified {
     CompositeCrc32c,
     /// Against an MD5 ETag.
     Md5,
+    /// Against the store's full-object checksum of another kind (an object read whole).
+    ObjectChecksum(crate::store::ChecksumKind),
     /// Only the size could be checked (object written by a tool that records no checksum).
     SizeOnly,
 }
@@ -84,6 +86,8 @@ struct Piece {
     index: usize,
     crc: u32,
     md5: Option<[u8; 16]>,
+    /// The digest of the store's other full-object checksum, when the check is one.
+    stored: Option<String>,
     data: Option<Bytes>,
     plain: Option<(u32, u64)>,
 }
@@ -213,6 +217,7 @@ impl Transfer {
                         index,
                         range,
                         want_md5,
+                        want_stored: None,
                         refuse_sealed,
                         sealed,
                     };

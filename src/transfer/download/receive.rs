@@ -6,7 +6,7 @@ use bytes::BytesMut;
 
 use super::runs::RunWriter;
 use super::{Piece, Sink, WRITE_BATCH, write_at};
-use crate::checksum::{self, Md5State};
+use crate::checksum::{self, Md5State, StoredDigest};
 use crate::directio::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::store::ByteRange;
@@ -35,12 +35,13 @@ pub(super) async fn receive(
         (_, Sink::Memory) => Dest::Memory(BytesMut::with_capacity(range.len() as usize)),
     };
     match checked(body, &got_, &mut dest).await {
-        Ok((crc, md5)) => {
+        Ok(Sums { crc, md5, stored }) => {
             let (data, plain) = dest.finish().await?;
             Ok(Piece {
                 index: got_.index,
                 crc,
                 md5,
+                stored,
                 data,
                 plain,
             })
@@ -52,16 +53,24 @@ pub(super) async fn receive(
     }
 }
 
+/// What was taken over a piece's stored bytes as they arrived.
+struct Sums {
+    crc: u32,
+    md5: Option<[u8; 16]>,
+    stored: Option<String>,
+}
+
 /// The body into `dest`, checked as it arrives: an encrypted object refused without
 /// identities, the length held to the range. Returns the stored bytes' CRC32C, and their MD5
-/// when the store's checksum is one.
+/// or other digest when the store's checksum is one.
 async fn checked(
     mut body: Box<dyn crate::store::BodyReader>,
     got_: &Received<'_>,
     dest: &mut Dest,
-) -> Result<(u32, Option<[u8; 16]>)> {
+) -> Result<Sums> {
     let (mut crc, mut got) = (0u32, 0u64);
     let mut md5 = got_.want_md5.then(Md5State::default);
+    let mut stored = got_.want_stored.map(StoredDigest::new);
     let mut refuse_sealed = got_.refuse_sealed;
     while let Some(chunk) = body.next_chunk().await? {
         if std::mem::take(&mut refuse_sealed) && crate::crypt::is_sealed(&chunk) {
@@ -70,6 +79,9 @@ async fn checked(
         crc = checksum::crc32c_append(crc, &chunk);
         if let Some(m) = md5.as_mut() {
             m.update(&chunk);
+        }
+        if let Some(d) = stored.as_mut() {
+            d.update(&chunk);
         }
         got += chunk.len() as u64;
         if got > got_.range.len() {
@@ -80,7 +92,11 @@ async fn checked(
     if got != got_.range.len() {
         return Err(length_mismatch(got_.key, got_.range, got));
     }
-    Ok((crc, md5.map(Md5State::finish)))
+    Ok(Sums {
+        crc,
+        md5: md5.map(Md5State::finish),
+        stored: stored.map(StoredDigest::finish),
+    })
 }
 
 /// Where a piece's bytes go as they arrive.
@@ -169,6 +185,8 @@ pub(super) struct Received<'a> {
     pub(super) index: usize,
     pub(super) range: ByteRange,
     pub(super) want_md5: bool,
+    /// The other full-object checksum to take (a whole object read in one GET).
+    pub(super) want_stored: Option<crate::store::ChecksumKind>,
     /// Refuse the object if its first bytes are an age header (no identities to open it).
     pub(super) refuse_sealed: bool,
     /// The encrypted object this is a piece of, opened on the way when bound for a file.

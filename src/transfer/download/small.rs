@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::opened::opened_small;
 use super::receive::{Received, receive};
-use super::verify::verify;
-use super::{Check, Downloaded, Durable, Expect, Sink, Verified, decide, whole_crc};
+use super::verify::{decide_whole, verify};
+use super::{Check, Downloaded, Durable, Expect, Piece, Sink, Verified, whole_crc};
 use crate::checksum;
 use crate::directio::OutFile;
 use crate::error::{Error, Result};
@@ -70,42 +70,10 @@ impl Transfer {
         max: u64,
         recorded: Option<u64>,
     ) -> Result<(Vec<u8>, Downloaded)> {
-        let (meta, check, piece) = self
-            .retry
-            .run(&self.stats, &self.cancel, || async {
-                let resp = self.store.get(key, None).await?;
-                let size = resp.meta.size;
-                if size > max {
-                    return Err(Error::Failed(format!(
-                        "{key}: {size} bytes in the store, more than the {max} such a file can have"
-                    )));
-                }
-                if let Some(most) = recorded.filter(|m| size > *m) {
-                    return Err(Error::Checksum {
-                        key: key.into(),
-                        expected: format!("at most {most} bytes"),
-                        actual: format!("{size} bytes in the store"),
-                    });
-                }
-                let check = decide(&resp.meta);
-                let whole = ByteRange {
-                    start: 0,
-                    end: size,
-                };
-                let want_md5 = matches!(check, Check::Md5 { .. });
-                let got = Received {
-                    key,
-                    index: 0,
-                    range: whole,
-                    want_md5,
-                    refuse_sealed: false,
-                    sealed: None,
-                };
-                let piece = receive(resp.body, got, &Sink::Memory).await?;
-                self.progress.bytes_done(size);
-                Ok((resp.meta, check, piece))
-            })
-            .await?;
+        let (meta, mut check, piece) = self.get_whole(key, max, recorded).await?;
+        if let Check::Stored { taken, .. } = &mut check {
+            *taken = piece.stored;
+        }
         let data = Vec::from(piece.data.unwrap_or_default());
         // A multipart object is checked part by part, from the bytes already in memory.
         let (pieces, info): (Vec<_>, Vec<_>) = match &check {
@@ -149,6 +117,55 @@ impl Transfer {
             return Ok((data, d));
         }
         opened_small(self.crypt.keys(), key, data, d)
+    }
+
+    /// The retried GET of a whole object into memory, refused before its body is read when
+    /// it is larger than `max` or than the caller's record allows, and the check its headers
+    /// allow, with what it needs taken as the bytes arrive.
+    async fn get_whole(
+        &self,
+        key: &str,
+        max: u64,
+        recorded: Option<u64>,
+    ) -> Result<(crate::store::ObjectMeta, Check, Piece)> {
+        self.retry
+            .run(&self.stats, &self.cancel, || async {
+                let resp = self.store.get(key, None).await?;
+                let size = resp.meta.size;
+                if size > max {
+                    return Err(Error::Failed(format!(
+                        "{key}: {size} bytes in the store, more than the {max} such a file can have"
+                    )));
+                }
+                if let Some(most) = recorded.filter(|m| size > *m) {
+                    return Err(Error::Checksum {
+                        key: key.into(),
+                        expected: format!("at most {most} bytes"),
+                        actual: format!("{size} bytes in the store"),
+                    });
+                }
+                let check = decide_whole(&resp.meta);
+                let whole = ByteRange {
+                    start: 0,
+                    end: size,
+                };
+                let got = Received {
+                    key,
+                    index: 0,
+                    range: whole,
+                    want_md5: matches!(check, Check::Md5 { .. }),
+                    want_stored: match &check {
+                        Check::Stored { want, .. } => Some(want.kind),
+                        _ => None,
+                    },
+                    refuse_sealed: false,
+                    sealed: None,
+                };
+                let piece = receive(resp.body, got, &Sink::Memory).await?;
+                self.progress.bytes_done(size);
+                Ok((resp.meta, check, piece))
+            })
+            .await
     }
 
     /// A file the caller knows to be small: one GET and no HEAD before it (the GET's headers
@@ -198,5 +215,99 @@ impl Transfer {
             let _ = std::fs::remove_file(&tmp);
         }
         placed.map(|()| d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::local::LocalStore;
+    use crate::store::{
+        Body, ChecksumKind, DeleteFailure, GetResponse, ListPage, ListRequest, Multipart,
+        ObjectMeta, PutOptions, PutReceipt, Store, StoredChecksum,
+    };
+    use crate::transfer::Settings;
+
+    /// A bucket on disk whose reads report one stored checksum of another kind than CRC32C
+    /// and nothing else (no CRC32C, no ETag), as an object written by another tool may.
+    #[derive(Debug)]
+    struct Foreign {
+        core: LocalStore,
+        checksum: StoredChecksum,
+    }
+
+    #[async_trait]
+    impl Store for Foreign {
+        fn describe(&self) -> String {
+            "foreign".into()
+        }
+        async fn put(&self, k: &str, b: Body, o: &PutOptions) -> Result<PutReceipt> {
+            self.core.put(k, b, o).await
+        }
+        async fn get(&self, k: &str, r: Option<ByteRange>) -> Result<GetResponse> {
+            let mut resp = self.core.get(k, r).await?;
+            resp.meta.crc32c = None;
+            resp.meta.etag = None;
+            resp.meta.other_checksum = Some(self.checksum.clone());
+            Ok(resp)
+        }
+        async fn head(&self, k: &str) -> Result<ObjectMeta> {
+            self.core.head(k).await
+        }
+        async fn list_page(&self, r: &ListRequest, t: Option<&str>) -> Result<ListPage> {
+            self.core.list_page(r, t).await
+        }
+        async fn delete_batch(&self, k: &[String]) -> Result<Vec<DeleteFailure>> {
+            self.core.delete_batch(k).await
+        }
+        fn multipart(&self) -> &dyn Multipart {
+            self.core.multipart()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_read_whole_is_checked_against_its_stored_checksum_of_any_kind() {
+        let d = tempfile::tempdir().expect("tmp");
+        let body = b"000000010000000000000003, as another tool stored it".repeat(1000);
+        std::fs::create_dir_all(d.path().join("b/p")).expect("dir");
+        std::fs::write(d.path().join("b/p/wal"), &body).expect("object");
+        let open = |kind, value: String| {
+            let store = Foreign {
+                core: LocalStore::open(&d.path().join("b")).expect("store"),
+                checksum: StoredChecksum { kind, value },
+            };
+            Transfer::new(Arc::new(store), Settings::default())
+        };
+        for kind in [
+            ChecksumKind::Crc32,
+            ChecksumKind::Crc64Nvme,
+            ChecksumKind::Sha1,
+            ChecksumKind::Sha256,
+        ] {
+            let right = checksum::stored_digest(kind, &body);
+            let (got, d) = open(kind, right.clone())
+                .download_small("p/wal", 1 << 20)
+                .await
+                .expect("read");
+            assert!(got == body, "{kind:?}");
+            assert_eq!(d.verified, Verified::ObjectChecksum(kind));
+            assert_eq!(d.crc32c, checksum::crc32c(&body));
+            // The store's value for other bytes: refused, never returned.
+            let wrong = checksum::stored_digest(kind, b"other bytes");
+            let e = open(kind, wrong.clone())
+                .download_small("p/wal", 1 << 20)
+                .await
+                .expect_err("a mismatch is refused");
+            let m = e.to_string();
+            assert!(matches!(e, Error::Checksum { .. }), "{m}");
+            assert!(
+                m.contains("p/wal") && m.contains(&wrong) && m.contains(&right),
+                "{m}"
+            );
+        }
     }
 }

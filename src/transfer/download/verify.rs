@@ -1,14 +1,15 @@
 //! What a download is checked against: the caller's record (size, CRC32C from a manifest or a
 //! local file) and the object's own checksum, the strongest its metadata allows: a full-object
-//! CRC32C, a composite CRC32C over the parts recorded in our layout metadata, an MD5 ETag (one
-//! GET per part, since MD5s cannot be combined), or, for objects written by tools that record
+//! CRC32C, a composite CRC32C over the parts recorded in our layout metadata, for an object read
+//! whole another full-object checksum (CRC32, CRC64NVME, SHA-1, SHA-256), an MD5 ETag (one GET
+//! per part, since MD5s cannot be combined), or, for objects written by tools that record
 //! nothing, the size alone. The check is decided before any byte is fetched because it shapes
 //! the ranges.
 
 use super::{Expect, Verified};
 use crate::checksum;
 use crate::error::{Error, Result};
-use crate::store::{ByteRange, ObjectMeta};
+use crate::store::{ByteRange, ObjectMeta, StoredChecksum};
 use crate::transfer::plan::{self, LAYOUT_META};
 use crate::transfer::sealed::SEALED_META;
 
@@ -28,7 +29,26 @@ pub(crate) enum Check {
         parts: Vec<ByteRange>,
         etag: String,
     },
+    /// The store's other full-object checksum, and the digest taken as the bytes arrived
+    /// (only an object read whole, in one GET, has one).
+    Stored {
+        want: StoredChecksum,
+        taken: Option<String>,
+    },
     SizeOnly,
+}
+
+/// The check of an object read whole in one GET: as [`decide`], except that a full-object
+/// checksum of another kind than CRC32C, which needs every byte in order, comes before an MD5
+/// ETag and the size alone: it is the writer's own, and cheaper than MD5.
+pub(crate) fn decide_whole(meta: &ObjectMeta) -> Check {
+    match (decide(meta), &meta.other_checksum) {
+        (c @ (Check::Full(_) | Check::Composite { .. }), _) | (c, None) => c,
+        (_, Some(want)) => Check::Stored {
+            want: want.clone(),
+            taken: None,
+        },
+    }
 }
 
 fn is_md5_hex(s: &str) -> bool {
@@ -165,6 +185,16 @@ pub(super) fn verify(
             }
             Verified::Md5
         }
+        Check::Stored { want, taken } => {
+            if taken.as_deref() != Some(want.value.as_str()) {
+                let kind = want.kind.name();
+                return Err(mismatch(
+                    format!("{kind} {}", want.value),
+                    format!("{kind} {}", taken.as_deref().unwrap_or("not taken")),
+                ));
+            }
+            Verified::ObjectChecksum(want.kind)
+        }
         Check::SizeOnly => Verified::SizeOnly,
     };
     Ok(if expect.crc32c.is_some() {
@@ -222,6 +252,63 @@ mod tests {
             )),
             Check::CompositeMd5 { .. }
         ));
+    }
+
+    #[test]
+    fn a_whole_read_is_checked_against_another_full_object_checksum_before_an_etag() {
+        use crate::store::ChecksumKind;
+        let body = b"a WAL segment written by another tool";
+        let sha = checksum::stored_digest(ChecksumKind::Sha256, body);
+        let with = |crc: Option<&str>, etag: Option<&str>| {
+            let mut m = meta(body.len() as u64, crc, etag, None);
+            m.other_checksum = Some(StoredChecksum {
+                kind: ChecksumKind::Sha256,
+                value: sha.clone(),
+            });
+            m
+        };
+        let md5 = checksum::hex(&checksum::md5(body));
+        // Ranged reads never take it; a whole read prefers it to the ETag...
+        assert!(matches!(decide(&with(None, Some(&md5))), Check::Md5 { .. }));
+        let Check::Stored { want, taken: None } = decide_whole(&with(None, Some(&md5))) else {
+            panic!("not the stored checksum");
+        };
+        assert_eq!(want.kind, ChecksumKind::Sha256);
+        // ...but never to a CRC32C, which the engine takes anyway.
+        let c = checksum::crc32c_header(checksum::crc32c(body));
+        assert!(matches!(
+            decide_whole(&with(Some(&c), None)),
+            Check::Full(_)
+        ));
+        let whole = [(
+            0,
+            ByteRange {
+                start: 0,
+                end: body.len() as u64,
+            },
+        )];
+        let info = [(checksum::crc32c(body), None)];
+        let crc = checksum::crc32c(body);
+        let run = |taken: Option<String>| {
+            let check = Check::Stored {
+                want: want.clone(),
+                taken,
+            };
+            verify("k", &check, Expect::default(), crc, &whole, 1, &info)
+        };
+        assert_eq!(
+            run(Some(sha.clone())).expect("verified"),
+            Verified::ObjectChecksum(ChecksumKind::Sha256)
+        );
+        // Other bytes, or a digest never taken: refused, naming the kind and both values.
+        let other = checksum::stored_digest(ChecksumKind::Sha256, b"other bytes");
+        let e = run(Some(other.clone())).expect_err("mismatch").to_string();
+        assert!(
+            e.contains("sha256") && e.contains(&sha) && e.contains(&other),
+            "{e}"
+        );
+        let e = run(None).expect_err("not taken").to_string();
+        assert!(e.contains("not taken"), "{e}");
     }
 
     /// An encrypted object of 10 000 parts: its layout cuts the plaintext, and its stored
