@@ -23,6 +23,22 @@ macro_rules! ssec {
     };
 }
 
+/// The full-object checksum other than CRC32C that a GetObject or HeadObject output carries
+/// ([`read::other_checksum`]): the two outputs are distinct types with the same getters.
+macro_rules! other_checksum_of {
+    ($out:expr) => {
+        other_checksum(
+            [
+                $out.checksum_crc32(),
+                $out.checksum_crc64_nvme(),
+                $out.checksum_sha1(),
+                $out.checksum_sha256(),
+            ],
+            $out.checksum_type(),
+        )
+    };
+}
+
 /// The SSE-C headers of a copy's source (CopyObject, UploadPartCopy): the same key, since
 /// every object barmans3 writes carries it.
 macro_rules! ssec_source {
@@ -210,15 +226,7 @@ impl S3Store {
             etag: out.e_tag().map(strip_quotes),
             last_modified: to_system_time(out.last_modified()),
             crc32c: out.checksum_crc32_c().map(str::to_string),
-            other_checksum: other_checksum(
-                [
-                    out.checksum_crc32(),
-                    out.checksum_crc64_nvme(),
-                    out.checksum_sha1(),
-                    out.checksum_sha256(),
-                ],
-                out.checksum_type(),
-            ),
+            other_checksum: other_checksum_of!(out),
             metadata: out
                 .metadata()
                 .cloned()
@@ -260,15 +268,7 @@ impl S3Store {
             etag: out.e_tag().map(strip_quotes),
             last_modified: to_system_time(out.last_modified()),
             crc32c: out.checksum_crc32_c().map(str::to_string),
-            other_checksum: other_checksum(
-                [
-                    out.checksum_crc32(),
-                    out.checksum_crc64_nvme(),
-                    out.checksum_sha1(),
-                    out.checksum_sha256(),
-                ],
-                out.checksum_type(),
-            ),
+            other_checksum: other_checksum_of!(out),
             metadata: out
                 .metadata()
                 .cloned()
