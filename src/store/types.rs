@@ -102,8 +102,8 @@ pub struct ObjectMeta {
     /// CRC32C as the server reports it: base64 of the full-object value, or of the composite
     /// value followed by `-<parts>` for multipart objects. Only set by `head` and `get`.
     pub crc32c: Option<String>,
-    /// Another full-object checksum the server reports, the cheapest to take when it reports
-    /// several (never a composite of parts). Only set by `head` and `get`.
+    /// Another full-object checksum the server reports, the first in [`ChecksumKind`] order
+    /// when it reports several (never a composite of parts). Only set by `head` and `get`.
     pub other_checksum: Option<StoredChecksum>,
     /// User metadata. Only set by `head` and `get`.
     pub metadata: BTreeMap<String, String>,

@@ -62,8 +62,9 @@ pub(super) fn total_from_content_range(cr: &str) -> Option<u64> {
     cr.rsplit_once('/').and_then(|(_, t)| t.parse().ok())
 }
 
-/// The cheapest of the full-object checksums other than CRC32C that the server sent, given in
-/// [`ChecksumKind`] order (CRC32, CRC64NVME, SHA-1, SHA-256). A composite of parts (`…-N`, or
+/// The first of the full-object checksums other than CRC32C that the server sent, in
+/// [`ChecksumKind`] order (CRC32, CRC64NVME, SHA-1, SHA-256; S3 keeps one algorithm per object,
+/// so there is rarely a choice). A composite of parts (`…-N`, or
 /// an object whose checksum type says so) is not a checksum of the bytes a read receives: it
 /// is left out, as the size and ETag rules decide such an object.
 pub(super) fn other_checksum(
@@ -93,7 +94,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cheapest_full_object_checksum_is_kept_and_composites_never() {
+    fn the_first_full_object_checksum_is_kept_and_composites_never() {
         let got = other_checksum([None, Some("AAAAAAAAAAA="), Some("x"), None], None);
         assert_eq!(
             got,

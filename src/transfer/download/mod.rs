@@ -177,8 +177,8 @@ impl Transfer {
     /// Fetches one piece, retrying it whole on retryable failures (a truncated body included).
     /// A piece of an encrypted object bound for a file is opened as it arrives; one bound for
     /// memory is received whole and then opened. Every GET names its range, the whole object's
-    /// too: the checksums to verify against came with the HEAD, and a GET that asks for the
-    /// stored checksum has the SDK hash the body a second time beside [`receive`].
+    /// too: the checksums to verify against came with the HEAD, so no GET needs to ask for
+    /// them again.
     async fn fetch(
         &self,
         key: &str,

@@ -40,7 +40,7 @@ pub(crate) enum Check {
 
 /// The check of an object read whole in one GET: as [`decide`], except that a full-object
 /// checksum of another kind than CRC32C, which needs every byte in order, comes before an MD5
-/// ETag and the size alone: it is the writer's own, and cheaper than MD5.
+/// ETag and the size alone: it is the writer's own, taken over every byte it wrote.
 pub(crate) fn decide_whole(meta: &ObjectMeta) -> Check {
     match (decide(meta), &meta.other_checksum) {
         (c @ (Check::Full(_) | Check::Composite { .. }), _) | (c, None) => c,
@@ -185,22 +185,27 @@ pub(super) fn verify(
             }
             Verified::Md5
         }
-        Check::Stored { want, taken } => {
-            if taken.as_deref() != Some(want.value.as_str()) {
-                let kind = want.kind.name();
-                return Err(mismatch(
-                    format!("{kind} {}", want.value),
-                    format!("{kind} {}", taken.as_deref().unwrap_or("not taken")),
-                ));
-            }
-            Verified::ObjectChecksum(want.kind)
-        }
+        Check::Stored { want, taken } => stored(key, want, taken.as_deref())?,
         Check::SizeOnly => Verified::SizeOnly,
     };
     Ok(if expect.crc32c.is_some() {
         Verified::CallerCrc32c
     } else {
         verified
+    })
+}
+
+/// The digest taken as the bytes arrived against the store's value of that kind; one never
+/// taken (which only a fault of ours could cause) is a mismatch too.
+fn stored(key: &str, want: &StoredChecksum, taken: Option<&str>) -> Result<Verified> {
+    if taken == Some(want.value.as_str()) {
+        return Ok(Verified::ObjectChecksum(want.kind));
+    }
+    let kind = want.kind.name();
+    Err(Error::Checksum {
+        key: key.into(),
+        expected: format!("{kind} {}", want.value),
+        actual: format!("{kind} {}", taken.unwrap_or("not taken")),
     })
 }
 
