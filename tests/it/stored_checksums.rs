@@ -5,15 +5,13 @@
 //! sends; Garage refuses such a put).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Command;
 
 use barmans3::Error;
 use barmans3::config::{Config, PermissionPolicy};
 use barmans3::store::ChecksumKind;
 use barmans3::transfer::{EngineBuilder, Transfer, Verified};
 
-use crate::common::moto::{MOTO_VENV, moto};
+use crate::common::moto::{boto3, moto};
 use crate::common::{garage, unique};
 
 /// What each object holds.
@@ -24,23 +22,13 @@ fn body() -> Vec<u8> {
 /// boto3 (moto's venv brings it) puts `body()` under `{prefix}/` once per algorithm: `default`
 /// with none named (boto3 then takes CRC32), and one named after each algorithm.
 fn put_with_boto3(endpoint: &str, key_id: &str, secret: &str, bucket: &str, prefix: &str) {
-    let py = format!(
-        "import boto3\n\
-         s = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='{key_id}', aws_secret_access_key='{secret}', region_name='us-east-1')\n\
-         body = b'segment bytes ' * 5000\n\
+    let snippet = format!(
+        "body = b'segment bytes ' * 5000\n\
          s.put_object(Bucket='{bucket}', Key='{prefix}/default', Body=body)\n\
          for a in ['CRC32', 'SHA1', 'SHA256']:\n    \
              s.put_object(Bucket='{bucket}', Key='{prefix}/' + a, Body=body, ChecksumAlgorithm=a)"
     );
-    let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
-        .args(["-c", &py])
-        .output()
-        .expect("python (run scripts/test-deps)");
-    assert!(
-        out.status.success(),
-        "boto3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    boto3(endpoint, key_id, secret, &snippet);
 }
 
 async fn engine(yaml: &str) -> Transfer {

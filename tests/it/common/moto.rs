@@ -10,6 +10,26 @@ use std::time::{Duration, Instant};
 /// Where scripts/test-deps installs moto (and boto3, which it brings).
 pub const MOTO_VENV: &str = "/opt/barmans3-test/moto-venv";
 
+/// Runs a boto3 snippet (moto's venv brings boto3) against the S3 server at `endpoint` with
+/// these credentials (`s` is the client; `json` is imported) and returns what it prints; a
+/// failing snippet fails the test with its output.
+pub fn boto3(endpoint: &str, key_id: &str, secret: &str, snippet: &str) -> String {
+    let py = format!(
+        "import boto3, json; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='{key_id}', aws_secret_access_key='{secret}', region_name='us-east-1')\n{snippet}"
+    );
+    let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
+        .args(["-c", &py])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "boto3: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A running moto server.
 pub struct Moto {
     /// `http://127.0.0.1:<port>`.
@@ -73,24 +93,9 @@ impl Moto {
         )
     }
 
-    /// Runs a boto3 snippet against this moto (`s` is the client; `json` is imported) and
-    /// returns what it prints; a failing snippet fails the test with its output.
+    /// Runs a boto3 snippet against this moto ([`boto3`]).
     pub fn boto(&self, snippet: &str) -> String {
-        let py = format!(
-            "import boto3, json; s=boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{snippet}",
-            self.endpoint
-        );
-        let out = Command::new(Path::new(MOTO_VENV).join("bin/python"))
-            .args(["-c", &py])
-            .output()
-            .expect("python");
-        assert!(
-            out.status.success(),
-            "boto3: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        boto3(&self.endpoint, "test", "test", snippet)
     }
 
     /// HEAD of `key`: (storage class, retain-until as RFC 3339 or "").
