@@ -78,19 +78,24 @@ pub fn parse(args: &[OsString]) -> Option<LeanArgs> {
     })
 }
 
-/// The full program: `barmans3` beside this one, from the same package. Never one found on
-/// the `PATH`: another version could name or fill the spool differently.
-fn full_program() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join(FULL)))
-        .unwrap_or_else(|| PathBuf::from(FULL))
+/// The full program: `barmans3` beside this one (`exe`, this program's own path), from the
+/// same package; `None` when this program cannot tell where it is. Never one found on the
+/// `PATH` (a bare name would be looked up there): another version could name or fill the spool
+/// differently.
+fn full_program(exe: std::io::Result<PathBuf>) -> Option<PathBuf> {
+    let exe = exe.ok()?;
+    Some(exe.parent()?.join(FULL))
 }
 
 /// Runs one call: `args` is argv without the program name. Returns only when the call was
 /// served here or the full program could not be started.
 pub fn wal_restore(args: Vec<OsString>) -> Exit {
-    let full = full_program();
+    let Some(full) = full_program(std::env::current_exe()) else {
+        eprintln!(
+            "barmans3-wal-restore: cannot tell its own directory (/proc/self/exe), where barmans3 must be; run barmans3 wal-restore instead; aborting recovery"
+        );
+        return Exit::RecoveryAbort;
+    };
     // RUST_LOG asks for the full program's diagnostics.
     if let Some(a) = parse(&args).filter(|_| std::env::var_os("RUST_LOG").is_none()) {
         crate::logging::init_plain();
@@ -152,6 +157,19 @@ mod tests {
             parse(&args(&with)),
             Some(want(Some("/c.yaml"), BucketLayout::BarmanCloud))
         );
+    }
+
+    /// Only the `barmans3` beside this program is ever run: with no path of its own, none
+    /// (a bare `barmans3` would be looked up on the `PATH`).
+    #[test]
+    fn the_full_program_is_the_one_beside_this_one_or_none() {
+        assert_eq!(
+            full_program(Ok(PathBuf::from("/usr/bin/barmans3-wal-restore"))),
+            Some(PathBuf::from("/usr/bin/barmans3"))
+        );
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(full_program(Err(gone)), None);
+        assert_eq!(full_program(Ok(PathBuf::from("/"))), None);
     }
 
     #[test]
